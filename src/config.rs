@@ -1,0 +1,207 @@
+//! Service configuration: the embedded `config/default.toml`, an optional file on top of it,
+//! `PHONE_LEDGER_*` environment variables on top of that, then command-line flags.
+//!
+//! Layering is done by `figment`; this module only declares the shape and checks it
+//! (`Config::validate`) once at start-up so that a bad setting fails with a precise message
+//! instead of surfacing later as a confusing runtime error.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::types::NumberType;
+
+/// The defaults, compiled into the binary so that a bare `phone-ledger serve` works anywhere.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// How long a reply waits for durability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// sled flush, then `fdatasync` of the data file: survives power loss.
+    Fsync,
+    /// sled flush only (`sync_file_range`): survives a killed process.
+    Flush,
+}
+
+/// Per-account limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Quotas {
+    pub phone_numbers_per_account: u64,
+    pub pools_per_account: u64,
+}
+
+/// Where numbers of one country and type come from, and what they cost.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NumberSupply {
+    pub templates: Vec<String>,
+    pub price: String,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub region: String,
+    pub default_account: String,
+    pub max_body_bytes: usize,
+    pub durability: Durability,
+    pub max_batch: usize,
+    pub workers: usize,
+    pub quotas: Quotas,
+    /// ISO country code → number type → supply.
+    pub numbering: BTreeMap<String, BTreeMap<NumberType, NumberSupply>>,
+}
+
+/// A configuration that could not be loaded or does not make sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+/// Values given on the command line; `None` leaves the layer below in force.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Defaults + optional file + `PHONE_LEDGER_*` env + flags, validated.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("PHONE_LEDGER_").split("__"))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The embedded defaults alone (used by tests and benches), with the data directory given.
+    pub fn defaults_with_data_dir(data_dir: impl Into<PathBuf>) -> Result<Self, ConfigError> {
+        let mut config: Config = Figment::from(Toml::string(DEFAULT_TOML))
+            .extract()
+            .map_err(Box::new)?;
+        config.data_dir = data_dir.into();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what figment's typing cannot: formats and ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if !is_account_id(&self.default_account) {
+            return bad(format!(
+                "default_account {:?} must be 12 digits",
+                self.default_account
+            ));
+        }
+        if self.region.is_empty() || !self.region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+            return bad(format!("region {:?} is not a region name", self.region));
+        }
+        if self.max_body_bytes < 1024 {
+            return bad("max_body_bytes must be at least 1024".into());
+        }
+        if self.max_batch == 0 {
+            return bad("max_batch must be at least 1".into());
+        }
+        for (country, supplies) in &self.numbering {
+            if country.len() != 2 || !country.chars().all(|c| c.is_ascii_uppercase()) {
+                return bad(format!("numbering: {country:?} is not an ISO 3166-1 alpha-2 code"));
+            }
+            for (number_type, supply) in supplies {
+                if supply.templates.is_empty() {
+                    return bad(format!("numbering.{country}.{number_type}: no templates"));
+                }
+                for t in &supply.templates {
+                    let ok = t.starts_with('+')
+                        && t.len() <= 16
+                        && t[1..].chars().all(|c| c.is_ascii_digit() || c == 'X');
+                    if !ok {
+                        return bad(format!(
+                            "numbering.{country}.{number_type}: template {t:?} must be '+' then digits or X"
+                        ));
+                    }
+                }
+                if supply.price.parse::<f64>().is_err() {
+                    return bad(format!(
+                        "numbering.{country}.{number_type}: price {:?} is not a number",
+                        supply.price
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A 12-digit AWS account id.
+pub fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let c = Config::defaults_with_data_dir("/tmp/x").expect("defaults load");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:4566");
+        assert_eq!(c.region, "us-east-1");
+        assert_eq!(c.default_account, "000000000000");
+        assert_eq!(c.durability, Durability::Fsync);
+        assert!(c.numbering["US"].contains_key(&NumberType::TollFree));
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("extra.toml", "region = \"eu-west-1\"\n[quotas]\nphone_numbers_per_account = 7\npools_per_account = 1\n")?;
+            jail.set_env("PHONE_LEDGER_REGION", "eu-central-1");
+            jail.set_env("PHONE_LEDGER_QUOTAS__POOLS_PER_ACCOUNT", "3");
+            jail.set_env("PHONE_LEDGER_LISTEN", "127.0.0.1:1");
+            let flags = Overrides {
+                listen: Some("127.0.0.1:2".parse().expect("addr")),
+                data_dir: None,
+            };
+            let c = Config::load(Some(Path::new("extra.toml")), &flags).expect("load");
+            assert_eq!(c.region, "eu-central-1");
+            assert_eq!(c.quotas.phone_numbers_per_account, 7);
+            assert_eq!(c.quotas.pools_per_account, 3);
+            assert_eq!(c.listen.to_string(), "127.0.0.1:2");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_settings_are_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PHONE_LEDGER_DEFAULT_ACCOUNT", "12");
+            let err = Config::load(None, &Overrides::default()).expect_err("must fail");
+            assert!(err.to_string().contains("default_account"), "{err}");
+            Ok(())
+        });
+    }
+}

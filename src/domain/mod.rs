@@ -1,0 +1,102 @@
+//! The pure core: one decider per aggregate (`PhoneNumberState`, `PoolState`), with no actix,
+//! sled or HTTP inside.
+//!
+//! `decide(&state, &command) -> Result<Vec<Event>, Rejection>` holds every business rule;
+//! `evolve(state, &event) -> state` only applies what was decided. Everything the rules need
+//! that is not in the state (the caller, the time, the pool's message type) travels in the
+//! command, so the same inputs always give the same decision, which is what lets the audit
+//! tools re-run history.
+
+pub mod ids;
+pub mod phone_number;
+pub mod pool;
+pub mod rejection;
+pub mod types;
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+use std::fmt::Debug;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use ids::{ResourceKind, Scope};
+pub use rejection::Rejection;
+
+/// Who asks, when, and in which request: the context every command carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CommandMeta {
+    pub request_id: String,
+    pub scope: Scope,
+    /// Milliseconds since the Unix epoch, read once at the edge.
+    pub at_ms: u64,
+    /// The API operation that issued the command (`ReleasePhoneNumber`, ...).
+    pub operation: String,
+}
+
+/// An action on an aggregate together with its context.
+#[derive(Debug, Clone)]
+pub struct Command<A> {
+    pub meta: CommandMeta,
+    /// The id of the aggregate the command is for (its stream id).
+    pub target: String,
+    pub action: A,
+}
+
+/// Names a command for the audit trail and for rejection events.
+pub trait ActionName {
+    fn name(&self) -> &'static str;
+}
+
+/// An event-sourced aggregate: its state type implements this; actors and the store are generic
+/// over it.
+pub trait Aggregate: Default + Clone + Debug + Send + Unpin + 'static {
+    type Action: ActionName + Debug + Clone + Send + 'static;
+    type Event: Serialize + DeserializeOwned + Debug + Clone + PartialEq + Send + 'static;
+
+    /// Which kind of resource the aggregate is (stream id prefix, ARN segment, error type).
+    const KIND: ResourceKind;
+
+    /// All business rules: the events a command leads to, or why it is refused.
+    fn decide(&self, command: &Command<Self::Action>) -> Result<Vec<Self::Event>, Rejection>;
+
+    /// Applies one event. No rules here: an event is a fact.
+    fn evolve(self, event: &Self::Event) -> Self;
+
+    /// The event that records a refused command on the stream (the audit trail of refusals).
+    fn rejected(action: &Self::Action, rejection: &Rejection) -> Self::Event;
+
+    /// Folds a history.
+    fn replay<'a>(events: impl IntoIterator<Item = &'a Self::Event>) -> Self {
+        events.into_iter().fold(Self::default(), Self::evolve)
+    }
+}
+
+/// Splits an event into its type name and JSON payload (the envelope stores them apart).
+pub fn event_to_parts<E: Serialize>(event: &E) -> Result<(String, serde_json::Value), serde_json::Error> {
+    let mut value = serde_json::to_value(event)?;
+    let obj = value
+        .as_object_mut()
+        .ok_or_else(|| serde::ser::Error::custom("event must serialize to an object"))?;
+    let event_type = match obj.remove("Type") {
+        Some(serde_json::Value::String(s)) => s,
+        _ => return Err(serde::ser::Error::custom("event has no Type")),
+    };
+    let payload = obj.remove("Payload").unwrap_or(serde_json::Value::Null);
+    Ok((event_type, payload))
+}
+
+/// Rebuilds an event from its type name and payload.
+pub fn event_from_parts<E: DeserializeOwned>(
+    event_type: &str,
+    payload: &serde_json::Value,
+) -> Result<E, serde_json::Error> {
+    let mut obj = serde_json::Map::new();
+    obj.insert("Type".into(), serde_json::Value::String(event_type.to_string()));
+    if !payload.is_null() {
+        obj.insert("Payload".into(), payload.clone());
+    }
+    serde_json::from_value(serde_json::Value::Object(obj))
+}

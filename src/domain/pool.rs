@@ -1,0 +1,206 @@
+//! The pool aggregate: a named group of origination identities (here, phone numbers) sharing a
+//! message type. Rules as AWS has them: a pool is created with one identity, identities must
+//! match its message type, the last one cannot leave (`LAST_PHONE_NUMBER`), and deletion honours
+//! deletion protection and lets every member go.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::ResourceKind;
+use super::types::{ConflictReason, MessageType, NumberCapability, PoolStatus, Tag};
+use super::{ActionName, Aggregate, Command, Rejection};
+
+/// One origination identity in a pool (`OriginationIdentityMetadata`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PoolMember {
+    pub origination_identity: String,
+    pub origination_identity_arn: String,
+    pub iso_country_code: String,
+    pub number_capabilities: Vec<NumberCapability>,
+    pub phone_number: String,
+    pub message_type: MessageType,
+}
+
+/// Everything known about one pool (`PoolInformation` plus its members).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Pool {
+    pub pool_id: String,
+    pub pool_arn: String,
+    pub account: String,
+    pub region: String,
+    pub message_type: MessageType,
+    pub opt_out_list_name: String,
+    pub self_managed_opt_outs_enabled: bool,
+    pub shared_routes_enabled: bool,
+    pub two_way_enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub two_way_channel_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub two_way_channel_role: Option<String>,
+    pub deletion_protection_enabled: bool,
+    pub status: PoolStatus,
+    /// Set by `PoolDeleted`: the pool is gone for every command but its history stays.
+    #[serde(default)]
+    pub deleted: bool,
+    /// Members by origination identity (phone number id).
+    pub members: BTreeMap<String, PoolMember>,
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+    pub created_timestamp_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+}
+
+/// The state of one pool stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolState(pub Option<Pool>);
+
+/// What can be asked of a pool.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PoolAction {
+    /// Start the stream; the pool holds exactly one member, inherited settings filled in by the shell.
+    Create(Box<Pool>),
+    AddMember(PoolMember),
+    RemoveMember { origination_identity: String },
+    Delete,
+}
+
+impl ActionName for PoolAction {
+    fn name(&self) -> &'static str {
+        match self {
+            PoolAction::Create(_) => "Create",
+            PoolAction::AddMember(_) => "AddMember",
+            PoolAction::RemoveMember { .. } => "RemoveMember",
+            PoolAction::Delete => "Delete",
+        }
+    }
+}
+
+/// What happened to a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "Type", content = "Payload", rename_all_fields = "PascalCase")]
+pub enum PoolEvent {
+    PoolCreated(Box<Pool>),
+    OriginationIdentityAssociated(PoolMember),
+    OriginationIdentityDisassociated { origination_identity: String },
+    /// The pool is gone; `members` were in it at that moment and are let go.
+    PoolDeleted { members: Vec<String> },
+    AssociationRejected { origination_identity: String, reason: Rejection },
+    DisassociationRejected { origination_identity: String, reason: Rejection },
+    DeletionRejected { reason: Rejection },
+    CommandRejected { command: String, reason: Rejection },
+}
+
+const KIND: ResourceKind = ResourceKind::Pool;
+
+impl PoolState {
+    fn live<'a>(&'a self, command: &Command<PoolAction>) -> Result<&'a Pool, Rejection> {
+        match &self.0 {
+            Some(p) if !p.deleted && p.account == command.meta.scope.account && p.region == command.meta.scope.region => Ok(p),
+            _ => Err(Rejection::not_found(KIND, &command.target)),
+        }
+    }
+}
+
+impl Aggregate for PoolState {
+    type Action = PoolAction;
+    type Event = PoolEvent;
+    const KIND: ResourceKind = KIND;
+
+    fn decide(&self, command: &Command<PoolAction>) -> Result<Vec<PoolEvent>, Rejection> {
+        let conflict = |reason, id: &str, why: &str| Err(Rejection::conflict(reason, KIND, id, why));
+        match &command.action {
+            PoolAction::Create(pool) => match &self.0 {
+                None => Ok(vec![PoolEvent::PoolCreated(pool.clone())]),
+                Some(p) => conflict(ConflictReason::ResourceAlreadyExists, &p.pool_id, "already exists"),
+            },
+            PoolAction::AddMember(member) => {
+                let p = self.live(command)?;
+                if p.members.contains_key(&member.origination_identity) {
+                    return conflict(
+                        ConflictReason::ResourceAlreadyAssociated,
+                        &p.pool_id,
+                        &format!("already holds {}", member.origination_identity),
+                    );
+                }
+                if p.message_type != member.message_type {
+                    return conflict(
+                        ConflictReason::MessageTypeMismatch,
+                        &p.pool_id,
+                        &format!("has message type {} but {} has {}", p.message_type, member.origination_identity, member.message_type),
+                    );
+                }
+                Ok(vec![PoolEvent::OriginationIdentityAssociated(member.clone())])
+            }
+            PoolAction::RemoveMember { origination_identity } => {
+                let p = self.live(command)?;
+                if !p.members.contains_key(origination_identity) {
+                    return Err(Rejection::conflict(
+                        ConflictReason::PhoneNumberNotAssociatedToPool,
+                        ResourceKind::PhoneNumber,
+                        origination_identity,
+                        &format!("is not associated with pool {}", p.pool_id),
+                    ));
+                }
+                if p.members.len() == 1 {
+                    return conflict(
+                        ConflictReason::LastPhoneNumber,
+                        &p.pool_id,
+                        &format!("would be left empty: {origination_identity} is its last phone number"),
+                    );
+                }
+                Ok(vec![PoolEvent::OriginationIdentityDisassociated { origination_identity: origination_identity.clone() }])
+            }
+            PoolAction::Delete => {
+                let p = self.live(command)?;
+                if p.deletion_protection_enabled {
+                    return conflict(ConflictReason::DeletionProtectionEnabled, &p.pool_id, "has deletion protection enabled");
+                }
+                Ok(vec![PoolEvent::PoolDeleted { members: p.members.keys().cloned().collect() }])
+            }
+        }
+    }
+
+    fn evolve(self, event: &PoolEvent) -> Self {
+        let Some(mut p) = self.0 else {
+            return match event {
+                PoolEvent::PoolCreated(pool) => PoolState(Some((**pool).clone())),
+                _ => PoolState(None),
+            };
+        };
+        match event {
+            PoolEvent::PoolCreated(pool) => p = (**pool).clone(),
+            PoolEvent::OriginationIdentityAssociated(m) => {
+                p.members.insert(m.origination_identity.clone(), m.clone());
+            }
+            PoolEvent::OriginationIdentityDisassociated { origination_identity } => {
+                p.members.remove(origination_identity);
+            }
+            PoolEvent::PoolDeleted { .. } => {
+                p.deleted = true;
+                p.status = PoolStatus::Deleting;
+                p.members.clear();
+            }
+            PoolEvent::AssociationRejected { .. }
+            | PoolEvent::DisassociationRejected { .. }
+            | PoolEvent::DeletionRejected { .. }
+            | PoolEvent::CommandRejected { .. } => {}
+        }
+        PoolState(Some(p))
+    }
+
+    fn rejected(action: &PoolAction, rejection: &Rejection) -> PoolEvent {
+        let reason = rejection.clone();
+        match action {
+            PoolAction::AddMember(m) => PoolEvent::AssociationRejected { origination_identity: m.origination_identity.clone(), reason },
+            PoolAction::RemoveMember { origination_identity } => {
+                PoolEvent::DisassociationRejected { origination_identity: origination_identity.clone(), reason }
+            }
+            PoolAction::Delete => PoolEvent::DeletionRejected { reason },
+            other => PoolEvent::CommandRejected { command: other.name().to_string(), reason },
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The stored form of an event: an immutable envelope around the domain event's JSON payload,
+//! chained to its predecessor in the global feed by a SHA-256 hash (tamper evidence).
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// Schema version written with every event today; readers upcast older ones.
+pub const CURRENT_SCHEMA_VERSION: u32 = 1;
+
+/// One stored event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EventEnvelope {
+    pub event_id: Uuid,
+    pub stream_id: String,
+    /// 1-based, gap-free within the stream.
+    pub version: u64,
+    /// 1-based, strictly increasing across all streams (the global feed).
+    pub position: u64,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub timestamp_ms: u64,
+    pub account: String,
+    pub region: String,
+    pub request_id: String,
+    /// The API operation and the aggregate command that produced the event
+    /// (`ReleasePhoneNumber/Release`).
+    pub command: String,
+    pub payload: serde_json::Value,
+    /// Hex SHA-256 of (previous envelope's hash ‖ this envelope's canonical bytes).
+    pub hash: String,
+}
+
+/// Hash of the empty chain: what the first envelope's predecessor hash is.
+pub const GENESIS_HASH: [u8; 32] = [0; 32];
+
+impl EventEnvelope {
+    /// The bytes the hash covers: the envelope's JSON with an empty `Hash`. serde_json writes
+    /// struct fields in declaration order and object keys sorted, so this is deterministic.
+    pub fn canonical_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut unhashed = self.clone();
+        unhashed.hash = String::new();
+        serde_json::to_vec(&unhashed)
+    }
+
+    /// The chain hash of this envelope given its predecessor's.
+    pub fn chain_hash(&self, previous: &[u8; 32]) -> Result<[u8; 32], serde_json::Error> {
+        let mut hasher = Sha256::new();
+        hasher.update(previous);
+        hasher.update(self.canonical_bytes()?);
+        Ok(hasher.finalize().into())
+    }
+
+    /// Timestamp as epoch seconds, the form the AWS SDKs expect.
+    pub fn timestamp_secs(&self) -> f64 {
+        self.timestamp_ms as f64 / 1000.0
+    }
+}
+
+/// An event the writer has yet to number, chain and store.
+#[derive(Debug, Clone)]
+pub struct PendingEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub payload: serde_json::Value,
+}
+
+/// Context shared by all events of one append.
+#[derive(Debug, Clone)]
+pub struct AppendMeta {
+    pub timestamp_ms: u64,
+    pub account: String,
+    pub region: String,
+    pub request_id: String,
+    pub command: String,
+}

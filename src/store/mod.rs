@@ -1,0 +1,262 @@
+//! The event log on sled: one stream per aggregate, a global feed, and derived indexes.
+//!
+//! Trees (keys big-endian so byte order is numeric order):
+//! - `streams`: `stream id ‖ 0x00 ‖ version` → envelope JSON. A stream is gap-free from 1.
+//! - `feed`: `position` → `stream id ‖ 0x00 ‖ version`, the global order across streams.
+//! - `heads`: `stream id` → current version; `!chain` → last position ‖ last hash.
+//! - `index`: derived, rebuildable keys (views for Describe, client tokens, claimed numbers).
+//!
+//! All writes go through one writer thread ([`writer`]) that commits whatever appends are waiting
+//! in one transaction with a per-stream expected-version check, flushes once, and only then
+//! answers every caller (group commit). Events are never updated or deleted.
+
+mod envelope;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use envelope::{AppendMeta, EventEnvelope, PendingEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
+pub use writer::{AppendError, AppendRequest, IndexOp};
+
+use crate::config::Durability;
+
+/// Marks a directory as a phone-ledger log, and its layout version.
+const FORMAT_KEY: &[u8] = b"format";
+const FORMAT: &[u8] = b"phone-ledger/1";
+const SECRET_KEY: &[u8] = b"token-secret";
+pub(crate) const CHAIN_KEY: &[u8] = b"!chain";
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("{0} is not a phone-ledger data directory")]
+    NotALedger(PathBuf),
+    #[error("storage: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt record at {key}: {message}")]
+    Corrupt { key: String, message: String },
+}
+
+pub(crate) struct Trees {
+    pub db: sled::Db,
+    pub streams: sled::Tree,
+    pub feed: sled::Tree,
+    pub heads: sled::Tree,
+    pub index: sled::Tree,
+}
+
+/// Handle to the log; cheap to clone.
+#[derive(Clone)]
+pub struct EventStore {
+    trees: Arc<Trees>,
+    writer: Arc<writer::WriterHandle>,
+    secret: Arc<[u8; 32]>,
+}
+
+/// Key of one event in `streams`.
+pub(crate) fn stream_key(stream_id: &str, version: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(stream_id.len() + 9);
+    k.extend_from_slice(stream_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+fn stream_prefix(stream_id: &str) -> Vec<u8> {
+    let mut k = stream_id.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+pub(crate) fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
+    let arr: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt { key: what.into(), message: "expected 8 bytes".into() })?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+pub(crate) fn decode_envelope(key: &[u8], bytes: &[u8]) -> Result<EventEnvelope, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        message: e.to_string(),
+    })
+}
+
+impl EventStore {
+    /// Opens (creating if needed) the log in `dir` and starts its writer thread.
+    pub fn open(dir: &Path, durability: Durability, max_batch: usize) -> Result<Self, StoreError> {
+        let open_err = |e: &dyn std::fmt::Display| StoreError::Open { path: dir.to_path_buf(), message: e.to_string() };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(&e))?;
+        let db = sled::Config::new().path(dir).open().map_err(|e| open_err(&e))?;
+        Self::init(db, dir, durability, max_batch, true)
+    }
+
+    /// Opens an existing log only (for offline tools); refuses directories that are not one.
+    pub fn open_existing(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
+        if !dir.join("conf").is_file() {
+            return Err(StoreError::NotALedger(dir.to_path_buf()));
+        }
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| StoreError::Open { path: dir.to_path_buf(), message: e.to_string() })?;
+        Self::init(db, dir, durability, 1, false)
+    }
+
+    fn init(db: sled::Db, dir: &Path, durability: Durability, max_batch: usize, create: bool) -> Result<Self, StoreError> {
+        match db.get(FORMAT_KEY)? {
+            Some(f) if f.as_ref() == FORMAT => {}
+            Some(_) => return Err(StoreError::NotALedger(dir.to_path_buf())),
+            None if create => {
+                db.insert(FORMAT_KEY, FORMAT)?;
+            }
+            None => return Err(StoreError::NotALedger(dir.to_path_buf())),
+        }
+        let secret: [u8; 32] = match db.get(SECRET_KEY)? {
+            Some(s) if s.len() == 32 => {
+                let mut a = [0u8; 32];
+                a.copy_from_slice(&s);
+                a
+            }
+            _ => {
+                let s: [u8; 32] = rand::random();
+                db.insert(SECRET_KEY, &s[..])?;
+                s
+            }
+        };
+        db.flush()?;
+        let trees = Arc::new(Trees {
+            streams: db.open_tree("streams")?,
+            feed: db.open_tree("feed")?,
+            heads: db.open_tree("heads")?,
+            index: db.open_tree("index")?,
+            db,
+        });
+        let data_file = match durability {
+            Durability::Fsync => Some(dir.join("db")),
+            Durability::Flush => None,
+        };
+        let writer = writer::WriterHandle::start(trees.clone(), data_file, max_batch)?;
+        Ok(EventStore { trees, writer: Arc::new(writer), secret: Arc::new(secret) })
+    }
+
+    /// Appends events to one stream if its version is still `expected_version`, durably. Resolves
+    /// only after the events are flushed; never blocks the calling thread.
+    pub async fn append(&self, request: AppendRequest) -> Result<Vec<EventEnvelope>, AppendError> {
+        self.writer.append(request).await
+    }
+
+    /// Stops the writer after it has committed everything already queued, and flushes.
+    pub fn close(&self) {
+        self.writer.shutdown();
+        if let Err(e) = self.trees.db.flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+
+    /// Current version of a stream (0 when it does not exist).
+    pub fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+        match self.trees.heads.get(stream_id.as_bytes())? {
+            Some(v) => decode_u64(&v, stream_id),
+            None => Ok(0),
+        }
+    }
+
+    /// Events of a stream with version ≥ `from_version`, in order.
+    pub fn read_stream(&self, stream_id: &str, from_version: u64) -> Result<Vec<EventEnvelope>, StoreError> {
+        let start = stream_key(stream_id, from_version.max(1));
+        let prefix = stream_prefix(stream_id);
+        let mut out = Vec::new();
+        for item in self.trees.streams.range(start..) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(decode_envelope(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` events of the global feed with position > `after`, in position order.
+    pub fn read_feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.trees.feed.range((after.saturating_add(1)).to_be_bytes()..).take(limit) {
+            let (pos, stream_key) = item?;
+            let bytes = self.trees.streams.get(&stream_key)?.ok_or_else(|| StoreError::Corrupt {
+                key: format!("feed position {}", decode_u64(&pos, "feed").unwrap_or_default()),
+                message: "points at a missing event".into(),
+            })?;
+            out.push(decode_envelope(&stream_key, &bytes)?);
+        }
+        Ok(out)
+    }
+
+    /// Last committed position and hash.
+    pub fn head(&self) -> Result<(u64, [u8; 32]), StoreError> {
+        writer::read_chain_head(&self.trees.heads)
+    }
+
+    /// A derived index entry.
+    pub fn index_get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        Ok(self.trees.index.get(key)?)
+    }
+
+    /// Index entries under `prefix` with key > `after` (or from the start), up to `limit`.
+    pub fn index_scan(&self, prefix: &[u8], after: Option<&[u8]>) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + '_ {
+        let start: Vec<u8> = match after {
+            Some(a) => {
+                let mut k = a.to_vec();
+                k.push(0);
+                k
+            }
+            None => prefix.to_vec(),
+        };
+        let prefix = prefix.to_vec();
+        self.trees
+            .index
+            .range(start..)
+            .take_while(move |r| r.as_ref().map(|(k, _)| k.starts_with(&prefix)).unwrap_or(true))
+            .map(|r| r.map_err(StoreError::from))
+    }
+
+    /// Whether the index is empty while the log is not (it was dropped and must be rebuilt).
+    pub fn index_needs_rebuild(&self) -> Result<bool, StoreError> {
+        Ok(self.trees.index.is_empty() && !self.trees.feed.is_empty())
+    }
+
+    /// Replaces the whole index (rebuild from the log). Runs before the server takes requests.
+    pub fn replace_index(&self, entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
+        self.trees.index.clear()?;
+        let mut batch = sled::Batch::default();
+        for (k, v) in entries {
+            batch.insert(k, v);
+        }
+        self.trees.index.apply_batch(batch)?;
+        self.trees.db.flush()?;
+        Ok(())
+    }
+
+    /// A secret of this data directory, for signing pagination tokens.
+    pub fn secret(&self) -> &[u8; 32] {
+        &self.secret
+    }
+
+    /// Number of events in the feed.
+    pub fn len(&self) -> usize {
+        self.trees.feed.len()
+    }
+
+    /// Whether the log holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.trees.feed.is_empty()
+    }
+
+    /// Raw access for tools that inspect or (in tests) damage the log.
+    pub fn raw_db(&self) -> &sled::Db {
+        &self.trees.db
+    }
+}
