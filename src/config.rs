@@ -67,6 +67,9 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Keys whose environment values are taken verbatim as strings.
+const RAW_ENV_KEYS: &[&str] = &["default_account", "region"];
+
 /// Values given on the command line; `None` leaves the layer below in force.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Overrides {
@@ -89,8 +92,15 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
+        // Env values are parsed as TOML-ish values, which would turn account `000011112222`
+        // into the integer 11112222: the keys that are strings of digits are read raw.
+        figment = figment.merge(Env::prefixed("PHONE_LEDGER_").split("__").ignore(RAW_ENV_KEYS));
+        for key in RAW_ENV_KEYS {
+            if let Some(value) = Env::var(&format!("PHONE_LEDGER_{}", key.to_uppercase())) {
+                figment = figment.merge(Serialized::default(key, value));
+            }
+        }
         let config: Config = figment
-            .merge(Env::prefixed("PHONE_LEDGER_").split("__"))
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(Box::new)?;
@@ -201,6 +211,9 @@ mod tests {
             jail.set_env("PHONE_LEDGER_DEFAULT_ACCOUNT", "12");
             let err = Config::load(None, &Overrides::default()).expect_err("must fail");
             assert!(err.to_string().contains("default_account"), "{err}");
+            jail.set_env("PHONE_LEDGER_DEFAULT_ACCOUNT", "000011112222");
+            let c = Config::load(None, &Overrides::default()).expect("digits are an account");
+            assert_eq!(c.default_account, "000011112222");
             Ok(())
         });
     }

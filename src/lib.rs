@@ -18,3 +18,6 @@
 pub mod config;
 pub mod domain;
 pub mod store;
+pub mod actors;
+pub mod numbering;
+pub mod projection;

@@ -101,6 +101,7 @@ wire_enum!(
         MaximumSizeExceeded = "MAXIMUM_SIZE_EXCEEDED",
         TwoWayChannelNotPresent = "TWO_WAY_CHANNEL_NOT_PRESENT",
         UnknownOperation = "UNKNOWN_OPERATION",
+        InvalidRequest = "INVALID_REQUEST",
     }
 );
 wire_enum!(

@@ -1,0 +1,172 @@
+//! Derived indexes, computed from each state change and committed atomically with its events.
+//!
+//! Keys of the `index` tree (all derivable from the log, so [`rebuild_index`] can recreate them):
+//! - `v/{account}/{region}/{phone-number|pool}/{id}` → JSON of the live resource (Describe views;
+//!   removed when the resource is released or deleted);
+//! - `t/{account}/{region}/{operation}/{client token}` → resource id (idempotent creation);
+//! - `n/{E.164 number}` → phone number id, a unique claim: a number is never handed out twice.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::de::DeserializeOwned;
+
+use crate::domain::phone_number::PhoneNumberState;
+use crate::domain::pool::PoolState;
+use crate::domain::types::NumberStatus;
+use crate::domain::{event_from_parts, Aggregate, ResourceKind, Scope};
+use crate::store::{EventEnvelope, EventStore, IndexOp, StoreError};
+
+/// Key of a live resource's view.
+pub fn view_key(scope: &Scope, kind: ResourceKind, id: &str) -> Vec<u8> {
+    let mut k = view_prefix(scope, kind);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// Prefix of all views of one kind in one scope.
+pub fn view_prefix(scope: &Scope, kind: ResourceKind) -> Vec<u8> {
+    format!("v/{}/{}/{}/", scope.account, scope.region, kind.arn_segment()).into_bytes()
+}
+
+/// Key of an idempotency token.
+pub fn token_key(scope: &Scope, operation: &str, token: &str) -> Vec<u8> {
+    format!("t/{}/{}/{}/{}", scope.account, scope.region, operation, token).into_bytes()
+}
+
+/// Key of the claim on an E.164 number.
+pub fn number_claim_key(e164: &str) -> Vec<u8> {
+    format!("n/{e164}").into_bytes()
+}
+
+/// An aggregate whose state changes feed the index.
+pub trait Projected: Aggregate {
+    /// Index changes for a transition from `before` to `after`.
+    fn index_ops(before: &Self, after: &Self) -> Vec<IndexOp>;
+    /// Keys that must be free for the transition to happen, with their values.
+    fn unique_claims(_before: &Self, _after: &Self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        Vec::new()
+    }
+}
+
+fn view_ops<T: serde::Serialize>(key: Vec<u8>, live: bool, value: &T) -> Vec<IndexOp> {
+    if !live {
+        return vec![IndexOp::Delete(key)];
+    }
+    match serde_json::to_vec(value) {
+        Ok(bytes) => vec![IndexOp::Put(key, bytes)],
+        Err(e) => {
+            // Serializing our own plain structs cannot fail; if it ever did, a stale view is
+            // better than a lost event, and a rebuild repairs it.
+            tracing::error!(error = %e, "cannot serialize view");
+            vec![]
+        }
+    }
+}
+
+impl Projected for PhoneNumberState {
+    fn index_ops(before: &Self, after: &Self) -> Vec<IndexOp> {
+        let Some(n) = after.0.as_ref().filter(|_| before != after) else { return vec![] };
+        let scope = Scope::new(&n.account, &n.region);
+        let mut ops = view_ops(view_key(&scope, Self::KIND, &n.phone_number_id), n.status != NumberStatus::Deleted, n);
+        if before.0.is_none() {
+            if let Some(token) = &n.client_token {
+                ops.push(IndexOp::Put(token_key(&scope, "RequestPhoneNumber", token), n.phone_number_id.clone().into_bytes()));
+            }
+        }
+        ops
+    }
+
+    fn unique_claims(before: &Self, after: &Self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        match (&before.0, &after.0) {
+            (None, Some(n)) => vec![(number_claim_key(&n.phone_number), n.phone_number_id.clone().into_bytes())],
+            _ => vec![],
+        }
+    }
+}
+
+impl Projected for PoolState {
+    fn index_ops(before: &Self, after: &Self) -> Vec<IndexOp> {
+        let Some(p) = after.0.as_ref().filter(|_| before != after) else { return vec![] };
+        let scope = Scope::new(&p.account, &p.region);
+        let mut ops = view_ops(view_key(&scope, Self::KIND, &p.pool_id), !p.deleted, p);
+        if before.0.is_none() {
+            if let Some(token) = &p.client_token {
+                ops.push(IndexOp::Put(token_key(&scope, "CreatePool", token), p.pool_id.clone().into_bytes()));
+            }
+        }
+        ops
+    }
+}
+
+/// Decodes a stored event of aggregate `A`.
+pub fn decode_event<E: DeserializeOwned>(envelope: &EventEnvelope) -> Result<E, StoreError> {
+    event_from_parts(&envelope.event_type, &envelope.payload).map_err(|e| StoreError::Corrupt {
+        key: format!("{}@{}", envelope.stream_id, envelope.version),
+        message: format!("cannot decode {}: {e}", envelope.event_type),
+    })
+}
+
+/// Rebuilds state by replaying envelopes of one stream.
+pub fn replay<A: Aggregate>(envelopes: &[EventEnvelope]) -> Result<A, StoreError> {
+    let mut state = A::default();
+    for envelope in envelopes {
+        let event: A::Event = decode_event(envelope)?;
+        state = state.evolve(&event);
+    }
+    Ok(state)
+}
+
+/// The aggregate kind a stream id belongs to.
+pub fn kind_of_stream(stream_id: &str) -> Option<ResourceKind> {
+    [ResourceKind::PhoneNumber, ResourceKind::Pool].into_iter().find(|k| k.is_id(stream_id))
+}
+
+/// Folds the whole feed into the index it implies, and writes it in place of the current one.
+pub fn rebuild_index(store: &EventStore) -> Result<usize, StoreError> {
+    let mut numbers: HashMap<String, PhoneNumberState> = HashMap::new();
+    let mut pools: HashMap<String, PoolState> = HashMap::new();
+    let mut index: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let mut after = 0;
+    loop {
+        let chunk = store.read_feed(after, 4096)?;
+        let Some(last) = chunk.last() else { break };
+        after = last.position;
+        for envelope in &chunk {
+            match kind_of_stream(&envelope.stream_id) {
+                Some(ResourceKind::PhoneNumber) => step(&mut numbers, &mut index, envelope)?,
+                Some(ResourceKind::Pool) => step(&mut pools, &mut index, envelope)?,
+                None => {
+                    return Err(StoreError::Corrupt { key: envelope.stream_id.clone(), message: "unknown stream kind".into() })
+                }
+            }
+        }
+    }
+    let count = index.len();
+    store.replace_index(index)?;
+    Ok(count)
+}
+
+fn step<A: Projected>(
+    states: &mut HashMap<String, A>,
+    index: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+    envelope: &EventEnvelope,
+) -> Result<(), StoreError> {
+    let before = states.remove(&envelope.stream_id).unwrap_or_default();
+    let event: A::Event = decode_event(envelope)?;
+    let after = before.clone().evolve(&event);
+    for (k, v) in A::unique_claims(&before, &after) {
+        index.insert(k, v);
+    }
+    for op in A::index_ops(&before, &after) {
+        match op {
+            IndexOp::Put(k, v) => {
+                index.insert(k, v);
+            }
+            IndexOp::Delete(k) => {
+                index.remove(&k);
+            }
+        }
+    }
+    states.insert(envelope.stream_id.clone(), after);
+    Ok(())
+}
