@@ -21,3 +21,6 @@ pub mod store;
 pub mod actors;
 pub mod numbering;
 pub mod projection;
+pub mod api;
+pub mod cli;
+pub mod server;

@@ -1,0 +1,140 @@
+//! `AwsJsonError`: every failure leaves the service through this one type, in the exact shape
+//! AWS JSON 1.0 clients parse: HTTP 400 (500 for `InternalServerException`), header
+//! `x-amzn-ErrorType`, body `{"__type": "<Name>", "Message": ..., <members of the error shape>}`.
+
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+use serde_json::{json, Map, Value};
+
+use super::model::{FieldError, FieldErrorKind};
+use crate::actors::LedgerError;
+use crate::domain::types::ValidationReason;
+use crate::domain::Rejection;
+
+/// The AWS JSON content type, on requests and responses.
+pub const AMZ_JSON: &str = "application/x-amz-json-1.0";
+
+/// An error response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsJsonError {
+    pub type_name: &'static str,
+    pub status: StatusCode,
+    pub message: String,
+    /// Members of the error shape besides `Message` (`Reason`, `ResourceType`, `Fields`, ...).
+    pub members: Map<String, Value>,
+}
+
+impl AwsJsonError {
+    fn new(type_name: &'static str, status: StatusCode, message: impl Into<String>) -> Self {
+        AwsJsonError { type_name, status, message: message.into(), members: Map::new() }
+    }
+
+    fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.members.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// `ValidationException` naming one member.
+    pub fn validation(reason: ValidationReason, field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        AwsJsonError::new("ValidationException", StatusCode::BAD_REQUEST, message.clone())
+            .with("Reason", reason.as_str())
+            .with("Fields", json!([{ "Name": field, "Message": message }]))
+    }
+
+    /// `ValidationException` for every member that broke a model rule.
+    pub fn invalid_members(errors: &[FieldError]) -> Self {
+        let reason = if errors.iter().all(|e| e.kind == FieldErrorKind::Missing) {
+            ValidationReason::MissingParameter
+        } else if errors.iter().any(|e| e.kind == FieldErrorKind::WrongType) {
+            ValidationReason::CannotParse
+        } else {
+            ValidationReason::FieldValidationFailed
+        };
+        let details: Vec<String> = errors.iter().map(|e| format!("Value at '{}' failed to satisfy constraint: {}", e.name, e.message)).collect();
+        let plural = if errors.len() == 1 { "" } else { "s" };
+        let message = format!("{} validation error{plural} detected: {}", errors.len(), details.join("; "));
+        let fields: Vec<Value> = errors.iter().map(|e| json!({ "Name": e.name, "Message": e.message })).collect();
+        AwsJsonError::new("ValidationException", StatusCode::BAD_REQUEST, message)
+            .with("Reason", reason.as_str())
+            .with("Fields", Value::Array(fields))
+    }
+
+    /// The body is not a JSON object.
+    pub fn serialization(message: impl Into<String>) -> Self {
+        AwsJsonError::new("SerializationException", StatusCode::BAD_REQUEST, message)
+    }
+
+    /// The `X-Amz-Target` names nothing this service implements.
+    pub fn unknown_operation(target: &str) -> Self {
+        AwsJsonError::new("UnknownOperationException", StatusCode::BAD_REQUEST, format!("unknown operation {target:?}"))
+    }
+
+    /// The body is larger than the configured limit.
+    pub fn too_large(limit: usize) -> Self {
+        AwsJsonError::validation(ValidationReason::MaximumSizeExceeded, "(body)", format!("request body exceeds {limit} bytes"))
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    }
+
+    /// The request is not `POST /` with the AWS JSON content type.
+    pub fn unsupported_media_type(got: &str) -> Self {
+        AwsJsonError::new("SerializationException", StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Type must be {AMZ_JSON}, got {got:?}"))
+    }
+
+    /// `ThrottlingException`.
+    pub fn throttling(message: impl Into<String>) -> Self {
+        AwsJsonError::new("ThrottlingException", StatusCode::BAD_REQUEST, message)
+    }
+
+    /// `InternalServerException` (retryable by the SDKs).
+    pub fn internal(message: impl Into<String>, request_id: &str) -> Self {
+        AwsJsonError::new("InternalServerException", StatusCode::INTERNAL_SERVER_ERROR, message).with("RequestId", request_id)
+    }
+
+    fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// The HTTP response.
+    pub fn to_response(&self, request_id: &str) -> HttpResponse {
+        let mut body = self.members.clone();
+        body.insert("__type".into(), Value::String(self.type_name.into()));
+        body.insert("Message".into(), Value::String(self.message.clone()));
+        HttpResponse::build(self.status)
+            .insert_header(("x-amzn-RequestId", request_id))
+            .insert_header(("x-amzn-ErrorType", self.type_name))
+            .content_type(AMZ_JSON)
+            .body(Value::Object(body).to_string())
+    }
+}
+
+impl From<Rejection> for AwsJsonError {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::NotFound { resource_type, resource_id, message } => AwsJsonError::new("ResourceNotFoundException", StatusCode::BAD_REQUEST, message)
+                .with("ResourceType", resource_type.as_str())
+                .with("ResourceId", resource_id),
+            Rejection::Conflict { reason, resource_type, resource_id, message } => AwsJsonError::new("ConflictException", StatusCode::BAD_REQUEST, message)
+                .with("Reason", reason.as_str())
+                .with("ResourceType", resource_type.as_str())
+                .with("ResourceId", resource_id),
+            Rejection::Validation { reason, field, message } => AwsJsonError::validation(reason, &field, message),
+            Rejection::QuotaExceeded { reason, message } => {
+                AwsJsonError::new("ServiceQuotaExceededException", StatusCode::BAD_REQUEST, message).with("Reason", reason.as_str())
+            }
+        }
+    }
+}
+
+/// Maps an application error, given the request id for `InternalServerException`.
+pub fn from_ledger(e: LedgerError, request_id: &str) -> AwsJsonError {
+    match e {
+        LedgerError::Rejected(r) => r.into(),
+        LedgerError::Throttled(m) => AwsJsonError::throttling(m),
+        LedgerError::Internal(m) => {
+            tracing::error!(error = %m, "internal error");
+            AwsJsonError::internal("The service could not complete the request; retry it", request_id)
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The AWS JSON 1.0 edge: `POST /` with `X-Amz-Target: PinpointSMSVoiceV2.<Operation>`.
+//!
+//! Pipeline per request: request id → caller scope (SigV4 credential) → body (size-limited) →
+//! target → content type → JSON object → model validation → [`operations::dispatch`] →
+//! response with `x-amzn-RequestId`. Every failure on the way is an [`AwsJsonError`].
+
+pub mod auth;
+pub mod error;
+pub mod model;
+pub mod operations;
+pub mod pagination;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde_json::Value;
+use tracing::Instrument;
+
+pub use error::{AwsJsonError, AMZ_JSON};
+
+use crate::actors::Ledger;
+use crate::domain::CommandMeta;
+
+/// The `X-Amz-Target` prefix of this service (`targetPrefix` in the model).
+pub const TARGET_PREFIX: &str = "PinpointSMSVoiceV2.";
+
+/// What handlers share.
+pub struct ApiState {
+    pub ledger: Arc<Ledger>,
+    pub default_account: String,
+    pub default_region: String,
+    pub max_body_bytes: usize,
+}
+
+/// Mounts the API on an actix-web app (used by the server and by tests alike).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::post().to(handle))
+        .route("/health", web::get().to(health))
+        .default_service(web::to(not_found));
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(r#"{"Status":"ok"}"#)
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    let id = uuid::Uuid::new_v4().to_string();
+    AwsJsonError::unknown_operation(&format!("{} {}", req.method(), req.path())).to_response(&id)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
+}
+
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, AwsJsonError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| AwsJsonError::serialization(format!("cannot read request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(AwsJsonError::too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The member naming the resource a request is about, for the tracing span.
+fn resource_of(input: &Value) -> Option<&str> {
+    ["PhoneNumberId", "OriginationIdentity", "PoolId"].iter().find_map(|k| input.get(*k).and_then(Value::as_str))
+}
+
+async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiState>) -> HttpResponse {
+    let started = Instant::now();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let scope = auth::scope_of(req.headers(), &state.default_account, &state.default_region);
+    let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let operation = target.strip_prefix(TARGET_PREFIX).unwrap_or_default().to_string();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        account = %scope.account,
+        region = %scope.region,
+        operation = %operation,
+        resource = tracing::field::Empty,
+    );
+    let result = async {
+        let limit = state.max_body_bytes;
+        let declared = req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(AwsJsonError::too_large(limit));
+        }
+        let body = read_body(payload, limit).await?;
+        if operation.is_empty() || !model::model().has_operation(&operation) {
+            return Err(AwsJsonError::unknown_operation(&target));
+        }
+        let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let media = content_type.split(';').next().unwrap_or_default().trim();
+        if !matches!(media, "application/x-amz-json-1.0" | "application/x-amz-json-1.1") {
+            return Err(AwsJsonError::unsupported_media_type(content_type));
+        }
+        let input: Value = if body.iter().all(u8::is_ascii_whitespace) {
+            Value::Object(Default::default())
+        } else {
+            serde_json::from_slice(&body).map_err(|e| AwsJsonError::serialization(format!("request body is not valid JSON: {e}")))?
+        };
+        if !input.is_object() {
+            return Err(AwsJsonError::serialization("request body must be a JSON object"));
+        }
+        if let Some(resource) = resource_of(&input) {
+            tracing::Span::current().record("resource", resource);
+        }
+        let errors = model::model().validate_input(&operation, &input);
+        if !errors.is_empty() {
+            return Err(AwsJsonError::invalid_members(&errors));
+        }
+        let meta = CommandMeta { request_id: request_id.clone(), scope: scope.clone(), at_ms: now_ms(), operation: operation.clone() };
+        operations::dispatch(&operation, input, &meta, &state.ledger).await
+    }
+    .instrument(span.clone())
+    .await;
+    let _entered = span.enter();
+    match result {
+        Ok(output) => {
+            tracing::info!(status = 200, micros = started.elapsed().as_micros() as u64, "ok");
+            HttpResponse::Ok().insert_header(("x-amzn-RequestId", request_id.as_str())).content_type(AMZ_JSON).body(output.to_string())
+        }
+        Err(e) => {
+            tracing::info!(status = e.status.as_u16(), error = e.type_name, message = %e.message, micros = started.elapsed().as_micros() as u64, "refused");
+            e.to_response(&request_id)
+        }
+    }
+}

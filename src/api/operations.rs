@@ -1,0 +1,521 @@
+//! The ten operations: typed inputs (parsed after model validation), one call into the
+//! [`Ledger`], and outputs rendered as a superset that the model then trims to exactly the
+//! members of each output shape.
+
+use std::collections::BTreeSet;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::error::{from_ledger, AwsJsonError};
+use super::model::model;
+use super::pagination;
+use crate::actors::{Ledger, NewNumber, NewPool};
+use crate::domain::phone_number::{PhoneNumber, PhoneNumberChanges};
+use crate::domain::pool::{Pool, PoolMember};
+use crate::domain::types::{MessageType, NumberCapability, NumberStatus, NumberType, PoolStatus, Tag, ValidationReason};
+use crate::domain::{CommandMeta, ResourceKind};
+use crate::numbering::{NumberPreference, PreferenceType};
+
+/// Largest page when `MaxResults` is not given.
+const DEFAULT_PAGE: usize = 100;
+
+/// Runs one operation on a validated input document.
+pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, ledger: &Ledger) -> Result<Value, AwsJsonError> {
+    let ledger_err = |e| from_ledger(e, &meta.request_id);
+    let output = match operation {
+        "RequestPhoneNumber" => {
+            let spec = new_number(parse(input)?)?;
+            phone_number_info(&ledger.request_phone_number(meta, spec).await.map_err(ledger_err)?)
+        }
+        "UpdatePhoneNumber" => {
+            let i: UpdatePhoneNumberInput = parse(input)?;
+            let changes = PhoneNumberChanges {
+                deletion_protection_enabled: i.deletion_protection_enabled,
+                international_sending_enabled: i.international_sending_enabled,
+                opt_out_list_name: i.opt_out_list_name.as_deref().map(opt_out_list_name),
+                self_managed_opt_outs_enabled: i.self_managed_opt_outs_enabled,
+                two_way_channel_arn: i.two_way_channel_arn,
+                two_way_channel_role: i.two_way_channel_role,
+                two_way_enabled: i.two_way_enabled,
+            };
+            phone_number_info(&ledger.update_phone_number(meta, &i.phone_number_id, changes).await.map_err(ledger_err)?)
+        }
+        "ReleasePhoneNumber" => {
+            let i: ReleasePhoneNumberInput = parse(input)?;
+            phone_number_info(&ledger.release_phone_number(meta, &i.phone_number_id).await.map_err(ledger_err)?)
+        }
+        "DescribePhoneNumbers" => return describe_phone_numbers(parse(input)?, meta, ledger),
+        "CreatePool" => {
+            let i: CreatePoolInput = parse(input)?;
+            let spec = NewPool {
+                origination_identity: i.origination_identity,
+                iso_country_code: i.iso_country_code,
+                message_type: i.message_type,
+                deletion_protection_enabled: i.deletion_protection_enabled.unwrap_or(false),
+                tags: i.tags.unwrap_or_default(),
+                client_token: i.client_token,
+            };
+            pool_info(&ledger.create_pool(meta, spec).await.map_err(ledger_err)?)
+        }
+        "DeletePool" => {
+            let i: DeletePoolInput = parse(input)?;
+            pool_info(&ledger.delete_pool(meta, &i.pool_id).await.map_err(ledger_err)?)
+        }
+        "DescribePools" => return describe_pools(parse(input)?, meta, ledger),
+        "AssociateOriginationIdentity" => {
+            let i: MembershipInput = parse(input)?;
+            let (number, pool) = ledger
+                .associate(meta, &i.pool_id, &i.origination_identity, i.iso_country_code, i.client_token.as_deref())
+                .await
+                .map_err(ledger_err)?;
+            membership(&number, &pool)
+        }
+        "DisassociateOriginationIdentity" => {
+            let i: MembershipInput = parse(input)?;
+            let (number, pool) = ledger.disassociate(meta, &i.pool_id, &i.origination_identity, i.iso_country_code).await.map_err(ledger_err)?;
+            membership(&number, &pool)
+        }
+        "ListPoolOriginationIdentities" => return list_pool_origination_identities(parse(input)?, meta, ledger).await,
+        other => return Err(AwsJsonError::unknown_operation(other)),
+    };
+    Ok(trim(operation, output))
+}
+
+/// Keeps exactly the members of the operation's output shape.
+fn trim(operation: &str, output: Map<String, Value>) -> Value {
+    match model().output_shape(operation) {
+        Some(shape) => model().project(shape, output),
+        None => Value::Object(output),
+    }
+}
+
+fn parse<T: DeserializeOwned>(input: Value) -> Result<T, AwsJsonError> {
+    serde_json::from_value(input).map_err(|e| AwsJsonError::serialization(format!("cannot read request: {e}")))
+}
+
+// ---- inputs --------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PreferenceItem {
+    filter: Vec<String>,
+    preference_type: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RequestPhoneNumberInput {
+    client_token: Option<String>,
+    deletion_protection_enabled: Option<bool>,
+    international_sending_enabled: Option<bool>,
+    iso_country_code: String,
+    message_type: MessageType,
+    number_capabilities: Vec<NumberCapability>,
+    number_preference: Option<Vec<PreferenceItem>>,
+    number_type: NumberType,
+    opt_out_list_name: Option<String>,
+    pool_id: Option<String>,
+    registration_id: Option<String>,
+    tags: Option<Vec<Tag>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UpdatePhoneNumberInput {
+    deletion_protection_enabled: Option<bool>,
+    international_sending_enabled: Option<bool>,
+    opt_out_list_name: Option<String>,
+    phone_number_id: String,
+    self_managed_opt_outs_enabled: Option<bool>,
+    two_way_channel_arn: Option<String>,
+    two_way_channel_role: Option<String>,
+    two_way_enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ReleasePhoneNumberInput {
+    phone_number_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Filter {
+    name: String,
+    values: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListInput {
+    filters: Option<Vec<Filter>>,
+    max_results: Option<usize>,
+    next_token: Option<String>,
+    owner: Option<String>,
+    #[serde(alias = "PoolIds")]
+    phone_number_ids: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreatePoolInput {
+    client_token: Option<String>,
+    deletion_protection_enabled: Option<bool>,
+    iso_country_code: Option<String>,
+    message_type: MessageType,
+    origination_identity: String,
+    tags: Option<Vec<Tag>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeletePoolInput {
+    pool_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct MembershipInput {
+    client_token: Option<String>,
+    iso_country_code: Option<String>,
+    origination_identity: String,
+    pool_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListPoolOriginationIdentitiesInput {
+    filters: Option<Vec<Filter>>,
+    max_results: Option<usize>,
+    next_token: Option<String>,
+    pool_id: String,
+}
+
+fn new_number(i: RequestPhoneNumberInput) -> Result<NewNumber, AwsJsonError> {
+    let preference = match i.number_preference.as_deref() {
+        Some([item]) => {
+            let kind = item
+                .preference_type
+                .first()
+                .and_then(|t| PreferenceType::parse(t))
+                .ok_or_else(|| AwsJsonError::validation(ValidationReason::InvalidParameter, "NumberPreference[0].PreferenceType", "unknown preference type"))?;
+            Some(NumberPreference { kind, values: item.filter.clone() })
+        }
+        _ => None,
+    };
+    // The model allows a capability twice; a number has each at most once.
+    let mut capabilities = i.number_capabilities;
+    let mut seen = BTreeSet::new();
+    capabilities.retain(|c| seen.insert(*c));
+    Ok(NewNumber {
+        iso_country_code: i.iso_country_code,
+        message_type: i.message_type,
+        number_capabilities: capabilities,
+        number_type: i.number_type,
+        opt_out_list_name: i.opt_out_list_name,
+        pool_id: i.pool_id.filter(|p| !p.is_empty()),
+        registration_id: i.registration_id,
+        deletion_protection_enabled: i.deletion_protection_enabled.unwrap_or(false),
+        international_sending_enabled: i.international_sending_enabled.unwrap_or(false),
+        tags: i.tags.unwrap_or_default(),
+        client_token: i.client_token,
+        preference,
+    })
+}
+
+/// `OptOutListNameOrArn` → the list's name.
+fn opt_out_list_name(name_or_arn: &str) -> String {
+    match name_or_arn.strip_prefix("arn:") {
+        Some(rest) => rest.rsplit('/').next().unwrap_or(rest).to_string(),
+        None => name_or_arn.to_string(),
+    }
+}
+
+// ---- outputs -------------------------------------------------------------------------------
+
+fn secs(ms: u64) -> Value {
+    json!(ms as f64 / 1000.0)
+}
+
+fn put_opt(m: &mut Map<String, Value>, key: &str, v: &Option<String>) {
+    if let Some(v) = v {
+        m.insert(key.into(), Value::String(v.clone()));
+    }
+}
+
+/// Every member any output shape may want from a phone number.
+fn phone_number_info(n: &PhoneNumber) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("CreatedTimestamp".into(), secs(n.created_timestamp_ms));
+    m.insert("DeletionProtectionEnabled".into(), json!(n.deletion_protection_enabled));
+    m.insert("InternationalSendingEnabled".into(), json!(n.international_sending_enabled));
+    m.insert("IsoCountryCode".into(), json!(n.iso_country_code));
+    m.insert("MessageType".into(), json!(n.message_type));
+    m.insert("MonthlyLeasingPrice".into(), json!(n.monthly_leasing_price));
+    m.insert("NumberCapabilities".into(), json!(n.number_capabilities));
+    m.insert("NumberType".into(), json!(n.number_type));
+    m.insert("OptOutListName".into(), json!(n.opt_out_list_name));
+    m.insert("PhoneNumber".into(), json!(n.phone_number));
+    m.insert("PhoneNumberArn".into(), json!(n.phone_number_arn));
+    m.insert("PhoneNumberId".into(), json!(n.phone_number_id));
+    put_opt(&mut m, "PoolId", &n.pool_id);
+    put_opt(&mut m, "RegistrationId", &n.registration_id);
+    m.insert("SelfManagedOptOutsEnabled".into(), json!(n.self_managed_opt_outs_enabled));
+    m.insert("Status".into(), json!(n.status));
+    if !n.tags.is_empty() {
+        m.insert("Tags".into(), json!(n.tags));
+    }
+    put_opt(&mut m, "TwoWayChannelArn", &n.two_way_channel_arn);
+    put_opt(&mut m, "TwoWayChannelRole", &n.two_way_channel_role);
+    m.insert("TwoWayEnabled".into(), json!(n.two_way_enabled));
+    m
+}
+
+/// Every member any output shape may want from a pool.
+fn pool_info(p: &Pool) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("CreatedTimestamp".into(), secs(p.created_timestamp_ms));
+    m.insert("DeletionProtectionEnabled".into(), json!(p.deletion_protection_enabled));
+    m.insert("MessageType".into(), json!(p.message_type));
+    m.insert("OptOutListName".into(), json!(p.opt_out_list_name));
+    m.insert("PoolArn".into(), json!(p.pool_arn));
+    m.insert("PoolId".into(), json!(p.pool_id));
+    m.insert("SelfManagedOptOutsEnabled".into(), json!(p.self_managed_opt_outs_enabled));
+    m.insert("SharedRoutesEnabled".into(), json!(p.shared_routes_enabled));
+    m.insert("Status".into(), json!(p.status));
+    if !p.tags.is_empty() {
+        m.insert("Tags".into(), json!(p.tags));
+    }
+    put_opt(&mut m, "TwoWayChannelArn", &p.two_way_channel_arn);
+    put_opt(&mut m, "TwoWayChannelRole", &p.two_way_channel_role);
+    m.insert("TwoWayEnabled".into(), json!(p.two_way_enabled));
+    m
+}
+
+fn membership(n: &PhoneNumber, p: &Pool) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("IsoCountryCode".into(), json!(n.iso_country_code));
+    m.insert("OriginationIdentity".into(), json!(n.phone_number_id));
+    m.insert("OriginationIdentityArn".into(), json!(n.phone_number_arn));
+    m.insert("PoolArn".into(), json!(p.pool_arn));
+    m.insert("PoolId".into(), json!(p.pool_id));
+    m
+}
+
+fn member_info(m: &PoolMember) -> Value {
+    json!({
+        "IsoCountryCode": m.iso_country_code,
+        "NumberCapabilities": m.number_capabilities,
+        "OriginationIdentity": m.origination_identity,
+        "OriginationIdentityArn": m.origination_identity_arn,
+        "PhoneNumber": m.phone_number,
+    })
+}
+
+// ---- filters and listings ------------------------------------------------------------------
+
+/// What a filter value must look like, per filter name.
+#[derive(Clone, Copy)]
+enum FilterDomain {
+    Text,
+    Bool,
+    Enum(&'static [&'static str]),
+}
+
+fn enum_names<T: Copy>(all: &'static [T], name: fn(T) -> &'static str) -> Vec<&'static str> {
+    all.iter().map(|v| name(*v)).collect()
+}
+
+fn domain_of(filter: &str) -> FilterDomain {
+    use std::sync::OnceLock;
+    static STATUS: OnceLock<Vec<&str>> = OnceLock::new();
+    static POOL_STATUS: OnceLock<Vec<&str>> = OnceLock::new();
+    static MESSAGE: OnceLock<Vec<&str>> = OnceLock::new();
+    static CAPABILITY: OnceLock<Vec<&str>> = OnceLock::new();
+    static NUMBER_TYPE: OnceLock<Vec<&str>> = OnceLock::new();
+    match filter {
+        "status" => FilterDomain::Enum(STATUS.get_or_init(|| enum_names(NumberStatus::ALL, NumberStatus::as_str))),
+        "pool-status" => FilterDomain::Enum(POOL_STATUS.get_or_init(|| enum_names(PoolStatus::ALL, PoolStatus::as_str))),
+        "message-type" => FilterDomain::Enum(MESSAGE.get_or_init(|| enum_names(MessageType::ALL, MessageType::as_str))),
+        "number-capability" => FilterDomain::Enum(CAPABILITY.get_or_init(|| enum_names(NumberCapability::ALL, NumberCapability::as_str))),
+        "number-type" => FilterDomain::Enum(NUMBER_TYPE.get_or_init(|| enum_names(NumberType::ALL, NumberType::as_str))),
+        "two-way-enabled" | "self-managed-opt-outs-enabled" | "deletion-protection-enabled" | "shared-routes-enabled" => FilterDomain::Bool,
+        _ => FilterDomain::Text,
+    }
+}
+
+/// Filters checked for value domains; `pool_status` renames `status` for pools.
+fn checked_filters(filters: Option<Vec<Filter>>, pools: bool) -> Result<Vec<Filter>, AwsJsonError> {
+    let filters = filters.unwrap_or_default();
+    for (i, f) in filters.iter().enumerate() {
+        let name = if pools && f.name == "status" { "pool-status" } else { f.name.as_str() };
+        for (j, v) in f.values.iter().enumerate() {
+            let ok = match domain_of(name) {
+                FilterDomain::Text => true,
+                FilterDomain::Bool => v == "true" || v == "false",
+                FilterDomain::Enum(allowed) => allowed.contains(&v.as_str()),
+            };
+            if !ok {
+                return Err(AwsJsonError::validation(
+                    ValidationReason::InvalidFilterValues,
+                    &format!("Filters[{i}].Values[{j}]"),
+                    format!("{v:?} is not a valid value for filter {}", f.name),
+                ));
+            }
+        }
+    }
+    Ok(filters)
+}
+
+/// Whether an item passes every filter: within a filter any value may match, across filters all must.
+fn passes(filters: &[Filter], fields: &Map<String, Value>, member_of: fn(&str) -> &'static str) -> bool {
+    filters.iter().all(|f| {
+        let field = &fields.get(member_of(&f.name));
+        let values: Vec<String> = match field {
+            Some(Value::Array(items)) => items.iter().map(value_text).collect(),
+            Some(v) => vec![value_text(v)],
+            None => vec![],
+        };
+        values.iter().any(|v| f.values.contains(v))
+    })
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Filter name → output member it reads.
+fn filter_member(name: &str) -> &'static str {
+    match name {
+        "status" => "Status",
+        "iso-country-code" => "IsoCountryCode",
+        "message-type" => "MessageType",
+        "number-capability" => "NumberCapabilities",
+        "number-type" => "NumberType",
+        "two-way-enabled" => "TwoWayEnabled",
+        "self-managed-opt-outs-enabled" => "SelfManagedOptOutsEnabled",
+        "opt-out-list-name" => "OptOutListName",
+        "deletion-protection-enabled" => "DeletionProtectionEnabled",
+        "two-way-channel-arn" => "TwoWayChannelArn",
+        "shared-routes-enabled" => "SharedRoutesEnabled",
+        _ => "",
+    }
+}
+
+fn resume_after(operation: &str, meta: &CommandMeta, ledger: &Ledger, token: Option<&str>) -> Result<Option<String>, AwsJsonError> {
+    token
+        .map(|t| {
+            pagination::redeem(ledger.store().secret(), operation, &meta.scope, t)
+                .ok_or_else(|| AwsJsonError::validation(ValidationReason::InvalidNextToken, "NextToken", "The NextToken is not valid for this request"))
+        })
+        .transpose()
+}
+
+/// One listing: explicit ids (each must exist) or a scan of the caller's live resources.
+#[allow(clippy::too_many_arguments)]
+fn list_resources<T: DeserializeOwned>(
+    operation: &str,
+    kind: ResourceKind,
+    item_shape: &str,
+    list_member: &str,
+    input: ListInput,
+    meta: &CommandMeta,
+    ledger: &Ledger,
+    render: fn(&T) -> Map<String, Value>,
+) -> Result<Value, AwsJsonError> {
+    let filters = checked_filters(input.filters, kind == ResourceKind::Pool)?;
+    let limit = input.max_results.unwrap_or(DEFAULT_PAGE);
+    let after = resume_after(operation, meta, ledger, input.next_token.as_deref())?;
+    let mut out = Map::new();
+    if input.owner.as_deref() == Some("SHARED") {
+        // Nothing is shared with other accounts in this service.
+        out.insert(list_member.into(), json!([]));
+        return Ok(Value::Object(out));
+    }
+    let keep = |fields: &Map<String, Value>| passes(&filters, fields, filter_member);
+    let (items, last): (Vec<Map<String, Value>>, Option<String>) = match input.phone_number_ids.filter(|ids| !ids.is_empty()) {
+        Some(ids) => {
+            let mut found = Vec::new();
+            for id in &ids {
+                let view: T = ledger.view(&meta.scope, kind, id).map_err(|e| from_ledger(e, &meta.request_id))?;
+                found.push(render(&view));
+            }
+            let id_key = if kind == ResourceKind::Pool { "PoolId" } else { "PhoneNumberId" };
+            found.sort_by(|a, b| value_text(&a[id_key]).cmp(&value_text(&b[id_key])));
+            found.dedup_by(|a, b| a[id_key] == b[id_key]);
+            let rest: Vec<_> = found.into_iter().filter(|f| after.as_ref().is_none_or(|a| value_text(&f[id_key]) > *a)).filter(|f| keep(f)).collect();
+            let more = rest.len() > limit;
+            let page: Vec<_> = rest.into_iter().take(limit).collect();
+            let last = if more { page.last().map(|f| value_text(&f[id_key])) } else { None };
+            (page, last)
+        }
+        None => {
+            let page = ledger
+                .scan_views(&meta.scope, kind, after.as_deref(), limit, |v: &T| keep(&render(v)))
+                .map_err(|e| from_ledger(e, &meta.request_id))?;
+            (page.items.iter().map(render).collect(), page.last_key)
+        }
+    };
+    let items: Vec<Value> = items.into_iter().map(|m| model().project(item_shape, m)).collect();
+    out.insert(list_member.into(), Value::Array(items));
+    if let Some(last) = last {
+        out.insert("NextToken".into(), json!(pagination::issue(ledger.store().secret(), operation, &meta.scope, &last)));
+    }
+    Ok(Value::Object(out))
+}
+
+fn describe_phone_numbers(input: ListInput, meta: &CommandMeta, ledger: &Ledger) -> Result<Value, AwsJsonError> {
+    list_resources::<PhoneNumber>(
+        "DescribePhoneNumbers",
+        ResourceKind::PhoneNumber,
+        "PhoneNumberInformation",
+        "PhoneNumbers",
+        input,
+        meta,
+        ledger,
+        phone_number_info,
+    )
+}
+
+fn describe_pools(input: ListInput, meta: &CommandMeta, ledger: &Ledger) -> Result<Value, AwsJsonError> {
+    list_resources::<Pool>("DescribePools", ResourceKind::Pool, "PoolInformation", "Pools", input, meta, ledger, pool_info)
+}
+
+async fn list_pool_origination_identities(input: ListPoolOriginationIdentitiesInput, meta: &CommandMeta, ledger: &Ledger) -> Result<Value, AwsJsonError> {
+    const OP: &str = "ListPoolOriginationIdentities";
+    let filters = checked_filters(input.filters, false)?;
+    let limit = input.max_results.unwrap_or(DEFAULT_PAGE);
+    let after = resume_after(OP, meta, ledger, input.next_token.as_deref())?;
+    let pool = ledger.pool_of(&meta.scope, &input.pool_id).await.map_err(|e| from_ledger(e, &meta.request_id))?;
+    let member_field = |name: &str| match name {
+        "iso-country-code" => "IsoCountryCode",
+        "number-capability" => "NumberCapabilities",
+        _ => "",
+    };
+    let matching: Vec<&PoolMember> = pool
+        .members
+        .range::<String, _>((after.as_ref().map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded), std::ops::Bound::Unbounded))
+        .map(|(_, m)| m)
+        .filter(|m| match member_info(m) {
+            Value::Object(fields) => passes(&filters, &fields, member_field),
+            _ => false,
+        })
+        .collect();
+    let more = matching.len() > limit;
+    let page: Vec<&PoolMember> = matching.into_iter().take(limit).collect();
+    let mut out = Map::new();
+    out.insert("OriginationIdentities".into(), Value::Array(page.iter().map(|m| member_info(m)).collect()));
+    out.insert("PoolArn".into(), json!(pool.pool_arn));
+    out.insert("PoolId".into(), json!(pool.pool_id));
+    if more {
+        if let Some(last) = page.last() {
+            out.insert("NextToken".into(), json!(pagination::issue(ledger.store().secret(), OP, &meta.scope, &last.origination_identity)));
+        }
+    }
+    Ok(Value::Object(out))
+}
