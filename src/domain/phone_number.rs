@@ -373,3 +373,281 @@ impl Aggregate for PhoneNumberState {
         }
     }
 }
+
+/// Given/when/then tests of every rule, citing the AWS API reference they pin down.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::testing::{given, ACCOUNT, REGION};
+    use crate::domain::types::ResourceType;
+    use PhoneNumberAction as A;
+    use PhoneNumberEvent as E;
+
+    const ID: &str = "phone-0123456789abcdef0123456789abcdef";
+    const POOL: &str = "pool-0123456789abcdef0123456789abcdef";
+
+    fn number() -> PhoneNumber {
+        PhoneNumber {
+            phone_number_id: ID.into(),
+            phone_number_arn: format!("arn:aws:sms-voice:{REGION}:{ACCOUNT}:phone-number/{ID}"),
+            account: ACCOUNT.into(),
+            region: REGION.into(),
+            phone_number: "+12065550100".into(),
+            iso_country_code: "US".into(),
+            message_type: MessageType::Transactional,
+            number_capabilities: vec![NumberCapability::Sms],
+            number_type: NumberType::LongCode,
+            monthly_leasing_price: "1.00".into(),
+            opt_out_list_name: "Default".into(),
+            registration_id: None,
+            self_managed_opt_outs_enabled: false,
+            two_way_enabled: false,
+            two_way_channel_arn: None,
+            two_way_channel_role: None,
+            deletion_protection_enabled: false,
+            international_sending_enabled: false,
+            status: NumberStatus::Active,
+            pool_id: None,
+            pending_pool_id: None,
+            tags: vec![],
+            created_timestamp_ms: 1,
+            client_token: None,
+        }
+    }
+
+    fn requested() -> E {
+        E::PhoneNumberRequested(Box::new(number()))
+    }
+
+    fn protect(on: bool) -> E {
+        E::PhoneNumberUpdated(PhoneNumberChanges { deletion_protection_enabled: Some(on), ..Default::default() })
+    }
+
+    fn in_pool() -> Vec<E> {
+        vec![requested(), E::PoolAssociationStarted { pool_id: POOL.into() }, E::AssociatedWithPool { pool_id: POOL.into() }]
+    }
+
+    fn is_conflict(reason: ConflictReason) -> impl Fn(&Rejection) -> bool {
+        move |r| matches!(r, Rejection::Conflict { reason: got, resource_type: ResourceType::PhoneNumber, resource_id, .. } if *got == reason && resource_id == ID)
+    }
+
+    fn is_not_found(r: &Rejection) -> bool {
+        matches!(r, Rejection::NotFound { resource_type: ResourceType::PhoneNumber, resource_id, .. } if resource_id == ID)
+    }
+
+    #[test]
+    fn request_starts_the_stream() {
+        let s = given::<PhoneNumberState>(ID, &[]).when(A::Request(Box::new(number()))).then(&[requested()]);
+        assert_eq!(s.0.map(|n| n.status), Some(NumberStatus::Active));
+    }
+
+    #[test]
+    fn request_on_an_existing_stream_is_refused() {
+        given::<PhoneNumberState>(ID, &[requested()])
+            .when(A::Request(Box::new(number())))
+            .then_reject(is_conflict(ConflictReason::ResourceAlreadyExists));
+    }
+
+    /// ReleasePhoneNumber: "Releases an existing origination phone number in your account."
+    #[test]
+    fn release_of_an_active_number_releases_it() {
+        let s = given::<PhoneNumberState>(ID, &[requested()]).when(A::Release).then(&[E::Released { phone_number: "+12065550100".into() }]);
+        assert_eq!(s.0.map(|n| n.status), Some(NumberStatus::Deleted));
+    }
+
+    /// ResourceNotFoundException: "A requested resource couldn't be found."
+    #[test]
+    fn release_of_an_unknown_number_is_not_found() {
+        given::<PhoneNumberState>(ID, &[]).when(A::Release).then_reject(is_not_found);
+    }
+
+    #[test]
+    fn release_of_a_released_number_is_not_found() {
+        given::<PhoneNumberState>(ID, &[requested(), E::Released { phone_number: "+12065550100".into() }])
+            .when(A::Release)
+            .then_reject(is_not_found);
+    }
+
+    #[test]
+    fn release_of_another_accounts_number_is_not_found() {
+        given::<PhoneNumberState>(ID, &[requested()]).as_account("444455556666").when(A::Release).then_reject(is_not_found);
+    }
+
+    /// "If the origination phone number has deletion protection enabled ... an error is returned."
+    #[test]
+    fn release_with_deletion_protection_is_a_conflict() {
+        given::<PhoneNumberState>(ID, &[requested(), protect(true)])
+            .when(A::Release)
+            .then_reject(is_conflict(ConflictReason::DeletionProtectionEnabled));
+    }
+
+    #[test]
+    fn release_after_protection_is_lifted_succeeds() {
+        given::<PhoneNumberState>(ID, &[requested(), protect(true), protect(false)])
+            .when(A::Release)
+            .then(&[E::Released { phone_number: "+12065550100".into() }]);
+    }
+
+    /// "... or is associated with a pool, an error is returned."
+    #[test]
+    fn release_of_a_pool_member_is_a_conflict() {
+        given::<PhoneNumberState>(ID, &in_pool()).when(A::Release).then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
+    }
+
+    #[test]
+    fn release_while_joining_or_leaving_a_pool_is_a_conflict() {
+        given::<PhoneNumberState>(ID, &[requested(), E::PoolAssociationStarted { pool_id: POOL.into() }])
+            .when(A::Release)
+            .then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
+        let mut leaving = in_pool();
+        leaving.push(E::PoolDisassociationStarted { pool_id: POOL.into() });
+        given::<PhoneNumberState>(ID, &leaving).when(A::Release).then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
+    }
+
+    #[test]
+    fn release_after_leaving_the_pool_succeeds() {
+        let mut left = in_pool();
+        left.extend([E::PoolDisassociationStarted { pool_id: POOL.into() }, E::DisassociatedFromPool { pool_id: POOL.into() }]);
+        given::<PhoneNumberState>(ID, &left).when(A::Release).then(&[E::Released { phone_number: "+12065550100".into() }]);
+    }
+
+    #[test]
+    fn refusals_are_recorded_as_rejection_events_that_change_nothing() {
+        let r = Rejection::conflict(ConflictReason::DeletionProtectionEnabled, ResourceKind::PhoneNumber, ID, "x");
+        assert_eq!(PhoneNumberState::rejected(&A::Release, &r), E::ReleaseRejected { reason: r.clone() });
+        assert!(matches!(PhoneNumberState::rejected(&A::Update(Default::default()), &r), E::UpdateRejected { .. }));
+        let before = PhoneNumberState::replay(&[requested()]);
+        assert_eq!(before.clone().evolve(&E::ReleaseRejected { reason: r }), before);
+    }
+
+    #[test]
+    fn update_changes_only_given_members() {
+        let change = PhoneNumberChanges { opt_out_list_name: Some("Marketing".into()), self_managed_opt_outs_enabled: Some(true), ..Default::default() };
+        let s = given::<PhoneNumberState>(ID, &[requested()]).when(A::Update(change.clone())).then(&[E::PhoneNumberUpdated(change)]);
+        let n = s.0.expect("state");
+        assert_eq!(n.opt_out_list_name, "Marketing");
+        assert!(n.self_managed_opt_outs_enabled);
+        assert!(!n.deletion_protection_enabled);
+    }
+
+    #[test]
+    fn two_way_needs_a_channel() {
+        given::<PhoneNumberState>(ID, &[requested()])
+            .when(A::Update(PhoneNumberChanges { two_way_enabled: Some(true), ..Default::default() }))
+            .then_reject(|r| matches!(r, Rejection::Validation { reason: ValidationReason::TwoWayChannelNotPresent, .. }));
+        let with_channel = PhoneNumberChanges {
+            two_way_enabled: Some(true),
+            two_way_channel_arn: Some("arn:aws:sns:us-east-1:111122223333:inbound".into()),
+            ..Default::default()
+        };
+        given::<PhoneNumberState>(ID, &[requested()]).when(A::Update(with_channel.clone())).then(&[E::PhoneNumberUpdated(with_channel)]);
+    }
+
+    #[test]
+    fn update_of_a_released_number_is_not_found() {
+        given::<PhoneNumberState>(ID, &[requested(), E::Released { phone_number: "+12065550100".into() }])
+            .when(A::Update(Default::default()))
+            .then_reject(is_not_found);
+    }
+
+    fn begin(pool_type: MessageType) -> A {
+        A::BeginAssociation { pool_id: POOL.into(), pool_message_type: pool_type, iso_country_code: None }
+    }
+
+    #[test]
+    fn association_goes_through_associating() {
+        let s = given::<PhoneNumberState>(ID, &[requested()]).when(begin(MessageType::Transactional)).then(&[E::PoolAssociationStarted { pool_id: POOL.into() }]);
+        assert_eq!(s.0.as_ref().map(|n| n.status), Some(NumberStatus::Associating));
+        let events = [requested(), E::PoolAssociationStarted { pool_id: POOL.into() }];
+        let s = given::<PhoneNumberState>(ID, &events).when(A::CompleteAssociation { pool_id: POOL.into() }).then(&[E::AssociatedWithPool { pool_id: POOL.into() }]);
+        let n = s.0.expect("state");
+        assert_eq!((n.status, n.pool_id.as_deref()), (NumberStatus::Active, Some(POOL)));
+    }
+
+    /// AssociateOriginationIdentity: the identity's message type must match the pool's.
+    #[test]
+    fn association_with_another_message_type_is_a_conflict() {
+        given::<PhoneNumberState>(ID, &[requested()]).when(begin(MessageType::Promotional)).then_reject(is_conflict(ConflictReason::MessageTypeMismatch));
+    }
+
+    #[test]
+    fn a_number_belongs_to_at_most_one_pool() {
+        given::<PhoneNumberState>(ID, &in_pool()).when(begin(MessageType::Transactional)).then_reject(is_conflict(ConflictReason::ResourceAlreadyAssociated));
+        let other = A::BeginAssociation { pool_id: "pool-ffffffffffffffffffffffffffffffff".into(), pool_message_type: MessageType::Transactional, iso_country_code: None };
+        given::<PhoneNumberState>(ID, &in_pool()).when(other).then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
+    }
+
+    #[test]
+    fn association_with_a_wrong_country_is_a_validation_error() {
+        let a = A::BeginAssociation { pool_id: POOL.into(), pool_message_type: MessageType::Transactional, iso_country_code: Some("GB".into()) };
+        given::<PhoneNumberState>(ID, &[requested()])
+            .when(a)
+            .then_reject(|r| matches!(r, Rejection::Validation { reason: ValidationReason::CountryCodeMismatch, .. }));
+    }
+
+    #[test]
+    fn aborted_association_returns_to_active_without_pool() {
+        let r = Rejection::not_found(ResourceKind::Pool, POOL);
+        let events = [requested(), E::PoolAssociationStarted { pool_id: POOL.into() }];
+        let s = given::<PhoneNumberState>(ID, &events)
+            .when(A::AbortAssociation { pool_id: POOL.into(), reason: r.clone() })
+            .then(&[E::PoolAssociationAborted { pool_id: POOL.into(), reason: r.clone() }]);
+        let n = s.0.expect("state");
+        assert_eq!((n.status, n.pool_id), (NumberStatus::Active, None));
+        // Aborting twice is harmless.
+        given::<PhoneNumberState>(ID, &[requested()]).when(A::AbortAssociation { pool_id: POOL.into(), reason: r }).then(&[]);
+    }
+
+    #[test]
+    fn disassociation_requires_membership() {
+        given::<PhoneNumberState>(ID, &[requested()])
+            .when(A::BeginDisassociation { pool_id: POOL.into(), iso_country_code: None })
+            .then_reject(is_conflict(ConflictReason::PhoneNumberNotAssociatedToPool));
+        let s = given::<PhoneNumberState>(ID, &in_pool())
+            .when(A::BeginDisassociation { pool_id: POOL.into(), iso_country_code: None })
+            .then(&[E::PoolDisassociationStarted { pool_id: POOL.into() }]);
+        assert_eq!(s.0.map(|n| n.status), Some(NumberStatus::Disassociating));
+    }
+
+    #[test]
+    fn a_number_changing_pools_accepts_no_other_pool_change() {
+        let events = [requested(), E::PoolAssociationStarted { pool_id: POOL.into() }];
+        given::<PhoneNumberState>(ID, &events).when(begin(MessageType::Transactional)).then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
+    }
+
+    #[test]
+    fn disassociation_completes_or_aborts() {
+        let mut leaving = in_pool();
+        leaving.push(E::PoolDisassociationStarted { pool_id: POOL.into() });
+        let s = given::<PhoneNumberState>(ID, &leaving).when(A::CompleteDisassociation { pool_id: POOL.into() }).then(&[E::DisassociatedFromPool { pool_id: POOL.into() }]);
+        assert_eq!(s.0.and_then(|n| n.pool_id), None);
+        let r = Rejection::conflict(ConflictReason::LastPhoneNumber, ResourceKind::Pool, POOL, "x");
+        let s = given::<PhoneNumberState>(ID, &leaving)
+            .when(A::AbortDisassociation { pool_id: POOL.into(), reason: r.clone() })
+            .then(&[E::PoolDisassociationAborted { pool_id: POOL.into(), reason: r }]);
+        let n = s.0.expect("state");
+        assert_eq!((n.status, n.pool_id.as_deref()), (NumberStatus::Active, Some(POOL)));
+    }
+
+    #[test]
+    fn a_deleted_pool_lets_its_members_go_in_any_step() {
+        let s = given::<PhoneNumberState>(ID, &in_pool()).when(A::DetachFromDeletedPool { pool_id: POOL.into() }).then(&[E::DetachedFromDeletedPool { pool_id: POOL.into() }]);
+        assert_eq!(s.0.and_then(|n| n.pool_id), None);
+        let mut leaving = in_pool();
+        leaving.push(E::PoolDisassociationStarted { pool_id: POOL.into() });
+        given::<PhoneNumberState>(ID, &leaving).when(A::DetachFromDeletedPool { pool_id: POOL.into() }).then(&[E::DetachedFromDeletedPool { pool_id: POOL.into() }]);
+        given::<PhoneNumberState>(ID, &[requested()]).when(A::DetachFromDeletedPool { pool_id: POOL.into() }).then(&[]);
+    }
+
+    #[test]
+    fn events_round_trip_through_their_stored_parts() {
+        let r = Rejection::conflict(ConflictReason::LastPhoneNumber, ResourceKind::Pool, POOL, "x");
+        for e in [requested(), protect(true), E::Released { phone_number: "+1".into() }, E::ReleaseRejected { reason: r }] {
+            let (t, p) = crate::domain::event_to_parts(&e).expect("split");
+            let back: E = crate::domain::event_from_parts(&t, &p).expect("join");
+            assert_eq!(back, e);
+        }
+        let (t, _) = crate::domain::event_to_parts(&E::ReleaseRejected { reason: Rejection::not_found(ResourceKind::PhoneNumber, ID) }).expect("split");
+        assert_eq!(t, "ReleaseRejected");
+    }
+}

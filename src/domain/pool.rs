@@ -204,3 +204,122 @@ impl Aggregate for PoolState {
         }
     }
 }
+
+/// Given/when/then tests of the pool rules.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::testing::{given, ACCOUNT, REGION};
+    use crate::domain::types::ResourceType;
+
+    const POOL: &str = "pool-0123456789abcdef0123456789abcdef";
+
+    fn member(n: u8, message_type: MessageType) -> PoolMember {
+        let id = format!("phone-{:032x}", n);
+        PoolMember {
+            origination_identity_arn: format!("arn:aws:sms-voice:{REGION}:{ACCOUNT}:phone-number/{id}"),
+            origination_identity: id,
+            iso_country_code: "US".into(),
+            number_capabilities: vec![NumberCapability::Sms],
+            phone_number: format!("+1206555010{n}"),
+            message_type,
+        }
+    }
+
+    fn pool(protected: bool) -> Pool {
+        let first = member(1, MessageType::Transactional);
+        Pool {
+            pool_id: POOL.into(),
+            pool_arn: format!("arn:aws:sms-voice:{REGION}:{ACCOUNT}:pool/{POOL}"),
+            account: ACCOUNT.into(),
+            region: REGION.into(),
+            message_type: MessageType::Transactional,
+            opt_out_list_name: "Default".into(),
+            self_managed_opt_outs_enabled: false,
+            shared_routes_enabled: false,
+            two_way_enabled: false,
+            two_way_channel_arn: None,
+            two_way_channel_role: None,
+            deletion_protection_enabled: protected,
+            status: PoolStatus::Active,
+            deleted: false,
+            members: [(first.origination_identity.clone(), first)].into_iter().collect(),
+            tags: vec![],
+            created_timestamp_ms: 1,
+            client_token: None,
+        }
+    }
+
+    fn created(protected: bool) -> PoolEvent {
+        PoolEvent::PoolCreated(Box::new(pool(protected)))
+    }
+
+    fn is_conflict(reason: ConflictReason) -> impl Fn(&Rejection) -> bool {
+        move |r| matches!(r, Rejection::Conflict { reason: got, .. } if *got == reason)
+    }
+
+    /// CreatePool: "you must specify an origination identity": a pool starts with one member.
+    #[test]
+    fn a_pool_is_created_with_its_first_member() {
+        let s = given::<PoolState>(POOL, &[]).when(PoolAction::Create(Box::new(pool(false)))).then(&[created(false)]);
+        assert_eq!(s.0.map(|p| p.members.len()), Some(1));
+    }
+
+    #[test]
+    fn members_must_share_the_message_type() {
+        given::<PoolState>(POOL, &[created(false)])
+            .when(PoolAction::AddMember(member(2, MessageType::Promotional)))
+            .then_reject(is_conflict(ConflictReason::MessageTypeMismatch));
+        let m = member(2, MessageType::Transactional);
+        let s = given::<PoolState>(POOL, &[created(false)]).when(PoolAction::AddMember(m.clone())).then(&[PoolEvent::OriginationIdentityAssociated(m)]);
+        assert_eq!(s.0.map(|p| p.members.len()), Some(2));
+    }
+
+    #[test]
+    fn a_member_cannot_join_twice() {
+        given::<PoolState>(POOL, &[created(false)])
+            .when(PoolAction::AddMember(member(1, MessageType::Transactional)))
+            .then_reject(is_conflict(ConflictReason::ResourceAlreadyAssociated));
+    }
+
+    /// DisassociateOriginationIdentity: the last phone number of a pool cannot leave it.
+    #[test]
+    fn the_last_member_cannot_leave() {
+        let id = member(1, MessageType::Transactional).origination_identity;
+        given::<PoolState>(POOL, &[created(false)])
+            .when(PoolAction::RemoveMember { origination_identity: id.clone() })
+            .then_reject(is_conflict(ConflictReason::LastPhoneNumber));
+        let second = member(2, MessageType::Transactional);
+        given::<PoolState>(POOL, &[created(false), PoolEvent::OriginationIdentityAssociated(second)])
+            .when(PoolAction::RemoveMember { origination_identity: id.clone() })
+            .then(&[PoolEvent::OriginationIdentityDisassociated { origination_identity: id }]);
+    }
+
+    #[test]
+    fn removing_a_non_member_is_a_conflict() {
+        given::<PoolState>(POOL, &[created(false)])
+            .when(PoolAction::RemoveMember { origination_identity: member(9, MessageType::Transactional).origination_identity })
+            .then_reject(is_conflict(ConflictReason::PhoneNumberNotAssociatedToPool));
+    }
+
+    /// DeletePool: "If the pool has deletion protection enabled an error is returned."
+    #[test]
+    fn deletion_honours_protection_and_lists_members() {
+        given::<PoolState>(POOL, &[created(true)]).when(PoolAction::Delete).then_reject(is_conflict(ConflictReason::DeletionProtectionEnabled));
+        let members = vec![member(1, MessageType::Transactional).origination_identity];
+        let s = given::<PoolState>(POOL, &[created(false)]).when(PoolAction::Delete).then(&[PoolEvent::PoolDeleted { members }]);
+        assert!(s.0.is_some_and(|p| p.deleted && p.members.is_empty()));
+    }
+
+    #[test]
+    fn a_deleted_or_foreign_pool_is_not_found() {
+        let deleted = [created(false), PoolEvent::PoolDeleted { members: vec![] }];
+        given::<PoolState>(POOL, &deleted)
+            .when(PoolAction::AddMember(member(2, MessageType::Transactional)))
+            .then_reject(|r| matches!(r, Rejection::NotFound { resource_type: ResourceType::Pool, .. }));
+        given::<PoolState>(POOL, &[created(false)])
+            .as_account("444455556666")
+            .when(PoolAction::Delete)
+            .then_reject(|r| matches!(r, Rejection::NotFound { resource_type: ResourceType::Pool, .. }));
+    }
+}
