@@ -114,11 +114,9 @@ impl RunningServer {
 
     fn shutdown(&mut self) -> Result<(), ServerError> {
         let Some(thread) = self.thread.take() else { return Ok(()) };
-        let handle = self.handle.clone();
-        // `stop` is a future that completes when the server has stopped; drive it from a
-        // small runtime of its own so this works from any thread.
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        rt.block_on(handle.stop(true));
+        // `stop` sends the command at once; its future only reports completion, which joining
+        // the thread observes too. Not awaiting it lets this run from any thread, async or not.
+        drop(self.handle.stop(true));
         thread.join().map_err(|_| ServerError::Thread("server thread panicked".into()))?
     }
 }

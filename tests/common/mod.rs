@@ -1,0 +1,76 @@
+//! Shared helpers for the black-box tests: a real server on an ephemeral port with a temporary
+//! data directory, and the official AWS SDK for Rust pointed at it.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use aws_sdk_pinpointsmsvoicev2::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_pinpointsmsvoicev2::Client;
+use phone_ledger::config::Config;
+use phone_ledger::server::RunningServer;
+
+pub const ACCOUNT: &str = "111122223333";
+pub const OTHER_ACCOUNT: &str = "444455556666";
+pub const REGION: &str = "us-east-1";
+
+/// A running server and the directory that holds its log.
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn config_for(dir: &Path) -> Config {
+    let mut config = Config::defaults_with_data_dir(dir).expect("default config");
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.workers = 2;
+    config
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    pub fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = config_for(dir.path());
+        tweak(&mut config);
+        let server = RunningServer::spawn(config).expect("server starts");
+        TestServer { server: Some(server), dir }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.as_ref().expect("running").url()
+    }
+
+    /// Graceful stop, then a new server on the same data directory.
+    pub fn restart(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().expect("clean stop");
+        }
+        let server = RunningServer::spawn(config_for(self.dir.path())).expect("server restarts");
+        self.server = Some(server);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().expect("clean stop");
+        }
+    }
+
+    /// An SDK client whose SigV4 access key is `account`.
+    pub fn client(&self, account: &str) -> Client {
+        client_for(&self.url(), account, REGION)
+    }
+}
+
+pub fn client_for(url: &str, account: &str, region: &str) -> Client {
+    let config = aws_sdk_pinpointsmsvoicev2::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .credentials_provider(Credentials::new(account, "secret", None, None, "test"))
+        .endpoint_url(url)
+        .build();
+    Client::from_conf(config)
+}

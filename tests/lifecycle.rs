@@ -1,0 +1,465 @@
+//! The phone-number lifecycle through the official AWS SDK for Rust, against the real server:
+//! request, describe, update, pool membership, release, with every error's exact code and
+//! `Reason`, id and ARN forms, pagination, idempotency, quotas, account isolation and restart.
+
+mod common;
+
+use aws_sdk_pinpointsmsvoicev2::error::ProvideErrorMetadata;
+use aws_sdk_pinpointsmsvoicev2::operation::associate_origination_identity::AssociateOriginationIdentityError;
+use aws_sdk_pinpointsmsvoicev2::operation::delete_pool::DeletePoolError;
+use aws_sdk_pinpointsmsvoicev2::operation::describe_phone_numbers::DescribePhoneNumbersError;
+use aws_sdk_pinpointsmsvoicev2::operation::disassociate_origination_identity::DisassociateOriginationIdentityError;
+use aws_sdk_pinpointsmsvoicev2::operation::release_phone_number::ReleasePhoneNumberError;
+use aws_sdk_pinpointsmsvoicev2::operation::request_phone_number::RequestPhoneNumberError;
+use aws_sdk_pinpointsmsvoicev2::types::{
+    ConflictExceptionReason, MessageType, NumberCapability, NumberStatus, NumberType, PhoneNumberFilter, PhoneNumberFilterName, PoolFilter, PoolFilterName,
+    PoolOriginationIdentitiesFilter, PoolOriginationIdentitiesFilterName, PoolStatus, RequestableNumberType, ResourceType, ServiceQuotaExceededExceptionReason,
+    ValidationExceptionReason,
+};
+use aws_sdk_pinpointsmsvoicev2::Client;
+use common::{TestServer, ACCOUNT, OTHER_ACCOUNT, REGION};
+use phone_ledger::config::Durability;
+use phone_ledger::store::EventStore;
+
+async fn request(client: &Client, message_type: MessageType) -> String {
+    let out = client
+        .request_phone_number()
+        .iso_country_code("US")
+        .message_type(message_type)
+        .number_capabilities(NumberCapability::Sms)
+        .number_capabilities(NumberCapability::Voice)
+        .number_type(RequestableNumberType::LongCode)
+        .send()
+        .await
+        .expect("RequestPhoneNumber");
+    out.phone_number_id().expect("id").to_string()
+}
+
+fn release_conflict(e: aws_sdk_pinpointsmsvoicev2::error::SdkError<ReleasePhoneNumberError>) -> ConflictExceptionReason {
+    match e.into_service_error() {
+        ReleasePhoneNumberError::ConflictException(c) => c.reason().cloned().expect("Reason"),
+        other => panic!("expected ConflictException, got {other:?}"),
+    }
+}
+
+fn release_not_found(e: aws_sdk_pinpointsmsvoicev2::error::SdkError<ReleasePhoneNumberError>, id: &str) {
+    match e.into_service_error() {
+        ReleasePhoneNumberError::ResourceNotFoundException(n) => {
+            assert_eq!(n.resource_type(), Some(&ResourceType::PhoneNumber));
+            assert_eq!(n.resource_id(), Some(id));
+        }
+        other => panic!("expected ResourceNotFoundException, got {other:?}"),
+    }
+}
+
+/// The ReleasePhoneNumber reference page, end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_lifecycle_with_every_release_error() {
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+
+    let requested = c
+        .request_phone_number()
+        .iso_country_code("US")
+        .message_type(MessageType::Transactional)
+        .number_capabilities(NumberCapability::Sms)
+        .number_type(RequestableNumberType::TollFree)
+        .deletion_protection_enabled(true)
+        .tags(aws_sdk_pinpointsmsvoicev2::types::Tag::builder().key("team").value("billing").build().expect("tag"))
+        .send()
+        .await
+        .expect("RequestPhoneNumber");
+    let id = requested.phone_number_id().expect("id").to_string();
+    assert!(id.starts_with("phone-") && id.len() == 38, "{id}");
+    assert_eq!(requested.phone_number_arn(), Some(format!("arn:aws:sms-voice:{REGION}:{ACCOUNT}:phone-number/{id}").as_str()));
+    assert_eq!(requested.status(), Some(&NumberStatus::Active));
+    assert_eq!(requested.monthly_leasing_price(), Some("2.00"));
+    assert_eq!(requested.opt_out_list_name(), Some("Default"));
+    assert!(requested.deletion_protection_enabled());
+    assert_eq!(requested.tags().len(), 1);
+    let e164 = requested.phone_number().expect("number").to_string();
+    assert!(e164.starts_with("+18"), "toll-free US number: {e164}");
+
+    // Deletion protection on → DELETION_PROTECTION_ENABLED.
+    let err = c.release_phone_number().phone_number_id(&id).send().await.expect_err("protected");
+    assert_eq!(release_conflict(err), ConflictExceptionReason::DeletionProtectionEnabled);
+
+    let updated = c.update_phone_number().phone_number_id(&id).deletion_protection_enabled(false).send().await.expect("unprotect");
+    assert!(!updated.deletion_protection_enabled());
+
+    // Member of a pool → PHONE_NUMBER_ASSOCIATED_TO_POOL.
+    let pool = c.create_pool().origination_identity(&id).message_type(MessageType::Transactional).send().await.expect("CreatePool");
+    let pool_id = pool.pool_id().expect("pool id").to_string();
+    assert!(pool_id.starts_with("pool-") && pool_id.len() == 37);
+    assert_eq!(pool.status(), Some(&PoolStatus::Active));
+    let err = c.release_phone_number().phone_number_id(&id).send().await.expect_err("pooled");
+    assert_eq!(release_conflict(err), ConflictExceptionReason::PhoneNumberAssociatedToPool);
+
+    let described = c.describe_phone_numbers().phone_number_ids(&id).send().await.expect("describe");
+    assert_eq!(described.phone_numbers()[0].pool_id(), Some(pool_id.as_str()));
+
+    // The last number cannot leave: LAST_PHONE_NUMBER.
+    let err = c.disassociate_origination_identity().pool_id(&pool_id).origination_identity(&id).send().await.expect_err("last");
+    match err.into_service_error() {
+        DisassociateOriginationIdentityError::ConflictException(e) => assert_eq!(e.reason(), Some(&ConflictExceptionReason::LastPhoneNumber)),
+        other => panic!("{other:?}"),
+    }
+
+    let second = request(&c, MessageType::Transactional).await;
+    let assoc = c.associate_origination_identity().pool_id(&pool_id).origination_identity(&second).send().await.expect("associate");
+    assert_eq!(assoc.origination_identity(), Some(second.as_str()));
+    assert_eq!(assoc.pool_id(), Some(pool_id.as_str()));
+    assert_eq!(assoc.iso_country_code(), Some("US"));
+    let members = c.list_pool_origination_identities().pool_id(&pool_id).send().await.expect("list");
+    assert_eq!(members.origination_identities().len(), 2);
+    assert_eq!(members.pool_id(), Some(pool_id.as_str()));
+
+    c.disassociate_origination_identity().pool_id(&pool_id).origination_identity(&id).send().await.expect("disassociate");
+
+    // Success: every member of ReleasePhoneNumberResult, Status DELETED.
+    let released = c.release_phone_number().phone_number_id(&id).send().await.expect("release");
+    assert_eq!(released.status(), Some(&NumberStatus::Deleted));
+    assert_eq!(released.phone_number_id(), Some(id.as_str()));
+    assert_eq!(released.phone_number(), Some(e164.as_str()));
+    assert_eq!(released.phone_number_arn(), requested.phone_number_arn());
+    assert_eq!(released.iso_country_code(), Some("US"));
+    assert_eq!(released.message_type(), Some(&MessageType::Transactional));
+    assert_eq!(released.number_type(), Some(&NumberType::TollFree));
+    assert_eq!(released.number_capabilities(), &[NumberCapability::Sms]);
+    assert_eq!(released.monthly_leasing_price(), Some("2.00"));
+    assert_eq!(released.opt_out_list_name(), Some("Default"));
+    assert!(released.created_timestamp().is_some());
+    assert!(!released.two_way_enabled() && !released.self_managed_opt_outs_enabled());
+
+    // Gone from Describe; a second release is ResourceNotFoundException.
+    let all = c.describe_phone_numbers().send().await.expect("describe all");
+    assert!(all.phone_numbers().iter().all(|n| n.phone_number_id() != Some(id.as_str())));
+    let err = c.describe_phone_numbers().phone_number_ids(&id).send().await.expect_err("gone");
+    assert!(matches!(err.into_service_error(), DescribePhoneNumbersError::ResourceNotFoundException(_)));
+    let err = c.release_phone_number().phone_number_id(&id).send().await.expect_err("twice");
+    release_not_found(err, &id);
+
+    // A released number cannot join a pool.
+    let err = c.associate_origination_identity().pool_id(&pool_id).origination_identity(&id).send().await.expect_err("released");
+    assert!(matches!(err.into_service_error(), AssociateOriginationIdentityError::ResourceNotFoundException(_)));
+
+    // DeletePool lets its members go.
+    let deleted = c.delete_pool().pool_id(&pool_id).send().await.expect("DeletePool");
+    assert_eq!(deleted.pool_id(), Some(pool_id.as_str()));
+    let n = c.describe_phone_numbers().phone_number_ids(&second).send().await.expect("describe second");
+    assert_eq!(n.phone_numbers()[0].pool_id(), None);
+    assert_eq!(n.phone_numbers()[0].status(), &NumberStatus::Active);
+    c.release_phone_number().phone_number_id(&second).send().await.expect("release freed member");
+    assert!(c.describe_pools().send().await.expect("pools").pools().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_accept_ids_and_arns_but_not_other_accounts_arns() {
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let id = request(&c, MessageType::Transactional).await;
+    let arn = format!("arn:aws:sms-voice:{REGION}:{ACCOUNT}:phone-number/{id}");
+    let by_arn = c.describe_phone_numbers().phone_number_ids(&arn).send().await.expect("describe by ARN");
+    assert_eq!(by_arn.phone_numbers()[0].phone_number_id(), Some(id.as_str()));
+    c.update_phone_number().phone_number_id(&arn).self_managed_opt_outs_enabled(true).send().await.expect("update by ARN");
+
+    let pool = c.create_pool().origination_identity(&arn).message_type(MessageType::Transactional).send().await.expect("pool by ARN");
+    let pool_arn = pool.pool_arn().expect("arn").to_string();
+    assert_eq!(pool_arn, format!("arn:aws:sms-voice:{REGION}:{ACCOUNT}:pool/{}", pool.pool_id().expect("id")));
+    assert!(pool.self_managed_opt_outs_enabled(), "a pool inherits its first identity's settings");
+    let pools = c.describe_pools().pool_ids(&pool_arn).send().await.expect("describe pool by ARN");
+    assert_eq!(pools.pools().len(), 1);
+    c.delete_pool().pool_id(&pool_arn).send().await.expect("delete by ARN");
+
+    // The same ARN with another account or region names nothing.
+    let foreign_arn = format!("arn:aws:sms-voice:{REGION}:{OTHER_ACCOUNT}:phone-number/{id}");
+    release_not_found(c.release_phone_number().phone_number_id(&foreign_arn).send().await.expect_err("foreign ARN"), &foreign_arn);
+    let wrong_region = format!("arn:aws:sms-voice:eu-west-1:{ACCOUNT}:phone-number/{id}");
+    assert!(c.release_phone_number().phone_number_id(&wrong_region).send().await.is_err());
+    let released = c.release_phone_number().phone_number_id(&arn).send().await.expect("release by ARN");
+    assert_eq!(released.status(), Some(&NumberStatus::Deleted));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_are_isolated() {
+    let server = TestServer::start();
+    let mine = server.client(ACCOUNT);
+    let theirs = server.client(OTHER_ACCOUNT);
+    let id = request(&mine, MessageType::Transactional).await;
+    let arn = format!("arn:aws:sms-voice:{REGION}:{ACCOUNT}:phone-number/{id}");
+
+    assert!(theirs.describe_phone_numbers().send().await.expect("their list").phone_numbers().is_empty());
+    for target in [&id, &arn] {
+        release_not_found(theirs.release_phone_number().phone_number_id(target).send().await.expect_err("not theirs"), target);
+        assert!(theirs.update_phone_number().phone_number_id(target).deletion_protection_enabled(true).send().await.is_err());
+        assert!(theirs.create_pool().origination_identity(target).message_type(MessageType::Transactional).send().await.is_err());
+    }
+    // Another region of the same account is another scope too.
+    let elsewhere = common::client_for(&server.url(), ACCOUNT, "eu-west-1");
+    assert!(elsewhere.describe_phone_numbers().send().await.expect("list").phone_numbers().is_empty());
+    // Still mine, untouched.
+    let n = mine.describe_phone_numbers().phone_number_ids(&id).send().await.expect("mine");
+    assert!(!n.phone_numbers()[0].deletion_protection_enabled());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_paginates_with_opaque_tokens_and_filters() {
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let t = if i % 2 == 0 { MessageType::Transactional } else { MessageType::Promotional };
+        ids.push(request(&c, t).await);
+    }
+    c.update_phone_number().phone_number_id(&ids[0]).deletion_protection_enabled(true).send().await.expect("protect");
+
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let out = c.describe_phone_numbers().max_results(3).set_next_token(token.clone()).send().await.expect("page");
+        pages += 1;
+        assert!(out.phone_numbers().len() <= 3);
+        seen.extend(out.phone_numbers().iter().map(|n| n.phone_number_id().expect("id").to_string()));
+        match out.next_token() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    seen.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    // The SDK's own paginator walks the same pages.
+    let via_paginator: Vec<_> = c.describe_phone_numbers().max_results(2).into_paginator().items().send().collect::<Result<Vec<_>, _>>().await.expect("paginator");
+    assert_eq!(via_paginator.len(), 7);
+
+    let filter = |name: PhoneNumberFilterName, value: &str| PhoneNumberFilter::builder().name(name).values(value).build().expect("filter");
+    let promo = c.describe_phone_numbers().filters(filter(PhoneNumberFilterName::MessageType, "PROMOTIONAL")).send().await.expect("filtered");
+    assert_eq!(promo.phone_numbers().len(), 3);
+    let both = c
+        .describe_phone_numbers()
+        .filters(filter(PhoneNumberFilterName::MessageType, "TRANSACTIONAL"))
+        .filters(filter(PhoneNumberFilterName::DeletionProtectionEnabled, "true"))
+        .send()
+        .await
+        .expect("two filters");
+    assert_eq!(both.phone_numbers().len(), 1);
+    assert_eq!(both.phone_numbers()[0].phone_number_id(), Some(ids[0].as_str()));
+    let sms = c.describe_phone_numbers().filters(filter(PhoneNumberFilterName::NumberCapability, "VOICE")).send().await.expect("capability");
+    assert_eq!(sms.phone_numbers().len(), 7);
+
+    // A forged token and a bad filter value are ValidationExceptions.
+    let err = c.describe_phone_numbers().next_token("eyJvcCI6IkRlc2NyaWJlUGhvbmVOdW1iZXJzIn0.AAAA").send().await.expect_err("forged");
+    match err.into_service_error() {
+        DescribePhoneNumbersError::ValidationException(v) => assert_eq!(v.reason(), Some(&ValidationExceptionReason::InvalidNextToken)),
+        other => panic!("{other:?}"),
+    }
+    let err = c.describe_phone_numbers().filters(filter(PhoneNumberFilterName::Status, "SLEEPING")).send().await.expect_err("bad value");
+    match err.into_service_error() {
+        DescribePhoneNumbersError::ValidationException(v) => assert_eq!(v.reason(), Some(&ValidationExceptionReason::InvalidFilterValues)),
+        other => panic!("{other:?}"),
+    }
+    // A token is bound to its operation.
+    let page = c.describe_phone_numbers().max_results(1).send().await.expect("page");
+    let token = page.next_token().expect("more").to_string();
+    assert!(c.describe_pools().next_token(token).send().await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_filter_and_list_their_identities() {
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let a = request(&c, MessageType::Transactional).await;
+    let b = request(&c, MessageType::Transactional).await;
+    let promo = request(&c, MessageType::Promotional).await;
+    let pool = c.create_pool().origination_identity(&a).message_type(MessageType::Transactional).deletion_protection_enabled(true).send().await.expect("pool");
+    let pool_id = pool.pool_id().expect("id").to_string();
+    c.associate_origination_identity().pool_id(&pool_id).origination_identity(&b).iso_country_code("US").send().await.expect("associate");
+
+    // MESSAGE_TYPE_MISMATCH.
+    let err = c.associate_origination_identity().pool_id(&pool_id).origination_identity(&promo).send().await.expect_err("mismatch");
+    match err.into_service_error() {
+        AssociateOriginationIdentityError::ConflictException(e) => assert_eq!(e.reason(), Some(&ConflictExceptionReason::MessageTypeMismatch)),
+        other => panic!("{other:?}"),
+    }
+    // A number belongs to at most one pool.
+    let other_pool = c.create_pool().origination_identity(&promo).message_type(MessageType::Promotional).send().await.expect("second pool");
+    let err = c.associate_origination_identity().pool_id(other_pool.pool_id().expect("id")).origination_identity(&a).send().await.expect_err("taken");
+    assert!(matches!(err.into_service_error(), AssociateOriginationIdentityError::ConflictException(_)));
+
+    let identities = c
+        .list_pool_origination_identities()
+        .pool_id(&pool_id)
+        .filters(PoolOriginationIdentitiesFilter::builder().name(PoolOriginationIdentitiesFilterName::IsoCountryCode).values("US").build().expect("f"))
+        .max_results(1)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(identities.origination_identities().len(), 1);
+    let rest = c.list_pool_origination_identities().pool_id(&pool_id).next_token(identities.next_token().expect("more")).send().await.expect("page 2");
+    assert_eq!(rest.origination_identities().len(), 1);
+    assert_ne!(rest.origination_identities()[0].origination_identity(), identities.origination_identities()[0].origination_identity());
+
+    let protected = c
+        .describe_pools()
+        .filters(PoolFilter::builder().name(PoolFilterName::DeletionProtectionEnabled).values("true").build().expect("f"))
+        .send()
+        .await
+        .expect("describe pools");
+    assert_eq!(protected.pools().len(), 1);
+    assert_eq!(protected.pools()[0].pool_id(), pool_id.as_str());
+
+    // DeletePool honours deletion protection.
+    let err = c.delete_pool().pool_id(&pool_id).send().await.expect_err("protected pool");
+    match err.into_service_error() {
+        DeletePoolError::ConflictException(e) => assert_eq!(e.reason(), Some(&ConflictExceptionReason::DeletionProtectionEnabled)),
+        other => panic!("{other:?}"),
+    }
+    // Unknown pools are ResourceNotFoundException with ResourceType pool.
+    let err = c.delete_pool().pool_id("pool-00000000000000000000000000000000").send().await.expect_err("unknown");
+    match err.into_service_error() {
+        DeletePoolError::ResourceNotFoundException(e) => assert_eq!(e.resource_type(), Some(&ResourceType::Pool)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_tokens_make_requests_idempotent_and_quotas_hold() {
+    let server = TestServer::start_with(|c| c.quotas.phone_numbers_per_account = 3);
+    let c = server.client(ACCOUNT);
+    let send = || {
+        c.request_phone_number()
+            .iso_country_code("GB")
+            .message_type(MessageType::Promotional)
+            .number_capabilities(NumberCapability::Sms)
+            .number_type(RequestableNumberType::LongCode)
+            .client_token("once-only-1")
+            .send()
+    };
+    let first = send().await.expect("first");
+    let again = send().await.expect("retry");
+    assert_eq!(first.phone_number_id(), again.phone_number_id());
+    assert!(first.phone_number().expect("number").starts_with("+44"));
+    request(&c, MessageType::Transactional).await;
+    request(&c, MessageType::Transactional).await;
+    let err = c
+        .request_phone_number()
+        .iso_country_code("US")
+        .message_type(MessageType::Transactional)
+        .number_capabilities(NumberCapability::Sms)
+        .number_type(RequestableNumberType::LongCode)
+        .send()
+        .await
+        .expect_err("quota");
+    match err.into_service_error() {
+        RequestPhoneNumberError::ServiceQuotaExceededException(q) => assert_eq!(q.reason(), Some(&ServiceQuotaExceededExceptionReason::PhoneNumbersPerAccount)),
+        other => panic!("{other:?}"),
+    }
+    // Releasing one frees quota; other accounts have their own.
+    c.release_phone_number().phone_number_id(first.phone_number_id().expect("id")).send().await.expect("release");
+    request(&c, MessageType::Transactional).await;
+    request(&server.client(OTHER_ACCOUNT), MessageType::Transactional).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn number_preferences_and_unavailable_countries() {
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let pref = aws_sdk_pinpointsmsvoicev2::types::NumberPreferenceItem::builder()
+        .filter("+1415")
+        .preference_type(aws_sdk_pinpointsmsvoicev2::types::PreferenceType::StartsWith)
+        .build()
+        .expect("pref");
+    let out = c
+        .request_phone_number()
+        .iso_country_code("US")
+        .message_type(MessageType::Transactional)
+        .number_capabilities(NumberCapability::Sms)
+        .number_type(RequestableNumberType::LongCode)
+        .number_preference(pref)
+        .send()
+        .await
+        .expect("preferred");
+    assert!(out.phone_number().expect("n").starts_with("+1415"));
+    let err = c
+        .request_phone_number()
+        .iso_country_code("JP")
+        .message_type(MessageType::Transactional)
+        .number_capabilities(NumberCapability::Sms)
+        .number_type(RequestableNumberType::TollFree)
+        .send()
+        .await
+        .expect_err("no supply");
+    assert_eq!(err.code(), Some("ValidationException"));
+}
+
+/// Stop the server, start it on the same directory: everything is as before, rebuilt by replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_rebuilds_everything_from_the_log() {
+    let mut server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let a = request(&c, MessageType::Transactional).await;
+    let b = request(&c, MessageType::Transactional).await;
+    let released = request(&c, MessageType::Transactional).await;
+    c.update_phone_number().phone_number_id(&a).deletion_protection_enabled(true).send().await.expect("protect");
+    let pool = c.create_pool().origination_identity(&b).message_type(MessageType::Transactional).client_token("pool-token").send().await.expect("pool");
+    c.release_phone_number().phone_number_id(&released).send().await.expect("release");
+    let before = c.describe_phone_numbers().send().await.expect("before");
+
+    server.restart();
+    let c = server.client(ACCOUNT);
+    let after = c.describe_phone_numbers().send().await.expect("after");
+    assert_eq!(format!("{:?}", before.phone_numbers()), format!("{:?}", after.phone_numbers()));
+    // Actor state is replayed: the rules still see protection, pool membership and the release.
+    let err = c.release_phone_number().phone_number_id(&a).send().await.expect_err("still protected");
+    assert_eq!(release_conflict(err), ConflictExceptionReason::DeletionProtectionEnabled);
+    let err = c.release_phone_number().phone_number_id(&b).send().await.expect_err("still pooled");
+    assert_eq!(release_conflict(err), ConflictExceptionReason::PhoneNumberAssociatedToPool);
+    release_not_found(c.release_phone_number().phone_number_id(&released).send().await.expect_err("still released"), &released);
+    // Client tokens survive too.
+    let again = c.create_pool().origination_identity(&b).message_type(MessageType::Transactional).client_token("pool-token").send().await.expect("same pool");
+    assert_eq!(again.pool_id(), pool.pool_id());
+
+    // Dropping the derived index changes no answer: it is rebuilt from the log on start.
+    server.stop();
+    {
+        let store = EventStore::open(server.dir.path(), Durability::Flush, 1).expect("open offline");
+        store.raw_db().drop_tree("index").expect("drop index");
+        store.close();
+    }
+    server.restart();
+    let c = server.client(ACCOUNT);
+    let rebuilt = c.describe_phone_numbers().send().await.expect("rebuilt");
+    assert_eq!(format!("{:?}", before.phone_numbers()), format!("{:?}", rebuilt.phone_numbers()));
+    let again = c.create_pool().origination_identity(&b).message_type(MessageType::Transactional).client_token("pool-token").send().await.expect("same pool");
+    assert_eq!(again.pool_id(), pool.pool_id());
+}
+
+/// Refusals are events on the stream; ids that never existed leave no trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_records_refusals_but_not_junk() {
+    let mut server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let id = request(&c, MessageType::Transactional).await;
+    c.update_phone_number().phone_number_id(&id).deletion_protection_enabled(true).send().await.expect("protect");
+    c.release_phone_number().phone_number_id(&id).send().await.expect_err("refused");
+    for _ in 0..5 {
+        c.release_phone_number().phone_number_id("phone-ffffffffffffffffffffffffffffffff").send().await.expect_err("junk");
+        c.release_phone_number().phone_number_id("not-an-id").send().await.expect_err("junk");
+    }
+    server.stop();
+    let store = EventStore::open(server.dir.path(), Durability::Flush, 1).expect("open");
+    let events = store.read_stream(&id, 1).expect("stream");
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["PhoneNumberRequested", "PhoneNumberUpdated", "ReleaseRejected"]);
+    assert_eq!(events[2].payload["Reason"]["Reason"], "DELETION_PROTECTION_ENABLED");
+    assert_eq!(events[2].account, ACCOUNT);
+    assert_eq!(events[2].command, "ReleasePhoneNumber/Release");
+    assert!(events.iter().enumerate().all(|(i, e)| e.version == i as u64 + 1));
+    assert_eq!(store.len(), 3, "junk ids created no stream");
+    assert_eq!(store.stream_version("phone-ffffffffffffffffffffffffffffffff").expect("v"), 0);
+    store.close();
+}
