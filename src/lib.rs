@@ -15,12 +15,12 @@
 //! - [`config`]: layered configuration with embedded defaults.
 //! - [`cli`]: the `phone-ledger` command line.
 
-pub mod config;
-pub mod domain;
-pub mod store;
 pub mod actors;
-pub mod numbering;
-pub mod projection;
 pub mod api;
 pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod numbering;
+pub mod projection;
 pub mod server;
+pub mod store;

@@ -73,7 +73,9 @@ impl NumberPicker {
         let supply = self.supply(iso_country_code, number_type)?;
         for _ in 0..ATTEMPTS {
             let template = &supply.templates[rng.gen_range(0..supply.templates.len())];
-            let Some(candidate) = fill(template, preference, rng) else { continue };
+            let Some(candidate) = fill(template, preference, rng) else {
+                continue;
+            };
             if is_valid_for(&candidate, iso_country_code, number_type) {
                 return Some(candidate);
             }
@@ -154,7 +156,9 @@ mod tests {
         for (country, types) in &p.supply {
             for number_type in types.keys() {
                 for _ in 0..20 {
-                    let n = p.candidate(country, *number_type, None, &mut rng).unwrap_or_else(|| panic!("{country} {number_type}"));
+                    let n = p
+                        .candidate(country, *number_type, None, &mut rng)
+                        .unwrap_or_else(|| panic!("{country} {number_type}"));
                     assert!(is_valid_for(&n, country, *number_type), "{n}");
                 }
             }
@@ -165,16 +169,38 @@ mod tests {
     fn preferences_place_the_digits() {
         let p = picker();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let pref = |kind, v: &str| NumberPreference { kind, values: vec![v.to_string()] };
-        let n = p.candidate("US", NumberType::LongCode, Some(&pref(PreferenceType::StartsWith, "+1415")), &mut rng).expect("starts");
+        let pref = |kind, v: &str| NumberPreference {
+            kind,
+            values: vec![v.to_string()],
+        };
+        let n = p
+            .candidate(
+                "US",
+                NumberType::LongCode,
+                Some(&pref(PreferenceType::StartsWith, "+1415")),
+                &mut rng,
+            )
+            .expect("starts");
         assert!(n.starts_with("+1415"), "{n}");
-        let n = p.candidate("US", NumberType::LongCode, Some(&pref(PreferenceType::EndsWith, "4242")), &mut rng).expect("ends");
+        let n = p
+            .candidate("US", NumberType::LongCode, Some(&pref(PreferenceType::EndsWith, "4242")), &mut rng)
+            .expect("ends");
         assert!(n.ends_with("4242"), "{n}");
-        let n = p.candidate("US", NumberType::LongCode, Some(&pref(PreferenceType::Contains, "777")), &mut rng).expect("contains");
+        let n = p
+            .candidate("US", NumberType::LongCode, Some(&pref(PreferenceType::Contains, "777")), &mut rng)
+            .expect("contains");
         assert!(n.contains("777"), "{n}");
-        let n = p.candidate("US", NumberType::LongCode, Some(&pref(PreferenceType::ExactMatch, "+14155550123")), &mut rng);
+        let n = p.candidate(
+            "US",
+            NumberType::LongCode,
+            Some(&pref(PreferenceType::ExactMatch, "+14155550123")),
+            &mut rng,
+        );
         assert!(n.is_none() || n.as_deref() == Some("+14155550123"));
-        assert_eq!(p.candidate("US", NumberType::LongCode, Some(&pref(PreferenceType::StartsWith, "+44")), &mut rng), None);
+        assert_eq!(
+            p.candidate("US", NumberType::LongCode, Some(&pref(PreferenceType::StartsWith, "+44")), &mut rng),
+            None
+        );
         assert_eq!(p.candidate("ZZ", NumberType::LongCode, None, &mut rng), None);
     }
 }

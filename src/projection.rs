@@ -65,12 +65,21 @@ fn view_ops<T: serde::Serialize>(key: Vec<u8>, live: bool, value: &T) -> Vec<Ind
 
 impl Projected for PhoneNumberState {
     fn index_ops(before: &Self, after: &Self) -> Vec<IndexOp> {
-        let Some(n) = after.0.as_ref().filter(|_| before != after) else { return vec![] };
+        let Some(n) = after.0.as_ref().filter(|_| before != after) else {
+            return vec![];
+        };
         let scope = Scope::new(&n.account, &n.region);
-        let mut ops = view_ops(view_key(&scope, Self::KIND, &n.phone_number_id), n.status != NumberStatus::Deleted, n);
+        let mut ops = view_ops(
+            view_key(&scope, Self::KIND, &n.phone_number_id),
+            n.status != NumberStatus::Deleted,
+            n,
+        );
         if before.0.is_none() {
             if let Some(token) = &n.client_token {
-                ops.push(IndexOp::Put(token_key(&scope, "RequestPhoneNumber", token), n.phone_number_id.clone().into_bytes()));
+                ops.push(IndexOp::Put(
+                    token_key(&scope, "RequestPhoneNumber", token),
+                    n.phone_number_id.clone().into_bytes(),
+                ));
             }
         }
         ops
@@ -86,7 +95,9 @@ impl Projected for PhoneNumberState {
 
 impl Projected for PoolState {
     fn index_ops(before: &Self, after: &Self) -> Vec<IndexOp> {
-        let Some(p) = after.0.as_ref().filter(|_| before != after) else { return vec![] };
+        let Some(p) = after.0.as_ref().filter(|_| before != after) else {
+            return vec![];
+        };
         let scope = Scope::new(&p.account, &p.region);
         let mut ops = view_ops(view_key(&scope, Self::KIND, &p.pool_id), !p.deleted, p);
         if before.0.is_none() {
@@ -118,7 +129,9 @@ pub fn replay<A: Aggregate>(envelopes: &[EventEnvelope]) -> Result<A, StoreError
 
 /// The aggregate kind a stream id belongs to.
 pub fn kind_of_stream(stream_id: &str) -> Option<ResourceKind> {
-    [ResourceKind::PhoneNumber, ResourceKind::Pool].into_iter().find(|k| k.is_id(stream_id))
+    [ResourceKind::PhoneNumber, ResourceKind::Pool]
+        .into_iter()
+        .find(|k| k.is_id(stream_id))
 }
 
 /// Folds the whole feed into the index it implies, and writes it in place of the current one.
@@ -136,7 +149,10 @@ pub fn rebuild_index(store: &EventStore) -> Result<usize, StoreError> {
                 Some(ResourceKind::PhoneNumber) => step(&mut numbers, &mut index, envelope)?,
                 Some(ResourceKind::Pool) => step(&mut pools, &mut index, envelope)?,
                 None => {
-                    return Err(StoreError::Corrupt { key: envelope.stream_id.clone(), message: "unknown stream kind".into() })
+                    return Err(StoreError::Corrupt {
+                        key: envelope.stream_id.clone(),
+                        message: "unknown stream kind".into(),
+                    })
                 }
             }
         }

@@ -36,7 +36,11 @@ pub fn open_ledger(config: &Config) -> Result<Arc<Ledger>, ServerError> {
         let entries = rebuild_index(&store)?;
         tracing::info!(entries, "rebuilt derived index from the log");
     }
-    Ok(Arc::new(Ledger::new(store, NumberPicker::new(config.numbering.clone()), config.quotas.clone())))
+    Ok(Arc::new(Ledger::new(
+        store,
+        NumberPicker::new(config.numbering.clone()),
+        config.quotas.clone(),
+    )))
 }
 
 /// Serves until the server is stopped (by `handle.stop`, SIGINT or SIGTERM). Must run inside an
@@ -53,7 +57,10 @@ pub async fn serve(config: Config, signals: bool, on_ready: impl FnOnce(SocketAd
     let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
         .shutdown_timeout(10)
         .bind(config.listen)
-        .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
     if config.workers > 0 {
         server = server.workers(config.workers);
     }
@@ -93,7 +100,11 @@ impl RunningServer {
             result
         })?;
         match rx.recv() {
-            Ok(Ok((addr, handle))) => Ok(RunningServer { addr, handle, thread: Some(thread) }),
+            Ok(Ok((addr, handle))) => Ok(RunningServer {
+                addr,
+                handle,
+                thread: Some(thread),
+            }),
             Ok(Err(message)) => {
                 let _ = thread.join();
                 Err(ServerError::Thread(message))

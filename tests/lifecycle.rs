@@ -12,9 +12,9 @@ use aws_sdk_pinpointsmsvoicev2::operation::disassociate_origination_identity::Di
 use aws_sdk_pinpointsmsvoicev2::operation::release_phone_number::ReleasePhoneNumberError;
 use aws_sdk_pinpointsmsvoicev2::operation::request_phone_number::RequestPhoneNumberError;
 use aws_sdk_pinpointsmsvoicev2::types::{
-    ConflictExceptionReason, MessageType, NumberCapability, NumberStatus, NumberType, PhoneNumberFilter, PhoneNumberFilterName, PoolFilter, PoolFilterName,
-    PoolOriginationIdentitiesFilter, PoolOriginationIdentitiesFilterName, PoolStatus, RequestableNumberType, ResourceType, ServiceQuotaExceededExceptionReason,
-    ValidationExceptionReason,
+    ConflictExceptionReason, MessageType, NumberCapability, NumberStatus, NumberType, PhoneNumberFilter, PhoneNumberFilterName, PoolFilter,
+    PoolFilterName, PoolOriginationIdentitiesFilter, PoolOriginationIdentitiesFilterName, PoolStatus, RequestableNumberType, ResourceType,
+    ServiceQuotaExceededExceptionReason, ValidationExceptionReason,
 };
 use aws_sdk_pinpointsmsvoicev2::Client;
 use common::{TestServer, ACCOUNT, OTHER_ACCOUNT, REGION};
@@ -65,13 +65,22 @@ async fn full_lifecycle_with_every_release_error() {
         .number_capabilities(NumberCapability::Sms)
         .number_type(RequestableNumberType::TollFree)
         .deletion_protection_enabled(true)
-        .tags(aws_sdk_pinpointsmsvoicev2::types::Tag::builder().key("team").value("billing").build().expect("tag"))
+        .tags(
+            aws_sdk_pinpointsmsvoicev2::types::Tag::builder()
+                .key("team")
+                .value("billing")
+                .build()
+                .expect("tag"),
+        )
         .send()
         .await
         .expect("RequestPhoneNumber");
     let id = requested.phone_number_id().expect("id").to_string();
     assert!(id.starts_with("phone-") && id.len() == 38, "{id}");
-    assert_eq!(requested.phone_number_arn(), Some(format!("arn:aws:sms-voice:{REGION}:{ACCOUNT}:phone-number/{id}").as_str()));
+    assert_eq!(
+        requested.phone_number_arn(),
+        Some(format!("arn:aws:sms-voice:{REGION}:{ACCOUNT}:phone-number/{id}").as_str())
+    );
     assert_eq!(requested.status(), Some(&NumberStatus::Active));
     assert_eq!(requested.monthly_leasing_price(), Some("2.00"));
     assert_eq!(requested.opt_out_list_name(), Some("Default"));
@@ -84,11 +93,23 @@ async fn full_lifecycle_with_every_release_error() {
     let err = c.release_phone_number().phone_number_id(&id).send().await.expect_err("protected");
     assert_eq!(release_conflict(err), ConflictExceptionReason::DeletionProtectionEnabled);
 
-    let updated = c.update_phone_number().phone_number_id(&id).deletion_protection_enabled(false).send().await.expect("unprotect");
+    let updated = c
+        .update_phone_number()
+        .phone_number_id(&id)
+        .deletion_protection_enabled(false)
+        .send()
+        .await
+        .expect("unprotect");
     assert!(!updated.deletion_protection_enabled());
 
     // Member of a pool → PHONE_NUMBER_ASSOCIATED_TO_POOL.
-    let pool = c.create_pool().origination_identity(&id).message_type(MessageType::Transactional).send().await.expect("CreatePool");
+    let pool = c
+        .create_pool()
+        .origination_identity(&id)
+        .message_type(MessageType::Transactional)
+        .send()
+        .await
+        .expect("CreatePool");
     let pool_id = pool.pool_id().expect("pool id").to_string();
     assert!(pool_id.starts_with("pool-") && pool_id.len() == 37);
     assert_eq!(pool.status(), Some(&PoolStatus::Active));
@@ -99,14 +120,28 @@ async fn full_lifecycle_with_every_release_error() {
     assert_eq!(described.phone_numbers()[0].pool_id(), Some(pool_id.as_str()));
 
     // The last number cannot leave: LAST_PHONE_NUMBER.
-    let err = c.disassociate_origination_identity().pool_id(&pool_id).origination_identity(&id).send().await.expect_err("last");
+    let err = c
+        .disassociate_origination_identity()
+        .pool_id(&pool_id)
+        .origination_identity(&id)
+        .send()
+        .await
+        .expect_err("last");
     match err.into_service_error() {
-        DisassociateOriginationIdentityError::ConflictException(e) => assert_eq!(e.reason(), Some(&ConflictExceptionReason::LastPhoneNumber)),
+        DisassociateOriginationIdentityError::ConflictException(e) => {
+            assert_eq!(e.reason(), Some(&ConflictExceptionReason::LastPhoneNumber))
+        }
         other => panic!("{other:?}"),
     }
 
     let second = request(&c, MessageType::Transactional).await;
-    let assoc = c.associate_origination_identity().pool_id(&pool_id).origination_identity(&second).send().await.expect("associate");
+    let assoc = c
+        .associate_origination_identity()
+        .pool_id(&pool_id)
+        .origination_identity(&second)
+        .send()
+        .await
+        .expect("associate");
     assert_eq!(assoc.origination_identity(), Some(second.as_str()));
     assert_eq!(assoc.pool_id(), Some(pool_id.as_str()));
     assert_eq!(assoc.iso_country_code(), Some("US"));
@@ -114,7 +149,12 @@ async fn full_lifecycle_with_every_release_error() {
     assert_eq!(members.origination_identities().len(), 2);
     assert_eq!(members.pool_id(), Some(pool_id.as_str()));
 
-    c.disassociate_origination_identity().pool_id(&pool_id).origination_identity(&id).send().await.expect("disassociate");
+    c.disassociate_origination_identity()
+        .pool_id(&pool_id)
+        .origination_identity(&id)
+        .send()
+        .await
+        .expect("disassociate");
 
     // Success: every member of ReleasePhoneNumberResult, Status DELETED.
     let released = c.release_phone_number().phone_number_id(&id).send().await.expect("release");
@@ -135,21 +175,42 @@ async fn full_lifecycle_with_every_release_error() {
     let all = c.describe_phone_numbers().send().await.expect("describe all");
     assert!(all.phone_numbers().iter().all(|n| n.phone_number_id() != Some(id.as_str())));
     let err = c.describe_phone_numbers().phone_number_ids(&id).send().await.expect_err("gone");
-    assert!(matches!(err.into_service_error(), DescribePhoneNumbersError::ResourceNotFoundException(_)));
+    assert!(matches!(
+        err.into_service_error(),
+        DescribePhoneNumbersError::ResourceNotFoundException(_)
+    ));
     let err = c.release_phone_number().phone_number_id(&id).send().await.expect_err("twice");
     release_not_found(err, &id);
 
     // A released number cannot join a pool.
-    let err = c.associate_origination_identity().pool_id(&pool_id).origination_identity(&id).send().await.expect_err("released");
-    assert!(matches!(err.into_service_error(), AssociateOriginationIdentityError::ResourceNotFoundException(_)));
+    let err = c
+        .associate_origination_identity()
+        .pool_id(&pool_id)
+        .origination_identity(&id)
+        .send()
+        .await
+        .expect_err("released");
+    assert!(matches!(
+        err.into_service_error(),
+        AssociateOriginationIdentityError::ResourceNotFoundException(_)
+    ));
 
     // DeletePool lets its members go.
     let deleted = c.delete_pool().pool_id(&pool_id).send().await.expect("DeletePool");
     assert_eq!(deleted.pool_id(), Some(pool_id.as_str()));
-    let n = c.describe_phone_numbers().phone_number_ids(&second).send().await.expect("describe second");
+    let n = c
+        .describe_phone_numbers()
+        .phone_number_ids(&second)
+        .send()
+        .await
+        .expect("describe second");
     assert_eq!(n.phone_numbers()[0].pool_id(), None);
     assert_eq!(n.phone_numbers()[0].status(), &NumberStatus::Active);
-    c.release_phone_number().phone_number_id(&second).send().await.expect("release freed member");
+    c.release_phone_number()
+        .phone_number_id(&second)
+        .send()
+        .await
+        .expect("release freed member");
     assert!(c.describe_pools().send().await.expect("pools").pools().is_empty());
 }
 
@@ -159,21 +220,50 @@ async fn commands_accept_ids_and_arns_but_not_other_accounts_arns() {
     let c = server.client(ACCOUNT);
     let id = request(&c, MessageType::Transactional).await;
     let arn = format!("arn:aws:sms-voice:{REGION}:{ACCOUNT}:phone-number/{id}");
-    let by_arn = c.describe_phone_numbers().phone_number_ids(&arn).send().await.expect("describe by ARN");
+    let by_arn = c
+        .describe_phone_numbers()
+        .phone_number_ids(&arn)
+        .send()
+        .await
+        .expect("describe by ARN");
     assert_eq!(by_arn.phone_numbers()[0].phone_number_id(), Some(id.as_str()));
-    c.update_phone_number().phone_number_id(&arn).self_managed_opt_outs_enabled(true).send().await.expect("update by ARN");
+    c.update_phone_number()
+        .phone_number_id(&arn)
+        .self_managed_opt_outs_enabled(true)
+        .send()
+        .await
+        .expect("update by ARN");
 
-    let pool = c.create_pool().origination_identity(&arn).message_type(MessageType::Transactional).send().await.expect("pool by ARN");
+    let pool = c
+        .create_pool()
+        .origination_identity(&arn)
+        .message_type(MessageType::Transactional)
+        .send()
+        .await
+        .expect("pool by ARN");
     let pool_arn = pool.pool_arn().expect("arn").to_string();
-    assert_eq!(pool_arn, format!("arn:aws:sms-voice:{REGION}:{ACCOUNT}:pool/{}", pool.pool_id().expect("id")));
-    assert!(pool.self_managed_opt_outs_enabled(), "a pool inherits its first identity's settings");
+    assert_eq!(
+        pool_arn,
+        format!("arn:aws:sms-voice:{REGION}:{ACCOUNT}:pool/{}", pool.pool_id().expect("id"))
+    );
+    assert!(
+        pool.self_managed_opt_outs_enabled(),
+        "a pool inherits its first identity's settings"
+    );
     let pools = c.describe_pools().pool_ids(&pool_arn).send().await.expect("describe pool by ARN");
     assert_eq!(pools.pools().len(), 1);
     c.delete_pool().pool_id(&pool_arn).send().await.expect("delete by ARN");
 
     // The same ARN with another account or region names nothing.
     let foreign_arn = format!("arn:aws:sms-voice:{REGION}:{OTHER_ACCOUNT}:phone-number/{id}");
-    release_not_found(c.release_phone_number().phone_number_id(&foreign_arn).send().await.expect_err("foreign ARN"), &foreign_arn);
+    release_not_found(
+        c.release_phone_number()
+            .phone_number_id(&foreign_arn)
+            .send()
+            .await
+            .expect_err("foreign ARN"),
+        &foreign_arn,
+    );
     let wrong_region = format!("arn:aws:sms-voice:eu-west-1:{ACCOUNT}:phone-number/{id}");
     assert!(c.release_phone_number().phone_number_id(&wrong_region).send().await.is_err());
     let released = c.release_phone_number().phone_number_id(&arn).send().await.expect("release by ARN");
@@ -188,15 +278,47 @@ async fn accounts_are_isolated() {
     let id = request(&mine, MessageType::Transactional).await;
     let arn = format!("arn:aws:sms-voice:{REGION}:{ACCOUNT}:phone-number/{id}");
 
-    assert!(theirs.describe_phone_numbers().send().await.expect("their list").phone_numbers().is_empty());
+    assert!(theirs
+        .describe_phone_numbers()
+        .send()
+        .await
+        .expect("their list")
+        .phone_numbers()
+        .is_empty());
     for target in [&id, &arn] {
-        release_not_found(theirs.release_phone_number().phone_number_id(target).send().await.expect_err("not theirs"), target);
-        assert!(theirs.update_phone_number().phone_number_id(target).deletion_protection_enabled(true).send().await.is_err());
-        assert!(theirs.create_pool().origination_identity(target).message_type(MessageType::Transactional).send().await.is_err());
+        release_not_found(
+            theirs
+                .release_phone_number()
+                .phone_number_id(target)
+                .send()
+                .await
+                .expect_err("not theirs"),
+            target,
+        );
+        assert!(theirs
+            .update_phone_number()
+            .phone_number_id(target)
+            .deletion_protection_enabled(true)
+            .send()
+            .await
+            .is_err());
+        assert!(theirs
+            .create_pool()
+            .origination_identity(target)
+            .message_type(MessageType::Transactional)
+            .send()
+            .await
+            .is_err());
     }
     // Another region of the same account is another scope too.
     let elsewhere = common::client_for(&server.url(), ACCOUNT, "eu-west-1");
-    assert!(elsewhere.describe_phone_numbers().send().await.expect("list").phone_numbers().is_empty());
+    assert!(elsewhere
+        .describe_phone_numbers()
+        .send()
+        .await
+        .expect("list")
+        .phone_numbers()
+        .is_empty());
     // Still mine, untouched.
     let n = mine.describe_phone_numbers().phone_number_ids(&id).send().await.expect("mine");
     assert!(!n.phone_numbers()[0].deletion_protection_enabled());
@@ -208,16 +330,31 @@ async fn describe_paginates_with_opaque_tokens_and_filters() {
     let c = server.client(ACCOUNT);
     let mut ids = Vec::new();
     for i in 0..7 {
-        let t = if i % 2 == 0 { MessageType::Transactional } else { MessageType::Promotional };
+        let t = if i % 2 == 0 {
+            MessageType::Transactional
+        } else {
+            MessageType::Promotional
+        };
         ids.push(request(&c, t).await);
     }
-    c.update_phone_number().phone_number_id(&ids[0]).deletion_protection_enabled(true).send().await.expect("protect");
+    c.update_phone_number()
+        .phone_number_id(&ids[0])
+        .deletion_protection_enabled(true)
+        .send()
+        .await
+        .expect("protect");
 
     let mut seen = Vec::new();
     let mut token: Option<String> = None;
     let mut pages = 0;
     loop {
-        let out = c.describe_phone_numbers().max_results(3).set_next_token(token.clone()).send().await.expect("page");
+        let out = c
+            .describe_phone_numbers()
+            .max_results(3)
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .expect("page");
         pages += 1;
         assert!(out.phone_numbers().len() <= 3);
         seen.extend(out.phone_numbers().iter().map(|n| n.phone_number_id().expect("id").to_string()));
@@ -233,11 +370,24 @@ async fn describe_paginates_with_opaque_tokens_and_filters() {
     assert_eq!(seen, expected);
 
     // The SDK's own paginator walks the same pages.
-    let via_paginator: Vec<_> = c.describe_phone_numbers().max_results(2).into_paginator().items().send().collect::<Result<Vec<_>, _>>().await.expect("paginator");
+    let via_paginator: Vec<_> = c
+        .describe_phone_numbers()
+        .max_results(2)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .expect("paginator");
     assert_eq!(via_paginator.len(), 7);
 
     let filter = |name: PhoneNumberFilterName, value: &str| PhoneNumberFilter::builder().name(name).values(value).build().expect("filter");
-    let promo = c.describe_phone_numbers().filters(filter(PhoneNumberFilterName::MessageType, "PROMOTIONAL")).send().await.expect("filtered");
+    let promo = c
+        .describe_phone_numbers()
+        .filters(filter(PhoneNumberFilterName::MessageType, "PROMOTIONAL"))
+        .send()
+        .await
+        .expect("filtered");
     assert_eq!(promo.phone_numbers().len(), 3);
     let both = c
         .describe_phone_numbers()
@@ -248,16 +398,31 @@ async fn describe_paginates_with_opaque_tokens_and_filters() {
         .expect("two filters");
     assert_eq!(both.phone_numbers().len(), 1);
     assert_eq!(both.phone_numbers()[0].phone_number_id(), Some(ids[0].as_str()));
-    let sms = c.describe_phone_numbers().filters(filter(PhoneNumberFilterName::NumberCapability, "VOICE")).send().await.expect("capability");
+    let sms = c
+        .describe_phone_numbers()
+        .filters(filter(PhoneNumberFilterName::NumberCapability, "VOICE"))
+        .send()
+        .await
+        .expect("capability");
     assert_eq!(sms.phone_numbers().len(), 7);
 
     // A forged token and a bad filter value are ValidationExceptions.
-    let err = c.describe_phone_numbers().next_token("eyJvcCI6IkRlc2NyaWJlUGhvbmVOdW1iZXJzIn0.AAAA").send().await.expect_err("forged");
+    let err = c
+        .describe_phone_numbers()
+        .next_token("eyJvcCI6IkRlc2NyaWJlUGhvbmVOdW1iZXJzIn0.AAAA")
+        .send()
+        .await
+        .expect_err("forged");
     match err.into_service_error() {
         DescribePhoneNumbersError::ValidationException(v) => assert_eq!(v.reason(), Some(&ValidationExceptionReason::InvalidNextToken)),
         other => panic!("{other:?}"),
     }
-    let err = c.describe_phone_numbers().filters(filter(PhoneNumberFilterName::Status, "SLEEPING")).send().await.expect_err("bad value");
+    let err = c
+        .describe_phone_numbers()
+        .filters(filter(PhoneNumberFilterName::Status, "SLEEPING"))
+        .send()
+        .await
+        .expect_err("bad value");
     match err.into_service_error() {
         DescribePhoneNumbersError::ValidationException(v) => assert_eq!(v.reason(), Some(&ValidationExceptionReason::InvalidFilterValues)),
         other => panic!("{other:?}"),
@@ -275,37 +440,94 @@ async fn pools_filter_and_list_their_identities() {
     let a = request(&c, MessageType::Transactional).await;
     let b = request(&c, MessageType::Transactional).await;
     let promo = request(&c, MessageType::Promotional).await;
-    let pool = c.create_pool().origination_identity(&a).message_type(MessageType::Transactional).deletion_protection_enabled(true).send().await.expect("pool");
+    let pool = c
+        .create_pool()
+        .origination_identity(&a)
+        .message_type(MessageType::Transactional)
+        .deletion_protection_enabled(true)
+        .send()
+        .await
+        .expect("pool");
     let pool_id = pool.pool_id().expect("id").to_string();
-    c.associate_origination_identity().pool_id(&pool_id).origination_identity(&b).iso_country_code("US").send().await.expect("associate");
+    c.associate_origination_identity()
+        .pool_id(&pool_id)
+        .origination_identity(&b)
+        .iso_country_code("US")
+        .send()
+        .await
+        .expect("associate");
 
     // MESSAGE_TYPE_MISMATCH.
-    let err = c.associate_origination_identity().pool_id(&pool_id).origination_identity(&promo).send().await.expect_err("mismatch");
+    let err = c
+        .associate_origination_identity()
+        .pool_id(&pool_id)
+        .origination_identity(&promo)
+        .send()
+        .await
+        .expect_err("mismatch");
     match err.into_service_error() {
-        AssociateOriginationIdentityError::ConflictException(e) => assert_eq!(e.reason(), Some(&ConflictExceptionReason::MessageTypeMismatch)),
+        AssociateOriginationIdentityError::ConflictException(e) => {
+            assert_eq!(e.reason(), Some(&ConflictExceptionReason::MessageTypeMismatch))
+        }
         other => panic!("{other:?}"),
     }
     // A number belongs to at most one pool.
-    let other_pool = c.create_pool().origination_identity(&promo).message_type(MessageType::Promotional).send().await.expect("second pool");
-    let err = c.associate_origination_identity().pool_id(other_pool.pool_id().expect("id")).origination_identity(&a).send().await.expect_err("taken");
-    assert!(matches!(err.into_service_error(), AssociateOriginationIdentityError::ConflictException(_)));
+    let other_pool = c
+        .create_pool()
+        .origination_identity(&promo)
+        .message_type(MessageType::Promotional)
+        .send()
+        .await
+        .expect("second pool");
+    let err = c
+        .associate_origination_identity()
+        .pool_id(other_pool.pool_id().expect("id"))
+        .origination_identity(&a)
+        .send()
+        .await
+        .expect_err("taken");
+    assert!(matches!(
+        err.into_service_error(),
+        AssociateOriginationIdentityError::ConflictException(_)
+    ));
 
     let identities = c
         .list_pool_origination_identities()
         .pool_id(&pool_id)
-        .filters(PoolOriginationIdentitiesFilter::builder().name(PoolOriginationIdentitiesFilterName::IsoCountryCode).values("US").build().expect("f"))
+        .filters(
+            PoolOriginationIdentitiesFilter::builder()
+                .name(PoolOriginationIdentitiesFilterName::IsoCountryCode)
+                .values("US")
+                .build()
+                .expect("f"),
+        )
         .max_results(1)
         .send()
         .await
         .expect("list");
     assert_eq!(identities.origination_identities().len(), 1);
-    let rest = c.list_pool_origination_identities().pool_id(&pool_id).next_token(identities.next_token().expect("more")).send().await.expect("page 2");
+    let rest = c
+        .list_pool_origination_identities()
+        .pool_id(&pool_id)
+        .next_token(identities.next_token().expect("more"))
+        .send()
+        .await
+        .expect("page 2");
     assert_eq!(rest.origination_identities().len(), 1);
-    assert_ne!(rest.origination_identities()[0].origination_identity(), identities.origination_identities()[0].origination_identity());
+    assert_ne!(
+        rest.origination_identities()[0].origination_identity(),
+        identities.origination_identities()[0].origination_identity()
+    );
 
     let protected = c
         .describe_pools()
-        .filters(PoolFilter::builder().name(PoolFilterName::DeletionProtectionEnabled).values("true").build().expect("f"))
+        .filters(
+            PoolFilter::builder()
+                .name(PoolFilterName::DeletionProtectionEnabled)
+                .values("true")
+                .build()
+                .expect("f"),
+        )
         .send()
         .await
         .expect("describe pools");
@@ -319,7 +541,12 @@ async fn pools_filter_and_list_their_identities() {
         other => panic!("{other:?}"),
     }
     // Unknown pools are ResourceNotFoundException with ResourceType pool.
-    let err = c.delete_pool().pool_id("pool-00000000000000000000000000000000").send().await.expect_err("unknown");
+    let err = c
+        .delete_pool()
+        .pool_id("pool-00000000000000000000000000000000")
+        .send()
+        .await
+        .expect_err("unknown");
     match err.into_service_error() {
         DeletePoolError::ResourceNotFoundException(e) => assert_eq!(e.resource_type(), Some(&ResourceType::Pool)),
         other => panic!("{other:?}"),
@@ -355,11 +582,17 @@ async fn client_tokens_make_requests_idempotent_and_quotas_hold() {
         .await
         .expect_err("quota");
     match err.into_service_error() {
-        RequestPhoneNumberError::ServiceQuotaExceededException(q) => assert_eq!(q.reason(), Some(&ServiceQuotaExceededExceptionReason::PhoneNumbersPerAccount)),
+        RequestPhoneNumberError::ServiceQuotaExceededException(q) => {
+            assert_eq!(q.reason(), Some(&ServiceQuotaExceededExceptionReason::PhoneNumbersPerAccount))
+        }
         other => panic!("{other:?}"),
     }
     // Releasing one frees quota; other accounts have their own.
-    c.release_phone_number().phone_number_id(first.phone_number_id().expect("id")).send().await.expect("release");
+    c.release_phone_number()
+        .phone_number_id(first.phone_number_id().expect("id"))
+        .send()
+        .await
+        .expect("release");
     request(&c, MessageType::Transactional).await;
     request(&server.client(OTHER_ACCOUNT), MessageType::Transactional).await;
 }
@@ -404,8 +637,20 @@ async fn restart_rebuilds_everything_from_the_log() {
     let a = request(&c, MessageType::Transactional).await;
     let b = request(&c, MessageType::Transactional).await;
     let released = request(&c, MessageType::Transactional).await;
-    c.update_phone_number().phone_number_id(&a).deletion_protection_enabled(true).send().await.expect("protect");
-    let pool = c.create_pool().origination_identity(&b).message_type(MessageType::Transactional).client_token("pool-token").send().await.expect("pool");
+    c.update_phone_number()
+        .phone_number_id(&a)
+        .deletion_protection_enabled(true)
+        .send()
+        .await
+        .expect("protect");
+    let pool = c
+        .create_pool()
+        .origination_identity(&b)
+        .message_type(MessageType::Transactional)
+        .client_token("pool-token")
+        .send()
+        .await
+        .expect("pool");
     c.release_phone_number().phone_number_id(&released).send().await.expect("release");
     let before = c.describe_phone_numbers().send().await.expect("before");
 
@@ -414,27 +659,53 @@ async fn restart_rebuilds_everything_from_the_log() {
     let after = c.describe_phone_numbers().send().await.expect("after");
     assert_eq!(format!("{:?}", before.phone_numbers()), format!("{:?}", after.phone_numbers()));
     // Actor state is replayed: the rules still see protection, pool membership and the release.
-    let err = c.release_phone_number().phone_number_id(&a).send().await.expect_err("still protected");
+    let err = c
+        .release_phone_number()
+        .phone_number_id(&a)
+        .send()
+        .await
+        .expect_err("still protected");
     assert_eq!(release_conflict(err), ConflictExceptionReason::DeletionProtectionEnabled);
     let err = c.release_phone_number().phone_number_id(&b).send().await.expect_err("still pooled");
     assert_eq!(release_conflict(err), ConflictExceptionReason::PhoneNumberAssociatedToPool);
-    release_not_found(c.release_phone_number().phone_number_id(&released).send().await.expect_err("still released"), &released);
+    release_not_found(
+        c.release_phone_number()
+            .phone_number_id(&released)
+            .send()
+            .await
+            .expect_err("still released"),
+        &released,
+    );
     // Client tokens survive too.
-    let again = c.create_pool().origination_identity(&b).message_type(MessageType::Transactional).client_token("pool-token").send().await.expect("same pool");
+    let again = c
+        .create_pool()
+        .origination_identity(&b)
+        .message_type(MessageType::Transactional)
+        .client_token("pool-token")
+        .send()
+        .await
+        .expect("same pool");
     assert_eq!(again.pool_id(), pool.pool_id());
 
     // Dropping the derived index changes no answer: it is rebuilt from the log on start.
     server.stop();
     {
         let store = EventStore::open(server.dir.path(), Durability::Flush, 1).expect("open offline");
-        store.raw_db().drop_tree("index").expect("drop index");
+        store.raw_db().expect("open").drop_tree("index").expect("drop index");
         store.close();
     }
     server.restart();
     let c = server.client(ACCOUNT);
     let rebuilt = c.describe_phone_numbers().send().await.expect("rebuilt");
     assert_eq!(format!("{:?}", before.phone_numbers()), format!("{:?}", rebuilt.phone_numbers()));
-    let again = c.create_pool().origination_identity(&b).message_type(MessageType::Transactional).client_token("pool-token").send().await.expect("same pool");
+    let again = c
+        .create_pool()
+        .origination_identity(&b)
+        .message_type(MessageType::Transactional)
+        .client_token("pool-token")
+        .send()
+        .await
+        .expect("same pool");
     assert_eq!(again.pool_id(), pool.pool_id());
 }
 
@@ -444,11 +715,24 @@ async fn the_log_records_refusals_but_not_junk() {
     let mut server = TestServer::start();
     let c = server.client(ACCOUNT);
     let id = request(&c, MessageType::Transactional).await;
-    c.update_phone_number().phone_number_id(&id).deletion_protection_enabled(true).send().await.expect("protect");
+    c.update_phone_number()
+        .phone_number_id(&id)
+        .deletion_protection_enabled(true)
+        .send()
+        .await
+        .expect("protect");
     c.release_phone_number().phone_number_id(&id).send().await.expect_err("refused");
     for _ in 0..5 {
-        c.release_phone_number().phone_number_id("phone-ffffffffffffffffffffffffffffffff").send().await.expect_err("junk");
-        c.release_phone_number().phone_number_id("not-an-id").send().await.expect_err("junk");
+        c.release_phone_number()
+            .phone_number_id("phone-ffffffffffffffffffffffffffffffff")
+            .send()
+            .await
+            .expect_err("junk");
+        c.release_phone_number()
+            .phone_number_id("not-an-id")
+            .send()
+            .await
+            .expect_err("junk");
     }
     server.stop();
     let store = EventStore::open(server.dir.path(), Durability::Flush, 1).expect("open");

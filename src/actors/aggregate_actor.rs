@@ -63,7 +63,13 @@ pub struct AggregateActor<A: Projected> {
 
 impl<A: Projected> AggregateActor<A> {
     pub fn new(id: String, store: EventStore) -> Self {
-        AggregateActor { id, store, state: A::default(), version: 0, broken: None }
+        AggregateActor {
+            id,
+            store,
+            state: A::default(),
+            version: 0,
+            broken: None,
+        }
     }
 
     fn reload(&mut self, ctx: &mut Context<Self>) {
@@ -74,7 +80,10 @@ impl<A: Projected> AggregateActor<A> {
             let replayed = match result {
                 Ok(Ok(envelopes)) => replay::<A>(&envelopes).map(|s| (s, envelopes.last().map_or(0, |e| e.version))),
                 Ok(Err(e)) => Err(e),
-                Err(e) => Err(crate::store::StoreError::Corrupt { key: act.id.clone(), message: e.to_string() }),
+                Err(e) => Err(crate::store::StoreError::Corrupt {
+                    key: act.id.clone(),
+                    message: e.to_string(),
+                }),
             };
             match replayed {
                 Ok((state, version)) => {
@@ -106,7 +115,11 @@ fn pending<E: serde::Serialize>(events: &[E]) -> Result<Vec<PendingEvent>, Execu
         .iter()
         .map(|e| {
             let (event_type, payload) = event_to_parts(e).map_err(|e| ExecuteError::Unavailable(e.to_string()))?;
-            Ok(PendingEvent { event_id: Uuid::new_v4(), event_type, payload })
+            Ok(PendingEvent {
+                event_id: Uuid::new_v4(),
+                event_type,
+                payload,
+            })
         })
         .collect()
 }
@@ -119,7 +132,11 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
         if let Some(why) = &self.broken {
             return done(Err(ExecuteError::Unavailable(why.clone())));
         }
-        let command = Command { meta: msg.meta, target: self.id.clone(), action: msg.action };
+        let command = Command {
+            meta: msg.meta,
+            target: self.id.clone(),
+            action: msg.action,
+        };
         let (events, rejection) = match self.state.decide(&command) {
             Ok(events) if events.is_empty() => return done(Ok(self.state.clone())),
             Ok(events) => (events, None),

@@ -152,7 +152,12 @@ impl Ledger {
     }
 
     async fn run<A: Projected>(addr: &Addr<AggregateActor<A>>, meta: &CommandMeta, action: A::Action) -> Result<A, LedgerError> {
-        Ok(addr.send(Execute::<A> { meta: meta.clone(), action }).await??)
+        Ok(addr
+            .send(Execute::<A> {
+                meta: meta.clone(),
+                action,
+            })
+            .await??)
     }
 
     async fn number(&self, meta: &CommandMeta, id: &str, action: PhoneNumberAction) -> Result<PhoneNumber, LedgerError> {
@@ -204,7 +209,10 @@ impl Ledger {
         if self.count_live(scope, ResourceKind::PhoneNumber)? >= self.quotas.phone_numbers_per_account {
             return Err(LedgerError::Rejected(Rejection::QuotaExceeded {
                 reason: QuotaReason::PhoneNumbersPerAccount,
-                message: format!("account {} already holds {} phone numbers in {}", scope.account, self.quotas.phone_numbers_per_account, scope.region),
+                message: format!(
+                    "account {} already holds {} phone numbers in {}",
+                    scope.account, self.quotas.phone_numbers_per_account, scope.region
+                ),
             }));
         }
         let pool = match &spec.pool_id {
@@ -231,13 +239,19 @@ impl Ledger {
             ))
         })?;
         let price = supply.price.clone();
-        let opt_out_list_name = spec.opt_out_list_name.as_deref().map(opt_out_list_name).unwrap_or("Default").to_string();
+        let opt_out_list_name = spec
+            .opt_out_list_name
+            .as_deref()
+            .map(opt_out_list_name)
+            .unwrap_or("Default")
+            .to_string();
         // A candidate can collide with a number some account already holds (the store's
         // unique claim says so); try a few fresh candidates before giving up.
         for _ in 0..8 {
             let candidate = {
                 let mut rng = rand::thread_rng();
-                self.picker.candidate(&spec.iso_country_code, spec.number_type, spec.preference.as_ref(), &mut rng)
+                self.picker
+                    .candidate(&spec.iso_country_code, spec.number_type, spec.preference.as_ref(), &mut rng)
             };
             let Some(e164) = candidate else { break };
             let id = ResourceKind::PhoneNumber.new_id();
@@ -268,10 +282,15 @@ impl Ledger {
                 client_token: spec.client_token.clone(),
             };
             let addr = self.numbers.activate(&id);
-            let execute = Execute::<PhoneNumberState> { meta: meta.clone(), action: PhoneNumberAction::Request(Box::new(number)) };
+            let execute = Execute::<PhoneNumberState> {
+                meta: meta.clone(),
+                action: PhoneNumberAction::Request(Box::new(number)),
+            };
             match addr.send(execute).await? {
                 Ok(state) => {
-                    let number = state.0.ok_or_else(|| LedgerError::Internal("requested number has no state".into()))?;
+                    let number = state
+                        .0
+                        .ok_or_else(|| LedgerError::Internal("requested number has no state".into()))?;
                     return match pool {
                         Some(pool) => Ok(self.join_pool(meta, &number.phone_number_id, &pool, None).await?.0),
                         None => Ok(number),
@@ -284,12 +303,20 @@ impl Ledger {
         Err(LedgerError::Rejected(Rejection::validation(
             ValidationReason::InvalidParameter,
             "NumberPreference",
-            format!("no available {} {} number matches the request", spec.iso_country_code, spec.number_type),
+            format!(
+                "no available {} {} number matches the request",
+                spec.iso_country_code, spec.number_type
+            ),
         )))
     }
 
     /// `UpdatePhoneNumber`.
-    pub async fn update_phone_number(&self, meta: &CommandMeta, id_or_arn: &str, changes: PhoneNumberChanges) -> Result<PhoneNumber, LedgerError> {
+    pub async fn update_phone_number(
+        &self,
+        meta: &CommandMeta,
+        id_or_arn: &str,
+        changes: PhoneNumberChanges,
+    ) -> Result<PhoneNumber, LedgerError> {
         let id = Self::resolve(ResourceKind::PhoneNumber, &meta.scope, id_or_arn)?;
         self.number(meta, &id, PhoneNumberAction::Update(changes)).await
     }
@@ -303,14 +330,30 @@ impl Ledger {
     // ---- pools -----------------------------------------------------------------------------
 
     /// Number joins an existing pool: the three steps of the module doc.
-    async fn join_pool(&self, meta: &CommandMeta, number_id: &str, pool: &Pool, iso: Option<String>) -> Result<(PhoneNumber, Pool), LedgerError> {
+    async fn join_pool(
+        &self,
+        meta: &CommandMeta,
+        number_id: &str,
+        pool: &Pool,
+        iso: Option<String>,
+    ) -> Result<(PhoneNumber, Pool), LedgerError> {
         let pool_id = pool.pool_id.clone();
         let number = self
-            .number(meta, number_id, PhoneNumberAction::BeginAssociation { pool_id: pool_id.clone(), pool_message_type: pool.message_type, iso_country_code: iso })
+            .number(
+                meta,
+                number_id,
+                PhoneNumberAction::BeginAssociation {
+                    pool_id: pool_id.clone(),
+                    pool_message_type: pool.message_type,
+                    iso_country_code: iso,
+                },
+            )
             .await?;
         match self.pool(meta, &pool_id, PoolAction::AddMember(member_of(&number))).await {
             Ok(pool) => {
-                let number = self.number(meta, number_id, PhoneNumberAction::CompleteAssociation { pool_id }).await?;
+                let number = self
+                    .number(meta, number_id, PhoneNumberAction::CompleteAssociation { pool_id })
+                    .await?;
                 Ok((number, pool))
             }
             Err(e) => {
@@ -318,14 +361,22 @@ impl Ledger {
                     LedgerError::Rejected(r) => r.clone(),
                     other => Rejection::validation(ValidationReason::InvalidRequest, "PoolId", other.to_string()),
                 };
-                self.number(meta, number_id, PhoneNumberAction::AbortAssociation { pool_id, reason }).await?;
+                self.number(meta, number_id, PhoneNumberAction::AbortAssociation { pool_id, reason })
+                    .await?;
                 Err(e)
             }
         }
     }
 
     /// `AssociateOriginationIdentity`.
-    pub async fn associate(&self, meta: &CommandMeta, pool: &str, identity: &str, iso: Option<String>, client_token: Option<&str>) -> Result<(PhoneNumber, Pool), LedgerError> {
+    pub async fn associate(
+        &self,
+        meta: &CommandMeta,
+        pool: &str,
+        identity: &str,
+        iso: Option<String>,
+        client_token: Option<&str>,
+    ) -> Result<(PhoneNumber, Pool), LedgerError> {
         let scope = &meta.scope;
         let pool_id = Self::resolve(ResourceKind::Pool, scope, pool)?;
         let number_id = Self::resolve(ResourceKind::PhoneNumber, scope, identity)?;
@@ -342,15 +393,40 @@ impl Ledger {
     }
 
     /// `DisassociateOriginationIdentity`.
-    pub async fn disassociate(&self, meta: &CommandMeta, pool: &str, identity: &str, iso: Option<String>) -> Result<(PhoneNumber, Pool), LedgerError> {
+    pub async fn disassociate(
+        &self,
+        meta: &CommandMeta,
+        pool: &str,
+        identity: &str,
+        iso: Option<String>,
+    ) -> Result<(PhoneNumber, Pool), LedgerError> {
         let scope = &meta.scope;
         let pool_id = Self::resolve(ResourceKind::Pool, scope, pool)?;
         let number_id = Self::resolve(ResourceKind::PhoneNumber, scope, identity)?;
         self.live_pool(scope, &pool_id).await?;
-        self.number(meta, &number_id, PhoneNumberAction::BeginDisassociation { pool_id: pool_id.clone(), iso_country_code: iso }).await?;
-        match self.pool(meta, &pool_id, PoolAction::RemoveMember { origination_identity: number_id.clone() }).await {
+        self.number(
+            meta,
+            &number_id,
+            PhoneNumberAction::BeginDisassociation {
+                pool_id: pool_id.clone(),
+                iso_country_code: iso,
+            },
+        )
+        .await?;
+        match self
+            .pool(
+                meta,
+                &pool_id,
+                PoolAction::RemoveMember {
+                    origination_identity: number_id.clone(),
+                },
+            )
+            .await
+        {
             Ok(pool) => {
-                let number = self.number(meta, &number_id, PhoneNumberAction::CompleteDisassociation { pool_id }).await?;
+                let number = self
+                    .number(meta, &number_id, PhoneNumberAction::CompleteDisassociation { pool_id })
+                    .await?;
                 Ok((number, pool))
             }
             Err(e) => {
@@ -358,7 +434,8 @@ impl Ledger {
                     LedgerError::Rejected(r) => r.clone(),
                     other => Rejection::validation(ValidationReason::InvalidRequest, "PoolId", other.to_string()),
                 };
-                self.number(meta, &number_id, PhoneNumberAction::AbortDisassociation { pool_id, reason }).await?;
+                self.number(meta, &number_id, PhoneNumberAction::AbortDisassociation { pool_id, reason })
+                    .await?;
                 Err(e)
             }
         }
@@ -380,7 +457,10 @@ impl Ledger {
         if self.count_live(scope, ResourceKind::Pool)? >= self.quotas.pools_per_account {
             return Err(LedgerError::Rejected(Rejection::QuotaExceeded {
                 reason: QuotaReason::PoolsPerAccount,
-                message: format!("account {} already holds {} pools in {}", scope.account, self.quotas.pools_per_account, scope.region),
+                message: format!(
+                    "account {} already holds {} pools in {}",
+                    scope.account, self.quotas.pools_per_account, scope.region
+                ),
             }));
         }
         let pool_id = ResourceKind::Pool.new_id();
@@ -388,7 +468,11 @@ impl Ledger {
             .number(
                 meta,
                 &number_id,
-                PhoneNumberAction::BeginAssociation { pool_id: pool_id.clone(), pool_message_type: spec.message_type, iso_country_code: spec.iso_country_code.clone() },
+                PhoneNumberAction::BeginAssociation {
+                    pool_id: pool_id.clone(),
+                    pool_message_type: spec.message_type,
+                    iso_country_code: spec.iso_country_code.clone(),
+                },
             )
             .await?;
         let pool = Pool {
@@ -414,12 +498,14 @@ impl Ledger {
         let created = Self::run(&self.pools.activate(&pool_id), meta, PoolAction::Create(Box::new(pool))).await;
         match created.and_then(|s| s.0.ok_or_else(|| LedgerError::Internal("created pool has no state".into()))) {
             Ok(pool) => {
-                self.number(meta, &number_id, PhoneNumberAction::CompleteAssociation { pool_id }).await?;
+                self.number(meta, &number_id, PhoneNumberAction::CompleteAssociation { pool_id })
+                    .await?;
                 Ok(pool)
             }
             Err(e) => {
                 let reason = Rejection::validation(ValidationReason::InvalidRequest, "PoolId", e.to_string());
-                self.number(meta, &number_id, PhoneNumberAction::AbortAssociation { pool_id, reason }).await?;
+                self.number(meta, &number_id, PhoneNumberAction::AbortAssociation { pool_id, reason })
+                    .await?;
                 Err(e)
             }
         }
@@ -431,7 +517,8 @@ impl Ledger {
         let before = self.live_pool(&meta.scope, &pool_id).await?;
         let deleted = self.pool(meta, &pool_id, PoolAction::Delete).await?;
         for member in before.members.keys() {
-            self.number(meta, member, PhoneNumberAction::DetachFromDeletedPool { pool_id: pool_id.clone() }).await?;
+            self.number(meta, member, PhoneNumberAction::DetachFromDeletedPool { pool_id: pool_id.clone() })
+                .await?;
         }
         Ok(deleted)
     }
@@ -447,7 +534,10 @@ impl Ledger {
     /// The live view of one resource of the caller, by id or ARN.
     pub fn view<T: DeserializeOwned>(&self, scope: &Scope, kind: ResourceKind, id_or_arn: &str) -> Result<T, LedgerError> {
         let id = Self::resolve(kind, scope, id_or_arn)?;
-        let bytes = self.store.index_get(&view_key(scope, kind, &id))?.ok_or_else(|| not_found(kind, id_or_arn))?;
+        let bytes = self
+            .store
+            .index_get(&view_key(scope, kind, &id))?
+            .ok_or_else(|| not_found(kind, id_or_arn))?;
         serde_json::from_slice(&bytes).map_err(|e| LedgerError::Internal(format!("corrupt view of {id}: {e}")))
     }
 

@@ -18,7 +18,10 @@ pub struct Registry<A: Projected> {
 
 impl<A: Projected> Registry<A> {
     pub fn new(store: EventStore) -> Self {
-        Registry { store, live: Mutex::new(HashMap::new()) }
+        Registry {
+            store,
+            live: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The actor of an existing stream, or `None` when no such stream was ever written (so that

@@ -26,7 +26,12 @@ pub struct AwsJsonError {
 
 impl AwsJsonError {
     fn new(type_name: &'static str, status: StatusCode, message: impl Into<String>) -> Self {
-        AwsJsonError { type_name, status, message: message.into(), members: Map::new() }
+        AwsJsonError {
+            type_name,
+            status,
+            message: message.into(),
+            members: Map::new(),
+        }
     }
 
     fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -51,7 +56,10 @@ impl AwsJsonError {
         } else {
             ValidationReason::FieldValidationFailed
         };
-        let details: Vec<String> = errors.iter().map(|e| format!("Value at '{}' failed to satisfy constraint: {}", e.name, e.message)).collect();
+        let details: Vec<String> = errors
+            .iter()
+            .map(|e| format!("Value at '{}' failed to satisfy constraint: {}", e.name, e.message))
+            .collect();
         let plural = if errors.len() == 1 { "" } else { "s" };
         let message = format!("{} validation error{plural} detected: {}", errors.len(), details.join("; "));
         let fields: Vec<Value> = errors.iter().map(|e| json!({ "Name": e.name, "Message": e.message })).collect();
@@ -67,18 +75,30 @@ impl AwsJsonError {
 
     /// The `X-Amz-Target` names nothing this service implements.
     pub fn unknown_operation(target: &str) -> Self {
-        AwsJsonError::new("UnknownOperationException", StatusCode::BAD_REQUEST, format!("unknown operation {target:?}"))
+        AwsJsonError::new(
+            "UnknownOperationException",
+            StatusCode::BAD_REQUEST,
+            format!("unknown operation {target:?}"),
+        )
     }
 
     /// The body is larger than the configured limit.
     pub fn too_large(limit: usize) -> Self {
-        AwsJsonError::validation(ValidationReason::MaximumSizeExceeded, "(body)", format!("request body exceeds {limit} bytes"))
-            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        AwsJsonError::validation(
+            ValidationReason::MaximumSizeExceeded,
+            "(body)",
+            format!("request body exceeds {limit} bytes"),
+        )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
     }
 
     /// The request is not `POST /` with the AWS JSON content type.
     pub fn unsupported_media_type(got: &str) -> Self {
-        AwsJsonError::new("SerializationException", StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Type must be {AMZ_JSON}, got {got:?}"))
+        AwsJsonError::new(
+            "SerializationException",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be {AMZ_JSON}, got {got:?}"),
+        )
     }
 
     /// `ThrottlingException`.
@@ -112,10 +132,19 @@ impl AwsJsonError {
 impl From<Rejection> for AwsJsonError {
     fn from(r: Rejection) -> Self {
         match r {
-            Rejection::NotFound { resource_type, resource_id, message } => AwsJsonError::new("ResourceNotFoundException", StatusCode::BAD_REQUEST, message)
+            Rejection::NotFound {
+                resource_type,
+                resource_id,
+                message,
+            } => AwsJsonError::new("ResourceNotFoundException", StatusCode::BAD_REQUEST, message)
                 .with("ResourceType", resource_type.as_str())
                 .with("ResourceId", resource_id),
-            Rejection::Conflict { reason, resource_type, resource_id, message } => AwsJsonError::new("ConflictException", StatusCode::BAD_REQUEST, message)
+            Rejection::Conflict {
+                reason,
+                resource_type,
+                resource_id,
+                message,
+            } => AwsJsonError::new("ConflictException", StatusCode::BAD_REQUEST, message)
                 .with("Reason", reason.as_str())
                 .with("ResourceType", resource_type.as_str())
                 .with("ResourceId", resource_id),

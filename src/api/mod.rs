@@ -51,7 +51,10 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, AwsJsonError> {
@@ -68,14 +71,21 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
 
 /// The member naming the resource a request is about, for the tracing span.
 fn resource_of(input: &Value) -> Option<&str> {
-    ["PhoneNumberId", "OriginationIdentity", "PoolId"].iter().find_map(|k| input.get(*k).and_then(Value::as_str))
+    ["PhoneNumberId", "OriginationIdentity", "PoolId"]
+        .iter()
+        .find_map(|k| input.get(*k).and_then(Value::as_str))
 }
 
 async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiState>) -> HttpResponse {
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
     let scope = auth::scope_of(req.headers(), &state.default_account, &state.default_region);
-    let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let target = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let operation = target.strip_prefix(TARGET_PREFIX).unwrap_or_default().to_string();
     let span = tracing::info_span!(
         "request",
@@ -87,7 +97,11 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
     );
     let result = async {
         let limit = state.max_body_bytes;
-        let declared = req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        let declared = req
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > limit) {
             return Err(AwsJsonError::too_large(limit));
         }
@@ -115,7 +129,12 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
         if !errors.is_empty() {
             return Err(AwsJsonError::invalid_members(&errors));
         }
-        let meta = CommandMeta { request_id: request_id.clone(), scope: scope.clone(), at_ms: now_ms(), operation: operation.clone() };
+        let meta = CommandMeta {
+            request_id: request_id.clone(),
+            scope: scope.clone(),
+            at_ms: now_ms(),
+            operation: operation.clone(),
+        };
         operations::dispatch(&operation, input, &meta, &state.ledger).await
     }
     .instrument(span.clone())
@@ -124,7 +143,10 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
     match result {
         Ok(output) => {
             tracing::info!(status = 200, micros = started.elapsed().as_micros() as u64, "ok");
-            HttpResponse::Ok().insert_header(("x-amzn-RequestId", request_id.as_str())).content_type(AMZ_JSON).body(output.to_string())
+            HttpResponse::Ok()
+                .insert_header(("x-amzn-RequestId", request_id.as_str()))
+                .content_type(AMZ_JSON)
+                .body(output.to_string())
         }
         Err(e) => {
             tracing::info!(status = e.status.as_u16(), error = e.type_name, message = %e.message, micros = started.elapsed().as_micros() as u64, "refused");

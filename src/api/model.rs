@@ -63,7 +63,10 @@ pub fn model() -> &'static Model {
 impl Model {
     /// Names of the operations the model (and so this service) knows.
     pub fn operations(&self) -> impl Iterator<Item = &str> {
-        self.raw["operations"].as_object().into_iter().flat_map(|o| o.keys().map(String::as_str))
+        self.raw["operations"]
+            .as_object()
+            .into_iter()
+            .flat_map(|o| o.keys().map(String::as_str))
     }
 
     /// Whether `operation` is one this service implements.
@@ -73,7 +76,10 @@ impl Model {
 
     /// Member names of a shape.
     pub fn members_of(&self, shape: &str) -> impl Iterator<Item = &str> {
-        self.shape(shape)["members"].as_object().into_iter().flat_map(|m| m.keys().map(String::as_str))
+        self.shape(shape)["members"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.keys().map(String::as_str))
     }
 
     /// The output shape of an operation.
@@ -123,7 +129,9 @@ impl Model {
             }
         }
         for (name, member) in members.into_iter().flatten() {
-            let Some(v) = obj.get(name).filter(|v| !v.is_null()) else { continue };
+            let Some(v) = obj.get(name).filter(|v| !v.is_null()) else {
+                continue;
+            };
             if let Some(target) = member["shape"].as_str() {
                 self.check(target, v, &join(path, name), errors);
             }
@@ -133,7 +141,11 @@ impl Model {
 
     fn check(&self, shape_name: &str, value: &Value, path: &str, errors: &mut Vec<FieldError>) {
         let shape = self.shape(shape_name);
-        let constraint = |message: String| FieldError { name: path.to_string(), message, kind: FieldErrorKind::Constraint };
+        let constraint = |message: String| FieldError {
+            name: path.to_string(),
+            message,
+            kind: FieldErrorKind::Constraint,
+        };
         match shape["type"].as_str().unwrap_or_default() {
             "structure" => self.check_structure(shape_name, value, path, errors),
             "string" => {
@@ -163,11 +175,7 @@ impl Model {
                     }
                 }
             }
-            "boolean" => {
-                if !value.is_boolean() {
-                    errors.push(wrong_type(path, "a boolean"));
-                }
-            }
+            "boolean" if !value.is_boolean() => errors.push(wrong_type(path, "a boolean")),
             "integer" | "long" => {
                 let Some(n) = value.as_i64() else {
                     errors.push(wrong_type(path, "an integer"));
@@ -198,16 +206,8 @@ impl Model {
                     }
                 }
             }
-            "map" => {
-                if !value.is_object() {
-                    errors.push(wrong_type(path, "a map"));
-                }
-            }
-            "timestamp" => {
-                if !value.is_number() {
-                    errors.push(wrong_type(path, "a timestamp in epoch seconds"));
-                }
-            }
+            "map" if !value.is_object() => errors.push(wrong_type(path, "a map")),
+            "timestamp" if !value.is_number() => errors.push(wrong_type(path, "a timestamp in epoch seconds")),
             _ => {}
         }
     }
@@ -249,7 +249,9 @@ mod tests {
     #[test]
     fn release_requires_a_well_formed_id() {
         let m = model();
-        assert!(m.validate_input("ReleasePhoneNumber", &json!({"PhoneNumberId": "phone-abc"})).is_empty());
+        assert!(m
+            .validate_input("ReleasePhoneNumber", &json!({"PhoneNumberId": "phone-abc"}))
+            .is_empty());
         let e = m.validate_input("ReleasePhoneNumber", &json!({}));
         assert_eq!(names(&e), ["PhoneNumberId"]);
         assert_eq!(e[0].kind, FieldErrorKind::Missing);
@@ -269,7 +271,19 @@ mod tests {
         );
         let mut n = names(&e);
         n.sort();
-        assert_eq!(n, ["IsoCountryCode", "IsoCountryCode", "MessageType", "NumberCapabilities", "NumberType", "Tags[0].Key", "Tags[0].Key", "Tags[0].Value"]);
+        assert_eq!(
+            n,
+            [
+                "IsoCountryCode",
+                "IsoCountryCode",
+                "MessageType",
+                "NumberCapabilities",
+                "NumberType",
+                "Tags[0].Key",
+                "Tags[0].Key",
+                "Tags[0].Value"
+            ]
+        );
     }
 
     #[test]

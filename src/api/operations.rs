@@ -40,7 +40,12 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, ledger:
                 two_way_channel_role: i.two_way_channel_role,
                 two_way_enabled: i.two_way_enabled,
             };
-            phone_number_info(&ledger.update_phone_number(meta, &i.phone_number_id, changes).await.map_err(ledger_err)?)
+            phone_number_info(
+                &ledger
+                    .update_phone_number(meta, &i.phone_number_id, changes)
+                    .await
+                    .map_err(ledger_err)?,
+            )
         }
         "ReleasePhoneNumber" => {
             let i: ReleasePhoneNumberInput = parse(input)?;
@@ -67,14 +72,23 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, ledger:
         "AssociateOriginationIdentity" => {
             let i: MembershipInput = parse(input)?;
             let (number, pool) = ledger
-                .associate(meta, &i.pool_id, &i.origination_identity, i.iso_country_code, i.client_token.as_deref())
+                .associate(
+                    meta,
+                    &i.pool_id,
+                    &i.origination_identity,
+                    i.iso_country_code,
+                    i.client_token.as_deref(),
+                )
                 .await
                 .map_err(ledger_err)?;
             membership(&number, &pool)
         }
         "DisassociateOriginationIdentity" => {
             let i: MembershipInput = parse(input)?;
-            let (number, pool) = ledger.disassociate(meta, &i.pool_id, &i.origination_identity, i.iso_country_code).await.map_err(ledger_err)?;
+            let (number, pool) = ledger
+                .disassociate(meta, &i.pool_id, &i.origination_identity, i.iso_country_code)
+                .await
+                .map_err(ledger_err)?;
             membership(&number, &pool)
         }
         "ListPoolOriginationIdentities" => return list_pool_origination_identities(parse(input)?, meta, ledger).await,
@@ -196,12 +210,17 @@ struct ListPoolOriginationIdentitiesInput {
 fn new_number(i: RequestPhoneNumberInput) -> Result<NewNumber, AwsJsonError> {
     let preference = match i.number_preference.as_deref() {
         Some([item]) => {
-            let kind = item
-                .preference_type
-                .first()
-                .and_then(|t| PreferenceType::parse(t))
-                .ok_or_else(|| AwsJsonError::validation(ValidationReason::InvalidParameter, "NumberPreference[0].PreferenceType", "unknown preference type"))?;
-            Some(NumberPreference { kind, values: item.filter.clone() })
+            let kind = item.preference_type.first().and_then(|t| PreferenceType::parse(t)).ok_or_else(|| {
+                AwsJsonError::validation(
+                    ValidationReason::InvalidParameter,
+                    "NumberPreference[0].PreferenceType",
+                    "unknown preference type",
+                )
+            })?;
+            Some(NumberPreference {
+                kind,
+                values: item.filter.clone(),
+            })
         }
         _ => None,
     };
@@ -350,7 +369,11 @@ fn domain_of(filter: &str) -> FilterDomain {
 fn checked_filters(filters: Option<Vec<Filter>>, pools: bool) -> Result<Vec<Filter>, AwsJsonError> {
     let filters = filters.unwrap_or_default();
     for (i, f) in filters.iter().enumerate() {
-        let name = if pools && f.name == "status" { "pool-status" } else { f.name.as_str() };
+        let name = if pools && f.name == "status" {
+            "pool-status"
+        } else {
+            f.name.as_str()
+        };
         for (j, v) in f.values.iter().enumerate() {
             let ok = match domain_of(name) {
                 FilterDomain::Text => true,
@@ -410,8 +433,13 @@ fn filter_member(name: &str) -> &'static str {
 fn resume_after(operation: &str, meta: &CommandMeta, ledger: &Ledger, token: Option<&str>) -> Result<Option<String>, AwsJsonError> {
     token
         .map(|t| {
-            pagination::redeem(ledger.store().secret(), operation, &meta.scope, t)
-                .ok_or_else(|| AwsJsonError::validation(ValidationReason::InvalidNextToken, "NextToken", "The NextToken is not valid for this request"))
+            pagination::redeem(ledger.store().secret(), operation, &meta.scope, t).ok_or_else(|| {
+                AwsJsonError::validation(
+                    ValidationReason::InvalidNextToken,
+                    "NextToken",
+                    "The NextToken is not valid for this request",
+                )
+            })
         })
         .transpose()
 }
@@ -448,7 +476,11 @@ fn list_resources<T: DeserializeOwned>(
             let id_key = if kind == ResourceKind::Pool { "PoolId" } else { "PhoneNumberId" };
             found.sort_by(|a, b| value_text(&a[id_key]).cmp(&value_text(&b[id_key])));
             found.dedup_by(|a, b| a[id_key] == b[id_key]);
-            let rest: Vec<_> = found.into_iter().filter(|f| after.as_ref().is_none_or(|a| value_text(&f[id_key]) > *a)).filter(|f| keep(f)).collect();
+            let rest: Vec<_> = found
+                .into_iter()
+                .filter(|f| after.as_ref().is_none_or(|a| value_text(&f[id_key]) > *a))
+                .filter(|f| keep(f))
+                .collect();
             let more = rest.len() > limit;
             let page: Vec<_> = rest.into_iter().take(limit).collect();
             let last = if more { page.last().map(|f| value_text(&f[id_key])) } else { None };
@@ -464,7 +496,10 @@ fn list_resources<T: DeserializeOwned>(
     let items: Vec<Value> = items.into_iter().map(|m| model().project(item_shape, m)).collect();
     out.insert(list_member.into(), Value::Array(items));
     if let Some(last) = last {
-        out.insert("NextToken".into(), json!(pagination::issue(ledger.store().secret(), operation, &meta.scope, &last)));
+        out.insert(
+            "NextToken".into(),
+            json!(pagination::issue(ledger.store().secret(), operation, &meta.scope, &last)),
+        );
     }
     Ok(Value::Object(out))
 }
@@ -483,15 +518,31 @@ fn describe_phone_numbers(input: ListInput, meta: &CommandMeta, ledger: &Ledger)
 }
 
 fn describe_pools(input: ListInput, meta: &CommandMeta, ledger: &Ledger) -> Result<Value, AwsJsonError> {
-    list_resources::<Pool>("DescribePools", ResourceKind::Pool, "PoolInformation", "Pools", input, meta, ledger, pool_info)
+    list_resources::<Pool>(
+        "DescribePools",
+        ResourceKind::Pool,
+        "PoolInformation",
+        "Pools",
+        input,
+        meta,
+        ledger,
+        pool_info,
+    )
 }
 
-async fn list_pool_origination_identities(input: ListPoolOriginationIdentitiesInput, meta: &CommandMeta, ledger: &Ledger) -> Result<Value, AwsJsonError> {
+async fn list_pool_origination_identities(
+    input: ListPoolOriginationIdentitiesInput,
+    meta: &CommandMeta,
+    ledger: &Ledger,
+) -> Result<Value, AwsJsonError> {
     const OP: &str = "ListPoolOriginationIdentities";
     let filters = checked_filters(input.filters, false)?;
     let limit = input.max_results.unwrap_or(DEFAULT_PAGE);
     let after = resume_after(OP, meta, ledger, input.next_token.as_deref())?;
-    let pool = ledger.pool_of(&meta.scope, &input.pool_id).await.map_err(|e| from_ledger(e, &meta.request_id))?;
+    let pool = ledger
+        .pool_of(&meta.scope, &input.pool_id)
+        .await
+        .map_err(|e| from_ledger(e, &meta.request_id))?;
     let member_field = |name: &str| match name {
         "iso-country-code" => "IsoCountryCode",
         "number-capability" => "NumberCapabilities",
@@ -499,7 +550,10 @@ async fn list_pool_origination_identities(input: ListPoolOriginationIdentitiesIn
     };
     let matching: Vec<&PoolMember> = pool
         .members
-        .range::<String, _>((after.as_ref().map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded), std::ops::Bound::Unbounded))
+        .range::<String, _>((
+            after.as_ref().map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
+            std::ops::Bound::Unbounded,
+        ))
         .map(|(_, m)| m)
         .filter(|m| match member_info(m) {
             Value::Object(fields) => passes(&filters, &fields, member_field),
@@ -509,12 +563,23 @@ async fn list_pool_origination_identities(input: ListPoolOriginationIdentitiesIn
     let more = matching.len() > limit;
     let page: Vec<&PoolMember> = matching.into_iter().take(limit).collect();
     let mut out = Map::new();
-    out.insert("OriginationIdentities".into(), Value::Array(page.iter().map(|m| member_info(m)).collect()));
+    out.insert(
+        "OriginationIdentities".into(),
+        Value::Array(page.iter().map(|m| member_info(m)).collect()),
+    );
     out.insert("PoolArn".into(), json!(pool.pool_arn));
     out.insert("PoolId".into(), json!(pool.pool_id));
     if more {
         if let Some(last) = page.last() {
-            out.insert("NextToken".into(), json!(pagination::issue(ledger.store().secret(), OP, &meta.scope, &last.origination_identity)));
+            out.insert(
+                "NextToken".into(),
+                json!(pagination::issue(
+                    ledger.store().secret(),
+                    OP,
+                    &meta.scope,
+                    &last.origination_identity
+                )),
+            );
         }
     }
     Ok(Value::Object(out))

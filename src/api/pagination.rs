@@ -28,7 +28,12 @@ fn mac(secret: &[u8], payload: &[u8]) -> Vec<u8> {
 
 /// A token to resume `operation` for `scope` after `after`.
 pub fn issue(secret: &[u8], operation: &str, scope: &Scope, after: &str) -> String {
-    let payload = Payload { op: operation.into(), account: scope.account.clone(), region: scope.region.clone(), after: after.into() };
+    let payload = Payload {
+        op: operation.into(),
+        account: scope.account.clone(),
+        region: scope.region.clone(),
+        after: after.into(),
+    };
     // Serializing a struct of strings cannot fail.
     let bytes = serde_json::to_vec(&payload).unwrap_or_default();
     format!("{}.{}", URL_SAFE_NO_PAD.encode(&bytes), URL_SAFE_NO_PAD.encode(mac(secret, &bytes)))
@@ -57,7 +62,10 @@ mod tests {
         assert_eq!(redeem(b"secret", "DescribePools", &scope, &t).as_deref(), Some("pool-1"));
         assert_eq!(redeem(b"other", "DescribePools", &scope, &t), None);
         assert_eq!(redeem(b"secret", "DescribePhoneNumbers", &scope, &t), None);
-        assert_eq!(redeem(b"secret", "DescribePools", &Scope::new("444455556666", "us-east-1"), &t), None);
+        assert_eq!(
+            redeem(b"secret", "DescribePools", &Scope::new("444455556666", "us-east-1"), &t),
+            None
+        );
         // Same payload shape, other key: a client cannot mint tokens.
         let (payload, _) = t.split_once('.').expect("two parts");
         let forged = format!("{payload}.{}", URL_SAFE_NO_PAD.encode([0u8; 32]));

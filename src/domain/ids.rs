@@ -16,7 +16,10 @@ pub struct Scope {
 
 impl Scope {
     pub fn new(account: impl Into<String>, region: impl Into<String>) -> Self {
-        Scope { account: account.into(), region: region.into() }
+        Scope {
+            account: account.into(),
+            region: region.into(),
+        }
     }
 
     /// The ARN of a resource of this scope.
@@ -64,9 +67,8 @@ impl ResourceKind {
 
     /// Whether `s` has the shape of an id of this kind.
     pub fn is_id(self, s: &str) -> bool {
-        s.strip_prefix(self.id_prefix()).is_some_and(|hex| {
-            hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        })
+        s.strip_prefix(self.id_prefix())
+            .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
     }
 
     /// Resolves an id or ARN given by a caller of `scope` to an id of this kind, or `None` when it
@@ -77,8 +79,7 @@ impl ResourceKind {
         }
         let rest = id_or_arn.strip_prefix("arn:")?;
         let mut parts = rest.splitn(5, ':');
-        let (partition, service, region, account, resource) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let (partition, service, region, account, resource) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         let (segment, id) = resource.split_once('/')?;
         let matches = partition.starts_with("aws")
             && service == "sms-voice"

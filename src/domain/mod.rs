@@ -89,10 +89,7 @@ pub fn event_to_parts<E: Serialize>(event: &E) -> Result<(String, serde_json::Va
 }
 
 /// Rebuilds an event from its type name and payload.
-pub fn event_from_parts<E: DeserializeOwned>(
-    event_type: &str,
-    payload: &serde_json::Value,
-) -> Result<E, serde_json::Error> {
+pub fn event_from_parts<E: DeserializeOwned>(event_type: &str, payload: &serde_json::Value) -> Result<E, serde_json::Error> {
     let mut obj = serde_json::Map::new();
     obj.insert("Type".into(), serde_json::Value::String(event_type.to_string()));
     if !payload.is_null() {

@@ -93,14 +93,33 @@ pub enum PhoneNumberAction {
     Update(PhoneNumberChanges),
     Release,
     /// First step of joining a pool; `pool_message_type` is the pool's, checked here.
-    BeginAssociation { pool_id: String, pool_message_type: MessageType, iso_country_code: Option<String> },
-    CompleteAssociation { pool_id: String },
-    AbortAssociation { pool_id: String, reason: Rejection },
-    BeginDisassociation { pool_id: String, iso_country_code: Option<String> },
-    CompleteDisassociation { pool_id: String },
-    AbortDisassociation { pool_id: String, reason: Rejection },
+    BeginAssociation {
+        pool_id: String,
+        pool_message_type: MessageType,
+        iso_country_code: Option<String>,
+    },
+    CompleteAssociation {
+        pool_id: String,
+    },
+    AbortAssociation {
+        pool_id: String,
+        reason: Rejection,
+    },
+    BeginDisassociation {
+        pool_id: String,
+        iso_country_code: Option<String>,
+    },
+    CompleteDisassociation {
+        pool_id: String,
+    },
+    AbortDisassociation {
+        pool_id: String,
+        reason: Rejection,
+    },
     /// The pool was deleted: leave it, whatever step the number was in.
-    DetachFromDeletedPool { pool_id: String },
+    DetachFromDeletedPool {
+        pool_id: String,
+    },
 }
 
 impl ActionName for PhoneNumberAction {
@@ -126,20 +145,51 @@ impl ActionName for PhoneNumberAction {
 pub enum PhoneNumberEvent {
     PhoneNumberRequested(Box<PhoneNumber>),
     PhoneNumberUpdated(PhoneNumberChanges),
-    Released { phone_number: String },
-    ReleaseRejected { reason: Rejection },
-    UpdateRejected { reason: Rejection },
-    PoolAssociationStarted { pool_id: String },
-    AssociatedWithPool { pool_id: String },
-    PoolAssociationAborted { pool_id: String, reason: Rejection },
-    AssociationRejected { pool_id: String, reason: Rejection },
-    PoolDisassociationStarted { pool_id: String },
-    DisassociatedFromPool { pool_id: String },
-    PoolDisassociationAborted { pool_id: String, reason: Rejection },
-    DisassociationRejected { pool_id: String, reason: Rejection },
-    DetachedFromDeletedPool { pool_id: String },
+    Released {
+        phone_number: String,
+    },
+    ReleaseRejected {
+        reason: Rejection,
+    },
+    UpdateRejected {
+        reason: Rejection,
+    },
+    PoolAssociationStarted {
+        pool_id: String,
+    },
+    AssociatedWithPool {
+        pool_id: String,
+    },
+    PoolAssociationAborted {
+        pool_id: String,
+        reason: Rejection,
+    },
+    AssociationRejected {
+        pool_id: String,
+        reason: Rejection,
+    },
+    PoolDisassociationStarted {
+        pool_id: String,
+    },
+    DisassociatedFromPool {
+        pool_id: String,
+    },
+    PoolDisassociationAborted {
+        pool_id: String,
+        reason: Rejection,
+    },
+    DisassociationRejected {
+        pool_id: String,
+        reason: Rejection,
+    },
+    DetachedFromDeletedPool {
+        pool_id: String,
+    },
     /// A refused internal step of a pool change (kept so the audit trail has no blind spot).
-    CommandRejected { command: String, reason: Rejection },
+    CommandRejected {
+        command: String,
+        reason: Rejection,
+    },
 }
 
 const KIND: ResourceKind = ResourceKind::PhoneNumber;
@@ -202,7 +252,11 @@ impl Aggregate for PhoneNumberState {
             A::Release => {
                 let n = self.live(command)?;
                 if n.deletion_protection_enabled {
-                    return conflict(ConflictReason::DeletionProtectionEnabled, &n.phone_number_id, "has deletion protection enabled");
+                    return conflict(
+                        ConflictReason::DeletionProtectionEnabled,
+                        &n.phone_number_id,
+                        "has deletion protection enabled",
+                    );
                 }
                 if let Some(pool) = n.pool_id.as_ref().or(n.pending_pool_id.as_ref()) {
                     return conflict(
@@ -211,21 +265,39 @@ impl Aggregate for PhoneNumberState {
                         &format!("is associated with pool {pool}"),
                     );
                 }
-                Ok(vec![E::Released { phone_number: n.phone_number.clone() }])
+                Ok(vec![E::Released {
+                    phone_number: n.phone_number.clone(),
+                }])
             }
-            A::BeginAssociation { pool_id, pool_message_type, iso_country_code } => {
+            A::BeginAssociation {
+                pool_id,
+                pool_message_type,
+                iso_country_code,
+            } => {
                 let n = self.live(command)?;
                 check_country(n, iso_country_code)?;
                 if n.is_changing_pools() {
                     let pending = n.pending_pool_id.as_deref().unwrap_or_default();
-                    return conflict(ConflictReason::PhoneNumberAssociatedToPool, &n.phone_number_id, &format!("is changing pools ({pending})"));
+                    return conflict(
+                        ConflictReason::PhoneNumberAssociatedToPool,
+                        &n.phone_number_id,
+                        &format!("is changing pools ({pending})"),
+                    );
                 }
                 match &n.pool_id {
                     Some(p) if p == pool_id => {
-                        return conflict(ConflictReason::ResourceAlreadyAssociated, &n.phone_number_id, &format!("is already associated with pool {p}"));
+                        return conflict(
+                            ConflictReason::ResourceAlreadyAssociated,
+                            &n.phone_number_id,
+                            &format!("is already associated with pool {p}"),
+                        );
                     }
                     Some(p) => {
-                        return conflict(ConflictReason::PhoneNumberAssociatedToPool, &n.phone_number_id, &format!("is associated with pool {p}"));
+                        return conflict(
+                            ConflictReason::PhoneNumberAssociatedToPool,
+                            &n.phone_number_id,
+                            &format!("is associated with pool {p}"),
+                        );
                     }
                     None => {}
                 }
@@ -243,12 +315,19 @@ impl Aggregate for PhoneNumberState {
                 if n.status == NumberStatus::Associating && n.pending_pool_id.as_ref() == Some(pool_id) {
                     Ok(vec![E::AssociatedWithPool { pool_id: pool_id.clone() }])
                 } else {
-                    conflict(ConflictReason::ResourceNotActive, &n.phone_number_id, &format!("is not joining pool {pool_id}"))
+                    conflict(
+                        ConflictReason::ResourceNotActive,
+                        &n.phone_number_id,
+                        &format!("is not joining pool {pool_id}"),
+                    )
                 }
             }
             A::AbortAssociation { pool_id, reason } => match &self.0 {
                 Some(n) if n.status == NumberStatus::Associating && n.pending_pool_id.as_ref() == Some(pool_id) => {
-                    Ok(vec![E::PoolAssociationAborted { pool_id: pool_id.clone(), reason: reason.clone() }])
+                    Ok(vec![E::PoolAssociationAborted {
+                        pool_id: pool_id.clone(),
+                        reason: reason.clone(),
+                    }])
                 }
                 // Nothing to undo: aborting is idempotent.
                 _ => Ok(vec![]),
@@ -258,7 +337,11 @@ impl Aggregate for PhoneNumberState {
                 check_country(n, iso_country_code)?;
                 if n.is_changing_pools() {
                     let pending = n.pending_pool_id.as_deref().unwrap_or_default();
-                    return conflict(ConflictReason::PhoneNumberAssociatedToPool, &n.phone_number_id, &format!("is changing pools ({pending})"));
+                    return conflict(
+                        ConflictReason::PhoneNumberAssociatedToPool,
+                        &n.phone_number_id,
+                        &format!("is changing pools ({pending})"),
+                    );
                 }
                 if n.pool_id.as_ref() != Some(pool_id) {
                     return conflict(
@@ -277,19 +360,24 @@ impl Aggregate for PhoneNumberState {
                     // The pool was deleted meanwhile and already let the number go.
                     Ok(vec![])
                 } else {
-                    conflict(ConflictReason::ResourceNotActive, &n.phone_number_id, &format!("is not leaving pool {pool_id}"))
+                    conflict(
+                        ConflictReason::ResourceNotActive,
+                        &n.phone_number_id,
+                        &format!("is not leaving pool {pool_id}"),
+                    )
                 }
             }
             A::AbortDisassociation { pool_id, reason } => match &self.0 {
                 Some(n) if n.status == NumberStatus::Disassociating && n.pending_pool_id.as_ref() == Some(pool_id) => {
-                    Ok(vec![E::PoolDisassociationAborted { pool_id: pool_id.clone(), reason: reason.clone() }])
+                    Ok(vec![E::PoolDisassociationAborted {
+                        pool_id: pool_id.clone(),
+                        reason: reason.clone(),
+                    }])
                 }
                 _ => Ok(vec![]),
             },
             A::DetachFromDeletedPool { pool_id } => match &self.0 {
-                Some(n) if n.pool_id.as_ref() == Some(pool_id) => {
-                    Ok(vec![E::DetachedFromDeletedPool { pool_id: pool_id.clone() }])
-                }
+                Some(n) if n.pool_id.as_ref() == Some(pool_id) => Ok(vec![E::DetachedFromDeletedPool { pool_id: pool_id.clone() }]),
                 _ => Ok(vec![]),
             },
         }
@@ -367,9 +455,18 @@ impl Aggregate for PhoneNumberState {
         match action {
             A::Release => E::ReleaseRejected { reason },
             A::Update(_) => E::UpdateRejected { reason },
-            A::BeginAssociation { pool_id, .. } => E::AssociationRejected { pool_id: pool_id.clone(), reason },
-            A::BeginDisassociation { pool_id, .. } => E::DisassociationRejected { pool_id: pool_id.clone(), reason },
-            other => E::CommandRejected { command: other.name().to_string(), reason },
+            A::BeginAssociation { pool_id, .. } => E::AssociationRejected {
+                pool_id: pool_id.clone(),
+                reason,
+            },
+            A::BeginDisassociation { pool_id, .. } => E::DisassociationRejected {
+                pool_id: pool_id.clone(),
+                reason,
+            },
+            other => E::CommandRejected {
+                command: other.name().to_string(),
+                reason,
+            },
         }
     }
 }
@@ -420,11 +517,18 @@ mod tests {
     }
 
     fn protect(on: bool) -> E {
-        E::PhoneNumberUpdated(PhoneNumberChanges { deletion_protection_enabled: Some(on), ..Default::default() })
+        E::PhoneNumberUpdated(PhoneNumberChanges {
+            deletion_protection_enabled: Some(on),
+            ..Default::default()
+        })
     }
 
     fn in_pool() -> Vec<E> {
-        vec![requested(), E::PoolAssociationStarted { pool_id: POOL.into() }, E::AssociatedWithPool { pool_id: POOL.into() }]
+        vec![
+            requested(),
+            E::PoolAssociationStarted { pool_id: POOL.into() },
+            E::AssociatedWithPool { pool_id: POOL.into() },
+        ]
     }
 
     fn is_conflict(reason: ConflictReason) -> impl Fn(&Rejection) -> bool {
@@ -437,7 +541,9 @@ mod tests {
 
     #[test]
     fn request_starts_the_stream() {
-        let s = given::<PhoneNumberState>(ID, &[]).when(A::Request(Box::new(number()))).then(&[requested()]);
+        let s = given::<PhoneNumberState>(ID, &[])
+            .when(A::Request(Box::new(number())))
+            .then(&[requested()]);
         assert_eq!(s.0.map(|n| n.status), Some(NumberStatus::Active));
     }
 
@@ -451,7 +557,9 @@ mod tests {
     /// ReleasePhoneNumber: "Releases an existing origination phone number in your account."
     #[test]
     fn release_of_an_active_number_releases_it() {
-        let s = given::<PhoneNumberState>(ID, &[requested()]).when(A::Release).then(&[E::Released { phone_number: "+12065550100".into() }]);
+        let s = given::<PhoneNumberState>(ID, &[requested()]).when(A::Release).then(&[E::Released {
+            phone_number: "+12065550100".into(),
+        }]);
         assert_eq!(s.0.map(|n| n.status), Some(NumberStatus::Deleted));
     }
 
@@ -463,14 +571,25 @@ mod tests {
 
     #[test]
     fn release_of_a_released_number_is_not_found() {
-        given::<PhoneNumberState>(ID, &[requested(), E::Released { phone_number: "+12065550100".into() }])
-            .when(A::Release)
-            .then_reject(is_not_found);
+        given::<PhoneNumberState>(
+            ID,
+            &[
+                requested(),
+                E::Released {
+                    phone_number: "+12065550100".into(),
+                },
+            ],
+        )
+        .when(A::Release)
+        .then_reject(is_not_found);
     }
 
     #[test]
     fn release_of_another_accounts_number_is_not_found() {
-        given::<PhoneNumberState>(ID, &[requested()]).as_account("444455556666").when(A::Release).then_reject(is_not_found);
+        given::<PhoneNumberState>(ID, &[requested()])
+            .by_account("444455556666")
+            .when(A::Release)
+            .then_reject(is_not_found);
     }
 
     /// "If the origination phone number has deletion protection enabled ... an error is returned."
@@ -485,13 +604,17 @@ mod tests {
     fn release_after_protection_is_lifted_succeeds() {
         given::<PhoneNumberState>(ID, &[requested(), protect(true), protect(false)])
             .when(A::Release)
-            .then(&[E::Released { phone_number: "+12065550100".into() }]);
+            .then(&[E::Released {
+                phone_number: "+12065550100".into(),
+            }]);
     }
 
     /// "... or is associated with a pool, an error is returned."
     #[test]
     fn release_of_a_pool_member_is_a_conflict() {
-        given::<PhoneNumberState>(ID, &in_pool()).when(A::Release).then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
+        given::<PhoneNumberState>(ID, &in_pool())
+            .when(A::Release)
+            .then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
     }
 
     #[test]
@@ -501,29 +624,48 @@ mod tests {
             .then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
         let mut leaving = in_pool();
         leaving.push(E::PoolDisassociationStarted { pool_id: POOL.into() });
-        given::<PhoneNumberState>(ID, &leaving).when(A::Release).then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
+        given::<PhoneNumberState>(ID, &leaving)
+            .when(A::Release)
+            .then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
     }
 
     #[test]
     fn release_after_leaving_the_pool_succeeds() {
         let mut left = in_pool();
-        left.extend([E::PoolDisassociationStarted { pool_id: POOL.into() }, E::DisassociatedFromPool { pool_id: POOL.into() }]);
-        given::<PhoneNumberState>(ID, &left).when(A::Release).then(&[E::Released { phone_number: "+12065550100".into() }]);
+        left.extend([
+            E::PoolDisassociationStarted { pool_id: POOL.into() },
+            E::DisassociatedFromPool { pool_id: POOL.into() },
+        ]);
+        given::<PhoneNumberState>(ID, &left).when(A::Release).then(&[E::Released {
+            phone_number: "+12065550100".into(),
+        }]);
     }
 
     #[test]
     fn refusals_are_recorded_as_rejection_events_that_change_nothing() {
         let r = Rejection::conflict(ConflictReason::DeletionProtectionEnabled, ResourceKind::PhoneNumber, ID, "x");
-        assert_eq!(PhoneNumberState::rejected(&A::Release, &r), E::ReleaseRejected { reason: r.clone() });
-        assert!(matches!(PhoneNumberState::rejected(&A::Update(Default::default()), &r), E::UpdateRejected { .. }));
+        assert_eq!(
+            PhoneNumberState::rejected(&A::Release, &r),
+            E::ReleaseRejected { reason: r.clone() }
+        );
+        assert!(matches!(
+            PhoneNumberState::rejected(&A::Update(Default::default()), &r),
+            E::UpdateRejected { .. }
+        ));
         let before = PhoneNumberState::replay(&[requested()]);
         assert_eq!(before.clone().evolve(&E::ReleaseRejected { reason: r }), before);
     }
 
     #[test]
     fn update_changes_only_given_members() {
-        let change = PhoneNumberChanges { opt_out_list_name: Some("Marketing".into()), self_managed_opt_outs_enabled: Some(true), ..Default::default() };
-        let s = given::<PhoneNumberState>(ID, &[requested()]).when(A::Update(change.clone())).then(&[E::PhoneNumberUpdated(change)]);
+        let change = PhoneNumberChanges {
+            opt_out_list_name: Some("Marketing".into()),
+            self_managed_opt_outs_enabled: Some(true),
+            ..Default::default()
+        };
+        let s = given::<PhoneNumberState>(ID, &[requested()])
+            .when(A::Update(change.clone()))
+            .then(&[E::PhoneNumberUpdated(change)]);
         let n = s.0.expect("state");
         assert_eq!(n.opt_out_list_name, "Marketing");
         assert!(n.self_managed_opt_outs_enabled);
@@ -533,33 +675,62 @@ mod tests {
     #[test]
     fn two_way_needs_a_channel() {
         given::<PhoneNumberState>(ID, &[requested()])
-            .when(A::Update(PhoneNumberChanges { two_way_enabled: Some(true), ..Default::default() }))
-            .then_reject(|r| matches!(r, Rejection::Validation { reason: ValidationReason::TwoWayChannelNotPresent, .. }));
+            .when(A::Update(PhoneNumberChanges {
+                two_way_enabled: Some(true),
+                ..Default::default()
+            }))
+            .then_reject(|r| {
+                matches!(
+                    r,
+                    Rejection::Validation {
+                        reason: ValidationReason::TwoWayChannelNotPresent,
+                        ..
+                    }
+                )
+            });
         let with_channel = PhoneNumberChanges {
             two_way_enabled: Some(true),
             two_way_channel_arn: Some("arn:aws:sns:us-east-1:111122223333:inbound".into()),
             ..Default::default()
         };
-        given::<PhoneNumberState>(ID, &[requested()]).when(A::Update(with_channel.clone())).then(&[E::PhoneNumberUpdated(with_channel)]);
+        given::<PhoneNumberState>(ID, &[requested()])
+            .when(A::Update(with_channel.clone()))
+            .then(&[E::PhoneNumberUpdated(with_channel)]);
     }
 
     #[test]
     fn update_of_a_released_number_is_not_found() {
-        given::<PhoneNumberState>(ID, &[requested(), E::Released { phone_number: "+12065550100".into() }])
-            .when(A::Update(Default::default()))
-            .then_reject(is_not_found);
+        given::<PhoneNumberState>(
+            ID,
+            &[
+                requested(),
+                E::Released {
+                    phone_number: "+12065550100".into(),
+                },
+            ],
+        )
+        .when(A::Update(Default::default()))
+        .then_reject(is_not_found);
     }
 
     fn begin(pool_type: MessageType) -> A {
-        A::BeginAssociation { pool_id: POOL.into(), pool_message_type: pool_type, iso_country_code: None }
+        A::BeginAssociation {
+            pool_id: POOL.into(),
+            pool_message_type: pool_type,
+            iso_country_code: None,
+        }
     }
 
     #[test]
     fn association_goes_through_associating() {
-        let s = given::<PhoneNumberState>(ID, &[requested()]).when(begin(MessageType::Transactional)).then(&[E::PoolAssociationStarted { pool_id: POOL.into() }]);
+        let s = given::<PhoneNumberState>(ID, &[requested()])
+            .when(begin(MessageType::Transactional))
+            .then(&[E::PoolAssociationStarted { pool_id: POOL.into() }]);
         assert_eq!(s.0.as_ref().map(|n| n.status), Some(NumberStatus::Associating));
         let events = [requested(), E::PoolAssociationStarted { pool_id: POOL.into() }];
-        let s = given::<PhoneNumberState>(ID, &events).when(A::CompleteAssociation { pool_id: POOL.into() }).then(&[E::AssociatedWithPool { pool_id: POOL.into() }]);
+        let s = given::<PhoneNumberState>(ID, &events)
+            .when(A::CompleteAssociation { pool_id: POOL.into() })
+            .then(&[E::AssociatedWithPool { pool_id: POOL.into() }]);
         let n = s.0.expect("state");
         assert_eq!((n.status, n.pool_id.as_deref()), (NumberStatus::Active, Some(POOL)));
     }
@@ -567,22 +738,42 @@ mod tests {
     /// AssociateOriginationIdentity: the identity's message type must match the pool's.
     #[test]
     fn association_with_another_message_type_is_a_conflict() {
-        given::<PhoneNumberState>(ID, &[requested()]).when(begin(MessageType::Promotional)).then_reject(is_conflict(ConflictReason::MessageTypeMismatch));
+        given::<PhoneNumberState>(ID, &[requested()])
+            .when(begin(MessageType::Promotional))
+            .then_reject(is_conflict(ConflictReason::MessageTypeMismatch));
     }
 
     #[test]
     fn a_number_belongs_to_at_most_one_pool() {
-        given::<PhoneNumberState>(ID, &in_pool()).when(begin(MessageType::Transactional)).then_reject(is_conflict(ConflictReason::ResourceAlreadyAssociated));
-        let other = A::BeginAssociation { pool_id: "pool-ffffffffffffffffffffffffffffffff".into(), pool_message_type: MessageType::Transactional, iso_country_code: None };
-        given::<PhoneNumberState>(ID, &in_pool()).when(other).then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
+        given::<PhoneNumberState>(ID, &in_pool())
+            .when(begin(MessageType::Transactional))
+            .then_reject(is_conflict(ConflictReason::ResourceAlreadyAssociated));
+        let other = A::BeginAssociation {
+            pool_id: "pool-ffffffffffffffffffffffffffffffff".into(),
+            pool_message_type: MessageType::Transactional,
+            iso_country_code: None,
+        };
+        given::<PhoneNumberState>(ID, &in_pool())
+            .when(other)
+            .then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
     }
 
     #[test]
     fn association_with_a_wrong_country_is_a_validation_error() {
-        let a = A::BeginAssociation { pool_id: POOL.into(), pool_message_type: MessageType::Transactional, iso_country_code: Some("GB".into()) };
-        given::<PhoneNumberState>(ID, &[requested()])
-            .when(a)
-            .then_reject(|r| matches!(r, Rejection::Validation { reason: ValidationReason::CountryCodeMismatch, .. }));
+        let a = A::BeginAssociation {
+            pool_id: POOL.into(),
+            pool_message_type: MessageType::Transactional,
+            iso_country_code: Some("GB".into()),
+        };
+        given::<PhoneNumberState>(ID, &[requested()]).when(a).then_reject(|r| {
+            matches!(
+                r,
+                Rejection::Validation {
+                    reason: ValidationReason::CountryCodeMismatch,
+                    ..
+                }
+            )
+        });
     }
 
     #[test]
@@ -590,21 +781,38 @@ mod tests {
         let r = Rejection::not_found(ResourceKind::Pool, POOL);
         let events = [requested(), E::PoolAssociationStarted { pool_id: POOL.into() }];
         let s = given::<PhoneNumberState>(ID, &events)
-            .when(A::AbortAssociation { pool_id: POOL.into(), reason: r.clone() })
-            .then(&[E::PoolAssociationAborted { pool_id: POOL.into(), reason: r.clone() }]);
+            .when(A::AbortAssociation {
+                pool_id: POOL.into(),
+                reason: r.clone(),
+            })
+            .then(&[E::PoolAssociationAborted {
+                pool_id: POOL.into(),
+                reason: r.clone(),
+            }]);
         let n = s.0.expect("state");
         assert_eq!((n.status, n.pool_id), (NumberStatus::Active, None));
         // Aborting twice is harmless.
-        given::<PhoneNumberState>(ID, &[requested()]).when(A::AbortAssociation { pool_id: POOL.into(), reason: r }).then(&[]);
+        given::<PhoneNumberState>(ID, &[requested()])
+            .when(A::AbortAssociation {
+                pool_id: POOL.into(),
+                reason: r,
+            })
+            .then(&[]);
     }
 
     #[test]
     fn disassociation_requires_membership() {
         given::<PhoneNumberState>(ID, &[requested()])
-            .when(A::BeginDisassociation { pool_id: POOL.into(), iso_country_code: None })
+            .when(A::BeginDisassociation {
+                pool_id: POOL.into(),
+                iso_country_code: None,
+            })
             .then_reject(is_conflict(ConflictReason::PhoneNumberNotAssociatedToPool));
         let s = given::<PhoneNumberState>(ID, &in_pool())
-            .when(A::BeginDisassociation { pool_id: POOL.into(), iso_country_code: None })
+            .when(A::BeginDisassociation {
+                pool_id: POOL.into(),
+                iso_country_code: None,
+            })
             .then(&[E::PoolDisassociationStarted { pool_id: POOL.into() }]);
         assert_eq!(s.0.map(|n| n.status), Some(NumberStatus::Disassociating));
     }
@@ -612,42 +820,66 @@ mod tests {
     #[test]
     fn a_number_changing_pools_accepts_no_other_pool_change() {
         let events = [requested(), E::PoolAssociationStarted { pool_id: POOL.into() }];
-        given::<PhoneNumberState>(ID, &events).when(begin(MessageType::Transactional)).then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
+        given::<PhoneNumberState>(ID, &events)
+            .when(begin(MessageType::Transactional))
+            .then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
     }
 
     #[test]
     fn disassociation_completes_or_aborts() {
         let mut leaving = in_pool();
         leaving.push(E::PoolDisassociationStarted { pool_id: POOL.into() });
-        let s = given::<PhoneNumberState>(ID, &leaving).when(A::CompleteDisassociation { pool_id: POOL.into() }).then(&[E::DisassociatedFromPool { pool_id: POOL.into() }]);
+        let s = given::<PhoneNumberState>(ID, &leaving)
+            .when(A::CompleteDisassociation { pool_id: POOL.into() })
+            .then(&[E::DisassociatedFromPool { pool_id: POOL.into() }]);
         assert_eq!(s.0.and_then(|n| n.pool_id), None);
         let r = Rejection::conflict(ConflictReason::LastPhoneNumber, ResourceKind::Pool, POOL, "x");
         let s = given::<PhoneNumberState>(ID, &leaving)
-            .when(A::AbortDisassociation { pool_id: POOL.into(), reason: r.clone() })
-            .then(&[E::PoolDisassociationAborted { pool_id: POOL.into(), reason: r }]);
+            .when(A::AbortDisassociation {
+                pool_id: POOL.into(),
+                reason: r.clone(),
+            })
+            .then(&[E::PoolDisassociationAborted {
+                pool_id: POOL.into(),
+                reason: r,
+            }]);
         let n = s.0.expect("state");
         assert_eq!((n.status, n.pool_id.as_deref()), (NumberStatus::Active, Some(POOL)));
     }
 
     #[test]
     fn a_deleted_pool_lets_its_members_go_in_any_step() {
-        let s = given::<PhoneNumberState>(ID, &in_pool()).when(A::DetachFromDeletedPool { pool_id: POOL.into() }).then(&[E::DetachedFromDeletedPool { pool_id: POOL.into() }]);
+        let s = given::<PhoneNumberState>(ID, &in_pool())
+            .when(A::DetachFromDeletedPool { pool_id: POOL.into() })
+            .then(&[E::DetachedFromDeletedPool { pool_id: POOL.into() }]);
         assert_eq!(s.0.and_then(|n| n.pool_id), None);
         let mut leaving = in_pool();
         leaving.push(E::PoolDisassociationStarted { pool_id: POOL.into() });
-        given::<PhoneNumberState>(ID, &leaving).when(A::DetachFromDeletedPool { pool_id: POOL.into() }).then(&[E::DetachedFromDeletedPool { pool_id: POOL.into() }]);
-        given::<PhoneNumberState>(ID, &[requested()]).when(A::DetachFromDeletedPool { pool_id: POOL.into() }).then(&[]);
+        given::<PhoneNumberState>(ID, &leaving)
+            .when(A::DetachFromDeletedPool { pool_id: POOL.into() })
+            .then(&[E::DetachedFromDeletedPool { pool_id: POOL.into() }]);
+        given::<PhoneNumberState>(ID, &[requested()])
+            .when(A::DetachFromDeletedPool { pool_id: POOL.into() })
+            .then(&[]);
     }
 
     #[test]
     fn events_round_trip_through_their_stored_parts() {
         let r = Rejection::conflict(ConflictReason::LastPhoneNumber, ResourceKind::Pool, POOL, "x");
-        for e in [requested(), protect(true), E::Released { phone_number: "+1".into() }, E::ReleaseRejected { reason: r }] {
+        for e in [
+            requested(),
+            protect(true),
+            E::Released { phone_number: "+1".into() },
+            E::ReleaseRejected { reason: r },
+        ] {
             let (t, p) = crate::domain::event_to_parts(&e).expect("split");
             let back: E = crate::domain::event_from_parts(&t, &p).expect("join");
             assert_eq!(back, e);
         }
-        let (t, _) = crate::domain::event_to_parts(&E::ReleaseRejected { reason: Rejection::not_found(ResourceKind::PhoneNumber, ID) }).expect("split");
+        let (t, _) = crate::domain::event_to_parts(&E::ReleaseRejected {
+            reason: Rejection::not_found(ResourceKind::PhoneNumber, ID),
+        })
+        .expect("split");
         assert_eq!(t, "ReleaseRejected");
     }
 }

@@ -64,7 +64,9 @@ pub enum PoolAction {
     /// Start the stream; the pool holds exactly one member, inherited settings filled in by the shell.
     Create(Box<Pool>),
     AddMember(PoolMember),
-    RemoveMember { origination_identity: String },
+    RemoveMember {
+        origination_identity: String,
+    },
     Delete,
 }
 
@@ -85,13 +87,28 @@ impl ActionName for PoolAction {
 pub enum PoolEvent {
     PoolCreated(Box<Pool>),
     OriginationIdentityAssociated(PoolMember),
-    OriginationIdentityDisassociated { origination_identity: String },
+    OriginationIdentityDisassociated {
+        origination_identity: String,
+    },
     /// The pool is gone; `members` were in it at that moment and are let go.
-    PoolDeleted { members: Vec<String> },
-    AssociationRejected { origination_identity: String, reason: Rejection },
-    DisassociationRejected { origination_identity: String, reason: Rejection },
-    DeletionRejected { reason: Rejection },
-    CommandRejected { command: String, reason: Rejection },
+    PoolDeleted {
+        members: Vec<String>,
+    },
+    AssociationRejected {
+        origination_identity: String,
+        reason: Rejection,
+    },
+    DisassociationRejected {
+        origination_identity: String,
+        reason: Rejection,
+    },
+    DeletionRejected {
+        reason: Rejection,
+    },
+    CommandRejected {
+        command: String,
+        reason: Rejection,
+    },
 }
 
 const KIND: ResourceKind = ResourceKind::Pool;
@@ -130,7 +147,10 @@ impl Aggregate for PoolState {
                     return conflict(
                         ConflictReason::MessageTypeMismatch,
                         &p.pool_id,
-                        &format!("has message type {} but {} has {}", p.message_type, member.origination_identity, member.message_type),
+                        &format!(
+                            "has message type {} but {} has {}",
+                            p.message_type, member.origination_identity, member.message_type
+                        ),
                     );
                 }
                 Ok(vec![PoolEvent::OriginationIdentityAssociated(member.clone())])
@@ -152,14 +172,22 @@ impl Aggregate for PoolState {
                         &format!("would be left empty: {origination_identity} is its last phone number"),
                     );
                 }
-                Ok(vec![PoolEvent::OriginationIdentityDisassociated { origination_identity: origination_identity.clone() }])
+                Ok(vec![PoolEvent::OriginationIdentityDisassociated {
+                    origination_identity: origination_identity.clone(),
+                }])
             }
             PoolAction::Delete => {
                 let p = self.live(command)?;
                 if p.deletion_protection_enabled {
-                    return conflict(ConflictReason::DeletionProtectionEnabled, &p.pool_id, "has deletion protection enabled");
+                    return conflict(
+                        ConflictReason::DeletionProtectionEnabled,
+                        &p.pool_id,
+                        "has deletion protection enabled",
+                    );
                 }
-                Ok(vec![PoolEvent::PoolDeleted { members: p.members.keys().cloned().collect() }])
+                Ok(vec![PoolEvent::PoolDeleted {
+                    members: p.members.keys().cloned().collect(),
+                }])
             }
         }
     }
@@ -195,12 +223,19 @@ impl Aggregate for PoolState {
     fn rejected(action: &PoolAction, rejection: &Rejection) -> PoolEvent {
         let reason = rejection.clone();
         match action {
-            PoolAction::AddMember(m) => PoolEvent::AssociationRejected { origination_identity: m.origination_identity.clone(), reason },
-            PoolAction::RemoveMember { origination_identity } => {
-                PoolEvent::DisassociationRejected { origination_identity: origination_identity.clone(), reason }
-            }
+            PoolAction::AddMember(m) => PoolEvent::AssociationRejected {
+                origination_identity: m.origination_identity.clone(),
+                reason,
+            },
+            PoolAction::RemoveMember { origination_identity } => PoolEvent::DisassociationRejected {
+                origination_identity: origination_identity.clone(),
+                reason,
+            },
             PoolAction::Delete => PoolEvent::DeletionRejected { reason },
-            other => PoolEvent::CommandRejected { command: other.name().to_string(), reason },
+            other => PoolEvent::CommandRejected {
+                command: other.name().to_string(),
+                reason,
+            },
         }
     }
 }
@@ -261,7 +296,9 @@ mod tests {
     /// CreatePool: "you must specify an origination identity": a pool starts with one member.
     #[test]
     fn a_pool_is_created_with_its_first_member() {
-        let s = given::<PoolState>(POOL, &[]).when(PoolAction::Create(Box::new(pool(false)))).then(&[created(false)]);
+        let s = given::<PoolState>(POOL, &[])
+            .when(PoolAction::Create(Box::new(pool(false))))
+            .then(&[created(false)]);
         assert_eq!(s.0.map(|p| p.members.len()), Some(1));
     }
 
@@ -271,7 +308,9 @@ mod tests {
             .when(PoolAction::AddMember(member(2, MessageType::Promotional)))
             .then_reject(is_conflict(ConflictReason::MessageTypeMismatch));
         let m = member(2, MessageType::Transactional);
-        let s = given::<PoolState>(POOL, &[created(false)]).when(PoolAction::AddMember(m.clone())).then(&[PoolEvent::OriginationIdentityAssociated(m)]);
+        let s = given::<PoolState>(POOL, &[created(false)])
+            .when(PoolAction::AddMember(m.clone()))
+            .then(&[PoolEvent::OriginationIdentityAssociated(m)]);
         assert_eq!(s.0.map(|p| p.members.len()), Some(2));
     }
 
@@ -287,27 +326,37 @@ mod tests {
     fn the_last_member_cannot_leave() {
         let id = member(1, MessageType::Transactional).origination_identity;
         given::<PoolState>(POOL, &[created(false)])
-            .when(PoolAction::RemoveMember { origination_identity: id.clone() })
+            .when(PoolAction::RemoveMember {
+                origination_identity: id.clone(),
+            })
             .then_reject(is_conflict(ConflictReason::LastPhoneNumber));
         let second = member(2, MessageType::Transactional);
         given::<PoolState>(POOL, &[created(false), PoolEvent::OriginationIdentityAssociated(second)])
-            .when(PoolAction::RemoveMember { origination_identity: id.clone() })
+            .when(PoolAction::RemoveMember {
+                origination_identity: id.clone(),
+            })
             .then(&[PoolEvent::OriginationIdentityDisassociated { origination_identity: id }]);
     }
 
     #[test]
     fn removing_a_non_member_is_a_conflict() {
         given::<PoolState>(POOL, &[created(false)])
-            .when(PoolAction::RemoveMember { origination_identity: member(9, MessageType::Transactional).origination_identity })
+            .when(PoolAction::RemoveMember {
+                origination_identity: member(9, MessageType::Transactional).origination_identity,
+            })
             .then_reject(is_conflict(ConflictReason::PhoneNumberNotAssociatedToPool));
     }
 
     /// DeletePool: "If the pool has deletion protection enabled an error is returned."
     #[test]
     fn deletion_honours_protection_and_lists_members() {
-        given::<PoolState>(POOL, &[created(true)]).when(PoolAction::Delete).then_reject(is_conflict(ConflictReason::DeletionProtectionEnabled));
+        given::<PoolState>(POOL, &[created(true)])
+            .when(PoolAction::Delete)
+            .then_reject(is_conflict(ConflictReason::DeletionProtectionEnabled));
         let members = vec![member(1, MessageType::Transactional).origination_identity];
-        let s = given::<PoolState>(POOL, &[created(false)]).when(PoolAction::Delete).then(&[PoolEvent::PoolDeleted { members }]);
+        let s = given::<PoolState>(POOL, &[created(false)])
+            .when(PoolAction::Delete)
+            .then(&[PoolEvent::PoolDeleted { members }]);
         assert!(s.0.is_some_and(|p| p.deleted && p.members.is_empty()));
     }
 
@@ -316,10 +365,26 @@ mod tests {
         let deleted = [created(false), PoolEvent::PoolDeleted { members: vec![] }];
         given::<PoolState>(POOL, &deleted)
             .when(PoolAction::AddMember(member(2, MessageType::Transactional)))
-            .then_reject(|r| matches!(r, Rejection::NotFound { resource_type: ResourceType::Pool, .. }));
+            .then_reject(|r| {
+                matches!(
+                    r,
+                    Rejection::NotFound {
+                        resource_type: ResourceType::Pool,
+                        ..
+                    }
+                )
+            });
         given::<PoolState>(POOL, &[created(false)])
-            .as_account("444455556666")
+            .by_account("444455556666")
             .when(PoolAction::Delete)
-            .then_reject(|r| matches!(r, Rejection::NotFound { resource_type: ResourceType::Pool, .. }));
+            .then_reject(|r| {
+                matches!(
+                    r,
+                    Rejection::NotFound {
+                        resource_type: ResourceType::Pool,
+                        ..
+                    }
+                )
+            });
     }
 }

@@ -12,7 +12,11 @@ use super::types::{ConflictReason, QuotaReason, ResourceType, ValidationReason};
 pub enum Rejection {
     /// `ResourceNotFoundException`.
     #[error("{message}")]
-    NotFound { resource_type: ResourceType, resource_id: String, message: String },
+    NotFound {
+        resource_type: ResourceType,
+        resource_id: String,
+        message: String,
+    },
     /// `ConflictException`.
     #[error("{message}")]
     Conflict {
@@ -23,7 +27,11 @@ pub enum Rejection {
     },
     /// `ValidationException` that depends on state (shape validation happens at the edge).
     #[error("{message}")]
-    Validation { reason: ValidationReason, field: String, message: String },
+    Validation {
+        reason: ValidationReason,
+        field: String,
+        message: String,
+    },
     /// `ServiceQuotaExceededException`.
     #[error("{message}")]
     QuotaExceeded { reason: QuotaReason, message: String },
@@ -52,7 +60,11 @@ impl Rejection {
 
     /// A member's value does not fit the resource's state.
     pub fn validation(reason: ValidationReason, field: &str, message: impl Into<String>) -> Self {
-        Rejection::Validation { reason, field: field.to_string(), message: message.into() }
+        Rejection::Validation {
+            reason,
+            field: field.to_string(),
+            message: message.into(),
+        }
     }
 
     /// Short code for logs and load-test reports: the reason, or the error kind.

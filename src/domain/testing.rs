@@ -21,20 +21,31 @@ pub struct Given<A: Aggregate> {
 }
 
 pub fn given<A: Aggregate>(target: &str, events: &[A::Event]) -> Given<A> {
-    Given { state: A::replay(events), target: target.into(), account: ACCOUNT.into() }
+    Given {
+        state: A::replay(events),
+        target: target.into(),
+        account: ACCOUNT.into(),
+    }
 }
 
 impl<A: Aggregate> Given<A> {
     /// The command comes from another account.
-    pub fn as_account(mut self, account: &str) -> Self {
+    pub fn by_account(mut self, account: &str) -> Self {
         self.account = account.into();
         self
     }
 
     pub fn when(self, action: A::Action) -> Then<A> {
-        let command = Command { meta: meta(&self.account), target: self.target.clone(), action };
+        let command = Command {
+            meta: meta(&self.account),
+            target: self.target.clone(),
+            action,
+        };
         let outcome = self.state.decide(&command);
-        Then { state: self.state, outcome }
+        Then {
+            state: self.state,
+            outcome,
+        }
     }
 }
 

@@ -14,7 +14,7 @@ mod envelope;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 pub use envelope::{AppendMeta, EventEnvelope, PendingEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
 pub use writer::{AppendError, AppendRequest, IndexOp};
@@ -38,6 +38,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("corrupt record at {key}: {message}")]
     Corrupt { key: String, message: String },
+    #[error("the event store is closed")]
+    Closed,
 }
 
 pub(crate) struct Trees {
@@ -48,11 +50,20 @@ pub(crate) struct Trees {
     pub index: sled::Tree,
 }
 
+/// An open log: the trees and the writer that owns all writes to them.
+struct Open {
+    trees: Arc<Trees>,
+    writer: writer::WriterHandle,
+}
+
 /// Handle to the log; cheap to clone.
+///
+/// Clones share one slot holding the open database; [`EventStore::close`] empties it, so the
+/// sled file lock is released as soon as close returns, however many clones (in actors, in
+/// HTTP workers still winding down) are left. Later calls fail with [`StoreError::Closed`].
 #[derive(Clone)]
 pub struct EventStore {
-    trees: Arc<Trees>,
-    writer: Arc<writer::WriterHandle>,
+    open: Arc<RwLock<Option<Arc<Open>>>>,
     secret: Arc<[u8; 32]>,
 }
 
@@ -72,10 +83,10 @@ fn stream_prefix(stream_id: &str) -> Vec<u8> {
 }
 
 pub(crate) fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
-    let arr: [u8; 8] = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| StoreError::Corrupt { key: what.into(), message: "expected 8 bytes".into() })?;
+    let arr: [u8; 8] = bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| StoreError::Corrupt {
+        key: what.into(),
+        message: "expected 8 bytes".into(),
+    })?;
     Ok(u64::from_be_bytes(arr))
 }
 
@@ -89,7 +100,10 @@ pub(crate) fn decode_envelope(key: &[u8], bytes: &[u8]) -> Result<EventEnvelope,
 impl EventStore {
     /// Opens (creating if needed) the log in `dir` and starts its writer thread.
     pub fn open(dir: &Path, durability: Durability, max_batch: usize) -> Result<Self, StoreError> {
-        let open_err = |e: &dyn std::fmt::Display| StoreError::Open { path: dir.to_path_buf(), message: e.to_string() };
+        let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        };
         std::fs::create_dir_all(dir).map_err(|e| open_err(&e))?;
         let db = sled::Config::new().path(dir).open().map_err(|e| open_err(&e))?;
         Self::init(db, dir, durability, max_batch, true)
@@ -100,10 +114,10 @@ impl EventStore {
         if !dir.join("conf").is_file() {
             return Err(StoreError::NotALedger(dir.to_path_buf()));
         }
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|e| StoreError::Open { path: dir.to_path_buf(), message: e.to_string() })?;
+        let db = sled::Config::new().path(dir).open().map_err(|e| StoreError::Open {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
         Self::init(db, dir, durability, 1, false)
     }
 
@@ -141,26 +155,54 @@ impl EventStore {
             Durability::Flush => None,
         };
         let writer = writer::WriterHandle::start(trees.clone(), data_file, max_batch)?;
-        Ok(EventStore { trees, writer: Arc::new(writer), secret: Arc::new(secret) })
+        Ok(EventStore {
+            open: Arc::new(RwLock::new(Some(Arc::new(Open { trees, writer })))),
+            secret: Arc::new(secret),
+        })
+    }
+
+    fn get(&self) -> Result<Arc<Open>, StoreError> {
+        let slot = self.open.read().unwrap_or_else(|p| p.into_inner());
+        slot.clone().ok_or(StoreError::Closed)
+    }
+
+    fn trees(&self) -> Result<Arc<Trees>, StoreError> {
+        Ok(self.get()?.trees.clone())
     }
 
     /// Appends events to one stream if its version is still `expected_version`, durably. Resolves
     /// only after the events are flushed; never blocks the calling thread.
     pub async fn append(&self, request: AppendRequest) -> Result<Vec<EventEnvelope>, AppendError> {
-        self.writer.append(request).await
+        let open = self.get().map_err(|_| AppendError::Closed)?;
+        open.writer.append(request).await
     }
 
-    /// Stops the writer after it has committed everything already queued, and flushes.
+    /// Stops the writer after it has committed everything already queued, flushes, and lets go
+    /// of the database.
     pub fn close(&self) {
-        self.writer.shutdown();
-        if let Err(e) = self.trees.db.flush() {
+        let taken = self.open.write().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(open) = taken else { return };
+        open.writer.shutdown();
+        if let Err(e) = open.trees.db.flush() {
             tracing::error!(error = %e, "final flush failed");
         }
+        // Readers that cloned the slot a moment ago finish their single read and drop it.
+        let mut open = open;
+        for _ in 0..1000 {
+            match Arc::try_unwrap(open) {
+                Ok(_) => return,
+                Err(still_shared) => {
+                    open = still_shared;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        }
+        tracing::warn!("event store still in use after close");
     }
 
     /// Current version of a stream (0 when it does not exist).
     pub fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
-        match self.trees.heads.get(stream_id.as_bytes())? {
+        match self.trees()?.heads.get(stream_id.as_bytes())? {
             Some(v) => decode_u64(&v, stream_id),
             None => Ok(0),
         }
@@ -171,7 +213,7 @@ impl EventStore {
         let start = stream_key(stream_id, from_version.max(1));
         let prefix = stream_prefix(stream_id);
         let mut out = Vec::new();
-        for item in self.trees.streams.range(start..) {
+        for item in self.trees()?.streams.range(start..) {
             let (k, v) = item?;
             if !k.starts_with(&prefix) {
                 break;
@@ -183,10 +225,11 @@ impl EventStore {
 
     /// Up to `limit` events of the global feed with position > `after`, in position order.
     pub fn read_feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+        let trees = self.trees()?;
         let mut out = Vec::new();
-        for item in self.trees.feed.range((after.saturating_add(1)).to_be_bytes()..).take(limit) {
+        for item in trees.feed.range((after.saturating_add(1)).to_be_bytes()..).take(limit) {
             let (pos, stream_key) = item?;
-            let bytes = self.trees.streams.get(&stream_key)?.ok_or_else(|| StoreError::Corrupt {
+            let bytes = trees.streams.get(&stream_key)?.ok_or_else(|| StoreError::Corrupt {
                 key: format!("feed position {}", decode_u64(&pos, "feed").unwrap_or_default()),
                 message: "points at a missing event".into(),
             })?;
@@ -197,16 +240,24 @@ impl EventStore {
 
     /// Last committed position and hash.
     pub fn head(&self) -> Result<(u64, [u8; 32]), StoreError> {
-        writer::read_chain_head(&self.trees.heads)
+        writer::read_chain_head(&self.trees()?.heads)
     }
 
     /// A derived index entry.
     pub fn index_get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
-        Ok(self.trees.index.get(key)?)
+        Ok(self.trees()?.index.get(key)?)
     }
 
     /// Index entries under `prefix` with key > `after` (or from the start), up to `limit`.
-    pub fn index_scan(&self, prefix: &[u8], after: Option<&[u8]>) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + '_ {
+    pub fn index_scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+    ) -> Box<dyn Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>>> {
+        let trees = match self.trees() {
+            Ok(t) => t,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
         let start: Vec<u8> = match after {
             Some(a) => {
                 let mut k = a.to_vec();
@@ -216,27 +267,31 @@ impl EventStore {
             None => prefix.to_vec(),
         };
         let prefix = prefix.to_vec();
-        self.trees
-            .index
-            .range(start..)
-            .take_while(move |r| r.as_ref().map(|(k, _)| k.starts_with(&prefix)).unwrap_or(true))
-            .map(|r| r.map_err(StoreError::from))
+        Box::new(
+            trees
+                .index
+                .range(start..)
+                .take_while(move |r| r.as_ref().map(|(k, _)| k.starts_with(&prefix)).unwrap_or(true))
+                .map(|r| r.map_err(StoreError::from)),
+        )
     }
 
     /// Whether the index is empty while the log is not (it was dropped and must be rebuilt).
     pub fn index_needs_rebuild(&self) -> Result<bool, StoreError> {
-        Ok(self.trees.index.is_empty() && !self.trees.feed.is_empty())
+        let trees = self.trees()?;
+        Ok(trees.index.is_empty() && !trees.feed.is_empty())
     }
 
     /// Replaces the whole index (rebuild from the log). Runs before the server takes requests.
     pub fn replace_index(&self, entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
-        self.trees.index.clear()?;
+        let trees = self.trees()?;
+        trees.index.clear()?;
         let mut batch = sled::Batch::default();
         for (k, v) in entries {
             batch.insert(k, v);
         }
-        self.trees.index.apply_batch(batch)?;
-        self.trees.db.flush()?;
+        trees.index.apply_batch(batch)?;
+        trees.db.flush()?;
         Ok(())
     }
 
@@ -247,16 +302,16 @@ impl EventStore {
 
     /// Number of events in the feed.
     pub fn len(&self) -> usize {
-        self.trees.feed.len()
+        self.trees().map(|t| t.feed.len()).unwrap_or(0)
     }
 
     /// Whether the log holds no event.
     pub fn is_empty(&self) -> bool {
-        self.trees.feed.is_empty()
+        self.len() == 0
     }
 
     /// Raw access for tools that inspect or (in tests) damage the log.
-    pub fn raw_db(&self) -> &sled::Db {
-        &self.trees.db
+    pub fn raw_db(&self) -> Result<sled::Db, StoreError> {
+        Ok(self.trees()?.db.clone())
     }
 }

@@ -63,7 +63,7 @@ pub enum AppendError {
 type Reply = oneshot::Sender<Result<Vec<EventEnvelope>, AppendError>>;
 
 enum Msg {
-    Append(AppendRequest, Reply),
+    Append(Box<AppendRequest>, Reply),
     Shutdown,
 }
 
@@ -79,7 +79,10 @@ pub(crate) fn read_chain_head(heads: &sled::Tree) -> Result<(u64, [u8; 32]), Sto
             hash.copy_from_slice(&v[8..40]);
             Ok((decode_u64(&v[..8], "!chain")?, hash))
         }
-        Some(_) => Err(StoreError::Corrupt { key: "!chain".into(), message: "expected 40 bytes".into() }),
+        Some(_) => Err(StoreError::Corrupt {
+            key: "!chain".into(),
+            message: "expected 40 bytes".into(),
+        }),
         None => Ok((0, GENESIS_HASH)),
     }
 }
@@ -90,14 +93,29 @@ impl WriterHandle {
         let (tx, rx) = sync_channel(QUEUE_CAPACITY);
         let thread = std::thread::Builder::new()
             .name("event-writer".into())
-            .spawn(move || Writer { trees, data_file, max_batch, position: head.0, hash: head.1 }.run(rx))
-            .map_err(|e| StoreError::Open { path: PathBuf::from("event-writer"), message: e.to_string() })?;
-        Ok(WriterHandle { tx, thread: Mutex::new(Some(thread)) })
+            .spawn(move || {
+                Writer {
+                    trees,
+                    data_file,
+                    max_batch,
+                    position: head.0,
+                    hash: head.1,
+                }
+                .run(rx)
+            })
+            .map_err(|e| StoreError::Open {
+                path: PathBuf::from("event-writer"),
+                message: e.to_string(),
+            })?;
+        Ok(WriterHandle {
+            tx,
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
     pub(crate) async fn append(&self, request: AppendRequest) -> Result<Vec<EventEnvelope>, AppendError> {
         let (reply, answer) = oneshot::channel();
-        match self.tx.try_send(Msg::Append(request, reply)) {
+        match self.tx.try_send(Msg::Append(Box::new(request), reply)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(AppendError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(AppendError::Closed),
@@ -142,7 +160,7 @@ impl Writer {
         });
         let mut stop = false;
         while !stop {
-            let mut batch: Vec<(AppendRequest, Reply)> = match rx.recv() {
+            let mut batch: Vec<(Box<AppendRequest>, Reply)> = match rx.recv() {
                 Ok(Msg::Append(r, reply)) => vec![(r, reply)],
                 Ok(Msg::Shutdown) | Err(_) => break,
             };
@@ -197,7 +215,7 @@ impl Writer {
         Ok(())
     }
 
-    fn commit(&self, batch: &[(AppendRequest, Reply)]) -> Result<(Outcomes, u64, [u8; 32]), String> {
+    fn commit(&self, batch: &[(Box<AppendRequest>, Reply)]) -> Result<(Outcomes, u64, [u8; 32]), String> {
         let t = &self.trees;
         let result = (&t.streams, &t.feed, &t.heads, &t.index).transaction(|(streams, feed, heads, index)| {
             let mut position = self.position;

@@ -1,0 +1,202 @@
+//! Conflicting operations racing on the same numbers: the per-number actor serializes them, the
+//! ASSOCIATING/DISASSOCIATING steps keep number and pool views in agreement, and the log shows
+//! exactly one effect per success.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+
+use aws_sdk_pinpointsmsvoicev2::error::ProvideErrorMetadata;
+use aws_sdk_pinpointsmsvoicev2::types::{MessageType, NumberCapability, RequestableNumberType};
+use aws_sdk_pinpointsmsvoicev2::Client;
+use common::{TestServer, ACCOUNT};
+use phone_ledger::config::Durability;
+use phone_ledger::store::EventStore;
+
+async fn request(client: &Client) -> String {
+    client
+        .request_phone_number()
+        .iso_country_code("US")
+        .message_type(MessageType::Transactional)
+        .number_capabilities(NumberCapability::Sms)
+        .number_type(RequestableNumberType::LongCode)
+        .send()
+        .await
+        .expect("RequestPhoneNumber")
+        .phone_number_id()
+        .expect("id")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_concurrent_releases_release_once() {
+    let mut server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let id = request(&c).await;
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let c = c.clone();
+            let id = id.clone();
+            tokio::spawn(async move { c.release_phone_number().phone_number_id(id).send().await })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut codes: HashMap<String, usize> = HashMap::new();
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(out) => {
+                ok += 1;
+                assert_eq!(out.phone_number_id(), Some(id.as_str()));
+            }
+            Err(e) => *codes.entry(e.code().unwrap_or("?").to_string()).or_default() += 1,
+        }
+    }
+    assert_eq!(ok, 1, "exactly one release succeeds; errors: {codes:?}");
+    assert_eq!(codes.get("ResourceNotFoundException"), Some(&31), "{codes:?}");
+
+    server.stop();
+    let store = EventStore::open(server.dir.path(), Durability::Flush, 1).expect("open");
+    let events = store.read_stream(&id, 1).expect("stream");
+    let released = events.iter().filter(|e| e.event_type == "Released").count();
+    let rejected = events.iter().filter(|e| e.event_type == "ReleaseRejected").count();
+    assert_eq!((released, rejected), (1, 31));
+    // One request id per response: nothing applied twice.
+    let ids: BTreeSet<&str> = events.iter().map(|e| e.request_id.as_str()).collect();
+    assert_eq!(ids.len(), events.len());
+    store.close();
+}
+
+/// Releases racing associations on many numbers: never both succeed, and afterwards the pool's
+/// members are exactly the numbers that say they are in it, none of them released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn releases_racing_associations_never_both_succeed() {
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let anchor = request(&c).await;
+    let pool_id = c
+        .create_pool()
+        .origination_identity(&anchor)
+        .message_type(MessageType::Transactional)
+        .send()
+        .await
+        .expect("pool")
+        .pool_id()
+        .expect("id")
+        .to_string();
+    let mut numbers = Vec::new();
+    for _ in 0..24 {
+        numbers.push(request(&c).await);
+    }
+    let mut tasks = Vec::new();
+    for (i, id) in numbers.iter().enumerate() {
+        let (c1, c2, id1, id2, pool) = (c.clone(), c.clone(), id.clone(), id.clone(), pool_id.clone());
+        // Alternate which one is sent first so both orders race.
+        let release = async move { c1.release_phone_number().phone_number_id(id1).send().await.is_ok() };
+        let associate = async move {
+            c2.associate_origination_identity()
+                .pool_id(pool)
+                .origination_identity(id2)
+                .send()
+                .await
+                .is_ok()
+        };
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                let (r, a) = tokio::join!(release, associate);
+                (r, a)
+            } else {
+                let (a, r) = tokio::join!(associate, release);
+                (r, a)
+            }
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.expect("task"));
+    }
+    for (id, (released, associated)) in numbers.iter().zip(&outcomes) {
+        assert!(!(*released && *associated), "{id}: both release and associate succeeded");
+        assert!(*released || *associated, "{id}: neither succeeded");
+    }
+    let members: BTreeSet<String> = c
+        .list_pool_origination_identities()
+        .pool_id(&pool_id)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .expect("members")
+        .into_iter()
+        .map(|m| m.origination_identity().to_string())
+        .collect();
+    let described = c
+        .describe_phone_numbers()
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .expect("numbers");
+    let in_pool: BTreeSet<String> = described
+        .iter()
+        .filter(|n| n.pool_id() == Some(pool_id.as_str()))
+        .map(|n| n.phone_number_id().expect("id").to_string())
+        .collect();
+    assert_eq!(members, in_pool, "pool view and number views agree");
+    let expected: BTreeSet<String> = numbers
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, (_, a))| *a)
+        .map(|(id, _)| id.clone())
+        .chain([anchor.clone()])
+        .collect();
+    assert_eq!(members, expected);
+    let live: BTreeSet<String> = described.iter().map(|n| n.phone_number_id().expect("id").to_string()).collect();
+    assert!(members.is_subset(&live), "no released number in the pool");
+    assert!(described.iter().all(|n| n.status().as_str() == "ACTIVE"), "no number left half-way");
+}
+
+/// Disassociations racing each other on a two-member pool: the pool never becomes empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_disassociations_never_empty_a_pool() {
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    for _ in 0..6 {
+        let a = request(&c).await;
+        let b = request(&c).await;
+        let pool = c
+            .create_pool()
+            .origination_identity(&a)
+            .message_type(MessageType::Transactional)
+            .send()
+            .await
+            .expect("pool");
+        let pool_id = pool.pool_id().expect("id").to_string();
+        c.associate_origination_identity()
+            .pool_id(&pool_id)
+            .origination_identity(&b)
+            .send()
+            .await
+            .expect("associate");
+        let (ra, rb) = tokio::join!(
+            c.disassociate_origination_identity()
+                .pool_id(&pool_id)
+                .origination_identity(&a)
+                .send(),
+            c.disassociate_origination_identity()
+                .pool_id(&pool_id)
+                .origination_identity(&b)
+                .send()
+        );
+        assert_eq!(ra.is_ok() as u8 + rb.is_ok() as u8, 1, "exactly one may leave");
+        let failed = if ra.is_ok() {
+            rb.expect_err("one failed")
+        } else {
+            ra.expect_err("one failed")
+        };
+        assert_eq!(failed.code(), Some("ConflictException"));
+        let left = c.list_pool_origination_identities().pool_id(&pool_id).send().await.expect("list");
+        assert_eq!(left.origination_identities().len(), 1);
+    }
+}
