@@ -48,6 +48,11 @@ pub fn open_ledger(config: &Config) -> Result<Arc<Ledger>, ServerError> {
 pub async fn serve(config: Config, signals: bool, on_ready: impl FnOnce(SocketAddr, ServerHandle)) -> Result<(), ServerError> {
     let ledger = open_ledger(&config)?;
     let store = ledger.store().clone();
+    match ledger.recover_interrupted().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(repaired = n, "finished pool changes interrupted by the last stop"),
+        Err(e) => tracing::error!(error = %e, "could not finish interrupted pool changes"),
+    }
     let state = web::Data::new(ApiState {
         ledger: ledger.clone(),
         default_account: config.default_account.clone(),

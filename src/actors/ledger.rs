@@ -569,6 +569,61 @@ impl Ledger {
         Ok(Page { items, last_key: None })
     }
 
+    /// Finishes pool changes that a crash interrupted, so no number stays `ASSOCIATING` or
+    /// `DISASSOCIATING` and no number points at a deleted pool. The pool's stream decides: a
+    /// number the pool holds completes its join (or aborts its leave), any other completes its
+    /// leave (or aborts its join). Runs at start-up, before requests are served.
+    pub async fn recover_interrupted(&self) -> Result<usize, LedgerError> {
+        let mut stuck: Vec<PhoneNumber> = Vec::new();
+        for item in self.store.index_scan(b"v/", None) {
+            let (key, value) = item?;
+            if !key.windows(b"/phone-number/".len()).any(|w| w == b"/phone-number/") {
+                continue;
+            }
+            let n: PhoneNumber = serde_json::from_slice(&value).map_err(|e| LedgerError::Internal(format!("corrupt view: {e}")))?;
+            if n.is_changing_pools() || n.pool_id.is_some() {
+                stuck.push(n);
+            }
+        }
+        let mut repaired = 0;
+        for n in stuck {
+            let meta = CommandMeta {
+                request_id: format!("recovery-{}", uuid::Uuid::new_v4()),
+                scope: Scope::new(&n.account, &n.region),
+                at_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or_default(),
+                operation: "Recovery".into(),
+            };
+            let pool_id = n.pending_pool_id.clone().or(n.pool_id.clone()).unwrap_or_default();
+            let pool_holds_it = match self.live_pool(&meta.scope, &pool_id).await {
+                Ok(p) => p.members.contains_key(&n.phone_number_id),
+                Err(LedgerError::Rejected(_)) => false,
+                Err(e) => return Err(e),
+            };
+            let interrupted = || Rejection::validation(ValidationReason::InvalidRequest, "PoolId", "interrupted by a restart");
+            let action = match (n.status, pool_holds_it) {
+                (NumberStatus::Associating, true) => PhoneNumberAction::CompleteAssociation { pool_id },
+                (NumberStatus::Associating, false) => PhoneNumberAction::AbortAssociation {
+                    pool_id,
+                    reason: interrupted(),
+                },
+                (NumberStatus::Disassociating, true) => PhoneNumberAction::AbortDisassociation {
+                    pool_id,
+                    reason: interrupted(),
+                },
+                (NumberStatus::Disassociating, false) => PhoneNumberAction::CompleteDisassociation { pool_id },
+                (_, false) => PhoneNumberAction::DetachFromDeletedPool { pool_id },
+                (_, true) => continue,
+            };
+            tracing::warn!(phone_number_id = %n.phone_number_id, action = ?action, "finishing an interrupted pool change");
+            self.number(&meta, &n.phone_number_id, action).await?;
+            repaired += 1;
+        }
+        Ok(repaired)
+    }
+
     /// How many actors are live (phone numbers, pools).
     pub fn live_actors(&self) -> (usize, usize) {
         (self.numbers.len(), self.pools.len())

@@ -1,0 +1,144 @@
+//! A stop between the steps of a pool change leaves a number `ASSOCIATING`/`DISASSOCIATING`;
+//! the next start finishes the change the way the pool's stream says, so number and pool views
+//! agree again. The interrupted states are written straight into the log, as a crash leaves them.
+
+mod common;
+
+use aws_sdk_pinpointsmsvoicev2::types::{MessageType, NumberCapability, RequestableNumberType};
+use aws_sdk_pinpointsmsvoicev2::Client;
+use common::{TestServer, ACCOUNT, REGION};
+use phone_ledger::config::Durability;
+use phone_ledger::domain::event_to_parts;
+use phone_ledger::domain::phone_number::{PhoneNumberEvent, PhoneNumberState};
+use phone_ledger::domain::pool::{PoolEvent, PoolMember, PoolState};
+use phone_ledger::domain::types::MessageType as DomainMessageType;
+use phone_ledger::projection::{replay, Projected};
+use phone_ledger::store::{AppendMeta, AppendRequest, EventStore, PendingEvent};
+
+async fn request(client: &Client) -> (String, String) {
+    let out = client
+        .request_phone_number()
+        .iso_country_code("US")
+        .message_type(MessageType::Transactional)
+        .number_capabilities(NumberCapability::Sms)
+        .number_type(RequestableNumberType::LongCode)
+        .send()
+        .await
+        .expect("RequestPhoneNumber");
+    (
+        out.phone_number_id().expect("id").to_string(),
+        out.phone_number().expect("e164").to_string(),
+    )
+}
+
+/// Appends one event the way an actor would (same index maintenance), as a crash would leave it.
+async fn append<A: Projected>(store: &EventStore, id: &str, event: A::Event) {
+    let envelopes = store.read_stream(id, 1).expect("read");
+    let before: A = replay(&envelopes).expect("replay");
+    let after = before.clone().evolve(&event);
+    let (event_type, payload) = event_to_parts(&event).expect("parts");
+    store
+        .append(AppendRequest {
+            stream_id: id.into(),
+            expected_version: envelopes.len() as u64,
+            meta: AppendMeta {
+                timestamp_ms: 1,
+                account: ACCOUNT.into(),
+                region: REGION.into(),
+                request_id: "crashed-request".into(),
+                command: "AssociateOriginationIdentity/BeginAssociation".into(),
+            },
+            events: vec![PendingEvent {
+                event_id: uuid::Uuid::new_v4(),
+                event_type,
+                payload,
+            }],
+            index_ops: A::index_ops(&before, &after),
+            unique_claims: vec![],
+        })
+        .await
+        .expect("append");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_pool_changes_are_finished_on_start() {
+    let mut server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let (a, _) = request(&c).await;
+    let (joining_unrecorded, _) = request(&c).await;
+    let (joining_recorded, joining_e164) = request(&c).await;
+    let pool_id = c
+        .create_pool()
+        .origination_identity(&a)
+        .message_type(MessageType::Transactional)
+        .send()
+        .await
+        .expect("pool")
+        .pool_id()
+        .expect("id")
+        .to_string();
+    server.stop();
+
+    {
+        let store = EventStore::open(server.dir.path(), Durability::Flush, 8).expect("open");
+        // Crashed after the number's first step; the pool never heard of it.
+        append::<PhoneNumberState>(
+            &store,
+            &joining_unrecorded,
+            PhoneNumberEvent::PoolAssociationStarted { pool_id: pool_id.clone() },
+        )
+        .await;
+        // Crashed after the pool recorded it, before the number completed.
+        append::<PhoneNumberState>(
+            &store,
+            &joining_recorded,
+            PhoneNumberEvent::PoolAssociationStarted { pool_id: pool_id.clone() },
+        )
+        .await;
+        let member = PoolMember {
+            origination_identity: joining_recorded.clone(),
+            origination_identity_arn: format!("arn:aws:sms-voice:{REGION}:{ACCOUNT}:phone-number/{joining_recorded}"),
+            iso_country_code: "US".into(),
+            number_capabilities: vec![phone_ledger::domain::types::NumberCapability::Sms],
+            phone_number: joining_e164,
+            message_type: DomainMessageType::Transactional,
+        };
+        append::<PoolState>(&store, &pool_id, PoolEvent::OriginationIdentityAssociated(member)).await;
+        let s: PhoneNumberState = replay(&store.read_stream(&joining_unrecorded, 1).expect("read")).expect("replay");
+        assert_eq!(s.0.map(|n| n.status.as_str()), Some("ASSOCIATING"));
+        store.close();
+    }
+
+    server.restart();
+    let c = server.client(ACCOUNT);
+    let numbers = c.describe_phone_numbers().send().await.expect("describe");
+    for n in numbers.phone_numbers() {
+        assert_eq!(n.status().as_str(), "ACTIVE", "{n:?}");
+    }
+    let pool_of = |id: &str| {
+        numbers
+            .phone_numbers()
+            .iter()
+            .find(|n| n.phone_number_id() == Some(id))
+            .and_then(|n| n.pool_id().map(str::to_string))
+    };
+    assert_eq!(pool_of(&joining_unrecorded), None);
+    assert_eq!(pool_of(&joining_recorded).as_deref(), Some(pool_id.as_str()));
+    let members = c
+        .list_pool_origination_identities()
+        .pool_id(&pool_id)
+        .send()
+        .await
+        .expect("members");
+    let mut ids: Vec<&str> = members.origination_identities().iter().map(|m| m.origination_identity()).collect();
+    ids.sort();
+    let mut expected = vec![a.as_str(), joining_recorded.as_str()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    // The repaired number is usable again.
+    c.release_phone_number()
+        .phone_number_id(&joining_unrecorded)
+        .send()
+        .await
+        .expect("release");
+}
