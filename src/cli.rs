@@ -30,6 +30,8 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Inspect the audit trail: history, feed, time travel, replay, verify, recheck, export.
+    Audit(crate::audit::cli::AuditArgs),
 }
 
 /// Sets up logging from `RUST_LOG` (default `info`).
@@ -41,6 +43,7 @@ pub fn init_tracing() {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Audit(args) => crate::audit::cli::run(args),
         Command::Serve { listen, data_dir, config } => {
             let overrides = Overrides { listen, data_dir };
             let config = match Config::load(config.as_deref(), &overrides) {

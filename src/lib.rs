@@ -11,12 +11,15 @@
 //!   workflows that span a number and a pool.
 //! - [`numbering`]: choosing fresh, valid E.164 numbers per country and number type.
 //! - [`api`]: the AWS JSON 1.0 edge: model-driven validation, operations, errors, pagination.
+//! - [`audit`]: read-only history, time travel, replay, hash-chain verification and decision
+//!   re-check, over HTTP (`/audit/...`) and as `phone-ledger audit`.
 //! - [`server`]: wiring and lifecycle (start, graceful stop).
 //! - [`config`]: layered configuration with embedded defaults.
 //! - [`cli`]: the `phone-ledger` command line.
 
 pub mod actors;
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -43,9 +43,47 @@ pub fn open_ledger(config: &Config) -> Result<Arc<Ledger>, ServerError> {
     )))
 }
 
-/// Serves until the server is stopped (by `handle.stop`, SIGINT or SIGTERM). Must run inside an
-/// actix `System`. `on_ready` receives the bound address and a handle once listening.
-pub async fn serve(config: Config, signals: bool, on_ready: impl FnOnce(SocketAddr, ServerHandle)) -> Result<(), ServerError> {
+/// Stops a running server: first tells long-lived responses (feed followers) to end, then asks
+/// actix to stop gracefully, so in-flight requests finish and nothing waits for a stream that
+/// would never end by itself.
+#[derive(Clone)]
+pub struct StopHandle {
+    server: ServerHandle,
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+        // The command is sent at once; the returned future only reports completion.
+        drop(self.server.stop(true));
+    }
+}
+
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+/// Serves until the server is stopped (by its [`StopHandle`], SIGINT or SIGTERM when `signals`).
+/// Must run inside an actix `System`. `on_ready` receives the bound address and a stop handle.
+pub async fn serve(config: Config, signals: bool, on_ready: impl FnOnce(SocketAddr, StopHandle)) -> Result<(), ServerError> {
     let ledger = open_ledger(&config)?;
     let store = ledger.store().clone();
     match ledger.recover_interrupted().await {
@@ -53,7 +91,9 @@ pub async fn serve(config: Config, signals: bool, on_ready: impl FnOnce(SocketAd
         Ok(n) => tracing::warn!(repaired = n, "finished pool changes interrupted by the last stop"),
         Err(e) => tracing::error!(error = %e, "could not finish interrupted pool changes"),
     }
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let state = web::Data::new(ApiState {
+        stopping,
         ledger: ledger.clone(),
         default_account: config.default_account.clone(),
         default_region: config.region.clone(),
@@ -69,13 +109,24 @@ pub async fn serve(config: Config, signals: bool, on_ready: impl FnOnce(SocketAd
     if config.workers > 0 {
         server = server.workers(config.workers);
     }
-    if !signals {
-        server = server.disable_signals();
-    }
+    // Signals are ours to handle, so that followers are told before actix waits for them.
+    server = server.disable_signals();
     let addr = server.addrs().first().copied().unwrap_or(config.listen);
     tracing::info!(%addr, data_dir = %config.data_dir.display(), durability = ?config.durability, events = store.len(), "phone-ledger listening");
     let running = server.run();
-    on_ready(addr, running.handle());
+    let stop = StopHandle {
+        server: running.handle(),
+        stopping: Arc::new(stopping_tx),
+    };
+    if signals {
+        let on_signal = stop.clone();
+        actix_rt::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received; stopping");
+            on_signal.stop();
+        });
+    }
+    on_ready(addr, stop);
     let outcome = running.await;
     drop(ledger);
     store.close();
@@ -86,7 +137,7 @@ pub async fn serve(config: Config, signals: bool, on_ready: impl FnOnce(SocketAd
 /// A server on its own thread and actix system (for tests, benches and the load generator).
 pub struct RunningServer {
     pub addr: SocketAddr,
-    handle: ServerHandle,
+    handle: StopHandle,
     thread: Option<JoinHandle<Result<(), ServerError>>>,
 }
 
@@ -130,9 +181,7 @@ impl RunningServer {
 
     fn shutdown(&mut self) -> Result<(), ServerError> {
         let Some(thread) = self.thread.take() else { return Ok(()) };
-        // `stop` sends the command at once; its future only reports completion, which joining
-        // the thread observes too. Not awaiting it lets this run from any thread, async or not.
-        drop(self.handle.stop(true));
+        self.handle.stop();
         thread.join().map_err(|_| ServerError::Thread("server thread panicked".into()))?
     }
 }

@@ -46,7 +46,9 @@ async fn append<A: Projected>(store: &EventStore, id: &str, event: A::Event) {
                 account: ACCOUNT.into(),
                 region: REGION.into(),
                 request_id: "crashed-request".into(),
+                command_id: uuid::Uuid::new_v4(),
                 command: "AssociateOriginationIdentity/BeginAssociation".into(),
+                command_input: serde_json::Value::Null,
             },
             events: vec![PendingEvent {
                 event_id: uuid::Uuid::new_v4(),

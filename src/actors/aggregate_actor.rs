@@ -149,6 +149,10 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
             Ok(p) => p,
             Err(e) => return done(Err(e)),
         };
+        let command_input = match serde_json::to_value(&command.action) {
+            Ok(v) => v,
+            Err(e) => return done(Err(ExecuteError::Unavailable(e.to_string()))),
+        };
         let request = AppendRequest {
             stream_id: self.id.clone(),
             expected_version: self.version,
@@ -157,7 +161,9 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
                 account: command.meta.scope.account.clone(),
                 region: command.meta.scope.region.clone(),
                 request_id: command.meta.request_id.clone(),
+                command_id: Uuid::new_v4(),
                 command: format!("{}/{}", command.meta.operation, command.action.name()),
+                command_input,
             },
             events: pending,
             index_ops: A::index_ops(&self.state, &after),

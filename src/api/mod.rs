@@ -28,6 +28,8 @@ pub const TARGET_PREFIX: &str = "PinpointSMSVoiceV2.";
 
 /// What handlers share.
 pub struct ApiState {
+    /// Becomes `true` when the server starts stopping (long-lived responses end then).
+    pub stopping: tokio::sync::watch::Receiver<bool>,
     pub ledger: Arc<Ledger>,
     pub default_account: String,
     pub default_region: String,
@@ -38,6 +40,7 @@ pub struct ApiState {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::post().to(handle))
         .route("/health", web::get().to(health))
+        .service(web::scope("/audit").configure(crate::audit::http::configure))
         .default_service(web::to(not_found));
 }
 

@@ -265,7 +265,7 @@ fn put_opt(m: &mut Map<String, Value>, key: &str, v: &Option<String>) {
 }
 
 /// Every member any output shape may want from a phone number.
-fn phone_number_info(n: &PhoneNumber) -> Map<String, Value> {
+pub fn phone_number_info(n: &PhoneNumber) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("CreatedTimestamp".into(), secs(n.created_timestamp_ms));
     m.insert("DeletionProtectionEnabled".into(), json!(n.deletion_protection_enabled));
@@ -293,7 +293,7 @@ fn phone_number_info(n: &PhoneNumber) -> Map<String, Value> {
 }
 
 /// Every member any output shape may want from a pool.
-fn pool_info(p: &Pool) -> Map<String, Value> {
+pub fn pool_info(p: &Pool) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("CreatedTimestamp".into(), secs(p.created_timestamp_ms));
     m.insert("DeletionProtectionEnabled".into(), json!(p.deletion_protection_enabled));

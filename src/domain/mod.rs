@@ -53,7 +53,7 @@ pub trait ActionName {
 /// An event-sourced aggregate: its state type implements this; actors and the store are generic
 /// over it.
 pub trait Aggregate: Default + Clone + Debug + Send + Unpin + 'static {
-    type Action: ActionName + Debug + Clone + Send + 'static;
+    type Action: ActionName + Serialize + DeserializeOwned + Debug + Clone + Send + 'static;
     type Event: Serialize + DeserializeOwned + Debug + Clone + PartialEq + Send + 'static;
 
     /// Which kind of resource the aggregate is (stream id prefix, ARN segment, error type).
@@ -67,6 +67,9 @@ pub trait Aggregate: Default + Clone + Debug + Send + Unpin + 'static {
 
     /// The event that records a refused command on the stream (the audit trail of refusals).
     fn rejected(action: &Self::Action, rejection: &Rejection) -> Self::Event;
+
+    /// The refusal an event records, if it is a rejection event.
+    fn rejection_in(event: &Self::Event) -> Option<&Rejection>;
 
     /// Folds a history.
     fn replay<'a>(events: impl IntoIterator<Item = &'a Self::Event>) -> Self {

@@ -86,7 +86,8 @@ pub struct PhoneNumberChanges {
 pub struct PhoneNumberState(pub Option<PhoneNumber>);
 
 /// What can be asked of a phone number.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "Type", content = "Input", rename_all_fields = "PascalCase")]
 pub enum PhoneNumberAction {
     /// Start the stream with a number chosen by the shell (id, E.164 number, price).
     Request(Box<PhoneNumber>),
@@ -446,6 +447,18 @@ impl Aggregate for PhoneNumberState {
             | E::CommandRejected { .. } => {}
         }
         PhoneNumberState(Some(n))
+    }
+
+    fn rejection_in(event: &PhoneNumberEvent) -> Option<&Rejection> {
+        use PhoneNumberEvent as E;
+        match event {
+            E::ReleaseRejected { reason }
+            | E::UpdateRejected { reason }
+            | E::AssociationRejected { reason, .. }
+            | E::DisassociationRejected { reason, .. }
+            | E::CommandRejected { reason, .. } => Some(reason),
+            _ => None,
+        }
     }
 
     fn rejected(action: &PhoneNumberAction, rejection: &Rejection) -> PhoneNumberEvent {

@@ -59,7 +59,8 @@ pub struct Pool {
 pub struct PoolState(pub Option<Pool>);
 
 /// What can be asked of a pool.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "Type", content = "Input", rename_all_fields = "PascalCase")]
 pub enum PoolAction {
     /// Start the stream; the pool holds exactly one member, inherited settings filled in by the shell.
     Create(Box<Pool>),
@@ -218,6 +219,16 @@ impl Aggregate for PoolState {
             | PoolEvent::CommandRejected { .. } => {}
         }
         PoolState(Some(p))
+    }
+
+    fn rejection_in(event: &PoolEvent) -> Option<&Rejection> {
+        match event {
+            PoolEvent::AssociationRejected { reason, .. }
+            | PoolEvent::DisassociationRejected { reason, .. }
+            | PoolEvent::DeletionRejected { reason }
+            | PoolEvent::CommandRejected { reason, .. } => Some(reason),
+            _ => None,
+        }
     }
 
     fn rejected(action: &PoolAction, rejection: &Rejection) -> PoolEvent {

@@ -24,9 +24,13 @@ pub struct EventEnvelope {
     pub account: String,
     pub region: String,
     pub request_id: String,
+    /// One id per executed command: the events of one append share it.
+    pub command_id: Uuid,
     /// The API operation and the aggregate command that produced the event
     /// (`ReleasePhoneNumber/Release`).
     pub command: String,
+    /// The command itself, so that history can be decided again (`audit recheck`).
+    pub command_input: serde_json::Value,
     pub payload: serde_json::Value,
     /// Hex SHA-256 of (previous envelope's hash ‖ this envelope's canonical bytes).
     pub hash: String,
@@ -73,5 +77,7 @@ pub struct AppendMeta {
     pub account: String,
     pub region: String,
     pub request_id: String,
+    pub command_id: Uuid,
     pub command: String,
+    pub command_input: serde_json::Value,
 }

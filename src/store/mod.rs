@@ -53,7 +53,8 @@ pub(crate) struct Trees {
 /// An open log: the trees and the writer that owns all writes to them.
 struct Open {
     trees: Arc<Trees>,
-    writer: writer::WriterHandle,
+    /// `None` for a read-only store (offline audit tools).
+    writer: Option<writer::WriterHandle>,
 }
 
 /// Handle to the log; cheap to clone.
@@ -65,10 +66,34 @@ struct Open {
 pub struct EventStore {
     open: Arc<RwLock<Option<Arc<Open>>>>,
     secret: Arc<[u8; 32]>,
+    durability: Durability,
+}
+
+/// Opens sled, waiting briefly if the directory's lock is still held: a process that just closed
+/// the same log releases it from sled's background threads a moment after `close` returns.
+fn open_sled(dir: &Path) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Err(e) if e.to_string().contains("lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One entry of the global feed as stored, for verification.
+#[derive(Debug)]
+pub struct FeedEntry {
+    pub position: u64,
+    /// The `streams` key the feed entry points at.
+    pub stream_key: Vec<u8>,
+    pub envelope: Result<EventEnvelope, String>,
 }
 
 /// Key of one event in `streams`.
-pub(crate) fn stream_key(stream_id: &str, version: u64) -> Vec<u8> {
+pub fn stream_key(stream_id: &str, version: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(stream_id.len() + 9);
     k.extend_from_slice(stream_id.as_bytes());
     k.push(0);
@@ -105,23 +130,40 @@ impl EventStore {
             message: e.to_string(),
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(&e))?;
-        let db = sled::Config::new().path(dir).open().map_err(|e| open_err(&e))?;
+        let db = open_sled(dir).map_err(|e| open_err(&e))?;
         Self::init(db, dir, durability, max_batch, true)
     }
 
-    /// Opens an existing log only (for offline tools); refuses directories that are not one.
-    pub fn open_existing(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
-        if !dir.join("conf").is_file() {
+    /// Opens an existing log for reading only (offline tools): no writer is started and nothing
+    /// is appended. Refuses directories that are missing, locked by a running server, or not a
+    /// phone-ledger log.
+    pub fn open_read_only(dir: &Path) -> Result<Self, StoreError> {
+        if !dir.is_dir() {
+            return Err(StoreError::Open {
+                path: dir.to_path_buf(),
+                message: "no such directory".into(),
+            });
+        }
+        if !dir.join("conf").is_file() || !dir.join("db").is_file() {
             return Err(StoreError::NotALedger(dir.to_path_buf()));
         }
-        let db = sled::Config::new().path(dir).open().map_err(|e| StoreError::Open {
-            path: dir.to_path_buf(),
-            message: e.to_string(),
+        let db = open_sled(dir).map_err(|e| {
+            let message = e.to_string();
+            let message = if message.contains("lock") {
+                "locked by a running server (ask it with --server URL)".to_string()
+            } else {
+                message
+            };
+            StoreError::Open {
+                path: dir.to_path_buf(),
+                message,
+            }
         })?;
-        Self::init(db, dir, durability, 1, false)
+        Self::init(db, dir, Durability::Flush, 1, false)
     }
 
-    fn init(db: sled::Db, dir: &Path, durability: Durability, max_batch: usize, create: bool) -> Result<Self, StoreError> {
+    fn init(db: sled::Db, dir: &Path, durability: Durability, max_batch: usize, writable: bool) -> Result<Self, StoreError> {
+        let create = writable;
         match db.get(FORMAT_KEY)? {
             Some(f) if f.as_ref() == FORMAT => {}
             Some(_) => return Err(StoreError::NotALedger(dir.to_path_buf())),
@@ -136,13 +178,16 @@ impl EventStore {
                 a.copy_from_slice(&s);
                 a
             }
+            _ if !writable => [0; 32],
             _ => {
                 let s: [u8; 32] = rand::random();
                 db.insert(SECRET_KEY, &s[..])?;
                 s
             }
         };
-        db.flush()?;
+        if writable {
+            db.flush()?;
+        }
         let trees = Arc::new(Trees {
             streams: db.open_tree("streams")?,
             feed: db.open_tree("feed")?,
@@ -154,10 +199,15 @@ impl EventStore {
             Durability::Fsync => Some(dir.join("db")),
             Durability::Flush => None,
         };
-        let writer = writer::WriterHandle::start(trees.clone(), data_file, max_batch)?;
+        let writer = if writable {
+            Some(writer::WriterHandle::start(trees.clone(), data_file, max_batch)?)
+        } else {
+            None
+        };
         Ok(EventStore {
             open: Arc::new(RwLock::new(Some(Arc::new(Open { trees, writer })))),
             secret: Arc::new(secret),
+            durability,
         })
     }
 
@@ -174,7 +224,10 @@ impl EventStore {
     /// only after the events are flushed; never blocks the calling thread.
     pub async fn append(&self, request: AppendRequest) -> Result<Vec<EventEnvelope>, AppendError> {
         let open = self.get().map_err(|_| AppendError::Closed)?;
-        open.writer.append(request).await
+        match &open.writer {
+            Some(writer) => writer.append(request).await,
+            None => Err(AppendError::Closed),
+        }
     }
 
     /// Stops the writer after it has committed everything already queued, flushes, and lets go
@@ -182,7 +235,9 @@ impl EventStore {
     pub fn close(&self) {
         let taken = self.open.write().unwrap_or_else(|p| p.into_inner()).take();
         let Some(open) = taken else { return };
-        open.writer.shutdown();
+        if let Some(writer) = &open.writer {
+            writer.shutdown();
+        }
         if let Err(e) = open.trees.db.flush() {
             tracing::error!(error = %e, "final flush failed");
         }
@@ -198,6 +253,16 @@ impl EventStore {
             }
         }
         tracing::warn!("event store still in use after close");
+    }
+
+    /// Watches the last durable feed position (`None` for a read-only store).
+    pub fn watch_head(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.get().ok()?.writer.as_ref().map(|w| w.watch_head())
+    }
+
+    /// Whether appends reach the device (`fsync`) or only the OS (`flush`); `None` when read-only.
+    pub fn durability(&self) -> Option<Durability> {
+        self.get().ok()?.writer.as_ref().map(|_| self.durability)
     }
 
     /// Current version of a stream (0 when it does not exist).
@@ -234,6 +299,43 @@ impl EventStore {
                 message: "points at a missing event".into(),
             })?;
             out.push(decode_envelope(&stream_key, &bytes)?);
+        }
+        Ok(out)
+    }
+
+    /// Raw feed entries after `after`, for verification: a damaged envelope is reported with its
+    /// position instead of failing the whole read.
+    pub fn feed_entries(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError> {
+        let trees = self.trees()?;
+        let mut out = Vec::new();
+        for item in trees.feed.range((after.saturating_add(1)).to_be_bytes()..).take(limit) {
+            let (pos, key) = item?;
+            let position = decode_u64(&pos, "feed")?;
+            let envelope = match trees.streams.get(&key)? {
+                Some(bytes) => {
+                    serde_json::from_slice::<EventEnvelope>(&bytes).map_err(|e| format!("cannot decode the stored envelope: {e}"))
+                }
+                None => Err("the feed points at a missing event".to_string()),
+            };
+            out.push(FeedEntry {
+                position,
+                stream_key: key.to_vec(),
+                envelope,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every stream with its recorded head version.
+    pub fn stream_heads(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let trees = self.trees()?;
+        let mut out = Vec::new();
+        for item in trees.heads.iter() {
+            let (k, v) = item?;
+            if k.as_ref() == CHAIN_KEY {
+                continue;
+            }
+            out.push((String::from_utf8_lossy(&k).into_owned(), decode_u64(&v, "head")?));
         }
         Ok(out)
     }

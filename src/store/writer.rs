@@ -70,6 +70,8 @@ enum Msg {
 pub(crate) struct WriterHandle {
     tx: SyncSender<Msg>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The last durable position, for followers of the feed.
+    head: tokio::sync::watch::Receiver<u64>,
 }
 
 pub(crate) fn read_chain_head(heads: &sled::Tree) -> Result<(u64, [u8; 32]), StoreError> {
@@ -91,6 +93,7 @@ impl WriterHandle {
     pub(crate) fn start(trees: Arc<Trees>, data_file: Option<PathBuf>, max_batch: usize) -> Result<Self, StoreError> {
         let head = read_chain_head(&trees.heads)?;
         let (tx, rx) = sync_channel(QUEUE_CAPACITY);
+        let (head_tx, head_rx) = tokio::sync::watch::channel(head.0);
         let thread = std::thread::Builder::new()
             .name("event-writer".into())
             .spawn(move || {
@@ -100,6 +103,7 @@ impl WriterHandle {
                     max_batch,
                     position: head.0,
                     hash: head.1,
+                    head: head_tx,
                 }
                 .run(rx)
             })
@@ -110,7 +114,12 @@ impl WriterHandle {
         Ok(WriterHandle {
             tx,
             thread: Mutex::new(Some(thread)),
+            head: head_rx,
         })
+    }
+
+    pub(crate) fn watch_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.head.clone()
     }
 
     pub(crate) async fn append(&self, request: AppendRequest) -> Result<Vec<EventEnvelope>, AppendError> {
@@ -144,6 +153,7 @@ struct Writer {
     max_batch: usize,
     position: u64,
     hash: [u8; 32],
+    head: tokio::sync::watch::Sender<u64>,
 }
 
 type Outcomes = Vec<Result<Vec<EventEnvelope>, AppendError>>;
@@ -179,6 +189,7 @@ impl Writer {
                     Ok(()) => {
                         self.position = position;
                         self.hash = hash;
+                        self.head.send_replace(position);
                         outcomes
                     }
                     Err(e) => {
@@ -321,7 +332,9 @@ fn seal(
         account: req.meta.account.clone(),
         region: req.meta.region.clone(),
         request_id: req.meta.request_id.clone(),
+        command_id: req.meta.command_id,
         command: req.meta.command.clone(),
+        command_input: req.meta.command_input.clone(),
         payload: event.payload.clone(),
         hash: String::new(),
     };

@@ -1,0 +1,630 @@
+//! `phone-ledger audit ...`: the audit API as a command. Against a running server (`--server URL`)
+//! it asks `GET /audit/...`; offline (`--data-dir DIR`) it opens the log read-only and calls the
+//! same functions. Either way it gets the same JSON and prints it as tables (default) or as JSON
+//! lines (`--json`, for jq). Exit codes: 0 fine, 1 verify found a break or recheck a divergence,
+//! 2 unusable input (unknown id, bad value, missing/locked/foreign data directory, no server).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use serde_json::Value;
+
+use super::http::Params;
+use super::query::{self, PointInTime};
+use super::recheck::{recheck, Deciders};
+use super::verify::{verify_export, verify_store};
+use super::{digest, export, AuditError};
+use crate::domain::ResourceKind;
+use crate::store::EventStore;
+
+/// Where the audit data comes from, and how to print it.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// URL of a running phone-ledger (e.g. http://127.0.0.1:4566).
+    #[arg(long, global = true, conflicts_with = "data_dir")]
+    pub server: Option<String>,
+    /// Data directory of a stopped phone-ledger (read-only).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// JSON lines instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+/// Feed filters shared by `feed` and `export`.
+#[derive(Debug, Args, Default)]
+pub struct FilterArgs {
+    /// Only events of this type (e.g. Released, ReleaseRejected).
+    #[arg(long = "type")]
+    pub event_type: Option<String>,
+    /// Only events recorded for this account.
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Only events of this stream (phone-... or pool-...).
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Only events at or after this time (epoch seconds).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Only events at or before this time (epoch seconds).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only events after this global position.
+    #[arg(long)]
+    pub after: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Every event of one phone number or pool, in order.
+    Events {
+        /// Phone number or pool id, or ARN.
+        id: String,
+        #[arg(long)]
+        from_version: Option<u64>,
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// The global feed, filtered; --follow streams new events as they are committed.
+    Feed {
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Keep printing events as they are committed (needs --server).
+        #[arg(long)]
+        follow: bool,
+    },
+    /// The state right after a version (or at a time).
+    State {
+        id: String,
+        #[arg(long, conflicts_with = "at")]
+        version: Option<u64>,
+        /// Epoch seconds.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// A timeline: what each event changed, and what each refusal saw.
+    Replay { id: String },
+    /// The head of the hash chain.
+    Digest,
+    /// Recompute the hash chain and check every stream for gaps (the log, or an export file).
+    Verify {
+        /// A file written by `audit export` instead of the log.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Re-decide every recorded command with this binary's rules; report differences.
+    Recheck,
+    /// Write the log (or a filter of it) as JSON lines.
+    Export {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Where answers come from.
+enum Source {
+    Remote(String),
+    Local(EventStore),
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("phone-ledger audit: {message}");
+    ExitCode::from(2)
+}
+
+/// Runs an audit command.
+pub fn run(args: AuditArgs) -> ExitCode {
+    if let AuditCommand::Verify { file: Some(path) } = &args.command {
+        return match std::fs::File::open(path) {
+            Ok(f) => match verify_export(BufReader::new(f)) {
+                Ok(report) => print_verify(&to_value(&report), args.json),
+                Err(e) => fail(e),
+            },
+            Err(e) => fail(format!("{}: {e}", path.display())),
+        };
+    }
+    let source = match (&args.server, &args.data_dir) {
+        (Some(url), _) => Source::Remote(url.trim_end_matches('/').to_string()),
+        (None, Some(dir)) => match EventStore::open_read_only(dir) {
+            Ok(store) => Source::Local(store),
+            Err(e) => return fail(e),
+        },
+        (None, None) => return fail("give --server URL (a running server) or --data-dir DIR (a stopped one)"),
+    };
+    let code = execute(&source, &args);
+    if let Source::Local(store) = source {
+        store.close();
+    }
+    code
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// The audit path segment and id for an id or ARN.
+fn kind_of(id: &str) -> Result<ResourceKind, AuditError> {
+    if id.starts_with("pool-") || id.contains(":pool/") {
+        Ok(ResourceKind::Pool)
+    } else if id.starts_with("phone-") || id.contains(":phone-number/") {
+        Ok(ResourceKind::PhoneNumber)
+    } else {
+        Err(AuditError::NotFound(id.to_string()))
+    }
+}
+
+fn segment(kind: ResourceKind) -> &'static str {
+    match kind {
+        ResourceKind::PhoneNumber => "phone-numbers",
+        ResourceKind::Pool => "pools",
+    }
+}
+
+fn filter_query(f: &FilterArgs, limit: Option<u64>) -> Vec<(&'static str, String)> {
+    let mut q = Vec::new();
+    let mut push = |k: &'static str, v: Option<String>| {
+        if let Some(v) = v {
+            q.push((k, v));
+        }
+    };
+    push("Type", f.event_type.clone());
+    push("Account", f.account.clone());
+    push("StreamId", f.stream.clone());
+    push("From", f.from.clone());
+    push("To", f.to.clone());
+    push("After", f.after.map(|a| a.to_string()));
+    push("Limit", limit.map(|l| l.to_string()));
+    q
+}
+
+fn encode(query: &[(&str, String)]) -> String {
+    query
+        .iter()
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// GET a JSON document from the server; its error bodies become one-line errors.
+fn get(base: &str, path: &str, query: &[(&str, String)]) -> Result<Value, String> {
+    let url = if query.is_empty() {
+        format!("{base}{path}")
+    } else {
+        format!("{base}{path}?{}", encode(query))
+    };
+    match ureq::get(&url).call() {
+        Ok(resp) => resp.into_json::<Value>().map_err(|e| format!("{url}: {e}")),
+        Err(ureq::Error::Status(code, resp)) => {
+            let body: Value = resp.into_json().unwrap_or(Value::Null);
+            Err(body["Message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{url}: HTTP {code}")))
+        }
+        Err(e) => Err(format!("cannot reach {base}: {e}")),
+    }
+}
+
+/// Answers the question from the local log, as the server would, as JSON.
+fn local(store: &EventStore, command: &AuditCommand) -> Result<Value, AuditError> {
+    let params = |q: Vec<(&str, String)>, allowed: &[&str]| Params::parse(&encode(&q), allowed);
+    match command {
+        AuditCommand::Events { id, from_version, limit } => {
+            let p = params(limit.map(|l| vec![("Limit", l.to_string())]).unwrap_or_default(), &["Limit"])?;
+            let stream = query::resolve_stream(store, kind_of(id)?, id)?;
+            Ok(to_value(&query::stream_history(
+                store,
+                &stream,
+                from_version.unwrap_or(1),
+                p.limit()?,
+            )?))
+        }
+        AuditCommand::Feed { filter, limit, .. } => {
+            let p = params(
+                filter_query(filter, *limit),
+                &["Type", "Account", "StreamId", "From", "To", "After", "Limit"],
+            )?;
+            Ok(to_value(&query::feed(store, &p.feed_filter()?)?))
+        }
+        AuditCommand::State { id, version, at } => {
+            let stream = query::resolve_stream(store, kind_of(id)?, id)?;
+            let at = params(at.iter().map(|a| ("At", a.clone())).collect(), &["At"])?.epoch_ms("At")?;
+            let point = match (version, at) {
+                (Some(v), _) => PointInTime::Version(*v),
+                (None, Some(ms)) => PointInTime::At(ms),
+                (None, None) => PointInTime::Latest,
+            };
+            Ok(to_value(&query::state_at(store, &stream, point)?))
+        }
+        AuditCommand::Replay { id } => {
+            let stream = query::resolve_stream(store, kind_of(id)?, id)?;
+            Ok(to_value(&query::replay(store, &stream)?))
+        }
+        AuditCommand::Digest => Ok(to_value(&digest(store)?)),
+        AuditCommand::Verify { .. } => Ok(to_value(&verify_store(store)?)),
+        AuditCommand::Recheck => Ok(to_value(&recheck(store, &Deciders::today())?)),
+        AuditCommand::Export { .. } => Err(AuditError::Input("export is handled separately".into())),
+    }
+}
+
+/// Asks the server the same question.
+fn remote(base: &str, command: &AuditCommand) -> Result<Value, String> {
+    let path_for = |id: &str, what: &str| -> Result<String, String> {
+        let kind = kind_of(id).map_err(|e| e.to_string())?;
+        Ok(format!("/audit/{}/{}/{what}", segment(kind), urlencode(id)))
+    };
+    match command {
+        AuditCommand::Events { id, from_version, limit } => {
+            let mut q = Vec::new();
+            if let Some(v) = from_version {
+                q.push(("FromVersion", v.to_string()));
+            }
+            if let Some(l) = limit {
+                q.push(("Limit", l.to_string()));
+            }
+            get(base, &path_for(id, "events")?, &q)
+        }
+        AuditCommand::Feed { filter, limit, .. } => get(base, "/audit/events", &filter_query(filter, *limit)),
+        AuditCommand::State { id, version, at } => {
+            let mut q = Vec::new();
+            if let Some(v) = version {
+                q.push(("Version", v.to_string()));
+            }
+            if let Some(a) = at {
+                q.push(("At", a.clone()));
+            }
+            get(base, &path_for(id, "state")?, &q)
+        }
+        AuditCommand::Replay { id } => get(base, &path_for(id, "replay")?, &[]),
+        AuditCommand::Digest => get(base, "/audit/digest", &[]),
+        AuditCommand::Verify { .. } => get(base, "/audit/verify", &[]),
+        AuditCommand::Recheck => get(base, "/audit/recheck", &[]),
+        AuditCommand::Export { .. } => Err("export is handled separately".into()),
+    }
+}
+
+fn execute(source: &Source, args: &AuditArgs) -> ExitCode {
+    match &args.command {
+        AuditCommand::Export { filter, output } => return run_export(source, filter, output.as_ref()),
+        AuditCommand::Feed { filter, follow: true, .. } => {
+            return match source {
+                Source::Remote(base) => follow(base, filter, args.json),
+                Source::Local(_) => fail("--follow needs a running server (--server URL)"),
+            }
+        }
+        _ => {}
+    }
+    let answer = match source {
+        Source::Remote(base) => remote(base, &args.command),
+        Source::Local(store) => local(store, &args.command).map_err(|e| e.to_string()),
+    };
+    let value = match answer {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    match &args.command {
+        AuditCommand::Events { .. } | AuditCommand::Feed { .. } => {
+            print_events(value["Events"].as_array().map(Vec::as_slice).unwrap_or_default(), args.json)
+        }
+        AuditCommand::State { .. } => print_fields(&value, args.json),
+        AuditCommand::Replay { .. } => print_replay(&value, args.json),
+        AuditCommand::Digest => print_fields(&value, args.json),
+        AuditCommand::Verify { .. } => return print_verify(&value, args.json),
+        AuditCommand::Recheck => return print_recheck(&value, args.json),
+        AuditCommand::Export { .. } => {}
+    }
+    ExitCode::SUCCESS
+}
+
+fn run_export(source: &Source, filter: &FilterArgs, output: Option<&PathBuf>) -> ExitCode {
+    let mut out: Box<dyn Write> = match output {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(f) => Box::new(std::io::BufWriter::new(f)),
+            Err(e) => return fail(format!("{}: {e}", path.display())),
+        },
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let result = match source {
+        Source::Local(store) => Params::parse(
+            &encode(&filter_query(filter, None)),
+            &["Type", "Account", "StreamId", "From", "To", "After"],
+        )
+        .and_then(|p| p.feed_filter())
+        .and_then(|f| export(store, &f, &mut out))
+        .map(|_| ())
+        .map_err(|e| e.to_string()),
+        Source::Remote(base) => {
+            let url = format!("{base}/audit/export?{}", encode(&filter_query(filter, None)));
+            match ureq::get(&url).call() {
+                Ok(resp) => std::io::copy(&mut resp.into_reader(), &mut out)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(ureq::Error::Status(_, resp)) => Err(resp
+                    .into_json::<Value>()
+                    .ok()
+                    .and_then(|b| b["Message"].as_str().map(str::to_string))
+                    .unwrap_or_default()),
+                Err(e) => Err(format!("cannot reach {base}: {e}")),
+            }
+        }
+    };
+    match result.and_then(|_| out.flush().map_err(|e| e.to_string())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn follow(base: &str, filter: &FilterArgs, json: bool) -> ExitCode {
+    let mut q = filter_query(filter, None);
+    q.push(("Follow", "true".into()));
+    let url = format!("{base}/audit/events?{}", encode(&q));
+    let resp = match ureq::get(&url).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(code, _)) => return fail(format!("{url}: HTTP {code}")),
+        Err(e) => return fail(format!("cannot reach {base}: {e}")),
+    };
+    if !json {
+        println!(
+            "{:>8} {:>4}  {:<24} {:<26} {:<38} DETAIL",
+            "POSITION", "VER", "TIME", "TYPE", "STREAM"
+        );
+    }
+    for line in BufReader::new(resp.into_reader()).lines() {
+        let Ok(line) = line else { break };
+        let Some(data) = line.strip_prefix("data: ") else { continue };
+        let Ok(event) = serde_json::from_str::<Value>(data) else { continue };
+        if json {
+            println!("{event}");
+        } else {
+            let row = event_row(&event);
+            println!(
+                "{:>8} {:>4}  {:<24} {:<26} {:<38} {}",
+                row[0], row[1], row[2], row[3], row[4], row[7]
+            );
+        }
+        if std::io::stdout().flush().is_err() {
+            break;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+// ---- rendering ---------------------------------------------------------------------------------
+
+fn time(secs: &Value) -> String {
+    let Some(s) = secs.as_f64() else { return String::new() };
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis((s * 1000.0).round() as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// What a row says about an event beyond its type, cut to fit a table row.
+fn detail(event: &Value) -> String {
+    let full = full_detail(event);
+    match full.char_indices().nth(90) {
+        Some((i, _)) => format!("{}…", &full[..i]),
+        None => full,
+    }
+}
+
+/// The refusal an event records, or the members it sets.
+fn full_detail(event: &Value) -> String {
+    let payload = &event["Payload"];
+    if let Some(reason) = payload.get("Reason").filter(|r| r.is_object()) {
+        let code = reason.get("Reason").map(text).unwrap_or_else(|| text(&reason["Kind"]));
+        return format!("REFUSED {}: {}", code, text(&reason["Message"]));
+    }
+    match payload {
+        Value::Object(m) if event["EventType"] == "PhoneNumberRequested" => {
+            format!("{} {}", text(&m["PhoneNumber"]), text(&m["NumberType"]))
+        }
+        Value::Object(m) => m
+            .iter()
+            .filter(|(k, _)| *k != "Reason")
+            .map(|(k, v)| format!("{k}={}", text(v)))
+            .take(4)
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+fn event_row(e: &Value) -> [String; 8] {
+    [
+        text(&e["Position"]),
+        text(&e["Version"]),
+        time(&e["TimestampMs"].as_f64().map(|ms| Value::from(ms / 1000.0)).unwrap_or(Value::Null)),
+        text(&e["EventType"]),
+        text(&e["StreamId"]),
+        text(&e["Account"]),
+        text(&e["RequestId"]),
+        detail(e),
+    ]
+}
+
+fn print_events(events: &[Value], json: bool) {
+    if json {
+        for e in events {
+            println!("{e}");
+        }
+        return;
+    }
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_header(["Position", "Ver", "Time", "Type", "Stream", "Account", "Request", "Detail"]);
+    for e in events {
+        table.add_row(event_row(e));
+    }
+    println!("{table}");
+}
+
+fn print_fields(value: &Value, json: bool) {
+    if json {
+        println!("{value}");
+        return;
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY).set_header(["Field", "Value"]);
+    let mut add = |k: &str, v: &Value| {
+        table.add_row([
+            k.to_string(),
+            if k.ends_with("Timestamp") {
+                format!("{} ({})", text(v), time(v))
+            } else {
+                text(v)
+            },
+        ]);
+    };
+    if let Some(m) = value.as_object() {
+        for (k, v) in m {
+            match v {
+                Value::Object(inner) => {
+                    for (ik, iv) in inner {
+                        add(&format!("{k}.{ik}"), iv);
+                    }
+                }
+                other => add(k, other),
+            }
+        }
+    }
+    println!("{table}");
+}
+
+fn print_replay(value: &Value, json: bool) {
+    let steps = value["Steps"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if json {
+        for s in steps {
+            println!("{s}");
+        }
+        return;
+    }
+    println!("{}", text(&value["StreamId"]));
+    for s in steps {
+        println!(
+            "  v{:<3} #{:<6} {}  {:<24} {}  ({} by {})",
+            text(&s["Version"]),
+            text(&s["Position"]),
+            time(&s["Timestamp"]),
+            text(&s["EventType"]),
+            text(&s["Command"]),
+            text(&s["RequestId"]),
+            text(&s["Account"])
+        );
+        if let Some(r) = s.get("Rejection") {
+            println!(
+                "         refused: {} {} — {}",
+                text(&r["Kind"]),
+                r.get("Reason").map(text).unwrap_or_default(),
+                text(&r["Message"])
+            );
+            let seen = &s["StateSeen"];
+            let facts: Vec<String> = ["Status", "DeletionProtectionEnabled", "PoolId", "PendingPoolId", "Members"]
+                .iter()
+                .filter_map(|k| seen.get(*k).map(|v| format!("{k}={}", text(v))))
+                .collect();
+            println!(
+                "         state seen: {}",
+                if facts.is_empty() { "(none)".into() } else { facts.join(", ") }
+            );
+        }
+        for c in s["Changes"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            if text(&s["EventType"]).ends_with("Requested") || text(&s["EventType"]).ends_with("Created") {
+                continue;
+            }
+            println!("         {}: {} → {}", text(&c["Field"]), text(&c["Before"]), text(&c["After"]));
+        }
+    }
+}
+
+fn print_verify(value: &Value, json: bool) -> ExitCode {
+    if json {
+        println!("{value}");
+    } else if value["Ok"] == Value::Bool(true) {
+        println!(
+            "OK: {} events in {} streams; chain intact from position {} to {}; head hash {}",
+            text(&value["Events"]),
+            text(&value["Streams"]),
+            text(&value["AnchoredAt"]),
+            text(&value["HeadPosition"]),
+            text(&value["HeadHash"])
+        );
+    } else {
+        let b = &value["FirstBreak"];
+        println!(
+            "BROKEN at position {} ({} v{}): {}",
+            text(&b["Position"]),
+            text(&b["StreamId"]),
+            text(&b["Version"]),
+            text(&b["Problem"])
+        );
+    }
+    if value["Ok"] == Value::Bool(true) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn print_recheck(value: &Value, json: bool) -> ExitCode {
+    let divergences = value["Divergences"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if json {
+        println!("{value}");
+    } else {
+        println!(
+            "{} commands in {} streams re-decided ({} without a recorded input); {} decided differently",
+            text(&value["CommandsChecked"]),
+            text(&value["Streams"]),
+            text(&value["CommandsSkipped"]),
+            divergences.len()
+        );
+        if !divergences.is_empty() {
+            let mut table = Table::new();
+            table
+                .load_preset(UTF8_BORDERS_ONLY)
+                .set_header(["Stream", "Ver", "Command", "Request", "Recorded", "Today"]);
+            for d in divergences {
+                table.add_row([
+                    text(&d["StreamId"]),
+                    text(&d["Version"]),
+                    text(&d["Command"]),
+                    text(&d["RequestId"]),
+                    d["Recorded"].to_string(),
+                    d["Today"].to_string(),
+                ]);
+            }
+            println!("{table}");
+        }
+    }
+    if divergences.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,333 @@
+//! `GET /audit/...`: the audit API, read-only, JSON in the AWS API's PascalCase style.
+//!
+//! Unknown ids are 404 with a JSON error naming the id; bad or unknown query parameters are 400
+//! naming the parameter. Whole-log questions (verify, recheck, export) run on the blocking pool.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::stream;
+use serde::Serialize;
+use serde_json::json;
+
+use super::query::{self, FeedFilter, PointInTime};
+use super::recheck::{recheck, Deciders};
+use super::verify::verify_store;
+use super::{digest, export, AuditError};
+use crate::api::ApiState;
+use crate::domain::ResourceKind;
+use crate::store::EventStore;
+
+/// Mounts the audit routes (under `/audit`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/events", web::get().to(feed))
+        .route("/digest", web::get().to(get_digest))
+        .route("/verify", web::get().to(get_verify))
+        .route("/recheck", web::get().to(get_recheck))
+        .route("/export", web::get().to(get_export))
+        .route("/{kind}/{id}/events", web::get().to(stream_events))
+        .route("/{kind}/{id}/state", web::get().to(state))
+        .route("/{kind}/{id}/replay", web::get().to(replay));
+}
+
+fn error_response(e: &AuditError) -> HttpResponse {
+    let (status, body) = match e {
+        AuditError::NotFound(id) => (
+            StatusCode::NOT_FOUND,
+            json!({"__type": "ResourceNotFoundException", "Message": e.to_string(), "ResourceId": id}),
+        ),
+        AuditError::BadParameter { name, .. } => (
+            StatusCode::BAD_REQUEST,
+            json!({"__type": "ValidationException", "Message": e.to_string(), "Parameter": name}),
+        ),
+        AuditError::Input(_) => (
+            StatusCode::BAD_REQUEST,
+            json!({"__type": "ValidationException", "Message": e.to_string()}),
+        ),
+        AuditError::Store(_) => {
+            tracing::error!(error = %e, "audit query failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"__type": "InternalServerException", "Message": e.to_string()}),
+            )
+        }
+    };
+    HttpResponse::build(status).content_type("application/json").body(body.to_string())
+}
+
+fn respond<T: Serialize>(result: Result<T, AuditError>) -> HttpResponse {
+    match result.and_then(|v| serde_json::to_string(&v).map_err(|e| AuditError::Input(e.to_string()))) {
+        Ok(body) => HttpResponse::Ok().content_type("application/json").body(body),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Query parameters, checked against the names an endpoint knows.
+pub struct Params(HashMap<String, String>);
+
+impl Params {
+    pub fn parse(query: &str, allowed: &[&str]) -> Result<Self, AuditError> {
+        let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
+            .map_err(|e| AuditError::BadParameter {
+                name: "(query)".into(),
+                message: e.to_string(),
+            })?
+            .into_inner();
+        let mut map = HashMap::new();
+        for (k, v) in pairs {
+            if !allowed.contains(&k.as_str()) {
+                return Err(AuditError::BadParameter {
+                    name: k,
+                    message: format!("unknown parameter; expected one of {}", allowed.join(", ")),
+                });
+            }
+            map.insert(k, v);
+        }
+        Ok(Params(map))
+    }
+
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+
+    pub fn number(&self, name: &str) -> Result<Option<u64>, AuditError> {
+        self.0
+            .get(name)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| AuditError::BadParameter {
+                    name: name.into(),
+                    message: format!("{v:?} is not a non-negative integer"),
+                })
+            })
+            .transpose()
+    }
+
+    /// Epoch seconds (fractions allowed) as milliseconds.
+    pub fn epoch_ms(&self, name: &str) -> Result<Option<u64>, AuditError> {
+        self.0
+            .get(name)
+            .map(|v| match v.parse::<f64>() {
+                Ok(s) if s.is_finite() && s >= 0.0 => Ok((s * 1000.0).round() as u64),
+                _ => Err(AuditError::BadParameter {
+                    name: name.into(),
+                    message: format!("{v:?} is not a time in epoch seconds"),
+                }),
+            })
+            .transpose()
+    }
+
+    pub fn flag(&self, name: &str) -> Result<bool, AuditError> {
+        match self.0.get(name).map(String::as_str) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(v) => Err(AuditError::BadParameter {
+                name: name.into(),
+                message: format!("{v:?} is not true or false"),
+            }),
+        }
+    }
+
+    pub fn limit(&self) -> Result<usize, AuditError> {
+        match self.number("Limit")? {
+            None => Ok(query::DEFAULT_LIMIT),
+            Some(n) if (1..=query::MAX_LIMIT as u64).contains(&n) => Ok(n as usize),
+            Some(n) => Err(AuditError::BadParameter {
+                name: "Limit".into(),
+                message: format!("{n} is not between 1 and {}", query::MAX_LIMIT),
+            }),
+        }
+    }
+
+    /// The feed filter these parameters describe.
+    pub fn feed_filter(&self) -> Result<FeedFilter, AuditError> {
+        Ok(FeedFilter {
+            event_type: self.text("Type"),
+            account: self.text("Account"),
+            stream_id: self.text("StreamId"),
+            from_ms: self.epoch_ms("From")?,
+            to_ms: self.epoch_ms("To")?,
+            after: self.number("After")?.unwrap_or(0),
+            limit: self.limit()?,
+        })
+    }
+}
+
+const FEED_PARAMS: &[&str] = &["Type", "Account", "StreamId", "From", "To", "After", "Limit", "Follow"];
+
+fn store(state: &web::Data<ApiState>) -> EventStore {
+    state.ledger.store().clone()
+}
+
+/// An id or ARN from the path; an ARN's `/` arrives percent-encoded.
+fn path_id(raw: &str) -> String {
+    raw.replace("%2F", "/").replace("%2f", "/")
+}
+
+fn kind_of(segment: &str) -> Result<ResourceKind, AuditError> {
+    match segment {
+        "phone-numbers" => Ok(ResourceKind::PhoneNumber),
+        "pools" => Ok(ResourceKind::Pool),
+        other => Err(AuditError::NotFound(format!("/audit/{other}"))),
+    }
+}
+
+async fn stream_events(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<ApiState>) -> HttpResponse {
+    let (kind, id) = path.into_inner();
+    let store = store(&state);
+    respond((|| {
+        let params = Params::parse(req.query_string(), &["FromVersion", "Limit"])?;
+        let stream = query::resolve_stream(&store, kind_of(&kind)?, &path_id(&id))?;
+        query::stream_history(&store, &stream, params.number("FromVersion")?.unwrap_or(1), params.limit()?)
+    })())
+}
+
+async fn state(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<ApiState>) -> HttpResponse {
+    let (kind, id) = path.into_inner();
+    let store = store(&state);
+    respond((|| {
+        let params = Params::parse(req.query_string(), &["Version", "At"])?;
+        let stream = query::resolve_stream(&store, kind_of(&kind)?, &path_id(&id))?;
+        let point = match (params.number("Version")?, params.epoch_ms("At")?) {
+            (Some(_), Some(_)) => {
+                return Err(AuditError::BadParameter {
+                    name: "At".into(),
+                    message: "give Version or At, not both".into(),
+                })
+            }
+            (Some(v), None) => PointInTime::Version(v),
+            (None, Some(at)) => PointInTime::At(at),
+            (None, None) => PointInTime::Latest,
+        };
+        query::state_at(&store, &stream, point)
+    })())
+}
+
+async fn replay(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<ApiState>) -> HttpResponse {
+    let (kind, id) = path.into_inner();
+    let store = store(&state);
+    respond((|| {
+        Params::parse(req.query_string(), &[])?;
+        let stream = query::resolve_stream(&store, kind_of(&kind)?, &path_id(&id))?;
+        query::replay(&store, &stream)
+    })())
+}
+
+async fn get_digest(req: HttpRequest, state: web::Data<ApiState>) -> HttpResponse {
+    let store = store(&state);
+    respond(Params::parse(req.query_string(), &[]).and_then(|_| digest(&store)))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, AuditError> + Send + 'static) -> Result<T, AuditError> {
+    web::block(f)
+        .await
+        .unwrap_or_else(|e| Err(AuditError::Input(format!("audit task failed: {e}"))))
+}
+
+async fn get_verify(req: HttpRequest, state: web::Data<ApiState>) -> HttpResponse {
+    let store = store(&state);
+    if let Err(e) = Params::parse(req.query_string(), &[]) {
+        return error_response(&e);
+    }
+    respond(blocking(move || verify_store(&store)).await)
+}
+
+async fn get_recheck(req: HttpRequest, state: web::Data<ApiState>) -> HttpResponse {
+    let store = store(&state);
+    if let Err(e) = Params::parse(req.query_string(), &[]) {
+        return error_response(&e);
+    }
+    respond(blocking(move || recheck(&store, &Deciders::today())).await)
+}
+
+async fn get_export(req: HttpRequest, state: web::Data<ApiState>) -> HttpResponse {
+    let store = store(&state);
+    let filter = match Params::parse(req.query_string(), &FEED_PARAMS[..7]).and_then(|p| p.feed_filter()) {
+        Ok(f) => f,
+        Err(e) => return error_response(&e),
+    };
+    match blocking(move || {
+        let mut out = Vec::new();
+        export(&store, &filter, &mut out)?;
+        Ok(out)
+    })
+    .await
+    {
+        Ok(body) => HttpResponse::Ok().content_type("application/x-ndjson").body(body),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn feed(req: HttpRequest, state: web::Data<ApiState>) -> HttpResponse {
+    let store = store(&state);
+    let parsed = Params::parse(req.query_string(), FEED_PARAMS).and_then(|p| Ok((p.feed_filter()?, p.flag("Follow")?)));
+    let (filter, follow) = match parsed {
+        Ok(x) => x,
+        Err(e) => return error_response(&e),
+    };
+    if !follow {
+        return respond(query::feed(&store, &filter));
+    }
+    follow_feed(store, filter, state.stopping.clone())
+}
+
+/// Server-sent events: every matching event as it is committed (`id:` is its position).
+fn follow_feed(store: EventStore, filter: FeedFilter, stopping: tokio::sync::watch::Receiver<bool>) -> HttpResponse {
+    let Some(head) = store.watch_head() else {
+        return error_response(&AuditError::Input("this store does not accept writes; nothing to follow".into()));
+    };
+    struct Follow {
+        store: EventStore,
+        filter: FeedFilter,
+        head: tokio::sync::watch::Receiver<u64>,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    }
+    let start = Follow {
+        store,
+        filter,
+        head,
+        stopping,
+    };
+    let events = stream::unfold(start, |mut f| async move {
+        loop {
+            if *f.stopping.borrow() {
+                return None;
+            }
+            let mut page_filter = f.filter.clone();
+            page_filter.limit = 256;
+            let page = match query::feed(&f.store, &page_filter) {
+                Ok(p) => p,
+                Err(_) => return None, // store closed: the server is stopping
+            };
+            f.filter.after = f.filter.after.max(page.scanned_to);
+            if !page.events.is_empty() {
+                let mut chunk = String::new();
+                for e in &page.events {
+                    let data = serde_json::to_string(e).unwrap_or_default();
+                    chunk.push_str(&format!("id: {}\ndata: {data}\n\n", e.position));
+                }
+                return Some((Ok::<_, actix_web::Error>(web::Bytes::from(chunk)), f));
+            }
+            if page.next_after.is_some() {
+                continue;
+            }
+            // Caught up: wait for the writer to commit more, with a keep-alive comment.
+            tokio::select! {
+                changed = f.head.changed() => {
+                    if changed.is_err() {
+                        return None; // writer gone: the server is stopping
+                    }
+                }
+                _ = f.stopping.changed() => return None,
+                _ = tokio::time::sleep(Duration::from_secs(15)) => {
+                    return Some((Ok(web::Bytes::from_static(b": keep-alive\n\n")), f));
+                }
+            }
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .streaming(events)
+}

@@ -1,0 +1,77 @@
+//! The audit trail: read-only inspection of the log, served under `GET /audit/...` and by the
+//! `phone-ledger audit` command (against a running server or offline on a data directory).
+//!
+//! - [`query`]: stream history, global feed, time travel, step-by-step replay;
+//! - [`verify`]: hash-chain and gap checks over the live log or an export;
+//! - [`recheck`]: re-deciding recorded commands with today's (or a test's) decider;
+//! - [`http`]: the HTTP endpoints; [`cli`]: the command line and its table/JSON output.
+
+pub mod cli;
+pub mod http;
+pub mod query;
+pub mod recheck;
+pub mod verify;
+
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{EventStore, StoreError};
+
+/// Why an audit question could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// No stream of that id (HTTP 404).
+    #[error("{0} does not exist in the log")]
+    NotFound(String),
+    /// A query value that does not make sense (HTTP 400 naming the parameter).
+    #[error("{name}: {message}")]
+    BadParameter { name: String, message: String },
+    /// An input file that cannot be read.
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The head of the chain: what an auditor writes down to compare later.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Digest {
+    pub position: u64,
+    pub hash: String,
+    pub events: u64,
+    /// `fsync` or `flush` when read from a running server; absent offline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durability: Option<String>,
+}
+
+/// The current digest.
+pub fn digest(store: &EventStore) -> Result<Digest, AuditError> {
+    let (position, hash) = store.head()?;
+    Ok(Digest {
+        position,
+        hash: hex::encode(hash),
+        events: store.len() as u64,
+        durability: store.durability().map(|d| format!("{d:?}").to_lowercase()),
+    })
+}
+
+/// Writes every event passing `filter` as one JSON line each; returns how many.
+pub fn export(store: &EventStore, filter: &query::FeedFilter, out: &mut impl Write) -> Result<u64, AuditError> {
+    let mut filter = filter.clone();
+    filter.limit = query::MAX_LIMIT;
+    let mut written = 0;
+    loop {
+        let page = query::feed(store, &filter)?;
+        for e in &page.events {
+            serde_json::to_writer(&mut *out, e).map_err(|e| AuditError::Input(e.to_string()))?;
+            out.write_all(b"\n").map_err(|e| AuditError::Input(e.to_string()))?;
+            written += 1;
+        }
+        match page.next_after {
+            Some(after) => filter.after = after,
+            None => return Ok(written),
+        }
+    }
+}

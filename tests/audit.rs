@@ -1,0 +1,427 @@
+//! The audit trail (`/audit/...` and `phone-ledger audit`) over a scripted history driven through
+//! the AWS SDK: request, protect, refused release, unprotect, join a pool, refused release, leave
+//! the pool, release. Every endpoint and CLI command, tamper detection and decision re-check.
+
+mod common;
+
+use std::process::Command;
+
+use aws_sdk_pinpointsmsvoicev2::types::{MessageType, NumberCapability, RequestableNumberType};
+use aws_sdk_pinpointsmsvoicev2::Client;
+use common::{TestServer, ACCOUNT};
+use phone_ledger::audit::recheck::{recheck, Deciders};
+use phone_ledger::audit::verify::verify_store;
+use phone_ledger::domain::phone_number::{PhoneNumberAction, PhoneNumberEvent, PhoneNumberState};
+use phone_ledger::domain::{Aggregate, Command as DomainCommand, Rejection};
+use phone_ledger::store::EventStore;
+use serde_json::Value;
+
+const SCRIPT: [&str; 10] = [
+    "PhoneNumberRequested",
+    "PhoneNumberUpdated",
+    "ReleaseRejected",
+    "PhoneNumberUpdated",
+    "PoolAssociationStarted",
+    "AssociatedWithPool",
+    "ReleaseRejected",
+    "PoolDisassociationStarted",
+    "DisassociatedFromPool",
+    "Released",
+];
+
+async fn request(c: &Client) -> String {
+    c.request_phone_number()
+        .iso_country_code("US")
+        .message_type(MessageType::Transactional)
+        .number_capabilities(NumberCapability::Sms)
+        .number_type(RequestableNumberType::LongCode)
+        .send()
+        .await
+        .expect("request")
+        .phone_number_id()
+        .expect("id")
+        .to_string()
+}
+
+/// Runs the scripted history; returns (number, pool).
+async fn script(c: &Client) -> (String, String) {
+    let id = request(c).await;
+    c.update_phone_number()
+        .phone_number_id(&id)
+        .deletion_protection_enabled(true)
+        .send()
+        .await
+        .expect("protect");
+    c.release_phone_number()
+        .phone_number_id(&id)
+        .send()
+        .await
+        .expect_err("refused: protected");
+    c.update_phone_number()
+        .phone_number_id(&id)
+        .deletion_protection_enabled(false)
+        .send()
+        .await
+        .expect("unprotect");
+    let anchor = request(c).await;
+    let pool = c
+        .create_pool()
+        .origination_identity(&anchor)
+        .message_type(MessageType::Transactional)
+        .send()
+        .await
+        .expect("pool");
+    let pool_id = pool.pool_id().expect("pool id").to_string();
+    c.associate_origination_identity()
+        .pool_id(&pool_id)
+        .origination_identity(&id)
+        .send()
+        .await
+        .expect("join");
+    c.release_phone_number()
+        .phone_number_id(&id)
+        .send()
+        .await
+        .expect_err("refused: pooled");
+    c.disassociate_origination_identity()
+        .pool_id(&pool_id)
+        .origination_identity(&id)
+        .send()
+        .await
+        .expect("leave");
+    c.release_phone_number().phone_number_id(&id).send().await.expect("release");
+    (id, pool_id)
+}
+
+async fn get(url: &str) -> (u16, Value) {
+    let resp = reqwest::get(url).await.expect("GET");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("JSON"))
+}
+
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_phone-ledger"))
+        .arg("audit")
+        .args(args)
+        .output()
+        .expect("run phone-ledger audit");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn types(events: &Value) -> Vec<String> {
+    events
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["EventType"].as_str().expect("type").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_api_and_cli_tell_the_whole_story() {
+    let mut server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let (id, pool_id) = script(&c).await;
+    let base = server.url();
+    let (_, digest_before) = get(&format!("{base}/audit/digest")).await;
+
+    // 1. Stream history, with paging.
+    let (s, h) = get(&format!("{base}/audit/phone-numbers/{id}/events")).await;
+    assert_eq!(s, 200);
+    assert_eq!(types(&h["Events"]), SCRIPT);
+    let events = h["Events"].as_array().expect("events");
+    assert_eq!(events[2]["Payload"]["Reason"]["Reason"], "DELETION_PROTECTION_ENABLED");
+    assert_eq!(events[6]["Payload"]["Reason"]["Reason"], "PHONE_NUMBER_ASSOCIATED_TO_POOL");
+    assert_eq!(events[2]["Command"], "ReleasePhoneNumber/Release");
+    assert_eq!(events[2]["Account"], ACCOUNT);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["Version"], i as u64 + 1);
+        assert!(e["EventId"].is_string() && e["RequestId"].is_string() && e["Hash"].as_str().is_some_and(|h| h.len() == 64));
+    }
+    let (_, page) = get(&format!("{base}/audit/phone-numbers/{id}/events?FromVersion=3&Limit=2")).await;
+    assert_eq!(types(&page["Events"]), ["ReleaseRejected", "PhoneNumberUpdated"]);
+    assert_eq!(page["NextVersion"], 5);
+    let arn = format!("arn:aws:sms-voice:us-east-1:{ACCOUNT}:phone-number/{id}");
+    let (s, by_arn) = get(&format!("{base}/audit/phone-numbers/{}/events", arn.replace('/', "%2F"))).await;
+    assert_eq!((s, types(&by_arn["Events"]).len()), (200, 10));
+    let (_, pool_events) = get(&format!("{base}/audit/pools/{pool_id}/events")).await;
+    assert_eq!(
+        types(&pool_events["Events"]),
+        ["PoolCreated", "OriginationIdentityAssociated", "OriginationIdentityDisassociated"]
+    );
+
+    // 2. Global feed with filters.
+    let (_, refused) = get(&format!("{base}/audit/events?Type=ReleaseRejected")).await;
+    assert_eq!(refused["Events"].as_array().expect("events").len(), 2);
+    let (_, of_stream) = get(&format!("{base}/audit/events?StreamId={id}&After={}", events[4]["Position"])).await;
+    assert_eq!(types(&of_stream["Events"]), SCRIPT[5..]);
+    let (_, limited) = get(&format!("{base}/audit/events?Limit=3")).await;
+    assert_eq!(limited["Events"].as_array().expect("events").len(), 3);
+    assert_eq!(limited["NextAfter"], 3);
+    let (_, none) = get(&format!("{base}/audit/events?Account=999999999999")).await;
+    assert!(none["Events"].as_array().expect("events").is_empty());
+    let t3 = events[2]["TimestampMs"].as_u64().expect("ts") as f64 / 1000.0;
+    let (_, window) = get(&format!("{base}/audit/events?StreamId={id}&From={t3}&To={t3}")).await;
+    assert!(types(&window["Events"]).contains(&"ReleaseRejected".to_string()));
+
+    // 3. Time travel, with the actors' evolve.
+    let state = |v: u64| {
+        let url = format!("{base}/audit/phone-numbers/{id}/state?Version={v}");
+        async move { get(&url).await.1 }
+    };
+    assert_eq!(state(2).await["State"]["DeletionProtectionEnabled"], true);
+    assert_eq!(state(5).await["State"]["Status"], "ASSOCIATING");
+    assert_eq!(state(6).await["State"]["PoolId"], pool_id.as_str());
+    assert_eq!(state(9).await["State"].get("PoolId"), None);
+    assert_eq!(state(10).await["State"]["Status"], "DELETED");
+    let (_, at) = get(&format!("{base}/audit/phone-numbers/{id}/state?At={t3}")).await;
+    assert!(at["Version"].as_u64().expect("version") >= 3);
+    let (s, e) = get(&format!("{base}/audit/phone-numbers/{id}/state?Version=11")).await;
+    assert_eq!((s, e["Parameter"].as_str()), (400, Some("Version")));
+
+    // 4. Replay: what each event changed, what each refusal saw.
+    let (_, replay) = get(&format!("{base}/audit/phone-numbers/{id}/replay")).await;
+    let steps = replay["Steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 10);
+    assert_eq!(
+        steps[1]["Changes"],
+        serde_json::json!([{"Field": "DeletionProtectionEnabled", "Before": false, "After": true}])
+    );
+    assert_eq!(steps[2]["Changes"], serde_json::json!([]));
+    assert_eq!(steps[2]["Rejection"]["Reason"], "DELETION_PROTECTION_ENABLED");
+    assert_eq!(steps[2]["StateSeen"]["DeletionProtectionEnabled"], true);
+    assert_eq!(steps[6]["StateSeen"]["PoolId"], pool_id.as_str());
+    assert!(steps[9]["Changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .any(|c| c["Field"] == "Status" && c["After"] == "DELETED"));
+
+    // 5. Digest and verify.
+    let (_, verify) = get(&format!("{base}/audit/verify")).await;
+    assert_eq!(verify["Ok"], true, "{verify}");
+    assert_eq!(verify["HeadPosition"], digest_before["Position"]);
+    assert_eq!(verify["HeadHash"], digest_before["Hash"]);
+    assert_eq!(digest_before["Durability"], "fsync");
+
+    // 6. Re-check with today's rules: nothing diverges.
+    let (_, rc) = get(&format!("{base}/audit/recheck")).await;
+    assert_eq!(rc["Divergences"], serde_json::json!([]), "{rc}");
+    assert!(rc["CommandsChecked"].as_u64().expect("n") >= 14);
+
+    // Bad input: unknown ids 404 naming the id, bad or unknown parameters 400 naming them.
+    let (s, e) = get(&format!("{base}/audit/phone-numbers/phone-00000000000000000000000000000000/events")).await;
+    assert_eq!((s, e["ResourceId"].as_str()), (404, Some("phone-00000000000000000000000000000000")));
+    let (s, e) = get(&format!("{base}/audit/events?Limit=0")).await;
+    assert_eq!((s, e["Parameter"].as_str()), (400, Some("Limit")));
+    let (s, e) = get(&format!("{base}/audit/events?Colour=red")).await;
+    assert_eq!((s, e["Parameter"].as_str()), (400, Some("Colour")));
+    let (s, e) = get(&format!("{base}/audit/events?From=yesterday")).await;
+    assert_eq!((s, e["Parameter"].as_str()), (400, Some("From")));
+
+    // The CLI against the server prints the same as offline on the stopped server's directory.
+    let url = server.url();
+    let commands: Vec<Vec<String>> = vec![
+        vec!["events".into(), id.clone()],
+        vec!["feed".into(), "--type".into(), "ReleaseRejected".into()],
+        vec!["state".into(), id.clone(), "--version".into(), "6".into()],
+        vec!["replay".into(), id.clone()],
+        vec!["verify".into()],
+        vec!["recheck".into()],
+    ];
+    let mut online = Vec::new();
+    for json in [false, true] {
+        for cmd in &commands {
+            let mut args = vec!["--server", url.as_str()];
+            if json {
+                args.push("--json");
+            }
+            args.extend(cmd.iter().map(String::as_str));
+            let (code, out, err) = cli(&args);
+            assert_eq!(code, 0, "{args:?}: {err}");
+            online.push(out);
+        }
+    }
+    assert!(
+        online[0].contains("ReleaseRejected") && online[0].contains("DELETION_PROTECTION_ENABLED"),
+        "{}",
+        online[0]
+    );
+    assert!(
+        online[3].contains("refused") && online[3].contains("DeletionProtectionEnabled: false → true"),
+        "{}",
+        online[3]
+    );
+    let (_, digest_after) = get(&format!("{base}/audit/digest")).await;
+    assert_eq!(digest_before, digest_after, "the audit API never writes to the log");
+
+    let export_file = server.dir.path().join("..").join(format!("export-{}.jsonl", std::process::id()));
+    let export_path = export_file.to_string_lossy().to_string();
+    let (code, _, err) = cli(&["--server", &url, "export", "--output", &export_path]);
+    assert_eq!(code, 0, "{err}");
+
+    // Offline while the server runs: the directory is locked.
+    let dir = server.dir.path().to_string_lossy().to_string();
+    let (code, out, err) = cli(&["--data-dir", &dir, "digest"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(err.contains("locked") && err.lines().count() == 1, "{err}");
+
+    server.stop();
+    let mut offline = Vec::new();
+    for json in [false, true] {
+        for cmd in &commands {
+            let mut args = vec!["--data-dir", dir.as_str()];
+            if json {
+                args.push("--json");
+            }
+            args.extend(cmd.iter().map(String::as_str));
+            let (code, out, err) = cli(&args);
+            assert_eq!(code, 0, "{args:?}: {err}");
+            offline.push(out);
+        }
+    }
+    assert_eq!(online, offline, "same output online and offline");
+
+    // 7. Export + verify of the copy; a doctored copy is caught.
+    let (code, out, _) = cli(&["verify", "--file", &export_path]);
+    assert_eq!(code, 0, "{out}");
+    let text = std::fs::read_to_string(&export_file).expect("export");
+    assert_eq!(text.lines().count() as u64, digest_before["Events"].as_u64().expect("n"));
+    let doctored = text.replacen("\"DeletionProtectionEnabled\":true", "\"DeletionProtectionEnabled\":false", 1);
+    assert_ne!(doctored, text);
+    std::fs::write(&export_file, doctored).expect("write");
+    let (code, out, _) = cli(&["verify", "--file", &export_path]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("BROKEN") && out.contains("hash mismatch"), "{out}");
+    let _ = std::fs::remove_file(&export_file);
+
+    // Errors of the offline mode: one line, exit 2.
+    for bad in ["/nonexistent/phone-ledger", "/tmp"] {
+        let (code, _, err) = cli(&["--data-dir", bad, "digest"]);
+        assert_eq!(code, 2);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
+
+/// Flip one byte of one stored event with sled directly: verify finds exactly that event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_detects_a_flipped_byte() {
+    let mut server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let (id, _) = script(&c).await;
+    server.stop();
+    let dir = server.dir.path().to_path_buf();
+    let target_position;
+    {
+        // Open with plain sled, as an intruder would (the stopped server may take a moment to
+        // release its lock).
+        let db = (0..120)
+            .find_map(|_| {
+                sled::open(&dir).ok().or_else(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                    None
+                })
+            })
+            .expect("open sled");
+        let streams = db.open_tree("streams").expect("tree");
+        let key = phone_ledger::store::stream_key(&id, 1);
+        let mut bytes = streams.get(&key).expect("get").expect("event v1").to_vec();
+        let envelope: Value = serde_json::from_slice(&bytes).expect("json");
+        target_position = envelope["Position"].as_u64().expect("pos");
+        // Flip the lowest bit of one digit of the stored phone number: still valid JSON, still a
+        // plausible number, but no longer what was written.
+        let needle = b"\"PhoneNumber\":\"+1";
+        let at = bytes.windows(needle.len()).position(|w| w == needle).expect("payload member") + needle.len() + 3;
+        assert!(bytes[at].is_ascii_digit());
+        bytes[at] ^= 0x01;
+        assert!(serde_json::from_slice::<Value>(&bytes).is_ok());
+        streams.insert(&key, bytes).expect("tamper");
+        db.flush().expect("flush");
+    }
+    let store = EventStore::open_read_only(&dir).expect("open");
+    let report = verify_store(&store).expect("verify");
+    store.close();
+    assert!(!report.ok);
+    assert_eq!(report.first_break.as_ref().map(|b| b.position), Some(target_position), "{report:?}");
+    let (code, out, _) = cli(&["--data-dir", &dir.to_string_lossy(), "verify"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains(&format!("BROKEN at position {target_position}")) && out.contains("hash mismatch"),
+        "{out}"
+    );
+}
+
+/// A changed rule shows up as divergences on exactly the commands it would decide differently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recheck_reports_commands_a_changed_rule_would_decide_differently() {
+    let mut server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let (id, _) = script(&c).await;
+    server.stop();
+    let store = EventStore::open_read_only(server.dir.path()).expect("open");
+    let today = recheck(&store, &Deciders::today()).expect("recheck");
+    assert!(today.divergences.is_empty(), "{today:?}");
+    assert!(today.commands_checked > 0);
+
+    // A test-only decider that forgot the deletion-protection rule.
+    let lenient = |state: &PhoneNumberState, command: &DomainCommand<PhoneNumberAction>| -> Result<Vec<PhoneNumberEvent>, Rejection> {
+        match (&command.action, &state.0) {
+            (PhoneNumberAction::Release, Some(n)) if n.deletion_protection_enabled && n.pool_id.is_none() => {
+                Ok(vec![PhoneNumberEvent::Released {
+                    phone_number: n.phone_number.clone(),
+                }])
+            }
+            _ => state.decide(command),
+        }
+    };
+    let changed = Deciders {
+        phone_number: &lenient,
+        pool: Deciders::today().pool,
+    };
+    let report = recheck(&store, &changed).expect("recheck");
+    store.close();
+    assert_eq!(report.divergences.len(), 1, "{report:?}");
+    let d = &report.divergences[0];
+    assert_eq!((d.stream_id.as_str(), d.version), (id.as_str(), 3));
+    assert_eq!(d.recorded["Rejected"]["Reason"], "DELETION_PROTECTION_ENABLED");
+    assert_eq!(d.today["Events"][0]["Type"], "Released");
+}
+
+/// `Follow=true` streams events as they are committed (server-sent events).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_can_be_followed_live() {
+    use futures_util::StreamExt;
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    request(&c).await;
+    let resp = reqwest::get(format!("{}/audit/events?Follow=true&Type=PhoneNumberRequested", server.url()))
+        .await
+        .expect("follow");
+    assert_eq!(
+        resp.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    let mut body = resp.bytes_stream();
+    let mut seen = String::new();
+    let wanted = 3;
+    let writer = tokio::spawn(async move {
+        for _ in 0..2 {
+            request(&c).await;
+        }
+    });
+    while seen.matches("data: ").count() < wanted {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), body.next())
+            .await
+            .expect("event in time")
+            .expect("open")
+            .expect("bytes");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    writer.await.expect("writer");
+    assert_eq!(seen.matches("\"EventType\":\"PhoneNumberRequested\"").count(), wanted, "{seen}");
+    assert!(seen.contains("id: 1\n"));
+}
