@@ -32,6 +32,8 @@ pub enum Command {
     },
     /// Inspect the audit trail: history, feed, time travel, replay, verify, recheck, export.
     Audit(crate::audit::cli::AuditArgs),
+    /// Race conflicting operations against a server and check every outcome against the log.
+    Loadtest(crate::loadtest::LoadTestArgs),
 }
 
 /// Sets up logging from `RUST_LOG` (default `info`).
@@ -44,6 +46,7 @@ pub fn init_tracing() {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Audit(args) => crate::audit::cli::run(args),
+        Command::Loadtest(args) => run_loadtest(args),
         Command::Serve { listen, data_dir, config } => {
             let overrides = Overrides { listen, data_dir };
             let config = match Config::load(config.as_deref(), &overrides) {
@@ -61,5 +64,32 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+    }
+}
+
+fn run_loadtest(mut args: crate::loadtest::LoadTestArgs) -> ExitCode {
+    use std::io::IsTerminal;
+    args.quiet = args.quiet || !std::io::stderr().is_terminal();
+    let report = match crate::loadtest::run(&args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("phone-ledger loadtest: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::loadtest::print(&report);
+    if let Some(path) = &args.json {
+        let written = serde_json::to_vec_pretty(&report)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| std::fs::write(path, bytes).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            eprintln!("phone-ledger loadtest: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if report.verdict.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }

@@ -13,6 +13,8 @@
 //! - [`api`]: the AWS JSON 1.0 edge: model-driven validation, operations, errors, pagination.
 //! - [`audit`]: read-only history, time travel, replay, hash-chain verification and decision
 //!   re-check, over HTTP (`/audit/...`) and as `phone-ledger audit`.
+//! - [`loadtest`]: conflicting load over HTTP, latency report, and a correctness verdict
+//!   checked against the log.
 //! - [`server`]: wiring and lifecycle (start, graceful stop).
 //! - [`config`]: layered configuration with embedded defaults.
 //! - [`cli`]: the `phone-ledger` command line.
@@ -23,6 +25,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod loadtest;
 pub mod numbering;
 pub mod projection;
 pub mod server;

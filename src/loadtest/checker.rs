@@ -1,0 +1,539 @@
+//! The correctness verdict of a load run: what the clients saw, checked against the event log.
+//!
+//! Pure over its inputs (the log as envelopes in feed order, and the clients' operations with
+//! their real-time start/end), so tests can feed it doctored logs and watch each check fail.
+//!
+//! 1. every 2xx has exactly its effect in the log (by request id), every refusal its rejection;
+//! 2. versions gap-free per stream, positions unique and increasing;
+//! 3. at most one `Released` per number, and nothing changes a number after it;
+//! 4. no `Released` while protected, pooled, or changing pools;
+//! 5. pool and number views of membership agree; no pool holds a released number; none is empty;
+//! 6. linearizable: per stream, log order respects real time, and re-deciding the recorded
+//!    commands in log order reproduces every response the clients saw.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::phone_number::{PhoneNumberEvent, PhoneNumberState};
+use crate::domain::pool::{PoolEvent, PoolState};
+use crate::domain::types::NumberStatus;
+use crate::domain::{Aggregate, Command, CommandMeta, Rejection, ResourceKind, Scope};
+use crate::projection::{decode_event, kind_of_stream};
+use crate::store::EventEnvelope;
+
+/// What a client did, and what it saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Op {
+    Request,
+    Release,
+    Update,
+    Associate,
+    Disassociate,
+    Describe,
+}
+
+impl Op {
+    pub const ALL: [Op; 6] = [Op::Request, Op::Release, Op::Update, Op::Associate, Op::Disassociate, Op::Describe];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Request => "request",
+            Op::Release => "release",
+            Op::Update => "update",
+            Op::Associate => "associate",
+            Op::Disassociate => "disassociate",
+            Op::Describe => "describe",
+        }
+    }
+
+    /// Event types a success of this operation must leave, each exactly once, with the stream
+    /// kind they belong to.
+    fn effects(self) -> &'static [(ResourceKind, &'static str)] {
+        match self {
+            Op::Request => &[(ResourceKind::PhoneNumber, "PhoneNumberRequested")],
+            Op::Release => &[(ResourceKind::PhoneNumber, "Released")],
+            Op::Update => &[(ResourceKind::PhoneNumber, "PhoneNumberUpdated")],
+            Op::Associate => &[
+                (ResourceKind::PhoneNumber, "AssociatedWithPool"),
+                (ResourceKind::Pool, "OriginationIdentityAssociated"),
+            ],
+            Op::Disassociate => &[
+                (ResourceKind::PhoneNumber, "DisassociatedFromPool"),
+                (ResourceKind::Pool, "OriginationIdentityDisassociated"),
+            ],
+            Op::Describe => &[],
+        }
+    }
+}
+
+/// One operation as a client saw it. Times are nanoseconds since the run started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ClientOp {
+    pub op: Op,
+    pub number: String,
+    pub pool: Option<String>,
+    pub started_ns: u64,
+    pub finished_ns: u64,
+    pub status: u16,
+    /// `__type` of an error response.
+    pub error: Option<String>,
+    /// `Reason` of an error response, if any.
+    pub reason: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl ClientOp {
+    fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// Errors the service may answer without recording anything (back-pressure, faults).
+    fn unrecorded_error(&self) -> bool {
+        matches!(self.error.as_deref(), Some("ThrottlingException" | "InternalServerException")) || self.status == 0
+    }
+}
+
+/// One check and what it found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CheckResult {
+    pub name: String,
+    pub checked: u64,
+    pub violations: Vec<String>,
+}
+
+/// All checks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Verdict {
+    pub ok: bool,
+    pub checks: Vec<CheckResult>,
+}
+
+/// Keep reports readable: the first few violations of a check are listed, then a count.
+const MAX_LISTED: usize = 20;
+
+struct Check {
+    result: CheckResult,
+}
+
+impl Check {
+    fn new(name: &str) -> Self {
+        Check {
+            result: CheckResult {
+                name: name.into(),
+                checked: 0,
+                violations: vec![],
+            },
+        }
+    }
+    fn count(&mut self) {
+        self.result.checked += 1;
+    }
+    fn violation(&mut self, message: String) {
+        if self.result.violations.len() < MAX_LISTED {
+            self.result.violations.push(message);
+        } else if self.result.violations.len() == MAX_LISTED {
+            self.result.violations.push("... (more violations not listed)".into());
+        }
+    }
+}
+
+fn is_refusal(event_type: &str) -> bool {
+    event_type.ends_with("Rejected") || event_type.ends_with("Aborted")
+}
+
+/// Runs every check.
+pub fn check(log: &[EventEnvelope], ops: &[ClientOp]) -> Verdict {
+    let mut by_stream: BTreeMap<&str, Vec<&EventEnvelope>> = BTreeMap::new();
+    for e in log {
+        by_stream.entry(e.stream_id.as_str()).or_default().push(e);
+    }
+    let mut by_request: HashMap<&str, Vec<&EventEnvelope>> = HashMap::new();
+    for e in log {
+        by_request.entry(e.request_id.as_str()).or_default().push(e);
+    }
+    let checks = vec![
+        acknowledged_effects(ops, &by_request, &by_stream),
+        ordering(log, &by_stream),
+        single_release(&by_stream),
+        release_preconditions(&by_stream),
+        membership(&by_stream),
+        linearizable(ops, &by_stream, &by_request),
+    ];
+    let ok = checks.iter().all(|c| c.violations.is_empty());
+    Verdict { ok, checks }
+}
+
+/// 1. Nothing acknowledged was lost, nothing applied twice, every refusal recorded.
+fn acknowledged_effects(
+    ops: &[ClientOp],
+    by_request: &HashMap<&str, Vec<&EventEnvelope>>,
+    by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>,
+) -> CheckResult {
+    let mut c = Check::new("1. every 2xx has exactly one effect in the log; every refusal is recorded");
+    for op in ops {
+        c.count();
+        let Some(rid) = op.request_id.as_deref() else {
+            if !op.unrecorded_error() {
+                c.violation(format!("{} on {}: response without x-amzn-RequestId", op.op.name(), op.number));
+            }
+            continue;
+        };
+        let events = by_request.get(rid).map(Vec::as_slice).unwrap_or_default();
+        let on = |kind: ResourceKind| -> Option<&str> {
+            match kind {
+                ResourceKind::PhoneNumber => Some(op.number.as_str()),
+                ResourceKind::Pool => op.pool.as_deref(),
+            }
+        };
+        if op.ok() {
+            for (kind, effect) in op.op.effects() {
+                let n = events
+                    .iter()
+                    .filter(|e| e.event_type == *effect && Some(e.stream_id.as_str()) == on(*kind))
+                    .count();
+                if n != 1 {
+                    c.violation(format!(
+                        "{} {rid} on {}: acknowledged, but the log holds {n} {effect} events for it",
+                        op.op.name(),
+                        op.number
+                    ));
+                }
+            }
+            if op.op == Op::Describe && !events.is_empty() {
+                c.violation(format!("describe {rid} wrote {} events", events.len()));
+            }
+        } else {
+            let effects: Vec<&&EventEnvelope> = events
+                .iter()
+                .filter(|e| op.op.effects().iter().any(|(_, t)| e.event_type == *t))
+                .collect();
+            if !effects.is_empty() {
+                c.violation(format!(
+                    "{} {rid} on {}: answered {} but applied {}",
+                    op.op.name(),
+                    op.number,
+                    op.error.as_deref().unwrap_or("?"),
+                    effects[0].event_type
+                ));
+            }
+            let exists = by_stream.contains_key(op.number.as_str());
+            let recorded = events.iter().any(|e| is_refusal(&e.event_type));
+            if exists && !recorded && !op.unrecorded_error() && op.op != Op::Describe {
+                c.violation(format!(
+                    "{} {rid} on {}: refused with {} but no rejection event was recorded",
+                    op.op.name(),
+                    op.number,
+                    op.error.as_deref().unwrap_or("?")
+                ));
+            }
+        }
+    }
+    c.result
+}
+
+/// 2. Versions gap-free per stream; positions unique and increasing.
+fn ordering(log: &[EventEnvelope], by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>) -> CheckResult {
+    let mut c = Check::new("2. versions gap-free per stream; positions unique and increasing");
+    for pair in log.windows(2) {
+        c.count();
+        if pair[1].position <= pair[0].position {
+            c.violation(format!("position {} follows {}", pair[1].position, pair[0].position));
+        }
+    }
+    for (stream, events) in by_stream {
+        for (i, e) in events.iter().enumerate() {
+            c.count();
+            if e.version != i as u64 + 1 {
+                c.violation(format!("{stream}: event {} has version {} (gap or duplicate)", i + 1, e.version));
+                break;
+            }
+        }
+    }
+    c.result
+}
+
+/// 3. At most one `Released`, and nothing changes a number after it.
+fn single_release(by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>) -> CheckResult {
+    let mut c = Check::new("3. at most one Released per number, nothing changes it afterwards");
+    for (stream, events) in by_stream
+        .iter()
+        .filter(|(s, _)| kind_of_stream(s) == Some(ResourceKind::PhoneNumber))
+    {
+        c.count();
+        let mut released = false;
+        for e in events {
+            if released && !is_refusal(&e.event_type) {
+                c.violation(format!("{stream}: {} at version {} after Released", e.event_type, e.version));
+                break;
+            }
+            if e.event_type == "Released" {
+                released = true;
+            }
+        }
+    }
+    c.result
+}
+
+fn replay_stream<A: Aggregate>(events: &[&EventEnvelope], mut visit: impl FnMut(&A, &A::Event, &EventEnvelope)) -> Result<A, String> {
+    let mut state = A::default();
+    for e in events {
+        let event: A::Event = decode_event(e).map_err(|err| err.to_string())?;
+        visit(&state, &event, e);
+        state = state.evolve(&event);
+    }
+    Ok(state)
+}
+
+/// 4. No release while protected, pooled, or changing pools.
+fn release_preconditions(by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>) -> CheckResult {
+    let mut c = Check::new("4. no Released while protected, in a pool, or changing pools");
+    for (stream, events) in by_stream
+        .iter()
+        .filter(|(s, _)| kind_of_stream(s) == Some(ResourceKind::PhoneNumber))
+    {
+        let mut bad = Vec::new();
+        let replayed = replay_stream::<PhoneNumberState>(events, |state, event, e| {
+            if let (PhoneNumberEvent::Released { .. }, Some(n)) = (event, &state.0) {
+                if n.deletion_protection_enabled || n.pool_id.is_some() || n.is_changing_pools() {
+                    bad.push(format!(
+                        "{stream} v{}: released with protection={} pool={:?} status={}",
+                        e.version, n.deletion_protection_enabled, n.pool_id, n.status
+                    ));
+                }
+            }
+        });
+        c.count();
+        if let Err(err) = replayed {
+            c.violation(format!("{stream}: {err}"));
+        }
+        for b in bad {
+            c.violation(b);
+        }
+    }
+    c.result
+}
+
+/// 5. Pool and number views agree, no released member, no empty live pool, no half-done change.
+fn membership(by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>) -> CheckResult {
+    let mut c = Check::new("5. pool and number views of membership agree; no released member; no empty pool");
+    let mut numbers = BTreeMap::new();
+    let mut pools = BTreeMap::new();
+    for (stream, events) in by_stream {
+        match kind_of_stream(stream) {
+            Some(ResourceKind::PhoneNumber) => match replay_stream::<PhoneNumberState>(events, |_, _, _| {}) {
+                Ok(s) => {
+                    numbers.insert(*stream, s);
+                }
+                Err(e) => c.violation(format!("{stream}: {e}")),
+            },
+            Some(ResourceKind::Pool) => match replay_stream::<PoolState>(events, |_, _: &PoolEvent, _| {}) {
+                Ok(s) => {
+                    pools.insert(*stream, s);
+                }
+                Err(e) => c.violation(format!("{stream}: {e}")),
+            },
+            None => c.violation(format!("{stream}: unknown stream kind")),
+        }
+    }
+    let mut said_by_numbers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (id, s) in &numbers {
+        c.count();
+        if let Some(n) = &s.0 {
+            if n.is_changing_pools() {
+                c.violation(format!("{id}: left {} after the load stopped", n.status));
+            }
+            if let Some(p) = &n.pool_id {
+                said_by_numbers.entry(p.clone()).or_default().insert(id.to_string());
+            }
+        }
+    }
+    for (id, s) in &pools {
+        c.count();
+        let Some(p) = &s.0 else { continue };
+        if p.deleted {
+            continue;
+        }
+        let members: BTreeSet<String> = p.members.keys().cloned().collect();
+        if members.is_empty() {
+            c.violation(format!("{id}: live pool with no member"));
+        }
+        for m in &members {
+            if numbers
+                .get(m.as_str())
+                .and_then(|s| s.0.as_ref())
+                .is_none_or(|n| n.status == NumberStatus::Deleted)
+            {
+                c.violation(format!("{id}: holds {m}, which is released or unknown"));
+            }
+        }
+        let said = said_by_numbers.remove(*id).unwrap_or_default();
+        if said != members {
+            c.violation(format!("{id}: the pool says {members:?}, its numbers say {said:?}"));
+        }
+    }
+    for (pool, said) in said_by_numbers {
+        c.violation(format!("{said:?} say they are in {pool}, which is not a live pool"));
+    }
+    c.result
+}
+
+fn reason_code(r: &Rejection) -> (String, Option<String>) {
+    match r {
+        Rejection::NotFound { .. } => ("ResourceNotFoundException".into(), None),
+        Rejection::Conflict { reason, .. } => ("ConflictException".into(), Some(reason.to_string())),
+        Rejection::Validation { reason, .. } => ("ValidationException".into(), Some(reason.to_string())),
+        Rejection::QuotaExceeded { reason, .. } => ("ServiceQuotaExceededException".into(), Some(reason.to_string())),
+    }
+}
+
+/// What re-deciding one recorded command gives.
+enum Redecided {
+    Effect,
+    Refused(String, Option<String>),
+    Unknown,
+}
+
+fn redecide<A: Aggregate>(events: &[&EventEnvelope], decisions: &mut HashMap<String, Vec<Redecided>>) -> Result<(), String> {
+    let mut state = A::default();
+    let mut i = 0;
+    while i < events.len() {
+        let first = events[i];
+        let group: Vec<&EventEnvelope> = events[i..]
+            .iter()
+            .take_while(|e| e.command_id == first.command_id)
+            .copied()
+            .collect();
+        i += group.len();
+        let action: Option<A::Action> = serde_json::from_value(first.command_input.clone()).ok();
+        let outcome = match action {
+            Some(action) => {
+                let command = Command {
+                    meta: CommandMeta {
+                        request_id: first.request_id.clone(),
+                        scope: Scope::new(&first.account, &first.region),
+                        at_ms: first.timestamp_ms,
+                        operation: first.command.split('/').next().unwrap_or_default().to_string(),
+                    },
+                    target: first.stream_id.clone(),
+                    action,
+                };
+                match state.decide(&command) {
+                    Ok(_) if group.iter().any(|e| e.event_type.ends_with("Aborted")) => Redecided::Refused("Aborted".into(), None),
+                    Ok(_) => Redecided::Effect,
+                    Err(r) => {
+                        let (code, reason) = reason_code(&r);
+                        Redecided::Refused(code, reason)
+                    }
+                }
+            }
+            None => Redecided::Unknown,
+        };
+        decisions.entry(first.request_id.clone()).or_default().push(outcome);
+        for e in group {
+            let event: A::Event = decode_event(e).map_err(|err| err.to_string())?;
+            state = state.evolve(&event);
+        }
+    }
+    Ok(())
+}
+
+/// 6. Log order respects real time, and re-deciding in log order reproduces every response.
+fn linearizable(
+    ops: &[ClientOp],
+    by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>,
+    by_request: &HashMap<&str, Vec<&EventEnvelope>>,
+) -> CheckResult {
+    let mut c = Check::new("6. linearizable: log order respects real time; re-deciding reproduces every response");
+    let op_of: HashMap<&str, &ClientOp> = ops.iter().filter_map(|o| o.request_id.as_deref().map(|r| (r, o))).collect();
+    // Real time: an operation that finished before another started must come first in each
+    // stream both touched.
+    for (stream, events) in by_stream {
+        let mut spans: Vec<(u64, u64, &ClientOp)> = Vec::new(); // (first version, last version, op)
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for e in events {
+            let Some(op) = op_of.get(e.request_id.as_str()) else { continue };
+            match index.get(e.request_id.as_str()) {
+                Some(&i) => spans[i].1 = e.version,
+                None => {
+                    index.insert(e.request_id.as_str(), spans.len());
+                    spans.push((e.version, e.version, op));
+                }
+            }
+        }
+        // Going backwards in log order, remember the earliest finish seen; an operation that
+        // started after some later-logged operation had already finished is out of order.
+        let mut earliest_finish_after: Option<(u64, &ClientOp)> = None;
+        for (first, _, op) in spans.iter().rev() {
+            c.count();
+            if let Some((finish, later)) = earliest_finish_after {
+                if finish < op.started_ns {
+                    c.violation(format!(
+                        "{stream}: {} {} (v{first}) is logged before {} {}, which had finished before it started",
+                        op.op.name(),
+                        op.request_id.as_deref().unwrap_or("?"),
+                        later.op.name(),
+                        later.request_id.as_deref().unwrap_or("?")
+                    ));
+                }
+            }
+            if earliest_finish_after.is_none_or(|(f, _)| op.finished_ns < f) {
+                earliest_finish_after = Some((op.finished_ns, op));
+            }
+        }
+    }
+    // Responses: re-decide every recorded command on the state it saw.
+    let mut decisions: HashMap<String, Vec<Redecided>> = HashMap::new();
+    for (stream, events) in by_stream {
+        let result = match kind_of_stream(stream) {
+            Some(ResourceKind::PhoneNumber) => redecide::<PhoneNumberState>(events, &mut decisions),
+            Some(ResourceKind::Pool) => redecide::<PoolState>(events, &mut decisions),
+            None => Err("unknown stream kind".into()),
+        };
+        if let Err(e) = result {
+            c.violation(format!("{stream}: {e}"));
+        }
+    }
+    for op in ops.iter().filter(|o| o.op != Op::Describe && !o.unrecorded_error()) {
+        let Some(rid) = op.request_id.as_deref() else { continue };
+        if !by_request.contains_key(rid) {
+            continue; // nothing recorded (checked by 1.)
+        }
+        c.count();
+        let outcomes = decisions.get(rid).map(Vec::as_slice).unwrap_or_default();
+        if outcomes.iter().any(|o| matches!(o, Redecided::Unknown)) {
+            continue;
+        }
+        let refusals: Vec<(&String, &Option<String>)> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Redecided::Refused(code, reason) if code != "Aborted" => Some((code, reason)),
+                _ => None,
+            })
+            .collect();
+        let aborted = outcomes
+            .iter()
+            .any(|o| matches!(o, Redecided::Refused(code, _) if code == "Aborted"));
+        let reproduced = if op.ok() {
+            refusals.is_empty() && !aborted
+        } else {
+            refusals
+                .iter()
+                .any(|(code, reason)| Some(code.as_str()) == op.error.as_deref() && (reason.is_none() || **reason == op.reason))
+        };
+        if !reproduced {
+            c.violation(format!(
+                "{} {rid} on {}: the client saw {} {}, re-deciding the log gives {:?}",
+                op.op.name(),
+                op.number,
+                op.status,
+                op.error.as_deref().unwrap_or(""),
+                refusals
+            ));
+        }
+    }
+    c.result
+}

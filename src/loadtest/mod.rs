@@ -1,0 +1,637 @@
+//! `phone-ledger loadtest`: deliberately conflicting traffic over real HTTP (the AWS JSON requests
+//! an SDK sends), a latency/throughput report, and a correctness verdict checked against the
+//! event log from the same run ([`checker`]).
+//!
+//! Clients aim at a small hot set of numbers so operations really race: releases against
+//! protection toggles and pool changes, associations against disassociations. A number that is
+//! released is replaced in the hot set by a freshly requested one, so the race goes on.
+
+pub mod checker;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use self::checker::{check, ClientOp, Op, Verdict};
+use crate::config::{Config, Durability};
+use crate::server::RunningServer;
+use crate::store::EventEnvelope;
+
+/// Load-test settings (also the command line).
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct LoadTestArgs {
+    /// A running server to drive; by default one is started in-process on a temporary directory.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Phone numbers to create before the load starts.
+    #[arg(long, default_value_t = 200)]
+    pub numbers: usize,
+    /// Pools to create (each with one of the numbers) before the load starts.
+    #[arg(long, default_value_t = 10)]
+    pub pools: usize,
+    /// Concurrent in-flight requests.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// How long to run (e.g. 10s, 1m); default 10s unless --requests is given.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop after this many requests.
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Operation weights.
+    #[arg(long, default_value = "release=20,update=30,associate=25,disassociate=20,describe=5")]
+    pub mix: String,
+    /// Share of the numbers that receive the operations (small = more conflicts).
+    #[arg(long, default_value_t = 0.1)]
+    pub hot_fraction: f64,
+    /// Seed of the operation schedule.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write the full report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Account (SigV4 access key id) the clients use.
+    #[arg(long, default_value = "111122223333")]
+    pub account: String,
+    /// Durability of the in-process server (fsync or flush).
+    #[arg(long, value_parser = parse_durability)]
+    pub durability: Option<Durability>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    match s {
+        "fsync" => Ok(Durability::Fsync),
+        "flush" => Ok(Durability::Flush),
+        other => Err(format!("{other:?}: expected fsync or flush")),
+    }
+}
+
+impl Default for LoadTestArgs {
+    fn default() -> Self {
+        LoadTestArgs {
+            server: None,
+            numbers: 200,
+            pools: 10,
+            clients: 64,
+            duration: None,
+            requests: None,
+            mix: "release=20,update=30,associate=25,disassociate=20,describe=5".into(),
+            hot_fraction: 0.1,
+            seed: 1,
+            json: None,
+            account: "111122223333".into(),
+            durability: None,
+            quiet: true,
+        }
+    }
+}
+
+/// Why a load test could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadTestError {
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Latency and outcomes of one operation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct OpStats {
+    pub count: u64,
+    pub ok: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    /// `200`, or the error type and reason.
+    pub outcomes: BTreeMap<String, u64>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Report {
+    pub settings: LoadTestArgs,
+    pub server: String,
+    pub elapsed_s: f64,
+    pub requests: u64,
+    pub throughput_per_s: f64,
+    pub operations: BTreeMap<String, OpStats>,
+    pub log_events: u64,
+    pub verdict: Verdict,
+    /// The log the verdict was checked against (not written to the JSON report).
+    #[serde(skip)]
+    pub log: Vec<EventEnvelope>,
+    /// Every operation the clients made, set-up included (not written to the JSON report).
+    #[serde(skip)]
+    pub client_ops: Vec<ClientOp>,
+}
+
+fn parse_mix(mix: &str) -> Result<Vec<(Op, u32)>, LoadTestError> {
+    let mut out = Vec::new();
+    for part in mix.split(',').filter(|p| !p.trim().is_empty()) {
+        let (name, weight) = part
+            .split_once('=')
+            .ok_or_else(|| LoadTestError::Setup(format!("--mix: {part:?} is not name=weight")))?;
+        let op = Op::ALL
+            .into_iter()
+            .find(|o| o.name() == name.trim())
+            .filter(|o| *o != Op::Request)
+            .ok_or_else(|| LoadTestError::Setup(format!("--mix: unknown operation {name:?}")))?;
+        let weight: u32 = weight
+            .trim()
+            .parse()
+            .map_err(|_| LoadTestError::Setup(format!("--mix: {weight:?} is not a weight")))?;
+        out.push((op, weight));
+    }
+    if out.iter().map(|(_, w)| w).sum::<u32>() == 0 {
+        return Err(LoadTestError::Setup("--mix: weights add up to zero".into()));
+    }
+    Ok(out)
+}
+
+/// A client of the AWS JSON protocol.
+#[derive(Clone)]
+struct Wire {
+    http: reqwest::Client,
+    url: String,
+    authorization: String,
+    started: Instant,
+}
+
+impl Wire {
+    async fn call(&self, operation: &str, body: Value) -> (u16, Value, Option<String>) {
+        let resp = self
+            .http
+            .post(&self.url)
+            .header("X-Amz-Target", format!("PinpointSMSVoiceV2.{operation}"))
+            .header("Content-Type", "application/x-amz-json-1.0")
+            .header("Authorization", &self.authorization)
+            .body(body.to_string())
+            .send()
+            .await;
+        match resp {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let rid = r
+                    .headers()
+                    .get("x-amzn-requestid")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let body = r.json::<Value>().await.unwrap_or(Value::Null);
+                (status, body, rid)
+            }
+            Err(e) => (0, json!({"__type": "ClientError", "Message": e.to_string()}), None),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    /// Sends one operation and records what the client saw.
+    async fn op(&self, op: Op, number: &str, pool: Option<&str>, body: Value, operation: &str) -> (ClientOp, Value) {
+        let started_ns = self.now_ns();
+        let (status, response, request_id) = self.call(operation, body).await;
+        let finished_ns = self.now_ns();
+        let ok = (200..300).contains(&status);
+        let record = ClientOp {
+            op,
+            number: number.to_string(),
+            pool: pool.map(str::to_string),
+            started_ns,
+            finished_ns,
+            status,
+            error: (!ok).then(|| response["__type"].as_str().unwrap_or("Unknown").to_string()),
+            reason: (!ok).then(|| response["Reason"].as_str().map(str::to_string)).flatten(),
+            request_id,
+        };
+        (record, response)
+    }
+
+    async fn request_number(&self) -> (ClientOp, Option<String>) {
+        let body =
+            json!({"IsoCountryCode": "US", "MessageType": "TRANSACTIONAL", "NumberCapabilities": ["SMS"], "NumberType": "LONG_CODE"});
+        let (mut record, response) = self.op(Op::Request, "", None, body, "RequestPhoneNumber").await;
+        let id = response["PhoneNumberId"].as_str().map(str::to_string);
+        record.number = id.clone().unwrap_or_default();
+        (record, id)
+    }
+}
+
+struct Shared {
+    hot: Mutex<Vec<String>>,
+    pools: Vec<String>,
+    mix: Vec<(Op, u32)>,
+    sent: AtomicU64,
+    errors: AtomicU64,
+    budget: Option<u64>,
+    deadline: Instant,
+}
+
+fn pick<'a>(rng: &mut StdRng, mix: &'a [(Op, u32)]) -> &'a Op {
+    let total: u32 = mix.iter().map(|(_, w)| w).sum();
+    let mut roll = rng.gen_range(0..total);
+    for (op, w) in mix {
+        if roll < *w {
+            return op;
+        }
+        roll -= w;
+    }
+    &mix[0].0
+}
+
+async fn client(wire: Wire, shared: Arc<Shared>, seed: u64) -> Vec<ClientOp> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut ops = Vec::new();
+    loop {
+        if Instant::now() >= shared.deadline {
+            break;
+        }
+        let n = shared.sent.fetch_add(1, Ordering::Relaxed);
+        if shared.budget.is_some_and(|b| n >= b) {
+            break;
+        }
+        let op = *pick(&mut rng, &shared.mix);
+        let (slot, number) = {
+            let hot = shared.hot.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = rng.gen_range(0..hot.len());
+            (slot, hot[slot].clone())
+        };
+        let pool = shared.pools.get(rng.gen_range(0..shared.pools.len().max(1))).cloned();
+        let (record, _) = match op {
+            Op::Release => {
+                wire.op(op, &number, None, json!({"PhoneNumberId": number}), "ReleasePhoneNumber")
+                    .await
+            }
+            Op::Update => {
+                let protect = rng.gen_bool(0.5);
+                wire.op(
+                    op,
+                    &number,
+                    None,
+                    json!({"PhoneNumberId": number, "DeletionProtectionEnabled": protect}),
+                    "UpdatePhoneNumber",
+                )
+                .await
+            }
+            Op::Associate | Op::Disassociate if pool.is_some() => {
+                let pool = pool.clone().unwrap_or_default();
+                let operation = if op == Op::Associate {
+                    "AssociateOriginationIdentity"
+                } else {
+                    "DisassociateOriginationIdentity"
+                };
+                wire.op(
+                    op,
+                    &number,
+                    Some(&pool),
+                    json!({"PoolId": pool, "OriginationIdentity": number}),
+                    operation,
+                )
+                .await
+            }
+            _ => {
+                wire.op(
+                    Op::Describe,
+                    &number,
+                    None,
+                    json!({"PhoneNumberIds": [number]}),
+                    "DescribePhoneNumbers",
+                )
+                .await
+            }
+        };
+        if !(200..300).contains(&record.status) {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let released = record.op == Op::Release && (200..300).contains(&record.status);
+        ops.push(record);
+        if released {
+            // Keep the race going: a fresh number takes the released one's place.
+            let (record, id) = wire.request_number().await;
+            ops.push(record);
+            if let Some(id) = id {
+                let mut hot = shared.hot.lock().unwrap_or_else(|p| p.into_inner());
+                if hot.get(slot) == Some(&number) {
+                    hot[slot] = id;
+                }
+            }
+        }
+    }
+    ops
+}
+
+/// Runs a load test and returns its report (the verdict included).
+pub fn run(args: &LoadTestArgs) -> Result<Report, LoadTestError> {
+    let mix = parse_mix(&args.mix)?;
+    if args.numbers == 0 || args.clients == 0 {
+        return Err(LoadTestError::Setup("--numbers and --clients must be at least 1".into()));
+    }
+    if args.pools > args.numbers {
+        return Err(LoadTestError::Setup(
+            "--pools cannot exceed --numbers (each pool starts with one number)".into(),
+        ));
+    }
+    let (_dir, server, base) = match &args.server {
+        Some(url) => (None, None, url.trim_end_matches('/').to_string()),
+        None => {
+            let dir = tempfile::tempdir().map_err(|e| LoadTestError::Setup(e.to_string()))?;
+            let mut config = Config::defaults_with_data_dir(dir.path()).map_err(|e| LoadTestError::Setup(e.to_string()))?;
+            config.listen = "127.0.0.1:0"
+                .parse()
+                .map_err(|e: std::net::AddrParseError| LoadTestError::Setup(e.to_string()))?;
+            config.quotas.phone_numbers_per_account = u64::MAX;
+            config.quotas.pools_per_account = u64::MAX;
+            if let Some(d) = args.durability {
+                config.durability = d;
+            }
+            let server = RunningServer::spawn(config).map_err(|e| LoadTestError::Setup(e.to_string()))?;
+            let url = server.url();
+            (Some(dir), Some(server), url)
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| LoadTestError::Setup(e.to_string()))?;
+    let report = runtime.block_on(drive(args, mix, &base));
+    drop(runtime);
+    if let Some(server) = server {
+        server.stop().map_err(|e| LoadTestError::Setup(e.to_string()))?;
+    }
+    report
+}
+
+async fn drive(args: &LoadTestArgs, mix: Vec<(Op, u32)>, base: &str) -> Result<Report, LoadTestError> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients)
+        .build()
+        .map_err(|e| LoadTestError::Setup(e.to_string()))?;
+    let wire = Wire {
+        http,
+        url: format!("{base}/"),
+        authorization: format!(
+            "AWS4-HMAC-SHA256 Credential={}/20261126/us-east-1/sms-voice/aws4_request, SignedHeaders=host, Signature=0",
+            args.account
+        ),
+        started: Instant::now(),
+    };
+    // Set-up: numbers, then pools each holding one of them.
+    let mut all_ops = Vec::new();
+    let mut numbers = Vec::with_capacity(args.numbers);
+    let mut setup = tokio::task::JoinSet::new();
+    for _ in 0..args.numbers {
+        let w = wire.clone();
+        setup.spawn(async move { w.request_number().await });
+        if setup.len() >= args.clients {
+            if let Some(Ok((record, id))) = setup.join_next().await {
+                all_ops.push(record);
+                numbers.extend(id);
+            }
+        }
+    }
+    while let Some(joined) = setup.join_next().await {
+        if let Ok((record, id)) = joined {
+            all_ops.push(record);
+            numbers.extend(id);
+        }
+    }
+    if numbers.len() < args.numbers {
+        return Err(LoadTestError::Setup(format!(
+            "only {} of {} numbers could be requested from {base}",
+            numbers.len(),
+            args.numbers
+        )));
+    }
+    numbers.sort();
+    let mut pools = Vec::new();
+    for seed_number in numbers.iter().take(args.pools) {
+        let (status, body, _) = wire
+            .call(
+                "CreatePool",
+                json!({"OriginationIdentity": seed_number, "MessageType": "TRANSACTIONAL"}),
+            )
+            .await;
+        match body["PoolId"].as_str() {
+            Some(id) if status == 200 => pools.push(id.to_string()),
+            _ => return Err(LoadTestError::Setup(format!("CreatePool failed: {body}"))),
+        }
+    }
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let hot_len = ((args.numbers as f64 * args.hot_fraction).ceil() as usize).clamp(1, numbers.len());
+    let mut shuffled = numbers.clone();
+    for i in (1..shuffled.len()).rev() {
+        shuffled.swap(i, rng.gen_range(0..=i));
+    }
+    let hot: Vec<String> = shuffled.into_iter().take(hot_len).collect();
+
+    let duration = args.duration.unwrap_or(if args.requests.is_some() {
+        Duration::from_secs(3600)
+    } else {
+        Duration::from_secs(10)
+    });
+    let started = Instant::now();
+    let shared = Arc::new(Shared {
+        hot: Mutex::new(hot),
+        pools,
+        mix,
+        sent: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        budget: args.requests,
+        deadline: started + duration,
+    });
+    let progress = progress_bar(args, &shared, duration);
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..args.clients {
+        clients.spawn(client(
+            wire.clone(),
+            shared.clone(),
+            args.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+        ));
+    }
+    let mut load_ops = Vec::new();
+    while let Some(joined) = clients.join_next().await {
+        load_ops.extend(joined.map_err(|e| LoadTestError::Setup(format!("client task failed: {e}")))?);
+    }
+    let elapsed = started.elapsed();
+    if let Some((bar, ticker)) = progress {
+        ticker.abort();
+        bar.finish_and_clear();
+    }
+
+    // The log as the server has it, through the audit export.
+    let export = reqwest::get(format!("{base}/audit/export"))
+        .await
+        .map_err(|e| LoadTestError::Setup(format!("cannot read the log: {e}")))?;
+    let text = export
+        .text()
+        .await
+        .map_err(|e| LoadTestError::Setup(format!("cannot read the log: {e}")))?;
+    let mut log: Vec<EventEnvelope> = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        log.push(serde_json::from_str(line).map_err(|e| LoadTestError::Setup(format!("unreadable log export: {e}")))?);
+    }
+    all_ops.extend(load_ops.iter().cloned());
+    let verdict = check(&log, &all_ops);
+    Ok(Report {
+        settings: args.clone(),
+        server: base.to_string(),
+        elapsed_s: elapsed.as_secs_f64(),
+        requests: load_ops.len() as u64,
+        throughput_per_s: load_ops.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+        operations: stats(&load_ops),
+        log_events: log.len() as u64,
+        verdict,
+        log,
+        client_ops: all_ops,
+    })
+}
+
+fn progress_bar(
+    args: &LoadTestArgs,
+    shared: &Arc<Shared>,
+    duration: Duration,
+) -> Option<(indicatif::ProgressBar, tokio::task::JoinHandle<()>)> {
+    if args.quiet {
+        return None;
+    }
+    let bar = match args.requests {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new(duration.as_secs().max(1)),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let (b, s) = (bar.clone(), shared.clone());
+    let by_requests = args.requests.is_some();
+    let started = Instant::now();
+    let ticker = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let sent = s.sent.load(Ordering::Relaxed);
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            b.set_position(if by_requests { sent } else { started.elapsed().as_secs() });
+            b.set_message(format!(
+                "{sent} requests, {:.0} req/s, {} errors",
+                sent as f64 / secs,
+                s.errors.load(Ordering::Relaxed)
+            ));
+        }
+    });
+    Some((bar, ticker))
+}
+
+fn stats(ops: &[ClientOp]) -> BTreeMap<String, OpStats> {
+    let mut by_op: BTreeMap<Op, Vec<&ClientOp>> = BTreeMap::new();
+    for o in ops {
+        by_op.entry(o.op).or_default().push(o);
+    }
+    by_op
+        .into_iter()
+        .map(|(op, list)| {
+            // Bounds: 1 µs to 60 s at three significant digits; `new_with_bounds` only fails on
+            // invalid bounds, which these are not.
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+            let mut outcomes = BTreeMap::new();
+            let mut ok = 0;
+            for o in &list {
+                let us = ((o.finished_ns - o.started_ns) / 1000).clamp(1, 60_000_000);
+                h.saturating_record(us);
+                let key = if (200..300).contains(&o.status) {
+                    ok += 1;
+                    "200 OK".to_string()
+                } else {
+                    match &o.reason {
+                        Some(r) => format!("{} {}", o.error.as_deref().unwrap_or("?"), r),
+                        None => o.error.clone().unwrap_or_else(|| o.status.to_string()),
+                    }
+                };
+                *outcomes.entry(key).or_insert(0) += 1;
+            }
+            let stats = OpStats {
+                count: list.len() as u64,
+                ok,
+                p50_us: h.value_at_quantile(0.5),
+                p90_us: h.value_at_quantile(0.9),
+                p99_us: h.value_at_quantile(0.99),
+                p999_us: h.value_at_quantile(0.999),
+                max_us: h.max(),
+                outcomes,
+            };
+            (op.name().to_string(), stats)
+        })
+        .collect()
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+/// Prints the report for people.
+pub fn print(report: &Report) {
+    println!(
+        "{} requests in {:.1} s against {}: {:.0} req/s ({} clients, {} numbers, {} hot, {} pools, seed {})",
+        report.requests,
+        report.elapsed_s,
+        report.server,
+        report.throughput_per_s,
+        report.settings.clients,
+        report.settings.numbers,
+        ((report.settings.numbers as f64 * report.settings.hot_fraction).ceil() as usize).max(1),
+        report.settings.pools,
+        report.settings.seed
+    );
+    let mut latency = Table::new();
+    latency
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_header(["operation", "count", "ok", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"]);
+    for (name, s) in &report.operations {
+        latency.add_row([
+            name.clone(),
+            s.count.to_string(),
+            s.ok.to_string(),
+            ms(s.p50_us),
+            ms(s.p90_us),
+            ms(s.p99_us),
+            ms(s.p999_us),
+            ms(s.max_us),
+        ]);
+    }
+    println!("{latency}");
+    let mut outcomes = Table::new();
+    outcomes
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_header(["operation", "outcome", "count"]);
+    for (name, s) in &report.operations {
+        for (outcome, n) in &s.outcomes {
+            outcomes.add_row([name.clone(), outcome.clone(), n.to_string()]);
+        }
+    }
+    println!("{outcomes}");
+    println!("verdict over {} events in the log:", report.log_events);
+    for c in &report.verdict.checks {
+        let mark = if c.violations.is_empty() { "PASS" } else { "FAIL" };
+        println!("  {mark} {} ({} checked)", c.name, c.checked);
+        for v in &c.violations {
+            println!("       {v}");
+        }
+    }
+    println!("{}", if report.verdict.ok { "VERDICT: PASS" } else { "VERDICT: FAIL" });
+}

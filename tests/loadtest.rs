@@ -1,0 +1,209 @@
+//! The load generator's verdict: a CI-sized conflicting run passes it, and the checker is honest:
+//! doctored logs (a lost acknowledged event, a duplicate release, a reordered pair, a released
+//! number left in a pool) are each caught by the check that owns the rule.
+
+use std::sync::OnceLock;
+
+use phone_ledger::loadtest::checker::{check, ClientOp, Op, Verdict};
+use phone_ledger::loadtest::{run, LoadTestArgs, Report};
+use phone_ledger::store::EventEnvelope;
+
+/// One CI-sized run shared by the tests of this file: 16 clients, 50 numbers, 5 seconds.
+fn ci_run() -> &'static Report {
+    static RUN: OnceLock<Report> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let args = LoadTestArgs {
+            clients: 16,
+            numbers: 50,
+            pools: 5,
+            duration: Some(std::time::Duration::from_secs(5)),
+            seed: 7,
+            ..Default::default()
+        };
+        run(&args).expect("load test runs")
+    })
+}
+
+fn failing(verdict: &Verdict) -> Vec<String> {
+    verdict
+        .checks
+        .iter()
+        .filter(|c| !c.violations.is_empty())
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+fn assert_caught(verdict: &Verdict, check_number: &str) {
+    assert!(!verdict.ok, "the doctored log passed");
+    let caught = failing(verdict);
+    assert!(
+        caught.iter().any(|name| name.starts_with(check_number)),
+        "check {check_number} did not fire; failing: {caught:?}"
+    );
+}
+
+#[test]
+fn a_ci_sized_conflicting_run_passes_its_verdict() {
+    let report = ci_run();
+    assert!(report.verdict.ok, "{:#?}", report.verdict);
+    assert!(report.requests > 500, "the run did real work: {}", report.requests);
+    // It really conflicted: refusals of several kinds happened.
+    let release = &report.operations["release"];
+    assert!(release.ok >= 1 && release.outcomes.len() >= 2, "{release:?}");
+    assert_eq!(report.verdict.checks.len(), 6);
+    assert!(report.verdict.checks.iter().all(|c| c.checked > 0), "{:#?}", report.verdict.checks);
+}
+
+fn acknowledged(report: &Report, op: Op) -> Vec<&ClientOp> {
+    report
+        .client_ops
+        .iter()
+        .filter(|o| o.op == op && (200..300).contains(&o.status))
+        .collect()
+}
+
+#[test]
+fn a_lost_acknowledged_event_is_caught() {
+    let report = ci_run();
+    let released = acknowledged(report, Op::Release)[0];
+    let rid = released.request_id.clone().expect("request id");
+    let log: Vec<EventEnvelope> = report
+        .log
+        .iter()
+        .filter(|e| !(e.request_id == rid && e.event_type == "Released"))
+        .cloned()
+        .collect();
+    assert_eq!(log.len(), report.log.len() - 1);
+    assert_caught(&check(&log, &report.client_ops), "1.");
+}
+
+/// Appends a copy of `template` as the next event of its stream.
+fn append_copy(log: &mut Vec<EventEnvelope>, template: &EventEnvelope, event_type: &str, payload: serde_json::Value) {
+    let version = log
+        .iter()
+        .filter(|e| e.stream_id == template.stream_id)
+        .map(|e| e.version)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let position = log.last().map_or(1, |e| e.position + 1);
+    let mut e = template.clone();
+    e.version = version;
+    e.position = position;
+    e.event_type = event_type.into();
+    e.payload = payload;
+    e.event_id = uuid::Uuid::new_v4();
+    e.command_id = uuid::Uuid::new_v4();
+    log.push(e);
+}
+
+#[test]
+fn a_duplicate_release_is_caught() {
+    let report = ci_run();
+    let mut log = report.log.clone();
+    let released = log
+        .iter()
+        .find(|e| e.event_type == "Released")
+        .cloned()
+        .expect("a release happened");
+    append_copy(&mut log, &released, "Released", released.payload.clone());
+    assert_caught(&check(&log, &report.client_ops), "3.");
+}
+
+#[test]
+fn a_reordered_pair_is_caught() {
+    let report = ci_run();
+    let mut log = report.log.clone();
+    let by_rid: std::collections::HashMap<&str, &ClientOp> = report
+        .client_ops
+        .iter()
+        .filter_map(|o| o.request_id.as_deref().map(|r| (r, o)))
+        .collect();
+    // Two updates of one number, the first finished before the second started: swap them.
+    let updates: Vec<usize> = (0..log.len()).filter(|&i| log[i].event_type == "PhoneNumberUpdated").collect();
+    let mut pair = None;
+    'search: for (a, &i) in updates.iter().enumerate() {
+        for &j in &updates[a + 1..] {
+            let (x, y) = (&log[i], &log[j]);
+            if x.stream_id != y.stream_id {
+                continue;
+            }
+            if let (Some(ox), Some(oy)) = (by_rid.get(x.request_id.as_str()), by_rid.get(y.request_id.as_str())) {
+                if ox.finished_ns < oy.started_ns {
+                    pair = Some((i, j));
+                    break 'search;
+                }
+            }
+        }
+    }
+    let (i, j) = pair.expect("two sequential updates of one number");
+    let (vi, pi, vj, pj) = (log[i].version, log[i].position, log[j].version, log[j].position);
+    log.swap(i, j);
+    log[i].version = vi;
+    log[i].position = pi;
+    log[j].version = vj;
+    log[j].position = pj;
+    assert_caught(&check(&log, &report.client_ops), "6.");
+}
+
+#[test]
+fn a_released_number_left_in_a_pool_is_caught() {
+    let report = ci_run();
+    let mut log = report.log.clone();
+    // A number that ends the run in a pool, released behind the pool's back.
+    let member = log
+        .iter()
+        .filter(|e| e.event_type == "AssociatedWithPool")
+        .map(|e| e.stream_id.clone())
+        .find(|s| {
+            let last_pool_event = log
+                .iter()
+                .rev()
+                .find(|e| &e.stream_id == s && (e.event_type == "AssociatedWithPool" || e.event_type == "DisassociatedFromPool"));
+            last_pool_event.is_some_and(|e| e.event_type == "AssociatedWithPool")
+        })
+        .or_else(|| {
+            // Pools' seed numbers never leave unless another member stays.
+            log.iter()
+                .find(|e| e.event_type == "PoolCreated")
+                .and_then(|e| e.payload["Members"].as_object().and_then(|m| m.keys().next().cloned()))
+        })
+        .expect("a pooled number");
+    let template = log.iter().rev().find(|e| e.stream_id == member).cloned().expect("its last event");
+    append_copy(&mut log, &template, "Released", serde_json::json!({"PhoneNumber": "+10000000000"}));
+    assert_caught(&check(&log, &report.client_ops), "5.");
+}
+
+/// The command itself: exit 0 and a JSON report whose verdict passed.
+#[test]
+fn the_loadtest_command_writes_a_json_report() {
+    let dir = tempfile::tempdir().expect("dir");
+    let json = dir.path().join("report.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_phone-ledger"))
+        .args([
+            "loadtest",
+            "--clients",
+            "8",
+            "--numbers",
+            "20",
+            "--pools",
+            "2",
+            "--requests",
+            "300",
+            "--seed",
+            "3",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("run loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("VERDICT: PASS") && stdout.contains("p99.9 ms"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("JSON");
+    assert_eq!(report["Verdict"]["Ok"], true);
+    // 300 scheduled operations, plus one replacement request per successful release.
+    let releases = report["Operations"]["release"]["Ok"].as_u64().unwrap_or(0);
+    assert_eq!(report["Requests"].as_u64(), Some(300 + releases));
+    assert!(report["Operations"]["update"]["P99Us"].as_u64().is_some());
+}
