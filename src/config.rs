@@ -26,6 +26,9 @@ pub enum Durability {
     Fsync,
     /// sled flush only (`sync_file_range`): survives a killed process.
     Flush,
+    /// No flush before replying: sled writes back in the background (every 500 ms). For pure
+    /// load experiments only: a crash may lose acknowledged events.
+    Relaxed,
 }
 
 /// Per-account limits.

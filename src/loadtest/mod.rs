@@ -63,7 +63,7 @@ pub struct LoadTestArgs {
     /// Account (SigV4 access key id) the clients use.
     #[arg(long, default_value = "111122223333")]
     pub account: String,
-    /// Durability of the in-process server (fsync or flush).
+    /// Durability of the in-process server (fsync, flush or relaxed).
     #[arg(long, value_parser = parse_durability)]
     pub durability: Option<Durability>,
     /// No progress bar.
@@ -75,7 +75,8 @@ fn parse_durability(s: &str) -> Result<Durability, String> {
     match s {
         "fsync" => Ok(Durability::Fsync),
         "flush" => Ok(Durability::Flush),
-        other => Err(format!("{other:?}: expected fsync or flush")),
+        "relaxed" => Ok(Durability::Relaxed),
+        other => Err(format!("{other:?}: expected fsync, flush or relaxed")),
     }
 }
 

@@ -195,12 +195,9 @@ impl EventStore {
             index: db.open_tree("index")?,
             db,
         });
-        let data_file = match durability {
-            Durability::Fsync => Some(dir.join("db")),
-            Durability::Flush => None,
-        };
+        let data_file = dir.join("db");
         let writer = if writable {
-            Some(writer::WriterHandle::start(trees.clone(), data_file, max_batch)?)
+            Some(writer::WriterHandle::start(trees.clone(), durability, data_file, max_batch)?)
         } else {
             None
         };

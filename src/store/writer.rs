@@ -18,6 +18,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 use tokio::sync::oneshot;
 
+use crate::config::Durability;
+
 use super::envelope::{AppendMeta, EventEnvelope, PendingEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
 use super::{decode_u64, stream_key, StoreError, Trees, CHAIN_KEY};
 
@@ -90,7 +92,7 @@ pub(crate) fn read_chain_head(heads: &sled::Tree) -> Result<(u64, [u8; 32]), Sto
 }
 
 impl WriterHandle {
-    pub(crate) fn start(trees: Arc<Trees>, data_file: Option<PathBuf>, max_batch: usize) -> Result<Self, StoreError> {
+    pub(crate) fn start(trees: Arc<Trees>, durability: Durability, data_file: PathBuf, max_batch: usize) -> Result<Self, StoreError> {
         let head = read_chain_head(&trees.heads)?;
         let (tx, rx) = sync_channel(QUEUE_CAPACITY);
         let (head_tx, head_rx) = tokio::sync::watch::channel(head.0);
@@ -99,6 +101,7 @@ impl WriterHandle {
             .spawn(move || {
                 Writer {
                     trees,
+                    durability,
                     data_file,
                     max_batch,
                     position: head.0,
@@ -149,7 +152,8 @@ impl WriterHandle {
 
 struct Writer {
     trees: Arc<Trees>,
-    data_file: Option<PathBuf>,
+    durability: Durability,
+    data_file: PathBuf,
     max_batch: usize,
     position: u64,
     hash: [u8; 32],
@@ -161,13 +165,14 @@ type Outcomes = Vec<Result<Vec<EventEnvelope>, AppendError>>;
 impl Writer {
     fn run(mut self, rx: Receiver<Msg>) {
         // Opened once: fdatasync on it makes sled's flushed pages reach the device.
-        let data_file = self.data_file.as_ref().and_then(|p| match File::open(p) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                tracing::warn!(path = %p.display(), error = %e, "cannot open data file for fdatasync; durability falls back to flush");
+        let data_file = match (self.durability, File::open(&self.data_file)) {
+            (Durability::Fsync, Ok(f)) => Some(f),
+            (Durability::Fsync, Err(e)) => {
+                tracing::warn!(path = %self.data_file.display(), error = %e, "cannot open data file for fdatasync; durability falls back to flush");
                 None
             }
-        });
+            _ => None,
+        };
         let mut stop = false;
         while !stop {
             let mut batch: Vec<(Box<AppendRequest>, Reply)> = match rx.recv() {
@@ -185,7 +190,7 @@ impl Writer {
                 }
             }
             let outcomes = match self.commit(&batch) {
-                Ok((outcomes, position, hash)) => match self.make_durable(data_file.as_ref()) {
+                Ok((outcomes, position, hash)) => match self.make_durable(data_file.as_ref(), false) {
                     Ok(()) => {
                         self.position = position;
                         self.hash = hash;
@@ -213,12 +218,17 @@ impl Writer {
                 let _ = reply.send(outcome);
             }
         }
-        if let Err(e) = self.make_durable(data_file.as_ref()) {
+        if let Err(e) = self.make_durable(data_file.as_ref(), true) {
             tracing::error!(error = %e, "final flush failed");
         }
     }
 
-    fn make_durable(&self, data_file: Option<&File>) -> Result<(), std::io::Error> {
+    /// Makes a committed batch as durable as configured (`last`: the writer is stopping, so even
+    /// a relaxed log is flushed).
+    fn make_durable(&self, data_file: Option<&File>, last: bool) -> Result<(), std::io::Error> {
+        if self.durability == Durability::Relaxed && !last {
+            return Ok(());
+        }
         self.trees.db.flush().map_err(std::io::Error::other)?;
         if let Some(f) = data_file {
             f.sync_data()?;

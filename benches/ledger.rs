@@ -1,0 +1,212 @@
+//! Micro-benchmarks of the write and read paths (criterion prints each figure):
+//! - `append/*`: one durable append and its reply, per durability level, alone and 64 at once
+//!   (group commit shares one flush among concurrent appends);
+//! - `replay/10k`: read and fold a 10,000-event stream (actor activation);
+//! - `decide/*`: the pure decider alone;
+//! - `actor/round_trip`: a message to a phone-number actor and its reply.
+//!
+//! Run: `cargo bench --bench ledger` (add `-- append` to pick a group).
+
+use std::time::Duration;
+
+use actix::Actor;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use phone_ledger::actors::{AggregateActor, GetState};
+use phone_ledger::config::Durability;
+use phone_ledger::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState};
+use phone_ledger::domain::types::{MessageType, NumberCapability, NumberStatus, NumberType};
+use phone_ledger::domain::{event_to_parts, Aggregate, Command, CommandMeta, Scope};
+use phone_ledger::projection::replay;
+use phone_ledger::store::{AppendMeta, AppendRequest, EventStore, PendingEvent};
+
+fn number(id: &str) -> PhoneNumber {
+    PhoneNumber {
+        phone_number_id: id.into(),
+        phone_number_arn: format!("arn:aws:sms-voice:us-east-1:111122223333:phone-number/{id}"),
+        account: "111122223333".into(),
+        region: "us-east-1".into(),
+        phone_number: "+12065550100".into(),
+        iso_country_code: "US".into(),
+        message_type: MessageType::Transactional,
+        number_capabilities: vec![NumberCapability::Sms],
+        number_type: NumberType::LongCode,
+        monthly_leasing_price: "1.00".into(),
+        opt_out_list_name: "Default".into(),
+        registration_id: None,
+        self_managed_opt_outs_enabled: false,
+        two_way_enabled: false,
+        two_way_channel_arn: None,
+        two_way_channel_role: None,
+        deletion_protection_enabled: false,
+        international_sending_enabled: false,
+        status: NumberStatus::Active,
+        pool_id: None,
+        pending_pool_id: None,
+        tags: vec![],
+        created_timestamp_ms: 1,
+        client_token: None,
+    }
+}
+
+fn update_event(on: bool) -> PhoneNumberEvent {
+    PhoneNumberEvent::PhoneNumberUpdated(PhoneNumberChanges {
+        deletion_protection_enabled: Some(on),
+        ..Default::default()
+    })
+}
+
+fn request(stream: &str, expected_version: u64, events: &[PhoneNumberEvent]) -> AppendRequest {
+    AppendRequest {
+        stream_id: stream.into(),
+        expected_version,
+        meta: AppendMeta {
+            timestamp_ms: 1,
+            account: "111122223333".into(),
+            region: "us-east-1".into(),
+            request_id: "bench".into(),
+            command_id: uuid::Uuid::new_v4(),
+            command: "UpdatePhoneNumber/Update".into(),
+            command_input: serde_json::Value::Null,
+        },
+        events: events
+            .iter()
+            .map(|e| {
+                let (event_type, payload) = event_to_parts(e).expect("event");
+                PendingEvent {
+                    event_id: uuid::Uuid::new_v4(),
+                    event_type,
+                    payload,
+                }
+            })
+            .collect(),
+        index_ops: vec![],
+        unique_claims: vec![],
+    }
+}
+
+fn stream_id(i: u64) -> String {
+    format!("phone-{i:032x}")
+}
+
+fn append(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut group = c.benchmark_group("append");
+    group.measurement_time(Duration::from_secs(5)).sample_size(20);
+    for durability in [Durability::Fsync, Durability::Flush, Durability::Relaxed] {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = EventStore::open(dir.path(), durability, 256).expect("store");
+        let mut next = 0u64;
+        let name = format!("{durability:?}").to_lowercase();
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(BenchmarkId::new("single", &name), |b| {
+            b.iter(|| {
+                next += 1;
+                rt.block_on(store.append(request(&stream_id(next), 0, &[update_event(true)])))
+                    .expect("append")
+            })
+        });
+        group.throughput(Throughput::Elements(64));
+        group.bench_function(BenchmarkId::new("64_concurrent", &name), |b| {
+            b.iter(|| {
+                let base = next;
+                next += 64;
+                rt.block_on(async {
+                    let appends = (0..64).map(|i| {
+                        let store = store.clone();
+                        tokio::spawn(async move { store.append(request(&stream_id(base + i + 1), 0, &[update_event(true)])).await })
+                    });
+                    for a in futures_util::future::join_all(appends).await {
+                        a.expect("task").expect("append");
+                    }
+                })
+            })
+        });
+        store.close();
+    }
+    group.finish();
+}
+
+fn replay_10k(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let dir = tempfile::tempdir().expect("dir");
+    let store = EventStore::open(dir.path(), Durability::Relaxed, 256).expect("store");
+    let id = stream_id(1);
+    let mut events = vec![PhoneNumberEvent::PhoneNumberRequested(Box::new(number(&id)))];
+    events.extend((1..10_000).map(|i| update_event(i % 2 == 0)));
+    rt.block_on(store.append(request(&id, 0, &events))).expect("append 10k");
+    let mut group = c.benchmark_group("replay");
+    group.throughput(Throughput::Elements(10_000));
+    group.bench_function("10k", |b| {
+        b.iter(|| {
+            let envelopes = store.read_stream(&id, 1).expect("read");
+            let state: PhoneNumberState = replay(&envelopes).expect("replay");
+            assert!(state.0.is_some());
+        })
+    });
+    group.finish();
+    store.close();
+}
+
+fn decide(c: &mut Criterion) {
+    let id = stream_id(1);
+    let state = PhoneNumberState::replay(&[PhoneNumberEvent::PhoneNumberRequested(Box::new(number(&id)))]);
+    let meta = CommandMeta {
+        request_id: "r".into(),
+        scope: Scope::new("111122223333", "us-east-1"),
+        at_ms: 1,
+        operation: "Bench".into(),
+    };
+    let mut group = c.benchmark_group("decide");
+    group.throughput(Throughput::Elements(1));
+    let release = Command {
+        meta: meta.clone(),
+        target: id.clone(),
+        action: PhoneNumberAction::Release,
+    };
+    group.bench_function("release", |b| b.iter(|| state.decide(&release).expect("decide")));
+    let update = Command {
+        meta,
+        target: id,
+        action: PhoneNumberAction::Update(PhoneNumberChanges {
+            deletion_protection_enabled: Some(true),
+            ..Default::default()
+        }),
+    };
+    group.bench_function("update_and_evolve", |b| {
+        b.iter(|| {
+            let events = state.decide(&update).expect("decide");
+            events.iter().fold(state.clone(), |s, e| s.evolve(e))
+        })
+    });
+    group.finish();
+}
+
+fn actor_round_trip(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("dir");
+    let system = actix_rt::System::new();
+    let store = EventStore::open(dir.path(), Durability::Relaxed, 256).expect("store");
+    let id = stream_id(1);
+    system
+        .block_on(store.append(request(&id, 0, &[PhoneNumberEvent::PhoneNumberRequested(Box::new(number(&id)))])))
+        .expect("append");
+    let addr = system.block_on(async { AggregateActor::<PhoneNumberState>::new(id.clone(), store.clone()).start() });
+    let mut group = c.benchmark_group("actor");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("round_trip", |b| {
+        b.iter(|| {
+            system
+                .block_on(addr.send(GetState::<PhoneNumberState>::default()))
+                .expect("mailbox")
+                .expect("state")
+        })
+    });
+    group.finish();
+    store.close();
+}
+
+criterion_group!(benches, append, replay_10k, decide, actor_round_trip);
+criterion_main!(benches);
