@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`domain`]: pure deciders (`decide`/`evolve`) for phone numbers and pools; no I/O.
 //! - [`store`]: the sled event log: streams, global feed, hash chain, group-commit writer.
+//! - [`upcast`]: the event schema history and the upcasters applied at read time.
 //! - [`projection`]: derived indexes (Describe views, client tokens, claimed numbers) computed
 //!   from state changes, and their rebuild from the log.
 //! - [`actors`]: one actix actor per aggregate, the registry that activates them, and the
@@ -30,3 +31,4 @@ pub mod numbering;
 pub mod projection;
 pub mod server;
 pub mod store;
+pub mod upcast;

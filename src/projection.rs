@@ -109,9 +109,14 @@ impl Projected for PoolState {
     }
 }
 
-/// Decodes a stored event of aggregate `A`.
+/// Decodes a stored event (of any schema version) into today's event type.
 pub fn decode_event<E: DeserializeOwned>(envelope: &EventEnvelope) -> Result<E, StoreError> {
-    event_from_parts(&envelope.event_type, &envelope.payload).map_err(|e| StoreError::Corrupt {
+    let payload =
+        crate::upcast::upcast(&envelope.event_type, envelope.schema_version, &envelope.payload).map_err(|e| StoreError::Corrupt {
+            key: format!("{}@{}", envelope.stream_id, envelope.version),
+            message: e.to_string(),
+        })?;
+    event_from_parts(&envelope.event_type, &payload).map_err(|e| StoreError::Corrupt {
         key: format!("{}@{}", envelope.stream_id, envelope.version),
         message: format!("cannot decode {}: {e}", envelope.event_type),
     })

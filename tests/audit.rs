@@ -134,8 +134,8 @@ async fn audit_api_and_cli_tell_the_whole_story() {
     assert_eq!(s, 200);
     assert_eq!(types(&h["Events"]), SCRIPT);
     let events = h["Events"].as_array().expect("events");
-    assert_eq!(events[2]["Payload"]["Reason"]["Reason"], "DELETION_PROTECTION_ENABLED");
-    assert_eq!(events[6]["Payload"]["Reason"]["Reason"], "PHONE_NUMBER_ASSOCIATED_TO_POOL");
+    assert_eq!(events[2]["Payload"]["Rejection"]["Reason"], "DELETION_PROTECTION_ENABLED");
+    assert_eq!(events[6]["Payload"]["Rejection"]["Reason"], "PHONE_NUMBER_ASSOCIATED_TO_POOL");
     assert_eq!(events[2]["Command"], "ReleasePhoneNumber/Release");
     assert_eq!(events[2]["Account"], ACCOUNT);
     for (i, e) in events.iter().enumerate() {

@@ -739,7 +739,7 @@ async fn the_log_records_refusals_but_not_junk() {
     let events = store.read_stream(&id, 1).expect("stream");
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(types, ["PhoneNumberRequested", "PhoneNumberUpdated", "ReleaseRejected"]);
-    assert_eq!(events[2].payload["Reason"]["Reason"], "DELETION_PROTECTION_ENABLED");
+    assert_eq!(events[2].payload["Rejection"]["Reason"], "DELETION_PROTECTION_ENABLED");
     assert_eq!(events[2].account, ACCOUNT);
     assert_eq!(events[2].command, "ReleasePhoneNumber/Release");
     assert!(events.iter().enumerate().all(|(i, e)| e.version == i as u64 + 1));

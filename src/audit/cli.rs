@@ -436,7 +436,8 @@ fn detail(event: &Value) -> String {
 /// The refusal an event records, or the members it sets.
 fn full_detail(event: &Value) -> String {
     let payload = &event["Payload"];
-    if let Some(reason) = payload.get("Reason").filter(|r| r.is_object()) {
+    // `Rejection` since schema 2, `Reason` in schema 1 (shown as stored).
+    if let Some(reason) = payload.get("Rejection").or(payload.get("Reason")).filter(|r| r.is_object()) {
         let code = reason.get("Reason").map(text).unwrap_or_else(|| text(&reason["Kind"]));
         return format!("REFUSED {}: {}", code, text(&reason["Message"]));
     }

@@ -150,9 +150,11 @@ pub enum PhoneNumberEvent {
         phone_number: String,
     },
     ReleaseRejected {
+        #[serde(rename = "Rejection")]
         reason: Rejection,
     },
     UpdateRejected {
+        #[serde(rename = "Rejection")]
         reason: Rejection,
     },
     PoolAssociationStarted {
@@ -163,10 +165,12 @@ pub enum PhoneNumberEvent {
     },
     PoolAssociationAborted {
         pool_id: String,
+        #[serde(rename = "Rejection")]
         reason: Rejection,
     },
     AssociationRejected {
         pool_id: String,
+        #[serde(rename = "Rejection")]
         reason: Rejection,
     },
     PoolDisassociationStarted {
@@ -177,10 +181,12 @@ pub enum PhoneNumberEvent {
     },
     PoolDisassociationAborted {
         pool_id: String,
+        #[serde(rename = "Rejection")]
         reason: Rejection,
     },
     DisassociationRejected {
         pool_id: String,
+        #[serde(rename = "Rejection")]
         reason: Rejection,
     },
     DetachedFromDeletedPool {
@@ -189,6 +195,7 @@ pub enum PhoneNumberEvent {
     /// A refused internal step of a pool change (kept so the audit trail has no blind spot).
     CommandRejected {
         command: String,
+        #[serde(rename = "Rejection")]
         reason: Rejection,
     },
 }

@@ -97,17 +97,21 @@ pub enum PoolEvent {
     },
     AssociationRejected {
         origination_identity: String,
+        #[serde(rename = "Rejection")]
         reason: Rejection,
     },
     DisassociationRejected {
         origination_identity: String,
+        #[serde(rename = "Rejection")]
         reason: Rejection,
     },
     DeletionRejected {
+        #[serde(rename = "Rejection")]
         reason: Rejection,
     },
     CommandRejected {
         command: String,
+        #[serde(rename = "Rejection")]
         reason: Rejection,
     },
 }
