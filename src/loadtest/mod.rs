@@ -320,6 +320,10 @@ async fn client(wire: Wire, shared: Arc<Shared>, seed: u64) -> Vec<ClientOp> {
         if !(200..300).contains(&record.status) {
             shared.errors.fetch_add(1, Ordering::Relaxed);
         }
+        if record.status == 0 {
+            // The server is unreachable (e.g. killed by the crash test): do not spin.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let released = record.op == Op::Release && (200..300).contains(&record.status);
         ops.push(record);
         if released {
@@ -339,7 +343,7 @@ async fn client(wire: Wire, shared: Arc<Shared>, seed: u64) -> Vec<ClientOp> {
 
 /// Runs a load test and returns its report (the verdict included).
 pub fn run(args: &LoadTestArgs) -> Result<Report, LoadTestError> {
-    let mix = parse_mix(&args.mix)?;
+    parse_mix(&args.mix)?;
     if args.numbers == 0 || args.clients == 0 {
         return Err(LoadTestError::Setup("--numbers and --clients must be at least 1".into()));
     }
@@ -371,7 +375,7 @@ pub fn run(args: &LoadTestArgs) -> Result<Report, LoadTestError> {
         .enable_all()
         .build()
         .map_err(|e| LoadTestError::Setup(e.to_string()))?;
-    let report = runtime.block_on(drive(args, mix, &base));
+    let report = runtime.block_on(drive(args, &base));
     drop(runtime);
     if let Some(server) = server {
         server.stop().map_err(|e| LoadTestError::Setup(e.to_string()))?;
@@ -379,7 +383,16 @@ pub fn run(args: &LoadTestArgs) -> Result<Report, LoadTestError> {
     report
 }
 
-async fn drive(args: &LoadTestArgs, mix: Vec<(Op, u32)>, base: &str) -> Result<Report, LoadTestError> {
+/// Numbers and pools created before the race, and the set-up's own operations.
+pub struct Prepared {
+    wire: Wire,
+    pub numbers: Vec<String>,
+    pub pools: Vec<String>,
+    pub ops: Vec<ClientOp>,
+}
+
+/// Creates the numbers and pools the race will use.
+pub async fn prepare(args: &LoadTestArgs, base: &str) -> Result<Prepared, LoadTestError> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients)
         .build()
@@ -393,8 +406,7 @@ async fn drive(args: &LoadTestArgs, mix: Vec<(Op, u32)>, base: &str) -> Result<R
         ),
         started: Instant::now(),
     };
-    // Set-up: numbers, then pools each holding one of them.
-    let mut all_ops = Vec::new();
+    let mut ops = Vec::new();
     let mut numbers = Vec::with_capacity(args.numbers);
     let mut setup = tokio::task::JoinSet::new();
     for _ in 0..args.numbers {
@@ -402,14 +414,14 @@ async fn drive(args: &LoadTestArgs, mix: Vec<(Op, u32)>, base: &str) -> Result<R
         setup.spawn(async move { w.request_number().await });
         if setup.len() >= args.clients {
             if let Some(Ok((record, id))) = setup.join_next().await {
-                all_ops.push(record);
+                ops.push(record);
                 numbers.extend(id);
             }
         }
     }
     while let Some(joined) = setup.join_next().await {
         if let Ok((record, id)) = joined {
-            all_ops.push(record);
+            ops.push(record);
             numbers.extend(id);
         }
     }
@@ -434,14 +446,22 @@ async fn drive(args: &LoadTestArgs, mix: Vec<(Op, u32)>, base: &str) -> Result<R
             _ => return Err(LoadTestError::Setup(format!("CreatePool failed: {body}"))),
         }
     }
+    Ok(Prepared { wire, numbers, pools, ops })
+}
+
+/// Races the clients over the prepared numbers; returns their operations and the time taken.
+pub async fn race(args: &LoadTestArgs, prepared: &Prepared) -> Result<(Vec<ClientOp>, Duration), LoadTestError> {
+    let mix = parse_mix(&args.mix)?;
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let hot_len = ((args.numbers as f64 * args.hot_fraction).ceil() as usize).clamp(1, numbers.len());
-    let mut shuffled = numbers.clone();
+    let hot_len = ((prepared.numbers.len() as f64 * args.hot_fraction).ceil() as usize).clamp(1, prepared.numbers.len().max(1));
+    let mut shuffled = prepared.numbers.clone();
     for i in (1..shuffled.len()).rev() {
         shuffled.swap(i, rng.gen_range(0..=i));
     }
     let hot: Vec<String> = shuffled.into_iter().take(hot_len).collect();
-
+    if hot.is_empty() {
+        return Err(LoadTestError::Setup("no numbers to race on".into()));
+    }
     let duration = args.duration.unwrap_or(if args.requests.is_some() {
         Duration::from_secs(3600)
     } else {
@@ -450,7 +470,7 @@ async fn drive(args: &LoadTestArgs, mix: Vec<(Op, u32)>, base: &str) -> Result<R
     let started = Instant::now();
     let shared = Arc::new(Shared {
         hot: Mutex::new(hot),
-        pools,
+        pools: prepared.pools.clone(),
         mix,
         sent: AtomicU64::new(0),
         errors: AtomicU64::new(0),
@@ -461,7 +481,7 @@ async fn drive(args: &LoadTestArgs, mix: Vec<(Op, u32)>, base: &str) -> Result<R
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..args.clients {
         clients.spawn(client(
-            wire.clone(),
+            prepared.wire.clone(),
             shared.clone(),
             args.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
         ));
@@ -475,8 +495,11 @@ async fn drive(args: &LoadTestArgs, mix: Vec<(Op, u32)>, base: &str) -> Result<R
         ticker.abort();
         bar.finish_and_clear();
     }
+    Ok((load_ops, elapsed))
+}
 
-    // The log as the server has it, through the audit export.
+/// The whole log of a server, through its audit export.
+pub async fn fetch_log(base: &str) -> Result<Vec<EventEnvelope>, LoadTestError> {
     let export = reqwest::get(format!("{base}/audit/export"))
         .await
         .map_err(|e| LoadTestError::Setup(format!("cannot read the log: {e}")))?;
@@ -484,10 +507,17 @@ async fn drive(args: &LoadTestArgs, mix: Vec<(Op, u32)>, base: &str) -> Result<R
         .text()
         .await
         .map_err(|e| LoadTestError::Setup(format!("cannot read the log: {e}")))?;
-    let mut log: Vec<EventEnvelope> = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        log.push(serde_json::from_str(line).map_err(|e| LoadTestError::Setup(format!("unreadable log export: {e}")))?);
-    }
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| serde_json::from_str(line).map_err(|e| LoadTestError::Setup(format!("unreadable log export: {e}"))))
+        .collect()
+}
+
+async fn drive(args: &LoadTestArgs, base: &str) -> Result<Report, LoadTestError> {
+    let prepared = prepare(args, base).await?;
+    let (load_ops, elapsed) = race(args, &prepared).await?;
+    let log = fetch_log(base).await?;
+    let mut all_ops = prepared.ops;
     all_ops.extend(load_ops.iter().cloned());
     let verdict = check(&log, &all_ops);
     Ok(Report {

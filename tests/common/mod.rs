@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use aws_sdk_pinpointsmsvoicev2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_pinpointsmsvoicev2::Client;
@@ -73,4 +75,39 @@ pub fn client_for(url: &str, account: &str, region: &str) -> Client {
         .endpoint_url(url)
         .build();
     Client::from_conf(config)
+}
+
+/// Starts the real `phone-ledger serve` binary on an ephemeral port; returns it and its address
+/// (read from the "listening" log line).
+pub fn spawn_binary(data_dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_phone-ledger"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn phone-ledger");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines.next().expect("server logs before exiting").expect("line");
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().expect("addr").trim_matches('\u{1b}').to_string();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+/// Sends a signal (`TERM`, `INT`, `KILL`) to a child process.
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
 }
