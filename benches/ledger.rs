@@ -81,6 +81,7 @@ fn request(stream: &str, expected_version: u64, events: &[PhoneNumberEvent]) -> 
             .collect(),
         index_ops: vec![],
         unique_claims: vec![],
+        snapshot: None,
     }
 }
 

@@ -56,6 +56,14 @@ pub struct Config {
     pub durability: Durability,
     pub max_batch: usize,
     pub workers: usize,
+    /// Snapshot an aggregate's state every this many events (0: never).
+    pub snapshot_every: u64,
+    /// Stop an actor after this many seconds without a command (0: never).
+    pub actor_idle_secs: u64,
+    /// At most this many live actors per kind; beyond it the least recently used stop.
+    pub max_live_actors: usize,
+    /// sled's page cache, in bytes.
+    pub cache_capacity_bytes: u64,
     pub quotas: Quotas,
     /// ISO country code → number type → supply.
     pub numbering: BTreeMap<String, BTreeMap<NumberType, NumberSupply>>,
@@ -132,6 +140,9 @@ impl Config {
         }
         if self.max_batch == 0 {
             return bad("max_batch must be at least 1".into());
+        }
+        if self.max_live_actors == 0 {
+            return bad("max_live_actors must be at least 1".into());
         }
         for (country, supplies) in &self.numbering {
             if country.len() != 2 || !country.chars().all(|c| c.is_ascii_uppercase()) {

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 
-use crate::actors::Ledger;
+use crate::actors::{ActorSettings, Ledger};
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::numbering::NumberPicker;
@@ -31,15 +31,21 @@ pub enum ServerError {
 
 /// Opens the log and prepares the application service.
 pub fn open_ledger(config: &Config) -> Result<Arc<Ledger>, ServerError> {
-    let store = EventStore::open(&config.data_dir, config.durability, config.max_batch)?;
+    let store = EventStore::open_tuned(&config.data_dir, config.durability, config.max_batch, config.cache_capacity_bytes)?;
     if store.index_needs_rebuild()? {
         let entries = rebuild_index(&store)?;
         tracing::info!(entries, "rebuilt derived index from the log");
     }
+    let actors = ActorSettings {
+        snapshot_every: config.snapshot_every,
+        idle_timeout: (config.actor_idle_secs > 0).then(|| std::time::Duration::from_secs(config.actor_idle_secs)),
+    };
     Ok(Arc::new(Ledger::new(
         store,
         NumberPicker::new(config.numbering.clone()),
         config.quotas.clone(),
+        actors,
+        config.max_live_actors,
     )))
 }
 

@@ -57,6 +57,7 @@ async fn append<A: Projected>(store: &EventStore, id: &str, event: A::Event) {
             }],
             index_ops: A::index_ops(&before, &after),
             unique_claims: vec![],
+            snapshot: None,
         })
         .await
         .expect("append");

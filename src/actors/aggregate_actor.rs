@@ -6,11 +6,13 @@
 //! replies only once the append is durable. `AtomicResponse` keeps the mailbox closed while an
 //! append is in flight, so commands for one aggregate are strictly serialized.
 
+use std::time::{Duration, Instant};
+
 use actix::prelude::*;
 use uuid::Uuid;
 
 use crate::domain::{event_to_parts, ActionName, Aggregate, Command, CommandMeta, Rejection};
-use crate::projection::{replay, Projected};
+use crate::projection::{load_state, Projected, SnapshotRecord};
 use crate::store::{AppendError, AppendMeta, AppendRequest, EventStore, PendingEvent};
 
 /// Why a command produced no answer from the domain.
@@ -59,26 +61,71 @@ pub struct AggregateActor<A: Projected> {
     /// Set when the stream could not be replayed: every command then fails loudly instead of
     /// deciding on a wrong state.
     broken: Option<String>,
+    settings: ActorSettings,
+    last_active: Instant,
+}
+
+/// How actors snapshot and passivate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActorSettings {
+    /// Snapshot the state every this many events (0: never).
+    pub snapshot_every: u64,
+    /// Stop after this long without a message (`None`: never).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for ActorSettings {
+    fn default() -> Self {
+        ActorSettings {
+            snapshot_every: 100,
+            idle_timeout: None,
+        }
+    }
+}
+
+/// Stop now (the registry evicts the least recently used actor beyond its capacity).
+pub struct Passivate;
+
+impl Message for Passivate {
+    type Result = ();
 }
 
 impl<A: Projected> AggregateActor<A> {
     pub fn new(id: String, store: EventStore) -> Self {
+        Self::with_settings(id, store, ActorSettings::default())
+    }
+
+    pub fn with_settings(id: String, store: EventStore, settings: ActorSettings) -> Self {
         AggregateActor {
             id,
             store,
             state: A::default(),
             version: 0,
             broken: None,
+            settings,
+            last_active: Instant::now(),
         }
+    }
+
+    /// The snapshot to store with an append that moves the stream from `from` to `to`, if it
+    /// crosses a multiple of `snapshot_every`.
+    fn snapshot_for(&self, state: &A, from: u64, to: u64) -> Option<Vec<u8>> {
+        let every = self.settings.snapshot_every;
+        if every == 0 || to / every == from / every {
+            return None;
+        }
+        SnapshotRecord::of(state, to)
+            .map_err(|e| tracing::warn!(error = %e, "cannot snapshot"))
+            .ok()
     }
 
     fn reload(&mut self, ctx: &mut Context<Self>) {
         let store = self.store.clone();
         let id = self.id.clone();
-        let read = async move { actix_rt::task::spawn_blocking(move || store.read_stream(&id, 1)).await };
+        let read = async move { actix_rt::task::spawn_blocking(move || load_state::<A>(&store, &id)).await };
         ctx.wait(read.into_actor(self).map(|result, act, _ctx| {
             let replayed = match result {
-                Ok(Ok(envelopes)) => replay::<A>(&envelopes).map(|s| (s, envelopes.last().map_or(0, |e| e.version))),
+                Ok(Ok((state, version, _replayed))) => Ok((state, version)),
                 Ok(Err(e)) => Err(e),
                 Err(e) => Err(crate::store::StoreError::Corrupt {
                     key: act.id.clone(),
@@ -107,6 +154,23 @@ impl<A: Projected> Actor for AggregateActor<A> {
         // Generous: the writer, not the mailbox, is where backpressure is applied.
         ctx.set_mailbox_capacity(4096);
         self.reload(ctx);
+        if let Some(idle) = self.settings.idle_timeout {
+            // Checked between messages only: an actor never stops with an append in flight.
+            ctx.run_interval(idle / 2, move |act, ctx| {
+                if act.last_active.elapsed() >= idle {
+                    tracing::debug!(stream = %act.id, "passivating idle actor");
+                    ctx.stop();
+                }
+            });
+        }
+    }
+}
+
+impl<A: Projected> Handler<Passivate> for AggregateActor<A> {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Passivate, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 
@@ -129,6 +193,7 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
 
     fn handle(&mut self, msg: Execute<A>, _ctx: &mut Self::Context) -> Self::Result {
         let done = |r: Result<A, ExecuteError>| AtomicResponse::new(Box::pin(fut::ready(r)));
+        self.last_active = Instant::now();
         if let Some(why) = &self.broken {
             return done(Err(ExecuteError::Unavailable(why.clone())));
         }
@@ -168,6 +233,7 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
             events: pending,
             index_ops: A::index_ops(&self.state, &after),
             unique_claims: A::unique_claims(&self.state, &after),
+            snapshot: self.snapshot_for(&after, self.version, self.version + events.len() as u64),
         };
         let store = self.store.clone();
         let append = async move { store.append(request).await };
@@ -201,6 +267,7 @@ impl<A: Projected> Handler<GetState<A>> for AggregateActor<A> {
     type Result = Result<A, ExecuteError>;
 
     fn handle(&mut self, _msg: GetState<A>, _ctx: &mut Self::Context) -> Self::Result {
+        self.last_active = Instant::now();
         match &self.broken {
             Some(why) => Err(ExecuteError::Unavailable(why.clone())),
             None => Ok(self.state.clone()),

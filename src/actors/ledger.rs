@@ -14,10 +14,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use actix::Addr;
 use serde::de::DeserializeOwned;
 
-use super::aggregate_actor::{AggregateActor, Execute, ExecuteError, GetState};
+use super::aggregate_actor::{ActorSettings, AggregateActor, Execute, ExecuteError, GetState};
 use super::registry::Registry;
 use crate::config::Quotas;
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberState};
@@ -118,10 +117,10 @@ fn not_found(kind: ResourceKind, id: &str) -> LedgerError {
 }
 
 impl Ledger {
-    pub fn new(store: EventStore, picker: NumberPicker, quotas: Quotas) -> Self {
+    pub fn new(store: EventStore, picker: NumberPicker, quotas: Quotas, actors: ActorSettings, max_live_actors: usize) -> Self {
         Ledger {
-            numbers: Registry::new(store.clone()),
-            pools: Registry::new(store.clone()),
+            numbers: Registry::new(store.clone(), actors, max_live_actors),
+            pools: Registry::new(store.clone(), actors, max_live_actors),
             store,
             picker,
             quotas,
@@ -143,36 +142,62 @@ impl Ledger {
         kind.resolve(scope, id_or_arn).ok_or_else(|| not_found(kind, id_or_arn))
     }
 
-    fn number_actor(&self, id: &str) -> Result<Addr<AggregateActor<PhoneNumberState>>, LedgerError> {
-        self.numbers.existing(id)?.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))
+    /// Sends a message to the actor of `id`. An actor that was passivating when the message
+    /// arrived refuses it unprocessed (`Closed`); the message then goes to a fresh actor.
+    /// `create`: start the actor even if the stream does not exist yet.
+    async fn ask<A, M>(registry: &Registry<A>, id: &str, create: bool, message: impl Fn() -> M) -> Result<M::Result, LedgerError>
+    where
+        A: Projected,
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        AggregateActor<A>: actix::Handler<M>,
+        <AggregateActor<A> as actix::Actor>::Context: actix::dev::ToEnvelope<AggregateActor<A>, M>,
+    {
+        for _ in 0..8 {
+            let addr = match create {
+                true => registry.activate(id),
+                false => registry.existing(id)?.ok_or_else(|| not_found(A::KIND, id))?,
+            };
+            match addr.send(message()).await {
+                Ok(result) => return Ok(result),
+                Err(actix::MailboxError::Closed) => registry.forget(id, &addr),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(LedgerError::Internal(format!("the actor of {id} keeps stopping")))
     }
 
-    fn pool_actor(&self, id: &str) -> Result<Addr<AggregateActor<PoolState>>, LedgerError> {
-        self.pools.existing(id)?.ok_or_else(|| not_found(ResourceKind::Pool, id))
-    }
-
-    async fn run<A: Projected>(addr: &Addr<AggregateActor<A>>, meta: &CommandMeta, action: A::Action) -> Result<A, LedgerError> {
-        Ok(addr
-            .send(Execute::<A> {
-                meta: meta.clone(),
-                action,
-            })
-            .await??)
+    async fn execute<A: Projected>(
+        registry: &Registry<A>,
+        id: &str,
+        create: bool,
+        meta: &CommandMeta,
+        action: A::Action,
+    ) -> Result<Result<A, ExecuteError>, LedgerError> {
+        Self::ask(registry, id, create, || Execute::<A> {
+            meta: meta.clone(),
+            action: action.clone(),
+        })
+        .await
     }
 
     async fn number(&self, meta: &CommandMeta, id: &str, action: PhoneNumberAction) -> Result<PhoneNumber, LedgerError> {
-        let state = Self::run(&self.number_actor(id)?, meta, action).await?;
+        let state = Self::execute(&self.numbers, id, false, meta, action).await??;
         state.0.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))
     }
 
     async fn pool(&self, meta: &CommandMeta, id: &str, action: PoolAction) -> Result<Pool, LedgerError> {
-        let state = Self::run(&self.pool_actor(id)?, meta, action).await?;
+        let state = Self::execute(&self.pools, id, false, meta, action).await??;
         state.0.ok_or_else(|| not_found(ResourceKind::Pool, id))
+    }
+
+    async fn pool_state(&self, id: &str) -> Result<PoolState, LedgerError> {
+        Ok(Self::ask(&self.pools, id, false, GetState::<PoolState>::default).await??)
     }
 
     /// A live pool of the caller, read from its actor.
     async fn live_pool(&self, scope: &Scope, id: &str) -> Result<Pool, LedgerError> {
-        let state = self.pool_actor(id)?.send(GetState::<PoolState>::default()).await??;
+        let state = self.pool_state(id).await?;
         match state.0 {
             Some(p) if !p.deleted && p.account == scope.account && p.region == scope.region => Ok(p),
             _ => Err(not_found(ResourceKind::Pool, id)),
@@ -180,7 +205,7 @@ impl Ledger {
     }
 
     async fn current_number(&self, id: &str) -> Result<PhoneNumber, LedgerError> {
-        let state = self.number_actor(id)?.send(GetState::<PhoneNumberState>::default()).await??;
+        let state = Self::ask(&self.numbers, id, false, GetState::<PhoneNumberState>::default).await??;
         state.0.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))
     }
 
@@ -281,12 +306,7 @@ impl Ledger {
                 created_timestamp_ms: meta.at_ms,
                 client_token: spec.client_token.clone(),
             };
-            let addr = self.numbers.activate(&id);
-            let execute = Execute::<PhoneNumberState> {
-                meta: meta.clone(),
-                action: PhoneNumberAction::Request(Box::new(number)),
-            };
-            match addr.send(execute).await? {
+            match Self::execute(&self.numbers, &id, true, meta, PhoneNumberAction::Request(Box::new(number))).await? {
                 Ok(state) => {
                     let number = state
                         .0
@@ -449,7 +469,7 @@ impl Ledger {
         if let Some(token) = &spec.client_token {
             if let Some(id) = self.store.index_get(&token_key(scope, "CreatePool", token))? {
                 let id = String::from_utf8_lossy(&id).into_owned();
-                let state = self.pool_actor(&id)?.send(GetState::<PoolState>::default()).await??;
+                let state = self.pool_state(&id).await?;
                 return state.0.ok_or_else(|| not_found(ResourceKind::Pool, &id));
             }
         }
@@ -495,7 +515,9 @@ impl Ledger {
             created_timestamp_ms: meta.at_ms,
             client_token: spec.client_token,
         };
-        let created = Self::run(&self.pools.activate(&pool_id), meta, PoolAction::Create(Box::new(pool))).await;
+        let created = Self::execute(&self.pools, &pool_id, true, meta, PoolAction::Create(Box::new(pool)))
+            .await
+            .and_then(|r| r.map_err(LedgerError::from));
         match created.and_then(|s| s.0.ok_or_else(|| LedgerError::Internal("created pool has no state".into()))) {
             Ok(pool) => {
                 self.number(meta, &number_id, PhoneNumberAction::CompleteAssociation { pool_id })

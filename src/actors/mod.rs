@@ -6,6 +6,6 @@ mod aggregate_actor;
 mod ledger;
 mod registry;
 
-pub use aggregate_actor::{AggregateActor, Execute, ExecuteError, GetState};
+pub use aggregate_actor::{ActorSettings, AggregateActor, Execute, ExecuteError, GetState, Passivate};
 pub use ledger::{Ledger, LedgerError, NewNumber, NewPool, Page};
 pub use registry::Registry;

@@ -1,26 +1,35 @@
 //! Finds or starts the actor of an aggregate. There is at most one live actor per stream in
 //! the process: the map is consulted and filled under one lock.
+//!
+//! Passivation: actors stop themselves after an idle time, and the registry keeps at most
+//! `max_live` of them, asking the least recently used to stop when a new one would exceed it.
+//! A stopped actor comes back transparently: the next command starts a new one, which rebuilds
+//! its state from its snapshot and the events after it.
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
 use actix::{Actor, Addr};
+use lru::LruCache;
 
-use super::aggregate_actor::AggregateActor;
+use super::aggregate_actor::{ActorSettings, AggregateActor, Passivate};
 use crate::projection::Projected;
 use crate::store::{EventStore, StoreError};
 
 /// The live actors of one aggregate kind.
 pub struct Registry<A: Projected> {
     store: EventStore,
-    live: Mutex<HashMap<String, Addr<AggregateActor<A>>>>,
+    settings: ActorSettings,
+    live: Mutex<LruCache<String, Addr<AggregateActor<A>>>>,
 }
 
 impl<A: Projected> Registry<A> {
-    pub fn new(store: EventStore) -> Self {
+    pub fn new(store: EventStore, settings: ActorSettings, max_live: usize) -> Self {
+        let capacity = NonZeroUsize::new(max_live.max(1)).unwrap_or(NonZeroUsize::MIN);
         Registry {
             store,
-            live: Mutex::new(HashMap::new()),
+            settings,
+            live: Mutex::new(LruCache::new(capacity)),
         }
     }
 
@@ -36,25 +45,39 @@ impl<A: Projected> Registry<A> {
         Ok(Some(self.activate(id)))
     }
 
-    /// The actor of a stream that is about to be created.
+    /// The actor of a stream (started if it is not live, e.g. for a stream about to be created).
     pub fn activate(&self, id: &str) -> Addr<AggregateActor<A>> {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(addr) = live.get(id).filter(|a| a.connected()) {
             return addr.clone();
         }
-        let addr = AggregateActor::<A>::new(id.to_string(), self.store.clone()).start();
-        live.insert(id.to_string(), addr.clone());
+        let addr = AggregateActor::<A>::with_settings(id.to_string(), self.store.clone(), self.settings).start();
+        if let Some((evicted_id, evicted)) = live.push(id.to_string(), addr.clone()) {
+            if evicted_id != id {
+                // It finishes what is already in its mailbox, then stops.
+                evicted.do_send(Passivate);
+            }
+        }
         addr
     }
 
+    /// Forgets `addr` if it is still the registered actor of `id` (it stopped under a sender).
+    pub fn forget(&self, id: &str, addr: &Addr<AggregateActor<A>>) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.peek(id) == Some(addr) {
+            live.pop(id);
+        }
+    }
+
     fn lookup(&self, id: &str) -> Option<Addr<AggregateActor<A>>> {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         live.get(id).filter(|a| a.connected()).cloned()
     }
 
     /// How many actors are live.
     pub fn len(&self) -> usize {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.iter().filter(|(_, a)| a.connected()).count()
     }
 
     /// Whether no actor is live.

@@ -44,8 +44,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
-async fn health() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(r#"{"Status":"ok"}"#)
+async fn health(state: web::Data<ApiState>) -> HttpResponse {
+    let (numbers, pools) = state.ledger.live_actors();
+    let body = serde_json::json!({"Status": "ok", "LivePhoneNumberActors": numbers, "LivePoolActors": pools, "Events": state.ledger.store().len()});
+    HttpResponse::Ok().content_type("application/json").body(body.to_string())
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {

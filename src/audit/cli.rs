@@ -569,12 +569,16 @@ fn print_verify(value: &Value, json: bool) -> ExitCode {
         println!("{value}");
     } else if value["Ok"] == Value::Bool(true) {
         println!(
-            "OK: {} events in {} streams; chain intact from position {} to {}; head hash {}",
+            "OK: {} events in {} streams; chain intact from position {} to {}; head hash {}{}",
             text(&value["Events"]),
             text(&value["Streams"]),
             text(&value["AnchoredAt"]),
             text(&value["HeadPosition"]),
-            text(&value["HeadHash"])
+            text(&value["HeadHash"]),
+            match value["SnapshotsChecked"].as_u64() {
+                Some(n) if n > 0 => format!("; {n} snapshots equal a full replay"),
+                _ => String::new(),
+            }
         );
     } else {
         let b = &value["FirstBreak"];

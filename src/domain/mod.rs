@@ -52,7 +52,8 @@ pub trait ActionName {
 
 /// An event-sourced aggregate: its state type implements this; actors and the store are generic
 /// over it.
-pub trait Aggregate: Default + Clone + Debug + Send + Unpin + 'static {
+/// The state is serializable so that it can be snapshotted.
+pub trait Aggregate: Default + Clone + Debug + Serialize + DeserializeOwned + Send + Unpin + 'static {
     type Action: ActionName + Serialize + DeserializeOwned + Debug + Clone + Send + 'static;
     type Event: Serialize + DeserializeOwned + Debug + Clone + PartialEq + Send + 'static;
 

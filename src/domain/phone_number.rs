@@ -82,7 +82,7 @@ pub struct PhoneNumberChanges {
 
 /// The state of one phone-number stream: nothing yet, or the number (released ones keep
 /// `Status: DELETED`, so their history stays inspectable).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PhoneNumberState(pub Option<PhoneNumber>);
 
 /// What can be asked of a phone number.

@@ -55,7 +55,7 @@ pub struct Pool {
 }
 
 /// The state of one pool stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolState(pub Option<Pool>);
 
 /// What can be asked of a pool.

@@ -5,6 +5,7 @@
 //! - `feed`: `position` → `stream id ‖ 0x00 ‖ version`, the global order across streams.
 //! - `heads`: `stream id` → current version; `!chain` → last position ‖ last hash.
 //! - `index`: derived, rebuildable keys (views for Describe, client tokens, claimed numbers).
+//! - `snapshots`: `stream id` → latest snapshot of its state (a cache: deleting it changes nothing).
 //!
 //! All writes go through one writer thread ([`writer`]) that commits whatever appends are waiting
 //! in one transaction with a per-stream expected-version check, flushes once, and only then
@@ -23,6 +24,8 @@ use crate::config::Durability;
 
 /// Marks a directory as a phone-ledger log, and its layout version.
 const FORMAT_KEY: &[u8] = b"format";
+/// sled's page cache when not configured (its own default is 1 GiB).
+const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 const FORMAT: &[u8] = b"phone-ledger/1";
 const SECRET_KEY: &[u8] = b"token-secret";
 pub(crate) const CHAIN_KEY: &[u8] = b"!chain";
@@ -48,6 +51,7 @@ pub(crate) struct Trees {
     pub feed: sled::Tree,
     pub heads: sled::Tree,
     pub index: sled::Tree,
+    pub snapshots: sled::Tree,
 }
 
 /// An open log: the trees and the writer that owns all writes to them.
@@ -71,10 +75,10 @@ pub struct EventStore {
 
 /// Opens sled, waiting briefly if the directory's lock is still held: a process that just closed
 /// the same log releases it from sled's background threads a moment after `close` returns.
-fn open_sled(dir: &Path) -> Result<sled::Db, sled::Error> {
+fn open_sled(dir: &Path, cache_bytes: u64) -> Result<sled::Db, sled::Error> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     loop {
-        match sled::Config::new().path(dir).open() {
+        match sled::Config::new().path(dir).cache_capacity(cache_bytes).open() {
             Err(e) if e.to_string().contains("lock") && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(25));
             }
@@ -125,12 +129,17 @@ pub(crate) fn decode_envelope(key: &[u8], bytes: &[u8]) -> Result<EventEnvelope,
 impl EventStore {
     /// Opens (creating if needed) the log in `dir` and starts its writer thread.
     pub fn open(dir: &Path, durability: Durability, max_batch: usize) -> Result<Self, StoreError> {
+        Self::open_tuned(dir, durability, max_batch, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`EventStore::open`] with sled's page cache set to `cache_bytes`.
+    pub fn open_tuned(dir: &Path, durability: Durability, max_batch: usize, cache_bytes: u64) -> Result<Self, StoreError> {
         let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
             path: dir.to_path_buf(),
             message: e.to_string(),
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(&e))?;
-        let db = open_sled(dir).map_err(|e| open_err(&e))?;
+        let db = open_sled(dir, cache_bytes).map_err(|e| open_err(&e))?;
         Self::init(db, dir, durability, max_batch, true)
     }
 
@@ -147,7 +156,7 @@ impl EventStore {
         if !dir.join("conf").is_file() || !dir.join("db").is_file() {
             return Err(StoreError::NotALedger(dir.to_path_buf()));
         }
-        let db = open_sled(dir).map_err(|e| {
+        let db = open_sled(dir, DEFAULT_CACHE_BYTES).map_err(|e| {
             let message = e.to_string();
             let message = if message.contains("lock") {
                 "locked by a running server (ask it with --server URL)".to_string()
@@ -193,6 +202,7 @@ impl EventStore {
             feed: db.open_tree("feed")?,
             heads: db.open_tree("heads")?,
             index: db.open_tree("index")?,
+            snapshots: db.open_tree("snapshots")?,
             db,
         });
         let data_file = dir.join("db");
@@ -340,6 +350,21 @@ impl EventStore {
     /// Last committed position and hash.
     pub fn head(&self) -> Result<(u64, [u8; 32]), StoreError> {
         writer::read_chain_head(&self.trees()?.heads)
+    }
+
+    /// The latest snapshot of a stream, as stored (a cache beside the log).
+    pub fn snapshot(&self, stream_id: &str) -> Result<Option<sled::IVec>, StoreError> {
+        Ok(self.trees()?.snapshots.get(stream_id.as_bytes())?)
+    }
+
+    /// Every snapshot: (stream id, stored bytes).
+    pub fn snapshots(&self) -> Result<Vec<(String, sled::IVec)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.trees()?.snapshots.iter() {
+            let (k, v) = item?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), v));
+        }
+        Ok(out)
     }
 
     /// A derived index entry.

@@ -45,6 +45,8 @@ pub struct AppendRequest {
     /// Index keys that must not exist yet, with the value to put under them (unique constraints,
     /// e.g. an E.164 number held by one resource only).
     pub unique_claims: Vec<(Vec<u8>, Vec<u8>)>,
+    /// A snapshot of the stream's state after these events, stored in the same transaction.
+    pub snapshot: Option<Vec<u8>>,
 }
 
 /// Why an append did not happen.
@@ -238,7 +240,7 @@ impl Writer {
 
     fn commit(&self, batch: &[(Box<AppendRequest>, Reply)]) -> Result<(Outcomes, u64, [u8; 32]), String> {
         let t = &self.trees;
-        let result = (&t.streams, &t.feed, &t.heads, &t.index).transaction(|(streams, feed, heads, index)| {
+        let result = (&t.streams, &t.feed, &t.heads, &t.index, &t.snapshots).transaction(|(streams, feed, heads, index, snapshots)| {
             let mut position = self.position;
             let mut hash = self.hash;
             let mut versions: HashMap<&str, u64> = HashMap::new();
@@ -290,6 +292,9 @@ impl Writer {
                 for (k, v) in &req.unique_claims {
                     index.insert(k.as_slice(), v.as_slice())?;
                     claimed.insert(k.as_slice());
+                }
+                if let Some(snapshot) = &req.snapshot {
+                    snapshots.insert(req.stream_id.as_bytes(), snapshot.as_slice())?;
                 }
                 outcomes.push(Ok(envelopes));
             }

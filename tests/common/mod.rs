@@ -20,6 +20,8 @@ pub const REGION: &str = "us-east-1";
 pub struct TestServer {
     pub server: Option<RunningServer>,
     pub dir: tempfile::TempDir,
+    /// The configuration it runs with (kept for restarts).
+    pub config: Config,
 }
 
 pub fn config_for(dir: &Path) -> Config {
@@ -38,8 +40,12 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = config_for(dir.path());
         tweak(&mut config);
-        let server = RunningServer::spawn(config).expect("server starts");
-        TestServer { server: Some(server), dir }
+        let server = RunningServer::spawn(config.clone()).expect("server starts");
+        TestServer {
+            server: Some(server),
+            dir,
+            config,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -51,7 +57,7 @@ impl TestServer {
         if let Some(s) = self.server.take() {
             s.stop().expect("clean stop");
         }
-        let server = RunningServer::spawn(config_for(self.dir.path())).expect("server restarts");
+        let server = RunningServer::spawn(self.config.clone()).expect("server restarts");
         self.server = Some(server);
     }
 

@@ -1,0 +1,180 @@
+//! Snapshots and passivation: activation starts from the latest snapshot, deleting every snapshot
+//! changes no answer, `audit verify` checks snapshots against a full replay, and actors that
+//! stop (idle, or beyond the live-actor cap) come back transparently with their rules intact.
+
+mod common;
+
+use aws_sdk_pinpointsmsvoicev2::operation::release_phone_number::ReleasePhoneNumberError;
+use aws_sdk_pinpointsmsvoicev2::types::{ConflictExceptionReason, MessageType, NumberCapability, RequestableNumberType};
+use aws_sdk_pinpointsmsvoicev2::Client;
+use common::{TestServer, ACCOUNT};
+use phone_ledger::audit::verify::verify_store;
+use phone_ledger::config::Durability;
+use phone_ledger::domain::phone_number::PhoneNumberState;
+use phone_ledger::projection::{load_state, SnapshotRecord};
+use phone_ledger::store::EventStore;
+
+async fn request(c: &Client) -> String {
+    c.request_phone_number()
+        .iso_country_code("US")
+        .message_type(MessageType::Transactional)
+        .number_capabilities(NumberCapability::Sms)
+        .number_type(RequestableNumberType::LongCode)
+        .send()
+        .await
+        .expect("request")
+        .phone_number_id()
+        .expect("id")
+        .to_string()
+}
+
+async fn protect(c: &Client, id: &str, on: bool) {
+    c.update_phone_number()
+        .phone_number_id(id)
+        .deletion_protection_enabled(on)
+        .send()
+        .await
+        .expect("update");
+}
+
+async fn health(server: &TestServer) -> serde_json::Value {
+    reqwest::get(format!("{}/health", server.url()))
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json")
+}
+
+fn assert_protected(err: aws_sdk_pinpointsmsvoicev2::error::SdkError<ReleasePhoneNumberError>) {
+    match err.into_service_error() {
+        ReleasePhoneNumberError::ConflictException(e) => assert_eq!(e.reason(), Some(&ConflictExceptionReason::DeletionProtectionEnabled)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_speed_activation_but_change_no_answer() {
+    let mut server = TestServer::start_with(|c| c.snapshot_every = 5);
+    let c = server.client(ACCOUNT);
+    let id = request(&c).await;
+    for i in 0..12 {
+        protect(&c, &id, i % 2 == 0).await; // versions 2..=13
+    }
+    protect(&c, &id, true).await; // version 14, protected
+    let before = c.describe_phone_numbers().send().await.expect("describe");
+    server.stop();
+
+    {
+        let store = EventStore::open(server.dir.path(), Durability::Flush, 1).expect("open");
+        let record: SnapshotRecord =
+            serde_json::from_slice(&store.snapshot(&id).expect("read").expect("a snapshot exists")).expect("record");
+        assert_eq!(record.version, 10, "snapshots every 5 events: the latest is at 10 of 14");
+        let (state, version, replayed) = load_state::<PhoneNumberState>(&store, &id).expect("load");
+        assert_eq!((version, replayed), (14, 4), "activation replays only the tail after the snapshot");
+        assert!(state.0.expect("number").deletion_protection_enabled);
+        let report = verify_store(&store).expect("verify");
+        assert!(report.ok && report.snapshots_checked >= 1, "{report:?}");
+        store.close();
+    }
+
+    // Activation from the snapshot gives the same answers and the same rules (the refused
+    // release is version 15).
+    server.restart();
+    let c = server.client(ACCOUNT);
+    assert_eq!(
+        format!("{:?}", c.describe_phone_numbers().send().await.expect("describe").phone_numbers()),
+        format!("{:?}", before.phone_numbers())
+    );
+    assert_protected(c.release_phone_number().phone_number_id(&id).send().await.expect_err("protected"));
+
+    // Delete every snapshot: nothing changes.
+    server.stop();
+    {
+        let store = EventStore::open(server.dir.path(), Durability::Flush, 1).expect("open");
+        store
+            .raw_db()
+            .expect("db")
+            .open_tree("snapshots")
+            .expect("tree")
+            .clear()
+            .expect("delete every snapshot");
+        store.close();
+    }
+    server.restart();
+    let c = server.client(ACCOUNT);
+    assert_protected(
+        c.release_phone_number()
+            .phone_number_id(&id)
+            .send()
+            .await
+            .expect_err("still protected"),
+    ); // v16
+    for on in [false, true, false, true] {
+        protect(&c, &id, on).await; // v17..v20: a new snapshot at 20
+    }
+    protect(&c, &id, false).await;
+    c.release_phone_number().phone_number_id(&id).send().await.expect("release");
+
+    // A snapshot that disagrees with the log is caught by verify.
+    server.stop();
+    let store = EventStore::open(server.dir.path(), Durability::Flush, 1).expect("open");
+    let other = {
+        let mut record: SnapshotRecord =
+            serde_json::from_slice(&store.snapshot(&id).expect("read").expect("new snapshot at 20")).expect("record");
+        record.state["DeletionProtectionEnabled"] =
+            serde_json::Value::Bool(!record.state["DeletionProtectionEnabled"].as_bool().expect("bool"));
+        serde_json::to_vec(&record).expect("json")
+    };
+    store
+        .raw_db()
+        .expect("db")
+        .open_tree("snapshots")
+        .expect("tree")
+        .insert(id.as_bytes(), other)
+        .expect("tamper");
+    let report = verify_store(&store).expect("verify");
+    store.close();
+    assert!(!report.ok);
+    assert!(report.first_break.expect("break").problem.contains("differs from a full replay"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passivated_actors_come_back_transparently() {
+    let server = TestServer::start_with(|c| {
+        c.max_live_actors = 2;
+        c.actor_idle_secs = 1;
+    });
+    let c = server.client(ACCOUNT);
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let id = request(&c).await;
+        protect(&c, &id, true).await;
+        ids.push(id);
+    }
+    let h = health(&server).await;
+    assert!(h["LivePhoneNumberActors"].as_u64().expect("count") <= 2, "{h}");
+    // Every number, whether its actor was evicted or not, still obeys its history.
+    for id in &ids {
+        assert_protected(c.release_phone_number().phone_number_id(id).send().await.expect_err("protected"));
+    }
+    // Idle actors stop by themselves.
+    tokio::time::sleep(std::time::Duration::from_millis(2_000)).await;
+    let h = health(&server).await;
+    assert_eq!(h["LivePhoneNumberActors"], 0, "{h}");
+    for id in &ids {
+        protect(&c, id, false).await;
+        c.release_phone_number()
+            .phone_number_id(id)
+            .send()
+            .await
+            .expect("release after reactivation");
+    }
+    assert!(c
+        .describe_phone_numbers()
+        .send()
+        .await
+        .expect("describe")
+        .phone_numbers()
+        .is_empty());
+}
