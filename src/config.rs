@@ -64,6 +64,10 @@ pub struct Config {
     pub max_live_actors: usize,
     /// sled's page cache, in bytes.
     pub cache_capacity_bytes: u64,
+    /// Requests handled at once; beyond it the server answers ThrottlingException.
+    pub max_in_flight: usize,
+    /// Requests per second and account (0: unlimited); beyond it ThrottlingException.
+    pub account_requests_per_sec: u32,
     pub quotas: Quotas,
     /// ISO country code → number type → supply.
     pub numbering: BTreeMap<String, BTreeMap<NumberType, NumberSupply>>,

@@ -104,6 +104,7 @@ pub async fn serve(config: Config, signals: bool, on_ready: impl FnOnce(SocketAd
         default_account: config.default_account.clone(),
         default_region: config.region.clone(),
         max_body_bytes: config.max_body_bytes,
+        admission: crate::api::admission::Admission::new(config.max_in_flight, config.account_requests_per_sec),
     });
     let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
         .shutdown_timeout(10)

@@ -4,6 +4,7 @@
 //! target → content type → JSON object → model validation → [`operations::dispatch`] →
 //! response with `x-amzn-RequestId`. Every failure on the way is an [`AwsJsonError`].
 
+pub mod admission;
 pub mod auth;
 pub mod error;
 pub mod model;
@@ -34,6 +35,7 @@ pub struct ApiState {
     pub default_account: String,
     pub default_region: String,
     pub max_body_bytes: usize,
+    pub admission: admission::Admission,
 }
 
 /// Mounts the API on an actix-web app (used by the server and by tests alike).
@@ -101,6 +103,8 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
         resource = tracing::field::Empty,
     );
     let result = async {
+        // Held until the response is built: bounds the work the server has in progress.
+        let _permit = state.admission.admit(&scope.account)?;
         let limit = state.max_body_bytes;
         let declared = req
             .headers()
