@@ -4,7 +4,8 @@
 //! - `v/{account}/{region}/{phone-number|pool}/{id}` → JSON of the live resource (Describe views;
 //!   removed when the resource is released or deleted);
 //! - `t/{account}/{region}/{operation}/{client token}` → resource id (idempotent creation);
-//! - `n/{E.164 number}` → phone number id, a unique claim: a number is never handed out twice.
+//! - `n/{E.164 number}` → phone number id, a unique claim: a number is never handed out twice;
+//! - `c/{account}/{region}/{phone-number|pool}` → how many are live (quotas read it).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -14,7 +15,7 @@ use crate::domain::phone_number::PhoneNumberState;
 use crate::domain::pool::PoolState;
 use crate::domain::types::NumberStatus;
 use crate::domain::{event_from_parts, Aggregate, ResourceKind, Scope};
-use crate::store::{EventEnvelope, EventStore, IndexOp, StoreError};
+use crate::store::{decode_counter, EventEnvelope, EventStore, IndexOp, StoreError};
 
 /// Key of a live resource's view.
 pub fn view_key(scope: &Scope, kind: ResourceKind, id: &str) -> Vec<u8> {
@@ -26,6 +27,24 @@ pub fn view_key(scope: &Scope, kind: ResourceKind, id: &str) -> Vec<u8> {
 /// Prefix of all views of one kind in one scope.
 pub fn view_prefix(scope: &Scope, kind: ResourceKind) -> Vec<u8> {
     format!("v/{}/{}/{}/", scope.account, scope.region, kind.arn_segment()).into_bytes()
+}
+
+/// Layout version of the index; a log whose index was built with another one is re-indexed on
+/// start. 2: live-resource counters.
+pub const INDEX_LAYOUT_VERSION: u64 = 2;
+
+/// Key of the counter of live resources of one kind in one scope (quotas read it).
+pub fn live_count_key(scope: &Scope, kind: ResourceKind) -> Vec<u8> {
+    format!("c/{}/{}/{}", scope.account, scope.region, kind.arn_segment()).into_bytes()
+}
+
+/// +1 when a resource comes to life, -1 when it goes.
+fn live_count_op(scope: &Scope, kind: ResourceKind, was_live: bool, is_live: bool) -> Option<IndexOp> {
+    match (was_live, is_live) {
+        (false, true) => Some(IndexOp::Add(live_count_key(scope, kind), 1)),
+        (true, false) => Some(IndexOp::Add(live_count_key(scope, kind), -1)),
+        _ => None,
+    }
 }
 
 /// Key of an idempotency token.
@@ -69,11 +88,10 @@ impl Projected for PhoneNumberState {
             return vec![];
         };
         let scope = Scope::new(&n.account, &n.region);
-        let mut ops = view_ops(
-            view_key(&scope, Self::KIND, &n.phone_number_id),
-            n.status != NumberStatus::Deleted,
-            n,
-        );
+        let live = n.status != NumberStatus::Deleted;
+        let was_live = before.0.as_ref().is_some_and(|b| b.status != NumberStatus::Deleted);
+        let mut ops: Vec<IndexOp> = live_count_op(&scope, Self::KIND, was_live, live).into_iter().collect();
+        ops.extend(view_ops(view_key(&scope, Self::KIND, &n.phone_number_id), live, n));
         if before.0.is_none() {
             if let Some(token) = &n.client_token {
                 ops.push(IndexOp::Put(
@@ -99,7 +117,9 @@ impl Projected for PoolState {
             return vec![];
         };
         let scope = Scope::new(&p.account, &p.region);
-        let mut ops = view_ops(view_key(&scope, Self::KIND, &p.pool_id), !p.deleted, p);
+        let was_live = before.0.as_ref().is_some_and(|b| !b.deleted);
+        let mut ops: Vec<IndexOp> = live_count_op(&scope, Self::KIND, was_live, !p.deleted).into_iter().collect();
+        ops.extend(view_ops(view_key(&scope, Self::KIND, &p.pool_id), !p.deleted, p));
         if before.0.is_none() {
             if let Some(token) = &p.client_token {
                 ops.push(IndexOp::Put(token_key(&scope, "CreatePool", token), p.pool_id.clone().into_bytes()));
@@ -220,7 +240,7 @@ pub fn rebuild_index(store: &EventStore) -> Result<usize, StoreError> {
         }
     }
     let count = index.len();
-    store.replace_index(index)?;
+    store.replace_index(index, INDEX_LAYOUT_VERSION)?;
     Ok(count)
 }
 
@@ -242,6 +262,10 @@ fn step<A: Projected>(
             }
             IndexOp::Delete(k) => {
                 index.remove(&k);
+            }
+            IndexOp::Add(k, delta) => {
+                let current = decode_counter(index.get(&k).map(Vec::as_slice));
+                index.insert(k, (current + delta).to_be_bytes().to_vec());
             }
         }
     }

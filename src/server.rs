@@ -13,7 +13,7 @@ use crate::actors::{ActorSettings, Ledger};
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::numbering::NumberPicker;
-use crate::projection::rebuild_index;
+use crate::projection::{rebuild_index, INDEX_LAYOUT_VERSION};
 use crate::store::{EventStore, StoreError};
 
 /// Why the server could not start or stopped badly.
@@ -32,9 +32,11 @@ pub enum ServerError {
 /// Opens the log and prepares the application service.
 pub fn open_ledger(config: &Config) -> Result<Arc<Ledger>, ServerError> {
     let store = EventStore::open_tuned(&config.data_dir, config.durability, config.max_batch, config.cache_capacity_bytes)?;
-    if store.index_needs_rebuild()? {
+    if store.index_needs_rebuild(INDEX_LAYOUT_VERSION)? {
         let entries = rebuild_index(&store)?;
         tracing::info!(entries, "rebuilt derived index from the log");
+    } else {
+        store.set_index_layout(INDEX_LAYOUT_VERSION)?;
     }
     let actors = ActorSettings {
         snapshot_every: config.snapshot_every,

@@ -24,8 +24,8 @@ use crate::domain::pool::{Pool, PoolAction, PoolMember, PoolState};
 use crate::domain::types::{MessageType, NumberCapability, NumberStatus, NumberType, PoolStatus, QuotaReason, Tag, ValidationReason};
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
 use crate::numbering::{NumberPicker, NumberPreference};
-use crate::projection::{token_key, view_key, view_prefix, Projected};
-use crate::store::{AppendError, EventStore, StoreError};
+use crate::projection::{live_count_key, token_key, view_key, view_prefix, Projected};
+use crate::store::{decode_counter, AppendError, EventStore, StoreError};
 
 /// Why an operation failed, as the edge needs to know it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -210,12 +210,8 @@ impl Ledger {
     }
 
     fn count_live(&self, scope: &Scope, kind: ResourceKind) -> Result<u64, LedgerError> {
-        let mut n = 0;
-        for item in self.store.index_scan(&view_prefix(scope, kind), None) {
-            item?;
-            n += 1;
-        }
-        Ok(n)
+        let stored = self.store.index_get(&live_count_key(scope, kind))?;
+        Ok(decode_counter(stored.as_deref()).max(0) as u64)
     }
 
     // ---- phone numbers -------------------------------------------------------------------

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 pub use envelope::{AppendMeta, EventEnvelope, PendingEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
-pub use writer::{AppendError, AppendRequest, IndexOp};
+pub use writer::{decode_counter, AppendError, AppendRequest, IndexOp};
 
 use crate::config::Durability;
 
@@ -28,6 +28,7 @@ const FORMAT_KEY: &[u8] = b"format";
 const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 const FORMAT: &[u8] = b"phone-ledger/1";
 const SECRET_KEY: &[u8] = b"token-secret";
+const INDEX_LAYOUT_KEY: &[u8] = b"index-layout";
 pub(crate) const CHAIN_KEY: &[u8] = b"!chain";
 
 /// Errors of the storage layer.
@@ -401,13 +402,23 @@ impl EventStore {
     }
 
     /// Whether the index is empty while the log is not (it was dropped and must be rebuilt).
-    pub fn index_needs_rebuild(&self) -> Result<bool, StoreError> {
+    /// Whether the index must be rebuilt: it was dropped while the log was not, or it was built
+    /// with another layout than `layout_version`.
+    pub fn index_needs_rebuild(&self, layout_version: u64) -> Result<bool, StoreError> {
         let trees = self.trees()?;
-        Ok(trees.index.is_empty() && !trees.feed.is_empty())
+        if trees.feed.is_empty() {
+            return Ok(false);
+        }
+        let built_with = match trees.db.get(INDEX_LAYOUT_KEY)? {
+            Some(v) => decode_u64(&v, "index layout")?,
+            None => 1,
+        };
+        Ok(trees.index.is_empty() || built_with != layout_version)
     }
 
-    /// Replaces the whole index (rebuild from the log). Runs before the server takes requests.
-    pub fn replace_index(&self, entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
+    /// Replaces the whole index (rebuild from the log) and records its layout version. Runs
+    /// before the server takes requests.
+    pub fn replace_index(&self, entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>, layout_version: u64) -> Result<(), StoreError> {
         let trees = self.trees()?;
         trees.index.clear()?;
         let mut batch = sled::Batch::default();
@@ -415,7 +426,17 @@ impl EventStore {
             batch.insert(k, v);
         }
         trees.index.apply_batch(batch)?;
+        trees.db.insert(INDEX_LAYOUT_KEY, &layout_version.to_be_bytes())?;
         trees.db.flush()?;
+        Ok(())
+    }
+
+    /// Records the index layout of a new log (nothing to rebuild).
+    pub fn set_index_layout(&self, layout_version: u64) -> Result<(), StoreError> {
+        let trees = self.trees()?;
+        if trees.feed.is_empty() {
+            trees.db.insert(INDEX_LAYOUT_KEY, &layout_version.to_be_bytes())?;
+        }
         Ok(())
     }
 

@@ -31,6 +31,13 @@ const QUEUE_CAPACITY: usize = 16_384;
 pub enum IndexOp {
     Put(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
+    /// Adds to a counter (8-byte big-endian signed integer; absent = 0).
+    Add(Vec<u8>, i64),
+}
+
+/// The value of a counter entry.
+pub fn decode_counter(bytes: Option<&[u8]>) -> i64 {
+    bytes.and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, i64::from_be_bytes)
 }
 
 /// Events for one stream, to be appended if the stream is still at `expected_version`.
@@ -286,6 +293,10 @@ impl Writer {
                         }
                         IndexOp::Delete(k) => {
                             index.remove(k.as_slice())?;
+                        }
+                        IndexOp::Add(k, delta) => {
+                            let current = decode_counter(index.get(k.as_slice())?.as_deref());
+                            index.insert(k.as_slice(), &(current + delta).to_be_bytes())?;
                         }
                     }
                 }
