@@ -132,6 +132,8 @@ pub struct Report {
     pub requests: u64,
     pub throughput_per_s: f64,
     pub operations: BTreeMap<String, OpStats>,
+    /// All operations of the race together.
+    pub overall: OpStats,
     pub log_events: u64,
     pub verdict: Verdict,
     /// The log the verdict was checked against (not written to the JSON report).
@@ -527,6 +529,7 @@ async fn drive(args: &LoadTestArgs, base: &str) -> Result<Report, LoadTestError>
         requests: load_ops.len() as u64,
         throughput_per_s: load_ops.len() as f64 / elapsed.as_secs_f64().max(1e-9),
         operations: stats(&load_ops),
+        overall: op_stats(&load_ops.iter().collect::<Vec<_>>()),
         log_events: log.len() as u64,
         verdict,
         log,
@@ -576,39 +579,41 @@ fn stats(ops: &[ClientOp]) -> BTreeMap<String, OpStats> {
     }
     by_op
         .into_iter()
-        .map(|(op, list)| {
-            // Bounds: 1 µs to 60 s at three significant digits; `new_with_bounds` only fails on
-            // invalid bounds, which these are not.
-            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
-            let mut outcomes = BTreeMap::new();
-            let mut ok = 0;
-            for o in &list {
-                let us = ((o.finished_ns - o.started_ns) / 1000).clamp(1, 60_000_000);
-                h.saturating_record(us);
-                let key = if (200..300).contains(&o.status) {
-                    ok += 1;
-                    "200 OK".to_string()
-                } else {
-                    match &o.reason {
-                        Some(r) => format!("{} {}", o.error.as_deref().unwrap_or("?"), r),
-                        None => o.error.clone().unwrap_or_else(|| o.status.to_string()),
-                    }
-                };
-                *outcomes.entry(key).or_insert(0) += 1;
-            }
-            let stats = OpStats {
-                count: list.len() as u64,
-                ok,
-                p50_us: h.value_at_quantile(0.5),
-                p90_us: h.value_at_quantile(0.9),
-                p99_us: h.value_at_quantile(0.99),
-                p999_us: h.value_at_quantile(0.999),
-                max_us: h.max(),
-                outcomes,
-            };
-            (op.name().to_string(), stats)
-        })
+        .map(|(op, list)| (op.name().to_string(), op_stats(&list)))
         .collect()
+}
+
+/// Latency percentiles and outcome counts of a set of operations.
+fn op_stats(list: &[&ClientOp]) -> OpStats {
+    // Bounds: 1 µs to 60 s at three significant digits; `new_with_bounds` only fails on invalid
+    // bounds, which these are not.
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+    let mut outcomes = BTreeMap::new();
+    let mut ok = 0;
+    for o in list {
+        let us = ((o.finished_ns.saturating_sub(o.started_ns)) / 1000).clamp(1, 60_000_000);
+        h.saturating_record(us);
+        let key = if (200..300).contains(&o.status) {
+            ok += 1;
+            "200 OK".to_string()
+        } else {
+            match &o.reason {
+                Some(r) => format!("{} {}", o.error.as_deref().unwrap_or("?"), r),
+                None => o.error.clone().unwrap_or_else(|| o.status.to_string()),
+            }
+        };
+        *outcomes.entry(key).or_insert(0) += 1;
+    }
+    OpStats {
+        count: list.len() as u64,
+        ok,
+        p50_us: h.value_at_quantile(0.5),
+        p90_us: h.value_at_quantile(0.9),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        max_us: h.max(),
+        outcomes,
+    }
 }
 
 fn ms(us: u64) -> String {
@@ -645,6 +650,17 @@ pub fn print(report: &Report) {
             ms(s.max_us),
         ]);
     }
+    let o = &report.overall;
+    latency.add_row([
+        "all".to_string(),
+        o.count.to_string(),
+        o.ok.to_string(),
+        ms(o.p50_us),
+        ms(o.p90_us),
+        ms(o.p99_us),
+        ms(o.p999_us),
+        ms(o.max_us),
+    ]);
     println!("{latency}");
     let mut outcomes = Table::new();
     outcomes

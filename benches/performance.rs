@@ -1,0 +1,460 @@
+//! The performance table of the README, each figure measured in this run next to the reference
+//! it is judged against:
+//!
+//! 1. durable `ReleasePhoneNumber` throughput (64 clients, numbers that don't conflict) against
+//!    a raw actix-web handler that parses the same JSON and returns a response of the same size
+//!    (built into this bench), and against the same server flushing once per event (`max_batch = 1`);
+//! 2. activation time of a number with 100,000 events against one with 100;
+//! 3. resident memory of the server after creating 1,000,000 numbers and touching each once;
+//! 4. p50/p99 under the conflict load (64 clients, 10 hot numbers).
+//!
+//! Run: `cargo bench --bench performance` (about 15 minutes here). Smaller runs for a quick look:
+//! `PERF_NUMBERS=100000 PERF_RELEASES=10000 cargo bench --bench performance`.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Actor;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use phone_ledger::actors::{ActorSettings, AggregateActor, GetState};
+use phone_ledger::config::Durability;
+use phone_ledger::domain::phone_number::{PhoneNumber, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState};
+use phone_ledger::domain::types::{MessageType, NumberCapability, NumberStatus, NumberType};
+use phone_ledger::domain::{event_to_parts, Aggregate};
+use phone_ledger::loadtest::{self, LoadTestArgs};
+use phone_ledger::projection::SnapshotRecord;
+use phone_ledger::store::{AppendMeta, AppendRequest, EventStore, PendingEvent};
+use serde_json::{json, Value};
+
+const CLIENTS: usize = 64;
+const AUTH: &str = "AWS4-HMAC-SHA256 Credential=111122223333/20261126/us-east-1/sms-voice/aws4_request, SignedHeaders=host, Signature=0";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+// ---- servers -----------------------------------------------------------------------------------
+
+/// The real binary, on an ephemeral port, with extra settings from the environment.
+struct Ledger {
+    child: Child,
+    url: String,
+}
+
+impl Ledger {
+    fn start(dir: &Path, env: &[(&str, &str)]) -> Ledger {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_phone-ledger"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env("RUST_LOG", "warn,phone_ledger::server=info")
+            .env("NO_COLOR", "1")
+            .env("PHONE_LEDGER_QUOTAS__PHONE_NUMBERS_PER_ACCOUNT", "100000000")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn phone-ledger");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let addr = loop {
+            let line = lines.next().expect("server log").expect("line");
+            if let Some(rest) = line.split("addr=").nth(1) {
+                break rest.split_whitespace().next().expect("addr").to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ledger {
+            child,
+            url: format!("http://{addr}/"),
+        }
+    }
+
+    fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// A release response of the real service's size, for the reference handler.
+fn release_response(id: &str) -> Value {
+    json!({
+        "CreatedTimestamp": 1795731291.078, "IsoCountryCode": "US", "MessageType": "TRANSACTIONAL",
+        "MonthlyLeasingPrice": "1.00", "NumberCapabilities": ["SMS"], "NumberType": "LONG_CODE",
+        "OptOutListName": "Default", "PhoneNumber": "+12068773252",
+        "PhoneNumberArn": format!("arn:aws:sms-voice:us-east-1:111122223333:phone-number/{id}"),
+        "PhoneNumberId": id, "SelfManagedOptOutsEnabled": false, "Status": "DELETED", "TwoWayEnabled": false
+    })
+}
+
+/// The reference: parse the same JSON, answer the same size, no actor and no disk.
+async fn raw_release(body: web::Bytes) -> HttpResponse {
+    let input: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => return HttpResponse::BadRequest().finish(),
+    };
+    let id = input["PhoneNumberId"].as_str().unwrap_or_default();
+    HttpResponse::Ok()
+        .insert_header(("x-amzn-RequestId", uuid::Uuid::new_v4().to_string()))
+        .content_type("application/x-amz-json-1.0")
+        .body(release_response(id).to_string())
+}
+
+fn start_reference() -> (String, actix_web::dev::ServerHandle) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let server = HttpServer::new(|| App::new().route("/", web::post().to(raw_release)))
+                .workers(2)
+                .disable_signals()
+                .bind("127.0.0.1:0")
+                .expect("bind");
+            let addr = server.addrs()[0];
+            let running = server.run();
+            tx.send((format!("http://{addr}/"), running.handle())).expect("send");
+            let _ = running.await;
+        })
+    });
+    rx.recv().expect("reference server")
+}
+
+// ---- drivers -----------------------------------------------------------------------------------
+
+async fn call(http: &reqwest::Client, url: &str, operation: &str, body: String) -> (u16, Value) {
+    let resp = http
+        .post(url)
+        .header("X-Amz-Target", format!("PinpointSMSVoiceV2.{operation}"))
+        .header("Content-Type", "application/x-amz-json-1.0")
+        .header("Authorization", AUTH)
+        .body(body)
+        .send()
+        .await
+        .expect("response");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Runs `bodies` through `CLIENTS` concurrent clients; returns requests per second.
+async fn drive(http: &reqwest::Client, url: &str, operation: &'static str, bodies: Vec<String>) -> (f64, Vec<Value>) {
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let (http, url, bodies, next) = (http.clone(), url.to_string(), bodies.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else { break };
+                let (status, value) = call(&http, &url, operation, body.clone()).await;
+                assert_eq!(status, 200, "{operation}: {value}");
+                out.push(value);
+            }
+            out
+        }));
+    }
+    let mut values = Vec::new();
+    for t in tasks {
+        values.extend(t.await.expect("client"));
+    }
+    (bodies.len() as f64 / started.elapsed().as_secs_f64(), values)
+}
+
+async fn request_numbers(http: &reqwest::Client, url: &str, n: usize) -> (f64, Vec<String>) {
+    let body = json!({"IsoCountryCode": "US", "MessageType": "TRANSACTIONAL", "NumberCapabilities": ["SMS"], "NumberType": "LONG_CODE"})
+        .to_string();
+    let (rate, values) = drive(http, url, "RequestPhoneNumber", vec![body; n]).await;
+    (
+        rate,
+        values
+            .iter()
+            .map(|v| v["PhoneNumberId"].as_str().expect("id").to_string())
+            .collect(),
+    )
+}
+
+fn releases(ids: &[String]) -> Vec<String> {
+    ids.iter().map(|id| json!({"PhoneNumberId": id}).to_string()).collect()
+}
+
+/// Durable releases of `n` numbers that don't conflict, on a fresh server with `env`.
+async fn ledger_release_rate(http: &reqwest::Client, n: usize, env: &[(&str, &str)]) -> f64 {
+    let dir = tempfile::tempdir().expect("dir");
+    let server = Ledger::start(dir.path(), env);
+    let (_, ids) = request_numbers(http, &server.url, n).await;
+    let (rate, _) = drive(http, &server.url, "ReleasePhoneNumber", releases(&ids)).await;
+    server.stop();
+    rate
+}
+
+// ---- activation --------------------------------------------------------------------------------
+
+fn number(id: &str) -> PhoneNumber {
+    PhoneNumber {
+        phone_number_id: id.into(),
+        phone_number_arn: format!("arn:aws:sms-voice:us-east-1:111122223333:phone-number/{id}"),
+        account: "111122223333".into(),
+        region: "us-east-1".into(),
+        phone_number: "+12065550100".into(),
+        iso_country_code: "US".into(),
+        message_type: MessageType::Transactional,
+        number_capabilities: vec![NumberCapability::Sms],
+        number_type: NumberType::LongCode,
+        monthly_leasing_price: "1.00".into(),
+        opt_out_list_name: "Default".into(),
+        registration_id: None,
+        self_managed_opt_outs_enabled: false,
+        two_way_enabled: false,
+        two_way_channel_arn: None,
+        two_way_channel_role: None,
+        deletion_protection_enabled: false,
+        international_sending_enabled: false,
+        status: NumberStatus::Active,
+        pool_id: None,
+        pending_pool_id: None,
+        tags: vec![],
+        created_timestamp_ms: 1,
+        client_token: None,
+    }
+}
+
+/// Writes a stream of `events` events in chunks, with the snapshot an actor would have left
+/// (every `snapshot_every` events).
+fn build_stream(store: &EventStore, rt: &actix_rt::SystemRunner, id: &str, events: u64, snapshot_every: u64) {
+    let mut state = PhoneNumberState::default();
+    let mut version = 0;
+    while version < events {
+        let chunk = (events - version).min(1_000);
+        let batch: Vec<PhoneNumberEvent> = (0..chunk)
+            .map(|i| match version + i {
+                0 => PhoneNumberEvent::PhoneNumberRequested(Box::new(number(id))),
+                v => PhoneNumberEvent::PhoneNumberUpdated(PhoneNumberChanges {
+                    deletion_protection_enabled: Some(v % 2 == 0),
+                    ..Default::default()
+                }),
+            })
+            .collect();
+        for e in &batch {
+            state = state.evolve(e);
+        }
+        let to = version + chunk;
+        let snapshot_at = to / snapshot_every * snapshot_every;
+        let snapshot = (snapshot_at > version && snapshot_at == to).then(|| SnapshotRecord::of(&state, to).expect("snapshot"));
+        let request = AppendRequest {
+            stream_id: id.into(),
+            expected_version: version,
+            meta: AppendMeta {
+                timestamp_ms: 1,
+                account: "111122223333".into(),
+                region: "us-east-1".into(),
+                request_id: "bench".into(),
+                command_id: uuid::Uuid::new_v4(),
+                command: "Bench/Update".into(),
+                command_input: Value::Null,
+            },
+            events: batch
+                .iter()
+                .map(|e| {
+                    let (event_type, payload) = event_to_parts(e).expect("event");
+                    PendingEvent {
+                        event_id: uuid::Uuid::new_v4(),
+                        event_type,
+                        payload,
+                    }
+                })
+                .collect(),
+            index_ops: vec![],
+            unique_claims: vec![],
+            snapshot,
+        };
+        rt.block_on(store.append(request)).expect("append");
+        version = to;
+    }
+}
+
+/// Median time from starting a fresh actor to its first answer.
+fn activation_ms(store: &EventStore, rt: &actix_rt::SystemRunner, id: &str, settings: ActorSettings, rounds: usize) -> f64 {
+    let mut times: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let started = Instant::now();
+            rt.block_on(async {
+                let addr = AggregateActor::<PhoneNumberState>::with_settings(id.to_string(), store.clone(), settings).start();
+                addr.send(GetState::<PhoneNumberState>::default())
+                    .await
+                    .expect("mailbox")
+                    .expect("state")
+            });
+            started.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+// ---- main --------------------------------------------------------------------------------------
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing we use. Only run the
+    // (long) measurements when benchmarking.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("performance: run with `cargo bench --bench performance`");
+        return;
+    }
+    let releases_n = env_usize("PERF_RELEASES", 30_000);
+    let million = env_usize("PERF_NUMBERS", 1_000_000);
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().expect("client");
+
+    // 1. Durable release throughput vs the raw handler and vs flush-per-event.
+    let (reference_url, reference) = start_reference();
+    let fake_ids: Vec<String> = (0..releases_n).map(|i| format!("phone-{i:032x}")).collect();
+    let raw_rate = rt
+        .block_on(drive(&http, &reference_url, "ReleasePhoneNumber", releases(&fake_ids)))
+        .0;
+    drop(reference.stop(true));
+    eprintln!("raw handler: {raw_rate:.0} req/s");
+    let grouped = rt.block_on(ledger_release_rate(&http, releases_n, &[]));
+    eprintln!("phone-ledger (group commit, fsync): {grouped:.0} req/s");
+    let per_event = rt.block_on(ledger_release_rate(
+        &http,
+        (releases_n / 5).max(1_000),
+        &[("PHONE_LEDGER_MAX_BATCH", "1")],
+    ));
+    eprintln!("phone-ledger (one flush per event, fsync): {per_event:.0} req/s");
+    rows.push([
+        "durable ReleasePhoneNumber, 64 clients, no conflicts".into(),
+        format!("{grouped:.0} req/s"),
+        format!("raw actix-web handler: {raw_rate:.0} req/s"),
+        format!("{:.2}×", grouped / raw_rate),
+        "≥ 0.3×".into(),
+    ]);
+    rows.push([
+        "same, vs the server flushing once per event".into(),
+        format!("{grouped:.0} req/s"),
+        format!("max_batch = 1: {per_event:.0} req/s"),
+        format!("{:.1}×", grouped / per_event),
+        "≥ 4×".into(),
+    ]);
+
+    // 2. Activation: 100,000 events vs 100.
+    {
+        let dir = tempfile::tempdir().expect("dir");
+        let system = actix_rt::System::new();
+        let store = EventStore::open(dir.path(), Durability::Relaxed, 256).expect("store");
+        let (long, short, worst) = (
+            format!("phone-{:032x}", 1),
+            format!("phone-{:032x}", 2),
+            format!("phone-{:032x}", 3),
+        );
+        build_stream(&store, &system, &long, 100_000, 100);
+        build_stream(&store, &system, &short, 100, 100);
+        // The longest tail a snapshot leaves: 99 events after the last multiple of 100.
+        build_stream(&store, &system, &worst, 100_099, 100);
+        let settings = ActorSettings {
+            snapshot_every: 100,
+            idle_timeout: None,
+        };
+        let long_ms = activation_ms(&store, &system, &long, settings, 201);
+        let short_ms = activation_ms(&store, &system, &short, settings, 201);
+        let worst_ms = activation_ms(&store, &system, &worst, settings, 201);
+        // For context: what snapshots save (full replay of the long stream).
+        store
+            .raw_db()
+            .expect("db")
+            .open_tree("snapshots")
+            .expect("tree")
+            .clear()
+            .expect("clear");
+        let full_ms = activation_ms(&store, &system, &long, settings, 5);
+        store.close();
+        eprintln!("activation: 100k events {long_ms:.3} ms, 100 events {short_ms:.3} ms, 100,099 events {worst_ms:.3} ms, 100k without snapshot {full_ms:.1} ms");
+        rows.push([
+            "activation of a number with 100,000 events (median)".into(),
+            format!("{long_ms:.3} ms"),
+            format!(
+                "100 events: {short_ms:.3} ms (100,099 events, longest tail: {worst_ms:.3} ms; 100,000 without snapshots: {full_ms:.0} ms)"
+            ),
+            format!("{:.2}×", long_ms / short_ms),
+            "≤ 2×".into(),
+        ]);
+    }
+
+    // 4. Conflict load: 64 clients, 10 hot numbers (before the big run, on a fresh server).
+    {
+        let dir = tempfile::tempdir().expect("dir");
+        let server = Ledger::start(dir.path(), &[]);
+        let args = LoadTestArgs {
+            server: Some(server.url.trim_end_matches('/').to_string()),
+            clients: 64,
+            numbers: 100,
+            pools: 5,
+            hot_fraction: 0.1,
+            duration: Some(Duration::from_secs(20)),
+            ..Default::default()
+        };
+        let report = loadtest::run(&args).expect("load test");
+        server.stop();
+        let o = &report.overall;
+        eprintln!(
+            "conflict load: {:.0} req/s, p50 {} µs, p99 {} µs, verdict {}",
+            report.throughput_per_s, o.p50_us, o.p99_us, report.verdict.ok
+        );
+        rows.push([
+            "conflict load, 64 clients, 10 hot numbers: p50 / p99".into(),
+            format!("{:.2} / {:.2} ms", o.p50_us as f64 / 1000.0, o.p99_us as f64 / 1000.0),
+            format!(
+                "{:.0} req/s, verdict {}",
+                report.throughput_per_s,
+                if report.verdict.ok { "PASS" } else { "FAIL" }
+            ),
+            "".into(),
+            "p99 ≤ 10 ms".into(),
+        ]);
+    }
+
+    // 3. Memory with a million numbers, each touched once.
+    {
+        let dir = tempfile::tempdir().expect("dir");
+        let server = Ledger::start(dir.path(), &[]);
+        let (create_rate, ids) = rt.block_on(request_numbers(&http, &server.url, million));
+        let touches: Vec<String> = ids
+            .iter()
+            .map(|id| json!({"PhoneNumberId": id, "DeletionProtectionEnabled": false}).to_string())
+            .collect();
+        let (touch_rate, _) = rt.block_on(drive(&http, &server.url, "UpdatePhoneNumber", touches));
+        let rss = server.rss_mib();
+        eprintln!("{million} numbers: created at {create_rate:.0}/s, touched at {touch_rate:.0}/s, RSS {rss:.0} MiB");
+        server.stop();
+        rows.push([
+            format!("resident memory after creating {million} numbers and touching each once"),
+            format!("{rss:.0} MiB"),
+            format!("created at {create_rate:.0}/s, updated at {touch_rate:.0}/s (durable)"),
+            "".into(),
+            "≤ 1024 MiB".into(),
+        ]);
+    }
+
+    println!();
+    println!("| measure | phone-ledger | reference (same run) | ratio | target |");
+    println!("|---|---|---|---|---|");
+    for r in rows {
+        println!("| {} | {} | {} | {} | {} |", r[0], r[1], r[2], r[3], r[4]);
+    }
+}
