@@ -14,38 +14,12 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use phone_ledger::actors::{AggregateActor, GetState};
 use phone_ledger::config::Durability;
 use phone_ledger::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState};
-use phone_ledger::domain::types::{MessageType, NumberCapability, NumberStatus, NumberType};
 use phone_ledger::domain::{event_to_parts, Aggregate, Command, CommandMeta, Scope};
 use phone_ledger::projection::replay;
 use phone_ledger::store::{AppendMeta, AppendRequest, EventStore, PendingEvent};
 
 fn number(id: &str) -> PhoneNumber {
-    PhoneNumber {
-        phone_number_id: id.into(),
-        phone_number_arn: format!("arn:aws:sms-voice:us-east-1:111122223333:phone-number/{id}"),
-        account: "111122223333".into(),
-        region: "us-east-1".into(),
-        phone_number: "+12065550100".into(),
-        iso_country_code: "US".into(),
-        message_type: MessageType::Transactional,
-        number_capabilities: vec![NumberCapability::Sms],
-        number_type: NumberType::LongCode,
-        monthly_leasing_price: "1.00".into(),
-        opt_out_list_name: "Default".into(),
-        registration_id: None,
-        self_managed_opt_outs_enabled: false,
-        two_way_enabled: false,
-        two_way_channel_arn: None,
-        two_way_channel_role: None,
-        deletion_protection_enabled: false,
-        international_sending_enabled: false,
-        status: NumberStatus::Active,
-        pool_id: None,
-        pending_pool_id: None,
-        tags: vec![],
-        created_timestamp_ms: 1,
-        client_token: None,
-    }
+    PhoneNumber::example(id, "111122223333", "us-east-1")
 }
 
 fn update_event(on: bool) -> PhoneNumberEvent {

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use crate::domain::phone_number::PhoneNumberState;
 use crate::domain::pool::PoolState;
 use crate::domain::types::NumberStatus;
-use crate::domain::{event_from_parts, Aggregate, ResourceKind, Scope};
+use crate::domain::{event_from_parts, Aggregate, Command, CommandMeta, ResourceKind, Scope};
 use crate::store::{decode_counter, EventEnvelope, EventStore, IndexOp, StoreError};
 
 /// Key of a live resource's view.
@@ -207,6 +207,39 @@ pub fn replay<A: Aggregate>(envelopes: &[EventEnvelope]) -> Result<A, StoreError
         state = state.evolve(&event);
     }
     Ok(state)
+}
+
+/// The events one append wrote (one executed command), and that command when its input was
+/// recorded: what the audit re-check and the load-test checker decide again.
+pub struct RecordedCommand<'a, A: Aggregate> {
+    pub events: Vec<&'a EventEnvelope>,
+    pub command: Option<Command<A::Action>>,
+}
+
+/// Splits a stream's envelopes (in version order) into its recorded commands.
+pub fn recorded_commands<'a, A: Aggregate>(envelopes: impl IntoIterator<Item = &'a EventEnvelope>) -> Vec<RecordedCommand<'a, A>> {
+    let mut out: Vec<RecordedCommand<'a, A>> = Vec::new();
+    for e in envelopes {
+        match out.last_mut() {
+            Some(last) if last.events[0].command_id == e.command_id => last.events.push(e),
+            _ => {
+                let command = serde_json::from_value::<A::Action>(e.command_input.clone())
+                    .ok()
+                    .map(|action| Command {
+                        meta: CommandMeta {
+                            request_id: e.request_id.clone(),
+                            scope: Scope::new(&e.account, &e.region),
+                            at_ms: e.timestamp_ms,
+                            operation: e.command.split('/').next().unwrap_or_default().to_string(),
+                        },
+                        target: e.stream_id.clone(),
+                        action,
+                    });
+                out.push(RecordedCommand { events: vec![e], command });
+            }
+        }
+    }
+    out
 }
 
 /// The aggregate kind a stream id belongs to.

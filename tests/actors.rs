@@ -4,8 +4,10 @@
 
 mod common;
 
+use common::request;
+
 use aws_sdk_pinpointsmsvoicev2::operation::release_phone_number::ReleasePhoneNumberError;
-use aws_sdk_pinpointsmsvoicev2::types::{ConflictExceptionReason, MessageType, NumberCapability, RequestableNumberType};
+use aws_sdk_pinpointsmsvoicev2::types::{ConflictExceptionReason, MessageType};
 use aws_sdk_pinpointsmsvoicev2::Client;
 use common::{TestServer, ACCOUNT};
 use phone_ledger::audit::verify::verify_store;
@@ -13,20 +15,6 @@ use phone_ledger::config::Durability;
 use phone_ledger::domain::phone_number::PhoneNumberState;
 use phone_ledger::projection::{load_state, SnapshotRecord};
 use phone_ledger::store::EventStore;
-
-async fn request(c: &Client) -> String {
-    c.request_phone_number()
-        .iso_country_code("US")
-        .message_type(MessageType::Transactional)
-        .number_capabilities(NumberCapability::Sms)
-        .number_type(RequestableNumberType::LongCode)
-        .send()
-        .await
-        .expect("request")
-        .phone_number_id()
-        .expect("id")
-        .to_string()
-}
 
 async fn protect(c: &Client, id: &str, on: bool) {
     c.update_phone_number()
@@ -57,7 +45,7 @@ fn assert_protected(err: aws_sdk_pinpointsmsvoicev2::error::SdkError<ReleasePhon
 async fn snapshots_speed_activation_but_change_no_answer() {
     let mut server = TestServer::start_with(|c| c.snapshot_every = 5);
     let c = server.client(ACCOUNT);
-    let id = request(&c).await;
+    let id = request(&c, MessageType::Transactional).await;
     for i in 0..12 {
         protect(&c, &id, i % 2 == 0).await; // versions 2..=13
     }
@@ -148,7 +136,7 @@ async fn passivated_actors_come_back_transparently() {
     let c = server.client(ACCOUNT);
     let mut ids = Vec::new();
     for _ in 0..6 {
-        let id = request(&c).await;
+        let id = request(&c, MessageType::Transactional).await;
         protect(&c, &id, true).await;
         ids.push(id);
     }

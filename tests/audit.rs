@@ -4,9 +4,11 @@
 
 mod common;
 
+use common::request;
+
 use std::process::Command;
 
-use aws_sdk_pinpointsmsvoicev2::types::{MessageType, NumberCapability, RequestableNumberType};
+use aws_sdk_pinpointsmsvoicev2::types::MessageType;
 use aws_sdk_pinpointsmsvoicev2::Client;
 use common::{TestServer, ACCOUNT};
 use phone_ledger::audit::recheck::{recheck, Deciders};
@@ -29,23 +31,9 @@ const SCRIPT: [&str; 10] = [
     "Released",
 ];
 
-async fn request(c: &Client) -> String {
-    c.request_phone_number()
-        .iso_country_code("US")
-        .message_type(MessageType::Transactional)
-        .number_capabilities(NumberCapability::Sms)
-        .number_type(RequestableNumberType::LongCode)
-        .send()
-        .await
-        .expect("request")
-        .phone_number_id()
-        .expect("id")
-        .to_string()
-}
-
 /// Runs the scripted history; returns (number, pool).
 async fn script(c: &Client) -> (String, String) {
-    let id = request(c).await;
+    let id = request(c, MessageType::Transactional).await;
     c.update_phone_number()
         .phone_number_id(&id)
         .deletion_protection_enabled(true)
@@ -63,7 +51,7 @@ async fn script(c: &Client) -> (String, String) {
         .send()
         .await
         .expect("unprotect");
-    let anchor = request(c).await;
+    let anchor = request(c, MessageType::Transactional).await;
     let pool = c
         .create_pool()
         .origination_identity(&anchor)
@@ -397,7 +385,7 @@ async fn the_feed_can_be_followed_live() {
     use futures_util::StreamExt;
     let server = TestServer::start();
     let c = server.client(ACCOUNT);
-    request(&c).await;
+    request(&c, MessageType::Transactional).await;
     let resp = reqwest::get(format!("{}/audit/events?Follow=true&Type=PhoneNumberRequested", server.url()))
         .await
         .expect("follow");
@@ -410,7 +398,7 @@ async fn the_feed_can_be_followed_live() {
     let wanted = 3;
     let writer = tokio::spawn(async move {
         for _ in 0..2 {
-            request(&c).await;
+            request(&c, MessageType::Transactional).await;
         }
     });
     while seen.matches("data: ").count() < wanted {

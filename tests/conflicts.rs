@@ -4,35 +4,21 @@
 
 mod common;
 
+use common::request;
+
 use std::collections::{BTreeSet, HashMap};
 
 use aws_sdk_pinpointsmsvoicev2::error::ProvideErrorMetadata;
-use aws_sdk_pinpointsmsvoicev2::types::{MessageType, NumberCapability, RequestableNumberType};
-use aws_sdk_pinpointsmsvoicev2::Client;
+use aws_sdk_pinpointsmsvoicev2::types::MessageType;
 use common::{TestServer, ACCOUNT};
 use phone_ledger::config::Durability;
 use phone_ledger::store::EventStore;
-
-async fn request(client: &Client) -> String {
-    client
-        .request_phone_number()
-        .iso_country_code("US")
-        .message_type(MessageType::Transactional)
-        .number_capabilities(NumberCapability::Sms)
-        .number_type(RequestableNumberType::LongCode)
-        .send()
-        .await
-        .expect("RequestPhoneNumber")
-        .phone_number_id()
-        .expect("id")
-        .to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_two_concurrent_releases_release_once() {
     let mut server = TestServer::start();
     let c = server.client(ACCOUNT);
-    let id = request(&c).await;
+    let id = request(&c, MessageType::Transactional).await;
     let tasks: Vec<_> = (0..32)
         .map(|_| {
             let c = c.clone();
@@ -72,7 +58,7 @@ async fn thirty_two_concurrent_releases_release_once() {
 async fn releases_racing_associations_never_both_succeed() {
     let server = TestServer::start();
     let c = server.client(ACCOUNT);
-    let anchor = request(&c).await;
+    let anchor = request(&c, MessageType::Transactional).await;
     let pool_id = c
         .create_pool()
         .origination_identity(&anchor)
@@ -85,7 +71,7 @@ async fn releases_racing_associations_never_both_succeed() {
         .to_string();
     let mut numbers = Vec::new();
     for _ in 0..24 {
-        numbers.push(request(&c).await);
+        numbers.push(request(&c, MessageType::Transactional).await);
     }
     let mut tasks = Vec::new();
     for (i, id) in numbers.iter().enumerate() {
@@ -163,8 +149,8 @@ async fn racing_disassociations_never_empty_a_pool() {
     let server = TestServer::start();
     let c = server.client(ACCOUNT);
     for _ in 0..6 {
-        let a = request(&c).await;
-        let b = request(&c).await;
+        let a = request(&c, MessageType::Transactional).await;
+        let b = request(&c, MessageType::Transactional).await;
         let pool = c
             .create_pool()
             .origination_identity(&a)

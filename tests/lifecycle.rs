@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::request;
+
 use aws_sdk_pinpointsmsvoicev2::error::ProvideErrorMetadata;
 use aws_sdk_pinpointsmsvoicev2::operation::associate_origination_identity::AssociateOriginationIdentityError;
 use aws_sdk_pinpointsmsvoicev2::operation::delete_pool::DeletePoolError;
@@ -16,24 +18,9 @@ use aws_sdk_pinpointsmsvoicev2::types::{
     PoolFilterName, PoolOriginationIdentitiesFilter, PoolOriginationIdentitiesFilterName, PoolStatus, RequestableNumberType, ResourceType,
     ServiceQuotaExceededExceptionReason, ValidationExceptionReason,
 };
-use aws_sdk_pinpointsmsvoicev2::Client;
 use common::{TestServer, ACCOUNT, OTHER_ACCOUNT, REGION};
 use phone_ledger::config::Durability;
 use phone_ledger::store::EventStore;
-
-async fn request(client: &Client, message_type: MessageType) -> String {
-    let out = client
-        .request_phone_number()
-        .iso_country_code("US")
-        .message_type(message_type)
-        .number_capabilities(NumberCapability::Sms)
-        .number_capabilities(NumberCapability::Voice)
-        .number_type(RequestableNumberType::LongCode)
-        .send()
-        .await
-        .expect("RequestPhoneNumber");
-    out.phone_number_id().expect("id").to_string()
-}
 
 fn release_conflict(e: aws_sdk_pinpointsmsvoicev2::error::SdkError<ReleasePhoneNumberError>) -> ConflictExceptionReason {
     match e.into_service_error() {

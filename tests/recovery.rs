@@ -4,8 +4,7 @@
 
 mod common;
 
-use aws_sdk_pinpointsmsvoicev2::types::{MessageType, NumberCapability, RequestableNumberType};
-use aws_sdk_pinpointsmsvoicev2::Client;
+use aws_sdk_pinpointsmsvoicev2::types::MessageType;
 use common::{TestServer, ACCOUNT, REGION};
 use phone_ledger::config::Durability;
 use phone_ledger::domain::event_to_parts;
@@ -14,22 +13,6 @@ use phone_ledger::domain::pool::{PoolEvent, PoolMember, PoolState};
 use phone_ledger::domain::types::MessageType as DomainMessageType;
 use phone_ledger::projection::{replay, Projected};
 use phone_ledger::store::{AppendMeta, AppendRequest, EventStore, PendingEvent};
-
-async fn request(client: &Client) -> (String, String) {
-    let out = client
-        .request_phone_number()
-        .iso_country_code("US")
-        .message_type(MessageType::Transactional)
-        .number_capabilities(NumberCapability::Sms)
-        .number_type(RequestableNumberType::LongCode)
-        .send()
-        .await
-        .expect("RequestPhoneNumber");
-    (
-        out.phone_number_id().expect("id").to_string(),
-        out.phone_number().expect("e164").to_string(),
-    )
-}
 
 /// Appends one event the way an actor would (same index maintenance), as a crash would leave it.
 async fn append<A: Projected>(store: &EventStore, id: &str, event: A::Event) {
@@ -67,9 +50,9 @@ async fn append<A: Projected>(store: &EventStore, id: &str, event: A::Event) {
 async fn interrupted_pool_changes_are_finished_on_start() {
     let mut server = TestServer::start();
     let c = server.client(ACCOUNT);
-    let (a, _) = request(&c).await;
-    let (joining_unrecorded, _) = request(&c).await;
-    let (joining_recorded, joining_e164) = request(&c).await;
+    let (a, _) = common::request_with_number(&c, MessageType::Transactional).await;
+    let (joining_unrecorded, _) = common::request_with_number(&c, MessageType::Transactional).await;
+    let (joining_recorded, joining_e164) = common::request_with_number(&c, MessageType::Transactional).await;
     let pool_id = c
         .create_pool()
         .origination_identity(&a)

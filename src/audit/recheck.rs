@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::AuditError;
 use crate::domain::phone_number::PhoneNumberState;
 use crate::domain::pool::PoolState;
-use crate::domain::{Aggregate, Command, CommandMeta, Rejection, ResourceKind, Scope};
-use crate::projection::{decode_event, kind_of_stream};
+use crate::domain::{Aggregate, Command, Rejection, ResourceKind};
+use crate::projection::{decode_event, kind_of_stream, recorded_commands};
 use crate::store::{EventEnvelope, EventStore};
 
 /// A decider for aggregate `A`.
@@ -82,24 +82,10 @@ fn recheck_stream<A: Aggregate>(
     report: &mut RecheckReport,
 ) -> Result<(), AuditError> {
     let mut state = A::default();
-    let mut i = 0;
-    while i < envelopes.len() {
-        let first = &envelopes[i];
-        let group: Vec<&EventEnvelope> = envelopes[i..].iter().take_while(|e| e.command_id == first.command_id).collect();
-        i += group.len();
-        let recorded: Vec<A::Event> = group.iter().map(|e| decode_event(e)).collect::<Result<_, _>>()?;
-        let action: Option<A::Action> = serde_json::from_value(first.command_input.clone()).ok();
-        if let Some(action) = action {
-            let command = Command {
-                meta: CommandMeta {
-                    request_id: first.request_id.clone(),
-                    scope: Scope::new(&first.account, &first.region),
-                    at_ms: first.timestamp_ms,
-                    operation: first.command.split('/').next().unwrap_or_default().to_string(),
-                },
-                target: stream_id.to_string(),
-                action,
-            };
+    for recorded_command in recorded_commands::<A>(envelopes) {
+        let first = recorded_command.events[0];
+        let recorded: Vec<A::Event> = recorded_command.events.iter().map(|e| decode_event(e)).collect::<Result<_, _>>()?;
+        if let Some(command) = &recorded_command.command {
             let recorded_outcome = match recorded.as_slice() {
                 [only] => match A::rejection_in(only) {
                     Some(r) => Err(r.clone()),
@@ -107,7 +93,7 @@ fn recheck_stream<A: Aggregate>(
                 },
                 _ => Ok(recorded.clone()),
             };
-            let today = decide(&state, &command);
+            let today = decide(&state, command);
             let (was, now) = (signature(&recorded_outcome), signature(&today));
             report.commands_checked += 1;
             if was != now {

@@ -54,6 +54,36 @@ pub struct PhoneNumber {
 }
 
 impl PhoneNumber {
+    /// A plausible active US long code (for tests, benchmarks and documentation examples).
+    pub fn example(id: &str, account: &str, region: &str) -> PhoneNumber {
+        PhoneNumber {
+            phone_number_id: id.into(),
+            phone_number_arn: format!("arn:aws:sms-voice:{region}:{account}:phone-number/{id}"),
+            account: account.into(),
+            region: region.into(),
+            phone_number: "+12065550100".into(),
+            iso_country_code: "US".into(),
+            message_type: MessageType::Transactional,
+            number_capabilities: vec![NumberCapability::Sms],
+            number_type: NumberType::LongCode,
+            monthly_leasing_price: "1.00".into(),
+            opt_out_list_name: "Default".into(),
+            registration_id: None,
+            self_managed_opt_outs_enabled: false,
+            two_way_enabled: false,
+            two_way_channel_arn: None,
+            two_way_channel_role: None,
+            deletion_protection_enabled: false,
+            international_sending_enabled: false,
+            status: NumberStatus::Active,
+            pool_id: None,
+            pending_pool_id: None,
+            tags: vec![],
+            created_timestamp_ms: 1,
+            client_token: None,
+        }
+    }
+
     /// Whether the number is entering or leaving a pool right now.
     pub fn is_changing_pools(&self) -> bool {
         matches!(self.status, NumberStatus::Associating | NumberStatus::Disassociating)
@@ -504,32 +534,7 @@ mod tests {
     const POOL: &str = "pool-0123456789abcdef0123456789abcdef";
 
     fn number() -> PhoneNumber {
-        PhoneNumber {
-            phone_number_id: ID.into(),
-            phone_number_arn: format!("arn:aws:sms-voice:{REGION}:{ACCOUNT}:phone-number/{ID}"),
-            account: ACCOUNT.into(),
-            region: REGION.into(),
-            phone_number: "+12065550100".into(),
-            iso_country_code: "US".into(),
-            message_type: MessageType::Transactional,
-            number_capabilities: vec![NumberCapability::Sms],
-            number_type: NumberType::LongCode,
-            monthly_leasing_price: "1.00".into(),
-            opt_out_list_name: "Default".into(),
-            registration_id: None,
-            self_managed_opt_outs_enabled: false,
-            two_way_enabled: false,
-            two_way_channel_arn: None,
-            two_way_channel_role: None,
-            deletion_protection_enabled: false,
-            international_sending_enabled: false,
-            status: NumberStatus::Active,
-            pool_id: None,
-            pending_pool_id: None,
-            tags: vec![],
-            created_timestamp_ms: 1,
-            client_token: None,
-        }
+        PhoneNumber::example(ID, ACCOUNT, REGION)
     }
 
     fn requested() -> E {

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::domain::phone_number::{PhoneNumberEvent, PhoneNumberState};
 use crate::domain::pool::{PoolEvent, PoolState};
 use crate::domain::types::NumberStatus;
-use crate::domain::{Aggregate, Command, CommandMeta, Rejection, ResourceKind, Scope};
-use crate::projection::{decode_event, kind_of_stream};
+use crate::domain::{Aggregate, Rejection, ResourceKind};
+use crate::projection::{decode_event, kind_of_stream, recorded_commands};
 use crate::store::EventEnvelope;
 
 /// What a client did, and what it saw.
@@ -399,41 +399,21 @@ enum Redecided {
 
 fn redecide<A: Aggregate>(events: &[&EventEnvelope], decisions: &mut HashMap<String, Vec<Redecided>>) -> Result<(), String> {
     let mut state = A::default();
-    let mut i = 0;
-    while i < events.len() {
-        let first = events[i];
-        let group: Vec<&EventEnvelope> = events[i..]
-            .iter()
-            .take_while(|e| e.command_id == first.command_id)
-            .copied()
-            .collect();
-        i += group.len();
-        let action: Option<A::Action> = serde_json::from_value(first.command_input.clone()).ok();
-        let outcome = match action {
-            Some(action) => {
-                let command = Command {
-                    meta: CommandMeta {
-                        request_id: first.request_id.clone(),
-                        scope: Scope::new(&first.account, &first.region),
-                        at_ms: first.timestamp_ms,
-                        operation: first.command.split('/').next().unwrap_or_default().to_string(),
-                    },
-                    target: first.stream_id.clone(),
-                    action,
-                };
-                match state.decide(&command) {
-                    Ok(_) if group.iter().any(|e| e.event_type.ends_with("Aborted")) => Redecided::Refused("Aborted".into(), None),
-                    Ok(_) => Redecided::Effect,
-                    Err(r) => {
-                        let (code, reason) = reason_code(&r);
-                        Redecided::Refused(code, reason)
-                    }
+    for recorded in recorded_commands::<A>(events.iter().copied()) {
+        let first = recorded.events[0];
+        let outcome = match &recorded.command {
+            Some(command) => match state.decide(command) {
+                Ok(_) if recorded.events.iter().any(|e| e.event_type.ends_with("Aborted")) => Redecided::Refused("Aborted".into(), None),
+                Ok(_) => Redecided::Effect,
+                Err(r) => {
+                    let (code, reason) = reason_code(&r);
+                    Redecided::Refused(code, reason)
                 }
-            }
+            },
             None => Redecided::Unknown,
         };
         decisions.entry(first.request_id.clone()).or_default().push(outcome);
-        for e in group {
+        for e in &recorded.events {
             let event: A::Event = decode_event(e).map_err(|err| err.to_string())?;
             state = state.evolve(&event);
         }

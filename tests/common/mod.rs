@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use aws_sdk_pinpointsmsvoicev2::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_pinpointsmsvoicev2::types::{MessageType, NumberCapability, RequestableNumberType};
 use aws_sdk_pinpointsmsvoicev2::Client;
 use phone_ledger::config::Config;
 use phone_ledger::server::RunningServer;
@@ -116,4 +117,27 @@ pub fn signal(child: &Child, name: &str) {
         .status()
         .expect("kill");
     assert!(status.success());
+}
+
+/// Requests a US long code with SMS and VOICE; returns its id and E.164 number.
+pub async fn request_with_number(client: &Client, message_type: MessageType) -> (String, String) {
+    let out = client
+        .request_phone_number()
+        .iso_country_code("US")
+        .message_type(message_type)
+        .number_capabilities(NumberCapability::Sms)
+        .number_capabilities(NumberCapability::Voice)
+        .number_type(RequestableNumberType::LongCode)
+        .send()
+        .await
+        .expect("RequestPhoneNumber");
+    (
+        out.phone_number_id().expect("id").to_string(),
+        out.phone_number().expect("number").to_string(),
+    )
+}
+
+/// Requests a US long code; returns its id.
+pub async fn request(client: &Client, message_type: MessageType) -> String {
+    request_with_number(client, message_type).await.0
 }
