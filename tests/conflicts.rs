@@ -186,3 +186,44 @@ async fn racing_disassociations_never_empty_a_pool() {
         assert_eq!(left.origination_identities().len(), 1);
     }
 }
+
+/// Creations run concurrently, yet the quota is never exceeded and one client token makes one
+/// number however many requests carry it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creations_respect_quota_and_client_tokens() {
+    let server = TestServer::start_with(|c| c.quotas.phone_numbers_per_account = 5);
+    let c = server.client(ACCOUNT);
+    let send = |token: Option<&'static str>| {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.request_phone_number()
+                .iso_country_code("US")
+                .message_type(MessageType::Transactional)
+                .number_capabilities(aws_sdk_pinpointsmsvoicev2::types::NumberCapability::Sms)
+                .number_type(aws_sdk_pinpointsmsvoicev2::types::RequestableNumberType::LongCode)
+                .set_client_token(token.map(str::to_string))
+                .send()
+                .await
+                .map(|o| o.phone_number_id().expect("id").to_string())
+        })
+    };
+    let same: Vec<_> = (0..8).map(|_| send(Some("same-token"))).collect();
+    let mut ids = BTreeSet::new();
+    for t in same {
+        ids.insert(t.await.expect("task").expect("same-token request"));
+    }
+    assert_eq!(ids.len(), 1, "one token, one number: {ids:?}");
+    let others: Vec<_> = (0..16).map(|_| send(None)).collect();
+    let (mut ok, mut over) = (0, 0);
+    for t in others {
+        match t.await.expect("task") {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(e.code(), Some("ServiceQuotaExceededException"));
+                over += 1;
+            }
+        }
+    }
+    assert_eq!((ok, over), (4, 12), "quota 5 with one number already held");
+    assert_eq!(c.describe_phone_numbers().send().await.expect("describe").phone_numbers().len(), 5);
+}

@@ -8,11 +8,11 @@
 //! - creating a pool: number → `ASSOCIATING`, pool created holding it, number completes;
 //! - deleting a pool: pool deleted (honouring deletion protection), then each member detached.
 //!
-//! Creation (numbers, pools) is serialized per account so quotas and client tokens hold under
-//! concurrency. Reads for Describe come from the derived index, never from actor memory.
+//! Creations run concurrently: quotas hold through per-account reservations, client tokens
+//! through a lock per token, and E.164 uniqueness through the store's unique claims. Reads for Describe come from the derived index, never from actor memory.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use serde::de::DeserializeOwned;
 
@@ -100,8 +100,6 @@ pub struct Page<T> {
     pub last_key: Option<String>,
 }
 
-type Gate = Arc<tokio::sync::Mutex<()>>;
-
 /// The application service shared by all HTTP workers.
 pub struct Ledger {
     store: EventStore,
@@ -109,7 +107,27 @@ pub struct Ledger {
     pools: Registry<PoolState>,
     picker: NumberPicker,
     quotas: Quotas,
-    gates: Mutex<HashMap<Scope, Gate>>,
+    token_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Creations in flight per scope and kind (see [`Ledger::reserve`]).
+    pending: Mutex<HashMap<(Scope, ResourceKind), u64>>,
+}
+
+/// A unit of quota held by a creation in progress; released when dropped.
+struct Reservation<'a> {
+    ledger: &'a Ledger,
+    key: (Scope, ResourceKind),
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.ledger.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = pending.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                pending.remove(&self.key);
+            }
+        }
+    }
 }
 
 fn not_found(kind: ResourceKind, id: &str) -> LedgerError {
@@ -124,7 +142,8 @@ impl Ledger {
             store,
             picker,
             quotas,
-            gates: Mutex::new(HashMap::new()),
+            token_locks: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
+            pending: Mutex::new(HashMap::new()),
         }
     }
 
@@ -132,10 +151,33 @@ impl Ledger {
         &self.store
     }
 
-    /// The per-account lock that serializes creations (quota and client-token checks).
-    fn gate(&self, scope: &Scope) -> Gate {
-        let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
-        gates.entry(scope.clone()).or_default().clone()
+    /// The lock serializing requests that carry the same client token (striped: a fixed set
+    /// of locks, so tokens never accumulate in memory; different tokens rarely share one).
+    fn token_lock(&self, scope: &Scope, operation: &str, token: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (scope, operation, token).hash(&mut h);
+        &self.token_locks[(h.finish() as usize) % self.token_locks.len()]
+    }
+
+    /// Holds one unit of the scope's quota for a creation in progress: live resources (from the
+    /// index) plus creations in flight never exceed the quota, without serializing creations.
+    fn reserve(&self, scope: &Scope, kind: ResourceKind, quota: u64) -> Result<Reservation<'_>, LedgerError> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (scope.clone(), kind);
+        let in_flight = pending.get(&key).copied().unwrap_or(0);
+        if self.count_live(scope, kind)? + in_flight >= quota {
+            let (reason, what) = match kind {
+                ResourceKind::PhoneNumber => (QuotaReason::PhoneNumbersPerAccount, "phone numbers"),
+                ResourceKind::Pool => (QuotaReason::PoolsPerAccount, "pools"),
+            };
+            return Err(LedgerError::Rejected(Rejection::QuotaExceeded {
+                reason,
+                message: format!("account {} already holds {quota} {what} in {}", scope.account, scope.region),
+            }));
+        }
+        *pending.entry(key.clone()).or_insert(0) += 1;
+        Ok(Reservation { ledger: self, key })
     }
 
     fn resolve(kind: ResourceKind, scope: &Scope, id_or_arn: &str) -> Result<String, LedgerError> {
@@ -219,23 +261,18 @@ impl Ledger {
     /// `RequestPhoneNumber`.
     pub async fn request_phone_number(&self, meta: &CommandMeta, spec: NewNumber) -> Result<PhoneNumber, LedgerError> {
         let scope = &meta.scope;
-        let gate = self.gate(scope);
-        let _serialized = gate.lock().await;
+        // Requests with the same client token are serialized; others run concurrently.
+        let _same_token = match &spec.client_token {
+            Some(token) => Some(self.token_lock(scope, "RequestPhoneNumber", token).lock().await),
+            None => None,
+        };
         if let Some(token) = &spec.client_token {
             if let Some(id) = self.store.index_get(&token_key(scope, "RequestPhoneNumber", token))? {
                 let id = String::from_utf8_lossy(&id).into_owned();
                 return self.current_number(&id).await;
             }
         }
-        if self.count_live(scope, ResourceKind::PhoneNumber)? >= self.quotas.phone_numbers_per_account {
-            return Err(LedgerError::Rejected(Rejection::QuotaExceeded {
-                reason: QuotaReason::PhoneNumbersPerAccount,
-                message: format!(
-                    "account {} already holds {} phone numbers in {}",
-                    scope.account, self.quotas.phone_numbers_per_account, scope.region
-                ),
-            }));
-        }
+        let _reserved = self.reserve(scope, ResourceKind::PhoneNumber, self.quotas.phone_numbers_per_account)?;
         let pool = match &spec.pool_id {
             Some(p) => {
                 let pool_id = Self::resolve(ResourceKind::Pool, scope, p)?;
@@ -460,8 +497,10 @@ impl Ledger {
     /// `CreatePool`: the new pool inherits its settings from its first origination identity.
     pub async fn create_pool(&self, meta: &CommandMeta, spec: NewPool) -> Result<Pool, LedgerError> {
         let scope = &meta.scope;
-        let gate = self.gate(scope);
-        let _serialized = gate.lock().await;
+        let _same_token = match &spec.client_token {
+            Some(token) => Some(self.token_lock(scope, "CreatePool", token).lock().await),
+            None => None,
+        };
         if let Some(token) = &spec.client_token {
             if let Some(id) = self.store.index_get(&token_key(scope, "CreatePool", token))? {
                 let id = String::from_utf8_lossy(&id).into_owned();
@@ -470,15 +509,7 @@ impl Ledger {
             }
         }
         let number_id = Self::resolve(ResourceKind::PhoneNumber, scope, &spec.origination_identity)?;
-        if self.count_live(scope, ResourceKind::Pool)? >= self.quotas.pools_per_account {
-            return Err(LedgerError::Rejected(Rejection::QuotaExceeded {
-                reason: QuotaReason::PoolsPerAccount,
-                message: format!(
-                    "account {} already holds {} pools in {}",
-                    scope.account, self.quotas.pools_per_account, scope.region
-                ),
-            }));
-        }
+        let _reserved = self.reserve(scope, ResourceKind::Pool, self.quotas.pools_per_account)?;
         let pool_id = ResourceKind::Pool.new_id();
         let number = self
             .number(
