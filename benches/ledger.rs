@@ -53,6 +53,7 @@ fn request(stream: &str, expected_version: u64, events: &[PhoneNumberEvent]) -> 
                 }
             })
             .collect(),
+        expected_last_event: None,
         index_ops: vec![],
         unique_claims: vec![],
         snapshot: None,

@@ -249,6 +249,7 @@ fn build_stream(store: &EventStore, rt: &actix_rt::SystemRunner, id: &str, event
                     }
                 })
                 .collect(),
+            expected_last_event: None,
             index_ops: vec![],
             unique_claims: vec![],
             snapshot,

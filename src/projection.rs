@@ -167,8 +167,8 @@ impl SnapshotRecord {
 /// A stream's current state and version: its latest usable snapshot plus the events after it.
 /// A snapshot that cannot be read (other layout, newer than the log) is skipped, never trusted:
 /// snapshots are a cache. Returns how many events were replayed.
-pub fn load_state<A: Aggregate>(store: &EventStore, stream_id: &str) -> Result<(A, u64, usize), StoreError> {
-    let head = store.stream_version(stream_id)?;
+pub fn load_state<A: Aggregate>(store: &EventStore, stream_id: &str) -> Result<LoadedState<A>, StoreError> {
+    let (head, last_event) = store.stream_head(stream_id)?;
     let mut state = A::default();
     let mut version = 0;
     if let Some(bytes) = store.snapshot(stream_id)? {
@@ -196,7 +196,22 @@ pub fn load_state<A: Aggregate>(store: &EventStore, stream_id: &str) -> Result<(
         state = state.evolve(&decode_event::<A::Event>(e)?);
         version = e.version;
     }
-    Ok((state, version, replayed))
+    Ok(LoadedState {
+        state,
+        version,
+        last_event: tail.last().map(|e| e.event_id).or(last_event),
+        replayed,
+    })
+}
+
+/// A stream's state as [`load_state`] rebuilt it.
+pub struct LoadedState<A> {
+    pub state: A,
+    pub version: u64,
+    /// Id of the stream's last event (what the next append expects).
+    pub last_event: Option<uuid::Uuid>,
+    /// Events replayed after the snapshot.
+    pub replayed: usize,
 }
 
 /// Rebuilds state by replaying envelopes of one stream.

@@ -58,7 +58,8 @@ async fn snapshots_speed_activation_but_change_no_answer() {
         let record: SnapshotRecord =
             serde_json::from_slice(&store.snapshot(&id).expect("read").expect("a snapshot exists")).expect("record");
         assert_eq!(record.version, 10, "snapshots every 5 events: the latest is at 10 of 14");
-        let (state, version, replayed) = load_state::<PhoneNumberState>(&store, &id).expect("load");
+        let loaded = load_state::<PhoneNumberState>(&store, &id).expect("load");
+        let (state, version, replayed) = (loaded.state, loaded.version, loaded.replayed);
         assert_eq!((version, replayed), (14, 4), "activation replays only the tail after the snapshot");
         assert!(state.0.expect("number").deletion_protection_enabled);
         let report = verify_store(&store).expect("verify");

@@ -38,6 +38,7 @@ async fn append<A: Projected>(store: &EventStore, id: &str, event: A::Event) {
                 event_type,
                 payload,
             }],
+            expected_last_event: None,
             index_ops: A::index_ops(&before, &after),
             unique_claims: vec![],
             snapshot: None,

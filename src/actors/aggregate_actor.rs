@@ -1,10 +1,16 @@
 //! `AggregateActor<A>`: the one actor that owns an aggregate's stream (a phone number or a pool).
 //!
-//! On start it rebuilds its state by replaying its stream (off the async threads). Each command
-//! is decided by the pure decider; the resulting events (or, for a refusal, the rejection event)
-//! are appended with the actor's version as the expected version, and the actor evolves and
-//! replies only once the append is durable. `AtomicResponse` keeps the mailbox closed while an
-//! append is in flight, so commands for one aggregate are strictly serialized.
+//! On start it rebuilds its state (latest snapshot + the events after it, off the async threads).
+//! Commands are taken strictly in mailbox order and decided by the pure decider; the resulting
+//! events (or, for a refusal, the rejection event) are handed to the writer at once, with the
+//! actor's version as the expected version, and the reply waits until they are durable.
+//!
+//! Appends are pipelined: the next command is decided on the state that includes the events
+//! still in flight, and its append expects the version they will have made. The writer commits
+//! in order, often in the same group, so a hot number is not limited to one flush per command.
+//! If an in-flight append fails, every append decided after it fails its expected-version check
+//! too (nothing decided on a state that never became durable can commit), and the actor rebuilds
+//! its state from the log. Reads and no-op decisions wait until what they saw is durable.
 
 use std::time::{Duration, Instant};
 
@@ -63,6 +69,16 @@ pub struct AggregateActor<A: Projected> {
     broken: Option<String>,
     settings: ActorSettings,
     last_active: Instant,
+    /// Id of the last event of the (speculative) state: each append expects it at the head.
+    last_event: Option<Uuid>,
+    /// Appends handed to the writer and not yet answered.
+    in_flight: usize,
+    /// (generation, durable version): the generation changes whenever the state is rebuilt after
+    /// a failed append, which invalidates everything decided on the speculative state.
+    durable: tokio::sync::watch::Sender<(u64, u64)>,
+    generation: u64,
+    /// Passivation was asked while appends were in flight: stop when they are answered.
+    stop_when_idle: bool,
 }
 
 /// How actors snapshot and passivate.
@@ -104,6 +120,39 @@ impl<A: Projected> AggregateActor<A> {
             broken: None,
             settings,
             last_active: Instant::now(),
+            last_event: None,
+            in_flight: 0,
+            durable: tokio::sync::watch::channel((0, 0)).0,
+            generation: 0,
+            stop_when_idle: false,
+        }
+    }
+
+    /// A reply of `value` once the state it was read from (version `seen`) is durable, or an
+    /// error if that state is abandoned first.
+    fn when_durable<T: Send + 'static>(&self, value: T) -> ResponseActFuture<Self, Result<T, ExecuteError>> {
+        let (generation, seen) = (self.generation, self.version);
+        if self.durable.borrow().1 >= seen {
+            return Box::pin(fut::ready(Ok(value)));
+        }
+        let mut rx = self.durable.subscribe();
+        let wait = async move {
+            let reached = rx
+                .wait_for(|(g, v)| *g != generation || *v >= seen)
+                .await
+                .map(|r| r.0 == generation);
+            match reached {
+                Ok(true) => Ok(value),
+                _ => Err(ExecuteError::Unavailable("a concurrent append failed; retry".into())),
+            }
+        };
+        Box::pin(wait.into_actor(self))
+    }
+
+    fn append_done(&mut self, ctx: &mut Context<Self>) {
+        self.in_flight -= 1;
+        if self.stop_when_idle && self.in_flight == 0 {
+            ctx.stop();
         }
     }
 
@@ -125,7 +174,7 @@ impl<A: Projected> AggregateActor<A> {
         let read = async move { actix_rt::task::spawn_blocking(move || load_state::<A>(&store, &id)).await };
         ctx.wait(read.into_actor(self).map(|result, act, _ctx| {
             let replayed = match result {
-                Ok(Ok((state, version, _replayed))) => Ok((state, version)),
+                Ok(Ok(loaded)) => Ok(loaded),
                 Ok(Err(e)) => Err(e),
                 Err(e) => Err(crate::store::StoreError::Corrupt {
                     key: act.id.clone(),
@@ -133,10 +182,12 @@ impl<A: Projected> AggregateActor<A> {
                 }),
             };
             match replayed {
-                Ok((state, version)) => {
-                    act.state = state;
-                    act.version = version;
+                Ok(loaded) => {
+                    act.state = loaded.state;
+                    act.version = loaded.version;
+                    act.last_event = loaded.last_event;
                     act.broken = None;
+                    act.durable.send_replace((act.generation, loaded.version));
                 }
                 Err(e) => {
                     tracing::error!(stream = %act.id, error = %e, "cannot replay stream");
@@ -157,7 +208,7 @@ impl<A: Projected> Actor for AggregateActor<A> {
         if let Some(idle) = self.settings.idle_timeout {
             // Checked between messages only: an actor never stops with an append in flight.
             ctx.run_interval(idle / 2, move |act, ctx| {
-                if act.last_active.elapsed() >= idle {
+                if act.in_flight == 0 && act.last_active.elapsed() >= idle {
                     tracing::debug!(stream = %act.id, "passivating idle actor");
                     ctx.stop();
                 }
@@ -170,7 +221,11 @@ impl<A: Projected> Handler<Passivate> for AggregateActor<A> {
     type Result = ();
 
     fn handle(&mut self, _msg: Passivate, ctx: &mut Self::Context) {
-        ctx.stop();
+        if self.in_flight == 0 {
+            ctx.stop();
+        } else {
+            self.stop_when_idle = true;
+        }
     }
 }
 
@@ -189,10 +244,10 @@ fn pending<E: serde::Serialize>(events: &[E]) -> Result<Vec<PendingEvent>, Execu
 }
 
 impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
-    type Result = AtomicResponse<Self, Result<A, ExecuteError>>;
+    type Result = ResponseActFuture<Self, Result<A, ExecuteError>>;
 
     fn handle(&mut self, msg: Execute<A>, _ctx: &mut Self::Context) -> Self::Result {
-        let done = |r: Result<A, ExecuteError>| AtomicResponse::new(Box::pin(fut::ready(r)));
+        let done = |r: Result<A, ExecuteError>| -> Self::Result { Box::pin(fut::ready(r)) };
         self.last_active = Instant::now();
         if let Some(why) = &self.broken {
             return done(Err(ExecuteError::Unavailable(why.clone())));
@@ -203,7 +258,7 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
             action: msg.action,
         };
         let (events, rejection) = match self.state.decide(&command) {
-            Ok(events) if events.is_empty() => return done(Ok(self.state.clone())),
+            Ok(events) if events.is_empty() => return self.when_durable(self.state.clone()),
             Ok(events) => (events, None),
             // A stream that never existed gets no rejection event: junk ids do not grow the log.
             Err(rejection) if self.version == 0 => return done(Err(ExecuteError::Rejected(rejection))),
@@ -218,6 +273,7 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
             Ok(v) => v,
             Err(e) => return done(Err(ExecuteError::Unavailable(e.to_string()))),
         };
+        let to = self.version + events.len() as u64;
         let request = AppendRequest {
             stream_id: self.id.clone(),
             expected_version: self.version,
@@ -230,47 +286,64 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
                 command: format!("{}/{}", command.meta.operation, command.action.name()),
                 command_input,
             },
+            expected_last_event: self.last_event,
             events: pending,
             index_ops: A::index_ops(&self.state, &after),
             unique_claims: A::unique_claims(&self.state, &after),
-            snapshot: self.snapshot_for(&after, self.version, self.version + events.len() as u64),
+            snapshot: self.snapshot_for(&after, self.version, to),
         };
-        let store = self.store.clone();
-        let append = async move { store.append(request).await };
-        AtomicResponse::new(Box::pin(append.into_actor(self).map(move |result, act, ctx| match result {
-            Ok(envelopes) => {
-                act.version = envelopes.last().map_or(act.version, |e| e.version);
-                act.state = after;
-                match rejection {
-                    Some(r) => Err(ExecuteError::Rejected(r)),
-                    None => Ok(act.state.clone()),
+        let request_last_event = request.events.last().map(|e| e.event_id);
+        // Handed to the writer now, in mailbox order; only the answer is awaited.
+        let answer = match self.store.submit(request) {
+            Ok(answer) => answer,
+            Err(e) => return done(Err(ExecuteError::Append(e))),
+        };
+        self.last_event = request_last_event;
+        self.state = after.clone();
+        self.version = to;
+        self.in_flight += 1;
+        let generation = self.generation;
+        Box::pin(answer.into_actor(self).map(move |result, act, ctx| {
+            act.append_done(ctx);
+            match result {
+                Ok(_) => {
+                    if act.generation == generation {
+                        act.durable.send_if_modified(|d| {
+                            let newer = d.0 == generation && d.1 < to;
+                            if newer {
+                                d.1 = to;
+                            }
+                            newer
+                        });
+                    }
+                    match rejection {
+                        Some(r) => Err(ExecuteError::Rejected(r)),
+                        None => Ok(after),
+                    }
+                }
+                Err(e) => {
+                    if act.generation == generation {
+                        // The speculative state includes events that are not in the log: rebuild
+                        // it. Appends decided after this one fail their version check.
+                        tracing::warn!(stream = %act.id, error = %e, "append failed; rebuilding state from the log");
+                        act.generation += 1;
+                        act.reload(ctx);
+                    }
+                    Err(ExecuteError::Append(e))
                 }
             }
-            Err(e) => {
-                if let AppendError::WrongExpectedVersion { .. } = e {
-                    // Someone else wrote this stream: our state is stale. Re-read it before the
-                    // next command.
-                    tracing::warn!(stream = %act.id, error = %e, "stale actor state; reloading");
-                    act.reload(ctx);
-                }
-                // A refused command whose refusal could not be recorded is still refused.
-                match rejection {
-                    Some(r) if !matches!(e, AppendError::Busy | AppendError::Closed) => Err(ExecuteError::Rejected(r)),
-                    _ => Err(ExecuteError::Append(e)),
-                }
-            }
-        })))
+        }))
     }
 }
 
 impl<A: Projected> Handler<GetState<A>> for AggregateActor<A> {
-    type Result = Result<A, ExecuteError>;
+    type Result = ResponseActFuture<Self, Result<A, ExecuteError>>;
 
     fn handle(&mut self, _msg: GetState<A>, _ctx: &mut Self::Context) -> Self::Result {
         self.last_active = Instant::now();
         match &self.broken {
-            Some(why) => Err(ExecuteError::Unavailable(why.clone())),
-            None => Ok(self.state.clone()),
+            Some(why) => Box::pin(fut::ready(Err(ExecuteError::Unavailable(why.clone())))),
+            None => self.when_durable(self.state.clone()),
         }
     }
 }

@@ -231,9 +231,18 @@ impl EventStore {
     /// Appends events to one stream if its version is still `expected_version`, durably. Resolves
     /// only after the events are flushed; never blocks the calling thread.
     pub async fn append(&self, request: AppendRequest) -> Result<Vec<EventEnvelope>, AppendError> {
+        self.submit(request)?.await
+    }
+
+    /// Hands an append to the writer now (so appends keep the order of the calls) and returns
+    /// the future of its answer, which resolves once the events are durable.
+    pub fn submit(
+        &self,
+        request: AppendRequest,
+    ) -> Result<impl std::future::Future<Output = Result<Vec<EventEnvelope>, AppendError>> + use<>, AppendError> {
         let open = self.get().map_err(|_| AppendError::Closed)?;
         match &open.writer {
-            Some(writer) => writer.append(request).await,
+            Some(writer) => writer.submit(request),
             None => Err(AppendError::Closed),
         }
     }
@@ -275,9 +284,17 @@ impl EventStore {
 
     /// Current version of a stream (0 when it does not exist).
     pub fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+        Ok(self.stream_head(stream_id)?.0)
+    }
+
+    /// Current version of a stream and the id of its last event.
+    pub fn stream_head(&self, stream_id: &str) -> Result<(u64, Option<uuid::Uuid>), StoreError> {
         match self.trees()?.heads.get(stream_id.as_bytes())? {
-            Some(v) => decode_u64(&v, stream_id),
-            None => Ok(0),
+            Some(v) => {
+                let head = writer::StreamHead::decode(&v, stream_id)?;
+                Ok((head.version, head.last_event))
+            }
+            None => Ok((0, None)),
         }
     }
 

@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 use tokio::sync::oneshot;
+use uuid::Uuid;
 
 use crate::config::Durability;
 
@@ -25,6 +26,29 @@ use super::{decode_u64, stream_key, StoreError, Trees, CHAIN_KEY};
 
 /// How many appends may wait for the writer before callers are told to back off.
 const QUEUE_CAPACITY: usize = 16_384;
+
+/// What `heads` holds per stream: its version and the id of its last event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct StreamHead {
+    pub version: u64,
+    pub last_event: Option<Uuid>,
+}
+
+impl StreamHead {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut v = self.version.to_be_bytes().to_vec();
+        if let Some(id) = self.last_event {
+            v.extend_from_slice(id.as_bytes());
+        }
+        v
+    }
+
+    pub(crate) fn decode(bytes: &[u8], stream: &str) -> Result<Self, StoreError> {
+        let version = decode_u64(bytes, stream)?;
+        let last_event = bytes.get(8..24).and_then(|b| Uuid::from_slice(b).ok());
+        Ok(StreamHead { version, last_event })
+    }
+}
 
 /// A change to a derived index, committed atomically with the events that cause it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +72,9 @@ pub struct AppendRequest {
     pub expected_version: u64,
     pub meta: AppendMeta,
     pub events: Vec<PendingEvent>,
+    /// The id of the stream's last event as the caller knows it: with the version, this makes
+    /// the check exact even if another writer brought the stream to the same version.
+    pub expected_last_event: Option<Uuid>,
     pub index_ops: Vec<IndexOp>,
     /// Index keys that must not exist yet, with the value to put under them (unique constraints,
     /// e.g. an E.164 number held by one resource only).
@@ -134,14 +161,16 @@ impl WriterHandle {
         self.head.clone()
     }
 
-    pub(crate) async fn append(&self, request: AppendRequest) -> Result<Vec<EventEnvelope>, AppendError> {
+    pub(crate) fn submit(
+        &self,
+        request: AppendRequest,
+    ) -> Result<impl std::future::Future<Output = Result<Vec<EventEnvelope>, AppendError>> + use<>, AppendError> {
         let (reply, answer) = oneshot::channel();
         match self.tx.try_send(Msg::Append(Box::new(request), reply)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(AppendError::Busy),
-            Err(TrySendError::Disconnected(_)) => return Err(AppendError::Closed),
+            Ok(()) => Ok(async move { answer.await.unwrap_or(Err(AppendError::Closed)) }),
+            Err(TrySendError::Full(_)) => Err(AppendError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(AppendError::Closed),
         }
-        answer.await.unwrap_or(Err(AppendError::Closed))
     }
 
     pub(crate) fn shutdown(&self) {
@@ -250,18 +279,21 @@ impl Writer {
         let result = (&t.streams, &t.feed, &t.heads, &t.index, &t.snapshots).transaction(|(streams, feed, heads, index, snapshots)| {
             let mut position = self.position;
             let mut hash = self.hash;
-            let mut versions: HashMap<&str, u64> = HashMap::new();
+            let mut versions: HashMap<&str, StreamHead> = HashMap::new();
             let mut claimed: HashSet<&[u8]> = HashSet::new();
             let mut outcomes = Vec::with_capacity(batch.len());
             for (req, _) in batch {
-                let current = match versions.get(req.stream_id.as_str()) {
-                    Some(v) => *v,
+                let head = match versions.get(req.stream_id.as_str()) {
+                    Some(h) => *h,
                     None => match heads.get(req.stream_id.as_bytes())? {
-                        Some(v) => decode_u64(&v, &req.stream_id).map_err(abort)?,
-                        None => 0,
+                        Some(v) => StreamHead::decode(&v, &req.stream_id).map_err(abort)?,
+                        None => StreamHead::default(),
                     },
                 };
-                if current != req.expected_version {
+                let current = head.version;
+                let same_head =
+                    req.expected_last_event.is_none() || head.last_event.is_none() || req.expected_last_event == head.last_event;
+                if current != req.expected_version || !same_head {
                     outcomes.push(Err(AppendError::WrongExpectedVersion {
                         stream_id: req.stream_id.clone(),
                         expected: req.expected_version,
@@ -284,8 +316,12 @@ impl Writer {
                     feed.insert(&position.to_be_bytes(), key)?;
                     envelopes.push(envelope);
                 }
-                versions.insert(req.stream_id.as_str(), version);
-                heads.insert(req.stream_id.as_bytes(), &version.to_be_bytes())?;
+                let head = StreamHead {
+                    version,
+                    last_event: envelopes.last().map(|e| e.event_id).or(head.last_event),
+                };
+                versions.insert(req.stream_id.as_str(), head);
+                heads.insert(req.stream_id.as_bytes(), head.encode())?;
                 for op in &req.index_ops {
                     match op {
                         IndexOp::Put(k, v) => {

@@ -1,0 +1,159 @@
+//! Pipelined appends stay exact: when an append decided on a stale state fails, every append
+//! decided after it fails too (even if another writer happened to bring the stream to the version
+//! it expected), and the actor rebuilds its state from the log before deciding again.
+
+use actix::Actor;
+use phone_ledger::actors::{AggregateActor, Execute, ExecuteError, GetState};
+use phone_ledger::config::Durability;
+use phone_ledger::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState};
+use phone_ledger::domain::types::ConflictReason;
+use phone_ledger::domain::{event_to_parts, CommandMeta, Rejection, Scope};
+use phone_ledger::store::{AppendError, AppendMeta, AppendRequest, EventStore, PendingEvent};
+
+const ID: &str = "phone-0123456789abcdef0123456789abcdef";
+
+fn append(event: PhoneNumberEvent, expected_version: u64) -> AppendRequest {
+    let (event_type, payload) = event_to_parts(&event).expect("parts");
+    AppendRequest {
+        stream_id: ID.into(),
+        expected_version,
+        meta: AppendMeta {
+            timestamp_ms: 1,
+            account: "111122223333".into(),
+            region: "us-east-1".into(),
+            request_id: "other-writer".into(),
+            command_id: uuid::Uuid::new_v4(),
+            command: "Test/Other".into(),
+            command_input: serde_json::Value::Null,
+        },
+        events: vec![PendingEvent {
+            event_id: uuid::Uuid::new_v4(),
+            event_type,
+            payload,
+        }],
+        expected_last_event: None,
+        index_ops: vec![],
+        unique_claims: vec![],
+        snapshot: None,
+    }
+}
+
+fn execute(action: PhoneNumberAction) -> Execute<PhoneNumberState> {
+    Execute {
+        meta: CommandMeta {
+            request_id: "r".into(),
+            scope: Scope::new("111122223333", "us-east-1"),
+            at_ms: 2,
+            operation: "Test".into(),
+        },
+        action,
+    }
+}
+
+#[test]
+fn a_failed_append_fails_everything_decided_after_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let system = actix_rt::System::new();
+    let store = EventStore::open(dir.path(), Durability::Flush, 64).expect("store");
+    system.block_on(async {
+        store
+            .append(append(
+                PhoneNumberEvent::PhoneNumberRequested(Box::new(PhoneNumber::example(ID, "111122223333", "us-east-1"))),
+                0,
+            ))
+            .await
+            .expect("request");
+        let actor = AggregateActor::<PhoneNumberState>::new(ID.into(), store.clone()).start();
+        actor
+            .send(GetState::<PhoneNumberState>::default())
+            .await
+            .expect("mailbox")
+            .expect("state at v1");
+
+        // Another writer protects the number behind the actor's back (v2).
+        let protect = PhoneNumberEvent::PhoneNumberUpdated(PhoneNumberChanges {
+            deletion_protection_enabled: Some(true),
+            ..Default::default()
+        });
+        store.append(append(protect, 1)).await.expect("other writer");
+
+        // Two commands pipelined on the stale state: the first expects v1 (fails); the second
+        // expects v2 after the first's event, which is the version the other writer made, but
+        // not its event: it must fail as well.
+        let international = PhoneNumberAction::Update(PhoneNumberChanges {
+            international_sending_enabled: Some(true),
+            ..Default::default()
+        });
+        let (first, second) = tokio::join!(actor.send(execute(international)), actor.send(execute(PhoneNumberAction::Release)));
+        for outcome in [first.expect("mailbox"), second.expect("mailbox")] {
+            assert!(
+                matches!(outcome, Err(ExecuteError::Append(AppendError::WrongExpectedVersion { .. }))),
+                "{outcome:?}"
+            );
+        }
+
+        // Rebuilt from the log, the actor sees the protection and refuses the release.
+        let third = actor.send(execute(PhoneNumberAction::Release)).await.expect("mailbox");
+        assert!(
+            matches!(
+                &third,
+                Err(ExecuteError::Rejected(Rejection::Conflict {
+                    reason: ConflictReason::DeletionProtectionEnabled,
+                    ..
+                }))
+            ),
+            "{third:?}"
+        );
+    });
+    let types: Vec<String> = store.read_stream(ID, 1).expect("read").into_iter().map(|e| e.event_type).collect();
+    assert_eq!(
+        types,
+        ["PhoneNumberRequested", "PhoneNumberUpdated", "ReleaseRejected"],
+        "nothing decided on the stale state was committed"
+    );
+    store.close();
+}
+
+#[test]
+fn pipelined_commands_commit_in_order_in_shared_flushes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let system = actix_rt::System::new();
+    let store = EventStore::open(dir.path(), Durability::Fsync, 256).expect("store");
+    system.block_on(async {
+        store
+            .append(append(
+                PhoneNumberEvent::PhoneNumberRequested(Box::new(PhoneNumber::example(ID, "111122223333", "us-east-1"))),
+                0,
+            ))
+            .await
+            .expect("request");
+        let actor = AggregateActor::<PhoneNumberState>::new(ID.into(), store.clone()).start();
+        let sends: Vec<_> = (0..50)
+            .map(|i| {
+                let change = PhoneNumberChanges {
+                    deletion_protection_enabled: Some(i % 2 == 0),
+                    ..Default::default()
+                };
+                actor.send(execute(PhoneNumberAction::Update(change)))
+            })
+            .collect();
+        for (i, s) in futures_util::future::join_all(sends).await.into_iter().enumerate() {
+            let state = s.expect("mailbox").expect("update");
+            assert_eq!(
+                state.0.expect("number").deletion_protection_enabled,
+                i % 2 == 0,
+                "reply {i} reflects command {i}"
+            );
+        }
+    });
+    let events = store.read_stream(ID, 1).expect("read");
+    assert_eq!(events.len(), 51);
+    for (i, e) in events.iter().enumerate().skip(1) {
+        assert_eq!(
+            e.payload["DeletionProtectionEnabled"],
+            (i - 1) % 2 == 0,
+            "event {i} in mailbox order"
+        );
+    }
+    store.close();
+}
