@@ -36,9 +36,10 @@ pub enum Command {
     Loadtest(crate::loadtest::LoadTestArgs),
 }
 
-/// Sets up logging from `RUST_LOG` (default `info`).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Sets up logging from `RUST_LOG` (default `default_level`).
+pub fn init_tracing(default_level: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
 }
 

@@ -8,6 +8,12 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    phone_ledger::cli::init_tracing();
-    phone_ledger::cli::run(phone_ledger::cli::Cli::parse())
+    let cli = phone_ledger::cli::Cli::parse();
+    // The server logs every request; the tools only what goes wrong (their output is the report).
+    let default_level = match cli.command {
+        phone_ledger::cli::Command::Serve { .. } => "info",
+        _ => "warn",
+    };
+    phone_ledger::cli::init_tracing(default_level);
+    phone_ledger::cli::run(cli)
 }
