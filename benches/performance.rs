@@ -6,10 +6,13 @@
 //!    (built into this bench), and against the same server flushing once per event (`max_batch = 1`);
 //! 2. activation time of a number with 100,000 events against one with 100;
 //! 3. resident memory of the server after creating 1,000,000 numbers and touching each once;
-//! 4. p50/p99 under the conflict load (64 clients, 10 hot numbers).
+//! 4. p50/p99 under the conflict load (64 clients, 10 hot numbers);
+//! 5. the server's memory under 10× overload (640 clients against 64), with admission control.
 //!
 //! Run: `cargo bench --bench performance` (about 15 minutes here). Smaller runs for a quick look:
-//! `PERF_NUMBERS=100000 PERF_RELEASES=10000 cargo bench --bench performance`.
+//! `PERF_NUMBERS=100000 PERF_RELEASES=10000 cargo bench --bench performance`; one part only:
+//! `PERF_PARTS=overload cargo bench --bench performance` (release, activation, conflict,
+//! overload, memory).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -188,6 +191,46 @@ fn releases(ids: &[String]) -> Vec<String> {
     ids.iter().map(|id| json!({"PhoneNumberId": id}).to_string()).collect()
 }
 
+/// `clients` closed-loop clients sending `bodies` (throttled answers are expected); returns
+/// successful updates per second and the server's peak RSS while they ran.
+async fn overload(http: &reqwest::Client, server: &Ledger, clients: usize, bodies: Vec<String>) -> (f64, f64) {
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ok = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(10);
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (http, url, bodies, next, ok) = (http.clone(), server.url.clone(), bodies.clone(), next.clone(), ok.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else { break };
+                let (status, value) = call(&http, &url, "UpdatePhoneNumber", body.clone()).await;
+                match (status, value["__type"].as_str()) {
+                    (200, _) => {
+                        ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    (400, Some("ThrottlingException")) => {}
+                    other => panic!("unexpected answer under overload: {other:?}"),
+                }
+            }
+        }));
+    }
+    let mut peak: f64 = 0.0;
+    while tasks.iter().any(|t| !t.is_finished()) {
+        peak = peak.max(server.rss_mib());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for t in tasks {
+        t.await.expect("client");
+    }
+    (
+        ok.load(std::sync::atomic::Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
+        peak,
+    )
+}
+
 /// Durable releases of `n` numbers that don't conflict, on a fresh server with `env`.
 async fn ledger_release_rate(http: &reqwest::Client, n: usize, env: &[(&str, &str)]) -> f64 {
     let dir = tempfile::tempdir().expect("dir");
@@ -299,39 +342,44 @@ fn main() {
         .expect("runtime");
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().expect("client");
 
+    let parts = std::env::var("PERF_PARTS").unwrap_or_else(|_| "release,activation,conflict,overload,memory".into());
+    let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
+
     // 1. Durable release throughput vs the raw handler and vs flush-per-event.
-    let (reference_url, reference) = start_reference();
-    let fake_ids: Vec<String> = (0..releases_n).map(|i| format!("phone-{i:032x}")).collect();
-    let raw_rate = rt
-        .block_on(drive(&http, &reference_url, "ReleasePhoneNumber", releases(&fake_ids)))
-        .0;
-    drop(reference.stop(true));
-    eprintln!("raw handler: {raw_rate:.0} req/s");
-    let grouped = rt.block_on(ledger_release_rate(&http, releases_n, &[]));
-    eprintln!("phone-ledger (group commit, fsync): {grouped:.0} req/s");
-    let per_event = rt.block_on(ledger_release_rate(
-        &http,
-        (releases_n / 5).max(1_000),
-        &[("PHONE_LEDGER_MAX_BATCH", "1")],
-    ));
-    eprintln!("phone-ledger (one flush per event, fsync): {per_event:.0} req/s");
-    rows.push([
-        format!("durable ReleasePhoneNumber, 64 clients, {releases_n} numbers that don't conflict"),
-        format!("{grouped:.0} req/s"),
-        format!("raw actix-web handler: {raw_rate:.0} req/s"),
-        format!("{:.2}×", grouped / raw_rate),
-        "≥ 0.3×".into(),
-    ]);
-    rows.push([
-        "same, vs the server flushing once per event".into(),
-        format!("{grouped:.0} req/s"),
-        format!("max_batch = 1: {per_event:.0} req/s"),
-        format!("{:.1}×", grouped / per_event),
-        "≥ 4×".into(),
-    ]);
+    if part("release") {
+        let (reference_url, reference) = start_reference();
+        let fake_ids: Vec<String> = (0..releases_n).map(|i| format!("phone-{i:032x}")).collect();
+        let raw_rate = rt
+            .block_on(drive(&http, &reference_url, "ReleasePhoneNumber", releases(&fake_ids)))
+            .0;
+        drop(reference.stop(true));
+        eprintln!("raw handler: {raw_rate:.0} req/s");
+        let grouped = rt.block_on(ledger_release_rate(&http, releases_n, &[]));
+        eprintln!("phone-ledger (group commit, fsync): {grouped:.0} req/s");
+        let per_event = rt.block_on(ledger_release_rate(
+            &http,
+            (releases_n / 5).max(1_000),
+            &[("PHONE_LEDGER_MAX_BATCH", "1")],
+        ));
+        eprintln!("phone-ledger (one flush per event, fsync): {per_event:.0} req/s");
+        rows.push([
+            format!("durable ReleasePhoneNumber, 64 clients, {releases_n} numbers that don't conflict"),
+            format!("{grouped:.0} req/s"),
+            format!("raw actix-web handler: {raw_rate:.0} req/s"),
+            format!("{:.2}×", grouped / raw_rate),
+            "≥ 0.3×".into(),
+        ]);
+        rows.push([
+            "same, vs the server flushing once per event".into(),
+            format!("{grouped:.0} req/s"),
+            format!("max_batch = 1: {per_event:.0} req/s"),
+            format!("{:.1}×", grouped / per_event),
+            "≥ 4×".into(),
+        ]);
+    }
 
     // 2. Activation: 100,000 events vs 100.
-    {
+    if part("activation") {
         let dir = tempfile::tempdir().expect("dir");
         let system = actix_rt::System::new();
         let store = EventStore::open(dir.path(), Durability::Relaxed, 256).expect("store");
@@ -374,7 +422,7 @@ fn main() {
     }
 
     // 4. Conflict load: 64 clients, 10 hot numbers (before the big run, on a fresh server).
-    {
+    if part("conflict") {
         let dir = tempfile::tempdir().expect("dir");
         let server = Ledger::start(dir.path(), &[]);
         let args = LoadTestArgs {
@@ -406,8 +454,33 @@ fn main() {
         ]);
     }
 
+    // 5. Overload: ten times the clients against a server admitting 128 requests at once.
+    if part("overload") {
+        let dir = tempfile::tempdir().expect("dir");
+        let server = Ledger::start(dir.path(), &[("PHONE_LEDGER_MAX_IN_FLIGHT", "128")]);
+        let (_, ids) = rt.block_on(request_numbers(&http, &server.url, 2_000));
+        let updates = |n: usize| -> Vec<String> {
+            (0..n)
+                .map(|i| json!({"PhoneNumberId": ids[i % ids.len()], "DeletionProtectionEnabled": i % 2 == 0}).to_string())
+                .collect()
+        };
+        let (normal_rate, normal_rss) = rt.block_on(overload(&http, &server, 64, updates(100_000)));
+        let (over_rate, over_rss) = rt.block_on(overload(&http, &server, 640, updates(400_000)));
+        server.stop();
+        eprintln!(
+            "overload: 64 clients {normal_rate:.0} ok/s, RSS {normal_rss:.0} MiB; 640 clients {over_rate:.0} ok/s, RSS {over_rss:.0} MiB"
+        );
+        rows.push([
+            "memory under 10× overload (640 clients vs 64, max_in_flight 128)".into(),
+            format!("{over_rss:.0} MiB at 640 clients"),
+            format!("{normal_rss:.0} MiB at 64 clients; served {over_rate:.0} vs {normal_rate:.0} updates/s, the rest throttled"),
+            format!("{:.2}×", over_rss / normal_rss),
+            "flat".into(),
+        ]);
+    }
+
     // 3. Memory with a million numbers, each touched once.
-    {
+    if part("memory") {
         let dir = tempfile::tempdir().expect("dir");
         let server = Ledger::start(dir.path(), &[]);
         let (create_rate, ids) = rt.block_on(request_numbers(&http, &server.url, million));
