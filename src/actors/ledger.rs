@@ -110,6 +110,8 @@ pub struct Ledger {
     token_locks: Vec<tokio::sync::Mutex<()>>,
     /// Creations in flight per scope and kind (see [`Ledger::reserve`]).
     pending: Mutex<HashMap<(Scope, ResourceKind), u64>>,
+    /// Signalled whenever a reservation is released.
+    settled: tokio::sync::Notify,
 }
 
 /// A unit of quota held by a creation in progress; released when dropped.
@@ -127,6 +129,8 @@ impl Drop for Reservation<'_> {
                 pending.remove(&self.key);
             }
         }
+        drop(pending);
+        self.ledger.settled.notify_waiters();
     }
 }
 
@@ -144,11 +148,29 @@ impl Ledger {
             quotas,
             token_locks: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
             pending: Mutex::new(HashMap::new()),
+            settled: tokio::sync::Notify::new(),
         }
     }
 
     pub fn store(&self) -> &EventStore {
         &self.store
+    }
+
+    /// For a request with a client token: the lock that serializes requests carrying that token
+    /// (held by the caller until it is done), and the resource an earlier request created with it.
+    async fn client_token(
+        &self,
+        scope: &Scope,
+        operation: &str,
+        token: Option<&str>,
+    ) -> Result<(Option<tokio::sync::MutexGuard<'_, ()>>, Option<String>), LedgerError> {
+        let Some(token) = token else { return Ok((None, None)) };
+        let guard = self.token_lock(scope, operation, token).lock().await;
+        let earlier = self
+            .store
+            .index_get(&token_key(scope, operation, token))?
+            .map(|id| String::from_utf8_lossy(&id).into_owned());
+        Ok((Some(guard), earlier))
     }
 
     /// The lock serializing requests that carry the same client token (striped: a fixed set
@@ -162,22 +184,36 @@ impl Ledger {
 
     /// Holds one unit of the scope's quota for a creation in progress: live resources (from the
     /// index) plus creations in flight never exceed the quota, without serializing creations.
-    fn reserve(&self, scope: &Scope, kind: ResourceKind, quota: u64) -> Result<Reservation<'_>, LedgerError> {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+    ///
+    /// A creation that just committed is briefly counted twice (in the index and as in flight)
+    /// until its reservation is dropped, so at the limit the answer waits for the creations in
+    /// flight to settle and then counts exactly: no spurious refusal, no excess.
+    async fn reserve(&self, scope: &Scope, kind: ResourceKind, quota: u64) -> Result<Reservation<'_>, LedgerError> {
         let key = (scope.clone(), kind);
-        let in_flight = pending.get(&key).copied().unwrap_or(0);
-        if self.count_live(scope, kind)? + in_flight >= quota {
-            let (reason, what) = match kind {
-                ResourceKind::PhoneNumber => (QuotaReason::PhoneNumbersPerAccount, "phone numbers"),
-                ResourceKind::Pool => (QuotaReason::PoolsPerAccount, "pools"),
-            };
-            return Err(LedgerError::Rejected(Rejection::QuotaExceeded {
-                reason,
-                message: format!("account {} already holds {quota} {what} in {}", scope.account, scope.region),
-            }));
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            {
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                let in_flight = pending.get(&key).copied().unwrap_or(0);
+                if self.count_live(scope, kind)? + in_flight < quota {
+                    *pending.entry(key.clone()).or_insert(0) += 1;
+                    return Ok(Reservation { ledger: self, key });
+                }
+                if in_flight == 0 {
+                    let (reason, what) = match kind {
+                        ResourceKind::PhoneNumber => (QuotaReason::PhoneNumbersPerAccount, "phone numbers"),
+                        ResourceKind::Pool => (QuotaReason::PoolsPerAccount, "pools"),
+                    };
+                    return Err(LedgerError::Rejected(Rejection::QuotaExceeded {
+                        reason,
+                        message: format!("account {} already holds {quota} {what} in {}", scope.account, scope.region),
+                    }));
+                }
+            }
+            settled.await;
         }
-        *pending.entry(key.clone()).or_insert(0) += 1;
-        Ok(Reservation { ledger: self, key })
     }
 
     fn resolve(kind: ResourceKind, scope: &Scope, id_or_arn: &str) -> Result<String, LedgerError> {
@@ -261,18 +297,13 @@ impl Ledger {
     /// `RequestPhoneNumber`.
     pub async fn request_phone_number(&self, meta: &CommandMeta, spec: NewNumber) -> Result<PhoneNumber, LedgerError> {
         let scope = &meta.scope;
-        // Requests with the same client token are serialized; others run concurrently.
-        let _same_token = match &spec.client_token {
-            Some(token) => Some(self.token_lock(scope, "RequestPhoneNumber", token).lock().await),
-            None => None,
-        };
-        if let Some(token) = &spec.client_token {
-            if let Some(id) = self.store.index_get(&token_key(scope, "RequestPhoneNumber", token))? {
-                let id = String::from_utf8_lossy(&id).into_owned();
-                return self.current_number(&id).await;
-            }
+        let (_same_token, earlier) = self.client_token(scope, "RequestPhoneNumber", spec.client_token.as_deref()).await?;
+        if let Some(id) = earlier {
+            return self.current_number(&id).await;
         }
-        let _reserved = self.reserve(scope, ResourceKind::PhoneNumber, self.quotas.phone_numbers_per_account)?;
+        let _reserved = self
+            .reserve(scope, ResourceKind::PhoneNumber, self.quotas.phone_numbers_per_account)
+            .await?;
         let pool = match &spec.pool_id {
             Some(p) => {
                 let pool_id = Self::resolve(ResourceKind::Pool, scope, p)?;
@@ -410,10 +441,7 @@ impl Ledger {
                 Ok((number, pool))
             }
             Err(e) => {
-                let reason = match &e {
-                    LedgerError::Rejected(r) => r.clone(),
-                    other => Rejection::validation(ValidationReason::InvalidRequest, "PoolId", other.to_string()),
-                };
+                let reason = abort_reason(&e);
                 self.number(meta, number_id, PhoneNumberAction::AbortAssociation { pool_id, reason })
                     .await?;
                 Err(e)
@@ -483,10 +511,7 @@ impl Ledger {
                 Ok((number, pool))
             }
             Err(e) => {
-                let reason = match &e {
-                    LedgerError::Rejected(r) => r.clone(),
-                    other => Rejection::validation(ValidationReason::InvalidRequest, "PoolId", other.to_string()),
-                };
+                let reason = abort_reason(&e);
                 self.number(meta, &number_id, PhoneNumberAction::AbortDisassociation { pool_id, reason })
                     .await?;
                 Err(e)
@@ -497,19 +522,13 @@ impl Ledger {
     /// `CreatePool`: the new pool inherits its settings from its first origination identity.
     pub async fn create_pool(&self, meta: &CommandMeta, spec: NewPool) -> Result<Pool, LedgerError> {
         let scope = &meta.scope;
-        let _same_token = match &spec.client_token {
-            Some(token) => Some(self.token_lock(scope, "CreatePool", token).lock().await),
-            None => None,
-        };
-        if let Some(token) = &spec.client_token {
-            if let Some(id) = self.store.index_get(&token_key(scope, "CreatePool", token))? {
-                let id = String::from_utf8_lossy(&id).into_owned();
-                let state = self.pool_state(&id).await?;
-                return state.0.ok_or_else(|| not_found(ResourceKind::Pool, &id));
-            }
+        let (_same_token, earlier) = self.client_token(scope, "CreatePool", spec.client_token.as_deref()).await?;
+        if let Some(id) = earlier {
+            let state = self.pool_state(&id).await?;
+            return state.0.ok_or_else(|| not_found(ResourceKind::Pool, &id));
         }
         let number_id = Self::resolve(ResourceKind::PhoneNumber, scope, &spec.origination_identity)?;
-        let _reserved = self.reserve(scope, ResourceKind::Pool, self.quotas.pools_per_account)?;
+        let _reserved = self.reserve(scope, ResourceKind::Pool, self.quotas.pools_per_account).await?;
         let pool_id = ResourceKind::Pool.new_id();
         let number = self
             .number(
@@ -552,7 +571,7 @@ impl Ledger {
                 Ok(pool)
             }
             Err(e) => {
-                let reason = Rejection::validation(ValidationReason::InvalidRequest, "PoolId", e.to_string());
+                let reason = abort_reason(&e);
                 self.number(meta, &number_id, PhoneNumberAction::AbortAssociation { pool_id, reason })
                     .await?;
                 Err(e)
@@ -676,6 +695,14 @@ impl Ledger {
     /// How many actors are live (phone numbers, pools).
     pub fn live_actors(&self) -> (usize, usize) {
         (self.numbers.len(), self.pools.len())
+    }
+}
+
+/// Why a pool step was undone, as the number's abort event records it.
+fn abort_reason(e: &LedgerError) -> Rejection {
+    match e {
+        LedgerError::Rejected(r) => r.clone(),
+        other => Rejection::validation(ValidationReason::InvalidRequest, "PoolId", other.to_string()),
     }
 }
 
