@@ -14,9 +14,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use phone_ledger::actors::{AggregateActor, GetState};
 use phone_ledger::config::Durability;
 use phone_ledger::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState};
-use phone_ledger::domain::{event_to_parts, Aggregate, Command, CommandMeta, Scope};
+use phone_ledger::domain::{Aggregate, Command, CommandMeta, Scope};
+use phone_ledger::projection::pending_events;
 use phone_ledger::projection::replay;
-use phone_ledger::store::{AppendMeta, AppendRequest, EventStore, PendingEvent};
+use phone_ledger::store::{AppendMeta, AppendRequest, EventStore};
 
 fn number(id: &str) -> PhoneNumber {
     PhoneNumber::example(id, "111122223333", "us-east-1")
@@ -30,34 +31,12 @@ fn update_event(on: bool) -> PhoneNumberEvent {
 }
 
 fn request(stream: &str, expected_version: u64, events: &[PhoneNumberEvent]) -> AppendRequest {
-    AppendRequest {
-        stream_id: stream.into(),
+    AppendRequest::plain(
+        stream,
         expected_version,
-        meta: AppendMeta {
-            timestamp_ms: 1,
-            account: "111122223333".into(),
-            region: "us-east-1".into(),
-            request_id: "bench".into(),
-            command_id: uuid::Uuid::new_v4(),
-            command: "UpdatePhoneNumber/Update".into(),
-            command_input: serde_json::Value::Null,
-        },
-        events: events
-            .iter()
-            .map(|e| {
-                let (event_type, payload) = event_to_parts(e).expect("event");
-                PendingEvent {
-                    event_id: uuid::Uuid::new_v4(),
-                    event_type,
-                    payload,
-                }
-            })
-            .collect(),
-        expected_last_event: None,
-        index_ops: vec![],
-        unique_claims: vec![],
-        snapshot: None,
-    }
+        AppendMeta::direct("111122223333", "us-east-1", "bench", "UpdatePhoneNumber/Update"),
+        pending_events(events).expect("events"),
+    )
 }
 
 fn stream_id(i: u64) -> String {

@@ -24,10 +24,11 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use phone_ledger::actors::{ActorSettings, AggregateActor, GetState};
 use phone_ledger::config::Durability;
 use phone_ledger::domain::phone_number::{PhoneNumber, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState};
-use phone_ledger::domain::{event_to_parts, Aggregate};
+use phone_ledger::domain::Aggregate;
 use phone_ledger::loadtest::{self, LoadTestArgs};
+use phone_ledger::projection::pending_events;
 use phone_ledger::projection::SnapshotRecord;
-use phone_ledger::store::{AppendMeta, AppendRequest, EventStore, PendingEvent};
+use phone_ledger::store::{AppendMeta, AppendRequest, EventStore};
 use serde_json::{json, Value};
 
 const CLIENTS: usize = 64;
@@ -269,33 +270,10 @@ fn build_stream(store: &EventStore, rt: &actix_rt::SystemRunner, id: &str, event
         let to = version + chunk;
         let snapshot_at = to / snapshot_every * snapshot_every;
         let snapshot = (snapshot_at > version && snapshot_at == to).then(|| SnapshotRecord::of(&state, to).expect("snapshot"));
+        let meta = AppendMeta::direct("111122223333", "us-east-1", "bench", "Bench/Update");
         let request = AppendRequest {
-            stream_id: id.into(),
-            expected_version: version,
-            meta: AppendMeta {
-                timestamp_ms: 1,
-                account: "111122223333".into(),
-                region: "us-east-1".into(),
-                request_id: "bench".into(),
-                command_id: uuid::Uuid::new_v4(),
-                command: "Bench/Update".into(),
-                command_input: Value::Null,
-            },
-            events: batch
-                .iter()
-                .map(|e| {
-                    let (event_type, payload) = event_to_parts(e).expect("event");
-                    PendingEvent {
-                        event_id: uuid::Uuid::new_v4(),
-                        event_type,
-                        payload,
-                    }
-                })
-                .collect(),
-            expected_last_event: None,
-            index_ops: vec![],
-            unique_claims: vec![],
             snapshot,
+            ..AppendRequest::plain(id, version, meta, pending_events(&batch).expect("events"))
         };
         rt.block_on(store.append(request)).expect("append");
         version = to;

@@ -15,7 +15,7 @@ use crate::domain::phone_number::PhoneNumberState;
 use crate::domain::pool::PoolState;
 use crate::domain::types::NumberStatus;
 use crate::domain::{event_from_parts, Aggregate, Command, CommandMeta, ResourceKind, Scope};
-use crate::store::{decode_counter, EventEnvelope, EventStore, IndexOp, StoreError};
+use crate::store::{decode_counter, EventEnvelope, EventStore, IndexOp, PendingEvent, StoreError};
 
 /// Key of a live resource's view.
 pub fn view_key(scope: &Scope, kind: ResourceKind, id: &str) -> Vec<u8> {
@@ -127,6 +127,21 @@ impl Projected for PoolState {
         }
         ops
     }
+}
+
+/// Domain events as the writer takes them: type name and payload apart, each with a fresh id.
+pub fn pending_events<E: serde::Serialize>(events: &[E]) -> Result<Vec<PendingEvent>, serde_json::Error> {
+    events
+        .iter()
+        .map(|e| {
+            let (event_type, payload) = crate::domain::event_to_parts(e)?;
+            Ok(PendingEvent {
+                event_id: uuid::Uuid::new_v4(),
+                event_type,
+                payload,
+            })
+        })
+        .collect()
 }
 
 /// Decodes a stored event (of any schema version) into today's event type.

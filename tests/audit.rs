@@ -52,14 +52,7 @@ async fn script(c: &Client) -> (String, String) {
         .await
         .expect("unprotect");
     let anchor = request(c, MessageType::Transactional).await;
-    let pool = c
-        .create_pool()
-        .origination_identity(&anchor)
-        .message_type(MessageType::Transactional)
-        .send()
-        .await
-        .expect("pool");
-    let pool_id = pool.pool_id().expect("pool id").to_string();
+    let pool_id = common::create_pool(c, &anchor).await;
     c.associate_origination_identity()
         .pool_id(&pool_id)
         .origination_identity(&id)

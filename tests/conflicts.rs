@@ -59,16 +59,7 @@ async fn releases_racing_associations_never_both_succeed() {
     let server = TestServer::start();
     let c = server.client(ACCOUNT);
     let anchor = request(&c, MessageType::Transactional).await;
-    let pool_id = c
-        .create_pool()
-        .origination_identity(&anchor)
-        .message_type(MessageType::Transactional)
-        .send()
-        .await
-        .expect("pool")
-        .pool_id()
-        .expect("id")
-        .to_string();
+    let pool_id = common::create_pool(&c, &anchor).await;
     let mut numbers = Vec::new();
     for _ in 0..24 {
         numbers.push(request(&c, MessageType::Transactional).await);
@@ -151,14 +142,7 @@ async fn racing_disassociations_never_empty_a_pool() {
     for _ in 0..6 {
         let a = request(&c, MessageType::Transactional).await;
         let b = request(&c, MessageType::Transactional).await;
-        let pool = c
-            .create_pool()
-            .origination_identity(&a)
-            .message_type(MessageType::Transactional)
-            .send()
-            .await
-            .expect("pool");
-        let pool_id = pool.pool_id().expect("id").to_string();
+        let pool_id = common::create_pool(&c, &a).await;
         c.associate_origination_identity()
             .pool_id(&pool_id)
             .origination_identity(&b)

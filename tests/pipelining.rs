@@ -7,35 +7,19 @@ use phone_ledger::actors::{AggregateActor, Execute, ExecuteError, GetState};
 use phone_ledger::config::Durability;
 use phone_ledger::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState};
 use phone_ledger::domain::types::ConflictReason;
-use phone_ledger::domain::{event_to_parts, CommandMeta, Rejection, Scope};
-use phone_ledger::store::{AppendError, AppendMeta, AppendRequest, EventStore, PendingEvent};
+use phone_ledger::domain::{CommandMeta, Rejection, Scope};
+use phone_ledger::projection::pending_events;
+use phone_ledger::store::{AppendError, AppendMeta, AppendRequest, EventStore};
 
 const ID: &str = "phone-0123456789abcdef0123456789abcdef";
 
 fn append(event: PhoneNumberEvent, expected_version: u64) -> AppendRequest {
-    let (event_type, payload) = event_to_parts(&event).expect("parts");
-    AppendRequest {
-        stream_id: ID.into(),
+    AppendRequest::plain(
+        ID,
         expected_version,
-        meta: AppendMeta {
-            timestamp_ms: 1,
-            account: "111122223333".into(),
-            region: "us-east-1".into(),
-            request_id: "other-writer".into(),
-            command_id: uuid::Uuid::new_v4(),
-            command: "Test/Other".into(),
-            command_input: serde_json::Value::Null,
-        },
-        events: vec![PendingEvent {
-            event_id: uuid::Uuid::new_v4(),
-            event_type,
-            payload,
-        }],
-        expected_last_event: None,
-        index_ops: vec![],
-        unique_claims: vec![],
-        snapshot: None,
-    }
+        AppendMeta::direct("111122223333", "us-east-1", "other-writer", "Test/Other"),
+        pending_events(&[event]).expect("events"),
+    )
 }
 
 fn execute(action: PhoneNumberAction) -> Execute<PhoneNumberState> {

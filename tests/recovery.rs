@@ -7,41 +7,27 @@ mod common;
 use aws_sdk_pinpointsmsvoicev2::types::MessageType;
 use common::{TestServer, ACCOUNT, REGION};
 use phone_ledger::config::Durability;
-use phone_ledger::domain::event_to_parts;
 use phone_ledger::domain::phone_number::{PhoneNumberEvent, PhoneNumberState};
 use phone_ledger::domain::pool::{PoolEvent, PoolMember, PoolState};
 use phone_ledger::domain::types::MessageType as DomainMessageType;
+use phone_ledger::projection::pending_events;
 use phone_ledger::projection::{replay, Projected};
-use phone_ledger::store::{AppendMeta, AppendRequest, EventStore, PendingEvent};
+use phone_ledger::store::{AppendMeta, AppendRequest, EventStore};
 
 /// Appends one event the way an actor would (same index maintenance), as a crash would leave it.
 async fn append<A: Projected>(store: &EventStore, id: &str, event: A::Event) {
     let envelopes = store.read_stream(id, 1).expect("read");
     let before: A = replay(&envelopes).expect("replay");
     let after = before.clone().evolve(&event);
-    let (event_type, payload) = event_to_parts(&event).expect("parts");
     store
         .append(AppendRequest {
-            stream_id: id.into(),
-            expected_version: envelopes.len() as u64,
-            meta: AppendMeta {
-                timestamp_ms: 1,
-                account: ACCOUNT.into(),
-                region: REGION.into(),
-                request_id: "crashed-request".into(),
-                command_id: uuid::Uuid::new_v4(),
-                command: "AssociateOriginationIdentity/BeginAssociation".into(),
-                command_input: serde_json::Value::Null,
-            },
-            events: vec![PendingEvent {
-                event_id: uuid::Uuid::new_v4(),
-                event_type,
-                payload,
-            }],
-            expected_last_event: None,
             index_ops: A::index_ops(&before, &after),
-            unique_claims: vec![],
-            snapshot: None,
+            ..AppendRequest::plain(
+                id,
+                envelopes.len() as u64,
+                AppendMeta::direct(ACCOUNT, REGION, "crashed-request", "AssociateOriginationIdentity/BeginAssociation"),
+                pending_events(&[event]).expect("events"),
+            )
         })
         .await
         .expect("append");
@@ -54,16 +40,7 @@ async fn interrupted_pool_changes_are_finished_on_start() {
     let (a, _) = common::request_with_number(&c, MessageType::Transactional).await;
     let (joining_unrecorded, _) = common::request_with_number(&c, MessageType::Transactional).await;
     let (joining_recorded, joining_e164) = common::request_with_number(&c, MessageType::Transactional).await;
-    let pool_id = c
-        .create_pool()
-        .origination_identity(&a)
-        .message_type(MessageType::Transactional)
-        .send()
-        .await
-        .expect("pool")
-        .pool_id()
-        .expect("id")
-        .to_string();
+    let pool_id = common::create_pool(&c, &a).await;
     server.stop();
 
     {

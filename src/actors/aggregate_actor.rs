@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use uuid::Uuid;
 
-use crate::domain::{event_to_parts, ActionName, Aggregate, Command, CommandMeta, Rejection};
-use crate::projection::{load_state, Projected, SnapshotRecord};
-use crate::store::{AppendError, AppendMeta, AppendRequest, EventStore, PendingEvent};
+use crate::domain::{ActionName, Aggregate, Command, CommandMeta, Rejection};
+use crate::projection::{load_state, pending_events, Projected, SnapshotRecord};
+use crate::store::{AppendError, AppendMeta, AppendRequest, EventStore};
 
 /// Why a command produced no answer from the domain.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -229,20 +229,6 @@ impl<A: Projected> Handler<Passivate> for AggregateActor<A> {
     }
 }
 
-fn pending<E: serde::Serialize>(events: &[E]) -> Result<Vec<PendingEvent>, ExecuteError> {
-    events
-        .iter()
-        .map(|e| {
-            let (event_type, payload) = event_to_parts(e).map_err(|e| ExecuteError::Unavailable(e.to_string()))?;
-            Ok(PendingEvent {
-                event_id: Uuid::new_v4(),
-                event_type,
-                payload,
-            })
-        })
-        .collect()
-}
-
 impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
     type Result = ResponseActFuture<Self, Result<A, ExecuteError>>;
 
@@ -265,9 +251,9 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
             Err(rejection) => (vec![A::rejected(&command.action, &rejection)], Some(rejection)),
         };
         let after = events.iter().fold(self.state.clone(), |s, e| s.evolve(e));
-        let pending = match pending(&events) {
+        let pending = match pending_events(&events) {
             Ok(p) => p,
-            Err(e) => return done(Err(e)),
+            Err(e) => return done(Err(ExecuteError::Unavailable(e.to_string()))),
         };
         let command_input = match serde_json::to_value(&command.action) {
             Ok(v) => v,

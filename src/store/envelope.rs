@@ -70,6 +70,25 @@ pub struct PendingEvent {
     pub payload: serde_json::Value,
 }
 
+impl AppendMeta {
+    /// Context for an append that no API command caused (tools, tests, benchmarks): now, a fresh
+    /// command id, no recorded input.
+    pub fn direct(account: &str, region: &str, request_id: &str, command: &str) -> Self {
+        AppendMeta {
+            timestamp_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or_default(),
+            account: account.into(),
+            region: region.into(),
+            request_id: request_id.into(),
+            command_id: Uuid::new_v4(),
+            command: command.into(),
+            command_input: serde_json::Value::Null,
+        }
+    }
+}
+
 /// Context shared by all events of one append.
 #[derive(Debug, Clone)]
 pub struct AppendMeta {

@@ -83,6 +83,23 @@ pub struct AppendRequest {
     pub snapshot: Option<Vec<u8>>,
 }
 
+impl AppendRequest {
+    /// An append of `events` that maintains no index, claims nothing and stores no snapshot (for
+    /// tools, tests and benchmarks that write a stream directly).
+    pub fn plain(stream_id: &str, expected_version: u64, meta: AppendMeta, events: Vec<PendingEvent>) -> Self {
+        AppendRequest {
+            stream_id: stream_id.to_string(),
+            expected_version,
+            meta,
+            events,
+            expected_last_event: None,
+            index_ops: vec![],
+            unique_claims: vec![],
+            snapshot: None,
+        }
+    }
+}
+
 /// Why an append did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {

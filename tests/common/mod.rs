@@ -141,3 +141,17 @@ pub async fn request_with_number(client: &Client, message_type: MessageType) -> 
 pub async fn request(client: &Client, message_type: MessageType) -> String {
     request_with_number(client, message_type).await.0
 }
+
+/// Creates a transactional pool with `identity` as its first member; returns its id.
+pub async fn create_pool(client: &Client, identity: &str) -> String {
+    client
+        .create_pool()
+        .origination_identity(identity)
+        .message_type(MessageType::Transactional)
+        .send()
+        .await
+        .expect("CreatePool")
+        .pool_id()
+        .expect("pool id")
+        .to_string()
+}
