@@ -12,7 +12,7 @@
 //! Run: `cargo bench --bench performance` (about 15 minutes here). Smaller runs for a quick look:
 //! `PERF_NUMBERS=100000 PERF_RELEASES=10000 cargo bench --bench performance`; one part only:
 //! `PERF_PARTS=overload cargo bench --bench performance` (release, activation, conflict,
-//! overload, memory).
+//! overload, memory). `PERF_BINARY=path/to/phone-ledger` measures another build of the server.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -49,7 +49,9 @@ struct Ledger {
 impl Ledger {
     fn start(dir: &Path, env: &[(&str, &str)]) -> Ledger {
         use std::io::{BufRead, BufReader};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_phone-ledger"))
+        // PERF_BINARY: another build of the server, to compare two versions on the same run.
+        let binary = std::env::var_os("PERF_BINARY").unwrap_or_else(|| env!("CARGO_BIN_EXE_phone-ledger").into());
+        let mut child = Command::new(binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .env("RUST_LOG", "warn,phone_ledger::server=info")
@@ -82,6 +84,17 @@ impl Ledger {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|kb| kb.parse::<f64>().ok())
             .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+
+    /// CPU time the server process has used so far (user + system), in seconds.
+    fn cpu_secs(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
+        // SAFETY: sysconf only reads a system constant.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (ticks(11) + ticks(12)) / hz
     }
 
     fn stop(mut self) {
@@ -232,14 +245,17 @@ async fn overload(http: &reqwest::Client, server: &Ledger, clients: usize, bodie
     )
 }
 
-/// Durable releases of `n` numbers that don't conflict, on a fresh server with `env`.
-async fn ledger_release_rate(http: &reqwest::Client, n: usize, env: &[(&str, &str)]) -> f64 {
+/// Durable releases of `n` numbers that don't conflict, on a fresh server with `env`: releases
+/// per second, and the server's CPU time per release in microseconds.
+async fn ledger_release_rate(http: &reqwest::Client, n: usize, env: &[(&str, &str)]) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("dir");
     let server = Ledger::start(dir.path(), env);
     let (_, ids) = request_numbers(http, &server.url, n).await;
+    let cpu_before = server.cpu_secs();
     let (rate, _) = drive(http, &server.url, "ReleasePhoneNumber", releases(&ids)).await;
+    let cpu_us = (server.cpu_secs() - cpu_before) * 1e6 / n as f64;
     server.stop();
-    rate
+    (rate, cpu_us)
 }
 
 // ---- activation --------------------------------------------------------------------------------
@@ -332,9 +348,9 @@ fn main() {
             .0;
         drop(reference.stop(true));
         eprintln!("raw handler: {raw_rate:.0} req/s");
-        let grouped = rt.block_on(ledger_release_rate(&http, releases_n, &[]));
-        eprintln!("phone-ledger (group commit, fsync): {grouped:.0} req/s");
-        let per_event = rt.block_on(ledger_release_rate(
+        let (grouped, grouped_cpu) = rt.block_on(ledger_release_rate(&http, releases_n, &[]));
+        eprintln!("phone-ledger (group commit, fsync): {grouped:.0} req/s, server CPU {grouped_cpu:.0} µs per release");
+        let (per_event, _) = rt.block_on(ledger_release_rate(
             &http,
             (releases_n / 5).max(1_000),
             &[("PHONE_LEDGER_MAX_BATCH", "1")],

@@ -18,7 +18,10 @@ fn disable_transparent_huge_pages() {
     let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     if rc != 0 {
         // Only a cost, never a correctness matter: carry on with the kernel's default.
-        eprintln!("phone-ledger: cannot disable transparent huge pages: {}", std::io::Error::last_os_error());
+        eprintln!(
+            "phone-ledger: cannot disable transparent huge pages: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

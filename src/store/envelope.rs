@@ -56,6 +56,29 @@ impl EventEnvelope {
         Ok(hasher.finalize().into())
     }
 
+    /// Puts this envelope (its `hash` still empty) on the chain after `previous`: fills in its
+    /// hash and returns it with the envelope's stored JSON.
+    ///
+    /// One serialization serves both. The canonical bytes are the JSON with `"Hash":""` as the
+    /// last member (it is the last field), so the stored form is those bytes with the hex hash
+    /// written between the quotes; the writer does this for every event, so it is worth not
+    /// serializing (and cloning) each envelope twice.
+    pub fn seal(&mut self, previous: &[u8; 32]) -> Result<([u8; 32], Vec<u8>), serde_json::Error> {
+        const EMPTY_HASH_TAIL: &[u8] = br#""Hash":""}"#;
+        self.hash.clear();
+        let mut bytes = serde_json::to_vec(&*self)?;
+        let hash: [u8; 32] = Sha256::new().chain_update(previous).chain_update(&bytes).finalize().into();
+        self.hash = hex::encode(hash);
+        if bytes.ends_with(EMPTY_HASH_TAIL) {
+            bytes.truncate(bytes.len() - 2);
+            bytes.extend_from_slice(self.hash.as_bytes());
+            bytes.extend_from_slice(b"\"}");
+        } else {
+            bytes = serde_json::to_vec(&*self)?;
+        }
+        Ok((hash, bytes))
+    }
+
     /// Timestamp as epoch seconds, the form the AWS SDKs expect.
     pub fn timestamp_secs(&self) -> f64 {
         self.timestamp_ms as f64 / 1000.0
@@ -99,4 +122,57 @@ pub struct AppendMeta {
     pub command_id: Uuid,
     pub command: String,
     pub command_input: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope() -> EventEnvelope {
+        EventEnvelope {
+            event_id: Uuid::new_v4(),
+            stream_id: "phone-0123456789abcdef0123456789abcdef".into(),
+            version: 3,
+            position: 42,
+            event_type: "PhoneNumberReleased".into(),
+            schema_version: CURRENT_SCHEMA_VERSION,
+            timestamp_ms: 1_795_731_291_078,
+            account: "111122223333".into(),
+            region: "us-east-1".into(),
+            request_id: "req \"quoted\" \u{e9}".into(),
+            command_id: Uuid::new_v4(),
+            command: "ReleasePhoneNumber/Release".into(),
+            command_input: serde_json::json!({"PhoneNumberId": "phone-1", "Hash": ""}),
+            payload: serde_json::json!({"Reason": null, "Nested": {"Hash": ""}}),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn seal_stores_exactly_the_serialized_envelope_and_its_chain_hash() {
+        let previous = [7u8; 32];
+        let mut sealed = envelope();
+        let (hash, bytes) = sealed.seal(&previous).expect("seal");
+        assert_eq!(
+            hash,
+            sealed.chain_hash(&previous).expect("hash"),
+            "same hash as verification computes"
+        );
+        assert_eq!(sealed.hash, hex::encode(hash));
+        assert_eq!(
+            bytes,
+            serde_json::to_vec(&sealed).expect("json"),
+            "stored bytes are the envelope's JSON"
+        );
+        let back: EventEnvelope = serde_json::from_slice(&bytes).expect("parse");
+        assert_eq!(back, sealed);
+    }
+
+    #[test]
+    fn sealing_again_gives_the_same_result() {
+        let mut once = envelope();
+        let first = once.seal(&GENESIS_HASH).expect("seal");
+        let second = once.seal(&GENESIS_HASH).expect("seal again");
+        assert_eq!(first, second);
+    }
 }

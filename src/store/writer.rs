@@ -327,9 +327,9 @@ impl Writer {
                 for event in &req.events {
                     version += 1;
                     position += 1;
-                    let envelope = seal(req, event, version, position, &mut hash).map_err(abort)?;
+                    let (envelope, bytes) = seal(req, event, version, position, &mut hash).map_err(abort)?;
                     let key = stream_key(&req.stream_id, version);
-                    streams.insert(key.as_slice(), serde_json::to_vec(&envelope).map_err(abort)?)?;
+                    streams.insert(key.as_slice(), bytes)?;
                     feed.insert(&position.to_be_bytes(), key)?;
                     envelopes.push(envelope);
                 }
@@ -392,14 +392,14 @@ fn first_taken<'a>(
     Ok(None)
 }
 
-/// Numbers, chains and wraps one event.
+/// Numbers, chains and wraps one event; returns it with its stored bytes.
 fn seal(
     req: &AppendRequest,
     event: &PendingEvent,
     version: u64,
     position: u64,
     hash: &mut [u8; 32],
-) -> Result<EventEnvelope, serde_json::Error> {
+) -> Result<(EventEnvelope, Vec<u8>), serde_json::Error> {
     let mut envelope = EventEnvelope {
         event_id: event.event_id,
         stream_id: req.stream_id.clone(),
@@ -417,7 +417,7 @@ fn seal(
         payload: event.payload.clone(),
         hash: String::new(),
     };
-    *hash = envelope.chain_hash(hash)?;
-    envelope.hash = hex::encode(*hash);
-    Ok(envelope)
+    let (sealed, bytes) = envelope.seal(hash)?;
+    *hash = sealed;
+    Ok((envelope, bytes))
 }
