@@ -2,7 +2,8 @@
 //!
 //! Trees (keys big-endian so byte order is numeric order):
 //! - `streams`: `stream id ‖ 0x00 ‖ version` → envelope JSON. A stream is gap-free from 1.
-//! - `feed`: `position` → `stream id ‖ 0x00 ‖ version`, the global order across streams.
+//! - `feed`: the global order across streams: one entry per group commit, `first position` →
+//!   the `streams` keys of its events in position order (see [`feed`]).
 //! - `heads`: `stream id` → current version; `!chain` → last position ‖ last hash.
 //! - `index`: derived, rebuildable keys (views for Describe, client tokens, claimed numbers).
 //! - `snapshots`: `stream id` → latest snapshot of its state (a cache: deleting it changes nothing).
@@ -12,6 +13,7 @@
 //! answers every caller (group commit). Events are never updated or deleted.
 
 mod envelope;
+mod feed;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -26,7 +28,10 @@ use crate::config::Durability;
 const FORMAT_KEY: &[u8] = b"format";
 /// sled's page cache when not configured (its own default is 1 GiB).
 const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
-const FORMAT: &[u8] = b"phone-ledger/1";
+const FORMAT: &[u8] = b"phone-ledger/2";
+/// Logs written before feed runs (one feed entry per event); still read as they are, and marked
+/// with [`FORMAT`] the first time they are opened for writing.
+const FORMAT_1: &[u8] = b"phone-ledger/1";
 const SECRET_KEY: &[u8] = b"token-secret";
 const INDEX_LAYOUT_KEY: &[u8] = b"index-layout";
 pub(crate) const CHAIN_KEY: &[u8] = b"!chain";
@@ -176,6 +181,11 @@ impl EventStore {
         let create = writable;
         match db.get(FORMAT_KEY)? {
             Some(f) if f.as_ref() == FORMAT => {}
+            Some(f) if f.as_ref() == FORMAT_1 => {
+                if create {
+                    db.insert(FORMAT_KEY, FORMAT)?;
+                }
+            }
             Some(_) => return Err(StoreError::NotALedger(dir.to_path_buf())),
             None if create => {
                 db.insert(FORMAT_KEY, FORMAT)?;
@@ -317,10 +327,10 @@ impl EventStore {
     pub fn read_feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
         let trees = self.trees()?;
         let mut out = Vec::new();
-        for item in trees.feed.range((after.saturating_add(1)).to_be_bytes()..).take(limit) {
-            let (pos, stream_key) = item?;
+        for item in feed::FeedIter::new(&trees.feed, after)?.take(limit) {
+            let (position, stream_key) = item?;
             let bytes = trees.streams.get(&stream_key)?.ok_or_else(|| StoreError::Corrupt {
-                key: format!("feed position {}", decode_u64(&pos, "feed").unwrap_or_default()),
+                key: format!("feed position {position}"),
                 message: "points at a missing event".into(),
             })?;
             out.push(decode_envelope(&stream_key, &bytes)?);
@@ -333,9 +343,8 @@ impl EventStore {
     pub fn feed_entries(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError> {
         let trees = self.trees()?;
         let mut out = Vec::new();
-        for item in trees.feed.range((after.saturating_add(1)).to_be_bytes()..).take(limit) {
-            let (pos, key) = item?;
-            let position = decode_u64(&pos, "feed")?;
+        for item in feed::FeedIter::new(&trees.feed, after)?.take(limit) {
+            let (position, key) = item?;
             let envelope = match trees.streams.get(&key)? {
                 Some(bytes) => {
                     serde_json::from_slice::<EventEnvelope>(&bytes).map_err(|e| format!("cannot decode the stored envelope: {e}"))
@@ -344,7 +353,7 @@ impl EventStore {
             };
             out.push(FeedEntry {
                 position,
-                stream_key: key.to_vec(),
+                stream_key: key,
                 envelope,
             });
         }
@@ -462,9 +471,9 @@ impl EventStore {
         &self.secret
     }
 
-    /// Number of events in the feed.
+    /// Number of events in the log (positions run from 1 without gaps, so it is the last one).
     pub fn len(&self) -> usize {
-        self.trees().map(|t| t.feed.len()).unwrap_or(0)
+        self.head().map(|(position, _)| position as usize).unwrap_or(0)
     }
 
     /// Whether the log holds no event.

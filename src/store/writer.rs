@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::config::Durability;
 
 use super::envelope::{AppendMeta, EventEnvelope, PendingEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
-use super::{decode_u64, stream_key, StoreError, Trees, CHAIN_KEY};
+use super::{decode_u64, feed, stream_key, StoreError, Trees, CHAIN_KEY};
 
 /// How many appends may wait for the writer before callers are told to back off.
 const QUEUE_CAPACITY: usize = 16_384;
@@ -299,6 +299,8 @@ impl Writer {
             let mut versions: HashMap<&str, StreamHead> = HashMap::new();
             let mut claimed: HashSet<&[u8]> = HashSet::new();
             let mut outcomes = Vec::with_capacity(batch.len());
+            // The `streams` keys of this batch's positions: one feed run for all of them.
+            let mut run: Vec<Vec<u8>> = Vec::with_capacity(batch.len());
             for (req, _) in batch {
                 let head = match versions.get(req.stream_id.as_str()) {
                     Some(h) => *h,
@@ -330,7 +332,7 @@ impl Writer {
                     let (envelope, bytes) = seal(req, event, version, position, &mut hash).map_err(abort)?;
                     let key = stream_key(&req.stream_id, version);
                     streams.insert(key.as_slice(), bytes)?;
-                    feed.insert(&position.to_be_bytes(), key)?;
+                    run.push(key);
                     envelopes.push(envelope);
                 }
                 let head = StreamHead {
@@ -361,6 +363,10 @@ impl Writer {
                     snapshots.insert(req.stream_id.as_bytes(), snapshot.as_slice())?;
                 }
                 outcomes.push(Ok(envelopes));
+            }
+            if !run.is_empty() {
+                let first = position + 1 - run.len() as u64;
+                feed.insert(&first.to_be_bytes(), feed::encode_run(&run))?;
             }
             let mut chain = Vec::with_capacity(40);
             chain.extend_from_slice(&position.to_be_bytes());

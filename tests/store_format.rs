@@ -1,0 +1,119 @@
+//! The feed's storage formats. Today one feed entry per group commit (a run) covers all of its
+//! events; logs written with format 1 hold one entry per event. A format-1 log still reads,
+//! verifies and takes new appends, and both forms read back as the same gap-free sequence.
+
+use phone_ledger::audit::verify::verify_store;
+use phone_ledger::config::Durability;
+use phone_ledger::domain::phone_number::{PhoneNumber, PhoneNumberChanges, PhoneNumberEvent};
+use phone_ledger::projection::pending_events;
+use phone_ledger::store::{AppendMeta, AppendRequest, EventStore};
+
+const ACCOUNT: &str = "111122223333";
+const REGION: &str = "us-east-1";
+
+fn events(id: &str, from_version: u64, n: u64) -> Vec<PhoneNumberEvent> {
+    (from_version..from_version + n)
+        .map(|v| match v {
+            0 => PhoneNumberEvent::PhoneNumberRequested(Box::new(PhoneNumber::example(id, ACCOUNT, REGION))),
+            v => PhoneNumberEvent::PhoneNumberUpdated(PhoneNumberChanges {
+                deletion_protection_enabled: Some(v % 2 == 0),
+                ..Default::default()
+            }),
+        })
+        .collect()
+}
+
+/// Appends `n` events to each of `ids` concurrently, so that the writer commits several streams'
+/// events in one batch (one feed run).
+async fn append_round(store: &EventStore, ids: &[String], from_version: u64, n: u64) {
+    let answers: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let meta = AppendMeta::direct(ACCOUNT, REGION, "format-test", "Test/Append");
+            let request = AppendRequest::plain(
+                id,
+                from_version,
+                meta,
+                pending_events(&events(id, from_version, n)).expect("events"),
+            );
+            store.submit(request).expect("queued")
+        })
+        .collect();
+    for answer in answers {
+        answer.await.expect("appended");
+    }
+}
+
+fn positions(store: &EventStore, after: u64) -> Vec<u64> {
+    store
+        .read_feed(after, usize::MAX)
+        .expect("feed")
+        .iter()
+        .map(|e| e.position)
+        .collect()
+}
+
+/// Rewrites the feed as format 1 wrote it: one entry per position, the value the event's key.
+fn downgrade_feed_to_format_1(store: &EventStore) {
+    let events = store.read_feed(0, usize::MAX).expect("feed");
+    let db = store.raw_db().expect("db");
+    let feed = db.open_tree("feed").expect("feed tree");
+    feed.clear().expect("clear");
+    for e in &events {
+        let mut key = e.stream_id.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(&e.version.to_be_bytes());
+        feed.insert(e.position.to_be_bytes(), key).expect("insert");
+    }
+    db.insert("format", "phone-ledger/1").expect("format");
+    db.flush().expect("flush");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_1_log_reads_verifies_and_takes_new_appends_as_runs() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ids: Vec<String> = (0..8).map(|i| format!("phone-{i:032x}")).collect();
+
+    let store = EventStore::open(dir.path(), Durability::Flush, 256).expect("open");
+    append_round(&store, &ids, 0, 3).await;
+    assert_eq!(store.len(), 24);
+    let feed_entries = store.raw_db().expect("db").open_tree("feed").expect("feed").len();
+    assert!(
+        feed_entries < 24,
+        "a batch shares one feed entry ({feed_entries} entries for 24 events)"
+    );
+    downgrade_feed_to_format_1(&store);
+    assert_eq!(store.raw_db().expect("db").open_tree("feed").expect("feed").len(), 24);
+    store.close();
+
+    // Reopened by today's code: the old entries read as before, new ones are appended as runs.
+    let store = EventStore::open(dir.path(), Durability::Flush, 256).expect("reopen");
+    assert_eq!(positions(&store, 0), (1..=24).collect::<Vec<_>>());
+    append_round(&store, &ids, 3, 2).await;
+    assert_eq!(store.len(), 40);
+    assert_eq!(
+        positions(&store, 0),
+        (1..=40).collect::<Vec<_>>(),
+        "one gap-free sequence over both forms"
+    );
+    for after in [0, 1, 23, 24, 25, 39] {
+        assert_eq!(
+            positions(&store, after),
+            (after + 1..=40).collect::<Vec<_>>(),
+            "reading after {after}"
+        );
+    }
+    let report = verify_store(&store).expect("verify");
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.events, 40);
+    for id in &ids {
+        let versions: Vec<u64> = store.read_stream(id, 1).expect("stream").iter().map(|e| e.version).collect();
+        assert_eq!(versions, (1..=5).collect::<Vec<_>>());
+    }
+    assert_eq!(
+        store.raw_db().expect("db").get("format").expect("get").as_deref(),
+        Some(&b"phone-ledger/2"[..]),
+        "opened for writing, the log is marked with today's format"
+    );
+    store.close();
+}
