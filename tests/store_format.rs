@@ -1,6 +1,7 @@
-//! The feed's storage formats. Today one feed entry per group commit (a run) covers all of its
-//! events; logs written with format 1 hold one entry per event. A format-1 log still reads,
-//! verifies and takes new appends, and both forms read back as the same gap-free sequence.
+//! Storage formats. Today one feed entry per group commit (a run) covers all of its events and a
+//! stream's head is its last event; logs written with format 1 hold one feed entry per event and
+//! a stored head per stream. A format-1 log still reads, verifies and takes new appends, and both
+//! feed forms read back as the same gap-free sequence.
 
 use phone_ledger::audit::verify::verify_store;
 use phone_ledger::config::Durability;
@@ -53,8 +54,10 @@ fn positions(store: &EventStore, after: u64) -> Vec<u64> {
         .collect()
 }
 
-/// Rewrites the feed as format 1 wrote it: one entry per position, the value the event's key.
-fn downgrade_feed_to_format_1(store: &EventStore) {
+/// Rewrites the log as format 1 wrote it: one feed entry per position (the value the event's
+/// key) and a stored head per stream, here deliberately stale (version 1, no event id) to show
+/// that today's code no longer trusts them.
+fn downgrade_to_format_1(store: &EventStore) {
     let events = store.read_feed(0, usize::MAX).expect("feed");
     let db = store.raw_db().expect("db");
     let feed = db.open_tree("feed").expect("feed tree");
@@ -64,6 +67,10 @@ fn downgrade_feed_to_format_1(store: &EventStore) {
         key.push(0);
         key.extend_from_slice(&e.version.to_be_bytes());
         feed.insert(e.position.to_be_bytes(), key).expect("insert");
+    }
+    let heads = db.open_tree("heads").expect("heads tree");
+    for e in &events {
+        heads.insert(e.stream_id.as_bytes(), &1u64.to_be_bytes()).expect("head");
     }
     db.insert("format", "phone-ledger/1").expect("format");
     db.flush().expect("flush");
@@ -82,13 +89,30 @@ async fn a_format_1_log_reads_verifies_and_takes_new_appends_as_runs() {
         feed_entries < 24,
         "a batch shares one feed entry ({feed_entries} entries for 24 events)"
     );
-    downgrade_feed_to_format_1(&store);
+    downgrade_to_format_1(&store);
     assert_eq!(store.raw_db().expect("db").open_tree("feed").expect("feed").len(), 24);
     store.close();
 
+    // Read-only (offline audit), the old log reads as it is, heads come from the streams.
+    let read_only = EventStore::open_read_only(dir.path()).expect("read-only");
+    assert_eq!(positions(&read_only, 0), (1..=24).collect::<Vec<_>>());
+    assert_eq!(read_only.stream_version(&ids[0]).expect("version"), 3);
+    read_only.close();
+
     // Reopened by today's code: the old entries read as before, new ones are appended as runs.
     let store = EventStore::open(dir.path(), Durability::Flush, 256).expect("reopen");
+    let heads: Vec<_> = store
+        .raw_db()
+        .expect("db")
+        .open_tree("heads")
+        .expect("heads")
+        .iter()
+        .keys()
+        .map(|k| k.expect("key").to_vec())
+        .collect();
+    assert_eq!(heads, vec![b"!chain".to_vec()], "the stored per-stream heads are dropped");
     assert_eq!(positions(&store, 0), (1..=24).collect::<Vec<_>>());
+    assert_eq!(store.stream_version(&ids[0]).expect("version"), 3);
     append_round(&store, &ids, 3, 2).await;
     assert_eq!(store.len(), 40);
     assert_eq!(

@@ -4,7 +4,9 @@
 //! - `streams`: `stream id ‖ 0x00 ‖ version` → envelope JSON. A stream is gap-free from 1.
 //! - `feed`: the global order across streams: one entry per group commit, `first position` →
 //!   the `streams` keys of its events in position order (see [`feed`]).
-//! - `heads`: `stream id` → current version; `!chain` → last position ‖ last hash.
+//! - `heads`: `!chain` → last position ‖ last hash. (A stream's own head is its last key in
+//!   `streams`, read where needed; logs of format 1 also kept a copy per stream here, which
+//!   cost a write per append and is dropped when such a log is first opened for writing.)
 //! - `index`: derived, rebuildable keys (views for Describe, client tokens, claimed numbers).
 //! - `snapshots`: `stream id` → latest snapshot of its state (a cache: deleting it changes nothing).
 //!
@@ -28,9 +30,11 @@ use crate::config::Durability;
 const FORMAT_KEY: &[u8] = b"format";
 /// sled's page cache when not configured (its own default is 1 GiB).
 const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+/// Format 2: feed runs, stream heads read from `streams`.
 const FORMAT: &[u8] = b"phone-ledger/2";
-/// Logs written before feed runs (one feed entry per event); still read as they are, and marked
-/// with [`FORMAT`] the first time they are opened for writing.
+/// Logs with one feed entry per event and a stored head per stream: still read as they are;
+/// the first open for writing drops the stored heads (they would go stale) and marks the log
+/// with [`FORMAT`], which binaries of format 1 refuse.
 const FORMAT_1: &[u8] = b"phone-ledger/1";
 const SECRET_KEY: &[u8] = b"token-secret";
 const INDEX_LAYOUT_KEY: &[u8] = b"index-layout";
@@ -111,6 +115,36 @@ pub fn stream_key(stream_id: &str, version: u64) -> Vec<u8> {
     k
 }
 
+/// The version in a `streams` key.
+fn version_of_key(key: &[u8]) -> Result<u64, StoreError> {
+    match key.len().checked_sub(9) {
+        Some(at) if key[at] == 0 => decode_u64(&key[at + 1..], &String::from_utf8_lossy(key)),
+        _ => Err(StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            message: "not a stream key".into(),
+        }),
+    }
+}
+
+/// The current version of `stream` in the `streams` tree (0 if it has no event).
+pub(crate) fn last_version(streams: &sled::Tree, stream: &str) -> Result<u64, StoreError> {
+    match streams.scan_prefix(stream_prefix(stream)).next_back() {
+        Some(entry) => version_of_key(&entry?.0),
+        None => Ok(0),
+    }
+}
+
+/// The id of a stored envelope's event. `EventId` is the envelope's first field, so it is read
+/// off the front of the JSON; anything else falls back to decoding the whole envelope.
+pub(crate) fn event_id_of(stored: &[u8]) -> Option<uuid::Uuid> {
+    const FRONT: &[u8] = br#"{"EventId":""#;
+    stored
+        .strip_prefix(FRONT)
+        .and_then(|rest| rest.get(..36))
+        .and_then(|id| uuid::Uuid::try_parse_ascii(id).ok())
+        .or_else(|| serde_json::from_slice::<EventEnvelope>(stored).ok().map(|e| e.event_id))
+}
+
 fn stream_prefix(stream_id: &str) -> Vec<u8> {
     let mut k = stream_id.as_bytes().to_vec();
     k.push(0);
@@ -183,6 +217,15 @@ impl EventStore {
             Some(f) if f.as_ref() == FORMAT => {}
             Some(f) if f.as_ref() == FORMAT_1 => {
                 if create {
+                    let heads = db.open_tree("heads")?;
+                    let mut stale = sled::Batch::default();
+                    for key in heads.iter().keys() {
+                        let key = key?;
+                        if key.as_ref() != CHAIN_KEY {
+                            stale.remove(key);
+                        }
+                    }
+                    heads.apply_batch(stale)?;
                     db.insert(FORMAT_KEY, FORMAT)?;
                 }
             }
@@ -299,10 +342,10 @@ impl EventStore {
 
     /// Current version of a stream and the id of its last event.
     pub fn stream_head(&self, stream_id: &str) -> Result<(u64, Option<uuid::Uuid>), StoreError> {
-        match self.trees()?.heads.get(stream_id.as_bytes())? {
-            Some(v) => {
-                let head = writer::StreamHead::decode(&v, stream_id)?;
-                Ok((head.version, head.last_event))
+        match self.trees()?.streams.scan_prefix(stream_prefix(stream_id)).next_back() {
+            Some(entry) => {
+                let (key, value) = entry?;
+                Ok((version_of_key(&key)?, event_id_of(&value)))
             }
             None => Ok((0, None)),
         }
@@ -360,16 +403,17 @@ impl EventStore {
         Ok(out)
     }
 
-    /// Every stream with its recorded head version.
+    /// Every stream with its version, in stream id order (a scan of all events' keys).
     pub fn stream_heads(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let trees = self.trees()?;
-        let mut out = Vec::new();
-        for item in trees.heads.iter() {
-            let (k, v) = item?;
-            if k.as_ref() == CHAIN_KEY {
-                continue;
+        let mut out: Vec<(String, u64)> = Vec::new();
+        for key in self.trees()?.streams.iter().keys() {
+            let key = key?;
+            let version = version_of_key(&key)?;
+            let stream = String::from_utf8_lossy(&key[..key.len() - 9]);
+            match out.last_mut() {
+                Some((last, v)) if *last == stream => *v = version,
+                _ => out.push((stream.into_owned(), version)),
             }
-            out.push((String::from_utf8_lossy(&k).into_owned(), decode_u64(&v, "head")?));
         }
         Ok(out)
     }
@@ -484,5 +528,27 @@ impl EventStore {
     /// Raw access for tools that inspect or (in tests) damage the log.
     pub fn raw_db(&self) -> Result<sled::Db, StoreError> {
         Ok(self.trees()?.db.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_key_gives_back_its_version() {
+        assert_eq!(version_of_key(&stream_key("phone-1", 42)).expect("version"), 42);
+        assert_eq!(version_of_key(&stream_key("", 7)).expect("version"), 7);
+        assert!(version_of_key(b"short").is_err());
+        assert!(version_of_key(b"phone-1-no-separator").is_err());
+    }
+
+    #[test]
+    fn the_event_id_is_read_off_the_front_of_a_stored_envelope() {
+        let id = uuid::Uuid::new_v4();
+        let stored = format!(r#"{{"EventId":"{id}","StreamId":"phone-1"}}"#);
+        assert_eq!(event_id_of(stored.as_bytes()), Some(id));
+        assert_eq!(event_id_of(b"not json"), None);
+        assert_eq!(event_id_of(br#"{"EventId":"not-a-uuid-at-all-but-36-characters!!"}"#), None);
     }
 }

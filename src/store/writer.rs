@@ -22,32 +22,16 @@ use uuid::Uuid;
 use crate::config::Durability;
 
 use super::envelope::{AppendMeta, EventEnvelope, PendingEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
-use super::{decode_u64, feed, stream_key, StoreError, Trees, CHAIN_KEY};
+use super::{decode_u64, event_id_of, feed, last_version, stream_key, StoreError, Trees, CHAIN_KEY};
 
 /// How many appends may wait for the writer before callers are told to back off.
 const QUEUE_CAPACITY: usize = 16_384;
 
-/// What `heads` holds per stream: its version and the id of its last event.
+/// Where a stream is: its version and the id of its last event.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct StreamHead {
     pub version: u64,
     pub last_event: Option<Uuid>,
-}
-
-impl StreamHead {
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut v = self.version.to_be_bytes().to_vec();
-        if let Some(id) = self.last_event {
-            v.extend_from_slice(id.as_bytes());
-        }
-        v
-    }
-
-    pub(crate) fn decode(bytes: &[u8], stream: &str) -> Result<Self, StoreError> {
-        let version = decode_u64(bytes, stream)?;
-        let last_event = bytes.get(8..24).and_then(|b| Uuid::from_slice(b).ok());
-        Ok(StreamHead { version, last_event })
-    }
 }
 
 /// A change to a derived index, committed atomically with the events that cause it.
@@ -302,12 +286,22 @@ impl Writer {
             // The `streams` keys of this batch's positions: one feed run for all of them.
             let mut run: Vec<Vec<u8>> = Vec::with_capacity(batch.len());
             for (req, _) in batch {
+                // Where the stream is: known from earlier in this batch, or checked against the
+                // log with two point reads (streams are gap-free, so it is at `expected_version`
+                // exactly when that event exists and the next one does not).
                 let head = match versions.get(req.stream_id.as_str()) {
-                    Some(h) => *h,
-                    None => match heads.get(req.stream_id.as_bytes())? {
-                        Some(v) => StreamHead::decode(&v, &req.stream_id).map_err(abort)?,
-                        None => StreamHead::default(),
-                    },
+                    Some(h) => Some(*h),
+                    None => head_if_at(streams, &req.stream_id, req.expected_version)?,
+                };
+                let Some(head) = head else {
+                    // Not where the caller thinks. Where it is takes a range read, which sled
+                    // does not allow inside a transaction: it is filled in after the commit.
+                    outcomes.push(Err(AppendError::WrongExpectedVersion {
+                        stream_id: req.stream_id.clone(),
+                        expected: req.expected_version,
+                        actual: 0,
+                    }));
+                    continue;
                 };
                 let current = head.version;
                 let same_head =
@@ -340,7 +334,6 @@ impl Writer {
                     last_event: envelopes.last().map(|e| e.event_id).or(head.last_event),
                 };
                 versions.insert(req.stream_id.as_str(), head);
-                heads.insert(req.stream_id.as_bytes(), head.encode())?;
                 for op in &req.index_ops {
                     match op {
                         IndexOp::Put(k, v) => {
@@ -374,15 +367,41 @@ impl Writer {
             heads.insert(CHAIN_KEY, chain)?;
             Ok((outcomes, position, hash))
         });
-        result.map_err(|e: TransactionError<String>| match e {
+        let (mut outcomes, position, hash) = result.map_err(|e: TransactionError<String>| match e {
             TransactionError::Abort(m) => m,
             TransactionError::Storage(e) => e.to_string(),
-        })
+        })?;
+        for outcome in &mut outcomes {
+            if let Err(AppendError::WrongExpectedVersion { stream_id, actual, .. }) = outcome {
+                *actual = last_version(&t.streams, stream_id).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok((outcomes, position, hash))
     }
 }
 
 fn abort(e: impl std::fmt::Display) -> ConflictableTransactionError<String> {
     ConflictableTransactionError::Abort(e.to_string())
+}
+
+/// The head of `stream` if it is at version `expected` (with the id of its last event), `None`
+/// if it is anywhere else.
+fn head_if_at(
+    streams: &TransactionalTree,
+    stream: &str,
+    expected: u64,
+) -> Result<Option<StreamHead>, ConflictableTransactionError<String>> {
+    // This read also fills the transaction's cache for the insert of that very key.
+    if streams.get(stream_key(stream, expected + 1))?.is_some() {
+        return Ok(None);
+    }
+    if expected == 0 {
+        return Ok(Some(StreamHead::default()));
+    }
+    Ok(streams.get(stream_key(stream, expected))?.map(|last| StreamHead {
+        version: expected,
+        last_event: event_id_of(&last),
+    }))
 }
 
 fn first_taken<'a>(
