@@ -74,14 +74,6 @@ impl Model {
         self.raw["operations"].get(operation).is_some()
     }
 
-    /// Member names of a shape.
-    pub fn members_of(&self, shape: &str) -> impl Iterator<Item = &str> {
-        self.shape(shape)["members"]
-            .as_object()
-            .into_iter()
-            .flat_map(|m| m.keys().map(String::as_str))
-    }
-
     /// The output shape of an operation.
     pub fn output_shape(&self, operation: &str) -> Option<&str> {
         self.raw["operations"][operation]["output"]["shape"].as_str()
@@ -89,8 +81,10 @@ impl Model {
 
     /// Keeps only the members `shape` has: renderers build a superset, the model decides.
     pub fn project(&self, shape: &str, mut object: serde_json::Map<String, Value>) -> Value {
-        let keep: std::collections::HashSet<&str> = self.members_of(shape).collect();
-        object.retain(|k, _| keep.contains(k.as_str()));
+        match self.shape(shape)["members"].as_object() {
+            Some(members) => object.retain(|k, _| members.contains_key(k)),
+            None => object.clear(),
+        }
         Value::Object(object)
     }
 
