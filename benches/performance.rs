@@ -419,13 +419,7 @@ fn main() {
         let short_ms = activation_ms(&store, &system, &short, settings, 201);
         let worst_ms = activation_ms(&store, &system, &worst, settings, 201);
         // For context: what snapshots save (full replay of the long stream).
-        store
-            .raw_db()
-            .expect("db")
-            .open_tree("snapshots")
-            .expect("tree")
-            .clear()
-            .expect("clear");
+        store.clear_snapshots().expect("clear");
         let full_ms = activation_ms(&store, &system, &long, settings, 5);
         store.close();
         eprintln!("activation: 100k events {long_ms:.3} ms, 100 events {short_ms:.3} ms, 100,099 events {worst_ms:.3} ms, 100k without snapshot {full_ms:.1} ms");

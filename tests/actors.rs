@@ -81,13 +81,7 @@ async fn snapshots_speed_activation_but_change_no_answer() {
     server.stop();
     {
         let store = EventStore::open(server.dir.path(), Durability::Flush, 1).expect("open");
-        store
-            .raw_db()
-            .expect("db")
-            .open_tree("snapshots")
-            .expect("tree")
-            .clear()
-            .expect("delete every snapshot");
+        store.clear_snapshots().expect("delete every snapshot");
         store.close();
     }
     server.restart();

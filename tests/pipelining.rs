@@ -2,7 +2,7 @@
 //! decided after it fails too (even if another writer happened to bring the stream to the version
 //! it expected), and the actor rebuilds its state from the log before deciding again.
 
-use actix::Actor;
+use actix::{Actor, Addr};
 use phone_ledger::actors::{AggregateActor, Execute, ExecuteError, GetState};
 use phone_ledger::config::Durability;
 use phone_ledger::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState};
@@ -20,6 +20,18 @@ fn append(event: PhoneNumberEvent, expected_version: u64) -> AppendRequest {
         AppendMeta::direct("111122223333", "us-east-1", "other-writer", "Test/Other"),
         pending_events(&[event]).expect("events"),
     )
+}
+
+/// The actor of a number whose request is already in the log (version 1).
+async fn requested_number_actor(store: &EventStore) -> Addr<AggregateActor<PhoneNumberState>> {
+    store
+        .append(append(
+            PhoneNumberEvent::PhoneNumberRequested(Box::new(PhoneNumber::example(ID, "111122223333", "us-east-1"))),
+            0,
+        ))
+        .await
+        .expect("request");
+    AggregateActor::<PhoneNumberState>::new(ID.into(), store.clone()).start()
 }
 
 fn execute(action: PhoneNumberAction) -> Execute<PhoneNumberState> {
@@ -40,14 +52,7 @@ fn a_failed_append_fails_everything_decided_after_it() {
     let system = actix_rt::System::new();
     let store = EventStore::open(dir.path(), Durability::Flush, 64).expect("store");
     system.block_on(async {
-        store
-            .append(append(
-                PhoneNumberEvent::PhoneNumberRequested(Box::new(PhoneNumber::example(ID, "111122223333", "us-east-1"))),
-                0,
-            ))
-            .await
-            .expect("request");
-        let actor = AggregateActor::<PhoneNumberState>::new(ID.into(), store.clone()).start();
+        let actor = requested_number_actor(&store).await;
         actor
             .send(GetState::<PhoneNumberState>::default())
             .await
@@ -104,14 +109,7 @@ fn pipelined_commands_commit_in_order_in_shared_flushes() {
     let system = actix_rt::System::new();
     let store = EventStore::open(dir.path(), Durability::Fsync, 256).expect("store");
     system.block_on(async {
-        store
-            .append(append(
-                PhoneNumberEvent::PhoneNumberRequested(Box::new(PhoneNumber::example(ID, "111122223333", "us-east-1"))),
-                0,
-            ))
-            .await
-            .expect("request");
-        let actor = AggregateActor::<PhoneNumberState>::new(ID.into(), store.clone()).start();
+        let actor = requested_number_actor(&store).await;
         let sends: Vec<_> = (0..50)
             .map(|i| {
                 let change = PhoneNumberChanges {

@@ -616,6 +616,20 @@ fn op_stats(list: &[&ClientOp]) -> OpStats {
     }
 }
 
+/// One line of the latency table.
+fn latency_row(name: &str, s: &OpStats) -> [String; 8] {
+    [
+        name.to_string(),
+        s.count.to_string(),
+        s.ok.to_string(),
+        ms(s.p50_us),
+        ms(s.p90_us),
+        ms(s.p99_us),
+        ms(s.p999_us),
+        ms(s.max_us),
+    ]
+}
+
 fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
@@ -639,28 +653,9 @@ pub fn print(report: &Report) {
         .load_preset(UTF8_BORDERS_ONLY)
         .set_header(["operation", "count", "ok", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"]);
     for (name, s) in &report.operations {
-        latency.add_row([
-            name.clone(),
-            s.count.to_string(),
-            s.ok.to_string(),
-            ms(s.p50_us),
-            ms(s.p90_us),
-            ms(s.p99_us),
-            ms(s.p999_us),
-            ms(s.max_us),
-        ]);
+        latency.add_row(latency_row(name, s));
     }
-    let o = &report.overall;
-    latency.add_row([
-        "all".to_string(),
-        o.count.to_string(),
-        o.ok.to_string(),
-        ms(o.p50_us),
-        ms(o.p90_us),
-        ms(o.p99_us),
-        ms(o.p999_us),
-        ms(o.max_us),
-    ]);
+    latency.add_row(latency_row("all", &report.overall));
     println!("{latency}");
     let mut outcomes = Table::new();
     outcomes

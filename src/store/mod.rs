@@ -428,6 +428,11 @@ impl EventStore {
         Ok(self.trees()?.snapshots.get(stream_id.as_bytes())?)
     }
 
+    /// Deletes every snapshot. They are a cache: no answer changes, activations replay more.
+    pub fn clear_snapshots(&self) -> Result<(), StoreError> {
+        Ok(self.trees()?.snapshots.clear()?)
+    }
+
     /// Every snapshot: (stream id, stored bytes).
     pub fn snapshots(&self) -> Result<Vec<(String, sled::IVec)>, StoreError> {
         let mut out = Vec::new();
