@@ -12,12 +12,11 @@ use std::time::Duration;
 use actix::Actor;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use phone_ledger::actors::{AggregateActor, GetState};
-use phone_ledger::config::Durability;
+use phone_ledger::codec::pending_events;
 use phone_ledger::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState};
 use phone_ledger::domain::{Aggregate, Command, CommandMeta, Scope};
-use phone_ledger::projection::pending_events;
-use phone_ledger::projection::replay;
-use phone_ledger::store::{AppendMeta, AppendRequest, EventStore};
+use phone_ledger::rehydrate::replay;
+use phone_ledger::store::{AppendMeta, AppendRequest, Durability, StoreConfig};
 
 fn number(id: &str) -> PhoneNumber {
     PhoneNumber::example(id, "111122223333", "us-east-1")
@@ -53,7 +52,7 @@ fn append(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5)).sample_size(20);
     for durability in [Durability::Fsync, Durability::Flush, Durability::Relaxed] {
         let dir = tempfile::tempdir().expect("dir");
-        let store = EventStore::open(dir.path(), durability, 256).expect("store");
+        let store = StoreConfig::embedded(durability, 256).open(dir.path()).expect("store");
         let mut next = 0u64;
         let name = format!("{durability:?}").to_lowercase();
         group.throughput(Throughput::Elements(1));
@@ -80,7 +79,7 @@ fn append(c: &mut Criterion) {
                 })
             })
         });
-        store.close();
+        rt.block_on(store.close()).expect("close");
     }
     group.finish();
 }
@@ -88,7 +87,7 @@ fn append(c: &mut Criterion) {
 fn replay_10k(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("dir");
-    let store = EventStore::open(dir.path(), Durability::Relaxed, 256).expect("store");
+    let store = StoreConfig::embedded(Durability::Relaxed, 256).open(dir.path()).expect("store");
     let id = stream_id(1);
     let mut events = vec![PhoneNumberEvent::PhoneNumberRequested(Box::new(number(&id)))];
     events.extend((1..10_000).map(|i| update_event(i % 2 == 0)));
@@ -97,13 +96,13 @@ fn replay_10k(c: &mut Criterion) {
     group.throughput(Throughput::Elements(10_000));
     group.bench_function("10k", |b| {
         b.iter(|| {
-            let envelopes = store.read_stream(&id, 1).expect("read");
+            let envelopes = rt.block_on(store.read_stream(&id, 1, usize::MAX)).expect("read");
             let state: PhoneNumberState = replay(&envelopes).expect("replay");
             assert!(state.0.is_some());
         })
     });
     group.finish();
-    store.close();
+    rt.block_on(store.close()).expect("close");
 }
 
 fn decide(c: &mut Criterion) {
@@ -143,7 +142,7 @@ fn decide(c: &mut Criterion) {
 fn actor_round_trip(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("dir");
     let system = actix_rt::System::new();
-    let store = EventStore::open(dir.path(), Durability::Relaxed, 256).expect("store");
+    let store = StoreConfig::embedded(Durability::Relaxed, 256).open(dir.path()).expect("store");
     let id = stream_id(1);
     system
         .block_on(store.append(request(&id, 0, &[PhoneNumberEvent::PhoneNumberRequested(Box::new(number(&id)))])))
@@ -160,7 +159,7 @@ fn actor_round_trip(c: &mut Criterion) {
         })
     });
     group.finish();
-    store.close();
+    system.block_on(store.close()).expect("close");
 }
 
 criterion_group!(benches, append, replay_10k, decide, actor_round_trip);

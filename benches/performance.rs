@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 use actix::Actor;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use phone_ledger::actors::{ActorSettings, AggregateActor, GetState};
-use phone_ledger::config::Durability;
+use phone_ledger::codec::pending_events;
 use phone_ledger::domain::phone_number::{PhoneNumber, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState};
 use phone_ledger::domain::Aggregate;
 use phone_ledger::loadtest::{self, LoadTestArgs};
-use phone_ledger::projection::pending_events;
-use phone_ledger::projection::SnapshotRecord;
-use phone_ledger::store::{AppendMeta, AppendRequest, EventStore};
+use phone_ledger::rehydrate::snapshot_of;
+use phone_ledger::store::Durability;
+use phone_ledger::store::{AppendMeta, AppendRequest, Store, StoreConfig};
 use serde_json::{json, Value};
 
 const CLIENTS: usize = 64;
@@ -273,7 +273,7 @@ fn number(id: &str) -> PhoneNumber {
 
 /// Writes a stream of `events` events in chunks, with the snapshot an actor would have left
 /// (every `snapshot_every` events).
-fn build_stream(store: &EventStore, rt: &actix_rt::SystemRunner, id: &str, events: u64, snapshot_every: u64) {
+fn build_stream(store: &Store, rt: &actix_rt::SystemRunner, id: &str, events: u64, snapshot_every: u64) {
     let mut state = PhoneNumberState::default();
     let mut version = 0;
     while version < events {
@@ -292,7 +292,7 @@ fn build_stream(store: &EventStore, rt: &actix_rt::SystemRunner, id: &str, event
         }
         let to = version + chunk;
         let snapshot_at = to / snapshot_every * snapshot_every;
-        let snapshot = (snapshot_at > version && snapshot_at == to).then(|| SnapshotRecord::of(&state, to).expect("snapshot"));
+        let snapshot = (snapshot_at > version && snapshot_at == to).then(|| snapshot_of(&state, to).expect("snapshot"));
         let meta = AppendMeta::direct("111122223333", "us-east-1", "bench", "Bench/Update");
         let request = AppendRequest {
             snapshot,
@@ -304,7 +304,7 @@ fn build_stream(store: &EventStore, rt: &actix_rt::SystemRunner, id: &str, event
 }
 
 /// Median time from starting a fresh actor to its first answer.
-fn activation_ms(store: &EventStore, rt: &actix_rt::SystemRunner, id: &str, settings: ActorSettings, rounds: usize) -> f64 {
+fn activation_ms(store: &Store, rt: &actix_rt::SystemRunner, id: &str, settings: ActorSettings, rounds: usize) -> f64 {
     let mut times: Vec<f64> = (0..rounds)
         .map(|_| {
             let started = Instant::now();
@@ -368,8 +368,12 @@ fn main() {
             grouped_cpu.push(cpu);
             let per_event_n = (releases_n / 5).max(1_000);
             per_event.push(
-                rt.block_on(ledger_release_rate(&http, per_event_n, &[("PHONE_LEDGER_MAX_BATCH", "1")]))
-                    .0,
+                rt.block_on(ledger_release_rate(
+                    &http,
+                    per_event_n,
+                    &[("PHONE_LEDGER_STORE__SLED__MAX_BATCH", "1")],
+                ))
+                .0,
             );
             eprintln!(
                 "round {round}: raw handler {:.0} req/s; phone-ledger (group commit, fsync) {:.0} req/s, server CPU {:.0} µs per release; one flush per event {:.0} req/s",
@@ -401,7 +405,7 @@ fn main() {
     if part("activation") {
         let dir = tempfile::tempdir().expect("dir");
         let system = actix_rt::System::new();
-        let store = EventStore::open(dir.path(), Durability::Relaxed, 256).expect("store");
+        let store = StoreConfig::embedded(Durability::Relaxed, 256).open(dir.path()).expect("store");
         let (long, short, worst) = (
             format!("phone-{:032x}", 1),
             format!("phone-{:032x}", 2),
@@ -419,9 +423,9 @@ fn main() {
         let short_ms = activation_ms(&store, &system, &short, settings, 201);
         let worst_ms = activation_ms(&store, &system, &worst, settings, 201);
         // For context: what snapshots save (full replay of the long stream).
-        store.clear_snapshots().expect("clear");
+        system.block_on(store.clear_snapshots()).expect("clear");
         let full_ms = activation_ms(&store, &system, &long, settings, 5);
-        store.close();
+        system.block_on(store.close()).expect("close");
         eprintln!("activation: 100k events {long_ms:.3} ms, 100 events {short_ms:.3} ms, 100,099 events {worst_ms:.3} ms, 100k without snapshot {full_ms:.1} ms");
         rows.push([
             "activation of a number with 100,000 events (median)".into(),

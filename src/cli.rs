@@ -23,7 +23,7 @@ pub enum Command {
         /// Address to listen on (default from config: 127.0.0.1:4566).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
-        /// Directory of the sled event log (default from config: ./data).
+        /// This node's data directory, where the embedded event log lives (default from config: ./data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// A TOML file layered over the embedded defaults.
@@ -57,10 +57,12 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match actix_rt::System::new().block_on(server::serve(config, true, |_, _| {})) {
+            let served = server::bind(&config)
+                .and_then(|listener| actix_rt::System::new().block_on(server::serve(config, listener, server::wait_for_signal())));
+            match served {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("phone-ledger: {e}");
+                    eprintln!("phone-ledger: {}", crate::error_chain(&e));
                     ExitCode::from(2)
                 }
             }

@@ -14,22 +14,10 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::types::NumberType;
+use crate::store::{Durability, StoreConfig};
 
 /// The defaults, compiled into the binary so that a bare `phone-ledger serve` works anywhere.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
-
-/// How long a reply waits for durability.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// sled flush, then `fdatasync` of the data file: survives power loss.
-    Fsync,
-    /// sled flush only (`sync_file_range`): survives a killed process.
-    Flush,
-    /// No flush before replying: sled writes back in the background (every 500 ms). For pure
-    /// load experiments only: a crash may lose acknowledged events.
-    Relaxed,
-}
 
 /// Per-account limits.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,8 +41,13 @@ pub struct Config {
     pub region: String,
     pub default_account: String,
     pub max_body_bytes: usize,
-    pub durability: Durability,
-    pub max_batch: usize,
+    /// Which backend holds the log, and its settings.
+    pub store: StoreConfig,
+    /// Secret that signs pagination tokens (any string of 16 or more characters). Nodes that
+    /// serve the same log must share it; when unset, one is generated and kept in
+    /// `data_dir/pagination.key`, so tokens survive restarts of a single node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pagination_secret: Option<String>,
     pub workers: usize,
     /// Snapshot an aggregate's state every this many events (0: never).
     pub snapshot_every: u64,
@@ -62,8 +55,6 @@ pub struct Config {
     pub actor_idle_secs: u64,
     /// At most this many live actors per kind; beyond it the least recently used stop.
     pub max_live_actors: usize,
-    /// sled's page cache, in bytes.
-    pub cache_capacity_bytes: u64,
     /// Requests handled at once; beyond it the server answers ThrottlingException.
     pub max_in_flight: usize,
     /// Requests per second and account (0: unlimited); beyond it ThrottlingException.
@@ -71,6 +62,16 @@ pub struct Config {
     pub quotas: Quotas,
     /// ISO country code → number type → supply.
     pub numbering: BTreeMap<String, BTreeMap<NumberType, NumberSupply>>,
+    /// Deprecated flat keys of the embedded backend (see [`StoreConfig::adopt_legacy`]).
+    #[serde(default, skip_serializing)]
+    durability: Option<Durability>,
+    #[serde(default, skip_serializing)]
+    max_batch: Option<usize>,
+    #[serde(default, skip_serializing)]
+    cache_capacity_bytes: Option<u64>,
+    /// What the loaded configuration said in a deprecated way, to be logged once logging runs.
+    #[serde(skip)]
+    pub deprecations: Vec<String>,
 }
 
 /// A configuration that could not be loaded or does not make sense.
@@ -112,9 +113,16 @@ impl Config {
                 figment = figment.merge(Serialized::default(key, value));
             }
         }
-        let config: Config = figment.merge(Serialized::defaults(overrides)).extract().map_err(Box::new)?;
+        let mut config: Config = figment.merge(Serialized::defaults(overrides)).extract().map_err(Box::new)?;
+        config.apply_deprecated_keys();
         config.validate()?;
         Ok(config)
+    }
+
+    /// The flat keys of before the `[store]` section still work, with a warning each.
+    fn apply_deprecated_keys(&mut self) {
+        let legacy = (self.durability.take(), self.max_batch.take(), self.cache_capacity_bytes.take());
+        self.deprecations = self.store.adopt_legacy(legacy.0, legacy.1, legacy.2);
     }
 
     /// The embedded defaults alone (used by tests and benches), with the data directory given.
@@ -142,8 +150,11 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes must be at least 1024".into());
         }
-        if self.max_batch == 0 {
-            return bad("max_batch must be at least 1".into());
+        if let Err(m) = self.store.validate() {
+            return bad(m);
+        }
+        if self.pagination_secret.as_ref().is_some_and(|s| s.chars().count() < 16) {
+            return bad("pagination_secret must be at least 16 characters".into());
         }
         if self.max_live_actors == 0 {
             return bad("max_live_actors must be at least 1".into());
@@ -193,7 +204,8 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:4566");
         assert_eq!(c.region, "us-east-1");
         assert_eq!(c.default_account, "000000000000");
-        assert_eq!(c.durability, Durability::Fsync);
+        assert_eq!(c.store.backend, crate::store::Backend::Sled);
+        assert!(c.deprecations.is_empty());
         assert!(c.numbering["US"].contains_key(&NumberType::TollFree));
     }
 

@@ -4,31 +4,58 @@
 //!
 //! # Layout
 //! - [`domain`]: pure deciders (`decide`/`evolve`) for phone numbers and pools; no I/O.
-//! - [`store`]: the sled event log: streams, global feed, hash chain, group-commit writer.
+//! - [`store`]: the storage port (streams, global feed, hash chain, snapshots, derived index,
+//!   and what one append guarantees) and its embedded backend.
 //! - [`upcast`]: the event schema history and the upcasters applied at read time.
-//! - [`projection`]: derived indexes (Describe views, client tokens, claimed numbers) computed
-//!   from state changes, and their rebuild from the log.
-//! - [`actors`]: one actix actor per aggregate, the registry that activates them, and the
-//!   workflows that span a number and a pool.
+//! - [`codec`]: domain events to stored envelopes and back; recorded commands.
+//! - [`rehydrate`]: an aggregate's state from its snapshot and the events after it.
+//! - [`projection`]: the derived index (Describe views, client tokens, claimed numbers,
+//!   counters) computed from state changes, and its rebuild from the log.
+//! - [`actors`]: one actix actor per aggregate and the registry that activates them.
+//! - [`service`]: the application service: each API operation as ordered commands to the
+//!   aggregates' actors (pool workflows, quotas, client tokens, crash recovery), and the reads.
 //! - [`numbering`]: choosing fresh, valid E.164 numbers per country and number type.
-//! - [`api`]: the AWS JSON 1.0 edge: model-driven validation, operations, errors, pagination.
+//! - [`model`]: the official service model: input validation, output shapes.
+//! - [`views`]: a number's and a pool's API view, shared by Describe and the audit trail.
+//! - [`aws_error`]: the one error type every HTTP answer of the service fails with.
+//! - [`api`]: the AWS JSON 1.0 edge: operations, admission, pagination.
 //! - [`audit`]: read-only history, time travel, replay, hash-chain verification and decision
 //!   re-check, over HTTP (`/audit/...`) and as `phone-ledger audit`.
 //! - [`loadtest`]: conflicting load over HTTP, latency report, and a correctness verdict
 //!   checked against the log.
-//! - [`server`]: wiring and lifecycle (start, graceful stop).
+//! - [`server`]: wiring (routes, shared state) and lifecycle (serve on a listener until a
+//!   shutdown future completes, then a graceful stop).
 //! - [`config`]: layered configuration with embedded defaults.
 //! - [`cli`]: the `phone-ledger` command line.
 
 pub mod actors;
 pub mod api;
 pub mod audit;
+pub mod aws_error;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod domain;
 pub mod loadtest;
+pub mod model;
 pub mod numbering;
 pub mod projection;
+pub mod rehydrate;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod upcast;
+pub mod views;
+
+/// An error and all its sources on one line (`outer: inner: innermost`), for logs and the
+/// command line: our error types keep their causes as sources rather than in their messages.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,74 +1,133 @@
-//! Wiring and lifecycle: open the log (rebuilding derived indexes if they were dropped), build
-//! the [`Ledger`], serve the API, and on stop let in-flight requests finish, then drain the
-//! writer and flush the log.
+//! Wiring and lifecycle: open the log (rebuilding the derived index if it was dropped), build the
+//! [`LifecycleService`], mount the AWS JSON API, the audit API and `/health` on one actix-web
+//! app, serve on the given listener until the given shutdown future completes, then let
+//! in-flight requests finish, end the feed followers, drain the writer and close the log.
 
-use std::net::SocketAddr;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App, HttpResponse, HttpServer};
 
-use crate::actors::{ActorSettings, Ledger};
+use crate::actors::ActorSettings;
 use crate::api::{self, ApiState};
+use crate::audit::http::AuditState;
 use crate::config::Config;
 use crate::numbering::NumberPicker;
 use crate::projection::{rebuild_index, INDEX_LAYOUT_VERSION};
-use crate::store::{EventStore, StoreError};
+use crate::service::LifecycleService;
+use crate::store::{IndexState, Store, StoreError};
 
 /// Why the server could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error(transparent)]
+    #[error("cannot open the event log")]
     Store(#[from] StoreError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("server: {0}")]
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read or create the pagination secret {path}")]
+    Secret {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed")]
     Io(#[from] std::io::Error),
     #[error("server thread: {0}")]
     Thread(String),
 }
 
-/// Opens the log and prepares the application service.
-pub fn open_ledger(config: &Config) -> Result<Arc<Ledger>, ServerError> {
-    let store = EventStore::open_tuned(&config.data_dir, config.durability, config.max_batch, config.cache_capacity_bytes)?;
-    if store.index_needs_rebuild(INDEX_LAYOUT_VERSION)? {
-        let entries = rebuild_index(&store)?;
+/// Opens the configured log and makes its derived index current (rebuilding it from the log when
+/// it was dropped or has another layout).
+pub async fn open_store(config: &Config) -> Result<Store, ServerError> {
+    let store = config.store.open(&config.data_dir)?;
+    if store.index_state(INDEX_LAYOUT_VERSION).await? == IndexState::NeedsRebuild {
+        let entries = rebuild_index(&*store).await?;
         tracing::info!(entries, "rebuilt derived index from the log");
-    } else {
-        store.set_index_layout(INDEX_LAYOUT_VERSION)?;
     }
+    Ok(store)
+}
+
+/// The application service over an open log.
+pub fn service(config: &Config, store: Store) -> Arc<LifecycleService> {
     let actors = ActorSettings {
         snapshot_every: config.snapshot_every,
         idle_timeout: (config.actor_idle_secs > 0).then(|| std::time::Duration::from_secs(config.actor_idle_secs)),
     };
-    Ok(Arc::new(Ledger::new(
+    Arc::new(LifecycleService::new(
         store,
         NumberPicker::new(config.numbering.clone()),
         config.quotas.clone(),
         actors,
         config.max_live_actors,
-    )))
+    ))
 }
 
-/// Stops a running server: first tells long-lived responses (feed followers) to end, then asks
-/// actix to stop gracefully, so in-flight requests finish and nothing waits for a stream that
-/// would never end by itself.
-#[derive(Clone)]
-pub struct StopHandle {
-    server: ServerHandle,
-    stopping: Arc<tokio::sync::watch::Sender<bool>>,
-}
-
-impl StopHandle {
-    pub fn stop(&self) {
-        self.stopping.send_replace(true);
-        // The command is sent at once; the returned future only reports completion.
-        drop(self.server.stop(true));
+/// The secret that signs pagination tokens: from the configuration, or kept in the node's data
+/// directory (created on first use, readable by its owner only).
+fn pagination_secret(config: &Config) -> Result<[u8; 32], ServerError> {
+    use sha2::{Digest, Sha256};
+    if let Some(secret) = &config.pagination_secret {
+        return Ok(Sha256::digest(secret.as_bytes()).into());
+    }
+    let path = config.data_dir.join("pagination.key");
+    let failed = |source| ServerError::Secret {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes.len() == 32 => Ok(Sha256::digest(&bytes).into()),
+        Ok(_) => Err(failed(std::io::Error::other("expected 32 bytes"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret: [u8; 32] = rand::random();
+            write_private(&path, &secret).map_err(failed)?;
+            Ok(Sha256::digest(secret).into())
+        }
+        Err(e) => Err(failed(e)),
     }
 }
 
-async fn wait_for_signal() {
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Mounts every route: the AWS JSON endpoint, `/health`, the audit API, and the AWS JSON
+/// "unknown operation" answer for anything else.
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.configure(api::configure)
+        .route("/health", web::get().to(health))
+        .service(web::scope("/audit").configure(crate::audit::http::configure))
+        .default_service(web::to(api::not_found));
+}
+
+async fn health(state: web::Data<ApiState>) -> HttpResponse {
+    let (numbers, pools) = state.service.live_actors();
+    let events = match state.service.store().chain_head().await {
+        Ok(head) => head.position,
+        Err(e) => {
+            let id = uuid::Uuid::new_v4().to_string();
+            return api::AwsJsonError::internal(&e, &id).to_response(&id);
+        }
+    };
+    let body = serde_json::json!({"Status": "ok", "LivePhoneNumberActors": numbers, "LivePoolActors": pools, "Events": events});
+    HttpResponse::Ok().content_type("application/json").body(body.to_string())
+}
+
+/// SIGINT or SIGTERM: the shutdown future of the `serve` command.
+pub async fn wait_for_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -87,94 +146,129 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+    tracing::info!("signal received; stopping");
 }
 
-/// Serves until the server is stopped (by its [`StopHandle`], SIGINT or SIGTERM when `signals`).
-/// Must run inside an actix `System`. `on_ready` receives the bound address and a stop handle.
-pub async fn serve(config: Config, signals: bool, on_ready: impl FnOnce(SocketAddr, StopHandle)) -> Result<(), ServerError> {
-    let ledger = open_ledger(&config)?;
-    let store = ledger.store().clone();
-    match ledger.recover_interrupted().await {
+/// Binds the configured address (port 0: an ephemeral one).
+pub fn bind(config: &Config) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(config.listen).map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })
+}
+
+/// Serves on `listener` until `shutdown` completes. Must run inside an actix `System`.
+pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    serve_notifying(config, listener, shutdown, || {}).await
+}
+
+/// [`serve`], calling `ready` once the log is open and requests are being served.
+async fn serve_notifying(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(),
+) -> Result<(), ServerError> {
+    for warning in &config.deprecations {
+        tracing::warn!("{warning}");
+    }
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "listening beyond loopback: every caller can act as any account (no SigV4 check)");
+    }
+    let secret = pagination_secret(&config)?;
+    let store = open_store(&config).await?;
+    let service = service(&config, store.clone());
+    match service.recover_interrupted().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(repaired = n, "finished pool changes interrupted by the last stop"),
-        Err(e) => tracing::error!(error = %e, "could not finish interrupted pool changes"),
+        Err(e) => tracing::error!(error = %crate::error_chain(&e), "could not finish interrupted pool changes"),
     }
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-    let state = web::Data::new(ApiState {
-        stopping,
-        ledger: ledger.clone(),
+    let api_state = web::Data::new(ApiState {
+        service: service.clone(),
         default_account: config.default_account.clone(),
         default_region: config.region.clone(),
         max_body_bytes: config.max_body_bytes,
-        admission: crate::api::admission::Admission::new(config.max_in_flight, config.account_requests_per_sec),
+        admission: api::admission::Admission::new(config.max_in_flight, config.account_requests_per_sec),
+        pagination_secret: secret,
     });
-    let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
-        .shutdown_timeout(10)
-        .bind(config.listen)
-        .map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let audit_state = web::Data::new(AuditState {
+        store: store.clone(),
+        stopping,
+    });
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(api_state.clone())
+            .app_data(audit_state.clone())
+            .configure(routes)
+    })
+    .shutdown_timeout(10)
+    // Shutdown is ours to decide (the `shutdown` future), so that followers are told first.
+    .disable_signals()
+    .listen(listener)?;
     if config.workers > 0 {
         server = server.workers(config.workers);
     }
-    // Signals are ours to handle, so that followers are told before actix waits for them.
-    server = server.disable_signals();
-    let addr = server.addrs().first().copied().unwrap_or(config.listen);
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), durability = ?config.durability, events = store.len(), "phone-ledger listening");
+    let events = store.chain_head().await?.position;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), durability = ?store.durability(), events, "phone-ledger listening");
     let running = server.run();
-    let stop = StopHandle {
-        server: running.handle(),
-        stopping: Arc::new(stopping_tx),
+    let handle = running.handle();
+    ready();
+    let stopped = {
+        tokio::pin!(running);
+        tokio::select! {
+            outcome = &mut running => outcome,
+            () = shutdown => {
+                // Long-lived responses (feed followers) end first; then in-flight requests finish.
+                stopping_tx.send_replace(true);
+                // The command is sent at once; the server future carries it out, so it is the
+                // one to wait for (awaiting the handle's future here would never end).
+                drop(handle.stop(true));
+                running.await
+            }
+        }
     };
-    if signals {
-        let on_signal = stop.clone();
-        actix_rt::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("signal received; stopping");
-            on_signal.stop();
-        });
-    }
-    on_ready(addr, stop);
-    let outcome = running.await;
-    drop(ledger);
-    store.close();
-    tracing::info!("phone-ledger stopped; log flushed");
-    Ok(outcome?)
+    drop(service);
+    store.close().await?;
+    tracing::info!("phone-ledger stopped; log closed");
+    Ok(stopped?)
 }
 
 /// A server on its own thread and actix system (for tests, benches and the load generator).
 pub struct RunningServer {
     pub addr: SocketAddr,
-    handle: StopHandle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<Result<(), ServerError>>>,
 }
 
 impl RunningServer {
-    /// Starts a server and returns once it listens.
+    /// Starts a server and returns once it serves requests.
     pub fn spawn(config: Config) -> Result<RunningServer, ServerError> {
-        let (tx, rx) = std::sync::mpsc::channel();
+        let listener = bind(&config)?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new().name("phone-ledger-server".into()).spawn(move || {
-            let ready = tx.clone();
-            let result = actix_rt::System::new().block_on(serve(config, false, move |addr, handle| {
-                let _ = ready.send(Ok((addr, handle)));
-            }));
-            if let Err(e) = &result {
-                let _ = tx.send(Err(e.to_string()));
-            }
-            result
+            let shutdown = async move {
+                // A dropped sender stops the server too.
+                let _ = stopped.await;
+            };
+            actix_rt::System::new().block_on(serve_notifying(config, listener, shutdown, move || {
+                let _ = ready_tx.send(());
+            }))
         })?;
-        match rx.recv() {
-            Ok(Ok((addr, handle))) => Ok(RunningServer {
+        match ready_rx.recv() {
+            Ok(()) => Ok(RunningServer {
                 addr,
-                handle,
+                stop: Some(stop),
                 thread: Some(thread),
             }),
-            Ok(Err(message)) => {
-                let _ = thread.join();
-                Err(ServerError::Thread(message))
-            }
-            Err(_) => Err(ServerError::Thread("server thread ended before listening".into())),
+            Err(_) => match thread.join() {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) => Err(ServerError::Thread("server stopped before serving".into())),
+                Err(_) => Err(ServerError::Thread("server thread panicked".into())),
+            },
         }
     }
 
@@ -190,7 +284,9 @@ impl RunningServer {
 
     fn shutdown(&mut self) -> Result<(), ServerError> {
         let Some(thread) = self.thread.take() else { return Ok(()) };
-        self.handle.stop();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         thread.join().map_err(|_| ServerError::Thread("server thread panicked".into()))?
     }
 }
@@ -198,7 +294,7 @@ impl RunningServer {
 impl Drop for RunningServer {
     fn drop(&mut self) {
         if let Err(e) = self.shutdown() {
-            tracing::error!(error = %e, "server did not stop cleanly");
+            tracing::error!(error = %crate::error_chain(&e), "server did not stop cleanly");
         }
     }
 }

@@ -9,12 +9,11 @@ use common::request;
 use aws_sdk_pinpointsmsvoicev2::operation::release_phone_number::ReleasePhoneNumberError;
 use aws_sdk_pinpointsmsvoicev2::types::{ConflictExceptionReason, MessageType};
 use aws_sdk_pinpointsmsvoicev2::Client;
-use common::{TestServer, ACCOUNT};
+use common::{open_log, open_log_read_only, TestServer, ACCOUNT};
 use phone_ledger::audit::verify::verify_store;
-use phone_ledger::config::Durability;
 use phone_ledger::domain::phone_number::PhoneNumberState;
-use phone_ledger::projection::{load_state, SnapshotRecord};
-use phone_ledger::store::EventStore;
+use phone_ledger::rehydrate::load_state;
+use phone_ledger::store::Snapshot;
 
 async fn protect(c: &Client, id: &str, on: bool) {
     c.update_phone_number()
@@ -54,17 +53,16 @@ async fn snapshots_speed_activation_but_change_no_answer() {
     server.stop();
 
     {
-        let store = EventStore::open(server.dir.path(), Durability::Flush, 1).expect("open");
-        let record: SnapshotRecord =
-            serde_json::from_slice(&store.snapshot(&id).expect("read").expect("a snapshot exists")).expect("record");
+        let store = open_log(server.dir.path());
+        let record = store.snapshot(&id).await.expect("read").expect("a snapshot exists");
         assert_eq!(record.version, 10, "snapshots every 5 events: the latest is at 10 of 14");
-        let loaded = load_state::<PhoneNumberState>(&store, &id).expect("load");
+        let loaded = load_state::<PhoneNumberState>(&*store, &id).await.expect("load");
         let (state, version, replayed) = (loaded.state, loaded.version, loaded.replayed);
         assert_eq!((version, replayed), (14, 4), "activation replays only the tail after the snapshot");
         assert!(state.0.expect("number").deletion_protection_enabled);
-        let report = verify_store(&store).expect("verify");
+        let report = verify_store(&*store).await.expect("verify");
         assert!(report.ok && report.snapshots_checked >= 1, "{report:?}");
-        store.close();
+        store.close().await.expect("close");
     }
 
     // Activation from the snapshot gives the same answers and the same rules (the refused
@@ -80,9 +78,9 @@ async fn snapshots_speed_activation_but_change_no_answer() {
     // Delete every snapshot: nothing changes.
     server.stop();
     {
-        let store = EventStore::open(server.dir.path(), Durability::Flush, 1).expect("open");
-        store.clear_snapshots().expect("delete every snapshot");
-        store.close();
+        let store = open_log(server.dir.path());
+        store.clear_snapshots().await.expect("delete every snapshot");
+        store.close().await.expect("close");
     }
     server.restart();
     let c = server.client(ACCOUNT);
@@ -101,23 +99,17 @@ async fn snapshots_speed_activation_but_change_no_answer() {
 
     // A snapshot that disagrees with the log is caught by verify.
     server.stop();
-    let store = EventStore::open(server.dir.path(), Durability::Flush, 1).expect("open");
-    let other = {
-        let mut record: SnapshotRecord =
-            serde_json::from_slice(&store.snapshot(&id).expect("read").expect("new snapshot at 20")).expect("record");
+    phone_ledger::store::testing::tamper_with_snapshot(server.dir.path(), &id, |bytes| {
+        let mut record: Snapshot = serde_json::from_slice(bytes).expect("snapshot");
+        assert_eq!(record.version, 20, "a new snapshot at 20");
         record.state["DeletionProtectionEnabled"] =
             serde_json::Value::Bool(!record.state["DeletionProtectionEnabled"].as_bool().expect("bool"));
-        serde_json::to_vec(&record).expect("json")
-    };
-    store
-        .raw_db()
-        .expect("db")
-        .open_tree("snapshots")
-        .expect("tree")
-        .insert(id.as_bytes(), other)
-        .expect("tamper");
-    let report = verify_store(&store).expect("verify");
-    store.close();
+        *bytes = serde_json::to_vec(&record).expect("json");
+    })
+    .expect("tamper");
+    let store = open_log_read_only(server.dir.path());
+    let report = verify_store(&*store).await.expect("verify");
+    store.close().await.expect("close");
     assert!(!report.ok);
     assert!(report.first_break.expect("break").problem.contains("differs from a full replay"));
 }

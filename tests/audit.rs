@@ -10,12 +10,11 @@ use std::process::Command;
 
 use aws_sdk_pinpointsmsvoicev2::types::MessageType;
 use aws_sdk_pinpointsmsvoicev2::Client;
-use common::{TestServer, ACCOUNT};
+use common::{open_log_read_only, TestServer, ACCOUNT};
 use phone_ledger::audit::recheck::{recheck, Deciders};
 use phone_ledger::audit::verify::verify_store;
 use phone_ledger::domain::phone_number::{PhoneNumberAction, PhoneNumberEvent, PhoneNumberState};
 use phone_ledger::domain::{Aggregate, Command as DomainCommand, Rejection};
-use phone_ledger::store::EventStore;
 use serde_json::Value;
 
 const SCRIPT: [&str; 10] = [
@@ -288,7 +287,7 @@ async fn audit_api_and_cli_tell_the_whole_story() {
     }
 }
 
-/// Flip one byte of one stored event with sled directly: verify finds exactly that event.
+/// Flip one byte of one stored event on disk: verify finds exactly that event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_detects_a_flipped_byte() {
     let mut server = TestServer::start();
@@ -296,22 +295,10 @@ async fn verify_detects_a_flipped_byte() {
     let (id, _) = script(&c).await;
     server.stop();
     let dir = server.dir.path().to_path_buf();
-    let target_position;
-    {
-        // Open with plain sled, as an intruder would (the stopped server may take a moment to
-        // release its lock).
-        let db = (0..120)
-            .find_map(|_| {
-                sled::open(&dir).ok().or_else(|| {
-                    std::thread::sleep(std::time::Duration::from_millis(25));
-                    None
-                })
-            })
-            .expect("open sled");
-        let streams = db.open_tree("streams").expect("tree");
-        let key = phone_ledger::store::stream_key(&id, 1);
-        let mut bytes = streams.get(&key).expect("get").expect("event v1").to_vec();
-        let envelope: Value = serde_json::from_slice(&bytes).expect("json");
+    let mut target_position = 0;
+    // Change the stored bytes as an intruder with the files would.
+    phone_ledger::store::testing::tamper_with_event(&dir, &id, 1, |bytes| {
+        let envelope: Value = serde_json::from_slice(bytes).expect("json");
         target_position = envelope["Position"].as_u64().expect("pos");
         // Flip the lowest bit of one digit of the stored phone number: still valid JSON, still a
         // plausible number, but no longer what was written.
@@ -319,13 +306,12 @@ async fn verify_detects_a_flipped_byte() {
         let at = bytes.windows(needle.len()).position(|w| w == needle).expect("payload member") + needle.len() + 3;
         assert!(bytes[at].is_ascii_digit());
         bytes[at] ^= 0x01;
-        assert!(serde_json::from_slice::<Value>(&bytes).is_ok());
-        streams.insert(&key, bytes).expect("tamper");
-        db.flush().expect("flush");
-    }
-    let store = EventStore::open_read_only(&dir).expect("open");
-    let report = verify_store(&store).expect("verify");
-    store.close();
+        assert!(serde_json::from_slice::<Value>(bytes).is_ok());
+    })
+    .expect("tamper");
+    let store = open_log_read_only(&dir);
+    let report = verify_store(&*store).await.expect("verify");
+    store.close().await.expect("close");
     assert!(!report.ok);
     assert_eq!(report.first_break.as_ref().map(|b| b.position), Some(target_position), "{report:?}");
     let (code, out, _) = cli(&["--data-dir", &dir.to_string_lossy(), "verify"]);
@@ -343,8 +329,8 @@ async fn recheck_reports_commands_a_changed_rule_would_decide_differently() {
     let c = server.client(ACCOUNT);
     let (id, _) = script(&c).await;
     server.stop();
-    let store = EventStore::open_read_only(server.dir.path()).expect("open");
-    let today = recheck(&store, &Deciders::today()).expect("recheck");
+    let store = open_log_read_only(server.dir.path());
+    let today = recheck(&*store, &Deciders::today()).await.expect("recheck");
     assert!(today.divergences.is_empty(), "{today:?}");
     assert!(today.commands_checked > 0);
 
@@ -363,8 +349,8 @@ async fn recheck_reports_commands_a_changed_rule_would_decide_differently() {
         phone_number: &lenient,
         pool: Deciders::today().pool,
     };
-    let report = recheck(&store, &changed).expect("recheck");
-    store.close();
+    let report = recheck(&*store, &changed).await.expect("recheck");
+    store.close().await.expect("close");
     assert_eq!(report.divergences.len(), 1, "{report:?}");
     let d = &report.divergences[0];
     assert_eq!((d.stream_id.as_str(), d.version), (id.as_str(), 3));

@@ -4,8 +4,6 @@
 mod common;
 
 use aws_sdk_pinpointsmsvoicev2::types::{MessageType, NumberCapability, RequestableNumberType};
-use phone_ledger::config::Durability;
-use phone_ledger::store::EventStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_stops_cleanly_on_sigterm_and_sigint() {
@@ -33,9 +31,9 @@ async fn serve_stops_cleanly_on_sigterm_and_sigint() {
         let status = child.wait().expect("wait");
         assert!(status.success(), "SIG{sig} exits 0, got {status}");
     }
-    let store = EventStore::open(dir.path(), Durability::Flush, 1).expect("lock released, log readable");
+    let store = common::open_log(dir.path());
     for id in &ids {
-        assert_eq!(store.stream_version(id).expect("version"), 1);
+        assert_eq!(store.stream_head(id).await.expect("head").version, 1);
     }
-    store.close();
+    store.close().await.expect("close");
 }

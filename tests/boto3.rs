@@ -1,6 +1,6 @@
 //! boto3 (Python) against the real server: the calls, errors, `Reason` members, request ids,
 //! timestamps and paginators an operator's scripts rely on. `.ci/run` installs boto3; where it is
-//! missing this test says so and passes without running.
+//! missing this test says so and skips (or fails, under `.ci/run`).
 
 mod common;
 
@@ -12,8 +12,7 @@ fn boto3_talks_to_phone_ledger() {
         .args(["-c", "import boto3"])
         .status()
         .is_ok_and(|s| s.success());
-    if !has_boto3 {
-        eprintln!("SKIPPED: boto3 is not installed (pip install boto3); .ci/run installs it");
+    if !common::tool_available("boto3", has_boto3, "pip install boto3") {
         return;
     }
     let server = TestServer::start();

@@ -11,8 +11,6 @@ use std::collections::{BTreeSet, HashMap};
 use aws_sdk_pinpointsmsvoicev2::error::ProvideErrorMetadata;
 use aws_sdk_pinpointsmsvoicev2::types::MessageType;
 use common::{TestServer, ACCOUNT};
-use phone_ledger::config::Durability;
-use phone_ledger::store::EventStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_two_concurrent_releases_release_once() {
@@ -41,15 +39,15 @@ async fn thirty_two_concurrent_releases_release_once() {
     assert_eq!(codes.get("ResourceNotFoundException"), Some(&31), "{codes:?}");
 
     server.stop();
-    let store = EventStore::open(server.dir.path(), Durability::Flush, 1).expect("open");
-    let events = store.read_stream(&id, 1).expect("stream");
+    let store = common::open_log_read_only(server.dir.path());
+    let events = store.read_stream(&id, 1, usize::MAX).await.expect("stream");
     let released = events.iter().filter(|e| e.event_type == "Released").count();
     let rejected = events.iter().filter(|e| e.event_type == "ReleaseRejected").count();
     assert_eq!((released, rejected), (1, 31));
     // One request id per response: nothing applied twice.
     let ids: BTreeSet<&str> = events.iter().map(|e| e.request_id.as_str()).collect();
     assert_eq!(ids.len(), events.len());
-    store.close();
+    store.close().await.expect("close");
 }
 
 /// Releases racing associations on many numbers: never both succeed, and afterwards the pool's

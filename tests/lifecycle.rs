@@ -19,8 +19,6 @@ use aws_sdk_pinpointsmsvoicev2::types::{
     ServiceQuotaExceededExceptionReason, ValidationExceptionReason,
 };
 use common::{TestServer, ACCOUNT, OTHER_ACCOUNT, REGION};
-use phone_ledger::config::Durability;
-use phone_ledger::store::EventStore;
 
 fn release_conflict(e: aws_sdk_pinpointsmsvoicev2::error::SdkError<ReleasePhoneNumberError>) -> ConflictExceptionReason {
     match e.into_service_error() {
@@ -677,9 +675,7 @@ async fn restart_rebuilds_everything_from_the_log() {
     // Dropping the derived index changes no answer: it is rebuilt from the log on start.
     server.stop();
     {
-        let store = EventStore::open(server.dir.path(), Durability::Flush, 1).expect("open offline");
-        store.raw_db().expect("open").drop_tree("index").expect("drop index");
-        store.close();
+        phone_ledger::store::testing::drop_index(server.dir.path()).expect("drop index");
     }
     server.restart();
     let c = server.client(ACCOUNT);
@@ -722,15 +718,16 @@ async fn the_log_records_refusals_but_not_junk() {
             .expect_err("junk");
     }
     server.stop();
-    let store = EventStore::open(server.dir.path(), Durability::Flush, 1).expect("open");
-    let events = store.read_stream(&id, 1).expect("stream");
+    let store = common::open_log_read_only(server.dir.path());
+    let events = store.read_stream(&id, 1, usize::MAX).await.expect("stream");
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(types, ["PhoneNumberRequested", "PhoneNumberUpdated", "ReleaseRejected"]);
     assert_eq!(events[2].payload["Rejection"]["Reason"], "DELETION_PROTECTION_ENABLED");
     assert_eq!(events[2].account, ACCOUNT);
     assert_eq!(events[2].command, "ReleasePhoneNumber/Release");
     assert!(events.iter().enumerate().all(|(i, e)| e.version == i as u64 + 1));
-    assert_eq!(store.len(), 3, "junk ids created no stream");
-    assert_eq!(store.stream_version("phone-ffffffffffffffffffffffffffffffff").expect("v"), 0);
-    store.close();
+    assert_eq!(store.chain_head().await.expect("head").position, 3, "junk ids created no stream");
+    let junk = store.stream_head("phone-ffffffffffffffffffffffffffffffff").await.expect("head");
+    assert_eq!(junk.version, 0);
+    store.close().await.expect("close");
 }

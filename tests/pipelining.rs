@@ -4,12 +4,11 @@
 
 use actix::{Actor, Addr};
 use phone_ledger::actors::{AggregateActor, Execute, ExecuteError, GetState};
-use phone_ledger::config::Durability;
+use phone_ledger::codec::pending_events;
 use phone_ledger::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState};
 use phone_ledger::domain::types::ConflictReason;
 use phone_ledger::domain::{CommandMeta, Rejection, Scope};
-use phone_ledger::projection::pending_events;
-use phone_ledger::store::{AppendError, AppendMeta, AppendRequest, EventStore};
+use phone_ledger::store::{AppendError, AppendMeta, AppendRequest, Durability, Store, StoreConfig};
 
 const ID: &str = "phone-0123456789abcdef0123456789abcdef";
 
@@ -23,7 +22,11 @@ fn append(event: PhoneNumberEvent, expected_version: u64) -> AppendRequest {
 }
 
 /// The actor of a number whose request is already in the log (version 1).
-async fn requested_number_actor(store: &EventStore) -> Addr<AggregateActor<PhoneNumberState>> {
+fn open(dir: &std::path::Path, durability: Durability, max_batch: usize) -> Store {
+    StoreConfig::embedded(durability, max_batch).open(dir).expect("store")
+}
+
+async fn requested_number_actor(store: &Store) -> Addr<AggregateActor<PhoneNumberState>> {
     store
         .append(append(
             PhoneNumberEvent::PhoneNumberRequested(Box::new(PhoneNumber::example(ID, "111122223333", "us-east-1"))),
@@ -50,8 +53,8 @@ fn execute(action: PhoneNumberAction) -> Execute<PhoneNumberState> {
 fn a_failed_append_fails_everything_decided_after_it() {
     let dir = tempfile::tempdir().expect("dir");
     let system = actix_rt::System::new();
-    let store = EventStore::open(dir.path(), Durability::Flush, 64).expect("store");
     system.block_on(async {
+        let store = open(dir.path(), Durability::Flush, 64);
         let actor = requested_number_actor(&store).await;
         actor
             .send(GetState::<PhoneNumberState>::default())
@@ -93,22 +96,28 @@ fn a_failed_append_fails_everything_decided_after_it() {
             ),
             "{third:?}"
         );
+        let types: Vec<String> = store
+            .read_stream(ID, 1, usize::MAX)
+            .await
+            .expect("read")
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect();
+        assert_eq!(
+            types,
+            ["PhoneNumberRequested", "PhoneNumberUpdated", "ReleaseRejected"],
+            "nothing decided on the stale state was committed"
+        );
+        store.close().await.expect("close");
     });
-    let types: Vec<String> = store.read_stream(ID, 1).expect("read").into_iter().map(|e| e.event_type).collect();
-    assert_eq!(
-        types,
-        ["PhoneNumberRequested", "PhoneNumberUpdated", "ReleaseRejected"],
-        "nothing decided on the stale state was committed"
-    );
-    store.close();
 }
 
 #[test]
 fn pipelined_commands_commit_in_order_in_shared_flushes() {
     let dir = tempfile::tempdir().expect("dir");
     let system = actix_rt::System::new();
-    let store = EventStore::open(dir.path(), Durability::Fsync, 256).expect("store");
     system.block_on(async {
+        let store = open(dir.path(), Durability::Fsync, 256);
         let actor = requested_number_actor(&store).await;
         let sends: Vec<_> = (0..50)
             .map(|i| {
@@ -127,15 +136,15 @@ fn pipelined_commands_commit_in_order_in_shared_flushes() {
                 "reply {i} reflects command {i}"
             );
         }
+        let events = store.read_stream(ID, 1, usize::MAX).await.expect("read");
+        assert_eq!(events.len(), 51);
+        for (i, e) in events.iter().enumerate().skip(1) {
+            assert_eq!(
+                e.payload["DeletionProtectionEnabled"],
+                (i - 1) % 2 == 0,
+                "event {i} in mailbox order"
+            );
+        }
+        store.close().await.expect("close");
     });
-    let events = store.read_stream(ID, 1).expect("read");
-    assert_eq!(events.len(), 51);
-    for (i, e) in events.iter().enumerate().skip(1) {
-        assert_eq!(
-            e.payload["DeletionProtectionEnabled"],
-            (i - 1) % 2 == 0,
-            "event {i} in mailbox order"
-        );
-    }
-    store.close();
 }

@@ -6,17 +6,17 @@ mod common;
 
 use aws_sdk_pinpointsmsvoicev2::types::MessageType;
 use common::{TestServer, ACCOUNT, REGION};
-use phone_ledger::config::Durability;
+use phone_ledger::codec::pending_events;
 use phone_ledger::domain::phone_number::{PhoneNumberEvent, PhoneNumberState};
 use phone_ledger::domain::pool::{PoolEvent, PoolMember, PoolState};
 use phone_ledger::domain::types::MessageType as DomainMessageType;
-use phone_ledger::projection::pending_events;
-use phone_ledger::projection::{replay, Projected};
+use phone_ledger::projection::Projected;
+use phone_ledger::rehydrate::replay;
 use phone_ledger::store::{AppendMeta, AppendRequest, EventStore};
 
 /// Appends one event the way an actor would (same index maintenance), as a crash would leave it.
-async fn append<A: Projected>(store: &EventStore, id: &str, event: A::Event) {
-    let envelopes = store.read_stream(id, 1).expect("read");
+async fn append<A: Projected>(store: &dyn EventStore, id: &str, event: A::Event) {
+    let envelopes = store.read_stream(id, 1, usize::MAX).await.expect("read");
     let before: A = replay(&envelopes).expect("replay");
     let after = before.clone().evolve(&event);
     store
@@ -44,17 +44,17 @@ async fn interrupted_pool_changes_are_finished_on_start() {
     server.stop();
 
     {
-        let store = EventStore::open(server.dir.path(), Durability::Flush, 8).expect("open");
+        let store = common::open_log(server.dir.path());
         // Crashed after the number's first step; the pool never heard of it.
         append::<PhoneNumberState>(
-            &store,
+            &*store,
             &joining_unrecorded,
             PhoneNumberEvent::PoolAssociationStarted { pool_id: pool_id.clone() },
         )
         .await;
         // Crashed after the pool recorded it, before the number completed.
         append::<PhoneNumberState>(
-            &store,
+            &*store,
             &joining_recorded,
             PhoneNumberEvent::PoolAssociationStarted { pool_id: pool_id.clone() },
         )
@@ -67,10 +67,11 @@ async fn interrupted_pool_changes_are_finished_on_start() {
             phone_number: joining_e164,
             message_type: DomainMessageType::Transactional,
         };
-        append::<PoolState>(&store, &pool_id, PoolEvent::OriginationIdentityAssociated(member)).await;
-        let s: PhoneNumberState = replay(&store.read_stream(&joining_unrecorded, 1).expect("read")).expect("replay");
+        append::<PoolState>(&*store, &pool_id, PoolEvent::OriginationIdentityAssociated(member)).await;
+        let envelopes = store.read_stream(&joining_unrecorded, 1, usize::MAX).await.expect("read");
+        let s: PhoneNumberState = replay(&envelopes).expect("replay");
         assert_eq!(s.0.map(|n| n.status.as_str()), Some("ASSOCIATING"));
-        store.close();
+        store.close().await.expect("close");
     }
 
     server.restart();

@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 use std::io::BufReader;
 
 use phone_ledger::audit::verify::verify_export;
+use phone_ledger::codec::decode_event;
 use phone_ledger::domain::phone_number::{PhoneNumberEvent, PhoneNumberState};
 use phone_ledger::domain::pool::PoolState;
 use phone_ledger::domain::types::{ConflictReason, NumberStatus};
 use phone_ledger::domain::Rejection;
 use phone_ledger::loadtest::checker::check;
-use phone_ledger::projection::{decode_event, replay};
+use phone_ledger::rehydrate::replay;
 use phone_ledger::store::{EventEnvelope, CURRENT_SCHEMA_VERSION};
 
 const FIXTURE: &str = include_str!("fixtures/schema-v1.jsonl");

@@ -1,6 +1,7 @@
 //! `AggregateActor<A>`: the one actor that owns an aggregate's stream (a phone number or a pool).
 //!
-//! On start it rebuilds its state (latest snapshot + the events after it, off the async threads).
+//! It starts with its state rebuilt (latest snapshot + the events after it): either handed over by
+//! the registry, which read it to learn that the stream exists, or read in `started`.
 //! Commands are taken strictly in mailbox order and decided by the pure decider; the resulting
 //! events (or, for a refusal, the rejection event) are handed to the writer at once, with the
 //! actor's version as the expected version, and the reply waits until they are durable.
@@ -17,9 +18,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use uuid::Uuid;
 
+use crate::codec::pending_events;
 use crate::domain::{ActionName, Aggregate, Command, CommandMeta, Rejection};
-use crate::projection::{load_state, pending_events, Projected, SnapshotRecord};
-use crate::store::{AppendError, AppendMeta, AppendRequest, EventStore};
+use crate::projection::Projected;
+use crate::rehydrate::{load_state, snapshot_of, LoadedState};
+use crate::store::{AppendError, AppendMeta, AppendRequest, Snapshot, Store, StoreError};
 
 /// Why a command produced no answer from the domain.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -28,11 +31,29 @@ pub enum ExecuteError {
     #[error("{0}")]
     Rejected(Rejection),
     /// The log did not take the events.
-    #[error("{0}")]
-    Append(AppendError),
-    /// The actor could not rebuild its state or is gone.
-    #[error("{0}")]
-    Unavailable(String),
+    #[error("the event log did not take the events")]
+    Append(#[source] AppendError),
+    /// The state this command was decided on included an append that failed: nothing of this
+    /// command was written, and the actor has rebuilt its state from the log.
+    #[error("an earlier command of this stream failed to append; nothing was written")]
+    Superseded,
+    /// The actor could not rebuild its state from the log.
+    #[error("cannot rebuild the state of the stream")]
+    Replay(#[source] StoreError),
+    /// The command or its events could not be serialized for the log.
+    #[error("cannot encode the command for the log")]
+    Encode(#[source] std::sync::Arc<serde_json::Error>),
+}
+
+impl ExecuteError {
+    /// Whether the command can simply be sent again: it wrote nothing, and the actor has (or will
+    /// have, before the next message) a state re-read from the log.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ExecuteError::Superseded | ExecuteError::Append(AppendError::WrongExpectedVersion { .. })
+        )
+    }
 }
 
 /// Run a command against the aggregate.
@@ -61,12 +82,14 @@ impl<A: Aggregate> Message for GetState<A> {
 /// The actor owning one stream.
 pub struct AggregateActor<A: Projected> {
     id: String,
-    store: EventStore,
+    store: Store,
     state: A,
     version: u64,
     /// Set when the stream could not be replayed: every command then fails loudly instead of
     /// deciding on a wrong state.
-    broken: Option<String>,
+    broken: Option<StoreError>,
+    /// Whether the state was handed over already rebuilt (nothing to read in `started`).
+    loaded: bool,
     settings: ActorSettings,
     last_active: Instant,
     /// Id of the last event of the (speculative) state: each append expects it at the head.
@@ -107,17 +130,19 @@ impl Message for Passivate {
 }
 
 impl<A: Projected> AggregateActor<A> {
-    pub fn new(id: String, store: EventStore) -> Self {
+    pub fn new(id: String, store: Store) -> Self {
         Self::with_settings(id, store, ActorSettings::default())
     }
 
-    pub fn with_settings(id: String, store: EventStore, settings: ActorSettings) -> Self {
+    /// An actor that reads its state from the log when it starts.
+    pub fn with_settings(id: String, store: Store, settings: ActorSettings) -> Self {
         AggregateActor {
             id,
             store,
             state: A::default(),
             version: 0,
             broken: None,
+            loaded: false,
             settings,
             last_active: Instant::now(),
             last_event: None,
@@ -126,6 +151,22 @@ impl<A: Projected> AggregateActor<A> {
             generation: 0,
             stop_when_idle: false,
         }
+    }
+
+    /// An actor whose state was already rebuilt from the log (by its registry).
+    pub fn loaded(id: String, store: Store, settings: ActorSettings, loaded: LoadedState<A>) -> Self {
+        let mut actor = Self::with_settings(id, store, settings);
+        actor.adopt(loaded);
+        actor.loaded = true;
+        actor
+    }
+
+    fn adopt(&mut self, loaded: LoadedState<A>) {
+        self.state = loaded.state;
+        self.version = loaded.version;
+        self.last_event = loaded.last_event;
+        self.broken = None;
+        self.durable.send_replace((self.generation, loaded.version));
     }
 
     /// A reply of `value` once the state it was read from (version `seen`) is durable, or an
@@ -143,7 +184,7 @@ impl<A: Projected> AggregateActor<A> {
                 .map(|r| r.0 == generation);
             match reached {
                 Ok(true) => Ok(value),
-                _ => Err(ExecuteError::Unavailable("a concurrent append failed; retry".into())),
+                _ => Err(ExecuteError::Superseded),
             }
         };
         Box::pin(wait.into_actor(self))
@@ -158,41 +199,26 @@ impl<A: Projected> AggregateActor<A> {
 
     /// The snapshot to store with an append that moves the stream from `from` to `to`, if it
     /// crosses a multiple of `snapshot_every`.
-    fn snapshot_for(&self, state: &A, from: u64, to: u64) -> Option<Vec<u8>> {
+    fn snapshot_for(&self, state: &A, from: u64, to: u64) -> Option<Snapshot> {
         let every = self.settings.snapshot_every;
         if every == 0 || to / every == from / every {
             return None;
         }
-        SnapshotRecord::of(state, to)
+        snapshot_of(state, to)
             .map_err(|e| tracing::warn!(error = %e, "cannot snapshot"))
             .ok()
     }
 
+    /// Rebuilds the state from the log before the next message is handled.
     fn reload(&mut self, ctx: &mut Context<Self>) {
         let store = self.store.clone();
         let id = self.id.clone();
-        let read = async move { actix_rt::task::spawn_blocking(move || load_state::<A>(&store, &id)).await };
-        ctx.wait(read.into_actor(self).map(|result, act, _ctx| {
-            let replayed = match result {
-                Ok(Ok(loaded)) => Ok(loaded),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(crate::store::StoreError::Corrupt {
-                    key: act.id.clone(),
-                    message: e.to_string(),
-                }),
-            };
-            match replayed {
-                Ok(loaded) => {
-                    act.state = loaded.state;
-                    act.version = loaded.version;
-                    act.last_event = loaded.last_event;
-                    act.broken = None;
-                    act.durable.send_replace((act.generation, loaded.version));
-                }
-                Err(e) => {
-                    tracing::error!(stream = %act.id, error = %e, "cannot replay stream");
-                    act.broken = Some(e.to_string());
-                }
+        let read = async move { load_state::<A>(&*store, &id).await };
+        ctx.wait(read.into_actor(self).map(|result, act, _ctx| match result {
+            Ok(loaded) => act.adopt(loaded),
+            Err(e) => {
+                tracing::error!(stream = %act.id, error = %crate::error_chain(&e), "cannot replay stream");
+                act.broken = Some(e);
             }
         }));
     }
@@ -204,7 +230,9 @@ impl<A: Projected> Actor for AggregateActor<A> {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Generous: the writer, not the mailbox, is where backpressure is applied.
         ctx.set_mailbox_capacity(4096);
-        self.reload(ctx);
+        if !self.loaded {
+            self.reload(ctx);
+        }
         if let Some(idle) = self.settings.idle_timeout {
             // Checked between messages only: an actor never stops with an append in flight.
             ctx.run_interval(idle / 2, move |act, ctx| {
@@ -236,7 +264,7 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
         let done = |r: Result<A, ExecuteError>| -> Self::Result { Box::pin(fut::ready(r)) };
         self.last_active = Instant::now();
         if let Some(why) = &self.broken {
-            return done(Err(ExecuteError::Unavailable(why.clone())));
+            return done(Err(ExecuteError::Replay(why.clone())));
         }
         let command = Command {
             meta: msg.meta,
@@ -251,13 +279,10 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
             Err(rejection) => (vec![A::rejected(&command.action, &rejection)], Some(rejection)),
         };
         let after = events.iter().fold(self.state.clone(), |s, e| s.evolve(e));
-        let pending = match pending_events(&events) {
-            Ok(p) => p,
-            Err(e) => return done(Err(ExecuteError::Unavailable(e.to_string()))),
-        };
-        let command_input = match serde_json::to_value(&command.action) {
-            Ok(v) => v,
-            Err(e) => return done(Err(ExecuteError::Unavailable(e.to_string()))),
+        let encoded = pending_events(&events).and_then(|p| Ok((p, serde_json::to_value(&command.action)?)));
+        let (pending, command_input) = match encoded {
+            Ok(x) => x,
+            Err(e) => return done(Err(ExecuteError::Encode(std::sync::Arc::new(e)))),
         };
         let to = self.version + events.len() as u64;
         let request = AppendRequest {
@@ -311,7 +336,7 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
                     if act.generation == generation {
                         // The speculative state includes events that are not in the log: rebuild
                         // it. Appends decided after this one fail their version check.
-                        tracing::warn!(stream = %act.id, error = %e, "append failed; rebuilding state from the log");
+                        tracing::warn!(stream = %act.id, error = %crate::error_chain(&e), "append failed; rebuilding state from the log");
                         act.generation += 1;
                         act.reload(ctx);
                     }
@@ -328,7 +353,7 @@ impl<A: Projected> Handler<GetState<A>> for AggregateActor<A> {
     fn handle(&mut self, _msg: GetState<A>, _ctx: &mut Self::Context) -> Self::Result {
         self.last_active = Instant::now();
         match &self.broken {
-            Some(why) => Box::pin(fut::ready(Err(ExecuteError::Unavailable(why.clone())))),
+            Some(why) => Box::pin(fut::ready(Err(ExecuteError::Replay(why.clone())))),
             None => self.when_durable(self.state.clone()),
         }
     }

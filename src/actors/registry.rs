@@ -5,6 +5,10 @@
 //! `max_live` of them, asking the least recently used to stop when a new one would exceed it.
 //! A stopped actor comes back transparently: the next command starts a new one, which rebuilds
 //! its state from its snapshot and the events after it.
+//!
+//! Activating an existing stream takes one read of the log ([`crate::store::EventStore::read_tail`]):
+//! the registry rebuilds the state to learn that the stream exists and hands it to the new actor,
+//! which then has nothing to read itself (the cold path of a passivated number).
 
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
@@ -14,17 +18,18 @@ use lru::LruCache;
 
 use super::aggregate_actor::{ActorSettings, AggregateActor, Passivate};
 use crate::projection::Projected;
-use crate::store::{EventStore, StoreError};
+use crate::rehydrate::load_state;
+use crate::store::{Store, StoreError};
 
 /// The live actors of one aggregate kind.
 pub struct Registry<A: Projected> {
-    store: EventStore,
+    store: Store,
     settings: ActorSettings,
     live: Mutex<LruCache<String, Addr<AggregateActor<A>>>>,
 }
 
 impl<A: Projected> Registry<A> {
-    pub fn new(store: EventStore, settings: ActorSettings, max_live: usize) -> Self {
+    pub fn new(store: Store, settings: ActorSettings, max_live: usize) -> Self {
         let capacity = NonZeroUsize::new(max_live.max(1)).unwrap_or(NonZeroUsize::MIN);
         Registry {
             store,
@@ -35,23 +40,34 @@ impl<A: Projected> Registry<A> {
 
     /// The actor of an existing stream, or `None` when no such stream was ever written (so that
     /// ids that never existed start no actor and write nothing).
-    pub fn existing(&self, id: &str) -> Result<Option<Addr<AggregateActor<A>>>, StoreError> {
+    pub async fn existing(&self, id: &str) -> Result<Option<Addr<AggregateActor<A>>>, StoreError> {
         if let Some(addr) = self.lookup(id) {
             return Ok(Some(addr));
         }
-        if self.store.stream_version(id)? == 0 {
+        let loaded = load_state::<A>(&*self.store, id).await?;
+        if loaded.version == 0 {
             return Ok(None);
         }
-        Ok(Some(self.activate(id)))
+        // Another request may have started the actor while this one read: that one wins, and
+        // what was read here is dropped (it may already be behind the live actor's state).
+        Ok(Some(self.start_if_absent(id, || {
+            AggregateActor::loaded(id.to_string(), self.store.clone(), self.settings, loaded)
+        })))
     }
 
     /// The actor of a stream (started if it is not live, e.g. for a stream about to be created).
     pub fn activate(&self, id: &str) -> Addr<AggregateActor<A>> {
+        self.start_if_absent(id, || {
+            AggregateActor::with_settings(id.to_string(), self.store.clone(), self.settings)
+        })
+    }
+
+    fn start_if_absent(&self, id: &str, actor: impl FnOnce() -> AggregateActor<A>) -> Addr<AggregateActor<A>> {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(addr) = live.get(id).filter(|a| a.connected()) {
             return addr.clone();
         }
-        let addr = AggregateActor::<A>::with_settings(id.to_string(), self.store.clone(), self.settings).start();
+        let addr = actor().start();
         if let Some((evicted_id, evicted)) = live.push(id.to_string(), addr.clone()) {
             if evicted_id != id {
                 // It finishes what is already in its mailbox, then stops.

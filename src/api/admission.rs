@@ -9,7 +9,7 @@ use std::sync::Arc;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::error::AwsJsonError;
+use crate::aws_error::AwsJsonError;
 
 /// Limits shared by all HTTP workers.
 pub struct Admission {

@@ -6,8 +6,6 @@
 
 pub mod admission;
 pub mod auth;
-pub mod error;
-pub mod model;
 pub mod operations;
 pub mod pagination;
 
@@ -19,40 +17,33 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tracing::Instrument;
 
-pub use error::{AwsJsonError, AMZ_JSON};
+pub use crate::aws_error::{AwsJsonError, AMZ_JSON};
 
-use crate::actors::Ledger;
 use crate::domain::CommandMeta;
+use crate::model;
+use crate::service::LifecycleService;
 
 /// The `X-Amz-Target` prefix of this service (`targetPrefix` in the model).
 pub const TARGET_PREFIX: &str = "PinpointSMSVoiceV2.";
 
-/// What handlers share.
+/// What the API's handlers share.
 pub struct ApiState {
-    /// Becomes `true` when the server starts stopping (long-lived responses end then).
-    pub stopping: tokio::sync::watch::Receiver<bool>,
-    pub ledger: Arc<Ledger>,
+    pub service: Arc<LifecycleService>,
     pub default_account: String,
     pub default_region: String,
     pub max_body_bytes: usize,
     pub admission: admission::Admission,
+    /// Signs pagination tokens (the same on every node that serves the same log).
+    pub pagination_secret: [u8; 32],
 }
 
-/// Mounts the API on an actix-web app (used by the server and by tests alike).
+/// Mounts the AWS JSON endpoint (`POST /`) on an actix-web app.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::post().to(handle))
-        .route("/health", web::get().to(health))
-        .service(web::scope("/audit").configure(crate::audit::http::configure))
-        .default_service(web::to(not_found));
+    cfg.route("/", web::post().to(handle));
 }
 
-async fn health(state: web::Data<ApiState>) -> HttpResponse {
-    let (numbers, pools) = state.ledger.live_actors();
-    let body = serde_json::json!({"Status": "ok", "LivePhoneNumberActors": numbers, "LivePoolActors": pools, "Events": state.ledger.store().len()});
-    HttpResponse::Ok().content_type("application/json").body(body.to_string())
-}
-
-async fn not_found(req: HttpRequest) -> HttpResponse {
+/// The answer to a request no route takes: the AWS JSON error for an unknown operation.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
     let id = uuid::Uuid::new_v4().to_string();
     AwsJsonError::unknown_operation(&format!("{} {}", req.method(), req.path())).to_response(&id)
 }
@@ -144,7 +135,7 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
             at_ms: now_ms(),
             operation: operation.clone(),
         };
-        operations::dispatch(&operation, input, &meta, &state.ledger).await
+        operations::dispatch(&operation, input, &meta, &state).await
     }
     .instrument(span.clone())
     .await;

@@ -1,5 +1,5 @@
 //! The ten operations: typed inputs (parsed after model validation), one call into the
-//! [`Ledger`], and outputs rendered as a superset that the model then trims to exactly the
+//! [`LifecycleService`], and outputs rendered as a superset that the model then trims to exactly the
 //! members of each output shape.
 
 use std::collections::BTreeSet;
@@ -8,26 +8,28 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::error::{from_ledger, AwsJsonError};
-use super::model::model;
-use super::pagination;
-use crate::actors::{Ledger, NewNumber, NewPool};
+use super::{pagination, ApiState};
+use crate::aws_error::AwsJsonError;
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberChanges};
 use crate::domain::pool::{Pool, PoolMember};
 use crate::domain::types::{MessageType, NumberCapability, NumberStatus, NumberType, PoolStatus, Tag, ValidationReason};
 use crate::domain::{CommandMeta, ResourceKind};
+use crate::model::model;
 use crate::numbering::{NumberPreference, PreferenceType};
+use crate::service::{LifecycleService, NewNumber, NewPool};
+use crate::views::{phone_number_info, pool_info};
 
 /// Largest page when `MaxResults` is not given.
 const DEFAULT_PAGE: usize = 100;
 
 /// Runs one operation on a validated input document.
-pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, ledger: &Ledger) -> Result<Value, AwsJsonError> {
-    let ledger_err = |e| from_ledger(e, &meta.request_id);
+pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, api: &ApiState) -> Result<Value, AwsJsonError> {
+    let service: &LifecycleService = &api.service;
+    let failed = |e| AwsJsonError::from_service(e, &meta.request_id);
     let output = match operation {
         "RequestPhoneNumber" => {
             let spec = new_number(parse(input)?)?;
-            phone_number_info(&ledger.request_phone_number(meta, spec).await.map_err(ledger_err)?)
+            phone_number_info(&service.request_phone_number(meta, spec).await.map_err(failed)?)
         }
         "UpdatePhoneNumber" => {
             let i: UpdatePhoneNumberInput = parse(input)?;
@@ -41,17 +43,17 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, ledger:
                 two_way_enabled: i.two_way_enabled,
             };
             phone_number_info(
-                &ledger
+                &service
                     .update_phone_number(meta, &i.phone_number_id, changes)
                     .await
-                    .map_err(ledger_err)?,
+                    .map_err(failed)?,
             )
         }
         "ReleasePhoneNumber" => {
             let i: ReleasePhoneNumberInput = parse(input)?;
-            phone_number_info(&ledger.release_phone_number(meta, &i.phone_number_id).await.map_err(ledger_err)?)
+            phone_number_info(&service.release_phone_number(meta, &i.phone_number_id).await.map_err(failed)?)
         }
-        "DescribePhoneNumbers" => return describe_phone_numbers(parse(input)?, meta, ledger),
+        "DescribePhoneNumbers" => return describe_phone_numbers(parse(input)?, meta, api).await,
         "CreatePool" => {
             let i: CreatePoolInput = parse(input)?;
             let spec = NewPool {
@@ -62,16 +64,16 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, ledger:
                 tags: i.tags.unwrap_or_default(),
                 client_token: i.client_token,
             };
-            pool_info(&ledger.create_pool(meta, spec).await.map_err(ledger_err)?)
+            pool_info(&service.create_pool(meta, spec).await.map_err(failed)?)
         }
         "DeletePool" => {
             let i: DeletePoolInput = parse(input)?;
-            pool_info(&ledger.delete_pool(meta, &i.pool_id).await.map_err(ledger_err)?)
+            pool_info(&service.delete_pool(meta, &i.pool_id).await.map_err(failed)?)
         }
-        "DescribePools" => return describe_pools(parse(input)?, meta, ledger),
+        "DescribePools" => return describe_pools(parse(input)?, meta, api).await,
         "AssociateOriginationIdentity" => {
             let i: MembershipInput = parse(input)?;
-            let (number, pool) = ledger
+            let (number, pool) = service
                 .associate(
                     meta,
                     &i.pool_id,
@@ -80,18 +82,18 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, ledger:
                     i.client_token.as_deref(),
                 )
                 .await
-                .map_err(ledger_err)?;
+                .map_err(failed)?;
             membership(&number, &pool)
         }
         "DisassociateOriginationIdentity" => {
             let i: MembershipInput = parse(input)?;
-            let (number, pool) = ledger
+            let (number, pool) = service
                 .disassociate(meta, &i.pool_id, &i.origination_identity, i.iso_country_code)
                 .await
-                .map_err(ledger_err)?;
+                .map_err(failed)?;
             membership(&number, &pool)
         }
-        "ListPoolOriginationIdentities" => return list_pool_origination_identities(parse(input)?, meta, ledger).await,
+        "ListPoolOriginationIdentities" => return list_pool_origination_identities(parse(input)?, meta, api).await,
         other => return Err(AwsJsonError::unknown_operation(other)),
     };
     Ok(trim(operation, output))
@@ -254,65 +256,6 @@ fn opt_out_list_name(name_or_arn: &str) -> String {
 
 // ---- outputs -------------------------------------------------------------------------------
 
-fn secs(ms: u64) -> Value {
-    json!(ms as f64 / 1000.0)
-}
-
-fn put_opt(m: &mut Map<String, Value>, key: &str, v: &Option<String>) {
-    if let Some(v) = v {
-        m.insert(key.into(), Value::String(v.clone()));
-    }
-}
-
-/// Every member any output shape may want from a phone number.
-pub fn phone_number_info(n: &PhoneNumber) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("CreatedTimestamp".into(), secs(n.created_timestamp_ms));
-    m.insert("DeletionProtectionEnabled".into(), json!(n.deletion_protection_enabled));
-    m.insert("InternationalSendingEnabled".into(), json!(n.international_sending_enabled));
-    m.insert("IsoCountryCode".into(), json!(n.iso_country_code));
-    m.insert("MessageType".into(), json!(n.message_type));
-    m.insert("MonthlyLeasingPrice".into(), json!(n.monthly_leasing_price));
-    m.insert("NumberCapabilities".into(), json!(n.number_capabilities));
-    m.insert("NumberType".into(), json!(n.number_type));
-    m.insert("OptOutListName".into(), json!(n.opt_out_list_name));
-    m.insert("PhoneNumber".into(), json!(n.phone_number));
-    m.insert("PhoneNumberArn".into(), json!(n.phone_number_arn));
-    m.insert("PhoneNumberId".into(), json!(n.phone_number_id));
-    put_opt(&mut m, "PoolId", &n.pool_id);
-    put_opt(&mut m, "RegistrationId", &n.registration_id);
-    m.insert("SelfManagedOptOutsEnabled".into(), json!(n.self_managed_opt_outs_enabled));
-    m.insert("Status".into(), json!(n.status));
-    if !n.tags.is_empty() {
-        m.insert("Tags".into(), json!(n.tags));
-    }
-    put_opt(&mut m, "TwoWayChannelArn", &n.two_way_channel_arn);
-    put_opt(&mut m, "TwoWayChannelRole", &n.two_way_channel_role);
-    m.insert("TwoWayEnabled".into(), json!(n.two_way_enabled));
-    m
-}
-
-/// Every member any output shape may want from a pool.
-pub fn pool_info(p: &Pool) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("CreatedTimestamp".into(), secs(p.created_timestamp_ms));
-    m.insert("DeletionProtectionEnabled".into(), json!(p.deletion_protection_enabled));
-    m.insert("MessageType".into(), json!(p.message_type));
-    m.insert("OptOutListName".into(), json!(p.opt_out_list_name));
-    m.insert("PoolArn".into(), json!(p.pool_arn));
-    m.insert("PoolId".into(), json!(p.pool_id));
-    m.insert("SelfManagedOptOutsEnabled".into(), json!(p.self_managed_opt_outs_enabled));
-    m.insert("SharedRoutesEnabled".into(), json!(p.shared_routes_enabled));
-    m.insert("Status".into(), json!(p.status));
-    if !p.tags.is_empty() {
-        m.insert("Tags".into(), json!(p.tags));
-    }
-    put_opt(&mut m, "TwoWayChannelArn", &p.two_way_channel_arn);
-    put_opt(&mut m, "TwoWayChannelRole", &p.two_way_channel_role);
-    m.insert("TwoWayEnabled".into(), json!(p.two_way_enabled));
-    m
-}
-
 fn membership(n: &PhoneNumber, p: &Pool) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("IsoCountryCode".into(), json!(n.iso_country_code));
@@ -430,10 +373,10 @@ fn filter_member(name: &str) -> &'static str {
     }
 }
 
-fn resume_after(operation: &str, meta: &CommandMeta, ledger: &Ledger, token: Option<&str>) -> Result<Option<String>, AwsJsonError> {
+fn resume_after(operation: &str, meta: &CommandMeta, api: &ApiState, token: Option<&str>) -> Result<Option<String>, AwsJsonError> {
     token
         .map(|t| {
-            pagination::redeem(ledger.store().secret(), operation, &meta.scope, t).ok_or_else(|| {
+            pagination::redeem(&api.pagination_secret, operation, &meta.scope, t).ok_or_else(|| {
                 AwsJsonError::validation(
                     ValidationReason::InvalidNextToken,
                     "NextToken",
@@ -446,19 +389,20 @@ fn resume_after(operation: &str, meta: &CommandMeta, ledger: &Ledger, token: Opt
 
 /// One listing: explicit ids (each must exist) or a scan of the caller's live resources.
 #[allow(clippy::too_many_arguments)]
-fn list_resources<T: DeserializeOwned>(
+async fn list_resources<T: DeserializeOwned>(
     operation: &str,
     kind: ResourceKind,
     item_shape: &str,
     list_member: &str,
     input: ListInput,
     meta: &CommandMeta,
-    ledger: &Ledger,
+    api: &ApiState,
     render: fn(&T) -> Map<String, Value>,
 ) -> Result<Value, AwsJsonError> {
     let filters = checked_filters(input.filters, kind == ResourceKind::Pool)?;
     let limit = input.max_results.unwrap_or(DEFAULT_PAGE);
-    let after = resume_after(operation, meta, ledger, input.next_token.as_deref())?;
+    let after = resume_after(operation, meta, api, input.next_token.as_deref())?;
+    let failed = |e| AwsJsonError::from_service(e, &meta.request_id);
     let mut out = Map::new();
     if input.owner.as_deref() == Some("SHARED") {
         // Nothing is shared with other accounts in this service.
@@ -470,7 +414,7 @@ fn list_resources<T: DeserializeOwned>(
         Some(ids) => {
             let mut found = Vec::new();
             for id in &ids {
-                let view: T = ledger.view(&meta.scope, kind, id).map_err(|e| from_ledger(e, &meta.request_id))?;
+                let view: T = api.service.view(&meta.scope, kind, id).await.map_err(failed)?;
                 found.push(render(&view));
             }
             let id_key = if kind == ResourceKind::Pool { "PoolId" } else { "PhoneNumberId" };
@@ -487,9 +431,11 @@ fn list_resources<T: DeserializeOwned>(
             (page, last)
         }
         None => {
-            let page = ledger
+            let page = api
+                .service
                 .scan_views(&meta.scope, kind, after.as_deref(), limit, |v: &T| keep(&render(v)))
-                .map_err(|e| from_ledger(e, &meta.request_id))?;
+                .await
+                .map_err(failed)?;
             (page.items.iter().map(render).collect(), page.last_key)
         }
     };
@@ -498,13 +444,13 @@ fn list_resources<T: DeserializeOwned>(
     if let Some(last) = last {
         out.insert(
             "NextToken".into(),
-            json!(pagination::issue(ledger.store().secret(), operation, &meta.scope, &last)),
+            json!(pagination::issue(&api.pagination_secret, operation, &meta.scope, &last)),
         );
     }
     Ok(Value::Object(out))
 }
 
-fn describe_phone_numbers(input: ListInput, meta: &CommandMeta, ledger: &Ledger) -> Result<Value, AwsJsonError> {
+async fn describe_phone_numbers(input: ListInput, meta: &CommandMeta, api: &ApiState) -> Result<Value, AwsJsonError> {
     list_resources::<PhoneNumber>(
         "DescribePhoneNumbers",
         ResourceKind::PhoneNumber,
@@ -512,12 +458,13 @@ fn describe_phone_numbers(input: ListInput, meta: &CommandMeta, ledger: &Ledger)
         "PhoneNumbers",
         input,
         meta,
-        ledger,
+        api,
         phone_number_info,
     )
+    .await
 }
 
-fn describe_pools(input: ListInput, meta: &CommandMeta, ledger: &Ledger) -> Result<Value, AwsJsonError> {
+async fn describe_pools(input: ListInput, meta: &CommandMeta, api: &ApiState) -> Result<Value, AwsJsonError> {
     list_resources::<Pool>(
         "DescribePools",
         ResourceKind::Pool,
@@ -525,24 +472,26 @@ fn describe_pools(input: ListInput, meta: &CommandMeta, ledger: &Ledger) -> Resu
         "Pools",
         input,
         meta,
-        ledger,
+        api,
         pool_info,
     )
+    .await
 }
 
 async fn list_pool_origination_identities(
     input: ListPoolOriginationIdentitiesInput,
     meta: &CommandMeta,
-    ledger: &Ledger,
+    api: &ApiState,
 ) -> Result<Value, AwsJsonError> {
     const OP: &str = "ListPoolOriginationIdentities";
     let filters = checked_filters(input.filters, false)?;
     let limit = input.max_results.unwrap_or(DEFAULT_PAGE);
-    let after = resume_after(OP, meta, ledger, input.next_token.as_deref())?;
-    let pool = ledger
+    let after = resume_after(OP, meta, api, input.next_token.as_deref())?;
+    let pool = api
+        .service
         .pool_of(&meta.scope, &input.pool_id)
         .await
-        .map_err(|e| from_ledger(e, &meta.request_id))?;
+        .map_err(|e| AwsJsonError::from_service(e, &meta.request_id))?;
     let member_field = |name: &str| match name {
         "iso-country-code" => "IsoCountryCode",
         "number-capability" => "NumberCapabilities",
@@ -574,7 +523,7 @@ async fn list_pool_origination_identities(
             out.insert(
                 "NextToken".into(),
                 json!(pagination::issue(
-                    ledger.store().secret(),
+                    &api.pagination_secret,
                     OP,
                     &meta.scope,
                     &last.origination_identity

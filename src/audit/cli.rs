@@ -12,13 +12,12 @@ use clap::{Args, Subcommand};
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use serde_json::Value;
 
-use super::http::Params;
-use super::query::{self, PointInTime};
+use super::query::{self, FeedFilter, PointInTime};
 use super::recheck::{recheck, Deciders};
 use super::verify::{verify_export, verify_store};
 use super::{digest, export, AuditError};
 use crate::domain::ResourceKind;
-use crate::store::EventStore;
+use crate::store::{Store, StoreConfig};
 
 /// Where the audit data comes from, and how to print it.
 #[derive(Debug, Args)]
@@ -114,7 +113,8 @@ pub enum AuditCommand {
 /// Where answers come from.
 enum Source {
     Remote(String),
-    Local(EventStore),
+    /// A stopped node's log, and the runtime its reads run on.
+    Local(Store, tokio::runtime::Runtime),
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -135,15 +135,23 @@ pub fn run(args: AuditArgs) -> ExitCode {
     }
     let source = match (&args.server, &args.data_dir) {
         (Some(url), _) => Source::Remote(url.trim_end_matches('/').to_string()),
-        (None, Some(dir)) => match EventStore::open_read_only(dir) {
-            Ok(store) => Source::Local(store),
-            Err(e) => return fail(e),
-        },
+        (None, Some(dir)) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                Ok(r) => r,
+                Err(e) => return fail(e),
+            };
+            match StoreConfig::open_offline(dir) {
+                Ok(store) => Source::Local(store, runtime),
+                Err(e) => return fail(crate::error_chain(&e)),
+            }
+        }
         (None, None) => return fail("give --server URL (a running server) or --data-dir DIR (a stopped one)"),
     };
     let code = execute(&source, &args);
-    if let Source::Local(store) = source {
-        store.close();
+    if let Source::Local(store, runtime) = source {
+        if let Err(e) = runtime.block_on(store.close()) {
+            return fail(crate::error_chain(&e));
+        }
     }
     code
 }
@@ -224,44 +232,45 @@ fn get(base: &str, path: &str, query: &[(&str, String)]) -> Result<Value, String
     }
 }
 
+/// The feed filter the arguments describe (checked as the server checks its query).
+fn feed_filter(f: &FilterArgs, limit: Option<u64>) -> Result<FeedFilter, AuditError> {
+    Ok(FeedFilter {
+        event_type: f.event_type.clone(),
+        account: f.account.clone(),
+        stream_id: f.stream.clone(),
+        from_ms: f.from.as_deref().map(|v| query::epoch_ms("From", v)).transpose()?,
+        to_ms: f.to.as_deref().map(|v| query::epoch_ms("To", v)).transpose()?,
+        after: f.after.unwrap_or(0),
+        limit: query::page_limit(limit)?,
+    })
+}
+
 /// Answers the question from the local log, as the server would, as JSON.
-fn local(store: &EventStore, command: &AuditCommand) -> Result<Value, AuditError> {
-    let params = |q: Vec<(&str, String)>, allowed: &[&str]| Params::parse(&encode(&q), allowed);
+async fn local(store: &Store, command: &AuditCommand) -> Result<Value, AuditError> {
+    let store = &**store;
     match command {
         AuditCommand::Events { id, from_version, limit } => {
-            let p = params(limit.map(|l| vec![("Limit", l.to_string())]).unwrap_or_default(), &["Limit"])?;
-            let stream = query::resolve_stream(store, kind_of(id)?, id)?;
-            Ok(to_value(&query::stream_history(
-                store,
-                &stream,
-                from_version.unwrap_or(1),
-                p.limit()?,
-            )?))
+            let stream = query::resolve_stream(store, kind_of(id)?, id).await?;
+            let history = query::stream_history(store, &stream, from_version.unwrap_or(1), query::page_limit(*limit)?).await?;
+            Ok(to_value(&history))
         }
-        AuditCommand::Feed { filter, limit, .. } => {
-            let p = params(
-                filter_query(filter, *limit),
-                &["Type", "Account", "StreamId", "From", "To", "After", "Limit"],
-            )?;
-            Ok(to_value(&query::feed(store, &p.feed_filter()?)?))
-        }
+        AuditCommand::Feed { filter, limit, .. } => Ok(to_value(&query::feed(store, &feed_filter(filter, *limit)?).await?)),
         AuditCommand::State { id, version, at } => {
-            let stream = query::resolve_stream(store, kind_of(id)?, id)?;
-            let at = params(at.iter().map(|a| ("At", a.clone())).collect(), &["At"])?.epoch_ms("At")?;
+            let stream = query::resolve_stream(store, kind_of(id)?, id).await?;
             let point = match (version, at) {
                 (Some(v), _) => PointInTime::Version(*v),
-                (None, Some(ms)) => PointInTime::At(ms),
+                (None, Some(at)) => PointInTime::At(query::epoch_ms("At", at)?),
                 (None, None) => PointInTime::Latest,
             };
-            Ok(to_value(&query::state_at(store, &stream, point)?))
+            Ok(to_value(&query::state_at(store, &stream, point).await?))
         }
         AuditCommand::Replay { id } => {
-            let stream = query::resolve_stream(store, kind_of(id)?, id)?;
-            Ok(to_value(&query::replay(store, &stream)?))
+            let stream = query::resolve_stream(store, kind_of(id)?, id).await?;
+            Ok(to_value(&query::replay(store, &stream).await?))
         }
-        AuditCommand::Digest => Ok(to_value(&digest(store)?)),
-        AuditCommand::Verify { .. } => Ok(to_value(&verify_store(store)?)),
-        AuditCommand::Recheck => Ok(to_value(&recheck(store, &Deciders::today())?)),
+        AuditCommand::Digest => Ok(to_value(&digest(store).await?)),
+        AuditCommand::Verify { .. } => Ok(to_value(&verify_store(store).await?)),
+        AuditCommand::Recheck => Ok(to_value(&recheck(store, &Deciders::today()).await?)),
         AuditCommand::Export { .. } => Err(AuditError::Input("export is handled separately".into())),
     }
 }
@@ -308,14 +317,14 @@ fn execute(source: &Source, args: &AuditArgs) -> ExitCode {
         AuditCommand::Feed { filter, follow: true, .. } => {
             return match source {
                 Source::Remote(base) => follow(base, filter, args.json),
-                Source::Local(_) => fail("--follow needs a running server (--server URL)"),
+                Source::Local(..) => fail("--follow needs a running server (--server URL)"),
             }
         }
         _ => {}
     }
     let answer = match source {
         Source::Remote(base) => remote(base, &args.command),
-        Source::Local(store) => local(store, &args.command).map_err(|e| e.to_string()),
+        Source::Local(store, runtime) => runtime.block_on(local(store, &args.command)).map_err(|e| crate::error_chain(&e)),
     };
     let value = match answer {
         Ok(v) => v,
@@ -344,14 +353,10 @@ fn run_export(source: &Source, filter: &FilterArgs, output: Option<&PathBuf>) ->
         None => Box::new(std::io::stdout().lock()),
     };
     let result = match source {
-        Source::Local(store) => Params::parse(
-            &encode(&filter_query(filter, None)),
-            &["Type", "Account", "StreamId", "From", "To", "After"],
-        )
-        .and_then(|p| p.feed_filter())
-        .and_then(|f| export(store, &f, &mut out))
-        .map(|_| ())
-        .map_err(|e| e.to_string()),
+        Source::Local(store, runtime) => feed_filter(filter, None)
+            .map(|f| runtime.block_on(export(&**store, &f, &mut out)))
+            .and_then(|written| written.map(|_| ()))
+            .map_err(|e| crate::error_chain(&e)),
         Source::Remote(base) => {
             let url = format!("{base}/audit/export?{}", encode(&filter_query(filter, None)));
             match ureq::get(&url).call() {

@@ -1,24 +1,33 @@
 //! `GET /audit/...`: the audit API, read-only, JSON in the AWS API's PascalCase style.
 //!
 //! Unknown ids are 404 with a JSON error naming the id; bad or unknown query parameters are 400
-//! naming the parameter. Whole-log questions (verify, recheck, export) run on the blocking pool.
+//! naming the parameter; errors have the AWS JSON shape of the rest of the service
+//! ([`AwsJsonError`]). Reads go through the store, which does its disk work off the HTTP workers;
+//! whole-log questions (verify, recheck, export), which also spend CPU on every event, run
+//! entirely on the blocking pool.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::Duration;
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::stream;
 use serde::Serialize;
-use serde_json::json;
 
 use super::query::{self, FeedFilter, PointInTime};
 use super::recheck::{recheck, Deciders};
 use super::verify::verify_store;
 use super::{digest, export, AuditError};
-use crate::api::ApiState;
+use crate::aws_error::AwsJsonError;
 use crate::domain::ResourceKind;
-use crate::store::EventStore;
+use crate::store::Store;
+
+/// What the audit handlers share.
+pub struct AuditState {
+    pub store: Store,
+    /// Becomes `true` when the server starts stopping (followers of the feed end then).
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
 
 /// Mounts the audit routes (under `/audit`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -33,28 +42,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 fn error_response(e: &AuditError) -> HttpResponse {
-    let (status, body) = match e {
-        AuditError::NotFound(id) => (
-            StatusCode::NOT_FOUND,
-            json!({"__type": "ResourceNotFoundException", "Message": e.to_string(), "ResourceId": id}),
-        ),
-        AuditError::BadParameter { name, .. } => (
-            StatusCode::BAD_REQUEST,
-            json!({"__type": "ValidationException", "Message": e.to_string(), "Parameter": name}),
-        ),
-        AuditError::Input(_) => (
-            StatusCode::BAD_REQUEST,
-            json!({"__type": "ValidationException", "Message": e.to_string()}),
-        ),
-        AuditError::Store(_) => {
-            tracing::error!(error = %e, "audit query failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({"__type": "InternalServerException", "Message": e.to_string()}),
-            )
-        }
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let error = match e {
+        AuditError::NotFound(id) => AwsJsonError::no_such_resource(e.to_string(), id),
+        AuditError::BadParameter { name, .. } => AwsJsonError::bad_parameter(name, e.to_string()),
+        AuditError::Input(_) => AwsJsonError::bad_request(e.to_string()),
+        AuditError::Store(_) => AwsJsonError::internal(e, &request_id),
     };
-    HttpResponse::build(status).content_type("application/json").body(body.to_string())
+    error.to_response(&request_id)
 }
 
 fn respond<T: Serialize>(result: Result<T, AuditError>) -> HttpResponse {
@@ -106,16 +101,7 @@ impl Params {
 
     /// Epoch seconds (fractions allowed) as milliseconds.
     pub fn epoch_ms(&self, name: &str) -> Result<Option<u64>, AuditError> {
-        self.0
-            .get(name)
-            .map(|v| match v.parse::<f64>() {
-                Ok(s) if s.is_finite() && s >= 0.0 => Ok((s * 1000.0).round() as u64),
-                _ => Err(AuditError::BadParameter {
-                    name: name.into(),
-                    message: format!("{v:?} is not a time in epoch seconds"),
-                }),
-            })
-            .transpose()
+        self.0.get(name).map(|v| query::epoch_ms(name, v)).transpose()
     }
 
     pub fn flag(&self, name: &str) -> Result<bool, AuditError> {
@@ -130,14 +116,7 @@ impl Params {
     }
 
     pub fn limit(&self) -> Result<usize, AuditError> {
-        match self.number("Limit")? {
-            None => Ok(query::DEFAULT_LIMIT),
-            Some(n) if (1..=query::MAX_LIMIT as u64).contains(&n) => Ok(n as usize),
-            Some(n) => Err(AuditError::BadParameter {
-                name: "Limit".into(),
-                message: format!("{n} is not between 1 and {}", query::MAX_LIMIT),
-            }),
-        }
+        query::page_limit(self.number("Limit")?)
     }
 
     /// The feed filter these parameters describe.
@@ -156,8 +135,8 @@ impl Params {
 
 const FEED_PARAMS: &[&str] = &["Type", "Account", "StreamId", "From", "To", "After", "Limit", "Follow"];
 
-fn store(state: &web::Data<ApiState>) -> EventStore {
-    state.ledger.store().clone()
+fn store(state: &web::Data<AuditState>) -> Store {
+    state.store.clone()
 }
 
 /// An id or ARN from the path; an ARN's `/` arrives percent-encoded.
@@ -173,83 +152,97 @@ fn kind_of(segment: &str) -> Result<ResourceKind, AuditError> {
     }
 }
 
-async fn stream_events(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<ApiState>) -> HttpResponse {
+async fn stream_events(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<AuditState>) -> HttpResponse {
     let (kind, id) = path.into_inner();
     let store = store(&state);
-    respond((|| {
-        let params = Params::parse(req.query_string(), &["FromVersion", "Limit"])?;
-        let stream = query::resolve_stream(&store, kind_of(&kind)?, &path_id(&id))?;
-        query::stream_history(&store, &stream, params.number("FromVersion")?.unwrap_or(1), params.limit()?)
-    })())
+    respond(
+        async {
+            let params = Params::parse(req.query_string(), &["FromVersion", "Limit"])?;
+            let stream = query::resolve_stream(&*store, kind_of(&kind)?, &path_id(&id)).await?;
+            query::stream_history(&*store, &stream, params.number("FromVersion")?.unwrap_or(1), params.limit()?).await
+        }
+        .await,
+    )
 }
 
-async fn state(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<ApiState>) -> HttpResponse {
+async fn state(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<AuditState>) -> HttpResponse {
     let (kind, id) = path.into_inner();
     let store = store(&state);
-    respond((|| {
-        let params = Params::parse(req.query_string(), &["Version", "At"])?;
-        let stream = query::resolve_stream(&store, kind_of(&kind)?, &path_id(&id))?;
-        let point = match (params.number("Version")?, params.epoch_ms("At")?) {
-            (Some(_), Some(_)) => {
-                return Err(AuditError::BadParameter {
-                    name: "At".into(),
-                    message: "give Version or At, not both".into(),
-                })
-            }
-            (Some(v), None) => PointInTime::Version(v),
-            (None, Some(at)) => PointInTime::At(at),
-            (None, None) => PointInTime::Latest,
-        };
-        query::state_at(&store, &stream, point)
-    })())
+    respond(
+        async {
+            let params = Params::parse(req.query_string(), &["Version", "At"])?;
+            let stream = query::resolve_stream(&*store, kind_of(&kind)?, &path_id(&id)).await?;
+            let point = match (params.number("Version")?, params.epoch_ms("At")?) {
+                (Some(_), Some(_)) => {
+                    return Err(AuditError::BadParameter {
+                        name: "At".into(),
+                        message: "give Version or At, not both".into(),
+                    })
+                }
+                (Some(v), None) => PointInTime::Version(v),
+                (None, Some(at)) => PointInTime::At(at),
+                (None, None) => PointInTime::Latest,
+            };
+            query::state_at(&*store, &stream, point).await
+        }
+        .await,
+    )
 }
 
-async fn replay(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<ApiState>) -> HttpResponse {
+async fn replay(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<AuditState>) -> HttpResponse {
     let (kind, id) = path.into_inner();
     let store = store(&state);
-    respond((|| {
-        Params::parse(req.query_string(), &[])?;
-        let stream = query::resolve_stream(&store, kind_of(&kind)?, &path_id(&id))?;
-        query::replay(&store, &stream)
-    })())
+    respond(
+        async {
+            Params::parse(req.query_string(), &[])?;
+            let stream = query::resolve_stream(&*store, kind_of(&kind)?, &path_id(&id)).await?;
+            query::replay(&*store, &stream).await
+        }
+        .await,
+    )
 }
 
-async fn get_digest(req: HttpRequest, state: web::Data<ApiState>) -> HttpResponse {
+async fn get_digest(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
-    respond(Params::parse(req.query_string(), &[]).and_then(|_| digest(&store)))
+    match Params::parse(req.query_string(), &[]) {
+        Ok(_) => respond(digest(&*store).await),
+        Err(e) => error_response(&e),
+    }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, AuditError> + Send + 'static) -> Result<T, AuditError> {
-    web::block(f)
+/// Runs a whole-log question on the blocking pool: it reads every event and spends CPU on each,
+/// which must not hold up the HTTP worker that took the request.
+async fn off_workers<T: Send + 'static>(work: impl Future<Output = Result<T, AuditError>> + Send + 'static) -> Result<T, AuditError> {
+    tokio::task::spawn_blocking(move || tokio::runtime::Handle::current().block_on(work))
         .await
         .unwrap_or_else(|e| Err(AuditError::Input(format!("audit task failed: {e}"))))
 }
 
-async fn get_verify(req: HttpRequest, state: web::Data<ApiState>) -> HttpResponse {
+async fn get_verify(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
     if let Err(e) = Params::parse(req.query_string(), &[]) {
         return error_response(&e);
     }
-    respond(blocking(move || verify_store(&store)).await)
+    respond(off_workers(async move { verify_store(&*store).await }).await)
 }
 
-async fn get_recheck(req: HttpRequest, state: web::Data<ApiState>) -> HttpResponse {
+async fn get_recheck(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
     if let Err(e) = Params::parse(req.query_string(), &[]) {
         return error_response(&e);
     }
-    respond(blocking(move || recheck(&store, &Deciders::today())).await)
+    respond(off_workers(async move { recheck(&*store, &Deciders::today()).await }).await)
 }
 
-async fn get_export(req: HttpRequest, state: web::Data<ApiState>) -> HttpResponse {
+async fn get_export(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
     let filter = match Params::parse(req.query_string(), &FEED_PARAMS[..7]).and_then(|p| p.feed_filter()) {
         Ok(f) => f,
         Err(e) => return error_response(&e),
     };
-    match blocking(move || {
+    match off_workers(async move {
         let mut out = Vec::new();
-        export(&store, &filter, &mut out)?;
+        export(&*store, &filter, &mut out).await?;
         Ok(out)
     })
     .await
@@ -259,7 +252,7 @@ async fn get_export(req: HttpRequest, state: web::Data<ApiState>) -> HttpRespons
     }
 }
 
-async fn feed(req: HttpRequest, state: web::Data<ApiState>) -> HttpResponse {
+async fn feed(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
     let parsed = Params::parse(req.query_string(), FEED_PARAMS).and_then(|p| Ok((p.feed_filter()?, p.flag("Follow")?)));
     let (filter, follow) = match parsed {
@@ -267,18 +260,18 @@ async fn feed(req: HttpRequest, state: web::Data<ApiState>) -> HttpResponse {
         Err(e) => return error_response(&e),
     };
     if !follow {
-        return respond(query::feed(&store, &filter));
+        return respond(query::feed(&*store, &filter).await);
     }
     follow_feed(store, filter, state.stopping.clone())
 }
 
 /// Server-sent events: every matching event as it is committed (`id:` is its position).
-fn follow_feed(store: EventStore, filter: FeedFilter, stopping: tokio::sync::watch::Receiver<bool>) -> HttpResponse {
+fn follow_feed(store: Store, filter: FeedFilter, stopping: tokio::sync::watch::Receiver<bool>) -> HttpResponse {
     let Some(head) = store.watch_head() else {
         return error_response(&AuditError::Input("this store does not accept writes; nothing to follow".into()));
     };
     struct Follow {
-        store: EventStore,
+        store: Store,
         filter: FeedFilter,
         head: tokio::sync::watch::Receiver<u64>,
         stopping: tokio::sync::watch::Receiver<bool>,
@@ -296,7 +289,7 @@ fn follow_feed(store: EventStore, filter: FeedFilter, stopping: tokio::sync::wat
             }
             let mut page_filter = f.filter.clone();
             page_filter.limit = 256;
-            let page = match query::feed(&f.store, &page_filter) {
+            let page = match query::feed(&*f.store, &page_filter).await {
                 Ok(p) => p,
                 Err(_) => return None, // store closed: the server is stopping
             };

@@ -30,7 +30,8 @@ pub enum AuditError {
     /// An input file that cannot be read.
     #[error("{0}")]
     Input(String),
-    #[error(transparent)]
+    /// The log could not be read (HTTP 500).
+    #[error("cannot read the event log")]
     Store(#[from] StoreError),
 }
 
@@ -47,23 +48,24 @@ pub struct Digest {
 }
 
 /// The current digest.
-pub fn digest(store: &EventStore) -> Result<Digest, AuditError> {
-    let (position, hash) = store.head()?;
+pub async fn digest(store: &dyn EventStore) -> Result<Digest, AuditError> {
+    let head = store.chain_head().await?;
     Ok(Digest {
-        position,
-        hash: hex::encode(hash),
-        events: store.len() as u64,
-        durability: store.durability().map(|d| format!("{d:?}").to_lowercase()),
+        position: head.position,
+        hash: hex::encode(head.hash),
+        // Positions run from 1 without gaps, so the last one is the number of events.
+        events: head.position,
+        durability: store.durability(),
     })
 }
 
 /// Writes every event passing `filter` as one JSON line each; returns how many.
-pub fn export(store: &EventStore, filter: &query::FeedFilter, out: &mut impl Write) -> Result<u64, AuditError> {
+pub async fn export(store: &dyn EventStore, filter: &query::FeedFilter, out: &mut impl Write) -> Result<u64, AuditError> {
     let mut filter = filter.clone();
     filter.limit = query::MAX_LIMIT;
     let mut written = 0;
     loop {
-        let page = query::feed(store, &filter)?;
+        let page = query::feed(store, &filter).await?;
         for e in &page.events {
             serde_json::to_writer(&mut *out, e).map_err(|e| AuditError::Input(e.to_string()))?;
             out.write_all(b"\n").map_err(|e| AuditError::Input(e.to_string()))?;

@@ -6,16 +6,39 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::AuditError;
+use crate::codec::{decode_event, kind_of_stream};
 use crate::domain::phone_number::PhoneNumberState;
 use crate::domain::pool::PoolState;
 use crate::domain::{Aggregate, ResourceKind, Scope};
-use crate::projection::{decode_event, kind_of_stream};
 use crate::store::{EventEnvelope, EventStore};
 
 /// Largest page of events one call returns.
 pub const MAX_LIMIT: usize = 10_000;
 /// Page size when no limit is given.
 pub const DEFAULT_LIMIT: usize = 100;
+
+/// A time given in epoch seconds (fractions allowed), as milliseconds; `name` is the parameter.
+pub fn epoch_ms(name: &str, value: &str) -> Result<u64, AuditError> {
+    match value.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok((s * 1000.0).round() as u64),
+        _ => Err(AuditError::BadParameter {
+            name: name.into(),
+            message: format!("{value:?} is not a time in epoch seconds"),
+        }),
+    }
+}
+
+/// A page size as asked (`Limit`), checked against [`MAX_LIMIT`].
+pub fn page_limit(asked: Option<u64>) -> Result<usize, AuditError> {
+    match asked {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT as u64).contains(&n) => Ok(n as usize),
+        Some(n) => Err(AuditError::BadParameter {
+            name: "Limit".into(),
+            message: format!("{n} is not between 1 and {MAX_LIMIT}"),
+        }),
+    }
+}
 
 /// A page of one stream's events.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,7 +141,7 @@ pub struct Replay {
 
 /// Resolves an id or ARN of `kind` to a stream that exists (in any account: the audit trail is
 /// the operator's view).
-pub fn resolve_stream(store: &EventStore, kind: ResourceKind, id_or_arn: &str) -> Result<String, AuditError> {
+pub async fn resolve_stream(store: &dyn EventStore, kind: ResourceKind, id_or_arn: &str) -> Result<String, AuditError> {
     let id = if kind.is_id(id_or_arn) {
         Some(id_or_arn.to_string())
     } else {
@@ -132,14 +155,14 @@ pub fn resolve_stream(store: &EventStore, kind: ResourceKind, id_or_arn: &str) -
         })
     };
     match id {
-        Some(id) if store.stream_version(&id)? > 0 => Ok(id),
+        Some(id) if store.stream_head(&id).await?.version > 0 => Ok(id),
         _ => Err(AuditError::NotFound(id_or_arn.to_string())),
     }
 }
 
 /// Events of a stream from `from_version`, at most `limit`.
-pub fn stream_history(store: &EventStore, stream_id: &str, from_version: u64, limit: usize) -> Result<StreamHistory, AuditError> {
-    let mut events = store.read_stream(stream_id, from_version.max(1))?;
+pub async fn stream_history(store: &dyn EventStore, stream_id: &str, from_version: u64, limit: usize) -> Result<StreamHistory, AuditError> {
+    let mut events = store.read_stream(stream_id, from_version.max(1), limit.saturating_add(1)).await?;
     let next_version = (events.len() > limit).then(|| events[limit].version);
     events.truncate(limit);
     Ok(StreamHistory {
@@ -150,11 +173,11 @@ pub fn stream_history(store: &EventStore, stream_id: &str, from_version: u64, li
 }
 
 /// Events of the global feed that pass the filter, in position order.
-pub fn feed(store: &EventStore, filter: &FeedFilter) -> Result<FeedPage, AuditError> {
+pub async fn feed(store: &dyn EventStore, filter: &FeedFilter) -> Result<FeedPage, AuditError> {
     let limit = filter.limit.clamp(1, MAX_LIMIT);
     let mut events = Vec::new();
     if let Some(stream) = &filter.stream_id {
-        let all = store.read_stream(stream, 1)?;
+        let all = store.read_stream(stream, 1, usize::MAX).await?;
         let stream_end = all.last().map_or(filter.after, |e| e.position.max(filter.after));
         let mut matching = all.into_iter().filter(|e| filter.matches(e));
         events.extend(matching.by_ref().take(limit));
@@ -171,7 +194,7 @@ pub fn feed(store: &EventStore, filter: &FeedFilter) -> Result<FeedPage, AuditEr
     // whole log; the caller continues from `NextAfter`.
     let mut budget = 100 * limit.max(100);
     loop {
-        let chunk = store.read_feed(after, 1024)?;
+        let chunk = store.read_feed(after, 1024).await?;
         if chunk.is_empty() {
             return Ok(FeedPage {
                 events,
@@ -185,7 +208,7 @@ pub fn feed(store: &EventStore, filter: &FeedFilter) -> Result<FeedPage, AuditEr
             if filter.matches(&e) {
                 events.push(e);
                 if events.len() == limit {
-                    let more = !store.read_feed(after, 1)?.is_empty();
+                    let more = !store.read_feed(after, 1).await?.is_empty();
                     return Ok(FeedPage {
                         events,
                         next_after: more.then_some(after),
@@ -218,17 +241,7 @@ impl Inspect for PhoneNumberState {
     }
 
     fn information(&self) -> Value {
-        match &self.0 {
-            Some(n) => {
-                let info = crate::api::operations::phone_number_info(n);
-                let mut v = crate::api::model::model().project("PhoneNumberInformation", info);
-                if let (Value::Object(m), Some(pending)) = (&mut v, &n.pending_pool_id) {
-                    m.insert("PendingPoolId".into(), Value::String(pending.clone()));
-                }
-                v
-            }
-            None => Value::Null,
-        }
+        self.0.as_ref().map_or(Value::Null, crate::views::phone_number_information)
     }
 }
 
@@ -238,18 +251,7 @@ impl Inspect for PoolState {
     }
 
     fn information(&self) -> Value {
-        match &self.0 {
-            Some(p) => {
-                let info = crate::api::operations::pool_info(p);
-                let mut v = crate::api::model::model().project("PoolInformation", info);
-                if let Value::Object(m) = &mut v {
-                    m.insert("Members".into(), Value::from(p.members.keys().cloned().collect::<Vec<_>>()));
-                    m.insert("Deleted".into(), Value::Bool(p.deleted));
-                }
-                v
-            }
-            None => Value::Null,
-        }
+        self.0.as_ref().map_or(Value::Null, crate::views::pool_information)
     }
 }
 
@@ -283,8 +285,8 @@ fn fold_until<A: Inspect>(envelopes: &[EventEnvelope], point: PointInTime) -> Re
 }
 
 /// The state of a stream right after the chosen event.
-pub fn state_at(store: &EventStore, stream_id: &str, point: PointInTime) -> Result<StateAt, AuditError> {
-    let envelopes = store.read_stream(stream_id, 1)?;
+pub async fn state_at(store: &dyn EventStore, stream_id: &str, point: PointInTime) -> Result<StateAt, AuditError> {
+    let envelopes = store.read_stream(stream_id, 1, usize::MAX).await?;
     let head = envelopes.last().map_or(0, |e| e.version);
     let out_of_range = || match point {
         PointInTime::Version(v) => AuditError::BadParameter {
@@ -371,8 +373,8 @@ fn replay_as<A: Inspect>(stream_id: &str, envelopes: &[EventEnvelope]) -> Result
 }
 
 /// Every event of a stream with what it changed.
-pub fn replay(store: &EventStore, stream_id: &str) -> Result<Replay, AuditError> {
-    let envelopes = store.read_stream(stream_id, 1)?;
+pub async fn replay(store: &dyn EventStore, stream_id: &str) -> Result<Replay, AuditError> {
+    let envelopes = store.read_stream(stream_id, 1, usize::MAX).await?;
     match kind_of_stream(stream_id) {
         Some(ResourceKind::PhoneNumber) => replay_as::<PhoneNumberState>(stream_id, &envelopes),
         Some(ResourceKind::Pool) => replay_as::<PoolState>(stream_id, &envelopes),

@@ -7,14 +7,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::AuditError;
+use crate::codec::{decode_event, kind_of_stream, recorded_commands};
 use crate::domain::phone_number::PhoneNumberState;
 use crate::domain::pool::PoolState;
 use crate::domain::{Aggregate, Command, Rejection, ResourceKind};
-use crate::projection::{decode_event, kind_of_stream, recorded_commands};
 use crate::store::{EventEnvelope, EventStore};
 
 /// A decider for aggregate `A`.
-pub type DecideFn<'a, A> = &'a dyn Fn(&A, &Command<<A as Aggregate>::Action>) -> Result<Vec<<A as Aggregate>::Event>, Rejection>;
+pub type DecideFn<'a, A> = &'a (dyn Fn(&A, &Command<<A as Aggregate>::Action>) -> Result<Vec<<A as Aggregate>::Event>, Rejection> + Sync);
 
 /// The deciders to re-check history with.
 pub struct Deciders<'a> {
@@ -118,25 +118,28 @@ fn recheck_stream<A: Aggregate>(
 }
 
 /// Re-checks every stream of the log with `deciders`.
-pub fn recheck(store: &EventStore, deciders: &Deciders<'_>) -> Result<RecheckReport, AuditError> {
+pub async fn recheck(store: &dyn EventStore, deciders: &Deciders<'_>) -> Result<RecheckReport, AuditError> {
     let mut report = RecheckReport {
         streams: 0,
         commands_checked: 0,
         commands_skipped: 0,
         divergences: vec![],
     };
-    let mut streams = store.stream_heads()?;
-    streams.sort();
-    for (stream_id, _) in streams {
-        let envelopes = store.read_stream(&stream_id, 1)?;
-        report.streams += 1;
-        match kind_of_stream(&stream_id) {
-            Some(ResourceKind::PhoneNumber) => {
-                recheck_stream::<PhoneNumberState>(&stream_id, &envelopes, deciders.phone_number, &mut report)?
+    let mut after: Option<String> = None;
+    loop {
+        let streams = store.stream_heads(after.as_deref(), 1024).await?;
+        let Some((last, _)) = streams.last() else { return Ok(report) };
+        after = Some(last.clone());
+        for (stream_id, _) in streams {
+            let envelopes = store.read_stream(&stream_id, 1, usize::MAX).await?;
+            report.streams += 1;
+            match kind_of_stream(&stream_id) {
+                Some(ResourceKind::PhoneNumber) => {
+                    recheck_stream::<PhoneNumberState>(&stream_id, &envelopes, deciders.phone_number, &mut report)?
+                }
+                Some(ResourceKind::Pool) => recheck_stream::<PoolState>(&stream_id, &envelopes, deciders.pool, &mut report)?,
+                None => return Err(AuditError::NotFound(stream_id)),
             }
-            Some(ResourceKind::Pool) => recheck_stream::<PoolState>(&stream_id, &envelopes, deciders.pool, &mut report)?,
-            None => return Err(AuditError::NotFound(stream_id)),
         }
     }
-    Ok(report)
 }

@@ -11,11 +11,12 @@ use std::io::BufRead;
 use serde::{Deserialize, Serialize};
 
 use super::AuditError;
+use crate::codec::{decode_event, kind_of_stream};
 use crate::domain::phone_number::{PhoneNumberEvent, PhoneNumberState};
 use crate::domain::pool::{PoolEvent, PoolState};
 use crate::domain::{Aggregate, ResourceKind};
-use crate::projection::{decode_event, kind_of_stream, replay, SnapshotRecord};
-use crate::store::{stream_key, EventEnvelope, EventStore, GENESIS_HASH};
+use crate::rehydrate::replay;
+use crate::store::{EventEnvelope, EventStore, Snapshot, GENESIS_HASH};
 
 /// The first problem found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,11 +181,11 @@ impl ChainVerifier {
 }
 
 /// Verifies the whole live log, including that feed, streams and heads agree.
-pub fn verify_store(store: &EventStore) -> Result<VerifyReport, AuditError> {
+pub async fn verify_store(store: &dyn EventStore) -> Result<VerifyReport, AuditError> {
     let mut v = ChainVerifier::new();
     let mut after = 0;
     'scan: loop {
-        let entries = store.feed_entries(after, 4096)?;
+        let entries = store.feed_entries(after, 4096).await?;
         if entries.is_empty() {
             break;
         }
@@ -194,7 +195,14 @@ pub fn verify_store(store: &EventStore) -> Result<VerifyReport, AuditError> {
                 Ok(e) if e.position != entry.position => {
                     v.fail_at(e, format!("stored under feed position {} but says {}", entry.position, e.position))
                 }
-                Ok(e) if stream_key(&e.stream_id, e.version) != entry.stream_key => v.fail_at(e, "stored under another stream key".into()),
+                Ok(e)
+                    if entry
+                        .filed_under
+                        .as_ref()
+                        .is_some_and(|(s, v)| *s != e.stream_id || *v != e.version) =>
+                {
+                    v.fail_at(e, "stored under another stream and version".into())
+                }
                 Ok(e) => v.push(e),
                 Err(problem) => v.fail(entry.position, problem.clone()),
             }
@@ -203,24 +211,37 @@ pub fn verify_store(store: &EventStore) -> Result<VerifyReport, AuditError> {
             }
         }
     }
-    if !v.broken() {
-        for (stream, head) in store.stream_heads()? {
+    let mut after_stream: Option<String> = None;
+    'heads: while !v.broken() {
+        let heads = store.stream_heads(after_stream.as_deref(), 4096).await?;
+        let Some((last, _)) = heads.last() else { break };
+        after_stream = Some(last.clone());
+        for (stream, head) in heads {
             let seen = v.versions().get(&stream).copied().unwrap_or(0);
             if seen != head {
                 v.fail(
                     0,
                     format!("stream {stream} has head version {head} but the feed holds {seen} events of it"),
                 );
-                break;
+                break 'heads;
             }
         }
     }
-    let (head_position, head_hash) = store.head()?;
+    let chain = store.chain_head().await?;
+    let (head_position, head_hash) = (chain.position, chain.hash);
     let mut report = v.finish();
-    if report.ok {
-        for (stream, bytes) in store.snapshots()? {
+    let mut after_snapshot: Option<String> = None;
+    'snapshots: while report.ok {
+        let snapshots = store.snapshots(after_snapshot.as_deref(), 256).await?;
+        let Some((last, _)) = snapshots.last() else { break };
+        after_snapshot = Some(last.clone());
+        for (stream, snapshot) in snapshots {
             report.snapshots_checked += 1;
-            if let Err(problem) = check_snapshot(store, &stream, &bytes) {
+            let checked = match snapshot {
+                Ok(snapshot) => check_snapshot(store, &stream, &snapshot).await,
+                Err(problem) => Err(problem),
+            };
+            if let Err(problem) = checked {
                 report.ok = false;
                 report.first_break = Some(BrokenLink {
                     position: 0,
@@ -228,7 +249,7 @@ pub fn verify_store(store: &EventStore) -> Result<VerifyReport, AuditError> {
                     version: None,
                     problem,
                 });
-                break;
+                break 'snapshots;
             }
         }
     }
@@ -247,22 +268,21 @@ pub fn verify_store(store: &EventStore) -> Result<VerifyReport, AuditError> {
     Ok(report)
 }
 
-fn snapshot_matches<A: Aggregate>(events: &[EventEnvelope], record: &SnapshotRecord) -> Result<bool, String> {
+fn snapshot_matches<A: Aggregate>(events: &[EventEnvelope], record: &Snapshot) -> Result<bool, String> {
     let upto: Vec<EventEnvelope> = events.iter().filter(|e| e.version <= record.version).cloned().collect();
     let state: A = replay(&upto).map_err(|e| e.to_string())?;
     Ok(serde_json::to_value(&state).map_err(|e| e.to_string())? == record.state)
 }
 
 /// A snapshot is a cache of a replay: it must equal the replay of its stream up to its version.
-fn check_snapshot(store: &EventStore, stream: &str, bytes: &[u8]) -> Result<(), String> {
-    let record: SnapshotRecord = serde_json::from_slice(bytes).map_err(|e| format!("snapshot of {stream} is unreadable: {e}"))?;
-    let events = store.read_stream(stream, 1).map_err(|e| e.to_string())?;
+async fn check_snapshot(store: &dyn EventStore, stream: &str, record: &Snapshot) -> Result<(), String> {
+    let events = store.read_stream(stream, 1, usize::MAX).await.map_err(|e| crate::error_chain(&e))?;
     if events.last().map_or(0, |e| e.version) < record.version {
         return Err(format!("snapshot of {stream} is at version {}, beyond the stream", record.version));
     }
     let same = match kind_of_stream(stream) {
-        Some(ResourceKind::PhoneNumber) => snapshot_matches::<PhoneNumberState>(&events, &record)?,
-        Some(ResourceKind::Pool) => snapshot_matches::<PoolState>(&events, &record)?,
+        Some(ResourceKind::PhoneNumber) => snapshot_matches::<PhoneNumberState>(&events, record)?,
+        Some(ResourceKind::Pool) => snapshot_matches::<PoolState>(&events, record)?,
         None => return Err(format!("snapshot of unknown stream {stream}")),
     };
     if same {

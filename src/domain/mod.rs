@@ -1,5 +1,5 @@
-//! The pure core: one decider per aggregate (`PhoneNumberState`, `PoolState`), with no actix,
-//! sled or HTTP inside.
+//! The pure core: one decider per aggregate (`PhoneNumberState`, `PoolState`), with no actors,
+//! storage or HTTP inside.
 //!
 //! `decide(&state, &command) -> Result<Vec<Event>, Rejection>` holds every business rule;
 //! `evolve(state, &event) -> state` only applies what was decided. Everything the rules need

@@ -15,11 +15,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::{decode_event, kind_of_stream, recorded_commands};
 use crate::domain::phone_number::{PhoneNumberEvent, PhoneNumberState};
 use crate::domain::pool::{PoolEvent, PoolState};
 use crate::domain::types::NumberStatus;
 use crate::domain::{Aggregate, Rejection, ResourceKind};
-use crate::projection::{decode_event, kind_of_stream, recorded_commands};
 use crate::store::EventEnvelope;
 
 /// What a client did, and what it saw.

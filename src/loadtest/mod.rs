@@ -23,8 +23,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use self::checker::{check, ClientOp, Op, Verdict};
-use crate::config::{Config, Durability};
+use crate::config::Config;
 use crate::server::RunningServer;
+use crate::store::Durability;
 use crate::store::EventEnvelope;
 
 /// Load-test settings (also the command line).
@@ -365,7 +366,7 @@ pub fn run(args: &LoadTestArgs) -> Result<Report, LoadTestError> {
             config.quotas.phone_numbers_per_account = u64::MAX;
             config.quotas.pools_per_account = u64::MAX;
             if let Some(d) = args.durability {
-                config.durability = d;
+                config.store.set_durability(d);
             }
             let server = RunningServer::spawn(config).map_err(|e| LoadTestError::Setup(e.to_string()))?;
             let url = server.url();

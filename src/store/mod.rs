@@ -1,559 +1,326 @@
-//! The event log on sled: one stream per aggregate, a global feed, and derived indexes.
+//! The storage port: what the layers above need of an event log, and nothing of how a backend
+//! keeps it. [`EventStore`] is the one trait; [`Store`] the handle everyone holds. The embedded
+//! backend is [`sled::SledStore`] (the only code that names sled); a replicated one implements
+//! the same trait and passes the same contract suite (`tests/store_contract.rs`).
 //!
-//! Trees (keys big-endian so byte order is numeric order):
-//! - `streams`: `stream id ‖ 0x00 ‖ version` → envelope JSON. A stream is gap-free from 1.
-//! - `feed`: the global order across streams: one entry per group commit, `first position` →
-//!   the `streams` keys of its events in position order (see [`feed`]).
-//! - `heads`: `!chain` → last position ‖ last hash. (A stream's own head is its last key in
-//!   `streams`, read where needed; logs of format 1 also kept a copy per stream here, which
-//!   cost a write per append and is dropped when such a log is first opened for writing.)
-//! - `index`: derived, rebuildable keys (views for Describe, client tokens, claimed numbers).
-//! - `snapshots`: `stream id` → latest snapshot of its state (a cache: deleting it changes nothing).
+//! # The log
+//! - A **stream** per aggregate: events numbered 1, 2, 3, ... without gaps (`version`).
+//! - A **global feed**: every event also has a `position`, 1, 2, 3, ... without gaps, in commit
+//!   order across all streams; each envelope's `hash` chains it to the event before it in the
+//!   feed (tamper evidence, see [`EventEnvelope::seal`]).
+//! - A **derived index**: keys the application computes from state changes (Describe views,
+//!   client tokens, claimed E.164 numbers, live-resource counters); rebuildable from the feed.
+//! - **Snapshots**: the state of a stream after some version, a cache beside the log.
 //!
-//! All writes go through one writer thread ([`writer`]) that commits whatever appends are waiting
-//! in one transaction with a per-stream expected-version check, flushes once, and only then
-//! answers every caller (group commit). Events are never updated or deleted.
+//! # What one append guarantees
+//! An [`AppendRequest`] names one stream. Its effects are **atomic together**: either all of the
+//! following become durable and visible, or none does, and the caller is told which:
+//! 1. its events, at versions `expected_version + 1 ..` of the stream, and at consecutive feed
+//!    positions chained after the feed's head;
+//! 2. the check that the stream is still at `expected_version` and (when given) that its last
+//!    event is `expected_last_event` — otherwise [`AppendError::WrongExpectedVersion`];
+//! 3. its `unique_claims`: every key must be absent from the index (and not claimed earlier in
+//!    the same commit), otherwise [`AppendError::UniqueViolation`] and nothing is written. This
+//!    is how an E.164 number is held by one resource only and how a client token is bound to
+//!    the one resource it created;
+//! 4. its `index_ops` (puts, deletes, counter additions): applied after the claims;
+//! 5. its `snapshot`, if any.
+//!
+//! Appends are **answered only once durable** (as the backend's durability setting defines it),
+//! and the answer of an append can only be success if every effect above is in the log.
+//! Appends submitted one after another by one caller ([`EventStore::submit`]) are committed in
+//! that order; a refused append does not affect the others (each carries its own checks), but an
+//! append that expects the version an earlier, refused one would have made is refused too.
+//! Nothing else is atomic across appends: two streams are never changed in one append, which is
+//! why cross-aggregate workflows are steps with compensations (see `service`).
+//!
+//! Reads see only committed appends. A read after a successful append (by anyone) sees it.
 
+pub mod config;
 mod envelope;
-mod feed;
-mod writer;
+pub mod sled;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+/// Damaging a stopped node's log on disk, for tests of tamper evidence and recovery (the
+/// embedded backend's files; nothing in the service uses this).
+pub mod testing {
+    pub use super::sled::testing::{drop_index, tamper_with_event, tamper_with_snapshot};
+}
 
+use std::error::Error;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use config::{Backend, Durability, SledSettings, StoreConfig};
 pub use envelope::{AppendMeta, EventEnvelope, PendingEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
-pub use writer::{decode_counter, AppendError, AppendRequest, IndexOp};
 
-use crate::config::Durability;
+/// A boxed future of a store operation. `'static`: it owns what it needs, so it can be awaited
+/// anywhere (an actor, a spawned task) without borrowing the store.
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
 
-/// Marks a directory as a phone-ledger log, and its layout version.
-const FORMAT_KEY: &[u8] = b"format";
-/// sled's page cache when not configured (its own default is 1 GiB).
-const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
-/// Format 2: feed runs, stream heads read from `streams`.
-const FORMAT: &[u8] = b"phone-ledger/2";
-/// Logs with one feed entry per event and a stored head per stream: still read as they are;
-/// the first open for writing drops the stored heads (they would go stale) and marks the log
-/// with [`FORMAT`], which binaries of format 1 refuse.
-const FORMAT_1: &[u8] = b"phone-ledger/1";
-const SECRET_KEY: &[u8] = b"token-secret";
-const INDEX_LAYOUT_KEY: &[u8] = b"index-layout";
-pub(crate) const CHAIN_KEY: &[u8] = b"!chain";
+/// The answer to a submitted append: resolves once the events are durable (or refused).
+pub type Appended = Pin<Box<dyn Future<Output = Result<Vec<EventEnvelope>, AppendError>> + Send + 'static>>;
 
-/// Errors of the storage layer.
-#[derive(Debug, thiserror::Error)]
+/// The handle to a store that every layer holds (cheap to clone).
+pub type Store = Arc<dyn EventStore>;
+
+/// Errors of reading or running the store.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("{path}: {message}")]
-    Open { path: PathBuf, message: String },
+    /// The store could not be opened where it was asked to be.
+    #[error("cannot open the event store at {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Arc<dyn Error + Send + Sync>,
+    },
+    /// The place exists but holds something else (or nothing, when only reading).
     #[error("{0} is not a phone-ledger data directory")]
     NotALedger(PathBuf),
-    #[error("storage: {0}")]
-    Sled(#[from] sled::Error),
+    /// The backend failed (I/O, the engine itself).
+    #[error("the storage backend failed")]
+    Backend(#[source] Arc<dyn Error + Send + Sync>),
+    /// A stored record that cannot be what it claims to be.
     #[error("corrupt record at {key}: {message}")]
     Corrupt { key: String, message: String },
+    /// The store was closed (the server is stopping).
     #[error("the event store is closed")]
     Closed,
+    /// The operation needs a writable store.
+    #[error("the event store is open read-only")]
+    ReadOnly,
 }
 
-pub(crate) struct Trees {
-    pub db: sled::Db,
-    pub streams: sled::Tree,
-    pub feed: sled::Tree,
-    pub heads: sled::Tree,
-    pub index: sled::Tree,
-    pub snapshots: sled::Tree,
+impl StoreError {
+    /// Wraps a backend's own error.
+    pub fn backend(e: impl Error + Send + Sync + 'static) -> Self {
+        StoreError::Backend(Arc::new(e))
+    }
 }
 
-/// An open log: the trees and the writer that owns all writes to them.
-struct Open {
-    trees: Arc<Trees>,
-    /// `None` for a read-only store (offline audit tools).
-    writer: Option<writer::WriterHandle>,
+/// Why an append did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    /// Another writer got there first (or the caller's view is stale): nothing was written.
+    #[error("stream {stream_id} is at version {actual}, not the expected {expected}")]
+    WrongExpectedVersion { stream_id: String, expected: u64, actual: u64 },
+    /// A unique claim's key is taken: nothing was written.
+    #[error("index key {0} is already taken")]
+    UniqueViolation(String),
+    /// Too many appends wait already: retry later.
+    #[error("the append queue is full")]
+    Busy,
+    /// The store is closed or read-only.
+    #[error("the event store is closed")]
+    Closed,
+    /// The backend failed; whether the append is durable is unknown to the caller, so it is
+    /// reported as failed and the events may or may not appear (they never appear partially).
+    #[error("the append could not be made durable")]
+    Storage(#[source] StoreError),
 }
 
-/// Handle to the log; cheap to clone.
-///
-/// Clones share one slot holding the open database; [`EventStore::close`] empties it, so the
-/// sled file lock is released as soon as close returns, however many clones (in actors, in
-/// HTTP workers still winding down) are left. Later calls fail with [`StoreError::Closed`].
-#[derive(Clone)]
-pub struct EventStore {
-    open: Arc<RwLock<Option<Arc<Open>>>>,
-    secret: Arc<[u8; 32]>,
-    durability: Durability,
+/// A change to a derived index, committed atomically with the events that cause it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexOp {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    /// Adds to a counter (8-byte big-endian signed integer; absent = 0).
+    Add(Vec<u8>, i64),
 }
 
-/// Opens sled, waiting briefly if the directory's lock is still held: a process that just closed
-/// the same log releases it from sled's background threads a moment after `close` returns.
-fn open_sled(dir: &Path, cache_bytes: u64) -> Result<sled::Db, sled::Error> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    loop {
-        match sled::Config::new().path(dir).cache_capacity(cache_bytes).open() {
-            Err(e) if e.to_string().contains("lock") && std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(25));
-            }
-            other => return other,
+/// The value of a counter entry.
+pub fn decode_counter(bytes: Option<&[u8]>) -> i64 {
+    bytes.and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, i64::from_be_bytes)
+}
+
+/// Events for one stream, to be appended if the stream is still at `expected_version`.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub stream_id: String,
+    /// 0 for a stream that must not exist yet.
+    pub expected_version: u64,
+    pub meta: AppendMeta,
+    pub events: Vec<PendingEvent>,
+    /// The id of the stream's last event as the caller knows it: with the version, this makes
+    /// the check exact even if another writer brought the stream to the same version.
+    pub expected_last_event: Option<Uuid>,
+    pub index_ops: Vec<IndexOp>,
+    /// Index keys that must not exist yet, with the value to put under them (unique constraints,
+    /// e.g. an E.164 number held by one resource only).
+    pub unique_claims: Vec<(Vec<u8>, Vec<u8>)>,
+    /// A snapshot of the stream's state after these events, stored with them.
+    pub snapshot: Option<Snapshot>,
+}
+
+impl AppendRequest {
+    /// An append of `events` that maintains no index, claims nothing and stores no snapshot (for
+    /// tools, tests and benchmarks that write a stream directly).
+    pub fn plain(stream_id: &str, expected_version: u64, meta: AppendMeta, events: Vec<PendingEvent>) -> Self {
+        AppendRequest {
+            stream_id: stream_id.to_string(),
+            expected_version,
+            meta,
+            events,
+            expected_last_event: None,
+            index_ops: vec![],
+            unique_claims: vec![],
+            snapshot: None,
         }
     }
 }
 
-/// One entry of the global feed as stored, for verification.
+/// Where a stream is: its version (0 if it has no event) and the id of its last event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamHead {
+    pub version: u64,
+    pub last_event: Option<Uuid>,
+}
+
+/// The head of the global feed: its last position and that event's chain hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    pub position: u64,
+    pub hash: [u8; 32],
+}
+
+impl Default for ChainHead {
+    fn default() -> Self {
+        ChainHead {
+            position: 0,
+            hash: GENESIS_HASH,
+        }
+    }
+}
+
+/// Layout version of snapshot states; a snapshot of another version is ignored (full replay).
+pub const SNAPSHOT_SCHEMA_VERSION: u32 = 1;
+
+/// A stream's state right after `version`, as its aggregate serializes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Snapshot {
+    pub version: u64,
+    pub schema_version: u32,
+    pub state: serde_json::Value,
+}
+
+/// What rebuilding a stream's state needs, read at once: its latest snapshot (if the backend has
+/// a readable one) and the events after it, plus the stream's head.
+#[derive(Debug, Clone, Default)]
+pub struct StreamTail {
+    pub snapshot: Option<Snapshot>,
+    /// The events after the snapshot's version (all of them without a snapshot), in order.
+    pub events: Vec<EventEnvelope>,
+    pub head: StreamHead,
+}
+
+/// One entry of the global feed as stored, for verification: a damaged envelope is reported with
+/// its position instead of failing the whole read.
 #[derive(Debug)]
 pub struct FeedEntry {
     pub position: u64,
-    /// The `streams` key the feed entry points at.
-    pub stream_key: Vec<u8>,
+    /// The stream and version the backend filed the event under (`None` when it cannot tell).
+    pub filed_under: Option<(String, u64)>,
     pub envelope: Result<EventEnvelope, String>,
 }
 
-/// Key of one event in `streams`.
-pub fn stream_key(stream_id: &str, version: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(stream_id.len() + 9);
-    k.extend_from_slice(stream_id.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&version.to_be_bytes());
-    k
+/// Whether the derived index is usable as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexState {
+    /// Built with this layout, in step with the log.
+    Current,
+    /// Missing or built with another layout while the log has events: rebuild it.
+    NeedsRebuild,
 }
 
-/// The version in a `streams` key.
-fn version_of_key(key: &[u8]) -> Result<u64, StoreError> {
-    match key.len().checked_sub(9) {
-        Some(at) if key[at] == 0 => decode_u64(&key[at + 1..], &String::from_utf8_lossy(key)),
-        _ => Err(StoreError::Corrupt {
-            key: String::from_utf8_lossy(key).into_owned(),
-            message: "not a stream key".into(),
-        }),
-    }
-}
+/// The storage port. Every method that touches storage returns a future; a backend runs its
+/// blocking work off the caller's thread (the HTTP workers never wait on a disk).
+pub trait EventStore: Send + Sync + 'static {
+    // ---- appends ------------------------------------------------------------------------------
 
-/// The current version of `stream` in the `streams` tree (0 if it has no event).
-pub(crate) fn last_version(streams: &sled::Tree, stream: &str) -> Result<u64, StoreError> {
-    match streams.scan_prefix(stream_prefix(stream)).next_back() {
-        Some(entry) => version_of_key(&entry?.0),
-        None => Ok(0),
-    }
-}
+    /// Hands an append to the store **now** (so appends keep the order of the calls) and returns
+    /// the future of its answer, which resolves once the events are durable. Refuses at once when
+    /// the store is closed, read-only, or its queue is full ([`AppendError::Busy`]).
+    fn submit(&self, request: AppendRequest) -> Result<Appended, AppendError>;
 
-/// The id of a stored envelope's event. `EventId` is the envelope's first field, so it is read
-/// off the front of the JSON; anything else falls back to decoding the whole envelope.
-pub(crate) fn event_id_of(stored: &[u8]) -> Option<uuid::Uuid> {
-    const FRONT: &[u8] = br#"{"EventId":""#;
-    stored
-        .strip_prefix(FRONT)
-        .and_then(|rest| rest.get(..36))
-        .and_then(|id| uuid::Uuid::try_parse_ascii(id).ok())
-        .or_else(|| serde_json::from_slice::<EventEnvelope>(stored).ok().map(|e| e.event_id))
-}
-
-fn stream_prefix(stream_id: &str) -> Vec<u8> {
-    let mut k = stream_id.as_bytes().to_vec();
-    k.push(0);
-    k
-}
-
-pub(crate) fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
-    let arr: [u8; 8] = bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| StoreError::Corrupt {
-        key: what.into(),
-        message: "expected 8 bytes".into(),
-    })?;
-    Ok(u64::from_be_bytes(arr))
-}
-
-pub(crate) fn decode_envelope(key: &[u8], bytes: &[u8]) -> Result<EventEnvelope, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        message: e.to_string(),
-    })
-}
-
-impl EventStore {
-    /// Opens (creating if needed) the log in `dir` and starts its writer thread.
-    pub fn open(dir: &Path, durability: Durability, max_batch: usize) -> Result<Self, StoreError> {
-        Self::open_tuned(dir, durability, max_batch, DEFAULT_CACHE_BYTES)
-    }
-
-    /// [`EventStore::open`] with sled's page cache set to `cache_bytes`.
-    pub fn open_tuned(dir: &Path, durability: Durability, max_batch: usize, cache_bytes: u64) -> Result<Self, StoreError> {
-        let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
-            path: dir.to_path_buf(),
-            message: e.to_string(),
-        };
-        std::fs::create_dir_all(dir).map_err(|e| open_err(&e))?;
-        let db = open_sled(dir, cache_bytes).map_err(|e| open_err(&e))?;
-        Self::init(db, dir, durability, max_batch, true)
-    }
-
-    /// Opens an existing log for reading only (offline tools): no writer is started and nothing
-    /// is appended. Refuses directories that are missing, locked by a running server, or not a
-    /// phone-ledger log.
-    pub fn open_read_only(dir: &Path) -> Result<Self, StoreError> {
-        if !dir.is_dir() {
-            return Err(StoreError::Open {
-                path: dir.to_path_buf(),
-                message: "no such directory".into(),
-            });
-        }
-        if !dir.join("conf").is_file() || !dir.join("db").is_file() {
-            return Err(StoreError::NotALedger(dir.to_path_buf()));
-        }
-        let db = open_sled(dir, DEFAULT_CACHE_BYTES).map_err(|e| {
-            let message = e.to_string();
-            let message = if message.contains("lock") {
-                "locked by a running server (ask it with --server URL)".to_string()
-            } else {
-                message
-            };
-            StoreError::Open {
-                path: dir.to_path_buf(),
-                message,
-            }
-        })?;
-        Self::init(db, dir, Durability::Flush, 1, false)
-    }
-
-    fn init(db: sled::Db, dir: &Path, durability: Durability, max_batch: usize, writable: bool) -> Result<Self, StoreError> {
-        let create = writable;
-        match db.get(FORMAT_KEY)? {
-            Some(f) if f.as_ref() == FORMAT => {}
-            Some(f) if f.as_ref() == FORMAT_1 => {
-                if create {
-                    let heads = db.open_tree("heads")?;
-                    let mut stale = sled::Batch::default();
-                    for key in heads.iter().keys() {
-                        let key = key?;
-                        if key.as_ref() != CHAIN_KEY {
-                            stale.remove(key);
-                        }
-                    }
-                    heads.apply_batch(stale)?;
-                    db.insert(FORMAT_KEY, FORMAT)?;
-                }
-            }
-            Some(_) => return Err(StoreError::NotALedger(dir.to_path_buf())),
-            None if create => {
-                db.insert(FORMAT_KEY, FORMAT)?;
-            }
-            None => return Err(StoreError::NotALedger(dir.to_path_buf())),
-        }
-        let secret: [u8; 32] = match db.get(SECRET_KEY)? {
-            Some(s) if s.len() == 32 => {
-                let mut a = [0u8; 32];
-                a.copy_from_slice(&s);
-                a
-            }
-            _ if !writable => [0; 32],
-            _ => {
-                let s: [u8; 32] = rand::random();
-                db.insert(SECRET_KEY, &s[..])?;
-                s
-            }
-        };
-        if writable {
-            db.flush()?;
-        }
-        let trees = Arc::new(Trees {
-            streams: db.open_tree("streams")?,
-            feed: db.open_tree("feed")?,
-            heads: db.open_tree("heads")?,
-            index: db.open_tree("index")?,
-            snapshots: db.open_tree("snapshots")?,
-            db,
-        });
-        let data_file = dir.join("db");
-        let writer = if writable {
-            Some(writer::WriterHandle::start(trees.clone(), durability, data_file, max_batch)?)
-        } else {
-            None
-        };
-        Ok(EventStore {
-            open: Arc::new(RwLock::new(Some(Arc::new(Open { trees, writer })))),
-            secret: Arc::new(secret),
-            durability,
-        })
-    }
-
-    fn get(&self) -> Result<Arc<Open>, StoreError> {
-        let slot = self.open.read().unwrap_or_else(|p| p.into_inner());
-        slot.clone().ok_or(StoreError::Closed)
-    }
-
-    fn trees(&self) -> Result<Arc<Trees>, StoreError> {
-        Ok(self.get()?.trees.clone())
-    }
-
-    /// Appends events to one stream if its version is still `expected_version`, durably. Resolves
-    /// only after the events are flushed; never blocks the calling thread.
-    pub async fn append(&self, request: AppendRequest) -> Result<Vec<EventEnvelope>, AppendError> {
-        self.submit(request)?.await
-    }
-
-    /// Hands an append to the writer now (so appends keep the order of the calls) and returns
-    /// the future of its answer, which resolves once the events are durable.
-    pub fn submit(
-        &self,
-        request: AppendRequest,
-    ) -> Result<impl std::future::Future<Output = Result<Vec<EventEnvelope>, AppendError>> + use<>, AppendError> {
-        let open = self.get().map_err(|_| AppendError::Closed)?;
-        match &open.writer {
-            Some(writer) => writer.submit(request),
-            None => Err(AppendError::Closed),
+    /// Appends and waits for the answer.
+    fn append(&self, request: AppendRequest) -> Appended {
+        match self.submit(request) {
+            Ok(answer) => answer,
+            Err(e) => Box::pin(std::future::ready(Err(e))),
         }
     }
 
-    /// Stops the writer after it has committed everything already queued, flushes, and lets go
-    /// of the database.
-    pub fn close(&self) {
-        let taken = self.open.write().unwrap_or_else(|p| p.into_inner()).take();
-        let Some(open) = taken else { return };
-        if let Some(writer) = &open.writer {
-            writer.shutdown();
-        }
-        if let Err(e) = open.trees.db.flush() {
-            tracing::error!(error = %e, "final flush failed");
-        }
-        // Readers that cloned the slot a moment ago finish their single read and drop it.
-        let mut open = open;
-        for _ in 0..1000 {
-            match Arc::try_unwrap(open) {
-                Ok(_) => return,
-                Err(still_shared) => {
-                    open = still_shared;
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-            }
-        }
-        tracing::warn!("event store still in use after close");
-    }
+    // ---- streams ------------------------------------------------------------------------------
 
-    /// Watches the last durable feed position (`None` for a read-only store).
-    pub fn watch_head(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.get().ok()?.writer.as_ref().map(|w| w.watch_head())
-    }
+    /// A stream's version and last event id (version 0 when it has no event).
+    fn stream_head(&self, stream_id: &str) -> StoreFuture<StreamHead>;
 
-    /// Whether appends reach the device (`fsync`) or only the OS (`flush`); `None` when read-only.
-    pub fn durability(&self) -> Option<Durability> {
-        self.get().ok()?.writer.as_ref().map(|_| self.durability)
-    }
+    /// Up to `limit` events of a stream with version ≥ `from_version`, in order.
+    fn read_stream(&self, stream_id: &str, from_version: u64, limit: usize) -> StoreFuture<Vec<EventEnvelope>>;
 
-    /// Current version of a stream (0 when it does not exist).
-    pub fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
-        Ok(self.stream_head(stream_id)?.0)
-    }
+    /// The latest snapshot of a stream and the events after it, with the stream's head, in one
+    /// read (the path every actor activation takes).
+    fn read_tail(&self, stream_id: &str) -> StoreFuture<StreamTail>;
 
-    /// Current version of a stream and the id of its last event.
-    pub fn stream_head(&self, stream_id: &str) -> Result<(u64, Option<uuid::Uuid>), StoreError> {
-        match self.trees()?.streams.scan_prefix(stream_prefix(stream_id)).next_back() {
-            Some(entry) => {
-                let (key, value) = entry?;
-                Ok((version_of_key(&key)?, event_id_of(&value)))
-            }
-            None => Ok((0, None)),
-        }
-    }
+    /// Streams with their versions, in stream id order, after `after` (exclusive), up to `limit`.
+    fn stream_heads(&self, after: Option<&str>, limit: usize) -> StoreFuture<Vec<(String, u64)>>;
 
-    /// Events of a stream with version ≥ `from_version`, in order.
-    pub fn read_stream(&self, stream_id: &str, from_version: u64) -> Result<Vec<EventEnvelope>, StoreError> {
-        let start = stream_key(stream_id, from_version.max(1));
-        let prefix = stream_prefix(stream_id);
-        let mut out = Vec::new();
-        for item in self.trees()?.streams.range(start..) {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            out.push(decode_envelope(&k, &v)?);
-        }
-        Ok(out)
-    }
+    // ---- the global feed ----------------------------------------------------------------------
 
-    /// Up to `limit` events of the global feed with position > `after`, in position order.
-    pub fn read_feed(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
-        let trees = self.trees()?;
-        let mut out = Vec::new();
-        for item in feed::FeedIter::new(&trees.feed, after)?.take(limit) {
-            let (position, stream_key) = item?;
-            let bytes = trees.streams.get(&stream_key)?.ok_or_else(|| StoreError::Corrupt {
-                key: format!("feed position {position}"),
-                message: "points at a missing event".into(),
-            })?;
-            out.push(decode_envelope(&stream_key, &bytes)?);
-        }
-        Ok(out)
-    }
+    /// Up to `limit` events with position > `after`, in position order.
+    fn read_feed(&self, after: u64, limit: usize) -> StoreFuture<Vec<EventEnvelope>>;
 
-    /// Raw feed entries after `after`, for verification: a damaged envelope is reported with its
-    /// position instead of failing the whole read.
-    pub fn feed_entries(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError> {
-        let trees = self.trees()?;
-        let mut out = Vec::new();
-        for item in feed::FeedIter::new(&trees.feed, after)?.take(limit) {
-            let (position, key) = item?;
-            let envelope = match trees.streams.get(&key)? {
-                Some(bytes) => {
-                    serde_json::from_slice::<EventEnvelope>(&bytes).map_err(|e| format!("cannot decode the stored envelope: {e}"))
-                }
-                None => Err("the feed points at a missing event".to_string()),
-            };
-            out.push(FeedEntry {
-                position,
-                stream_key: key,
-                envelope,
-            });
-        }
-        Ok(out)
-    }
+    /// [`EventStore::read_feed`] as stored, for verification.
+    fn feed_entries(&self, after: u64, limit: usize) -> StoreFuture<Vec<FeedEntry>>;
 
-    /// Every stream with its version, in stream id order (a scan of all events' keys).
-    pub fn stream_heads(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let mut out: Vec<(String, u64)> = Vec::new();
-        for key in self.trees()?.streams.iter().keys() {
-            let key = key?;
-            let version = version_of_key(&key)?;
-            let stream = String::from_utf8_lossy(&key[..key.len() - 9]);
-            match out.last_mut() {
-                Some((last, v)) if *last == stream => *v = version,
-                _ => out.push((stream.into_owned(), version)),
-            }
-        }
-        Ok(out)
-    }
+    /// The head of the feed and its chain hash.
+    fn chain_head(&self) -> StoreFuture<ChainHead>;
 
-    /// Last committed position and hash.
-    pub fn head(&self) -> Result<(u64, [u8; 32]), StoreError> {
-        writer::read_chain_head(&self.trees()?.heads)
-    }
+    /// Watches the last durable feed position, for followers (`None` when the store takes no
+    /// appends and so the feed never moves).
+    fn watch_head(&self) -> Option<tokio::sync::watch::Receiver<u64>>;
 
-    /// The latest snapshot of a stream, as stored (a cache beside the log).
-    pub fn snapshot(&self, stream_id: &str) -> Result<Option<sled::IVec>, StoreError> {
-        Ok(self.trees()?.snapshots.get(stream_id.as_bytes())?)
-    }
+    // ---- snapshots ----------------------------------------------------------------------------
+
+    /// The latest snapshot of a stream.
+    fn snapshot(&self, stream_id: &str) -> StoreFuture<Option<Snapshot>>;
+
+    /// Snapshots in stream id order after `after`, up to `limit`: (stream id, snapshot or why it
+    /// cannot be read).
+    #[allow(clippy::type_complexity)]
+    fn snapshots(&self, after: Option<&str>, limit: usize) -> StoreFuture<Vec<(String, Result<Snapshot, String>)>>;
 
     /// Deletes every snapshot. They are a cache: no answer changes, activations replay more.
-    pub fn clear_snapshots(&self) -> Result<(), StoreError> {
-        Ok(self.trees()?.snapshots.clear()?)
-    }
+    fn clear_snapshots(&self) -> StoreFuture<()>;
 
-    /// Every snapshot: (stream id, stored bytes).
-    pub fn snapshots(&self) -> Result<Vec<(String, sled::IVec)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.trees()?.snapshots.iter() {
-            let (k, v) = item?;
-            out.push((String::from_utf8_lossy(&k).into_owned(), v));
-        }
-        Ok(out)
-    }
+    // ---- the derived index --------------------------------------------------------------------
 
-    /// A derived index entry.
-    pub fn index_get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
-        Ok(self.trees()?.index.get(key)?)
-    }
+    /// One index entry.
+    fn index_get(&self, key: &[u8]) -> StoreFuture<Option<Vec<u8>>>;
 
     /// Index entries under `prefix` with key > `after` (or from the start), up to `limit`.
-    pub fn index_scan(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-    ) -> Box<dyn Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>>> {
-        let trees = match self.trees() {
-            Ok(t) => t,
-            Err(e) => return Box::new(std::iter::once(Err(e))),
-        };
-        let start: Vec<u8> = match after {
-            Some(a) => {
-                let mut k = a.to_vec();
-                k.push(0);
-                k
-            }
-            None => prefix.to_vec(),
-        };
-        let prefix = prefix.to_vec();
-        Box::new(
-            trees
-                .index
-                .range(start..)
-                .take_while(move |r| r.as_ref().map(|(k, _)| k.starts_with(&prefix)).unwrap_or(true))
-                .map(|r| r.map_err(StoreError::from)),
-        )
-    }
+    #[allow(clippy::type_complexity)]
+    fn index_scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> StoreFuture<Vec<(Vec<u8>, Vec<u8>)>>;
 
-    /// Whether the index is empty while the log is not (it was dropped and must be rebuilt).
-    /// Whether the index must be rebuilt: it was dropped while the log was not, or it was built
-    /// with another layout than `layout_version`.
-    pub fn index_needs_rebuild(&self, layout_version: u64) -> Result<bool, StoreError> {
-        let trees = self.trees()?;
-        if trees.feed.is_empty() {
-            return Ok(false);
-        }
-        let built_with = match trees.db.get(INDEX_LAYOUT_KEY)? {
-            Some(v) => decode_u64(&v, "index layout")?,
-            None => 1,
-        };
-        Ok(trees.index.is_empty() || built_with != layout_version)
-    }
+    /// Whether the index must be rebuilt before the store serves requests.
+    fn index_state(&self, layout_version: u64) -> StoreFuture<IndexState>;
 
-    /// Replaces the whole index (rebuild from the log) and records its layout version. Runs
-    /// before the server takes requests.
-    pub fn replace_index(&self, entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>, layout_version: u64) -> Result<(), StoreError> {
-        let trees = self.trees()?;
-        trees.index.clear()?;
-        let mut batch = sled::Batch::default();
-        for (k, v) in entries {
-            batch.insert(k, v);
-        }
-        trees.index.apply_batch(batch)?;
-        trees.db.insert(INDEX_LAYOUT_KEY, &layout_version.to_be_bytes())?;
-        trees.db.flush()?;
-        Ok(())
-    }
+    /// Replaces the whole index (a rebuild from the log) and records its layout version. Runs
+    /// before requests are served.
+    fn replace_index(&self, entries: Vec<(Vec<u8>, Vec<u8>)>, layout_version: u64) -> StoreFuture<()>;
 
-    /// Records the index layout of a new log (nothing to rebuild).
-    pub fn set_index_layout(&self, layout_version: u64) -> Result<(), StoreError> {
-        let trees = self.trees()?;
-        if trees.feed.is_empty() {
-            trees.db.insert(INDEX_LAYOUT_KEY, &layout_version.to_be_bytes())?;
-        }
-        Ok(())
-    }
+    // ---- lifecycle ----------------------------------------------------------------------------
 
-    /// A secret of this data directory, for signing pagination tokens.
-    pub fn secret(&self) -> &[u8; 32] {
-        &self.secret
-    }
+    /// What backend this is and how durable an acknowledged append is (`fsync`, `flush`, ...;
+    /// `None` when the store takes no appends).
+    fn durability(&self) -> Option<String>;
 
-    /// Number of events in the log (positions run from 1 without gaps, so it is the last one).
-    pub fn len(&self) -> usize {
-        self.head().map(|(position, _)| position as usize).unwrap_or(0)
-    }
-
-    /// Whether the log holds no event.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Raw access for tools that inspect or (in tests) damage the log.
-    pub fn raw_db(&self) -> Result<sled::Db, StoreError> {
-        Ok(self.trees()?.db.clone())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_stream_key_gives_back_its_version() {
-        assert_eq!(version_of_key(&stream_key("phone-1", 42)).expect("version"), 42);
-        assert_eq!(version_of_key(&stream_key("", 7)).expect("version"), 7);
-        assert!(version_of_key(b"short").is_err());
-        assert!(version_of_key(b"phone-1-no-separator").is_err());
-    }
-
-    #[test]
-    fn the_event_id_is_read_off_the_front_of_a_stored_envelope() {
-        let id = uuid::Uuid::new_v4();
-        let stored = format!(r#"{{"EventId":"{id}","StreamId":"phone-1"}}"#);
-        assert_eq!(event_id_of(stored.as_bytes()), Some(id));
-        assert_eq!(event_id_of(b"not json"), None);
-        assert_eq!(event_id_of(br#"{"EventId":"not-a-uuid-at-all-but-36-characters!!"}"#), None);
-    }
+    /// Commits and answers everything already submitted, makes it durable, and lets go of the
+    /// storage (a directory lock, connections). Later calls fail with [`StoreError::Closed`].
+    fn close(&self) -> StoreFuture<()>;
 }

@@ -155,3 +155,34 @@ pub async fn create_pool(client: &Client, identity: &str) -> String {
         .expect("pool id")
         .to_string()
 }
+
+/// The log of a stopped server, opened for reading and writing through the storage port (for
+/// tests that write a stream directly or inspect one).
+pub fn open_log(dir: &Path) -> phone_ledger::store::Store {
+    phone_ledger::store::StoreConfig::embedded(phone_ledger::store::Durability::Flush, 64)
+        .open(dir)
+        .expect("open the log")
+}
+
+/// The log of a stopped server, read-only, as the offline audit tools open it.
+pub fn open_log_read_only(dir: &Path) -> phone_ledger::store::Store {
+    phone_ledger::store::StoreConfig::open_offline(dir).expect("open the log read-only")
+}
+
+/// Set by `.ci/run`: a test whose external program is missing fails instead of skipping, so CI
+/// can never pass by skipping.
+pub const REQUIRE_TOOLS: &str = "PHONE_LEDGER_REQUIRE_TOOLS";
+
+/// Whether an external program a test needs is here. When it is not, says so loudly and returns
+/// `false` (the test then skips), or fails the test when [`REQUIRE_TOOLS`] is set.
+pub fn tool_available(what: &str, present: bool, install: &str) -> bool {
+    if present {
+        return true;
+    }
+    let message = format!("{what} is not available ({install}); .ci/run installs it");
+    if std::env::var_os(REQUIRE_TOOLS).is_some_and(|v| v != "0") {
+        panic!("{message}, and {REQUIRE_TOOLS} is set");
+    }
+    eprintln!("SKIPPED: {message}");
+    false
+}

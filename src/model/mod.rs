@@ -1,6 +1,7 @@
-//! Input validation driven by the official service model.
+//! The official service model (the subset this service implements): input validation and the
+//! projection of outputs onto their shapes.
 //!
-//! `model/pinpoint-sms-voice-v2.subset.json` holds the shapes of the operations this service
+//! `pinpoint-sms-voice-v2.subset.json` (beside this file) holds the shapes of the operations this service
 //! implements, copied verbatim (minus documentation) from the official
 //! `pinpoint-sms-voice-v2.service-2.json`; a test checks the copy still matches the original
 //! when `../shared/spec` is present. Every rule the model states about an input is enforced
@@ -15,7 +16,7 @@ use regex::Regex;
 use serde_json::Value;
 
 /// The embedded model.
-const MODEL_JSON: &str = include_str!("model/pinpoint-sms-voice-v2.subset.json");
+const MODEL_JSON: &str = include_str!("pinpoint-sms-voice-v2.subset.json");
 
 /// One member that failed validation (`ValidationExceptionField`).
 #[derive(Debug, Clone, PartialEq, Eq)]

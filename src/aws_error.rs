@@ -1,15 +1,17 @@
-//! `AwsJsonError`: every failure leaves the service through this one type, in the exact shape
-//! AWS JSON 1.0 clients parse: HTTP 400 (500 for `InternalServerException`), header
-//! `x-amzn-ErrorType`, body `{"__type": "<Name>", "Message": ..., <members of the error shape>}`.
+//! `AwsJsonError`: every HTTP failure of the service (the AWS JSON API and the audit API alike)
+//! leaves through this one type, in the shape AWS JSON 1.0 clients parse: a 4xx (500 for
+//! `InternalServerException`), headers `x-amzn-RequestId` and `x-amzn-ErrorType`, body
+//! `{"__type": "<Name>", "Message": ..., <members of the error shape>}`. A server-side failure is
+//! logged once, here, with its whole chain of causes; the client sees only that it may retry.
 
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use serde_json::{json, Map, Value};
 
-use super::model::{FieldError, FieldErrorKind};
-use crate::actors::LedgerError;
 use crate::domain::types::ValidationReason;
 use crate::domain::Rejection;
+use crate::model::{FieldError, FieldErrorKind};
+use crate::service::ServiceError;
 
 /// The AWS JSON content type, on requests and responses.
 pub const AMZ_JSON: &str = "application/x-amz-json-1.0";
@@ -106,9 +108,40 @@ impl AwsJsonError {
         AwsJsonError::new("ThrottlingException", StatusCode::BAD_REQUEST, message)
     }
 
-    /// `InternalServerException` (retryable by the SDKs).
-    pub fn internal(message: impl Into<String>, request_id: &str) -> Self {
-        AwsJsonError::new("InternalServerException", StatusCode::INTERNAL_SERVER_ERROR, message).with("RequestId", request_id)
+    /// `InternalServerException` (retryable by the SDKs) for a server-side failure, which is
+    /// logged here with all its causes.
+    pub fn internal(cause: &(dyn std::error::Error + 'static), request_id: &str) -> Self {
+        tracing::error!(request_id, error = %crate::error_chain(cause), "internal error");
+        AwsJsonError::new(
+            "InternalServerException",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The service could not complete the request; retry it",
+        )
+        .with("RequestId", request_id)
+    }
+
+    /// `ResourceNotFoundException` for a path that names nothing (HTTP 404).
+    pub fn no_such_resource(message: impl Into<String>, resource_id: &str) -> Self {
+        AwsJsonError::new("ResourceNotFoundException", StatusCode::NOT_FOUND, message).with("ResourceId", resource_id)
+    }
+
+    /// `ValidationException` naming a query parameter (HTTP 400).
+    pub fn bad_parameter(name: &str, message: impl Into<String>) -> Self {
+        AwsJsonError::new("ValidationException", StatusCode::BAD_REQUEST, message).with("Parameter", name)
+    }
+
+    /// `ValidationException` about the request as a whole (HTTP 400).
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        AwsJsonError::new("ValidationException", StatusCode::BAD_REQUEST, message)
+    }
+
+    /// The error of an operation of the application service.
+    pub fn from_service(e: ServiceError, request_id: &str) -> Self {
+        match e {
+            ServiceError::Rejected(r) => r.into(),
+            ServiceError::Throttled(m) => AwsJsonError::throttling(m),
+            other => AwsJsonError::internal(&other, request_id),
+        }
     }
 
     fn with_status(mut self, status: StatusCode) -> Self {
@@ -152,18 +185,6 @@ impl From<Rejection> for AwsJsonError {
             Rejection::QuotaExceeded { reason, message } => {
                 AwsJsonError::new("ServiceQuotaExceededException", StatusCode::BAD_REQUEST, message).with("Reason", reason.as_str())
             }
-        }
-    }
-}
-
-/// Maps an application error, given the request id for `InternalServerException`.
-pub fn from_ledger(e: LedgerError, request_id: &str) -> AwsJsonError {
-    match e {
-        LedgerError::Rejected(r) => r.into(),
-        LedgerError::Throttled(m) => AwsJsonError::throttling(m),
-        LedgerError::Internal(m) => {
-            tracing::error!(error = %m, "internal error");
-            AwsJsonError::internal("The service could not complete the request; retry it", request_id)
         }
     }
 }

@@ -3,11 +3,11 @@
 //! a stored head per stream. A format-1 log still reads, verifies and takes new appends, and both
 //! feed forms read back as the same gap-free sequence.
 
-use phone_ledger::audit::verify::verify_store;
-use phone_ledger::config::Durability;
-use phone_ledger::domain::phone_number::{PhoneNumber, PhoneNumberChanges, PhoneNumberEvent};
-use phone_ledger::projection::pending_events;
-use phone_ledger::store::{AppendMeta, AppendRequest, EventStore};
+use super::SledStore;
+use crate::audit::verify::verify_store;
+use crate::codec::pending_events;
+use crate::domain::phone_number::{PhoneNumber, PhoneNumberChanges, PhoneNumberEvent};
+use crate::store::{AppendMeta, AppendRequest, Durability, EventStore, SledSettings};
 
 const ACCOUNT: &str = "111122223333";
 const REGION: &str = "us-east-1";
@@ -26,7 +26,7 @@ fn events(id: &str, from_version: u64, n: u64) -> Vec<PhoneNumberEvent> {
 
 /// Appends `n` events to each of `ids` concurrently, so that the writer commits several streams'
 /// events in one batch (one feed run).
-async fn append_round(store: &EventStore, ids: &[String], from_version: u64, n: u64) {
+async fn append_round(store: &SledStore, ids: &[String], from_version: u64, n: u64) {
     let answers: Vec<_> = ids
         .iter()
         .map(|id| {
@@ -45,9 +45,10 @@ async fn append_round(store: &EventStore, ids: &[String], from_version: u64, n: 
     }
 }
 
-fn positions(store: &EventStore, after: u64) -> Vec<u64> {
+async fn positions(store: &SledStore, after: u64) -> Vec<u64> {
     store
         .read_feed(after, usize::MAX)
+        .await
         .expect("feed")
         .iter()
         .map(|e| e.position)
@@ -57,9 +58,9 @@ fn positions(store: &EventStore, after: u64) -> Vec<u64> {
 /// Rewrites the log as format 1 wrote it: one feed entry per position (the value the event's
 /// key) and a stored head per stream, here deliberately stale (version 1, no event id) to show
 /// that today's code no longer trusts them.
-fn downgrade_to_format_1(store: &EventStore) {
-    let events = store.read_feed(0, usize::MAX).expect("feed");
-    let db = store.raw_db().expect("db");
+async fn downgrade_to_format_1(store: &SledStore) {
+    let events = store.read_feed(0, usize::MAX).await.expect("feed");
+    let db = trees(store).db.clone();
     let feed = db.open_tree("feed").expect("feed tree");
     feed.clear().expect("clear");
     for e in &events {
@@ -76,68 +77,86 @@ fn downgrade_to_format_1(store: &EventStore) {
     db.flush().expect("flush");
 }
 
+fn trees(store: &SledStore) -> std::sync::Arc<super::Trees> {
+    let open = store.open.read().expect("lock");
+    open.as_ref().expect("open").trees.clone()
+}
+
+fn settings() -> SledSettings {
+    SledSettings {
+        durability: Durability::Flush,
+        ..SledSettings::default()
+    }
+}
+
+async fn len(store: &SledStore) -> u64 {
+    store.chain_head().await.expect("head").position
+}
+
+async fn version(store: &SledStore, id: &str) -> u64 {
+    store.stream_head(id).await.expect("head").version
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_format_1_log_reads_verifies_and_takes_new_appends_as_runs() {
     let dir = tempfile::tempdir().expect("dir");
     let ids: Vec<String> = (0..8).map(|i| format!("phone-{i:032x}")).collect();
 
-    let store = EventStore::open(dir.path(), Durability::Flush, 256).expect("open");
+    let store = SledStore::open(dir.path(), &settings()).expect("open");
     append_round(&store, &ids, 0, 3).await;
-    assert_eq!(store.len(), 24);
-    let feed_entries = store.raw_db().expect("db").open_tree("feed").expect("feed").len();
+    assert_eq!(len(&store).await, 24);
+    let feed_entries = trees(&store).feed.len();
     assert!(
         feed_entries < 24,
         "a batch shares one feed entry ({feed_entries} entries for 24 events)"
     );
-    downgrade_to_format_1(&store);
-    assert_eq!(store.raw_db().expect("db").open_tree("feed").expect("feed").len(), 24);
-    store.close();
+    downgrade_to_format_1(&store).await;
+    assert_eq!(trees(&store).feed.len(), 24);
+    store.close().await.expect("close");
 
     // Read-only (offline audit), the old log reads as it is, heads come from the streams.
-    let read_only = EventStore::open_read_only(dir.path()).expect("read-only");
-    assert_eq!(positions(&read_only, 0), (1..=24).collect::<Vec<_>>());
-    assert_eq!(read_only.stream_version(&ids[0]).expect("version"), 3);
-    read_only.close();
+    let read_only = SledStore::open_read_only(dir.path()).expect("read-only");
+    assert_eq!(positions(&read_only, 0).await, (1..=24).collect::<Vec<_>>());
+    assert_eq!(version(&read_only, &ids[0]).await, 3);
+    read_only.close().await.expect("close");
 
     // Reopened by today's code: the old entries read as before, new ones are appended as runs.
-    let store = EventStore::open(dir.path(), Durability::Flush, 256).expect("reopen");
-    let heads: Vec<_> = store
-        .raw_db()
-        .expect("db")
-        .open_tree("heads")
-        .expect("heads")
-        .iter()
-        .keys()
-        .map(|k| k.expect("key").to_vec())
-        .collect();
+    let store = SledStore::open(dir.path(), &settings()).expect("reopen");
+    let heads: Vec<_> = trees(&store).heads.iter().keys().map(|k| k.expect("key").to_vec()).collect();
     assert_eq!(heads, vec![b"!chain".to_vec()], "the stored per-stream heads are dropped");
-    assert_eq!(positions(&store, 0), (1..=24).collect::<Vec<_>>());
-    assert_eq!(store.stream_version(&ids[0]).expect("version"), 3);
+    assert_eq!(positions(&store, 0).await, (1..=24).collect::<Vec<_>>());
+    assert_eq!(version(&store, &ids[0]).await, 3);
     append_round(&store, &ids, 3, 2).await;
-    assert_eq!(store.len(), 40);
+    assert_eq!(len(&store).await, 40);
     assert_eq!(
-        positions(&store, 0),
+        positions(&store, 0).await,
         (1..=40).collect::<Vec<_>>(),
         "one gap-free sequence over both forms"
     );
     for after in [0, 1, 23, 24, 25, 39] {
         assert_eq!(
-            positions(&store, after),
+            positions(&store, after).await,
             (after + 1..=40).collect::<Vec<_>>(),
             "reading after {after}"
         );
     }
-    let report = verify_store(&store).expect("verify");
+    let report = verify_store(&store).await.expect("verify");
     assert!(report.ok, "{report:?}");
     assert_eq!(report.events, 40);
     for id in &ids {
-        let versions: Vec<u64> = store.read_stream(id, 1).expect("stream").iter().map(|e| e.version).collect();
+        let versions: Vec<u64> = store
+            .read_stream(id, 1, usize::MAX)
+            .await
+            .expect("stream")
+            .iter()
+            .map(|e| e.version)
+            .collect();
         assert_eq!(versions, (1..=5).collect::<Vec<_>>());
     }
     assert_eq!(
-        store.raw_db().expect("db").get("format").expect("get").as_deref(),
+        trees(&store).db.get("format").expect("get").as_deref(),
         Some(&b"phone-ledger/2"[..]),
         "opened for writing, the log is marked with today's format"
     );
-    store.close();
+    store.close().await.expect("close");
 }

@@ -23,87 +23,15 @@ use std::thread::JoinHandle;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 use tokio::sync::oneshot;
-use uuid::Uuid;
 
-use crate::config::Durability;
-
-use super::envelope::{AppendMeta, EventEnvelope, PendingEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
-use super::{decode_u64, event_id_of, feed, last_version, stream_key, StoreError, Trees, CHAIN_KEY};
+use super::{decode_u64, event_id_of, feed, last_version, stream_key, Trees, CHAIN_KEY};
+use crate::store::{
+    decode_counter, AppendError, AppendRequest, ChainHead, Durability, EventEnvelope, IndexOp, PendingEvent, StoreError, StreamHead,
+    CURRENT_SCHEMA_VERSION,
+};
 
 /// How many appends may wait for the writer before callers are told to back off.
 const QUEUE_CAPACITY: usize = 16_384;
-
-/// Where a stream is: its version and the id of its last event.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct StreamHead {
-    pub version: u64,
-    pub last_event: Option<Uuid>,
-}
-
-/// A change to a derived index, committed atomically with the events that cause it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IndexOp {
-    Put(Vec<u8>, Vec<u8>),
-    Delete(Vec<u8>),
-    /// Adds to a counter (8-byte big-endian signed integer; absent = 0).
-    Add(Vec<u8>, i64),
-}
-
-/// The value of a counter entry.
-pub fn decode_counter(bytes: Option<&[u8]>) -> i64 {
-    bytes.and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, i64::from_be_bytes)
-}
-
-/// Events for one stream, to be appended if the stream is still at `expected_version`.
-#[derive(Debug, Clone)]
-pub struct AppendRequest {
-    pub stream_id: String,
-    /// 0 for a stream that must not exist yet.
-    pub expected_version: u64,
-    pub meta: AppendMeta,
-    pub events: Vec<PendingEvent>,
-    /// The id of the stream's last event as the caller knows it: with the version, this makes
-    /// the check exact even if another writer brought the stream to the same version.
-    pub expected_last_event: Option<Uuid>,
-    pub index_ops: Vec<IndexOp>,
-    /// Index keys that must not exist yet, with the value to put under them (unique constraints,
-    /// e.g. an E.164 number held by one resource only).
-    pub unique_claims: Vec<(Vec<u8>, Vec<u8>)>,
-    /// A snapshot of the stream's state after these events, stored in the same transaction.
-    pub snapshot: Option<Vec<u8>>,
-}
-
-impl AppendRequest {
-    /// An append of `events` that maintains no index, claims nothing and stores no snapshot (for
-    /// tools, tests and benchmarks that write a stream directly).
-    pub fn plain(stream_id: &str, expected_version: u64, meta: AppendMeta, events: Vec<PendingEvent>) -> Self {
-        AppendRequest {
-            stream_id: stream_id.to_string(),
-            expected_version,
-            meta,
-            events,
-            expected_last_event: None,
-            index_ops: vec![],
-            unique_claims: vec![],
-            snapshot: None,
-        }
-    }
-}
-
-/// Why an append did not happen.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AppendError {
-    #[error("stream {stream_id} is at version {actual}, not the expected {expected}")]
-    WrongExpectedVersion { stream_id: String, expected: u64, actual: u64 },
-    #[error("index key {0} is already taken")]
-    UniqueViolation(String),
-    #[error("the append queue is full")]
-    Busy,
-    #[error("the event store is closed")]
-    Closed,
-    #[error("storage: {0}")]
-    Storage(String),
-}
 
 type Reply = oneshot::Sender<Result<Vec<EventEnvelope>, AppendError>>;
 
@@ -119,18 +47,21 @@ pub(crate) struct WriterHandle {
     head: tokio::sync::watch::Receiver<u64>,
 }
 
-pub(crate) fn read_chain_head(heads: &sled::Tree) -> Result<(u64, [u8; 32]), StoreError> {
+pub(crate) fn read_chain_head(heads: &sled::Tree) -> Result<ChainHead, StoreError> {
     match heads.get(CHAIN_KEY)? {
         Some(v) if v.len() == 40 => {
             let mut hash = [0u8; 32];
             hash.copy_from_slice(&v[8..40]);
-            Ok((decode_u64(&v[..8], "!chain")?, hash))
+            Ok(ChainHead {
+                position: decode_u64(&v[..8], "!chain")?,
+                hash,
+            })
         }
         Some(_) => Err(StoreError::Corrupt {
             key: "!chain".into(),
             message: "expected 40 bytes".into(),
         }),
-        None => Ok((0, GENESIS_HASH)),
+        None => Ok(ChainHead::default()),
     }
 }
 
@@ -138,7 +69,8 @@ impl WriterHandle {
     pub(crate) fn start(trees: Arc<Trees>, durability: Durability, data_file: PathBuf, max_batch: usize) -> Result<Self, StoreError> {
         let head = read_chain_head(&trees.heads)?;
         let (tx, rx) = sync_channel(QUEUE_CAPACITY);
-        let (head_tx, head_rx) = tokio::sync::watch::channel(head.0);
+        let (head_tx, head_rx) = tokio::sync::watch::channel(head.position);
+        let data_file_for_errors = data_file.clone();
         let thread = std::thread::Builder::new()
             .name("event-writer".into())
             .spawn(move || {
@@ -147,15 +79,15 @@ impl WriterHandle {
                     durability,
                     data_file,
                     max_batch,
-                    position: head.0,
-                    hash: head.1,
+                    position: head.position,
+                    hash: head.hash,
                     head: head_tx,
                 }
                 .run(rx)
             })
             .map_err(|e| StoreError::Open {
-                path: PathBuf::from("event-writer"),
-                message: e.to_string(),
+                path: data_file_for_errors,
+                source: std::sync::Arc::new(e),
             })?;
         Ok(WriterHandle {
             tx,
@@ -246,15 +178,16 @@ impl Writer {
                         // The transaction is applied in memory but its durability is unknown:
                         // nobody may be told it succeeded. Re-read the head so numbering stays right.
                         tracing::error!(error = %e, "flush failed");
-                        if let Ok((p, h)) = read_chain_head(&self.trees.heads) {
-                            self.position = p;
-                            self.hash = h;
+                        if let Ok(head) = read_chain_head(&self.trees.heads) {
+                            self.position = head.position;
+                            self.hash = head.hash;
                         }
-                        batch.iter().map(|_| Err(AppendError::Storage(e.to_string()))).collect()
+                        let e = StoreError::backend(e);
+                        batch.iter().map(|_| Err(AppendError::Storage(e.clone()))).collect()
                     }
                 },
                 Err(e) => {
-                    tracing::error!(error = %e, "commit failed");
+                    tracing::error!(error = %crate::error_chain(&e), "commit failed");
                     batch.iter().map(|_| Err(AppendError::Storage(e.clone()))).collect()
                 }
             };
@@ -281,7 +214,7 @@ impl Writer {
         Ok(())
     }
 
-    fn commit(&self, batch: &[(Box<AppendRequest>, Reply)]) -> Result<(Outcomes, u64, [u8; 32]), String> {
+    fn commit(&self, batch: &[(Box<AppendRequest>, Reply)]) -> Result<(Outcomes, u64, [u8; 32]), StoreError> {
         let t = &self.trees;
         let result = (&t.streams, &t.feed, &t.heads, &t.index, &t.snapshots).transaction(|(streams, feed, heads, index, snapshots)| {
             let mut position = self.position;
@@ -359,7 +292,8 @@ impl Writer {
                     claimed.insert(k.as_slice());
                 }
                 if let Some(snapshot) = &req.snapshot {
-                    snapshots.insert(req.stream_id.as_bytes(), snapshot.as_slice())?;
+                    let bytes = serde_json::to_vec(snapshot).map_err(abort)?;
+                    snapshots.insert(req.stream_id.as_bytes(), bytes)?;
                 }
                 outcomes.push(Ok(envelopes));
             }
@@ -373,15 +307,29 @@ impl Writer {
             heads.insert(CHAIN_KEY, chain)?;
             Ok((outcomes, position, hash))
         });
-        let (mut outcomes, position, hash) = result.map_err(|e: TransactionError<String>| match e {
-            TransactionError::Abort(m) => m,
-            TransactionError::Storage(e) => e.to_string(),
+        let (mut outcomes, position, hash) = result.map_err(|e: TransactionError<StoreError>| match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => StoreError::backend(e),
         })?;
         // The batch is committed: a failed read here only leaves a refusal's message vaguer.
+        // A refusal decided by the point reads (`actual` still 0) saw the stream as it was before
+        // this batch, since no earlier append of the batch wrote to it: where it was then is
+        // where it is now less what this batch wrote to it.
+        let mut written: HashMap<&str, u64> = HashMap::new();
+        for ((req, _), outcome) in batch.iter().zip(&outcomes) {
+            if let Ok(envelopes) = outcome {
+                *written.entry(req.stream_id.as_str()).or_default() += envelopes.len() as u64;
+            }
+        }
         for outcome in &mut outcomes {
-            if let Err(AppendError::WrongExpectedVersion { stream_id, actual, .. }) = outcome {
+            if let Err(AppendError::WrongExpectedVersion {
+                stream_id,
+                actual: actual @ 0,
+                ..
+            }) = outcome
+            {
                 match last_version(&t.streams, stream_id) {
-                    Ok(version) => *actual = version,
+                    Ok(version) => *actual = version - written.get(stream_id.as_str()).copied().unwrap_or(0),
                     Err(e) => tracing::warn!(stream = %stream_id, error = %e, "cannot read the version of a stream"),
                 }
             }
@@ -390,8 +338,8 @@ impl Writer {
     }
 }
 
-fn abort(e: impl std::fmt::Display) -> ConflictableTransactionError<String> {
-    ConflictableTransactionError::Abort(e.to_string())
+fn abort(e: impl std::error::Error + Send + Sync + 'static) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(StoreError::backend(e))
 }
 
 /// The head of `stream` if it is at version `expected` (with the id of its last event), `None`
@@ -400,7 +348,7 @@ fn head_if_at(
     streams: &TransactionalTree,
     stream: &str,
     expected: u64,
-) -> Result<Option<StreamHead>, ConflictableTransactionError<String>> {
+) -> Result<Option<StreamHead>, ConflictableTransactionError<StoreError>> {
     // This read also fills the transaction's cache for the insert of that very key.
     if streams.get(stream_key(stream, expected.saturating_add(1)))?.is_some() {
         return Ok(None);
@@ -418,7 +366,7 @@ fn first_taken<'a>(
     index: &TransactionalTree,
     claimed: &HashSet<&[u8]>,
     claims: &'a [(Vec<u8>, Vec<u8>)],
-) -> Result<Option<&'a [u8]>, ConflictableTransactionError<String>> {
+) -> Result<Option<&'a [u8]>, ConflictableTransactionError<StoreError>> {
     for (k, _) in claims {
         if claimed.contains(k.as_slice()) || index.get(k.as_slice())?.is_some() {
             return Ok(Some(k.as_slice()));

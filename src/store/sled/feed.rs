@@ -13,7 +13,8 @@
 
 use std::collections::VecDeque;
 
-use super::{decode_u64, StoreError};
+use super::decode_u64;
+use crate::store::StoreError;
 
 /// First byte of a run value.
 const RUN_TAG: u8 = 0x01;
@@ -94,7 +95,7 @@ impl Iterator for FeedIter {
             }
             let (key, value) = match self.entries.next()? {
                 Ok(entry) => entry,
-                Err(e) => return Some(Err(e.into())),
+                Err(e) => return Some(Err(StoreError::backend(e))),
             };
             let decoded = decode_u64(&key, "feed").and_then(|first| Ok((first, decode_entry(first, &value)?)));
             let (first, keys) = match decoded {

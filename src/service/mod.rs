@@ -1,0 +1,183 @@
+//! `LifecycleService`: the application service of the phone-number lifecycle. Each API operation
+//! becomes one or more commands sent to aggregate actors, in an order that keeps the
+//! cross-aggregate rules true at every moment:
+//!
+//! - joining a pool: number → `ASSOCIATING` (blocks release), pool adds it, number completes
+//!   (or aborts if the pool refused);
+//! - leaving a pool: number → `DISASSOCIATING`, pool removes it (refusing the last one), number
+//!   completes (or aborts);
+//! - creating a pool: number → `ASSOCIATING`, pool created holding it, number completes;
+//! - deleting a pool: pool deleted (honouring deletion protection), then each member detached.
+//!
+//! Creations run concurrently: quotas hold through per-account reservations ([`quota`]), client
+//! tokens and E.164 uniqueness through the store's unique claims ([`tokens`]). Reads for Describe
+//! come from the derived index, never from actor memory ([`reads`]); [`recovery`] finishes what a
+//! crash interrupted.
+//!
+//! Every command that the log refuses because another writer moved the stream first is sent
+//! again (a few times): it wrote nothing, and its actor has re-read the stream by then.
+
+mod error;
+mod numbers;
+mod pools;
+mod quota;
+mod reads;
+mod recovery;
+mod tokens;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+pub use error::ServiceError;
+pub use numbers::NewNumber;
+pub use pools::NewPool;
+pub use reads::Page;
+
+use self::error::not_found;
+use crate::actors::{ActorSettings, AggregateActor, Execute, ExecuteError, GetState, Registry};
+use crate::config::Quotas;
+use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberState};
+use crate::domain::pool::{Pool, PoolAction, PoolState};
+use crate::domain::{CommandMeta, ResourceKind, Scope};
+use crate::numbering::NumberPicker;
+use crate::projection::Projected;
+use crate::store::Store;
+
+/// How often a command the log refused as stale (it wrote nothing) is sent again.
+const STALE_RETRIES: usize = 3;
+
+/// The application service shared by all HTTP workers.
+pub struct LifecycleService {
+    store: Store,
+    numbers: Registry<PhoneNumberState>,
+    pools: Registry<PoolState>,
+    picker: NumberPicker,
+    quotas: Quotas,
+    /// Serializes requests that carry the same client token within this process (striped), so
+    /// a retry normally finds its first attempt's result instead of racing it; the store's unique
+    /// claim on the token is what guarantees one resource per token.
+    token_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Creations in flight per scope and kind (see [`quota`]). A std mutex: held for a few
+    /// instructions, never across an await.
+    pending: Mutex<HashMap<(Scope, ResourceKind), u64>>,
+    /// Signalled whenever a reservation is released.
+    settled: tokio::sync::Notify,
+    /// How many reservations were ever released (see [`quota`]).
+    released: std::sync::atomic::AtomicU64,
+}
+
+impl LifecycleService {
+    pub fn new(store: Store, picker: NumberPicker, quotas: Quotas, actors: ActorSettings, max_live_actors: usize) -> Self {
+        LifecycleService {
+            numbers: Registry::new(store.clone(), actors, max_live_actors),
+            pools: Registry::new(store.clone(), actors, max_live_actors),
+            store,
+            picker,
+            quotas,
+            token_locks: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
+            pending: Mutex::new(HashMap::new()),
+            settled: tokio::sync::Notify::new(),
+            released: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// How many actors are live (phone numbers, pools).
+    pub fn live_actors(&self) -> (usize, usize) {
+        (self.numbers.len(), self.pools.len())
+    }
+
+    fn resolve(kind: ResourceKind, scope: &Scope, id_or_arn: &str) -> Result<String, ServiceError> {
+        kind.resolve(scope, id_or_arn).ok_or_else(|| not_found(kind, id_or_arn))
+    }
+
+    /// Sends a message to the actor of `id`. An actor that was passivating when the message
+    /// arrived refuses it unprocessed (`Closed`); the message then goes to a fresh actor.
+    /// `create`: start the actor even if the stream does not exist yet.
+    async fn ask<A, M>(registry: &Registry<A>, id: &str, create: bool, message: impl Fn() -> M) -> Result<M::Result, ServiceError>
+    where
+        A: Projected,
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        AggregateActor<A>: actix::Handler<M>,
+        <AggregateActor<A> as actix::Actor>::Context: actix::dev::ToEnvelope<AggregateActor<A>, M>,
+    {
+        for _ in 0..8 {
+            let addr = match create {
+                true => registry.activate(id),
+                false => registry.existing(id).await?.ok_or_else(|| not_found(A::KIND, id))?,
+            };
+            match addr.send(message()).await {
+                Ok(result) => return Ok(result),
+                Err(actix::MailboxError::Closed) => registry.forget(id, &addr),
+                Err(source) => {
+                    return Err(ServiceError::Mailbox {
+                        stream: id.to_string(),
+                        source,
+                    })
+                }
+            }
+        }
+        Err(ServiceError::Invariant(format!("the actor of {id} keeps stopping")))
+    }
+
+    /// Runs a command on the aggregate `id`, sending it again if the log refused it as stale.
+    async fn execute<A: Projected>(
+        registry: &Registry<A>,
+        id: &str,
+        create: bool,
+        meta: &CommandMeta,
+        action: A::Action,
+    ) -> Result<A, ServiceError> {
+        let mut tries = 0;
+        loop {
+            let outcome = Self::ask(registry, id, create, || Execute::<A> {
+                meta: meta.clone(),
+                action: action.clone(),
+            })
+            .await?;
+            match outcome {
+                Err(e) if e.is_retryable() && tries < STALE_RETRIES => {
+                    tries += 1;
+                    tracing::debug!(stream = id, error = %e, "stale command sent again");
+                }
+                other => return other.map_err(|e: ExecuteError| ServiceError::execute(id, e)),
+            }
+        }
+    }
+
+    async fn number(&self, meta: &CommandMeta, id: &str, action: PhoneNumberAction) -> Result<PhoneNumber, ServiceError> {
+        let state = Self::execute(&self.numbers, id, false, meta, action).await?;
+        state.0.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))
+    }
+
+    async fn pool(&self, meta: &CommandMeta, id: &str, action: PoolAction) -> Result<Pool, ServiceError> {
+        let state = Self::execute(&self.pools, id, false, meta, action).await?;
+        state.0.ok_or_else(|| not_found(ResourceKind::Pool, id))
+    }
+
+    async fn pool_state(&self, id: &str) -> Result<PoolState, ServiceError> {
+        Self::ask(&self.pools, id, false, GetState::<PoolState>::default)
+            .await?
+            .map_err(|e| ServiceError::execute(id, e))
+    }
+
+    /// A live pool of the caller, read from its actor.
+    async fn live_pool(&self, scope: &Scope, id: &str) -> Result<Pool, ServiceError> {
+        let state = self.pool_state(id).await?;
+        match state.0 {
+            Some(p) if !p.deleted && p.account == scope.account && p.region == scope.region => Ok(p),
+            _ => Err(not_found(ResourceKind::Pool, id)),
+        }
+    }
+
+    async fn current_number(&self, id: &str) -> Result<PhoneNumber, ServiceError> {
+        let state = Self::ask(&self.numbers, id, false, GetState::<PhoneNumberState>::default)
+            .await?
+            .map_err(|e| ServiceError::execute(id, e))?;
+        state.0.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))
+    }
+}

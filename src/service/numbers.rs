@@ -1,0 +1,165 @@
+//! `RequestPhoneNumber`, `UpdatePhoneNumber`, `ReleasePhoneNumber`.
+
+use super::tokens::lost_token_race;
+use super::{LifecycleService, ServiceError};
+use crate::actors::ExecuteError;
+use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges};
+use crate::domain::types::{MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
+use crate::domain::{CommandMeta, Rejection, ResourceKind};
+use crate::numbering::NumberPreference;
+use crate::store::AppendError;
+
+/// What `RequestPhoneNumber` asks for (already validated against the model).
+#[derive(Debug, Clone)]
+pub struct NewNumber {
+    pub iso_country_code: String,
+    pub message_type: MessageType,
+    pub number_capabilities: Vec<NumberCapability>,
+    pub number_type: NumberType,
+    pub opt_out_list_name: Option<String>,
+    pub pool_id: Option<String>,
+    pub registration_id: Option<String>,
+    pub deletion_protection_enabled: bool,
+    pub international_sending_enabled: bool,
+    pub tags: Vec<Tag>,
+    pub client_token: Option<String>,
+    pub preference: Option<NumberPreference>,
+}
+
+impl LifecycleService {
+    /// `RequestPhoneNumber`.
+    pub async fn request_phone_number(&self, meta: &CommandMeta, spec: NewNumber) -> Result<PhoneNumber, ServiceError> {
+        let scope = &meta.scope;
+        let (_same_token, earlier) = self.client_token(scope, "RequestPhoneNumber", spec.client_token.as_deref()).await?;
+        if let Some(id) = earlier {
+            return self.current_number(&id).await;
+        }
+        let _reserved = self
+            .reserve(scope, ResourceKind::PhoneNumber, self.quotas.phone_numbers_per_account)
+            .await?;
+        let pool = match &spec.pool_id {
+            Some(p) => {
+                let pool_id = Self::resolve(ResourceKind::Pool, scope, p)?;
+                let pool = self.live_pool(scope, &pool_id).await?;
+                if pool.message_type != spec.message_type {
+                    return Err(ServiceError::Rejected(Rejection::conflict(
+                        crate::domain::types::ConflictReason::MessageTypeMismatch,
+                        ResourceKind::Pool,
+                        &pool_id,
+                        &format!("has message type {}, not {}", pool.message_type, spec.message_type),
+                    )));
+                }
+                Some(pool)
+            }
+            None => None,
+        };
+        let supply = self.picker.supply(&spec.iso_country_code, spec.number_type).ok_or_else(|| {
+            ServiceError::Rejected(Rejection::validation(
+                ValidationReason::InvalidParameter,
+                "NumberType",
+                format!("{} numbers are not available in {}", spec.number_type, spec.iso_country_code),
+            ))
+        })?;
+        let price = supply.price.clone();
+        let opt_out_list_name = spec
+            .opt_out_list_name
+            .as_deref()
+            .map(opt_out_list_name)
+            .unwrap_or("Default")
+            .to_string();
+        // A candidate can collide with a number some account already holds (the store's
+        // unique claim says so); try a few fresh candidates before giving up.
+        for _ in 0..8 {
+            let candidate = {
+                let mut rng = rand::thread_rng();
+                self.picker
+                    .candidate(&spec.iso_country_code, spec.number_type, spec.preference.as_ref(), &mut rng)
+            };
+            let Some(e164) = candidate else { break };
+            let id = ResourceKind::PhoneNumber.new_id();
+            let number = PhoneNumber {
+                phone_number_arn: scope.arn(ResourceKind::PhoneNumber, &id),
+                phone_number_id: id.clone(),
+                account: scope.account.clone(),
+                region: scope.region.clone(),
+                phone_number: e164,
+                iso_country_code: spec.iso_country_code.clone(),
+                message_type: spec.message_type,
+                number_capabilities: spec.number_capabilities.clone(),
+                number_type: spec.number_type,
+                monthly_leasing_price: price.clone(),
+                opt_out_list_name: opt_out_list_name.clone(),
+                registration_id: spec.registration_id.clone(),
+                self_managed_opt_outs_enabled: false,
+                two_way_enabled: false,
+                two_way_channel_arn: None,
+                two_way_channel_role: None,
+                deletion_protection_enabled: spec.deletion_protection_enabled,
+                international_sending_enabled: spec.international_sending_enabled,
+                status: NumberStatus::Active,
+                pool_id: None,
+                pending_pool_id: None,
+                tags: spec.tags.clone(),
+                created_timestamp_ms: meta.at_ms,
+                client_token: spec.client_token.clone(),
+            };
+            match Self::execute(&self.numbers, &id, true, meta, PhoneNumberAction::Request(Box::new(number))).await {
+                Ok(state) => {
+                    let number = state
+                        .0
+                        .ok_or_else(|| ServiceError::Invariant(format!("requested number {id} has no state")))?;
+                    return match pool {
+                        Some(pool) => Ok(self.join_pool(meta, &number.phone_number_id, &pool, None).await?.0),
+                        None => Ok(number),
+                    };
+                }
+                Err(e) if lost_token_race(&e) => {
+                    let token = spec.client_token.as_deref().unwrap_or_default();
+                    let earlier = self.token_owner(scope, "RequestPhoneNumber", token).await?;
+                    let earlier =
+                        earlier.ok_or_else(|| ServiceError::Invariant(format!("client token {token} is claimed by no number")))?;
+                    return self.current_number(&earlier).await;
+                }
+                // The E.164 number is held by another resource: try another candidate.
+                Err(ServiceError::Execute {
+                    source: ExecuteError::Append(AppendError::UniqueViolation(_)),
+                    ..
+                }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ServiceError::Rejected(Rejection::validation(
+            ValidationReason::InvalidParameter,
+            "NumberPreference",
+            format!(
+                "no available {} {} number matches the request",
+                spec.iso_country_code, spec.number_type
+            ),
+        )))
+    }
+
+    /// `UpdatePhoneNumber`.
+    pub async fn update_phone_number(
+        &self,
+        meta: &CommandMeta,
+        id_or_arn: &str,
+        changes: PhoneNumberChanges,
+    ) -> Result<PhoneNumber, ServiceError> {
+        let id = Self::resolve(ResourceKind::PhoneNumber, &meta.scope, id_or_arn)?;
+        self.number(meta, &id, PhoneNumberAction::Update(changes)).await
+    }
+
+    /// `ReleasePhoneNumber`.
+    pub async fn release_phone_number(&self, meta: &CommandMeta, id_or_arn: &str) -> Result<PhoneNumber, ServiceError> {
+        let id = Self::resolve(ResourceKind::PhoneNumber, &meta.scope, id_or_arn)?;
+        self.number(meta, &id, PhoneNumberAction::Release).await
+    }
+}
+
+/// `OptOutListNameOrArn` → the list's name.
+fn opt_out_list_name(name_or_arn: &str) -> &str {
+    match name_or_arn.strip_prefix("arn:") {
+        Some(_) => name_or_arn.rsplit('/').next().unwrap_or(name_or_arn),
+        None => name_or_arn,
+    }
+}

@@ -1,0 +1,236 @@
+//! Pool workflows: `AssociateOriginationIdentity`, `DisassociateOriginationIdentity`,
+//! `CreatePool`, `DeletePool`, each as ordered steps on the number's and the pool's streams with
+//! a compensating step when the second one is refused (see the module doc of `service`).
+
+use super::error::not_found;
+use super::tokens::lost_token_race;
+use super::{LifecycleService, ServiceError};
+use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction};
+use crate::domain::pool::{Pool, PoolAction, PoolMember};
+use crate::domain::types::{MessageType, PoolStatus, Tag, ValidationReason};
+use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
+
+/// What `CreatePool` asks for.
+#[derive(Debug, Clone)]
+pub struct NewPool {
+    pub origination_identity: String,
+    pub iso_country_code: Option<String>,
+    pub message_type: MessageType,
+    pub deletion_protection_enabled: bool,
+    pub tags: Vec<Tag>,
+    pub client_token: Option<String>,
+}
+
+impl LifecycleService {
+    /// Number joins an existing pool: the three steps of the module doc.
+    pub(super) async fn join_pool(
+        &self,
+        meta: &CommandMeta,
+        number_id: &str,
+        pool: &Pool,
+        iso: Option<String>,
+    ) -> Result<(PhoneNumber, Pool), ServiceError> {
+        let pool_id = pool.pool_id.clone();
+        let number = self
+            .number(
+                meta,
+                number_id,
+                PhoneNumberAction::BeginAssociation {
+                    pool_id: pool_id.clone(),
+                    pool_message_type: pool.message_type,
+                    iso_country_code: iso,
+                },
+            )
+            .await?;
+        match self.pool(meta, &pool_id, PoolAction::AddMember(member_of(&number))).await {
+            Ok(pool) => {
+                let number = self
+                    .number(meta, number_id, PhoneNumberAction::CompleteAssociation { pool_id })
+                    .await?;
+                Ok((number, pool))
+            }
+            Err(e) => {
+                let reason = abort_reason(&e);
+                self.number(meta, number_id, PhoneNumberAction::AbortAssociation { pool_id, reason })
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// `AssociateOriginationIdentity`.
+    pub async fn associate(
+        &self,
+        meta: &CommandMeta,
+        pool: &str,
+        identity: &str,
+        iso: Option<String>,
+        client_token: Option<&str>,
+    ) -> Result<(PhoneNumber, Pool), ServiceError> {
+        let scope = &meta.scope;
+        let pool_id = Self::resolve(ResourceKind::Pool, scope, pool)?;
+        let number_id = Self::resolve(ResourceKind::PhoneNumber, scope, identity)?;
+        let pool = self.live_pool(scope, &pool_id).await?;
+        if client_token.is_some() {
+            // A retried request whose first attempt succeeded gets the same answer.
+            if let Ok(n) = self.current_number(&number_id).await {
+                if n.pool_id.as_deref() == Some(pool_id.as_str()) && n.account == scope.account && pool.members.contains_key(&number_id) {
+                    return Ok((n, pool));
+                }
+            }
+        }
+        self.join_pool(meta, &number_id, &pool, iso).await
+    }
+
+    /// `DisassociateOriginationIdentity`.
+    pub async fn disassociate(
+        &self,
+        meta: &CommandMeta,
+        pool: &str,
+        identity: &str,
+        iso: Option<String>,
+    ) -> Result<(PhoneNumber, Pool), ServiceError> {
+        let scope = &meta.scope;
+        let pool_id = Self::resolve(ResourceKind::Pool, scope, pool)?;
+        let number_id = Self::resolve(ResourceKind::PhoneNumber, scope, identity)?;
+        self.live_pool(scope, &pool_id).await?;
+        self.number(
+            meta,
+            &number_id,
+            PhoneNumberAction::BeginDisassociation {
+                pool_id: pool_id.clone(),
+                iso_country_code: iso,
+            },
+        )
+        .await?;
+        match self
+            .pool(
+                meta,
+                &pool_id,
+                PoolAction::RemoveMember {
+                    origination_identity: number_id.clone(),
+                },
+            )
+            .await
+        {
+            Ok(pool) => {
+                let number = self
+                    .number(meta, &number_id, PhoneNumberAction::CompleteDisassociation { pool_id })
+                    .await?;
+                Ok((number, pool))
+            }
+            Err(e) => {
+                let reason = abort_reason(&e);
+                self.number(meta, &number_id, PhoneNumberAction::AbortDisassociation { pool_id, reason })
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// `CreatePool`: the new pool inherits its settings from its first origination identity.
+    pub async fn create_pool(&self, meta: &CommandMeta, spec: NewPool) -> Result<Pool, ServiceError> {
+        let scope = &meta.scope;
+        let (_same_token, earlier) = self.client_token(scope, "CreatePool", spec.client_token.as_deref()).await?;
+        if let Some(id) = earlier {
+            let state = self.pool_state(&id).await?;
+            return state.0.ok_or_else(|| not_found(ResourceKind::Pool, &id));
+        }
+        let number_id = Self::resolve(ResourceKind::PhoneNumber, scope, &spec.origination_identity)?;
+        let _reserved = self.reserve(scope, ResourceKind::Pool, self.quotas.pools_per_account).await?;
+        let pool_id = ResourceKind::Pool.new_id();
+        let number = self
+            .number(
+                meta,
+                &number_id,
+                PhoneNumberAction::BeginAssociation {
+                    pool_id: pool_id.clone(),
+                    pool_message_type: spec.message_type,
+                    iso_country_code: spec.iso_country_code.clone(),
+                },
+            )
+            .await?;
+        let pool = Pool {
+            pool_arn: scope.arn(ResourceKind::Pool, &pool_id),
+            pool_id: pool_id.clone(),
+            account: scope.account.clone(),
+            region: scope.region.clone(),
+            message_type: spec.message_type,
+            opt_out_list_name: number.opt_out_list_name.clone(),
+            self_managed_opt_outs_enabled: number.self_managed_opt_outs_enabled,
+            shared_routes_enabled: false,
+            two_way_enabled: number.two_way_enabled,
+            two_way_channel_arn: number.two_way_channel_arn.clone(),
+            two_way_channel_role: number.two_way_channel_role.clone(),
+            deletion_protection_enabled: spec.deletion_protection_enabled,
+            status: PoolStatus::Active,
+            deleted: false,
+            members: [(number_id.clone(), member_of(&number))].into_iter().collect(),
+            tags: spec.tags,
+            created_timestamp_ms: meta.at_ms,
+            client_token: spec.client_token.clone(),
+        };
+        let created = Self::execute(&self.pools, &pool_id, true, meta, PoolAction::Create(Box::new(pool))).await;
+        match created.and_then(|s| {
+            s.0.ok_or_else(|| ServiceError::Invariant(format!("created pool {pool_id} has no state")))
+        }) {
+            Ok(pool) => {
+                self.number(meta, &number_id, PhoneNumberAction::CompleteAssociation { pool_id })
+                    .await?;
+                Ok(pool)
+            }
+            Err(e) => {
+                let reason = abort_reason(&e);
+                self.number(meta, &number_id, PhoneNumberAction::AbortAssociation { pool_id, reason })
+                    .await?;
+                if !lost_token_race(&e) {
+                    return Err(e);
+                }
+                // Another request created the pool with this token first: its answer is ours.
+                let token = spec.client_token.as_deref().unwrap_or_default();
+                let earlier = self.token_owner(scope, "CreatePool", token).await?;
+                let earlier = earlier.ok_or_else(|| ServiceError::Invariant(format!("client token {token} is claimed by no pool")))?;
+                let state = self.pool_state(&earlier).await?;
+                state.0.ok_or_else(|| not_found(ResourceKind::Pool, &earlier))
+            }
+        }
+    }
+
+    /// `DeletePool`: deletes, then lets every member go.
+    pub async fn delete_pool(&self, meta: &CommandMeta, pool: &str) -> Result<Pool, ServiceError> {
+        let pool_id = Self::resolve(ResourceKind::Pool, &meta.scope, pool)?;
+        let before = self.live_pool(&meta.scope, &pool_id).await?;
+        let deleted = self.pool(meta, &pool_id, PoolAction::Delete).await?;
+        for member in before.members.keys() {
+            self.number(meta, member, PhoneNumberAction::DetachFromDeletedPool { pool_id: pool_id.clone() })
+                .await?;
+        }
+        Ok(deleted)
+    }
+
+    /// A live pool of the caller (for `ListPoolOriginationIdentities`).
+    pub async fn pool_of(&self, scope: &Scope, pool: &str) -> Result<Pool, ServiceError> {
+        let pool_id = Self::resolve(ResourceKind::Pool, scope, pool)?;
+        self.live_pool(scope, &pool_id).await
+    }
+}
+
+/// Why a pool step was undone, as the number's abort event records it.
+fn abort_reason(e: &ServiceError) -> Rejection {
+    match e {
+        ServiceError::Rejected(r) => r.clone(),
+        other => Rejection::validation(ValidationReason::InvalidRequest, "PoolId", other.to_string()),
+    }
+}
+
+/// The pool's record of a number.
+fn member_of(n: &PhoneNumber) -> PoolMember {
+    PoolMember {
+        origination_identity: n.phone_number_id.clone(),
+        origination_identity_arn: n.phone_number_arn.clone(),
+        iso_country_code: n.iso_country_code.clone(),
+        number_capabilities: n.number_capabilities.clone(),
+        phone_number: n.phone_number.clone(),
+        message_type: n.message_type,
+    }
+}
