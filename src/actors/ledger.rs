@@ -370,7 +370,8 @@ impl Ledger {
                 created_timestamp_ms: meta.at_ms,
                 client_token: spec.client_token.clone(),
             };
-            match Self::execute(&self.numbers, &id, true, meta, PhoneNumberAction::Request(Box::new(number))).await? {
+            let request = PhoneNumberAction::request(number, pool.as_ref().map(crate::domain::phone_number::PoolToJoin::of));
+            match Self::execute(&self.numbers, &id, true, meta, request).await? {
                 Ok(state) => {
                     let number = state
                         .0
@@ -430,6 +431,7 @@ impl Ledger {
                     pool_id: pool_id.clone(),
                     pool_message_type: pool.message_type,
                     iso_country_code: iso,
+                    client_token: None,
                 },
             )
             .await?;
@@ -538,6 +540,7 @@ impl Ledger {
                     pool_id: pool_id.clone(),
                     pool_message_type: spec.message_type,
                     iso_country_code: spec.iso_country_code.clone(),
+                    client_token: None,
                 },
             )
             .await?;
