@@ -10,6 +10,7 @@
 pub mod ids;
 pub mod phone_number;
 pub mod pool;
+pub mod pool_change;
 pub mod rejection;
 pub mod types;
 

@@ -1,5 +1,6 @@
 //! The phone-number aggregate: its state, commands, events and the decider that holds the
-//! ReleasePhoneNumber rules (and those of update and pool membership).
+//! ReleasePhoneNumber rules (and those of creation, update and pool membership), one
+//! `decide_*` method per command.
 //!
 //! Pool membership changes in two steps so that a release racing an association can never leave
 //! a released number in a pool: the number first enters `ASSOCIATING` (or `DISASSOCIATING`) in
@@ -10,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ids::ResourceKind;
+use super::pool::Pool;
 use super::types::{ConflictReason, MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
 use super::{ActionName, Aggregate, Command, Rejection};
 
@@ -88,6 +90,35 @@ impl PhoneNumber {
     pub fn is_changing_pools(&self) -> bool {
         matches!(self.status, NumberStatus::Associating | NumberStatus::Disassociating)
     }
+
+    /// Whether the number is settled in exactly `pool_id`: `ACTIVE` there, not joining or leaving
+    /// it. A `BeginAssociation` with a client token finds the number so when it retries a request
+    /// whose first attempt succeeded; the decider then answers with no events, and the shell
+    /// tells this no-op from a started join by this test on the number it gets back.
+    pub fn is_in_pool(&self, pool_id: &str) -> bool {
+        self.status == NumberStatus::Active && self.pool_id.as_deref() == Some(pool_id)
+    }
+}
+
+/// The pool a number is requested into (`RequestPhoneNumber` with a `PoolId`): what the rules of
+/// the number's creation need to know about it, read from the pool by the shell. The number does
+/// not join the pool by its creation; the usual association steps follow it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PoolToJoin {
+    pub pool_id: String,
+    /// The pool's message type (it cannot change once the pool exists).
+    pub message_type: MessageType,
+}
+
+impl PoolToJoin {
+    /// What the creation rules need of `pool`.
+    pub fn of(pool: &Pool) -> Self {
+        PoolToJoin {
+            pool_id: pool.pool_id.clone(),
+            message_type: pool.message_type,
+        }
+    }
 }
 
 /// The members `UpdatePhoneNumber` may change; `None` leaves a member as it is.
@@ -120,7 +151,16 @@ pub struct PhoneNumberState(pub Option<PhoneNumber>);
 #[serde(tag = "Type", content = "Input", rename_all_fields = "PascalCase")]
 pub enum PhoneNumberAction {
     /// Start the stream with a number chosen by the shell (id, E.164 number, price).
-    Request(Box<PhoneNumber>),
+    ///
+    /// Recorded as the number's members with `IntoPool` beside them (absent when the request
+    /// names no pool, so commands recorded before `IntoPool` existed read back unchanged).
+    Request {
+        #[serde(flatten)]
+        number: Box<PhoneNumber>,
+        /// The pool named by `RequestPhoneNumber`'s `PoolId`, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        into_pool: Option<PoolToJoin>,
+    },
     Update(PhoneNumberChanges),
     Release,
     /// First step of joining a pool; `pool_message_type` is the pool's, checked here.
@@ -128,6 +168,11 @@ pub enum PhoneNumberAction {
         pool_id: String,
         pool_message_type: MessageType,
         iso_country_code: Option<String>,
+        /// `AssociateOriginationIdentity`'s `ClientToken`, if the caller gave one: a retry of a
+        /// request that already succeeded is then answered without events instead of refused.
+        /// Absent in commands recorded before it existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_token: Option<String>,
     },
     CompleteAssociation {
         pool_id: String,
@@ -153,10 +198,20 @@ pub enum PhoneNumberAction {
     },
 }
 
+impl PhoneNumberAction {
+    /// The creation command of `number`, requested into `into_pool` if the request names one.
+    pub fn request(number: PhoneNumber, into_pool: Option<PoolToJoin>) -> Self {
+        PhoneNumberAction::Request {
+            number: Box::new(number),
+            into_pool,
+        }
+    }
+}
+
 impl ActionName for PhoneNumberAction {
     fn name(&self) -> &'static str {
         match self {
-            PhoneNumberAction::Request(_) => "Request",
+            PhoneNumberAction::Request { .. } => "Request",
             PhoneNumberAction::Update(_) => "Update",
             PhoneNumberAction::Release => "Release",
             PhoneNumberAction::BeginAssociation { .. } => "BeginAssociation",
@@ -232,6 +287,12 @@ pub enum PhoneNumberEvent {
 
 const KIND: ResourceKind = ResourceKind::PhoneNumber;
 
+/// A `ConflictException` about this number.
+fn conflict(reason: ConflictReason, id: &str, why: &str) -> Rejection {
+    Rejection::conflict(reason, KIND, id, why)
+}
+
+/// One decision per command; [`Aggregate::decide`] dispatches to them.
 impl PhoneNumberState {
     /// The number, if it is live and belongs to the caller; otherwise the NotFound rejection.
     fn live<'a>(&'a self, command: &Command<PhoneNumberAction>) -> Result<&'a PhoneNumber, Rejection> {
@@ -245,6 +306,232 @@ impl PhoneNumberState {
             }
             Some(n) => Err(Rejection::not_found(KIND, &n.phone_number_id)),
             None => Err(Rejection::not_found(KIND, &command.target)),
+        }
+    }
+
+    /// `Request`: starts the stream, unless the pool the number is requested into has another
+    /// message type (refused as the pool's conflict, before the number exists).
+    fn decide_request(&self, number: &PhoneNumber, into_pool: Option<&PoolToJoin>) -> Result<Vec<PhoneNumberEvent>, Rejection> {
+        if let Some(n) = &self.0 {
+            return Err(conflict(
+                ConflictReason::ResourceAlreadyExists,
+                &n.phone_number_id,
+                "already exists",
+            ));
+        }
+        if let Some(pool) = into_pool {
+            if pool.message_type != number.message_type {
+                return Err(Rejection::conflict(
+                    ConflictReason::MessageTypeMismatch,
+                    ResourceKind::Pool,
+                    &pool.pool_id,
+                    &format!("has message type {}, not {}", pool.message_type, number.message_type),
+                ));
+            }
+        }
+        Ok(vec![PhoneNumberEvent::PhoneNumberRequested(Box::new(number.clone()))])
+    }
+
+    /// `Update`: the given members change; two-way messaging needs a channel.
+    fn decide_update(
+        &self,
+        command: &Command<PhoneNumberAction>,
+        changes: &PhoneNumberChanges,
+    ) -> Result<Vec<PhoneNumberEvent>, Rejection> {
+        let n = self.live(command)?;
+        let two_way = changes.two_way_enabled.unwrap_or(n.two_way_enabled);
+        let channel = changes.two_way_channel_arn.as_ref().or(n.two_way_channel_arn.as_ref());
+        if two_way && channel.is_none() {
+            return Err(Rejection::validation(
+                ValidationReason::TwoWayChannelNotPresent,
+                "TwoWayChannelArn",
+                "TwoWayEnabled requires a TwoWayChannelArn",
+            ));
+        }
+        Ok(vec![PhoneNumberEvent::PhoneNumberUpdated(changes.clone())])
+    }
+
+    /// `Release`: refused under deletion protection and for a number in (or entering, or
+    /// leaving) a pool.
+    fn decide_release(&self, command: &Command<PhoneNumberAction>) -> Result<Vec<PhoneNumberEvent>, Rejection> {
+        let n = self.live(command)?;
+        if n.deletion_protection_enabled {
+            return Err(conflict(
+                ConflictReason::DeletionProtectionEnabled,
+                &n.phone_number_id,
+                "has deletion protection enabled",
+            ));
+        }
+        if let Some(pool) = n.pool_id.as_ref().or(n.pending_pool_id.as_ref()) {
+            return Err(conflict(
+                ConflictReason::PhoneNumberAssociatedToPool,
+                &n.phone_number_id,
+                &format!("is associated with pool {pool}"),
+            ));
+        }
+        Ok(vec![PhoneNumberEvent::Released {
+            phone_number: n.phone_number.clone(),
+        }])
+    }
+
+    /// `BeginAssociation`: the number enters `ASSOCIATING`. A request with a client token that
+    /// finds the number already settled in exactly that pool retries one that succeeded: no
+    /// events (the same answer); without a token that is `RESOURCE_ALREADY_ASSOCIATED`.
+    fn decide_begin_association(
+        &self,
+        command: &Command<PhoneNumberAction>,
+        pool_id: &str,
+        pool_message_type: MessageType,
+        iso_country_code: &Option<String>,
+        client_token: Option<&str>,
+    ) -> Result<Vec<PhoneNumberEvent>, Rejection> {
+        let n = self.live(command)?;
+        if client_token.is_some() && n.is_in_pool(pool_id) {
+            return Ok(vec![]);
+        }
+        check_country(n, iso_country_code)?;
+        if n.is_changing_pools() {
+            let pending = n.pending_pool_id.as_deref().unwrap_or_default();
+            return Err(conflict(
+                ConflictReason::PhoneNumberAssociatedToPool,
+                &n.phone_number_id,
+                &format!("is changing pools ({pending})"),
+            ));
+        }
+        match n.pool_id.as_deref() {
+            Some(p) if p == pool_id => {
+                return Err(conflict(
+                    ConflictReason::ResourceAlreadyAssociated,
+                    &n.phone_number_id,
+                    &format!("is already associated with pool {p}"),
+                ));
+            }
+            Some(p) => {
+                return Err(conflict(
+                    ConflictReason::PhoneNumberAssociatedToPool,
+                    &n.phone_number_id,
+                    &format!("is associated with pool {p}"),
+                ));
+            }
+            None => {}
+        }
+        if n.message_type != pool_message_type {
+            return Err(conflict(
+                ConflictReason::MessageTypeMismatch,
+                &n.phone_number_id,
+                &format!("has message type {} but pool {pool_id} has {pool_message_type}", n.message_type),
+            ));
+        }
+        Ok(vec![PhoneNumberEvent::PoolAssociationStarted {
+            pool_id: pool_id.to_string(),
+        }])
+    }
+
+    /// `CompleteAssociation`: only a number joining exactly that pool completes.
+    fn decide_complete_association(&self, command: &Command<PhoneNumberAction>, pool_id: &str) -> Result<Vec<PhoneNumberEvent>, Rejection> {
+        let n = self.live(command)?;
+        if n.status == NumberStatus::Associating && n.pending_pool_id.as_deref() == Some(pool_id) {
+            Ok(vec![PhoneNumberEvent::AssociatedWithPool {
+                pool_id: pool_id.to_string(),
+            }])
+        } else {
+            Err(conflict(
+                ConflictReason::ResourceNotActive,
+                &n.phone_number_id,
+                &format!("is not joining pool {pool_id}"),
+            ))
+        }
+    }
+
+    /// `AbortAssociation`: undoes the first step; nothing to undo is no events (idempotent).
+    fn decide_abort_association(&self, pool_id: &str, reason: &Rejection) -> Result<Vec<PhoneNumberEvent>, Rejection> {
+        match &self.0 {
+            Some(n) if n.status == NumberStatus::Associating && n.pending_pool_id.as_deref() == Some(pool_id) => {
+                Ok(vec![PhoneNumberEvent::PoolAssociationAborted {
+                    pool_id: pool_id.to_string(),
+                    reason: reason.clone(),
+                }])
+            }
+            // Nothing to undo: aborting is idempotent.
+            _ => Ok(vec![]),
+        }
+    }
+
+    /// `BeginDisassociation`: a member of exactly that pool, not changing pools, enters
+    /// `DISASSOCIATING`.
+    fn decide_begin_disassociation(
+        &self,
+        command: &Command<PhoneNumberAction>,
+        pool_id: &str,
+        iso_country_code: &Option<String>,
+    ) -> Result<Vec<PhoneNumberEvent>, Rejection> {
+        let n = self.live(command)?;
+        check_country(n, iso_country_code)?;
+        if n.is_changing_pools() {
+            let pending = n.pending_pool_id.as_deref().unwrap_or_default();
+            return Err(conflict(
+                ConflictReason::PhoneNumberAssociatedToPool,
+                &n.phone_number_id,
+                &format!("is changing pools ({pending})"),
+            ));
+        }
+        if n.pool_id.as_deref() != Some(pool_id) {
+            return Err(conflict(
+                ConflictReason::PhoneNumberNotAssociatedToPool,
+                &n.phone_number_id,
+                &format!("is not associated with pool {pool_id}"),
+            ));
+        }
+        Ok(vec![PhoneNumberEvent::PoolDisassociationStarted {
+            pool_id: pool_id.to_string(),
+        }])
+    }
+
+    /// `CompleteDisassociation`: a number leaving exactly that pool completes; one the deleted
+    /// pool already let go is no events.
+    fn decide_complete_disassociation(
+        &self,
+        command: &Command<PhoneNumberAction>,
+        pool_id: &str,
+    ) -> Result<Vec<PhoneNumberEvent>, Rejection> {
+        let n = self.live(command)?;
+        if n.status == NumberStatus::Disassociating && n.pending_pool_id.as_deref() == Some(pool_id) {
+            Ok(vec![PhoneNumberEvent::DisassociatedFromPool {
+                pool_id: pool_id.to_string(),
+            }])
+        } else if n.pool_id.is_none() {
+            // The pool was deleted meanwhile and already let the number go.
+            Ok(vec![])
+        } else {
+            Err(conflict(
+                ConflictReason::ResourceNotActive,
+                &n.phone_number_id,
+                &format!("is not leaving pool {pool_id}"),
+            ))
+        }
+    }
+
+    /// `AbortDisassociation`: the number stays in the pool; nothing to undo is no events.
+    fn decide_abort_disassociation(&self, pool_id: &str, reason: &Rejection) -> Result<Vec<PhoneNumberEvent>, Rejection> {
+        match &self.0 {
+            Some(n) if n.status == NumberStatus::Disassociating && n.pending_pool_id.as_deref() == Some(pool_id) => {
+                Ok(vec![PhoneNumberEvent::PoolDisassociationAborted {
+                    pool_id: pool_id.to_string(),
+                    reason: reason.clone(),
+                }])
+            }
+            _ => Ok(vec![]),
+        }
+    }
+
+    /// `DetachFromDeletedPool`: a number pointing at the deleted pool leaves it, whatever step
+    /// it was in; any other number is no events.
+    fn decide_detach_from_deleted_pool(&self, pool_id: &str) -> Result<Vec<PhoneNumberEvent>, Rejection> {
+        match &self.0 {
+            Some(n) if n.pool_id.as_deref() == Some(pool_id) => Ok(vec![PhoneNumberEvent::DetachedFromDeletedPool {
+                pool_id: pool_id.to_string(),
+            }]),
+            _ => Ok(vec![]),
         }
     }
 }
@@ -267,157 +554,22 @@ impl Aggregate for PhoneNumberState {
 
     fn decide(&self, command: &Command<PhoneNumberAction>) -> Result<Vec<PhoneNumberEvent>, Rejection> {
         use PhoneNumberAction as A;
-        use PhoneNumberEvent as E;
-        let conflict = |reason, id: &str, why: &str| Err(Rejection::conflict(reason, KIND, id, why));
         match &command.action {
-            A::Request(number) => match &self.0 {
-                None => Ok(vec![E::PhoneNumberRequested(number.clone())]),
-                Some(n) => conflict(ConflictReason::ResourceAlreadyExists, &n.phone_number_id, "already exists"),
-            },
-            A::Update(changes) => {
-                let n = self.live(command)?;
-                let two_way = changes.two_way_enabled.unwrap_or(n.two_way_enabled);
-                let channel = changes.two_way_channel_arn.as_ref().or(n.two_way_channel_arn.as_ref());
-                if two_way && channel.is_none() {
-                    return Err(Rejection::validation(
-                        ValidationReason::TwoWayChannelNotPresent,
-                        "TwoWayChannelArn",
-                        "TwoWayEnabled requires a TwoWayChannelArn",
-                    ));
-                }
-                Ok(vec![E::PhoneNumberUpdated(changes.clone())])
-            }
-            A::Release => {
-                let n = self.live(command)?;
-                if n.deletion_protection_enabled {
-                    return conflict(
-                        ConflictReason::DeletionProtectionEnabled,
-                        &n.phone_number_id,
-                        "has deletion protection enabled",
-                    );
-                }
-                if let Some(pool) = n.pool_id.as_ref().or(n.pending_pool_id.as_ref()) {
-                    return conflict(
-                        ConflictReason::PhoneNumberAssociatedToPool,
-                        &n.phone_number_id,
-                        &format!("is associated with pool {pool}"),
-                    );
-                }
-                Ok(vec![E::Released {
-                    phone_number: n.phone_number.clone(),
-                }])
-            }
+            A::Request { number, into_pool } => self.decide_request(number, into_pool.as_ref()),
+            A::Update(changes) => self.decide_update(command, changes),
+            A::Release => self.decide_release(command),
             A::BeginAssociation {
                 pool_id,
                 pool_message_type,
                 iso_country_code,
-            } => {
-                let n = self.live(command)?;
-                check_country(n, iso_country_code)?;
-                if n.is_changing_pools() {
-                    let pending = n.pending_pool_id.as_deref().unwrap_or_default();
-                    return conflict(
-                        ConflictReason::PhoneNumberAssociatedToPool,
-                        &n.phone_number_id,
-                        &format!("is changing pools ({pending})"),
-                    );
-                }
-                match &n.pool_id {
-                    Some(p) if p == pool_id => {
-                        return conflict(
-                            ConflictReason::ResourceAlreadyAssociated,
-                            &n.phone_number_id,
-                            &format!("is already associated with pool {p}"),
-                        );
-                    }
-                    Some(p) => {
-                        return conflict(
-                            ConflictReason::PhoneNumberAssociatedToPool,
-                            &n.phone_number_id,
-                            &format!("is associated with pool {p}"),
-                        );
-                    }
-                    None => {}
-                }
-                if n.message_type != *pool_message_type {
-                    return conflict(
-                        ConflictReason::MessageTypeMismatch,
-                        &n.phone_number_id,
-                        &format!("has message type {} but pool {pool_id} has {pool_message_type}", n.message_type),
-                    );
-                }
-                Ok(vec![E::PoolAssociationStarted { pool_id: pool_id.clone() }])
-            }
-            A::CompleteAssociation { pool_id } => {
-                let n = self.live(command)?;
-                if n.status == NumberStatus::Associating && n.pending_pool_id.as_ref() == Some(pool_id) {
-                    Ok(vec![E::AssociatedWithPool { pool_id: pool_id.clone() }])
-                } else {
-                    conflict(
-                        ConflictReason::ResourceNotActive,
-                        &n.phone_number_id,
-                        &format!("is not joining pool {pool_id}"),
-                    )
-                }
-            }
-            A::AbortAssociation { pool_id, reason } => match &self.0 {
-                Some(n) if n.status == NumberStatus::Associating && n.pending_pool_id.as_ref() == Some(pool_id) => {
-                    Ok(vec![E::PoolAssociationAborted {
-                        pool_id: pool_id.clone(),
-                        reason: reason.clone(),
-                    }])
-                }
-                // Nothing to undo: aborting is idempotent.
-                _ => Ok(vec![]),
-            },
-            A::BeginDisassociation { pool_id, iso_country_code } => {
-                let n = self.live(command)?;
-                check_country(n, iso_country_code)?;
-                if n.is_changing_pools() {
-                    let pending = n.pending_pool_id.as_deref().unwrap_or_default();
-                    return conflict(
-                        ConflictReason::PhoneNumberAssociatedToPool,
-                        &n.phone_number_id,
-                        &format!("is changing pools ({pending})"),
-                    );
-                }
-                if n.pool_id.as_ref() != Some(pool_id) {
-                    return conflict(
-                        ConflictReason::PhoneNumberNotAssociatedToPool,
-                        &n.phone_number_id,
-                        &format!("is not associated with pool {pool_id}"),
-                    );
-                }
-                Ok(vec![E::PoolDisassociationStarted { pool_id: pool_id.clone() }])
-            }
-            A::CompleteDisassociation { pool_id } => {
-                let n = self.live(command)?;
-                if n.status == NumberStatus::Disassociating && n.pending_pool_id.as_ref() == Some(pool_id) {
-                    Ok(vec![E::DisassociatedFromPool { pool_id: pool_id.clone() }])
-                } else if n.pool_id.is_none() {
-                    // The pool was deleted meanwhile and already let the number go.
-                    Ok(vec![])
-                } else {
-                    conflict(
-                        ConflictReason::ResourceNotActive,
-                        &n.phone_number_id,
-                        &format!("is not leaving pool {pool_id}"),
-                    )
-                }
-            }
-            A::AbortDisassociation { pool_id, reason } => match &self.0 {
-                Some(n) if n.status == NumberStatus::Disassociating && n.pending_pool_id.as_ref() == Some(pool_id) => {
-                    Ok(vec![E::PoolDisassociationAborted {
-                        pool_id: pool_id.clone(),
-                        reason: reason.clone(),
-                    }])
-                }
-                _ => Ok(vec![]),
-            },
-            A::DetachFromDeletedPool { pool_id } => match &self.0 {
-                Some(n) if n.pool_id.as_ref() == Some(pool_id) => Ok(vec![E::DetachedFromDeletedPool { pool_id: pool_id.clone() }]),
-                _ => Ok(vec![]),
-            },
+                client_token,
+            } => self.decide_begin_association(command, pool_id, *pool_message_type, iso_country_code, client_token.as_deref()),
+            A::CompleteAssociation { pool_id } => self.decide_complete_association(command, pool_id),
+            A::AbortAssociation { pool_id, reason } => self.decide_abort_association(pool_id, reason),
+            A::BeginDisassociation { pool_id, iso_country_code } => self.decide_begin_disassociation(command, pool_id, iso_country_code),
+            A::CompleteDisassociation { pool_id } => self.decide_complete_disassociation(command, pool_id),
+            A::AbortDisassociation { pool_id, reason } => self.decide_abort_disassociation(pool_id, reason),
+            A::DetachFromDeletedPool { pool_id } => self.decide_detach_from_deleted_pool(pool_id),
         }
     }
 
@@ -567,7 +719,7 @@ mod tests {
     #[test]
     fn request_starts_the_stream() {
         let s = given::<PhoneNumberState>(ID, &[])
-            .when(A::Request(Box::new(number())))
+            .when(A::request(number(), None))
             .then(&[requested()]);
         assert_eq!(s.0.map(|n| n.status), Some(NumberStatus::Active));
     }
@@ -575,7 +727,7 @@ mod tests {
     #[test]
     fn request_on_an_existing_stream_is_refused() {
         given::<PhoneNumberState>(ID, &[requested()])
-            .when(A::Request(Box::new(number())))
+            .when(A::request(number(), None))
             .then_reject(is_conflict(ConflictReason::ResourceAlreadyExists));
     }
 
@@ -743,6 +895,7 @@ mod tests {
             pool_id: POOL.into(),
             pool_message_type: pool_type,
             iso_country_code: None,
+            client_token: None,
         }
     }
 
@@ -777,6 +930,7 @@ mod tests {
             pool_id: "pool-ffffffffffffffffffffffffffffffff".into(),
             pool_message_type: MessageType::Transactional,
             iso_country_code: None,
+            client_token: None,
         };
         given::<PhoneNumberState>(ID, &in_pool())
             .when(other)
@@ -789,6 +943,7 @@ mod tests {
             pool_id: POOL.into(),
             pool_message_type: MessageType::Transactional,
             iso_country_code: Some("GB".into()),
+            client_token: None,
         };
         given::<PhoneNumberState>(ID, &[requested()]).when(a).then_reject(|r| {
             matches!(
@@ -906,5 +1061,186 @@ mod tests {
         })
         .expect("split");
         assert_eq!(t, "ReleaseRejected");
+    }
+
+    // ---- RequestPhoneNumber with a PoolId ------------------------------------------------
+
+    fn into_pool(message_type: MessageType) -> Option<PoolToJoin> {
+        Some(PoolToJoin {
+            pool_id: POOL.into(),
+            message_type,
+        })
+    }
+
+    /// RequestPhoneNumber.PoolId: "The pool to associated with the phone number." and
+    /// AssociateOriginationIdentity: "If the origination identity configuration doesn't match
+    /// the pool's configuration, an error is returned." The refusal names the pool (ResourceType
+    /// `pool`, ResourceId its id), and nothing is created.
+    #[test]
+    fn a_number_requested_into_a_pool_of_another_message_type_is_the_pools_conflict() {
+        let refused = given::<PhoneNumberState>(ID, &[])
+            .when(A::request(number(), into_pool(MessageType::Promotional)))
+            .then_reject(|r| {
+                matches!(r, Rejection::Conflict { reason: ConflictReason::MessageTypeMismatch, resource_type: ResourceType::Pool, resource_id, .. } if resource_id == POOL)
+            });
+        assert_eq!(
+            refused,
+            Rejection::conflict(
+                ConflictReason::MessageTypeMismatch,
+                ResourceKind::Pool,
+                POOL,
+                "has message type PROMOTIONAL, not TRANSACTIONAL"
+            )
+        );
+    }
+
+    /// RequestPhoneNumber.PoolId: "The pool to associated with the phone number." A pool of the
+    /// number's message type lets the number be created; it joins the pool by the association
+    /// steps that follow, not by its creation.
+    #[test]
+    fn a_number_requested_into_a_pool_of_its_message_type_is_created_outside_the_pool() {
+        let n = given::<PhoneNumberState>(ID, &[])
+            .when(A::request(number(), into_pool(MessageType::Transactional)))
+            .then(&[requested()])
+            .0
+            .expect("state");
+        assert_eq!((n.status, n.pool_id), (NumberStatus::Active, None));
+    }
+
+    /// An existing stream is refused as before, whatever the pool.
+    #[test]
+    fn a_request_on_an_existing_stream_is_refused_before_looking_at_the_pool() {
+        given::<PhoneNumberState>(ID, &[requested()])
+            .when(A::request(number(), into_pool(MessageType::Promotional)))
+            .then_reject(is_conflict(ConflictReason::ResourceAlreadyExists));
+    }
+
+    // ---- AssociateOriginationIdentity retried with a ClientToken -----------------------
+
+    fn begin_with_token(pool_id: &str, iso: Option<&str>) -> A {
+        A::BeginAssociation {
+            pool_id: pool_id.into(),
+            pool_message_type: MessageType::Transactional,
+            iso_country_code: iso.map(String::from),
+            client_token: Some("token-1".into()),
+        }
+    }
+
+    /// ClientToken: "Unique, case-sensitive identifier that you provide to ensure the idempotency
+    /// of the request." A retry whose first attempt succeeded (the number is ACTIVE in exactly
+    /// that pool) gets the same answer: no events, nothing to add to the pool.
+    #[test]
+    fn a_retried_association_with_a_client_token_that_already_succeeded_changes_nothing() {
+        let n = given::<PhoneNumberState>(ID, &in_pool())
+            .when(begin_with_token(POOL, None))
+            .then(&[])
+            .0
+            .expect("state");
+        assert!(n.is_in_pool(POOL));
+    }
+
+    /// The first attempt already passed every check, so the retry answers as it did even if it
+    /// now names another country (as the shell has done so far).
+    #[test]
+    fn a_retried_association_that_already_succeeded_is_not_checked_again() {
+        given::<PhoneNumberState>(ID, &in_pool())
+            .when(begin_with_token(POOL, Some("GB")))
+            .then(&[]);
+    }
+
+    /// ClientToken: "If you don't specify a client token, a randomly generated token is used for
+    /// the request": without one, a repeat is a new request, and the number is already there.
+    #[test]
+    fn a_repeated_association_without_a_client_token_is_already_associated() {
+        given::<PhoneNumberState>(ID, &in_pool())
+            .when(begin(MessageType::Transactional))
+            .then_reject(is_conflict(ConflictReason::ResourceAlreadyAssociated));
+    }
+
+    /// AssociateOriginationIdentity: "If the origination identity is a phone number and is
+    /// already associated with another pool, an error is returned." A client token does not
+    /// change that.
+    #[test]
+    fn a_client_token_does_not_excuse_membership_of_another_pool() {
+        given::<PhoneNumberState>(ID, &in_pool())
+            .when(begin_with_token("pool-ffffffffffffffffffffffffffffffff", None))
+            .then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
+    }
+
+    /// ConflictException: "... if you're trying to perform more than one operation on the same
+    /// resource at the same time". A number still joining, or leaving, that pool has not
+    /// succeeded in joining it: a retry is refused, not answered as done.
+    #[test]
+    fn a_retry_while_the_number_is_joining_or_leaving_the_pool_is_a_conflict() {
+        given::<PhoneNumberState>(ID, &[requested(), E::PoolAssociationStarted { pool_id: POOL.into() }])
+            .when(begin_with_token(POOL, None))
+            .then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
+        let mut leaving = in_pool();
+        leaving.push(E::PoolDisassociationStarted { pool_id: POOL.into() });
+        given::<PhoneNumberState>(ID, &leaving)
+            .when(begin_with_token(POOL, None))
+            .then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
+    }
+
+    /// A first attempt with a client token starts the join like any other.
+    #[test]
+    fn a_first_association_with_a_client_token_starts_the_join() {
+        given::<PhoneNumberState>(ID, &[requested()])
+            .when(begin_with_token(POOL, None))
+            .then(&[E::PoolAssociationStarted { pool_id: POOL.into() }]);
+    }
+
+    // ---- commands recorded by older versions ----------------------------------------------
+
+    /// Every phone-number command of the schema-v1 log (recorded before `IntoPool` and
+    /// `ClientToken` existed) reads back as today's action, and today's actions without them
+    /// are recorded exactly as those were.
+    #[test]
+    fn commands_recorded_by_older_versions_read_back_unchanged() {
+        const LOG: &str = include_str!("../../tests/fixtures/schema-v1.jsonl");
+        let mut seen = Vec::new();
+        for line in LOG.lines() {
+            let envelope: serde_json::Value = serde_json::from_str(line).expect("envelope");
+            if !envelope["StreamId"].as_str().is_some_and(|s| s.starts_with("phone-")) {
+                continue;
+            }
+            let input = &envelope["CommandInput"];
+            let action: A = serde_json::from_value(input.clone()).expect("a recorded command");
+            match &action {
+                A::Request { number, into_pool } => {
+                    assert_eq!(*into_pool, None);
+                    assert_eq!(serde_json::to_value(number).expect("number"), input["Input"]);
+                }
+                A::BeginAssociation { client_token, .. } => assert_eq!(*client_token, None),
+                _ => {}
+            }
+            assert_eq!(&serde_json::to_value(&action).expect("serialize"), input);
+            seen.push(action.name());
+        }
+        for name in [
+            "Request",
+            "Update",
+            "Release",
+            "BeginAssociation",
+            "CompleteAssociation",
+            "BeginDisassociation",
+        ] {
+            assert!(seen.contains(&name), "the fixture has a {name}");
+        }
+    }
+
+    #[test]
+    fn new_command_members_round_trip() {
+        for action in [
+            A::request(number(), into_pool(MessageType::Promotional)),
+            begin_with_token(POOL, Some("US")),
+        ] {
+            let json = serde_json::to_value(&action).expect("serialize");
+            let back: A = serde_json::from_value(json.clone()).expect("deserialize");
+            assert_eq!(back, action, "{json}");
+        }
+        let json = serde_json::to_value(A::request(number(), into_pool(MessageType::Promotional))).expect("serialize");
+        assert_eq!(json["Input"]["IntoPool"]["MessageType"], "PROMOTIONAL");
+        assert_eq!(json["Input"]["PhoneNumberId"], ID);
     }
 }

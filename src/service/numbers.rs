@@ -3,7 +3,7 @@
 use super::tokens::lost_token_race;
 use super::{LifecycleService, ServiceError};
 use crate::actors::ExecuteError;
-use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges};
+use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PoolToJoin};
 use crate::domain::types::{MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
 use crate::domain::{CommandMeta, Rejection, ResourceKind};
 use crate::numbering::NumberPreference;
@@ -38,21 +38,10 @@ impl LifecycleService {
             .reserve(scope, ResourceKind::PhoneNumber, self.quotas.phone_numbers_per_account)
             .await?;
         let pool = match &spec.pool_id {
-            Some(p) => {
-                let pool_id = Self::resolve(ResourceKind::Pool, scope, p)?;
-                let pool = self.live_pool(scope, &pool_id).await?;
-                if pool.message_type != spec.message_type {
-                    return Err(ServiceError::Rejected(Rejection::conflict(
-                        crate::domain::types::ConflictReason::MessageTypeMismatch,
-                        ResourceKind::Pool,
-                        &pool_id,
-                        &format!("has message type {}, not {}", pool.message_type, spec.message_type),
-                    )));
-                }
-                Some(pool)
-            }
+            Some(p) => Some(self.live_pool(scope, &Self::resolve(ResourceKind::Pool, scope, p)?).await?),
             None => None,
         };
+
         let supply = self.picker.supply(&spec.iso_country_code, spec.number_type).ok_or_else(|| {
             ServiceError::Rejected(Rejection::validation(
                 ValidationReason::InvalidParameter,
@@ -103,13 +92,15 @@ impl LifecycleService {
                 created_timestamp_ms: meta.at_ms,
                 client_token: spec.client_token.clone(),
             };
-            match Self::execute(&self.numbers, &id, true, meta, PhoneNumberAction::Request(Box::new(number))).await {
+            // The number's decider refuses a pool of another message type (MESSAGE_TYPE_MISMATCH).
+            let request = PhoneNumberAction::request(number, pool.as_ref().map(PoolToJoin::of));
+            match Self::execute(&self.numbers, &id, true, meta, request).await {
                 Ok(state) => {
                     let number = state
                         .0
                         .ok_or_else(|| ServiceError::Invariant(format!("requested number {id} has no state")))?;
                     return match pool {
-                        Some(pool) => Ok(self.join_pool(meta, &number.phone_number_id, &pool, None).await?.0),
+                        Some(pool) => Ok(self.join_pool(meta, &number.phone_number_id, &pool, None, None).await?.0),
                         None => Ok(number),
                     };
                 }

@@ -29,6 +29,7 @@ impl LifecycleService {
         number_id: &str,
         pool: &Pool,
         iso: Option<String>,
+        client_token: Option<&str>,
     ) -> Result<(PhoneNumber, Pool), ServiceError> {
         let pool_id = pool.pool_id.clone();
         let number = self
@@ -39,9 +40,15 @@ impl LifecycleService {
                     pool_id: pool_id.clone(),
                     pool_message_type: pool.message_type,
                     iso_country_code: iso,
+                    client_token: client_token.map(String::from),
                 },
             )
             .await?;
+        // A retry (same client token) of a join that already succeeded: the decider decided
+        // nothing, and the number is in the pool. A started join always leaves it ASSOCIATING.
+        if number.is_in_pool(&pool_id) {
+            return Ok((number, pool.clone()));
+        }
         match self.pool(meta, &pool_id, PoolAction::AddMember(member_of(&number))).await {
             Ok(pool) => {
                 let number = self
@@ -71,15 +78,7 @@ impl LifecycleService {
         let pool_id = Self::resolve(ResourceKind::Pool, scope, pool)?;
         let number_id = Self::resolve(ResourceKind::PhoneNumber, scope, identity)?;
         let pool = self.live_pool(scope, &pool_id).await?;
-        if client_token.is_some() {
-            // A retried request whose first attempt succeeded gets the same answer.
-            if let Ok(n) = self.current_number(&number_id).await {
-                if n.pool_id.as_deref() == Some(pool_id.as_str()) && n.account == scope.account && pool.members.contains_key(&number_id) {
-                    return Ok((n, pool));
-                }
-            }
-        }
-        self.join_pool(meta, &number_id, &pool, iso).await
+        self.join_pool(meta, &number_id, &pool, iso, client_token).await
     }
 
     /// `DisassociateOriginationIdentity`.
@@ -147,6 +146,7 @@ impl LifecycleService {
                     pool_id: pool_id.clone(),
                     pool_message_type: spec.message_type,
                     iso_country_code: spec.iso_country_code.clone(),
+                    client_token: None,
                 },
             )
             .await?;

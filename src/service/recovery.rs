@@ -2,25 +2,25 @@
 //! `DISASSOCIATING`, or pointing at a deleted pool), at start-up before requests are served.
 
 use super::{LifecycleService, ServiceError};
-use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction};
-use crate::domain::types::{NumberStatus, ValidationReason};
-use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
+use crate::domain::phone_number::PhoneNumber;
+use crate::domain::pool_change::{finish_interrupted, pool_to_ask};
+use crate::domain::{CommandMeta, ResourceKind, Scope};
 
 impl LifecycleService {
     /// Finishes pool changes that a crash interrupted, so no number stays `ASSOCIATING` or
-    /// `DISASSOCIATING` and no number points at a deleted pool. The pool's stream decides: a
-    /// number the pool holds completes its join (or aborts its leave), any other completes its
-    /// leave (or aborts its join). Runs at start-up, before requests are served.
+    /// `DISASSOCIATING` and no number points at a deleted pool: the pool's stream decides, by
+    /// the table of [`crate::domain::pool_change`]. Runs at start-up, before requests are served.
     pub async fn recover_interrupted(&self) -> Result<usize, ServiceError> {
         let mut stuck: Vec<PhoneNumber> = Vec::new();
         self.for_each_view(ResourceKind::PhoneNumber, |n: PhoneNumber| {
-            if n.is_changing_pools() || n.pool_id.is_some() {
+            if pool_to_ask(&n).is_some() {
                 stuck.push(n);
             }
         })
         .await?;
         let mut repaired = 0;
         for n in stuck {
+            let Some(pool_id) = pool_to_ask(&n) else { continue };
             let meta = CommandMeta {
                 request_id: format!("recovery-{}", uuid::Uuid::new_v4()),
                 scope: Scope::new(&n.account, &n.region),
@@ -30,26 +30,14 @@ impl LifecycleService {
                     .unwrap_or_default(),
                 operation: "Recovery".into(),
             };
-            let pool_id = n.pending_pool_id.clone().or(n.pool_id.clone()).unwrap_or_default();
-            let pool_holds_it = match self.live_pool(&meta.scope, &pool_id).await {
+            // A pool that is gone (or another account's) does not hold the number.
+            let pool_holds_it = match self.live_pool(&meta.scope, pool_id).await {
                 Ok(p) => p.members.contains_key(&n.phone_number_id),
                 Err(ServiceError::Rejected(_)) => false,
                 Err(e) => return Err(e),
             };
-            let interrupted = || Rejection::validation(ValidationReason::InvalidRequest, "PoolId", "interrupted by a restart");
-            let action = match (n.status, pool_holds_it) {
-                (NumberStatus::Associating, true) => PhoneNumberAction::CompleteAssociation { pool_id },
-                (NumberStatus::Associating, false) => PhoneNumberAction::AbortAssociation {
-                    pool_id,
-                    reason: interrupted(),
-                },
-                (NumberStatus::Disassociating, true) => PhoneNumberAction::AbortDisassociation {
-                    pool_id,
-                    reason: interrupted(),
-                },
-                (NumberStatus::Disassociating, false) => PhoneNumberAction::CompleteDisassociation { pool_id },
-                (_, false) => PhoneNumberAction::DetachFromDeletedPool { pool_id },
-                (_, true) => continue,
+            let Some(action) = finish_interrupted(&n, pool_holds_it) else {
+                continue;
             };
             tracing::warn!(phone_number_id = %n.phone_number_id, action = ?action, "finishing an interrupted pool change");
             self.number(&meta, &n.phone_number_id, action).await?;

@@ -1,0 +1,232 @@
+//! Finishing a pool change that a crash interrupted.
+//!
+//! A number joins or leaves a pool in three steps (see [`super::phone_number`]): the number
+//! enters `ASSOCIATING` / `DISASSOCIATING`, the pool records the change, the number completes.
+//! A crash between the steps can leave a number half-way, which would block its release forever,
+//! and a crash in the middle of `DeletePool` can leave a number pointing at a deleted pool. The
+//! pool's stream is the judge of what happened: if the pool holds the number, the change that
+//! puts it there stands; otherwise the one that takes it out does.
+//!
+//! | number status    | pool holds it | action                   |
+//! |------------------|---------------|--------------------------|
+//! | `ASSOCIATING`    | yes           | `CompleteAssociation`    |
+//! | `ASSOCIATING`    | no            | `AbortAssociation`       |
+//! | `DISASSOCIATING` | yes           | `AbortDisassociation`    |
+//! | `DISASSOCIATING` | no            | `CompleteDisassociation` |
+//! | in a pool        | no            | `DetachFromDeletedPool`  |
+//! | in a pool        | yes           | nothing                  |
+//! | in no pool       | —             | nothing                  |
+//!
+//! The shell asks the pool named by [`pool_to_ask`] (a pool that is gone, or belongs to another
+//! account, does not hold the number) and sends the action [`finish_interrupted`] returns to the
+//! number. Every action is one the decider takes from any state (a no-op if there is nothing to
+//! finish), so running the recovery twice is harmless.
+
+use super::phone_number::{PhoneNumber, PhoneNumberAction};
+use super::types::{NumberStatus, ValidationReason};
+use super::Rejection;
+
+/// The pool whose stream decides how `number`'s interrupted change ends: the one it is joining or
+/// leaving, else the one it belongs to; `None` for a number with nothing to finish.
+pub fn pool_to_ask(number: &PhoneNumber) -> Option<&str> {
+    number.pending_pool_id.as_deref().or(number.pool_id.as_deref())
+}
+
+/// The command that finishes `number`'s interrupted pool change, given whether the pool named
+/// by [`pool_to_ask`] holds the number; `None` when there is nothing to finish.
+pub fn finish_interrupted(number: &PhoneNumber, pool_holds_it: bool) -> Option<PhoneNumberAction> {
+    let pool_id = pool_to_ask(number)?.to_string();
+    let action = match (number.status, pool_holds_it) {
+        (NumberStatus::Associating, true) => PhoneNumberAction::CompleteAssociation { pool_id },
+        (NumberStatus::Associating, false) => PhoneNumberAction::AbortAssociation {
+            pool_id,
+            reason: interrupted_by_restart(),
+        },
+        (NumberStatus::Disassociating, true) => PhoneNumberAction::AbortDisassociation {
+            pool_id,
+            reason: interrupted_by_restart(),
+        },
+        (NumberStatus::Disassociating, false) => PhoneNumberAction::CompleteDisassociation { pool_id },
+        (_, false) => PhoneNumberAction::DetachFromDeletedPool { pool_id },
+        (_, true) => return None,
+    };
+    Some(action)
+}
+
+/// Why an interrupted step was undone, as the number's abort event records it.
+pub fn interrupted_by_restart() -> Rejection {
+    Rejection::validation(ValidationReason::InvalidRequest, "PoolId", "interrupted by a restart")
+}
+
+/// One given/when/then test per row of the table: given the number's history, when the pool
+/// does (or does not) hold it, then this action, which the decider turns into the event that
+/// leaves the number settled.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::phone_number::{PhoneNumberEvent as E, PhoneNumberState};
+    use crate::domain::testing::{given, ACCOUNT, REGION};
+    use crate::domain::Aggregate;
+
+    const ID: &str = "phone-0123456789abcdef0123456789abcdef";
+    const POOL: &str = "pool-0123456789abcdef0123456789abcdef";
+
+    fn requested() -> E {
+        E::PhoneNumberRequested(Box::new(PhoneNumber::example(ID, ACCOUNT, REGION)))
+    }
+
+    fn joining() -> Vec<E> {
+        vec![requested(), E::PoolAssociationStarted { pool_id: POOL.into() }]
+    }
+
+    fn in_pool() -> Vec<E> {
+        let mut events = joining();
+        events.push(E::AssociatedWithPool { pool_id: POOL.into() });
+        events
+    }
+
+    fn leaving() -> Vec<E> {
+        let mut events = in_pool();
+        events.push(E::PoolDisassociationStarted { pool_id: POOL.into() });
+        events
+    }
+
+    /// Given `history`, when the pool does (or does not) hold the number: the recovery action.
+    fn recovery(history: &[E], pool_holds_it: bool) -> Option<PhoneNumberAction> {
+        let number = PhoneNumberState::replay(history).0.expect("a number");
+        finish_interrupted(&number, pool_holds_it)
+    }
+
+    /// Runs `action` on `history` expecting `then`, and checks the number is no longer changing
+    /// pools, with `pool` as its pool.
+    fn settles(history: &[E], action: PhoneNumberAction, then: E, pool: Option<&str>) {
+        let n = given::<PhoneNumberState>(ID, history)
+            .when(action)
+            .then(&[then])
+            .0
+            .expect("a number");
+        assert_eq!((n.status, n.pool_id.as_deref()), (NumberStatus::Active, pool));
+    }
+
+    /// AssociateOriginationIdentity: "Associates the specified origination identity with a
+    /// pool." The pool recorded the number before the crash: the association stands.
+    #[test]
+    fn a_join_the_pool_recorded_is_completed() {
+        let action = recovery(&joining(), true);
+        assert_eq!(action, Some(PhoneNumberAction::CompleteAssociation { pool_id: POOL.into() }));
+        settles(
+            &joining(),
+            action.expect("action"),
+            E::AssociatedWithPool { pool_id: POOL.into() },
+            Some(POOL),
+        );
+    }
+
+    /// ReleasePhoneNumber: "If the origination phone number ... is associated with a pool, an
+    /// error is returned." A join the pool never recorded is undone, so the number is not left
+    /// `ASSOCIATING` (unreleasable) for good.
+    #[test]
+    fn a_join_the_pool_never_recorded_is_aborted() {
+        let action = recovery(&joining(), false);
+        assert_eq!(
+            action,
+            Some(PhoneNumberAction::AbortAssociation {
+                pool_id: POOL.into(),
+                reason: interrupted_by_restart(),
+            })
+        );
+        settles(
+            &joining(),
+            action.expect("action"),
+            E::PoolAssociationAborted {
+                pool_id: POOL.into(),
+                reason: interrupted_by_restart(),
+            },
+            None,
+        );
+    }
+
+    /// DisassociateOriginationIdentity: "Removes the specified origination identity from an
+    /// existing pool." The pool still holds the number: the removal never happened, the number
+    /// stays a member.
+    #[test]
+    fn a_leave_the_pool_never_recorded_is_aborted() {
+        let action = recovery(&leaving(), true);
+        assert_eq!(
+            action,
+            Some(PhoneNumberAction::AbortDisassociation {
+                pool_id: POOL.into(),
+                reason: interrupted_by_restart(),
+            })
+        );
+        settles(
+            &leaving(),
+            action.expect("action"),
+            E::PoolDisassociationAborted {
+                pool_id: POOL.into(),
+                reason: interrupted_by_restart(),
+            },
+            Some(POOL),
+        );
+    }
+
+    /// DisassociateOriginationIdentity: "Removes the specified origination identity from an
+    /// existing pool." The pool removed the number before the crash: the leave is completed.
+    #[test]
+    fn a_leave_the_pool_recorded_is_completed() {
+        let action = recovery(&leaving(), false);
+        assert_eq!(action, Some(PhoneNumberAction::CompleteDisassociation { pool_id: POOL.into() }));
+        settles(
+            &leaving(),
+            action.expect("action"),
+            E::DisassociatedFromPool { pool_id: POOL.into() },
+            None,
+        );
+    }
+
+    /// DeletePool: "Deleting a pool disassociates all origination identities from that pool."
+    /// A member of a pool that no longer holds it (deleted before the crash let its members go)
+    /// is detached.
+    #[test]
+    fn a_member_of_a_pool_that_let_it_go_is_detached() {
+        let action = recovery(&in_pool(), false);
+        assert_eq!(action, Some(PhoneNumberAction::DetachFromDeletedPool { pool_id: POOL.into() }));
+        settles(
+            &in_pool(),
+            action.expect("action"),
+            E::DetachedFromDeletedPool { pool_id: POOL.into() },
+            None,
+        );
+    }
+
+    /// PhoneNumberInformation.PoolId: "The unique identifier of the pool associated with the
+    /// phone number." A member its pool holds has nothing to finish.
+    #[test]
+    fn a_member_its_pool_holds_is_left_alone() {
+        assert_eq!(pool_to_ask(&PhoneNumberState::replay(&in_pool()).0.expect("a number")), Some(POOL));
+        assert_eq!(recovery(&in_pool(), true), None);
+    }
+
+    /// A number in no pool and not changing pools has no pool to ask and nothing to finish.
+    #[test]
+    fn a_number_in_no_pool_is_left_alone() {
+        let number = PhoneNumberState::replay(&[requested()]).0.expect("a number");
+        assert_eq!(pool_to_ask(&number), None);
+        assert_eq!(finish_interrupted(&number, false), None);
+        assert_eq!(finish_interrupted(&number, true), None);
+    }
+
+    /// Recovery may run again after a crash during recovery: once settled, nothing more is done.
+    #[test]
+    fn finishing_twice_does_nothing_more() {
+        let mut done = joining();
+        done.push(E::AssociatedWithPool { pool_id: POOL.into() });
+        assert_eq!(recovery(&done, true), None);
+        given::<PhoneNumberState>(ID, &done)
+            .when(PhoneNumberAction::AbortAssociation {
+                pool_id: POOL.into(),
+                reason: interrupted_by_restart(),
+            })
+            .then(&[]);
+    }
+}
