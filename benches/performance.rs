@@ -7,14 +7,27 @@
 //! 2. activation time of a number with 100,000 events against one with 100;
 //! 3. resident memory of the server after creating 1,000,000 numbers and touching each once;
 //! 4. p50/p99 under the conflict load (64 clients, 10 hot numbers);
-//! 5. the server's memory under 10× overload (640 clients against 64), with admission control.
+//! 5. the server's memory under 10× overload (640 clients against 64), with admission control;
+//! 6. (`cold`) with every server driven by wrk (a light client, the same for all; Debian package
+//!    `wrk`, the part is skipped loudly without it; the script is `benches/wrk/aws_json.lua`),
+//!    64 connections: the raw handler; then on a fresh server holding `PERF_COLD_NUMBERS`
+//!    numbers (150,000 by default, the live-actor cap raised to hold them all): warm release
+//!    (half of them, actors live since creation), RequestPhoneNumber, and after a restart on the
+//!    same data (every actor passivated) cold release (the other half). Each wrk run lasts
+//!    `PERF_WRK_SECS` (4 by default); releases never repeat an id unless the numbers run out,
+//!    which is reported loudly, as is any run with more than 1 % errors.
 //!
-//! Run: `cargo bench --bench performance` (about 17 minutes here; `PERF_ROUNDS` sets how many
-//! rounds the throughput comparison takes the median of, 3 by default). Smaller runs for a quick look:
-//! `PERF_NUMBERS=100000 PERF_RELEASES=10000 cargo bench --bench performance`; one part only:
-//! `PERF_PARTS=overload cargo bench --bench performance` (release, activation, conflict,
-//! overload, memory). `PERF_BINARY=path/to/phone-ledger` measures another build of the server.
+//! Run: `cargo bench --bench performance` (about 17 minutes here, plus the cold part;
+//! `PERF_ROUNDS` sets how many rounds the throughput comparisons take the median of, 3 by
+//! default). Smaller runs for a quick look: `PERF_NUMBERS=100000 PERF_RELEASES=10000
+//! PERF_COLD_NUMBERS=40000 cargo bench --bench performance`; some parts only:
+//! `PERF_PARTS=overload,cold cargo bench --bench performance` (release, activation, conflict,
+//! overload, memory, cold). `PERF_BINARY=path/to/phone-ledger` measures another build of the
+//! server in parts 1–5; in the cold part it is measured beside this build, in alternating runs
+//! against the same raw figure (is warm release no slower than that build?).
 
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -33,6 +46,7 @@ use phone_ledger::store::{AppendMeta, AppendRequest, Store, StoreConfig};
 use serde_json::{json, Value};
 
 const CLIENTS: usize = 64;
+const THIS_BUILD: &str = env!("CARGO_BIN_EXE_phone-ledger");
 const AUTH: &str = "AWS4-HMAC-SHA256 Credential=111122223333/20261126/us-east-1/sms-voice/aws4_request, SignedHeaders=host, Signature=0";
 
 fn median(values: &[f64]) -> f64 {
@@ -54,10 +68,15 @@ struct Ledger {
 }
 
 impl Ledger {
+    /// The server of the other parts: `PERF_BINARY` if set (another build, to compare two
+    /// versions), this build otherwise.
     fn start(dir: &Path, env: &[(&str, &str)]) -> Ledger {
+        let binary = std::env::var_os("PERF_BINARY").unwrap_or_else(|| THIS_BUILD.into());
+        Ledger::start_binary(&binary, dir, env)
+    }
+
+    fn start_binary(binary: &OsStr, dir: &Path, env: &[(&str, &str)]) -> Ledger {
         use std::io::{BufRead, BufReader};
-        // PERF_BINARY: another build of the server, to compare two versions on the same run.
-        let binary = std::env::var_os("PERF_BINARY").unwrap_or_else(|| env!("CARGO_BIN_EXE_phone-ledger").into());
         let mut child = Command::new(binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
@@ -195,10 +214,13 @@ async fn drive(http: &reqwest::Client, url: &str, operation: &'static str, bodie
     (bodies.len() as f64 / started.elapsed().as_secs_f64(), values)
 }
 
+/// The `RequestPhoneNumber` body of the whole bench (US long codes: 50 million candidates).
+fn request_body() -> String {
+    json!({"IsoCountryCode": "US", "MessageType": "TRANSACTIONAL", "NumberCapabilities": ["SMS"], "NumberType": "LONG_CODE"}).to_string()
+}
+
 async fn request_numbers(http: &reqwest::Client, url: &str, n: usize) -> (f64, Vec<String>) {
-    let body = json!({"IsoCountryCode": "US", "MessageType": "TRANSACTIONAL", "NumberCapabilities": ["SMS"], "NumberType": "LONG_CODE"})
-        .to_string();
-    let (rate, values) = drive(http, url, "RequestPhoneNumber", vec![body; n]).await;
+    let (rate, values) = drive(http, url, "RequestPhoneNumber", vec![request_body(); n]).await;
     (
         rate,
         values
@@ -263,6 +285,298 @@ async fn ledger_release_rate(http: &reqwest::Client, n: usize, env: &[(&str, &st
     let cpu_us = (server.cpu_secs() - cpu_before) * 1e6 / n as f64;
     server.stop();
     (rate, cpu_us)
+}
+
+// ---- the cold part: every server driven by wrk -------------------------------------------------
+
+/// wrk's threads; each drives `CLIENTS / WRK_THREADS` connections.
+const WRK_THREADS: usize = 2;
+const WRK_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/wrk/aws_json.lua");
+
+/// One wrk run, as `benches/wrk/aws_json.lua` reports it (times in microseconds).
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+struct WrkRun {
+    requests: u64,
+    duration_us: u64,
+    non_2xx: u64,
+    socket_errors: u64,
+    p50_us: u64,
+    p99_us: u64,
+    /// Requests the script built (completed or in flight at the end), and how many of them
+    /// carried a body that no earlier request of the run carried.
+    sent: u64,
+    distinct: u64,
+}
+
+impl WrkRun {
+    fn rate(&self) -> f64 {
+        self.requests as f64 * 1e6 / self.duration_us as f64
+    }
+
+    /// More than 1 % of the answers were errors: the figure is not the server's throughput.
+    fn failed(&self) -> bool {
+        (self.non_2xx + self.socket_errors) * 100 > self.requests
+    }
+}
+
+fn wrk_installed() -> bool {
+    Command::new("wrk").arg("-v").output().is_ok()
+}
+
+/// `secs` seconds of wrk, `CLIENTS` connections, POSTing `operation` to `url` with `bodies`:
+/// each wrk thread sends its share of them in turn, and starts over when it has sent them all.
+fn wrk(url: &str, operation: &str, bodies: &[String], secs: usize) -> WrkRun {
+    let mut file = tempfile::NamedTempFile::new().expect("bodies file");
+    file.write_all(bodies.join("\n").as_bytes()).expect("write bodies");
+    let output = Command::new("wrk")
+        .args([format!("-t{WRK_THREADS}"), format!("-c{CLIENTS}"), format!("-d{secs}s")])
+        .args(["--timeout", "10s", "--latency", "-s", WRK_SCRIPT])
+        .args(["-H", &format!("X-Amz-Target: PinpointSMSVoiceV2.{operation}")])
+        .args(["-H", "Content-Type: application/x-amz-json-1.0"])
+        .args(["-H", &format!("Authorization: {AUTH}")])
+        .args([url, "--"])
+        .arg(file.path())
+        .arg(WRK_THREADS.to_string())
+        .output()
+        .expect("run wrk");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let run: WrkRun = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("wrk-result "))
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_else(|| panic!("wrk gave no result:\n{stdout}{}", String::from_utf8_lossy(&output.stderr)));
+    if run.failed() {
+        eprintln!(
+            "\n!!!!! FAILED MEASUREMENT: {operation} at {url}: {} non-2xx answers and {} socket errors in {} requests. wrk said:\n{stdout}",
+            run.non_2xx, run.socket_errors, run.requests
+        );
+    }
+    run
+}
+
+/// A wrk run against the real server, with the server's CPU time per completed request.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    run: WrkRun,
+    cpu_us: f64,
+}
+
+fn measure(server: &Ledger, operation: &str, bodies: &[String], secs: usize) -> Measured {
+    let cpu_before = server.cpu_secs();
+    let run = wrk(&server.url, operation, bodies, secs);
+    let cpu_us = (server.cpu_secs() - cpu_before) * 1e6 / run.requests.max(1) as f64;
+    Measured { run, cpu_us }
+}
+
+/// The medians, each on its own, of the runs of one measure.
+#[derive(Debug, Clone, Copy)]
+struct Figure {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// Server CPU per request (NaN for the in-process reference).
+    cpu_us: f64,
+    /// Some run had more than 1 % errors.
+    failed: bool,
+}
+
+impl Figure {
+    fn of(runs: &[Measured]) -> Figure {
+        let med = |f: &dyn Fn(&Measured) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        Figure {
+            rate: med(&|m| m.run.rate()),
+            p50_ms: med(&|m| m.run.p50_us as f64 / 1000.0),
+            p99_ms: med(&|m| m.run.p99_us as f64 / 1000.0),
+            cpu_us: med(&|m| m.cpu_us),
+            failed: runs.iter().any(|m| m.run.failed()),
+        }
+    }
+}
+
+impl std::fmt::Display for Figure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms", self.rate, self.p50_ms, self.p99_ms)?;
+        if self.cpu_us.is_finite() {
+            write!(f, ", {:.0} µs server CPU each", self.cpu_us)?;
+        }
+        if self.failed {
+            write!(f, " (FAILED MEASUREMENT: errors)")?;
+        }
+        Ok(())
+    }
+}
+
+/// The server measures of the cold part for one build: of one round (`Measured`), or their
+/// medians over the rounds (`Figure`).
+struct ColdMeasures<T> {
+    warm: T,
+    request: T,
+    cold: T,
+}
+
+type ColdRound = ColdMeasures<Measured>;
+
+impl ColdMeasures<Figure> {
+    fn of(rounds: &[ColdRound]) -> Self {
+        let of = |pick: fn(&ColdRound) -> Measured| Figure::of(&rounds.iter().map(pick).collect::<Vec<_>>());
+        ColdMeasures {
+            warm: of(|r| r.warm),
+            request: of(|r| r.request),
+            cold: of(|r| r.cold),
+        }
+    }
+}
+
+/// On a fresh server of `binary` whose live-actor cap holds all `n` numbers: creates them, then
+/// with wrk releases half of them (warm: each actor live since its number was created, as in the
+/// release part) and measures RequestPhoneNumber (whose new actors push the oldest out, as under
+/// the default cap); restarts the server on the same data (every actor passivated, the cap still
+/// above what the cold release activates) and releases the other half (cold).
+fn cold_round(rt: &tokio::runtime::Runtime, http: &reqwest::Client, binary: &OsStr, n: usize, secs: usize) -> ColdRound {
+    let dir = tempfile::tempdir().expect("dir");
+    let cap = n.to_string();
+    let env = [("PHONE_LEDGER_MAX_LIVE_ACTORS", cap.as_str())];
+    let server = Ledger::start_binary(binary, dir.path(), &env);
+    let (create_rate, ids) = rt.block_on(request_numbers(http, &server.url, n));
+    let (warm_ids, cold_ids) = ids.split_at(n / 2);
+    let warm = measure(&server, "ReleasePhoneNumber", &releases(warm_ids), secs);
+    let request = measure(&server, "RequestPhoneNumber", &vec![request_body(); WRK_THREADS], secs);
+    server.stop();
+    let restarted = Instant::now();
+    let server = Ledger::start_binary(binary, dir.path(), &env);
+    let restart_s = restarted.elapsed().as_secs_f64();
+    let cold = measure(&server, "ReleasePhoneNumber", &releases(cold_ids), secs);
+    server.stop();
+    eprintln!("  {n} numbers created at {create_rate:.0}/s (reqwest client); restart took {restart_s:.2} s");
+    for (what, m) in [("warm", &warm), ("cold", &cold)] {
+        let run = &m.run;
+        eprintln!(
+            "  {what} release: {} released, {} ids sent, {} distinct",
+            run.requests, run.sent, run.distinct
+        );
+        if run.sent > run.distinct {
+            eprintln!(
+                "\n!!!!! {what} release ran out of ids: {} of {} releases repeated an id (refusals); raise PERF_COLD_NUMBERS or lower PERF_WRK_SECS\n",
+                run.sent - run.distinct,
+                run.sent
+            );
+        }
+    }
+    ColdRound { warm, request, cold }
+}
+
+/// Whether a target is met, unless a figure it rests on is a failed measurement.
+fn verdict(ok: bool, figures: &[Figure]) -> &'static str {
+    if figures.iter().any(|f| f.failed) {
+        "no verdict (FAILED MEASUREMENT)"
+    } else if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+/// Raw handler, warm release, cold release and RequestPhoneNumber, all driven by wrk, in rounds
+/// (raw, this build, PERF_BINARY, raw, this build, ...); rows of the table from the medians.
+fn cold_part(rt: &tokio::runtime::Runtime, http: &reqwest::Client) -> Vec<[String; 5]> {
+    let n = env_usize("PERF_COLD_NUMBERS", 150_000);
+    // 4 s: 150,000 numbers last both releases up to 18,750 req/s.
+    let secs = env_usize("PERF_WRK_SECS", 4).max(1);
+    let rounds = env_usize("PERF_ROUNDS", 3).max(1);
+    let mut builds: Vec<(String, OsString)> = vec![("this build".into(), THIS_BUILD.into())];
+    if let Some(other) = std::env::var_os("PERF_BINARY") {
+        builds.push((format!("PERF_BINARY ({})", other.to_string_lossy()), other));
+    }
+    let fake_ids: Vec<String> = (0..100_000).map(|i| format!("phone-{i:032x}")).collect();
+    let raw_bodies = releases(&fake_ids);
+    let mut raw = vec![];
+    let mut measured: Vec<Vec<ColdRound>> = builds.iter().map(|_| vec![]).collect();
+    for round in 1..=rounds {
+        let (url, reference) = start_reference();
+        wrk(&url, "ReleasePhoneNumber", &raw_bodies, 1);
+        raw.push(Measured {
+            run: wrk(&url, "ReleasePhoneNumber", &raw_bodies, secs),
+            cpu_us: f64::NAN,
+        });
+        drop(reference.stop(true));
+        eprintln!("round {round}: raw handler (wrk) {}", Figure::of(&raw[round - 1..]));
+        for ((name, binary), runs) in builds.iter().zip(&mut measured) {
+            runs.push(cold_round(rt, http, binary, n, secs));
+            let this = ColdMeasures::of(&runs[round - 1..]);
+            eprintln!(
+                "round {round}, {name}: warm release {}; cold release {}; RequestPhoneNumber {}",
+                this.warm, this.cold, this.request
+            );
+        }
+    }
+    let raw = Figure::of(&raw);
+    let ColdMeasures { warm, request, cold } = ColdMeasures::of(&measured[0]);
+    let of = format!("wrk, {CLIENTS} connections, median of {rounds} rounds of {secs} s");
+    let against_warm = |measure: String, figure: Figure, at_least: f64| {
+        [
+            measure,
+            figure.to_string(),
+            format!("warm release: {warm}"),
+            format!("{:.2}×", figure.rate / warm.rate),
+            format!(
+                "≥ {at_least}× warm: {}",
+                verdict(figure.rate >= at_least * warm.rate, &[figure, warm])
+            ),
+        ]
+    };
+    let mut rows = vec![
+        against_warm(
+            format!("cold ReleasePhoneNumber: server restarted on {n} numbers, every actor passivated ({of})"),
+            cold,
+            0.8,
+        ),
+        against_warm(format!("RequestPhoneNumber ({of})"), request, 0.5),
+    ];
+    let warm_row = |name: &str, warm: Figure, target: String| {
+        [
+            format!("warm ReleasePhoneNumber, {name}: actors live since creation ({of})"),
+            warm.to_string(),
+            format!("raw actix-web handler (wrk): {raw}"),
+            format!("{:.3}×", warm.rate / raw.rate),
+            target,
+        ]
+    };
+    match measured.get(1) {
+        Some(other) => {
+            let ColdMeasures {
+                warm: other_warm,
+                request: other_request,
+                cold: other_cold,
+            } = ColdMeasures::of(other);
+            rows.push(warm_row(
+                &builds[0].0,
+                warm,
+                format!(
+                    "no slower than PERF_BINARY ({:.2}× of it): {}",
+                    warm.rate / other_warm.rate,
+                    verdict(warm.rate >= other_warm.rate, &[warm, other_warm])
+                ),
+            ));
+            rows.push(warm_row(&builds[1].0, other_warm, String::new()));
+            rows.push([
+                format!("{}: cold release / RequestPhoneNumber", builds[1].0),
+                format!("cold: {other_cold}"),
+                format!("RequestPhoneNumber: {other_request}"),
+                format!(
+                    "cold {:.2}× warm, request {:.2}× warm",
+                    other_cold.rate / other_warm.rate,
+                    other_request.rate / other_warm.rate
+                ),
+                String::new(),
+            ]);
+        }
+        None => rows.push(warm_row(
+            &builds[0].0,
+            warm,
+            "no slower than today's binary: set PERF_BINARY".into(),
+        )),
+    }
+    rows
 }
 
 // ---- activation --------------------------------------------------------------------------------
@@ -343,7 +657,7 @@ fn main() {
         .expect("runtime");
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().expect("client");
 
-    let parts = std::env::var("PERF_PARTS").unwrap_or_else(|_| "release,activation,conflict,overload,memory".into());
+    let parts = std::env::var("PERF_PARTS").unwrap_or_else(|_| "release,activation,conflict,overload,memory,cold".into());
     let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
 
     // 1. Durable release throughput vs the raw handler and vs flush-per-event. The machine is
@@ -516,6 +830,23 @@ fn main() {
             "".into(),
             "≤ 1024 MiB".into(),
         ]);
+    }
+
+    // 6. The cold path, and RequestPhoneNumber, against warm release and the raw handler, every
+    //    server driven by wrk.
+    if part("cold") {
+        if wrk_installed() {
+            rows.extend(cold_part(&rt, &http));
+        } else {
+            eprintln!("\n!!!!! cold part SKIPPED: wrk is not installed (Debian: apt-get install wrk)\n");
+            rows.push([
+                "cold release, RequestPhoneNumber, warm release vs raw (wrk)".into(),
+                "SKIPPED: wrk is not installed".into(),
+                "".into(),
+                "".into(),
+                "".into(),
+            ]);
+        }
     }
 
     println!();
