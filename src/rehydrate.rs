@@ -61,6 +61,18 @@ fn fold<A: Aggregate>(mut state: A, mut version: u64, stream_id: &str, events: &
     Ok((state, version))
 }
 
+impl<A: Aggregate> LoadedState<A> {
+    /// The state of a stream that has no event.
+    pub fn empty() -> Self {
+        LoadedState {
+            state: A::default(),
+            version: 0,
+            last_event: None,
+            replayed: 0,
+        }
+    }
+}
+
 /// A stream's state as [`load_state`] rebuilt it.
 pub struct LoadedState<A> {
     pub state: A,

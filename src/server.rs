@@ -86,6 +86,7 @@ fn pagination_secret(config: &Config) -> Result<[u8; 32], ServerError> {
         Ok(_) => Err(failed(std::io::Error::other("expected 32 bytes"))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let secret: [u8; 32] = rand::random();
+            std::fs::create_dir_all(&config.data_dir).map_err(failed)?;
             write_private(&path, &secret).map_err(failed)?;
             Ok(Sha256::digest(secret).into())
         }
@@ -176,8 +177,8 @@ async fn serve_notifying(
     if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "listening beyond loopback: every caller can act as any account (no SigV4 check)");
     }
-    let secret = pagination_secret(&config)?;
     let store = open_store(&config).await?;
+    let secret = pagination_secret(&config)?;
     let service = service(&config, store.clone());
     match service.recover_interrupted().await {
         Ok(0) => {}
@@ -296,5 +297,27 @@ impl Drop for RunningServer {
         if let Err(e) = self.shutdown() {
             tracing::error!(error = %crate::error_chain(&e), "server did not stop cleanly");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pagination_secret_is_made_once_per_data_directory_unless_configured() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = Config::defaults_with_data_dir(dir.path().join("not/yet/there")).expect("config");
+        let first = pagination_secret(&config).expect("created with its directory");
+        assert_eq!(pagination_secret(&config).expect("read back"), first, "kept across restarts");
+        let other = Config::defaults_with_data_dir(dir.path().join("elsewhere")).expect("config");
+        assert_ne!(pagination_secret(&other).expect("another node's"), first);
+        let (mut shared, mut again) = (other.clone(), config);
+        shared.pagination_secret = Some("a secret both nodes know".into());
+        again.pagination_secret = Some("a secret both nodes know".into());
+        assert_eq!(
+            pagination_secret(&shared).expect("configured"),
+            pagination_secret(&again).expect("configured")
+        );
     }
 }

@@ -202,6 +202,20 @@ async fn audit_api_and_cli_tell_the_whole_story() {
     assert_eq!((s, e["Parameter"].as_str()), (400, Some("Colour")));
     let (s, e) = get(&format!("{base}/audit/events?From=yesterday")).await;
     assert_eq!((s, e["Parameter"].as_str()), (400, Some("From")));
+    // The audit API's errors have the AWS JSON shape and headers of the rest of the service.
+    let resp = reqwest::get(format!("{base}/audit/pools/pool-00000000000000000000000000000000/state"))
+        .await
+        .expect("GET");
+    assert_eq!(resp.status().as_u16(), 404);
+    let error_type = resp
+        .headers()
+        .get("x-amzn-ErrorType")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    assert_eq!(error_type.as_deref(), Some("ResourceNotFoundException"));
+    assert!(resp.headers().contains_key("x-amzn-RequestId"));
+    let body: Value = resp.json().await.expect("JSON");
+    assert_eq!(body["__type"], "ResourceNotFoundException", "{body}");
 
     // The CLI against the server prints the same as offline on the stopped server's directory.
     let url = server.url();

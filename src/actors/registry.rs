@@ -18,7 +18,7 @@ use lru::LruCache;
 
 use super::aggregate_actor::{ActorSettings, AggregateActor, Passivate};
 use crate::projection::Projected;
-use crate::rehydrate::load_state;
+use crate::rehydrate::{load_state, LoadedState};
 use crate::store::{Store, StoreError};
 
 /// The live actors of one aggregate kind.
@@ -55,10 +55,12 @@ impl<A: Projected> Registry<A> {
         })))
     }
 
-    /// The actor of a stream (started if it is not live, e.g. for a stream about to be created).
-    pub fn activate(&self, id: &str) -> Addr<AggregateActor<A>> {
+    /// The actor of a stream about to be created under a fresh id (a new random one), started
+    /// without reading the log: there is nothing to read. Were the id somehow taken, the first
+    /// append (which expects version 0) would be refused and the actor would read the stream.
+    pub fn activate_new(&self, id: &str) -> Addr<AggregateActor<A>> {
         self.start_if_absent(id, || {
-            AggregateActor::with_settings(id.to_string(), self.store.clone(), self.settings)
+            AggregateActor::loaded(id.to_string(), self.store.clone(), self.settings, LoadedState::empty())
         })
     }
 

@@ -96,7 +96,7 @@ impl LifecycleService {
 
     /// Sends a message to the actor of `id`. An actor that was passivating when the message
     /// arrived refuses it unprocessed (`Closed`); the message then goes to a fresh actor.
-    /// `create`: start the actor even if the stream does not exist yet.
+    /// `create`: `id` is a fresh id for a stream about to be created.
     async fn ask<A, M>(registry: &Registry<A>, id: &str, create: bool, message: impl Fn() -> M) -> Result<M::Result, ServiceError>
     where
         A: Projected,
@@ -107,7 +107,7 @@ impl LifecycleService {
     {
         for _ in 0..8 {
             let addr = match create {
-                true => registry.activate(id),
+                true => registry.activate_new(id),
                 false => registry.existing(id).await?.ok_or_else(|| not_found(A::KIND, id))?,
             };
             match addr.send(message()).await {

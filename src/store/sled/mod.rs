@@ -14,11 +14,13 @@
 //! All writes go through one writer thread ([`writer`]) that commits whatever appends are waiting
 //! in one transaction with a per-stream expected-version check, flushes once, and only then
 //! answers every caller (group commit): the atomicity the port promises is that of one sled
-//! transaction. Reads run on tokio's blocking pool, never on the caller's thread.
+//! transaction. Reads run on a few reader threads of the store ([`readers`]), never on the
+//! caller's thread.
 
 mod feed;
 #[cfg(test)]
 mod format_tests;
+mod readers;
 pub mod testing;
 mod writer;
 
@@ -56,19 +58,20 @@ pub(crate) struct Trees {
     pub snapshots: ::sled::Tree,
 }
 
-/// An open log: the trees and the writer that owns all writes to them.
+/// An open log: the trees, the writer that owns all writes to them and the reader threads.
 struct Open {
     trees: Arc<Trees>,
     /// `None` for a read-only store (offline audit tools).
     writer: Option<writer::WriterHandle>,
+    readers: readers::Readers,
 }
 
 /// The sled event store; cheap to clone.
 ///
-/// Clones share one slot holding the open database. Every read holds the slot's read lock for
-/// its duration, so [`EventStore::close`] (which takes the write lock and empties the slot) knows
-/// that no read is left using the database when it drops it: the directory lock is released
-/// when close returns, however many clones (in actors, in HTTP workers winding down) remain.
+/// Clones share one slot holding the open database. [`EventStore::close`] empties the slot,
+/// stops the writer and the reader threads (each after finishing what was already handed to it),
+/// and drops the last handle to the database: the directory lock is released when close returns,
+/// however many clones (in actors, in HTTP workers winding down) remain.
 #[derive(Clone)]
 pub struct SledStore {
     open: Arc<RwLock<Option<Open>>>,
@@ -172,7 +175,6 @@ impl SledStore {
             path: dir.to_path_buf(),
             source: e,
         };
-        disable_transparent_huge_pages();
         std::fs::create_dir_all(dir).map_err(|e| open_err(Arc::new(e)))?;
         let db = open_sled(dir, settings.cache_capacity_bytes).map_err(|e| open_err(Arc::new(e)))?;
         Self::init(db, dir, settings, true)
@@ -250,47 +252,24 @@ impl SledStore {
         } else {
             None
         };
+        let readers = readers::Readers::start(trees.clone())?;
         Ok(SledStore {
-            open: Arc::new(RwLock::new(Some(Open { trees, writer }))),
+            open: Arc::new(RwLock::new(Some(Open { trees, writer, readers }))),
             durability: settings.durability,
         })
     }
 
-    /// Runs `read` on the blocking pool with the open trees (holding the slot's read lock).
+    /// Runs `read` on a reader thread with the open trees.
     fn read<T: Send + 'static>(&self, read: impl FnOnce(&Trees) -> Result<T, StoreError> + Send + 'static) -> StoreFuture<T> {
-        let slot = self.open.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let open = slot.read().unwrap_or_else(|p| p.into_inner());
-                match open.as_ref() {
-                    Some(open) => read(&open.trees),
-                    None => Err(StoreError::Closed),
-                }
-            })
-            .await
-            .map_err(StoreError::backend)?
-        })
-    }
-}
-
-/// mimalloc (the binary's allocator) asks for transparent huge pages on its memory. sled
-/// allocates a fresh 512 KiB IO buffer for every log segment it fills and frees it once written;
-/// each time such memory goes back to the kernel and is taken again, the next touch faults in
-/// and zeroes a whole 2 MiB huge page. Under write load that zeroing was a quarter of the event
-/// writer's time (the thread every durable command waits for); with 4 KiB pages it is gone.
-fn disable_transparent_huge_pages() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of this process.
-        let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-        if rc != 0 {
-            // Only a cost, never a correctness matter: carry on with the kernel's default.
-            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot disable transparent huge pages");
+        let open = self.open.read().unwrap_or_else(|p| p.into_inner());
+        match open.as_ref() {
+            Some(open) => open.readers.run(read),
+            None => Box::pin(std::future::ready(Err(StoreError::Closed))),
         }
     }
 }
 
-// ---- reads, on the blocking pool ----------------------------------------------------------------
+// ---- reads, on the reader threads ----------------------------------------------------------------
 
 fn stream_head(t: &Trees, stream_id: &str) -> Result<StreamHead, StoreError> {
     match t.streams.scan_prefix(stream_prefix(stream_id)).next_back() {
@@ -573,15 +552,19 @@ impl EventStore for SledStore {
         let slot = self.open.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                // The write lock waits for reads in progress; later ones find the slot empty.
+                // Later calls find the slot empty and are refused.
                 let taken = slot.write().unwrap_or_else(|p| p.into_inner()).take();
-                let Some(open) = taken else { return Ok(()) };
-                if let Some(writer) = &open.writer {
+                let Some(Open { trees, writer, readers }) = taken else {
+                    return Ok(());
+                };
+                if let Some(writer) = &writer {
                     writer.shutdown();
                 }
-                open.trees.db.flush()?;
-                // The writer thread has ended and dropped its handle: this is the last one.
-                drop(open);
+                readers.shutdown();
+                trees.db.flush()?;
+                // The writer and reader threads have ended and dropped their handles: this is
+                // the last one, and dropping it lets go of the directory.
+                drop(trees);
                 Ok(())
             })
             .await
