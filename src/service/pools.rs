@@ -219,7 +219,7 @@ impl LifecycleService {
 fn abort_reason(e: &ServiceError) -> Rejection {
     match e {
         ServiceError::Rejected(r) => r.clone(),
-        other => Rejection::validation(ValidationReason::InvalidRequest, "PoolId", other.to_string()),
+        other => Rejection::validation(ValidationReason::InvalidRequest, "PoolId", crate::error_chain(other)),
     }
 }
 

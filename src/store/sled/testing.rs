@@ -7,49 +7,39 @@ use std::path::Path;
 use super::{open_sled, stream_key};
 use crate::store::StoreError;
 
-fn open(dir: &Path) -> Result<::sled::Db, StoreError> {
-    Ok(open_sled(dir, 16 * 1024 * 1024)?)
+/// Rewrites the stored bytes under `key` of `tree` with `damage`.
+fn tamper(dir: &Path, tree: &str, key: &[u8], what: &str, damage: impl FnOnce(&mut Vec<u8>)) -> Result<(), StoreError> {
+    let db = open_sled(dir, 16 * 1024 * 1024)?;
+    let tree = db.open_tree(tree)?;
+    let mut bytes = tree
+        .get(key)?
+        .ok_or_else(|| StoreError::Corrupt {
+            key: what.to_string(),
+            message: "nothing stored there".into(),
+        })?
+        .to_vec();
+    damage(&mut bytes);
+    tree.insert(key, bytes)?;
+    db.flush()?;
+    Ok(())
 }
 
 /// Rewrites the stored bytes of one event with `damage`, as it is on disk.
 pub fn tamper_with_event(dir: &Path, stream_id: &str, version: u64, damage: impl FnOnce(&mut Vec<u8>)) -> Result<(), StoreError> {
-    let db = open(dir)?;
-    let streams = db.open_tree("streams")?;
-    let key = stream_key(stream_id, version);
-    let mut bytes = streams
-        .get(&key)?
-        .ok_or_else(|| StoreError::Corrupt {
-            key: format!("{stream_id}@{version}"),
-            message: "no such event".into(),
-        })?
-        .to_vec();
-    damage(&mut bytes);
-    streams.insert(key, bytes)?;
-    db.flush()?;
-    Ok(())
-}
-
-/// Deletes the derived index (the server rebuilds it from the log on start).
-pub fn drop_index(dir: &Path) -> Result<(), StoreError> {
-    let db = open(dir)?;
-    db.drop_tree("index")?;
-    db.flush()?;
-    Ok(())
+    let what = format!("{stream_id}@{version}");
+    tamper(dir, "streams", &stream_key(stream_id, version), &what, damage)
 }
 
 /// Rewrites the stored snapshot of a stream with `damage`.
 pub fn tamper_with_snapshot(dir: &Path, stream_id: &str, damage: impl FnOnce(&mut Vec<u8>)) -> Result<(), StoreError> {
-    let db = open(dir)?;
-    let snapshots = db.open_tree("snapshots")?;
-    let mut bytes = snapshots
-        .get(stream_id.as_bytes())?
-        .ok_or_else(|| StoreError::Corrupt {
-            key: format!("snapshot {stream_id}"),
-            message: "no such snapshot".into(),
-        })?
-        .to_vec();
-    damage(&mut bytes);
-    snapshots.insert(stream_id.as_bytes(), bytes)?;
+    let what = format!("snapshot {stream_id}");
+    tamper(dir, "snapshots", stream_id.as_bytes(), &what, damage)
+}
+
+/// Deletes the derived index (the server rebuilds it from the log on start).
+pub fn drop_index(dir: &Path) -> Result<(), StoreError> {
+    let db = open_sled(dir, 16 * 1024 * 1024)?;
+    db.drop_tree("index")?;
     db.flush()?;
     Ok(())
 }

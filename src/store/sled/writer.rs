@@ -330,7 +330,7 @@ impl Writer {
             {
                 match last_version(&t.streams, stream_id) {
                     Ok(version) => *actual = version - written.get(stream_id.as_str()).copied().unwrap_or(0),
-                    Err(e) => tracing::warn!(stream = %stream_id, error = %e, "cannot read the version of a stream"),
+                    Err(e) => tracing::warn!(stream = %stream_id, error = %crate::error_chain(&e), "cannot read the version of a stream"),
                 }
             }
         }
