@@ -316,8 +316,8 @@ pub trait EventStore: Send + Sync + 'static {
 
     // ---- lifecycle ----------------------------------------------------------------------------
 
-    /// What backend this is and how durable an acknowledged append is (`fsync`, `flush`, ...;
-    /// `None` when the store takes no appends).
+    /// How durable an acknowledged append is (`fsync`, `flush`, `relaxed` for the embedded
+    /// backend; `None` when the store takes no appends).
     fn durability(&self) -> Option<String>;
 
     /// Commits and answers everything already submitted, makes it durable, and lets go of the
