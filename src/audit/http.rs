@@ -47,7 +47,7 @@ fn error_response(e: &AuditError) -> HttpResponse {
         AuditError::NotFound(id) => AwsJsonError::no_such_resource(e.to_string(), id),
         AuditError::BadParameter { name, .. } => AwsJsonError::bad_parameter(name, e.to_string()),
         AuditError::Input(_) => AwsJsonError::bad_request(e.to_string()),
-        AuditError::Store(_) => AwsJsonError::internal(e, &request_id),
+        AuditError::Store(_) | AuditError::Task(_) => AwsJsonError::internal(e, &request_id),
     };
     error.to_response(&request_id)
 }
@@ -215,7 +215,7 @@ async fn get_digest(req: HttpRequest, state: web::Data<AuditState>) -> HttpRespo
 async fn off_workers<T: Send + 'static>(work: impl Future<Output = Result<T, AuditError>> + Send + 'static) -> Result<T, AuditError> {
     tokio::task::spawn_blocking(move || tokio::runtime::Handle::current().block_on(work))
         .await
-        .unwrap_or_else(|e| Err(AuditError::Input(format!("audit task failed: {e}"))))
+        .unwrap_or_else(|e| Err(AuditError::Task(Box::new(e))))
 }
 
 async fn get_verify(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {

@@ -33,6 +33,9 @@ pub enum AuditError {
     /// The log could not be read (HTTP 500).
     #[error("cannot read the event log")]
     Store(#[from] StoreError),
+    /// The task answering the question failed (HTTP 500).
+    #[error("the audit task failed")]
+    Task(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The head of the chain: what an auditor writes down to compare later.

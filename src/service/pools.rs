@@ -49,17 +49,36 @@ impl LifecycleService {
         if number.is_in_pool(&pool_id) {
             return Ok((number, pool.clone()));
         }
-        match self.pool(meta, &pool_id, PoolAction::AddMember(member_of(&number))).await {
+        let added = self.pool(meta, &pool_id, PoolAction::AddMember(member_of(&number))).await;
+        self.settle(meta, number_id, &pool_id, Change::Join, added).await
+    }
+
+    /// The number's last step of a pool change, once the pool has taken its step: completes the
+    /// change if the pool took it, and undoes it (recording why) if the pool refused or failed.
+    async fn settle(
+        &self,
+        meta: &CommandMeta,
+        number_id: &str,
+        pool_id: &str,
+        change: Change,
+        pool_step: Result<Pool, ServiceError>,
+    ) -> Result<(PhoneNumber, Pool), ServiceError> {
+        let pool_id = pool_id.to_string();
+        match pool_step {
             Ok(pool) => {
-                let number = self
-                    .number(meta, number_id, PhoneNumberAction::CompleteAssociation { pool_id })
-                    .await?;
-                Ok((number, pool))
+                let complete = match change {
+                    Change::Join => PhoneNumberAction::CompleteAssociation { pool_id },
+                    Change::Leave => PhoneNumberAction::CompleteDisassociation { pool_id },
+                };
+                Ok((self.number(meta, number_id, complete).await?, pool))
             }
             Err(e) => {
                 let reason = abort_reason(&e);
-                self.number(meta, number_id, PhoneNumberAction::AbortAssociation { pool_id, reason })
-                    .await?;
+                let undo = match change {
+                    Change::Join => PhoneNumberAction::AbortAssociation { pool_id, reason },
+                    Change::Leave => PhoneNumberAction::AbortDisassociation { pool_id, reason },
+                };
+                self.number(meta, number_id, undo).await?;
                 Err(e)
             }
         }
@@ -102,7 +121,7 @@ impl LifecycleService {
             },
         )
         .await?;
-        match self
+        let removed = self
             .pool(
                 meta,
                 &pool_id,
@@ -110,21 +129,8 @@ impl LifecycleService {
                     origination_identity: number_id.clone(),
                 },
             )
-            .await
-        {
-            Ok(pool) => {
-                let number = self
-                    .number(meta, &number_id, PhoneNumberAction::CompleteDisassociation { pool_id })
-                    .await?;
-                Ok((number, pool))
-            }
-            Err(e) => {
-                let reason = abort_reason(&e);
-                self.number(meta, &number_id, PhoneNumberAction::AbortDisassociation { pool_id, reason })
-                    .await?;
-                Err(e)
-            }
-        }
+            .await;
+        self.settle(meta, &number_id, &pool_id, Change::Leave, removed).await
     }
 
     /// `CreatePool`: the new pool inherits its settings from its first origination identity.
@@ -170,22 +176,15 @@ impl LifecycleService {
             created_timestamp_ms: meta.at_ms,
             client_token: spec.client_token.clone(),
         };
-        let created = Self::execute(&self.pools, &pool_id, true, meta, PoolAction::Create(Box::new(pool))).await;
-        match created.and_then(|s| {
-            s.0.ok_or_else(|| ServiceError::Invariant(format!("created pool {pool_id} has no state")))
-        }) {
-            Ok(pool) => {
-                self.number(meta, &number_id, PhoneNumberAction::CompleteAssociation { pool_id })
-                    .await?;
-                Ok(pool)
-            }
-            Err(e) => {
-                let reason = abort_reason(&e);
-                self.number(meta, &number_id, PhoneNumberAction::AbortAssociation { pool_id, reason })
-                    .await?;
-                if !lost_token_race(&e) {
-                    return Err(e);
-                }
+        let created = Self::execute(&self.pools, &pool_id, true, meta, PoolAction::Create(Box::new(pool)))
+            .await
+            .and_then(|s| {
+                s.0.ok_or_else(|| ServiceError::Invariant(format!("created pool {pool_id} has no state")))
+            });
+        match self.settle(meta, &number_id, &pool_id, Change::Join, created).await {
+            Ok((_, pool)) => Ok(pool),
+            Err(e) if !lost_token_race(&e) => Err(e),
+            Err(_) => {
                 // Another request created the pool with this token first: its answer is ours.
                 let token = spec.client_token.as_deref().unwrap_or_default();
                 let earlier = self.token_owner(scope, "CreatePool", token).await?;
@@ -213,6 +212,13 @@ impl LifecycleService {
         let pool_id = Self::resolve(ResourceKind::Pool, scope, pool)?;
         self.live_pool(scope, &pool_id).await
     }
+}
+
+/// Which pool change a number is in the middle of.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Join,
+    Leave,
 }
 
 /// Why a pool step was undone, as the number's abort event records it.
