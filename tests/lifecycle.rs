@@ -731,3 +731,77 @@ async fn the_log_records_refusals_but_not_junk() {
     assert_eq!(junk.version, 0);
     store.close().await.expect("close");
 }
+
+/// AssociateOriginationIdentity, `ClientToken`: "Unique, case-sensitive identifier that you
+/// provide to ensure the idempotency of the request." A retry of a join that succeeded gets the
+/// same answer and writes nothing; a repeat without a token is refused as already associated
+/// (sent as raw AWS JSON: the SDK fills in a token of its own when none is given).
+/// RequestPhoneNumber into a pool of another message type is refused before the number exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_associations_and_requests_into_a_mismatched_pool() {
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let first = request(&c, MessageType::Transactional).await;
+    let joining = request(&c, MessageType::Transactional).await;
+    let pool_id = common::create_pool(&c, &first).await;
+    let associate = |token: Option<&str>| {
+        c.associate_origination_identity()
+            .pool_id(&pool_id)
+            .origination_identity(&joining)
+            .set_client_token(token.map(String::from))
+            .send()
+    };
+    let joined = associate(Some("join-once")).await.expect("join");
+    let events_after_join = server_events(&server).await;
+    let again = associate(Some("join-once")).await.expect("the retry gets the same answer");
+    assert_eq!(again.pool_id(), joined.pool_id());
+    assert_eq!(again.origination_identity(), joined.origination_identity());
+    assert_eq!(server_events(&server).await, events_after_join, "the retry wrote nothing");
+    let without_token = reqwest::Client::new()
+        .post(server.url())
+        .header("X-Amz-Target", "PinpointSMSVoiceV2.AssociateOriginationIdentity")
+        .header("Content-Type", "application/x-amz-json-1.0")
+        .header(
+            "Authorization",
+            format!("AWS4-HMAC-SHA256 Credential={ACCOUNT}/20261126/{REGION}/sms-voice/aws4_request, SignedHeaders=host, Signature=0"),
+        )
+        .body(serde_json::json!({"PoolId": pool_id, "OriginationIdentity": joining}).to_string())
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(without_token.status().as_u16(), 400);
+    let body: serde_json::Value = without_token.json().await.expect("json");
+    assert_eq!(body["__type"], "ConflictException", "{body}");
+    assert_eq!(body["Reason"], "RESOURCE_ALREADY_ASSOCIATED", "{body}");
+
+    let before = server_events(&server).await;
+    let err = c
+        .request_phone_number()
+        .iso_country_code("US")
+        .message_type(MessageType::Promotional)
+        .number_capabilities(NumberCapability::Sms)
+        .number_type(RequestableNumberType::LongCode)
+        .pool_id(&pool_id)
+        .send()
+        .await
+        .expect_err("mismatch");
+    match err.into_service_error() {
+        RequestPhoneNumberError::ConflictException(e) => {
+            assert_eq!(e.reason(), Some(&ConflictExceptionReason::MessageTypeMismatch));
+            assert_eq!(e.resource_id(), Some(pool_id.as_str()));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(server_events(&server).await, before, "no number was created");
+}
+
+/// How many events the server's log holds.
+async fn server_events(server: &TestServer) -> u64 {
+    let health: serde_json::Value = reqwest::get(format!("{}/health", server.url()))
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    health["Events"].as_u64().expect("events")
+}
