@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`domain`]: pure deciders (`decide`/`evolve`) for phone numbers and pools; no I/O.
 //! - [`store`]: the storage port (streams, global feed, hash chain, snapshots, derived index,
-//!   and what one append guarantees) and its embedded backend.
+//!   and what one append guarantees), its embedded backend and its clustered one (NATS
+//!   JetStream).
 //! - [`upcast`]: the event schema history and the upcasters applied at read time.
 //! - [`codec`]: domain events to stored envelopes and back; recorded commands.
 //! - [`rehydrate`]: an aggregate's state from its snapshot and the events after it.
@@ -26,6 +27,7 @@
 //! - [`server`]: wiring (routes, shared state) and lifecycle (serve on a listener until a
 //!   shutdown future completes, then a graceful stop).
 //! - [`config`]: layered configuration with embedded defaults.
+//! - [`nats_cluster`]: a local NATS JetStream cluster of real servers (tests, `phone-ledger cluster`).
 //! - [`cli`]: the `phone-ledger` command line.
 
 pub mod actors;
@@ -38,6 +40,7 @@ pub mod config;
 pub mod domain;
 pub mod loadtest;
 pub mod model;
+pub mod nats_cluster;
 pub mod numbering;
 pub mod projection;
 pub mod rehydrate;

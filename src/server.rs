@@ -46,7 +46,7 @@ pub enum ServerError {
 /// Opens the configured log and makes its derived index current (rebuilding it from the log when
 /// it was dropped or has another layout).
 pub async fn open_store(config: &Config) -> Result<Store, ServerError> {
-    let store = config.store.open(&config.data_dir)?;
+    let store = config.store.connect(&config.data_dir).await?;
     if store.index_state(INDEX_LAYOUT_VERSION).await? == IndexState::NeedsRebuild {
         let entries = rebuild_index(&*store).await?;
         tracing::info!(entries, "rebuilt derived index from the log");

@@ -36,6 +36,8 @@ impl Durability {
 pub enum Backend {
     /// The embedded log in `data_dir` (one process).
     Sled,
+    /// A replicated NATS JetStream stream shared by several nodes (`[store.jetstream]`).
+    Jetstream,
 }
 
 /// Settings of the embedded sled backend.
@@ -64,6 +66,8 @@ pub struct StoreConfig {
     pub backend: Backend,
     #[serde(default)]
     pub sled: SledSettings,
+    #[serde(default)]
+    pub jetstream: super::JetStreamSettings,
 }
 
 impl StoreConfig {
@@ -77,6 +81,16 @@ impl StoreConfig {
                 max_batch,
                 ..SledSettings::default()
             },
+            jetstream: super::JetStreamSettings::default(),
+        }
+    }
+
+    /// The clustered backend with the given settings.
+    pub fn clustered(jetstream: super::JetStreamSettings) -> Self {
+        StoreConfig {
+            backend: Backend::Jetstream,
+            sled: SledSettings::default(),
+            jetstream,
         }
     }
 
@@ -85,7 +99,10 @@ impl StoreConfig {
         if self.sled.max_batch == 0 {
             return Err("store.sled.max_batch must be at least 1".into());
         }
-        Ok(())
+        match self.backend {
+            Backend::Sled => Ok(()),
+            Backend::Jetstream => self.jetstream.validate(),
+        }
     }
 
     /// Takes the values of the flat keys that held the embedded backend's settings before there
@@ -120,10 +137,17 @@ impl StoreConfig {
         Ok(std::sync::Arc::new(super::sled::SledStore::open_read_only(data_dir)?))
     }
 
-    /// Opens the configured backend for reading and writing (`data_dir`: this node's directory).
+    /// Opens the embedded backend for reading and writing (`data_dir`: this node's directory);
+    /// tools and tests that open a log on disk directly.
     pub fn open(&self, data_dir: &Path) -> Result<Store, StoreError> {
+        Ok(std::sync::Arc::new(super::sled::SledStore::open(data_dir, &self.sled)?))
+    }
+
+    /// Opens (or connects to) the configured backend for reading and writing.
+    pub async fn connect(&self, data_dir: &Path) -> Result<Store, StoreError> {
         match self.backend {
-            Backend::Sled => Ok(std::sync::Arc::new(super::sled::SledStore::open(data_dir, &self.sled)?)),
+            Backend::Sled => self.open(data_dir),
+            Backend::Jetstream => Ok(std::sync::Arc::new(super::JetStreamStore::connect(&self.jetstream).await?)),
         }
     }
 }

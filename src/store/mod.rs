@@ -1,7 +1,9 @@
 //! The storage port: what the layers above need of an event log, and nothing of how a backend
 //! keeps it. [`EventStore`] is the one trait; [`Store`] the handle everyone holds. The embedded
-//! backend is [`sled::SledStore`] (the only code that names sled); a replicated one implements
-//! the same trait and passes the same contract suite (`tests/store_contract.rs`).
+//! backend is [`sled::SledStore`] (the only code that names sled); the clustered one,
+//! [`jetstream::JetStreamStore`], keeps the log in a replicated NATS JetStream stream shared by
+//! several nodes (the only code that names NATS). Both pass the same contract suite
+//! (`tests/store_contract.rs`).
 //!
 //! # The log
 //! - A **stream** per aggregate: events numbered 1, 2, 3, ... without gaps (`version`).
@@ -38,6 +40,7 @@
 
 pub mod config;
 mod envelope;
+pub mod jetstream;
 pub mod sled;
 
 /// Damaging a stopped node's log on disk, for tests of tamper evidence and recovery (the
@@ -56,6 +59,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use config::{Backend, Durability, SledSettings, StoreConfig};
+pub use jetstream::{JetStreamSettings, JetStreamStore};
 pub use envelope::{AppendMeta, EventEnvelope, PendingEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
 
 /// A boxed future of a store operation. `'static`: it owns what it needs, so it can be awaited

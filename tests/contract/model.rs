@@ -259,6 +259,9 @@ macro_rules! model_test {
             #![proptest_config(proptest::prelude::ProptestConfig { cases: $cases, failure_persistence: None, ..Default::default() })]
             #[test]
             fn $name(ops in proptest::collection::vec(contract::model::op(), 1..30)) {
+                if !<$harness as contract::Harness>::available() {
+                    return Ok(());
+                }
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .enable_all()

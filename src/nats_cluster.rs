@@ -1,0 +1,234 @@
+//! A NATS JetStream cluster of real `nats-server` processes on loopback ports, each with a
+//! directory of its own: what the tests of the clustered backend run against, and what
+//! `phone-ledger cluster` starts for a person to try the clustered mode on one machine.
+//!
+//! The servers are started from the `nats-server` binary on the `PATH` (Debian's package) with a
+//! generated configuration file: JetStream with its store in the node's directory, a cluster
+//! block whose routes name every node, and a monitor port whose
+//! `/healthz?js-enabled-only=true` says when the node is ready.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Why a local cluster could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("nats-server is not installed (Debian: apt-get install -y nats-server)")]
+    NotInstalled,
+    #[error("cannot prepare {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no free loopback port")]
+    NoPort(#[source] std::io::Error),
+    #[error("nats-server node {node} did not become ready within {secs} s (its log: {log})")]
+    NotReady { node: usize, secs: u64, log: PathBuf },
+}
+
+/// The program that runs a node.
+pub const NATS_SERVER: &str = "nats-server";
+
+/// Whether `nats-server` can be run here.
+pub fn nats_server_available() -> bool {
+    Command::new(NATS_SERVER)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The ports one node listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct NodePorts {
+    pub client: u16,
+    pub cluster: u16,
+    pub monitor: u16,
+}
+
+struct Node {
+    ports: NodePorts,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running local cluster. Dropping it kills its servers (their directories stay, under the
+/// base directory the caller owns).
+pub struct LocalCluster {
+    name: String,
+    nodes: Vec<Node>,
+}
+
+fn free_port() -> Result<u16, ClusterError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(ClusterError::NoPort)?;
+    listener.local_addr().map(|a| a.port()).map_err(ClusterError::NoPort)
+}
+
+impl LocalCluster {
+    /// Starts `size` nodes under `base_dir` (one subdirectory each) and waits until every one
+    /// has JetStream ready.
+    pub fn start(base_dir: &Path, size: usize) -> Result<Self, ClusterError> {
+        if !nats_server_available() {
+            return Err(ClusterError::NotInstalled);
+        }
+        let mut nodes = Vec::with_capacity(size);
+        for i in 0..size {
+            let dir = base_dir.join(format!("nats-{}", i + 1));
+            std::fs::create_dir_all(&dir).map_err(|source| ClusterError::Io { path: dir.clone(), source })?;
+            let ports = NodePorts {
+                client: free_port()?,
+                cluster: free_port()?,
+                monitor: free_port()?,
+            };
+            nodes.push(Node { ports, dir, child: None });
+        }
+        let mut cluster = LocalCluster {
+            name: format!("phone-ledger-{}", std::process::id()),
+            nodes,
+        };
+        for i in 0..size {
+            cluster.write_config(i)?;
+            cluster.spawn(i)?;
+        }
+        for i in 0..size {
+            cluster.wait_ready(i, Duration::from_secs(20))?;
+        }
+        Ok(cluster)
+    }
+
+    fn write_config(&self, i: usize) -> Result<(), ClusterError> {
+        let node = &self.nodes[i];
+        let routes: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, n)| format!("\"nats-route://127.0.0.1:{}\"", n.ports.cluster))
+            .collect();
+        let config = format!(
+            "server_name: n{id}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
+             jetstream {{ store_dir: {store:?} }}\n\
+             cluster {{ name: {name:?}, listen: 127.0.0.1:{cluster}, routes: [{routes}] }}\n",
+            id = i + 1,
+            client = node.ports.client,
+            monitor = node.ports.monitor,
+            store = node.dir.join("jetstream").display().to_string(),
+            name = self.name,
+            cluster = node.ports.cluster,
+            routes = routes.join(", "),
+        );
+        let path = node.dir.join("nats.conf");
+        std::fs::write(&path, config).map_err(|source| ClusterError::Io { path, source })
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<(), ClusterError> {
+        let node = &mut self.nodes[i];
+        let log_path = node.dir.join("nats.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|source| ClusterError::Io {
+                path: log_path.clone(),
+                source,
+            })?;
+        let err = log.try_clone().map_err(|source| ClusterError::Io {
+            path: log_path.clone(),
+            source,
+        })?;
+        let mut command = Command::new(NATS_SERVER);
+        command
+            .arg("-c")
+            .arg(node.dir.join("nats.conf"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err);
+        die_with_parent(&mut command);
+        let child = command.spawn().map_err(|source| ClusterError::Io { path: log_path, source })?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until node `i` answers its JetStream health check.
+    pub fn wait_ready(&self, i: usize, within: Duration) -> Result<(), ClusterError> {
+        let node = &self.nodes[i];
+        let url = format!("http://127.0.0.1:{}/healthz?js-enabled-only=true", node.ports.monitor);
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(1)).build();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if agent.get(&url).call().is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(ClusterError::NotReady {
+            node: i + 1,
+            secs: within.as_secs(),
+            log: node.dir.join("nats.log"),
+        })
+    }
+
+    /// The client URLs of every node (`nats://127.0.0.1:port`).
+    pub fn client_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| format!("nats://127.0.0.1:{}", n.ports.client)).collect()
+    }
+
+    /// Each node's ports.
+    pub fn ports(&self) -> Vec<NodePorts> {
+        self.nodes.iter().map(|n| n.ports).collect()
+    }
+
+    /// The server name of node `i` (`n1`, `n2`, ...), as JetStream reports its leaders.
+    pub fn server_name(&self, i: usize) -> String {
+        format!("n{}", i + 1)
+    }
+
+    /// Kills node `i` at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts node `i` again over its directory and waits until it is ready.
+    pub fn restart(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.kill(i);
+        self.spawn(i)?;
+        self.wait_ready(i, Duration::from_secs(20))
+    }
+
+    /// Waits for every node's children to end after killing them.
+    pub fn stop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Asks the kernel to kill the server when the thread that started it ends, so a test process
+/// that dies (or a cluster kept in a static, which is never dropped) leaves no servers behind.
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches only the child's own attributes.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}

@@ -1,0 +1,101 @@
+//! Unique claims across streams without a multi-stream transaction: a claim is reserved in the
+//! claims bucket with a compare-and-set create *before* the append that makes it is published.
+//!
+//! A reservation is in one of three situations, and a second claimant tells them apart:
+//! - **held**: the log has a commit that claimed the key and no later one deleted it (this
+//!   node's view has the key in its index): the second claim is refused;
+//! - **in flight**: younger than [`CLAIM_GRACE`], its append may still be on its way: refused
+//!   too (the caller's retry decides again);
+//! - **abandoned**: older than that, and the log, read up to its current end, holds no commit
+//!   with the key: the append was refused or never sent (a crash between the two steps). The
+//!   second claimant takes the reservation over with a compare-and-set on its revision, so of
+//!   several claimants one wins.
+//!
+//! When an append is refused its reservations are released at once; when a later append deletes a
+//! claimed key from the index (a released number), its reservation is freed once that append is
+//! stored. If a node dies in between, the reservation is abandoned and taken over as above.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::kv::{CreateErrorKind, Operation};
+use serde::{Deserialize, Serialize};
+
+use super::{backend, wire, Shared};
+use crate::store::AppendError;
+
+/// How long a reservation without a commit is presumed to belong to an append in flight.
+pub const CLAIM_GRACE: Duration = Duration::from_secs(10);
+
+/// What a reservation records: who made it and when.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Reservation {
+    stream: String,
+    at_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
+}
+
+/// Reserves `key` for an append to `stream_id`; returns the reservation's revision.
+pub(super) async fn reserve(shared: &Shared, key: &[u8], stream_id: &str) -> Result<u64, AppendError> {
+    let token = wire::token(key);
+    let taken = || AppendError::UniqueViolation(String::from_utf8_lossy(key).into_owned());
+    let storage = |e: crate::store::StoreError| AppendError::Storage(e);
+    let record = serde_json::to_vec(&Reservation {
+        stream: stream_id.to_string(),
+        at_ms: now_ms(),
+    })
+    .map_err(|e| AppendError::Storage(backend(e)))?;
+    // A reservation deleted between our create and our look at it: try again, a few times.
+    for _ in 0..3 {
+        match shared.claims.create(&token, record.clone().into()).await {
+            Ok(revision) => return Ok(revision),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(AppendError::Storage(backend(e))),
+        }
+        let Some(entry) = shared.claims.entry(token.clone()).await.map_err(|e| AppendError::Storage(backend(e)))? else {
+            continue;
+        };
+        if entry.operation != Operation::Put {
+            continue;
+        }
+        shared.caught_up().await.map_err(storage)?;
+        if shared.mirror.index_get(key).is_some() {
+            return Err(taken());
+        }
+        let age_ms = serde_json::from_slice::<Reservation>(&entry.value).map_or(u64::MAX, |r| now_ms().saturating_sub(r.at_ms));
+        if age_ms < CLAIM_GRACE.as_millis() as u64 {
+            return Err(taken());
+        }
+        // Old enough that no append can still be in flight: the log decides.
+        let last = shared.events.get_info().await.map_err(|e| AppendError::Storage(backend(e)))?.state.last_sequence;
+        shared.mirror.wait_for(last).await.map_err(storage)?;
+        if shared.mirror.index_get(key).is_some() {
+            return Err(taken());
+        }
+        return match shared.claims.update(&token, record.clone().into(), entry.revision).await {
+            Ok(revision) => {
+                tracing::warn!(key = %String::from_utf8_lossy(key), age_ms, "took over an abandoned claim reservation");
+                Ok(revision)
+            }
+            Err(_) => Err(taken()),
+        };
+    }
+    Err(taken())
+}
+
+/// Releases a reservation whose append was refused (only if it is still ours).
+pub(super) async fn release(shared: &Shared, token: &str, revision: u64) {
+    if let Err(e) = shared.claims.delete_expect_revision(token, Some(revision)).await {
+        tracing::warn!(key = token, error = %e, "cannot release a claim reservation; it will be taken over later");
+    }
+}
+
+/// Frees the reservation of a claimed key that a stored append deleted.
+pub(super) async fn free(shared: &Shared, token: &str) {
+    if let Err(e) = shared.claims.delete(token).await {
+        tracing::warn!(key = token, error = %e, "cannot free a claim reservation; it will be taken over later");
+    }
+}

@@ -1,0 +1,340 @@
+//! The node's own view of the log, built by consuming the events stream in stream-sequence order:
+//! the global feed (positions and the hash chain), every aggregate's head and the sequences of its
+//! commits, the derived index (index changes and claims carried by the commits) and which index
+//! keys are claims.
+//!
+//! Every node computes the same view from the same log: positions number the events of the
+//! commits in sequence order, and each event's hash chains it to the one before, so the chain
+//! needs no writer to agree on it. The view lives in memory and is rebuilt at start-up.
+//! Reads that must see a write wait until the view has consumed that write's sequence
+//! ([`Mirror::wait_for`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::wire::Commit;
+use crate::store::{ChainHead, EventEnvelope, IndexOp, StoreError};
+
+/// Where one commit's events sit in the feed.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitEntry {
+    pub sequence: u64,
+    pub first_position: u64,
+    pub count: u64,
+    /// The chain hash before the commit's first event.
+    pub previous_hash: [u8; 32],
+}
+
+/// An aggregate's head and its commits' sequences, in order.
+#[derive(Debug, Clone, Default)]
+pub struct StreamEntry {
+    pub version: u64,
+    pub last_event: Option<Uuid>,
+    /// (stream sequence, version of the commit's first event).
+    pub commits: Vec<(u64, u64)>,
+}
+
+/// A commit the view could not apply as it is.
+#[derive(Debug, Clone)]
+pub struct Damage {
+    pub sequence: u64,
+    pub message: String,
+}
+
+#[derive(Default)]
+struct View {
+    applied: u64,
+    commits: Vec<CommitEntry>,
+    chain: ChainHead,
+    streams: BTreeMap<String, StreamEntry>,
+    index: BTreeMap<Vec<u8>, Vec<u8>>,
+    claimed: HashSet<Vec<u8>>,
+    layouts: BTreeSet<u64>,
+    damage: Vec<Damage>,
+}
+
+/// The view and the watches that tell how far it is.
+pub struct Mirror {
+    view: RwLock<View>,
+    applied: watch::Sender<u64>,
+    position: watch::Sender<u64>,
+}
+
+/// How long a read waits for the view to reach a sequence before it fails.
+pub const CATCH_UP_DEADLINE: Duration = Duration::from_secs(30);
+
+impl Default for Mirror {
+    fn default() -> Self {
+        Mirror {
+            view: RwLock::new(View::default()),
+            applied: watch::channel(0).0,
+            position: watch::channel(0).0,
+        }
+    }
+}
+
+impl Mirror {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, View> {
+        self.view.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The last stream sequence applied.
+    pub fn applied(&self) -> u64 {
+        self.read().applied
+    }
+
+    /// Follows the feed's head position.
+    pub fn watch_position(&self) -> watch::Receiver<u64> {
+        self.position.subscribe()
+    }
+
+    /// Waits until the view has applied `sequence`.
+    pub async fn wait_for(&self, sequence: u64) -> Result<(), StoreError> {
+        if sequence == 0 || self.applied() >= sequence {
+            return Ok(());
+        }
+        let mut applied = self.applied.subscribe();
+        let reached = tokio::time::timeout(CATCH_UP_DEADLINE, applied.wait_for(|a| *a >= sequence))
+            .await
+            .map(|r| r.is_ok());
+        match reached {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::Closed),
+            Err(_) => Err(StoreError::backend(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "this node's view of the log did not reach sequence {sequence} within {} s",
+                    CATCH_UP_DEADLINE.as_secs()
+                ),
+            ))),
+        }
+    }
+
+    /// Applies the commit stored at `sequence` (called in sequence order by the one consumer).
+    /// A commit that cannot be decoded still takes the positions its header announces (so the
+    /// numbering of later events does not depend on the damage) and is remembered as damage.
+    pub fn apply(&self, sequence: u64, announced_events: Option<u64>, payload: &[u8]) {
+        let mut view = self.write();
+        if sequence <= view.applied {
+            return;
+        }
+        let first_position = view.chain.position + 1;
+        let previous_hash = view.chain.hash;
+        match Commit::decode(sequence, payload).and_then(|c| apply_commit(&mut view, sequence, c)) {
+            Ok(count) => view.commits.push(CommitEntry {
+                sequence,
+                first_position,
+                count,
+                previous_hash,
+            }),
+            Err(e) => {
+                let count = announced_events.unwrap_or(1).max(1);
+                let hash: [u8; 32] = Sha256::new().chain_update(previous_hash).chain_update(payload).finalize().into();
+                view.chain = ChainHead {
+                    position: first_position + count - 1,
+                    hash,
+                };
+                view.commits.push(CommitEntry {
+                    sequence,
+                    first_position,
+                    count,
+                    previous_hash,
+                });
+                tracing::error!(sequence, error = %e, "a commit in the log cannot be applied");
+                view.damage.push(Damage {
+                    sequence,
+                    message: e.to_string(),
+                });
+            }
+        }
+        view.applied = sequence;
+        let position = view.chain.position;
+        drop(view);
+        self.position.send_replace(position);
+        self.applied.send_replace(sequence);
+    }
+
+    /// Marks the view as having seen everything up to `sequence` without a commit there (the
+    /// stream is empty, or the view has caught up with it).
+    pub fn mark_applied(&self, sequence: u64) {
+        let mut view = self.write();
+        if sequence > view.applied {
+            view.applied = sequence;
+            drop(view);
+            self.applied.send_replace(sequence);
+        }
+    }
+
+    /// Fills in the positions and hashes of the events of the commit at `sequence`.
+    pub fn place(&self, sequence: u64, mut events: Vec<EventEnvelope>) -> Result<Vec<EventEnvelope>, StoreError> {
+        let entry = self.commit(sequence).ok_or_else(|| StoreError::Corrupt {
+            key: format!("stream sequence {sequence}"),
+            message: "not a commit of this log".into(),
+        })?;
+        let mut previous = entry.previous_hash;
+        for (i, e) in events.iter_mut().enumerate() {
+            e.position = entry.first_position + i as u64;
+            let (hash, _) = e.seal(&previous).map_err(|err| StoreError::Corrupt {
+                key: format!("stream sequence {sequence}"),
+                message: err.to_string(),
+            })?;
+            previous = hash;
+        }
+        Ok(events)
+    }
+
+    /// The commit stored at `sequence`.
+    pub fn commit(&self, sequence: u64) -> Option<CommitEntry> {
+        let view = self.read();
+        let i = view.commits.binary_search_by_key(&sequence, |c| c.sequence).ok()?;
+        Some(view.commits[i])
+    }
+
+    /// The commits holding the events after position `after`, enough for `limit` events.
+    pub fn commits_after(&self, after: u64, limit: usize) -> Vec<CommitEntry> {
+        let view = self.read();
+        let start = view.commits.partition_point(|c| c.first_position + c.count - 1 <= after);
+        let mut out = Vec::new();
+        let mut events = 0u64;
+        for c in &view.commits[start..] {
+            if events >= limit as u64 {
+                break;
+            }
+            events += c.first_position + c.count - 1 - after.max(c.first_position - 1);
+            out.push(*c);
+        }
+        out
+    }
+
+    pub fn chain_head(&self) -> ChainHead {
+        self.read().chain
+    }
+
+    pub fn stream(&self, stream_id: &str) -> Option<StreamEntry> {
+        self.read().streams.get(stream_id).cloned()
+    }
+
+    pub fn stream_heads(&self, after: Option<&str>, limit: usize) -> Vec<(String, u64)> {
+        let view = self.read();
+        let range = match after {
+            Some(a) => view.streams.range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            None => view.streams.range::<str, _>(..),
+        };
+        range.take(limit).map(|(id, s)| (id.clone(), s.version)).collect()
+    }
+
+    pub fn index_get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.read().index.get(key).cloned()
+    }
+
+    #[allow(clippy::type_complexity)]
+    pub fn index_scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let view = self.read();
+        let from = match after {
+            Some(a) if a >= prefix => std::ops::Bound::Excluded(a.to_vec()),
+            _ => std::ops::Bound::Included(prefix.to_vec()),
+        };
+        view.index
+            .range((from, std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Whether `key` is held by a claim (so deleting it must free the claim too).
+    pub fn is_claimed(&self, key: &[u8]) -> bool {
+        self.read().claimed.contains(key)
+    }
+
+    /// The index layouts the commits applied so far were computed for.
+    pub fn layouts(&self) -> BTreeSet<u64> {
+        self.read().layouts.clone()
+    }
+
+    /// Replaces the index (a rebuild by the application); later commits apply on top of it.
+    pub fn replace_index(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) {
+        let mut view = self.write();
+        view.index = entries.into_iter().collect();
+    }
+
+    pub fn damage(&self) -> Vec<Damage> {
+        self.read().damage.clone()
+    }
+}
+
+/// Applies a decoded commit; returns how many events it holds.
+fn apply_commit(view: &mut View, sequence: u64, commit: Commit) -> Result<u64, StoreError> {
+    let corrupt = |message: String| StoreError::Corrupt {
+        key: format!("stream sequence {sequence}"),
+        message,
+    };
+    let stream_id = commit.events[0].stream_id.clone();
+    let head = view.streams.get(&stream_id).map_or(0, |s| s.version);
+    for (i, e) in commit.events.iter().enumerate() {
+        if e.stream_id != stream_id || e.version != head + 1 + i as u64 {
+            return Err(corrupt(format!(
+                "event {} is filed as {} v{}, expected {stream_id} v{}",
+                e.event_id,
+                e.stream_id,
+                e.version,
+                head + 1 + i as u64
+            )));
+        }
+    }
+    let claims = commit.claimed().map_err(|e| corrupt(e.to_string()))?;
+    let ops = commit
+        .index_ops
+        .iter()
+        .map(|op| op.decode())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| corrupt(e.to_string()))?;
+    let mut previous = view.chain.hash;
+    let mut position = view.chain.position;
+    for e in &commit.events {
+        position += 1;
+        let mut placed = e.clone();
+        placed.position = position;
+        previous = placed.seal(&previous).map_err(|err| corrupt(err.to_string()))?.0;
+    }
+    view.chain = ChainHead {
+        position,
+        hash: previous,
+    };
+    let count = commit.events.len() as u64;
+    let last = commit.events.last().map(|e| e.event_id);
+    let entry = view.streams.entry(stream_id).or_default();
+    entry.commits.push((sequence, head + 1));
+    entry.version = head + count;
+    entry.last_event = last;
+    for (key, value) in claims {
+        view.claimed.insert(key.clone());
+        view.index.insert(key, value);
+    }
+    for op in ops {
+        match op {
+            IndexOp::Put(k, v) => {
+                view.index.insert(k, v);
+            }
+            IndexOp::Delete(k) => {
+                view.claimed.remove(&k);
+                view.index.remove(&k);
+            }
+            IndexOp::Add(k, by) => {
+                let now = crate::store::decode_counter(view.index.get(&k).map(|v| v.as_slice()));
+                view.index.insert(k, (now + by).to_be_bytes().to_vec());
+            }
+        }
+    }
+    view.layouts.insert(commit.index_layout);
+    Ok(count)
+}

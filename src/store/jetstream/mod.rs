@@ -1,0 +1,1008 @@
+//! The clustered backend: the log in a replicated NATS JetStream stream, shared by every
+//! phone-ledger node that connects to it.
+//!
+//! # What is where
+//! - **Events stream** `<NS>_EVENTS` (file storage, `replicas` copies, delete and purge denied):
+//!   one message per append (a [`wire::Commit`]: its events, index changes and claims) on the
+//!   subject `<ns>.events.<aggregate id>`. The stream sequence is the global commit order.
+//! - **Claims bucket** `<NS>_CLAIMS` (key-value): one key per unique claim (an E.164 number, a
+//!   client token). A claim is reserved with a compare-and-set create *before* its append is
+//!   published, released when the append is refused or the claimed key is deleted later, and a
+//!   reservation that outlived its append (a crash between the two steps) is taken over once it
+//!   is older than [`CLAIM_GRACE`] and the log has no commit holding it ([`claims`]).
+//! - **Snapshots bucket** `<NS>_SNAPSHOTS` (key-value): a cache beside the log.
+//! - **Chain stream** `<NS>_CHAIN`: checkpoints of the hash chain.
+//!
+//! # How an append stays correct with many writers
+//! Each append is published with `Nats-Expected-Last-Subject-Sequence`: the sequence of the
+//! aggregate's last commit as the writer knows it. JetStream stores it only if that is still the
+//! aggregate's last commit, so two nodes deciding on the same aggregate at once cannot both
+//! extend it: the stale one is refused (`WrongExpectedVersion`) and its actor re-reads and decides
+//! again. Placement is not needed for correctness: any node can serve any aggregate. Each append
+//! carries a `Nats-Msg-Id`, so resending it after a lost acknowledgement (a leader change) stores
+//! it once.
+//!
+//! # Reads
+//! Each node consumes the events stream into its own in-memory view ([`mirror`]): positions, the
+//! hash chain (a deterministic function of the stream, so all nodes agree), heads, the derived
+//! index. An aggregate's events are read from the stream itself, after its head is read from the
+//! stream leader, so an actor always starts from the latest commit. Index and feed reads wait
+//! until the view has consumed every append this node has had acknowledged (read-your-writes).
+
+mod claims;
+mod mirror;
+mod wire;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::{self, kv, stream};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+pub use claims::CLAIM_GRACE;
+pub use wire::valid_namespace;
+
+use self::mirror::Mirror;
+use self::wire::{Commit, Names, StoredIndexOp, HEADER_EVENTS, HEADER_LAST_EVENT, HEADER_STREAM, HEADER_VERSION};
+use super::{
+    AppendError, AppendRequest, Appended, ChainHead, EventEnvelope, EventStore, FeedEntry, IndexState, Snapshot, StoreError, StoreFuture,
+    StreamHead, StreamTail, CURRENT_SCHEMA_VERSION,
+};
+
+/// Settings of the clustered backend (`[store.jetstream]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JetStreamSettings {
+    /// NATS servers to connect to (any of the cluster's; the client follows the cluster).
+    pub servers: Vec<String>,
+    /// Copies of the events stream and the buckets (1, 3 or 5).
+    pub replicas: usize,
+    /// Prefix of the stream and bucket names: deployments sharing a NATS cluster need their own.
+    pub namespace: String,
+    /// At most this many appends wait for their acknowledgement at once (`Busy` beyond).
+    pub max_pending_appends: usize,
+    /// How long one JetStream request (a publish acknowledgement, a read) may take.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for JetStreamSettings {
+    fn default() -> Self {
+        JetStreamSettings {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            replicas: 3,
+            namespace: "PL".into(),
+            max_pending_appends: 4096,
+            request_timeout_ms: 5000,
+        }
+    }
+}
+
+impl JetStreamSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.servers.is_empty() {
+            return Err("store.jetstream.servers must name at least one NATS server".into());
+        }
+        if !matches!(self.replicas, 1 | 3 | 5) {
+            return Err("store.jetstream.replicas must be 1, 3 or 5".into());
+        }
+        if !valid_namespace(&self.namespace) {
+            return Err("store.jetstream.namespace must be 1-32 letters, digits or _".into());
+        }
+        if self.max_pending_appends == 0 {
+            return Err("store.jetstream.max_pending_appends must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// How long a resent append keeps being resent after its acknowledgement was lost (a leader
+/// election takes about a second; the stream's duplicate window is longer than this).
+const RESEND_FOR: Duration = Duration::from_secs(10);
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// A snapshot as kept in the bucket, with the sequence of the commit it follows.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StoredSnapshot {
+    #[serde(flatten)]
+    snapshot: Snapshot,
+    sequence: u64,
+}
+
+/// What the writer knows of an aggregate's last commit.
+#[derive(Debug, Clone, Copy)]
+struct KnownHead {
+    version: u64,
+    last_event: Option<Uuid>,
+    sequence: u64,
+}
+
+struct Job {
+    request: AppendRequest,
+    reply: oneshot::Sender<Result<Vec<EventEnvelope>, AppendError>>,
+}
+
+/// Everything the store's tasks share.
+struct Shared {
+    js: jetstream::Context,
+    names: Names,
+    events: stream::Stream,
+    claims: kv::Store,
+    snapshots: kv::Store,
+    mirror: Mirror,
+    /// Heads learned from reads and acknowledgements (bounded).
+    heads: Mutex<lru::LruCache<String, KnownHead>>,
+    /// The highest sequence acknowledged to this node: reads wait for the view to reach it.
+    acknowledged: AtomicU64,
+    /// The index layout appends are computed for (set by `index_state`).
+    layout: AtomicU64,
+    replicas: usize,
+}
+
+/// The clustered store; cheap to clone.
+#[derive(Clone)]
+pub struct JetStreamStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    /// The store's own runtime: every NATS operation runs here, whatever runtime the caller is on.
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer_done: Mutex<Option<oneshot::Receiver<()>>>,
+    closed: AtomicBool,
+    stop_consumer: watch::Sender<bool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::backend(e)
+}
+
+fn other(message: String) -> StoreError {
+    StoreError::backend(std::io::Error::other(message))
+}
+
+impl JetStreamStore {
+    /// Connects to the cluster, creates the streams and buckets if they are missing, and builds
+    /// this node's view of the log before returning.
+    pub async fn connect(settings: &JetStreamSettings) -> Result<Self, StoreError> {
+        settings.validate().map_err(other)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("jetstream")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Open {
+                path: "jetstream runtime".into(),
+                source: Arc::new(e),
+            })?;
+        let handle = runtime.handle().clone();
+        let (stop_consumer, stop_rx) = watch::channel(false);
+        let settings = settings.clone();
+        let setup = handle.spawn(async move { setup(&settings, stop_rx).await });
+        let (shared, jobs, writer_done) = match setup.await {
+            Ok(Ok(parts)) => parts,
+            Ok(Err(e)) => {
+                runtime.shutdown_background();
+                return Err(e);
+            }
+            Err(e) => {
+                runtime.shutdown_background();
+                return Err(backend(e));
+            }
+        };
+        Ok(JetStreamStore {
+            inner: Arc::new(Inner {
+                shared,
+                runtime: Mutex::new(Some(runtime)),
+                handle,
+                jobs: Mutex::new(Some(jobs)),
+                writer_done: Mutex::new(Some(writer_done)),
+                closed: AtomicBool::new(false),
+                stop_consumer,
+            }),
+        })
+    }
+
+    /// Runs `work` on the store's runtime.
+    fn run<T, F>(&self, work: impl FnOnce(Arc<Shared>) -> F) -> StoreFuture<T>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Box::pin(std::future::ready(Err(StoreError::Closed)));
+        }
+        let task = self.inner.handle.spawn(work(self.inner.shared.clone()));
+        Box::pin(async move { task.await.map_err(|_| StoreError::Closed)? })
+    }
+
+    /// Commits this node's view could not apply (damaged or inconsistent messages).
+    pub fn damage(&self) -> Vec<(u64, String)> {
+        self.inner.shared.mirror.damage().into_iter().map(|d| (d.sequence, d.message)).collect()
+    }
+}
+
+async fn setup(
+    settings: &JetStreamSettings,
+    stop: watch::Receiver<bool>,
+) -> Result<(Arc<Shared>, mpsc::Sender<Job>, oneshot::Receiver<()>), StoreError> {
+    let open_failed = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+        path: settings.servers.join(",").into(),
+        source: Arc::from(e),
+    };
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .retry_on_initial_connect()
+        .connect(settings.servers.clone())
+        .await
+        .map_err(|e| open_failed(Box::new(e)))?;
+    let timeout = Duration::from_millis(settings.request_timeout_ms);
+    let js = jetstream::ContextBuilder::new()
+        .timeout(timeout)
+        .max_ack_inflight(settings.max_pending_appends)
+        .backpressure_on_inflight(true)
+        .build(client);
+    let names = Names::new(&settings.namespace);
+    let replicas = settings.replicas;
+    let events = ensure_stream(
+        &js,
+        stream::Config {
+            name: names.events.clone(),
+            subjects: vec![format!("{}.>", names.events_subject)],
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            deny_delete: true,
+            deny_purge: true,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        },
+    )
+    .await?;
+    ensure_stream(
+        &js,
+        stream::Config {
+            name: names.chain.clone(),
+            subjects: vec![names.chain_subject.clone()],
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            deny_delete: true,
+            deny_purge: true,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let claims = ensure_bucket(&js, &names.claims, replicas).await?;
+    let snapshots = ensure_bucket(&js, &names.snapshots, replicas).await?;
+    let shared = Arc::new(Shared {
+        js,
+        names,
+        events,
+        claims,
+        snapshots,
+        mirror: Mirror::default(),
+        heads: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(65_536).expect("non-zero"))),
+        acknowledged: AtomicU64::new(0),
+        layout: AtomicU64::new(0),
+        replicas,
+    });
+    // The view, caught up with the stream as it is now before any request is served.
+    let last = shared.events.get_info().await.map_err(backend)?.state.last_sequence;
+    tokio::spawn(follow(shared.clone(), stop));
+    shared.mirror.mark_applied(0);
+    shared.mirror.wait_for(last).await?;
+    let (jobs, rx) = mpsc::channel(settings.max_pending_appends);
+    let (done_tx, done) = oneshot::channel();
+    tokio::spawn(write_loop(shared.clone(), rx, done_tx));
+    Ok((shared, jobs, done))
+}
+
+/// Creates a stream, or checks that the one there is the same.
+async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> Result<stream::Stream, StoreError> {
+    let name = config.name.clone();
+    match js.get_stream(&name).await {
+        Ok(s) => Ok(s),
+        Err(_) => match js.create_stream(config).await {
+            Ok(s) => Ok(s),
+            // Another node created it in the meantime.
+            Err(create) => js.get_stream(&name).await.map_err(|_| backend(create)),
+        },
+    }
+}
+
+/// A key-value bucket, with its stream created by hand: `Context::create_key_value` cannot read
+/// the account information nats-server 2.9 answers with.
+async fn ensure_bucket(js: &jetstream::Context, bucket: &str, replicas: usize) -> Result<kv::Store, StoreError> {
+    ensure_stream(
+        js,
+        stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        },
+    )
+    .await?;
+    js.get_key_value(bucket).await.map_err(backend)
+}
+
+/// Feeds the view from an ordered consumer of the events stream; starts again after the last
+/// applied sequence if the consumer fails (a server going away).
+async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    use async_nats::jetstream::consumer::{push, DeliverPolicy};
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let next = shared.mirror.applied() + 1;
+        let config = push::OrderedConfig {
+            deliver_subject: shared.js.client().new_inbox(),
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: next },
+            ..Default::default()
+        };
+        let messages = match shared.events.create_consumer(config).await {
+            Ok(consumer) => consumer.messages().await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot follow the events stream; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let mut messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot follow the events stream; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                next = messages.next() => match next {
+                    Some(Ok(message)) => {
+                        let Ok(info) = message.info() else { continue };
+                        let sequence = info.stream_sequence;
+                        let announced = header(message.headers.as_ref(), HEADER_EVENTS).and_then(|v| v.parse().ok());
+                        shared.mirror.apply(sequence, announced, &message.payload);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "following the events stream failed; resuming");
+                        break;
+                    }
+                    None => break,
+                },
+            }
+        }
+    }
+}
+
+fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+    headers.and_then(|h| h.get(name)).map(|v| v.as_str())
+}
+
+impl Shared {
+    fn subject(&self, stream_id: &str) -> String {
+        self.names.subject_of(stream_id)
+    }
+
+    fn remember(&self, stream_id: &str, head: KnownHead) {
+        let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+        match heads.get(stream_id) {
+            Some(known) if known.version >= head.version => {}
+            _ => {
+                heads.put(stream_id.to_string(), head);
+            }
+        }
+    }
+
+    fn known(&self, stream_id: &str) -> Option<KnownHead> {
+        self.heads.lock().unwrap_or_else(|p| p.into_inner()).get(stream_id).copied()
+    }
+
+    /// An aggregate's last commit, read from the stream leader.
+    async fn last_commit(&self, stream_id: &str) -> Result<Option<StreamMessage>, StoreError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        match self.events.get_last_raw_message_by_subject(&self.subject(stream_id)).await {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    /// An aggregate's head as the stream leader has it now.
+    async fn head(&self, stream_id: &str) -> Result<(KnownHead, Option<StreamMessage>), StoreError> {
+        let Some(message) = self.last_commit(stream_id).await? else {
+            return Ok((
+                KnownHead {
+                    version: 0,
+                    last_event: None,
+                    sequence: 0,
+                },
+                None,
+            ));
+        };
+        let head = head_of(&message)?;
+        self.remember(stream_id, head);
+        Ok((head, Some(message)))
+    }
+
+    /// Reads the commits at `sequences`, a few at a time, in order.
+    async fn fetch(&self, sequences: Vec<u64>) -> Result<Vec<StreamMessage>, StoreError> {
+        let reads = futures_util::stream::iter(sequences.into_iter().map(|s| async move {
+            self.events.get_raw_message(s).await.map_err(|e| other(format!("reading stream sequence {s}: {e}")))
+        }));
+        reads.buffered(32).collect::<Vec<_>>().await.into_iter().collect()
+    }
+
+    /// The events of a stored commit, with their feed positions and hashes.
+    fn placed(&self, message: &StreamMessage) -> Result<Vec<EventEnvelope>, StoreError> {
+        let commit = Commit::decode(message.sequence, &message.payload)?;
+        self.mirror.place(message.sequence, commit.events)
+    }
+
+    /// Waits until this node's view holds every append acknowledged to it.
+    async fn caught_up(&self) -> Result<(), StoreError> {
+        self.mirror.wait_for(self.acknowledged.load(Ordering::SeqCst)).await
+    }
+
+    /// Events of `stream_id` with version ≥ `from` (at most `limit`), and the stream's head.
+    async fn stream_events(&self, stream_id: &str, from: u64, limit: usize) -> Result<(Vec<EventEnvelope>, KnownHead), StoreError> {
+        let (head, last) = self.head(stream_id).await?;
+        if head.version < from.max(1) || limit == 0 {
+            return Ok((vec![], head));
+        }
+        self.mirror.wait_for(head.sequence).await?;
+        let entry = self.mirror.stream(stream_id).unwrap_or_default();
+        // The commits holding versions from `from` on: the one that starts at or before it, and
+        // every later one up to the head.
+        let start = entry.commits.partition_point(|(_, first)| *first <= from).saturating_sub(1);
+        let mut wanted: Vec<u64> = entry.commits[start..]
+            .iter()
+            .map(|(s, _)| *s)
+            .filter(|s| *s <= head.sequence)
+            .collect();
+        // The head's commit was read with the head: only the others are fetched.
+        let reuse_last = wanted.last() == Some(&head.sequence);
+        if reuse_last {
+            wanted.pop();
+        }
+        let mut messages = self.fetch(wanted).await?;
+        if reuse_last {
+            messages.extend(last);
+        }
+        let mut events = Vec::new();
+        for m in &messages {
+            events.extend(self.placed(m)?.into_iter().filter(|e| e.version >= from));
+            if events.len() >= limit {
+                break;
+            }
+        }
+        events.truncate(limit);
+        Ok((events, head))
+    }
+
+    async fn read_snapshot(&self, stream_id: &str) -> Result<Option<StoredSnapshot>, StoreError> {
+        match self.snapshots.get(wire::token(stream_id.as_bytes())).await.map_err(backend)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::Corrupt {
+                key: format!("snapshot of {stream_id}"),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// The head a commit message announces in its headers.
+fn head_of(message: &StreamMessage) -> Result<KnownHead, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt {
+        key: format!("stream sequence {}", message.sequence),
+        message: format!("header {what} missing or malformed"),
+    };
+    let h = Some(&message.headers);
+    let version = header(h, HEADER_VERSION).and_then(|v| v.parse().ok()).ok_or_else(|| corrupt(HEADER_VERSION))?;
+    let last_event = header(h, HEADER_LAST_EVENT).and_then(|v| v.parse().ok()).ok_or_else(|| corrupt(HEADER_LAST_EVENT))?;
+    Ok(KnownHead {
+        version,
+        last_event: Some(last_event),
+        sequence: message.sequence,
+    })
+}
+
+// ---- the append pipeline -------------------------------------------------------------------------
+
+/// Takes appends in submission order and publishes them in that order (JetStream stores one
+/// connection's publishes in the order sent), then answers each once acknowledged. An append to
+/// an aggregate with an append still unacknowledged waits for it, since it needs its sequence.
+async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job>, done: oneshot::Sender<()>) {
+    let mut in_flight: HashMap<String, watch::Receiver<()>> = HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    while let Some(job) = jobs.recv().await {
+        in_flight.retain(|_, r| r.has_changed().is_ok());
+        while tasks.try_join_next().is_some() {}
+        if let Some(mut pending) = in_flight.remove(&job.request.stream_id) {
+            let _ = pending.changed().await;
+        }
+        let stream_id = job.request.stream_id.clone();
+        match prepare(&shared, job.request).await {
+            Err(e) => {
+                let _ = job.reply.send(Err(e));
+            }
+            Ok(prepared) => match publish(&shared, &prepared).await {
+                Err(e) => {
+                    prepared.release_claims(&shared).await;
+                    let _ = job.reply.send(Err(e));
+                }
+                Ok(ack) => {
+                    let (settled, watch) = watch::channel(());
+                    in_flight.insert(stream_id, watch);
+                    let shared = shared.clone();
+                    tasks.spawn(async move {
+                        let answer = complete(&shared, prepared, ack).await;
+                        let _ = job.reply.send(answer);
+                        drop(settled);
+                    });
+                }
+            },
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let _ = done.send(());
+}
+
+/// An append ready to publish: its message, and the claims reserved for it.
+struct Prepared {
+    stream_id: String,
+    subject: String,
+    message_id: String,
+    expected_sequence: u64,
+    payload: Bytes,
+    headers: HeaderMap,
+    events: Vec<EventEnvelope>,
+    reserved: Vec<(String, u64)>,
+    /// Claimed keys this append deletes: their reservations are freed once it is stored.
+    freed: Vec<String>,
+    snapshot: Option<Snapshot>,
+}
+
+impl Prepared {
+    async fn release_claims(&self, shared: &Shared) {
+        for (key, revision) in &self.reserved {
+            claims::release(shared, key, *revision).await;
+        }
+    }
+}
+
+async fn prepare(shared: &Shared, request: AppendRequest) -> Result<Prepared, AppendError> {
+    let stream_id = request.stream_id.clone();
+    let expected = request.expected_version;
+    let wrong = |actual: u64| AppendError::WrongExpectedVersion {
+        stream_id: stream_id.clone(),
+        expected,
+        actual,
+    };
+    // The sequence of the commit at the expected version: from what this node knows, else from
+    // the stream leader. A version is written once, so a known (version, sequence) pair is a fact.
+    let expected_sequence = if expected == 0 {
+        0
+    } else {
+        let head = match shared.known(&stream_id).filter(|k| k.version == expected) {
+            Some(k) => k,
+            None => shared.head(&stream_id).await.map_err(AppendError::Storage)?.0,
+        };
+        if head.version != expected {
+            return Err(wrong(head.version));
+        }
+        if request.expected_last_event.is_some() && request.expected_last_event != head.last_event {
+            return Err(wrong(head.version));
+        }
+        head.sequence
+    };
+    let (account, region) = (request.meta.account.clone(), request.meta.region.clone());
+    let events: Vec<EventEnvelope> = request
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| EventEnvelope {
+            event_id: p.event_id,
+            stream_id: stream_id.clone(),
+            version: expected + 1 + i as u64,
+            position: 0,
+            event_type: p.event_type,
+            schema_version: CURRENT_SCHEMA_VERSION,
+            timestamp_ms: request.meta.timestamp_ms,
+            account: account.clone(),
+            region: region.clone(),
+            request_id: request.meta.request_id.clone(),
+            command_id: request.meta.command_id,
+            command: request.meta.command.clone(),
+            command_input: request.meta.command_input.clone(),
+            payload: p.payload,
+            hash: String::new(),
+        })
+        .collect();
+    let Some(last) = events.last() else {
+        return Err(AppendError::Storage(other("an append without events".into())));
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_STREAM, stream_id.as_str());
+    headers.insert(HEADER_VERSION, last.version.to_string().as_str());
+    headers.insert(HEADER_LAST_EVENT, last.event_id.to_string().as_str());
+    headers.insert(HEADER_EVENTS, events.len().to_string().as_str());
+    let commit = Commit {
+        events: events.clone(),
+        index_ops: request.index_ops.iter().map(StoredIndexOp::from).collect(),
+        claims: request.unique_claims.iter().map(|(k, v)| (hex::encode(k), hex::encode(v))).collect(),
+        index_layout: shared.layout.load(Ordering::SeqCst),
+    };
+    let payload = serde_json::to_vec(&commit).map_err(|e| AppendError::Storage(backend(e)))?;
+    let freed = request
+        .index_ops
+        .iter()
+        .filter_map(|op| match op {
+            super::IndexOp::Delete(k) if shared.mirror.is_claimed(k) => Some(wire::token(k)),
+            _ => None,
+        })
+        .collect();
+    let mut prepared = Prepared {
+        subject: shared.subject(&stream_id),
+        stream_id,
+        message_id: Uuid::new_v4().to_string(),
+        expected_sequence,
+        payload: payload.into(),
+        headers,
+        events,
+        reserved: Vec::new(),
+        freed,
+        snapshot: request.snapshot,
+    };
+    let mut keys: Vec<&Vec<u8>> = request.unique_claims.iter().map(|(k, _)| k).collect();
+    keys.dedup();
+    for key in keys {
+        match claims::reserve(shared, key, &prepared.stream_id).await {
+            Ok(revision) => prepared.reserved.push((wire::token(key), revision)),
+            Err(e) => {
+                prepared.release_claims(shared).await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(prepared)
+}
+
+fn message_of(p: &Prepared) -> jetstream::message::PublishMessage {
+    let mut message = jetstream::message::PublishMessage::build()
+        .payload(p.payload.clone())
+        .headers(p.headers.clone())
+        .message_id(&p.message_id);
+    message = message.expected_last_subject_sequence(p.expected_sequence);
+    message
+}
+
+async fn publish(shared: &Shared, p: &Prepared) -> Result<jetstream::context::PublishAckFuture, AppendError> {
+    shared
+        .js
+        .send_publish(p.subject.clone(), message_of(p))
+        .await
+        .map_err(|e| AppendError::Storage(backend(e)))
+}
+
+/// Waits for the acknowledgement (resending the same message id while the cluster elects a new
+/// leader), then finishes the append: frees the claims it deleted, stores its snapshot, and
+/// answers with its events placed in the feed once this node's view has them.
+async fn complete(shared: &Shared, p: Prepared, ack: jetstream::context::PublishAckFuture) -> Result<Vec<EventEnvelope>, AppendError> {
+    use async_nats::jetstream::context::PublishErrorKind;
+    let started = std::time::Instant::now();
+    let mut outcome = ack.await;
+    loop {
+        match &outcome {
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                p.release_claims(shared).await;
+                let actual = shared.head(&p.stream_id).await.map_err(AppendError::Storage)?.0.version;
+                return Err(AppendError::WrongExpectedVersion {
+                    stream_id: p.stream_id.clone(),
+                    expected: p.events[0].version - 1,
+                    actual,
+                });
+            }
+            Err(e) if started.elapsed() < RESEND_FOR => {
+                tracing::warn!(stream = %p.stream_id, error = %e, "append not acknowledged; sending it again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                outcome = match publish(shared, &p).await {
+                    Ok(ack) => ack.await,
+                    Err(_) => continue,
+                };
+            }
+            _ => break,
+        }
+    }
+    // Not acknowledged: whether it is stored is unknown, so its reservations stay (they are
+    // taken over later if the log never shows them used).
+    let ack = outcome.map_err(|e| AppendError::Storage(backend(e)))?;
+    let sequence = ack.sequence;
+    let last = p.events.last().map(|e| (e.version, e.event_id)).unwrap_or_default();
+    shared.remember(
+        &p.stream_id,
+        KnownHead {
+            version: last.0,
+            last_event: Some(last.1),
+            sequence,
+        },
+    );
+    shared.acknowledged.fetch_max(sequence, Ordering::SeqCst);
+    shared.mirror.wait_for(sequence).await.map_err(AppendError::Storage)?;
+    for key in &p.freed {
+        claims::free(shared, key).await;
+    }
+    if let Some(snapshot) = p.snapshot.clone() {
+        let stored = serde_json::to_vec(&StoredSnapshot { snapshot, sequence }).map_err(|e| AppendError::Storage(backend(e)))?;
+        // A snapshot is a cache: failing to keep one loses nothing.
+        if let Err(e) = shared.snapshots.put(wire::token(p.stream_id.as_bytes()), stored.into()).await {
+            tracing::warn!(stream = %p.stream_id, error = %e, "cannot store a snapshot");
+        }
+    }
+    shared.mirror.place(sequence, p.events).map_err(AppendError::Storage)
+}
+
+// ---- the port ------------------------------------------------------------------------------------
+
+impl EventStore for JetStreamStore {
+    fn submit(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(AppendError::Closed);
+        }
+        let jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(jobs) = jobs.as_ref() else {
+            return Err(AppendError::Closed);
+        };
+        let (reply, answer) = oneshot::channel();
+        jobs.try_send(Job { request, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => AppendError::Busy,
+            mpsc::error::TrySendError::Closed(_) => AppendError::Closed,
+        })?;
+        Ok(Box::pin(async move { answer.await.unwrap_or(Err(AppendError::Closed)) }))
+    }
+
+    fn stream_head(&self, stream_id: &str) -> StoreFuture<StreamHead> {
+        let id = stream_id.to_string();
+        self.run(move |s| async move {
+            let (head, _) = s.head(&id).await?;
+            Ok(StreamHead {
+                version: head.version,
+                last_event: head.last_event,
+            })
+        })
+    }
+
+    fn read_stream(&self, stream_id: &str, from_version: u64, limit: usize) -> StoreFuture<Vec<EventEnvelope>> {
+        let id = stream_id.to_string();
+        self.run(move |s| async move { Ok(s.stream_events(&id, from_version, limit).await?.0) })
+    }
+
+    fn read_tail(&self, stream_id: &str) -> StoreFuture<StreamTail> {
+        let id = stream_id.to_string();
+        self.run(move |s| async move {
+            let stored = match s.read_snapshot(&id).await {
+                Ok(stored) => stored.filter(|st| st.snapshot.schema_version == super::SNAPSHOT_SCHEMA_VERSION),
+                Err(e) => {
+                    tracing::warn!(stream = %id, error = %e, "ignoring an unreadable snapshot");
+                    None
+                }
+            };
+            let from = stored.as_ref().map_or(1, |st| st.snapshot.version + 1);
+            let (events, head) = s.stream_events(&id, from, usize::MAX).await?;
+            // A snapshot ahead of the log is not of this log: replay everything instead.
+            let (snapshot, events) = match stored {
+                Some(st) if st.snapshot.version <= head.version => (Some(st.snapshot), events),
+                Some(_) => (None, s.stream_events(&id, 1, usize::MAX).await?.0),
+                None => (None, events),
+            };
+            Ok(StreamTail {
+                snapshot,
+                events,
+                head: StreamHead {
+                    version: head.version,
+                    last_event: head.last_event,
+                },
+            })
+        })
+    }
+
+    fn stream_heads(&self, after: Option<&str>, limit: usize) -> StoreFuture<Vec<(String, u64)>> {
+        let after = after.map(str::to_string);
+        self.run(move |s| async move {
+            s.caught_up().await?;
+            Ok(s.mirror.stream_heads(after.as_deref(), limit))
+        })
+    }
+
+    fn read_feed(&self, after: u64, limit: usize) -> StoreFuture<Vec<EventEnvelope>> {
+        self.run(move |s| async move {
+            s.caught_up().await?;
+            let commits = s.mirror.commits_after(after, limit);
+            let messages = s.fetch(commits.iter().map(|c| c.sequence).collect()).await?;
+            let mut events = Vec::new();
+            for m in &messages {
+                events.extend(s.placed(m)?.into_iter().filter(|e| e.position > after));
+            }
+            events.truncate(limit);
+            Ok(events)
+        })
+    }
+
+    fn feed_entries(&self, after: u64, limit: usize) -> StoreFuture<Vec<FeedEntry>> {
+        self.run(move |s| async move {
+            s.caught_up().await?;
+            let commits = s.mirror.commits_after(after, limit);
+            let messages = s.fetch(commits.iter().map(|c| c.sequence).collect()).await?;
+            let mut entries = Vec::new();
+            for (c, m) in commits.iter().zip(&messages) {
+                let filed = header(Some(&m.headers), HEADER_STREAM).map(str::to_string);
+                let version_after: Option<u64> = header(Some(&m.headers), HEADER_VERSION).and_then(|v| v.parse().ok());
+                let placed = s.placed(m);
+                for i in 0..c.count {
+                    let position = c.first_position + i;
+                    if position <= after {
+                        continue;
+                    }
+                    let filed_under = match (&filed, version_after) {
+                        (Some(stream), Some(v)) => Some((stream.clone(), (v + 1 + i).saturating_sub(c.count))),
+                        _ => None,
+                    };
+                    let envelope = match &placed {
+                        Ok(events) => events.get(i as usize).cloned().ok_or_else(|| "missing event".to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    entries.push(FeedEntry {
+                        position,
+                        filed_under,
+                        envelope,
+                    });
+                }
+            }
+            entries.truncate(limit);
+            Ok(entries)
+        })
+    }
+
+    fn chain_head(&self) -> StoreFuture<ChainHead> {
+        self.run(move |s| async move {
+            s.caught_up().await?;
+            Ok(s.mirror.chain_head())
+        })
+    }
+
+    fn watch_head(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.inner.shared.mirror.watch_position())
+    }
+
+    fn snapshot(&self, stream_id: &str) -> StoreFuture<Option<Snapshot>> {
+        let id = stream_id.to_string();
+        self.run(move |s| async move { Ok(s.read_snapshot(&id).await?.map(|st| st.snapshot)) })
+    }
+
+    fn snapshots(&self, after: Option<&str>, limit: usize) -> StoreFuture<Vec<(String, Result<Snapshot, String>)>> {
+        let after = after.map(str::to_string);
+        self.run(move |s| async move {
+            let mut ids: Vec<String> = s
+                .snapshots
+                .keys()
+                .await
+                .map_err(backend)?
+                .filter_map(|k| async move { k.ok() })
+                .filter_map(|k| async move { wire::untoken(&k).and_then(|b| String::from_utf8(b).ok()) })
+                .collect()
+                .await;
+            ids.sort();
+            ids.retain(|id| after.as_deref().is_none_or(|a| id.as_str() > a));
+            ids.truncate(limit);
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let snapshot = s.read_snapshot(&id).await;
+                let snapshot = match snapshot {
+                    Ok(Some(st)) => Ok(st.snapshot),
+                    Ok(None) => continue,
+                    Err(e) => Err(e.to_string()),
+                };
+                out.push((id, snapshot));
+            }
+            Ok(out)
+        })
+    }
+
+    fn clear_snapshots(&self) -> StoreFuture<()> {
+        self.run(move |s| async move {
+            let stream = s.js.get_stream(format!("KV_{}", s.names.snapshots)).await.map_err(backend)?;
+            stream.purge().await.map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    fn index_get(&self, key: &[u8]) -> StoreFuture<Option<Vec<u8>>> {
+        let key = key.to_vec();
+        self.run(move |s| async move {
+            s.caught_up().await?;
+            Ok(s.mirror.index_get(&key))
+        })
+    }
+
+    fn index_scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> StoreFuture<Vec<(Vec<u8>, Vec<u8>)>> {
+        let (prefix, after) = (prefix.to_vec(), after.map(<[u8]>::to_vec));
+        self.run(move |s| async move {
+            s.caught_up().await?;
+            Ok(s.mirror.index_scan(&prefix, after.as_deref(), limit))
+        })
+    }
+
+    fn index_state(&self, layout_version: u64) -> StoreFuture<IndexState> {
+        self.run(move |s| async move {
+            s.layout.store(layout_version, Ordering::SeqCst);
+            let layouts = s.mirror.layouts();
+            Ok(if layouts.iter().all(|l| *l == layout_version) {
+                IndexState::Current
+            } else {
+                IndexState::NeedsRebuild
+            })
+        })
+    }
+
+    fn replace_index(&self, entries: Vec<(Vec<u8>, Vec<u8>)>, layout_version: u64) -> StoreFuture<()> {
+        self.run(move |s| async move {
+            s.caught_up().await?;
+            s.layout.store(layout_version, Ordering::SeqCst);
+            s.mirror.replace_index(entries);
+            Ok(())
+        })
+    }
+
+    fn durability(&self) -> Option<String> {
+        Some(format!(
+            "replicated: acknowledged once stored by a majority of {} JetStream servers",
+            self.inner.shared.replicas
+        ))
+    }
+
+    fn close(&self) -> StoreFuture<()> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            if inner.closed.swap(true, Ordering::SeqCst) {
+                return Ok(());
+            }
+            // Dropping the sender ends the writer once it has answered everything queued.
+            drop(inner.jobs.lock().unwrap_or_else(|p| p.into_inner()).take());
+            let done = inner.writer_done.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(done) = done {
+                let _ = done.await;
+            }
+            inner.stop_consumer.send_replace(true);
+            let client = inner.shared.js.client();
+            let _ = inner.handle.spawn(async move { client.flush().await }).await;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,187 @@
+//! What the clustered backend puts in JetStream: names of its streams and buckets, the subject
+//! of an aggregate's stream, the key of an index entry in a bucket, the headers of a commit and
+//! the commit itself (one message per append).
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{EventEnvelope, IndexOp, StoreError};
+
+/// Headers of a commit message: where it files its events, so heads and verification need not
+/// decode the payload.
+pub const HEADER_STREAM: &str = "Pl-Stream";
+/// The stream's version after this commit.
+pub const HEADER_VERSION: &str = "Pl-Version";
+/// The id of the commit's last event.
+pub const HEADER_LAST_EVENT: &str = "Pl-Last-Event";
+/// How many events the commit holds.
+pub const HEADER_EVENTS: &str = "Pl-Events";
+
+/// The names one deployment uses; `namespace` keeps several deployments (or test runs) apart on
+/// one NATS cluster.
+#[derive(Debug, Clone)]
+pub struct Names {
+    /// The events stream: every commit, one subject per aggregate.
+    pub events: String,
+    /// Subject prefix of the events stream (`<prefix>.<aggregate>`).
+    pub events_subject: String,
+    /// The stream of chain checkpoints (one subject, extended by one sealer at a time).
+    pub chain: String,
+    pub chain_subject: String,
+    /// Key-value bucket of unique claims (E.164 numbers, client tokens).
+    pub claims: String,
+    /// Key-value bucket of snapshots.
+    pub snapshots: String,
+}
+
+impl Names {
+    pub fn new(namespace: &str) -> Self {
+        let lower = namespace.to_ascii_lowercase();
+        Names {
+            events: format!("{namespace}_EVENTS"),
+            events_subject: format!("{lower}.events"),
+            chain: format!("{namespace}_CHAIN"),
+            chain_subject: format!("{lower}.chain"),
+            claims: format!("{namespace}_CLAIMS"),
+            snapshots: format!("{namespace}_SNAPSHOTS"),
+        }
+    }
+
+    /// The subject an aggregate's commits go to.
+    pub fn subject_of(&self, stream_id: &str) -> String {
+        format!("{}.{}", self.events_subject, token(stream_id.as_bytes()))
+    }
+}
+
+/// A namespace must make valid stream and bucket names.
+pub fn valid_namespace(namespace: &str) -> bool {
+    !namespace.is_empty() && namespace.len() <= 32 && namespace.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// One subject token (also a valid key-value key) for any id: the id itself when it is made of
+/// letters, digits, `-` and `_` only (every aggregate id is), otherwise `=` and its hex.
+pub fn token(id: &[u8]) -> String {
+    let plain = !id.is_empty() && id[0] != b'=' && id.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
+    match std::str::from_utf8(id) {
+        Ok(s) if plain => s.to_string(),
+        _ => format!("={}", hex::encode(id)),
+    }
+}
+
+/// The id a [`token`] stands for.
+pub fn untoken(token: &str) -> Option<Vec<u8>> {
+    match token.strip_prefix('=') {
+        Some(hex) => hex::decode(hex).ok(),
+        None => Some(token.as_bytes().to_vec()),
+    }
+}
+
+/// An index change as stored in a commit (keys and values hex, so any bytes survive JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "Op", rename_all = "PascalCase")]
+pub enum StoredIndexOp {
+    Put { key: String, value: String },
+    Delete { key: String },
+    Add { key: String, by: i64 },
+}
+
+impl From<&IndexOp> for StoredIndexOp {
+    fn from(op: &IndexOp) -> Self {
+        match op {
+            IndexOp::Put(k, v) => StoredIndexOp::Put {
+                key: hex::encode(k),
+                value: hex::encode(v),
+            },
+            IndexOp::Delete(k) => StoredIndexOp::Delete { key: hex::encode(k) },
+            IndexOp::Add(k, by) => StoredIndexOp::Add {
+                key: hex::encode(k),
+                by: *by,
+            },
+        }
+    }
+}
+
+impl StoredIndexOp {
+    pub fn decode(&self) -> Result<IndexOp, hex::FromHexError> {
+        Ok(match self {
+            StoredIndexOp::Put { key, value } => IndexOp::Put(hex::decode(key)?, hex::decode(value)?),
+            StoredIndexOp::Delete { key } => IndexOp::Delete(hex::decode(key)?),
+            StoredIndexOp::Add { key, by } => IndexOp::Add(hex::decode(key)?, *by),
+        })
+    }
+}
+
+/// One append as one message: its events (their `Position` and `Hash` left empty: the global
+/// order is the stream sequence, known only once stored, and every node derives positions and
+/// the chain from it), its index changes and its claims.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Commit {
+    pub events: Vec<EventEnvelope>,
+    #[serde(default)]
+    pub index_ops: Vec<StoredIndexOp>,
+    /// Claimed keys and their values (hex).
+    #[serde(default)]
+    pub claims: Vec<(String, String)>,
+    /// Layout version of the derived index the index changes were computed for.
+    #[serde(default)]
+    pub index_layout: u64,
+}
+
+impl Commit {
+    pub fn decode(sequence: u64, payload: &[u8]) -> Result<Self, StoreError> {
+        let commit: Commit = serde_json::from_slice(payload).map_err(|e| StoreError::Corrupt {
+            key: format!("stream sequence {sequence}"),
+            message: e.to_string(),
+        })?;
+        if commit.events.is_empty() {
+            return Err(StoreError::Corrupt {
+                key: format!("stream sequence {sequence}"),
+                message: "a commit without events".into(),
+            });
+        }
+        Ok(commit)
+    }
+
+    /// The claims as bytes.
+    pub fn claimed(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, hex::FromHexError> {
+        self.claims.iter().map(|(k, v)| Ok((hex::decode(k)?, hex::decode(v)?))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_keep_plain_ids_and_encode_everything_else() {
+        assert_eq!(token(b"phone-0123abcd"), "phone-0123abcd");
+        assert_eq!(token(b"pool_1"), "pool_1");
+        for odd in [&b"phone-v/b/1"[..], b"a.b", b"=x", b"", b"n/+1206", &[0xff, 0]] {
+            let t = token(odd);
+            assert!(t.starts_with('='), "{t}");
+            assert!(t[1..].bytes().all(|b| b.is_ascii_hexdigit()));
+            assert_eq!(untoken(&t).as_deref(), Some(odd));
+        }
+        assert_eq!(untoken("phone-1").as_deref(), Some(&b"phone-1"[..]));
+    }
+
+    #[test]
+    fn index_ops_round_trip_through_their_stored_form() {
+        for op in [
+            IndexOp::Put(b"v/\x00\xff".to_vec(), b"{}".to_vec()),
+            IndexOp::Delete(b"n/+1".to_vec()),
+            IndexOp::Add(b"c/1".to_vec(), -3),
+        ] {
+            let stored = StoredIndexOp::from(&op);
+            let json = serde_json::to_string(&stored).expect("json");
+            let back: StoredIndexOp = serde_json::from_str(&json).expect("parse");
+            assert_eq!(back.decode().expect("hex"), op);
+        }
+    }
+
+    #[test]
+    fn a_damaged_commit_is_a_clear_error() {
+        assert!(matches!(Commit::decode(7, b"{\"Events\":[]}"), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(Commit::decode(7, b"\xff"), Err(StoreError::Corrupt { .. })));
+    }
+}

@@ -1,0 +1,45 @@
+//! One 3-node NATS JetStream cluster shared by the tests of a test binary (each test keeps to a
+//! namespace of its own on it), started on first use from real `nats-server` processes.
+
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use phone_ledger::nats_cluster::{nats_server_available, LocalCluster};
+use phone_ledger::store::JetStreamSettings;
+
+/// The client URLs of the shared cluster, or `None` (said loudly) when `nats-server` is not
+/// installed; fails when the tools are required (`PHONE_LEDGER_REQUIRE_TOOLS`).
+pub fn shared_cluster() -> Option<Vec<String>> {
+    static URLS: OnceLock<Option<Vec<String>>> = OnceLock::new();
+    URLS.get_or_init(|| {
+        if !super::tool_available("nats-server", nats_server_available(), "apt-get install -y nats-server") {
+            return None;
+        }
+        // Started from a thread that lives as long as the process: the servers are killed when
+        // the thread that started them ends (see `nats_cluster`), so not a test's thread.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("nats-cluster".into())
+            .spawn(move || {
+                let dir = tempfile::Builder::new().prefix("phone-ledger-nats").tempdir().expect("temp dir");
+                let cluster = LocalCluster::start(dir.path(), 3).expect("a 3-node cluster starts");
+                tx.send(cluster.client_urls()).expect("send");
+                loop {
+                    std::thread::park();
+                }
+            })
+            .expect("thread");
+        Some(rx.recv().expect("cluster started"))
+    })
+    .clone()
+}
+
+/// Settings for a fresh namespace on the cluster at `urls`.
+pub fn fresh_settings(urls: &[String]) -> JetStreamSettings {
+    JetStreamSettings {
+        servers: urls.to_vec(),
+        namespace: format!("T{}", uuid::Uuid::new_v4().simple()).chars().take(24).collect(),
+        ..JetStreamSettings::default()
+    }
+}
