@@ -38,7 +38,7 @@ async fn acknowledged_events_survive_sigkill() {
             seed: cycle + 1,
             ..Default::default()
         };
-        let prepared = prepare(&args, &base).await.expect("prepare");
+        let prepared = prepare(&args, std::slice::from_ref(&base)).await.expect("prepare");
         all_ops.extend(prepared.ops.iter().cloned());
         let racing = {
             let args = args.clone();

@@ -77,3 +77,44 @@ mod clustered {
     contract_suite!(Clustered);
     model_test!(the_clustered_store_agrees_with_the_model, Clustered, 16);
 }
+
+/// Two nodes on one log racing for the same aggregate version, again and again: each time exactly
+/// one wins and the other is told it was stale, whatever JetStream's own check let through, and
+/// both nodes end with the same feed and the same chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_racing_for_one_version_never_both_win() {
+    use phone_ledger::store::AppendError;
+    if !<Clustered as contract::Harness>::available() {
+        return;
+    }
+    let urls = common::nats::shared_cluster().expect("cluster");
+    let settings = common::nats::fresh_settings(&urls);
+    let (a, b) = (connect(&settings).await, connect(&settings).await);
+    let rounds = 40;
+    for version in 0..rounds {
+        let (x, y) = tokio::join!(
+            a.append(contract::append("phone-race", version, 1)),
+            b.append(contract::append("phone-race", version, 1))
+        );
+        let won = [&x, &y].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1, "round {version}: {x:?} / {y:?}");
+        for r in [&x, &y] {
+            assert!(
+                matches!(r, Ok(_) | Err(AppendError::WrongExpectedVersion { .. })),
+                "round {version}: {r:?}"
+            );
+        }
+    }
+    for s in [&a, &b] {
+        let events = s.read_stream("phone-race", 1, usize::MAX).await.expect("read");
+        assert_eq!(
+            events.iter().map(|e| e.version).collect::<Vec<_>>(),
+            (1..=rounds).collect::<Vec<_>>()
+        );
+    }
+    let fa = contract::assert_feed_is_a_chain(&a).await;
+    let fb = contract::assert_feed_is_a_chain(&b).await;
+    assert_eq!(fa, fb, "both nodes see the same feed and chain");
+    a.close().await.expect("close");
+    b.close().await.expect("close");
+}

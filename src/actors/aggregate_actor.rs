@@ -336,7 +336,13 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
                     if act.generation == generation {
                         // The speculative state includes events that are not in the log: rebuild
                         // it. Appends decided after this one fail their version check.
-                        tracing::warn!(stream = %act.id, error = %crate::error_chain(&e), "append failed; rebuilding state from the log");
+                        // Another writer of the same log (another node) got there first: expected
+                        // with several nodes, so not worth a warning; anything else is.
+                        if matches!(e, AppendError::WrongExpectedVersion { .. }) {
+                            tracing::debug!(stream = %act.id, error = %e, "stale; rebuilding state from the log");
+                        } else {
+                            tracing::warn!(stream = %act.id, error = %crate::error_chain(&e), "append failed; rebuilding state from the log");
+                        }
                         act.generation += 1;
                         act.reload(ctx);
                     }

@@ -31,7 +31,9 @@ use crate::store::EventEnvelope;
 /// Load-test settings (also the command line).
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct LoadTestArgs {
-    /// A running server to drive; by default one is started in-process on a temporary directory.
+    /// A running server to drive, or several nodes of one cluster separated by commas (the
+    /// clients are spread over them, all racing on the same numbers); by default one server is
+    /// started in-process on a temporary directory.
     #[arg(long)]
     pub server: Option<String>,
     /// Phone numbers to create before the load starts.
@@ -355,8 +357,18 @@ pub fn run(args: &LoadTestArgs) -> Result<Report, LoadTestError> {
             "--pools cannot exceed --numbers (each pool starts with one number)".into(),
         ));
     }
-    let (_dir, server, base) = match &args.server {
-        Some(url) => (None, None, url.trim_end_matches('/').to_string()),
+    let (_dir, server, bases) = match &args.server {
+        Some(urls) => {
+            let bases: Vec<String> = urls
+                .split(',')
+                .map(|u| u.trim().trim_end_matches('/').to_string())
+                .filter(|u| !u.is_empty())
+                .collect();
+            if bases.is_empty() {
+                return Err(LoadTestError::Setup("--server names no URL".into()));
+            }
+            (None, None, bases)
+        }
         None => {
             let dir = tempfile::tempdir().map_err(|e| LoadTestError::Setup(e.to_string()))?;
             let mut config = Config::defaults_with_data_dir(dir.path()).map_err(|e| LoadTestError::Setup(e.to_string()))?;
@@ -370,7 +382,7 @@ pub fn run(args: &LoadTestArgs) -> Result<Report, LoadTestError> {
             }
             let server = RunningServer::spawn(config).map_err(|e| LoadTestError::Setup(e.to_string()))?;
             let url = server.url();
-            (Some(dir), Some(server), url)
+            (Some(dir), Some(server), vec![url])
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -378,7 +390,7 @@ pub fn run(args: &LoadTestArgs) -> Result<Report, LoadTestError> {
         .enable_all()
         .build()
         .map_err(|e| LoadTestError::Setup(e.to_string()))?;
-    let report = runtime.block_on(drive(args, &base));
+    let report = runtime.block_on(drive(args, &bases));
     drop(runtime);
     if let Some(server) = server {
         server.stop().map_err(|e| LoadTestError::Setup(e.to_string()))?;
@@ -388,32 +400,42 @@ pub fn run(args: &LoadTestArgs) -> Result<Report, LoadTestError> {
 
 /// Numbers and pools created before the race, and the set-up's own operations.
 pub struct Prepared {
-    wire: Wire,
+    /// One per node.
+    wires: Vec<Wire>,
     pub numbers: Vec<String>,
     pub pools: Vec<String>,
     pub ops: Vec<ClientOp>,
 }
 
-/// Creates the numbers and pools the race will use.
-pub async fn prepare(args: &LoadTestArgs, base: &str) -> Result<Prepared, LoadTestError> {
+/// Creates the numbers and pools the race will use, spreading the requests over the nodes at
+/// `bases`.
+pub async fn prepare(args: &LoadTestArgs, bases: &[String]) -> Result<Prepared, LoadTestError> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients)
         .build()
         .map_err(|e| LoadTestError::Setup(e.to_string()))?;
-    let wire = Wire {
-        http,
-        url: format!("{base}/"),
-        authorization: format!(
-            "AWS4-HMAC-SHA256 Credential={}/20261126/us-east-1/sms-voice/aws4_request, SignedHeaders=host, Signature=0",
-            args.account
-        ),
-        started: Instant::now(),
+    let started = Instant::now();
+    let wires: Vec<Wire> = bases
+        .iter()
+        .map(|base| Wire {
+            http: http.clone(),
+            url: format!("{base}/"),
+            authorization: format!(
+                "AWS4-HMAC-SHA256 Credential={}/20261126/us-east-1/sms-voice/aws4_request, SignedHeaders=host, Signature=0",
+                args.account
+            ),
+            started,
+        })
+        .collect();
+    let Some(wire) = wires.first().cloned() else {
+        return Err(LoadTestError::Setup("no server to drive".into()));
     };
+    let base = bases.join(",");
     let mut ops = Vec::new();
     let mut numbers = Vec::with_capacity(args.numbers);
     let mut setup = tokio::task::JoinSet::new();
-    for _ in 0..args.numbers {
-        let w = wire.clone();
+    for i in 0..args.numbers {
+        let w = wires[i % wires.len()].clone();
         setup.spawn(async move { w.request_number().await });
         if setup.len() >= args.clients {
             if let Some(Ok((record, id))) = setup.join_next().await {
@@ -449,7 +471,12 @@ pub async fn prepare(args: &LoadTestArgs, base: &str) -> Result<Prepared, LoadTe
             _ => return Err(LoadTestError::Setup(format!("CreatePool failed: {body}"))),
         }
     }
-    Ok(Prepared { wire, numbers, pools, ops })
+    Ok(Prepared {
+        wires,
+        numbers,
+        pools,
+        ops,
+    })
 }
 
 /// Races the clients over the prepared numbers; returns their operations and the time taken.
@@ -484,7 +511,7 @@ pub async fn race(args: &LoadTestArgs, prepared: &Prepared) -> Result<(Vec<Clien
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..args.clients {
         clients.spawn(client(
-            prepared.wire.clone(),
+            prepared.wires[i % prepared.wires.len()].clone(),
             shared.clone(),
             args.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
         ));
@@ -516,16 +543,53 @@ pub async fn fetch_log(base: &str) -> Result<Vec<EventEnvelope>, LoadTestError> 
         .collect()
 }
 
-async fn drive(args: &LoadTestArgs, base: &str) -> Result<Report, LoadTestError> {
-    let prepared = prepare(args, base).await?;
+/// Waits until the node at `bases[0]` has every event any of the nodes has (each node's view of
+/// a shared log follows the others' appends a moment later).
+pub async fn settle(bases: &[String]) -> Result<(), LoadTestError> {
+    async fn events(base: &str) -> Result<u64, LoadTestError> {
+        let health: Value = reqwest::get(format!("{base}/health"))
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| LoadTestError::Setup(format!("{base}/health: {e}")))?
+            .json()
+            .await
+            .map_err(|e| LoadTestError::Setup(format!("{base}/health: {e}")))?;
+        health["Events"]
+            .as_u64()
+            .ok_or_else(|| LoadTestError::Setup(format!("{base}/health: no event count")))
+    }
+    let mut most = 0;
+    for base in bases {
+        most = most.max(events(base).await?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = events(&bases[0]).await?;
+        if seen >= most {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(LoadTestError::Setup(format!(
+                "{} has {seen} events after 30 s, another node {most}",
+                bases[0]
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn drive(args: &LoadTestArgs, bases: &[String]) -> Result<Report, LoadTestError> {
+    let prepared = prepare(args, bases).await?;
     let (load_ops, elapsed) = race(args, &prepared).await?;
-    let log = fetch_log(base).await?;
+    settle(bases).await?;
+    let base = bases.join(",");
+    let log = fetch_log(&bases[0]).await?;
     let mut all_ops = prepared.ops;
     all_ops.extend(load_ops.iter().cloned());
     let verdict = check(&log, &all_ops);
     Ok(Report {
         settings: args.clone(),
-        server: base.to_string(),
+        server: base,
         elapsed_s: elapsed.as_secs_f64(),
         requests: load_ops.len() as u64,
         throughput_per_s: load_ops.len() as f64 / elapsed.as_secs_f64().max(1e-9),

@@ -43,8 +43,11 @@ use crate::numbering::NumberPicker;
 use crate::projection::Projected;
 use crate::store::Store;
 
-/// How often a command the log refused as stale (it wrote nothing) is sent again.
-const STALE_RETRIES: usize = 3;
+/// How long a command the log refused as stale (it wrote nothing) keeps being sent again. With
+/// one node a command is stale only after a failed append; with several, every node's actor of a
+/// hot aggregate races the others', and the steps that end a pool change must get through, so
+/// the bound is a time, with a growing random pause between tries to let the racers spread out.
+const STALE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The application service shared by all HTTP workers.
 pub struct LifecycleService {
@@ -132,7 +135,8 @@ impl LifecycleService {
         meta: &CommandMeta,
         action: A::Action,
     ) -> Result<A, ServiceError> {
-        let mut tries = 0;
+        let started = std::time::Instant::now();
+        let mut tries: u64 = 0;
         loop {
             let outcome = Self::ask(registry, id, create, || Execute::<A> {
                 meta: meta.clone(),
@@ -140,9 +144,18 @@ impl LifecycleService {
             })
             .await?;
             match outcome {
-                Err(e) if e.is_retryable() && tries < STALE_RETRIES => {
+                Err(e) if e.is_retryable() && started.elapsed() < STALE_RETRY_FOR => {
                     tries += 1;
-                    tracing::debug!(stream = id, error = %e, "stale command sent again");
+                    tracing::debug!(stream = id, tries, error = %e, "stale command sent again");
+                    if tries > 1 {
+                        let pause = rand::random::<u64>() % (tries.min(20) * 500);
+                        tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
+                    }
+                }
+                Err(e) if e.is_retryable() => {
+                    return Err(ServiceError::Throttled(format!(
+                        "{id} is being changed by too many requests at once; retry"
+                    )))
                 }
                 other => return other.map_err(|e: ExecuteError| ServiceError::execute(id, e)),
             }
@@ -159,10 +172,20 @@ impl LifecycleService {
         state.0.ok_or_else(|| not_found(ResourceKind::Pool, id))
     }
 
+    /// The durable state of an aggregate, from its actor. A state abandoned before it was
+    /// durable (its append failed) is asked for again: the actor has rebuilt it from the log.
+    async fn state<A: Projected>(registry: &Registry<A>, id: &str) -> Result<A, ServiceError> {
+        let mut tries = 0;
+        loop {
+            match Self::ask(registry, id, false, GetState::<A>::default).await? {
+                Err(e) if e.is_retryable() && tries < 8 => tries += 1,
+                other => return other.map_err(|e| ServiceError::execute(id, e)),
+            }
+        }
+    }
+
     async fn pool_state(&self, id: &str) -> Result<PoolState, ServiceError> {
-        Self::ask(&self.pools, id, false, GetState::<PoolState>::default)
-            .await?
-            .map_err(|e| ServiceError::execute(id, e))
+        Self::state(&self.pools, id).await
     }
 
     /// A live pool of the caller, read from its actor.
@@ -175,9 +198,7 @@ impl LifecycleService {
     }
 
     async fn current_number(&self, id: &str) -> Result<PhoneNumber, ServiceError> {
-        let state = Self::ask(&self.numbers, id, false, GetState::<PhoneNumberState>::default)
-            .await?
-            .map_err(|e| ServiceError::execute(id, e))?;
+        let state: PhoneNumberState = Self::state(&self.numbers, id).await?;
         state.0.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))
     }
 }

@@ -59,8 +59,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use config::{Backend, Durability, SledSettings, StoreConfig};
-pub use jetstream::{JetStreamSettings, JetStreamStore};
 pub use envelope::{AppendMeta, EventEnvelope, PendingEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
+pub use jetstream::{JetStreamSettings, JetStreamStore};
 
 /// A boxed future of a store operation. `'static`: it owns what it needs, so it can be awaited
 /// anywhere (an actor, a spawned task) without borrowing the store.

@@ -35,7 +35,10 @@ struct Reservation {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 /// Reserves `key` for an append to `stream_id`; returns the reservation's revision.
@@ -55,7 +58,12 @@ pub(super) async fn reserve(shared: &Shared, key: &[u8], stream_id: &str) -> Res
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
             Err(e) => return Err(AppendError::Storage(backend(e))),
         }
-        let Some(entry) = shared.claims.entry(token.clone()).await.map_err(|e| AppendError::Storage(backend(e)))? else {
+        let Some(entry) = shared
+            .claims
+            .entry(token.clone())
+            .await
+            .map_err(|e| AppendError::Storage(backend(e)))?
+        else {
             continue;
         };
         if entry.operation != Operation::Put {
@@ -70,7 +78,13 @@ pub(super) async fn reserve(shared: &Shared, key: &[u8], stream_id: &str) -> Res
             return Err(taken());
         }
         // Old enough that no append can still be in flight: the log decides.
-        let last = shared.events.get_info().await.map_err(|e| AppendError::Storage(backend(e)))?.state.last_sequence;
+        let last = shared
+            .events
+            .get_info()
+            .await
+            .map_err(|e| AppendError::Storage(backend(e)))?
+            .state
+            .last_sequence;
         shared.mirror.wait_for(last).await.map_err(storage)?;
         if shared.mirror.index_get(key).is_some() {
             return Err(taken());

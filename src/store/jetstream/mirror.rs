@@ -35,8 +35,25 @@ pub struct CommitEntry {
 pub struct StreamEntry {
     pub version: u64,
     pub last_event: Option<Uuid>,
-    /// (stream sequence, version of the commit's first event).
+    /// (stream sequence, version of the commit's first event), of the commits in force.
     pub commits: Vec<(u64, u64)>,
+    /// The sequence of the last message on the aggregate's subject, in force or void: what the
+    /// next append must name as the subject's last sequence.
+    pub last_sequence: u64,
+}
+
+/// What became of the message at a sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A commit in force: its events are in the feed.
+    InForce,
+    /// A commit that did not extend its aggregate's head when its turn came: void for every
+    /// node, its events, claims and index changes ignored.
+    Void,
+    /// A message that cannot be read as a commit.
+    Damaged,
+    /// Not applied yet.
+    Unknown,
 }
 
 /// A commit the view could not apply as it is.
@@ -56,6 +73,7 @@ struct View {
     claimed: HashSet<Vec<u8>>,
     layouts: BTreeSet<u64>,
     damage: Vec<Damage>,
+    void: BTreeSet<u64>,
 }
 
 /// The view and the watches that tell how far it is.
@@ -130,12 +148,15 @@ impl Mirror {
         let first_position = view.chain.position + 1;
         let previous_hash = view.chain.hash;
         match Commit::decode(sequence, payload).and_then(|c| apply_commit(&mut view, sequence, c)) {
-            Ok(count) => view.commits.push(CommitEntry {
+            Ok(Some(count)) => view.commits.push(CommitEntry {
                 sequence,
                 first_position,
                 count,
                 previous_hash,
             }),
+            Ok(None) => {
+                view.void.insert(sequence);
+            }
             Err(e) => {
                 let count = announced_events.unwrap_or(1).max(1);
                 let hash: [u8; 32] = Sha256::new().chain_update(previous_hash).chain_update(payload).finalize().into();
@@ -171,6 +192,20 @@ impl Mirror {
             view.applied = sequence;
             drop(view);
             self.applied.send_replace(sequence);
+        }
+    }
+
+    /// What became of the message at `sequence`.
+    pub fn outcome(&self, sequence: u64) -> Outcome {
+        let view = self.read();
+        if sequence > view.applied {
+            Outcome::Unknown
+        } else if view.void.contains(&sequence) {
+            Outcome::Void
+        } else if view.commits.binary_search_by_key(&sequence, |c| c.sequence).is_ok() {
+            Outcome::InForce
+        } else {
+            Outcome::Damaged
         }
     }
 
@@ -226,7 +261,9 @@ impl Mirror {
     pub fn stream_heads(&self, after: Option<&str>, limit: usize) -> Vec<(String, u64)> {
         let view = self.read();
         let range = match after {
-            Some(a) => view.streams.range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            Some(a) => view
+                .streams
+                .range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
             None => view.streams.range::<str, _>(..),
         };
         range.take(limit).map(|(id, s)| (id.clone(), s.version)).collect()
@@ -272,24 +309,29 @@ impl Mirror {
     }
 }
 
-/// Applies a decoded commit; returns how many events it holds.
-fn apply_commit(view: &mut View, sequence: u64, commit: Commit) -> Result<u64, StoreError> {
+/// Applies a decoded commit: returns how many events it holds, or `None` when it is void.
+///
+/// A commit is in force only if its events extend its aggregate's head as the commits before it
+/// in sequence order left it. JetStream's per-subject check refuses most stale appends, but
+/// nats-server 2.9 checks it against the stored messages only, so two appends in flight at once
+/// can both pass it; this rule, applied by every node in the same order, keeps the first and
+/// voids the other, and its writer is told it lost.
+fn apply_commit(view: &mut View, sequence: u64, commit: Commit) -> Result<Option<u64>, StoreError> {
     let corrupt = |message: String| StoreError::Corrupt {
         key: format!("stream sequence {sequence}"),
         message,
     };
     let stream_id = commit.events[0].stream_id.clone();
     let head = view.streams.get(&stream_id).map_or(0, |s| s.version);
-    for (i, e) in commit.events.iter().enumerate() {
-        if e.stream_id != stream_id || e.version != head + 1 + i as u64 {
-            return Err(corrupt(format!(
-                "event {} is filed as {} v{}, expected {stream_id} v{}",
-                e.event_id,
-                e.stream_id,
-                e.version,
-                head + 1 + i as u64
-            )));
-        }
+    let extends = commit
+        .events
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.stream_id == stream_id && e.version == head + 1 + i as u64);
+    if !extends {
+        tracing::debug!(sequence, stream = %stream_id, head, "a commit that does not extend its aggregate's head is void");
+        view.streams.entry(stream_id).or_default().last_sequence = sequence;
+        return Ok(None);
     }
     let claims = commit.claimed().map_err(|e| corrupt(e.to_string()))?;
     let ops = commit
@@ -306,16 +348,14 @@ fn apply_commit(view: &mut View, sequence: u64, commit: Commit) -> Result<u64, S
         placed.position = position;
         previous = placed.seal(&previous).map_err(|err| corrupt(err.to_string()))?.0;
     }
-    view.chain = ChainHead {
-        position,
-        hash: previous,
-    };
+    view.chain = ChainHead { position, hash: previous };
     let count = commit.events.len() as u64;
     let last = commit.events.last().map(|e| e.event_id);
     let entry = view.streams.entry(stream_id).or_default();
     entry.commits.push((sequence, head + 1));
     entry.version = head + count;
     entry.last_event = last;
+    entry.last_sequence = sequence;
     for (key, value) in claims {
         view.claimed.insert(key.clone());
         view.index.insert(key, value);
@@ -336,5 +376,5 @@ fn apply_commit(view: &mut View, sequence: u64, commit: Commit) -> Result<u64, S
         }
     }
     view.layouts.insert(commit.index_layout);
-    Ok(count)
+    Ok(Some(count))
 }

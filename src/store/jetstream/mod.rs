@@ -59,6 +59,7 @@ use super::{
 
 /// Settings of the clustered backend (`[store.jetstream]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct JetStreamSettings {
     /// NATS servers to connect to (any of the cluster's; the client follows the cluster).
     pub servers: Vec<String>,
@@ -175,7 +176,7 @@ fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::backend(e)
 }
 
-fn other(message: String) -> StoreError {
+fn other_error(message: String) -> StoreError {
     StoreError::backend(std::io::Error::other(message))
 }
 
@@ -183,7 +184,7 @@ impl JetStreamStore {
     /// Connects to the cluster, creates the streams and buckets if they are missing, and builds
     /// this node's view of the log before returning.
     pub async fn connect(settings: &JetStreamSettings) -> Result<Self, StoreError> {
-        settings.validate().map_err(other)?;
+        settings.validate().map_err(other_error)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("jetstream")
@@ -236,7 +237,13 @@ impl JetStreamStore {
 
     /// Commits this node's view could not apply (damaged or inconsistent messages).
     pub fn damage(&self) -> Vec<(u64, String)> {
-        self.inner.shared.mirror.damage().into_iter().map(|d| (d.sequence, d.message)).collect()
+        self.inner
+            .shared
+            .mirror
+            .damage()
+            .into_iter()
+            .map(|d| (d.sequence, d.message))
+            .collect()
     }
 }
 
@@ -435,7 +442,10 @@ impl Shared {
         }
     }
 
-    /// An aggregate's head as the stream leader has it now.
+    /// An aggregate's head as the log has it now: the sequence of the last message on its
+    /// subject is read from the stream leader, and the view, once it has applied that message,
+    /// says which commits are in force. Also returns that last message when it is the head's
+    /// commit (so a reader need not fetch it again).
     async fn head(&self, stream_id: &str) -> Result<(KnownHead, Option<StreamMessage>), StoreError> {
         let Some(message) = self.last_commit(stream_id).await? else {
             return Ok((
@@ -447,15 +457,25 @@ impl Shared {
                 None,
             ));
         };
-        let head = head_of(&message)?;
+        self.mirror.wait_for(message.sequence).await?;
+        let entry = self.mirror.stream(stream_id).unwrap_or_default();
+        let head = KnownHead {
+            version: entry.version,
+            last_event: entry.last_event,
+            sequence: entry.last_sequence.max(message.sequence),
+        };
         self.remember(stream_id, head);
-        Ok((head, Some(message)))
+        let in_force = entry.commits.last().is_some_and(|(s, _)| *s == message.sequence);
+        Ok((head, in_force.then_some(message)))
     }
 
     /// Reads the commits at `sequences`, a few at a time, in order.
     async fn fetch(&self, sequences: Vec<u64>) -> Result<Vec<StreamMessage>, StoreError> {
         let reads = futures_util::stream::iter(sequences.into_iter().map(|s| async move {
-            self.events.get_raw_message(s).await.map_err(|e| other(format!("reading stream sequence {s}: {e}")))
+            self.events
+                .get_raw_message(s)
+                .await
+                .map_err(|e| other_error(format!("reading stream sequence {s}: {e}")))
         }));
         reads.buffered(32).collect::<Vec<_>>().await.into_iter().collect()
     }
@@ -477,7 +497,6 @@ impl Shared {
         if head.version < from.max(1) || limit == 0 {
             return Ok((vec![], head));
         }
-        self.mirror.wait_for(head.sequence).await?;
         let entry = self.mirror.stream(stream_id).unwrap_or_default();
         // The commits holding versions from `from` on: the one that starts at or before it, and
         // every later one up to the head.
@@ -488,7 +507,7 @@ impl Shared {
             .filter(|s| *s <= head.sequence)
             .collect();
         // The head's commit was read with the head: only the others are fetched.
-        let reuse_last = wanted.last() == Some(&head.sequence);
+        let reuse_last = last.as_ref().is_some_and(|m| wanted.last() == Some(&m.sequence));
         if reuse_last {
             wanted.pop();
         }
@@ -518,22 +537,6 @@ impl Shared {
     }
 }
 
-/// The head a commit message announces in its headers.
-fn head_of(message: &StreamMessage) -> Result<KnownHead, StoreError> {
-    let corrupt = |what: &str| StoreError::Corrupt {
-        key: format!("stream sequence {}", message.sequence),
-        message: format!("header {what} missing or malformed"),
-    };
-    let h = Some(&message.headers);
-    let version = header(h, HEADER_VERSION).and_then(|v| v.parse().ok()).ok_or_else(|| corrupt(HEADER_VERSION))?;
-    let last_event = header(h, HEADER_LAST_EVENT).and_then(|v| v.parse().ok()).ok_or_else(|| corrupt(HEADER_LAST_EVENT))?;
-    Ok(KnownHead {
-        version,
-        last_event: Some(last_event),
-        sequence: message.sequence,
-    })
-}
-
 // ---- the append pipeline -------------------------------------------------------------------------
 
 /// Takes appends in submission order and publishes them in that order (JetStream stores one
@@ -556,7 +559,7 @@ async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job>, done: on
             Ok(prepared) => match publish(&shared, &prepared).await {
                 Err(e) => {
                     prepared.release_claims(&shared).await;
-                    let _ = job.reply.send(Err(e));
+                    let _ = job.reply.send(Err(AppendError::Storage(backend(e))));
                 }
                 Ok(ack) => {
                     let (settled, watch) = watch::channel(());
@@ -588,6 +591,7 @@ struct Prepared {
     /// Claimed keys this append deletes: their reservations are freed once it is stored.
     freed: Vec<String>,
     snapshot: Option<Snapshot>,
+    expected_last_event: Option<Uuid>,
 }
 
 impl Prepared {
@@ -609,6 +613,13 @@ async fn prepare(shared: &Shared, request: AppendRequest) -> Result<Prepared, Ap
     // The sequence of the commit at the expected version: from what this node knows, else from
     // the stream leader. A version is written once, so a known (version, sequence) pair is a fact.
     let expected_sequence = if expected == 0 {
+        // A creation: JetStream checks that the subject is empty; a stream this node already
+        // knows of is refused at once.
+        let known = shared.known(&stream_id).map_or(0, |k| k.version);
+        let seen = shared.mirror.stream(&stream_id).map_or(0, |s| s.version);
+        if known.max(seen) > 0 {
+            return Err(wrong(known.max(seen)));
+        }
         0
     } else {
         let head = match shared.known(&stream_id).filter(|k| k.version == expected) {
@@ -647,7 +658,7 @@ async fn prepare(shared: &Shared, request: AppendRequest) -> Result<Prepared, Ap
         })
         .collect();
     let Some(last) = events.last() else {
-        return Err(AppendError::Storage(other("an append without events".into())));
+        return Err(AppendError::Storage(other_error("an append without events".into())));
     };
     let mut headers = HeaderMap::new();
     headers.insert(HEADER_STREAM, stream_id.as_str());
@@ -657,7 +668,11 @@ async fn prepare(shared: &Shared, request: AppendRequest) -> Result<Prepared, Ap
     let commit = Commit {
         events: events.clone(),
         index_ops: request.index_ops.iter().map(StoredIndexOp::from).collect(),
-        claims: request.unique_claims.iter().map(|(k, v)| (hex::encode(k), hex::encode(v))).collect(),
+        claims: request
+            .unique_claims
+            .iter()
+            .map(|(k, v)| (hex::encode(k), hex::encode(v)))
+            .collect(),
         index_layout: shared.layout.load(Ordering::SeqCst),
     };
     let payload = serde_json::to_vec(&commit).map_err(|e| AppendError::Storage(backend(e)))?;
@@ -671,7 +686,7 @@ async fn prepare(shared: &Shared, request: AppendRequest) -> Result<Prepared, Ap
         .collect();
     let mut prepared = Prepared {
         subject: shared.subject(&stream_id),
-        stream_id,
+        stream_id: stream_id.clone(),
         message_id: Uuid::new_v4().to_string(),
         expected_sequence,
         payload: payload.into(),
@@ -680,6 +695,7 @@ async fn prepare(shared: &Shared, request: AppendRequest) -> Result<Prepared, Ap
         reserved: Vec::new(),
         freed,
         snapshot: request.snapshot,
+        expected_last_event: request.expected_last_event,
     };
     let mut keys: Vec<&Vec<u8>> = request.unique_claims.iter().map(|(k, _)| k).collect();
     keys.dedup();
@@ -688,6 +704,13 @@ async fn prepare(shared: &Shared, request: AppendRequest) -> Result<Prepared, Ap
             Ok(revision) => prepared.reserved.push((wire::token(key), revision)),
             Err(e) => {
                 prepared.release_claims(shared).await;
+                // The append is refused either way; a stale one is told so first, as the
+                // embedded backend does (its version check comes before its claims).
+                if let Ok((head, _)) = shared.head(&prepared.stream_id).await {
+                    if head.version != expected {
+                        return Err(wrong(head.version));
+                    }
+                }
                 return Err(e);
             }
         }
@@ -704,38 +727,48 @@ fn message_of(p: &Prepared) -> jetstream::message::PublishMessage {
     message
 }
 
-async fn publish(shared: &Shared, p: &Prepared) -> Result<jetstream::context::PublishAckFuture, AppendError> {
-    shared
-        .js
-        .send_publish(p.subject.clone(), message_of(p))
-        .await
-        .map_err(|e| AppendError::Storage(backend(e)))
+async fn publish(shared: &Shared, p: &Prepared) -> Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError> {
+    shared.js.send_publish(p.subject.clone(), message_of(p)).await
 }
 
 /// Waits for the acknowledgement (resending the same message id while the cluster elects a new
 /// leader), then finishes the append: frees the claims it deleted, stores its snapshot, and
-/// answers with its events placed in the feed once this node's view has them.
-async fn complete(shared: &Shared, p: Prepared, ack: jetstream::context::PublishAckFuture) -> Result<Vec<EventEnvelope>, AppendError> {
+/// answers with its events placed in the feed once this node's view has them and holds the
+/// commit in force.
+async fn complete(shared: &Shared, mut p: Prepared, ack: jetstream::context::PublishAckFuture) -> Result<Vec<EventEnvelope>, AppendError> {
     use async_nats::jetstream::context::PublishErrorKind;
+    let expected = p.events[0].version - 1;
     let started = std::time::Instant::now();
     let mut outcome = ack.await;
+    let mut moved = 0;
     loop {
         match &outcome {
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                p.release_claims(shared).await;
-                let actual = shared.head(&p.stream_id).await.map_err(AppendError::Storage)?.0.version;
-                return Err(AppendError::WrongExpectedVersion {
-                    stream_id: p.stream_id.clone(),
-                    expected: p.events[0].version - 1,
-                    actual,
-                });
+                // Another message reached the subject. If it was a void one the aggregate is
+                // still where this append expects it: send again after the new last message.
+                let head = shared.head(&p.stream_id).await.map_err(AppendError::Storage)?.0;
+                let same = head.version == expected && (p.expected_last_event.is_none() || p.expected_last_event == head.last_event);
+                if !same || moved >= 8 {
+                    p.release_claims(shared).await;
+                    return Err(AppendError::WrongExpectedVersion {
+                        stream_id: p.stream_id.clone(),
+                        expected,
+                        actual: head.version,
+                    });
+                }
+                moved += 1;
+                p.expected_sequence = head.sequence;
+                outcome = match publish(shared, &p).await {
+                    Ok(ack) => ack.await,
+                    Err(e) => Err(e),
+                };
             }
             Err(e) if started.elapsed() < RESEND_FOR => {
                 tracing::warn!(stream = %p.stream_id, error = %e, "append not acknowledged; sending it again");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 outcome = match publish(shared, &p).await {
                     Ok(ack) => ack.await,
-                    Err(_) => continue,
+                    Err(e) => Err(e),
                 };
             }
             _ => break,
@@ -745,6 +778,25 @@ async fn complete(shared: &Shared, p: Prepared, ack: jetstream::context::Publish
     // taken over later if the log never shows them used).
     let ack = outcome.map_err(|e| AppendError::Storage(backend(e)))?;
     let sequence = ack.sequence;
+    shared.acknowledged.fetch_max(sequence, Ordering::SeqCst);
+    shared.mirror.wait_for(sequence).await.map_err(AppendError::Storage)?;
+    match shared.mirror.outcome(sequence) {
+        mirror::Outcome::InForce => {}
+        mirror::Outcome::Void => {
+            p.release_claims(shared).await;
+            let actual = shared.mirror.stream(&p.stream_id).map_or(0, |s| s.version);
+            return Err(AppendError::WrongExpectedVersion {
+                stream_id: p.stream_id.clone(),
+                expected,
+                actual,
+            });
+        }
+        other => {
+            return Err(AppendError::Storage(other_error(format!(
+                "the commit stored at sequence {sequence} is {other:?} in this node's view"
+            ))))
+        }
+    }
     let last = p.events.last().map(|e| (e.version, e.event_id)).unwrap_or_default();
     shared.remember(
         &p.stream_id,
@@ -754,8 +806,6 @@ async fn complete(shared: &Shared, p: Prepared, ack: jetstream::context::Publish
             sequence,
         },
     );
-    shared.acknowledged.fetch_max(sequence, Ordering::SeqCst);
-    shared.mirror.wait_for(sequence).await.map_err(AppendError::Storage)?;
     for key in &p.freed {
         claims::free(shared, key).await;
     }

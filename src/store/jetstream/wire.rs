@@ -75,6 +75,9 @@ pub fn untoken(token: &str) -> Option<Vec<u8>> {
     }
 }
 
+/// An index key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// An index change as stored in a commit (keys and values hex, so any bytes survive JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "Op", rename_all = "PascalCase")]
@@ -143,7 +146,7 @@ impl Commit {
     }
 
     /// The claims as bytes.
-    pub fn claimed(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, hex::FromHexError> {
+    pub fn claimed(&self) -> Result<Vec<KeyValue>, hex::FromHexError> {
         self.claims.iter().map(|(k, v)| Ok((hex::decode(k)?, hex::decode(v)?))).collect()
     }
 }
