@@ -34,6 +34,28 @@ pub enum Command {
     Audit(crate::audit::cli::AuditArgs),
     /// Race conflicting operations against a server and check every outcome against the log.
     Loadtest(crate::loadtest::LoadTestArgs),
+    /// Try the clustered mode on this machine: a 3-node NATS JetStream cluster (Debian's
+    /// nats-server) and three phone-ledger nodes sharing its log, until Ctrl-C.
+    Cluster(ClusterArgs),
+}
+
+/// `phone-ledger cluster`.
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// Where the NATS servers keep their data and the nodes their configuration (kept across
+    /// runs: starting again over it finds the log as it was).
+    #[arg(long, default_value = "./cluster-data")]
+    pub dir: PathBuf,
+    /// How many NATS servers and phone-ledger nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u16,
+    /// The first phone-ledger node listens on this port, the next on the one after, ...
+    #[arg(long, default_value_t = 4566)]
+    pub port: u16,
+    /// The first NATS server's client port (its cluster port is this + 2000, its monitor
+    /// port this + 4000), the next server's the one after, ...
+    #[arg(long, default_value_t = 4222)]
+    pub nats_port: u16,
 }
 
 /// Sets up logging from `RUST_LOG` (default `default_level`).
@@ -48,6 +70,13 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Audit(args) => crate::audit::cli::run(args),
         Command::Loadtest(args) => run_loadtest(args),
+        Command::Cluster(args) => match run_cluster(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("phone-ledger cluster: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Serve { listen, data_dir, config } => {
             let overrides = Overrides { listen, data_dir };
             let config = match Config::load(config.as_deref(), &overrides) {
@@ -95,4 +124,65 @@ fn run_loadtest(mut args: crate::loadtest::LoadTestArgs) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Starts the NATS servers, then one `phone-ledger serve` process per node (each with a
+/// configuration file of its own in `dir`), waits for Ctrl-C, and stops everything.
+fn run_cluster(args: &ClusterArgs) -> Result<(), String> {
+    use crate::nats_cluster::{LocalCluster, NodePorts};
+    let n = args.nodes.max(1);
+    let ports: Vec<NodePorts> = (0..n)
+        .map(|i| NodePorts {
+            client: args.nats_port + i,
+            cluster: args.nats_port + 2000 + i,
+            monitor: args.nats_port + 4000 + i,
+        })
+        .collect();
+    let mut nats = LocalCluster::start_on(&args.dir, &ports).map_err(|e| crate::error_chain(&e))?;
+    let servers: Vec<String> = nats.client_urls();
+    let replicas = if n >= 3 { 3 } else { 1 };
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut children = Vec::new();
+    for i in 0..n {
+        let node_dir = args.dir.join(format!("node-{}", i + 1));
+        std::fs::create_dir_all(&node_dir).map_err(|e| format!("{}: {e}", node_dir.display()))?;
+        let config = format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = {data:?}\npagination_secret = \"shared by the nodes of this cluster\"\n\
+             [store]\nbackend = \"jetstream\"\n[store.jetstream]\nservers = {servers:?}\nreplicas = {replicas}\n",
+            port = args.port + i,
+            data = node_dir.display().to_string(),
+        );
+        let path = node_dir.join("node.toml");
+        std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
+        let child = std::process::Command::new(&exe)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .spawn()
+            .map_err(|e| format!("cannot start node {}: {e}", i + 1))?;
+        children.push(child);
+    }
+    eprintln!("NATS servers: {}", servers.join(", "));
+    for i in 0..n {
+        eprintln!(
+            "phone-ledger node {}: http://127.0.0.1:{} (configuration {})",
+            i + 1,
+            args.port + i,
+            args.dir.join(format!("node-{}", i + 1)).join("node.toml").display()
+        );
+    }
+    eprintln!("Ctrl-C stops them all.");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(server::wait_for_signal());
+    for child in &children {
+        // SIGTERM: each node finishes its requests and closes its connection to the log.
+        let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    }
+    for mut child in children {
+        let _ = child.wait();
+    }
+    nats.stop();
+    Ok(())
 }

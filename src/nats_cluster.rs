@@ -69,25 +69,40 @@ fn free_port() -> Result<u16, ClusterError> {
 }
 
 impl LocalCluster {
-    /// Starts `size` nodes under `base_dir` (one subdirectory each) and waits until every one
-    /// has JetStream ready.
+    /// Starts `size` nodes on free loopback ports under `base_dir` (one subdirectory each) and
+    /// waits until every one has JetStream ready.
     pub fn start(base_dir: &Path, size: usize) -> Result<Self, ClusterError> {
+        let ports = (0..size)
+            .map(|_| {
+                Ok(NodePorts {
+                    client: free_port()?,
+                    cluster: free_port()?,
+                    monitor: free_port()?,
+                })
+            })
+            .collect::<Result<Vec<_>, ClusterError>>()?;
+        Self::start_on(base_dir, &ports)
+    }
+
+    /// Starts one node per entry of `ports` under `base_dir`. A cluster started again over the
+    /// same directories and ports finds its streams where it left them.
+    pub fn start_on(base_dir: &Path, ports: &[NodePorts]) -> Result<Self, ClusterError> {
         if !nats_server_available() {
             return Err(ClusterError::NotInstalled);
         }
+        let size = ports.len();
         let mut nodes = Vec::with_capacity(size);
-        for i in 0..size {
+        for (i, ports) in ports.iter().enumerate() {
             let dir = base_dir.join(format!("nats-{}", i + 1));
             std::fs::create_dir_all(&dir).map_err(|source| ClusterError::Io { path: dir.clone(), source })?;
-            let ports = NodePorts {
-                client: free_port()?,
-                cluster: free_port()?,
-                monitor: free_port()?,
-            };
-            nodes.push(Node { ports, dir, child: None });
+            nodes.push(Node {
+                ports: *ports,
+                dir,
+                child: None,
+            });
         }
         let mut cluster = LocalCluster {
-            name: format!("phone-ledger-{}", std::process::id()),
+            name: "phone-ledger".into(),
             nodes,
         };
         for i in 0..size {

@@ -45,9 +45,10 @@ use crate::store::Store;
 
 /// How long a command the log refused as stale (it wrote nothing) keeps being sent again. With
 /// one node a command is stale only after a failed append; with several, every node's actor of a
-/// hot aggregate races the others', and the steps that end a pool change must get through, so
-/// the bound is a time, with a growing random pause between tries to let the racers spread out.
-const STALE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+/// hot aggregate races the others', and the steps that end a pool change must get through even
+/// while the log's leader changes, so the bound is a time (long enough to ride out a failover),
+/// with a growing random pause between tries to let the racers spread out.
+const STALE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The application service shared by all HTTP workers.
 pub struct LifecycleService {

@@ -89,8 +89,13 @@ pub fn client_for(url: &str, account: &str, region: &str) -> Client {
 /// Starts the real `phone-ledger serve` binary on an ephemeral port; returns it and its address
 /// (read from the "listening" log line).
 pub fn spawn_binary(data_dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
+    spawn_binary_on("127.0.0.1:0", data_dir, env)
+}
+
+/// [`spawn_binary`] on a given address (a node restarted where its clients expect it).
+pub fn spawn_binary_on(listen: &str, data_dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_phone-ledger"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--listen", listen, "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")

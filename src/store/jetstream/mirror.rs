@@ -81,6 +81,8 @@ pub struct Mirror {
     view: RwLock<View>,
     applied: watch::Sender<u64>,
     position: watch::Sender<u64>,
+    /// The highest sequence a reader has waited for: the consumer is known to be behind it.
+    wanted: std::sync::atomic::AtomicU64,
 }
 
 /// How long a read waits for the view to reach a sequence before it fails.
@@ -92,6 +94,7 @@ impl Default for Mirror {
             view: RwLock::new(View::default()),
             applied: watch::channel(0).0,
             position: watch::channel(0).0,
+            wanted: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -110,6 +113,11 @@ impl Mirror {
         self.read().applied
     }
 
+    /// The highest sequence a reader has waited for.
+    pub fn wanted(&self) -> u64 {
+        self.wanted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Follows the feed's head position.
     pub fn watch_position(&self) -> watch::Receiver<u64> {
         self.position.subscribe()
@@ -120,6 +128,7 @@ impl Mirror {
         if sequence == 0 || self.applied() >= sequence {
             return Ok(());
         }
+        self.wanted.fetch_max(sequence, std::sync::atomic::Ordering::SeqCst);
         let mut applied = self.applied.subscribe();
         let reached = tokio::time::timeout(CATCH_UP_DEADLINE, applied.wait_for(|a| *a >= sequence))
             .await

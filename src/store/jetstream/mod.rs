@@ -80,7 +80,7 @@ impl Default for JetStreamSettings {
             replicas: 3,
             namespace: "PL".into(),
             max_pending_appends: 4096,
-            request_timeout_ms: 5000,
+            request_timeout_ms: 1000,
         }
     }
 }
@@ -107,6 +107,8 @@ impl JetStreamSettings {
 /// election takes about a second; the stream's duplicate window is longer than this).
 const RESEND_FOR: Duration = Duration::from_secs(10);
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// A view that has not moved for this long while a reader waits for it follows the stream anew.
+const STALLED_AFTER: Duration = Duration::from_secs(1);
 
 /// A snapshot as kept in the bucket, with the sequence of the commit it follows.
 #[derive(Debug, Serialize, Deserialize)]
@@ -388,9 +390,27 @@ async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 continue;
             }
         };
+        // The consumer lives on the stream leader; when that server dies, the client notices
+        // only after missing heartbeats for seconds (or not at all). A view that has not moved
+        // for a second while a reader waits for it, or while the stream has more, follows the
+        // stream again from where it is.
+        let mut watchdog = tokio::time::interval(STALLED_AFTER);
+        let mut last_applied = shared.mirror.applied();
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
+                _ = watchdog.tick() => {
+                    let applied = shared.mirror.applied();
+                    if applied == last_applied {
+                        let behind = shared.mirror.wanted() > applied
+                            || shared.events.get_info().await.is_ok_and(|i| i.state.last_sequence > applied);
+                        if behind {
+                            tracing::warn!(applied, "the events stream's consumer stalled; following it again");
+                            break;
+                        }
+                    }
+                    last_applied = applied;
+                }
                 next = messages.next() => match next {
                     Some(Ok(message)) => {
                         let Ok(info) = message.info() else { continue };
@@ -405,6 +425,29 @@ async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     None => break,
                 },
             }
+        }
+    }
+}
+
+/// How long a read keeps being tried while the cluster cannot answer it (a leader election
+/// takes about a second; the reads are idempotent).
+const READ_RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// Runs a read, again every 100 ms while it fails, for up to [`READ_RETRY_FOR`].
+async fn retrying<T, F, Fut>(mut read: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match read().await {
+            Ok(v) => return Ok(v),
+            Err(e) if started.elapsed() < READ_RETRY_FOR => {
+                tracing::debug!(error = %e, "a read of the log failed; trying again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
         }
     }
 }
@@ -435,11 +478,15 @@ impl Shared {
     /// An aggregate's last commit, read from the stream leader.
     async fn last_commit(&self, stream_id: &str) -> Result<Option<StreamMessage>, StoreError> {
         use async_nats::jetstream::stream::LastRawMessageErrorKind;
-        match self.events.get_last_raw_message_by_subject(&self.subject(stream_id)).await {
-            Ok(m) => Ok(Some(m)),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(backend(e)),
-        }
+        let subject = self.subject(stream_id);
+        retrying(|| async {
+            match self.events.get_last_raw_message_by_subject(&subject).await {
+                Ok(m) => Ok(Some(m)),
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(e) => Err(backend(e)),
+            }
+        })
+        .await
     }
 
     /// An aggregate's head as the log has it now: the sequence of the last message on its
@@ -471,11 +518,13 @@ impl Shared {
 
     /// Reads the commits at `sequences`, a few at a time, in order.
     async fn fetch(&self, sequences: Vec<u64>) -> Result<Vec<StreamMessage>, StoreError> {
-        let reads = futures_util::stream::iter(sequences.into_iter().map(|s| async move {
-            self.events
-                .get_raw_message(s)
-                .await
-                .map_err(|e| other_error(format!("reading stream sequence {s}: {e}")))
+        let reads = futures_util::stream::iter(sequences.into_iter().map(|s| {
+            retrying(move || async move {
+                self.events
+                    .get_raw_message(s)
+                    .await
+                    .map_err(|e| other_error(format!("reading stream sequence {s}: {e}")))
+            })
         }));
         reads.buffered(32).collect::<Vec<_>>().await.into_iter().collect()
     }

@@ -1,0 +1,266 @@
+//! Faults in clustered mode, each on a 3-node NATS JetStream cluster of its own with three
+//! phone-ledger nodes, under conflicting load spread over the nodes:
+//! - the events stream's leader NATS server is SIGKILLed mid-load: the verdict passes (every
+//!   acknowledged response's event is in the log) and the gap in service is measured;
+//! - a phone-ledger node is SIGKILLed mid-load and restarted: the verdict passes;
+//! - then everything is stopped and started again: every stream's state is as it was.
+//!
+//! CI runs them small; `PHONE_LEDGER_FAULT_SECS=60 cargo test --release --test cluster_faults --
+//! --nocapture --test-threads 1` runs them long.
+
+mod common;
+
+use std::process::Child;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use phone_ledger::loadtest::checker::{check, ClientOp};
+use phone_ledger::loadtest::{fetch_log, prepare, race, settle, LoadTestArgs};
+use phone_ledger::nats_cluster::{nats_server_available, LocalCluster, NodePorts};
+
+/// One cluster at a time: six servers and the load already fill this machine's two cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn load_secs() -> u64 {
+    std::env::var("PHONE_LEDGER_FAULT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6)
+}
+
+fn load(seed: u64) -> LoadTestArgs {
+    LoadTestArgs {
+        clients: 24,
+        numbers: 30,
+        pools: 3,
+        hot_fraction: 0.3,
+        duration: Some(Duration::from_secs(load_secs())),
+        seed,
+        ..Default::default()
+    }
+}
+
+/// A phone-ledger node as its own process, on a fixed address so it can be restarted there.
+struct Node {
+    child: Option<Child>,
+    listen: String,
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Node {
+    fn start(listen: String, servers: &[String], namespace: &str) -> Self {
+        let servers = format!("[{}]", servers.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(","));
+        let env = vec![
+            ("PHONE_LEDGER_STORE__BACKEND".to_string(), "jetstream".to_string()),
+            ("PHONE_LEDGER_STORE__JETSTREAM__SERVERS".to_string(), servers),
+            ("PHONE_LEDGER_STORE__JETSTREAM__NAMESPACE".to_string(), namespace.to_string()),
+            (
+                "PHONE_LEDGER_PAGINATION_SECRET".to_string(),
+                "shared by the nodes of this test".to_string(),
+            ),
+            ("PHONE_LEDGER_QUOTAS__PHONE_NUMBERS_PER_ACCOUNT".to_string(), "1000000".to_string()),
+            ("PHONE_LEDGER_QUOTAS__POOLS_PER_ACCOUNT".to_string(), "100000".to_string()),
+            ("RUST_LOG".to_string(), "warn,phone_ledger=info".to_string()),
+        ];
+        let mut node = Node {
+            child: None,
+            listen,
+            dir: tempfile::tempdir().expect("dir"),
+            env,
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (child, _) = common::spawn_binary_on(&self.listen, self.dir.path(), &env);
+        self.child = Some(child);
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            common::signal(&child, "KILL");
+            let _ = child.wait();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            common::signal(&child, "TERM");
+            let status = child.wait().expect("wait");
+            assert!(status.success(), "a node stops cleanly on SIGTERM: {status}");
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_listen() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").to_string()
+}
+
+struct Setup {
+    _guard: std::sync::MutexGuard<'static, ()>,
+    dir: tempfile::TempDir,
+    ports: Vec<NodePorts>,
+    nats: LocalCluster,
+    nodes: Vec<Node>,
+    namespace: String,
+}
+
+fn setup() -> Option<Setup> {
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if !common::tool_available("nats-server", nats_server_available(), "apt-get install -y nats-server") {
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let nats = LocalCluster::start(dir.path(), 3).expect("NATS cluster");
+    let ports = nats.ports();
+    let namespace = "FAULTS".to_string();
+    let servers = nats.client_urls();
+    let nodes = (0..3).map(|_| Node::start(free_listen(), &servers, &namespace)).collect();
+    Some(Setup {
+        _guard: guard,
+        dir,
+        ports,
+        nats,
+        nodes,
+        namespace,
+    })
+}
+
+impl Setup {
+    fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Node::url).collect()
+    }
+
+    /// The index of the NATS server leading the events stream.
+    async fn events_leader(&self) -> usize {
+        let client = async_nats::connect(self.nats.client_urls()).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream(format!("{}_EVENTS", self.namespace)).await.expect("stream");
+        let info = stream.info().await.expect("info");
+        let leader = info.cluster.as_ref().and_then(|c| c.leader.clone()).expect("a leader");
+        (0..3).find(|i| self.nats.server_name(*i) == leader).expect("a known server")
+    }
+}
+
+/// The longest stretch of the race with no successful response.
+fn longest_gap(ops: &[ClientOp]) -> Duration {
+    let mut done: Vec<u64> = ops
+        .iter()
+        .filter(|o| (200..300).contains(&o.status))
+        .map(|o| o.finished_ns)
+        .collect();
+    done.sort_unstable();
+    Duration::from_nanos(done.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0))
+}
+
+async fn verdict_on(setup: &Setup, ops: &[ClientOp]) -> usize {
+    let urls = setup.urls();
+    settle(&urls).await.expect("the nodes agree");
+    let log = fetch_log(&urls[0]).await.expect("log");
+    let verdict = check(&log, ops);
+    assert!(verdict.ok, "{verdict:#?}");
+    log.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_stream_leader_mid_load_loses_no_acknowledged_write() {
+    let Some(mut setup) = setup() else { return };
+    let args = load(21);
+    let prepared = prepare(&args, &setup.urls()).await.expect("prepare");
+    let mut ops = prepared.ops.clone();
+    let racing = {
+        let args = args.clone();
+        tokio::spawn(async move { race(&args, &prepared).await })
+    };
+    tokio::time::sleep(Duration::from_secs(load_secs() / 3)).await;
+    let leader = setup.events_leader().await;
+    setup.nats.kill(leader);
+    let (load_ops, _) = racing.await.expect("task").expect("race");
+    let acknowledged = load_ops.iter().filter(|o| (200..300).contains(&o.status)).count();
+    let gap = longest_gap(&load_ops);
+    ops.extend(load_ops);
+    let events = verdict_on(&setup, &ops).await;
+    eprintln!(
+        "stream leader n{} killed: {acknowledged} acknowledged, {events} events, longest gap without a success {gap:?}",
+        leader + 1
+    );
+    // nats-server 2.9 elects a new stream leader after a Raft election timeout of 2-5 s.
+    assert!(gap < Duration::from_secs(15), "service came back: {gap:?}");
+    // The killed server rejoins and catches up.
+    setup.nats.restart(leader).expect("restart");
+    for node in &mut setup.nodes {
+        node.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_load_restarts_and_a_full_restart_keeps_every_stream() {
+    let Some(mut setup) = setup() else { return };
+    let args = load(22);
+    let prepared = prepare(&args, &setup.urls()).await.expect("prepare");
+    let numbers = prepared.numbers.clone();
+    let mut ops = prepared.ops.clone();
+    let racing = {
+        let args = args.clone();
+        tokio::spawn(async move { race(&args, &prepared).await })
+    };
+    tokio::time::sleep(Duration::from_secs(load_secs() / 3)).await;
+    setup.nodes[1].kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    setup.nodes[1].spawn();
+    let (load_ops, _) = racing.await.expect("task").expect("race");
+    ops.extend(load_ops);
+    let events = verdict_on(&setup, &ops).await;
+    eprintln!("node 2 killed and restarted: {events} events, verdict PASS");
+
+    // Everything down, everything up again: the same log, the same state of every stream.
+    let before = snapshot_of(&setup.nodes[0].url(), &numbers).await;
+    for node in &mut setup.nodes {
+        node.stop();
+    }
+    setup.nats.stop();
+    setup.nats = LocalCluster::start_on(setup.dir.path(), &setup.ports).expect("NATS again");
+    for node in &mut setup.nodes {
+        node.spawn();
+    }
+    for node in &setup.nodes {
+        let after = snapshot_of(&node.url(), &numbers).await;
+        assert_eq!(before, after, "{} after a full restart", node.url());
+    }
+    for node in &mut setup.nodes {
+        node.stop();
+    }
+}
+
+/// The chain digest and the state of every number, as one node serves them.
+async fn snapshot_of(url: &str, numbers: &[String]) -> Vec<serde_json::Value> {
+    let get = |path: String| async move {
+        reqwest::get(format!("{url}{path}"))
+            .await
+            .expect("get")
+            .json::<serde_json::Value>()
+            .await
+            .expect("json")
+    };
+    let mut digest = get("/audit/digest".into()).await;
+    digest.as_object_mut().map(|d| d.remove("Durability"));
+    let mut out = vec![digest];
+    for n in numbers {
+        out.push(get(format!("/audit/phone-numbers/{n}/state")).await);
+    }
+    out
+}
