@@ -161,6 +161,47 @@ async fn one_numbers_lifecycle_across_three_nodes() {
     assert!(types.contains(&"ReleaseRejected"), "{types:?}");
     // The release, then the refused second one (a refusal is history too).
     assert_eq!(&types[types.len() - 2..], ["Released", "ReleaseRejected"], "{types:?}");
+
+    // The sealer fixes the chain within a few seconds, and verification checks it against
+    // every checkpoint.
+    let get = |url: String| async move {
+        reqwest::get(url)
+            .await
+            .expect("get")
+            .json::<serde_json::Value>()
+            .await
+            .expect("json")
+    };
+    eventually("the chain is sealed up to the head", || async {
+        let digest = get(format!("{}/audit/digest", urls[2])).await;
+        digest["SealedUpTo"] == digest["Position"]
+    })
+    .await;
+    let verified = get(format!("{}/audit/verify", urls[1])).await;
+    assert_eq!(verified["Ok"], true, "{verified}");
+    assert!(verified["CheckpointsChecked"].as_u64() >= Some(1), "{verified}");
+    assert_eq!(verified["SealedUpTo"], verified["HeadPosition"], "{verified}");
+    // A checkpoint of another history in the log is found by verification.
+    let head = verified["HeadPosition"].as_u64().expect("head");
+    let client = async_nats::connect(settings.servers.clone()).await.expect("connect");
+    let forged = serde_json::json!({
+        "Position": head, "Hash": hex::encode([7u8; 32]), "EventsSequence": 0, "SealedAtMs": 0, "SealedBy": "forger",
+    });
+    async_nats::jetstream::new(client)
+        .publish(
+            format!("{}.chain", settings.namespace.to_ascii_lowercase()),
+            forged.to_string().into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    let verified = get(format!("{}/audit/verify", urls[0])).await;
+    assert_eq!(verified["Ok"], false, "{verified}");
+    assert!(
+        verified["FirstBreak"]["Problem"].as_str().is_some_and(|p| p.contains("checkpoint")),
+        "{verified}"
+    );
     nodes.stop();
 }
 

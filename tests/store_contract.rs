@@ -4,7 +4,7 @@
 mod common;
 mod contract;
 
-use phone_ledger::store::{Durability, JetStreamSettings, JetStreamStore, Store, StoreConfig};
+use phone_ledger::store::{Durability, EventStore, JetStreamSettings, JetStreamStore, Store, StoreConfig};
 
 /// A sled store in a temporary directory.
 struct Embedded {
@@ -117,4 +117,65 @@ async fn two_nodes_racing_for_one_version_never_both_win() {
     assert_eq!(fa, fb, "both nodes see the same feed and chain");
     a.close().await.expect("close");
     b.close().await.expect("close");
+}
+
+/// The chain is sealed by one node at a time: two nodes sealing at once extend the checkpoints
+/// once, each checkpoint holds the chain hash of the feed at its position, and no node seals
+/// over a checkpoint its own chain disagrees with (a rewritten history).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sealer_at_a_time_and_checkpoints_hold_the_chain() {
+    if !<Clustered as contract::Harness>::available() {
+        return;
+    }
+    let urls = common::nats::shared_cluster().expect("cluster");
+    let settings = common::nats::fresh_settings(&urls);
+    let a = JetStreamStore::connect(&settings).await.expect("connect");
+    let b = JetStreamStore::connect(&settings).await.expect("connect");
+    for round in 0..5u64 {
+        a.append(contract::append("phone-sealed", round * 2, 2)).await.expect("append");
+        // Both nodes' views have the append before they race to seal it.
+        let head = a.chain_head().await.expect("head");
+        b.read_stream("phone-sealed", 1, usize::MAX).await.expect("b catches up");
+        let (x, y) = tokio::join!(a.seal_now(), b.seal_now());
+        let sealed: Vec<u64> = [x.expect("seal a"), y.expect("seal b")].into_iter().flatten().collect();
+        assert!(sealed.len() <= 1, "round {round}: both sealed {sealed:?}");
+        assert_eq!(a.sealed_up_to().await.expect("sealed"), head.position, "round {round}");
+    }
+    let checkpoints = a.checkpoints().await.expect("checkpoints");
+    assert_eq!(
+        checkpoints.iter().map(|c| c.position).collect::<Vec<_>>(),
+        [2, 4, 6, 8, 10],
+        "one checkpoint per sealed position"
+    );
+    let feed = contract::assert_feed_is_a_chain(&(std::sync::Arc::new(b.clone()) as Store)).await;
+    for cp in &checkpoints {
+        assert_eq!(
+            feed[cp.position as usize - 1].hash,
+            hex::encode(cp.hash),
+            "checkpoint at {}",
+            cp.position
+        );
+    }
+
+    // A checkpoint sealing another history (as if the events had been rewritten after it).
+    a.append(contract::append("phone-sealed", 10, 1)).await.expect("append");
+    let client = async_nats::connect(urls.clone()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let forged = serde_json::json!({
+        "Position": 11, "Hash": hex::encode([7u8; 32]), "EventsSequence": 6,
+        "SealedAtMs": 0, "SealedBy": "someone else",
+    });
+    js.publish(
+        format!("{}.chain", settings.namespace.to_ascii_lowercase()),
+        forged.to_string().into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("stored");
+    a.append(contract::append("phone-sealed", 11, 1)).await.expect("append");
+    assert!(
+        b.seal_now().await.is_err(),
+        "no node seals over a checkpoint its chain disagrees with"
+    );
 }

@@ -574,7 +574,7 @@ fn print_verify(value: &Value, json: bool) -> ExitCode {
         println!("{value}");
     } else if value["Ok"] == Value::Bool(true) {
         println!(
-            "OK: {} events in {} streams; chain intact from position {} to {}; head hash {}{}",
+            "OK: {} events in {} streams; chain intact from position {} to {}; head hash {}{}{}",
             text(&value["Events"]),
             text(&value["Streams"]),
             text(&value["AnchoredAt"]),
@@ -582,6 +582,11 @@ fn print_verify(value: &Value, json: bool) -> ExitCode {
             text(&value["HeadHash"]),
             match value["SnapshotsChecked"].as_u64() {
                 Some(n) if n > 0 => format!("; {n} snapshots equal a full replay"),
+                _ => String::new(),
+            },
+            match (value["SealedUpTo"].as_u64(), value["CheckpointsChecked"].as_u64()) {
+                (Some(sealed), Some(n)) if n > 0 => format!("; sealed up to {sealed}, {n} checkpoints match"),
+                (Some(sealed), _) if sealed > 0 => format!("; sealed up to {sealed}"),
                 _ => String::new(),
             }
         );

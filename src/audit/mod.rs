@@ -45,6 +45,10 @@ pub struct Digest {
     pub position: u64,
     pub hash: String,
     pub events: u64,
+    /// Every event up to this position is covered by the chain as the log's sealer fixed it
+    /// (the whole log with the embedded backend, whose one writer chains each event it appends;
+    /// the last checkpoint with the clustered one).
+    pub sealed_up_to: u64,
     /// `fsync` or `flush` when read from a running server; absent offline.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub durability: Option<String>,
@@ -58,6 +62,7 @@ pub async fn digest(store: &dyn EventStore) -> Result<Digest, AuditError> {
         hash: hex::encode(head.hash),
         // Positions run from 1 without gaps, so the last one is the number of events.
         events: head.position,
+        sealed_up_to: store.sealed_up_to().await?.min(head.position),
         durability: store.durability(),
     })
 }

@@ -45,6 +45,12 @@ pub struct VerifyReport {
     /// Snapshots compared with a full replay (live log only).
     #[serde(default)]
     pub snapshots_checked: u64,
+    /// How far the chain is sealed (live log only; an export is sealed by its own hashes).
+    #[serde(default)]
+    pub sealed_up_to: u64,
+    /// Checkpoints of the sealer compared with the chain (live clustered log only).
+    #[serde(default)]
+    pub checkpoints_checked: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_break: Option<BrokenLink>,
 }
@@ -175,6 +181,8 @@ impl ChainVerifier {
             head_hash: hex::encode(self.hash.unwrap_or(GENESIS_HASH)),
             anchored_at: self.anchored_at,
             snapshots_checked: 0,
+            sealed_up_to: 0,
+            checkpoints_checked: 0,
             first_break: self.first_break,
         }
     }
@@ -183,6 +191,9 @@ impl ChainVerifier {
 /// Verifies the whole live log, including that feed, streams and heads agree.
 pub async fn verify_store(store: &dyn EventStore) -> Result<VerifyReport, AuditError> {
     let mut v = ChainVerifier::new();
+    let checkpoints = store.checkpoints().await?;
+    let mut next_checkpoint = checkpoints.iter().peekable();
+    let mut checkpoints_checked = 0;
     let mut after = 0;
     'scan: loop {
         let entries = store.feed_entries(after, 4096).await?;
@@ -203,7 +214,22 @@ pub async fn verify_store(store: &dyn EventStore) -> Result<VerifyReport, AuditE
                 {
                     v.fail_at(e, "stored under another stream and version".into())
                 }
-                Ok(e) => v.push(e),
+                Ok(e) => {
+                    v.push(e);
+                    // The chain must pass through every checkpoint the sealer fixed.
+                    while let Some(cp) = next_checkpoint.next_if(|cp| cp.position == e.position) {
+                        checkpoints_checked += 1;
+                        if e.hash != hex::encode(cp.hash) {
+                            v.fail_at(
+                                e,
+                                format!("the chain differs from the checkpoint sealed at position {}", cp.position),
+                            );
+                        }
+                    }
+                    if next_checkpoint.peek().is_some_and(|cp| cp.position < e.position) {
+                        v.fail_at(e, "the checkpoints are not in position order".into());
+                    }
+                }
                 Err(problem) => v.fail(entry.position, problem.clone()),
             }
             if v.broken() {
@@ -227,9 +253,18 @@ pub async fn verify_store(store: &dyn EventStore) -> Result<VerifyReport, AuditE
             }
         }
     }
+    if let Some(cp) = next_checkpoint.next() {
+        v.fail(
+            cp.position,
+            format!("a checkpoint at position {} lies beyond the feed", cp.position),
+        );
+    }
     let chain = store.chain_head().await?;
     let (head_position, head_hash) = (chain.position, chain.hash);
+    let sealed_up_to = store.sealed_up_to().await?.min(head_position);
     let mut report = v.finish();
+    report.sealed_up_to = sealed_up_to;
+    report.checkpoints_checked = checkpoints_checked;
     let mut after_snapshot: Option<String> = None;
     'snapshots: while report.ok {
         let snapshots = store.snapshots(after_snapshot.as_deref(), 256).await?;

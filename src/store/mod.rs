@@ -200,6 +200,15 @@ impl Default for ChainHead {
     }
 }
 
+/// A checkpoint of the hash chain, published by the log's sealer: the chain hash at a feed
+/// position, fixed in the log so that a later rewrite of the events before it is evident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub position: u64,
+    pub hash: [u8; 32],
+    pub sealed_at_ms: u64,
+}
+
 /// Layout version of snapshot states; a snapshot of another version is ignored (full replay).
 pub const SNAPSHOT_SCHEMA_VERSION: u32 = 1;
 
@@ -284,6 +293,20 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The head of the feed and its chain hash.
     fn chain_head(&self) -> StoreFuture<ChainHead>;
+
+    /// How far the chain is sealed: every event up to this position is covered by the chain as
+    /// the log's sealer fixed it. A backend whose one writer chains every event as it appends it
+    /// seals everything it has (the default).
+    fn sealed_up_to(&self) -> StoreFuture<u64> {
+        let head = self.chain_head();
+        Box::pin(async move { Ok(head.await?.position) })
+    }
+
+    /// The checkpoints the sealer published, in position order (none for a backend whose one
+    /// writer stores each event's hash with it).
+    fn checkpoints(&self) -> StoreFuture<Vec<Checkpoint>> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
 
     /// Watches the last durable feed position, for followers (`None` when the store takes no
     /// appends and so the feed never moves).

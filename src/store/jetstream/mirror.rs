@@ -28,6 +28,8 @@ pub struct CommitEntry {
     pub count: u64,
     /// The chain hash before the commit's first event.
     pub previous_hash: [u8; 32],
+    /// The chain hash after its last event.
+    pub hash_after: [u8; 32],
 }
 
 /// An aggregate's head and its commits' sequences, in order.
@@ -157,12 +159,16 @@ impl Mirror {
         let first_position = view.chain.position + 1;
         let previous_hash = view.chain.hash;
         match Commit::decode(sequence, payload).and_then(|c| apply_commit(&mut view, sequence, c)) {
-            Ok(Some(count)) => view.commits.push(CommitEntry {
-                sequence,
-                first_position,
-                count,
-                previous_hash,
-            }),
+            Ok(Some(count)) => {
+                let hash_after = view.chain.hash;
+                view.commits.push(CommitEntry {
+                    sequence,
+                    first_position,
+                    count,
+                    previous_hash,
+                    hash_after,
+                })
+            }
             Ok(None) => {
                 view.void.insert(sequence);
             }
@@ -178,6 +184,7 @@ impl Mirror {
                     first_position,
                     count,
                     previous_hash,
+                    hash_after: hash,
                 });
                 tracing::error!(sequence, error = %e, "a commit in the log cannot be applied");
                 view.damage.push(Damage {
@@ -257,6 +264,16 @@ impl Mirror {
             out.push(*c);
         }
         out
+    }
+
+    /// The chain hash after the event at `position`, if a commit ends there.
+    pub fn hash_at(&self, position: u64) -> Option<[u8; 32]> {
+        let view = self.read();
+        let i = view.commits.partition_point(|c| c.first_position + c.count - 1 < position);
+        view.commits
+            .get(i)
+            .filter(|c| c.first_position + c.count - 1 == position)
+            .map(|c| c.hash_after)
     }
 
     pub fn chain_head(&self) -> ChainHead {

@@ -11,7 +11,8 @@
 //!   reservation that outlived its append (a crash between the two steps) is taken over once it
 //!   is older than [`CLAIM_GRACE`] and the log has no commit holding it ([`claims`]).
 //! - **Snapshots bucket** `<NS>_SNAPSHOTS` (key-value): a cache beside the log.
-//! - **Chain stream** `<NS>_CHAIN`: checkpoints of the hash chain.
+//! - **Chain stream** `<NS>_CHAIN`: checkpoints of the hash chain, extended by one node at a
+//!   time ([`sealer`]).
 //!
 //! # How an append stays correct with many writers
 //! Each append is published with `Nats-Expected-Last-Subject-Sequence`: the sequence of the
@@ -31,6 +32,7 @@
 
 mod claims;
 mod mirror;
+mod sealer;
 mod wire;
 
 use std::collections::HashMap;
@@ -137,6 +139,7 @@ struct Shared {
     js: jetstream::Context,
     names: Names,
     events: stream::Stream,
+    chain: stream::Stream,
     claims: kv::Store,
     snapshots: kv::Store,
     mirror: Mirror,
@@ -237,6 +240,17 @@ impl JetStreamStore {
         Box::pin(async move { task.await.map_err(|_| StoreError::Closed)? })
     }
 
+    /// Seals the chain up to this node's view now (the sealer does it every second anyway);
+    /// returns the position sealed, or `None` if there was nothing to seal or another node did.
+    pub async fn seal_now(&self) -> Result<Option<u64>, StoreError> {
+        let shared = self.inner.shared.clone();
+        self.inner
+            .handle
+            .spawn(async move { sealer::seal_once(&shared, "seal_now").await })
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
     /// Commits this node's view could not apply (damaged or inconsistent messages).
     pub fn damage(&self) -> Vec<(u64, String)> {
         self.inner
@@ -253,6 +267,7 @@ async fn setup(
     settings: &JetStreamSettings,
     stop: watch::Receiver<bool>,
 ) -> Result<(Arc<Shared>, mpsc::Sender<Job>, oneshot::Receiver<()>), StoreError> {
+    let stop_seal = stop.clone();
     let open_failed = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
         path: settings.servers.join(",").into(),
         source: Arc::from(e),
@@ -285,7 +300,7 @@ async fn setup(
         },
     )
     .await?;
-    ensure_stream(
+    let chain = ensure_stream(
         &js,
         stream::Config {
             name: names.chain.clone(),
@@ -305,6 +320,7 @@ async fn setup(
         js,
         names,
         events,
+        chain,
         claims,
         snapshots,
         mirror: Mirror::default(),
@@ -321,6 +337,7 @@ async fn setup(
     let (jobs, rx) = mpsc::channel(settings.max_pending_appends);
     let (done_tx, done) = oneshot::channel();
     tokio::spawn(write_loop(shared.clone(), rx, done_tx));
+    tokio::spawn(sealer::seal_loop(shared.clone(), format!("{}", uuid::Uuid::new_v4()), stop_seal));
     Ok((shared, jobs, done))
 }
 
@@ -994,6 +1011,14 @@ impl EventStore for JetStreamStore {
             s.caught_up().await?;
             Ok(s.mirror.chain_head())
         })
+    }
+
+    fn sealed_up_to(&self) -> StoreFuture<u64> {
+        self.run(move |s| async move { sealer::sealed_up_to(&s).await })
+    }
+
+    fn checkpoints(&self) -> StoreFuture<Vec<super::Checkpoint>> {
+        self.run(move |s| async move { sealer::checkpoints(&s).await })
     }
 
     fn watch_head(&self) -> Option<watch::Receiver<u64>> {
