@@ -53,6 +53,10 @@ pub struct Config {
     pub snapshot_every: u64,
     /// Stop an actor after this many seconds without a command (0: never).
     pub actor_idle_secs: u64,
+    /// With several nodes on one log: a pool change whose number has not moved for this many
+    /// seconds is finished (or undone) by the reconciler of whichever node sees it first.
+    #[serde(default = "default_reconcile_after_secs")]
+    pub reconcile_after_secs: u64,
     /// At most this many live actors per kind; beyond it the least recently used stop.
     pub max_live_actors: usize,
     /// Requests handled at once; beyond it the server answers ThrottlingException.
@@ -93,6 +97,10 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+}
+
+fn default_reconcile_after_secs() -> u64 {
+    30
 }
 
 impl Config {

@@ -180,12 +180,32 @@ async fn serve_notifying(
     let store = open_store(&config).await?;
     let secret = pagination_secret(&config)?;
     let service = service(&config, store.clone());
-    match service.recover_interrupted().await {
+    let shared_log = config.store.backend != crate::store::Backend::Sled;
+    // With one node nothing is in flight before requests are served; with several, another node
+    // may be between two steps, so only changes left alone for a while are finished, and the
+    // same check runs periodically (the reconciler).
+    let reconcile_after = std::time::Duration::from_secs(config.reconcile_after_secs.max(1));
+    let left_alone_for = if shared_log { reconcile_after } else { std::time::Duration::ZERO };
+    match service.recover_interrupted(left_alone_for).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(repaired = n, "finished pool changes interrupted by the last stop"),
         Err(e) => tracing::error!(error = %crate::error_chain(&e), "could not finish interrupted pool changes"),
     }
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let reconciler = shared_log.then(|| {
+        let service = service.clone();
+        actix_rt::spawn(async move {
+            let mut tick = tokio::time::interval(reconcile_after / 3);
+            loop {
+                tick.tick().await;
+                match service.recover_interrupted(reconcile_after).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(repaired = n, "finished pool changes that a node left unfinished"),
+                    Err(e) => tracing::warn!(error = %crate::error_chain(&e), "reconciling pool changes failed; trying again"),
+                }
+            }
+        })
+    });
     let api_state = web::Data::new(ApiState {
         service: service.clone(),
         default_account: config.default_account.clone(),
@@ -230,6 +250,9 @@ async fn serve_notifying(
             }
         }
     };
+    if let Some(reconciler) = reconciler {
+        reconciler.abort();
+    }
     drop(service);
     store.close().await?;
     tracing::info!("phone-ledger stopped; log closed");

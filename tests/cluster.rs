@@ -23,6 +23,10 @@ struct Nodes {
 
 impl Nodes {
     fn start(settings: &JetStreamSettings) -> Self {
+        Self::start_with(settings, |_| {})
+    }
+
+    fn start_with(settings: &JetStreamSettings, tweak: impl Fn(&mut Config)) -> Self {
         let mut servers = Vec::new();
         let mut dirs = Vec::new();
         for _ in 0..3 {
@@ -32,6 +36,7 @@ impl Nodes {
             // Pagination tokens from one node are good at every other.
             config.pagination_secret = Some("a secret shared by the nodes".into());
             config.quotas.phone_numbers_per_account = u64::MAX;
+            tweak(&mut config);
             servers.push(RunningServer::spawn(config).expect("node starts"));
             dirs.push(dir);
         }
@@ -60,9 +65,9 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        assert!(Instant::now() < deadline, "{what}: not within 20 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -266,4 +271,55 @@ fn the_store_section_selects_the_clustered_backend() {
         Config::load(Some(&file), &Default::default()).is_err(),
         "2 replicas cannot form a quorum that survives a loss"
     );
+}
+
+/// A node that dies between the two steps of a pool change leaves its number `ASSOCIATING`; the
+/// reconciler of the nodes still running finishes it once it has been left alone long enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_finishes_what_a_dead_node_left_between_two_steps() {
+    use phone_ledger::codec::pending_events;
+    use phone_ledger::domain::phone_number::{PhoneNumberEvent, PhoneNumberState};
+    use phone_ledger::domain::Aggregate;
+    use phone_ledger::projection::Projected;
+    use phone_ledger::rehydrate::replay;
+    use phone_ledger::store::{AppendMeta, AppendRequest, EventStore, JetStreamStore};
+
+    let Some(settings) = cluster_settings() else { return };
+    let nodes = Nodes::start_with(&settings, |c| c.reconcile_after_secs = 2);
+    let urls = nodes.urls();
+    let c = client_for(&urls[0], ACCOUNT, REGION);
+    let (first, _) = common::request_with_number(&c, MessageType::Transactional).await;
+    let (stuck, _) = common::request_with_number(&c, MessageType::Transactional).await;
+    let pool_id = common::create_pool(&c, &first).await;
+
+    // What a node that died after the number's first step leaves in the log.
+    let log = JetStreamStore::connect(&settings).await.expect("connect");
+    let envelopes = log.read_stream(&stuck, 1, usize::MAX).await.expect("read");
+    let before: PhoneNumberState = replay(&envelopes).expect("replay");
+    let event = PhoneNumberEvent::PoolAssociationStarted { pool_id: pool_id.clone() };
+    let after = before.clone().evolve(&event);
+    log.append(AppendRequest {
+        index_ops: PhoneNumberState::index_ops(&before, &after),
+        ..AppendRequest::plain(
+            &stuck,
+            envelopes.len() as u64,
+            AppendMeta::direct(ACCOUNT, REGION, "died-mid-change", "AssociateOriginationIdentity/BeginAssociation"),
+            pending_events(&[event]).expect("events"),
+        )
+    })
+    .await
+    .expect("append");
+    log.close().await.expect("close");
+
+    let client = client_for(&urls[1], ACCOUNT, REGION);
+    eventually("the number is ACTIVE again, outside the pool", || async {
+        let out = client.describe_phone_numbers().phone_number_ids(&stuck).send().await;
+        out.ok().and_then(|o| {
+            o.phone_numbers()
+                .first()
+                .map(|n| (n.status().clone(), n.pool_id().map(String::from)))
+        }) == Some((NumberStatus::Active, None))
+    })
+    .await;
+    nodes.stop();
 }
