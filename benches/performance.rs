@@ -16,6 +16,13 @@
 //!    same data (every actor passivated) cold release (the other half). Each wrk run lasts
 //!    `PERF_WRK_SECS` (4 by default); releases never repeat an id unless the numbers run out,
 //!    which is reported loudly, as is any run with more than 1 % errors.
+//! 7. (`cluster`) clustered mode on this one machine: a 3-node NATS JetStream cluster (Debian's
+//!    `nats-server`, skipped loudly without it or wrk) and three phone-ledger nodes sharing its
+//!    log (replicas 3): the conflict load spread over the nodes (64 clients, 10 hot numbers,
+//!    `PERF_CLUSTER_SECS`, 20 by default); durable release throughput of the three nodes (one wrk
+//!    per node, 64 connections in all, `PERF_CLUSTER_NUMBERS` numbers) against one sled node
+//!    driven the same way in this run; and the longest gap without a successful response when
+//!    the events stream's leader server is SIGKILLed under the conflict load.
 //!
 //! Run: `cargo bench --bench performance` (about 17 minutes here, plus the cold part;
 //! `PERF_ROUNDS` sets how many rounds the throughput comparisons take the median of, 3 by
@@ -326,32 +333,59 @@ fn wrk_installed() -> bool {
 /// `secs` seconds of wrk, `CLIENTS` connections, POSTing `operation` to `url` with `bodies`:
 /// each wrk thread sends its share of them in turn, and starts over when it has sent them all.
 fn wrk(url: &str, operation: &str, bodies: &[String], secs: usize) -> WrkRun {
-    let mut file = tempfile::NamedTempFile::new().expect("bodies file");
-    file.write_all(bodies.join("\n").as_bytes()).expect("write bodies");
-    let output = Command::new("wrk")
-        .args([format!("-t{WRK_THREADS}"), format!("-c{CLIENTS}"), format!("-d{secs}s")])
-        .args(["--timeout", "10s", "--latency", "-s", WRK_SCRIPT])
-        .args(["-H", &format!("X-Amz-Target: PinpointSMSVoiceV2.{operation}")])
-        .args(["-H", "Content-Type: application/x-amz-json-1.0"])
-        .args(["-H", &format!("Authorization: {AUTH}")])
-        .args([url, "--"])
-        .arg(file.path())
-        .arg(WRK_THREADS.to_string())
-        .output()
-        .expect("run wrk");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let run: WrkRun = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("wrk-result "))
-        .and_then(|json| serde_json::from_str(json).ok())
-        .unwrap_or_else(|| panic!("wrk gave no result:\n{stdout}{}", String::from_utf8_lossy(&output.stderr)));
-    if run.failed() {
-        eprintln!(
-            "\n!!!!! FAILED MEASUREMENT: {operation} at {url}: {} non-2xx answers and {} socket errors in {} requests. wrk said:\n{stdout}",
-            run.non_2xx, run.socket_errors, run.requests
-        );
+    let started = WrkStarted::spawn(url, operation, bodies, secs, WRK_THREADS, CLIENTS);
+    started.finish()
+}
+
+/// A wrk process running (its bodies file lives as long as it does).
+struct WrkStarted {
+    child: Child,
+    _bodies: tempfile::NamedTempFile,
+    url: String,
+    operation: String,
+}
+
+impl WrkStarted {
+    fn spawn(url: &str, operation: &str, bodies: &[String], secs: usize, threads: usize, connections: usize) -> WrkStarted {
+        let mut file = tempfile::NamedTempFile::new().expect("bodies file");
+        file.write_all(bodies.join("\n").as_bytes()).expect("write bodies");
+        let child = Command::new("wrk")
+            .args([format!("-t{threads}"), format!("-c{connections}"), format!("-d{secs}s")])
+            .args(["--timeout", "10s", "--latency", "-s", WRK_SCRIPT])
+            .args(["-H", &format!("X-Amz-Target: PinpointSMSVoiceV2.{operation}")])
+            .args(["-H", "Content-Type: application/x-amz-json-1.0"])
+            .args(["-H", &format!("Authorization: {AUTH}")])
+            .args([url, "--"])
+            .arg(file.path())
+            .arg(threads.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run wrk");
+        WrkStarted {
+            child,
+            _bodies: file,
+            url: url.to_string(),
+            operation: operation.to_string(),
+        }
     }
-    run
+
+    fn finish(self) -> WrkRun {
+        let output = self.child.wait_with_output().expect("wrk");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let run: WrkRun = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("wrk-result "))
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_else(|| panic!("wrk gave no result:\n{stdout}{}", String::from_utf8_lossy(&output.stderr)));
+        if run.failed() {
+            eprintln!(
+                "\n!!!!! FAILED MEASUREMENT: {} at {}: {} non-2xx answers and {} socket errors in {} requests. wrk said:\n{stdout}",
+                self.operation, self.url, run.non_2xx, run.socket_errors, run.requests
+            );
+        }
+        run
+    }
 }
 
 /// A wrk run against the real server, with the server's CPU time per completed request.
@@ -581,6 +615,169 @@ fn cold_part(rt: &tokio::runtime::Runtime, http: &reqwest::Client) -> Vec<[Strin
 
 // ---- activation --------------------------------------------------------------------------------
 
+/// Settings of a clustered node on the NATS servers at `servers`.
+fn cluster_env(servers: &[String]) -> Vec<(String, String)> {
+    let list = format!("[{}]", servers.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(","));
+    vec![
+        ("PHONE_LEDGER_STORE__BACKEND".into(), "jetstream".into()),
+        ("PHONE_LEDGER_STORE__JETSTREAM__SERVERS".into(), list),
+        ("PHONE_LEDGER_STORE__JETSTREAM__NAMESPACE".into(), "BENCH".into()),
+        ("PHONE_LEDGER_PAGINATION_SECRET".into(), "shared by the nodes of the bench".into()),
+        ("PHONE_LEDGER_QUOTAS__POOLS_PER_ACCOUNT".into(), "100000".into()),
+    ]
+}
+
+/// Part 7: the clustered mode's three targets, measured in one run.
+fn cluster_part(rt: &tokio::runtime::Runtime, http: &reqwest::Client) -> Vec<[String; 5]> {
+    use phone_ledger::loadtest::checker::check;
+    use phone_ledger::loadtest::{fetch_log, longest_gap, prepare, race, settle};
+    use phone_ledger::nats_cluster::LocalCluster;
+    // Enough that no run releases a number twice: one sled node releases ~13k/s here, each
+    // clustered node ~2k/s.
+    let n = env_usize("PERF_CLUSTER_NUMBERS", 60_000);
+    let secs = env_usize("PERF_WRK_SECS", 4);
+    let load_secs = env_usize("PERF_CLUSTER_SECS", 20) as u64;
+    let mut rows = Vec::new();
+
+    // One sled node, the reference: the same numbers, released by one wrk with 64 connections.
+    let sled_dir = tempfile::tempdir().expect("dir");
+    let sled = Ledger::start_binary(OsStr::new(THIS_BUILD), sled_dir.path(), &[]);
+    let (_, ids) = rt.block_on(request_numbers(http, &sled.url, n));
+    let single = measure(&sled, "ReleasePhoneNumber", &releases(&ids), secs);
+    sled.stop();
+
+    let dir = tempfile::tempdir().expect("dir");
+    let mut nats = LocalCluster::start(dir.path(), 3).expect("a 3-node NATS cluster");
+    let env = cluster_env(&nats.client_urls());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let node_dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let nodes: Vec<Ledger> = node_dirs
+        .iter()
+        .map(|d| Ledger::start_binary(OsStr::new(THIS_BUILD), d.path(), &env))
+        .collect();
+    let urls: Vec<String> = nodes.iter().map(|l| l.url.trim_end_matches('/').to_string()).collect();
+
+    // Durable release throughput of the cluster: a sixth of the numbers created through each
+    // node, each released through it by a wrk of its own (64 connections in all).
+    let per_node: Vec<Vec<String>> = nodes.iter().map(|l| rt.block_on(request_numbers(http, &l.url, n / 6)).1).collect();
+    let started: Vec<WrkStarted> = nodes
+        .iter()
+        .zip(&per_node)
+        .map(|(l, ids)| WrkStarted::spawn(&l.url, "ReleasePhoneNumber", &releases(ids), secs, 1, CLIENTS / 3))
+        .collect();
+    let runs: Vec<WrkRun> = started.into_iter().map(WrkStarted::finish).collect();
+    let cluster_rate: f64 = runs.iter().map(WrkRun::rate).sum();
+    let cluster_p99 = runs.iter().map(|r| r.p99_us).max().unwrap_or(0) as f64 / 1000.0;
+    let failed = runs.iter().any(WrkRun::failed);
+    let ratio = cluster_rate / single.run.rate();
+    eprintln!(
+        "cluster: release {cluster_rate:.0} req/s (p99 {cluster_p99:.1} ms) over 3 nodes; one sled node {:.0} req/s: {ratio:.2}×",
+        single.run.rate()
+    );
+    rows.push([
+        "durable ReleasePhoneNumber throughput, 3 nodes on a 3-replica JetStream log (wrk per node, 64 connections in all)".into(),
+        format!(
+            "{cluster_rate:.0} req/s, p99 {cluster_p99:.1} ms{}",
+            if failed { " (FAILED MEASUREMENT: errors)" } else { "" }
+        ),
+        format!("one sled node (fsync): {:.0} req/s", single.run.rate()),
+        format!("{ratio:.2}×"),
+        format!("≥ 0.25× — {}", if ratio >= 0.25 && !failed { "met" } else { "NOT MET" }),
+    ]);
+
+    // The conflict load over the three nodes.
+    let conflict = LoadTestArgs {
+        server: Some(urls.join(",")),
+        clients: CLIENTS,
+        numbers: 100,
+        pools: 10,
+        hot_fraction: 0.1,
+        duration: Some(Duration::from_secs(load_secs)),
+        seed: 5,
+        quiet: true,
+        ..Default::default()
+    };
+    let report = loadtest::run(&conflict).expect("clustered conflict load");
+    for c in report.verdict.checks.iter().filter(|c| !c.violations.is_empty()) {
+        eprintln!(
+            "!!!!! {}: {} violations, first: {:?}",
+            c.name,
+            c.violations.len(),
+            c.violations.iter().take(3).collect::<Vec<_>>()
+        );
+    }
+    let (p50, p99) = (report.overall.p50_us as f64 / 1000.0, report.overall.p99_us as f64 / 1000.0);
+    let verdict = if report.verdict.ok { "PASS" } else { "FAIL" };
+    eprintln!(
+        "cluster: conflict load {:.0} req/s, p50 {p50:.1} ms, p99 {p99:.1} ms, verdict {verdict}",
+        report.throughput_per_s
+    );
+    rows.push([
+        "conflict load over 3 nodes: p50 / p99 (64 clients, 10 hot numbers)".into(),
+        format!(
+            "{:.0} req/s, p50 {p50:.1} ms, p99 {p99:.1} ms; verdict {verdict}",
+            report.throughput_per_s
+        ),
+        "—".into(),
+        "—".into(),
+        format!(
+            "PASS, p99 ≤ 50 ms — {}",
+            if report.verdict.ok && p99 <= 50.0 { "met" } else { "NOT MET" }
+        ),
+    ]);
+
+    // The events stream's leader killed a third of the way into the same load.
+    let failover = LoadTestArgs { seed: 6, ..conflict };
+    let (gap, ok, acknowledged) = rt.block_on(async {
+        let prepared = prepare(&failover, &urls).await.expect("prepare");
+        let mut ops = prepared.ops.clone();
+        let racing = {
+            let args = failover.clone();
+            tokio::spawn(async move { race(&args, &prepared).await })
+        };
+        tokio::time::sleep(Duration::from_secs(load_secs / 3)).await;
+        let leader = nats.leader_of("BENCH_EVENTS").expect("a leader");
+        nats.kill(leader);
+        let (load_ops, _) = racing.await.expect("task").expect("race");
+        let gap = longest_gap(&load_ops);
+        let acknowledged = load_ops.iter().filter(|o| (200..300).contains(&o.status)).count();
+        ops.extend(load_ops);
+        settle(&urls).await.expect("the nodes agree");
+        let log = fetch_log(&urls[0]).await.expect("log");
+        let verdict = check(&log, &ops);
+        for c in verdict.checks.iter().filter(|c| !c.violations.is_empty()) {
+            eprintln!(
+                "!!!!! {}: {} violations, first: {:?}",
+                c.name,
+                c.violations.len(),
+                c.violations.iter().take(3).collect::<Vec<_>>()
+            );
+        }
+        (gap, verdict.ok, acknowledged)
+    });
+    eprintln!("cluster: leader killed: longest gap {gap:?}, {acknowledged} acknowledged, verdict ok: {ok}");
+    rows.push([
+        "leader failover: events stream's leader SIGKILLed under the conflict load".into(),
+        format!(
+            "longest gap without a success {:.2} s; {acknowledged} acknowledged, verdict {}",
+            gap.as_secs_f64(),
+            if ok { "PASS (none lost)" } else { "FAIL" }
+        ),
+        "—".into(),
+        "—".into(),
+        format!(
+            "no acknowledged write lost — {}; gap ≤ 2 s — {}",
+            if ok { "met" } else { "NOT MET" },
+            if gap <= Duration::from_secs(2) { "met" } else { "NOT MET" }
+        ),
+    ]);
+    for node in nodes {
+        node.stop();
+    }
+    nats.stop();
+    rows
+}
+
 fn number(id: &str) -> PhoneNumber {
     PhoneNumber::example(id, "111122223333", "us-east-1")
 }
@@ -657,7 +854,7 @@ fn main() {
         .expect("runtime");
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().expect("client");
 
-    let parts = std::env::var("PERF_PARTS").unwrap_or_else(|_| "release,activation,conflict,overload,memory,cold".into());
+    let parts = std::env::var("PERF_PARTS").unwrap_or_else(|_| "release,activation,conflict,overload,memory,cold,cluster".into());
     let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
 
     // 1. Durable release throughput vs the raw handler and vs flush-per-event. The machine is
@@ -846,6 +1043,21 @@ fn main() {
                 "".into(),
                 "".into(),
             ]);
+        }
+    }
+
+    if part("cluster") {
+        if !wrk_installed() || !phone_ledger::nats_cluster::nats_server_available() {
+            eprintln!("\n!!!!! cluster part SKIPPED: needs wrk and nats-server (Debian: apt-get install wrk nats-server)\n");
+            rows.push([
+                "clustered mode".into(),
+                "SKIPPED (wrk or nats-server missing)".into(),
+                "—".into(),
+                "—".into(),
+                "—".into(),
+            ]);
+        } else {
+            rows.extend(cluster_part(&rt, &http));
         }
     }
 

@@ -100,7 +100,7 @@ pub struct Overrides {
 }
 
 fn default_reconcile_after_secs() -> u64 {
-    30
+    120
 }
 
 impl Config {

@@ -202,6 +202,24 @@ impl LocalCluster {
         format!("n{}", i + 1)
     }
 
+    /// The node leading JetStream stream `stream`, as the monitor port of a running node
+    /// reports it.
+    pub fn leader_of(&self, stream: &str) -> Option<usize> {
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
+        let leader = self.nodes.iter().filter(|n| n.child.is_some()).find_map(|n| {
+            let url = format!("http://127.0.0.1:{}/jsz?streams=true", n.ports.monitor);
+            let jsz: serde_json::Value = agent.get(&url).call().ok()?.into_json().ok()?;
+            jsz["account_details"].as_array()?.iter().find_map(|account| {
+                account["stream_detail"].as_array()?.iter().find_map(|s| {
+                    (s["name"] == stream)
+                        .then(|| s["cluster"]["leader"].as_str().map(str::to_string))
+                        .flatten()
+                })
+            })
+        })?;
+        (0..self.nodes.len()).find(|i| self.server_name(*i) == leader)
+    }
+
     /// Kills node `i` at once (SIGKILL), as a crash would.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.nodes[i].child.take() {

@@ -260,11 +260,19 @@ impl<A: Projected> Handler<Passivate> for AggregateActor<A> {
 impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
     type Result = ResponseActFuture<Self, Result<A, ExecuteError>>;
 
-    fn handle(&mut self, msg: Execute<A>, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Execute<A>, ctx: &mut Self::Context) -> Self::Result {
         let done = |r: Result<A, ExecuteError>| -> Self::Result { Box::pin(fut::ready(r)) };
         self.last_active = Instant::now();
         if let Some(why) = &self.broken {
             return done(Err(ExecuteError::Replay(why.clone())));
+        }
+        // Another writer of a shared log (another node) has moved the stream on: re-read it
+        // before deciding (the mailbox waits for the read) rather than have the append refused;
+        // the caller sends the command again.
+        if self.in_flight == 0 && self.store.version_hint(&self.id).is_some_and(|v| v > self.version) {
+            self.generation += 1;
+            self.reload(ctx);
+            return done(Err(ExecuteError::Superseded));
         }
         let command = Command {
             meta: msg.meta,
@@ -356,8 +364,14 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
 impl<A: Projected> Handler<GetState<A>> for AggregateActor<A> {
     type Result = ResponseActFuture<Self, Result<A, ExecuteError>>;
 
-    fn handle(&mut self, _msg: GetState<A>, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _msg: GetState<A>, ctx: &mut Self::Context) -> Self::Result {
         self.last_active = Instant::now();
+        // As for a command: a state another node has moved on from is re-read first.
+        if self.broken.is_none() && self.in_flight == 0 && self.store.version_hint(&self.id).is_some_and(|v| v > self.version) {
+            self.generation += 1;
+            self.reload(ctx);
+            return Box::pin(fut::ready(Err(ExecuteError::Superseded)));
+        }
         match &self.broken {
             Some(why) => Box::pin(fut::ready(Err(ExecuteError::Replay(why.clone())))),
             None => self.when_durable(self.state.clone()),

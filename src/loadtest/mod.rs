@@ -543,6 +543,18 @@ pub async fn fetch_log(base: &str) -> Result<Vec<EventEnvelope>, LoadTestError> 
         .collect()
 }
 
+/// The longest stretch between two successful responses among `ops` (how long the service
+/// was unavailable, e.g. while a failed server's work moved elsewhere).
+pub fn longest_gap(ops: &[ClientOp]) -> Duration {
+    let mut done: Vec<u64> = ops
+        .iter()
+        .filter(|o| (200..300).contains(&o.status))
+        .map(|o| o.finished_ns)
+        .collect();
+    done.sort_unstable();
+    Duration::from_nanos(done.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0))
+}
+
 /// Waits until the node at `bases[0]` has every event any of the nodes has (each node's view of
 /// a shared log follows the others' appends a moment later).
 pub async fn settle(bases: &[String]) -> Result<(), LoadTestError> {

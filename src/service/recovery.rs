@@ -5,6 +5,7 @@
 
 use super::{LifecycleService, ServiceError};
 use crate::domain::phone_number::PhoneNumber;
+use crate::domain::pool::PoolState;
 use crate::domain::pool_change::{finish_interrupted, pool_to_ask};
 use crate::domain::{CommandMeta, ResourceKind, Scope};
 
@@ -49,12 +50,13 @@ impl LifecycleService {
                     .unwrap_or_default(),
                 operation: "Recovery".into(),
             };
-            // A pool that is gone (or another account's) does not hold the number.
-            let pool_holds_it = match self.live_pool(&meta.scope, pool_id).await {
-                Ok(p) => p.members.contains_key(&n.phone_number_id),
-                Err(ServiceError::Rejected(_)) => false,
-                Err(e) => return Err(e),
-            };
+            // A pool that is gone (or another account's) does not hold the number. Read from the
+            // log itself: with several nodes, this node's actor of the pool may not have seen
+            // the step another node just took.
+            let loaded = crate::rehydrate::load_state::<PoolState>(&*self.store, pool_id).await?;
+            let pool_holds_it = loaded.state.0.as_ref().is_some_and(|p| {
+                !p.deleted && p.account == meta.scope.account && p.region == meta.scope.region && p.members.contains_key(&n.phone_number_id)
+            });
             let Some(action) = finish_interrupted(&n, pool_holds_it) else {
                 continue;
             };

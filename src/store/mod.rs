@@ -270,6 +270,14 @@ pub trait EventStore: Send + Sync + 'static {
 
     // ---- streams ------------------------------------------------------------------------------
 
+    /// The version of a stream as this process last saw it, without any I/O: a hint that an
+    /// actor's state is stale because another writer (another node) has moved the stream, so it
+    /// can re-read before deciding instead of having its append refused. `None` when the backend
+    /// has nothing cheaper than a read (the default; a log with one writer never needs it).
+    fn version_hint(&self, _stream_id: &str) -> Option<u64> {
+        None
+    }
+
     /// A stream's version and last event id (version 0 when it has no event).
     fn stream_head(&self, stream_id: &str) -> StoreFuture<StreamHead>;
 

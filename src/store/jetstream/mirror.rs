@@ -284,6 +284,11 @@ impl Mirror {
         self.read().streams.get(stream_id).cloned()
     }
 
+    /// A stream's version in the view (no copy of its commits).
+    pub fn version_of(&self, stream_id: &str) -> Option<u64> {
+        self.read().streams.get(stream_id).map(|s| s.version)
+    }
+
     pub fn stream_heads(&self, after: Option<&str>, limit: usize) -> Vec<(String, u64)> {
         let view = self.read();
         let range = match after {

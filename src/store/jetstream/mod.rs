@@ -330,7 +330,10 @@ async fn setup(
         replicas,
     });
     // The view, caught up with the stream as it is now before any request is served.
-    let last = shared.events.get_info().await.map_err(backend)?.state.last_sequence;
+    let last = retrying(|| async { shared.events.get_info().await.map_err(backend) })
+        .await?
+        .state
+        .last_sequence;
     tokio::spawn(follow(shared.clone(), stop));
     shared.mirror.mark_applied(0);
     shared.mirror.wait_for(last).await?;
@@ -342,17 +345,33 @@ async fn setup(
 }
 
 /// Creates a stream, or checks that the one there is the same.
+///
+/// A cluster that has just started (or lost a server) answers neither until it has elected the
+/// stream's leader, which takes seconds: both are tried again for up to [`SETUP_WAITS_FOR`].
 async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> Result<stream::Stream, StoreError> {
     let name = config.name.clone();
-    match js.get_stream(&name).await {
-        Ok(s) => Ok(s),
-        Err(_) => match js.create_stream(config).await {
+    let started = std::time::Instant::now();
+    loop {
+        let attempt = match js.get_stream(&name).await {
             Ok(s) => Ok(s),
-            // Another node created it in the meantime.
-            Err(create) => js.get_stream(&name).await.map_err(|_| backend(create)),
-        },
+            Err(_) => match js.create_stream(config.clone()).await {
+                Ok(s) => Ok(s),
+                // Another node created it in the meantime.
+                Err(create) => js.get_stream(&name).await.map_err(|_| backend(create)),
+            },
+        };
+        match attempt {
+            Err(e) if started.elapsed() < SETUP_WAITS_FOR => {
+                tracing::info!(stream = %name, error = %crate::error_chain(&e), "the stream is not available yet; waiting");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => return other,
+        }
     }
 }
+
+/// How long start-up waits for the cluster to offer the streams.
+const SETUP_WAITS_FOR: Duration = Duration::from_secs(60);
 
 /// A key-value bucket, with its stream created by hand: `Context::create_key_value` cannot read
 /// the account information nats-server 2.9 answers with.
@@ -374,7 +393,7 @@ async fn ensure_bucket(js: &jetstream::Context, bucket: &str, replicas: usize) -
         },
     )
     .await?;
-    js.get_key_value(bucket).await.map_err(backend)
+    retrying(|| async { js.get_key_value(bucket).await.map_err(backend) }).await
 }
 
 /// Feeds the view from an ordered consumer of the events stream; starts again after the last
@@ -807,12 +826,21 @@ async fn complete(shared: &Shared, mut p: Prepared, ack: jetstream::context::Pub
     let started = std::time::Instant::now();
     let mut outcome = ack.await;
     let mut moved = 0;
-    loop {
-        match &outcome {
+    let mut resent = false;
+    let sequence = loop {
+        match outcome {
+            Ok(ack) => break ack.sequence,
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                // Another message reached the subject. If it was a void one the aggregate is
-                // still where this append expects it: send again after the new last message.
+                // Another message reached the subject: perhaps this very commit, sent before an
+                // acknowledgement was lost and not recognised as a duplicate by a new leader.
                 let head = shared.head(&p.stream_id).await.map_err(AppendError::Storage)?.0;
+                if resent {
+                    if let Some(sequence) = landed(shared, &p).await.map_err(AppendError::Storage)? {
+                        break sequence;
+                    }
+                }
+                // If it was a void one, the aggregate is still where this append expects it:
+                // send again after the new last message.
                 let same = head.version == expected && (p.expected_last_event.is_none() || p.expected_last_event == head.last_event);
                 if !same || moved >= 8 {
                     p.release_claims(shared).await;
@@ -831,19 +859,24 @@ async fn complete(shared: &Shared, mut p: Prepared, ack: jetstream::context::Pub
             }
             Err(e) if started.elapsed() < RESEND_FOR => {
                 tracing::warn!(stream = %p.stream_id, error = %e, "append not acknowledged; sending it again");
+                resent = true;
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 outcome = match publish(shared, &p).await {
                     Ok(ack) => ack.await,
                     Err(e) => Err(e),
                 };
             }
-            _ => break,
+            Err(e) => {
+                // Not acknowledged in time: unless the log shows it, whether it is stored is
+                // unknown, so its reservations stay (they are taken over later if the log never
+                // shows them used).
+                if let Ok(Some(sequence)) = landed(shared, &p).await {
+                    break sequence;
+                }
+                return Err(AppendError::Storage(backend(e)));
+            }
         }
-    }
-    // Not acknowledged: whether it is stored is unknown, so its reservations stay (they are
-    // taken over later if the log never shows them used).
-    let ack = outcome.map_err(|e| AppendError::Storage(backend(e)))?;
-    let sequence = ack.sequence;
+    };
     shared.acknowledged.fetch_max(sequence, Ordering::SeqCst);
     shared.mirror.wait_for(sequence).await.map_err(AppendError::Storage)?;
     match shared.mirror.outcome(sequence) {
@@ -885,6 +918,25 @@ async fn complete(shared: &Shared, mut p: Prepared, ack: jetstream::context::Pub
     shared.mirror.place(sequence, p.events).map_err(AppendError::Storage)
 }
 
+/// The sequence of this append's commit if the log holds it in force (an earlier send of it was
+/// stored though its acknowledgement was lost).
+async fn landed(shared: &Shared, p: &Prepared) -> Result<Option<u64>, StoreError> {
+    let (Some(first), Some(last)) = (p.events.first(), p.events.last()) else {
+        return Ok(None);
+    };
+    shared.head(&p.stream_id).await?;
+    let entry = shared.mirror.stream(&p.stream_id).unwrap_or_default();
+    let Some((sequence, _)) = entry.commits.iter().find(|(_, v)| *v == first.version) else {
+        return Ok(None);
+    };
+    let message = shared.fetch(vec![*sequence]).await?;
+    let ours = message
+        .first()
+        .and_then(|m| header(Some(&m.headers), HEADER_LAST_EVENT))
+        .is_some_and(|id| id == last.event_id.to_string());
+    Ok(ours.then_some(*sequence))
+}
+
 // ---- the port ------------------------------------------------------------------------------------
 
 impl EventStore for JetStreamStore {
@@ -902,6 +954,10 @@ impl EventStore for JetStreamStore {
             mpsc::error::TrySendError::Closed(_) => AppendError::Closed,
         })?;
         Ok(Box::pin(async move { answer.await.unwrap_or(Err(AppendError::Closed)) }))
+    }
+
+    fn version_hint(&self, stream_id: &str) -> Option<u64> {
+        self.inner.shared.mirror.version_of(stream_id)
     }
 
     fn stream_head(&self, stream_id: &str) -> StoreFuture<StreamHead> {
