@@ -83,9 +83,13 @@ impl Ledger {
     }
 
     fn start_binary(binary: &OsStr, dir: &Path, env: &[(&str, &str)]) -> Ledger {
+        Ledger::start_binary_on(binary, "127.0.0.1:0", dir, env)
+    }
+
+    fn start_binary_on(binary: &OsStr, listen: &str, dir: &Path, env: &[(&str, &str)]) -> Ledger {
         use std::io::{BufRead, BufReader};
         let mut child = Command::new(binary)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(dir)
             .env("RUST_LOG", "warn,phone_ledger::server=info")
             .env("NO_COLOR", "1")
@@ -648,13 +652,34 @@ fn cluster_part(rt: &tokio::runtime::Runtime, http: &reqwest::Client) -> Vec<[St
 
     let dir = tempfile::tempdir().expect("dir");
     let mut nats = LocalCluster::start(dir.path(), 3).expect("a 3-node NATS cluster");
-    let env = cluster_env(&nats.client_urls());
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // Addresses chosen first: each node is told its peers, to route a number's commands to its
+    // owner (PERF_CLUSTER_ROUTING=0 turns that off).
+    let listens: Vec<String> = (0..3)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").to_string()
+        })
+        .collect();
+    let routing = env_usize("PERF_CLUSTER_ROUTING", 1) == 1;
+    let peers = format!(
+        "[{}]",
+        listens.iter().map(|l| format!("\"http://{l}\"")).collect::<Vec<_>>().join(",")
+    );
     let node_dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
     let nodes: Vec<Ledger> = node_dirs
         .iter()
-        .map(|d| Ledger::start_binary(OsStr::new(THIS_BUILD), d.path(), &env))
+        .zip(&listens)
+        .map(|(d, listen)| {
+            let mut env = cluster_env(&nats.client_urls());
+            if routing {
+                env.push(("PHONE_LEDGER_CLUSTER__PEERS".into(), peers.clone()));
+                env.push(("PHONE_LEDGER_CLUSTER__SELF_URL".into(), format!("http://{listen}")));
+            }
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            Ledger::start_binary_on(OsStr::new(THIS_BUILD), listen, d.path(), &env)
+        })
         .collect();
+    eprintln!("cluster: routing to a number's owner {}", if routing { "on" } else { "off" });
     let urls: Vec<String> = nodes.iter().map(|l| l.url.trim_end_matches('/').to_string()).collect();
 
     // Durable release throughput of the cluster: a sixth of the numbers created through each

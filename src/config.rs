@@ -64,6 +64,9 @@ pub struct Config {
     /// Requests per second and account (0: unlimited); beyond it ThrottlingException.
     pub account_requests_per_sec: u32,
     pub quotas: Quotas,
+    /// With several nodes on one log: the nodes, for routing commands to a resource's owner.
+    #[serde(default)]
+    pub cluster: crate::api::routing::ClusterConfig,
     /// ISO country code → number type → supply.
     pub numbering: BTreeMap<String, BTreeMap<NumberType, NumberSupply>>,
     /// Deprecated flat keys of the embedded backend (see [`StoreConfig::adopt_legacy`]).
@@ -159,6 +162,9 @@ impl Config {
             return bad("max_body_bytes must be at least 1024".into());
         }
         if let Err(m) = self.store.validate() {
+            return bad(m);
+        }
+        if let Err(m) = self.cluster.validate() {
             return bad(m);
         }
         if self.pagination_secret.as_ref().is_some_and(|s| s.chars().count() < 16) {

@@ -213,6 +213,7 @@ async fn serve_notifying(
         max_body_bytes: config.max_body_bytes,
         admission: api::admission::Admission::new(config.max_in_flight, config.account_requests_per_sec),
         pagination_secret: secret,
+        router: api::routing::Router::new(&config.cluster),
     });
     let audit_state = web::Data::new(AuditState {
         store: store.clone(),

@@ -29,9 +29,20 @@ impl Nodes {
     fn start_with(settings: &JetStreamSettings, tweak: impl Fn(&mut Config)) -> Self {
         let mut servers = Vec::new();
         let mut dirs = Vec::new();
-        for _ in 0..3 {
+        // Addresses chosen first, so each node knows its peers (routing to a number's owner).
+        let addrs: Vec<std::net::SocketAddr> = (0..3)
+            .map(|_| {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                l.local_addr().expect("addr")
+            })
+            .collect();
+        let peers: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+        for addr in &addrs {
             let dir = tempfile::tempdir().expect("dir");
             let mut config = common::config_for(dir.path());
+            config.listen = *addr;
+            config.cluster.peers = peers.clone();
+            config.cluster.self_url = format!("http://{addr}");
             config.store = StoreConfig::clustered(settings.clone());
             // Pagination tokens from one node are good at every other.
             config.pagination_secret = Some("a secret shared by the nodes".into());
@@ -321,5 +332,74 @@ async fn the_reconciler_finishes_what_a_dead_node_left_between_two_steps() {
         }) == Some((NumberStatus::Active, None))
     })
     .await;
+    nodes.stop();
+}
+
+/// Routing is an optimisation: a command on a number is decided by the node that owns it,
+/// wherever it arrives; reads and creations are served where they arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_on_a_number_are_decided_by_its_owner() {
+    use phone_ledger::api::routing::{ClusterConfig, Router, DECIDED_BY};
+    let Some(settings) = cluster_settings() else { return };
+    let nodes = Nodes::start(&settings);
+    let urls = nodes.urls();
+    let c = client_for(&urls[0], ACCOUNT, REGION);
+    let id = common::request(&c, MessageType::Transactional).await;
+    let router = Router::new(&ClusterConfig {
+        peers: urls.clone(),
+        self_url: urls[0].clone(),
+    })
+    .expect("router");
+    let owner = router.owner_of(&id).to_string();
+    let http = reqwest::Client::new();
+    let call = |url: String, operation: &'static str, body: serde_json::Value| {
+        let http = http.clone();
+        async move {
+            http.post(format!("{url}/"))
+                .header("X-Amz-Target", format!("PinpointSMSVoiceV2.{operation}"))
+                .header("Content-Type", "application/x-amz-json-1.0")
+                .header(
+                    "Authorization",
+                    format!(
+                        "AWS4-HMAC-SHA256 Credential={ACCOUNT}/20261127/{REGION}/sms-voice/aws4_request, SignedHeaders=host, Signature=0"
+                    ),
+                )
+                .body(body.to_string())
+                .send()
+                .await
+                .expect("send")
+        }
+    };
+    for (i, url) in urls.iter().enumerate() {
+        let answer = call(
+            url.clone(),
+            "UpdatePhoneNumber",
+            serde_json::json!({"PhoneNumberId": id, "DeletionProtectionEnabled": i % 2 == 0}),
+        )
+        .await;
+        assert_eq!(answer.status(), 200);
+        assert!(answer.headers().contains_key("x-amzn-requestid"));
+        let decided_by = answer.headers().get(DECIDED_BY).and_then(|v| v.to_str().ok()).map(str::to_string);
+        assert_eq!(decided_by.as_deref(), Some(owner.as_str()), "sent to {url}");
+        // A read is served where it arrives.
+        let read = call(url.clone(), "DescribePhoneNumbers", serde_json::json!({"PhoneNumberIds": [id]})).await;
+        let served_by = read.headers().get(DECIDED_BY).and_then(|v| v.to_str().ok()).map(str::to_string);
+        assert_eq!(served_by.as_deref(), Some(url.as_str()));
+    }
+    // An error answer is relayed as the owner gave it.
+    let gone = call(
+        urls[1].clone(),
+        "ReleasePhoneNumber",
+        serde_json::json!({"PhoneNumberId": "phone-0123456789abcdef0123456789abcdef"}),
+    )
+    .await;
+    assert_eq!(gone.status(), 400);
+    assert_eq!(
+        gone.headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .map(|t| t.split(':').next().unwrap_or(t).to_string()),
+        Some("ResourceNotFoundException".to_string())
+    );
     nodes.stop();
 }

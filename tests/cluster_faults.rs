@@ -49,7 +49,7 @@ struct Node {
 }
 
 impl Node {
-    fn start(listen: String, servers: &[String], namespace: &str) -> Self {
+    fn start(listen: String, peers: &[String], servers: &[String], namespace: &str) -> Self {
         let servers = format!("[{}]", servers.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(","));
         let env = vec![
             ("PHONE_LEDGER_STORE__BACKEND".to_string(), "jetstream".to_string()),
@@ -66,6 +66,11 @@ impl Node {
             // of a live node under this load.
             ("PHONE_LEDGER_RECONCILE_AFTER_SECS".to_string(), "10".to_string()),
             ("RUST_LOG".to_string(), "warn,phone_ledger=info".to_string()),
+            (
+                "PHONE_LEDGER_CLUSTER__PEERS".to_string(),
+                format!("[{}]", peers.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(",")),
+            ),
+            ("PHONE_LEDGER_CLUSTER__SELF_URL".to_string(), format!("http://{listen}")),
         ];
         let mut node = Node {
             child: None,
@@ -133,7 +138,9 @@ fn setup() -> Option<Setup> {
     let ports = nats.ports();
     let namespace = "FAULTS".to_string();
     let servers = nats.client_urls();
-    let nodes = (0..3).map(|_| Node::start(free_listen(), &servers, &namespace)).collect();
+    let listens: Vec<String> = (0..3).map(|_| free_listen()).collect();
+    let peers: Vec<String> = listens.iter().map(|l| format!("http://{l}")).collect();
+    let nodes = listens.into_iter().map(|l| Node::start(l, &peers, &servers, &namespace)).collect();
     Some(Setup {
         _guard: guard,
         dir,

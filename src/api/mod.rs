@@ -8,6 +8,7 @@ pub mod admission;
 pub mod auth;
 pub mod operations;
 pub mod pagination;
+pub mod routing;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -35,6 +36,15 @@ pub struct ApiState {
     pub admission: admission::Admission,
     /// Signs pagination tokens (the same on every node that serves the same log).
     pub pagination_secret: [u8; 32],
+    /// With several nodes: forwards commands on a resource to the node that owns it.
+    pub router: Option<routing::Router>,
+}
+
+/// What a request is answered with: the output of an operation decided here, or the answer of
+/// the node it was forwarded to.
+enum Answer {
+    Local(Value),
+    Forwarded(HttpResponse),
 }
 
 /// Mounts the AWS JSON endpoint (`POST /`) on an actix-web app.
@@ -129,19 +139,39 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
         if !errors.is_empty() {
             return Err(AwsJsonError::invalid_members(&errors));
         }
+        if let Some(router) = &state.router {
+            if let Some(owner) = router.forward_to(&req, &operation, &input) {
+                match router.forward(owner, &req, &body).await {
+                    Ok(answer) => return Ok(Answer::Forwarded(answer)),
+                    // Nothing was sent: decided here instead (the log keeps it correct).
+                    Err(e @ routing::ForwardError::Unreachable { .. }) => {
+                        tracing::debug!(error = %crate::error_chain(&e), "deciding here");
+                    }
+                    Err(e) => return Err(AwsJsonError::internal(&e, &request_id)),
+                }
+            }
+        }
         let meta = CommandMeta {
             request_id: request_id.clone(),
             scope: scope.clone(),
             at_ms: now_ms(),
             operation: operation.clone(),
         };
-        operations::dispatch(&operation, input, &meta, &state).await
+        operations::dispatch(&operation, input, &meta, &state).await.map(Answer::Local)
     }
     .instrument(span.clone())
     .await;
     let _entered = span.enter();
-    match result {
-        Ok(output) => {
+    let mut response = match result {
+        Ok(Answer::Forwarded(answer)) => {
+            tracing::info!(
+                status = answer.status().as_u16(),
+                micros = started.elapsed().as_micros() as u64,
+                "forwarded"
+            );
+            return answer;
+        }
+        Ok(Answer::Local(output)) => {
             tracing::info!(status = 200, micros = started.elapsed().as_micros() as u64, "ok");
             HttpResponse::Ok()
                 .insert_header(("x-amzn-RequestId", request_id.as_str()))
@@ -152,5 +182,13 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
             tracing::info!(status = e.status.as_u16(), error = e.type_name, message = %e.message, micros = started.elapsed().as_micros() as u64, "refused");
             e.to_response(&request_id)
         }
+    };
+    if let Some(router) = &state.router {
+        if let Ok(node) = actix_web::http::header::HeaderValue::from_str(router.node()) {
+            response
+                .headers_mut()
+                .insert(actix_web::http::header::HeaderName::from_static(routing::DECIDED_BY), node);
+        }
     }
+    response
 }

@@ -1,0 +1,207 @@
+//! Routing to an owning node, an optimisation for several nodes on one log: each number (or
+//! pool) has one owner among the configured peers (rendezvous hashing of its id), and a node
+//! that receives a command for a resource another node owns forwards the request there, so the
+//! commands for one resource meet in one actor's mailbox instead of racing across nodes for the
+//! log. Correctness never depends on it: the log's check decides every race, a forwarded
+//! request is never forwarded again, and an owner that cannot be reached (down, or not yet up)
+//! is skipped and the command is decided here.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The header a forwarded request carries (naming the node that forwarded it).
+pub const FORWARDED: &str = "x-phone-ledger-forwarded";
+/// The header every answer carries: the node that decided the command.
+pub const DECIDED_BY: &str = "x-phone-ledger-node";
+
+/// `[cluster]`: the nodes of one deployment, as clients reach them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterConfig {
+    /// The AWS JSON URL of every node (this one included); empty: no routing.
+    pub peers: Vec<String>,
+    /// This node's own URL among `peers`.
+    pub self_url: String,
+}
+
+impl ClusterConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.peers.is_empty() {
+            return Ok(());
+        }
+        if !self.peers.iter().any(|p| p == &self.self_url) {
+            return Err("cluster.self_url must be one of cluster.peers".into());
+        }
+        if self.peers.iter().any(|p| !(p.starts_with("http://") || p.starts_with("https://"))) {
+            return Err("cluster.peers must be http:// or https:// URLs".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why a request could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The owner could not be reached: nothing was sent, the command can be decided here.
+    #[error("the owning node {owner} cannot be reached")]
+    Unreachable {
+        owner: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The request was sent but no answer came: whether it was carried out is unknown.
+    #[error("the owning node {owner} did not answer")]
+    NoAnswer {
+        owner: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// Decides the owner of a resource and forwards requests to it.
+pub struct Router {
+    peers: Vec<String>,
+    self_url: String,
+    client: reqwest::Client,
+}
+
+/// How long a forwarded request may take: longer than the longest a command may (its stale
+/// retries stop after 30 s), since an answer that does not come leaves the outcome unknown.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Router {
+    /// A router for `config`, or `None` when no peers are configured.
+    pub fn new(config: &ClusterConfig) -> Option<Router> {
+        if config.peers.len() < 2 {
+            return None;
+        }
+        let client = reqwest::Client::builder()
+            .timeout(FORWARD_TIMEOUT)
+            .connect_timeout(Duration::from_secs(1))
+            .pool_max_idle_per_host(256)
+            .build()
+            .ok()?;
+        Some(Router {
+            peers: config.peers.iter().map(|p| p.trim_end_matches('/').to_string()).collect(),
+            self_url: config.self_url.trim_end_matches('/').to_string(),
+            client,
+        })
+    }
+
+    /// This node's URL.
+    pub fn node(&self) -> &str {
+        &self.self_url
+    }
+
+    /// The peer that owns `id`: the highest SHA-256 of (peer, id), so every node agrees and a
+    /// peer's departure moves only its own resources.
+    pub fn owner_of(&self, id: &str) -> &str {
+        self.peers
+            .iter()
+            .max_by_key(|peer| -> [u8; 32] {
+                Sha256::new()
+                    .chain_update(peer.as_bytes())
+                    .chain_update([0])
+                    .chain_update(id)
+                    .finalize()
+                    .into()
+            })
+            .map_or(self.self_url.as_str(), String::as_str)
+    }
+
+    /// The owner another node is for this request, if it should be forwarded: commands on one
+    /// existing number or pool, not forwarded already. Creations and reads are served here.
+    pub fn forward_to<'a>(&'a self, req: &HttpRequest, operation: &str, input: &Value) -> Option<&'a str> {
+        if req.headers().contains_key(FORWARDED) {
+            return None;
+        }
+        let id = match operation {
+            "ReleasePhoneNumber" | "UpdatePhoneNumber" => input.get("PhoneNumberId"),
+            "AssociateOriginationIdentity" | "DisassociateOriginationIdentity" => input.get("OriginationIdentity"),
+            "DeletePool" => input.get("PoolId"),
+            _ => None,
+        }
+        .and_then(Value::as_str)?;
+        // An ARN names the resource after its last `/`.
+        let id = id.rsplit('/').next().unwrap_or(id);
+        let owner = self.owner_of(id);
+        (owner != self.self_url).then_some(owner)
+    }
+
+    /// Sends the request to `owner` as it came (headers and body) and relays the answer.
+    pub async fn forward(&self, owner: &str, req: &HttpRequest, body: &[u8]) -> Result<HttpResponse, ForwardError> {
+        let mut outgoing = self.client.post(format!("{owner}/")).body(body.to_vec());
+        for (name, value) in req.headers() {
+            if !matches!(name.as_str(), "host" | "content-length" | "connection" | "transfer-encoding") {
+                outgoing = outgoing.header(name.as_str(), value.as_bytes());
+            }
+        }
+        outgoing = outgoing.header(FORWARDED, self.self_url.as_str());
+        let answer = outgoing.send().await.map_err(|source| {
+            if source.is_connect() {
+                ForwardError::Unreachable {
+                    owner: owner.to_string(),
+                    source,
+                }
+            } else {
+                ForwardError::NoAnswer {
+                    owner: owner.to_string(),
+                    source,
+                }
+            }
+        })?;
+        let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut relayed = HttpResponse::build(status);
+        for (name, value) in answer.headers() {
+            if matches!(name.as_str(), "content-type" | "x-amzn-requestid" | "x-amzn-errortype" | DECIDED_BY) {
+                relayed.insert_header((name.as_str(), value.as_bytes()));
+            }
+        }
+        let body = answer.bytes().await.map_err(|source| ForwardError::NoAnswer {
+            owner: owner.to_string(),
+            source,
+        })?;
+        Ok(relayed.body(body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(self_url: &str) -> Router {
+        Router::new(&ClusterConfig {
+            peers: vec!["http://a:1".into(), "http://b:2".into(), "http://c:3".into()],
+            self_url: self_url.into(),
+        })
+        .expect("router")
+    }
+
+    #[test]
+    fn every_node_agrees_on_the_owner_and_the_owners_are_spread() {
+        let (a, b) = (router("http://a:1"), router("http://b:2"));
+        let mut counts = std::collections::HashMap::new();
+        for i in 0..3000 {
+            let id = format!("phone-{i:032x}");
+            assert_eq!(a.owner_of(&id), b.owner_of(&id));
+            *counts.entry(a.owner_of(&id).to_string()).or_insert(0) += 1;
+        }
+        assert_eq!(counts.len(), 3);
+        assert!(counts.values().all(|n| (800..1200).contains(n)), "{counts:?}");
+    }
+
+    #[test]
+    fn a_missing_self_url_is_refused() {
+        let config = ClusterConfig {
+            peers: vec!["http://a:1".into(), "http://b:2".into()],
+            self_url: "http://c:3".into(),
+        };
+        assert!(config.validate().is_err());
+        assert!(ClusterConfig::default().validate().is_ok());
+    }
+}
