@@ -90,31 +90,22 @@ async fn one_numbers_lifecycle_across_three_nodes() {
     let urls = nodes.urls();
     let c: Vec<_> = urls.iter().map(|u| client_for(u, ACCOUNT, REGION)).collect();
 
-    // Requested on node 1, with deletion protection.
-    let requested = c[0]
-        .request_phone_number()
-        .iso_country_code("US")
-        .message_type(MessageType::Transactional)
-        .number_capabilities(aws_sdk_pinpointsmsvoicev2::types::NumberCapability::Sms)
-        .number_type(aws_sdk_pinpointsmsvoicev2::types::RequestableNumberType::LongCode)
-        .deletion_protection_enabled(true)
-        .client_token("cluster-token-1")
-        .send()
-        .await
-        .expect("RequestPhoneNumber");
+    // Requested on node 1, with deletion protection and a client token.
+    let request = |client: &aws_sdk_pinpointsmsvoicev2::Client| {
+        client
+            .request_phone_number()
+            .iso_country_code("US")
+            .message_type(MessageType::Transactional)
+            .number_capabilities(aws_sdk_pinpointsmsvoicev2::types::NumberCapability::Sms)
+            .number_type(aws_sdk_pinpointsmsvoicev2::types::RequestableNumberType::LongCode)
+            .deletion_protection_enabled(true)
+            .client_token("cluster-token-1")
+            .send()
+    };
+    let requested = request(&c[0]).await.expect("RequestPhoneNumber");
     let id = requested.phone_number_id().expect("id").to_string();
     // The same client token at another node finds the same number (the claim is cluster-wide).
-    let again = c[1]
-        .request_phone_number()
-        .iso_country_code("US")
-        .message_type(MessageType::Transactional)
-        .number_capabilities(aws_sdk_pinpointsmsvoicev2::types::NumberCapability::Sms)
-        .number_type(aws_sdk_pinpointsmsvoicev2::types::RequestableNumberType::LongCode)
-        .deletion_protection_enabled(true)
-        .client_token("cluster-token-1")
-        .send()
-        .await
-        .expect("retried RequestPhoneNumber");
+    let again = request(&c[1]).await.expect("retried RequestPhoneNumber");
     assert_eq!(again.phone_number_id(), Some(id.as_str()));
 
     // Release refused at node 2: the actor there rebuilt the number from the log.
@@ -199,19 +190,7 @@ async fn one_numbers_lifecycle_across_three_nodes() {
     assert_eq!(verified["SealedUpTo"], verified["HeadPosition"], "{verified}");
     // A checkpoint of another history in the log is found by verification.
     let head = verified["HeadPosition"].as_u64().expect("head");
-    let client = async_nats::connect(settings.servers.clone()).await.expect("connect");
-    let forged = serde_json::json!({
-        "Position": head, "Hash": hex::encode([7u8; 32]), "EventsSequence": 0, "SealedAtMs": 0, "SealedBy": "forger",
-    });
-    async_nats::jetstream::new(client)
-        .publish(
-            format!("{}.chain", settings.namespace.to_ascii_lowercase()),
-            forged.to_string().into(),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+    common::nats::forge_checkpoint(&settings, head).await;
     let verified = get(format!("{}/audit/verify", urls[0])).await;
     assert_eq!(verified["Ok"], false, "{verified}");
     assert!(

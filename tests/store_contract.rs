@@ -159,20 +159,7 @@ async fn one_sealer_at_a_time_and_checkpoints_hold_the_chain() {
 
     // A checkpoint sealing another history (as if the events had been rewritten after it).
     a.append(contract::append("phone-sealed", 10, 1)).await.expect("append");
-    let client = async_nats::connect(urls.clone()).await.expect("connect");
-    let js = async_nats::jetstream::new(client);
-    let forged = serde_json::json!({
-        "Position": 11, "Hash": hex::encode([7u8; 32]), "EventsSequence": 6,
-        "SealedAtMs": 0, "SealedBy": "someone else",
-    });
-    js.publish(
-        format!("{}.chain", settings.namespace.to_ascii_lowercase()),
-        forged.to_string().into(),
-    )
-    .await
-    .expect("publish")
-    .await
-    .expect("stored");
+    common::nats::forge_checkpoint(&settings, 11).await;
     a.append(contract::append("phone-sealed", 11, 1)).await.expect("append");
     assert!(
         b.seal_now().await.is_err(),

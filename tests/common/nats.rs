@@ -43,3 +43,21 @@ pub fn fresh_settings(urls: &[String]) -> JetStreamSettings {
         ..JetStreamSettings::default()
     }
 }
+
+/// Publishes a checkpoint claiming chain hash `[7; 32]` at `position` straight into a
+/// deployment's chain stream: a forged seal, or a history rewritten after it.
+pub async fn forge_checkpoint(settings: &JetStreamSettings, position: u64) {
+    let client = async_nats::connect(settings.servers.clone()).await.expect("connect");
+    let forged = serde_json::json!({
+        "Position": position, "Hash": hex::encode([7u8; 32]), "EventsSequence": 0, "SealedAtMs": 0, "SealedBy": "forger",
+    });
+    async_nats::jetstream::new(client)
+        .publish(
+            format!("{}.chain", settings.namespace.to_ascii_lowercase()),
+            forged.to_string().into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+}

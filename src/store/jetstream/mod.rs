@@ -286,34 +286,19 @@ async fn setup(
         .build(client);
     let names = Names::new(&settings.namespace);
     let replicas = settings.replicas;
-    let events = ensure_stream(
-        &js,
-        stream::Config {
-            name: names.events.clone(),
-            subjects: vec![format!("{}.>", names.events_subject)],
-            storage: stream::StorageType::File,
-            num_replicas: replicas,
-            deny_delete: true,
-            deny_purge: true,
-            duplicate_window: DUPLICATE_WINDOW,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let chain = ensure_stream(
-        &js,
-        stream::Config {
-            name: names.chain.clone(),
-            subjects: vec![names.chain_subject.clone()],
-            storage: stream::StorageType::File,
-            num_replicas: replicas,
-            deny_delete: true,
-            deny_purge: true,
-            duplicate_window: DUPLICATE_WINDOW,
-            ..Default::default()
-        },
-    )
-    .await?;
+    // The events and the checkpoints: file storage, replicated, nothing ever deleted.
+    let log_stream = |name: &str, subject: String| stream::Config {
+        name: name.to_string(),
+        subjects: vec![subject],
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        deny_delete: true,
+        deny_purge: true,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    };
+    let events = ensure_stream(&js, log_stream(&names.events, format!("{}.>", names.events_subject))).await?;
+    let chain = ensure_stream(&js, log_stream(&names.chain, names.chain_subject.clone())).await?;
     let claims = ensure_bucket(&js, &names.claims, replicas).await?;
     let snapshots = ensure_bucket(&js, &names.snapshots, replicas).await?;
     let shared = Arc::new(Shared {
