@@ -382,3 +382,40 @@ async fn commands_on_a_number_are_decided_by_its_owner() {
     );
     nodes.stop();
 }
+
+/// A quota holds across nodes: creations of one account are decided by the node that owns the
+/// account, whichever node they arrive at, so racing requests spread over three nodes create
+/// exactly as many numbers as the quota allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_holds_for_requests_racing_on_three_nodes() {
+    use aws_sdk_pinpointsmsvoicev2::operation::request_phone_number::RequestPhoneNumberError;
+    let Some(settings) = cluster_settings() else { return };
+    let nodes = Nodes::start_with(&settings, |c| c.quotas.phone_numbers_per_account = 4);
+    let clients: Vec<_> = nodes.urls().iter().map(|u| client_for(u, ACCOUNT, REGION)).collect();
+    let mut racing = tokio::task::JoinSet::new();
+    for i in 0..15 {
+        let client = clients[i % 3].clone();
+        racing.spawn(async move {
+            client
+                .request_phone_number()
+                .iso_country_code("US")
+                .message_type(MessageType::Transactional)
+                .number_capabilities(aws_sdk_pinpointsmsvoicev2::types::NumberCapability::Sms)
+                .number_type(aws_sdk_pinpointsmsvoicev2::types::RequestableNumberType::LongCode)
+                .send()
+                .await
+        });
+    }
+    let (mut created, mut refused) = (0, 0);
+    while let Some(answer) = racing.join_next().await {
+        match answer.expect("task") {
+            Ok(_) => created += 1,
+            Err(e) => match e.into_service_error() {
+                RequestPhoneNumberError::ServiceQuotaExceededException(_) => refused += 1,
+                other => panic!("{other:?}"),
+            },
+        }
+    }
+    assert_eq!((created, refused), (4, 11));
+    nodes.stop();
+}

@@ -140,7 +140,7 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
             return Err(AwsJsonError::invalid_members(&errors));
         }
         if let Some(router) = &state.router {
-            if let Some(owner) = router.forward_to(&req, &operation, &input) {
+            if let Some(owner) = router.forward_to(&req, &operation, &input, &scope) {
                 match router.forward(owner, &req, &body).await {
                     Ok(answer) => return Ok(Answer::Forwarded(answer)),
                     // Nothing was sent: decided here instead (the log keeps it correct).

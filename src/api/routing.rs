@@ -1,10 +1,12 @@
-//! Routing to an owning node, an optimisation for several nodes on one log: each number (or
-//! pool) has one owner among the configured peers (rendezvous hashing of its id), and a node
-//! that receives a command for a resource another node owns forwards the request there, so the
-//! commands for one resource meet in one actor's mailbox instead of racing across nodes for the
-//! log. Correctness never depends on it: the log's check decides every race, a forwarded
+//! Routing to an owning node, for several nodes on one log: each number (or pool) has one owner
+//! among the configured peers (rendezvous hashing of its id), and a node that receives a command
+//! for a resource another node owns forwards the request there, so the commands for one resource
+//! meet in one actor's mailbox instead of racing across nodes for the log. Creations go to the
+//! owner of the caller's account, so that one node's reservations count them all (quotas).
+//! The log's correctness never depends on it: the log's check decides every race, a forwarded
 //! request is never forwarded again, and an owner that cannot be reached (down, or not yet up)
-//! is skipped and the command is decided here.
+//! is skipped and the command is decided here (then, and only then, concurrent creations on
+//! different nodes can exceed a quota).
 
 use std::time::Duration;
 
@@ -13,6 +15,8 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+use crate::domain::Scope;
 
 /// The header a forwarded request carries (naming the node that forwarded it).
 pub const FORWARDED: &str = "x-phone-ledger-forwarded";
@@ -114,22 +118,30 @@ impl Router {
             .map_or(self.self_url.as_str(), String::as_str)
     }
 
-    /// The owner another node is for this request, if it should be forwarded: commands on one
-    /// existing number or pool, not forwarded already. Creations and reads are served here.
-    pub fn forward_to<'a>(&'a self, req: &HttpRequest, operation: &str, input: &Value) -> Option<&'a str> {
+    /// The owner another node is for this request, if it should be forwarded (never when it
+    /// was forwarded already): a command on one number or pool goes to the owner of that
+    /// resource; a creation (a number, a pool) to the owner of the caller's account and region,
+    /// whose in-flight reservations then see every creation of the account, so its quotas hold
+    /// across nodes. Reads are served here.
+    pub fn forward_to<'a>(&'a self, req: &HttpRequest, operation: &str, input: &Value, scope: &Scope) -> Option<&'a str> {
         if req.headers().contains_key(FORWARDED) {
             return None;
         }
-        let id = match operation {
-            "ReleasePhoneNumber" | "UpdatePhoneNumber" => input.get("PhoneNumberId"),
-            "AssociateOriginationIdentity" | "DisassociateOriginationIdentity" => input.get("OriginationIdentity"),
-            "DeletePool" => input.get("PoolId"),
-            _ => None,
-        }
-        .and_then(Value::as_str)?;
-        // An ARN names the resource after its last `/`.
-        let id = id.rsplit('/').next().unwrap_or(id);
-        let owner = self.owner_of(id);
+        let key = match operation {
+            "RequestPhoneNumber" | "CreatePool" => format!("quota/{}/{}", scope.account, scope.region),
+            _ => {
+                let id = match operation {
+                    "ReleasePhoneNumber" | "UpdatePhoneNumber" => input.get("PhoneNumberId"),
+                    "AssociateOriginationIdentity" | "DisassociateOriginationIdentity" => input.get("OriginationIdentity"),
+                    "DeletePool" => input.get("PoolId"),
+                    _ => None,
+                }
+                .and_then(Value::as_str)?;
+                // An ARN names the resource after its last `/`.
+                id.rsplit('/').next().unwrap_or(id).to_string()
+            }
+        };
+        let owner = self.owner_of(&key);
         (owner != self.self_url).then_some(owner)
     }
 
