@@ -135,10 +135,7 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
         if let Some(resource) = resource_of(&input) {
             tracing::Span::current().record("resource", resource);
         }
-        let errors = model::model().validate_input(&operation, &input);
-        if !errors.is_empty() {
-            return Err(AwsJsonError::invalid_members(&errors));
-        }
+        // The owner validates a request forwarded to it: not done twice.
         if let Some(router) = &state.router {
             if let Some(owner) = router.forward_to(&req, &operation, &input, &scope) {
                 match router.forward(owner, &req, &body).await {
@@ -150,6 +147,10 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
                     Err(e) => return Err(AwsJsonError::internal(&e, &request_id)),
                 }
             }
+        }
+        let errors = model::model().validate_input(&operation, &input);
+        if !errors.is_empty() {
+            return Err(AwsJsonError::invalid_members(&errors));
         }
         let meta = CommandMeta {
             request_id: request_id.clone(),

@@ -415,7 +415,7 @@ async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         // only after missing heartbeats for seconds (or not at all). A view that has not moved
         // for a second while a reader waits for it, or while the stream has more, follows the
         // stream again from where it is.
-        let mut watchdog = tokio::time::interval(STALLED_AFTER);
+        let mut watchdog = tokio::time::interval_at(tokio::time::Instant::now() + STALLED_AFTER, STALLED_AFTER);
         let mut last_applied = shared.mirror.applied();
         loop {
             tokio::select! {
