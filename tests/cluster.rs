@@ -65,6 +65,18 @@ impl Nodes {
     }
 }
 
+/// A RequestPhoneNumber for a transactional US long code with SMS.
+fn long_code(
+    client: &aws_sdk_pinpointsmsvoicev2::Client,
+) -> aws_sdk_pinpointsmsvoicev2::operation::request_phone_number::builders::RequestPhoneNumberFluentBuilder {
+    client
+        .request_phone_number()
+        .iso_country_code("US")
+        .message_type(MessageType::Transactional)
+        .number_capabilities(aws_sdk_pinpointsmsvoicev2::types::NumberCapability::Sms)
+        .number_type(aws_sdk_pinpointsmsvoicev2::types::RequestableNumberType::LongCode)
+}
+
 fn cluster_settings() -> Option<JetStreamSettings> {
     let urls = common::nats::shared_cluster()?;
     Some(common::nats::fresh_settings(&urls))
@@ -92,12 +104,7 @@ async fn one_numbers_lifecycle_across_three_nodes() {
 
     // Requested on node 1, with deletion protection and a client token.
     let request = |client: &aws_sdk_pinpointsmsvoicev2::Client| {
-        client
-            .request_phone_number()
-            .iso_country_code("US")
-            .message_type(MessageType::Transactional)
-            .number_capabilities(aws_sdk_pinpointsmsvoicev2::types::NumberCapability::Sms)
-            .number_type(aws_sdk_pinpointsmsvoicev2::types::RequestableNumberType::LongCode)
+        long_code(client)
             .deletion_protection_enabled(true)
             .client_token("cluster-token-1")
             .send()
@@ -395,16 +402,7 @@ async fn a_quota_holds_for_requests_racing_on_three_nodes() {
     let mut racing = tokio::task::JoinSet::new();
     for i in 0..15 {
         let client = clients[i % 3].clone();
-        racing.spawn(async move {
-            client
-                .request_phone_number()
-                .iso_country_code("US")
-                .message_type(MessageType::Transactional)
-                .number_capabilities(aws_sdk_pinpointsmsvoicev2::types::NumberCapability::Sms)
-                .number_type(aws_sdk_pinpointsmsvoicev2::types::RequestableNumberType::LongCode)
-                .send()
-                .await
-        });
+        racing.spawn(async move { long_code(&client).send().await });
     }
     let (mut created, mut refused) = (0, 0);
     while let Some(answer) = racing.join_next().await {
