@@ -1,0 +1,344 @@
+//! The append pipeline of the clustered backend: appends are taken in submission order, their
+//! claims reserved, published in that order with the aggregate's expected last subject sequence
+//! and a message id, and each is answered once acknowledged and applied by this node's view (in
+//! force, or void and so refused as stale). A lost acknowledgement is resent with the same
+//! message id, and recognised in the log if a new leader stored it without knowing it as a
+//! duplicate.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use super::wire::{self, Commit, StoredIndexOp, HEADER_EVENTS, HEADER_LAST_EVENT, HEADER_STREAM, HEADER_VERSION};
+use super::{backend, claims, header, mirror, other_error, KnownHead, Shared, StoredSnapshot};
+use crate::store::{AppendError, AppendRequest, EventEnvelope, IndexOp, Snapshot, StoreError, CURRENT_SCHEMA_VERSION};
+
+/// How long a resent append keeps being resent after its acknowledgement was lost (a leader
+/// election takes about a second; the stream's duplicate window is longer than this).
+const RESEND_FOR: Duration = Duration::from_secs(10);
+
+/// An append handed to the pipeline, and where its answer goes.
+pub(super) struct Job {
+    pub(super) request: AppendRequest,
+    pub(super) reply: oneshot::Sender<Result<Vec<EventEnvelope>, AppendError>>,
+}
+
+/// Takes appends in submission order and publishes them in that order (JetStream stores one
+/// connection's publishes in the order sent), then answers each once acknowledged. An append to
+/// an aggregate with an append still unacknowledged waits for it, since it needs its sequence.
+pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job>, done: oneshot::Sender<()>) {
+    let mut in_flight: HashMap<String, watch::Receiver<()>> = HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    while let Some(job) = jobs.recv().await {
+        in_flight.retain(|_, r| r.has_changed().is_ok());
+        while tasks.try_join_next().is_some() {}
+        if let Some(mut pending) = in_flight.remove(&job.request.stream_id) {
+            let _ = pending.changed().await;
+        }
+        let stream_id = job.request.stream_id.clone();
+        match prepare(&shared, job.request).await {
+            Err(e) => {
+                let _ = job.reply.send(Err(e));
+            }
+            Ok(prepared) => match publish(&shared, &prepared).await {
+                Err(e) => {
+                    prepared.release_claims(&shared).await;
+                    let _ = job.reply.send(Err(AppendError::Storage(backend(e))));
+                }
+                Ok(ack) => {
+                    let (settled, watch) = watch::channel(());
+                    in_flight.insert(stream_id, watch);
+                    let shared = shared.clone();
+                    tasks.spawn(async move {
+                        let answer = complete(&shared, prepared, ack).await;
+                        let _ = job.reply.send(answer);
+                        drop(settled);
+                    });
+                }
+            },
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let _ = done.send(());
+}
+
+/// An append ready to publish: its message, and the claims reserved for it.
+struct Prepared {
+    stream_id: String,
+    subject: String,
+    message_id: String,
+    expected_sequence: u64,
+    payload: Bytes,
+    headers: HeaderMap,
+    events: Vec<EventEnvelope>,
+    reserved: Vec<(String, u64)>,
+    /// Claimed keys this append deletes: their reservations are freed once it is stored.
+    freed: Vec<String>,
+    snapshot: Option<Snapshot>,
+    expected_last_event: Option<Uuid>,
+}
+
+impl Prepared {
+    async fn release_claims(&self, shared: &Shared) {
+        for (key, revision) in &self.reserved {
+            claims::release(shared, key, *revision).await;
+        }
+    }
+}
+
+async fn prepare(shared: &Shared, request: AppendRequest) -> Result<Prepared, AppendError> {
+    let stream_id = request.stream_id.clone();
+    let expected = request.expected_version;
+    let wrong = |actual: u64| AppendError::WrongExpectedVersion {
+        stream_id: stream_id.clone(),
+        expected,
+        actual,
+    };
+    // The sequence of the commit at the expected version: from what this node knows, else from
+    // the stream leader. A version is written once, so a known (version, sequence) pair is a fact.
+    let expected_sequence = if expected == 0 {
+        // A creation: JetStream checks that the subject is empty; a stream this node already
+        // knows of is refused at once.
+        let known = shared.known(&stream_id).map_or(0, |k| k.version);
+        let seen = shared.mirror.stream(&stream_id).map_or(0, |s| s.version);
+        if known.max(seen) > 0 {
+            return Err(wrong(known.max(seen)));
+        }
+        0
+    } else {
+        let head = match shared.known(&stream_id).filter(|k| k.version == expected) {
+            Some(k) => k,
+            None => shared.head(&stream_id).await.map_err(AppendError::Storage)?.0,
+        };
+        if head.version != expected {
+            return Err(wrong(head.version));
+        }
+        if request.expected_last_event.is_some() && request.expected_last_event != head.last_event {
+            return Err(wrong(head.version));
+        }
+        head.sequence
+    };
+    let (account, region) = (request.meta.account.clone(), request.meta.region.clone());
+    let events: Vec<EventEnvelope> = request
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| EventEnvelope {
+            event_id: p.event_id,
+            stream_id: stream_id.clone(),
+            version: expected + 1 + i as u64,
+            position: 0,
+            event_type: p.event_type,
+            schema_version: CURRENT_SCHEMA_VERSION,
+            timestamp_ms: request.meta.timestamp_ms,
+            account: account.clone(),
+            region: region.clone(),
+            request_id: request.meta.request_id.clone(),
+            command_id: request.meta.command_id,
+            command: request.meta.command.clone(),
+            command_input: request.meta.command_input.clone(),
+            payload: p.payload,
+            hash: String::new(),
+        })
+        .collect();
+    let Some(last) = events.last() else {
+        return Err(AppendError::Storage(other_error("an append without events".into())));
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_STREAM, stream_id.as_str());
+    headers.insert(HEADER_VERSION, last.version.to_string().as_str());
+    headers.insert(HEADER_LAST_EVENT, last.event_id.to_string().as_str());
+    headers.insert(HEADER_EVENTS, events.len().to_string().as_str());
+    let commit = Commit {
+        events: events.clone(),
+        index_ops: request.index_ops.iter().map(StoredIndexOp::from).collect(),
+        claims: request
+            .unique_claims
+            .iter()
+            .map(|(k, v)| (hex::encode(k), hex::encode(v)))
+            .collect(),
+        index_layout: shared.layout.load(Ordering::SeqCst),
+    };
+    let payload = serde_json::to_vec(&commit).map_err(|e| AppendError::Storage(backend(e)))?;
+    let freed = request
+        .index_ops
+        .iter()
+        .filter_map(|op| match op {
+            IndexOp::Delete(k) if shared.mirror.is_claimed(k) => Some(wire::token(k)),
+            _ => None,
+        })
+        .collect();
+    let mut prepared = Prepared {
+        subject: shared.subject(&stream_id),
+        stream_id: stream_id.clone(),
+        message_id: Uuid::new_v4().to_string(),
+        expected_sequence,
+        payload: payload.into(),
+        headers,
+        events,
+        reserved: Vec::new(),
+        freed,
+        snapshot: request.snapshot,
+        expected_last_event: request.expected_last_event,
+    };
+    let mut keys: Vec<&Vec<u8>> = request.unique_claims.iter().map(|(k, _)| k).collect();
+    keys.dedup();
+    for key in keys {
+        match claims::reserve(shared, key, &prepared.stream_id).await {
+            Ok(revision) => prepared.reserved.push((wire::token(key), revision)),
+            Err(e) => {
+                prepared.release_claims(shared).await;
+                // The append is refused either way; a stale one is told so first, as the
+                // embedded backend does (its version check comes before its claims).
+                if let Ok((head, _)) = shared.head(&prepared.stream_id).await {
+                    if head.version != expected {
+                        return Err(wrong(head.version));
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(prepared)
+}
+
+fn message_of(p: &Prepared) -> jetstream::message::PublishMessage {
+    let mut message = jetstream::message::PublishMessage::build()
+        .payload(p.payload.clone())
+        .headers(p.headers.clone())
+        .message_id(&p.message_id);
+    message = message.expected_last_subject_sequence(p.expected_sequence);
+    message
+}
+
+async fn publish(shared: &Shared, p: &Prepared) -> Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError> {
+    shared.js.send_publish(p.subject.clone(), message_of(p)).await
+}
+
+/// Waits for the acknowledgement (resending the same message id while the cluster elects a new
+/// leader), then finishes the append: frees the claims it deleted, stores its snapshot, and
+/// answers with its events placed in the feed once this node's view has them and holds the
+/// commit in force.
+async fn complete(shared: &Shared, mut p: Prepared, ack: jetstream::context::PublishAckFuture) -> Result<Vec<EventEnvelope>, AppendError> {
+    use async_nats::jetstream::context::PublishErrorKind;
+    let expected = p.events[0].version - 1;
+    let started = std::time::Instant::now();
+    let mut outcome = ack.await;
+    let mut moved = 0;
+    let mut resent = false;
+    let sequence = loop {
+        match outcome {
+            Ok(ack) => break ack.sequence,
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                // Another message reached the subject: perhaps this very commit, sent before an
+                // acknowledgement was lost and not recognised as a duplicate by a new leader.
+                let head = shared.head(&p.stream_id).await.map_err(AppendError::Storage)?.0;
+                if resent {
+                    if let Some(sequence) = landed(shared, &p).await.map_err(AppendError::Storage)? {
+                        break sequence;
+                    }
+                }
+                // If it was a void one, the aggregate is still where this append expects it:
+                // send again after the new last message.
+                let same = head.version == expected && (p.expected_last_event.is_none() || p.expected_last_event == head.last_event);
+                if !same || moved >= 8 {
+                    p.release_claims(shared).await;
+                    return Err(AppendError::WrongExpectedVersion {
+                        stream_id: p.stream_id.clone(),
+                        expected,
+                        actual: head.version,
+                    });
+                }
+                moved += 1;
+                p.expected_sequence = head.sequence;
+                outcome = match publish(shared, &p).await {
+                    Ok(ack) => ack.await,
+                    Err(e) => Err(e),
+                };
+            }
+            Err(e) if started.elapsed() < RESEND_FOR => {
+                tracing::warn!(stream = %p.stream_id, error = %e, "append not acknowledged; sending it again");
+                resent = true;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                outcome = match publish(shared, &p).await {
+                    Ok(ack) => ack.await,
+                    Err(e) => Err(e),
+                };
+            }
+            Err(e) => {
+                // Not acknowledged in time: unless the log shows it, whether it is stored is
+                // unknown, so its reservations stay (they are taken over later if the log never
+                // shows them used).
+                if let Ok(Some(sequence)) = landed(shared, &p).await {
+                    break sequence;
+                }
+                return Err(AppendError::Storage(backend(e)));
+            }
+        }
+    };
+    shared.acknowledged.fetch_max(sequence, Ordering::SeqCst);
+    shared.mirror.wait_for(sequence).await.map_err(AppendError::Storage)?;
+    match shared.mirror.outcome(sequence) {
+        mirror::Outcome::InForce => {}
+        mirror::Outcome::Void => {
+            p.release_claims(shared).await;
+            let actual = shared.mirror.stream(&p.stream_id).map_or(0, |s| s.version);
+            return Err(AppendError::WrongExpectedVersion {
+                stream_id: p.stream_id.clone(),
+                expected,
+                actual,
+            });
+        }
+        other => {
+            return Err(AppendError::Storage(other_error(format!(
+                "the commit stored at sequence {sequence} is {other:?} in this node's view"
+            ))))
+        }
+    }
+    let last = p.events.last().map(|e| (e.version, e.event_id)).unwrap_or_default();
+    shared.remember(
+        &p.stream_id,
+        KnownHead {
+            version: last.0,
+            last_event: Some(last.1),
+            sequence,
+        },
+    );
+    for key in &p.freed {
+        claims::free(shared, key).await;
+    }
+    if let Some(snapshot) = p.snapshot.clone() {
+        let stored = serde_json::to_vec(&StoredSnapshot { snapshot, sequence }).map_err(|e| AppendError::Storage(backend(e)))?;
+        // A snapshot is a cache: failing to keep one loses nothing.
+        if let Err(e) = shared.snapshots.put(wire::token(p.stream_id.as_bytes()), stored.into()).await {
+            tracing::warn!(stream = %p.stream_id, error = %e, "cannot store a snapshot");
+        }
+    }
+    shared.mirror.place(sequence, p.events).map_err(AppendError::Storage)
+}
+
+/// The sequence of this append's commit if the log holds it in force (an earlier send of it was
+/// stored though its acknowledgement was lost).
+async fn landed(shared: &Shared, p: &Prepared) -> Result<Option<u64>, StoreError> {
+    let (Some(first), Some(last)) = (p.events.first(), p.events.last()) else {
+        return Ok(None);
+    };
+    shared.head(&p.stream_id).await?;
+    let entry = shared.mirror.stream(&p.stream_id).unwrap_or_default();
+    let Some((sequence, _)) = entry.commits.iter().find(|(_, v)| *v == first.version) else {
+        return Ok(None);
+    };
+    let message = shared.fetch(vec![*sequence]).await?;
+    let ours = message
+        .first()
+        .and_then(|m| header(Some(&m.headers), HEADER_LAST_EVENT))
+        .is_some_and(|id| id == last.event_id.to_string());
+    Ok(ours.then_some(*sequence))
+}
