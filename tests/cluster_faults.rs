@@ -202,8 +202,10 @@ async fn killing_the_stream_leader_mid_load_loses_no_acknowledged_write() {
         "stream leader n{} killed: {acknowledged} acknowledged, {events} events, longest gap without a success {gap:?}",
         leader + 1
     );
-    // nats-server 2.9 elects a new stream leader after a Raft election timeout of 2-5 s.
-    assert!(gap < Duration::from_secs(15), "service came back: {gap:?}");
+    // The service comes back: nats-server 2.9 elects a new stream leader after a Raft election
+    // timeout of 2-5 s, and a CI machine under this load has taken up to 18 s in all. The
+    // figure is what the bench reports; this bound only catches a service that never returns.
+    assert!(gap < Duration::from_secs(40), "service came back: {gap:?}");
     // The killed server rejoins and catches up.
     setup.nats.restart(leader).expect("restart");
     for node in &mut setup.nodes {
