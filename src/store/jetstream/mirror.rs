@@ -284,6 +284,15 @@ impl Mirror {
         self.read().streams.get(stream_id).cloned()
     }
 
+    /// A stream's head in the view without a copy of its commits: version, last event, the
+    /// sequence of its subject's last message (in force or void) and of its last commit in force.
+    pub fn head_of(&self, stream_id: &str) -> (u64, Option<Uuid>, u64, Option<u64>) {
+        let view = self.read();
+        view.streams.get(stream_id).map_or((0, None, 0, None), |s| {
+            (s.version, s.last_event, s.last_sequence, s.commits.last().map(|(seq, _)| *seq))
+        })
+    }
+
     /// A stream's version in the view (no copy of its commits).
     pub fn version_of(&self, stream_id: &str) -> Option<u64> {
         self.read().streams.get(stream_id).map(|s| s.version)

@@ -518,15 +518,24 @@ impl Shared {
             ));
         };
         self.mirror.wait_for(message.sequence).await?;
-        let entry = self.mirror.stream(stream_id).unwrap_or_default();
+        let (version, last_event, last_sequence, last_in_force) = self.mirror.head_of(stream_id);
         let head = KnownHead {
-            version: entry.version,
-            last_event: entry.last_event,
-            sequence: entry.last_sequence.max(message.sequence),
+            version,
+            last_event,
+            sequence: last_sequence.max(message.sequence),
         };
         self.remember(stream_id, head);
-        let in_force = entry.commits.last().is_some_and(|(s, _)| *s == message.sequence);
+        let in_force = last_in_force == Some(message.sequence);
         Ok((head, in_force.then_some(message)))
+    }
+
+    /// The commits holding the `limit` events after feed position `after`, and their messages,
+    /// once this node's view holds its own acknowledged appends.
+    async fn feed_page(&self, after: u64, limit: usize) -> Result<(Vec<mirror::CommitEntry>, Vec<StreamMessage>), StoreError> {
+        self.caught_up().await?;
+        let commits = self.mirror.commits_after(after, limit);
+        let messages = self.fetch(commits.iter().map(|c| c.sequence).collect()).await?;
+        Ok((commits, messages))
     }
 
     /// Reads the commits at `sequences`, a few at a time, in order.
@@ -677,9 +686,7 @@ impl EventStore for JetStreamStore {
 
     fn read_feed(&self, after: u64, limit: usize) -> StoreFuture<Vec<EventEnvelope>> {
         self.run(move |s| async move {
-            s.caught_up().await?;
-            let commits = s.mirror.commits_after(after, limit);
-            let messages = s.fetch(commits.iter().map(|c| c.sequence).collect()).await?;
+            let (_, messages) = s.feed_page(after, limit).await?;
             let mut events = Vec::new();
             for m in &messages {
                 events.extend(s.placed(m)?.into_iter().filter(|e| e.position > after));
@@ -691,9 +698,7 @@ impl EventStore for JetStreamStore {
 
     fn feed_entries(&self, after: u64, limit: usize) -> StoreFuture<Vec<FeedEntry>> {
         self.run(move |s| async move {
-            s.caught_up().await?;
-            let commits = s.mirror.commits_after(after, limit);
-            let messages = s.fetch(commits.iter().map(|c| c.sequence).collect()).await?;
+            let (commits, messages) = s.feed_page(after, limit).await?;
             let mut entries = Vec::new();
             for (c, m) in commits.iter().zip(&messages) {
                 let filed = header(Some(&m.headers), HEADER_STREAM).map(str::to_string);

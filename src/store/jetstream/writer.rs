@@ -276,8 +276,10 @@ async fn complete(shared: &Shared, mut p: Prepared, ack: jetstream::context::Pub
                 // Not acknowledged in time: unless the log shows it, whether it is stored is
                 // unknown, so its reservations stay (they are taken over later if the log never
                 // shows them used).
-                if let Ok(Some(sequence)) = landed(shared, &p).await {
-                    break sequence;
+                if shared.head(&p.stream_id).await.is_ok() {
+                    if let Ok(Some(sequence)) = landed(shared, &p).await {
+                        break sequence;
+                    }
                 }
                 return Err(AppendError::Storage(backend(e)));
             }
@@ -325,12 +327,12 @@ async fn complete(shared: &Shared, mut p: Prepared, ack: jetstream::context::Pub
 }
 
 /// The sequence of this append's commit if the log holds it in force (an earlier send of it was
-/// stored though its acknowledgement was lost).
+/// stored though its acknowledgement was lost). The caller has just read the stream's head, so
+/// this node's view holds every commit of it.
 async fn landed(shared: &Shared, p: &Prepared) -> Result<Option<u64>, StoreError> {
     let (Some(first), Some(last)) = (p.events.first(), p.events.last()) else {
         return Ok(None);
     };
-    shared.head(&p.stream_id).await?;
     let entry = shared.mirror.stream(&p.stream_id).unwrap_or_default();
     let Some((sequence, _)) = entry.commits.iter().find(|(_, v)| *v == first.version) else {
         return Ok(None);
