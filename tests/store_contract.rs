@@ -119,6 +119,92 @@ async fn two_nodes_racing_for_one_version_never_both_win() {
     b.close().await.expect("close");
 }
 
+/// Two nodes each pipelining a chain of appends on one aggregate (every append decided on the
+/// state the one before it makes, submitted before that one is answered, as an actor does for a
+/// hot number), round after round: on each node the answers are a run of successes then a run of
+/// refusals, whatever interleaving the log stored, and the aggregate's history is exactly the
+/// successful appends, in order, each decided after the event before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_racing_pipelined_chains_keep_one_history() {
+    use phone_ledger::store::{AppendError, AppendRequest, EventEnvelope};
+    if !<Clustered as contract::Harness>::available() {
+        return;
+    }
+    let urls = common::nats::shared_cluster().expect("cluster");
+    let settings = common::nats::fresh_settings(&urls);
+    let (a, b) = (connect(&settings).await, connect(&settings).await);
+    let stream = "phone-chains";
+    let first = a.append(contract::append(stream, 0, 1)).await.expect("create");
+    let mut head = (1u64, first[0].event_id);
+    let mut won = 0;
+    for round in 0..30 {
+        // Each node decides a chain of 4 on the head it knows.
+        let chain = |tag: &str| -> Vec<AppendRequest> {
+            let mut requests = Vec::new();
+            let mut last = head.1;
+            for i in 0..4 {
+                let mut request = contract::append(stream, head.0 + i, 1);
+                request.meta.command = format!("{tag}-{round}-{i}");
+                request.expected_last_event = Some(last);
+                last = request.events[0].event_id;
+                requests.push(request);
+            }
+            requests
+        };
+        let submit =
+            |store: &Store, chain: Vec<AppendRequest>| chain.into_iter().map(|r| store.submit(r).expect("queued")).collect::<Vec<_>>();
+        let (from_a, from_b) = (submit(&a, chain("a")), submit(&b, chain("b")));
+        let mut outcomes: Vec<Vec<Result<Vec<EventEnvelope>, AppendError>>> = Vec::new();
+        for answers in [from_a, from_b] {
+            let mut results = Vec::new();
+            for answer in answers {
+                results.push(answer.await);
+            }
+            outcomes.push(results);
+        }
+        for results in &outcomes {
+            let successes = results.iter().take_while(|r| r.is_ok()).count();
+            assert!(
+                results[successes..]
+                    .iter()
+                    .all(|r| matches!(r, Err(AppendError::WrongExpectedVersion { .. }))),
+                "round {round}: {results:?}"
+            );
+            won += successes;
+        }
+        let history = a.read_stream(stream, 1, usize::MAX).await.expect("read");
+        let last = history.last().expect("events");
+        head = (last.version, last.event_id);
+        assert_eq!(head.0 as usize, 1 + won, "round {round}: the history holds exactly the successes");
+    }
+    // Each event of the history was decided after the event before it, and the two nodes agree.
+    let history = b.read_stream(stream, 1, usize::MAX).await.expect("read");
+    assert_eq!(history.len(), 1 + won);
+    for pair in history.windows(2) {
+        let (tag, next_tag) = (&pair[0].command, &pair[1].command);
+        let (node, round, i) = parse(tag);
+        let (next_node, next_round, next_i) = parse(next_tag);
+        if next_round == round {
+            assert!(next_node == node && next_i == i + 1, "{tag} then {next_tag}");
+        } else {
+            assert_eq!(next_i, 0, "a round's chain starts with its first append: {tag} then {next_tag}");
+        }
+    }
+    let fa = contract::assert_feed_is_a_chain(&a).await;
+    let fb = contract::assert_feed_is_a_chain(&b).await;
+    assert_eq!(fa, fb, "both nodes see the same feed and chain");
+    a.close().await.expect("close");
+    b.close().await.expect("close");
+
+    fn parse(tag: &str) -> (String, u64, u64) {
+        let parts: Vec<&str> = tag.split('-').collect();
+        match parts.as_slice() {
+            [node, round, i] => (node.to_string(), round.parse().unwrap_or(u64::MAX), i.parse().unwrap_or(u64::MAX)),
+            _ => ("create".into(), u64::MAX, 0),
+        }
+    }
+}
+
 /// The chain is sealed by one node at a time: two nodes sealing at once extend the checkpoints
 /// once, each checkpoint holds the chain hash of the feed at its position, and no node seals
 /// over a checkpoint its own chain disagrees with (a rewritten history).

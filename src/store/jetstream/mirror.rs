@@ -352,7 +352,7 @@ impl Mirror {
 /// Applies a decoded commit: returns how many events it holds, or `None` when it is void.
 ///
 /// A commit is in force only if its events extend its aggregate's head as the commits before it
-/// in sequence order left it. JetStream's per-subject check refuses most stale appends, but
+/// in sequence order left it: the next versions, decided after the head's last event. JetStream's per-subject check refuses most stale appends, but
 /// nats-server 2.9 checks it against the stored messages only, so two appends in flight at once
 /// can both pass it; this rule, applied by every node in the same order, keeps the first and
 /// voids the other, and its writer is told it lost.
@@ -362,12 +362,13 @@ fn apply_commit(view: &mut View, sequence: u64, commit: Commit) -> Result<Option
         message,
     };
     let stream_id = commit.events[0].stream_id.clone();
-    let head = view.streams.get(&stream_id).map_or(0, |s| s.version);
+    let (head, head_event) = view.streams.get(&stream_id).map_or((0, None), |s| (s.version, s.last_event));
     let extends = commit
         .events
         .iter()
         .enumerate()
-        .all(|(i, e)| e.stream_id == stream_id && e.version == head + 1 + i as u64);
+        .all(|(i, e)| e.stream_id == stream_id && e.version == head + 1 + i as u64)
+        && commit.after.is_none_or(|after| Some(after) == head_event);
     if !extends {
         tracing::debug!(sequence, stream = %stream_id, head, "a commit that does not extend its aggregate's head is void");
         view.streams.entry(stream_id).or_default().last_sequence = sequence;

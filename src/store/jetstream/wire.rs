@@ -128,6 +128,11 @@ pub struct Commit {
     /// Layout version of the derived index the index changes were computed for.
     #[serde(default)]
     pub index_layout: u64,
+    /// The id of the aggregate's last event this commit was decided after (none for a creation;
+    /// absent from commits written before it was recorded). With the versions, it makes the
+    /// log's rule exact: a commit decided after a void one does not extend the head that is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<uuid::Uuid>,
 }
 
 impl Commit {

@@ -30,43 +30,107 @@ pub(super) struct Job {
     pub(super) reply: oneshot::Sender<Result<Vec<EventEnvelope>, AppendError>>,
 }
 
+/// What this node has in flight on an aggregate: the head its last published append makes, and
+/// a signal dropped once that append is answered.
+struct InFlight {
+    version: u64,
+    last_event: Option<Uuid>,
+    settled: watch::Receiver<()>,
+}
+
+impl InFlight {
+    fn pending(&self) -> bool {
+        self.settled.has_changed().is_ok()
+    }
+
+    /// Whether `request` was decided on the state this append in flight makes.
+    fn continued_by(&self, request: &AppendRequest) -> bool {
+        request.expected_version == self.version && request.expected_last_event.is_none_or(|id| Some(id) == self.last_event)
+    }
+}
+
 /// Takes appends in submission order and publishes them in that order (JetStream stores one
-/// connection's publishes in the order sent), then answers each once acknowledged. An append to
-/// an aggregate with an append still unacknowledged waits for it, since it needs its sequence.
+/// connection's publishes in the order sent), then answers each once acknowledged.
+///
+/// An append that continues this node's append in flight on the same aggregate (an actor
+/// pipelining a hot number's commands) is published at once, right behind it, without the
+/// per-subject check: its sequence is not known yet, and the check is not what keeps it
+/// correct. Every node's view applies the log's rule (a commit that does not extend its
+/// aggregate's head is void) in sequence order, so the follower is in force exactly when the
+/// append it follows is, and lands right after it. An append decided on some other state of an
+/// aggregate with an append in flight (rare: a new actor while an old one finishes) waits for it.
 pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job>, done: oneshot::Sender<()>) {
-    let mut in_flight: HashMap<String, watch::Receiver<()>> = HashMap::new();
+    let mut in_flight: HashMap<String, InFlight> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut taken: u64 = 0;
     while let Some(job) = jobs.recv().await {
-        in_flight.retain(|_, r| r.has_changed().is_ok());
-        while tasks.try_join_next().is_some() {}
-        if let Some(mut pending) = in_flight.remove(&job.request.stream_id) {
-            let _ = pending.changed().await;
+        taken += 1;
+        if taken % 1024 == 0 {
+            in_flight.retain(|_, f| f.pending());
         }
+        while tasks.try_join_next().is_some() {}
         let stream_id = job.request.stream_id.clone();
-        match prepare(&shared, job.request).await {
-            Err(e) => {
-                let _ = job.reply.send(Err(e));
+        let follows = match in_flight.get(&stream_id).filter(|f| f.pending()) {
+            None => None,
+            Some(f) if f.continued_by(&job.request) => Some(f.last_event),
+            Some(f) => {
+                let mut settled = f.settled.clone();
+                let shared = shared.clone();
+                tasks.spawn(async move {
+                    let _ = settled.changed().await;
+                    if let Some((prepared, ack, reply)) = start(&shared, job, None).await {
+                        let _ = reply.send(complete(&shared, prepared, ack).await);
+                    }
+                });
+                continue;
             }
-            Ok(prepared) => match publish(&shared, &prepared).await {
-                Err(e) => {
-                    prepared.release_claims(&shared).await;
-                    let _ = job.reply.send(Err(AppendError::Storage(backend(e))));
-                }
-                Ok(ack) => {
-                    let (settled, watch) = watch::channel(());
-                    in_flight.insert(stream_id, watch);
-                    let shared = shared.clone();
-                    tasks.spawn(async move {
-                        let answer = complete(&shared, prepared, ack).await;
-                        let _ = job.reply.send(answer);
-                        drop(settled);
-                    });
-                }
-            },
+        };
+        if let Some((prepared, ack, reply)) = start(&shared, job, follows).await {
+            let (settled, watch) = watch::channel(());
+            let last = prepared.events.last().map(|e| (e.version, e.event_id));
+            in_flight.insert(
+                stream_id,
+                InFlight {
+                    version: last.map_or(0, |l| l.0),
+                    last_event: last.map(|l| l.1),
+                    settled: watch,
+                },
+            );
+            let shared = shared.clone();
+            tasks.spawn(async move {
+                let answer = complete(&shared, prepared, ack).await;
+                // Settled before answered: the caller's next append is then checked as usual.
+                drop(settled);
+                let _ = reply.send(answer);
+            });
         }
     }
     while tasks.join_next().await.is_some() {}
     let _ = done.send(());
+}
+
+type Reply = oneshot::Sender<Result<Vec<EventEnvelope>, AppendError>>;
+
+/// Prepares and publishes an append; answers it at once if it is refused before being sent.
+async fn start(
+    shared: &Shared,
+    job: Job,
+    follows: Option<Option<Uuid>>,
+) -> Option<(Prepared, jetstream::context::PublishAckFuture, Reply)> {
+    match prepare(shared, job.request, follows).await {
+        Err(e) => {
+            let _ = job.reply.send(Err(e));
+            None
+        }
+        Ok(prepared) => match publish(shared, &prepared).await {
+            Err(e) => {
+                prepared.release_claims(shared).await;
+                let _ = job.reply.send(Err(AppendError::Storage(backend(e))));
+                None
+            }
+            Ok(ack) => Some((prepared, ack, job.reply)),
+        },
+    }
 }
 
 /// An append ready to publish: its message, and the claims reserved for it.
@@ -74,7 +138,9 @@ struct Prepared {
     stream_id: String,
     subject: String,
     message_id: String,
-    expected_sequence: u64,
+    /// The sequence of the aggregate's last message, checked by the server; `None` for an
+    /// append right behind this node's append in flight on it.
+    expected_sequence: Option<u64>,
     payload: Bytes,
     headers: HeaderMap,
     events: Vec<EventEnvelope>,
@@ -93,7 +159,9 @@ impl Prepared {
     }
 }
 
-async fn prepare(shared: &Shared, request: AppendRequest) -> Result<Prepared, AppendError> {
+/// `follows`: the append continues this node's append in flight on the aggregate, whose last
+/// event is given.
+async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option<Uuid>>) -> Result<Prepared, AppendError> {
     let stream_id = request.stream_id.clone();
     let expected = request.expected_version;
     let wrong = |actual: u64| AppendError::WrongExpectedVersion {
@@ -103,7 +171,9 @@ async fn prepare(shared: &Shared, request: AppendRequest) -> Result<Prepared, Ap
     };
     // The sequence of the commit at the expected version: from what this node knows, else from
     // the stream leader. A version is written once, so a known (version, sequence) pair is a fact.
-    let expected_sequence = if expected == 0 {
+    let (expected_sequence, after) = if let Some(after) = follows {
+        (None, after)
+    } else if expected == 0 {
         // A creation: JetStream checks that the subject is empty; a stream this node already
         // knows of is refused at once.
         let known = shared.known(&stream_id).map_or(0, |k| k.version);
@@ -111,7 +181,7 @@ async fn prepare(shared: &Shared, request: AppendRequest) -> Result<Prepared, Ap
         if known.max(seen) > 0 {
             return Err(wrong(known.max(seen)));
         }
-        0
+        (Some(0), None)
     } else {
         let head = match shared.known(&stream_id).filter(|k| k.version == expected) {
             Some(k) => k,
@@ -123,7 +193,7 @@ async fn prepare(shared: &Shared, request: AppendRequest) -> Result<Prepared, Ap
         if request.expected_last_event.is_some() && request.expected_last_event != head.last_event {
             return Err(wrong(head.version));
         }
-        head.sequence
+        (Some(head.sequence), head.last_event)
     };
     let (account, region) = (request.meta.account.clone(), request.meta.region.clone());
     let events: Vec<EventEnvelope> = request
@@ -165,6 +235,7 @@ async fn prepare(shared: &Shared, request: AppendRequest) -> Result<Prepared, Ap
             .map(|(k, v)| (hex::encode(k), hex::encode(v)))
             .collect(),
         index_layout: shared.layout.load(Ordering::SeqCst),
+        after,
     };
     let payload = serde_json::to_vec(&commit).map_err(|e| AppendError::Storage(backend(e)))?;
     let freed = request
@@ -214,7 +285,9 @@ fn message_of(p: &Prepared) -> jetstream::message::PublishMessage {
         .payload(p.payload.clone())
         .headers(p.headers.clone())
         .message_id(&p.message_id);
-    message = message.expected_last_subject_sequence(p.expected_sequence);
+    if let Some(sequence) = p.expected_sequence {
+        message = message.expected_last_subject_sequence(sequence);
+    }
     message
 }
 
@@ -257,7 +330,7 @@ async fn complete(shared: &Shared, mut p: Prepared, ack: jetstream::context::Pub
                     });
                 }
                 moved += 1;
-                p.expected_sequence = head.sequence;
+                p.expected_sequence = Some(head.sequence);
                 outcome = match publish(shared, &p).await {
                     Ok(ack) => ack.await,
                     Err(e) => Err(e),
@@ -290,6 +363,13 @@ async fn complete(shared: &Shared, mut p: Prepared, ack: jetstream::context::Pub
     match shared.mirror.outcome(sequence) {
         mirror::Outcome::InForce => {}
         mirror::Outcome::Void => {
+            // A resent append with no per-subject check can be stored twice (a new leader that
+            // did not know the first copy): the second is void, the first is the answer.
+            if resent {
+                if let Some(first) = landed(shared, &p).await.map_err(AppendError::Storage)? {
+                    return finish(shared, p, first).await;
+                }
+            }
             p.release_claims(shared).await;
             let actual = shared.mirror.stream(&p.stream_id).map_or(0, |s| s.version);
             return Err(AppendError::WrongExpectedVersion {
@@ -304,6 +384,12 @@ async fn complete(shared: &Shared, mut p: Prepared, ack: jetstream::context::Pub
             ))))
         }
     }
+    finish(shared, p, sequence).await
+}
+
+/// Finishes an append the log holds in force at `sequence`: frees the claims it deleted, stores
+/// its snapshot, and places its events in the feed.
+async fn finish(shared: &Shared, p: Prepared, sequence: u64) -> Result<Vec<EventEnvelope>, AppendError> {
     let last = p.events.last().map(|e| (e.version, e.event_id)).unwrap_or_default();
     shared.remember(
         &p.stream_id,
