@@ -65,7 +65,7 @@ pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job
     let mut taken: u64 = 0;
     while let Some(job) = jobs.recv().await {
         taken += 1;
-        if taken % 1024 == 0 {
+        if taken.is_multiple_of(1024) {
             in_flight.retain(|_, f| f.pending());
         }
         while tasks.try_join_next().is_some() {}
