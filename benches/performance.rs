@@ -653,14 +653,16 @@ fn cluster_part(rt: &tokio::runtime::Runtime, http: &reqwest::Client) -> Vec<[St
     let dir = tempfile::tempdir().expect("dir");
     let mut nats = LocalCluster::start(dir.path(), 3).expect("a 3-node NATS cluster");
     // Addresses chosen first: each node is told its peers, to route a number's commands to its
-    // owner (PERF_CLUSTER_ROUTING=0 turns that off).
+    // owner: PERF_CLUSTER_ROUTE=contended (the default: a number another node raced for),
+    // always, or off.
     let listens: Vec<String> = (0..3)
         .map(|_| {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             l.local_addr().expect("addr").to_string()
         })
         .collect();
-    let routing = env_usize("PERF_CLUSTER_ROUTING", 1) == 1;
+    let route = std::env::var("PERF_CLUSTER_ROUTE").unwrap_or_else(|_| "contended".into());
+    let routing = route != "off";
     let peers = format!(
         "[{}]",
         listens.iter().map(|l| format!("\"http://{l}\"")).collect::<Vec<_>>().join(",")
@@ -674,12 +676,13 @@ fn cluster_part(rt: &tokio::runtime::Runtime, http: &reqwest::Client) -> Vec<[St
             if routing {
                 env.push(("PHONE_LEDGER_CLUSTER__PEERS".into(), peers.clone()));
                 env.push(("PHONE_LEDGER_CLUSTER__SELF_URL".into(), format!("http://{listen}")));
+                env.push(("PHONE_LEDGER_CLUSTER__ROUTE".into(), route.clone()));
             }
             let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             Ledger::start_binary_on(OsStr::new(THIS_BUILD), listen, d.path(), &env)
         })
         .collect();
-    eprintln!("cluster: routing to a number's owner {}", if routing { "on" } else { "off" });
+    eprintln!("cluster: routing to a number's owner: {route}");
     let urls: Vec<String> = nodes.iter().map(|l| l.url.trim_end_matches('/').to_string()).collect();
 
     // Durable release throughput of the cluster: a sixth of the numbers created through each

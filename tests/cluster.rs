@@ -321,41 +321,46 @@ async fn the_reconciler_finishes_what_a_dead_node_left_between_two_steps() {
     nodes.stop();
 }
 
-/// Routing is an optimisation: a command on a number is decided by the node that owns it,
-/// wherever it arrives; reads and creations are served where they arrive.
+/// One AWS JSON request to `url`, as the SDKs send it.
+async fn call(http: &reqwest::Client, url: String, operation: &str, body: serde_json::Value) -> reqwest::Response {
+    http.post(format!("{url}/"))
+        .header("X-Amz-Target", format!("PinpointSMSVoiceV2.{operation}"))
+        .header("Content-Type", "application/x-amz-json-1.0")
+        .header(
+            "Authorization",
+            format!("AWS4-HMAC-SHA256 Credential={ACCOUNT}/20261127/{REGION}/sms-voice/aws4_request, SignedHeaders=host, Signature=0"),
+        )
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("send")
+}
+
+/// The node that decided an answer.
+fn decided_by(answer: &reqwest::Response) -> Option<String> {
+    use phone_ledger::api::routing::DECIDED_BY;
+    answer.headers().get(DECIDED_BY).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// Routing is an optimisation: with `route = "always"`, a command on a number is decided by the
+/// node that owns it, wherever it arrives; reads and creations are served where they arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_on_a_number_are_decided_by_its_owner() {
-    use phone_ledger::api::routing::{ClusterConfig, Router, DECIDED_BY};
+    use phone_ledger::api::routing::{ClusterConfig, Route, Router};
     let Some(settings) = cluster_settings() else { return };
-    let nodes = Nodes::start(&settings);
+    let nodes = Nodes::start_with(&settings, |c| c.cluster.route = Route::Always);
     let urls = nodes.urls();
     let c = client_for(&urls[0], ACCOUNT, REGION);
     let id = common::request(&c, MessageType::Transactional).await;
     let router = Router::new(&ClusterConfig {
         peers: urls.clone(),
         self_url: urls[0].clone(),
+        ..Default::default()
     })
     .expect("router");
     let owner = router.owner_of(&id).to_string();
     let http = reqwest::Client::new();
-    let call = |url: String, operation: &'static str, body: serde_json::Value| {
-        let http = http.clone();
-        async move {
-            http.post(format!("{url}/"))
-                .header("X-Amz-Target", format!("PinpointSMSVoiceV2.{operation}"))
-                .header("Content-Type", "application/x-amz-json-1.0")
-                .header(
-                    "Authorization",
-                    format!(
-                        "AWS4-HMAC-SHA256 Credential={ACCOUNT}/20261127/{REGION}/sms-voice/aws4_request, SignedHeaders=host, Signature=0"
-                    ),
-                )
-                .body(body.to_string())
-                .send()
-                .await
-                .expect("send")
-        }
-    };
+    let call = |url: String, operation: &'static str, body: serde_json::Value| call(&http, url, operation, body);
     for (i, url) in urls.iter().enumerate() {
         let answer = call(
             url.clone(),
@@ -365,12 +370,10 @@ async fn commands_on_a_number_are_decided_by_its_owner() {
         .await;
         assert_eq!(answer.status(), 200);
         assert!(answer.headers().contains_key("x-amzn-requestid"));
-        let decided_by = answer.headers().get(DECIDED_BY).and_then(|v| v.to_str().ok()).map(str::to_string);
-        assert_eq!(decided_by.as_deref(), Some(owner.as_str()), "sent to {url}");
+        assert_eq!(decided_by(&answer).as_deref(), Some(owner.as_str()), "sent to {url}");
         // A read is served where it arrives.
         let read = call(url.clone(), "DescribePhoneNumbers", serde_json::json!({"PhoneNumberIds": [id]})).await;
-        let served_by = read.headers().get(DECIDED_BY).and_then(|v| v.to_str().ok()).map(str::to_string);
-        assert_eq!(served_by.as_deref(), Some(url.as_str()));
+        assert_eq!(decided_by(&read).as_deref(), Some(url.as_str()));
     }
     // An error answer is relayed as the owner gave it.
     let gone = call(
@@ -388,6 +391,56 @@ async fn commands_on_a_number_are_decided_by_its_owner() {
         Some("ResourceNotFoundException".to_string())
     );
     nodes.stop();
+}
+
+/// With the default `route = "contended"`, a quiet number is decided where its commands arrive
+/// (no extra hop), and once a node has lost a race for it, that node sends its commands on it to
+/// the owner, so the racing stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contended_number_moves_to_its_owner() {
+    use phone_ledger::api::routing::{ClusterConfig, Router};
+    let Some(settings) = cluster_settings() else { return };
+    let nodes = Nodes::start(&settings);
+    let urls = nodes.urls();
+    let id = common::request(&client_for(&urls[0], ACCOUNT, REGION), MessageType::Transactional).await;
+    let router = Router::new(&ClusterConfig {
+        peers: urls.clone(),
+        self_url: urls[0].clone(),
+        ..Default::default()
+    })
+    .expect("router");
+    let owner = router.owner_of(&id).to_string();
+    let elsewhere = urls.iter().find(|u| **u != owner).expect("a node that is not the owner").clone();
+    let http = reqwest::Client::new();
+    let update = |url: String, protect: bool| {
+        call(
+            &http,
+            url,
+            "UpdatePhoneNumber",
+            serde_json::json!({"PhoneNumberId": id, "DeletionProtectionEnabled": protect}),
+        )
+    };
+    let quiet = update(elsewhere.clone(), true).await;
+    assert_eq!(quiet.status(), 200);
+    assert_eq!(
+        decided_by(&quiet).as_deref(),
+        Some(elsewhere.as_str()),
+        "a quiet number is decided where it arrives"
+    );
+    // Updates racing through all three nodes until `elsewhere` has lost a race and hands over.
+    for round in 0..20 {
+        let racing: Vec<_> = (0..12).map(|i| update(urls[i % 3].clone(), (i + round) % 2 == 0)).collect();
+        for answer in futures_util::future::join_all(racing).await {
+            assert_eq!(answer.status(), 200, "round {round}");
+        }
+        let after = update(elsewhere.clone(), round % 2 == 0).await;
+        assert_eq!(after.status(), 200);
+        if decided_by(&after).as_deref() == Some(owner.as_str()) {
+            nodes.stop();
+            return;
+        }
+    }
+    panic!("{elsewhere} kept deciding the contended number itself instead of sending it to its owner {owner}");
 }
 
 /// A quota holds across nodes: creations of one account are decided by the node that owns the

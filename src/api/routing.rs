@@ -1,8 +1,12 @@
 //! Routing to an owning node, for several nodes on one log: each number (or pool) has one owner
 //! among the configured peers (rendezvous hashing of its id), and a node that receives a command
 //! for a resource another node owns forwards the request there, so the commands for one resource
-//! meet in one actor's mailbox instead of racing across nodes for the log. Creations go to the
-//! owner of the caller's account, so that one node's reservations count them all (quotas).
+//! meet in one actor's mailbox instead of racing across nodes for the log. By default
+//! (`route = "contended"`) only commands on a resource this node has recently lost a race for are
+//! forwarded: a quiet resource is decided where the request arrives, without the extra hop, and a
+//! contended one moves to its owner after the first lost race. `route = "always"` forwards every
+//! command. Creations go to the owner of the caller's account either way, so that one node's
+//! reservations count them all (quotas).
 //! The log's correctness never depends on it: the log's check decides every race, a forwarded
 //! request is never forwarded again, and an owner that cannot be reached (down, or not yet up)
 //! is skipped and the command is decided here (then, and only then, concurrent creations on
@@ -31,6 +35,19 @@ pub struct ClusterConfig {
     pub peers: Vec<String>,
     /// This node's own URL among `peers`.
     pub self_url: String,
+    /// Which commands on an existing resource go to its owner.
+    pub route: Route,
+}
+
+/// Which commands on an existing resource are forwarded to its owner.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Route {
+    /// Those on a resource this node has recently lost a race for.
+    #[default]
+    Contended,
+    /// All of them.
+    Always,
 }
 
 impl ClusterConfig {
@@ -71,6 +88,7 @@ pub enum ForwardError {
 pub struct Router {
     peers: Vec<String>,
     self_url: String,
+    route: Route,
     client: reqwest::Client,
 }
 
@@ -93,6 +111,7 @@ impl Router {
         Some(Router {
             peers: config.peers.iter().map(|p| p.trim_end_matches('/').to_string()).collect(),
             self_url: config.self_url.trim_end_matches('/').to_string(),
+            route: config.route,
             client,
         })
     }
@@ -119,26 +138,41 @@ impl Router {
     }
 
     /// The owner another node is for this request, if it should be forwarded (never when it
-    /// was forwarded already): a command on one number or pool goes to the owner of that
-    /// resource; a creation (a number, a pool) to the owner of the caller's account and region,
-    /// whose in-flight reservations then see every creation of the account, so its quotas hold
-    /// across nodes. Reads are served here.
-    pub fn forward_to<'a>(&'a self, req: &HttpRequest, operation: &str, input: &Value, scope: &Scope) -> Option<&'a str> {
+    /// was forwarded already): a creation (a number, a pool) to the owner of the caller's account
+    /// and region, whose in-flight reservations then see every creation of the account, so its
+    /// quotas hold across nodes; a command on an existing resource to the owner of that resource
+    /// (with `route = "contended"`, only if `contended` says this node recently lost a race for
+    /// it; an association names two, the number first). Reads are served here.
+    pub fn forward_to<'a>(
+        &'a self,
+        req: &HttpRequest,
+        operation: &str,
+        input: &Value,
+        scope: &Scope,
+        contended: impl Fn(&str) -> bool,
+    ) -> Option<&'a str> {
         if req.headers().contains_key(FORWARDED) {
             return None;
         }
         let key = match operation {
             "RequestPhoneNumber" | "CreatePool" => format!("quota/{}/{}", scope.account, scope.region),
             _ => {
-                let id = match operation {
-                    "ReleasePhoneNumber" | "UpdatePhoneNumber" => input.get("PhoneNumberId"),
-                    "AssociateOriginationIdentity" | "DisassociateOriginationIdentity" => input.get("OriginationIdentity"),
-                    "DeletePool" => input.get("PoolId"),
-                    _ => None,
-                }
-                .and_then(Value::as_str)?;
+                let members: &[&str] = match operation {
+                    "ReleasePhoneNumber" | "UpdatePhoneNumber" => &["PhoneNumberId"],
+                    "AssociateOriginationIdentity" | "DisassociateOriginationIdentity" => &["OriginationIdentity", "PoolId"],
+                    "DeletePool" => &["PoolId"],
+                    _ => &[],
+                };
                 // An ARN names the resource after its last `/`.
-                id.rsplit('/').next().unwrap_or(id).to_string()
+                let mut ids = members
+                    .iter()
+                    .filter_map(|m| input.get(*m).and_then(Value::as_str))
+                    .map(|id| id.rsplit('/').next().unwrap_or(id));
+                let id = match self.route {
+                    Route::Always => ids.next(),
+                    Route::Contended => ids.find(|id| contended(id)),
+                }?;
+                id.to_string()
             }
         };
         let owner = self.owner_of(&key);
@@ -190,6 +224,7 @@ mod tests {
         Router::new(&ClusterConfig {
             peers: vec!["http://a:1".into(), "http://b:2".into(), "http://c:3".into()],
             self_url: self_url.into(),
+            route: Route::Contended,
         })
         .expect("router")
     }
@@ -208,10 +243,59 @@ mod tests {
     }
 
     #[test]
+    fn what_is_forwarded_depends_on_the_route_and_on_contention() {
+        let request = actix_web::test::TestRequest::default().to_http_request();
+        let scope = Scope {
+            account: "111122223333".into(),
+            region: "us-east-1".into(),
+        };
+        let mut a = router("http://a:1");
+        let id = (0..100)
+            .map(|i| format!("phone-{i:032x}"))
+            .find(|id| a.owner_of(id) != "http://a:1")
+            .expect("an id another node owns");
+        let release = serde_json::json!({ "PhoneNumberId": id });
+        let quiet = |_: &str| false;
+        let hot = |candidate: &str| candidate == id;
+        // Quiet: decided here; contended: sent to the owner.
+        assert_eq!(a.forward_to(&request, "ReleasePhoneNumber", &release, &scope, quiet), None);
+        assert_eq!(
+            a.forward_to(&request, "ReleasePhoneNumber", &release, &scope, hot),
+            Some(a.owner_of(&id))
+        );
+        // An association goes to the owner of whichever of its resources is contended.
+        let pool = (0..100)
+            .map(|i| format!("pool-{i:032x}"))
+            .find(|p| a.owner_of(p) != "http://a:1" && a.owner_of(p) != a.owner_of(&id))
+            .expect("a pool a third node owns");
+        let associate = serde_json::json!({ "OriginationIdentity": id, "PoolId": pool });
+        let pool_hot = |candidate: &str| candidate == pool;
+        assert_eq!(
+            a.forward_to(&request, "AssociateOriginationIdentity", &associate, &scope, pool_hot),
+            Some(a.owner_of(&pool))
+        );
+        // Reads never move; creations always go to the account's owner.
+        assert_eq!(a.forward_to(&request, "DescribePhoneNumbers", &release, &scope, hot), None);
+        let creation_owner = a.owner_of("quota/111122223333/us-east-1").to_string();
+        let expected = (creation_owner != "http://a:1").then_some(creation_owner.as_str());
+        assert_eq!(
+            a.forward_to(&request, "RequestPhoneNumber", &serde_json::json!({}), &scope, quiet),
+            expected
+        );
+        // `always`: every command on a resource goes to its owner.
+        a.route = Route::Always;
+        assert_eq!(
+            a.forward_to(&request, "ReleasePhoneNumber", &release, &scope, quiet),
+            Some(a.owner_of(&id))
+        );
+    }
+
+    #[test]
     fn a_missing_self_url_is_refused() {
         let config = ClusterConfig {
             peers: vec!["http://a:1".into(), "http://b:2".into()],
             self_url: "http://c:3".into(),
+            ..Default::default()
         };
         assert!(config.validate().is_err());
         assert!(ClusterConfig::default().validate().is_ok());

@@ -17,6 +17,7 @@
 //! Every command that the log refuses because another writer moved the stream first is sent
 //! again (a few times): it wrote nothing, and its actor has re-read the stream by then.
 
+mod contention;
 mod error;
 mod numbers;
 mod pools;
@@ -28,6 +29,7 @@ mod tokens;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+pub use contention::Contention;
 pub use error::ServiceError;
 pub use numbers::NewNumber;
 pub use pools::NewPool;
@@ -68,6 +70,8 @@ pub struct LifecycleService {
     settled: tokio::sync::Notify,
     /// How many reservations were ever released (see [`quota`]).
     released: std::sync::atomic::AtomicU64,
+    /// The aggregates this node recently lost a race for (a routing hint).
+    contention: Contention,
 }
 
 impl LifecycleService {
@@ -82,11 +86,17 @@ impl LifecycleService {
             pending: Mutex::new(HashMap::new()),
             settled: tokio::sync::Notify::new(),
             released: std::sync::atomic::AtomicU64::new(0),
+            contention: Contention::default(),
         }
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The aggregates this node recently lost a race for.
+    pub fn contention(&self) -> &Contention {
+        &self.contention
     }
 
     /// How many actors are live (phone numbers, pools).
@@ -130,6 +140,7 @@ impl LifecycleService {
 
     /// Runs a command on the aggregate `id`, sending it again if the log refused it as stale.
     async fn execute<A: Projected>(
+        &self,
         registry: &Registry<A>,
         id: &str,
         create: bool,
@@ -146,6 +157,7 @@ impl LifecycleService {
             .await?;
             match outcome {
                 Err(e) if e.is_retryable() && started.elapsed() < STALE_RETRY_FOR => {
+                    self.contention.note(id);
                     tries += 1;
                     tracing::debug!(stream = id, tries, error = %e, "stale command sent again");
                     if tries > 1 {
@@ -164,12 +176,12 @@ impl LifecycleService {
     }
 
     async fn number(&self, meta: &CommandMeta, id: &str, action: PhoneNumberAction) -> Result<PhoneNumber, ServiceError> {
-        let state = Self::execute(&self.numbers, id, false, meta, action).await?;
+        let state = self.execute(&self.numbers, id, false, meta, action).await?;
         state.0.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))
     }
 
     async fn pool(&self, meta: &CommandMeta, id: &str, action: PoolAction) -> Result<Pool, ServiceError> {
-        let state = Self::execute(&self.pools, id, false, meta, action).await?;
+        let state = self.execute(&self.pools, id, false, meta, action).await?;
         state.0.ok_or_else(|| not_found(ResourceKind::Pool, id))
     }
 

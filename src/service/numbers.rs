@@ -94,7 +94,7 @@ impl LifecycleService {
             };
             // The number's decider refuses a pool of another message type (MESSAGE_TYPE_MISMATCH).
             let request = PhoneNumberAction::request(number, pool.as_ref().map(PoolToJoin::of));
-            match Self::execute(&self.numbers, &id, true, meta, request).await {
+            match self.execute(&self.numbers, &id, true, meta, request).await {
                 Ok(state) => {
                     let number = state
                         .0

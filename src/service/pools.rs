@@ -176,7 +176,8 @@ impl LifecycleService {
             created_timestamp_ms: meta.at_ms,
             client_token: spec.client_token.clone(),
         };
-        let created = Self::execute(&self.pools, &pool_id, true, meta, PoolAction::Create(Box::new(pool)))
+        let created = self
+            .execute(&self.pools, &pool_id, true, meta, PoolAction::Create(Box::new(pool)))
             .await
             .and_then(|s| {
                 s.0.ok_or_else(|| ServiceError::Invariant(format!("created pool {pool_id} has no state")))
