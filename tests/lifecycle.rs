@@ -582,6 +582,107 @@ async fn client_tokens_make_requests_idempotent_and_quotas_hold() {
     request(&server.client(OTHER_ACCOUNT), MessageType::Transactional).await;
 }
 
+/// A client token names one request: sent again unchanged (tags in another order, the ARN for
+/// the id) it gets the first answer; sent with other parameters, one by one or racing the first,
+/// it is refused with ConflictException naming the resource the token created, which stays as it
+/// was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_token_reused_with_other_parameters_is_refused() {
+    use aws_sdk_pinpointsmsvoicev2::operation::create_pool::CreatePoolError;
+    use aws_sdk_pinpointsmsvoicev2::types::Tag;
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build().expect("tag");
+    let send = |kind: MessageType, tags: Vec<Tag>, token: &'static str| {
+        c.request_phone_number()
+            .iso_country_code("US")
+            .message_type(kind)
+            .number_capabilities(NumberCapability::Sms)
+            .number_type(RequestableNumberType::LongCode)
+            .set_tags(Some(tags))
+            .client_token(token)
+            .send()
+    };
+    let first = send(MessageType::Transactional, vec![tag("a", "1"), tag("b", "2")], "token-1")
+        .await
+        .expect("first");
+    let id = first.phone_number_id().expect("id").to_string();
+    let same = send(MessageType::Transactional, vec![tag("b", "2"), tag("a", "1")], "token-1")
+        .await
+        .expect("the same request, tags reordered");
+    assert_eq!(same.phone_number_id(), Some(id.as_str()));
+    for (kind, tags) in [
+        (MessageType::Promotional, vec![tag("a", "1"), tag("b", "2")]),
+        (MessageType::Transactional, vec![tag("a", "1")]),
+    ] {
+        let err = send(kind, tags, "token-1").await.expect_err("other parameters");
+        match err.into_service_error() {
+            RequestPhoneNumberError::ConflictException(e) => {
+                assert_eq!(e.reason(), Some(&ConflictExceptionReason::ResourceAlreadyExists));
+                assert_eq!(e.resource_id(), Some(id.as_str()));
+                assert!(e.message().unwrap_or_default().contains("client token"), "{e:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Racing: of requests with one new token and two different message types, those asking what
+    // the winner asked get its number, the others are refused; one number is created.
+    let mut racing = Vec::new();
+    for i in 0..8 {
+        let kind = if i % 2 == 0 {
+            MessageType::Transactional
+        } else {
+            MessageType::Promotional
+        };
+        racing.push(async move { (kind.clone(), send(kind, vec![], "token-2").await) });
+    }
+    let answers = futures_util::future::join_all(racing).await;
+    let winners: std::collections::BTreeSet<(String, String)> = answers
+        .iter()
+        .filter_map(|(kind, a)| {
+            a.as_ref()
+                .ok()
+                .map(|o| (kind.as_str().to_string(), o.phone_number_id().unwrap_or_default().to_string()))
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "one number, one message type: {winners:?}");
+    let refused = answers.iter().filter(|(_, a)| a.is_err()).count();
+    assert_eq!(refused, 4, "the other message type is refused every time");
+
+    // The same for a pool.
+    let pool = c
+        .create_pool()
+        .origination_identity(&id)
+        .message_type(MessageType::Transactional)
+        .client_token("pool-token")
+        .send()
+        .await
+        .expect("pool");
+    let pool_id = pool.pool_id().expect("pool id");
+    let again = c
+        .create_pool()
+        .origination_identity(first.phone_number_arn().expect("arn"))
+        .message_type(MessageType::Transactional)
+        .client_token("pool-token")
+        .send()
+        .await
+        .expect("the same request, the number by ARN");
+    assert_eq!(again.pool_id(), Some(pool_id));
+    let err = c
+        .create_pool()
+        .origination_identity(&id)
+        .message_type(MessageType::Transactional)
+        .deletion_protection_enabled(true)
+        .client_token("pool-token")
+        .send()
+        .await
+        .expect_err("other parameters");
+    match err.into_service_error() {
+        CreatePoolError::ConflictException(e) => assert_eq!(e.resource_id(), Some(pool_id)),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn number_preferences_and_unavailable_countries() {
     let server = TestServer::start();

@@ -3,9 +3,9 @@
 use super::tokens::lost_token_race;
 use super::{LifecycleService, ServiceError};
 use crate::actors::ExecuteError;
-use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PoolToJoin};
+use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberState, PoolToJoin};
 use crate::domain::types::{MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
-use crate::domain::{CommandMeta, Rejection, ResourceKind};
+use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
 use crate::numbering::NumberPreference;
 use crate::store::AppendError;
 
@@ -26,13 +26,45 @@ pub struct NewNumber {
     pub preference: Option<NumberPreference>,
 }
 
+impl NewNumber {
+    /// Whether this request asks for the number `number` was created as (joining `into_pool`):
+    /// the same members, sets compared as sets, names and ARNs as what they name.
+    fn asked_for(&self, scope: &Scope, number: &PhoneNumber, into_pool: Option<&PoolToJoin>) -> bool {
+        let sorted = |v: &[NumberCapability]| -> Vec<String> {
+            let mut v: Vec<String> = v.iter().map(|c| c.to_string()).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let tags = |v: &[Tag]| -> Vec<(String, String)> {
+            let mut v: Vec<(String, String)> = v.iter().map(|t| (t.key.clone(), t.value.clone())).collect();
+            v.sort();
+            v
+        };
+        let pool = self
+            .pool_id
+            .as_deref()
+            .map(|p| ResourceKind::Pool.resolve(scope, p).unwrap_or_else(|| p.to_string()));
+        self.iso_country_code == number.iso_country_code
+            && self.message_type == number.message_type
+            && sorted(&self.number_capabilities) == sorted(&number.number_capabilities)
+            && self.number_type == number.number_type
+            && self.opt_out_list_name.as_deref().map(opt_out_list_name).unwrap_or("Default") == number.opt_out_list_name
+            && pool.as_deref() == into_pool.map(|p| p.pool_id.as_str())
+            && self.registration_id == number.registration_id
+            && self.deletion_protection_enabled == number.deletion_protection_enabled
+            && self.international_sending_enabled == number.international_sending_enabled
+            && tags(&self.tags) == tags(&number.tags)
+    }
+}
+
 impl LifecycleService {
     /// `RequestPhoneNumber`.
     pub async fn request_phone_number(&self, meta: &CommandMeta, spec: NewNumber) -> Result<PhoneNumber, ServiceError> {
         let scope = &meta.scope;
         let (_same_token, earlier) = self.client_token(scope, "RequestPhoneNumber", spec.client_token.as_deref()).await?;
         if let Some(id) = earlier {
-            return self.current_number(&id).await;
+            return self.earlier_number(scope, &spec, &id).await;
         }
         let _reserved = self
             .reserve(scope, ResourceKind::PhoneNumber, self.quotas.phone_numbers_per_account)
@@ -109,7 +141,7 @@ impl LifecycleService {
                     let earlier = self.token_owner(scope, "RequestPhoneNumber", token).await?;
                     let earlier =
                         earlier.ok_or_else(|| ServiceError::Invariant(format!("client token {token} is claimed by no number")))?;
-                    return self.current_number(&earlier).await;
+                    return self.earlier_number(scope, &spec, &earlier).await;
                 }
                 // The E.164 number is held by another resource: try another candidate.
                 Err(ServiceError::Execute {
@@ -127,6 +159,17 @@ impl LifecycleService {
                 spec.iso_country_code, spec.number_type
             ),
         )))
+    }
+
+    /// The number an earlier request with the same client token created, if this request asks
+    /// for the same number.
+    async fn earlier_number(&self, scope: &Scope, spec: &NewNumber, earlier: &str) -> Result<PhoneNumber, ServiceError> {
+        self.check_token_reuse::<PhoneNumberState>(earlier, |action| match action {
+            PhoneNumberAction::Request { number, into_pool } => spec.asked_for(scope, number, into_pool.as_ref()),
+            _ => false,
+        })
+        .await?;
+        self.current_number(earlier).await
     }
 
     /// `UpdatePhoneNumber`.

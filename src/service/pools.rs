@@ -6,7 +6,7 @@ use super::error::not_found;
 use super::tokens::lost_token_race;
 use super::{LifecycleService, ServiceError};
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction};
-use crate::domain::pool::{Pool, PoolAction, PoolMember};
+use crate::domain::pool::{Pool, PoolAction, PoolMember, PoolState};
 use crate::domain::types::{MessageType, PoolStatus, Tag, ValidationReason};
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
 
@@ -19,6 +19,25 @@ pub struct NewPool {
     pub deletion_protection_enabled: bool,
     pub tags: Vec<Tag>,
     pub client_token: Option<String>,
+}
+
+impl NewPool {
+    /// Whether this request asks for the pool `pool` was created as: the same first member (by
+    /// id, ARN or what they name), message type, deletion protection and tags.
+    fn asked_for(&self, scope: &Scope, pool: &Pool) -> bool {
+        let tags = |v: &[Tag]| -> Vec<(String, String)> {
+            let mut v: Vec<(String, String)> = v.iter().map(|t| (t.key.clone(), t.value.clone())).collect();
+            v.sort();
+            v
+        };
+        let member = ResourceKind::PhoneNumber
+            .resolve(scope, &self.origination_identity)
+            .unwrap_or_else(|| self.origination_identity.clone());
+        pool.members.contains_key(&member)
+            && self.message_type == pool.message_type
+            && self.deletion_protection_enabled == pool.deletion_protection_enabled
+            && tags(&self.tags) == tags(&pool.tags)
+    }
 }
 
 impl LifecycleService {
@@ -138,8 +157,7 @@ impl LifecycleService {
         let scope = &meta.scope;
         let (_same_token, earlier) = self.client_token(scope, "CreatePool", spec.client_token.as_deref()).await?;
         if let Some(id) = earlier {
-            let state = self.pool_state(&id).await?;
-            return state.0.ok_or_else(|| not_found(ResourceKind::Pool, &id));
+            return self.earlier_pool(scope, &spec, &id).await;
         }
         let number_id = Self::resolve(ResourceKind::PhoneNumber, scope, &spec.origination_identity)?;
         let _reserved = self.reserve(scope, ResourceKind::Pool, self.quotas.pools_per_account).await?;
@@ -172,7 +190,7 @@ impl LifecycleService {
             status: PoolStatus::Active,
             deleted: false,
             members: [(number_id.clone(), member_of(&number))].into_iter().collect(),
-            tags: spec.tags,
+            tags: spec.tags.clone(),
             created_timestamp_ms: meta.at_ms,
             client_token: spec.client_token.clone(),
         };
@@ -190,10 +208,21 @@ impl LifecycleService {
                 let token = spec.client_token.as_deref().unwrap_or_default();
                 let earlier = self.token_owner(scope, "CreatePool", token).await?;
                 let earlier = earlier.ok_or_else(|| ServiceError::Invariant(format!("client token {token} is claimed by no pool")))?;
-                let state = self.pool_state(&earlier).await?;
-                state.0.ok_or_else(|| not_found(ResourceKind::Pool, &earlier))
+                self.earlier_pool(scope, &spec, &earlier).await
             }
         }
+    }
+
+    /// The pool an earlier request with the same client token created, if this request asks for
+    /// the same pool.
+    async fn earlier_pool(&self, scope: &Scope, spec: &NewPool, earlier: &str) -> Result<Pool, ServiceError> {
+        self.check_token_reuse::<PoolState>(earlier, |action| match action {
+            PoolAction::Create(pool) => spec.asked_for(scope, pool.as_ref()),
+            _ => false,
+        })
+        .await?;
+        let state = self.pool_state(earlier).await?;
+        state.0.ok_or_else(|| not_found(ResourceKind::Pool, earlier))
     }
 
     /// `DeletePool`: deletes, then lets every member go.
