@@ -653,15 +653,15 @@ fn cluster_part(rt: &tokio::runtime::Runtime, http: &reqwest::Client) -> Vec<[St
     let dir = tempfile::tempdir().expect("dir");
     let mut nats = LocalCluster::start(dir.path(), 3).expect("a 3-node NATS cluster");
     // Addresses chosen first: each node is told its peers, to route a number's commands to its
-    // owner: PERF_CLUSTER_ROUTE=contended (the default: a number another node raced for),
-    // always, or off.
+    // owner: PERF_CLUSTER_ROUTE=always (the default), contended (only a number this node lost a
+    // race for), or off.
     let listens: Vec<String> = (0..3)
         .map(|_| {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             l.local_addr().expect("addr").to_string()
         })
         .collect();
-    let route = std::env::var("PERF_CLUSTER_ROUTE").unwrap_or_else(|_| "contended".into());
+    let route = std::env::var("PERF_CLUSTER_ROUTE").unwrap_or_else(|_| "always".into());
     let routing = route != "off";
     let peers = format!(
         "[{}]",

@@ -342,13 +342,13 @@ fn decided_by(answer: &reqwest::Response) -> Option<String> {
     answer.headers().get(DECIDED_BY).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
-/// Routing is an optimisation: with `route = "always"`, a command on a number is decided by the
-/// node that owns it, wherever it arrives; reads and creations are served where they arrive.
+/// Routing is an optimisation: with `route = "always"` (the default), a command on a number is
+/// decided by the node that owns it, wherever it arrives; reads are served where they arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_on_a_number_are_decided_by_its_owner() {
-    use phone_ledger::api::routing::{ClusterConfig, Route, Router};
+    use phone_ledger::api::routing::{ClusterConfig, Router};
     let Some(settings) = cluster_settings() else { return };
-    let nodes = Nodes::start_with(&settings, |c| c.cluster.route = Route::Always);
+    let nodes = Nodes::start(&settings);
     let urls = nodes.urls();
     let c = client_for(&urls[0], ACCOUNT, REGION);
     let id = common::request(&c, MessageType::Transactional).await;
@@ -393,14 +393,14 @@ async fn commands_on_a_number_are_decided_by_its_owner() {
     nodes.stop();
 }
 
-/// With the default `route = "contended"`, a quiet number is decided where its commands arrive
-/// (no extra hop), and once a node has lost a race for it, that node sends its commands on it to
-/// the owner, so the racing stops.
+/// With `route = "contended"`, a quiet number is decided where its commands arrive (no extra
+/// hop), and once a node has lost a race for it, that node sends its commands on it to the owner,
+/// so the racing stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_contended_number_moves_to_its_owner() {
-    use phone_ledger::api::routing::{ClusterConfig, Router};
+    use phone_ledger::api::routing::{ClusterConfig, Route, Router};
     let Some(settings) = cluster_settings() else { return };
-    let nodes = Nodes::start(&settings);
+    let nodes = Nodes::start_with(&settings, |c| c.cluster.route = Route::Contended);
     let urls = nodes.urls();
     let id = common::request(&client_for(&urls[0], ACCOUNT, REGION), MessageType::Transactional).await;
     let router = Router::new(&ClusterConfig {

@@ -1,12 +1,12 @@
 //! Routing to an owning node, for several nodes on one log: each number (or pool) has one owner
 //! among the configured peers (rendezvous hashing of its id), and a node that receives a command
 //! for a resource another node owns forwards the request there, so the commands for one resource
-//! meet in one actor's mailbox instead of racing across nodes for the log. By default
-//! (`route = "contended"`) only commands on a resource this node has recently lost a race for are
-//! forwarded: a quiet resource is decided where the request arrives, without the extra hop, and a
-//! contended one moves to its owner after the first lost race. `route = "always"` forwards every
-//! command. Creations go to the owner of the caller's account either way, so that one node's
-//! reservations count them all (quotas).
+//! meet in one actor's mailbox instead of racing across nodes for the log (`route = "always"`,
+//! the default). With `route = "contended"` only commands on a resource this node has recently
+//! lost a race for are forwarded: a quiet resource is decided where the request arrives, without
+//! the extra hop, and a contended one moves to its owner after the first lost race. Creations go
+//! to the owner of the caller's account either way, so that one node's reservations count them
+//! all (quotas).
 //! The log's correctness never depends on it: the log's check decides every race, a forwarded
 //! request is never forwarded again, and an owner that cannot be reached (down, or not yet up)
 //! is skipped and the command is decided here (then, and only then, concurrent creations on
@@ -43,11 +43,12 @@ pub struct ClusterConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Route {
-    /// Those on a resource this node has recently lost a race for.
+    /// All of them (the default: measured the better of the two under conflicting load, see
+    /// the README).
     #[default]
-    Contended,
-    /// All of them.
     Always,
+    /// Those on a resource this node has recently lost a race for.
+    Contended,
 }
 
 impl ClusterConfig {

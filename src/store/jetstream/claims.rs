@@ -23,8 +23,10 @@ use serde::{Deserialize, Serialize};
 use super::{backend, wire, Shared};
 use crate::store::AppendError;
 
-/// How long a reservation without a commit is presumed to belong to an append in flight.
-pub const CLAIM_GRACE: Duration = Duration::from_secs(10);
+/// How long a reservation without a commit is presumed to belong to an append in flight: well
+/// beyond the longest an append is resent (15 s, through a leader election), so a reservation is
+/// never taken over while the append that made it can still be stored.
+pub const CLAIM_GRACE: Duration = Duration::from_secs(30);
 
 /// What a reservation records: who made it and when.
 #[derive(Debug, Serialize, Deserialize)]

@@ -352,7 +352,8 @@ impl Mirror {
 /// Applies a decoded commit: returns how many events it holds, or `None` when it is void.
 ///
 /// A commit is in force only if its events extend its aggregate's head as the commits before it
-/// in sequence order left it: the next versions, decided after the head's last event. JetStream's per-subject check refuses most stale appends, but
+/// in sequence order left it (the next versions, decided after the head's last event) and claims
+/// no key another commit holds. JetStream's per-subject check refuses most stale appends, but
 /// nats-server 2.9 checks it against the stored messages only, so two appends in flight at once
 /// can both pass it; this rule, applied by every node in the same order, keeps the first and
 /// voids the other, and its writer is told it lost.
@@ -369,12 +370,15 @@ fn apply_commit(view: &mut View, sequence: u64, commit: Commit) -> Result<Option
         .enumerate()
         .all(|(i, e)| e.stream_id == stream_id && e.version == head + 1 + i as u64)
         && commit.after.is_none_or(|after| Some(after) == head_event);
-    if !extends {
-        tracing::debug!(sequence, stream = %stream_id, head, "a commit that does not extend its aggregate's head is void");
+    let claims = commit.claimed().map_err(|e| corrupt(e.to_string()))?;
+    // A claim on a key another commit holds is refused too: the reservations make this rare
+    // (an append resent for longer than a reservation is presumed alive), the rule makes it exact.
+    let taken = claims.iter().any(|(key, _)| view.claimed.contains(key));
+    if !extends || taken {
+        tracing::debug!(sequence, stream = %stream_id, head, taken, "a commit that does not extend its aggregate's head, or claims a held key, is void");
         view.streams.entry(stream_id).or_default().last_sequence = sequence;
         return Ok(None);
     }
-    let claims = commit.claimed().map_err(|e| corrupt(e.to_string()))?;
     let ops = commit
         .index_ops
         .iter()
@@ -418,4 +422,80 @@ fn apply_commit(view: &mut View, sequence: u64, commit: Commit) -> Result<Option
     }
     view.layouts.insert(commit.index_layout);
     Ok(Some(count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AppendMeta, EventEnvelope, CURRENT_SCHEMA_VERSION};
+
+    /// A commit of one event at `version` of `stream`, decided after `after`, claiming `claims`.
+    fn commit(stream: &str, version: u64, after: Option<Uuid>, claims: &[&str]) -> (Vec<u8>, Uuid) {
+        let meta = AppendMeta::direct("111122223333", "us-east-1", "request-1", "test");
+        let id = Uuid::new_v4();
+        let event = EventEnvelope {
+            event_id: id,
+            stream_id: stream.into(),
+            version,
+            position: 0,
+            event_type: "Tested".into(),
+            schema_version: CURRENT_SCHEMA_VERSION,
+            timestamp_ms: meta.timestamp_ms,
+            account: meta.account,
+            region: meta.region,
+            request_id: meta.request_id,
+            command_id: meta.command_id,
+            command: meta.command,
+            command_input: meta.command_input,
+            payload: serde_json::json!({}),
+            hash: String::new(),
+        };
+        let commit = Commit {
+            events: vec![event],
+            index_ops: vec![],
+            claims: claims.iter().map(|k| (hex::encode(k), hex::encode(stream))).collect(),
+            index_layout: 0,
+            after,
+        };
+        (serde_json::to_vec(&commit).expect("encode"), id)
+    }
+
+    #[test]
+    fn a_commit_is_in_force_only_if_it_extends_the_head_it_was_decided_after() {
+        let m = Mirror::default();
+        let (first, a1) = commit("phone-a", 1, None, &[]);
+        m.apply(1, Some(1), &first);
+        // Two writers decided version 2 after a1; the first stored wins.
+        let (winner, w) = commit("phone-a", 2, Some(a1), &[]);
+        let (loser, l) = commit("phone-a", 2, Some(a1), &[]);
+        m.apply(2, Some(1), &winner);
+        m.apply(3, Some(1), &loser);
+        assert_eq!(m.outcome(2), Outcome::InForce);
+        assert_eq!(m.outcome(3), Outcome::Void);
+        // The loser's pipelined follower has the next version number but was decided after the
+        // void commit: void too. The winner's follower is in force.
+        let (after_loser, _) = commit("phone-a", 3, Some(l), &[]);
+        let (after_winner, _) = commit("phone-a", 3, Some(w), &[]);
+        m.apply(4, Some(1), &after_loser);
+        m.apply(5, Some(1), &after_winner);
+        assert_eq!(m.outcome(4), Outcome::Void);
+        assert_eq!(m.outcome(5), Outcome::InForce);
+        assert_eq!(m.version_of("phone-a"), Some(3));
+        assert_eq!(m.chain_head().position, 3, "void commits take no feed positions");
+    }
+
+    #[test]
+    fn a_commit_claiming_a_held_key_is_void() {
+        let m = Mirror::default();
+        let (first, _) = commit("phone-a", 1, None, &["e164/+15550100"]);
+        let (second, _) = commit("phone-b", 1, None, &["e164/+15550100"]);
+        let (other, _) = commit("phone-c", 1, None, &["e164/+15550101"]);
+        m.apply(1, Some(1), &first);
+        m.apply(2, Some(1), &second);
+        m.apply(3, Some(1), &other);
+        assert_eq!(m.outcome(1), Outcome::InForce);
+        assert_eq!(m.outcome(2), Outcome::Void);
+        assert_eq!(m.outcome(3), Outcome::InForce);
+        assert_eq!(m.index_get(b"e164/+15550100"), Some(b"phone-a".to_vec()));
+    }
 }

@@ -442,9 +442,10 @@ async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// How long a read keeps being tried while the cluster cannot answer it (a leader election
-/// takes about a second; the reads are idempotent).
-const READ_RETRY_FOR: Duration = Duration::from_secs(10);
+/// How long a read keeps being tried while the cluster cannot answer it: longer than
+/// nats-server's longest wait before electing a new leader (a random 4–9 s election timeout);
+/// the reads are idempotent.
+const READ_RETRY_FOR: Duration = Duration::from_secs(15);
 
 /// Runs a read, again every 100 ms while it fails, for up to [`READ_RETRY_FOR`].
 async fn retrying<T, F, Fut>(mut read: F) -> Result<T, StoreError>

@@ -6,7 +6,7 @@
 //! duplicate.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,9 +20,10 @@ use super::wire::{self, Commit, StoredIndexOp, HEADER_EVENTS, HEADER_LAST_EVENT,
 use super::{backend, claims, header, mirror, other_error, KnownHead, Shared, StoredSnapshot};
 use crate::store::{AppendError, AppendRequest, EventEnvelope, IndexOp, Snapshot, StoreError, CURRENT_SCHEMA_VERSION};
 
-/// How long a resent append keeps being resent after its acknowledgement was lost (a leader
-/// election takes about a second; the stream's duplicate window is longer than this).
-const RESEND_FOR: Duration = Duration::from_secs(10);
+/// How long a resent append keeps being resent after its acknowledgement was lost: longer than
+/// nats-server's longest wait before electing a new leader (a random 4–9 s election timeout,
+/// fixed in its source), shorter than the stream's duplicate window.
+const RESEND_FOR: Duration = Duration::from_secs(15);
 
 /// An append handed to the pipeline, and where its answer goes.
 pub(super) struct Job {
@@ -36,11 +37,15 @@ struct InFlight {
     version: u64,
     last_event: Option<Uuid>,
     settled: watch::Receiver<()>,
+    /// Set once an append of this chain (it, or one it follows) is refused: every later append of
+    /// the chain was decided after it and will be void, so none of them can move the head.
+    broken: Arc<AtomicBool>,
 }
 
 impl InFlight {
+    /// Whether an append that may still move the aggregate's head is in flight.
     fn pending(&self) -> bool {
-        self.settled.has_changed().is_ok()
+        self.settled.has_changed().is_ok() && !self.broken.load(Ordering::SeqCst)
     }
 
     /// Whether `request` was decided on the state this append in flight makes.
@@ -57,7 +62,9 @@ impl InFlight {
 /// per-subject check: its sequence is not known yet, and the check is not what keeps it
 /// correct. Every node's view applies the log's rule (a commit that does not extend its
 /// aggregate's head is void) in sequence order, so the follower is in force exactly when the
-/// append it follows is, and lands right after it. An append decided on some other state of an
+/// append it follows is, and lands right after it. Once an append of such a chain is refused,
+/// the rest of the chain is doomed and no longer holds up a fresh append to the aggregate (the
+/// actor's, decided on the state it re-read). An append decided on some other state of an
 /// aggregate with an append in flight (rare: a new actor while an old one finishes) waits for it.
 pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job>, done: oneshot::Sender<()>) {
     let mut in_flight: HashMap<String, InFlight> = HashMap::new();
@@ -70,20 +77,22 @@ pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job
         }
         while tasks.try_join_next().is_some() {}
         let stream_id = job.request.stream_id.clone();
-        let follows = match in_flight.get(&stream_id).filter(|f| f.pending()) {
+        let pending = in_flight.get(&stream_id).filter(|f| f.pending());
+        let follows = match pending {
             None => None,
             Some(f) if f.continued_by(&job.request) => Some(f.last_event),
             Some(f) => {
+                // Decided on another state than the one in flight will make (rare: a new actor
+                // while an old one finishes): checked once that one is answered, still in order.
                 let mut settled = f.settled.clone();
-                let shared = shared.clone();
-                tasks.spawn(async move {
-                    let _ = settled.changed().await;
-                    if let Some((prepared, ack, reply)) = start(&shared, job, None).await {
-                        let _ = reply.send(complete(&shared, prepared, ack).await);
-                    }
-                });
-                continue;
+                let _ = settled.changed().await;
+                None
             }
+        };
+        // A follower belongs to the chain it follows; any other append starts a chain.
+        let broken = match (&follows, pending) {
+            (Some(_), Some(f)) => f.broken.clone(),
+            _ => Arc::new(AtomicBool::new(false)),
         };
         if let Some((prepared, ack, reply)) = start(&shared, job, follows).await {
             let (settled, watch) = watch::channel(());
@@ -94,15 +103,22 @@ pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job
                     version: last.map_or(0, |l| l.0),
                     last_event: last.map(|l| l.1),
                     settled: watch,
+                    broken: broken.clone(),
                 },
             );
             let shared = shared.clone();
             tasks.spawn(async move {
                 let answer = complete(&shared, prepared, ack).await;
+                if answer.is_err() {
+                    broken.store(true, Ordering::SeqCst);
+                }
                 // Settled before answered: the caller's next append is then checked as usual.
                 drop(settled);
                 let _ = reply.send(answer);
             });
+        } else {
+            // Refused before it was sent: whatever follows it is doomed.
+            broken.store(true, Ordering::SeqCst);
         }
     }
     while tasks.join_next().await.is_some() {}
