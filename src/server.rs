@@ -60,17 +60,13 @@ pub fn service(config: &Config, store: Store) -> Arc<LifecycleService> {
         snapshot_every: config.snapshot_every,
         idle_timeout: (config.actor_idle_secs > 0).then(|| std::time::Duration::from_secs(config.actor_idle_secs)),
     };
-    let cluster = config.cluster.clone();
-    Arc::new(
-        LifecycleService::new(
-            store,
-            NumberPicker::new(config.numbering.clone()),
-            config.quotas.clone(),
-            actors,
-            config.max_live_actors,
-        )
-        .with_ownership(move |id| cluster.owns(id)),
-    )
+    Arc::new(LifecycleService::new(
+        store,
+        NumberPicker::new(config.numbering.clone()),
+        config.quotas.clone(),
+        actors,
+        config.max_live_actors,
+    ))
 }
 
 /// The secret that signs pagination tokens: from the configuration, or kept in the node's data

@@ -137,7 +137,7 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
         }
         // The owner validates a request forwarded to it: not done twice.
         if let Some(router) = &state.router {
-            if let Some(owner) = router.forward_to(&req, &operation, &input, |id| state.service.contention().is_contended(id)) {
+            if let Some(owner) = router.forward_to(&req, &operation, &input, &scope, |id| state.service.contention().is_contended(id)) {
                 match router.forward(owner, &req, &body).await {
                     Ok(answer) => return Ok(Answer::Forwarded(answer)),
                     // Nothing was sent: decided here instead (the log keeps it correct).

@@ -4,12 +4,13 @@
 //! meet in one actor's mailbox instead of racing across nodes for the log (`route = "always"`,
 //! the default). With `route = "contended"` only commands on a resource this node has recently
 //! lost a race for are forwarded: a quiet resource is decided where the request arrives, without
-//! the extra hop, and a contended one moves to its owner after the first lost race. Creations are
-//! decided where they arrive and given ids that node owns, so the new resource's actor is
-//! already where its commands will go; quotas hold across nodes through the store's holds.
+//! the extra hop, and a contended one moves to its owner after the first lost race. Creations go
+//! to the owner of the caller's account either way, so that one node's reservations count them
+//! all (quotas).
 //! The log's correctness never depends on it: the log's check decides every race, a forwarded
 //! request is never forwarded again, and an owner that cannot be reached (down, or not yet up)
-//! is skipped and the command is decided here.
+//! is skipped and the command is decided here (then, and only then, concurrent creations on
+//! different nodes can exceed a quota).
 
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+use crate::domain::Scope;
 
 /// The header a forwarded request carries (naming the node that forwarded it).
 pub const FORWARDED: &str = "x-phone-ledger-forwarded";
@@ -82,29 +85,6 @@ pub enum ForwardError {
     },
 }
 
-/// The peer that owns `id`: the highest SHA-256 of (peer, id), so every node agrees and a peer's
-/// departure moves only its own resources.
-pub fn owner_among<'a>(peers: &'a [String], id: &str) -> Option<&'a str> {
-    peers
-        .iter()
-        .max_by_key(|peer| -> [u8; 32] {
-            Sha256::new()
-                .chain_update(peer.trim_end_matches('/').as_bytes())
-                .chain_update([0])
-                .chain_update(id)
-                .finalize()
-                .into()
-        })
-        .map(|p| p.trim_end_matches('/'))
-}
-
-impl ClusterConfig {
-    /// Whether this node owns `id` (always, without peers).
-    pub fn owns(&self, id: &str) -> bool {
-        owner_among(&self.peers, id).is_none_or(|owner| owner == self.self_url.trim_end_matches('/'))
-    }
-}
-
 /// Decides the owner of a resource and forwards requests to it.
 pub struct Router {
     peers: Vec<String>,
@@ -142,43 +122,61 @@ impl Router {
         &self.self_url
     }
 
-    /// The peer that owns `id` (see [`owner_among`]).
+    /// The peer that owns `id`: the highest SHA-256 of (peer, id), so every node agrees and a
+    /// peer's departure moves only its own resources.
     pub fn owner_of(&self, id: &str) -> &str {
-        owner_among(&self.peers, id).unwrap_or(&self.self_url)
+        self.peers
+            .iter()
+            .max_by_key(|peer| -> [u8; 32] {
+                Sha256::new()
+                    .chain_update(peer.as_bytes())
+                    .chain_update([0])
+                    .chain_update(id)
+                    .finalize()
+                    .into()
+            })
+            .map_or(self.self_url.as_str(), String::as_str)
     }
 
     /// The owner another node is for this request, if it should be forwarded (never when it
-    /// was forwarded already): a command on an existing resource goes to the owner of that
-    /// resource (with `route = "contended"`, only if `contended` says this node recently lost a
-    /// race for it; an association names two, the number first). Creations are decided where
-    /// they arrive, with ids this node owns (quotas hold across nodes through the store), and
-    /// reads are served where they arrive.
+    /// was forwarded already): a creation (a number, a pool) to the owner of the caller's account
+    /// and region, whose in-flight reservations then see every creation of the account, so its
+    /// quotas hold across nodes; a command on an existing resource to the owner of that resource
+    /// (with `route = "contended"`, only if `contended` says this node recently lost a race for
+    /// it; an association names two, the number first). Reads are served here.
     pub fn forward_to<'a>(
         &'a self,
         req: &HttpRequest,
         operation: &str,
         input: &Value,
+        scope: &Scope,
         contended: impl Fn(&str) -> bool,
     ) -> Option<&'a str> {
         if req.headers().contains_key(FORWARDED) {
             return None;
         }
-        let members: &[&str] = match operation {
-            "ReleasePhoneNumber" | "UpdatePhoneNumber" => &["PhoneNumberId"],
-            "AssociateOriginationIdentity" | "DisassociateOriginationIdentity" => &["OriginationIdentity", "PoolId"],
-            "DeletePool" => &["PoolId"],
-            _ => &[],
+        let key = match operation {
+            "RequestPhoneNumber" | "CreatePool" => format!("quota/{}/{}", scope.account, scope.region),
+            _ => {
+                let members: &[&str] = match operation {
+                    "ReleasePhoneNumber" | "UpdatePhoneNumber" => &["PhoneNumberId"],
+                    "AssociateOriginationIdentity" | "DisassociateOriginationIdentity" => &["OriginationIdentity", "PoolId"],
+                    "DeletePool" => &["PoolId"],
+                    _ => &[],
+                };
+                // An ARN names the resource after its last `/`.
+                let mut ids = members
+                    .iter()
+                    .filter_map(|m| input.get(*m).and_then(Value::as_str))
+                    .map(|id| id.rsplit('/').next().unwrap_or(id));
+                let id = match self.route {
+                    Route::Always => ids.next(),
+                    Route::Contended => ids.find(|id| contended(id)),
+                }?;
+                id.to_string()
+            }
         };
-        // An ARN names the resource after its last `/`.
-        let mut ids = members
-            .iter()
-            .filter_map(|m| input.get(*m).and_then(Value::as_str))
-            .map(|id| id.rsplit('/').next().unwrap_or(id));
-        let id = match self.route {
-            Route::Always => ids.next(),
-            Route::Contended => ids.find(|id| contended(id)),
-        }?;
-        let owner = self.owner_of(id);
+        let owner = self.owner_of(&key);
         (owner != self.self_url).then_some(owner)
     }
 
@@ -248,6 +246,10 @@ mod tests {
     #[test]
     fn what_is_forwarded_depends_on_the_route_and_on_contention() {
         let request = actix_web::test::TestRequest::default().to_http_request();
+        let scope = Scope {
+            account: "111122223333".into(),
+            region: "us-east-1".into(),
+        };
         let mut a = router("http://a:1");
         let id = (0..100)
             .map(|i| format!("phone-{i:032x}"))
@@ -257,8 +259,11 @@ mod tests {
         let quiet = |_: &str| false;
         let hot = |candidate: &str| candidate == id;
         // Quiet: decided here; contended: sent to the owner.
-        assert_eq!(a.forward_to(&request, "ReleasePhoneNumber", &release, quiet), None);
-        assert_eq!(a.forward_to(&request, "ReleasePhoneNumber", &release, hot), Some(a.owner_of(&id)));
+        assert_eq!(a.forward_to(&request, "ReleasePhoneNumber", &release, &scope, quiet), None);
+        assert_eq!(
+            a.forward_to(&request, "ReleasePhoneNumber", &release, &scope, hot),
+            Some(a.owner_of(&id))
+        );
         // An association goes to the owner of whichever of its resources is contended.
         let pool = (0..100)
             .map(|i| format!("pool-{i:032x}"))
@@ -267,23 +272,23 @@ mod tests {
         let associate = serde_json::json!({ "OriginationIdentity": id, "PoolId": pool });
         let pool_hot = |candidate: &str| candidate == pool;
         assert_eq!(
-            a.forward_to(&request, "AssociateOriginationIdentity", &associate, pool_hot),
+            a.forward_to(&request, "AssociateOriginationIdentity", &associate, &scope, pool_hot),
             Some(a.owner_of(&pool))
         );
-        // Reads and creations are served where they arrive.
-        assert_eq!(a.forward_to(&request, "DescribePhoneNumbers", &release, hot), None);
-        assert_eq!(a.forward_to(&request, "RequestPhoneNumber", &serde_json::json!({}), hot), None);
-        // A node owns the ids its router would keep.
-        let config = ClusterConfig {
-            peers: vec!["http://a:1".into(), "http://b:2".into(), "http://c:3".into()],
-            self_url: "http://a:1".into(),
-            ..Default::default()
-        };
-        assert_eq!(config.owns(&id), a.owner_of(&id) == "http://a:1");
-        assert!(ClusterConfig::default().owns(&id));
+        // Reads never move; creations always go to the account's owner.
+        assert_eq!(a.forward_to(&request, "DescribePhoneNumbers", &release, &scope, hot), None);
+        let creation_owner = a.owner_of("quota/111122223333/us-east-1").to_string();
+        let expected = (creation_owner != "http://a:1").then_some(creation_owner.as_str());
+        assert_eq!(
+            a.forward_to(&request, "RequestPhoneNumber", &serde_json::json!({}), &scope, quiet),
+            expected
+        );
         // `always`: every command on a resource goes to its owner.
         a.route = Route::Always;
-        assert_eq!(a.forward_to(&request, "ReleasePhoneNumber", &release, quiet), Some(a.owner_of(&id)));
+        assert_eq!(
+            a.forward_to(&request, "ReleasePhoneNumber", &release, &scope, quiet),
+            Some(a.owner_of(&id))
+        );
     }
 
     #[test]

@@ -72,9 +72,6 @@ pub struct LifecycleService {
     released: std::sync::atomic::AtomicU64,
     /// The aggregates this node recently lost a race for (a routing hint).
     contention: Contention,
-    /// Whether this node owns an id (with several nodes routing to owners; always without): new
-    /// resources get ids this node owns, so their actors live where their commands will go.
-    owns: Box<dyn Fn(&str) -> bool + Send + Sync>,
 }
 
 impl LifecycleService {
@@ -90,27 +87,7 @@ impl LifecycleService {
             settled: tokio::sync::Notify::new(),
             released: std::sync::atomic::AtomicU64::new(0),
             contention: Contention::default(),
-            owns: Box::new(|_| true),
         }
-    }
-
-    /// New resources get ids `owns` accepts (this node's, among several routing to owners).
-    pub fn with_ownership(mut self, owns: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
-        self.owns = Box::new(owns);
-        self
-    }
-
-    /// A fresh id of `kind` this node owns (any fresh id after a few tries: ownership is an
-    /// optimisation).
-    fn new_id(&self, kind: ResourceKind) -> String {
-        let mut id = kind.new_id();
-        for _ in 0..32 {
-            if (self.owns)(&id) {
-                break;
-            }
-            id = kind.new_id();
-        }
-        id
     }
 
     pub fn store(&self) -> &Store {

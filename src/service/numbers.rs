@@ -97,7 +97,7 @@ impl LifecycleService {
                     .candidate(&spec.iso_country_code, spec.number_type, spec.preference.as_ref(), &mut rng)
             };
             let Some(e164) = candidate else { break };
-            let id = self.new_id(ResourceKind::PhoneNumber);
+            let id = ResourceKind::PhoneNumber.new_id();
             let number = PhoneNumber {
                 phone_number_arn: scope.arn(ResourceKind::PhoneNumber, &id),
                 phone_number_id: id.clone(),

@@ -161,7 +161,7 @@ impl LifecycleService {
         }
         let number_id = Self::resolve(ResourceKind::PhoneNumber, scope, &spec.origination_identity)?;
         let _reserved = self.reserve(scope, ResourceKind::Pool, self.quotas.pools_per_account).await?;
-        let pool_id = self.new_id(ResourceKind::Pool);
+        let pool_id = ResourceKind::Pool.new_id();
         let number = self
             .number(
                 meta,

@@ -1,8 +1,6 @@
 //! Per-account quotas under concurrent creations: live resources (a counter in the derived
-//! index) plus creations in flight never exceed the quota, and creations are not serialized to
-//! ensure it. With one writer of the log, the creations in flight are this process's
-//! reservations, held in memory; with several (nodes on one shared log), the store holds them
-//! where every node sees them ([`crate::store::EventStore::hold_quota`]).
+//! index) plus creations in flight (reservations held in memory) never exceed the quota, and
+//! creations are not serialized to ensure it.
 
 use std::sync::atomic::Ordering;
 
@@ -10,30 +8,16 @@ use super::{LifecycleService, ServiceError};
 use crate::domain::types::QuotaReason;
 use crate::domain::{Rejection, ResourceKind, Scope};
 use crate::projection::live_count_key;
-use crate::store::{decode_counter, QuotaHold};
-use uuid::Uuid;
+use crate::store::decode_counter;
 
 /// A unit of quota held by a creation in progress; released when dropped.
 pub(super) struct Reservation<'a> {
     service: &'a LifecycleService,
     key: (Scope, ResourceKind),
-    /// The unit held in the store, for a log shared by several writers.
-    shared: Option<Uuid>,
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        if let Some(hold) = self.shared {
-            // Let go in the background: the answer does not wait, and a unit that is never let
-            // go (the process dies first) expires.
-            let release = self.service.store.release_quota(&live_count_key(&self.key.0, self.key.1), hold);
-            tokio::spawn(async move {
-                if let Err(e) = release.await {
-                    tracing::warn!(error = %crate::error_chain(&e), "cannot let go of a quota hold; it will expire");
-                }
-            });
-            return;
-        }
         let mut pending = self.service.pending.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = pending.get_mut(&self.key) {
             *n = n.saturating_sub(1);
@@ -67,17 +51,6 @@ impl LifecycleService {
     /// exactly: no spurious refusal, no excess.
     pub(super) async fn reserve(&self, scope: &Scope, kind: ResourceKind, quota: u64) -> Result<Reservation<'_>, ServiceError> {
         let key = (scope.clone(), kind);
-        match self.store.hold_quota(&live_count_key(scope, kind), quota).await? {
-            None => {}
-            Some(QuotaHold::Held(hold)) => {
-                return Ok(Reservation {
-                    service: self,
-                    key,
-                    shared: Some(hold),
-                })
-            }
-            Some(QuotaHold::Full { .. }) => return Err(quota_exceeded(scope, kind, quota)),
-        }
         loop {
             let settled = self.settled.notified();
             tokio::pin!(settled);
@@ -92,29 +65,20 @@ impl LifecycleService {
                 let in_flight = pending.get(&key).copied().unwrap_or(0);
                 if live + in_flight < quota {
                     *pending.entry(key.clone()).or_insert(0) += 1;
-                    return Ok(Reservation {
-                        service: self,
-                        key,
-                        shared: None,
-                    });
+                    return Ok(Reservation { service: self, key });
                 }
                 if in_flight == 0 {
-                    return Err(quota_exceeded(scope, kind, quota));
+                    let (reason, what) = match kind {
+                        ResourceKind::PhoneNumber => (QuotaReason::PhoneNumbersPerAccount, "phone numbers"),
+                        ResourceKind::Pool => (QuotaReason::PoolsPerAccount, "pools"),
+                    };
+                    return Err(ServiceError::Rejected(Rejection::QuotaExceeded {
+                        reason,
+                        message: format!("account {} already holds {quota} {what} in {}", scope.account, scope.region),
+                    }));
                 }
             }
             settled.await;
         }
     }
-}
-
-/// `ServiceQuotaExceededException` for the scope's quota of `kind`.
-fn quota_exceeded(scope: &Scope, kind: ResourceKind, quota: u64) -> ServiceError {
-    let (reason, what) = match kind {
-        ResourceKind::PhoneNumber => (QuotaReason::PhoneNumbersPerAccount, "phone numbers"),
-        ResourceKind::Pool => (QuotaReason::PoolsPerAccount, "pools"),
-    };
-    ServiceError::Rejected(Rejection::QuotaExceeded {
-        reason,
-        message: format!("account {} already holds {quota} {what} in {}", scope.account, scope.region),
-    })
 }

@@ -127,15 +127,6 @@ pub enum AppendError {
     Storage(#[source] StoreError),
 }
 
-/// The answer to [`EventStore::hold_quota`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QuotaHold {
-    /// A unit is held (let go of it with [`EventStore::release_quota`]).
-    Held(Uuid),
-    /// The quota is used up by `live` resources.
-    Full { live: u64 },
-}
-
 /// A change to a derived index, committed atomically with the events that cause it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IndexOp {
@@ -323,22 +314,6 @@ pub trait EventStore: Send + Sync + 'static {
     /// writer stores each event's hash with it).
     fn checkpoints(&self) -> StoreFuture<Vec<Checkpoint>> {
         Box::pin(std::future::ready(Ok(Vec::new())))
-    }
-
-    /// Takes one unit of a quota shared by every writer of the log, for a creation in flight: the
-    /// live resources (the index counter `counter`) plus the units held stay below `limit`.
-    /// `None` when the backend has one writer (the default): the caller then counts its own
-    /// creations in flight, which is exact.
-    fn hold_quota(&self, counter: &[u8], limit: u64) -> StoreFuture<Option<QuotaHold>> {
-        let _ = (counter, limit);
-        Box::pin(std::future::ready(Ok(None)))
-    }
-
-    /// Lets go of a unit taken with [`EventStore::hold_quota`] (once the creation is committed
-    /// or refused).
-    fn release_quota(&self, counter: &[u8], hold: Uuid) -> StoreFuture<()> {
-        let _ = (counter, hold);
-        Box::pin(std::future::ready(Ok(())))
     }
 
     /// Watches the last durable feed position, for followers (`None` when the store takes no

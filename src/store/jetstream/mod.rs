@@ -11,8 +11,6 @@
 //!   reservation that outlived its append (a crash between the two steps) is taken over once it
 //!   is older than [`CLAIM_GRACE`] and the log has no commit holding it ([`claims`]).
 //! - **Snapshots bucket** `<NS>_SNAPSHOTS` (key-value): a cache beside the log.
-//! - **Quotas bucket** `<NS>_QUOTAS` (key-value): the units of each account's quotas held by
-//!   creations in flight on any node ([`quotas`]).
 //! - **Chain stream** `<NS>_CHAIN`: checkpoints of the hash chain, extended by one node at a
 //!   time ([`sealer`]).
 //!
@@ -34,7 +32,6 @@
 
 mod claims;
 mod mirror;
-mod quotas;
 mod sealer;
 mod wire;
 mod writer;
@@ -137,9 +134,6 @@ struct Shared {
     chain: stream::Stream,
     claims: kv::Store,
     snapshots: kv::Store,
-    quotas: kv::Store,
-    /// The stream behind the quotas bucket (its changes are checked against its last sequence).
-    quotas_stream: stream::Stream,
     mirror: Mirror,
     /// Heads learned from reads and acknowledgements (bounded).
     heads: Mutex<lru::LruCache<String, KnownHead>>,
@@ -299,8 +293,6 @@ async fn setup(
     let chain = ensure_stream(&js, log_stream(&names.chain, names.chain_subject.clone())).await?;
     let claims = ensure_bucket(&js, &names.claims, replicas).await?;
     let snapshots = ensure_bucket(&js, &names.snapshots, replicas).await?;
-    let quotas = ensure_bucket(&js, &names.quotas, replicas).await?;
-    let quotas_stream = retrying(|| async { js.get_stream(format!("KV_{}", names.quotas)).await.map_err(backend) }).await?;
     let shared = Arc::new(Shared {
         js,
         names,
@@ -308,8 +300,6 @@ async fn setup(
         chain,
         claims,
         snapshots,
-        quotas,
-        quotas_stream,
         mirror: Mirror::default(),
         heads: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(65_536).expect("non-zero"))),
         acknowledged: AtomicU64::new(0),
@@ -753,16 +743,6 @@ impl EventStore for JetStreamStore {
 
     fn checkpoints(&self) -> StoreFuture<Vec<super::Checkpoint>> {
         self.run(move |s| async move { sealer::checkpoints(&s).await })
-    }
-
-    fn hold_quota(&self, counter: &[u8], limit: u64) -> StoreFuture<Option<super::QuotaHold>> {
-        let counter = counter.to_vec();
-        self.run(move |s| async move { quotas::hold(&s, &counter, limit).await.map(Some) })
-    }
-
-    fn release_quota(&self, counter: &[u8], hold: uuid::Uuid) -> StoreFuture<()> {
-        let counter = counter.to_vec();
-        self.run(move |s| async move { quotas::release(&s, &counter, hold).await })
     }
 
     fn watch_head(&self) -> Option<watch::Receiver<u64>> {

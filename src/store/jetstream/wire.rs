@@ -31,8 +31,6 @@ pub struct Names {
     pub claims: String,
     /// Key-value bucket of snapshots.
     pub snapshots: String,
-    /// Key-value bucket of quota holds (creations in flight).
-    pub quotas: String,
 }
 
 impl Names {
@@ -45,7 +43,6 @@ impl Names {
             chain_subject: format!("{lower}.chain"),
             claims: format!("{namespace}_CLAIMS"),
             snapshots: format!("{namespace}_SNAPSHOTS"),
-            quotas: format!("{namespace}_QUOTAS"),
         }
     }
 
