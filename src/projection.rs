@@ -30,8 +30,21 @@ pub fn view_prefix(scope: &Scope, kind: ResourceKind) -> Vec<u8> {
 }
 
 /// Layout version of the index; a log whose index was built with another one is re-indexed on
-/// start. 2: live-resource counters.
-pub const INDEX_LAYOUT_VERSION: u64 = 2;
+/// start. 2: live-resource counters. 3: owner keys.
+pub const INDEX_LAYOUT_VERSION: u64 = 3;
+
+/// Key that says a resource was created in a scope (kept when it is released or deleted):
+/// commands are checked against it before they reach the resource's actor, so a caller of
+/// another account or region is told "not found" exactly as for an id that never existed, and
+/// nothing is written to that resource's stream.
+pub fn owner_key(scope: &Scope, kind: ResourceKind, id: &str) -> Vec<u8> {
+    format!("o/{}/{}/{}/{id}", scope.account, scope.region, kind.arn_segment()).into_bytes()
+}
+
+/// The owner key of a resource created by this transition.
+fn owner_op(before_exists: bool, scope: &Scope, kind: ResourceKind, id: &str) -> Option<IndexOp> {
+    (!before_exists).then(|| IndexOp::Put(owner_key(scope, kind, id), Vec::new()))
+}
 
 /// Key of the counter of live resources of one kind in one scope (quotas read it).
 pub fn live_count_key(scope: &Scope, kind: ResourceKind) -> Vec<u8> {
@@ -91,6 +104,7 @@ impl Projected for PhoneNumberState {
         let live = n.status != NumberStatus::Deleted;
         let was_live = before.0.as_ref().is_some_and(|b| b.status != NumberStatus::Deleted);
         let mut ops: Vec<IndexOp> = live_count_op(&scope, Self::KIND, was_live, live).into_iter().collect();
+        ops.extend(owner_op(before.0.is_some(), &scope, Self::KIND, &n.phone_number_id));
         ops.extend(view_ops(view_key(&scope, Self::KIND, &n.phone_number_id), live, n));
         ops
     }
@@ -115,6 +129,7 @@ impl Projected for PoolState {
         let scope = Scope::new(&p.account, &p.region);
         let was_live = before.0.as_ref().is_some_and(|b| !b.deleted);
         let mut ops: Vec<IndexOp> = live_count_op(&scope, Self::KIND, was_live, !p.deleted).into_iter().collect();
+        ops.extend(owner_op(before.0.is_some(), &scope, Self::KIND, &p.pool_id));
         ops.extend(view_ops(view_key(&scope, Self::KIND, &p.pool_id), !p.deleted, p));
         ops
     }

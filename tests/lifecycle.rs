@@ -262,6 +262,23 @@ async fn accounts_are_isolated() {
     let theirs = server.client(OTHER_ACCOUNT);
     let id = request(&mine, MessageType::Transactional).await;
     let arn = format!("arn:aws:sms-voice:{REGION}:{ACCOUNT}:phone-number/{id}");
+    let pool = common::create_pool(&mine, &id).await;
+    // The number's and the pool's histories, from the audit API.
+    let history = |stream: String| {
+        let url = server.url();
+        async move {
+            let kind = if stream.starts_with("pool-") { "pools" } else { "phone-numbers" };
+            let body: serde_json::Value = reqwest::get(format!("{url}/audit/{kind}/{stream}/events"))
+                .await
+                .expect("GET")
+                .json()
+                .await
+                .expect("JSON");
+            body["Events"].as_array().map_or(0, Vec::len)
+        }
+    };
+    let before = (history(id.clone()).await, history(pool.clone()).await);
+    assert!(before.0 > 0 && before.1 > 0);
 
     assert!(theirs
         .describe_phone_numbers()
@@ -304,9 +321,30 @@ async fn accounts_are_isolated() {
         .expect("list")
         .phone_numbers()
         .is_empty());
-    // Still mine, untouched.
+    // Their commands on my pool are not found either.
+    assert!(theirs.delete_pool().pool_id(&pool).send().await.is_err());
+    assert!(theirs
+        .disassociate_origination_identity()
+        .pool_id(&pool)
+        .origination_identity(&id)
+        .send()
+        .await
+        .is_err());
+    // Still mine, untouched: nothing of theirs was written to my streams (a refusal for a
+    // resource they cannot see is "not found", as for an id that never existed).
     let n = mine.describe_phone_numbers().phone_number_ids(&id).send().await.expect("mine");
     assert!(!n.phone_numbers()[0].deletion_protection_enabled());
+    assert_eq!(
+        (history(id.clone()).await, history(pool.clone()).await),
+        before,
+        "no events by another account"
+    );
+    // My own refused command on my released number is still recorded.
+    mine.delete_pool().pool_id(&pool).send().await.expect("delete pool");
+    mine.release_phone_number().phone_number_id(&id).send().await.expect("release");
+    let released = history(id.clone()).await;
+    assert!(mine.release_phone_number().phone_number_id(&id).send().await.is_err());
+    assert_eq!(history(id.clone()).await, released + 1, "my refusal is on my number's history");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

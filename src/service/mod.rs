@@ -42,7 +42,7 @@ use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberSta
 use crate::domain::pool::{Pool, PoolAction, PoolState};
 use crate::domain::{CommandMeta, ResourceKind, Scope};
 use crate::numbering::NumberPicker;
-use crate::projection::Projected;
+use crate::projection::{owner_key, Projected};
 use crate::store::Store;
 
 /// How long a command the log refused as stale (it wrote nothing) keeps being sent again. With
@@ -106,6 +106,18 @@ impl LifecycleService {
 
     fn resolve(kind: ResourceKind, scope: &Scope, id_or_arn: &str) -> Result<String, ServiceError> {
         kind.resolve(scope, id_or_arn).ok_or_else(|| not_found(kind, id_or_arn))
+    }
+
+    /// The id of a resource the caller's scope created (live or not), for a command on it. A
+    /// resource of another account or region is not found exactly as an id that never existed
+    /// is (one index read either way), before its actor is asked: a refusal it cannot see writes
+    /// nothing to its stream.
+    async fn owned(&self, kind: ResourceKind, scope: &Scope, id_or_arn: &str) -> Result<String, ServiceError> {
+        let id = Self::resolve(kind, scope, id_or_arn)?;
+        match self.store.index_get_latest(&owner_key(scope, kind, &id)).await? {
+            Some(_) => Ok(id),
+            None => Err(not_found(kind, id_or_arn)),
+        }
     }
 
     /// Sends a message to the actor of `id`. An actor that was passivating when the message

@@ -70,7 +70,7 @@ impl LifecycleService {
             .reserve(scope, ResourceKind::PhoneNumber, self.quotas.phone_numbers_per_account)
             .await?;
         let pool = match &spec.pool_id {
-            Some(p) => Some(self.live_pool(scope, &Self::resolve(ResourceKind::Pool, scope, p)?).await?),
+            Some(p) => Some(self.live_pool(scope, &self.owned(ResourceKind::Pool, scope, p).await?).await?),
             None => None,
         };
 
@@ -179,13 +179,13 @@ impl LifecycleService {
         id_or_arn: &str,
         changes: PhoneNumberChanges,
     ) -> Result<PhoneNumber, ServiceError> {
-        let id = Self::resolve(ResourceKind::PhoneNumber, &meta.scope, id_or_arn)?;
+        let id = self.owned(ResourceKind::PhoneNumber, &meta.scope, id_or_arn).await?;
         self.number(meta, &id, PhoneNumberAction::Update(changes)).await
     }
 
     /// `ReleasePhoneNumber`.
     pub async fn release_phone_number(&self, meta: &CommandMeta, id_or_arn: &str) -> Result<PhoneNumber, ServiceError> {
-        let id = Self::resolve(ResourceKind::PhoneNumber, &meta.scope, id_or_arn)?;
+        let id = self.owned(ResourceKind::PhoneNumber, &meta.scope, id_or_arn).await?;
         self.number(meta, &id, PhoneNumberAction::Release).await
     }
 }

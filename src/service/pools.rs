@@ -113,8 +113,8 @@ impl LifecycleService {
         client_token: Option<&str>,
     ) -> Result<(PhoneNumber, Pool), ServiceError> {
         let scope = &meta.scope;
-        let pool_id = Self::resolve(ResourceKind::Pool, scope, pool)?;
-        let number_id = Self::resolve(ResourceKind::PhoneNumber, scope, identity)?;
+        let pool_id = self.owned(ResourceKind::Pool, scope, pool).await?;
+        let number_id = self.owned(ResourceKind::PhoneNumber, scope, identity).await?;
         let pool = self.live_pool(scope, &pool_id).await?;
         self.join_pool(meta, &number_id, &pool, iso, client_token).await
     }
@@ -128,8 +128,8 @@ impl LifecycleService {
         iso: Option<String>,
     ) -> Result<(PhoneNumber, Pool), ServiceError> {
         let scope = &meta.scope;
-        let pool_id = Self::resolve(ResourceKind::Pool, scope, pool)?;
-        let number_id = Self::resolve(ResourceKind::PhoneNumber, scope, identity)?;
+        let pool_id = self.owned(ResourceKind::Pool, scope, pool).await?;
+        let number_id = self.owned(ResourceKind::PhoneNumber, scope, identity).await?;
         self.live_pool(scope, &pool_id).await?;
         self.number(
             meta,
@@ -159,7 +159,7 @@ impl LifecycleService {
         if let Some(id) = earlier {
             return self.earlier_pool(scope, &spec, &id).await;
         }
-        let number_id = Self::resolve(ResourceKind::PhoneNumber, scope, &spec.origination_identity)?;
+        let number_id = self.owned(ResourceKind::PhoneNumber, scope, &spec.origination_identity).await?;
         let _reserved = self.reserve(scope, ResourceKind::Pool, self.quotas.pools_per_account).await?;
         let pool_id = ResourceKind::Pool.new_id();
         let number = self
@@ -227,7 +227,7 @@ impl LifecycleService {
 
     /// `DeletePool`: deletes, then lets every member go.
     pub async fn delete_pool(&self, meta: &CommandMeta, pool: &str) -> Result<Pool, ServiceError> {
-        let pool_id = Self::resolve(ResourceKind::Pool, &meta.scope, pool)?;
+        let pool_id = self.owned(ResourceKind::Pool, &meta.scope, pool).await?;
         let before = self.live_pool(&meta.scope, &pool_id).await?;
         let deleted = self.pool(meta, &pool_id, PoolAction::Delete).await?;
         for member in before.members.keys() {
@@ -239,7 +239,7 @@ impl LifecycleService {
 
     /// A live pool of the caller (for `ListPoolOriginationIdentities`).
     pub async fn pool_of(&self, scope: &Scope, pool: &str) -> Result<Pool, ServiceError> {
-        let pool_id = Self::resolve(ResourceKind::Pool, scope, pool)?;
+        let pool_id = self.owned(ResourceKind::Pool, scope, pool).await?;
         self.live_pool(scope, &pool_id).await
     }
 }

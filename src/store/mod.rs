@@ -338,6 +338,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// One index entry.
     fn index_get(&self, key: &[u8]) -> StoreFuture<Option<Vec<u8>>>;
 
+    /// One index entry, as of the whole log at the time of the call, whoever wrote it. A backend
+    /// with one writer has every append in its index already (the default); one shared by
+    /// several writers first catches up with the log's end.
+    fn index_get_latest(&self, key: &[u8]) -> StoreFuture<Option<Vec<u8>>> {
+        self.index_get(key)
+    }
+
     /// Index entries under `prefix` with key > `after` (or from the start), up to `limit`.
     #[allow(clippy::type_complexity)]
     fn index_scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> StoreFuture<Vec<(Vec<u8>, Vec<u8>)>>;

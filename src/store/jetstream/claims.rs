@@ -14,6 +14,12 @@
 //! When an append is refused its reservations are released at once; when a later append deletes a
 //! claimed key from the index (a released number), its reservation is freed once that append is
 //! stored. If a node dies in between, the reservation is abandoned and taken over as above.
+//!
+//! The reservations make a lost claim race rare and cheap (refused before anything is
+//! published); they are not what makes claims exact. nats-server 2.9 checks a key's expected
+//! revision against stored messages only, so two creates in flight at once can both succeed.
+//! Exactness comes from the log: every node's view voids a commit that claims a key another
+//! commit in force holds (see `mirror`), and its writer is told it was stale.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -21,7 +21,11 @@
 //! extend it: the stale one is refused (`WrongExpectedVersion`) and its actor re-reads and decides
 //! again. Placement is not needed for correctness: any node can serve any aggregate. Each append
 //! carries a `Nats-Msg-Id`, so resending it after a lost acknowledgement (a leader change) stores
-//! it once.
+//! it once. nats-server 2.9 applies that check to stored messages only, so what decides in the
+//! end is a rule every node's view applies in sequence order ([`mirror`]): a commit is in force
+//! only if it extends its aggregate's head (the next versions, decided after the head's last
+//! event) and claims no key held by another; otherwise it is void everywhere. That rule also lets
+//! a node publish an append right behind its own append in flight on the same aggregate.
 //!
 //! # Reads
 //! Each node consumes the events stream into its own in-memory view ([`mirror`]): positions, the
@@ -795,6 +799,23 @@ impl EventStore for JetStreamStore {
         let key = key.to_vec();
         self.run(move |s| async move {
             s.caught_up().await?;
+            Ok(s.mirror.index_get(&key))
+        })
+    }
+
+    fn index_get_latest(&self, key: &[u8]) -> StoreFuture<Option<Vec<u8>>> {
+        let key = key.to_vec();
+        self.run(move |s| async move {
+            if let Some(value) = s.mirror.index_get(&key) {
+                // Entries are read as the log had them at least this recently.
+                s.caught_up().await?;
+                return Ok(s.mirror.index_get(&key).or(Some(value)));
+            }
+            let last = retrying(|| async { s.events.get_info().await.map_err(backend) })
+                .await?
+                .state
+                .last_sequence;
+            s.mirror.wait_for(last).await?;
             Ok(s.mirror.index_get(&key))
         })
     }
