@@ -107,3 +107,72 @@ async fn interrupted_pool_changes_are_finished_on_start() {
         .await
         .expect("release");
 }
+
+/// A reconciler that settles a change left alone fences the pool first: a step of that change
+/// arriving afterwards (a request slower than the reconciler's patience, e.g. resent across a
+/// leader election) is refused, so the pool cannot change under the reconciler's decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settled_change_takes_no_late_step() {
+    use phone_ledger::domain::pool::PoolAction;
+    use phone_ledger::domain::types::ConflictReason;
+    use phone_ledger::domain::{Aggregate, Command, CommandMeta, Rejection, Scope};
+    let mut server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let a = common::request(&c, MessageType::Transactional).await;
+    let b = common::request(&c, MessageType::Transactional).await;
+    let pool_id = common::create_pool(&c, &a).await;
+    c.associate_origination_identity()
+        .pool_id(&pool_id)
+        .origination_identity(&b)
+        .send()
+        .await
+        .expect("associate");
+    server.stop();
+    // A request began to take `b` out of the pool, then went quiet before the pool's step.
+    let began_ms = {
+        let store = common::open_log(server.dir.path());
+        append::<PhoneNumberState>(
+            &*store,
+            &b,
+            PhoneNumberEvent::PoolDisassociationStarted { pool_id: pool_id.clone() },
+        )
+        .await;
+        let last = store.read_stream(&b, 1, usize::MAX).await.expect("read");
+        let began = last.last().expect("event").timestamp_ms;
+        store.close().await.expect("close");
+        began
+    };
+    // The start-up recovery settles it: the pool still holds `b`, so the leave is undone.
+    server.restart();
+    let c = server.client(ACCOUNT);
+    let members = c
+        .list_pool_origination_identities()
+        .pool_id(&pool_id)
+        .send()
+        .await
+        .expect("members");
+    assert_eq!(members.origination_identities().len(), 2);
+    server.stop();
+    // The quiet request's pool step, arriving now, is refused by the pool as the log has it.
+    let store = common::open_log(server.dir.path());
+    let envelopes = store.read_stream(&pool_id, 1, usize::MAX).await.expect("read");
+    assert!(envelopes.iter().any(|e| e.event_type == "ChangesFenced"), "the pool was fenced");
+    let pool: PoolState = replay(&envelopes).expect("replay");
+    let late = Command {
+        meta: CommandMeta {
+            request_id: "the-quiet-request".into(),
+            scope: Scope::new(ACCOUNT, REGION),
+            at_ms: began_ms,
+            operation: "DisassociateOriginationIdentity".into(),
+        },
+        target: pool_id.clone(),
+        action: PoolAction::RemoveMember {
+            origination_identity: b.clone(),
+        },
+    };
+    match pool.decide(&late) {
+        Err(Rejection::Conflict { reason, .. }) => assert_eq!(reason, ConflictReason::ResourceModificationNotAllowed),
+        other => panic!("the late step was not refused: {other:?}"),
+    }
+    store.close().await.expect("close");
+}

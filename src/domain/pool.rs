@@ -52,6 +52,10 @@ pub struct Pool {
     pub created_timestamp_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_token: Option<String>,
+    /// Per number: a reconciler gave up (finished or undid) its pool changes begun at or before
+    /// this time, so a late step of one of them is refused (see `PoolAction::Fence`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fenced: BTreeMap<String, u64>,
 }
 
 /// The state of one pool stream.
@@ -69,6 +73,14 @@ pub enum PoolAction {
         origination_identity: String,
     },
     Delete,
+    /// A reconciler is about to settle a pool change of `origination_identity` that was left
+    /// alone: steps of that number's changes begun at or before `begun_before_ms` (the time of
+    /// the request that began them) are refused from now on. The reconciler then decides from
+    /// this pool's state after the fence, which no late step of the given-up change can alter.
+    Fence {
+        origination_identity: String,
+        begun_before_ms: u64,
+    },
 }
 
 impl ActionName for PoolAction {
@@ -78,6 +90,7 @@ impl ActionName for PoolAction {
             PoolAction::AddMember(_) => "AddMember",
             PoolAction::RemoveMember { .. } => "RemoveMember",
             PoolAction::Delete => "Delete",
+            PoolAction::Fence { .. } => "Fence",
         }
     }
 }
@@ -114,6 +127,11 @@ pub enum PoolEvent {
         #[serde(rename = "Rejection")]
         reason: Rejection,
     },
+    /// Late steps of the number's changes begun at or before `begun_before_ms` are refused.
+    ChangesFenced {
+        origination_identity: String,
+        begun_before_ms: u64,
+    },
 }
 
 const KIND: ResourceKind = ResourceKind::Pool;
@@ -123,6 +141,23 @@ impl PoolState {
         match &self.0 {
             Some(p) if !p.deleted && p.account == command.meta.scope.account && p.region == command.meta.scope.region => Ok(p),
             _ => Err(Rejection::not_found(KIND, &command.target)),
+        }
+    }
+
+    /// Refuses a step of a pool change of `number` that a reconciler gave up: one whose request
+    /// began (`at_ms`) at or before the fence.
+    fn not_fenced(p: &Pool, number: &str, command: &Command<PoolAction>) -> Result<(), Rejection> {
+        match p.fenced.get(number) {
+            Some(fence) if command.meta.at_ms <= *fence => Err(Rejection::conflict(
+                ConflictReason::ResourceModificationNotAllowed,
+                ResourceKind::PhoneNumber,
+                number,
+                &format!(
+                    "has a change of pool {} that was left unfinished and has been settled; send the request again",
+                    p.pool_id
+                ),
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -141,6 +176,7 @@ impl Aggregate for PoolState {
             },
             PoolAction::AddMember(member) => {
                 let p = self.live(command)?;
+                Self::not_fenced(p, &member.origination_identity, command)?;
                 if p.members.contains_key(&member.origination_identity) {
                     return conflict(
                         ConflictReason::ResourceAlreadyAssociated,
@@ -162,6 +198,7 @@ impl Aggregate for PoolState {
             }
             PoolAction::RemoveMember { origination_identity } => {
                 let p = self.live(command)?;
+                Self::not_fenced(p, origination_identity, command)?;
                 if !p.members.contains_key(origination_identity) {
                     return Err(Rejection::conflict(
                         ConflictReason::PhoneNumberNotAssociatedToPool,
@@ -194,6 +231,19 @@ impl Aggregate for PoolState {
                     members: p.members.keys().cloned().collect(),
                 }])
             }
+            PoolAction::Fence {
+                origination_identity,
+                begun_before_ms,
+            } => match &self.0 {
+                // A pool that is gone takes no step anyway.
+                Some(p) if !p.deleted && p.fenced.get(origination_identity).is_none_or(|f| f < begun_before_ms) => {
+                    Ok(vec![PoolEvent::ChangesFenced {
+                        origination_identity: origination_identity.clone(),
+                        begun_before_ms: *begun_before_ms,
+                    }])
+                }
+                _ => Ok(vec![]),
+            },
         }
     }
 
@@ -216,6 +266,13 @@ impl Aggregate for PoolState {
                 p.deleted = true;
                 p.status = PoolStatus::Deleting;
                 p.members.clear();
+            }
+            PoolEvent::ChangesFenced {
+                origination_identity,
+                begun_before_ms,
+            } => {
+                let fence = p.fenced.entry(origination_identity.clone()).or_default();
+                *fence = (*fence).max(*begun_before_ms);
             }
             PoolEvent::AssociationRejected { .. }
             | PoolEvent::DisassociationRejected { .. }
@@ -297,6 +354,7 @@ mod tests {
             tags: vec![],
             created_timestamp_ms: 1,
             client_token: None,
+            fenced: BTreeMap::new(),
         }
     }
 
@@ -351,6 +409,67 @@ mod tests {
                 origination_identity: id.clone(),
             })
             .then(&[PoolEvent::OriginationIdentityDisassociated { origination_identity: id }]);
+    }
+
+    /// A reconciler settles a pool change that was left alone: it fences the pool, and a step of
+    /// that change arriving later (its request began before the fence) is refused, so the pool
+    /// cannot change under the reconciler's decision. Changes begun after it go through.
+    #[test]
+    fn a_fenced_change_takes_no_late_step() {
+        let second = member(2, MessageType::Transactional);
+        let id = second.origination_identity.clone();
+        let at = crate::domain::testing::meta(ACCOUNT).at_ms;
+        let history = [created(false), PoolEvent::OriginationIdentityAssociated(second.clone())];
+        let fenced = PoolEvent::ChangesFenced {
+            origination_identity: id.clone(),
+            begun_before_ms: at,
+        };
+        given::<PoolState>(POOL, &history)
+            .when(PoolAction::Fence {
+                origination_identity: id.clone(),
+                begun_before_ms: at,
+            })
+            .then(&[fenced.clone()]);
+        let after_fence = [history[0].clone(), history[1].clone(), fenced.clone()];
+        // The late step of the given-up change (its request began at `at`) is refused.
+        given::<PoolState>(POOL, &after_fence)
+            .when(PoolAction::RemoveMember {
+                origination_identity: id.clone(),
+            })
+            .then_reject(is_conflict(ConflictReason::ResourceModificationNotAllowed));
+        // Fencing again at the same time or earlier changes nothing.
+        given::<PoolState>(POOL, &after_fence)
+            .when(PoolAction::Fence {
+                origination_identity: id.clone(),
+                begun_before_ms: at - 5,
+            })
+            .then(&[]);
+        // A change begun after the fence goes through, and other numbers are not fenced.
+        let earlier_fence = PoolEvent::ChangesFenced {
+            origination_identity: id.clone(),
+            begun_before_ms: at - 1,
+        };
+        given::<PoolState>(POOL, &[history[0].clone(), history[1].clone(), earlier_fence])
+            .when(PoolAction::RemoveMember {
+                origination_identity: id.clone(),
+            })
+            .then(&[PoolEvent::OriginationIdentityDisassociated { origination_identity: id }]);
+        given::<PoolState>(POOL, &after_fence)
+            .when(PoolAction::AddMember(member(3, MessageType::Transactional)))
+            .then(&[PoolEvent::OriginationIdentityAssociated(member(3, MessageType::Transactional))]);
+        // A deleted pool takes no step anyway: nothing to fence.
+        let deleted = PoolEvent::PoolDeleted {
+            members: vec![
+                member(1, MessageType::Transactional).origination_identity,
+                second.origination_identity.clone(),
+            ],
+        };
+        given::<PoolState>(POOL, &[history[0].clone(), history[1].clone(), deleted])
+            .when(PoolAction::Fence {
+                origination_identity: second.origination_identity,
+                begun_before_ms: at,
+            })
+            .then(&[]);
     }
 
     #[test]

@@ -193,6 +193,7 @@ impl LifecycleService {
             tags: spec.tags.clone(),
             created_timestamp_ms: meta.at_ms,
             client_token: spec.client_token.clone(),
+            fenced: Default::default(),
         };
         let created = self
             .execute(&self.pools, &pool_id, true, meta, PoolAction::Create(Box::new(pool)))

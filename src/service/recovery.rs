@@ -7,9 +7,9 @@ use std::collections::HashMap;
 
 use super::{LifecycleService, ServiceError};
 use crate::domain::phone_number::PhoneNumber;
-use crate::domain::pool::{Pool, PoolState};
+use crate::domain::pool::{Pool, PoolAction, PoolState};
 use crate::domain::pool_change::{finish_interrupted, pool_to_ask};
-use crate::domain::{CommandMeta, ResourceKind, Scope};
+use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
 
 impl LifecycleService {
     /// Finishes pool changes that a crash interrupted, so no number stays `ASSOCIATING` or
@@ -18,8 +18,10 @@ impl LifecycleService {
     ///
     /// Only changes whose number has not moved for `left_alone_for` are touched: with one node
     /// that is zero at start-up (nothing is in flight before requests are served); with several,
-    /// another node may be between the two steps of a change right now, and finishing it under
-    /// it would race its own last step.
+    /// another node may be between the two steps of a change right now. Each pool is fenced
+    /// before it is asked ([`PoolAction::Fence`]): a step of a given-up change that arrives
+    /// later (a request slower than `left_alone_for`) is refused, so the pool never changes
+    /// under the decision taken here.
     pub async fn recover_interrupted(&self, left_alone_for: std::time::Duration) -> Result<usize, ServiceError> {
         let mut stuck: Vec<PhoneNumber> = Vec::new();
         self.for_each_view(ResourceKind::PhoneNumber, |n: PhoneNumber| {
@@ -33,25 +35,27 @@ impl LifecycleService {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or_default();
+        let begun_before_ms = now_ms.saturating_sub(left_alone_for.as_millis() as u64);
         // Each pool read once per pass, from the log itself: with several nodes, this node's
         // actor of the pool may not have seen the step another node just took.
         let mut pools: HashMap<String, Option<Pool>> = HashMap::new();
+        let holds = |pool: Option<&Pool>, n: &PhoneNumber| {
+            pool.is_some_and(|p| !p.deleted && p.account == n.account && p.region == n.region && p.members.contains_key(&n.phone_number_id))
+        };
         for n in stuck {
-            let Some(pool_id) = pool_to_ask(&n) else { continue };
-            if !pools.contains_key(pool_id) {
-                let loaded = crate::rehydrate::load_state::<PoolState>(&*self.store, pool_id).await?;
-                pools.insert(pool_id.to_string(), loaded.state.0);
-            }
-            let scope = Scope::new(&n.account, &n.region);
-            // A pool that is gone (or another account's) does not hold the number.
-            let pool_holds_it = pools.get(pool_id).and_then(Option::as_ref).is_some_and(|p| {
-                !p.deleted && p.account == scope.account && p.region == scope.region && p.members.contains_key(&n.phone_number_id)
-            });
-            let Some(action) = finish_interrupted(&n, pool_holds_it) else {
+            let Some(pool_id) = pool_to_ask(&n).map(str::to_string) else {
                 continue;
             };
-            // With several nodes, only what has been left alone long enough: a live change (or
-            // a pool step newer than the pool read above) has moved the number recently.
+            if !pools.contains_key(&pool_id) {
+                let loaded = crate::rehydrate::load_state::<PoolState>(&*self.store, &pool_id).await?;
+                pools.insert(pool_id.clone(), loaded.state.0);
+            }
+            // A pool that is gone (or another account's) does not hold the number.
+            if finish_interrupted(&n, holds(pools.get(&pool_id).and_then(Option::as_ref), &n)).is_none() {
+                continue;
+            }
+            // With several nodes, only what has been left alone long enough: a live change has
+            // moved the number recently.
             if !left_alone_for.is_zero() {
                 let head = self.store.stream_head(&n.phone_number_id).await?;
                 let last = self.store.read_stream(&n.phone_number_id, head.version, 1).await?;
@@ -60,12 +64,30 @@ impl LifecycleService {
                     continue;
                 }
             }
+            let scope = Scope::new(&n.account, &n.region);
             let meta = CommandMeta {
                 request_id: format!("recovery-{}", uuid::Uuid::new_v4()),
                 scope,
                 at_ms: now_ms,
                 operation: "Recovery".into(),
             };
+            // Fence the pool first: a step of the given-up change that is still on its way (a
+            // request slower than `left_alone_for`, e.g. resent across a leader election) is
+            // refused from now on, so the pool's state after the fence decides for good.
+            let fence = PoolAction::Fence {
+                origination_identity: n.phone_number_id.clone(),
+                begun_before_ms,
+            };
+            let pool = match self.execute(&self.pools, &pool_id, false, &meta, fence).await {
+                Ok(state) => state.0,
+                Err(ServiceError::Rejected(Rejection::NotFound { .. })) => None,
+                Err(e) => return Err(e),
+            };
+            let Some(action) = finish_interrupted(&n, holds(pool.as_ref(), &n)) else {
+                pools.insert(pool_id, pool);
+                continue;
+            };
+            pools.insert(pool_id, pool);
             tracing::warn!(phone_number_id = %n.phone_number_id, action = ?action, "finishing an interrupted pool change");
             self.number(&meta, &n.phone_number_id, action).await?;
             repaired += 1;

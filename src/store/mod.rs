@@ -338,9 +338,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// One index entry.
     fn index_get(&self, key: &[u8]) -> StoreFuture<Option<Vec<u8>>>;
 
-    /// One index entry, as of the whole log at the time of the call, whoever wrote it. A backend
-    /// with one writer has every append in its index already (the default); one shared by
-    /// several writers first catches up with the log's end.
+    /// One index entry, found if anyone wrote it before the call (for entries that, once
+    /// written, stay): an entry this node's index has is returned at once; one it lacks is looked
+    /// up again once the index has caught up with the log's end. A backend with one writer has
+    /// every append in its index already (the default).
     fn index_get_latest(&self, key: &[u8]) -> StoreFuture<Option<Vec<u8>>> {
         self.index_get(key)
     }

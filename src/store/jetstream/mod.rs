@@ -807,9 +807,7 @@ impl EventStore for JetStreamStore {
         let key = key.to_vec();
         self.run(move |s| async move {
             if let Some(value) = s.mirror.index_get(&key) {
-                // Entries are read as the log had them at least this recently.
-                s.caught_up().await?;
-                return Ok(s.mirror.index_get(&key).or(Some(value)));
+                return Ok(Some(value));
             }
             let last = retrying(|| async { s.events.get_info().await.map_err(backend) })
                 .await?
