@@ -429,7 +429,7 @@ mod tests {
                 origination_identity: id.clone(),
                 begun_before_ms: at,
             })
-            .then(&[fenced.clone()]);
+            .then(std::slice::from_ref(&fenced));
         let after_fence = [history[0].clone(), history[1].clone(), fenced.clone()];
         // The late step of the given-up change (its request began at `at`) is refused.
         given::<PoolState>(POOL, &after_fence)
