@@ -85,6 +85,15 @@ impl AwsJsonError {
     }
 
     /// The body is larger than the configured limit.
+    /// The client did not send the request's body in time (a transient error the SDKs retry).
+    pub fn body_timeout(deadline: std::time::Duration) -> Self {
+        AwsJsonError::new(
+            "RequestTimeoutException",
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body was not received within {} ms", deadline.as_millis()),
+        )
+    }
+
     pub fn too_large(limit: usize) -> Self {
         AwsJsonError::validation(
             ValidationReason::MaximumSizeExceeded,

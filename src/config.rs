@@ -41,6 +41,8 @@ pub struct Config {
     pub region: String,
     pub default_account: String,
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's body (408 beyond).
+    pub request_body_timeout_ms: u64,
     /// Which backend holds the log, and its settings.
     pub store: StoreConfig,
     /// Secret that signs pagination tokens (any string of 16 or more characters). Nodes that
@@ -157,6 +159,9 @@ impl Config {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         {
             return bad(format!("region {:?} is not a region name", self.region));
+        }
+        if self.request_body_timeout_ms == 0 {
+            return bad("request_body_timeout_ms must be at least 1".into());
         }
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes must be at least 1024".into());

@@ -82,3 +82,61 @@ async fn an_account_over_its_rate_is_throttled_alone() {
     let (status, _) = call(&http, &url, "111122223333", "DescribePhoneNumbers", json!({})).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// Clients that send a request's headers and then its body a byte at a time hold no place of
+/// the server's bounded work: with room for 2 requests at once, 16 such clients leave every
+/// normal request served, and each slow one is answered 408 (RequestTimeoutException, which the
+/// SDKs retry) once the body deadline passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_bodies_lock_no_one_out() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start_with(|c| {
+        c.max_in_flight = 2;
+        c.request_body_timeout_ms = 1500;
+    });
+    let addr = server.url().trim_start_matches("http://").to_string();
+    let slow: Vec<_> = (0..16)
+        .map(|_| {
+            let addr = addr.clone();
+            tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+                let head = format!(
+                    "POST / HTTP/1.1\r\nHost: {addr}\r\nX-Amz-Target: PinpointSMSVoiceV2.DescribePhoneNumbers\r\n\
+                     Content-Type: application/x-amz-json-1.0\r\nContent-Length: 1000\r\n\r\n"
+                );
+                s.write_all(head.as_bytes()).await.expect("head");
+                let started = Instant::now();
+                let mut answer = Vec::new();
+                let mut buf = [0u8; 1024];
+                while started.elapsed() < Duration::from_secs(10) && !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                    tokio::select! {
+                        n = s.read(&mut buf) => match n {
+                            Ok(n) if n > 0 => answer.extend_from_slice(&buf[..n]),
+                            _ => break,
+                        },
+                        // A byte of the body every 300 ms, never the whole of it.
+                        _ = tokio::time::sleep(Duration::from_millis(300)) => {
+                            if s.write_all(b" ").await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                (String::from_utf8_lossy(&answer).into_owned(), started.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/", server.url());
+    for _ in 0..10 {
+        let (status, body) = call(&http, &url, "111122223333", "DescribePhoneNumbers", json!({})).await;
+        assert_eq!(status, StatusCode::OK, "a normal request while slow bodies trickle in: {body}");
+    }
+    for task in slow {
+        let (answer, took) = task.await.expect("task");
+        assert!(answer.starts_with("HTTP/1.1 408"), "a slow body is cut off: {answer:?}");
+        assert!(took < Duration::from_secs(5), "after the deadline, not at the end: {took:?}");
+    }
+}

@@ -33,6 +33,8 @@ pub struct ApiState {
     pub default_account: String,
     pub default_region: String,
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's body.
+    pub body_timeout: std::time::Duration,
     pub admission: admission::Admission,
     /// Signs pagination tokens (the same on every node that serves the same log).
     pub pagination_secret: [u8; 32],
@@ -104,8 +106,6 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
         resource = tracing::field::Empty,
     );
     let result = async {
-        // Held until the response is built: bounds the work the server has in progress.
-        let _permit = state.admission.admit(&scope.account)?;
         let limit = state.max_body_bytes;
         let declared = req
             .headers()
@@ -115,7 +115,14 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
         if declared.is_some_and(|n| n > limit) {
             return Err(AwsJsonError::too_large(limit));
         }
-        let body = read_body(payload, limit).await?;
+        // The body is read before admission, under a deadline: a client that sends it slowly
+        // (one byte a second) holds its own connection for a while, never a place of the
+        // server's bounded work.
+        let body = tokio::time::timeout(state.body_timeout, read_body(payload, limit))
+            .await
+            .map_err(|_| AwsJsonError::body_timeout(state.body_timeout))??;
+        // Held until the response is built: bounds the work the server has in progress.
+        let _permit = state.admission.admit(&scope.account)?;
         if operation.is_empty() || !model::model().has_operation(&operation) {
             return Err(AwsJsonError::unknown_operation(&target));
         }
