@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::query::{self, FeedFilter, PointInTime};
 use super::recheck::{recheck, Deciders};
 use super::verify::verify_store;
-use super::{digest, export, AuditError};
+use super::{digest, AuditError};
 use crate::aws_error::AwsJsonError;
 use crate::domain::ResourceKind;
 use crate::store::Store;
@@ -234,22 +234,55 @@ async fn get_recheck(req: HttpRequest, state: web::Data<AuditState>) -> HttpResp
     respond(off_workers(async move { recheck(&*store, &Deciders::today()).await }).await)
 }
 
+/// Events per page of a streamed export: what the server holds of one export at a time.
+const EXPORT_PAGE: usize = 1_000;
+
+/// The log as JSON lines, streamed page by page (each page read off the workers), so an export
+/// of any size takes the memory of one page. A failure after the first page cuts the body off
+/// (the client sees an incomplete chunked response, never a short file that looks whole).
 async fn get_export(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
-    let filter = match Params::parse(req.query_string(), &FEED_PARAMS[..7]).and_then(|p| p.feed_filter()) {
+    let mut filter = match Params::parse(req.query_string(), &FEED_PARAMS[..7]).and_then(|p| p.feed_filter()) {
         Ok(f) => f,
         Err(e) => return error_response(&e),
     };
-    match off_workers(async move {
-        let mut out = Vec::new();
-        export(&*store, &filter, &mut out).await?;
-        Ok(out)
-    })
-    .await
-    {
-        Ok(body) => HttpResponse::Ok().content_type("application/x-ndjson").body(body),
-        Err(e) => error_response(&e),
-    }
+    filter.limit = EXPORT_PAGE;
+    // The first page is read before answering, so a bad request or a failing store still gets
+    // an error status.
+    let first = {
+        let (store, filter) = (store.clone(), filter.clone());
+        off_workers(async move { query::feed(&*store, &filter).await }).await
+    };
+    let first = match first {
+        Ok(page) => page,
+        Err(e) => return error_response(&e),
+    };
+    let pages = stream::unfold(Some((first, store, filter)), |state| async move {
+        let (page, store, mut filter) = state?;
+        let mut chunk = Vec::with_capacity(page.events.len() * 512);
+        for e in &page.events {
+            if serde_json::to_writer(&mut chunk, e).is_err() {
+                return Some((Err(actix_web::error::ErrorInternalServerError("cannot encode an event")), None));
+            }
+            chunk.push(b'\n');
+        }
+        let next = match page.next_after {
+            None => None,
+            Some(after) => {
+                filter.after = after;
+                let (s, f) = (store.clone(), filter.clone());
+                match off_workers(async move { query::feed(&*s, &f).await }).await {
+                    Ok(next) => Some((next, store, filter)),
+                    Err(e) => {
+                        tracing::error!(error = %crate::error_chain(&e), "export cut off: cannot read the next page");
+                        return Some((Err(actix_web::error::ErrorInternalServerError(e.to_string())), None));
+                    }
+                }
+            }
+        };
+        Some((Ok::<_, actix_web::Error>(web::Bytes::from(chunk)), next))
+    });
+    HttpResponse::Ok().content_type("application/x-ndjson").streaming(pages)
 }
 
 async fn feed(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
