@@ -63,6 +63,8 @@ pub struct Config {
     pub max_live_actors: usize,
     /// Requests handled at once; beyond it the server answers ThrottlingException.
     pub max_in_flight: usize,
+    /// Followers of the live audit feed connected at once; beyond it ThrottlingException.
+    pub max_followers: usize,
     /// Requests per second and account (0: unlimited); beyond it ThrottlingException.
     pub account_requests_per_sec: u32,
     pub quotas: Quotas,

@@ -219,6 +219,8 @@ async fn serve_notifying(
     let audit_state = web::Data::new(AuditState {
         store: store.clone(),
         stopping,
+        followers: Arc::new(tokio::sync::Semaphore::new(config.max_followers)),
+        max_followers: config.max_followers,
     });
     let mut server = HttpServer::new(move || {
         App::new()

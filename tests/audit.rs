@@ -478,3 +478,38 @@ async fn an_export_is_streamed_in_bounded_memory() {
         "the server's peak memory grew by {growth_mib} MiB for a {export_mib} MiB export"
     );
 }
+
+/// Followers of the live feed are bounded (`max_followers`): beyond it a follower is told to
+/// retry (ThrottlingException), and a follower that leaves gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_of_the_feed_are_bounded() {
+    let server = TestServer::start_with(|c| c.max_followers = 2);
+    request(&server.client(ACCOUNT), MessageType::Transactional).await;
+    let url = format!("{}/audit/events?Follow=true", server.url());
+    let first = reqwest::get(&url).await.expect("follow");
+    let second = reqwest::get(&url).await.expect("follow");
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    let third = reqwest::get(&url).await.expect("follow");
+    assert_eq!(third.status().as_u16(), 400);
+    let body: Value = third.json().await.expect("json");
+    assert_eq!(body["__type"], "ThrottlingException", "{body}");
+    // Reads of the feed that do not follow are not bounded by it.
+    let (status, _) = get(&format!("{}/audit/events", server.url())).await;
+    assert_eq!(status, 200);
+    // One leaves: its place is given back once the server notices.
+    drop(first);
+    let started = std::time::Instant::now();
+    loop {
+        let again = reqwest::get(&url).await.expect("follow");
+        if again.status().as_u16() == 200 {
+            break;
+        }
+        // Noticed at the second keep-alive written to it (every 4 s).
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the place was never given back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    eprintln!("a follower's place came back after {:?}", started.elapsed());
+}

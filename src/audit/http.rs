@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -27,6 +28,10 @@ pub struct AuditState {
     pub store: Store,
     /// Becomes `true` when the server starts stopping (followers of the feed end then).
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Places for followers of the live feed: each holds one while connected.
+    pub followers: Arc<tokio::sync::Semaphore>,
+    /// How many places there are (`max_followers`).
+    pub max_followers: usize,
 }
 
 /// Mounts the audit routes (under `/audit`).
@@ -293,13 +298,32 @@ async fn feed(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
         Err(e) => return error_response(&e),
     };
     if !follow {
-        return respond(query::feed(&*store, &filter).await);
+        let read = off_workers(async move { query::feed(&*store, &filter).await });
+        return respond(read.await);
     }
-    follow_feed(store, filter, state.stopping.clone())
+    // Followers are bounded: each holds its place until it disconnects.
+    let Ok(place) = state.followers.clone().try_acquire_owned() else {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        return AwsJsonError::throttling(format!(
+            "{} followers of the feed are connected already; retry later",
+            state.max_followers
+        ))
+        .to_response(&request_id);
+    };
+    follow_feed(store, filter, state.stopping.clone(), place)
 }
 
+/// How often an idle follower is sent a keep-alive comment. A follower that left is noticed
+/// when a write to it fails (the second after it left), and its place is given back then.
+const FOLLOW_KEEP_ALIVE: Duration = Duration::from_secs(4);
+
 /// Server-sent events: every matching event as it is committed (`id:` is its position).
-fn follow_feed(store: Store, filter: FeedFilter, stopping: tokio::sync::watch::Receiver<bool>) -> HttpResponse {
+fn follow_feed(
+    store: Store,
+    filter: FeedFilter,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    place: tokio::sync::OwnedSemaphorePermit,
+) -> HttpResponse {
     let Some(head) = store.watch_head() else {
         return error_response(&AuditError::Input("this store does not accept writes; nothing to follow".into()));
     };
@@ -308,12 +332,15 @@ fn follow_feed(store: Store, filter: FeedFilter, stopping: tokio::sync::watch::R
         filter: FeedFilter,
         head: tokio::sync::watch::Receiver<u64>,
         stopping: tokio::sync::watch::Receiver<bool>,
+        /// Given back when the follower goes (the stream is dropped).
+        _place: tokio::sync::OwnedSemaphorePermit,
     }
     let start = Follow {
         store,
         filter,
         head,
         stopping,
+        _place: place,
     };
     let events = stream::unfold(start, |mut f| async move {
         loop {
@@ -322,7 +349,10 @@ fn follow_feed(store: Store, filter: FeedFilter, stopping: tokio::sync::watch::R
             }
             let mut page_filter = f.filter.clone();
             page_filter.limit = 256;
-            let page = match query::feed(&*f.store, &page_filter).await {
+            // Read off the workers: a follower catching up from the start of a long log must not
+            // hold a worker that serves writes.
+            let store = f.store.clone();
+            let page = match off_workers(async move { query::feed(&*store, &page_filter).await }).await {
                 Ok(p) => p,
                 Err(_) => return None, // store closed: the server is stopping
             };
@@ -346,7 +376,7 @@ fn follow_feed(store: Store, filter: FeedFilter, stopping: tokio::sync::watch::R
                     }
                 }
                 _ = f.stopping.changed() => return None,
-                _ = tokio::time::sleep(Duration::from_secs(15)) => {
+                _ = tokio::time::sleep(FOLLOW_KEEP_ALIVE) => {
                     return Some((Ok(web::Bytes::from_static(b": keep-alive\n\n")), f));
                 }
             }
