@@ -26,9 +26,36 @@ fn disable_transparent_huge_pages() {
     }
 }
 
+/// A panic inside the embedded log library means its files are damaged (it panics on bytes it
+/// cannot read, on any of its threads, instead of returning an error). The process then stops
+/// with one clear line and exit code 2 rather than a backtrace (or a server left running
+/// without its log's background thread); any other panic is a bug and is reported as Rust does.
+fn install_damage_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_sled = info.location().is_some_and(|l| l.file().contains("/sled-"));
+        if !in_sled {
+            return default(info);
+        }
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        eprintln!(
+            "phone-ledger: the log's files are damaged and cannot be read ({what}). Nothing was changed. \
+             Check them with `phone-ledger audit verify --data-dir DIR` on a copy, or restore the data \
+             directory from a backup or an export (`phone-ledger audit export`)."
+        );
+        std::process::exit(2);
+    }));
+}
+
 fn main() -> std::process::ExitCode {
     #[cfg(target_os = "linux")]
     disable_transparent_huge_pages();
+    install_damage_hook();
     let cli = phone_ledger::cli::Cli::parse();
     // The server logs every request; the tools only what goes wrong (their output is the report).
     let default_level = match cli.command {
