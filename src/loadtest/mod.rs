@@ -530,17 +530,32 @@ pub async fn race(args: &LoadTestArgs, prepared: &Prepared) -> Result<(Vec<Clien
 
 /// The whole log of a server, through its audit export.
 pub async fn fetch_log(base: &str) -> Result<Vec<EventEnvelope>, LoadTestError> {
-    let export = reqwest::get(format!("{base}/audit/export"))
+    let unreadable = |e: String| LoadTestError::Setup(format!("cannot read the log: {e}"));
+    let mut export = reqwest::get(format!("{base}/audit/export"))
         .await
-        .map_err(|e| LoadTestError::Setup(format!("cannot read the log: {e}")))?;
-    let text = export
-        .text()
-        .await
-        .map_err(|e| LoadTestError::Setup(format!("cannot read the log: {e}")))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| serde_json::from_str(line).map_err(|e| LoadTestError::Setup(format!("unreadable log export: {e}"))))
-        .collect()
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| unreadable(e.to_string()))?;
+    // Read as it streams in, a line at a time: only the events are held, never the whole body.
+    let mut events = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
+    let take = |line: &[u8], events: &mut Vec<EventEnvelope>| -> Result<(), LoadTestError> {
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            let event = serde_json::from_slice(line).map_err(|e| LoadTestError::Setup(format!("unreadable log export: {e}")))?;
+            events.push(event);
+        }
+        Ok(())
+    };
+    while let Some(chunk) = export.chunk().await.map_err(|e| unreadable(e.to_string()))? {
+        pending.extend_from_slice(&chunk);
+        let mut start = 0;
+        while let Some(end) = pending[start..].iter().position(|b| *b == b'\n') {
+            take(&pending[start..start + end], &mut events)?;
+            start += end + 1;
+        }
+        pending.drain(..start);
+    }
+    take(&pending, &mut events)?;
+    Ok(events)
 }
 
 /// The longest stretch between two successful responses among `ops` (how long the service
