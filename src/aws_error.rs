@@ -149,8 +149,21 @@ impl AwsJsonError {
         match e {
             ServiceError::Rejected(r) => r.into(),
             ServiceError::Throttled(m) => AwsJsonError::throttling(m),
+            other if storage_failed(&other) => AwsJsonError::storage_failing(&other, request_id),
             other => AwsJsonError::internal(&other, request_id),
         }
+    }
+
+    /// `ServiceUnavailableException` (HTTP 503, which the SDKs retry): the event log's storage
+    /// is failing (a full or failing disk, a cluster without a quorum). Distinct from a bug
+    /// (`InternalServerException`), so an operator sees at once where to look.
+    pub fn storage_failing(cause: &(dyn std::error::Error + 'static), request_id: &str) -> Self {
+        tracing::error!(request_id, error = %crate::error_chain(cause), "storage is failing");
+        AwsJsonError::new(
+            "ServiceUnavailableException",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The event log's storage is failing, so the request may not have been carried out; retry it later",
+        )
     }
 
     fn with_status(mut self, status: StatusCode) -> Self {
@@ -195,5 +208,60 @@ impl From<Rejection> for AwsJsonError {
                 AwsJsonError::new("ServiceQuotaExceededException", StatusCode::BAD_REQUEST, message).with("Reason", reason.as_str())
             }
         }
+    }
+}
+
+/// Whether `e` is the storage backend failing (I/O, the engine, a lost quorum), as opposed to a
+/// refusal, a damaged record or a bug.
+fn storage_failed(e: &ServiceError) -> bool {
+    use crate::actors::ExecuteError;
+    use crate::store::{AppendError, StoreError};
+    let store = |s: &StoreError| matches!(s, StoreError::Backend(_));
+    match e {
+        ServiceError::Store(s) => store(s),
+        ServiceError::Execute { source, .. } => match source {
+            ExecuteError::Append(AppendError::Storage(s)) | ExecuteError::Replay(s) => store(s),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod storage_tests {
+    use super::*;
+    use crate::actors::ExecuteError;
+    use crate::store::{AppendError, StoreError};
+
+    /// A failing disk or cluster is told apart from a bug: 503 ServiceUnavailableException, which
+    /// the SDKs retry, with a message that says the storage is failing.
+    #[test]
+    fn a_failing_storage_is_a_distinct_retryable_error() {
+        let io = || StoreError::Backend(std::sync::Arc::new(std::io::Error::other("No space left on device")));
+        for e in [
+            ServiceError::Store(io()),
+            ServiceError::Execute {
+                stream: "phone-x".into(),
+                source: ExecuteError::Append(AppendError::Storage(io())),
+            },
+            ServiceError::Execute {
+                stream: "phone-x".into(),
+                source: ExecuteError::Replay(io()),
+            },
+        ] {
+            let error = AwsJsonError::from_service(e, "req");
+            assert_eq!(
+                (error.type_name, error.status),
+                ("ServiceUnavailableException", StatusCode::SERVICE_UNAVAILABLE)
+            );
+            assert!(error.message.contains("storage is failing"));
+        }
+        let bug = AwsJsonError::from_service(ServiceError::Invariant("x".into()), "req");
+        assert_eq!(bug.type_name, "InternalServerException");
+        let damaged = ServiceError::Store(StoreError::Corrupt {
+            key: "k".into(),
+            message: "m".into(),
+        });
+        assert_eq!(AwsJsonError::from_service(damaged, "req").type_name, "InternalServerException");
     }
 }
