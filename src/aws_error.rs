@@ -219,10 +219,10 @@ fn storage_failed(e: &ServiceError) -> bool {
     let store = |s: &StoreError| matches!(s, StoreError::Backend(_));
     match e {
         ServiceError::Store(s) => store(s),
-        ServiceError::Execute { source, .. } => match source {
-            ExecuteError::Append(AppendError::Storage(s)) | ExecuteError::Replay(s) => store(s),
-            _ => false,
-        },
+        ServiceError::Execute {
+            source: ExecuteError::Append(AppendError::Storage(s)) | ExecuteError::Replay(s),
+            ..
+        } => store(s),
         _ => false,
     }
 }
