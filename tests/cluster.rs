@@ -336,6 +336,18 @@ async fn call(http: &reqwest::Client, url: String, operation: &str, body: serde_
         .expect("send")
 }
 
+/// The node among `urls` that owns `id` (as each of them computes it).
+fn owner_of(urls: &[String], id: &str) -> String {
+    use phone_ledger::api::routing::{ClusterConfig, Router};
+    let router = Router::new(&ClusterConfig {
+        peers: urls.to_vec(),
+        self_url: urls[0].clone(),
+        ..Default::default()
+    })
+    .expect("router");
+    router.owner_of(id).to_string()
+}
+
 /// The node that decided an answer.
 fn decided_by(answer: &reqwest::Response) -> Option<String> {
     use phone_ledger::api::routing::DECIDED_BY;
@@ -346,19 +358,12 @@ fn decided_by(answer: &reqwest::Response) -> Option<String> {
 /// decided by the node that owns it, wherever it arrives; reads are served where they arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_on_a_number_are_decided_by_its_owner() {
-    use phone_ledger::api::routing::{ClusterConfig, Router};
     let Some(settings) = cluster_settings() else { return };
     let nodes = Nodes::start(&settings);
     let urls = nodes.urls();
     let c = client_for(&urls[0], ACCOUNT, REGION);
     let id = common::request(&c, MessageType::Transactional).await;
-    let router = Router::new(&ClusterConfig {
-        peers: urls.clone(),
-        self_url: urls[0].clone(),
-        ..Default::default()
-    })
-    .expect("router");
-    let owner = router.owner_of(&id).to_string();
+    let owner = owner_of(&urls, &id);
     let http = reqwest::Client::new();
     let call = |url: String, operation: &'static str, body: serde_json::Value| call(&http, url, operation, body);
     for (i, url) in urls.iter().enumerate() {
@@ -398,18 +403,12 @@ async fn commands_on_a_number_are_decided_by_its_owner() {
 /// so the racing stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_contended_number_moves_to_its_owner() {
-    use phone_ledger::api::routing::{ClusterConfig, Route, Router};
+    use phone_ledger::api::routing::Route;
     let Some(settings) = cluster_settings() else { return };
     let nodes = Nodes::start_with(&settings, |c| c.cluster.route = Route::Contended);
     let urls = nodes.urls();
     let id = common::request(&client_for(&urls[0], ACCOUNT, REGION), MessageType::Transactional).await;
-    let router = Router::new(&ClusterConfig {
-        peers: urls.clone(),
-        self_url: urls[0].clone(),
-        ..Default::default()
-    })
-    .expect("router");
-    let owner = router.owner_of(&id).to_string();
+    let owner = owner_of(&urls, &id);
     let elsewhere = urls.iter().find(|u| **u != owner).expect("a node that is not the owner").clone();
     let http = reqwest::Client::new();
     let update = |url: String, protect: bool| {

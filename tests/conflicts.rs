@@ -138,15 +138,7 @@ async fn racing_disassociations_never_empty_a_pool() {
     let server = TestServer::start();
     let c = server.client(ACCOUNT);
     for _ in 0..6 {
-        let a = request(&c, MessageType::Transactional).await;
-        let b = request(&c, MessageType::Transactional).await;
-        let pool_id = common::create_pool(&c, &a).await;
-        c.associate_origination_identity()
-            .pool_id(&pool_id)
-            .origination_identity(&b)
-            .send()
-            .await
-            .expect("associate");
+        let (a, b, pool_id) = common::pool_of_two(&c).await;
         let (ra, rb) = tokio::join!(
             c.disassociate_origination_identity()
                 .pool_id(&pool_id)

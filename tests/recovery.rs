@@ -118,15 +118,7 @@ async fn a_settled_change_takes_no_late_step() {
     use phone_ledger::domain::{Aggregate, Command, CommandMeta, Rejection, Scope};
     let mut server = TestServer::start();
     let c = server.client(ACCOUNT);
-    let a = common::request(&c, MessageType::Transactional).await;
-    let b = common::request(&c, MessageType::Transactional).await;
-    let pool_id = common::create_pool(&c, &a).await;
-    c.associate_origination_identity()
-        .pool_id(&pool_id)
-        .origination_identity(&b)
-        .send()
-        .await
-        .expect("associate");
+    let (_, b, pool_id) = common::pool_of_two(&c).await;
     server.stop();
     // A request began to take `b` out of the pool, then went quiet before the pool's step.
     let began_ms = {

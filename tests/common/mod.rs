@@ -165,6 +165,22 @@ pub async fn create_pool(client: &Client, identity: &str) -> String {
 
 /// The log of a stopped server, opened for reading and writing through the storage port (for
 /// tests that write a stream directly or inspect one).
+/// Two new numbers and a pool holding both: (first, second, pool).
+#[allow(dead_code)]
+pub async fn pool_of_two(client: &Client) -> (String, String, String) {
+    let a = request(client, MessageType::Transactional).await;
+    let b = request(client, MessageType::Transactional).await;
+    let pool = create_pool(client, &a).await;
+    client
+        .associate_origination_identity()
+        .pool_id(&pool)
+        .origination_identity(&b)
+        .send()
+        .await
+        .expect("associate");
+    (a, b, pool)
+}
+
 pub fn open_log(dir: &Path) -> phone_ledger::store::Store {
     phone_ledger::store::StoreConfig::embedded(phone_ledger::store::Durability::Flush, 64)
         .open(dir)
