@@ -38,6 +38,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod domain;
+pub mod durable_mark;
 pub mod loadtest;
 pub mod model;
 pub mod nats_cluster;

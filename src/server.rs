@@ -41,6 +41,9 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("server thread: {0}")]
     Thread(String),
+    /// The log does not reach what it had acknowledged (see `durable_mark`).
+    #[error("{0}")]
+    Damaged(String),
 }
 
 /// Opens the configured log and makes its derived index current (rebuilding it from the log when
@@ -178,6 +181,15 @@ async fn serve_notifying(
         tracing::warn!(%addr, "listening beyond loopback: every caller can act as any account (no SigV4 check)");
     }
     let store = open_store(&config).await?;
+    // The embedded log must reach the mark it left (unless its durability level lets a crash
+    // lose the last writes anyway), and keeps it up to date while serving.
+    let marked = config.store.backend == crate::store::Backend::Sled && config.store.sled.durability != crate::store::Durability::Relaxed;
+    if marked {
+        crate::durable_mark::check(&*store, &config.data_dir)
+            .await
+            .map_err(|e| ServerError::Damaged(crate::error_chain(&e)))?;
+        crate::durable_mark::keep(store.clone(), config.data_dir.clone());
+    }
     let secret = pagination_secret(&config)?;
     let service = service(&config, store.clone());
     let shared_log = config.store.backend != crate::store::Backend::Sled;

@@ -123,3 +123,61 @@ fn flip(db: &Path, at: u64) {
     }
     std::fs::write(db, bytes).expect("write");
 }
+
+/// The log must reach the durable mark it left beside itself: a log that ends before it lost
+/// acknowledged events (a truncation sled may read without complaint), one with another hash
+/// there was rewritten, and the server refuses to start on either, naming the damage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_lost_acknowledged_events_does_not_start() {
+    let data = tempfile::tempdir().expect("dir");
+    let (child, addr) = common::spawn_binary(data.path(), &[]);
+    let c = common::client_for(&format!("http://{addr}"), ACCOUNT, common::REGION);
+    for _ in 0..150 {
+        common::request(&c, MessageType::Transactional).await;
+    }
+    // The mark is brought up to date about once a second.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    common::signal(&child, "TERM");
+    let mut child = child;
+    let _ = child.wait();
+    let mark: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.path().join("durable-mark.json")).expect("a mark")).expect("json");
+    let position = mark["Position"].as_u64().expect("position");
+    assert!(position >= 150, "{mark}");
+    let work = tempfile::tempdir().expect("dir");
+    let serve = |dir: &Path| {
+        let dir = dir.to_string_lossy().to_string();
+        run(
+            &["serve", "--listen", "127.0.0.1:0", "--data-dir", dir.as_str()],
+            Duration::from_secs(8),
+        )
+    };
+    // The events after the mark's position are gone (the mark says more was acknowledged).
+    let lost = work.path().join("lost");
+    copy_dir(data.path(), &lost);
+    let mut ahead = mark.clone();
+    ahead["Position"] = serde_json::json!(position + 10);
+    std::fs::write(lost.join("durable-mark.json"), ahead.to_string()).expect("write");
+    let (code, err) = serve(&lost);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("lost acknowledged events") && err.contains("audit verify"), "{err}");
+    // Another event at the mark's position.
+    let rewritten = work.path().join("rewritten");
+    copy_dir(data.path(), &rewritten);
+    let mut other = mark.clone();
+    other["Hash"] = serde_json::json!("0".repeat(64));
+    std::fs::write(rewritten.join("durable-mark.json"), other.to_string()).expect("write");
+    let (code, err) = serve(&rewritten);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("rewritten"), "{err}");
+    // Half of the data file gone: the server never starts on what is left.
+    let truncated = work.path().join("truncated");
+    copy_dir(data.path(), &truncated);
+    let len = std::fs::metadata(truncated.join("db")).expect("db").len();
+    truncate(&truncated.join("db"), len / 2);
+    let (code, err) = serve(&truncated);
+    assert_eq!(code, Some(2), "a log that lost half its file does not start: {err}");
+    // The intact log starts (and is still running when the check gives up waiting).
+    let (code, err) = serve(data.path());
+    assert_eq!(code, None, "the intact log starts: {err}");
+}

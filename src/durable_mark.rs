@@ -1,0 +1,116 @@
+//! The durable mark: how far the embedded log had got (the feed position and its chain hash),
+//! written beside it about once a second in a small file of its own (replaced atomically, synced).
+//! At start-up the log must still reach the mark with the same hash. A log that ends before it
+//! has lost events that were acknowledged (a truncated file that sled reads without complaint
+//! starts on an earlier state), and one with another hash there was rewritten: either way the
+//! server refuses to start, naming the damage, rather than take writes on a partial history.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{ChainHead, EventStore, Store, StoreError};
+
+/// The file, in the data directory.
+const FILE: &str = "durable-mark.json";
+/// How often the mark is brought up to date (events acknowledged since may be lost unnoticed by
+/// a later truncation; nothing older can be).
+const EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+struct Mark {
+    position: u64,
+    hash: String,
+}
+
+/// Why the log does not reach its mark.
+#[derive(Debug, thiserror::Error)]
+pub enum MarkError {
+    #[error(
+        "the log has lost acknowledged events: it ends at position {ends_at}, but had reached position {had} \
+         (recorded in {file}). It was damaged (truncated?) while stopped; nothing was changed. Check a copy with \
+         `phone-ledger audit verify --data-dir DIR`, and restore the data directory from a backup or an export"
+    )]
+    Lost { ends_at: u64, had: u64, file: PathBuf },
+    #[error(
+        "the log was rewritten: the event at position {position} no longer has the hash recorded in {file}. \
+         Nothing was changed. Check a copy with `phone-ledger audit verify --data-dir DIR`"
+    )]
+    Rewritten { position: u64, file: PathBuf },
+    #[error("cannot read the log to compare it with its mark")]
+    Store(#[from] StoreError),
+}
+
+/// Checks that the log in `dir` reaches its mark (no mark yet: nothing to check).
+pub async fn check(store: &dyn EventStore, dir: &Path) -> Result<(), MarkError> {
+    let file = dir.join(FILE);
+    let Some(mark) = read(&file) else { return Ok(()) };
+    let head = store.chain_head().await?;
+    if head.position < mark.position {
+        return Err(MarkError::Lost {
+            ends_at: head.position,
+            had: mark.position,
+            file,
+        });
+    }
+    if mark.position > 0 {
+        let at = store.read_feed(mark.position - 1, 1).await?;
+        if at.first().is_none_or(|e| e.hash != mark.hash) {
+            return Err(MarkError::Rewritten {
+                position: mark.position,
+                file,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn read(file: &Path) -> Option<Mark> {
+    let bytes = std::fs::read(file).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(mark) => Some(mark),
+        Err(e) => {
+            // The mark is a safeguard, not the log: an unreadable one is replaced.
+            tracing::warn!(file = %file.display(), error = %e, "ignoring an unreadable durable mark");
+            None
+        }
+    }
+}
+
+fn write(file: &Path, head: &ChainHead) -> std::io::Result<()> {
+    use std::io::Write;
+    let mark = Mark {
+        position: head.position,
+        hash: hex::encode(head.hash),
+    };
+    let tmp = file.with_extension("tmp");
+    let mut out = std::fs::File::create(&tmp)?;
+    out.write_all(&serde_json::to_vec(&mark).map_err(std::io::Error::other)?)?;
+    out.sync_all()?;
+    std::fs::rename(&tmp, file)
+}
+
+/// Keeps the mark of `store` in `dir` up to date while the server runs (on a blocking thread:
+/// the sync must not hold a worker).
+pub fn keep(store: Store, dir: PathBuf) {
+    actix_rt::spawn(async move {
+        let file = dir.join(FILE);
+        let mut written = None;
+        loop {
+            tokio::time::sleep(EVERY).await;
+            let Ok(head) = store.chain_head().await else { return };
+            if written == Some(head.position) {
+                continue;
+            }
+            let target = file.clone();
+            let result = tokio::task::spawn_blocking(move || write(&target, &head)).await;
+            match result {
+                Ok(Ok(())) => written = Some(head.position),
+                Ok(Err(e)) => tracing::warn!(file = %file.display(), error = %e, "cannot write the durable mark"),
+                Err(_) => return,
+            }
+        }
+    });
+}
