@@ -65,6 +65,8 @@ pub struct Config {
     pub max_in_flight: usize,
     /// Followers of the live audit feed connected at once; beyond it ThrottlingException.
     pub max_followers: usize,
+    /// Followers of the live audit feed connected at once for one account (its SigV4 credential's).
+    pub max_followers_per_account: usize,
     /// Requests per second and account (0: unlimited); beyond it ThrottlingException.
     pub account_requests_per_sec: u32,
     pub quotas: Quotas,

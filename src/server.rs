@@ -233,6 +233,9 @@ async fn serve_notifying(
         stopping,
         followers: Arc::new(tokio::sync::Semaphore::new(config.max_followers)),
         max_followers: config.max_followers,
+        followers_by_account: Arc::default(),
+        max_followers_per_account: config.max_followers_per_account,
+        default_account: config.default_account.clone(),
     });
     let mut server = HttpServer::new(move || {
         App::new()

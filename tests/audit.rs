@@ -513,3 +513,35 @@ async fn followers_of_the_feed_are_bounded() {
     }
     eprintln!("a follower's place came back after {:?}", started.elapsed());
 }
+
+/// One account cannot take every follower's place: beyond `max_followers_per_account` its
+/// followers are refused while another account's are still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_account_cannot_take_every_followers_place() {
+    let server = TestServer::start_with(|c| {
+        c.max_followers = 10;
+        c.max_followers_per_account = 2;
+    });
+    let url = format!("{}/audit/events?Follow=true", server.url());
+    let http = reqwest::Client::new();
+    let follow = |account: &'static str| {
+        http.get(&url)
+            .header(
+                "Authorization",
+                format!("AWS4-HMAC-SHA256 Credential={account}/20261127/us-east-1/sms-voice/aws4_request, SignedHeaders=host, Signature=0"),
+            )
+            .send()
+    };
+    let mine = [
+        follow("111122223333").await.expect("follow"),
+        follow("111122223333").await.expect("follow"),
+    ];
+    assert!(mine.iter().all(|r| r.status() == 200));
+    let third = follow("111122223333").await.expect("follow");
+    assert_eq!(third.status().as_u16(), 400);
+    let body: Value = third.json().await.expect("json");
+    assert_eq!(body["__type"], "ThrottlingException");
+    assert!(body["Message"].as_str().unwrap_or_default().contains("111122223333"), "{body}");
+    let theirs = follow("444455556666").await.expect("follow");
+    assert_eq!(theirs.status().as_u16(), 200, "another account is still served");
+}

@@ -32,6 +32,46 @@ pub struct AuditState {
     pub followers: Arc<tokio::sync::Semaphore>,
     /// How many places there are (`max_followers`).
     pub max_followers: usize,
+    /// Followers connected per account (the SigV4 credential's), at most `max_followers_per_account`
+    /// each, so one caller cannot take every place.
+    pub followers_by_account: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    pub max_followers_per_account: usize,
+    /// The account of a request without a SigV4 credential.
+    pub default_account: String,
+}
+
+/// An account's place among the followers, given back when dropped.
+pub struct AccountPlace {
+    counts: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    account: String,
+}
+
+impl AccountPlace {
+    /// A place for `account`, if it has fewer than `max` followers connected.
+    fn take(counts: &Arc<std::sync::Mutex<HashMap<String, usize>>>, account: &str, max: usize) -> Option<AccountPlace> {
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(account.to_string()).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AccountPlace {
+            counts: counts.clone(),
+            account: account.to_string(),
+        })
+    }
+}
+
+impl Drop for AccountPlace {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.account) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.account);
+            }
+        }
+    }
 }
 
 /// Mounts the audit routes (under `/audit`).
@@ -301,16 +341,22 @@ async fn feed(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
         let read = off_workers(async move { query::feed(&*store, &filter).await });
         return respond(read.await);
     }
-    // Followers are bounded: each holds its place until it disconnects.
+    // Followers are bounded, per account and overall: each holds its places until it leaves.
+    let account = crate::api::auth::scope_of(req.headers(), &state.default_account, "-").account;
+    let refuse = |why: String| AwsJsonError::throttling(why).to_response(&uuid::Uuid::new_v4().to_string());
+    let Some(own) = AccountPlace::take(&state.followers_by_account, &account, state.max_followers_per_account) else {
+        return refuse(format!(
+            "account {account} has {} followers of the feed connected already; retry later",
+            state.max_followers_per_account
+        ));
+    };
     let Ok(place) = state.followers.clone().try_acquire_owned() else {
-        let request_id = uuid::Uuid::new_v4().to_string();
-        return AwsJsonError::throttling(format!(
+        return refuse(format!(
             "{} followers of the feed are connected already; retry later",
             state.max_followers
-        ))
-        .to_response(&request_id);
+        ));
     };
-    follow_feed(store, filter, state.stopping.clone(), place)
+    follow_feed(store, filter, state.stopping.clone(), (place, own))
 }
 
 /// How often an idle follower is sent a keep-alive comment. A follower that left is noticed
@@ -322,7 +368,7 @@ fn follow_feed(
     store: Store,
     filter: FeedFilter,
     stopping: tokio::sync::watch::Receiver<bool>,
-    place: tokio::sync::OwnedSemaphorePermit,
+    place: (tokio::sync::OwnedSemaphorePermit, AccountPlace),
 ) -> HttpResponse {
     let Some(head) = store.watch_head() else {
         return error_response(&AuditError::Input("this store does not accept writes; nothing to follow".into()));
@@ -333,7 +379,7 @@ fn follow_feed(
         head: tokio::sync::watch::Receiver<u64>,
         stopping: tokio::sync::watch::Receiver<bool>,
         /// Given back when the follower goes (the stream is dropped).
-        _place: tokio::sync::OwnedSemaphorePermit,
+        _place: (tokio::sync::OwnedSemaphorePermit, AccountPlace),
     }
     let start = Follow {
         store,
