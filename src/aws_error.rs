@@ -8,6 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use serde_json::{json, Map, Value};
 
+use crate::auth::AuthFailure;
 use crate::domain::types::ValidationReason;
 use crate::domain::Rejection;
 use crate::model::{FieldError, FieldErrorKind};
@@ -84,7 +85,6 @@ impl AwsJsonError {
         )
     }
 
-    /// The body is larger than the configured limit.
     /// The client did not send the request's body in time (a transient error the SDKs retry).
     pub fn body_timeout(deadline: std::time::Duration) -> Self {
         AwsJsonError::new(
@@ -94,6 +94,7 @@ impl AwsJsonError {
         )
     }
 
+    /// The body is larger than the configured limit.
     pub fn too_large(limit: usize) -> Self {
         AwsJsonError::validation(
             ValidationReason::MaximumSizeExceeded,
@@ -110,6 +111,26 @@ impl AwsJsonError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Type must be {AMZ_JSON}, got {got:?}"),
         )
+    }
+
+    /// A request that strict SigV4 mode does not authenticate, as AWS's JSON services answer it:
+    /// no `Authorization` (403 `MissingAuthenticationTokenException`), an incomplete one
+    /// (`IncompleteSignatureException`), a wrong or expired signature
+    /// (`InvalidSignatureException`), an unknown access key (`UnrecognizedClientException`).
+    pub fn unauthenticated(failure: &AuthFailure) -> Self {
+        let (type_name, status) = match failure {
+            AuthFailure::Missing => ("MissingAuthenticationTokenException", StatusCode::FORBIDDEN),
+            AuthFailure::Incomplete(_) => ("IncompleteSignatureException", StatusCode::BAD_REQUEST),
+            AuthFailure::Mismatch | AuthFailure::Invalid(_) => ("InvalidSignatureException", StatusCode::BAD_REQUEST),
+            AuthFailure::UnknownKey => ("UnrecognizedClientException", StatusCode::BAD_REQUEST),
+        };
+        AwsJsonError::new(type_name, status, failure.to_string())
+    }
+
+    /// `AccessDeniedException` (HTTP 403): an authenticated caller asked for what its credential
+    /// may not see.
+    pub fn access_denied(message: impl Into<String>) -> Self {
+        AwsJsonError::new("AccessDeniedException", StatusCode::FORBIDDEN, message)
     }
 
     /// `ThrottlingException`.

@@ -58,11 +58,17 @@ pub struct ClusterArgs {
     pub nats_port: u16,
 }
 
-/// Sets up logging from `RUST_LOG` (default `default_level`).
-pub fn init_tracing(default_level: &str) {
+/// Sets up logging from `RUST_LOG` (default `default_level`), to standard output (a server's
+/// log) or to standard error (a command's, whose standard output is its answer).
+pub fn init_tracing(default_level: &str, to_stderr: bool) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = if to_stderr {
+        builder.with_writer(std::io::stderr).try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Runs the parsed command line.

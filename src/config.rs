@@ -70,6 +70,9 @@ pub struct Config {
     /// Requests per second and account (0: unlimited); beyond it ThrottlingException.
     pub account_requests_per_sec: u32,
     pub quotas: Quotas,
+    /// How callers are authenticated (permissive, or strict SigV4 with a credentials file).
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
     /// With several nodes on one log: the nodes, for routing commands to a resource's owner.
     #[serde(default)]
     pub cluster: crate::api::routing::ClusterConfig,
@@ -173,6 +176,9 @@ impl Config {
         if let Err(m) = self.store.validate() {
             return bad(m);
         }
+        if let Err(m) = self.auth.validate() {
+            return bad(m);
+        }
         if let Err(m) = self.cluster.validate() {
             return bad(m);
         }
@@ -264,6 +270,23 @@ mod tests {
             jail.set_env("PHONE_LEDGER_DEFAULT_ACCOUNT", "000011112222");
             let c = Config::load(None, &Overrides::default()).expect("digits are an account");
             assert_eq!(c.default_account, "000011112222");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn strict_auth_needs_a_credentials_file() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None, &Overrides::default()).expect("defaults");
+            assert_eq!(c.auth.mode, crate::auth::AuthMode::Permissive);
+            jail.set_env("PHONE_LEDGER_AUTH__MODE", "sigv4");
+            let err = Config::load(None, &Overrides::default()).expect_err("no file");
+            assert!(err.to_string().contains("credentials_file"), "{err}");
+            jail.set_env("PHONE_LEDGER_AUTH__CREDENTIALS_FILE", "/etc/credentials.toml");
+            let c = Config::load(None, &Overrides::default()).expect("strict");
+            assert_eq!(c.auth.mode, crate::auth::AuthMode::Sigv4);
+            jail.set_env("PHONE_LEDGER_AUTH__MODE", "open");
+            assert!(Config::load(None, &Overrides::default()).is_err(), "an unknown mode is refused");
             Ok(())
         });
     }

@@ -33,6 +33,7 @@
 pub mod actors;
 pub mod api;
 pub mod audit;
+pub mod auth;
 pub mod aws_error;
 pub mod cli;
 pub mod codec;

@@ -62,6 +62,7 @@ fn main() -> std::process::ExitCode {
         phone_ledger::cli::Command::Serve { .. } => "info",
         _ => "warn",
     };
-    phone_ledger::cli::init_tracing(default_level);
+    let is_server = matches!(cli.command, phone_ledger::cli::Command::Serve { .. });
+    phone_ledger::cli::init_tracing(default_level, !is_server);
     phone_ledger::cli::run(cli)
 }

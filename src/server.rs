@@ -41,6 +41,8 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("server thread: {0}")]
     Thread(String),
+    #[error("strict SigV4 mode cannot start")]
+    Credentials(#[from] crate::auth::CredentialsError),
     /// The log does not reach what it had acknowledged (see `durable_mark`).
     #[error("{0}")]
     Damaged(String),
@@ -177,8 +179,17 @@ async fn serve_notifying(
         tracing::warn!("{warning}");
     }
     let addr = listener.local_addr()?;
-    if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "listening beyond loopback: every caller can act as any account (no SigV4 check)");
+    let auth = Arc::new(crate::auth::Authenticator::from_config(
+        &config.auth,
+        &config.default_account,
+        &config.region,
+    )?);
+    if auth.is_strict() {
+        tracing::info!("auth: sigv4 (every request must be signed with a credential of the credentials file)");
+    } else if addr.ip().is_loopback() {
+        tracing::info!("auth: permissive (signatures are not checked; a caller acts as the account its access key id names)");
+    } else {
+        tracing::warn!(%addr, "auth: permissive while listening beyond loopback: every caller can act as any account and read every audit trail; set [auth] mode = \"sigv4\"");
     }
     let store = open_store(&config).await?;
     // The embedded log must reach the mark it left (unless its durability level lets a crash
@@ -220,8 +231,7 @@ async fn serve_notifying(
     });
     let api_state = web::Data::new(ApiState {
         service: service.clone(),
-        default_account: config.default_account.clone(),
-        default_region: config.region.clone(),
+        auth: auth.clone(),
         max_body_bytes: config.max_body_bytes,
         body_timeout: std::time::Duration::from_millis(config.request_body_timeout_ms),
         admission: api::admission::Admission::new(config.max_in_flight, config.account_requests_per_sec),
@@ -235,7 +245,7 @@ async fn serve_notifying(
         max_followers: config.max_followers,
         followers_by_account: Arc::default(),
         max_followers_per_account: config.max_followers_per_account,
-        default_account: config.default_account.clone(),
+        auth,
     });
     let mut server = HttpServer::new(move || {
         App::new()

@@ -210,7 +210,7 @@ async fn one_numbers_lifecycle_across_three_nodes() {
 #[test]
 fn conflicting_load_spread_over_three_nodes_passes_the_verdict() {
     let Some(settings) = cluster_settings() else { return };
-    phone_ledger::cli::init_tracing("warn");
+    phone_ledger::cli::init_tracing("warn", true);
     let nodes = Nodes::start(&settings);
     let args = LoadTestArgs {
         server: Some(nodes.urls().join(",")),

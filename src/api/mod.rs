@@ -1,11 +1,10 @@
 //! The AWS JSON 1.0 edge: `POST /` with `X-Amz-Target: PinpointSMSVoiceV2.<Operation>`.
 //!
-//! Pipeline per request: request id → caller scope (SigV4 credential) → body (size-limited) →
-//! target → content type → JSON object → model validation → [`operations::dispatch`] →
+//! Pipeline per request: request id → body (size-limited, under a deadline) → caller (SigV4,
+//! [`crate::auth`]) → admission → target → content type → JSON object → model validation → [`operations::dispatch`] →
 //! response with `x-amzn-RequestId`. Every failure on the way is an [`AwsJsonError`].
 
 pub mod admission;
-pub mod auth;
 pub mod operations;
 pub mod pagination;
 pub mod routing;
@@ -30,8 +29,8 @@ pub const TARGET_PREFIX: &str = "PinpointSMSVoiceV2.";
 /// What the API's handlers share.
 pub struct ApiState {
     pub service: Arc<LifecycleService>,
-    pub default_account: String,
-    pub default_region: String,
+    /// Who is calling (and, in strict mode, whether the signature holds).
+    pub auth: Arc<crate::auth::Authenticator>,
     pub max_body_bytes: usize,
     /// How long a client may take to send a request's body.
     pub body_timeout: std::time::Duration,
@@ -89,7 +88,6 @@ fn resource_of(input: &Value) -> Option<&str> {
 async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiState>) -> HttpResponse {
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
-    let scope = auth::scope_of(req.headers(), &state.default_account, &state.default_region);
     let target = req
         .headers()
         .get("x-amz-target")
@@ -97,11 +95,12 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
         .unwrap_or_default()
         .to_string();
     let operation = target.strip_prefix(TARGET_PREFIX).unwrap_or_default().to_string();
+    // Account and region are recorded once the caller is authenticated.
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
-        account = %scope.account,
-        region = %scope.region,
+        account = tracing::field::Empty,
+        region = tracing::field::Empty,
         operation = %operation,
         resource = tracing::field::Empty,
     );
@@ -121,6 +120,15 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
         let body = tokio::time::timeout(state.body_timeout, read_body(payload, limit))
             .await
             .map_err(|_| AwsJsonError::body_timeout(state.body_timeout))??;
+        // The signature covers the body, so it is checked once the body is in; an unauthenticated
+        // request takes no place of the server's bounded work.
+        let scope = state
+            .auth
+            .authenticate(&req, &body)
+            .map_err(|failure| AwsJsonError::unauthenticated(&failure))?
+            .scope;
+        tracing::Span::current().record("account", scope.account.as_str());
+        tracing::Span::current().record("region", scope.region.as_str());
         // Held until the response is built: bounds the work the server has in progress.
         let _permit = state.admission.admit(&scope.account)?;
         if operation.is_empty() || !model::model().has_operation(&operation) {

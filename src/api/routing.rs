@@ -180,11 +180,13 @@ impl Router {
         (owner != self.self_url).then_some(owner)
     }
 
-    /// Sends the request to `owner` as it came (headers and body) and relays the answer.
+    /// Sends the request to `owner` as it came (headers, the `Host` it was sent to included, and
+    /// body) and relays the answer. So the owner checks the client's own signature: a node
+    /// vouches for nothing.
     pub async fn forward(&self, owner: &str, req: &HttpRequest, body: &[u8]) -> Result<HttpResponse, ForwardError> {
         let mut outgoing = self.client.post(format!("{owner}/")).body(body.to_vec());
         for (name, value) in req.headers() {
-            if !matches!(name.as_str(), "host" | "content-length" | "connection" | "transfer-encoding") {
+            if !matches!(name.as_str(), "content-length" | "connection" | "transfer-encoding") {
                 outgoing = outgoing.header(name.as_str(), value.as_bytes());
             }
         }

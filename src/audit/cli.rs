@@ -112,7 +112,7 @@ pub enum AuditCommand {
 
 /// Where answers come from.
 enum Source {
-    Remote(String),
+    Remote(Remote),
     /// A stopped node's log, and the runtime its reads run on.
     Local(Store, tokio::runtime::Runtime),
 }
@@ -134,7 +134,10 @@ pub fn run(args: AuditArgs) -> ExitCode {
         };
     }
     let source = match (&args.server, &args.data_dir) {
-        (Some(url), _) => Source::Remote(url.trim_end_matches('/').to_string()),
+        (Some(url), _) => Source::Remote(Remote {
+            base: url.trim_end_matches('/').to_string(),
+            signer: Signer::from_environment(),
+        }),
         (None, Some(dir)) => {
             let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
                 Ok(r) => r,
@@ -212,14 +215,79 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// A running server, and how requests to it are signed.
+struct Remote {
+    base: String,
+    signer: Option<Signer>,
+}
+
+/// Signs requests as the AWS SDKs do, with the credentials a person has set up for them: the
+/// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), then the
+/// shared files (`~/.aws/credentials` and `~/.aws/config`, profile `AWS_PROFILE`), read by
+/// `aws-config`. (Instance and container roles are not asked: this talks to a local service.)
+/// A server in strict SigV4 mode shows each credential only what it may see.
+struct Signer {
+    credentials: aws_credential_types::Credentials,
+    region: String,
+}
+
+impl Signer {
+    /// The credentials found, if any (without them requests go unsigned, which a permissive
+    /// server accepts and a strict one refuses, saying so).
+    fn from_environment() -> Option<Signer> {
+        use aws_config::environment::EnvironmentVariableCredentialsProvider;
+        use aws_config::meta::credentials::CredentialsProviderChain;
+        use aws_config::profile::ProfileFileCredentialsProvider;
+        use aws_credential_types::provider::ProvideCredentials;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        let chain = CredentialsProviderChain::first_try("Environment", EnvironmentVariableCredentialsProvider::new())
+            .or_else("Profile", ProfileFileCredentialsProvider::builder().build());
+        let credentials = runtime.block_on(chain.provide_credentials()).ok()?;
+        // The region only names the signature's scope; the audit trail is not regional.
+        let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .iter()
+            .find_map(|k| std::env::var(k).ok().filter(|r| !r.is_empty()))
+            .unwrap_or_else(|| "us-east-1".to_string());
+        Some(Signer { credentials, region })
+    }
+}
+
+impl Remote {
+    /// A GET of `url`, signed when there are credentials.
+    fn get(&self, url: &str) -> ureq::Request {
+        let mut request = ureq::get(url);
+        if let Some(signer) = &self.signer {
+            let signed = crate::auth::sign_request(
+                "GET",
+                url,
+                &[],
+                &[],
+                &signer.credentials,
+                &signer.region,
+                std::time::SystemTime::now(),
+            );
+            match signed {
+                Ok(headers) => {
+                    for (name, value) in headers {
+                        request = request.set(&name, &value);
+                    }
+                }
+                Err(e) => eprintln!("phone-ledger audit: cannot sign the request, sending it unsigned: {e}"),
+            }
+        }
+        request
+    }
+}
+
 /// GET a JSON document from the server; its error bodies become one-line errors.
-fn get(base: &str, path: &str, query: &[(&str, String)]) -> Result<Value, String> {
+fn get(remote: &Remote, path: &str, query: &[(&str, String)]) -> Result<Value, String> {
+    let base = &remote.base;
     let url = if query.is_empty() {
         format!("{base}{path}")
     } else {
         format!("{base}{path}?{}", encode(query))
     };
-    match ureq::get(&url).call() {
+    match remote.get(&url).call() {
         Ok(resp) => resp.into_json::<Value>().map_err(|e| format!("{url}: {e}")),
         Err(ureq::Error::Status(code, resp)) => {
             let body: Value = resp.into_json().unwrap_or(Value::Null);
@@ -276,7 +344,7 @@ async fn local(store: &Store, command: &AuditCommand) -> Result<Value, AuditErro
 }
 
 /// Asks the server the same question.
-fn remote(base: &str, command: &AuditCommand) -> Result<Value, String> {
+fn remote(base: &Remote, command: &AuditCommand) -> Result<Value, String> {
     let path_for = |id: &str, what: &str| -> Result<String, String> {
         let kind = kind_of(id).map_err(|e| e.to_string())?;
         Ok(format!("/audit/{}/{}/{what}", segment(kind), urlencode(id)))
@@ -357,9 +425,12 @@ fn run_export(source: &Source, filter: &FilterArgs, output: Option<&PathBuf>) ->
             .map(|f| runtime.block_on(export(&**store, &f, &mut out)))
             .and_then(|written| written.map(|_| ()))
             .map_err(|e| crate::error_chain(&e)),
-        Source::Remote(base) => {
-            let url = format!("{base}/audit/export?{}", encode(&filter_query(filter, None)));
-            match ureq::get(&url).call() {
+        Source::Remote(remote) => {
+            let (base, url) = (
+                &remote.base,
+                format!("{}/audit/export?{}", remote.base, encode(&filter_query(filter, None))),
+            );
+            match remote.get(&url).call() {
                 Ok(resp) => std::io::copy(&mut resp.into_reader(), &mut out)
                     .map(|_| ())
                     .map_err(|e| e.to_string()),
@@ -378,13 +449,20 @@ fn run_export(source: &Source, filter: &FilterArgs, output: Option<&PathBuf>) ->
     }
 }
 
-fn follow(base: &str, filter: &FilterArgs, json: bool) -> ExitCode {
+fn follow(remote: &Remote, filter: &FilterArgs, json: bool) -> ExitCode {
     let mut q = filter_query(filter, None);
     q.push(("Follow", "true".into()));
+    let base = &remote.base;
     let url = format!("{base}/audit/events?{}", encode(&q));
-    let resp = match ureq::get(&url).call() {
+    let resp = match remote.get(&url).call() {
         Ok(r) => r,
-        Err(ureq::Error::Status(code, _)) => return fail(format!("{url}: HTTP {code}")),
+        Err(ureq::Error::Status(code, resp)) => {
+            let message = resp
+                .into_json::<Value>()
+                .ok()
+                .and_then(|b| b["Message"].as_str().map(str::to_string));
+            return fail(message.unwrap_or_else(|| format!("{url}: HTTP {code}")));
+        }
         Err(e) => return fail(format!("cannot reach {base}: {e}")),
     };
     if !json {

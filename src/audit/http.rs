@@ -5,6 +5,12 @@
 //! ([`AwsJsonError`]). Reads go through the store, which does its disk work off the HTTP workers;
 //! whole-log questions (verify, recheck, export), which also spend CPU on every event, run
 //! entirely on the blocking pool.
+//!
+//! Who may see what ([`crate::auth`]): in permissive mode, everyone everything. In strict SigV4
+//! mode every request is signed; an account sees the streams it created and its own entries of
+//! the feed (history, state, replay, feed, follow, export), and a stream it did not create is
+//! answered as an unknown one would be; the digest and the whole-log checks (verify, recheck)
+//! are for admin credentials, which also see every account.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,6 +25,7 @@ use super::query::{self, FeedFilter, PointInTime};
 use super::recheck::{recheck, Deciders};
 use super::verify::verify_store;
 use super::{digest, AuditError};
+use crate::auth::Caller;
 use crate::aws_error::AwsJsonError;
 use crate::domain::ResourceKind;
 use crate::store::Store;
@@ -36,8 +43,8 @@ pub struct AuditState {
     /// each, so one caller cannot take every place.
     pub followers_by_account: Arc<std::sync::Mutex<HashMap<String, usize>>>,
     pub max_followers_per_account: usize,
-    /// The account of a request without a SigV4 credential.
-    pub default_account: String,
+    /// Who is calling, and what they may see.
+    pub auth: Arc<crate::auth::Authenticator>,
 }
 
 /// An account's place among the followers, given back when dropped.
@@ -91,6 +98,7 @@ fn error_response(e: &AuditError) -> HttpResponse {
     let error = match e {
         AuditError::NotFound(id) => AwsJsonError::no_such_resource(e.to_string(), id),
         AuditError::BadParameter { name, .. } => AwsJsonError::bad_parameter(name, e.to_string()),
+        AuditError::Denied(_) => AwsJsonError::access_denied(e.to_string()),
         AuditError::Input(_) => AwsJsonError::bad_request(e.to_string()),
         AuditError::Store(_) | AuditError::Task(_) => AwsJsonError::internal(e, &request_id),
     };
@@ -184,6 +192,57 @@ fn store(state: &web::Data<AuditState>) -> Store {
     state.store.clone()
 }
 
+/// The caller of an audit request (its body, which a GET does not have, is not signed).
+fn caller(req: &HttpRequest, state: &AuditState) -> Result<Caller, Box<HttpResponse>> {
+    state
+        .auth
+        .authenticate(req, &[])
+        .map_err(|failure| Box::new(AwsJsonError::unauthenticated(&failure).to_response(&uuid::Uuid::new_v4().to_string())))
+}
+
+/// Whole-log questions are for admins.
+fn admin_only(caller: &Caller, what: &str) -> Result<(), AuditError> {
+    if caller.admin {
+        return Ok(());
+    }
+    Err(AuditError::Denied(format!(
+        "account {} may read only its own audit trail; {what} needs an admin credential",
+        caller.scope.account
+    )))
+}
+
+/// The stream `id_or_arn` names, if the caller may see it: an admin any, an account the streams
+/// it created (the account of the stream's first event). Another account's stream is answered
+/// as an unknown one, so its existence is not given away.
+async fn visible_stream(store: &Store, caller: &Caller, kind: &str, id_or_arn: &str) -> Result<String, AuditError> {
+    let stream = query::resolve_stream(&**store, kind_of(kind)?, id_or_arn).await?;
+    if caller.admin {
+        return Ok(stream);
+    }
+    let first = store.read_stream(&stream, 1, 1).await?;
+    match first.first() {
+        Some(e) if e.account == caller.scope.account => Ok(stream),
+        _ => Err(AuditError::NotFound(id_or_arn.to_string())),
+    }
+}
+
+/// The feed filter narrowed to what the caller may see: an account's own entries.
+fn scoped_filter(mut filter: FeedFilter, caller: &Caller) -> Result<FeedFilter, AuditError> {
+    if caller.admin {
+        return Ok(filter);
+    }
+    match &filter.account {
+        Some(other) if *other != caller.scope.account => Err(AuditError::Denied(format!(
+            "account {} may read only its own audit trail, not account {other}'s",
+            caller.scope.account
+        ))),
+        _ => {
+            filter.account = Some(caller.scope.account.clone());
+            Ok(filter)
+        }
+    }
+}
+
 /// An id or ARN from the path; an ARN's `/` arrives percent-encoded.
 fn path_id(raw: &str) -> String {
     raw.replace("%2F", "/").replace("%2f", "/")
@@ -200,10 +259,14 @@ fn kind_of(segment: &str) -> Result<ResourceKind, AuditError> {
 async fn stream_events(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<AuditState>) -> HttpResponse {
     let (kind, id) = path.into_inner();
     let store = store(&state);
+    let caller = match caller(&req, &state) {
+        Ok(c) => c,
+        Err(refused) => return *refused,
+    };
     respond(
         async {
             let params = Params::parse(req.query_string(), &["FromVersion", "Limit"])?;
-            let stream = query::resolve_stream(&*store, kind_of(&kind)?, &path_id(&id)).await?;
+            let stream = visible_stream(&store, &caller, &kind, &path_id(&id)).await?;
             query::stream_history(&*store, &stream, params.number("FromVersion")?.unwrap_or(1), params.limit()?).await
         }
         .await,
@@ -213,10 +276,14 @@ async fn stream_events(req: HttpRequest, path: web::Path<(String, String)>, stat
 async fn state(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<AuditState>) -> HttpResponse {
     let (kind, id) = path.into_inner();
     let store = store(&state);
+    let caller = match caller(&req, &state) {
+        Ok(c) => c,
+        Err(refused) => return *refused,
+    };
     respond(
         async {
             let params = Params::parse(req.query_string(), &["Version", "At"])?;
-            let stream = query::resolve_stream(&*store, kind_of(&kind)?, &path_id(&id)).await?;
+            let stream = visible_stream(&store, &caller, &kind, &path_id(&id)).await?;
             let point = match (params.number("Version")?, params.epoch_ms("At")?) {
                 (Some(_), Some(_)) => {
                     return Err(AuditError::BadParameter {
@@ -237,10 +304,14 @@ async fn state(req: HttpRequest, path: web::Path<(String, String)>, state: web::
 async fn replay(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<AuditState>) -> HttpResponse {
     let (kind, id) = path.into_inner();
     let store = store(&state);
+    let caller = match caller(&req, &state) {
+        Ok(c) => c,
+        Err(refused) => return *refused,
+    };
     respond(
         async {
             Params::parse(req.query_string(), &[])?;
-            let stream = query::resolve_stream(&*store, kind_of(&kind)?, &path_id(&id)).await?;
+            let stream = visible_stream(&store, &caller, &kind, &path_id(&id)).await?;
             query::replay(&*store, &stream).await
         }
         .await,
@@ -249,7 +320,11 @@ async fn replay(req: HttpRequest, path: web::Path<(String, String)>, state: web:
 
 async fn get_digest(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
-    match Params::parse(req.query_string(), &[]) {
+    let caller = match caller(&req, &state) {
+        Ok(c) => c,
+        Err(refused) => return *refused,
+    };
+    match Params::parse(req.query_string(), &[]).and_then(|p| admin_only(&caller, "the digest of the whole log").map(|()| p)) {
         Ok(_) => respond(digest(&*store).await),
         Err(e) => error_response(&e),
     }
@@ -265,7 +340,11 @@ async fn off_workers<T: Send + 'static>(work: impl Future<Output = Result<T, Aud
 
 async fn get_verify(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
-    if let Err(e) = Params::parse(req.query_string(), &[]) {
+    let caller = match caller(&req, &state) {
+        Ok(c) => c,
+        Err(refused) => return *refused,
+    };
+    if let Err(e) = Params::parse(req.query_string(), &[]).and_then(|_| admin_only(&caller, "verifying the whole log")) {
         return error_response(&e);
     }
     respond(off_workers(async move { verify_store(&*store).await }).await)
@@ -273,7 +352,11 @@ async fn get_verify(req: HttpRequest, state: web::Data<AuditState>) -> HttpRespo
 
 async fn get_recheck(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
-    if let Err(e) = Params::parse(req.query_string(), &[]) {
+    let caller = match caller(&req, &state) {
+        Ok(c) => c,
+        Err(refused) => return *refused,
+    };
+    if let Err(e) = Params::parse(req.query_string(), &[]).and_then(|_| admin_only(&caller, "rechecking the whole log")) {
         return error_response(&e);
     }
     respond(off_workers(async move { recheck(&*store, &Deciders::today()).await }).await)
@@ -287,7 +370,12 @@ const EXPORT_PAGE: usize = 1_000;
 /// (the client sees an incomplete chunked response, never a short file that looks whole).
 async fn get_export(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
-    let mut filter = match Params::parse(req.query_string(), &FEED_PARAMS[..7]).and_then(|p| p.feed_filter()) {
+    let caller = match caller(&req, &state) {
+        Ok(c) => c,
+        Err(refused) => return *refused,
+    };
+    let parsed = Params::parse(req.query_string(), &FEED_PARAMS[..7]).and_then(|p| p.feed_filter());
+    let mut filter = match parsed.and_then(|f| scoped_filter(f, &caller)) {
         Ok(f) => f,
         Err(e) => return error_response(&e),
     };
@@ -332,7 +420,12 @@ async fn get_export(req: HttpRequest, state: web::Data<AuditState>) -> HttpRespo
 
 async fn feed(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
-    let parsed = Params::parse(req.query_string(), FEED_PARAMS).and_then(|p| Ok((p.feed_filter()?, p.flag("Follow")?)));
+    let caller = match caller(&req, &state) {
+        Ok(c) => c,
+        Err(refused) => return *refused,
+    };
+    let parsed =
+        Params::parse(req.query_string(), FEED_PARAMS).and_then(|p| Ok((scoped_filter(p.feed_filter()?, &caller)?, p.flag("Follow")?)));
     let (filter, follow) = match parsed {
         Ok(x) => x,
         Err(e) => return error_response(&e),
@@ -342,7 +435,7 @@ async fn feed(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
         return respond(read.await);
     }
     // Followers are bounded, per account and overall: each holds its places until it leaves.
-    let account = crate::api::auth::scope_of(req.headers(), &state.default_account, "-").account;
+    let account = caller.scope.account;
     let refuse = |why: String| AwsJsonError::throttling(why).to_response(&uuid::Uuid::new_v4().to_string());
     let Some(own) = AccountPlace::take(&state.followers_by_account, &account, state.max_followers_per_account) else {
         return refuse(format!(

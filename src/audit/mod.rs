@@ -27,6 +27,10 @@ pub enum AuditError {
     /// A query value that does not make sense (HTTP 400 naming the parameter).
     #[error("{name}: {message}")]
     BadParameter { name: String, message: String },
+    /// The caller's credential may not see this (HTTP 403): another account's trail, or a
+    /// whole-log question asked without the admin right.
+    #[error("{0}")]
+    Denied(String),
     /// An input file that cannot be read.
     #[error("{0}")]
     Input(String),
