@@ -187,6 +187,19 @@ impl AwsJsonError {
         )
     }
 
+    /// `ServiceUnavailableException` (HTTP 503, retried by the SDKs) for a request that did not
+    /// complete within the server's deadline: its outcome is unknown.
+    pub fn deadline_exceeded(deadline: std::time::Duration) -> Self {
+        AwsJsonError::new(
+            "ServiceUnavailableException",
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the request did not complete within {} ms, so it may or may not have been carried out; check before retrying it",
+                deadline.as_millis()
+            ),
+        )
+    }
+
     fn with_status(mut self, status: StatusCode) -> Self {
         self.status = status;
         self

@@ -43,6 +43,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How long a client may take to send a request's body (408 beyond).
     pub request_body_timeout_ms: u64,
+    /// How long an admitted request may take in all (503 beyond, and its place is freed).
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
     /// Which backend holds the log, and its settings.
     pub store: StoreConfig,
     /// Secret that signs pagination tokens (any string of 16 or more characters). Nodes that
@@ -111,6 +114,10 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
 }
 
+fn default_request_timeout_ms() -> u64 {
+    60_000
+}
+
 fn default_reconcile_after_secs() -> u64 {
     120
 }
@@ -169,6 +176,9 @@ impl Config {
         }
         if self.request_body_timeout_ms == 0 {
             return bad("request_body_timeout_ms must be at least 1".into());
+        }
+        if self.request_timeout_ms == 0 {
+            return bad("request_timeout_ms must be at least 1".into());
         }
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes must be at least 1024".into());

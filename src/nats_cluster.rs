@@ -124,18 +124,24 @@ impl LocalCluster {
             .filter(|(j, _)| *j != i)
             .map(|(_, n)| format!("\"nats-route://127.0.0.1:{}\"", n.ports.cluster))
             .collect();
-        let config = format!(
+        let mut config = format!(
             "server_name: n{id}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
-             jetstream {{ store_dir: {store:?} }}\n\
-             cluster {{ name: {name:?}, listen: 127.0.0.1:{cluster}, routes: [{routes}] }}\n",
+             jetstream {{ store_dir: {store:?} }}\n",
             id = i + 1,
             client = node.ports.client,
             monitor = node.ports.monitor,
             store = node.dir.join("jetstream").display().to_string(),
-            name = self.name,
-            cluster = node.ports.cluster,
-            routes = routes.join(", "),
         );
+        // One server alone is a standalone JetStream server: a cluster of one would wait for
+        // peers to elect its meta leader.
+        if self.nodes.len() > 1 {
+            config.push_str(&format!(
+                "cluster {{ name: {name:?}, listen: 127.0.0.1:{cluster}, routes: [{routes}] }}\n",
+                name = self.name,
+                cluster = node.ports.cluster,
+                routes = routes.join(", "),
+            ));
+        }
         let path = node.dir.join("nats.conf");
         std::fs::write(&path, config).map_err(|source| ClusterError::Io { path, source })
     }
@@ -218,6 +224,11 @@ impl LocalCluster {
             })
         })?;
         (0..self.nodes.len()).find(|i| self.server_name(*i) == leader)
+    }
+
+    /// The process id of node `i`'s server, while it runs (to freeze it with SIGSTOP, say).
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
     }
 
     /// Kills node `i` at once (SIGKILL), as a crash would.

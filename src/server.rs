@@ -234,6 +234,7 @@ async fn serve_notifying(
         auth: auth.clone(),
         max_body_bytes: config.max_body_bytes,
         body_timeout: std::time::Duration::from_millis(config.request_body_timeout_ms),
+        deadline: std::time::Duration::from_millis(config.request_timeout_ms),
         admission: api::admission::Admission::new(config.max_in_flight, config.account_requests_per_sec),
         pagination_secret: secret,
         router: api::routing::Router::new(&config.cluster),

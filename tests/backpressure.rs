@@ -140,3 +140,60 @@ async fn slow_bodies_lock_no_one_out() {
         assert!(took < Duration::from_secs(5), "after the deadline, not at the end: {took:?}");
     }
 }
+
+/// A storage that stops answering (its one NATS server frozen with SIGSTOP) holds no client
+/// longer than `request_timeout_ms`: each is told `ServiceUnavailableException` (the outcome is
+/// unknown) at the deadline, not when the storage's own retries give up; the stalled work keeps
+/// its places meanwhile (more requests are throttled, memory stays bounded), and once the
+/// storage is back the server serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_storage_answers_at_the_request_deadline() {
+    use phone_ledger::nats_cluster::{nats_server_available, LocalCluster};
+    if !common::tool_available("nats-server", nats_server_available(), "apt-get install -y nats-server") {
+        return;
+    }
+    let nats_dir = tempfile::tempdir().expect("dir");
+    let nats = LocalCluster::start(nats_dir.path(), 1).expect("nats-server starts");
+    let server = TestServer::start_with(|c| {
+        c.store.backend = phone_ledger::store::Backend::Jetstream;
+        c.store.jetstream = common::nats::fresh_settings(&nats.client_urls());
+        c.store.jetstream.replicas = 1;
+        c.request_timeout_ms = 2_000;
+        c.max_in_flight = 4;
+    });
+    let (url, http) = (server.url(), reqwest::Client::new());
+    let (status, _) = call(&http, &url, "111122223333", "RequestPhoneNumber", request_body()).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let pid = nats.pid(0).expect("running").to_string();
+    let kill = |sig: &str| std::process::Command::new("kill").args([sig, &pid]).status().expect("kill");
+    assert!(kill("-STOP").success());
+    let started = std::time::Instant::now();
+    let stalled = (0..4).map(|_| call(&http, &url, "111122223333", "RequestPhoneNumber", request_body()));
+    for (status, body) in futures_util::future::join_all(stalled).await {
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["__type"], "ServiceUnavailableException", "{body}");
+        assert!(body["Message"].as_str().unwrap_or_default().contains("2000 ms"), "{body}");
+    }
+    let waited = started.elapsed();
+    // The storage's own resends go on for 15 s; the clients were answered at the deadline.
+    assert!(waited < std::time::Duration::from_secs(10), "answered after {waited:?}");
+    // The stalled work still holds its four places.
+    let (status, body) = call(&http, &url, "111122223333", "RequestPhoneNumber", request_body()).await;
+    assert_eq!(
+        (status, body["__type"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("ThrottlingException")),
+        "{body}"
+    );
+
+    assert!(kill("-CONT").success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, body) = call(&http, &url, "111122223333", "RequestPhoneNumber", request_body()).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never served again: {status} {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}

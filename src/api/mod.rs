@@ -34,6 +34,8 @@ pub struct ApiState {
     pub max_body_bytes: usize,
     /// How long a client may take to send a request's body.
     pub body_timeout: std::time::Duration,
+    /// How long an admitted request may take in all.
+    pub deadline: std::time::Duration,
     pub admission: admission::Admission,
     /// Signs pagination tokens (the same on every node that serves the same log).
     pub pagination_secret: [u8; 32],
@@ -129,51 +131,65 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
             .scope;
         tracing::Span::current().record("account", scope.account.as_str());
         tracing::Span::current().record("region", scope.region.as_str());
-        // Held until the response is built: bounds the work the server has in progress.
-        let _permit = state.admission.admit(&scope.account)?;
-        if operation.is_empty() || !model::model().has_operation(&operation) {
-            return Err(AwsJsonError::unknown_operation(&target));
-        }
-        let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let media = content_type.split(';').next().unwrap_or_default().trim();
-        if !matches!(media, "application/x-amz-json-1.0" | "application/x-amz-json-1.1") {
-            return Err(AwsJsonError::unsupported_media_type(content_type));
-        }
-        let input: Value = if body.iter().all(u8::is_ascii_whitespace) {
-            Value::Object(Default::default())
-        } else {
-            serde_json::from_slice(&body).map_err(|e| AwsJsonError::serialization(format!("request body is not valid JSON: {e}")))?
-        };
-        if !input.is_object() {
-            return Err(AwsJsonError::serialization("request body must be a JSON object"));
-        }
-        if let Some(resource) = resource_of(&input) {
-            tracing::Span::current().record("resource", resource);
-        }
-        // The owner validates a request forwarded to it: not done twice.
-        if let Some(router) = &state.router {
-            if let Some(owner) = router.forward_to(&req, &operation, &input, &scope, |id| state.service.contention().is_contended(id)) {
-                match router.forward(owner, &req, &body).await {
-                    Ok(answer) => return Ok(Answer::Forwarded(answer)),
-                    // Nothing was sent: decided here instead (the log keeps it correct).
-                    Err(e @ routing::ForwardError::Unreachable { .. }) => {
-                        tracing::debug!(error = %crate::error_chain(&e), "deciding here");
+        // Held by the work until it is done: bounds the work the server has in progress.
+        let permit = state.admission.admit(&scope.account)?;
+        // The work runs as a task of its own, so it runs to its end whatever the client does: a
+        // client that leaves, or the deadline, never cuts a two-step pool change in half. The
+        // client waits for it at most `deadline` (then it is told the outcome is unknown).
+        let deadline = state.deadline;
+        let (req, state, body, task_request_id) = (req.clone(), state.clone(), body.freeze(), request_id.clone());
+        let decided = async move {
+            let (_permit, request_id) = (permit, task_request_id);
+            if operation.is_empty() || !model::model().has_operation(&operation) {
+                return Err(AwsJsonError::unknown_operation(&target));
+            }
+            let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let media = content_type.split(';').next().unwrap_or_default().trim();
+            if !matches!(media, "application/x-amz-json-1.0" | "application/x-amz-json-1.1") {
+                return Err(AwsJsonError::unsupported_media_type(content_type));
+            }
+            let input: Value = if body.iter().all(u8::is_ascii_whitespace) {
+                Value::Object(Default::default())
+            } else {
+                serde_json::from_slice(&body).map_err(|e| AwsJsonError::serialization(format!("request body is not valid JSON: {e}")))?
+            };
+            if !input.is_object() {
+                return Err(AwsJsonError::serialization("request body must be a JSON object"));
+            }
+            if let Some(resource) = resource_of(&input) {
+                tracing::Span::current().record("resource", resource);
+            }
+            // The owner validates a request forwarded to it: not done twice.
+            if let Some(router) = &state.router {
+                if let Some(owner) = router.forward_to(&req, &operation, &input, &scope, |id| state.service.contention().is_contended(id)) {
+                    match router.forward(owner, &req, &body).await {
+                        Ok(answer) => return Ok(Answer::Forwarded(answer)),
+                        // Nothing was sent: decided here instead (the log keeps it correct).
+                        Err(e @ routing::ForwardError::Unreachable { .. }) => {
+                            tracing::debug!(error = %crate::error_chain(&e), "deciding here");
+                        }
+                        Err(e) => return Err(AwsJsonError::internal(&e, &request_id)),
                     }
-                    Err(e) => return Err(AwsJsonError::internal(&e, &request_id)),
                 }
             }
-        }
-        let errors = model::model().validate_input(&operation, &input);
-        if !errors.is_empty() {
-            return Err(AwsJsonError::invalid_members(&errors));
-        }
-        let meta = CommandMeta {
-            request_id: request_id.clone(),
-            scope: scope.clone(),
-            at_ms: now_ms(),
-            operation: operation.clone(),
+            let errors = model::model().validate_input(&operation, &input);
+            if !errors.is_empty() {
+                return Err(AwsJsonError::invalid_members(&errors));
+            }
+            let meta = CommandMeta {
+                request_id: request_id.clone(),
+                scope: scope.clone(),
+                at_ms: now_ms(),
+                operation: operation.clone(),
+            };
+            operations::dispatch(&operation, input, &meta, &state).await.map(Answer::Local)
         };
-        operations::dispatch(&operation, input, &meta, &state).await.map(Answer::Local)
+        let work = actix_web::rt::spawn(decided.in_current_span());
+        match tokio::time::timeout(deadline, work).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(join)) => Err(AwsJsonError::internal(&join, &request_id)),
+            Err(_) => Err(AwsJsonError::deadline_exceeded(deadline)),
+        }
     }
     .instrument(span.clone())
     .await;
