@@ -70,6 +70,9 @@ pub struct Config {
     pub max_followers: usize,
     /// Followers of the live audit feed connected at once for one account (its SigV4 credential's).
     pub max_followers_per_account: usize,
+    /// A follower of the live feed more than this many committed batches behind is dropped.
+    #[serde(default = "default_follower_lag_limit")]
+    pub follower_lag_limit: usize,
     /// Requests per second and account (0: unlimited); beyond it ThrottlingException.
     pub account_requests_per_sec: u32,
     pub quotas: Quotas,
@@ -112,6 +115,10 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+}
+
+fn default_follower_lag_limit() -> usize {
+    4096
 }
 
 fn default_request_timeout_ms() -> u64 {

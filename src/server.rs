@@ -239,8 +239,10 @@ async fn serve_notifying(
         pagination_secret: secret,
         router: api::routing::Router::new(&config.cluster),
     });
+    let tail = crate::audit::tail::SharedTail::start(store.clone(), stopping.clone(), config.follower_lag_limit);
     let audit_state = web::Data::new(AuditState {
         store: store.clone(),
+        tail,
         stopping,
         followers: Arc::new(tokio::sync::Semaphore::new(config.max_followers)),
         max_followers: config.max_followers,

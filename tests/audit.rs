@@ -545,3 +545,68 @@ async fn one_account_cannot_take_every_followers_place() {
     let theirs = follow("444455556666").await.expect("follow");
     assert_eq!(theirs.status().as_u16(), 200, "another account is still served");
 }
+
+/// The live feed's shared tail: a follower that reads gets every event in order; one that does
+/// not read is told, once it is `lag_limit` batches behind, where to resume, and dropped; one
+/// that starts from position 0 later catches up from the log and then follows live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_share_one_tail_and_a_laggard_is_told_and_dropped() {
+    use futures_util::StreamExt;
+    use phone_ledger::audit::query::FeedFilter;
+    use phone_ledger::audit::tail::SharedTail;
+    use phone_ledger::store::{AppendMeta, AppendRequest, PendingEvent};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let store = common::open_log(dir.path());
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let lag_limit = 4;
+    let tail = SharedTail::start(store.clone(), stopping.clone(), lag_limit).expect("a writable log has a tail");
+    let follower = || Box::pin(tail.follow(store.clone(), FeedFilter::default(), stopping.clone(), ()));
+    let (mut reader, mut laggard) = (follower(), follower());
+    // Each catches up (there is nothing yet) and joins the tail.
+    for f in [&mut reader, &mut laggard] {
+        assert!(tokio::time::timeout(Duration::from_millis(200), f.next()).await.is_err());
+    }
+    let append = |i: u64| {
+        let event = PendingEvent {
+            event_id: uuid::Uuid::new_v4(),
+            event_type: "Followed".into(),
+            payload: serde_json::json!({ "Index": i }),
+        };
+        let meta = AppendMeta::direct(ACCOUNT, "us-east-1", "follow-test", "Test/Append");
+        store.append(AppendRequest::plain(&format!("stream-{i}"), 0, meta, vec![event]))
+    };
+    // One commit at a time, each read by `reader` before the next: one batch each.
+    let batches = 3 * lag_limit as u64;
+    for i in 1..=batches {
+        append(i).await.expect("append");
+        let chunk = tokio::time::timeout(Duration::from_secs(5), reader.next())
+            .await
+            .expect("the reader is served")
+            .expect("open")
+            .expect("chunk");
+        let text = String::from_utf8_lossy(&chunk).to_string();
+        assert!(text.starts_with(&format!("id: {i}\n")), "{text}");
+    }
+    // The laggard never read: told where to resume, then its stream ends.
+    let told = laggard.next().await.expect("told").expect("chunk");
+    let text = String::from_utf8_lossy(&told).to_string();
+    assert!(text.starts_with("event: dropped\n"), "{text}");
+    assert!(text.contains("\"ResumeAfter\":0"), "{text}");
+    assert!(laggard.next().await.is_none(), "dropped");
+
+    // A late follower from 0 reads the log, then follows live.
+    let mut late = follower();
+    let caught_up = late.next().await.expect("open").expect("chunk");
+    assert_eq!(String::from_utf8_lossy(&caught_up).matches("id: ").count() as u64, batches);
+    append(batches + 1).await.expect("append");
+    let live = tokio::time::timeout(Duration::from_secs(5), late.next())
+        .await
+        .expect("served live")
+        .expect("open")
+        .expect("chunk");
+    assert!(String::from_utf8_lossy(&live).starts_with(&format!("id: {}\n", batches + 1)));
+    stop.send(true).expect("stop");
+    assert!(late.next().await.is_none(), "followers end when the server stops");
+}

@@ -471,10 +471,23 @@ fn follow(remote: &Remote, filter: &FilterArgs, json: bool) -> ExitCode {
             "POSITION", "VER", "TIME", "TYPE", "STREAM"
         );
     }
+    // The name of the server-sent event being read (`dropped`: this follower fell behind).
+    let mut kind = String::new();
     for line in BufReader::new(resp.into_reader()).lines() {
         let Ok(line) = line else { break };
-        let Some(data) = line.strip_prefix("data: ") else { continue };
+        if let Some(name) = line.strip_prefix("event: ") {
+            kind = name.to_string();
+            continue;
+        }
+        let Some(data) = line.strip_prefix("data: ") else {
+            kind.clear();
+            continue;
+        };
         let Ok(event) = serde_json::from_str::<Value>(data) else { continue };
+        if kind == "dropped" {
+            let _ = std::io::stdout().flush();
+            return fail(text(&event["Message"]));
+        }
         if json {
             println!("{event}");
         } else {

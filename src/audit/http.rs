@@ -15,10 +15,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures_util::stream;
+use futures_util::{stream, StreamExt};
 use serde::Serialize;
 
 use super::query::{self, FeedFilter, PointInTime};
@@ -45,6 +44,8 @@ pub struct AuditState {
     pub max_followers_per_account: usize,
     /// Who is calling, and what they may see.
     pub auth: Arc<crate::auth::Authenticator>,
+    /// The feed's shared tail, for followers (`None` when the store takes no appends).
+    pub tail: Option<super::tail::SharedTail>,
 }
 
 /// An account's place among the followers, given back when dropped.
@@ -332,7 +333,9 @@ async fn get_digest(req: HttpRequest, state: web::Data<AuditState>) -> HttpRespo
 
 /// Runs a whole-log question on the blocking pool: it reads every event and spends CPU on each,
 /// which must not hold up the HTTP worker that took the request.
-async fn off_workers<T: Send + 'static>(work: impl Future<Output = Result<T, AuditError>> + Send + 'static) -> Result<T, AuditError> {
+pub(crate) async fn off_workers<T: Send + 'static>(
+    work: impl Future<Output = Result<T, AuditError>> + Send + 'static,
+) -> Result<T, AuditError> {
     tokio::task::spawn_blocking(move || tokio::runtime::Handle::current().block_on(work))
         .await
         .unwrap_or_else(|e| Err(AuditError::Task(Box::new(e))))
@@ -449,78 +452,18 @@ async fn feed(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
             state.max_followers
         ));
     };
-    follow_feed(store, filter, state.stopping.clone(), (place, own))
+    follow_feed(&state, filter, (place, own))
 }
 
-/// How often an idle follower is sent a keep-alive comment. A follower that left is noticed
-/// when a write to it fails (the second after it left), and its place is given back then.
-const FOLLOW_KEEP_ALIVE: Duration = Duration::from_secs(4);
-
-/// Server-sent events: every matching event as it is committed (`id:` is its position).
-fn follow_feed(
-    store: Store,
-    filter: FeedFilter,
-    stopping: tokio::sync::watch::Receiver<bool>,
-    place: (tokio::sync::OwnedSemaphorePermit, AccountPlace),
-) -> HttpResponse {
-    let Some(head) = store.watch_head() else {
+/// Server-sent events: every matching event as it is committed (`id:` is its position), from
+/// the shared tail once caught up.
+fn follow_feed(state: &AuditState, filter: FeedFilter, place: (tokio::sync::OwnedSemaphorePermit, AccountPlace)) -> HttpResponse {
+    let Some(tail) = &state.tail else {
         return error_response(&AuditError::Input("this store does not accept writes; nothing to follow".into()));
     };
-    struct Follow {
-        store: Store,
-        filter: FeedFilter,
-        head: tokio::sync::watch::Receiver<u64>,
-        stopping: tokio::sync::watch::Receiver<bool>,
-        /// Given back when the follower goes (the stream is dropped).
-        _place: (tokio::sync::OwnedSemaphorePermit, AccountPlace),
-    }
-    let start = Follow {
-        store,
-        filter,
-        head,
-        stopping,
-        _place: place,
-    };
-    let events = stream::unfold(start, |mut f| async move {
-        loop {
-            if *f.stopping.borrow() {
-                return None;
-            }
-            let mut page_filter = f.filter.clone();
-            page_filter.limit = 256;
-            // Read off the workers: a follower catching up from the start of a long log must not
-            // hold a worker that serves writes.
-            let store = f.store.clone();
-            let page = match off_workers(async move { query::feed(&*store, &page_filter).await }).await {
-                Ok(p) => p,
-                Err(_) => return None, // store closed: the server is stopping
-            };
-            f.filter.after = f.filter.after.max(page.scanned_to);
-            if !page.events.is_empty() {
-                let mut chunk = String::new();
-                for e in &page.events {
-                    let data = serde_json::to_string(e).unwrap_or_default();
-                    chunk.push_str(&format!("id: {}\ndata: {data}\n\n", e.position));
-                }
-                return Some((Ok::<_, actix_web::Error>(web::Bytes::from(chunk)), f));
-            }
-            if page.next_after.is_some() {
-                continue;
-            }
-            // Caught up: wait for the writer to commit more, with a keep-alive comment.
-            tokio::select! {
-                changed = f.head.changed() => {
-                    if changed.is_err() {
-                        return None; // writer gone: the server is stopping
-                    }
-                }
-                _ = f.stopping.changed() => return None,
-                _ = tokio::time::sleep(FOLLOW_KEEP_ALIVE) => {
-                    return Some((Ok(web::Bytes::from_static(b": keep-alive\n\n")), f));
-                }
-            }
-        }
-    });
+    let events = tail
+        .follow(state.store.clone(), filter, state.stopping.clone(), place)
+        .map(|chunk| chunk.map_err(|e| actix_web::error::ErrorInternalServerError(e.to_string())));
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))

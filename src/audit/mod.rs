@@ -4,12 +4,14 @@
 //! - [`query`]: stream history, global feed, time travel, step-by-step replay;
 //! - [`verify`]: hash-chain and gap checks over the live log or an export;
 //! - [`recheck`]: re-deciding recorded commands with today's (or a test's) decider;
+//! - [`tail`]: the live feed's followers, served from one shared tail;
 //! - [`http`]: the HTTP endpoints; [`cli`]: the command line and its table/JSON output.
 
 pub mod cli;
 pub mod http;
 pub mod query;
 pub mod recheck;
+pub mod tail;
 pub mod verify;
 
 use std::io::Write;
