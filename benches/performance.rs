@@ -863,6 +863,89 @@ fn activation_ms(store: &Store, rt: &actix_rt::SystemRunner, id: &str, settings:
 
 // ---- main --------------------------------------------------------------------------------------
 
+// ---- followers of the live feed -----------------------------------------------------------------
+
+/// Durable UpdatePhoneNumber throughput (wrk, 64 connections, `PERF_WRK_SECS`) with 0, 50 and
+/// 500 followers of the live feed connected at the head, each draining its server-sent events:
+/// what followers cost the writers.
+fn followers_part(rt: &tokio::runtime::Runtime, http: &reqwest::Client) -> Vec<[String; 5]> {
+    let secs = env_usize("PERF_WRK_SECS", 4);
+    let dir = tempfile::tempdir().expect("dir");
+    let server = Ledger::start(
+        dir.path(),
+        &[
+            ("PHONE_LEDGER_MAX_FOLLOWERS", "1000"),
+            ("PHONE_LEDGER_MAX_FOLLOWERS_PER_ACCOUNT", "1000"),
+        ],
+    );
+    let (_, ids) = rt.block_on(request_numbers(http, &server.url, 20_000));
+    let updates: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| json!({"PhoneNumberId": id, "DeletionProtectionEnabled": i % 2 == 0}).to_string())
+        .collect();
+    let base = server.url.trim_end_matches('/').to_string();
+    let mut measured = Vec::new();
+    for followers in [0usize, 50, 500] {
+        let head: Value = rt.block_on(async {
+            http.get(format!("{base}/health"))
+                .send()
+                .await
+                .expect("health")
+                .json()
+                .await
+                .expect("json")
+        });
+        let after = head["Events"].as_u64().unwrap_or(0);
+        let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let tasks: Vec<_> = (0..followers)
+            .map(|_| {
+                let (url, received) = (format!("{base}/audit/events?Follow=true&After={after}"), received.clone());
+                let http = http.clone();
+                rt.spawn(async move {
+                    use futures_util::StreamExt;
+                    let Ok(resp) = http.get(url).header("Authorization", AUTH).send().await else {
+                        return;
+                    };
+                    let mut body = resp.bytes_stream();
+                    while let Some(Ok(chunk)) = body.next().await {
+                        received.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(1));
+        let run = measure(&server, "UpdatePhoneNumber", &updates, secs);
+        let bytes = received.load(std::sync::atomic::Ordering::Relaxed);
+        for t in tasks {
+            t.abort();
+        }
+        eprintln!(
+            "followers {followers}: UpdatePhoneNumber {:.0} req/s, p99 {:.2} ms, {:.0} µs server CPU each; followers received {:.1} MiB",
+            run.run.rate(),
+            run.run.p99_us as f64 / 1000.0,
+            run.cpu_us,
+            bytes as f64 / 1048576.0
+        );
+        measured.push((followers, run));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    server.stop();
+    let alone = measured[0].1.run.rate();
+    measured[1..]
+        .iter()
+        .map(|(followers, m)| {
+            [
+                format!("durable UpdatePhoneNumber (wrk, 64 connections) with {followers} followers of the live feed at the head"),
+                format!("{:.0} req/s, p99 {:.2} ms", m.run.rate(), m.run.p99_us as f64 / 1000.0),
+                format!("no followers: {alone:.0} req/s"),
+                format!("{:.2}×", m.run.rate() / alone),
+                "writes not held up by followers".into(),
+            ]
+        })
+        .collect()
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing we use. Only run the
     // (long) measurements when benchmarking.
@@ -882,7 +965,7 @@ fn main() {
         .expect("runtime");
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().expect("client");
 
-    let parts = std::env::var("PERF_PARTS").unwrap_or_else(|_| "release,activation,conflict,overload,memory,cold,cluster".into());
+    let parts = std::env::var("PERF_PARTS").unwrap_or_else(|_| "release,activation,conflict,overload,memory,cold,followers,cluster".into());
     let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
 
     // 1. Durable release throughput vs the raw handler and vs flush-per-event. The machine is
@@ -1071,6 +1154,14 @@ fn main() {
                 "".into(),
                 "".into(),
             ]);
+        }
+    }
+
+    if part("followers") {
+        if wrk_installed() {
+            rows.extend(followers_part(&rt, &http));
+        } else {
+            eprintln!("\n!!!!! followers part SKIPPED: wrk is not installed (Debian: apt-get install wrk)\n");
         }
     }
 

@@ -19,12 +19,13 @@ use super::query::{self, FeedFilter};
 use super::AuditError;
 use crate::store::{EventEnvelope, Store};
 
-/// Events newly committed: every position in `(after, up_to]`.
+/// Events newly committed: every position in `(after, up_to]`, each with its server-sent-event
+/// text, rendered once for every follower.
 #[derive(Debug)]
 pub struct TailBatch {
     pub after: u64,
     pub up_to: u64,
-    pub events: Vec<EventEnvelope>,
+    pub events: Vec<(EventEnvelope, bytes::Bytes)>,
 }
 
 /// The shared tail of the feed.
@@ -87,7 +88,14 @@ impl SharedTail {
                     let batch = TailBatch {
                         after: covered,
                         up_to: page.scanned_to,
-                        events: page.events,
+                        events: page
+                            .events
+                            .into_iter()
+                            .map(|e| {
+                                let text = sse_event(&e);
+                                (e, text)
+                            })
+                            .collect(),
                     };
                     covered = batch.up_to;
                     // No receiver left: fine, the next change checks again.
@@ -156,11 +164,13 @@ impl SharedTail {
                         // The tail started after what was read: read the gap from the log.
                         Ok(batch) if batch.after > f.filter.after => f.live = None,
                         Ok(batch) => {
-                            let matching: Vec<EventEnvelope> =
-                                batch.events.iter().filter(|e| f.filter.matches(e)).cloned().collect();
+                            let mut chunk = bytes::BytesMut::new();
+                            for (_, text) in batch.events.iter().filter(|(e, _)| f.filter.matches(e)) {
+                                chunk.extend_from_slice(text);
+                            }
                             f.filter.after = batch.up_to;
-                            if !matching.is_empty() {
-                                return Some((Ok(sse_events(&matching)), f));
+                            if !chunk.is_empty() {
+                                return Some((Ok(chunk.freeze()), f));
                             }
                         }
                         Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -187,11 +197,15 @@ impl SharedTail {
     }
 }
 
+fn sse_event(e: &EventEnvelope) -> bytes::Bytes {
+    let data = serde_json::to_string(e).unwrap_or_default();
+    bytes::Bytes::from(format!("id: {}\ndata: {data}\n\n", e.position))
+}
+
 fn sse_events(events: &[EventEnvelope]) -> bytes::Bytes {
-    let mut chunk = String::new();
+    let mut chunk = bytes::BytesMut::new();
     for e in events {
-        let data = serde_json::to_string(e).unwrap_or_default();
-        chunk.push_str(&format!("id: {}\ndata: {data}\n\n", e.position));
+        chunk.extend_from_slice(&sse_event(e));
     }
-    bytes::Bytes::from(chunk)
+    chunk.freeze()
 }
