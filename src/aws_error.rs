@@ -187,6 +187,16 @@ impl AwsJsonError {
         )
     }
 
+    /// `ServiceUnavailableException` while the server waits for its failed storage to take writes
+    /// again (it then opens the log again by itself).
+    pub fn storage_recovering() -> Self {
+        AwsJsonError::new(
+            "ServiceUnavailableException",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The event log's storage is failing (is the disk full?); the service opens the log again by itself once the storage takes writes; retry later",
+        )
+    }
+
     /// `ServiceUnavailableException` (HTTP 503, retried by the SDKs) for a request that did not
     /// complete within the server's deadline: its outcome is unknown.
     pub fn deadline_exceeded(deadline: std::time::Duration) -> Self {

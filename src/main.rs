@@ -56,6 +56,13 @@ fn main() -> std::process::ExitCode {
     #[cfg(target_os = "linux")]
     disable_transparent_huge_pages();
     install_damage_hook();
+    // A file-size limit (RLIMIT_FSIZE) is then a failed write, handled like a full disk, instead
+    // of a signal that kills the process.
+    #[cfg(target_os = "linux")]
+    // SAFETY: ignoring a signal changes no memory; it is done before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = phone_ledger::cli::Cli::parse();
     // The server logs every request; the tools only what goes wrong (their output is the report).
     let default_level = match cli.command {

@@ -168,7 +168,25 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<
     serve_notifying(config, listener, shutdown, || {}).await
 }
 
-/// [`serve`], calling `ready` once the log is open and requests are being served.
+/// Why one run of the server over an open log ended.
+enum Stopped {
+    /// The shutdown future completed.
+    Shutdown,
+    /// The log's storage failed (a full disk): the log was closed, to be opened again once the
+    /// storage works.
+    StorageFailed,
+}
+
+/// How often the storage is probed while serving, and, after it failed, how often it is tried
+/// again.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// [`serve`], calling `ready` once the log is open and requests are being served. When the
+/// log's storage fails (a full disk: the embedded engine refuses everything after a failed
+/// write), the server closes the log and answers every request `ServiceUnavailableException`
+/// at once, tries the storage every second, and once it takes writes again opens the log again
+/// (with every start-up check) and serves as before, on the same listener: it recovers by
+/// itself.
 async fn serve_notifying(
     config: Config,
     listener: TcpListener,
@@ -178,6 +196,82 @@ async fn serve_notifying(
     for warning in &config.deprecations {
         tracing::warn!("{warning}");
     }
+    tokio::pin!(shutdown);
+    let mut ready = Some(ready);
+    let mut recovering = false;
+    loop {
+        let run = serve_once(&config, listener.try_clone()?, shutdown.as_mut(), || {
+            if let Some(ready) = ready.take() {
+                ready();
+            }
+        })
+        .await;
+        match run {
+            Ok(Stopped::Shutdown) => return Ok(()),
+            Ok(Stopped::StorageFailed) => recovering = true,
+            // The storage still fails as the log is opened again: keep waiting.
+            Err(ServerError::Store(e)) if recovering => {
+                tracing::warn!(error = %crate::error_chain(&e), "the log cannot be opened yet");
+            }
+            Err(e) => return Err(e),
+        }
+        // Meanwhile every request is told at once that the storage is failing.
+        let unavailable = HttpServer::new(|| App::new().default_service(web::to(storage_unavailable)))
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(1)
+            .listen(listener.try_clone()?)?
+            .run();
+        let handle = unavailable.handle();
+        let waiting = actix_rt::spawn(unavailable);
+        let shut_down = loop {
+            tokio::select! {
+                () = shutdown.as_mut() => break true,
+                () = tokio::time::sleep(PROBE_EVERY) => {}
+            }
+            if storage_takes_writes(&config.data_dir).await {
+                break false;
+            }
+        };
+        handle.stop(true).await;
+        let _ = waiting.await;
+        if shut_down {
+            return Ok(());
+        }
+        tracing::info!(data_dir = %config.data_dir.display(), "the storage takes writes again; opening the log again");
+    }
+}
+
+/// The answer to every request while the log's storage is failing.
+async fn storage_unavailable() -> HttpResponse {
+    let id = uuid::Uuid::new_v4().to_string();
+    api::AwsJsonError::storage_recovering().to_response(&id)
+}
+
+/// Whether the data directory takes a write of a megabyte again (made durable, then removed).
+async fn storage_takes_writes(dir: &Path) -> bool {
+    let probe = dir.join(".storage-probe");
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let written = std::fs::File::create(&probe).and_then(|mut f| {
+            f.write_all(&vec![0u8; 1 << 20])?;
+            f.sync_all()
+        });
+        let _ = std::fs::remove_file(&probe);
+        written.is_ok()
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// One run of the server over the log, opened here, until shutdown or a storage failure.
+async fn serve_once(
+    config: &Config,
+    listener: TcpListener,
+    shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ready: impl FnOnce(),
+) -> Result<Stopped, ServerError> {
+    let config = config.clone();
     let addr = listener.local_addr()?;
     let auth = Arc::new(crate::auth::Authenticator::from_config(
         &config.auth,
@@ -268,27 +362,51 @@ async fn serve_notifying(
     let running = server.run();
     let handle = running.handle();
     ready();
-    let stopped = {
-        tokio::pin!(running);
-        tokio::select! {
-            outcome = &mut running => outcome,
-            () = shutdown => {
-                // Long-lived responses (feed followers) end first; then in-flight requests finish.
-                stopping_tx.send_replace(true);
-                // The command is sent at once; the server future carries it out, so it is the
-                // one to wait for (awaiting the handle's future here would never end).
-                drop(handle.stop(true));
-                running.await
+    // The storage is probed every second: after a failed write the embedded engine refuses
+    // everything until the log is opened again.
+    let failing = {
+        let store = store.clone();
+        async move {
+            loop {
+                tokio::time::sleep(PROBE_EVERY).await;
+                match store.probe().await {
+                    Ok(()) => {}
+                    Err(StoreError::Closed) => std::future::pending::<()>().await,
+                    Err(e) => return e,
+                }
             }
         }
+    };
+    let (stopped, why) = {
+        tokio::pin!(running);
+        tokio::pin!(failing);
+        let why = tokio::select! {
+            outcome = &mut running => return outcome.map(|()| Stopped::Shutdown).map_err(Into::into),
+            () = shutdown => Stopped::Shutdown,
+            e = &mut failing => {
+                tracing::error!(error = %crate::error_chain(&e), "the log's storage is failing; closing the log, answering ServiceUnavailableException, and opening it again once the storage takes writes");
+                Stopped::StorageFailed
+            }
+        };
+        // Long-lived responses (feed followers) end first; then in-flight requests finish.
+        stopping_tx.send_replace(true);
+        // The command is sent at once; the server future carries it out, so it is the one to
+        // wait for (awaiting the handle's future here would never end).
+        drop(handle.stop(true));
+        (running.await, why)
     };
     if let Some(reconciler) = reconciler {
         reconciler.abort();
     }
     drop(service);
-    store.close().await?;
-    tracing::info!("phone-ledger stopped; log closed");
-    Ok(stopped?)
+    match (store.close().await, &why) {
+        (Ok(()), _) => tracing::info!("phone-ledger stopped; log closed"),
+        // What was acknowledged is durable; what was not is the storage's failure.
+        (Err(e), Stopped::StorageFailed) => tracing::warn!(error = %crate::error_chain(&e), "the failing log closed with an error"),
+        (Err(e), Stopped::Shutdown) => return Err(e.into()),
+    }
+    stopped?;
+    Ok(why)
 }
 
 /// A server on its own thread and actix system (for tests, benches and the load generator).

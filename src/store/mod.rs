@@ -363,6 +363,14 @@ pub trait EventStore: Send + Sync + 'static {
     /// backend; `None` when the store takes no appends).
     fn durability(&self) -> Option<String>;
 
+    /// Whether the storage still works: an error once it has failed (the embedded engine stops
+    /// for good after a failed write, a full disk say, until the log is opened again). The
+    /// server asks every second, and on an error reopens the log once the storage works again.
+    /// A backend that recovers by itself (reconnecting to its cluster) always answers `Ok`.
+    fn probe(&self) -> StoreFuture<()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Commits and answers everything already submitted, makes it durable, and lets go of the
     /// storage (a directory lock, connections). Later calls fail with [`StoreError::Closed`].
     fn close(&self) -> StoreFuture<()>;

@@ -94,16 +94,22 @@ pub fn spawn_binary(data_dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
 
 /// [`spawn_binary`] on a given address (a node restarted where its clients expect it).
 pub fn spawn_binary_on(listen: &str, data_dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_phone-ledger"))
+    spawn_binary_with(listen, data_dir, env, |_| {})
+}
+
+/// [`spawn_binary_on`], with the command adjusted first (limits for the child, say).
+pub fn spawn_binary_with(listen: &str, data_dir: &Path, env: &[(&str, &str)], adjust: impl FnOnce(&mut Command)) -> (Child, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_phone-ledger"));
+    command
         .args(["serve", "--listen", listen, "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn phone-ledger");
+        .stderr(Stdio::inherit());
+    adjust(&mut command);
+    let mut child = command.spawn().expect("spawn phone-ledger");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let addr = loop {
