@@ -60,15 +60,36 @@ pub struct ClusterArgs {
 
 /// Sets up logging from `RUST_LOG` (default `default_level`), to standard output (a server's
 /// log) or to standard error (a command's, whose standard output is its answer).
+///
+/// actix-http logs a client's protocol errors (a request that does not parse, a connection cut
+/// mid-request) at ERROR; they are the client's doing, not the server's, and a fuzzer or a port
+/// scanner would fill the log with them. They are shown only when `RUST_LOG` names `actix_http`
+/// (`RUST_LOG=info,actix_http=debug`).
 pub fn init_tracing(default_level: &str, to_stderr: bool) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    let _ = if to_stderr {
-        builder.with_writer(std::io::stderr).try_init()
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let asked = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
+    let filter = asked
+        .as_deref()
+        .and_then(|a| tracing_subscriber::EnvFilter::try_new(a).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default_level));
+    let show_protocol_errors = asked.as_deref().is_some_and(|a| a.contains("actix_http"));
+    let protocol_errors = tracing_subscriber::filter::filter_fn(move |meta| {
+        show_protocol_errors || !(meta.target().starts_with("actix_http::h1::dispatcher") && *meta.level() == tracing::Level::ERROR)
+    });
+    let writer = if to_stderr {
+        BoxMakeWriter::new(std::io::stderr)
     } else {
-        builder.try_init()
+        BoxMakeWriter::new(std::io::stdout)
     };
+    let layer = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .with_writer(writer)
+        .with_filter(filter)
+        .with_filter(protocol_errors);
+    let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
 /// Runs the parsed command line.

@@ -37,3 +37,28 @@ async fn serve_stops_cleanly_on_sigterm_and_sigint() {
     }
     store.close().await.expect("close");
 }
+
+/// Requests that do not parse are the client's errors: the server answers 400 and keeps them
+/// out of its log (actix-http reports them at ERROR), unless `RUST_LOG` asks for actix-http.
+#[test]
+fn a_clients_protocol_errors_stay_out_of_the_servers_error_log() {
+    use std::io::{Read, Write};
+    for (rust_log, shown) in [("info", false), ("info,actix_http=debug", true)] {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut child, addr, log) = common::spawn_binary_logged(dir.path(), &[("RUST_LOG", rust_log)]);
+        for garbage in [&b"GARBAGE / HTTP/1.1\r\nHost x\r\n\r\n"[..], b"\x00\x01\x02\r\n\r\n"] {
+            let mut connection = std::net::TcpStream::connect(&addr).expect("connect");
+            connection.write_all(garbage).expect("send");
+            let mut answer = [0u8; 12];
+            connection.read_exact(&mut answer).expect("answer");
+            assert_eq!(&answer, b"HTTP/1.1 400", "{rust_log}");
+        }
+        common::signal(&child, "TERM");
+        assert!(child.wait().expect("exit").success());
+        // The drain thread reads the rest of the log once the process is gone.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let log = log.lock().expect("log").join("\n");
+        assert_eq!(log.contains("request parse error"), shown, "RUST_LOG={rust_log}:\n{log}");
+        assert_eq!(log.contains("ERROR"), shown, "RUST_LOG={rust_log}:\n{log}");
+    }
+}

@@ -99,6 +99,22 @@ pub fn spawn_binary_on(listen: &str, data_dir: &Path, env: &[(&str, &str)]) -> (
 
 /// [`spawn_binary_on`], with the command adjusted first (limits for the child, say).
 pub fn spawn_binary_with(listen: &str, data_dir: &Path, env: &[(&str, &str)], adjust: impl FnOnce(&mut Command)) -> (Child, String) {
+    let (child, addr, _) = spawn_binary_inner(listen, data_dir, env, adjust, false);
+    (child, addr)
+}
+
+/// [`spawn_binary`], keeping the lines it logs (after the "listening" one) for the test to read.
+pub fn spawn_binary_logged(data_dir: &Path, env: &[(&str, &str)]) -> (Child, String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    spawn_binary_inner("127.0.0.1:0", data_dir, env, |_| {}, true)
+}
+
+fn spawn_binary_inner(
+    listen: &str,
+    data_dir: &Path,
+    env: &[(&str, &str)],
+    adjust: impl FnOnce(&mut Command),
+    keep: bool,
+) -> (Child, String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_phone-ledger"));
     command
         .args(["serve", "--listen", listen, "--data-dir"])
@@ -119,8 +135,16 @@ pub fn spawn_binary_with(listen: &str, data_dir: &Path, env: &[(&str, &str)], ad
         }
     };
     // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = kept.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if keep {
+                sink.lock().expect("log").push(line);
+            }
+        }
+    });
+    (child, addr, kept)
 }
 
 /// Sends a signal (`TERM`, `INT`, `KILL`) to a child process.
