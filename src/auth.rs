@@ -467,6 +467,52 @@ pub fn sign_request(
     Ok(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())).collect())
 }
 
+/// Signs this crate's own requests (`audit --server`, `loadtest --sign`) as the AWS SDKs do,
+/// with the credentials a person has set up for them: the environment (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), then the shared files (`~/.aws/credentials`
+/// and `~/.aws/config`, profile `AWS_PROFILE`), read by `aws-config`. (Instance and container
+/// roles are not asked: these talk to a local service.)
+pub struct ClientSigner {
+    credentials: aws_credential_types::Credentials,
+    region: String,
+}
+
+impl ClientSigner {
+    /// The credentials found, if any.
+    pub fn from_environment() -> Option<ClientSigner> {
+        use aws_config::environment::EnvironmentVariableCredentialsProvider;
+        use aws_config::meta::credentials::CredentialsProviderChain;
+        use aws_config::profile::ProfileFileCredentialsProvider;
+        use aws_credential_types::provider::ProvideCredentials;
+        let chain = CredentialsProviderChain::first_try("Environment", EnvironmentVariableCredentialsProvider::new())
+            .or_else("Profile", ProfileFileCredentialsProvider::builder().build());
+        // Its own small runtime: callers may or may not be inside one.
+        let credentials = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(chain.provide_credentials()).ok()
+        })
+        .join()
+        .ok()??;
+        // The region only names the signature's scope.
+        let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .iter()
+            .find_map(|k| std::env::var(k).ok().filter(|r| !r.is_empty()))
+            .unwrap_or_else(|| "us-east-1".to_string());
+        Some(ClientSigner { credentials, region })
+    }
+
+    /// The headers that sign a request of `method` to `url` with `headers` and `body`.
+    pub fn sign(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Vec<(String, String)>, Box<dyn std::error::Error + Send + Sync>> {
+        sign_request(method, url, headers, body, &self.credentials, &self.region, SystemTime::now())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -330,3 +330,30 @@ fn boto3_signs_too() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("boto3 sigv4: ok"), "{stdout}");
 }
+
+/// `phone-ledger loadtest --sign` drives a strict server with the environment's credentials,
+/// reads the log back through the signed export (its account's own entries) and passes.
+#[test]
+fn the_load_tester_signs_too() {
+    let server = strict_server();
+    let home = tempfile::tempdir().expect("home");
+    let out = Command::new(env!("CARGO_BIN_EXE_phone-ledger"))
+        .args(["loadtest", "--server", &server.url(), "--sign", "--account", A.2])
+        .args(["--clients", "8", "--numbers", "20", "--pools", "2", "--requests", "300", "--quiet"])
+        .env("HOME", home.path())
+        .env_remove("AWS_PROFILE")
+        .env("AWS_ACCESS_KEY_ID", A.0)
+        .env("AWS_SECRET_ACCESS_KEY", A.1)
+        .output()
+        .expect("run loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("VERDICT: PASS"), "{stdout}");
+    // Unsigned, the same run is refused by the server at its first request.
+    let out = Command::new(env!("CARGO_BIN_EXE_phone-ledger"))
+        .args(["loadtest", "--server", &server.url(), "--account", A.2])
+        .args(["--clients", "8", "--numbers", "20", "--pools", "2", "--requests", "300", "--quiet"])
+        .output()
+        .expect("run loadtest");
+    assert!(!out.status.success());
+}

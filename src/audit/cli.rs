@@ -136,7 +136,7 @@ pub fn run(args: AuditArgs) -> ExitCode {
     let source = match (&args.server, &args.data_dir) {
         (Some(url), _) => Source::Remote(Remote {
             base: url.trim_end_matches('/').to_string(),
-            signer: Signer::from_environment(),
+            signer: crate::auth::ClientSigner::from_environment(),
         }),
         (None, Some(dir)) => {
             let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -218,38 +218,7 @@ fn urlencode(s: &str) -> String {
 /// A running server, and how requests to it are signed.
 struct Remote {
     base: String,
-    signer: Option<Signer>,
-}
-
-/// Signs requests as the AWS SDKs do, with the credentials a person has set up for them: the
-/// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), then the
-/// shared files (`~/.aws/credentials` and `~/.aws/config`, profile `AWS_PROFILE`), read by
-/// `aws-config`. (Instance and container roles are not asked: this talks to a local service.)
-/// A server in strict SigV4 mode shows each credential only what it may see.
-struct Signer {
-    credentials: aws_credential_types::Credentials,
-    region: String,
-}
-
-impl Signer {
-    /// The credentials found, if any (without them requests go unsigned, which a permissive
-    /// server accepts and a strict one refuses, saying so).
-    fn from_environment() -> Option<Signer> {
-        use aws_config::environment::EnvironmentVariableCredentialsProvider;
-        use aws_config::meta::credentials::CredentialsProviderChain;
-        use aws_config::profile::ProfileFileCredentialsProvider;
-        use aws_credential_types::provider::ProvideCredentials;
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-        let chain = CredentialsProviderChain::first_try("Environment", EnvironmentVariableCredentialsProvider::new())
-            .or_else("Profile", ProfileFileCredentialsProvider::builder().build());
-        let credentials = runtime.block_on(chain.provide_credentials()).ok()?;
-        // The region only names the signature's scope; the audit trail is not regional.
-        let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
-            .iter()
-            .find_map(|k| std::env::var(k).ok().filter(|r| !r.is_empty()))
-            .unwrap_or_else(|| "us-east-1".to_string());
-        Some(Signer { credentials, region })
-    }
+    signer: Option<crate::auth::ClientSigner>,
 }
 
 impl Remote {
@@ -257,16 +226,7 @@ impl Remote {
     fn get(&self, url: &str) -> ureq::Request {
         let mut request = ureq::get(url);
         if let Some(signer) = &self.signer {
-            let signed = crate::auth::sign_request(
-                "GET",
-                url,
-                &[],
-                &[],
-                &signer.credentials,
-                &signer.region,
-                std::time::SystemTime::now(),
-            );
-            match signed {
+            match signer.sign("GET", url, &[], &[]) {
                 Ok(headers) => {
                     for (name, value) in headers {
                         request = request.set(&name, &value);

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use self::checker::{check, ClientOp, Op, Verdict};
+use crate::auth::ClientSigner;
 use crate::config::Config;
 use crate::server::RunningServer;
 use crate::store::Durability;
@@ -66,6 +67,12 @@ pub struct LoadTestArgs {
     /// Account (SigV4 access key id) the clients use.
     #[arg(long, default_value = "111122223333")]
     pub account: String,
+    /// Sign the requests with the AWS credentials of the environment or profile, as the AWS
+    /// tools find them (for a server in strict SigV4 mode; `--account` must then be the
+    /// credential's account).
+    #[arg(long)]
+    #[serde(default)]
+    pub sign: bool,
     /// Durability of the in-process server (fsync, flush or relaxed).
     #[arg(long, value_parser = parse_durability)]
     pub durability: Option<Durability>,
@@ -97,6 +104,7 @@ impl Default for LoadTestArgs {
             seed: 1,
             json: None,
             account: "111122223333".into(),
+            sign: false,
             durability: None,
             quiet: true,
         }
@@ -176,20 +184,31 @@ struct Wire {
     http: reqwest::Client,
     url: String,
     authorization: String,
+    /// With `--sign`: signs each request (else `authorization` names the account unsigned).
+    signer: Option<Arc<ClientSigner>>,
     started: Instant,
 }
 
 impl Wire {
     async fn call(&self, operation: &str, body: Value) -> (u16, Value, Option<String>) {
-        let resp = self
+        let target = format!("PinpointSMSVoiceV2.{operation}");
+        let body = body.to_string();
+        let mut request = self
             .http
             .post(&self.url)
-            .header("X-Amz-Target", format!("PinpointSMSVoiceV2.{operation}"))
-            .header("Content-Type", "application/x-amz-json-1.0")
-            .header("Authorization", &self.authorization)
-            .body(body.to_string())
-            .send()
-            .await;
+            .header("X-Amz-Target", &target)
+            .header("Content-Type", "application/x-amz-json-1.0");
+        request = match &self.signer {
+            None => request.header("Authorization", &self.authorization),
+            Some(signer) => {
+                let headers = [("content-type", "application/x-amz-json-1.0"), ("x-amz-target", target.as_str())];
+                match signer.sign("POST", &self.url, &headers, body.as_bytes()) {
+                    Ok(signed) => signed.into_iter().fold(request, |r, (k, v)| r.header(k, v)),
+                    Err(e) => return (0, Value::String(format!("cannot sign: {e}")), None),
+                }
+            }
+        };
+        let resp = request.body(body).send().await;
         match resp {
             Ok(r) => {
                 let status = r.status().as_u16();
@@ -415,6 +434,7 @@ pub async fn prepare(args: &LoadTestArgs, bases: &[String]) -> Result<Prepared, 
         .build()
         .map_err(|e| LoadTestError::Setup(e.to_string()))?;
     let started = Instant::now();
+    let signer = signer_for(args)?;
     let wires: Vec<Wire> = bases
         .iter()
         .map(|base| Wire {
@@ -424,6 +444,7 @@ pub async fn prepare(args: &LoadTestArgs, bases: &[String]) -> Result<Prepared, 
                 "AWS4-HMAC-SHA256 Credential={}/20261126/us-east-1/sms-voice/aws4_request, SignedHeaders=host, Signature=0",
                 args.account
             ),
+            signer: signer.clone(),
             started,
         })
         .collect();
@@ -528,10 +549,34 @@ pub async fn race(args: &LoadTestArgs, prepared: &Prepared) -> Result<(Vec<Clien
     Ok((load_ops, elapsed))
 }
 
+/// The signer `--sign` asks for.
+fn signer_for(args: &LoadTestArgs) -> Result<Option<Arc<ClientSigner>>, LoadTestError> {
+    if !args.sign {
+        return Ok(None);
+    }
+    ClientSigner::from_environment().map(|s| Some(Arc::new(s))).ok_or_else(|| {
+        LoadTestError::Setup("--sign: no AWS credentials in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or profile".into())
+    })
+}
+
 /// The whole log of a server, through its audit export.
 pub async fn fetch_log(base: &str) -> Result<Vec<EventEnvelope>, LoadTestError> {
+    fetch_log_as(base, None).await
+}
+
+/// [`fetch_log`], signed (a strict server exports to an account its own entries: all the load
+/// test's).
+pub async fn fetch_log_as(base: &str, signer: Option<&ClientSigner>) -> Result<Vec<EventEnvelope>, LoadTestError> {
     let unreadable = |e: String| LoadTestError::Setup(format!("cannot read the log: {e}"));
-    let mut export = reqwest::get(format!("{base}/audit/export"))
+    let url = format!("{base}/audit/export");
+    let mut request = reqwest::Client::new().get(&url);
+    if let Some(signer) = signer {
+        for (k, v) in signer.sign("GET", &url, &[], &[]).map_err(|e| unreadable(e.to_string()))? {
+            request = request.header(k, v);
+        }
+    }
+    let mut export = request
+        .send()
         .await
         .and_then(|r| r.error_for_status())
         .map_err(|e| unreadable(e.to_string()))?;
@@ -610,7 +655,7 @@ async fn drive(args: &LoadTestArgs, bases: &[String]) -> Result<Report, LoadTest
     let (load_ops, elapsed) = race(args, &prepared).await?;
     settle(bases).await?;
     let base = bases.join(",");
-    let log = fetch_log(&bases[0]).await?;
+    let log = fetch_log_as(&bases[0], signer_for(args)?.as_deref()).await?;
     let mut all_ops = prepared.ops;
     all_ops.extend(load_ops.iter().cloned());
     let verdict = check(&log, &all_ops);
