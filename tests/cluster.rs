@@ -469,3 +469,75 @@ async fn a_quota_holds_for_requests_racing_on_three_nodes() {
     assert_eq!((created, refused), (4, 11));
     nodes.stop();
 }
+
+/// In strict SigV4 mode a forwarded request is checked by its owner against the client's own
+/// signature: the forwarding node passes it on as it came, `Host` included, and vouches for
+/// nothing. Signed for the node it was sent to, it is decided by the owner; a bad signature is
+/// refused before anything is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_request_is_checked_against_the_clients_own_signature() {
+    use phone_ledger::auth::{sign_request, AuthMode};
+    let Some(settings) = cluster_settings() else { return };
+    let (key, secret) = ("AKIACLUSTERTEST00001", "secret-of-the-cluster-test-0000");
+    let credentials_dir = tempfile::tempdir().expect("dir");
+    let credentials_file = credentials_dir.path().join("credentials.toml");
+    std::fs::write(
+        &credentials_file,
+        format!("[[credentials]]\naccess_key_id = \"{key}\"\nsecret_access_key = \"{secret}\"\naccount = \"{ACCOUNT}\"\n"),
+    )
+    .expect("credentials");
+    let nodes = Nodes::start_with(&settings, |config| {
+        config.auth.mode = AuthMode::Sigv4;
+        config.auth.credentials_file = Some(credentials_file.clone());
+    });
+    let urls = nodes.urls();
+    let sdk = aws_sdk_pinpointsmsvoicev2::Client::from_conf(
+        aws_sdk_pinpointsmsvoicev2::Config::builder()
+            .behavior_version(aws_sdk_pinpointsmsvoicev2::config::BehaviorVersion::latest())
+            .region(aws_sdk_pinpointsmsvoicev2::config::Region::new(REGION))
+            .credentials_provider(aws_sdk_pinpointsmsvoicev2::config::Credentials::new(
+                key, secret, None, None, "test",
+            ))
+            .endpoint_url(&urls[0])
+            .build(),
+    );
+    let id = common::request(&sdk, MessageType::Transactional).await;
+    let owner = owner_of(&urls, &id);
+    let http = reqwest::Client::new();
+    let signed = |url: &str, secret: &str, body: &serde_json::Value| {
+        let credentials = aws_credential_types::Credentials::new(key, secret, None, None, "test");
+        let headers = [
+            ("content-type", "application/x-amz-json-1.0"),
+            ("x-amz-target", "PinpointSMSVoiceV2.UpdatePhoneNumber"),
+        ];
+        let url = format!("{url}/");
+        let added = sign_request(
+            "POST",
+            &url,
+            &headers,
+            body.to_string().as_bytes(),
+            &credentials,
+            REGION,
+            std::time::SystemTime::now(),
+        )
+        .expect("sign");
+        let mut request = http.post(url).body(body.to_string());
+        for (k, v) in headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).chain(added) {
+            request = request.header(k, v);
+        }
+        request
+    };
+    for (i, url) in urls.iter().enumerate() {
+        let body = serde_json::json!({"PhoneNumberId": id, "DeletionProtectionEnabled": i % 2 == 0});
+        let answer = signed(url, secret, &body).send().await.expect("answer");
+        assert_eq!(answer.status(), 200, "sent to {url}");
+        assert_eq!(decided_by(&answer).as_deref(), Some(owner.as_str()), "sent to {url}");
+        let refused = signed(url, "not-the-secret-of-the-test-00000", &body).send().await.expect("answer");
+        assert_eq!(
+            refused.headers().get("x-amzn-errortype").and_then(|v| v.to_str().ok()),
+            Some("InvalidSignatureException")
+        );
+        assert_eq!(decided_by(&refused).as_deref(), Some(url.as_str()), "refused where it arrived");
+    }
+    nodes.stop();
+}
