@@ -930,6 +930,45 @@ fn followers_part(rt: &tokio::runtime::Runtime, http: &reqwest::Client) -> Vec<[
         measured.push((followers, run));
         std::thread::sleep(Duration::from_secs(1));
     }
+    // Followers catching up from position 0 on the whole log (every event written above), while
+    // reads are measured: their pages are read off the HTTP workers, so reads should not wait.
+    let describe = vec![json!({"MaxResults": 10}).to_string(); 2];
+    let reads_alone = measure(&server, "DescribePhoneNumbers", &describe, secs);
+    let events: Value = rt.block_on(async {
+        http.get(format!("{base}/health"))
+            .send()
+            .await
+            .expect("health")
+            .json()
+            .await
+            .expect("json")
+    });
+    let catching_up: Vec<_> = (0..20)
+        .map(|_| {
+            let (url, http) = (format!("{base}/audit/events?Follow=true&After=0"), http.clone());
+            rt.spawn(async move {
+                use futures_util::StreamExt;
+                let Ok(resp) = http.get(url).header("Authorization", AUTH).send().await else {
+                    return;
+                };
+                let mut body = resp.bytes_stream();
+                while let Some(Ok(_)) = body.next().await {}
+            })
+        })
+        .collect();
+    let reads_with = measure(&server, "DescribePhoneNumbers", &describe, secs);
+    for t in catching_up {
+        t.abort();
+    }
+    eprintln!(
+        "DescribePhoneNumbers alone: {:.0} req/s, p99 {:.2} ms; with 20 followers catching up from 0 on {} events: {:.0} req/s, p99 {:.2} ms, {} errors",
+        reads_alone.run.rate(),
+        reads_alone.run.p99_us as f64 / 1000.0,
+        events["Events"],
+        reads_with.run.rate(),
+        reads_with.run.p99_us as f64 / 1000.0,
+        reads_with.run.non_2xx + reads_with.run.socket_errors
+    );
     server.stop();
     let alone = measured[0].1.run.rate();
     measured[1..]
@@ -943,6 +982,24 @@ fn followers_part(rt: &tokio::runtime::Runtime, http: &reqwest::Client) -> Vec<[
                 "writes not held up by followers".into(),
             ]
         })
+        .chain(std::iter::once([
+            format!(
+                "DescribePhoneNumbers (wrk, 64 connections) while 20 followers catch up from position 0 on {} events",
+                events["Events"]
+            ),
+            format!(
+                "{:.0} req/s, p99 {:.2} ms",
+                reads_with.run.rate(),
+                reads_with.run.p99_us as f64 / 1000.0
+            ),
+            format!(
+                "no followers: {:.0} req/s, p99 {:.2} ms",
+                reads_alone.run.rate(),
+                reads_alone.run.p99_us as f64 / 1000.0
+            ),
+            format!("{:.2}×", reads_with.run.rate() / reads_alone.run.rate()),
+            "reads not held up by followers catching up".into(),
+        ]))
         .collect()
 }
 

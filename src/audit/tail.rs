@@ -5,6 +5,8 @@
 //! at the head cost one read per commit, not a thousand. A follower that starts behind (from
 //! position 0, say) first catches up with paged reads of the log, off the HTTP workers, then
 //! joins the tail; a gap between what it read and what the tail holds is read from the log too.
+//! Catching-up followers take turns, a page each, so that however many catch up at once they
+//! hold at most one of the log's reader threads and one core.
 //! A follower that falls more than `lag_limit` batches behind the tail (a client that does not
 //! read) is told so in an `event: dropped` message naming the position to resume after, and
 //! its stream ends; the tail never waits for anyone, so no follower slows the writers.
@@ -33,6 +35,9 @@ pub struct TailBatch {
 pub struct SharedTail {
     batches: broadcast::Sender<Arc<TailBatch>>,
     lag_limit: usize,
+    /// Followers catching up read the log one page at a time, one follower at a time: the log's
+    /// reader threads and the cores stay free for the requests.
+    catching_up: Arc<tokio::sync::Semaphore>,
 }
 
 /// Events read per page, catching up or following.
@@ -50,7 +55,11 @@ impl SharedTail {
         let mut head = store.watch_head()?;
         let lag_limit = lag_limit.max(1);
         let (batches, _) = broadcast::channel(lag_limit);
-        let tail = SharedTail { batches, lag_limit };
+        let tail = SharedTail {
+            batches,
+            lag_limit,
+            catching_up: Arc::new(tokio::sync::Semaphore::new(1)),
+        };
         let sender = tail.batches.clone();
         tokio::spawn(async move {
             let mut covered = *head.borrow_and_update();
@@ -141,20 +150,29 @@ impl SharedTail {
                     return None;
                 }
                 let Some(live) = f.live.as_mut() else {
-                    // Catching up from the log, a page at a time, off the HTTP workers.
+                    // Catching up from the log, a page at a time, read and rendered off the HTTP
+                    // workers, one catching-up follower at a time.
+                    let Ok(_turn) = f.tail.catching_up.clone().acquire_owned().await else {
+                        return None;
+                    };
                     let mut page_filter = f.filter.clone();
                     page_filter.limit = PAGE;
                     let store = f.store.clone();
-                    let page = match super::http::off_workers(async move { query::feed(&*store, &page_filter).await }).await {
+                    let read = super::http::off_workers(async move {
+                        let page = query::feed(&*store, &page_filter).await?;
+                        let text = (!page.events.is_empty()).then(|| sse_events(&page.events));
+                        Ok((page.scanned_to, page.next_after, text))
+                    });
+                    let (scanned_to, next_after, text) = match read.await {
                         Ok(p) => p,
                         Err(e) => return Some((Err(e), Follower { ended: true, ..f })),
                     };
-                    f.filter.after = f.filter.after.max(page.scanned_to);
-                    if page.next_after.is_none() {
+                    f.filter.after = f.filter.after.max(scanned_to);
+                    if next_after.is_none() {
                         f.live = Some(f.tail.batches.subscribe());
                     }
-                    if !page.events.is_empty() {
-                        return Some((Ok(sse_events(&page.events)), f));
+                    if let Some(text) = text {
+                        return Some((Ok(text), f));
                     }
                     continue;
                 };
