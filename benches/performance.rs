@@ -865,6 +865,46 @@ fn activation_ms(store: &Store, rt: &actix_rt::SystemRunner, id: &str, settings:
 
 // ---- followers of the live feed -----------------------------------------------------------------
 
+/// The number of events in the log of the server at `base`.
+fn events_in_log(rt: &tokio::runtime::Runtime, http: &reqwest::Client, base: &str) -> u64 {
+    rt.block_on(async {
+        let health: Value = http
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .expect("health")
+            .json()
+            .await
+            .expect("json");
+        health["Events"].as_u64().unwrap_or(0)
+    })
+}
+
+/// A follower of the live feed from position `after`, counting what it receives into `received`.
+fn follow(
+    rt: &tokio::runtime::Runtime,
+    http: &reqwest::Client,
+    base: &str,
+    after: u64,
+    received: &Arc<std::sync::atomic::AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    let (url, http, received) = (
+        format!("{base}/audit/events?Follow=true&After={after}"),
+        http.clone(),
+        received.clone(),
+    );
+    rt.spawn(async move {
+        use futures_util::StreamExt;
+        let Ok(resp) = http.get(url).header("Authorization", AUTH).send().await else {
+            return;
+        };
+        let mut body = resp.bytes_stream();
+        while let Some(Ok(chunk)) = body.next().await {
+            received.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    })
+}
+
 /// Durable UpdatePhoneNumber throughput (wrk, 64 connections, `PERF_WRK_SECS`) with 0, 50 and
 /// 500 followers of the live feed connected at the head, each draining its server-sent events:
 /// what followers cost the writers.
@@ -887,33 +927,9 @@ fn followers_part(rt: &tokio::runtime::Runtime, http: &reqwest::Client) -> Vec<[
     let base = server.url.trim_end_matches('/').to_string();
     let mut measured = Vec::new();
     for followers in [0usize, 50, 500] {
-        let head: Value = rt.block_on(async {
-            http.get(format!("{base}/health"))
-                .send()
-                .await
-                .expect("health")
-                .json()
-                .await
-                .expect("json")
-        });
-        let after = head["Events"].as_u64().unwrap_or(0);
+        let after = events_in_log(rt, http, &base);
         let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let tasks: Vec<_> = (0..followers)
-            .map(|_| {
-                let (url, received) = (format!("{base}/audit/events?Follow=true&After={after}"), received.clone());
-                let http = http.clone();
-                rt.spawn(async move {
-                    use futures_util::StreamExt;
-                    let Ok(resp) = http.get(url).header("Authorization", AUTH).send().await else {
-                        return;
-                    };
-                    let mut body = resp.bytes_stream();
-                    while let Some(Ok(chunk)) = body.next().await {
-                        received.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    }
-                })
-            })
-            .collect();
+        let tasks: Vec<_> = (0..followers).map(|_| follow(rt, http, &base, after, &received)).collect();
         std::thread::sleep(Duration::from_secs(1));
         let run = measure(&server, "UpdatePhoneNumber", &updates, secs);
         let bytes = received.load(std::sync::atomic::Ordering::Relaxed);
@@ -934,28 +950,9 @@ fn followers_part(rt: &tokio::runtime::Runtime, http: &reqwest::Client) -> Vec<[
     // reads are measured: their pages are read off the HTTP workers, so reads should not wait.
     let describe = vec![json!({"MaxResults": 10}).to_string(); 2];
     let reads_alone = measure(&server, "DescribePhoneNumbers", &describe, secs);
-    let events: Value = rt.block_on(async {
-        http.get(format!("{base}/health"))
-            .send()
-            .await
-            .expect("health")
-            .json()
-            .await
-            .expect("json")
-    });
-    let catching_up: Vec<_> = (0..20)
-        .map(|_| {
-            let (url, http) = (format!("{base}/audit/events?Follow=true&After=0"), http.clone());
-            rt.spawn(async move {
-                use futures_util::StreamExt;
-                let Ok(resp) = http.get(url).header("Authorization", AUTH).send().await else {
-                    return;
-                };
-                let mut body = resp.bytes_stream();
-                while let Some(Ok(_)) = body.next().await {}
-            })
-        })
-        .collect();
+    let events = events_in_log(rt, http, &base);
+    let unread = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let catching_up: Vec<_> = (0..20).map(|_| follow(rt, http, &base, 0, &unread)).collect();
     let reads_with = measure(&server, "DescribePhoneNumbers", &describe, secs);
     for t in catching_up {
         t.abort();
@@ -964,7 +961,7 @@ fn followers_part(rt: &tokio::runtime::Runtime, http: &reqwest::Client) -> Vec<[
         "DescribePhoneNumbers alone: {:.0} req/s, p99 {:.2} ms; with 20 followers catching up from 0 on {} events: {:.0} req/s, p99 {:.2} ms, {} errors",
         reads_alone.run.rate(),
         reads_alone.run.p99_us as f64 / 1000.0,
-        events["Events"],
+        events,
         reads_with.run.rate(),
         reads_with.run.p99_us as f64 / 1000.0,
         reads_with.run.non_2xx + reads_with.run.socket_errors
@@ -985,7 +982,7 @@ fn followers_part(rt: &tokio::runtime::Runtime, http: &reqwest::Client) -> Vec<[
         .chain(std::iter::once([
             format!(
                 "DescribePhoneNumbers (wrk, 64 connections) while 20 followers catch up from position 0 on {} events",
-                events["Events"]
+                events
             ),
             format!(
                 "{:.0} req/s, p99 {:.2} ms",

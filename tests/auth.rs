@@ -78,6 +78,14 @@ async fn unsigned(method: &str, url: &str, authorization: Option<&str>) -> (u16,
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// The `member` of every event of a feed page.
+fn members<'a>(feed: &'a Value, member: &str) -> Vec<&'a str> {
+    feed["Events"]
+        .as_array()
+        .map(|events| events.iter().filter_map(|e| e[member].as_str()).collect())
+        .unwrap_or_default()
+}
+
 async fn export_of(url: &str, who: (&str, &str, &str)) -> String {
     let credentials = aws_credential_types::Credentials::new(who.0, who.1, None, None, "test");
     let export_url = format!("{url}/audit/export");
@@ -223,19 +231,9 @@ async fn each_account_reads_only_its_own_audit_trail() {
     // is refused.
     let (status, feed) = signed("GET", &format!("{url}/audit/events"), "", B, now()).await;
     assert_eq!(status, 200);
-    let accounts: Vec<&str> = feed["Events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["Account"].as_str())
-        .collect();
+    let accounts = members(&feed, "Account");
     assert!(!accounts.is_empty() && accounts.iter().all(|a| *a == B.2), "{accounts:?}");
-    let streams: Vec<&str> = feed["Events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["StreamId"].as_str())
-        .collect();
+    let streams = members(&feed, "StreamId");
     assert!(streams.contains(&b_number.as_str()) && !streams.contains(&a_number.as_str()));
     let (status, body) = signed("GET", &format!("{url}/audit/events?Account={}", A.2), "", B, now()).await;
     assert_eq!((status, body["__type"].as_str()), (403, Some("AccessDeniedException")));
@@ -253,12 +251,7 @@ async fn each_account_reads_only_its_own_audit_trail() {
         assert_eq!(status, 200, "{what}");
     }
     let (_, feed) = signed("GET", &format!("{url}/audit/events"), "", ADMIN, now()).await;
-    let all: Vec<&str> = feed["Events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["StreamId"].as_str())
-        .collect();
+    let all = members(&feed, "StreamId");
     assert!(all.contains(&a_number.as_str()) && all.contains(&b_number.as_str()));
     let (status, _) = signed("GET", &format!("{url}/audit/phone-numbers/{a_number}/events"), "", ADMIN, now()).await;
     assert_eq!(status, 200);
