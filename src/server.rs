@@ -380,20 +380,31 @@ async fn serve_once(
     let (stopped, why) = {
         tokio::pin!(running);
         tokio::pin!(failing);
+        // The HTTP server may also end by itself (it failed): the log is closed below all the same.
+        let mut ended_by_itself = None;
         let why = tokio::select! {
-            outcome = &mut running => return outcome.map(|()| Stopped::Shutdown).map_err(Into::into),
+            outcome = &mut running => {
+                ended_by_itself = Some(outcome);
+                Stopped::Shutdown
+            }
             () = shutdown => Stopped::Shutdown,
             e = &mut failing => {
                 tracing::error!(error = %crate::error_chain(&e), "the log's storage is failing; closing the log, answering ServiceUnavailableException, and opening it again once the storage takes writes");
                 Stopped::StorageFailed
             }
         };
-        // Long-lived responses (feed followers) end first; then in-flight requests finish.
-        stopping_tx.send_replace(true);
-        // The command is sent at once; the server future carries it out, so it is the one to
-        // wait for (awaiting the handle's future here would never end).
-        drop(handle.stop(true));
-        (running.await, why)
+        let stopped = match ended_by_itself {
+            Some(outcome) => outcome,
+            None => {
+                // Long-lived responses (feed followers) end first; then in-flight requests
+                // finish. The command is sent at once; the server future carries it out, so it
+                // is the one to wait for (awaiting the handle's future would never end).
+                stopping_tx.send_replace(true);
+                drop(handle.stop(true));
+                running.await
+            }
+        };
+        (stopped, why)
     };
     if let Some(reconciler) = reconciler {
         reconciler.abort();
