@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{ChainHead, EventStore, Store, StoreError};
+use crate::store::{EventStore, Store, StoreError};
 
 /// The file, in the data directory.
 const FILE: &str = "durable-mark.json";
@@ -79,15 +79,11 @@ fn read(file: &Path) -> Option<Mark> {
     }
 }
 
-fn write(file: &Path, head: &ChainHead) -> std::io::Result<()> {
+fn write(file: &Path, mark: &Mark) -> std::io::Result<()> {
     use std::io::Write;
-    let mark = Mark {
-        position: head.position,
-        hash: hex::encode(head.hash),
-    };
     let tmp = file.with_extension("tmp");
     let mut out = std::fs::File::create(&tmp)?;
-    out.write_all(&serde_json::to_vec(&mark).map_err(std::io::Error::other)?)?;
+    out.write_all(&serde_json::to_vec(mark).map_err(std::io::Error::other)?)?;
     out.sync_all()?;
     std::fs::rename(&tmp, file)
 }
@@ -95,19 +91,29 @@ fn write(file: &Path, head: &ChainHead) -> std::io::Result<()> {
 /// Keeps the mark of `store` in `dir` up to date while the server runs (on a blocking thread:
 /// the sync must not hold a worker).
 pub fn keep(store: Store, dir: PathBuf) {
+    // Only what was acknowledged: the writer publishes a position once its batch is durable,
+    // while the log's own head may already hold a batch whose flush failed (a full disk), which
+    // nobody was told had succeeded and which the disk may not have.
+    let Some(mut durable) = store.watch_head() else { return };
     actix_rt::spawn(async move {
         let file = dir.join(FILE);
         let mut written = None;
         loop {
             tokio::time::sleep(EVERY).await;
-            let Ok(head) = store.chain_head().await else { return };
-            if written == Some(head.position) {
+            let position = *durable.borrow_and_update();
+            if position == 0 || written == Some(position) {
                 continue;
             }
+            let Ok(at) = store.read_feed(position - 1, 1).await else { return };
+            let Some(event) = at.into_iter().next() else { continue };
+            let mark = Mark {
+                position,
+                hash: event.hash,
+            };
             let target = file.clone();
-            let result = tokio::task::spawn_blocking(move || write(&target, &head)).await;
+            let result = tokio::task::spawn_blocking(move || write(&target, &mark)).await;
             match result {
-                Ok(Ok(())) => written = Some(head.position),
+                Ok(Ok(())) => written = Some(position),
                 Ok(Err(e)) => tracing::warn!(file = %file.display(), error = %e, "cannot write the durable mark"),
                 Err(_) => return,
             }
