@@ -228,6 +228,23 @@ impl AwsJsonError {
     }
 }
 
+impl std::fmt::Display for AwsJsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.type_name, self.message)
+    }
+}
+
+/// So a handler or an extractor can return it with `?`.
+impl actix_web::ResponseError for AwsJsonError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.to_response(&uuid::Uuid::new_v4().to_string())
+    }
+}
+
 impl From<Rejection> for AwsJsonError {
     fn from(r: Rejection) -> Self {
         match r {

@@ -193,12 +193,27 @@ fn store(state: &web::Data<AuditState>) -> Store {
     state.store.clone()
 }
 
-/// The caller of an audit request (its body, which a GET does not have, is not signed).
-fn caller(req: &HttpRequest, state: &AuditState) -> Result<Caller, Box<HttpResponse>> {
-    state
-        .auth
-        .authenticate(req, &[])
-        .map_err(|failure| Box::new(AwsJsonError::unauthenticated(&failure).to_response(&uuid::Uuid::new_v4().to_string())))
+/// The caller of an audit request, authenticated before its handler runs (the body, which a GET
+/// does not have, is not signed); a request that is not is answered with the AWS error.
+pub struct AuditCaller(Caller);
+
+impl actix_web::FromRequest for AuditCaller {
+    type Error = AwsJsonError;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let caller = match req.app_data::<web::Data<AuditState>>() {
+            Some(state) => state
+                .auth
+                .authenticate(req, &[])
+                .map_err(|failure| AwsJsonError::unauthenticated(&failure)),
+            None => Err(AwsJsonError::internal(
+                &std::io::Error::other("the audit routes are mounted without their state"),
+                "-",
+            )),
+        };
+        std::future::ready(caller.map(AuditCaller))
+    }
 }
 
 /// Whole-log questions are for admins.
@@ -257,13 +272,14 @@ fn kind_of(segment: &str) -> Result<ResourceKind, AuditError> {
     }
 }
 
-async fn stream_events(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<AuditState>) -> HttpResponse {
+async fn stream_events(
+    req: HttpRequest,
+    AuditCaller(caller): AuditCaller,
+    path: web::Path<(String, String)>,
+    state: web::Data<AuditState>,
+) -> HttpResponse {
     let (kind, id) = path.into_inner();
     let store = store(&state);
-    let caller = match caller(&req, &state) {
-        Ok(c) => c,
-        Err(refused) => return *refused,
-    };
     respond(
         async {
             let params = Params::parse(req.query_string(), &["FromVersion", "Limit"])?;
@@ -274,13 +290,14 @@ async fn stream_events(req: HttpRequest, path: web::Path<(String, String)>, stat
     )
 }
 
-async fn state(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<AuditState>) -> HttpResponse {
+async fn state(
+    req: HttpRequest,
+    AuditCaller(caller): AuditCaller,
+    path: web::Path<(String, String)>,
+    state: web::Data<AuditState>,
+) -> HttpResponse {
     let (kind, id) = path.into_inner();
     let store = store(&state);
-    let caller = match caller(&req, &state) {
-        Ok(c) => c,
-        Err(refused) => return *refused,
-    };
     respond(
         async {
             let params = Params::parse(req.query_string(), &["Version", "At"])?;
@@ -302,13 +319,14 @@ async fn state(req: HttpRequest, path: web::Path<(String, String)>, state: web::
     )
 }
 
-async fn replay(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<AuditState>) -> HttpResponse {
+async fn replay(
+    req: HttpRequest,
+    AuditCaller(caller): AuditCaller,
+    path: web::Path<(String, String)>,
+    state: web::Data<AuditState>,
+) -> HttpResponse {
     let (kind, id) = path.into_inner();
     let store = store(&state);
-    let caller = match caller(&req, &state) {
-        Ok(c) => c,
-        Err(refused) => return *refused,
-    };
     respond(
         async {
             Params::parse(req.query_string(), &[])?;
@@ -319,12 +337,8 @@ async fn replay(req: HttpRequest, path: web::Path<(String, String)>, state: web:
     )
 }
 
-async fn get_digest(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
+async fn get_digest(req: HttpRequest, AuditCaller(caller): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
-    let caller = match caller(&req, &state) {
-        Ok(c) => c,
-        Err(refused) => return *refused,
-    };
     match Params::parse(req.query_string(), &[]).and_then(|p| admin_only(&caller, "the digest of the whole log").map(|()| p)) {
         Ok(_) => respond(digest(&*store).await),
         Err(e) => error_response(&e),
@@ -341,24 +355,16 @@ pub(crate) async fn off_workers<T: Send + 'static>(
         .unwrap_or_else(|e| Err(AuditError::Task(Box::new(e))))
 }
 
-async fn get_verify(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
+async fn get_verify(req: HttpRequest, AuditCaller(caller): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
-    let caller = match caller(&req, &state) {
-        Ok(c) => c,
-        Err(refused) => return *refused,
-    };
     if let Err(e) = Params::parse(req.query_string(), &[]).and_then(|_| admin_only(&caller, "verifying the whole log")) {
         return error_response(&e);
     }
     respond(off_workers(async move { verify_store(&*store).await }).await)
 }
 
-async fn get_recheck(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
+async fn get_recheck(req: HttpRequest, AuditCaller(caller): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
-    let caller = match caller(&req, &state) {
-        Ok(c) => c,
-        Err(refused) => return *refused,
-    };
     if let Err(e) = Params::parse(req.query_string(), &[]).and_then(|_| admin_only(&caller, "rechecking the whole log")) {
         return error_response(&e);
     }
@@ -371,12 +377,8 @@ const EXPORT_PAGE: usize = 1_000;
 /// The log as JSON lines, streamed page by page (each page read off the workers), so an export
 /// of any size takes the memory of one page. A failure after the first page cuts the body off
 /// (the client sees an incomplete chunked response, never a short file that looks whole).
-async fn get_export(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
+async fn get_export(req: HttpRequest, AuditCaller(caller): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
-    let caller = match caller(&req, &state) {
-        Ok(c) => c,
-        Err(refused) => return *refused,
-    };
     let parsed = Params::parse(req.query_string(), &FEED_PARAMS[..7]).and_then(|p| p.feed_filter());
     let mut filter = match parsed.and_then(|f| scoped_filter(f, &caller)) {
         Ok(f) => f,
@@ -421,12 +423,8 @@ async fn get_export(req: HttpRequest, state: web::Data<AuditState>) -> HttpRespo
     HttpResponse::Ok().content_type("application/x-ndjson").streaming(pages)
 }
 
-async fn feed(req: HttpRequest, state: web::Data<AuditState>) -> HttpResponse {
+async fn feed(req: HttpRequest, AuditCaller(caller): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
-    let caller = match caller(&req, &state) {
-        Ok(c) => c,
-        Err(refused) => return *refused,
-    };
     let parsed =
         Params::parse(req.query_string(), FEED_PARAMS).and_then(|p| Ok((scoped_filter(p.feed_filter()?, &caller)?, p.flag("Follow")?)));
     let (filter, follow) = match parsed {
