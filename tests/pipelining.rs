@@ -46,6 +46,7 @@ fn execute(action: PhoneNumberAction) -> Execute<PhoneNumberState> {
             operation: "Test".into(),
         },
         action,
+        counter_limits: vec![],
     }
 }
 

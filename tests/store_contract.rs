@@ -119,6 +119,57 @@ async fn two_nodes_racing_for_one_version_never_both_win() {
     b.close().await.expect("close");
 }
 
+/// Two nodes creating under one counter limit at once (an account's quota, each node's own
+/// bookkeeping blind to the other's creations): the log's order decides, so exactly the limit is
+/// created, the others are refused as over it, and both nodes count the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_creating_under_one_limit_never_exceed_it() {
+    use phone_ledger::store::{AppendError, AppendRequest, IndexOp};
+    if !<Clustered as contract::Harness>::available() {
+        return;
+    }
+    let urls = common::nats::shared_cluster().expect("cluster");
+    let settings = common::nats::fresh_settings(&urls);
+    let (a, b) = (connect(&settings).await, connect(&settings).await);
+    let count = b"c/111122223333/us-east-1/phone-number".to_vec();
+    let limit = 5;
+    let create = |stream: String| AppendRequest {
+        index_ops: vec![IndexOp::Add(count.clone(), 1)],
+        counter_limits: vec![(count.clone(), limit)],
+        ..contract::append(&stream, 0, 1)
+    };
+    let mut answers = Vec::new();
+    for i in 0..12 {
+        answers.push(a.submit(create(format!("phone-qa{i}"))).expect("queued"));
+        answers.push(b.submit(create(format!("phone-qb{i}"))).expect("queued"));
+    }
+    let (mut created, mut refused) = (0, 0);
+    for answer in answers {
+        match answer.await {
+            Ok(_) => created += 1,
+            Err(AppendError::LimitReached(_)) => refused += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!((created, refused), (limit, 24 - limit));
+    // Each node reads its own writes at once; the other's reach its view a moment later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    for s in [&a, &b] {
+        loop {
+            let stored = s.index_get(&count).await.expect("get").expect("counted");
+            let counted = i64::from_be_bytes(stored.as_slice().try_into().expect("8 bytes"));
+            assert!(counted <= limit, "{counted}");
+            if counted == limit {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "counted {counted}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    a.close().await.expect("close");
+    b.close().await.expect("close");
+}
+
 /// Two nodes each pipelining a chain of appends on one aggregate (every append decided on the
 /// state the one before it makes, submitted before that one is answered, as an actor does for a
 /// hot number), round after round: on each node the answers are a run of successes then a run of

@@ -60,6 +60,9 @@ impl ExecuteError {
 pub struct Execute<A: Aggregate> {
     pub meta: CommandMeta,
     pub action: A::Action,
+    /// Counters the append must leave at most at these values (see
+    /// [`AppendRequest::counter_limits`]); a creation names its account's quota here.
+    pub counter_limits: Vec<(Vec<u8>, i64)>,
 }
 
 impl<A: Aggregate> Message for Execute<A> {
@@ -274,6 +277,7 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
             self.reload(ctx);
             return done(Err(ExecuteError::Superseded));
         }
+        let counter_limits = msg.counter_limits;
         let command = Command {
             meta: msg.meta,
             target: self.id.clone(),
@@ -309,6 +313,7 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
             events: pending,
             index_ops: A::index_ops(&self.state, &after),
             unique_claims: A::unique_claims(&self.state, &after),
+            counter_limits,
             snapshot: self.snapshot_for(&after, self.version, to),
         };
         let request_last_event = request.events.last().map(|e| e.event_id);

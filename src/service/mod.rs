@@ -159,12 +159,26 @@ impl LifecycleService {
         meta: &CommandMeta,
         action: A::Action,
     ) -> Result<A, ServiceError> {
+        self.execute_within(registry, id, create, meta, action, &[]).await
+    }
+
+    /// [`execute`](Self::execute), with counters the append must leave within limits (quotas).
+    async fn execute_within<A: Projected>(
+        &self,
+        registry: &Registry<A>,
+        id: &str,
+        create: bool,
+        meta: &CommandMeta,
+        action: A::Action,
+        counter_limits: &[(Vec<u8>, i64)],
+    ) -> Result<A, ServiceError> {
         let started = std::time::Instant::now();
         let mut tries: u64 = 0;
         loop {
             let outcome = Self::ask(registry, id, create, || Execute::<A> {
                 meta: meta.clone(),
                 action: action.clone(),
+                counter_limits: counter_limits.to_vec(),
             })
             .await?;
             match outcome {

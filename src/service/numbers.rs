@@ -1,5 +1,6 @@
 //! `RequestPhoneNumber`, `UpdatePhoneNumber`, `ReleasePhoneNumber`.
 
+use super::quota::{over_quota, quota_limit};
 use super::tokens::lost_token_race;
 use super::{LifecycleService, ServiceError};
 use crate::actors::ExecuteError;
@@ -126,7 +127,10 @@ impl LifecycleService {
             };
             // The number's decider refuses a pool of another message type (MESSAGE_TYPE_MISMATCH).
             let request = PhoneNumberAction::request(number, pool.as_ref().map(PoolToJoin::of));
-            match self.execute(&self.numbers, &id, true, meta, request).await {
+            let quota = self.quotas.phone_numbers_per_account;
+            let limit = quota_limit(scope, ResourceKind::PhoneNumber, quota);
+            let created = self.execute_within(&self.numbers, &id, true, meta, request, &limit).await;
+            match created.map_err(|e| over_quota(e, scope, ResourceKind::PhoneNumber, quota)) {
                 Ok(state) => {
                     let number = state
                         .0

@@ -3,6 +3,7 @@
 //! a compensating step when the second one is refused (see the module doc of `service`).
 
 use super::error::not_found;
+use super::quota::{over_quota, quota_limit};
 use super::tokens::lost_token_race;
 use super::{LifecycleService, ServiceError};
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction};
@@ -195,9 +196,12 @@ impl LifecycleService {
             client_token: spec.client_token.clone(),
             fenced: Default::default(),
         };
+        let quota = self.quotas.pools_per_account;
+        let limit = quota_limit(scope, ResourceKind::Pool, quota);
         let created = self
-            .execute(&self.pools, &pool_id, true, meta, PoolAction::Create(Box::new(pool)))
+            .execute_within(&self.pools, &pool_id, true, meta, PoolAction::Create(Box::new(pool)), &limit)
             .await
+            .map_err(|e| over_quota(e, scope, ResourceKind::Pool, quota))
             .and_then(|s| {
                 s.0.ok_or_else(|| ServiceError::Invariant(format!("created pool {pool_id} has no state")))
             });

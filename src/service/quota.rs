@@ -1,14 +1,20 @@
 //! Per-account quotas under concurrent creations: live resources (a counter in the derived
 //! index) plus creations in flight (reservations held in memory) never exceed the quota, and
 //! creations are not serialized to ensure it.
+//!
+//! The reservations see this process's creations only. Other nodes of a shared log create too,
+//! so each creation's append also names the quota as the counter's limit ([`quota_limit`]): the
+//! log refuses, in its own commit order, the creation that would go over it, and that refusal
+//! is the same `ServiceQuotaExceededException` ([`over_quota`]).
 
 use std::sync::atomic::Ordering;
 
 use super::{LifecycleService, ServiceError};
+use crate::actors::ExecuteError;
 use crate::domain::types::QuotaReason;
 use crate::domain::{Rejection, ResourceKind, Scope};
 use crate::projection::live_count_key;
-use crate::store::decode_counter;
+use crate::store::{decode_counter, AppendError};
 
 /// A unit of quota held by a creation in progress; released when dropped.
 pub(super) struct Reservation<'a> {
@@ -68,17 +74,38 @@ impl LifecycleService {
                     return Ok(Reservation { service: self, key });
                 }
                 if in_flight == 0 {
-                    let (reason, what) = match kind {
-                        ResourceKind::PhoneNumber => (QuotaReason::PhoneNumbersPerAccount, "phone numbers"),
-                        ResourceKind::Pool => (QuotaReason::PoolsPerAccount, "pools"),
-                    };
-                    return Err(ServiceError::Rejected(Rejection::QuotaExceeded {
-                        reason,
-                        message: format!("account {} already holds {quota} {what} in {}", scope.account, scope.region),
-                    }));
+                    return Err(quota_exceeded(scope, kind, quota));
                 }
             }
             settled.await;
         }
+    }
+}
+
+/// The refusal of a creation over the scope's quota of `kind`.
+fn quota_exceeded(scope: &Scope, kind: ResourceKind, quota: u64) -> ServiceError {
+    let (reason, what) = match kind {
+        ResourceKind::PhoneNumber => (QuotaReason::PhoneNumbersPerAccount, "phone numbers"),
+        ResourceKind::Pool => (QuotaReason::PoolsPerAccount, "pools"),
+    };
+    ServiceError::Rejected(Rejection::QuotaExceeded {
+        reason,
+        message: format!("account {} already holds {quota} {what} in {}", scope.account, scope.region),
+    })
+}
+
+/// The counter limit a creation of `kind` in `scope` appends under.
+pub(super) fn quota_limit(scope: &Scope, kind: ResourceKind, quota: u64) -> [(Vec<u8>, i64); 1] {
+    [(live_count_key(scope, kind), i64::try_from(quota).unwrap_or(i64::MAX))]
+}
+
+/// A creation the log refused for its counter limit is over the quota.
+pub(super) fn over_quota(e: ServiceError, scope: &Scope, kind: ResourceKind, quota: u64) -> ServiceError {
+    match e {
+        ServiceError::Execute {
+            source: ExecuteError::Append(AppendError::LimitReached(_)),
+            ..
+        } => quota_exceeded(scope, kind, quota),
+        other => other,
     }
 }

@@ -26,7 +26,11 @@
 //!    is how an E.164 number is held by one resource only and how a client token is bound to
 //!    the one resource it created;
 //! 4. its `index_ops` (puts, deletes, counter additions): applied after the claims;
-//! 5. its `snapshot`, if any.
+//! 5. its `counter_limits`: each named counter must end at most at its limit once the index
+//!    changes are applied (after every append committed before it), otherwise
+//!    [`AppendError::LimitReached`] and nothing is written. This is how a per-account quota
+//!    holds however many nodes create resources at once;
+//! 6. its `snapshot`, if any.
 //!
 //! Appends are **answered only once durable** (as the backend's durability setting defines it),
 //! and the answer of an append can only be success if every effect above is in the log.
@@ -115,6 +119,9 @@ pub enum AppendError {
     /// A unique claim's key is taken: nothing was written.
     #[error("index key {0} is already taken")]
     UniqueViolation(String),
+    /// A counter would go over its limit: nothing was written.
+    #[error("counter {0} is at its limit")]
+    LimitReached(String),
     /// Too many appends wait already: retry later.
     #[error("the append queue is full")]
     Busy,
@@ -141,6 +148,29 @@ pub fn decode_counter(bytes: Option<&[u8]>) -> i64 {
     bytes.and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, i64::from_be_bytes)
 }
 
+/// The first of `request`'s counter limits its index changes would break, given how a counter
+/// stands before them (`read`): the one check both backends make, each where its appends are
+/// ordered (sled's transaction, the clustered log's in-force rule).
+pub fn broken_limit<'r, E>(
+    request_ops: &[IndexOp],
+    limits: &'r [(Vec<u8>, i64)],
+    mut read: impl FnMut(&[u8]) -> Result<i64, E>,
+) -> Result<Option<&'r [u8]>, E> {
+    for (key, limit) in limits {
+        let added: i64 = request_ops
+            .iter()
+            .map(|op| match op {
+                IndexOp::Add(k, by) if k == key => *by,
+                _ => 0,
+            })
+            .sum();
+        if read(key)?.saturating_add(added) > *limit {
+            return Ok(Some(key));
+        }
+    }
+    Ok(None)
+}
+
 /// Events for one stream, to be appended if the stream is still at `expected_version`.
 #[derive(Debug, Clone)]
 pub struct AppendRequest {
@@ -156,6 +186,9 @@ pub struct AppendRequest {
     /// Index keys that must not exist yet, with the value to put under them (unique constraints,
     /// e.g. an E.164 number held by one resource only).
     pub unique_claims: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Counters (index keys changed by `IndexOp::Add`) with the value each may reach at most
+    /// once this append's changes are applied, e.g. an account's live numbers and its quota.
+    pub counter_limits: Vec<(Vec<u8>, i64)>,
     /// A snapshot of the stream's state after these events, stored with them.
     pub snapshot: Option<Snapshot>,
 }
@@ -172,6 +205,7 @@ impl AppendRequest {
             expected_last_event: None,
             index_ops: vec![],
             unique_claims: vec![],
+            counter_limits: vec![],
             snapshot: None,
         }
     }

@@ -286,6 +286,67 @@ pub async fn idempotent_client_tokens<H: Harness>() {
     ));
 }
 
+/// (Guarantee 5.) A counter limit holds: an append that would take the counter over it is
+/// refused and writes nothing, also when the appends that reach the limit are submitted together;
+/// a decrement makes room again.
+pub async fn counter_limits_hold<H: Harness>() {
+    let h = H::fresh().await;
+    let s = h.store();
+    let count = b"c/111122223333/us-east-1/pool".to_vec();
+    let create = |stream: &str| AppendRequest {
+        index_ops: vec![
+            IndexOp::Add(count.clone(), 1),
+            IndexOp::Put(format!("v/{stream}").into_bytes(), b"view".to_vec()),
+        ],
+        counter_limits: vec![(count.clone(), 3)],
+        ..append(stream, 0, 1)
+    };
+    let answers: Vec<_> = (0..8).map(|i| s.submit(create(&format!("pool-l{i}"))).expect("queued")).collect();
+    let mut created = Vec::new();
+    for (i, a) in answers.into_iter().enumerate() {
+        match a.await {
+            Ok(_) => created.push(format!("pool-l{i}")),
+            Err(AppendError::LimitReached(key)) => assert!(key.contains("c/111122223333"), "{key}"),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(created.len(), 3, "{created:?}");
+    assert_eq!(decode(s.index_get(&count).await.expect("get")), 3);
+    for i in 0..8 {
+        let stream = format!("pool-l{i}");
+        let made = created.contains(&stream);
+        assert_eq!(s.stream_head(&stream).await.expect("head").version, u64::from(made), "{stream}");
+        assert_eq!(
+            s.index_get(format!("v/{stream}").as_bytes()).await.expect("get").is_some(),
+            made,
+            "{stream}"
+        );
+    }
+    // At the limit: refused. After a decrement: accepted, and at the limit again.
+    assert!(matches!(s.append(create("pool-late")).await, Err(AppendError::LimitReached(_))));
+    s.append(AppendRequest {
+        index_ops: vec![IndexOp::Add(count.clone(), -1)],
+        ..append(&created[0], 1, 1)
+    })
+    .await
+    .expect("delete one");
+    s.append(create("pool-late")).await.expect("room again");
+    assert_eq!(decode(s.index_get(&count).await.expect("get")), 3);
+    // An append without a limit is not held to one.
+    s.append(AppendRequest {
+        index_ops: vec![IndexOp::Add(count.clone(), 1)],
+        ..append("pool-unlimited", 0, 1)
+    })
+    .await
+    .expect("no limit named");
+}
+
+fn decode(counter: Option<Vec<u8>>) -> i64 {
+    counter
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map_or(0, i64::from_be_bytes)
+}
+
 /// (Guarantee 4.) Index changes and counters commit with their events, and not without them.
 pub async fn index_changes_are_atomic_with_events<H: Harness>() {
     let h = H::fresh().await;
@@ -442,7 +503,7 @@ macro_rules! contract_suite {
         $crate::contract_suite!(@tests $harness;
             occ_on_expected_version, occ_on_last_event_id, gap_free_versions_and_stream_reads,
             feed_order_under_concurrent_appends, feed_follow, unique_claims, idempotent_client_tokens,
-            index_changes_are_atomic_with_events, snapshot_round_trip, reopen_after_close,
+            counter_limits_hold, index_changes_are_atomic_with_events, snapshot_round_trip, reopen_after_close,
             a_closed_store_refuses_work);
     };
     (@tests $harness:ty; $($check:ident),*) => {

@@ -49,9 +49,11 @@ pub struct StreamEntry {
 pub enum Outcome {
     /// A commit in force: its events are in the feed.
     InForce,
-    /// A commit that did not extend its aggregate's head when its turn came: void for every
-    /// node, its events, claims and index changes ignored.
+    /// A commit that did not extend its aggregate's head when its turn came, or claimed a held
+    /// key: void for every node, its events, claims and index changes ignored.
     Void,
+    /// A commit that would have taken a counter over its limit: void as well.
+    OverLimit,
     /// A message that cannot be read as a commit.
     Damaged,
     /// Not applied yet.
@@ -75,7 +77,8 @@ struct View {
     claimed: HashSet<Vec<u8>>,
     layouts: BTreeSet<u64>,
     damage: Vec<Damage>,
-    void: BTreeSet<u64>,
+    /// Void commits, and whether each was void for a counter over its limit.
+    void: BTreeMap<u64, bool>,
 }
 
 /// The view and the watches that tell how far it is.
@@ -159,7 +162,7 @@ impl Mirror {
         let first_position = view.chain.position + 1;
         let previous_hash = view.chain.hash;
         match Commit::decode(sequence, payload).and_then(|c| apply_commit(&mut view, sequence, c)) {
-            Ok(Some(count)) => {
+            Ok(Applied::InForce(count)) => {
                 let hash_after = view.chain.hash;
                 view.commits.push(CommitEntry {
                     sequence,
@@ -169,8 +172,8 @@ impl Mirror {
                     hash_after,
                 })
             }
-            Ok(None) => {
-                view.void.insert(sequence);
+            Ok(Applied::Void { over_limit }) => {
+                view.void.insert(sequence, over_limit);
             }
             Err(e) => {
                 let count = announced_events.unwrap_or(1).max(1);
@@ -216,8 +219,12 @@ impl Mirror {
         let view = self.read();
         if sequence > view.applied {
             Outcome::Unknown
-        } else if view.void.contains(&sequence) {
-            Outcome::Void
+        } else if let Some(&over_limit) = view.void.get(&sequence) {
+            if over_limit {
+                Outcome::OverLimit
+            } else {
+                Outcome::Void
+            }
         } else if view.commits.binary_search_by_key(&sequence, |c| c.sequence).is_ok() {
             Outcome::InForce
         } else {
@@ -349,15 +356,25 @@ impl Mirror {
     }
 }
 
-/// Applies a decoded commit: returns how many events it holds, or `None` when it is void.
+/// What applying a commit did.
+enum Applied {
+    /// In force, with this many events.
+    InForce(u64),
+    Void {
+        over_limit: bool,
+    },
+}
+
+/// Applies a decoded commit.
 ///
 /// A commit is in force only if its events extend its aggregate's head as the commits before it
-/// in sequence order left it (the next versions, decided after the head's last event) and claims
-/// no key another commit holds. JetStream's per-subject check refuses most stale appends, but
+/// in sequence order left it (the next versions, decided after the head's last event), claims
+/// no key another commit holds and takes no counter over the limit it names (a quota that holds
+/// however many nodes create at once). JetStream's per-subject check refuses most stale appends, but
 /// nats-server 2.9 checks it against the stored messages only, so two appends in flight at once
 /// can both pass it; this rule, applied by every node in the same order, keeps the first and
 /// voids the other, and its writer is told it lost.
-fn apply_commit(view: &mut View, sequence: u64, commit: Commit) -> Result<Option<u64>, StoreError> {
+fn apply_commit(view: &mut View, sequence: u64, commit: Commit) -> Result<Applied, StoreError> {
     let corrupt = |message: String| StoreError::Corrupt {
         key: format!("stream sequence {sequence}"),
         message,
@@ -374,17 +391,25 @@ fn apply_commit(view: &mut View, sequence: u64, commit: Commit) -> Result<Option
     // A claim on a key another commit holds is refused too: the reservations make this rare
     // (an append resent for longer than a reservation is presumed alive), the rule makes it exact.
     let taken = claims.iter().any(|(key, _)| view.claimed.contains(key));
-    if !extends || taken {
-        tracing::debug!(sequence, stream = %stream_id, head, taken, "a commit that does not extend its aggregate's head, or claims a held key, is void");
-        view.streams.entry(stream_id).or_default().last_sequence = sequence;
-        return Ok(None);
-    }
     let ops = commit
         .index_ops
         .iter()
         .map(|op| op.decode())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| corrupt(e.to_string()))?;
+    let limits = commit.counter_limits().map_err(|e| corrupt(e.to_string()))?;
+    let over_limit = crate::store::broken_limit(&ops, &limits, |k| {
+        Ok::<_, std::convert::Infallible>(crate::store::decode_counter(view.index.get(k).map(|v| v.as_slice())))
+    })
+    .unwrap_or_else(|never| match never {})
+    .is_some();
+    if !extends || taken || over_limit {
+        tracing::debug!(sequence, stream = %stream_id, head, taken, over_limit, "a commit that does not extend its aggregate's head, claims a held key or goes over a limit is void");
+        view.streams.entry(stream_id).or_default().last_sequence = sequence;
+        return Ok(Applied::Void {
+            over_limit: extends && !taken && over_limit,
+        });
+    }
     let mut previous = view.chain.hash;
     let mut position = view.chain.position;
     for e in &commit.events {
@@ -421,11 +446,12 @@ fn apply_commit(view: &mut View, sequence: u64, commit: Commit) -> Result<Option
         }
     }
     view.layouts.insert(commit.index_layout);
-    Ok(Some(count))
+    Ok(Applied::InForce(count))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::wire::StoredIndexOp;
     use super::*;
     use crate::store::{AppendMeta, EventEnvelope, CURRENT_SCHEMA_VERSION};
 
@@ -456,6 +482,7 @@ mod tests {
             claims: claims.iter().map(|k| (hex::encode(k), hex::encode(stream))).collect(),
             index_layout: 0,
             after,
+            limits: vec![],
         };
         (serde_json::to_vec(&commit).expect("encode"), id)
     }
@@ -497,5 +524,36 @@ mod tests {
         assert_eq!(m.outcome(2), Outcome::Void);
         assert_eq!(m.outcome(3), Outcome::InForce);
         assert_eq!(m.index_get(b"e164/+15550100"), Some(b"phone-a".to_vec()));
+    }
+
+    #[test]
+    fn a_commit_that_takes_a_counter_over_its_limit_is_void() {
+        let m = Mirror::default();
+        let counted = |stream: &str, limit: Option<i64>| {
+            let (bytes, _) = commit(stream, 1, None, &[]);
+            let mut c: Commit = serde_json::from_slice(&bytes).expect("decode");
+            c.index_ops = vec![StoredIndexOp::from(&IndexOp::Add(b"c/quota".to_vec(), 1))];
+            c.limits = limit.map(|l| (hex::encode(b"c/quota"), l)).into_iter().collect();
+            serde_json::to_vec(&c).expect("encode")
+        };
+        m.apply(1, Some(1), &counted("pool-a", Some(2)));
+        m.apply(2, Some(1), &counted("pool-b", Some(2)));
+        m.apply(3, Some(1), &counted("pool-c", Some(2)));
+        // A stale commit over the limit is told it is stale (its writer decides again).
+        let (stale, _) = commit("pool-a", 1, None, &[]);
+        m.apply(4, Some(1), &stale);
+        m.apply(5, Some(1), &counted("pool-d", None));
+        assert_eq!(
+            (1..=5).map(|s| m.outcome(s)).collect::<Vec<_>>(),
+            [
+                Outcome::InForce,
+                Outcome::InForce,
+                Outcome::OverLimit,
+                Outcome::Void,
+                Outcome::InForce
+            ]
+        );
+        assert_eq!(m.version_of("pool-c"), Some(0), "no event of the refused commit");
+        assert_eq!(crate::store::decode_counter(m.index_get(b"c/quota").as_deref()), 3);
     }
 }

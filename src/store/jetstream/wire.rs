@@ -133,6 +133,11 @@ pub struct Commit {
     /// log's rule exact: a commit decided after a void one does not extend the head that is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<uuid::Uuid>,
+    /// Counters (hex keys) and the value each may reach at most with this commit: a commit that
+    /// would take one over its limit is void (absent from commits written before limits were
+    /// recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<(String, i64)>,
 }
 
 impl Commit {
@@ -153,6 +158,11 @@ impl Commit {
     /// The claims as bytes.
     pub fn claimed(&self) -> Result<Vec<KeyValue>, hex::FromHexError> {
         self.claims.iter().map(|(k, v)| Ok((hex::decode(k)?, hex::decode(v)?))).collect()
+    }
+
+    /// The counter limits, keys as bytes.
+    pub fn counter_limits(&self) -> Result<Vec<(Vec<u8>, i64)>, hex::FromHexError> {
+        self.limits.iter().map(|(k, limit)| Ok((hex::decode(k)?, *limit))).collect()
     }
 }
 

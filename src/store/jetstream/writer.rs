@@ -165,6 +165,8 @@ struct Prepared {
     freed: Vec<String>,
     snapshot: Option<Snapshot>,
     expected_last_event: Option<Uuid>,
+    /// The counters this append names limits for (for the refusal's message).
+    limited: Vec<String>,
 }
 
 impl Prepared {
@@ -252,6 +254,7 @@ async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option
             .collect(),
         index_layout: shared.layout.load(Ordering::SeqCst),
         after,
+        limits: request.counter_limits.iter().map(|(k, limit)| (hex::encode(k), *limit)).collect(),
     };
     let payload = serde_json::to_vec(&commit).map_err(|e| AppendError::Storage(backend(e)))?;
     let freed = request
@@ -274,6 +277,11 @@ async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option
         freed,
         snapshot: request.snapshot,
         expected_last_event: request.expected_last_event,
+        limited: request
+            .counter_limits
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .collect(),
     };
     let mut keys: Vec<&Vec<u8>> = request.unique_claims.iter().map(|(k, _)| k).collect();
     keys.dedup();
@@ -393,6 +401,10 @@ async fn complete(shared: &Shared, mut p: Prepared, ack: jetstream::context::Pub
                 expected,
                 actual,
             });
+        }
+        mirror::Outcome::OverLimit => {
+            p.release_claims(shared).await;
+            return Err(AppendError::LimitReached(p.limited.join(", ")));
         }
         other => {
             return Err(AppendError::Storage(other_error(format!(

@@ -27,8 +27,8 @@ use tokio::sync::oneshot;
 
 use super::{decode_u64, event_id_of, feed, last_version, stream_key, Trees, CHAIN_KEY};
 use crate::store::{
-    decode_counter, AppendError, AppendRequest, ChainHead, Durability, EventEnvelope, IndexOp, PendingEvent, StoreError, StreamHead,
-    CURRENT_SCHEMA_VERSION,
+    broken_limit, decode_counter, AppendError, AppendRequest, ChainHead, Durability, EventEnvelope, IndexOp, PendingEvent, StoreError,
+    StreamHead, CURRENT_SCHEMA_VERSION,
 };
 
 /// How many appends may wait for the writer before callers are told to back off.
@@ -256,6 +256,14 @@ impl Writer {
                 }
                 if let Some(taken) = first_taken(index, &claimed, &req.unique_claims)? {
                     outcomes.push(Err(AppendError::UniqueViolation(String::from_utf8_lossy(taken).into_owned())));
+                    continue;
+                }
+                // Reads see this transaction's own writes, so earlier appends of the batch count.
+                let over = broken_limit(&req.index_ops, &req.counter_limits, |k| {
+                    Ok::<_, ConflictableTransactionError<StoreError>>(decode_counter(index.get(k)?.as_deref()))
+                })?;
+                if let Some(key) = over {
+                    outcomes.push(Err(AppendError::LimitReached(String::from_utf8_lossy(key).into_owned())));
                     continue;
                 }
                 let mut envelopes = Vec::with_capacity(req.events.len());
