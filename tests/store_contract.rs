@@ -124,7 +124,7 @@ async fn two_nodes_racing_for_one_version_never_both_win() {
 /// created, the others are refused as over it, and both nodes count the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_creating_under_one_limit_never_exceed_it() {
-    use phone_ledger::store::{AppendError, AppendRequest, IndexOp};
+    use phone_ledger::store::{AppendError, AppendRequest, CounterLimit, IndexOp};
     if !<Clustered as contract::Harness>::available() {
         return;
     }
@@ -135,7 +135,7 @@ async fn two_nodes_creating_under_one_limit_never_exceed_it() {
     let limit = 5;
     let create = |stream: String| AppendRequest {
         index_ops: vec![IndexOp::Add(count.clone(), 1)],
-        counter_limits: vec![(count.clone(), limit)],
+        counter_limits: vec![CounterLimit::at_most(count.clone(), limit)],
         ..contract::append(&stream, 0, 1)
     };
     let mut answers = Vec::new();

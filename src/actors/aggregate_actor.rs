@@ -62,7 +62,7 @@ pub struct Execute<A: Aggregate> {
     pub action: A::Action,
     /// Counters the append must leave at most at these values (see
     /// [`AppendRequest::counter_limits`]); a creation names its account's quota here.
-    pub counter_limits: Vec<(Vec<u8>, i64)>,
+    pub counter_limits: Vec<crate::store::CounterLimit>,
 }
 
 impl<A: Aggregate> Message for Execute<A> {

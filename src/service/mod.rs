@@ -170,7 +170,7 @@ impl LifecycleService {
         create: bool,
         meta: &CommandMeta,
         action: A::Action,
-        counter_limits: &[(Vec<u8>, i64)],
+        counter_limits: &[crate::store::CounterLimit],
     ) -> Result<A, ServiceError> {
         let started = std::time::Instant::now();
         let mut tries: u64 = 0;

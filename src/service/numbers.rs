@@ -129,7 +129,7 @@ impl LifecycleService {
             let request = PhoneNumberAction::request(number, pool.as_ref().map(PoolToJoin::of));
             let quota = self.quotas.phone_numbers_per_account;
             let limit = quota_limit(scope, ResourceKind::PhoneNumber, quota);
-            let created = self.execute_within(&self.numbers, &id, true, meta, request, &limit).await;
+            let created = self.execute_within(&self.numbers, &id, true, meta, request, &[limit]).await;
             match created.map_err(|e| over_quota(e, scope, ResourceKind::PhoneNumber, quota)) {
                 Ok(state) => {
                     let number = state

@@ -199,7 +199,7 @@ impl LifecycleService {
         let quota = self.quotas.pools_per_account;
         let limit = quota_limit(scope, ResourceKind::Pool, quota);
         let created = self
-            .execute_within(&self.pools, &pool_id, true, meta, PoolAction::Create(Box::new(pool)), &limit)
+            .execute_within(&self.pools, &pool_id, true, meta, PoolAction::Create(Box::new(pool)), &[limit])
             .await
             .map_err(|e| over_quota(e, scope, ResourceKind::Pool, quota))
             .and_then(|s| {

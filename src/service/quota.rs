@@ -14,7 +14,7 @@ use crate::actors::ExecuteError;
 use crate::domain::types::QuotaReason;
 use crate::domain::{Rejection, ResourceKind, Scope};
 use crate::projection::live_count_key;
-use crate::store::{decode_counter, AppendError};
+use crate::store::{decode_counter, AppendError, CounterLimit};
 
 /// A unit of quota held by a creation in progress; released when dropped.
 pub(super) struct Reservation<'a> {
@@ -95,8 +95,8 @@ fn quota_exceeded(scope: &Scope, kind: ResourceKind, quota: u64) -> ServiceError
 }
 
 /// The counter limit a creation of `kind` in `scope` appends under.
-pub(super) fn quota_limit(scope: &Scope, kind: ResourceKind, quota: u64) -> [(Vec<u8>, i64); 1] {
-    [(live_count_key(scope, kind), i64::try_from(quota).unwrap_or(i64::MAX))]
+pub(super) fn quota_limit(scope: &Scope, kind: ResourceKind, quota: u64) -> CounterLimit {
+    CounterLimit::at_most(live_count_key(scope, kind), i64::try_from(quota).unwrap_or(i64::MAX))
 }
 
 /// A creation the log refused for its counter limit is over the quota.

@@ -26,10 +26,12 @@
 //!    is how an E.164 number is held by one resource only and how a client token is bound to
 //!    the one resource it created;
 //! 4. its `index_ops` (puts, deletes, counter additions): applied after the claims;
-//! 5. its `counter_limits`: each named counter must end at most at its limit once the index
+//! 5. its `counter_limits`: each named counter must end within its bounds once the index
 //!    changes are applied (after every append committed before it), otherwise
 //!    [`AppendError::LimitReached`] and nothing is written. This is how a per-account quota
-//!    holds however many nodes create resources at once;
+//!    holds however many nodes create resources at once, and how a resource in use by another
+//!    is never deleted under it (the user adds to a counter the deletion requires to be 0, the
+//!    deletion takes away one the user requires to be 1);
 //! 6. its `snapshot`, if any.
 //!
 //! Appends are **answered only once durable** (as the backend's durability setting defines it),
@@ -148,24 +150,53 @@ pub fn decode_counter(bytes: Option<&[u8]>) -> i64 {
     bytes.and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, i64::from_be_bytes)
 }
 
+/// Bounds a counter must stay within once an append's index changes are applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterLimit {
+    pub key: Vec<u8>,
+    pub at_least: i64,
+    pub at_most: i64,
+}
+
+impl CounterLimit {
+    /// At most `max` (a quota).
+    pub fn at_most(key: Vec<u8>, max: i64) -> Self {
+        CounterLimit {
+            key,
+            at_least: i64::MIN,
+            at_most: max,
+        }
+    }
+
+    /// At least `min` (a resource that must still exist).
+    pub fn at_least(key: Vec<u8>, min: i64) -> Self {
+        CounterLimit {
+            key,
+            at_least: min,
+            at_most: i64::MAX,
+        }
+    }
+}
+
 /// The first of `request`'s counter limits its index changes would break, given how a counter
 /// stands before them (`read`): the one check both backends make, each where its appends are
 /// ordered (sled's transaction, the clustered log's in-force rule).
 pub fn broken_limit<'r, E>(
     request_ops: &[IndexOp],
-    limits: &'r [(Vec<u8>, i64)],
+    limits: &'r [CounterLimit],
     mut read: impl FnMut(&[u8]) -> Result<i64, E>,
 ) -> Result<Option<&'r [u8]>, E> {
-    for (key, limit) in limits {
+    for limit in limits {
         let added: i64 = request_ops
             .iter()
             .map(|op| match op {
-                IndexOp::Add(k, by) if k == key => *by,
+                IndexOp::Add(k, by) if *k == limit.key => *by,
                 _ => 0,
             })
             .sum();
-        if read(key)?.saturating_add(added) > *limit {
-            return Ok(Some(key));
+        let after = read(&limit.key)?.saturating_add(added);
+        if after < limit.at_least || after > limit.at_most {
+            return Ok(Some(&limit.key));
         }
     }
     Ok(None)
@@ -186,9 +217,10 @@ pub struct AppendRequest {
     /// Index keys that must not exist yet, with the value to put under them (unique constraints,
     /// e.g. an E.164 number held by one resource only).
     pub unique_claims: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Counters (index keys changed by `IndexOp::Add`) with the value each may reach at most
-    /// once this append's changes are applied, e.g. an account's live numbers and its quota.
-    pub counter_limits: Vec<(Vec<u8>, i64)>,
+    /// Counters (index keys changed by `IndexOp::Add`, by this append or others) and the bounds
+    /// each must be within once this append's changes are applied, e.g. an account's live
+    /// numbers and its quota.
+    pub counter_limits: Vec<CounterLimit>,
     /// A snapshot of the stream's state after these events, stored with them.
     pub snapshot: Option<Snapshot>,
 }

@@ -13,7 +13,8 @@ pub mod model;
 use std::future::Future;
 
 use phone_ledger::store::{
-    AppendError, AppendMeta, AppendRequest, EventEnvelope, IndexOp, PendingEvent, Snapshot, Store, GENESIS_HASH, SNAPSHOT_SCHEMA_VERSION,
+    AppendError, AppendMeta, AppendRequest, CounterLimit, EventEnvelope, IndexOp, PendingEvent, Snapshot, Store, GENESIS_HASH,
+    SNAPSHOT_SCHEMA_VERSION,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -298,7 +299,7 @@ pub async fn counter_limits_hold<H: Harness>() {
             IndexOp::Add(count.clone(), 1),
             IndexOp::Put(format!("v/{stream}").into_bytes(), b"view".to_vec()),
         ],
-        counter_limits: vec![(count.clone(), 3)],
+        counter_limits: vec![CounterLimit::at_most(count.clone(), 3)],
         ..append(stream, 0, 1)
     };
     let answers: Vec<_> = (0..8).map(|i| s.submit(create(&format!("pool-l{i}"))).expect("queued")).collect();
@@ -339,6 +340,32 @@ pub async fn counter_limits_hold<H: Harness>() {
     })
     .await
     .expect("no limit named");
+    // A lower bound: a user of a list needs the list alive (its counter at 1), and the list's
+    // deletion needs it unused; submitted together, the first in commit order wins.
+    let (alive, users) = (b"l/list-1".to_vec(), b"u/list-1".to_vec());
+    s.append(AppendRequest {
+        index_ops: vec![IndexOp::Add(alive.clone(), 1)],
+        ..append("list-1", 0, 1)
+    })
+    .await
+    .expect("list created");
+    let join = |stream: &str| AppendRequest {
+        index_ops: vec![IndexOp::Add(users.clone(), 1)],
+        counter_limits: vec![CounterLimit::at_least(alive.clone(), 1)],
+        ..append(stream, 0, 1)
+    };
+    let delete = AppendRequest {
+        index_ops: vec![IndexOp::Add(alive.clone(), -1)],
+        counter_limits: vec![CounterLimit::at_most(users.clone(), 0)],
+        ..append("list-1", 1, 1)
+    };
+    let (first, second) = (s.submit(delete).expect("queued"), s.submit(join("phone-user")).expect("queued"));
+    first.await.expect("the deletion, unused, goes first");
+    match second.await {
+        Err(AppendError::LimitReached(key)) => assert_eq!(key, "l/list-1"),
+        other => panic!("a user of a deleted list: {other:?}"),
+    }
+    assert_eq!(decode(s.index_get(&users).await.expect("get")), 0);
 }
 
 fn decode(counter: Option<Vec<u8>>) -> i64 {

@@ -533,7 +533,7 @@ mod tests {
             let (bytes, _) = commit(stream, 1, None, &[]);
             let mut c: Commit = serde_json::from_slice(&bytes).expect("decode");
             c.index_ops = vec![StoredIndexOp::from(&IndexOp::Add(b"c/quota".to_vec(), 1))];
-            c.limits = limit.map(|l| (hex::encode(b"c/quota"), l)).into_iter().collect();
+            c.limits = limit.map(|l| (hex::encode(b"c/quota"), i64::MIN, l)).into_iter().collect();
             serde_json::to_vec(&c).expect("encode")
         };
         m.apply(1, Some(1), &counted("pool-a", Some(2)));

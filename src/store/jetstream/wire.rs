@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{EventEnvelope, IndexOp, StoreError};
+use crate::store::{CounterLimit, EventEnvelope, IndexOp, StoreError};
 
 /// Headers of a commit message: where it files its events, so heads and verification need not
 /// decode the payload.
@@ -133,11 +133,11 @@ pub struct Commit {
     /// log's rule exact: a commit decided after a void one does not extend the head that is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<uuid::Uuid>,
-    /// Counters (hex keys) and the value each may reach at most with this commit: a commit that
-    /// would take one over its limit is void (absent from commits written before limits were
+    /// Counters (hex keys) and the bounds each must be within with this commit: a commit that
+    /// would take one out of them is void (absent from commits written before limits were
     /// recorded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub limits: Vec<(String, i64)>,
+    pub limits: Vec<(String, i64, i64)>,
 }
 
 impl Commit {
@@ -161,8 +161,17 @@ impl Commit {
     }
 
     /// The counter limits, keys as bytes.
-    pub fn counter_limits(&self) -> Result<Vec<(Vec<u8>, i64)>, hex::FromHexError> {
-        self.limits.iter().map(|(k, limit)| Ok((hex::decode(k)?, *limit))).collect()
+    pub fn counter_limits(&self) -> Result<Vec<CounterLimit>, hex::FromHexError> {
+        self.limits
+            .iter()
+            .map(|(k, at_least, at_most)| {
+                Ok(CounterLimit {
+                    key: hex::decode(k)?,
+                    at_least: *at_least,
+                    at_most: *at_most,
+                })
+            })
+            .collect()
     }
 }
 

@@ -254,7 +254,11 @@ async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option
             .collect(),
         index_layout: shared.layout.load(Ordering::SeqCst),
         after,
-        limits: request.counter_limits.iter().map(|(k, limit)| (hex::encode(k), *limit)).collect(),
+        limits: request
+            .counter_limits
+            .iter()
+            .map(|l| (hex::encode(&l.key), l.at_least, l.at_most))
+            .collect(),
     };
     let payload = serde_json::to_vec(&commit).map_err(|e| AppendError::Storage(backend(e)))?;
     let freed = request
@@ -280,7 +284,7 @@ async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option
         limited: request
             .counter_limits
             .iter()
-            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .map(|l| String::from_utf8_lossy(&l.key).into_owned())
             .collect(),
     };
     let mut keys: Vec<&Vec<u8>> = request.unique_claims.iter().map(|(k, _)| k).collect();
