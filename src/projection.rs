@@ -6,11 +6,15 @@
 //! - `t/{account}/{region}/{operation}/{client token}` → resource id, a unique claim: a token is
 //!   bound to the one resource its first request created, however many requests race with it;
 //! - `n/{E.164 number}` → phone number id, a unique claim: a number is never handed out twice;
-//! - `c/{account}/{region}/{phone-number|pool}` → how many are live (quotas read it).
+//! - `c/{account}/{region}/{phone-number|pool|opt-out-list}` → how many are live (quotas read it);
+//! - `l/{account}/{region}/{list name}` → 1 while that opt-out list exists, and
+//!   `u/{account}/{region}/{list name}` → how many live numbers and pools name it: a deletion
+//!   requires no user, a new user requires the list, both by the log's counter limits.
 
 use std::collections::{BTreeMap, HashMap};
 
 use crate::codec::{decode_event, kind_of_stream};
+use crate::domain::opt_out_list::OptOutListState;
 use crate::domain::phone_number::PhoneNumberState;
 use crate::domain::pool::PoolState;
 use crate::domain::types::NumberStatus;
@@ -30,8 +34,8 @@ pub fn view_prefix(scope: &Scope, kind: ResourceKind) -> Vec<u8> {
 }
 
 /// Layout version of the index; a log whose index was built with another one is re-indexed on
-/// start. 2: live-resource counters. 3: owner keys.
-pub const INDEX_LAYOUT_VERSION: u64 = 3;
+/// start. 2: live-resource counters. 3: owner keys. 4: opt-out lists and their users.
+pub const INDEX_LAYOUT_VERSION: u64 = 4;
 
 /// Key that says a resource was created in a scope (kept when it is released or deleted):
 /// commands are checked against it before they reach the resource's actor, so a caller of
@@ -58,6 +62,31 @@ fn live_count_op(scope: &Scope, kind: ResourceKind, was_live: bool, is_live: boo
         (true, false) => Some(IndexOp::Add(live_count_key(scope, kind), -1)),
         _ => None,
     }
+}
+
+/// Key of the counter that is 1 while the opt-out list `name` exists.
+pub fn opt_out_list_alive_key(scope: &Scope, name: &str) -> Vec<u8> {
+    format!("l/{}/{}/{name}", scope.account, scope.region).into_bytes()
+}
+
+/// Key of the counter of live numbers and pools that name the opt-out list `name`.
+pub fn opt_out_list_users_key(scope: &Scope, name: &str) -> Vec<u8> {
+    format!("u/{}/{}/{name}", scope.account, scope.region).into_bytes()
+}
+
+/// A resource that named the list `before` (while live) names `after` now.
+fn list_user_ops(scope: &Scope, before: Option<&str>, after: Option<&str>) -> Vec<IndexOp> {
+    if before == after {
+        return vec![];
+    }
+    let mut ops = Vec::new();
+    if let Some(b) = before {
+        ops.push(IndexOp::Add(opt_out_list_users_key(scope, b), -1));
+    }
+    if let Some(a) = after {
+        ops.push(IndexOp::Add(opt_out_list_users_key(scope, a), 1));
+    }
+    ops
 }
 
 /// Key of an idempotency token.
@@ -104,6 +133,8 @@ impl Projected for PhoneNumberState {
         let live = n.status != NumberStatus::Deleted;
         let was_live = before.0.as_ref().is_some_and(|b| b.status != NumberStatus::Deleted);
         let mut ops: Vec<IndexOp> = live_count_op(&scope, Self::KIND, was_live, live).into_iter().collect();
+        let list_before = before.0.as_ref().filter(|_| was_live).map(|b| b.opt_out_list_name.as_str());
+        ops.extend(list_user_ops(&scope, list_before, live.then_some(n.opt_out_list_name.as_str())));
         ops.extend(owner_op(before.0.is_some(), &scope, Self::KIND, &n.phone_number_id));
         ops.extend(view_ops(view_key(&scope, Self::KIND, &n.phone_number_id), live, n));
         ops
@@ -129,6 +160,12 @@ impl Projected for PoolState {
         let scope = Scope::new(&p.account, &p.region);
         let was_live = before.0.as_ref().is_some_and(|b| !b.deleted);
         let mut ops: Vec<IndexOp> = live_count_op(&scope, Self::KIND, was_live, !p.deleted).into_iter().collect();
+        let list_before = before.0.as_ref().filter(|_| was_live).map(|b| b.opt_out_list_name.as_str());
+        ops.extend(list_user_ops(
+            &scope,
+            list_before,
+            (!p.deleted).then_some(p.opt_out_list_name.as_str()),
+        ));
         ops.extend(owner_op(before.0.is_some(), &scope, Self::KIND, &p.pool_id));
         ops.extend(view_ops(view_key(&scope, Self::KIND, &p.pool_id), !p.deleted, p));
         ops
@@ -149,10 +186,57 @@ impl Projected for PoolState {
     }
 }
 
+/// What Describe shows of an opt-out list (its opted-out numbers stay in its stream).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct OptOutListView {
+    pub opt_out_list_name: String,
+    pub opt_out_list_arn: String,
+    pub created_timestamp_ms: u64,
+    #[serde(default)]
+    pub tags: Vec<crate::domain::types::Tag>,
+}
+
+impl Projected for OptOutListState {
+    fn index_ops(before: &Self, after: &Self) -> Vec<IndexOp> {
+        let Some(l) = after.0.as_ref().filter(|_| before != after) else {
+            return vec![];
+        };
+        let scope = Scope::new(&l.account, &l.region);
+        let (was_live, live) = (before.live().is_some(), !l.deleted);
+        let mut ops: Vec<IndexOp> = live_count_op(&scope, Self::KIND, was_live, live).into_iter().collect();
+        let alive = opt_out_list_alive_key(&scope, &l.opt_out_list_name);
+        match (was_live, live) {
+            (false, true) => ops.push(IndexOp::Add(alive, 1)),
+            (true, false) => ops.push(IndexOp::Add(alive, -1)),
+            _ => {}
+        }
+        // The view changes only with what it shows, not with each opted-out number.
+        let shown = |s: &Self| {
+            s.live().map(|l| OptOutListView {
+                opt_out_list_name: l.opt_out_list_name.clone(),
+                opt_out_list_arn: l.opt_out_list_arn.clone(),
+                created_timestamp_ms: l.created_timestamp_ms,
+                tags: l.tags.clone(),
+            })
+        };
+        let (view_before, view_after) = (shown(before), shown(after));
+        if view_before != view_after {
+            let key = view_key(&scope, Self::KIND, &l.opt_out_list_name);
+            match &view_after {
+                Some(v) => ops.extend(view_ops(key, true, v)),
+                None => ops.push(IndexOp::Delete(key)),
+            }
+        }
+        ops
+    }
+}
+
 /// Folds the whole feed into the index it implies, and writes it in place of the current one.
 pub async fn rebuild_index(store: &dyn EventStore) -> Result<usize, StoreError> {
     let mut numbers: HashMap<String, PhoneNumberState> = HashMap::new();
     let mut pools: HashMap<String, PoolState> = HashMap::new();
+    let mut lists: HashMap<String, OptOutListState> = HashMap::new();
     let mut index: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     let mut after = 0;
     loop {
@@ -163,6 +247,7 @@ pub async fn rebuild_index(store: &dyn EventStore) -> Result<usize, StoreError> 
             match kind_of_stream(&envelope.stream_id) {
                 Some(ResourceKind::PhoneNumber) => step(&mut numbers, &mut index, envelope)?,
                 Some(ResourceKind::Pool) => step(&mut pools, &mut index, envelope)?,
+                Some(ResourceKind::OptOutList) => step(&mut lists, &mut index, envelope)?,
                 None => {
                     return Err(StoreError::Corrupt {
                         key: envelope.stream_id.clone(),

@@ -1,10 +1,11 @@
-//! The API's view of a phone number and a pool: every member any output shape may want, as the
+//! The API's view of a phone number, a pool and an opt-out list: every member any output shape may want, as the
 //! AWS JSON documents name them. The API trims them to each operation's output shape; the audit
 //! trail shows them as the state at a point of history. One renderer serves both, so the audit
 //! trail shows a number exactly as Describe would.
 
 use serde_json::{json, Map, Value};
 
+use crate::domain::opt_out_list::{OptOutList, OptedOut};
 use crate::domain::phone_number::PhoneNumber;
 use crate::domain::pool::Pool;
 use crate::model::model;
@@ -84,6 +85,38 @@ pub fn pool_information(p: &Pool) -> Value {
     if let Value::Object(m) = &mut v {
         m.insert("Members".into(), Value::from(p.members.keys().cloned().collect::<Vec<_>>()));
         m.insert("Deleted".into(), Value::Bool(p.deleted));
+    }
+    v
+}
+
+/// Every member any output shape may want from an opt-out list (its numbers aside).
+pub fn opt_out_list_info(name: &str, arn: &str, created_ms: u64, tags: &[crate::domain::types::Tag]) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("CreatedTimestamp".into(), secs(created_ms));
+    m.insert("OptOutListArn".into(), json!(arn));
+    m.insert("OptOutListName".into(), json!(name));
+    m.insert("ResourceArn".into(), json!(arn));
+    m.insert("Tags".into(), json!(tags));
+    m
+}
+
+/// One opted-out number as `OptedOutNumberInformation` and the Put/Delete outputs want it.
+pub fn opted_out_info(number: &str, entry: &OptedOut) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("OptedOutNumber".into(), json!(number));
+    m.insert("OptedOutTimestamp".into(), secs(entry.opted_out_timestamp_ms));
+    m.insert("EndUserOptedOut".into(), json!(entry.end_user_opted_out));
+    m
+}
+
+/// An opt-out list as `OptOutListInformation`, plus how many numbers it holds and whether it is
+/// deleted (the audit trail's view of its state).
+pub fn opt_out_list_information(l: &OptOutList) -> Value {
+    let info = opt_out_list_info(&l.opt_out_list_name, &l.opt_out_list_arn, l.created_timestamp_ms, &l.tags);
+    let mut v = model().project("OptOutListInformation", info);
+    if let Value::Object(m) = &mut v {
+        m.insert("OptedOutNumbers".into(), Value::from(l.opted_out.len()));
+        m.insert("Deleted".into(), Value::Bool(l.deleted));
     }
     v
 }

@@ -169,6 +169,8 @@ fn kind_of(id: &str) -> Result<ResourceKind, AuditError> {
         Ok(ResourceKind::Pool)
     } else if id.starts_with("phone-") || id.contains(":phone-number/") {
         Ok(ResourceKind::PhoneNumber)
+    } else if id.starts_with("optout-") || id.contains(":opt-out-list/") {
+        Ok(ResourceKind::OptOutList)
     } else {
         Err(AuditError::NotFound(id.to_string()))
     }
@@ -178,6 +180,7 @@ fn segment(kind: ResourceKind) -> &'static str {
     match kind {
         ResourceKind::PhoneNumber => "phone-numbers",
         ResourceKind::Pool => "pools",
+        ResourceKind::OptOutList => "opt-out-lists",
     }
 }
 

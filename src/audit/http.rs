@@ -231,7 +231,12 @@ fn admin_only(caller: &Caller, what: &str) -> Result<(), AuditError> {
 /// it created (the account of the stream's first event). Another account's stream is answered
 /// as an unknown one, so its existence is not given away.
 async fn visible_stream(store: &Store, caller: &Caller, kind: &str, id_or_arn: &str) -> Result<String, AuditError> {
-    let stream = query::resolve_stream(&**store, kind_of(kind)?, id_or_arn).await?;
+    let kind = kind_of(kind)?;
+    // An opt-out list is named by its caller: a bare name is one of the caller's own lists.
+    let named = (kind == ResourceKind::OptOutList && !id_or_arn.starts_with("arn:") && !kind.is_id(id_or_arn))
+        .then(|| kind.resolve(&caller.scope, id_or_arn))
+        .flatten();
+    let stream = query::resolve_stream(&**store, kind, named.as_deref().unwrap_or(id_or_arn)).await?;
     if caller.admin {
         return Ok(stream);
     }
@@ -268,6 +273,7 @@ fn kind_of(segment: &str) -> Result<ResourceKind, AuditError> {
     match segment {
         "phone-numbers" => Ok(ResourceKind::PhoneNumber),
         "pools" => Ok(ResourceKind::Pool),
+        "opt-out-lists" => Ok(ResourceKind::OptOutList),
         other => Err(AuditError::NotFound(format!("/audit/{other}"))),
     }
 }

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use super::AuditError;
 use crate::codec::{decode_event, kind_of_stream};
+use crate::domain::opt_out_list::OptOutListState;
 use crate::domain::phone_number::PhoneNumberState;
 use crate::domain::pool::PoolState;
 use crate::domain::{Aggregate, ResourceKind, Scope};
@@ -255,6 +256,16 @@ impl Inspect for PoolState {
     }
 }
 
+impl Inspect for OptOutListState {
+    fn state_json(&self) -> Value {
+        serde_json::to_value(&self.0).unwrap_or(Value::Null)
+    }
+
+    fn information(&self) -> Value {
+        self.0.as_ref().map_or(Value::Null, crate::views::opt_out_list_information)
+    }
+}
+
 /// Which point of a stream's history to rebuild.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum PointInTime {
@@ -320,6 +331,10 @@ pub async fn state_at(store: &dyn EventStore, stream_id: &str, point: PointInTim
             let (s, e) = fold_until::<PoolState>(&envelopes, point)?.ok_or_else(out_of_range)?;
             Ok(render(s.information(), e))
         }
+        Some(ResourceKind::OptOutList) => {
+            let (s, e) = fold_until::<OptOutListState>(&envelopes, point)?.ok_or_else(out_of_range)?;
+            Ok(render(s.information(), e))
+        }
         None => Err(AuditError::NotFound(stream_id.to_string())),
     }
 }
@@ -378,6 +393,7 @@ pub async fn replay(store: &dyn EventStore, stream_id: &str) -> Result<Replay, A
     match kind_of_stream(stream_id) {
         Some(ResourceKind::PhoneNumber) => replay_as::<PhoneNumberState>(stream_id, &envelopes),
         Some(ResourceKind::Pool) => replay_as::<PoolState>(stream_id, &envelopes),
+        Some(ResourceKind::OptOutList) => replay_as::<OptOutListState>(stream_id, &envelopes),
         None => Err(AuditError::NotFound(stream_id.to_string())),
     }
 }

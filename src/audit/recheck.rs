@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::AuditError;
 use crate::codec::{decode_event, kind_of_stream, recorded_commands};
+use crate::domain::opt_out_list::OptOutListState;
 use crate::domain::phone_number::PhoneNumberState;
 use crate::domain::pool::PoolState;
 use crate::domain::{Aggregate, Command, Rejection, ResourceKind};
@@ -20,6 +21,7 @@ pub type DecideFn<'a, A> = &'a (dyn Fn(&A, &Command<<A as Aggregate>::Action>) -
 pub struct Deciders<'a> {
     pub phone_number: DecideFn<'a, PhoneNumberState>,
     pub pool: DecideFn<'a, PoolState>,
+    pub opt_out_list: DecideFn<'a, OptOutListState>,
 }
 
 fn decide_today<A: Aggregate>(state: &A, command: &Command<A::Action>) -> Result<Vec<A::Event>, Rejection> {
@@ -32,6 +34,7 @@ impl Deciders<'static> {
         Deciders {
             phone_number: &decide_today::<PhoneNumberState>,
             pool: &decide_today::<PoolState>,
+            opt_out_list: &decide_today::<OptOutListState>,
         }
     }
 }
@@ -138,6 +141,9 @@ pub async fn recheck(store: &dyn EventStore, deciders: &Deciders<'_>) -> Result<
                     recheck_stream::<PhoneNumberState>(&stream_id, &envelopes, deciders.phone_number, &mut report)?
                 }
                 Some(ResourceKind::Pool) => recheck_stream::<PoolState>(&stream_id, &envelopes, deciders.pool, &mut report)?,
+                Some(ResourceKind::OptOutList) => {
+                    recheck_stream::<OptOutListState>(&stream_id, &envelopes, deciders.opt_out_list, &mut report)?
+                }
                 None => return Err(AuditError::NotFound(stream_id)),
             }
         }

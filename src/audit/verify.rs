@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AuditError;
 use crate::codec::{decode_event, kind_of_stream};
+use crate::domain::opt_out_list::{OptOutListEvent, OptOutListState};
 use crate::domain::phone_number::{PhoneNumberEvent, PhoneNumberState};
 use crate::domain::pool::{PoolEvent, PoolState};
 use crate::domain::{Aggregate, ResourceKind};
@@ -159,6 +160,7 @@ impl ChainVerifier {
         let decoded = match kind_of_stream(&e.stream_id) {
             Some(ResourceKind::PhoneNumber) => decode_event::<PhoneNumberEvent>(e).map(|_| ()),
             Some(ResourceKind::Pool) => decode_event::<PoolEvent>(e).map(|_| ()),
+            Some(ResourceKind::OptOutList) => decode_event::<OptOutListEvent>(e).map(|_| ()),
             None => return self.fail_at(e, "unknown stream kind".into()),
         };
         if let Err(err) = decoded {
@@ -318,6 +320,7 @@ async fn check_snapshot(store: &dyn EventStore, stream: &str, record: &Snapshot)
     let same = match kind_of_stream(stream) {
         Some(ResourceKind::PhoneNumber) => snapshot_matches::<PhoneNumberState>(&events, record)?,
         Some(ResourceKind::Pool) => snapshot_matches::<PoolState>(&events, record)?,
+        Some(ResourceKind::OptOutList) => snapshot_matches::<OptOutListState>(&events, record)?,
         None => return Err(format!("snapshot of unknown stream {stream}")),
     };
     if same {

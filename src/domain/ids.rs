@@ -2,10 +2,19 @@
 //! `arn:aws:sms-voice:REGION:ACCOUNT:phone-number/ID` (`pool/ID`), as the real service issues them.
 //! Commands accept either form; an ARN naming another account or region resolves to nothing, so
 //! it is reported exactly like an id that does not exist.
+//!
+//! An opt-out list is named by its caller (`arn:...:opt-out-list/NAME`), unique per account and
+//! region. Its stream id, `optout-` and 32 hex digits of a hash of account, region and name, is
+//! derived from the name, so two requests creating the same list race for one stream.
 
 use uuid::Uuid;
 
 use super::types::ResourceType;
+
+/// Whether `s` is an `OptOutListName` (the model's pattern and length).
+pub fn is_list_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
 
 /// Where a resource lives: the caller's account and region.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -28,11 +37,12 @@ impl Scope {
     }
 }
 
-/// The two kinds of aggregate this service keeps.
+/// The kinds of aggregate this service keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ResourceKind {
     PhoneNumber,
     Pool,
+    OptOutList,
 }
 
 impl ResourceKind {
@@ -41,6 +51,7 @@ impl ResourceKind {
         match self {
             ResourceKind::PhoneNumber => "phone-",
             ResourceKind::Pool => "pool-",
+            ResourceKind::OptOutList => "optout-",
         }
     }
 
@@ -49,6 +60,7 @@ impl ResourceKind {
         match self {
             ResourceKind::PhoneNumber => "phone-number",
             ResourceKind::Pool => "pool",
+            ResourceKind::OptOutList => "opt-out-list",
         }
     }
 
@@ -57,6 +69,7 @@ impl ResourceKind {
         match self {
             ResourceKind::PhoneNumber => ResourceType::PhoneNumber,
             ResourceKind::Pool => ResourceType::Pool,
+            ResourceKind::OptOutList => ResourceType::OptOutList,
         }
     }
 
@@ -71,13 +84,40 @@ impl ResourceKind {
             .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
     }
 
+    /// The stream id of the opt-out list `name` of `scope`.
+    pub fn opt_out_list_id(scope: &Scope, name: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(scope.account.as_bytes())
+            .chain_update(b"/")
+            .chain_update(scope.region.as_bytes())
+            .chain_update(b"/")
+            .chain_update(name.as_bytes())
+            .finalize();
+        format!("{}{}", ResourceKind::OptOutList.id_prefix(), hex::encode(&digest[..16]))
+    }
+
     /// Resolves an id or ARN given by a caller of `scope` to an id of this kind, or `None` when it
     /// cannot name a resource of that caller (malformed, other account or region, other kind).
+    /// For an opt-out list, a name or ARN resolves to the list's stream id.
     pub fn resolve(self, scope: &Scope, id_or_arn: &str) -> Option<String> {
+        if self == ResourceKind::OptOutList {
+            let name = self.name_in(scope, id_or_arn).filter(|n| is_list_name(n))?;
+            return Some(Self::opt_out_list_id(scope, name));
+        }
         if self.is_id(id_or_arn) {
             return Some(id_or_arn.to_string());
         }
-        let rest = id_or_arn.strip_prefix("arn:")?;
+        let id = self.name_in(scope, id_or_arn)?;
+        self.is_id(id).then(|| id.to_string())
+    }
+
+    /// The resource part of an ARN of this kind in `scope` (or `name_or_arn` itself when it is no
+    /// ARN and this kind is named by its callers).
+    pub fn name_in<'a>(self, scope: &Scope, name_or_arn: &'a str) -> Option<&'a str> {
+        let Some(rest) = name_or_arn.strip_prefix("arn:") else {
+            return (self == ResourceKind::OptOutList).then_some(name_or_arn);
+        };
         let mut parts = rest.splitn(5, ':');
         let (partition, service, region, account, resource) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         let (segment, id) = resource.split_once('/')?;
@@ -86,8 +126,17 @@ impl ResourceKind {
             && region == scope.region
             && account == scope.account
             && segment == self.arn_segment()
-            && self.is_id(id);
-        matches.then(|| id.to_string())
+            && !id.is_empty();
+        matches.then_some(id)
+    }
+
+    /// The kind an ARN names (by its resource segment), if any this service keeps.
+    pub fn of_arn(arn: &str) -> Option<ResourceKind> {
+        let resource = arn.strip_prefix("arn:")?.splitn(5, ':').nth(4)?;
+        let (segment, _) = resource.split_once('/')?;
+        [ResourceKind::PhoneNumber, ResourceKind::Pool, ResourceKind::OptOutList]
+            .into_iter()
+            .find(|k| k.arn_segment() == segment)
     }
 }
 
@@ -120,5 +169,24 @@ mod tests {
         assert_eq!(ResourceKind::Pool.resolve(&scope, &arn), None);
         assert_eq!(ResourceKind::PhoneNumber.resolve(&scope, "+15550100"), None);
         assert_eq!(ResourceKind::PhoneNumber.resolve(&scope, "arn:aws:sms-voice"), None);
+    }
+
+    #[test]
+    fn opt_out_lists_are_named_and_their_stream_follows_the_name() {
+        let scope = Scope::new("111122223333", "us-east-1");
+        let id = ResourceKind::OptOutList.resolve(&scope, "marketing").expect("a name");
+        assert!(ResourceKind::OptOutList.is_id(&id), "{id}");
+        let arn = scope.arn(ResourceKind::OptOutList, "marketing");
+        assert_eq!(arn, "arn:aws:sms-voice:us-east-1:111122223333:opt-out-list/marketing");
+        assert_eq!(ResourceKind::OptOutList.resolve(&scope, &arn), Some(id.clone()));
+        assert_eq!(ResourceKind::of_arn(&arn), Some(ResourceKind::OptOutList));
+        let other = Scope::new("444455556666", "us-east-1");
+        assert_ne!(ResourceKind::OptOutList.resolve(&other, "marketing"), Some(id));
+        assert_eq!(ResourceKind::OptOutList.resolve(&other, &arn), None);
+        assert_eq!(ResourceKind::OptOutList.resolve(&scope, "no spaces"), None);
+        assert_eq!(
+            ResourceKind::OptOutList.resolve(&scope, "arn:aws:sms-voice:us-east-1:111122223333:opt-out-list/a b"),
+            None
+        );
     }
 }

@@ -8,10 +8,12 @@
 //! tools re-run history.
 
 pub mod ids;
+pub mod opt_out_list;
 pub mod phone_number;
 pub mod pool;
 pub mod pool_change;
 pub mod rejection;
+pub mod tags;
 pub mod types;
 
 #[cfg(test)]

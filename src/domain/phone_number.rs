@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ids::ResourceKind;
 use super::pool::Pool;
+use super::tags::{tagged, untagged};
 use super::types::{ConflictReason, MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
 use super::{ActionName, Aggregate, Command, Rejection};
 
@@ -196,6 +197,14 @@ pub enum PhoneNumberAction {
     DetachFromDeletedPool {
         pool_id: String,
     },
+    /// `TagResource`: put these tags (an existing key takes the new value).
+    Tag {
+        tags: Vec<Tag>,
+    },
+    /// `UntagResource`: remove the tags with these keys.
+    Untag {
+        keys: Vec<String>,
+    },
 }
 
 impl PhoneNumberAction {
@@ -221,6 +230,8 @@ impl ActionName for PhoneNumberAction {
             PhoneNumberAction::CompleteDisassociation { .. } => "CompleteDisassociation",
             PhoneNumberAction::AbortDisassociation { .. } => "AbortDisassociation",
             PhoneNumberAction::DetachFromDeletedPool { .. } => "DetachFromDeletedPool",
+            PhoneNumberAction::Tag { .. } => "Tag",
+            PhoneNumberAction::Untag { .. } => "Untag",
         }
     }
 }
@@ -282,6 +293,10 @@ pub enum PhoneNumberEvent {
         command: String,
         #[serde(rename = "Rejection")]
         reason: Rejection,
+    },
+    /// The number's tags after a TagResource or UntagResource.
+    TagsChanged {
+        tags: Vec<Tag>,
     },
 }
 
@@ -536,6 +551,15 @@ impl PhoneNumberState {
     }
 }
 
+/// The event of a tag change, or none when the tags stay as they are.
+fn tags_changed(before: &[Tag], after: Vec<Tag>) -> Vec<PhoneNumberEvent> {
+    if before == after.as_slice() {
+        vec![]
+    } else {
+        vec![PhoneNumberEvent::TagsChanged { tags: after }]
+    }
+}
+
 fn check_country(n: &PhoneNumber, iso: &Option<String>) -> Result<(), Rejection> {
     match iso {
         Some(iso) if *iso != n.iso_country_code => Err(Rejection::validation(
@@ -570,6 +594,15 @@ impl Aggregate for PhoneNumberState {
             A::CompleteDisassociation { pool_id } => self.decide_complete_disassociation(command, pool_id),
             A::AbortDisassociation { pool_id, reason } => self.decide_abort_disassociation(pool_id, reason),
             A::DetachFromDeletedPool { pool_id } => self.decide_detach_from_deleted_pool(pool_id),
+            A::Tag { tags } => {
+                let n = self.live(command)?;
+                let after = tagged(&n.tags, tags, &n.phone_number_arn)?;
+                Ok(tags_changed(&n.tags, after))
+            }
+            A::Untag { keys } => {
+                let n = self.live(command)?;
+                Ok(tags_changed(&n.tags, untagged(&n.tags, keys)))
+            }
         }
     }
 
@@ -629,6 +662,7 @@ impl Aggregate for PhoneNumberState {
                 n.pool_id = None;
                 n.pending_pool_id = None;
             }
+            E::TagsChanged { tags } => n.tags = tags.clone(),
             E::ReleaseRejected { .. }
             | E::UpdateRejected { .. }
             | E::AssociationRejected { .. }

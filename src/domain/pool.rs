@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::ids::ResourceKind;
+use super::tags::{tagged, untagged};
 use super::types::{ConflictReason, MessageType, NumberCapability, PoolStatus, Tag};
 use super::{ActionName, Aggregate, Command, Rejection};
 
@@ -81,6 +82,14 @@ pub enum PoolAction {
         origination_identity: String,
         begun_before_ms: u64,
     },
+    /// `TagResource`: put these tags (an existing key takes the new value).
+    Tag {
+        tags: Vec<Tag>,
+    },
+    /// `UntagResource`: remove the tags with these keys.
+    Untag {
+        keys: Vec<String>,
+    },
 }
 
 impl ActionName for PoolAction {
@@ -91,6 +100,8 @@ impl ActionName for PoolAction {
             PoolAction::RemoveMember { .. } => "RemoveMember",
             PoolAction::Delete => "Delete",
             PoolAction::Fence { .. } => "Fence",
+            PoolAction::Tag { .. } => "Tag",
+            PoolAction::Untag { .. } => "Untag",
         }
     }
 }
@@ -131,6 +142,10 @@ pub enum PoolEvent {
     ChangesFenced {
         origination_identity: String,
         begun_before_ms: u64,
+    },
+    /// The pool's tags after a TagResource or UntagResource.
+    TagsChanged {
+        tags: Vec<Tag>,
     },
 }
 
@@ -244,6 +259,24 @@ impl Aggregate for PoolState {
                 }
                 _ => Ok(vec![]),
             },
+            PoolAction::Tag { tags } => {
+                let p = self.live(command)?;
+                let after = tagged(&p.tags, tags, &p.pool_arn)?;
+                Ok(if after == p.tags {
+                    vec![]
+                } else {
+                    vec![PoolEvent::TagsChanged { tags: after }]
+                })
+            }
+            PoolAction::Untag { keys } => {
+                let p = self.live(command)?;
+                let after = untagged(&p.tags, keys);
+                Ok(if after == p.tags {
+                    vec![]
+                } else {
+                    vec![PoolEvent::TagsChanged { tags: after }]
+                })
+            }
         }
     }
 
@@ -274,6 +307,7 @@ impl Aggregate for PoolState {
                 let fence = p.fenced.entry(origination_identity.clone()).or_default();
                 *fence = (*fence).max(*begun_before_ms);
             }
+            PoolEvent::TagsChanged { tags } => p.tags = tags.clone(),
             PoolEvent::AssociationRejected { .. }
             | PoolEvent::DisassociationRejected { .. }
             | PoolEvent::DeletionRejected { .. }

@@ -71,7 +71,14 @@ wire_enum!(
 );
 wire_enum!(
     /// `ResourceType` (the members this service names).
-    ResourceType { PhoneNumber = "phone-number", Pool = "pool", SenderId = "sender-id", OptOutList = "opt-out-list", Account = "account" }
+    ResourceType {
+        PhoneNumber = "phone-number",
+        Pool = "pool",
+        SenderId = "sender-id",
+        OptOutList = "opt-out-list",
+        OptedOutNumber = "opted-out-number",
+        Account = "account",
+    }
 );
 wire_enum!(
     /// `ConflictExceptionReason` (the members this service raises).
@@ -85,6 +92,7 @@ wire_enum!(
         ResourceNotActive = "RESOURCE_NOT_ACTIVE",
         ResourceModificationNotAllowed = "RESOURCE_MODIFICATION_NOT_ALLOWED",
         ResourceAlreadyExists = "RESOURCE_ALREADY_EXISTS",
+        ResourceDeletionNotAllowed = "RESOURCE_DELETION_NOT_ALLOWED",
     }
 );
 wire_enum!(
@@ -106,7 +114,12 @@ wire_enum!(
 );
 wire_enum!(
     /// `ServiceQuotaExceededExceptionReason` (the members this service raises).
-    QuotaReason { PhoneNumbersPerAccount = "PHONE_NUMBERS_PER_ACCOUNT", PoolsPerAccount = "POOLS_PER_ACCOUNT" }
+    QuotaReason {
+        PhoneNumbersPerAccount = "PHONE_NUMBERS_PER_ACCOUNT",
+        PoolsPerAccount = "POOLS_PER_ACCOUNT",
+        OptOutListsPerAccount = "OPT_OUT_LISTS_PER_ACCOUNT",
+        TagsPerResource = "TAGS_PER_RESOURCE",
+    }
 );
 
 /// A resource tag (`Tag`).

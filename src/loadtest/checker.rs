@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode_event, kind_of_stream, recorded_commands};
+use crate::domain::opt_out_list::OptOutListState;
 use crate::domain::phone_number::{PhoneNumberEvent, PhoneNumberState};
 use crate::domain::pool::{PoolEvent, PoolState};
 use crate::domain::types::NumberStatus;
@@ -187,6 +188,8 @@ fn acknowledged_effects(
             match kind {
                 ResourceKind::PhoneNumber => Some(op.number.as_str()),
                 ResourceKind::Pool => op.pool.as_deref(),
+                // The load test does not touch opt-out lists.
+                ResourceKind::OptOutList => None,
             }
         };
         if op.ok() {
@@ -336,6 +339,7 @@ fn membership(by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>) -> CheckResult {
                 }
                 Err(e) => c.violation(format!("{stream}: {e}")),
             },
+            Some(ResourceKind::OptOutList) => {}
             None => c.violation(format!("{stream}: unknown stream kind")),
         }
     }
@@ -471,6 +475,7 @@ fn linearizable(
         let result = match kind_of_stream(stream) {
             Some(ResourceKind::PhoneNumber) => redecide::<PhoneNumberState>(events, &mut decisions),
             Some(ResourceKind::Pool) => redecide::<PoolState>(events, &mut decisions),
+            Some(ResourceKind::OptOutList) => redecide::<OptOutListState>(events, &mut decisions),
             None => Err("unknown stream kind".into()),
         };
         if let Err(e) = result {

@@ -87,6 +87,7 @@ fn quota_exceeded(scope: &Scope, kind: ResourceKind, quota: u64) -> ServiceError
     let (reason, what) = match kind {
         ResourceKind::PhoneNumber => (QuotaReason::PhoneNumbersPerAccount, "phone numbers"),
         ResourceKind::Pool => (QuotaReason::PoolsPerAccount, "pools"),
+        ResourceKind::OptOutList => (QuotaReason::OptOutListsPerAccount, "opt-out lists"),
     };
     ServiceError::Rejected(Rejection::QuotaExceeded {
         reason,

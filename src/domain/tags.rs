@@ -1,0 +1,81 @@
+//! Tag rules shared by every taggable aggregate (`TagResource`, `UntagResource`): tags given for
+//! an existing key overwrite its value, keys are unique per resource, and a resource holds at most
+//! [`MAX_TAGS_PER_RESOURCE`] tags.
+
+use super::types::{QuotaReason, Tag};
+use super::Rejection;
+
+/// The AWS-wide limit of user tags on one resource ("Tagging AWS resources": 50 user-created
+/// tags per resource); the model allows up to 200 in one request, the resource still holds 50.
+pub const MAX_TAGS_PER_RESOURCE: usize = 50;
+
+/// `current` with `added` put in: a key already present takes the new value, in place; new keys
+/// are appended in request order. A later duplicate in `added` wins, as a later write would.
+pub fn tagged(current: &[Tag], added: &[Tag], resource: &str) -> Result<Vec<Tag>, Rejection> {
+    let mut tags = current.to_vec();
+    for t in added {
+        match tags.iter_mut().find(|have| have.key == t.key) {
+            Some(have) => have.value = t.value.clone(),
+            None => tags.push(t.clone()),
+        }
+    }
+    if tags.len() > MAX_TAGS_PER_RESOURCE {
+        return Err(Rejection::QuotaExceeded {
+            reason: QuotaReason::TagsPerResource,
+            message: format!(
+                "{resource} would hold {} tags; a resource holds at most {MAX_TAGS_PER_RESOURCE}",
+                tags.len()
+            ),
+        });
+    }
+    Ok(tags)
+}
+
+/// `current` without the tags whose keys are in `keys` (keys it does not hold are ignored, as
+/// AWS's UntagResource does).
+pub fn untagged(current: &[Tag], keys: &[String]) -> Vec<Tag> {
+    current.iter().filter(|t| !keys.contains(&t.key)).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(k: &str, v: &str) -> Tag {
+        Tag {
+            key: k.into(),
+            value: v.into(),
+        }
+    }
+
+    /// TagResource: "When you specify an existing tag key, the value is overwritten with the new
+    /// value."
+    #[test]
+    fn an_existing_key_is_overwritten_in_place() {
+        let t = tagged(&[tag("team", "a"), tag("env", "dev")], &[tag("env", "prod"), tag("cost", "1")], "r").expect("tagged");
+        assert_eq!(t, [tag("team", "a"), tag("env", "prod"), tag("cost", "1")]);
+    }
+
+    /// "Tag keys must be unique per resource", and a resource holds at most 50.
+    #[test]
+    fn keys_stay_unique_and_the_limit_holds() {
+        let fifty: Vec<Tag> = (0..50).map(|i| tag(&format!("k{i}"), "v")).collect();
+        let t = tagged(&[], &fifty, "r").expect("fifty fit");
+        assert_eq!(tagged(&t, &[tag("k3", "new")], "r").expect("overwrite at the limit").len(), 50);
+        let refused = tagged(&t, &[tag("k50", "v")], "r").expect_err("the 51st");
+        assert!(matches!(
+            refused,
+            Rejection::QuotaExceeded {
+                reason: QuotaReason::TagsPerResource,
+                ..
+            }
+        ));
+    }
+
+    /// UntagResource removes the named keys; unknown keys are no error.
+    #[test]
+    fn untagging_removes_only_the_named_keys() {
+        let t = untagged(&[tag("a", "1"), tag("b", "2")], &["b".into(), "zzz".into()]);
+        assert_eq!(t, [tag("a", "1")]);
+    }
+}
