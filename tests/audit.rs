@@ -362,6 +362,7 @@ async fn recheck_reports_commands_a_changed_rule_would_decide_differently() {
     let changed = Deciders {
         phone_number: &lenient,
         pool: Deciders::today().pool,
+        opt_out_list: Deciders::today().opt_out_list,
     };
     let report = recheck(&*store, &changed).await.expect("recheck");
     store.close().await.expect("close");
