@@ -24,6 +24,13 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub struct Quotas {
     pub phone_numbers_per_account: u64,
     pub pools_per_account: u64,
+    /// Opt-out lists per account and region, `Default` included.
+    #[serde(default = "default_opt_out_lists")]
+    pub opt_out_lists_per_account: u64,
+}
+
+fn default_opt_out_lists() -> u64 {
+    25
 }
 
 /// Where numbers of one country and type come from, and what they cost.

@@ -198,6 +198,21 @@ pub struct OptOutListView {
 }
 
 impl Projected for OptOutListState {
+    fn unique_claims(before: &Self, after: &Self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        match (before.live(), after.live()) {
+            (None, Some(l)) => l
+                .client_token
+                .iter()
+                .map(|token| {
+                    let scope = Scope::new(&l.account, &l.region);
+                    let stream = ResourceKind::opt_out_list_id(&scope, &l.opt_out_list_name);
+                    (token_key(&scope, "CreateOptOutList", token), stream.into_bytes())
+                })
+                .collect(),
+            _ => vec![],
+        }
+    }
+
     fn index_ops(before: &Self, after: &Self) -> Vec<IndexOp> {
         let Some(l) = after.0.as_ref().filter(|_| before != after) else {
             return vec![];
@@ -222,7 +237,7 @@ impl Projected for OptOutListState {
         };
         let (view_before, view_after) = (shown(before), shown(after));
         if view_before != view_after {
-            let key = view_key(&scope, Self::KIND, &l.opt_out_list_name);
+            let key = view_key(&scope, Self::KIND, &ResourceKind::opt_out_list_id(&scope, &l.opt_out_list_name));
             match &view_after {
                 Some(v) => ops.extend(view_ops(key, true, v)),
                 None => ops.push(IndexOp::Delete(key)),

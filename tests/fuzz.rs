@@ -22,9 +22,17 @@ const OPERATIONS: &[&str] = &[
     "AssociateOriginationIdentity",
     "DisassociateOriginationIdentity",
     "ListPoolOriginationIdentities",
+    "CreateOptOutList",
+    "DeleteOptOutList",
+    "DescribeOptOutLists",
+    "PutOptedOutNumber",
+    "DeleteOptedOutNumber",
+    "DescribeOptedOutNumbers",
+    "TagResource",
+    "UntagResource",
+    "ListTagsForResource",
     // Operations of the model this service does not carry out, and names that are no operation.
     "SendTextMessage",
-    "TagResource",
     "NoSuchOperation",
     "",
 ];
@@ -53,6 +61,20 @@ fn template(operation: &str, known: &[String], pools: &[String], rng: &mut StdRn
         "AssociateOriginationIdentity" => json!({"PoolId": pool, "OriginationIdentity": number, "IsoCountryCode": "US"}),
         "DisassociateOriginationIdentity" => json!({"PoolId": pool, "OriginationIdentity": number, "IsoCountryCode": "US"}),
         "ListPoolOriginationIdentities" => json!({"PoolId": pool, "MaxResults": rng.gen_range(1..20)}),
+        "CreateOptOutList" | "DeleteOptOutList" => json!({"OptOutListName": format!("list-{}", rng.gen_range(0..4))}),
+        "DescribeOptOutLists" => json!({"OptOutListNames": [format!("list-{}", rng.gen_range(0..4))], "MaxResults": rng.gen_range(1..20)}),
+        "PutOptedOutNumber" | "DeleteOptedOutNumber" => json!({
+            "OptOutListName": format!("list-{}", rng.gen_range(0..4)), "OptedOutNumber": format!("+1206555{:04}", rng.gen_range(0..100))
+        }),
+        "DescribeOptedOutNumbers" => json!({
+            "OptOutListName": "Default", "MaxResults": rng.gen_range(1..20),
+            "Filters": [{"Name": "end-user-opted-out", "Values": ["false"]}]
+        }),
+        "TagResource" => {
+            json!({"ResourceArn": format!("arn:aws:sms-voice:us-east-1:{ACCOUNT}:phone-number/{number}"), "Tags": [{"Key": "k", "Value": "v"}]})
+        }
+        "UntagResource" => json!({"ResourceArn": format!("arn:aws:sms-voice:us-east-1:{ACCOUNT}:pool/{pool}"), "TagKeys": ["k"]}),
+        "ListTagsForResource" => json!({"ResourceArn": format!("arn:aws:sms-voice:us-east-1:{ACCOUNT}:opt-out-list/Default")}),
         _ => json!({"Anything": number}),
     }
 }

@@ -313,7 +313,9 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
             events: pending,
             index_ops: A::index_ops(&self.state, &after),
             unique_claims: A::unique_claims(&self.state, &after),
-            counter_limits,
+            // A refusal is recorded whatever the counters say: the limits guard what a command
+            // would do, and a refusal does nothing.
+            counter_limits: if rejection.is_none() { counter_limits } else { Vec::new() },
             snapshot: self.snapshot_for(&after, self.version, to),
         };
         let request_last_event = request.events.last().map(|e| e.event_id);

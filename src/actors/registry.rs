@@ -64,6 +64,18 @@ impl<A: Projected> Registry<A> {
         })
     }
 
+    /// The actor of a stream named by its caller, which may or may not exist: its state is read
+    /// from the log either way.
+    pub async fn activate(&self, id: &str) -> Result<Addr<AggregateActor<A>>, StoreError> {
+        if let Some(addr) = self.lookup(id) {
+            return Ok(addr);
+        }
+        let loaded = load_state::<A>(&*self.store, id).await?;
+        Ok(self.start_if_absent(id, || {
+            AggregateActor::loaded(id.to_string(), self.store.clone(), self.settings, loaded)
+        }))
+    }
+
     fn start_if_absent(&self, id: &str, actor: impl FnOnce() -> AggregateActor<A>) -> Addr<AggregateActor<A>> {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(addr) = live.get(id).filter(|a| a.connected()) {

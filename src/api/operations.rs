@@ -1,4 +1,4 @@
-//! The ten operations: typed inputs (parsed after model validation), one call into the
+//! The operations: typed inputs (parsed after model validation), one call into the
 //! [`LifecycleService`], and outputs rendered as a superset that the model then trims to exactly the
 //! members of each output shape.
 
@@ -10,14 +10,16 @@ use serde_json::{json, Map, Value};
 
 use super::{pagination, ApiState};
 use crate::aws_error::AwsJsonError;
+use crate::domain::opt_out_list::OptOutList;
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberChanges};
 use crate::domain::pool::{Pool, PoolMember};
 use crate::domain::types::{MessageType, NumberCapability, NumberStatus, NumberType, PoolStatus, Tag, ValidationReason};
 use crate::domain::{CommandMeta, ResourceKind};
 use crate::model::model;
 use crate::numbering::{NumberPreference, PreferenceType};
-use crate::service::{LifecycleService, NewNumber, NewPool};
-use crate::views::{phone_number_info, pool_info};
+use crate::projection::OptOutListView;
+use crate::service::{LifecycleService, NewNumber, NewOptOutList, NewPool, TagChange};
+use crate::views::{opt_out_list_info, opted_out_info, phone_number_info, pool_info};
 
 /// Largest page when `MaxResults` is not given.
 const DEFAULT_PAGE: usize = 100;
@@ -94,6 +96,63 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, api: &A
             membership(&number, &pool)
         }
         "ListPoolOriginationIdentities" => return list_pool_origination_identities(parse(input)?, meta, api).await,
+        "CreateOptOutList" => {
+            let i: CreateOptOutListInput = parse(input)?;
+            let spec = NewOptOutList {
+                name: i.opt_out_list_name,
+                tags: i.tags.unwrap_or_default(),
+                client_token: i.client_token,
+            };
+            list_info(&service.create_opt_out_list(meta, spec).await.map_err(failed)?)
+        }
+        "DeleteOptOutList" => {
+            let i: OptOutListInput = parse(input)?;
+            list_info(&service.delete_opt_out_list(meta, &i.opt_out_list_name).await.map_err(failed)?)
+        }
+        "DescribeOptOutLists" => {
+            service.ensure_default_list(meta).await.map_err(failed)?;
+            return list_resources::<OptOutListView>(
+                "DescribeOptOutLists",
+                ResourceKind::OptOutList,
+                "OptOutListInformation",
+                "OptOutLists",
+                parse(input)?,
+                meta,
+                api,
+                |v| opt_out_list_info(&v.opt_out_list_name, &v.opt_out_list_arn, v.created_timestamp_ms, &v.tags),
+            )
+            .await;
+        }
+        "PutOptedOutNumber" | "DeleteOptedOutNumber" => {
+            let i: OptedOutNumberInput = parse(input)?;
+            let number = e164(&i.opted_out_number);
+            let (list, entry) = match operation {
+                "PutOptedOutNumber" => service.put_opted_out_number(meta, &i.opt_out_list_name, &number).await,
+                _ => service.delete_opted_out_number(meta, &i.opt_out_list_name, &number).await,
+            }
+            .map_err(failed)?;
+            let mut out = list_info(&list);
+            out.extend(opted_out_info(&number, &entry));
+            out
+        }
+        "DescribeOptedOutNumbers" => return describe_opted_out_numbers(parse(input)?, meta, api).await,
+        "TagResource" | "UntagResource" => {
+            let i: TagInput = parse(input)?;
+            let change = match operation {
+                "TagResource" => TagChange::Put(i.tags.unwrap_or_default()),
+                _ => TagChange::Remove(i.tag_keys.unwrap_or_default()),
+            };
+            service.change_tags(meta, &i.resource_arn, change).await.map_err(failed)?;
+            Map::new()
+        }
+        "ListTagsForResource" => {
+            let i: TagInput = parse(input)?;
+            let tags = service.tags_of(&meta.scope, &i.resource_arn).await.map_err(failed)?;
+            let mut out = Map::new();
+            out.insert("ResourceArn".into(), json!(i.resource_arn));
+            out.insert("Tags".into(), json!(tags));
+            out
+        }
         other => return Err(AwsJsonError::unknown_operation(other)),
     };
     Ok(trim(operation, output))
@@ -170,7 +229,7 @@ struct ListInput {
     max_results: Option<usize>,
     next_token: Option<String>,
     owner: Option<String>,
-    #[serde(alias = "PoolIds")]
+    #[serde(alias = "PoolIds", alias = "OptOutListNames")]
     phone_number_ids: Option<Vec<String>>,
 }
 
@@ -198,6 +257,45 @@ struct MembershipInput {
     iso_country_code: Option<String>,
     origination_identity: String,
     pool_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateOptOutListInput {
+    client_token: Option<String>,
+    opt_out_list_name: String,
+    tags: Option<Vec<Tag>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct OptOutListInput {
+    opt_out_list_name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct OptedOutNumberInput {
+    opt_out_list_name: String,
+    opted_out_number: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeOptedOutNumbersInput {
+    filters: Option<Vec<Filter>>,
+    max_results: Option<usize>,
+    next_token: Option<String>,
+    opt_out_list_name: String,
+    opted_out_numbers: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TagInput {
+    resource_arn: String,
+    tags: Option<Vec<Tag>>,
+    tag_keys: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -254,7 +352,19 @@ fn opt_out_list_name(name_or_arn: &str) -> String {
     }
 }
 
+/// A destination number as E.164: the model lets the `+` be left out; the list keeps it.
+fn e164(number: &str) -> String {
+    match number.starts_with('+') {
+        true => number.to_string(),
+        false => format!("+{number}"),
+    }
+}
+
 // ---- outputs -------------------------------------------------------------------------------
+
+fn list_info(l: &OptOutList) -> Map<String, Value> {
+    opt_out_list_info(&l.opt_out_list_name, &l.opt_out_list_arn, l.created_timestamp_ms, &l.tags)
+}
 
 fn membership(n: &PhoneNumber, p: &Pool) -> Map<String, Value> {
     let mut m = Map::new();
@@ -303,7 +413,11 @@ fn domain_of(filter: &str) -> FilterDomain {
         "message-type" => FilterDomain::Enum(MESSAGE.get_or_init(|| enum_names(MessageType::ALL, MessageType::as_str))),
         "number-capability" => FilterDomain::Enum(CAPABILITY.get_or_init(|| enum_names(NumberCapability::ALL, NumberCapability::as_str))),
         "number-type" => FilterDomain::Enum(NUMBER_TYPE.get_or_init(|| enum_names(NumberType::ALL, NumberType::as_str))),
-        "two-way-enabled" | "self-managed-opt-outs-enabled" | "deletion-protection-enabled" | "shared-routes-enabled" => FilterDomain::Bool,
+        "two-way-enabled"
+        | "self-managed-opt-outs-enabled"
+        | "deletion-protection-enabled"
+        | "shared-routes-enabled"
+        | "end-user-opted-out" => FilterDomain::Bool,
         _ => FilterDomain::Text,
     }
 }
@@ -369,6 +483,7 @@ fn filter_member(name: &str) -> &'static str {
         "deletion-protection-enabled" => "DeletionProtectionEnabled",
         "two-way-channel-arn" => "TwoWayChannelArn",
         "shared-routes-enabled" => "SharedRoutesEnabled",
+        "end-user-opted-out" => "EndUserOptedOut",
         _ => "",
     }
 }
@@ -417,7 +532,11 @@ async fn list_resources<T: DeserializeOwned>(
                 let view: T = api.service.view(&meta.scope, kind, id).await.map_err(failed)?;
                 found.push(render(&view));
             }
-            let id_key = if kind == ResourceKind::Pool { "PoolId" } else { "PhoneNumberId" };
+            let id_key = match kind {
+                ResourceKind::PhoneNumber => "PhoneNumberId",
+                ResourceKind::Pool => "PoolId",
+                ResourceKind::OptOutList => "OptOutListName",
+            };
             found.sort_by(|a, b| value_text(&a[id_key]).cmp(&value_text(&b[id_key])));
             found.dedup_by(|a, b| a[id_key] == b[id_key]);
             let rest: Vec<_> = found
@@ -532,4 +651,54 @@ async fn list_pool_origination_identities(
         }
     }
     Ok(Value::Object(out))
+}
+
+async fn describe_opted_out_numbers(
+    input: DescribeOptedOutNumbersInput,
+    meta: &CommandMeta,
+    api: &ApiState,
+) -> Result<Value, AwsJsonError> {
+    const OP: &str = "DescribeOptedOutNumbers";
+    let filters = checked_filters(input.filters, false)?;
+    let limit = input.max_results.unwrap_or(DEFAULT_PAGE);
+    let after = resume_after(OP, meta, api, input.next_token.as_deref())?;
+    let failed = |e| AwsJsonError::from_service(e, &meta.request_id);
+    api.service.ensure_default_list(meta).await.map_err(failed)?;
+    let list = api
+        .service
+        .opt_out_list(&meta.scope, &input.opt_out_list_name)
+        .await
+        .map_err(failed)?;
+    let wanted: Option<BTreeSet<String>> = input
+        .opted_out_numbers
+        .filter(|n| !n.is_empty())
+        .map(|numbers| numbers.iter().map(|n| e164(n)).collect());
+    let from = after.as_ref().map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+    let mut matching = list
+        .opted_out
+        .range::<String, _>((from, std::ops::Bound::Unbounded))
+        .filter(|(number, _)| wanted.as_ref().is_none_or(|w| w.contains(*number)))
+        .map(|(number, entry)| opted_out_info(number, entry))
+        .filter(|fields| passes(&filters, fields, filter_member));
+    let page: Vec<Map<String, Value>> = matching.by_ref().take(limit).collect();
+    let more = matching.next().is_some();
+    let mut out = list_info(&list);
+    if more {
+        if let Some(last) = page.last() {
+            out.insert(
+                "NextToken".into(),
+                json!(pagination::issue(
+                    &api.pagination_secret,
+                    OP,
+                    &meta.scope,
+                    &value_text(&last["OptedOutNumber"])
+                )),
+            );
+        }
+    }
+    out.insert(
+        "OptedOutNumbers".into(),
+        Value::Array(page.into_iter().map(|m| model().project("OptedOutNumberInformation", m)).collect()),
+    );
+    Ok(trim(OP, out))
 }

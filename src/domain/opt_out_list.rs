@@ -58,11 +58,13 @@ pub struct OptOutList {
     /// When each number was last deleted from the list (the 30-day rule).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub deleted_at: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
 }
 
 impl OptOutList {
     /// A new, empty list.
-    pub fn new(name: &str, arn: String, account: &str, region: &str, at_ms: u64, tags: Vec<Tag>) -> Self {
+    pub fn new(name: &str, arn: String, account: &str, region: &str, at_ms: u64, tags: Vec<Tag>, client_token: Option<String>) -> Self {
         OptOutList {
             opt_out_list_name: name.to_string(),
             opt_out_list_arn: arn,
@@ -73,6 +75,7 @@ impl OptOutList {
             deleted: false,
             opted_out: BTreeMap::new(),
             deleted_at: BTreeMap::new(),
+            client_token,
         }
     }
 }
@@ -103,6 +106,11 @@ pub enum OptOutListAction {
     Delete {
         in_use: bool,
     },
+    /// Create the account's `Default` list unless it exists (no events then): it is made the
+    /// first time the account works with opt-out lists, outside the quota.
+    EnsureDefault {
+        list: Box<OptOutList>,
+    },
     PutOptedOutNumber {
         number: String,
         end_user_opted_out: bool,
@@ -123,6 +131,7 @@ impl ActionName for OptOutListAction {
         match self {
             OptOutListAction::Create { .. } => "Create",
             OptOutListAction::Delete { .. } => "Delete",
+            OptOutListAction::EnsureDefault { .. } => "EnsureDefault",
             OptOutListAction::PutOptedOutNumber { .. } => "PutOptedOutNumber",
             OptOutListAction::DeleteOptedOutNumber { .. } => "DeleteOptedOutNumber",
             OptOutListAction::Tag { .. } => "Tag",
@@ -164,9 +173,11 @@ const KIND: ResourceKind = ResourceKind::OptOutList;
 
 impl OptOutListState {
     fn existing<'a>(&'a self, command: &Command<OptOutListAction>) -> Result<&'a OptOutList, Rejection> {
-        match self.live() {
-            Some(l) if l.account == command.meta.scope.account && l.region == command.meta.scope.region => Ok(l),
-            _ => Err(Rejection::not_found(KIND, &command.target)),
+        match (self.live(), &self.0) {
+            (Some(l), _) if l.account == command.meta.scope.account && l.region == command.meta.scope.region => Ok(l),
+            // A list is known by its name, not its stream id.
+            (_, Some(l)) => Err(Rejection::not_found(KIND, &l.opt_out_list_name)),
+            (_, None) => Err(Rejection::not_found(KIND, &command.target)),
         }
     }
 }
@@ -200,6 +211,10 @@ impl Aggregate for OptOutListState {
                 }
                 Ok(vec![OptOutListEvent::OptOutListCreated(list.clone())])
             }
+            OptOutListAction::EnsureDefault { list } => Ok(match self.live() {
+                Some(_) => vec![],
+                None => vec![OptOutListEvent::OptOutListCreated(list.clone())],
+            }),
             OptOutListAction::Delete { in_use } => {
                 let l = self.existing(command)?;
                 if l.opt_out_list_name == DEFAULT_LIST {
@@ -336,6 +351,7 @@ mod tests {
             REGION,
             1,
             vec![],
+            None,
         )
     }
 

@@ -20,10 +20,12 @@
 mod contention;
 mod error;
 mod numbers;
+mod opt_out_lists;
 mod pools;
 mod quota;
 mod reads;
 mod recovery;
+mod tagging;
 mod tokens;
 
 use std::collections::HashMap;
@@ -32,12 +34,15 @@ use std::sync::Mutex;
 pub use contention::Contention;
 pub use error::ServiceError;
 pub use numbers::NewNumber;
+pub use opt_out_lists::NewOptOutList;
 pub use pools::NewPool;
 pub use reads::Page;
+pub use tagging::TagChange;
 
 use self::error::not_found;
 use crate::actors::{ActorSettings, AggregateActor, Execute, ExecuteError, GetState, Registry};
 use crate::config::Quotas;
+use crate::domain::opt_out_list::OptOutListState;
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberState};
 use crate::domain::pool::{Pool, PoolAction, PoolState};
 use crate::domain::{CommandMeta, ResourceKind, Scope};
@@ -52,11 +57,25 @@ use crate::store::Store;
 /// with a growing random pause between tries to let the racers spread out.
 const STALE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How a command finds its aggregate's actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Activation {
+    /// A stream that exists; one that was never written is "not found" and starts no actor.
+    Existing,
+    /// A stream about to be created under a fresh random id: nothing to read.
+    Fresh,
+    /// A stream named by its caller (an opt-out list), which may or may not exist yet.
+    Named,
+}
+
 /// The application service shared by all HTTP workers.
 pub struct LifecycleService {
     store: Store,
     numbers: Registry<PhoneNumberState>,
     pools: Registry<PoolState>,
+    lists: Registry<OptOutListState>,
+    /// Scopes whose `Default` opt-out list this process has seen exist.
+    defaults: Mutex<std::collections::HashSet<Scope>>,
     picker: NumberPicker,
     quotas: Quotas,
     /// Serializes requests that carry the same client token within this process (striped), so
@@ -79,6 +98,8 @@ impl LifecycleService {
         LifecycleService {
             numbers: Registry::new(store.clone(), actors, max_live_actors),
             pools: Registry::new(store.clone(), actors, max_live_actors),
+            lists: Registry::new(store.clone(), actors, max_live_actors),
+            defaults: Mutex::new(std::collections::HashSet::new()),
             store,
             picker,
             quotas,
@@ -123,7 +144,7 @@ impl LifecycleService {
     /// Sends a message to the actor of `id`. An actor that was passivating when the message
     /// arrived refuses it unprocessed (`Closed`); the message then goes to a fresh actor.
     /// `create`: `id` is a fresh id for a stream about to be created.
-    async fn ask<A, M>(registry: &Registry<A>, id: &str, create: bool, message: impl Fn() -> M) -> Result<M::Result, ServiceError>
+    async fn ask<A, M>(registry: &Registry<A>, id: &str, activation: Activation, message: impl Fn() -> M) -> Result<M::Result, ServiceError>
     where
         A: Projected,
         M: actix::Message + Send + 'static,
@@ -132,9 +153,10 @@ impl LifecycleService {
         <AggregateActor<A> as actix::Actor>::Context: actix::dev::ToEnvelope<AggregateActor<A>, M>,
     {
         for _ in 0..8 {
-            let addr = match create {
-                true => registry.activate_new(id),
-                false => registry.existing(id).await?.ok_or_else(|| not_found(A::KIND, id))?,
+            let addr = match activation {
+                Activation::Fresh => registry.activate_new(id),
+                Activation::Existing => registry.existing(id).await?.ok_or_else(|| not_found(A::KIND, id))?,
+                Activation::Named => registry.activate(id).await?,
             };
             match addr.send(message()).await {
                 Ok(result) => return Ok(result),
@@ -155,11 +177,11 @@ impl LifecycleService {
         &self,
         registry: &Registry<A>,
         id: &str,
-        create: bool,
+        activation: Activation,
         meta: &CommandMeta,
         action: A::Action,
     ) -> Result<A, ServiceError> {
-        self.execute_within(registry, id, create, meta, action, &[]).await
+        self.execute_within(registry, id, activation, meta, action, &[]).await
     }
 
     /// [`execute`](Self::execute), with counters the append must leave within limits (quotas).
@@ -167,7 +189,7 @@ impl LifecycleService {
         &self,
         registry: &Registry<A>,
         id: &str,
-        create: bool,
+        activation: Activation,
         meta: &CommandMeta,
         action: A::Action,
         counter_limits: &[crate::store::CounterLimit],
@@ -175,7 +197,7 @@ impl LifecycleService {
         let started = std::time::Instant::now();
         let mut tries: u64 = 0;
         loop {
-            let outcome = Self::ask(registry, id, create, || Execute::<A> {
+            let outcome = Self::ask(registry, id, activation, || Execute::<A> {
                 meta: meta.clone(),
                 action: action.clone(),
                 counter_limits: counter_limits.to_vec(),
@@ -202,12 +224,12 @@ impl LifecycleService {
     }
 
     async fn number(&self, meta: &CommandMeta, id: &str, action: PhoneNumberAction) -> Result<PhoneNumber, ServiceError> {
-        let state = self.execute(&self.numbers, id, false, meta, action).await?;
+        let state = self.execute(&self.numbers, id, Activation::Existing, meta, action).await?;
         state.0.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))
     }
 
     async fn pool(&self, meta: &CommandMeta, id: &str, action: PoolAction) -> Result<Pool, ServiceError> {
-        let state = self.execute(&self.pools, id, false, meta, action).await?;
+        let state = self.execute(&self.pools, id, Activation::Existing, meta, action).await?;
         state.0.ok_or_else(|| not_found(ResourceKind::Pool, id))
     }
 
@@ -216,7 +238,7 @@ impl LifecycleService {
     async fn state<A: Projected>(registry: &Registry<A>, id: &str) -> Result<A, ServiceError> {
         let mut tries = 0;
         loop {
-            match Self::ask(registry, id, false, GetState::<A>::default).await? {
+            match Self::ask(registry, id, Activation::Existing, GetState::<A>::default).await? {
                 Err(e) if e.is_retryable() && tries < 8 => tries += 1,
                 other => return other.map_err(|e| ServiceError::execute(id, e)),
             }

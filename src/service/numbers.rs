@@ -1,8 +1,10 @@
 //! `RequestPhoneNumber`, `UpdatePhoneNumber`, `ReleasePhoneNumber`.
 
+use super::error::not_found;
+use super::opt_out_lists::list_gone;
 use super::quota::{over_quota, quota_limit};
 use super::tokens::lost_token_race;
-use super::{LifecycleService, ServiceError};
+use super::{Activation, LifecycleService, ServiceError};
 use crate::actors::ExecuteError;
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberState, PoolToJoin};
 use crate::domain::types::{MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
@@ -89,6 +91,8 @@ impl LifecycleService {
             .map(opt_out_list_name)
             .unwrap_or("Default")
             .to_string();
+        // The list must exist, now and when the number's first event commits.
+        let list_limit = self.list_to_name(meta, &opt_out_list_name).await?;
         // A candidate can collide with a number some account already holds (the store's
         // unique claim says so); try a few fresh candidates before giving up.
         for _ in 0..8 {
@@ -128,9 +132,14 @@ impl LifecycleService {
             // The number's decider refuses a pool of another message type (MESSAGE_TYPE_MISMATCH).
             let request = PhoneNumberAction::request(number, pool.as_ref().map(PoolToJoin::of));
             let quota = self.quotas.phone_numbers_per_account;
-            let limit = quota_limit(scope, ResourceKind::PhoneNumber, quota);
-            let created = self.execute_within(&self.numbers, &id, true, meta, request, &[limit]).await;
-            match created.map_err(|e| over_quota(e, scope, ResourceKind::PhoneNumber, quota)) {
+            let limits: Vec<_> = std::iter::once(quota_limit(scope, ResourceKind::PhoneNumber, quota))
+                .chain(list_limit.clone())
+                .collect();
+            let created = self
+                .execute_within(&self.numbers, &id, Activation::Fresh, meta, request, &limits)
+                .await;
+            let created = created.map_err(|e| list_gone(over_quota(e, scope, ResourceKind::PhoneNumber, quota), &opt_out_list_name));
+            match created {
                 Ok(state) => {
                     let number = state
                         .0
@@ -184,7 +193,23 @@ impl LifecycleService {
         changes: PhoneNumberChanges,
     ) -> Result<PhoneNumber, ServiceError> {
         let id = self.owned(ResourceKind::PhoneNumber, &meta.scope, id_or_arn).await?;
-        self.number(meta, &id, PhoneNumberAction::Update(changes)).await
+        let Some(list) = changes.opt_out_list_name.clone() else {
+            return self.number(meta, &id, PhoneNumberAction::Update(changes)).await;
+        };
+        // The list must exist, now and when the change commits.
+        let limits: Vec<_> = self.list_to_name(meta, &list).await?.into_iter().collect();
+        let state = self
+            .execute_within(
+                &self.numbers,
+                &id,
+                Activation::Existing,
+                meta,
+                PhoneNumberAction::Update(changes),
+                &limits,
+            )
+            .await
+            .map_err(|e| list_gone(e, &list))?;
+        state.0.ok_or_else(|| not_found(ResourceKind::PhoneNumber, &id))
     }
 
     /// `ReleasePhoneNumber`.

@@ -5,7 +5,7 @@
 use super::error::not_found;
 use super::quota::{over_quota, quota_limit};
 use super::tokens::lost_token_race;
-use super::{LifecycleService, ServiceError};
+use super::{Activation, LifecycleService, ServiceError};
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction};
 use crate::domain::pool::{Pool, PoolAction, PoolMember, PoolState};
 use crate::domain::types::{MessageType, PoolStatus, Tag, ValidationReason};
@@ -199,7 +199,14 @@ impl LifecycleService {
         let quota = self.quotas.pools_per_account;
         let limit = quota_limit(scope, ResourceKind::Pool, quota);
         let created = self
-            .execute_within(&self.pools, &pool_id, true, meta, PoolAction::Create(Box::new(pool)), &[limit])
+            .execute_within(
+                &self.pools,
+                &pool_id,
+                Activation::Fresh,
+                meta,
+                PoolAction::Create(Box::new(pool)),
+                &[limit],
+            )
             .await
             .map_err(|e| over_quota(e, scope, ResourceKind::Pool, quota))
             .and_then(|s| {

@@ -104,9 +104,9 @@ pub(super) fn quota_limit(scope: &Scope, kind: ResourceKind, quota: u64) -> Coun
 pub(super) fn over_quota(e: ServiceError, scope: &Scope, kind: ResourceKind, quota: u64) -> ServiceError {
     match e {
         ServiceError::Execute {
-            source: ExecuteError::Append(AppendError::LimitReached(_)),
+            source: ExecuteError::Append(AppendError::LimitReached(key)),
             ..
-        } => quota_exceeded(scope, kind, quota),
+        } if key.starts_with("c/") => quota_exceeded(scope, kind, quota),
         other => other,
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::{LifecycleService, ServiceError};
+use super::{Activation, LifecycleService, ServiceError};
 use crate::domain::phone_number::PhoneNumber;
 use crate::domain::pool::{Pool, PoolAction, PoolState};
 use crate::domain::pool_change::{finish_interrupted, pool_to_ask};
@@ -78,7 +78,7 @@ impl LifecycleService {
                 origination_identity: n.phone_number_id.clone(),
                 begun_before_ms,
             };
-            let pool = match self.execute(&self.pools, &pool_id, false, &meta, fence).await {
+            let pool = match self.execute(&self.pools, &pool_id, Activation::Existing, &meta, fence).await {
                 Ok(state) => state.0,
                 Err(ServiceError::Rejected(Rejection::NotFound { .. })) => None,
                 Err(e) => return Err(e),

@@ -52,8 +52,9 @@ pub enum Outcome {
     /// A commit that did not extend its aggregate's head when its turn came, or claimed a held
     /// key: void for every node, its events, claims and index changes ignored.
     Void,
-    /// A commit that would have taken a counter over its limit: void as well.
-    OverLimit,
+    /// A commit that would have taken a counter out of its bounds (the index of that limit
+    /// among the commit's): void as well.
+    OverLimit(usize),
     /// A message that cannot be read as a commit.
     Damaged,
     /// Not applied yet.
@@ -77,8 +78,8 @@ struct View {
     claimed: HashSet<Vec<u8>>,
     layouts: BTreeSet<u64>,
     damage: Vec<Damage>,
-    /// Void commits, and whether each was void for a counter over its limit.
-    void: BTreeMap<u64, bool>,
+    /// Void commits, and for each one void for a counter out of its bounds, which limit.
+    void: BTreeMap<u64, Option<usize>>,
 }
 
 /// The view and the watches that tell how far it is.
@@ -220,11 +221,7 @@ impl Mirror {
         if sequence > view.applied {
             Outcome::Unknown
         } else if let Some(&over_limit) = view.void.get(&sequence) {
-            if over_limit {
-                Outcome::OverLimit
-            } else {
-                Outcome::Void
-            }
+            over_limit.map_or(Outcome::Void, Outcome::OverLimit)
         } else if view.commits.binary_search_by_key(&sequence, |c| c.sequence).is_ok() {
             Outcome::InForce
         } else {
@@ -361,7 +358,7 @@ enum Applied {
     /// In force, with this many events.
     InForce(u64),
     Void {
-        over_limit: bool,
+        over_limit: Option<usize>,
     },
 }
 
@@ -402,12 +399,12 @@ fn apply_commit(view: &mut View, sequence: u64, commit: Commit) -> Result<Applie
         Ok::<_, std::convert::Infallible>(crate::store::decode_counter(view.index.get(k).map(|v| v.as_slice())))
     })
     .unwrap_or_else(|never| match never {})
-    .is_some();
-    if !extends || taken || over_limit {
+    .and_then(|key| limits.iter().position(|l| l.key == key));
+    if !extends || taken || over_limit.is_some() {
         tracing::debug!(sequence, stream = %stream_id, head, taken, over_limit, "a commit that does not extend its aggregate's head, claims a held key or goes over a limit is void");
         view.streams.entry(stream_id).or_default().last_sequence = sequence;
         return Ok(Applied::Void {
-            over_limit: extends && !taken && over_limit,
+            over_limit: over_limit.filter(|_| extends && !taken),
         });
     }
     let mut previous = view.chain.hash;
@@ -548,7 +545,7 @@ mod tests {
             [
                 Outcome::InForce,
                 Outcome::InForce,
-                Outcome::OverLimit,
+                Outcome::OverLimit(0),
                 Outcome::Void,
                 Outcome::InForce
             ]

@@ -406,9 +406,9 @@ async fn complete(shared: &Shared, mut p: Prepared, ack: jetstream::context::Pub
                 actual,
             });
         }
-        mirror::Outcome::OverLimit => {
+        mirror::Outcome::OverLimit(which) => {
             p.release_claims(shared).await;
-            return Err(AppendError::LimitReached(p.limited.join(", ")));
+            return Err(AppendError::LimitReached(p.limited.get(which).cloned().unwrap_or_default()));
         }
         other => {
             return Err(AppendError::Storage(other_error(format!(

@@ -1,0 +1,488 @@
+//! Opt-out lists and tags through the official AWS SDK for Rust, against the real server: the
+//! list lifecycle with its documented refusals, opted-out numbers with filters and pagination, the
+//! rule that ties lists to the numbers and pools naming them, and TagResource / UntagResource /
+//! ListTagsForResource on numbers, pools and lists.
+
+mod common;
+
+use aws_sdk_pinpointsmsvoicev2::error::ProvideErrorMetadata;
+use aws_sdk_pinpointsmsvoicev2::operation::create_opt_out_list::CreateOptOutListError;
+use aws_sdk_pinpointsmsvoicev2::operation::delete_opt_out_list::DeleteOptOutListError;
+use aws_sdk_pinpointsmsvoicev2::operation::delete_opted_out_number::DeleteOptedOutNumberError;
+use aws_sdk_pinpointsmsvoicev2::operation::put_opted_out_number::PutOptedOutNumberError;
+use aws_sdk_pinpointsmsvoicev2::operation::request_phone_number::RequestPhoneNumberError;
+use aws_sdk_pinpointsmsvoicev2::operation::tag_resource::TagResourceError;
+use aws_sdk_pinpointsmsvoicev2::operation::update_phone_number::UpdatePhoneNumberError;
+use aws_sdk_pinpointsmsvoicev2::types::{
+    ConflictExceptionReason, MessageType, NumberCapability, OptedOutFilter, OptedOutFilterName, RequestableNumberType, ResourceType,
+    ServiceQuotaExceededExceptionReason, Tag,
+};
+use aws_sdk_pinpointsmsvoicev2::Client;
+use common::{TestServer, ACCOUNT, OTHER_ACCOUNT};
+
+fn tag(k: &str, v: &str) -> Tag {
+    Tag::builder().key(k).value(v).build().expect("tag")
+}
+
+async fn number_on_list(c: &Client, list: &str) -> Result<String, aws_sdk_pinpointsmsvoicev2::error::SdkError<RequestPhoneNumberError>> {
+    c.request_phone_number()
+        .iso_country_code("US")
+        .message_type(MessageType::Transactional)
+        .number_capabilities(NumberCapability::Sms)
+        .number_type(RequestableNumberType::LongCode)
+        .opt_out_list_name(list)
+        .send()
+        .await
+        .map(|r| r.phone_number_id().expect("id").to_string())
+}
+
+/// The lifecycle of a list: created once (ARN, timestamp, tags), described with `Default`,
+/// refused while a number uses it, deleted once unused, and gone for every operation after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lists_lifecycle_with_its_refusals() {
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+
+    let created = c
+        .create_opt_out_list()
+        .opt_out_list_name("marketing")
+        .tags(tag("team", "growth"))
+        .send()
+        .await
+        .expect("CreateOptOutList");
+    let arn = format!("arn:aws:sms-voice:us-east-1:{ACCOUNT}:opt-out-list/marketing");
+    assert_eq!(created.opt_out_list_name(), Some("marketing"));
+    assert_eq!(created.opt_out_list_arn(), Some(arn.as_str()));
+    assert!(created.created_timestamp().is_some());
+    assert_eq!(created.tags(), [tag("team", "growth")]);
+
+    // "If the opt-out list name already exists, an error is returned."
+    let again = c
+        .create_opt_out_list()
+        .opt_out_list_name("marketing")
+        .send()
+        .await
+        .expect_err("twice");
+    match again.into_service_error() {
+        CreateOptOutListError::ConflictException(e) => {
+            assert_eq!(e.reason(), Some(&ConflictExceptionReason::ResourceAlreadyExists));
+            assert_eq!(e.resource_type(), Some(&ResourceType::OptOutList));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Every account has a Default list; both are described, by name, ARN or all at once.
+    let all = c.describe_opt_out_lists().send().await.expect("DescribeOptOutLists");
+    let mut names: Vec<&str> = all.opt_out_lists().iter().map(|l| l.opt_out_list_name()).collect();
+    names.sort();
+    assert_eq!(names, ["Default", "marketing"]);
+    let by_arn = c.describe_opt_out_lists().opt_out_list_names(&arn).send().await.expect("by ARN");
+    assert_eq!(by_arn.opt_out_lists().len(), 1);
+    let unknown = c
+        .describe_opt_out_lists()
+        .opt_out_list_names("nope")
+        .send()
+        .await
+        .expect_err("unknown");
+    assert_eq!(unknown.code(), Some("ResourceNotFoundException"));
+    let shared = c
+        .describe_opt_out_lists()
+        .owner(aws_sdk_pinpointsmsvoicev2::types::Owner::Shared)
+        .send()
+        .await
+        .expect("shared");
+    assert!(shared.opt_out_lists().is_empty());
+
+    // A number names the list: deleting it is refused while the number lives.
+    let number = number_on_list(&c, "marketing").await.expect("number on the list");
+    let in_use = c
+        .delete_opt_out_list()
+        .opt_out_list_name("marketing")
+        .send()
+        .await
+        .expect_err("in use");
+    match in_use.into_service_error() {
+        DeleteOptOutListError::ConflictException(e) => {
+            assert_eq!(e.reason(), Some(&ConflictExceptionReason::ResourceDeletionNotAllowed));
+            assert_eq!(e.resource_id(), Some("marketing"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The Default list is never deleted.
+    let default = c
+        .delete_opt_out_list()
+        .opt_out_list_name("Default")
+        .send()
+        .await
+        .expect_err("Default");
+    assert_eq!(default.code(), Some("ConflictException"));
+
+    // Released, the number no longer uses it: deleted, by ARN.
+    c.release_phone_number().phone_number_id(&number).send().await.expect("release");
+    let deleted = c
+        .delete_opt_out_list()
+        .opt_out_list_name(&arn)
+        .send()
+        .await
+        .expect("DeleteOptOutList");
+    assert_eq!(deleted.opt_out_list_name(), Some("marketing"));
+
+    // Gone: for puts, describes, deletes, and as a number's list.
+    let put = c
+        .put_opted_out_number()
+        .opt_out_list_name("marketing")
+        .opted_out_number("+12065550100")
+        .send()
+        .await
+        .expect_err("deleted list");
+    match put.into_service_error() {
+        PutOptedOutNumberError::ResourceNotFoundException(e) => assert_eq!(e.resource_type(), Some(&ResourceType::OptOutList)),
+        other => panic!("{other:?}"),
+    }
+    let named = number_on_list(&c, "marketing").await.expect_err("a number on a deleted list");
+    match named.into_service_error() {
+        RequestPhoneNumberError::ResourceNotFoundException(e) => assert_eq!(e.resource_type(), Some(&ResourceType::OptOutList)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        c.delete_opt_out_list()
+            .opt_out_list_name("marketing")
+            .send()
+            .await
+            .expect_err("twice")
+            .code(),
+        Some("ResourceNotFoundException")
+    );
+
+    // The history of the list is its audit trail: created, refused, deleted.
+    // (By ARN: an unsigned caller has no account of its own to name a list in.)
+    let history = reqwest::get(format!("{}/audit/opt-out-lists/{}/events", server.url(), arn.replace('/', "%2F")))
+        .await
+        .expect("audit")
+        .json::<serde_json::Value>()
+        .await
+        .expect("json");
+    let types: Vec<&str> = history["Events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{history}"))
+        .iter()
+        .filter_map(|e| e["EventType"].as_str())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "OptOutListCreated",
+            "CommandRejected", // created twice
+            "CommandRejected", // deleted while in use
+            "OptOutListDeleted",
+            "CommandRejected", // a number put on the deleted list
+        ],
+        "{history}"
+    );
+}
+
+/// Opted-out numbers: put once, described with filters and pages, deleted once every 30 days,
+/// and emptied with their list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opted_out_numbers_with_filters_pages_and_the_thirty_day_rule() {
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    c.create_opt_out_list().opt_out_list_name("alerts").send().await.expect("create");
+    for i in 0..7 {
+        let put = c
+            .put_opted_out_number()
+            .opt_out_list_name("alerts")
+            .opted_out_number(format!("+1206555010{i}"))
+            .send()
+            .await
+            .expect("PutOptedOutNumber");
+        assert_eq!(put.opted_out_number(), Some(format!("+1206555010{i}").as_str()));
+        assert!(!put.end_user_opted_out());
+        assert!(put.opted_out_timestamp().is_some());
+    }
+    // Putting one again keeps its entry.
+    let first = c
+        .describe_opted_out_numbers()
+        .opt_out_list_name("alerts")
+        .opted_out_numbers("+12065550100")
+        .send()
+        .await
+        .expect("one");
+    let again = c
+        .put_opted_out_number()
+        .opt_out_list_name("alerts")
+        .opted_out_number("+12065550100")
+        .send()
+        .await
+        .expect("again");
+    assert_eq!(
+        again.opted_out_timestamp(),
+        Some(first.opted_out_numbers()[0].opted_out_timestamp())
+    );
+
+    // Pages of 3 through the SDK's paginator: every number once, in order.
+    let pages: Vec<_> = c
+        .describe_opted_out_numbers()
+        .opt_out_list_name("alerts")
+        .max_results(3)
+        .into_paginator()
+        .send()
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(pages.len(), 3);
+    let seen: Vec<String> = pages
+        .into_iter()
+        .flat_map(|p| {
+            p.expect("page")
+                .opted_out_numbers()
+                .iter()
+                .map(|n| n.opted_out_number().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(seen, (0..7).map(|i| format!("+1206555010{i}")).collect::<Vec<_>>());
+
+    // The end-user filter: none opted out by an end user here.
+    let by_user = |v: &str| {
+        c.describe_opted_out_numbers()
+            .opt_out_list_name("alerts")
+            .filters(
+                OptedOutFilter::builder()
+                    .name(OptedOutFilterName::EndUserOptedOut)
+                    .values(v)
+                    .build()
+                    .expect("filter"),
+            )
+            .send()
+    };
+    assert!(by_user("true").await.expect("true").opted_out_numbers().is_empty());
+    assert_eq!(by_user("false").await.expect("false").opted_out_numbers().len(), 7);
+    let bad = by_user("maybe").await.expect_err("bad filter value");
+    assert_eq!(bad.code(), Some("ValidationException"));
+
+    // Deleted, then not there; deleted again within 30 days of the first deletion: refused.
+    let delete = || {
+        c.delete_opted_out_number()
+            .opt_out_list_name("alerts")
+            .opted_out_number("+12065550103")
+            .send()
+    };
+    let removed = delete().await.expect("DeleteOptedOutNumber");
+    assert_eq!(removed.opted_out_number(), Some("+12065550103"));
+    match delete().await.expect_err("not there").into_service_error() {
+        DeleteOptedOutNumberError::ResourceNotFoundException(e) => {
+            assert_eq!(e.resource_type(), Some(&ResourceType::OptedOutNumber));
+            assert_eq!(e.resource_id(), Some("+12065550103"));
+        }
+        other => panic!("{other:?}"),
+    }
+    c.put_opted_out_number()
+        .opt_out_list_name("alerts")
+        .opted_out_number("+12065550103")
+        .send()
+        .await
+        .expect("back on the list");
+    match delete().await.expect_err("30 days").into_service_error() {
+        DeleteOptedOutNumberError::ConflictException(e) => {
+            assert_eq!(e.reason(), Some(&ConflictExceptionReason::ResourceModificationNotAllowed))
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // "All opted out phone numbers in the opt-out list are deleted" with the list.
+    c.delete_opt_out_list().opt_out_list_name("alerts").send().await.expect("delete");
+    c.create_opt_out_list().opt_out_list_name("alerts").send().await.expect("again");
+    let empty = c
+        .describe_opted_out_numbers()
+        .opt_out_list_name("alerts")
+        .send()
+        .await
+        .expect("empty");
+    assert!(empty.opted_out_numbers().is_empty());
+
+    // Another account sees none of it.
+    let other = server.client(OTHER_ACCOUNT);
+    let foreign = other
+        .describe_opted_out_numbers()
+        .opt_out_list_name(format!("arn:aws:sms-voice:us-east-1:{ACCOUNT}:opt-out-list/alerts"))
+        .send()
+        .await
+        .expect_err("foreign ARN");
+    assert_eq!(foreign.code(), Some("ResourceNotFoundException"));
+}
+
+/// A number changed to a list that does not exist is refused; to one that does, it is taken,
+/// and the list is then in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_name_only_lists_that_exist() {
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let number = number_on_list(&c, "Default").await.expect("on Default");
+    let missing = c
+        .update_phone_number()
+        .phone_number_id(&number)
+        .opt_out_list_name("nope")
+        .send()
+        .await
+        .expect_err("no such list");
+    match missing.into_service_error() {
+        UpdatePhoneNumberError::ResourceNotFoundException(e) => assert_eq!(e.resource_type(), Some(&ResourceType::OptOutList)),
+        other => panic!("{other:?}"),
+    }
+    c.create_opt_out_list().opt_out_list_name("vip").send().await.expect("create");
+    let updated = c
+        .update_phone_number()
+        .phone_number_id(&number)
+        .opt_out_list_name("vip")
+        .send()
+        .await
+        .expect("update");
+    assert_eq!(updated.opt_out_list_name(), Some("vip"));
+    assert_eq!(
+        c.delete_opt_out_list()
+            .opt_out_list_name("vip")
+            .send()
+            .await
+            .expect_err("in use")
+            .code(),
+        Some("ConflictException")
+    );
+    // Back to Default: the list is free again.
+    c.update_phone_number()
+        .phone_number_id(&number)
+        .opt_out_list_name("Default")
+        .send()
+        .await
+        .expect("back");
+    c.delete_opt_out_list().opt_out_list_name("vip").send().await.expect("free again");
+}
+
+/// The quota of lists per account (`Default` included) and a client token retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quota_of_lists_and_client_tokens() {
+    let server = TestServer::start_with(|c| c.quotas.opt_out_lists_per_account = 3);
+    let c = server.client(ACCOUNT);
+    let first = c
+        .create_opt_out_list()
+        .opt_out_list_name("a")
+        .client_token("token-a")
+        .send()
+        .await
+        .expect("a");
+    let retried = c
+        .create_opt_out_list()
+        .opt_out_list_name("a")
+        .client_token("token-a")
+        .send()
+        .await
+        .expect("the same request again");
+    assert_eq!(retried.created_timestamp(), first.created_timestamp());
+    let reused = c
+        .create_opt_out_list()
+        .opt_out_list_name("other")
+        .client_token("token-a")
+        .send()
+        .await
+        .expect_err("token with other parameters");
+    assert_eq!(reused.code(), Some("ConflictException"));
+    c.create_opt_out_list().opt_out_list_name("b").send().await.expect("b");
+    match c
+        .create_opt_out_list()
+        .opt_out_list_name("c")
+        .send()
+        .await
+        .expect_err("over")
+        .into_service_error()
+    {
+        CreateOptOutListError::ServiceQuotaExceededException(e) => {
+            assert_eq!(e.reason(), Some(&ServiceQuotaExceededExceptionReason::OptOutListsPerAccount))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// TagResource, UntagResource and ListTagsForResource on a number, a pool and a list, the limit
+/// of 50 tags, and resources that are not there (or not the caller's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_on_numbers_pools_and_lists() {
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let number = number_on_list(&c, "Default").await.expect("number");
+    let pool = common::create_pool(&c, &number).await;
+    c.create_opt_out_list().opt_out_list_name("tagged").send().await.expect("list");
+    let arns = [
+        format!("arn:aws:sms-voice:us-east-1:{ACCOUNT}:phone-number/{number}"),
+        format!("arn:aws:sms-voice:us-east-1:{ACCOUNT}:pool/{pool}"),
+        format!("arn:aws:sms-voice:us-east-1:{ACCOUNT}:opt-out-list/tagged"),
+    ];
+    for arn in &arns {
+        c.tag_resource()
+            .resource_arn(arn)
+            .tags(tag("team", "a"))
+            .tags(tag("env", "dev"))
+            .send()
+            .await
+            .expect("TagResource");
+        // "When you specify an existing tag key, the value is overwritten with the new value."
+        c.tag_resource()
+            .resource_arn(arn)
+            .tags(tag("env", "prod"))
+            .send()
+            .await
+            .expect("overwrite");
+        c.untag_resource()
+            .resource_arn(arn)
+            .tag_keys("team")
+            .tag_keys("absent")
+            .send()
+            .await
+            .expect("UntagResource");
+        let listed = c
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .expect("ListTagsForResource");
+        assert_eq!(listed.resource_arn(), Some(arn.as_str()));
+        assert_eq!(listed.tags(), [tag("env", "prod")], "{arn}");
+    }
+    // At most 50 tags on a resource.
+    let many: Vec<Tag> = (0..50).map(|i| tag(&format!("k{i}"), "v")).collect();
+    let over = c
+        .tag_resource()
+        .resource_arn(&arns[0])
+        .set_tags(Some(many))
+        .send()
+        .await
+        .expect_err("51 tags");
+    match over.into_service_error() {
+        TagResourceError::ServiceQuotaExceededException(e) => {
+            assert_eq!(e.reason(), Some(&ServiceQuotaExceededExceptionReason::TagsPerResource))
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Not there, or not the caller's: not found; not an ARN this service issues: validation.
+    let other = server.client(OTHER_ACCOUNT);
+    for arn in &arns {
+        let e = other.list_tags_for_resource().resource_arn(arn).send().await.expect_err("foreign");
+        assert_eq!(e.code(), Some("ResourceNotFoundException"), "{arn}");
+    }
+    let e = c
+        .tag_resource()
+        .resource_arn(format!(
+            "arn:aws:sms-voice:us-east-1:{ACCOUNT}:phone-number/phone-00000000000000000000000000000000"
+        ))
+        .tags(tag("a", "b"))
+        .send()
+        .await
+        .expect_err("unknown number");
+    assert_eq!(e.code(), Some("ResourceNotFoundException"));
+    let e = c
+        .list_tags_for_resource()
+        .resource_arn(format!("arn:aws:sms-voice:us-east-1:{ACCOUNT}:configuration-set/x"))
+        .send()
+        .await
+        .expect_err("a kind this service does not keep");
+    assert_eq!(e.code(), Some("ValidationException"));
+}
