@@ -486,3 +486,68 @@ async fn tags_on_numbers_pools_and_lists() {
         .expect_err("a kind this service does not keep");
     assert_eq!(e.code(), Some("ValidationException"));
 }
+
+/// A list's deletion racing numbers that join it: whichever the log orders first wins, so at the
+/// end no live number names a deleted list, and a list whose deletion was refused has a user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_a_list_races_numbers_joining_it() {
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let mut numbers = Vec::new();
+    for _ in 0..12 {
+        numbers.push(number_on_list(&c, "Default").await.expect("number"));
+    }
+    let (mut deleted_rounds, mut refused_rounds) = (0, 0);
+    for round in 0..8 {
+        let list = format!("race-{round}");
+        c.create_opt_out_list().opt_out_list_name(&list).send().await.expect("create");
+        let mut racing = tokio::task::JoinSet::new();
+        for (i, n) in numbers.iter().enumerate() {
+            let (c, n, list) = (c.clone(), n.clone(), list.clone());
+            racing.spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_micros((i as u64 * 397) % 3000)).await;
+                c.update_phone_number()
+                    .phone_number_id(n)
+                    .opt_out_list_name(list)
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| {
+                        let e = e.into_service_error();
+                        assert!(matches!(e, UpdatePhoneNumberError::ResourceNotFoundException(_)), "{e:?}");
+                    })
+            });
+        }
+        let deletion = c.delete_opt_out_list().opt_out_list_name(&list).send().await;
+        let joined = racing.join_all().await.iter().filter(|r| r.is_ok()).count();
+        let described = c.describe_phone_numbers().send().await.expect("describe");
+        let on_list = described
+            .phone_numbers()
+            .iter()
+            .filter(|p| p.opt_out_list_name() == list.as_str())
+            .count();
+        match deletion {
+            Ok(_) => {
+                deleted_rounds += 1;
+                assert_eq!(on_list, 0, "round {round}: the list was deleted under {on_list} numbers");
+                assert_eq!(joined, 0, "round {round}: numbers joined a deleted list");
+            }
+            Err(e) => {
+                refused_rounds += 1;
+                assert_eq!(e.code(), Some("ConflictException"), "round {round}");
+                assert!(on_list > 0, "round {round}: refused, yet no number names the list");
+                assert_eq!(on_list, joined, "round {round}");
+            }
+        }
+        // Everyone back on Default for the next round.
+        for n in &numbers {
+            c.update_phone_number()
+                .phone_number_id(n)
+                .opt_out_list_name("Default")
+                .send()
+                .await
+                .expect("back");
+        }
+    }
+    assert_eq!(deleted_rounds + refused_rounds, 8);
+}
