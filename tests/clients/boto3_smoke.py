@@ -56,4 +56,48 @@ try:
 except client.exceptions.ValidationException as e:
     assert e.response["Reason"] == "FIELD_VALIDATION_FAILED", e.response
     assert e.response["Fields"][0]["Name"] == "PhoneNumberId", e.response
+
+# Opt-out lists: create, the documented refusals, opted-out numbers with the paginator.
+created = client.create_opt_out_list(OptOutListName="boto-list", Tags=[{"Key": "team", "Value": "ops"}])
+assert created["OptOutListArn"].endswith(":opt-out-list/boto-list"), created
+try:
+    client.create_opt_out_list(OptOutListName="boto-list")
+    raise AssertionError("a list was created twice")
+except client.exceptions.ConflictException as e:
+    assert e.response["Reason"] == "RESOURCE_ALREADY_EXISTS", e.response
+names = sorted(l["OptOutListName"] for l in client.describe_opt_out_lists()["OptOutLists"])
+assert names == ["Default", "boto-list"], names
+for i in range(5):
+    put = client.put_opted_out_number(OptOutListName="boto-list", OptedOutNumber=f"+1206555020{i}")
+    assert put["OptedOutNumber"] == f"+1206555020{i}" and put["EndUserOptedOut"] is False, put
+pages = list(client.get_paginator("describe_opted_out_numbers").paginate(OptOutListName="boto-list", PaginationConfig={"PageSize": 2}))
+assert [len(p["OptedOutNumbers"]) for p in pages] == [2, 2, 1], pages
+removed = client.delete_opted_out_number(OptOutListName="boto-list", OptedOutNumber="+12065550200")
+assert removed["OptedOutNumber"] == "+12065550200", removed
+try:
+    client.delete_opted_out_number(OptOutListName="boto-list", OptedOutNumber="+12065550200")
+    raise AssertionError("deleted twice")
+except client.exceptions.ResourceNotFoundException as e:
+    assert e.response["ResourceType"] == "opted-out-number", e.response
+user = client.request_phone_number(
+    IsoCountryCode="US", MessageType="TRANSACTIONAL", NumberCapabilities=["SMS"], NumberType="LONG_CODE", OptOutListName="boto-list"
+)
+try:
+    client.delete_opt_out_list(OptOutListName="boto-list")
+    raise AssertionError("a list in use was deleted")
+except client.exceptions.ConflictException as e:
+    assert e.response["Reason"] == "RESOURCE_DELETION_NOT_ALLOWED", e.response
+
+# Tags by ARN on a number, a pool and a list.
+pool = client.create_pool(OriginationIdentity=user["PhoneNumberId"], IsoCountryCode="US", MessageType="TRANSACTIONAL")
+for arn in (user["PhoneNumberArn"], pool["PoolArn"], created["OptOutListArn"]):
+    client.tag_resource(ResourceArn=arn, Tags=[{"Key": "env", "Value": "prod"}, {"Key": "team", "Value": "x"}])
+    client.untag_resource(ResourceArn=arn, TagKeys=["team"])
+    tags = client.list_tags_for_resource(ResourceArn=arn)["Tags"]
+    assert tags == [{"Key": "env", "Value": "prod"}], (arn, tags)
+try:
+    client.list_tags_for_resource(ResourceArn=user["PhoneNumberArn"].replace("111122223333", "444455556666"))
+    raise AssertionError("another account's resource was found")
+except client.exceptions.ResourceNotFoundException:
+    pass
 print("boto3: ok")
