@@ -12,7 +12,9 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use regex::Regex;
+// Some of the model's patterns use look-ahead (`(?!\s*$)[\s\S]+`: not blank), which the
+// `regex` crate does not offer; `fancy-regex` runs those and hands the rest to `regex`.
+use fancy_regex::Regex;
 use serde_json::Value;
 
 /// The embedded model.
@@ -162,7 +164,9 @@ impl Model {
                     }
                 }
                 if let Some(re) = self.patterns.get(shape_name) {
-                    if !re.is_match(s) {
+                    // A pattern that gives up (its backtracking limit, on hostile input) is a
+                    // value that does not match.
+                    if !re.is_match(s).unwrap_or(false) {
                         errors.push(constraint(format!(
                             "Member must satisfy regular expression pattern: {}",
                             shape["pattern"].as_str().unwrap_or_default()
