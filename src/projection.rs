@@ -74,6 +74,12 @@ pub fn opt_out_list_users_key(scope: &Scope, name: &str) -> Vec<u8> {
     format!("u/{}/{}/{name}", scope.account, scope.region).into_bytes()
 }
 
+/// Key of the counter that is 1 while `number` is on the opt-out list `name` (its
+/// `incarnation`-th creation): a message to it appends requiring 0 there.
+pub fn opted_out_key(scope: &Scope, name: &str, incarnation: u64, number: &str) -> Vec<u8> {
+    format!("x/{}/{}/{name}/{incarnation}/{number}", scope.account, scope.region).into_bytes()
+}
+
 /// A resource that named the list `before` (while live) names `after` now.
 fn list_user_ops(scope: &Scope, before: Option<&str>, after: Option<&str>) -> Vec<IndexOp> {
     if before == after {
@@ -195,6 +201,8 @@ pub struct OptOutListView {
     pub created_timestamp_ms: u64,
     #[serde(default)]
     pub tags: Vec<crate::domain::types::Tag>,
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 impl Projected for OptOutListState {
@@ -226,6 +234,16 @@ impl Projected for OptOutListState {
             (true, false) => ops.push(IndexOp::Add(alive, -1)),
             _ => {}
         }
+        // Each opted-out number of this incarnation: +1 when it joins, -1 when it leaves. A
+        // deleted list's numbers are left as they were, under an incarnation nothing names again.
+        if let (Some(b), false) = (before.live().filter(|b| b.incarnation == l.incarnation), l.deleted) {
+            for number in l.opted_out.keys().filter(|n| !b.opted_out.contains_key(*n)) {
+                ops.push(IndexOp::Add(opted_out_key(&scope, &l.opt_out_list_name, l.incarnation, number), 1));
+            }
+            for number in b.opted_out.keys().filter(|n| !l.opted_out.contains_key(*n)) {
+                ops.push(IndexOp::Add(opted_out_key(&scope, &l.opt_out_list_name, l.incarnation, number), -1));
+            }
+        }
         // The view changes only with what it shows, not with each opted-out number.
         let shown = |s: &Self| {
             s.live().map(|l| OptOutListView {
@@ -233,6 +251,7 @@ impl Projected for OptOutListState {
                 opt_out_list_arn: l.opt_out_list_arn.clone(),
                 created_timestamp_ms: l.created_timestamp_ms,
                 tags: l.tags.clone(),
+                incarnation: l.incarnation,
             })
         };
         let (view_before, view_after) = (shown(before), shown(after));

@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::{pagination, ApiState};
 use crate::aws_error::AwsJsonError;
+use crate::domain::message::{Channel, OutboundMessage};
 use crate::domain::opt_out_list::OptOutList;
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberChanges};
 use crate::domain::pool::{Pool, PoolMember};
@@ -144,6 +145,38 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, api: &A
             };
             service.change_tags(meta, &i.resource_arn, change).await.map_err(failed)?;
             Map::new()
+        }
+        "SendTextMessage" | "SendVoiceMessage" | "SendMediaMessage" => {
+            let channel = match operation {
+                "SendTextMessage" => Channel::Text,
+                "SendVoiceMessage" => Channel::Voice,
+                _ => Channel::Media,
+            };
+            let i: SendMessageInput = parse(input)?;
+            let origination_identity = match i.origination_identity {
+                Some(o) => o,
+                // SendTextMessage may leave the choice to the service: a live number of the
+                // caller that can send it.
+                None => service.any_sender(&meta.scope, channel, i.message_type).await.map_err(failed)?,
+            };
+            let message = OutboundMessage {
+                message_id: uuid::Uuid::new_v4().to_string(),
+                channel,
+                destination_phone_number: e164(&i.destination_phone_number),
+                origination_identity,
+                pool_id: None,
+                message_type: i.message_type,
+                message_body: i.message_body,
+                media_urls: i.media_urls.unwrap_or_default(),
+                voice_id: i.voice_id,
+                configuration_set_name: i.configuration_set_name,
+                context: i.context.unwrap_or_default(),
+                dry_run: i.dry_run.unwrap_or(false),
+            };
+            let id = service.send_message(meta, message).await.map_err(failed)?;
+            let mut out = Map::new();
+            out.insert("MessageId".into(), json!(id));
+            out
         }
         "ListTagsForResource" => {
             let i: TagInput = parse(input)?;
@@ -288,6 +321,20 @@ struct DescribeOptedOutNumbersInput {
     next_token: Option<String>,
     opt_out_list_name: String,
     opted_out_numbers: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SendMessageInput {
+    configuration_set_name: Option<String>,
+    context: Option<std::collections::BTreeMap<String, String>>,
+    destination_phone_number: String,
+    dry_run: Option<bool>,
+    media_urls: Option<Vec<String>>,
+    message_body: Option<String>,
+    message_type: Option<MessageType>,
+    origination_identity: Option<String>,
+    voice_id: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -53,6 +53,12 @@ pub struct FilterArgs {
     /// Only events at or before this time (epoch seconds).
     #[arg(long)]
     pub to: Option<String>,
+    /// Only messages sent from this phone number or pool (id or ARN).
+    #[arg(long)]
+    pub origination: Option<String>,
+    /// Only messages sent to this phone number.
+    #[arg(long)]
+    pub destination: Option<String>,
     /// Only events after this global position.
     #[arg(long)]
     pub after: Option<u64>,
@@ -78,6 +84,14 @@ pub enum AuditCommand {
         /// Keep printing events as they are committed (needs --server).
         #[arg(long)]
         follow: bool,
+    },
+    /// The messages sent (nothing leaves the machine: each is an event), filtered by
+    /// --origination, --destination, --from and --to.
+    Messages {
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[arg(long)]
+        limit: Option<u64>,
     },
     /// The state right after a version (or at a time).
     State {
@@ -196,6 +210,8 @@ fn filter_query(f: &FilterArgs, limit: Option<u64>) -> Vec<(&'static str, String
     push("StreamId", f.stream.clone());
     push("From", f.from.clone());
     push("To", f.to.clone());
+    push("Origination", f.origination.clone());
+    push("Destination", f.destination.clone());
     push("After", f.after.map(|a| a.to_string()));
     push("Limit", limit.map(|l| l.to_string()));
     q
@@ -271,6 +287,8 @@ fn feed_filter(f: &FilterArgs, limit: Option<u64>) -> Result<FeedFilter, AuditEr
         stream_id: f.stream.clone(),
         from_ms: f.from.as_deref().map(|v| query::epoch_ms("From", v)).transpose()?,
         to_ms: f.to.as_deref().map(|v| query::epoch_ms("To", v)).transpose()?,
+        origination: f.origination.clone(),
+        destination: f.destination.clone(),
         after: f.after.unwrap_or(0),
         limit: query::page_limit(limit)?,
     })
@@ -286,6 +304,7 @@ async fn local(store: &Store, command: &AuditCommand) -> Result<Value, AuditErro
             Ok(to_value(&history))
         }
         AuditCommand::Feed { filter, limit, .. } => Ok(to_value(&query::feed(store, &feed_filter(filter, *limit)?).await?)),
+        AuditCommand::Messages { filter, limit } => query::messages(store, &feed_filter(filter, *limit)?).await,
         AuditCommand::State { id, version, at } => {
             let stream = query::resolve_stream(store, kind_of(id)?, id).await?;
             let point = match (version, at) {
@@ -324,6 +343,7 @@ fn remote(base: &Remote, command: &AuditCommand) -> Result<Value, String> {
             get(base, &path_for(id, "events")?, &q)
         }
         AuditCommand::Feed { filter, limit, .. } => get(base, "/audit/events", &filter_query(filter, *limit)),
+        AuditCommand::Messages { filter, limit } => get(base, "/audit/messages", &filter_query(filter, *limit)),
         AuditCommand::State { id, version, at } => {
             let mut q = Vec::new();
             if let Some(v) = version {
@@ -365,6 +385,7 @@ fn execute(source: &Source, args: &AuditArgs) -> ExitCode {
         AuditCommand::Events { .. } | AuditCommand::Feed { .. } => {
             print_events(value["Events"].as_array().map(Vec::as_slice).unwrap_or_default(), args.json)
         }
+        AuditCommand::Messages { .. } => print_messages(value["Messages"].as_array().map(Vec::as_slice).unwrap_or_default(), args.json),
         AuditCommand::State { .. } => print_fields(&value, args.json),
         AuditCommand::Replay { .. } => print_replay(&value, args.json),
         AuditCommand::Digest => print_fields(&value, args.json),
@@ -541,6 +562,35 @@ fn print_events(events: &[Value], json: bool) {
         .set_header(["Position", "Ver", "Time", "Type", "Stream", "Account", "Request", "Detail"]);
     for e in events {
         table.add_row(event_row(e));
+    }
+    println!("{table}");
+}
+
+fn print_messages(messages: &[Value], json: bool) {
+    if json {
+        for m in messages {
+            println!("{m}");
+        }
+        return;
+    }
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_header(["Position", "Time", "Channel", "From", "To", "Message id", "Body"]);
+    for m in messages {
+        let from = match m.get("PoolId") {
+            Some(pool) => format!("{} (pool {})", text(&m["PhoneNumberId"]), text(pool)),
+            None => text(&m["PhoneNumberId"]),
+        };
+        table.add_row([
+            text(&m["Position"]),
+            time(&m["SentTimestamp"]),
+            text(&m["Channel"]),
+            from,
+            text(&m["DestinationPhoneNumber"]),
+            text(&m["MessageId"]),
+            m.get("MessageBody").map(text).unwrap_or_default(),
+        ]);
     }
     println!("{table}");
 }

@@ -85,6 +85,7 @@ impl Drop for AccountPlace {
 /// Mounts the audit routes (under `/audit`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/events", web::get().to(feed))
+        .route("/messages", web::get().to(sent_messages))
         .route("/digest", web::get().to(get_digest))
         .route("/verify", web::get().to(get_verify))
         .route("/recheck", web::get().to(get_recheck))
@@ -181,13 +182,26 @@ impl Params {
             stream_id: self.text("StreamId"),
             from_ms: self.epoch_ms("From")?,
             to_ms: self.epoch_ms("To")?,
+            origination: self.text("Origination"),
+            destination: self.text("Destination"),
             after: self.number("After")?.unwrap_or(0),
             limit: self.limit()?,
         })
     }
 }
 
-const FEED_PARAMS: &[&str] = &["Type", "Account", "StreamId", "From", "To", "After", "Limit", "Follow"];
+const FEED_PARAMS: &[&str] = &[
+    "Type",
+    "Account",
+    "StreamId",
+    "From",
+    "To",
+    "Origination",
+    "Destination",
+    "After",
+    "Limit",
+    "Follow",
+];
 
 fn store(state: &web::Data<AuditState>) -> Store {
     state.store.clone()
@@ -427,6 +441,16 @@ async fn get_export(req: HttpRequest, AuditCaller(caller): AuditCaller, state: w
         Some((Ok::<_, actix_web::Error>(web::Bytes::from(chunk)), next))
     });
     HttpResponse::Ok().content_type("application/x-ndjson").streaming(pages)
+}
+
+/// The messages sent, filtered by origination, destination and time (the caller's own).
+async fn sent_messages(req: HttpRequest, AuditCaller(caller): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
+    let store = store(&state);
+    let filter = Params::parse(req.query_string(), FEED_PARAMS).and_then(|p| scoped_filter(p.feed_filter()?, &caller));
+    match filter {
+        Ok(filter) => respond(off_workers(async move { query::messages(&*store, &filter).await }).await),
+        Err(e) => error_response(&e),
+    }
 }
 
 async fn feed(req: HttpRequest, AuditCaller(caller): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {

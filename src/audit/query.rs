@@ -61,6 +61,11 @@ pub struct FeedFilter {
     /// Inclusive bounds on the event timestamp, in milliseconds.
     pub from_ms: Option<u64>,
     pub to_ms: Option<u64>,
+    /// Only messages from this origination (a phone number id, the identity the sender named,
+    /// or the pool it was sent through; an ARN names its last segment).
+    pub origination: Option<String>,
+    /// Only messages to this destination phone number.
+    pub destination: Option<String>,
     /// Only positions after this one.
     pub after: u64,
     pub limit: usize,
@@ -74,7 +79,60 @@ impl FeedFilter {
             && self.stream_id.as_ref().is_none_or(|s| *s == e.stream_id)
             && self.from_ms.is_none_or(|f| e.timestamp_ms >= f)
             && self.to_ms.is_none_or(|t| e.timestamp_ms <= t)
+            && self.matches_message(e)
     }
+
+    /// The origination and destination filters, which only a sent message can pass.
+    fn matches_message(&self, e: &EventEnvelope) -> bool {
+        if self.origination.is_none() && self.destination.is_none() {
+            return true;
+        }
+        if e.event_type != MESSAGE_SENT {
+            return false;
+        }
+        let field = |name: &str| e.payload.get(name).and_then(Value::as_str);
+        let origination = self.origination.as_deref().map(|o| o.rsplit('/').next().unwrap_or(o));
+        origination.is_none_or(|o| {
+            o == e.stream_id
+                || Some(o) == field("PoolId")
+                || Some(o) == field("OriginationIdentity").map(|i| i.rsplit('/').next().unwrap_or(i))
+        }) && self
+            .destination
+            .as_deref()
+            .is_none_or(|d| Some(d) == field("DestinationPhoneNumber"))
+    }
+}
+
+/// The event type of an accepted message.
+pub const MESSAGE_SENT: &str = "MessageSent";
+
+/// Sent messages (from the feed, by the filter), for a user's tests to assert what their code
+/// sent: each with where it came from and when.
+pub async fn messages(store: &dyn EventStore, filter: &FeedFilter) -> Result<Value, AuditError> {
+    let filter = FeedFilter {
+        event_type: Some(MESSAGE_SENT.into()),
+        ..filter.clone()
+    };
+    let page = feed(store, &filter).await?;
+    let messages: Vec<Value> = page
+        .events
+        .iter()
+        .map(|e| {
+            let mut m = e.payload.as_object().cloned().unwrap_or_default();
+            m.insert("PhoneNumberId".into(), Value::String(e.stream_id.clone()));
+            m.insert("SentTimestamp".into(), Value::from(e.timestamp_secs()));
+            m.insert("Position".into(), Value::from(e.position));
+            m.insert("RequestId".into(), Value::String(e.request_id.clone()));
+            m.insert("Account".into(), Value::String(e.account.clone()));
+            Value::Object(m)
+        })
+        .collect();
+    let mut out = Map::new();
+    out.insert("Messages".into(), Value::Array(messages));
+    if let Some(next) = page.next_after {
+        out.insert("NextAfter".into(), Value::from(next));
+    }
+    Ok(Value::Object(out))
 }
 
 /// A page of the global feed.

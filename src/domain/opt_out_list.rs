@@ -60,6 +60,10 @@ pub struct OptOutList {
     pub deleted_at: BTreeMap<String, u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_token: Option<String>,
+    /// How many times a list of this name was created (1 for the first): opt-outs of an earlier
+    /// list of the same name are not this one's.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 impl OptOutList {
@@ -76,6 +80,7 @@ impl OptOutList {
             opted_out: BTreeMap::new(),
             deleted_at: BTreeMap::new(),
             client_token,
+            incarnation: 1,
         }
     }
 }
@@ -298,7 +303,9 @@ impl Aggregate for OptOutListState {
 
     fn evolve(self, event: &OptOutListEvent) -> Self {
         if let OptOutListEvent::OptOutListCreated(list) = event {
-            return OptOutListState(Some((**list).clone()));
+            let mut list = (**list).clone();
+            list.incarnation = self.0.map_or(0, |before| before.incarnation) + 1;
+            return OptOutListState(Some(list));
         }
         let Some(mut l) = self.0 else { return OptOutListState(None) };
         match event {

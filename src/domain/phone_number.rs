@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ids::ResourceKind;
+use super::message::OutboundMessage;
 use super::pool::Pool;
 use super::tags::{tagged, untagged};
 use super::types::{ConflictReason, MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
@@ -205,6 +206,13 @@ pub enum PhoneNumberAction {
     Untag {
         keys: Vec<String>,
     },
+    /// Send a message from this number. `opted_out_on`: the opt-out list in force on which the
+    /// shell found the destination, if it did (the log's counter bound keeps that exact).
+    SendMessage {
+        message: Box<OutboundMessage>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        opted_out_on: Option<String>,
+    },
 }
 
 impl PhoneNumberAction {
@@ -232,6 +240,7 @@ impl ActionName for PhoneNumberAction {
             PhoneNumberAction::DetachFromDeletedPool { .. } => "DetachFromDeletedPool",
             PhoneNumberAction::Tag { .. } => "Tag",
             PhoneNumberAction::Untag { .. } => "Untag",
+            PhoneNumberAction::SendMessage { .. } => "SendMessage",
         }
     }
 }
@@ -297,6 +306,15 @@ pub enum PhoneNumberEvent {
     /// The number's tags after a TagResource or UntagResource.
     TagsChanged {
         tags: Vec<Tag>,
+    },
+    /// A message accepted for sending from this number.
+    MessageSent(Box<OutboundMessage>),
+    /// A message refused, with why.
+    MessageRejected {
+        message_id: String,
+        destination_phone_number: String,
+        #[serde(rename = "Rejection")]
+        reason: Rejection,
     },
 }
 
@@ -551,6 +569,48 @@ impl PhoneNumberState {
     }
 }
 
+impl PhoneNumberState {
+    /// `SendMessage`: from a live number with the channel's capability and the message's type;
+    /// never to a destination on the opt-out list in force, unless the number manages opt-outs
+    /// itself (`SelfManagedOptOutsEnabled`: "you're responsible for tracking and honoring
+    /// opt-out requests"). An accepted dry run records nothing.
+    fn decide_send(
+        &self,
+        command: &Command<PhoneNumberAction>,
+        message: &OutboundMessage,
+        opted_out_on: Option<&str>,
+    ) -> Result<Vec<PhoneNumberEvent>, Rejection> {
+        let n = self.live(command)?;
+        let capability = message.channel.capability();
+        if !n.number_capabilities.contains(&capability) {
+            return Err(conflict(
+                ConflictReason::NumberCapabilitiesMismatch,
+                &n.phone_number_id,
+                &format!("cannot send {} messages: it has no {capability} capability", message.channel),
+            ));
+        }
+        if let Some(asked) = message.message_type.filter(|t| *t != n.message_type) {
+            return Err(conflict(
+                ConflictReason::MessageTypeMismatch,
+                &n.phone_number_id,
+                &format!("sends {} messages, not {asked}", n.message_type),
+            ));
+        }
+        if let Some(list) = opted_out_on.filter(|_| !n.self_managed_opt_outs_enabled) {
+            return Err(Rejection::Conflict {
+                reason: ConflictReason::DestinationPhoneNumberOptedOut,
+                resource_type: super::types::ResourceType::OptedOutNumber,
+                resource_id: message.destination_phone_number.clone(),
+                message: format!("{} has opted out (opt-out list {list})", message.destination_phone_number),
+            });
+        }
+        if message.dry_run {
+            return Ok(vec![]);
+        }
+        Ok(vec![PhoneNumberEvent::MessageSent(Box::new(message.clone()))])
+    }
+}
+
 /// The event of a tag change, or none when the tags stay as they are.
 fn tags_changed(before: &[Tag], after: Vec<Tag>) -> Vec<PhoneNumberEvent> {
     if before == after.as_slice() {
@@ -603,6 +663,7 @@ impl Aggregate for PhoneNumberState {
                 let n = self.live(command)?;
                 Ok(tags_changed(&n.tags, untagged(&n.tags, keys)))
             }
+            A::SendMessage { message, opted_out_on } => self.decide_send(command, message, opted_out_on.as_deref()),
         }
     }
 
@@ -663,6 +724,7 @@ impl Aggregate for PhoneNumberState {
                 n.pending_pool_id = None;
             }
             E::TagsChanged { tags } => n.tags = tags.clone(),
+            E::MessageSent(_) | E::MessageRejected { .. } => {}
             E::ReleaseRejected { .. }
             | E::UpdateRejected { .. }
             | E::AssociationRejected { .. }
@@ -679,6 +741,7 @@ impl Aggregate for PhoneNumberState {
             | E::UpdateRejected { reason }
             | E::AssociationRejected { reason, .. }
             | E::DisassociationRejected { reason, .. }
+            | E::MessageRejected { reason, .. }
             | E::CommandRejected { reason, .. } => Some(reason),
             _ => None,
         }
@@ -697,6 +760,11 @@ impl Aggregate for PhoneNumberState {
             },
             A::BeginDisassociation { pool_id, .. } => E::DisassociationRejected {
                 pool_id: pool_id.clone(),
+                reason,
+            },
+            A::SendMessage { message, .. } => E::MessageRejected {
+                message_id: message.message_id.clone(),
+                destination_phone_number: message.destination_phone_number.clone(),
                 reason,
             },
             other => E::CommandRejected {
@@ -1276,5 +1344,97 @@ mod tests {
         let json = serde_json::to_value(A::request(number(), into_pool(MessageType::Promotional))).expect("serialize");
         assert_eq!(json["Input"]["IntoPool"]["MessageType"], "PROMOTIONAL");
         assert_eq!(json["Input"]["PhoneNumberId"], ID);
+    }
+
+    fn message(channel: crate::domain::message::Channel, dry_run: bool) -> OutboundMessage {
+        OutboundMessage {
+            message_id: "m-1".into(),
+            channel,
+            destination_phone_number: "+12065550199".into(),
+            origination_identity: ID.into(),
+            pool_id: None,
+            message_type: None,
+            message_body: Some("hello".into()),
+            media_urls: vec![],
+            voice_id: None,
+            configuration_set_name: None,
+            context: Default::default(),
+            dry_run,
+        }
+    }
+
+    fn send(m: OutboundMessage, opted_out_on: Option<&str>) -> A {
+        A::SendMessage {
+            message: Box::new(m),
+            opted_out_on: opted_out_on.map(String::from),
+        }
+    }
+
+    /// SendTextMessage from a live number with SMS: accepted, as an event on the number.
+    #[test]
+    fn a_message_is_sent_from_a_live_number() {
+        use crate::domain::message::Channel;
+        let m = message(Channel::Text, false);
+        given::<PhoneNumberState>(ID, &[requested()])
+            .when(send(m.clone(), None))
+            .then(&[E::MessageSent(Box::new(m))]);
+        // A dry run "is checked and validated, but isn't sent": nothing recorded.
+        given::<PhoneNumberState>(ID, &[requested()])
+            .when(send(message(Channel::Text, true), None))
+            .then(&[]);
+    }
+
+    /// No message is accepted from a number after its Released.
+    #[test]
+    fn no_message_from_a_released_number() {
+        use crate::domain::message::Channel;
+        let released = E::Released {
+            phone_number: number().phone_number,
+        };
+        given::<PhoneNumberState>(ID, &[requested(), released])
+            .when(send(message(Channel::Text, false), None))
+            .then_reject(|r| matches!(r, Rejection::NotFound { .. }));
+    }
+
+    /// A voice message needs VOICE, a media message MMS; a PROMOTIONAL message does not leave a
+    /// TRANSACTIONAL number.
+    #[test]
+    fn capabilities_and_message_type_must_fit() {
+        use crate::domain::message::Channel;
+        given::<PhoneNumberState>(ID, &[requested()])
+            .when(send(message(Channel::Voice, false), None))
+            .then_reject(is_conflict(ConflictReason::NumberCapabilitiesMismatch));
+        given::<PhoneNumberState>(ID, &[requested()])
+            .when(send(message(Channel::Media, false), None))
+            .then_reject(is_conflict(ConflictReason::NumberCapabilitiesMismatch));
+        let mut promotional = message(Channel::Text, false);
+        promotional.message_type = Some(MessageType::Promotional);
+        given::<PhoneNumberState>(ID, &[requested()])
+            .when(send(promotional, None))
+            .then_reject(is_conflict(ConflictReason::MessageTypeMismatch));
+    }
+
+    /// A destination on the opt-out list in force is refused (DESTINATION_PHONE_NUMBER_OPTED_OUT)
+    /// and the refusal is recorded, unless the number manages opt-outs itself.
+    #[test]
+    fn an_opted_out_destination_is_refused_unless_opt_outs_are_self_managed() {
+        use crate::domain::message::Channel;
+        let refusal = given::<PhoneNumberState>(ID, &[requested()])
+            .when(send(message(Channel::Text, false), Some("Default")))
+            .then_reject(|r| {
+                matches!(r, Rejection::Conflict { reason: ConflictReason::DestinationPhoneNumberOptedOut, resource_type: ResourceType::OptedOutNumber, resource_id, .. } if resource_id == "+12065550199")
+            });
+        assert!(matches!(
+            PhoneNumberState::rejected(&send(message(Channel::Text, false), Some("Default")), &refusal),
+            E::MessageRejected { .. }
+        ));
+        let self_managed = E::PhoneNumberUpdated(PhoneNumberChanges {
+            self_managed_opt_outs_enabled: Some(true),
+            ..Default::default()
+        });
+        let m = message(Channel::Text, false);
+        given::<PhoneNumberState>(ID, &[requested(), self_managed])
+            .when(send(m.clone(), Some("Default")))
+            .then(&[E::MessageSent(Box::new(m))]);
     }
 }

@@ -2,8 +2,6 @@
 //! (`MessageType`, `NumberType`, `NumberStatus`, ...). Their serde names are the model's enum
 //! values, so the same types are used on the wire, in events and in the configuration.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 macro_rules! wire_enum {
@@ -29,13 +27,15 @@ macro_rules! wire_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
     };
 }
+
+pub(crate) use wire_enum;
 
 wire_enum!(
     /// `MessageType`.
@@ -93,6 +93,9 @@ wire_enum!(
         ResourceModificationNotAllowed = "RESOURCE_MODIFICATION_NOT_ALLOWED",
         ResourceAlreadyExists = "RESOURCE_ALREADY_EXISTS",
         ResourceDeletionNotAllowed = "RESOURCE_DELETION_NOT_ALLOWED",
+        DestinationPhoneNumberOptedOut = "DESTINATION_PHONE_NUMBER_OPTED_OUT",
+        NumberCapabilitiesMismatch = "NUMBER_CAPABILITIES_MISMATCH",
+        NoOriginationIdentitiesFound = "NO_ORIGINATION_IDENTITIES_FOUND",
     }
 );
 wire_enum!(

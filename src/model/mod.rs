@@ -205,7 +205,28 @@ impl Model {
                     }
                 }
             }
-            "map" if !value.is_object() => errors.push(wrong_type(path, "a map")),
+            "map" => {
+                let Some(entries) = value.as_object() else {
+                    errors.push(wrong_type(path, "a map"));
+                    return;
+                };
+                let len = entries.len() as u64;
+                if let Some(min) = shape["min"].as_u64().filter(|m| len < *m) {
+                    errors.push(constraint(format!("Member must have length greater than or equal to {min}")));
+                }
+                if let Some(max) = shape["max"].as_u64().filter(|m| len > *m) {
+                    errors.push(constraint(format!("Member must have length less than or equal to {max}")));
+                }
+                let (key_shape, value_shape) = (shape["key"]["shape"].as_str(), shape["value"]["shape"].as_str());
+                for (k, v) in entries {
+                    if let Some(ks) = key_shape {
+                        self.check(ks, &Value::String(k.clone()), &format!("{path}.{k}"), errors);
+                    }
+                    if let Some(vs) = value_shape {
+                        self.check(vs, v, &format!("{path}.{k}"), errors);
+                    }
+                }
+            }
             "timestamp" if !value.is_number() => errors.push(wrong_type(path, "a timestamp in epoch seconds")),
             _ => {}
         }

@@ -19,6 +19,7 @@
 
 mod contention;
 mod error;
+mod messages;
 mod numbers;
 mod opt_out_lists;
 mod pools;

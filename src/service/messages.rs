@@ -1,0 +1,145 @@
+//! Sending messages: the origination identity the caller names (a phone number by id, ARN or
+//! E.164 number, or a pool, from which a member with the channel's capability is picked) is
+//! resolved here; the opt-out list in force (the pool's when sent through a pool, else the
+//! number's) is looked up; the number's decider makes every other check. An accepted message is
+//! an event on the number's stream. Its append requires the destination's opted-out counter on
+//! that list to be 0, so a `PutOptedOutNumber` racing the send is ordered by the log: a message
+//! is never accepted to a destination on the list in force at that point of the log.
+
+use super::error::not_found;
+use super::{Activation, LifecycleService, ServiceError};
+use crate::actors::ExecuteError;
+use crate::domain::message::{Channel, OutboundMessage};
+use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction};
+use crate::domain::types::{ConflictReason, MessageType, NumberStatus, ResourceType};
+use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
+use crate::projection::{number_claim_key, opted_out_key, view_key, OptOutListView};
+use crate::store::{decode_counter, AppendError, CounterLimit};
+
+impl LifecycleService {
+    /// Sends `message` (its `origination_identity` names where from); the message id.
+    pub async fn send_message(&self, meta: &CommandMeta, mut message: OutboundMessage) -> Result<String, ServiceError> {
+        let scope = &meta.scope;
+        let capability = message.channel.capability();
+        let (number, list) = match self.origination(scope, &message.origination_identity).await? {
+            Origination::Number(n) => {
+                let list = n.opt_out_list_name.clone();
+                (*n, list)
+            }
+            Origination::Pool(pool_id) => {
+                let pool = self.live_pool(scope, &pool_id).await?;
+                let member = pool
+                    .members
+                    .values()
+                    .find(|m| m.number_capabilities.contains(&capability))
+                    .ok_or_else(|| {
+                        ServiceError::Rejected(Rejection::conflict(
+                            ConflictReason::NoOriginationIdentitiesFound,
+                            ResourceKind::Pool,
+                            &pool_id,
+                            &format!("has no phone number with the {capability} capability"),
+                        ))
+                    })?;
+                let number = self.current_number(&member.origination_identity).await?;
+                message.pool_id = Some(pool_id);
+                (number, pool.opt_out_list_name.clone())
+            }
+        };
+        // Where the destination's opt-out would be counted: the list's current incarnation (a
+        // list not made yet, only ever `Default`, will be the first).
+        let incarnation = match self
+            .store
+            .index_get(&view_key(
+                scope,
+                ResourceKind::OptOutList,
+                &ResourceKind::opt_out_list_id(scope, &list),
+            ))
+            .await?
+        {
+            Some(bytes) => serde_json::from_slice::<OptOutListView>(&bytes).map_or(1, |v| v.incarnation.max(1)),
+            None => 1,
+        };
+        let key = opted_out_key(scope, &list, incarnation, &message.destination_phone_number);
+        let opted_out = decode_counter(self.store.index_get(&key).await?.as_deref()) > 0;
+        let message_id = message.message_id.clone();
+        let destination = message.destination_phone_number.clone();
+        let action = PhoneNumberAction::SendMessage {
+            message: Box::new(message),
+            opted_out_on: opted_out.then(|| list.clone()),
+        };
+        // A number that manages its own opt-outs sends whatever the list says.
+        let limits: Vec<CounterLimit> = match number.self_managed_opt_outs_enabled {
+            true => vec![],
+            false => vec![CounterLimit::at_most(key, 0)],
+        };
+        let sent = self
+            .execute_within(&self.numbers, &number.phone_number_id, Activation::Existing, meta, action, &limits)
+            .await;
+        match sent {
+            Ok(_) => Ok(message_id),
+            // The destination opted out between the look and the append.
+            Err(ServiceError::Execute {
+                source: ExecuteError::Append(AppendError::LimitReached(_)),
+                ..
+            }) => Err(ServiceError::Rejected(Rejection::Conflict {
+                reason: ConflictReason::DestinationPhoneNumberOptedOut,
+                resource_type: ResourceType::OptedOutNumber,
+                resource_id: destination.clone(),
+                message: format!("{destination} has opted out (opt-out list {list})"),
+            })),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A live number of the caller that can send on `channel` (and `message_type`), for a send
+    /// that names no origination identity.
+    pub async fn any_sender(&self, scope: &Scope, channel: Channel, message_type: Option<MessageType>) -> Result<String, ServiceError> {
+        let fits = |n: &PhoneNumber| {
+            n.status == NumberStatus::Active
+                && n.number_capabilities.contains(&channel.capability())
+                && message_type.is_none_or(|t| t == n.message_type)
+        };
+        let page = self.scan_views(scope, ResourceKind::PhoneNumber, None, 1, fits).await?;
+        page.items
+            .into_iter()
+            .next()
+            .map(|n: PhoneNumber| n.phone_number_id)
+            .ok_or_else(|| {
+                ServiceError::Rejected(Rejection::Conflict {
+                    reason: ConflictReason::NoOriginationIdentitiesFound,
+                    resource_type: ResourceType::Account,
+                    resource_id: scope.account.clone(),
+                    message: format!(
+                        "account {} has no phone number in {} that can send this {channel} message",
+                        scope.account, scope.region
+                    ),
+                })
+            })
+    }
+
+    /// The number or pool an `OriginationIdentity` names.
+    async fn origination(&self, scope: &Scope, identity: &str) -> Result<Origination, ServiceError> {
+        let pool = identity.starts_with("pool-") || identity.contains(":pool/");
+        if pool {
+            return Ok(Origination::Pool(self.owned(ResourceKind::Pool, scope, identity).await?));
+        }
+        let id = if identity.starts_with('+') {
+            // An E.164 number: the number that holds it, if the caller's.
+            let holder = self.store.index_get(&number_claim_key(identity)).await?;
+            let id = holder.map(|h| String::from_utf8_lossy(&h).into_owned());
+            self.owned(ResourceKind::PhoneNumber, scope, id.as_deref().unwrap_or(identity))
+                .await
+                .map_err(|_| not_found(ResourceKind::PhoneNumber, identity))?
+        } else {
+            self.owned(ResourceKind::PhoneNumber, scope, identity).await?
+        };
+        // A released number is the decider's to refuse, so the refusal is recorded.
+        Ok(Origination::Number(Box::new(self.current_number(&id).await?)))
+    }
+}
+
+/// Where a message leaves from.
+enum Origination {
+    Number(Box<PhoneNumber>),
+    Pool(String),
+}
