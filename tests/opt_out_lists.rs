@@ -551,3 +551,86 @@ async fn deleting_a_list_races_numbers_joining_it() {
     }
     assert_eq!(deleted_rounds + refused_rounds, 8);
 }
+
+/// UpdatePool with every member: an opt-out list it names must exist and is then in use by the
+/// pool, and messages sent through the pool honour the pool's list, not the member's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_pool_with_every_member_and_its_list_in_force() {
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let number = number_on_list(&c, "Default").await.expect("number");
+    let pool = common::create_pool(&c, &number).await;
+    let missing = c
+        .update_pool()
+        .pool_id(&pool)
+        .opt_out_list_name("nope")
+        .send()
+        .await
+        .expect_err("no such list");
+    assert_eq!(missing.code(), Some("ResourceNotFoundException"));
+    let two_way = c
+        .update_pool()
+        .pool_id(&pool)
+        .two_way_enabled(true)
+        .send()
+        .await
+        .expect_err("no channel");
+    assert_eq!(two_way.code(), Some("ValidationException"));
+    c.create_opt_out_list().opt_out_list_name("pool-list").send().await.expect("list");
+    let channel = "arn:aws:sns:us-east-1:111122223333:inbound";
+    let updated = c
+        .update_pool()
+        .pool_id(format!("arn:aws:sms-voice:us-east-1:{ACCOUNT}:pool/{pool}"))
+        .opt_out_list_name("pool-list")
+        .deletion_protection_enabled(true)
+        .self_managed_opt_outs_enabled(false)
+        .shared_routes_enabled(true)
+        .two_way_enabled(true)
+        .two_way_channel_arn(channel)
+        .two_way_channel_role("arn:aws:iam::111122223333:role/inbound")
+        .send()
+        .await
+        .expect("UpdatePool");
+    assert_eq!(updated.opt_out_list_name(), Some("pool-list"));
+    assert!(updated.deletion_protection_enabled() && updated.shared_routes_enabled() && updated.two_way_enabled());
+    assert_eq!(updated.two_way_channel_arn(), Some(channel));
+    let described = c.describe_pools().pool_ids(&pool).send().await.expect("describe");
+    assert_eq!(described.pools()[0].opt_out_list_name(), "pool-list");
+    assert_eq!(
+        c.delete_opt_out_list()
+            .opt_out_list_name("pool-list")
+            .send()
+            .await
+            .expect_err("in use by the pool")
+            .code(),
+        Some("ConflictException")
+    );
+    assert_eq!(
+        c.delete_pool().pool_id(&pool).send().await.expect_err("protected").code(),
+        Some("ConflictException")
+    );
+
+    // Through the pool, its list is in force; from the number alone, the number's.
+    c.put_opted_out_number()
+        .opt_out_list_name("pool-list")
+        .opted_out_number("+12065550155")
+        .send()
+        .await
+        .expect("opt out");
+    let via_pool = c
+        .send_text_message()
+        .origination_identity(&pool)
+        .destination_phone_number("+12065550155")
+        .message_body("hi")
+        .send()
+        .await
+        .expect_err("opted out on the pool's list");
+    assert_eq!(via_pool.code(), Some("ConflictException"));
+    c.send_text_message()
+        .origination_identity(&number)
+        .destination_phone_number("+12065550155")
+        .message_body("hi")
+        .send()
+        .await
+        .expect("the number's own list does not name it");
+}

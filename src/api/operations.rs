@@ -13,7 +13,7 @@ use crate::aws_error::AwsJsonError;
 use crate::domain::message::{Channel, OutboundMessage};
 use crate::domain::opt_out_list::OptOutList;
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberChanges};
-use crate::domain::pool::{Pool, PoolMember};
+use crate::domain::pool::{Pool, PoolChanges, PoolMember};
 use crate::domain::types::{MessageType, NumberCapability, NumberStatus, NumberType, PoolStatus, Tag, ValidationReason};
 use crate::domain::{CommandMeta, ResourceKind};
 use crate::model::model;
@@ -68,6 +68,19 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, api: &A
                 client_token: i.client_token,
             };
             pool_info(&service.create_pool(meta, spec).await.map_err(failed)?)
+        }
+        "UpdatePool" => {
+            let i: UpdatePoolInput = parse(input)?;
+            let changes = PoolChanges {
+                deletion_protection_enabled: i.deletion_protection_enabled,
+                opt_out_list_name: i.opt_out_list_name.as_deref().map(opt_out_list_name),
+                self_managed_opt_outs_enabled: i.self_managed_opt_outs_enabled,
+                shared_routes_enabled: i.shared_routes_enabled,
+                two_way_channel_arn: i.two_way_channel_arn,
+                two_way_channel_role: i.two_way_channel_role,
+                two_way_enabled: i.two_way_enabled,
+            };
+            pool_info(&service.update_pool(meta, &i.pool_id, changes).await.map_err(failed)?)
         }
         "DeletePool" => {
             let i: DeletePoolInput = parse(input)?;
@@ -275,6 +288,19 @@ struct CreatePoolInput {
     message_type: MessageType,
     origination_identity: String,
     tags: Option<Vec<Tag>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UpdatePoolInput {
+    deletion_protection_enabled: Option<bool>,
+    opt_out_list_name: Option<String>,
+    pool_id: String,
+    self_managed_opt_outs_enabled: Option<bool>,
+    shared_routes_enabled: Option<bool>,
+    two_way_channel_arn: Option<String>,
+    two_way_channel_role: Option<String>,
+    two_way_enabled: Option<bool>,
 }
 
 #[derive(Deserialize)]

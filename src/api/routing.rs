@@ -161,7 +161,7 @@ impl Router {
                 let members: &[&str] = match operation {
                     "ReleasePhoneNumber" | "UpdatePhoneNumber" => &["PhoneNumberId"],
                     "AssociateOriginationIdentity" | "DisassociateOriginationIdentity" => &["OriginationIdentity", "PoolId"],
-                    "DeletePool" => &["PoolId"],
+                    "DeletePool" | "UpdatePool" => &["PoolId"],
                     _ => &[],
                 };
                 // An ARN names the resource after its last `/`.

@@ -59,6 +59,26 @@ pub struct Pool {
     pub fenced: BTreeMap<String, u64>,
 }
 
+/// The members `UpdatePool` may change; `None` leaves a member as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PoolChanges {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_protection_enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opt_out_list_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_managed_opt_outs_enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_routes_enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub two_way_channel_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub two_way_channel_role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub two_way_enabled: Option<bool>,
+}
+
 /// The state of one pool stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolState(pub Option<Pool>);
@@ -82,6 +102,8 @@ pub enum PoolAction {
         origination_identity: String,
         begun_before_ms: u64,
     },
+    /// `UpdatePool`: the given members change.
+    Update(PoolChanges),
     /// `TagResource`: put these tags (an existing key takes the new value).
     Tag {
         tags: Vec<Tag>,
@@ -100,6 +122,7 @@ impl ActionName for PoolAction {
             PoolAction::RemoveMember { .. } => "RemoveMember",
             PoolAction::Delete => "Delete",
             PoolAction::Fence { .. } => "Fence",
+            PoolAction::Update(_) => "Update",
             PoolAction::Tag { .. } => "Tag",
             PoolAction::Untag { .. } => "Untag",
         }
@@ -147,6 +170,7 @@ pub enum PoolEvent {
     TagsChanged {
         tags: Vec<Tag>,
     },
+    PoolUpdated(PoolChanges),
 }
 
 const KIND: ResourceKind = ResourceKind::Pool;
@@ -259,6 +283,21 @@ impl Aggregate for PoolState {
                 }
                 _ => Ok(vec![]),
             },
+            PoolAction::Update(changes) => {
+                let p = self.live(command)?;
+                // "By default this is set to false. When set to true you can receive incoming
+                // text messages": two-way needs a channel to deliver them to.
+                let two_way = changes.two_way_enabled.unwrap_or(p.two_way_enabled);
+                let channel = changes.two_way_channel_arn.as_ref().or(p.two_way_channel_arn.as_ref());
+                if two_way && channel.is_none() {
+                    return Err(Rejection::validation(
+                        super::types::ValidationReason::TwoWayChannelNotPresent,
+                        "TwoWayChannelArn",
+                        "TwoWayEnabled requires a TwoWayChannelArn",
+                    ));
+                }
+                Ok(vec![PoolEvent::PoolUpdated(changes.clone())])
+            }
             PoolAction::Tag { tags } => {
                 let p = self.live(command)?;
                 let after = tagged(&p.tags, tags, &p.pool_arn)?;
@@ -308,6 +347,29 @@ impl Aggregate for PoolState {
                 *fence = (*fence).max(*begun_before_ms);
             }
             PoolEvent::TagsChanged { tags } => p.tags = tags.clone(),
+            PoolEvent::PoolUpdated(c) => {
+                if let Some(v) = c.deletion_protection_enabled {
+                    p.deletion_protection_enabled = v;
+                }
+                if let Some(v) = &c.opt_out_list_name {
+                    p.opt_out_list_name = v.clone();
+                }
+                if let Some(v) = c.self_managed_opt_outs_enabled {
+                    p.self_managed_opt_outs_enabled = v;
+                }
+                if let Some(v) = c.shared_routes_enabled {
+                    p.shared_routes_enabled = v;
+                }
+                if let Some(v) = &c.two_way_channel_arn {
+                    p.two_way_channel_arn = Some(v.clone());
+                }
+                if let Some(v) = &c.two_way_channel_role {
+                    p.two_way_channel_role = Some(v.clone());
+                }
+                if let Some(v) = c.two_way_enabled {
+                    p.two_way_enabled = v;
+                }
+            }
             PoolEvent::AssociationRejected { .. }
             | PoolEvent::DisassociationRejected { .. }
             | PoolEvent::DeletionRejected { .. }
@@ -554,5 +616,39 @@ mod tests {
                     }
                 )
             });
+    }
+
+    /// UpdatePool changes only the members given; deletion protection then guards DeletePool.
+    #[test]
+    fn an_update_changes_the_given_members() {
+        let changes = PoolChanges {
+            deletion_protection_enabled: Some(true),
+            opt_out_list_name: Some("vip".into()),
+            ..Default::default()
+        };
+        let s = given::<PoolState>(POOL, &[created(false)])
+            .when(PoolAction::Update(changes.clone()))
+            .then(&[PoolEvent::PoolUpdated(changes.clone())]);
+        let p = s.0.expect("pool");
+        assert!(p.deletion_protection_enabled);
+        assert_eq!(p.opt_out_list_name, "vip");
+        assert!(!p.two_way_enabled, "untouched");
+        given::<PoolState>(POOL, &[created(false), PoolEvent::PoolUpdated(changes)])
+            .when(PoolAction::Delete)
+            .then_reject(is_conflict(ConflictReason::DeletionProtectionEnabled));
+    }
+
+    /// "TwoWayEnabled ... you can receive incoming text messages": not without a channel.
+    #[test]
+    fn two_way_needs_a_channel() {
+        given::<PoolState>(POOL, &[created(false)])
+            .when(PoolAction::Update(PoolChanges {
+                two_way_enabled: Some(true),
+                ..Default::default()
+            }))
+            .then_reject(|r| matches!(r, Rejection::Validation { field, .. } if field == "TwoWayChannelArn"));
+        given::<PoolState>(POOL, &[])
+            .when(PoolAction::Update(PoolChanges::default()))
+            .then_reject(|r| matches!(r, Rejection::NotFound { .. }));
     }
 }

@@ -3,11 +3,12 @@
 //! a compensating step when the second one is refused (see the module doc of `service`).
 
 use super::error::not_found;
+use super::opt_out_lists::list_gone;
 use super::quota::{over_quota, quota_limit};
 use super::tokens::lost_token_race;
 use super::{Activation, LifecycleService, ServiceError};
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction};
-use crate::domain::pool::{Pool, PoolAction, PoolMember, PoolState};
+use crate::domain::pool::{Pool, PoolAction, PoolChanges, PoolMember, PoolState};
 use crate::domain::types::{MessageType, PoolStatus, Tag, ValidationReason};
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
 
@@ -247,6 +248,31 @@ impl LifecycleService {
                 .await?;
         }
         Ok(deleted)
+    }
+
+    /// `UpdatePool`: an opt-out list it names must exist, now and when the change commits.
+    pub async fn update_pool(&self, meta: &CommandMeta, pool: &str, changes: PoolChanges) -> Result<Pool, ServiceError> {
+        let pool_id = self.owned(ResourceKind::Pool, &meta.scope, pool).await?;
+        let list = changes.opt_out_list_name.clone();
+        let limits: Vec<_> = match &list {
+            Some(name) => self.list_to_name(meta, name).await?.into_iter().collect(),
+            None => vec![],
+        };
+        let state = self
+            .execute_within(
+                &self.pools,
+                &pool_id,
+                Activation::Existing,
+                meta,
+                PoolAction::Update(changes),
+                &limits,
+            )
+            .await
+            .map_err(|e| match &list {
+                Some(name) => list_gone(e, name),
+                None => e,
+            })?;
+        state.0.ok_or_else(|| not_found(ResourceKind::Pool, &pool_id))
     }
 
     /// A live pool of the caller (for `ListPoolOriginationIdentities`).
