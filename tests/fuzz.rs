@@ -31,8 +31,12 @@ const OPERATIONS: &[&str] = &[
     "TagResource",
     "UntagResource",
     "ListTagsForResource",
-    // Operations of the model this service does not carry out, and names that are no operation.
+    "UpdatePool",
     "SendTextMessage",
+    "SendVoiceMessage",
+    "SendMediaMessage",
+    // Operations of the model this service does not carry out, and names that are no operation.
+    "CreateConfigurationSet",
     "NoSuchOperation",
     "",
 ];
@@ -57,6 +61,11 @@ fn template(operation: &str, known: &[String], pools: &[String], rng: &mut StdRn
         }),
         "CreatePool" => json!({"OriginationIdentity": number, "MessageType": "TRANSACTIONAL", "IsoCountryCode": "US"}),
         "DeletePool" => json!({"PoolId": pool}),
+        "UpdatePool" => json!({"PoolId": pool, "DeletionProtectionEnabled": false, "OptOutListName": "Default"}),
+        "SendTextMessage" | "SendVoiceMessage" | "SendMediaMessage" => json!({
+            "OriginationIdentity": number, "DestinationPhoneNumber": format!("+1206555{:04}", rng.gen_range(0..100)),
+            "MessageBody": "hello", "MediaUrls": ["s3://bucket-name/image.png"], "DryRun": rng.gen_bool(0.2)
+        }),
         "DescribePools" => json!({"PoolIds": [pool], "MaxResults": rng.gen_range(1..20)}),
         "AssociateOriginationIdentity" => json!({"PoolId": pool, "OriginationIdentity": number, "IsoCountryCode": "US"}),
         "DisassociateOriginationIdentity" => json!({"PoolId": pool, "OriginationIdentity": number, "IsoCountryCode": "US"}),

@@ -264,7 +264,7 @@ mod tests {
         assert_eq!(ops.len(), 23, "{ops:?}");
         assert!(model().has_operation("DeleteOptOutList"));
         assert!(model().has_operation("ReleasePhoneNumber"));
-        assert!(!model().has_operation("SendTextMessage"));
+        assert!(!model().has_operation("CreateConfigurationSet"));
     }
 
     #[test]
