@@ -27,6 +27,13 @@ pub struct Quotas {
     /// Opt-out lists per account and region, `Default` included.
     #[serde(default = "default_opt_out_lists")]
     pub opt_out_lists_per_account: u64,
+    /// Keywords of its own per phone number or pool (HELP and STOP aside).
+    #[serde(default = "default_keywords")]
+    pub keywords_per_origination: u64,
+}
+
+fn default_keywords() -> u64 {
+    30
 }
 
 fn default_opt_out_lists() -> u64 {

@@ -32,6 +32,9 @@ const OPERATIONS: &[&str] = &[
     "UntagResource",
     "ListTagsForResource",
     "UpdatePool",
+    "PutKeyword",
+    "DeleteKeyword",
+    "DescribeKeywords",
     "SendTextMessage",
     "SendVoiceMessage",
     "SendMediaMessage",
@@ -61,6 +64,10 @@ fn template(operation: &str, known: &[String], pools: &[String], rng: &mut StdRn
         }),
         "CreatePool" => json!({"OriginationIdentity": number, "MessageType": "TRANSACTIONAL", "IsoCountryCode": "US"}),
         "DeletePool" => json!({"PoolId": pool}),
+        "PutKeyword" | "DeleteKeyword" => {
+            json!({"OriginationIdentity": number, "Keyword": ["INFO", "STOP", "join"][rng.gen_range(0..3)], "KeywordMessage": "hi"})
+        }
+        "DescribeKeywords" => json!({"OriginationIdentity": pool, "MaxResults": rng.gen_range(1..5)}),
         "UpdatePool" => json!({"PoolId": pool, "DeletionProtectionEnabled": false, "OptOutListName": "Default"}),
         "SendTextMessage" | "SendVoiceMessage" | "SendMediaMessage" => json!({
             "OriginationIdentity": number, "DestinationPhoneNumber": format!("+1206555{:04}", rng.gen_range(0..100)),

@@ -634,3 +634,162 @@ async fn update_pool_with_every_member_and_its_list_in_force() {
         .await
         .expect("the number's own list does not name it");
 }
+
+/// Keywords on a number and on a pool: HELP and STOP are always there and cannot be changed or
+/// deleted; others are created, updated, filtered, paged, deleted, and limited in number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keywords_on_numbers_and_pools() {
+    use aws_sdk_pinpointsmsvoicev2::operation::delete_keyword::DeleteKeywordError;
+    use aws_sdk_pinpointsmsvoicev2::operation::put_keyword::PutKeywordError;
+    use aws_sdk_pinpointsmsvoicev2::types::{KeywordAction, KeywordFilter, KeywordFilterName};
+    let server = TestServer::start_with(|c| c.quotas.keywords_per_origination = 3);
+    let c = server.client(ACCOUNT);
+    let number = number_on_list(&c, "Default").await.expect("number");
+    let pool = common::create_pool(&c, &number).await;
+    for identity in [number.as_str(), pool.as_str()] {
+        let all = c
+            .describe_keywords()
+            .origination_identity(identity)
+            .send()
+            .await
+            .expect("DescribeKeywords");
+        let names: Vec<&str> = all.keywords().iter().map(|k| k.keyword()).collect();
+        assert_eq!(names, ["HELP", "STOP"], "{identity}");
+        assert_eq!(all.origination_identity(), Some(identity));
+
+        let put = c
+            .put_keyword()
+            .origination_identity(identity)
+            .keyword("INFO")
+            .keyword_message("Open 9 to 5")
+            .send()
+            .await
+            .expect("PutKeyword");
+        assert_eq!(put.keyword_action(), Some(&KeywordAction::AutomaticResponse));
+        assert!(put.origination_identity_arn().is_some_and(|a| a.ends_with(identity)));
+        let updated = c
+            .put_keyword()
+            .origination_identity(identity)
+            .keyword("INFO")
+            .keyword_message("Open 8 to 6")
+            .keyword_action(KeywordAction::OptIn)
+            .send()
+            .await
+            .expect("update");
+        assert_eq!(updated.keyword_message(), Some("Open 8 to 6"));
+        for k in ["JOIN", "DEALS"] {
+            c.put_keyword()
+                .origination_identity(identity)
+                .keyword(k)
+                .keyword_message("ok")
+                .send()
+                .await
+                .expect("put");
+        }
+        match c
+            .put_keyword()
+            .origination_identity(identity)
+            .keyword("MORE")
+            .keyword_message("over")
+            .send()
+            .await
+            .expect_err("a fourth of its own")
+            .into_service_error()
+        {
+            PutKeywordError::ServiceQuotaExceededException(e) => {
+                let expected = if identity == pool {
+                    "KEYWORDS_PER_POOL"
+                } else {
+                    "KEYWORDS_PER_PHONE_NUMBER"
+                };
+                assert_eq!(e.reason().map(|r| r.as_str()), Some(expected))
+            }
+            other => panic!("{other:?}"),
+        }
+        // "Keywords "HELP" and "STOP" can't be deleted or modified."
+        let stop = c
+            .put_keyword()
+            .origination_identity(identity)
+            .keyword("stop")
+            .keyword_message("no")
+            .send()
+            .await;
+        assert_eq!(stop.expect_err("STOP").code(), Some("ConflictException"));
+        match c
+            .delete_keyword()
+            .origination_identity(identity)
+            .keyword("HELP")
+            .send()
+            .await
+            .expect_err("HELP")
+            .into_service_error()
+        {
+            DeleteKeywordError::ConflictException(e) => assert_eq!(e.reason(), Some(&ConflictExceptionReason::ResourceDeletionNotAllowed)),
+            other => panic!("{other:?}"),
+        }
+        // Filters, names and pages.
+        let opt_in = c
+            .describe_keywords()
+            .origination_identity(identity)
+            .filters(
+                KeywordFilter::builder()
+                    .name(KeywordFilterName::KeywordAction)
+                    .values("OPT_IN")
+                    .build()
+                    .expect("filter"),
+            )
+            .send()
+            .await
+            .expect("filtered");
+        assert_eq!(opt_in.keywords().iter().map(|k| k.keyword()).collect::<Vec<_>>(), ["INFO"]);
+        let pages: Vec<_> = c
+            .describe_keywords()
+            .origination_identity(identity)
+            .max_results(2)
+            .into_paginator()
+            .send()
+            .collect::<Vec<_>>()
+            .await;
+        let seen: Vec<String> = pages
+            .into_iter()
+            .flat_map(|p| {
+                p.expect("page")
+                    .keywords()
+                    .iter()
+                    .map(|k| k.keyword().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(seen, ["DEALS", "HELP", "INFO", "JOIN", "STOP"]);
+        // Deleted once; then not found.
+        let deleted = c
+            .delete_keyword()
+            .origination_identity(identity)
+            .keyword("info")
+            .send()
+            .await
+            .expect("DeleteKeyword");
+        assert_eq!(deleted.keyword(), Some("INFO"));
+        match c
+            .delete_keyword()
+            .origination_identity(identity)
+            .keyword("INFO")
+            .send()
+            .await
+            .expect_err("gone")
+            .into_service_error()
+        {
+            DeleteKeywordError::ResourceNotFoundException(e) => assert_eq!(e.resource_type(), Some(&ResourceType::Keyword)),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Not the caller's: not found.
+    let other = server.client(OTHER_ACCOUNT);
+    let e = other
+        .describe_keywords()
+        .origination_identity(&number)
+        .send()
+        .await
+        .expect_err("foreign");
+    assert_eq!(e.code(), Some("ResourceNotFoundException"));
+}

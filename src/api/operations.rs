@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::{pagination, ApiState};
 use crate::aws_error::AwsJsonError;
+use crate::domain::keywords::{Keyword, KeywordAction};
 use crate::domain::message::{Channel, OutboundMessage};
 use crate::domain::opt_out_list::OptOutList;
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberChanges};
@@ -19,7 +20,7 @@ use crate::domain::{CommandMeta, ResourceKind};
 use crate::model::model;
 use crate::numbering::{NumberPreference, PreferenceType};
 use crate::projection::OptOutListView;
-use crate::service::{LifecycleService, NewNumber, NewOptOutList, NewPool, TagChange};
+use crate::service::{KeywordChange, LifecycleService, NewNumber, NewOptOutList, NewPool, TagChange};
 use crate::views::{opt_out_list_info, opted_out_info, phone_number_info, pool_info};
 
 /// Largest page when `MaxResults` is not given.
@@ -191,6 +192,26 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, api: &A
             out.insert("MessageId".into(), json!(id));
             out
         }
+        "PutKeyword" | "DeleteKeyword" => {
+            let i: KeywordInput = parse(input)?;
+            let change = match operation {
+                "PutKeyword" => KeywordChange::Put(Keyword {
+                    keyword: i.keyword,
+                    keyword_message: i.keyword_message.unwrap_or_default(),
+                    keyword_action: i.keyword_action.unwrap_or(KeywordAction::AutomaticResponse),
+                }),
+                _ => KeywordChange::Delete(i.keyword),
+            };
+            let (id, arn, keyword) = service
+                .change_keyword(meta, &i.origination_identity, change)
+                .await
+                .map_err(failed)?;
+            let mut out = keyword_info(&keyword);
+            out.insert("OriginationIdentity".into(), json!(id));
+            out.insert("OriginationIdentityArn".into(), json!(arn));
+            out
+        }
+        "DescribeKeywords" => return describe_keywords(parse(input)?, meta, api).await,
         "ListTagsForResource" => {
             let i: TagInput = parse(input)?;
             let tags = service.tags_of(&meta.scope, &i.resource_arn).await.map_err(failed)?;
@@ -365,6 +386,25 @@ struct SendMessageInput {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
+struct KeywordInput {
+    keyword: String,
+    keyword_action: Option<KeywordAction>,
+    keyword_message: Option<String>,
+    origination_identity: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeKeywordsInput {
+    filters: Option<Vec<Filter>>,
+    keywords: Option<Vec<String>>,
+    max_results: Option<usize>,
+    next_token: Option<String>,
+    origination_identity: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
 struct TagInput {
     resource_arn: String,
     tags: Option<Vec<Tag>>,
@@ -435,6 +475,14 @@ fn e164(number: &str) -> String {
 
 // ---- outputs -------------------------------------------------------------------------------
 
+fn keyword_info(k: &Keyword) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("Keyword".into(), json!(k.keyword));
+    m.insert("KeywordMessage".into(), json!(k.keyword_message));
+    m.insert("KeywordAction".into(), json!(k.keyword_action));
+    m
+}
+
 fn list_info(l: &OptOutList) -> Map<String, Value> {
     opt_out_list_info(&l.opt_out_list_name, &l.opt_out_list_arn, l.created_timestamp_ms, &l.tags)
 }
@@ -480,12 +528,14 @@ fn domain_of(filter: &str) -> FilterDomain {
     static MESSAGE: OnceLock<Vec<&str>> = OnceLock::new();
     static CAPABILITY: OnceLock<Vec<&str>> = OnceLock::new();
     static NUMBER_TYPE: OnceLock<Vec<&str>> = OnceLock::new();
+    static KEYWORD_ACTION: OnceLock<Vec<&str>> = OnceLock::new();
     match filter {
         "status" => FilterDomain::Enum(STATUS.get_or_init(|| enum_names(NumberStatus::ALL, NumberStatus::as_str))),
         "pool-status" => FilterDomain::Enum(POOL_STATUS.get_or_init(|| enum_names(PoolStatus::ALL, PoolStatus::as_str))),
         "message-type" => FilterDomain::Enum(MESSAGE.get_or_init(|| enum_names(MessageType::ALL, MessageType::as_str))),
         "number-capability" => FilterDomain::Enum(CAPABILITY.get_or_init(|| enum_names(NumberCapability::ALL, NumberCapability::as_str))),
         "number-type" => FilterDomain::Enum(NUMBER_TYPE.get_or_init(|| enum_names(NumberType::ALL, NumberType::as_str))),
+        "keyword-action" => FilterDomain::Enum(KEYWORD_ACTION.get_or_init(|| enum_names(KeywordAction::ALL, KeywordAction::as_str))),
         "two-way-enabled"
         | "self-managed-opt-outs-enabled"
         | "deletion-protection-enabled"
@@ -557,6 +607,7 @@ fn filter_member(name: &str) -> &'static str {
         "two-way-channel-arn" => "TwoWayChannelArn",
         "shared-routes-enabled" => "SharedRoutesEnabled",
         "end-user-opted-out" => "EndUserOptedOut",
+        "keyword-action" => "KeywordAction",
         _ => "",
     }
 }
@@ -772,6 +823,47 @@ async fn describe_opted_out_numbers(
     out.insert(
         "OptedOutNumbers".into(),
         Value::Array(page.into_iter().map(|m| model().project("OptedOutNumberInformation", m)).collect()),
+    );
+    Ok(trim(OP, out))
+}
+
+async fn describe_keywords(input: DescribeKeywordsInput, meta: &CommandMeta, api: &ApiState) -> Result<Value, AwsJsonError> {
+    const OP: &str = "DescribeKeywords";
+    let filters = checked_filters(input.filters, false)?;
+    let limit = input.max_results.unwrap_or(DEFAULT_PAGE);
+    let after = resume_after(OP, meta, api, input.next_token.as_deref())?;
+    let (id, arn, all) = api
+        .service
+        .keywords_of(&meta.scope, &input.origination_identity)
+        .await
+        .map_err(|e| AwsJsonError::from_service(e, &meta.request_id))?;
+    let wanted: Option<BTreeSet<String>> = input
+        .keywords
+        .filter(|k| !k.is_empty())
+        .map(|k| k.iter().map(|k| k.to_uppercase()).collect());
+    let mut matching = all
+        .iter()
+        .filter(|k| after.as_ref().is_none_or(|a| k.keyword.to_uppercase() > *a))
+        .filter(|k| wanted.as_ref().is_none_or(|w| w.contains(&k.keyword.to_uppercase())))
+        .map(keyword_info)
+        .filter(|fields| passes(&filters, fields, filter_member));
+    let page: Vec<Map<String, Value>> = matching.by_ref().take(limit).collect();
+    let more = matching.next().is_some();
+    let mut out = Map::new();
+    out.insert("OriginationIdentity".into(), json!(id));
+    out.insert("OriginationIdentityArn".into(), json!(arn));
+    if more {
+        if let Some(last) = page.last() {
+            let key = value_text(&last["Keyword"]).to_uppercase();
+            out.insert(
+                "NextToken".into(),
+                json!(pagination::issue(&api.pagination_secret, OP, &meta.scope, &key)),
+            );
+        }
+    }
+    out.insert(
+        "Keywords".into(),
+        Value::Array(page.into_iter().map(|m| model().project("KeywordInformation", m)).collect()),
     );
     Ok(trim(OP, out))
 }

@@ -8,6 +8,7 @@
 //! tools re-run history.
 
 pub mod ids;
+pub mod keywords;
 pub mod message;
 pub mod opt_out_list;
 pub mod phone_number;

@@ -8,9 +8,12 @@
 //! number completes (or aborts) the step. Every command goes through the number's actor, so
 //! these steps and a release are strictly ordered per number.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::ids::ResourceKind;
+use super::keywords::{self, Keyword};
 use super::message::OutboundMessage;
 use super::pool::Pool;
 use super::tags::{tagged, untagged};
@@ -52,6 +55,9 @@ pub struct PhoneNumber {
     pub pending_pool_id: Option<String>,
     #[serde(default)]
     pub tags: Vec<Tag>,
+    /// Keywords of its own (HELP and STOP are every number's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub keywords: BTreeMap<String, Keyword>,
     pub created_timestamp_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_token: Option<String>,
@@ -83,6 +89,7 @@ impl PhoneNumber {
             pool_id: None,
             pending_pool_id: None,
             tags: vec![],
+            keywords: BTreeMap::new(),
             created_timestamp_ms: 1,
             client_token: None,
         }
@@ -213,6 +220,15 @@ pub enum PhoneNumberAction {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         opted_out_on: Option<String>,
     },
+    /// `PutKeyword`, with the most keywords of its own the number may hold.
+    PutKeyword {
+        keyword: Keyword,
+        quota: u64,
+    },
+    /// `DeleteKeyword`.
+    DeleteKeyword {
+        keyword: String,
+    },
 }
 
 impl PhoneNumberAction {
@@ -241,6 +257,8 @@ impl ActionName for PhoneNumberAction {
             PhoneNumberAction::Tag { .. } => "Tag",
             PhoneNumberAction::Untag { .. } => "Untag",
             PhoneNumberAction::SendMessage { .. } => "SendMessage",
+            PhoneNumberAction::PutKeyword { .. } => "PutKeyword",
+            PhoneNumberAction::DeleteKeyword { .. } => "DeleteKeyword",
         }
     }
 }
@@ -309,6 +327,11 @@ pub enum PhoneNumberEvent {
     },
     /// A message accepted for sending from this number.
     MessageSent(Box<OutboundMessage>),
+    /// A keyword of its own created or changed.
+    KeywordPut(Keyword),
+    KeywordDeleted {
+        keyword: String,
+    },
     /// A message refused, with why.
     MessageRejected {
         message_id: String,
@@ -664,6 +687,18 @@ impl Aggregate for PhoneNumberState {
                 Ok(tags_changed(&n.tags, untagged(&n.tags, keys)))
             }
             A::SendMessage { message, opted_out_on } => self.decide_send(command, message, opted_out_on.as_deref()),
+            A::PutKeyword { keyword, quota } => {
+                let n = self.live(command)?;
+                Ok(keywords::put(&n.keywords, keyword, *quota, false)?
+                    .map(PhoneNumberEvent::KeywordPut)
+                    .into_iter()
+                    .collect())
+            }
+            A::DeleteKeyword { keyword } => {
+                let n = self.live(command)?;
+                let gone = keywords::delete(&n.keywords, keyword)?;
+                Ok(vec![PhoneNumberEvent::KeywordDeleted { keyword: gone.keyword }])
+            }
         }
     }
 
@@ -725,6 +760,12 @@ impl Aggregate for PhoneNumberState {
             }
             E::TagsChanged { tags } => n.tags = tags.clone(),
             E::MessageSent(_) | E::MessageRejected { .. } => {}
+            E::KeywordPut(k) => {
+                n.keywords.insert(keywords::key_of(&k.keyword), k.clone());
+            }
+            E::KeywordDeleted { keyword } => {
+                n.keywords.remove(&keywords::key_of(keyword));
+            }
             E::ReleaseRejected { .. }
             | E::UpdateRejected { .. }
             | E::AssociationRejected { .. }

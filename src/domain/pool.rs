@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::ids::ResourceKind;
+use super::keywords::{self, Keyword};
 use super::tags::{tagged, untagged};
 use super::types::{ConflictReason, MessageType, NumberCapability, PoolStatus, Tag};
 use super::{ActionName, Aggregate, Command, Rejection};
@@ -50,6 +51,9 @@ pub struct Pool {
     pub members: BTreeMap<String, PoolMember>,
     #[serde(default)]
     pub tags: Vec<Tag>,
+    /// Keywords of its own (HELP and STOP are every pool's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub keywords: BTreeMap<String, Keyword>,
     pub created_timestamp_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_token: Option<String>,
@@ -112,6 +116,15 @@ pub enum PoolAction {
     Untag {
         keys: Vec<String>,
     },
+    /// `PutKeyword`, with the most keywords of its own the pool may hold.
+    PutKeyword {
+        keyword: Keyword,
+        quota: u64,
+    },
+    /// `DeleteKeyword`.
+    DeleteKeyword {
+        keyword: String,
+    },
 }
 
 impl ActionName for PoolAction {
@@ -125,6 +138,8 @@ impl ActionName for PoolAction {
             PoolAction::Update(_) => "Update",
             PoolAction::Tag { .. } => "Tag",
             PoolAction::Untag { .. } => "Untag",
+            PoolAction::PutKeyword { .. } => "PutKeyword",
+            PoolAction::DeleteKeyword { .. } => "DeleteKeyword",
         }
     }
 }
@@ -171,6 +186,11 @@ pub enum PoolEvent {
         tags: Vec<Tag>,
     },
     PoolUpdated(PoolChanges),
+    /// A keyword of its own created or changed.
+    KeywordPut(Keyword),
+    KeywordDeleted {
+        keyword: String,
+    },
 }
 
 const KIND: ResourceKind = ResourceKind::Pool;
@@ -298,6 +318,18 @@ impl Aggregate for PoolState {
                 }
                 Ok(vec![PoolEvent::PoolUpdated(changes.clone())])
             }
+            PoolAction::PutKeyword { keyword, quota } => {
+                let p = self.live(command)?;
+                Ok(keywords::put(&p.keywords, keyword, *quota, true)?
+                    .map(PoolEvent::KeywordPut)
+                    .into_iter()
+                    .collect())
+            }
+            PoolAction::DeleteKeyword { keyword } => {
+                let p = self.live(command)?;
+                let gone = keywords::delete(&p.keywords, keyword)?;
+                Ok(vec![PoolEvent::KeywordDeleted { keyword: gone.keyword }])
+            }
             PoolAction::Tag { tags } => {
                 let p = self.live(command)?;
                 let after = tagged(&p.tags, tags, &p.pool_arn)?;
@@ -347,6 +379,12 @@ impl Aggregate for PoolState {
                 *fence = (*fence).max(*begun_before_ms);
             }
             PoolEvent::TagsChanged { tags } => p.tags = tags.clone(),
+            PoolEvent::KeywordPut(k) => {
+                p.keywords.insert(keywords::key_of(&k.keyword), k.clone());
+            }
+            PoolEvent::KeywordDeleted { keyword } => {
+                p.keywords.remove(&keywords::key_of(keyword));
+            }
             PoolEvent::PoolUpdated(c) => {
                 if let Some(v) = c.deletion_protection_enabled {
                     p.deletion_protection_enabled = v;
@@ -448,6 +486,7 @@ mod tests {
             deleted: false,
             members: [(first.origination_identity.clone(), first)].into_iter().collect(),
             tags: vec![],
+            keywords: BTreeMap::new(),
             created_timestamp_ms: 1,
             client_token: None,
             fenced: BTreeMap::new(),

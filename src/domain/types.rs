@@ -77,6 +77,7 @@ wire_enum!(
         SenderId = "sender-id",
         OptOutList = "opt-out-list",
         OptedOutNumber = "opted-out-number",
+        Keyword = "keyword",
         Account = "account",
     }
 );
@@ -122,6 +123,8 @@ wire_enum!(
         PoolsPerAccount = "POOLS_PER_ACCOUNT",
         OptOutListsPerAccount = "OPT_OUT_LISTS_PER_ACCOUNT",
         TagsPerResource = "TAGS_PER_RESOURCE",
+        KeywordsPerPhoneNumber = "KEYWORDS_PER_PHONE_NUMBER",
+        KeywordsPerPool = "KEYWORDS_PER_POOL",
     }
 );
 

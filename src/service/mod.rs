@@ -19,6 +19,7 @@
 
 mod contention;
 mod error;
+mod keywords;
 mod messages;
 mod numbers;
 mod opt_out_lists;
@@ -34,6 +35,7 @@ use std::sync::Mutex;
 
 pub use contention::Contention;
 pub use error::ServiceError;
+pub use keywords::{KeywordChange, KeywordsOf};
 pub use numbers::NewNumber;
 pub use opt_out_lists::NewOptOutList;
 pub use pools::NewPool;

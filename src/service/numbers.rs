@@ -126,6 +126,7 @@ impl LifecycleService {
                 pool_id: None,
                 pending_pool_id: None,
                 tags: spec.tags.clone(),
+                keywords: Default::default(),
                 created_timestamp_ms: meta.at_ms,
                 client_token: spec.client_token.clone(),
             };

@@ -193,6 +193,7 @@ impl LifecycleService {
             deleted: false,
             members: [(number_id.clone(), member_of(&number))].into_iter().collect(),
             tags: spec.tags.clone(),
+            keywords: Default::default(),
             created_timestamp_ms: meta.at_ms,
             client_token: spec.client_token.clone(),
             fenced: Default::default(),
