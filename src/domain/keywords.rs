@@ -56,7 +56,7 @@ fn is_default(keyword: &str) -> bool {
 /// Every keyword of an identity that holds `custom`: the defaults, then its own, by keyword.
 pub fn all(custom: &BTreeMap<String, Keyword>) -> Vec<Keyword> {
     let mut all: Vec<Keyword> = defaults().into_iter().chain(custom.values().cloned()).collect();
-    all.sort_by(|a, b| key_of(&a.keyword).cmp(&key_of(&b.keyword)));
+    all.sort_by_key(|k| key_of(&k.keyword));
     all
 }
 
