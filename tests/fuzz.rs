@@ -65,7 +65,8 @@ fn template(operation: &str, known: &[String], pools: &[String], rng: &mut StdRn
         "CreatePool" => json!({"OriginationIdentity": number, "MessageType": "TRANSACTIONAL", "IsoCountryCode": "US"}),
         "DeletePool" => json!({"PoolId": pool}),
         "PutKeyword" | "DeleteKeyword" => {
-            json!({"OriginationIdentity": number, "Keyword": ["INFO", "STOP", "join"][rng.gen_range(0..3)], "KeywordMessage": "hi"})
+            let keyword = ["INFO", "STOP", "join"][rng.gen_range(0..3)];
+            json!({"OriginationIdentity": number, "Keyword": keyword, "KeywordMessage": "hi"})
         }
         "DescribeKeywords" => json!({"OriginationIdentity": pool, "MaxResults": rng.gen_range(1..5)}),
         "UpdatePool" => json!({"PoolId": pool, "DeletionProtectionEnabled": false, "OptOutListName": "Default"}),
