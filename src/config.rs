@@ -36,6 +36,41 @@ fn default_keywords() -> u64 {
     30
 }
 
+/// What `DescribeAccountAttributes` and `DescribeSpendLimits` report for every account. Nothing
+/// is charged here (no message leaves the machine), so spend limits are reported, not enforced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Account {
+    /// `ACCOUNT_TIER`: `SANDBOX` or `PRODUCTION`.
+    #[serde(default = "default_tier")]
+    pub tier: String,
+    /// Monthly spend limits in US dollars, per channel.
+    #[serde(default = "default_spend")]
+    pub text_monthly_spend_limit: u64,
+    #[serde(default = "default_spend")]
+    pub voice_monthly_spend_limit: u64,
+    #[serde(default = "default_spend")]
+    pub media_monthly_spend_limit: u64,
+}
+
+impl Default for Account {
+    fn default() -> Self {
+        Account {
+            tier: default_tier(),
+            text_monthly_spend_limit: default_spend(),
+            voice_monthly_spend_limit: default_spend(),
+            media_monthly_spend_limit: default_spend(),
+        }
+    }
+}
+
+fn default_tier() -> String {
+    "PRODUCTION".into()
+}
+
+fn default_spend() -> u64 {
+    1
+}
+
 fn default_opt_out_lists() -> u64 {
     25
 }
@@ -90,6 +125,9 @@ pub struct Config {
     /// Requests per second and account (0: unlimited); beyond it ThrottlingException.
     pub account_requests_per_sec: u32,
     pub quotas: Quotas,
+    /// The account attributes and spend limits every account reports.
+    #[serde(default)]
+    pub account: Account,
     /// How callers are authenticated (permissive, or strict SigV4 with a credentials file).
     #[serde(default)]
     pub auth: crate::auth::AuthConfig,

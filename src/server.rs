@@ -332,6 +332,7 @@ async fn serve_once(
         admission: api::admission::Admission::new(config.max_in_flight, config.account_requests_per_sec),
         pagination_secret: secret,
         router: api::routing::Router::new(&config.cluster),
+        account: config.account.clone(),
     });
     let tail = crate::audit::tail::SharedTail::start(store.clone(), stopping.clone(), config.follower_lag_limit);
     let audit_state = web::Data::new(AuditState {

@@ -793,3 +793,53 @@ async fn keywords_on_numbers_and_pools() {
         .expect_err("foreign");
     assert_eq!(e.code(), Some("ResourceNotFoundException"));
 }
+
+/// The account operations: its tier, its quotas with what is in use (per account and region),
+/// and its spend limits, as configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_reports_its_limits_and_what_is_in_use() {
+    use aws_sdk_pinpointsmsvoicev2::types::{AccountAttributeName, AccountLimitName, SpendLimitName};
+    let server = TestServer::start_with(|c| {
+        c.quotas.phone_numbers_per_account = 5;
+        c.quotas.pools_per_account = 2;
+        c.quotas.opt_out_lists_per_account = 4;
+        c.account.tier = "SANDBOX".into();
+        c.account.text_monthly_spend_limit = 7;
+    });
+    let c = server.client(ACCOUNT);
+    let number = number_on_list(&c, "Default").await.expect("number");
+    number_on_list(&c, "Default").await.expect("number");
+    common::create_pool(&c, &number).await;
+    c.create_opt_out_list().opt_out_list_name("one").send().await.expect("list");
+
+    let attributes = c.describe_account_attributes().send().await.expect("DescribeAccountAttributes");
+    let tier = &attributes.account_attributes()[0];
+    assert_eq!((tier.name(), tier.value()), (&AccountAttributeName::AccountTier, "SANDBOX"));
+
+    let limits = c.describe_account_limits().send().await.expect("DescribeAccountLimits");
+    let got: Vec<(AccountLimitName, i64, i64)> = limits
+        .account_limits()
+        .iter()
+        .map(|l| (l.name().clone(), l.used(), l.max()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (AccountLimitName::PhoneNumbers, 2, 5),
+            (AccountLimitName::Pools, 1, 2),
+            (AccountLimitName::OptOutLists, 2, 4), // Default and "one"
+        ]
+    );
+    // Per account: another sees its own (nothing).
+    let other = server.client(OTHER_ACCOUNT).describe_account_limits().send().await.expect("other");
+    assert!(other.account_limits().iter().all(|l| l.used() == 0));
+
+    let spend = c.describe_spend_limits().send().await.expect("DescribeSpendLimits");
+    let text = spend
+        .spend_limits()
+        .iter()
+        .find(|l| l.name() == &SpendLimitName::TextMessageMonthlySpendLimit)
+        .expect("text");
+    assert_eq!((text.enforced_limit(), text.max_limit(), text.overridden()), (7, 7, false));
+    assert_eq!(spend.spend_limits().len(), 3);
+}

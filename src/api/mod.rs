@@ -41,6 +41,8 @@ pub struct ApiState {
     pub pagination_secret: [u8; 32],
     /// With several nodes: forwards commands on a resource to the node that owns it.
     pub router: Option<routing::Router>,
+    /// What every account reports as its attributes and spend limits.
+    pub account: crate::config::Account,
 }
 
 /// What a request is answered with: the output of an operation decided here, or the answer of

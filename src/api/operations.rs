@@ -212,6 +212,36 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, api: &A
             out
         }
         "DescribeKeywords" => return describe_keywords(parse(input)?, meta, api).await,
+        "DescribeAccountAttributes" => {
+            let attributes = json!([{"Name": "ACCOUNT_TIER", "Value": api.account.tier}]);
+            let mut out = Map::new();
+            out.insert("AccountAttributes".into(), attributes);
+            out
+        }
+        "DescribeAccountLimits" => {
+            let limits = service.account_limits(&meta.scope).await.map_err(failed)?;
+            let limits: Vec<Value> = limits
+                .into_iter()
+                .map(|(name, used, max)| json!({"Name": name, "Used": used, "Max": max}))
+                .collect();
+            let mut out = Map::new();
+            out.insert("AccountLimits".into(), Value::Array(limits));
+            out
+        }
+        "DescribeSpendLimits" => {
+            let a = &api.account;
+            let limits: Vec<Value> = [
+                ("TEXT_MESSAGE_MONTHLY_SPEND_LIMIT", a.text_monthly_spend_limit),
+                ("VOICE_MESSAGE_MONTHLY_SPEND_LIMIT", a.voice_monthly_spend_limit),
+                ("MEDIA_MESSAGE_MONTHLY_SPEND_LIMIT", a.media_monthly_spend_limit),
+            ]
+            .into_iter()
+            .map(|(name, limit)| json!({"Name": name, "EnforcedLimit": limit, "MaxLimit": limit, "Overridden": false}))
+            .collect();
+            let mut out = Map::new();
+            out.insert("SpendLimits".into(), Value::Array(limits));
+            out
+        }
         "ListTagsForResource" => {
             let i: TagInput = parse(input)?;
             let tags = service.tags_of(&meta.scope, &i.resource_arn).await.map_err(failed)?;

@@ -40,6 +40,19 @@ impl Drop for Reservation<'_> {
 }
 
 impl LifecycleService {
+    /// `DescribeAccountLimits`: (name, used, max) per quota of the scope.
+    pub async fn account_limits(&self, scope: &Scope) -> Result<Vec<(&'static str, u64, u64)>, ServiceError> {
+        let mut limits = Vec::new();
+        for (name, kind, max) in [
+            ("PHONE_NUMBERS", ResourceKind::PhoneNumber, self.quotas.phone_numbers_per_account),
+            ("POOLS", ResourceKind::Pool, self.quotas.pools_per_account),
+            ("OPT_OUT_LISTS", ResourceKind::OptOutList, self.quotas.opt_out_lists_per_account),
+        ] {
+            limits.push((name, self.count_live(scope, kind).await?, max));
+        }
+        Ok(limits)
+    }
+
     /// How many resources of `kind` the scope holds (from the index's counter).
     async fn count_live(&self, scope: &Scope, kind: ResourceKind) -> Result<u64, ServiceError> {
         let stored = self.store.index_get(&live_count_key(scope, kind)).await?;
