@@ -34,8 +34,9 @@ pub fn view_prefix(scope: &Scope, kind: ResourceKind) -> Vec<u8> {
 }
 
 /// Layout version of the index; a log whose index was built with another one is re-indexed on
-/// start. 2: live-resource counters. 3: owner keys. 4: opt-out lists and their users.
-pub const INDEX_LAYOUT_VERSION: u64 = 4;
+/// start. 2: live-resource counters. 3: owner keys. 4: opt-out lists and their users. 5: which
+/// list each number and pool names.
+pub const INDEX_LAYOUT_VERSION: u64 = 5;
 
 /// Key that says a resource was created in a scope (kept when it is released or deleted):
 /// commands are checked against it before they reach the resource's actor, so a caller of
@@ -78,6 +79,30 @@ pub fn opt_out_list_users_key(scope: &Scope, name: &str) -> Vec<u8> {
 /// `incarnation`-th creation): a message to it appends requiring 0 there.
 pub fn opted_out_key(scope: &Scope, name: &str, incarnation: u64, number: &str) -> Vec<u8> {
     format!("x/{}/{}/{name}/{incarnation}/{number}", scope.account, scope.region).into_bytes()
+}
+
+/// Key of the counter that is 1 while the live phone number or pool `id` names the opt-out list
+/// `list` (and, for a number, manages its opt-outs itself or not, `self_managed`): a message sent
+/// on the strength of what its sender named requires it, so a change of list between the look
+/// and the append is caught by the log.
+pub fn names_list_key(scope: &Scope, id: &str, list: &str, self_managed: bool) -> Vec<u8> {
+    format!("nl/{}/{}/{id}/{list}/{self_managed}", scope.account, scope.region).into_bytes()
+}
+
+/// The names-list counter of a resource moving from `before` to `after` (each `None` when not
+/// live).
+fn names_list_ops(scope: &Scope, id: &str, before: Option<(&str, bool)>, after: Option<(&str, bool)>) -> Vec<IndexOp> {
+    if before == after {
+        return vec![];
+    }
+    let mut ops = Vec::new();
+    if let Some((list, own)) = before {
+        ops.push(IndexOp::Add(names_list_key(scope, id, list, own), -1));
+    }
+    if let Some((list, own)) = after {
+        ops.push(IndexOp::Add(names_list_key(scope, id, list, own), 1));
+    }
+    ops
 }
 
 /// A resource that named the list `before` (while live) names `after` now.
@@ -141,6 +166,13 @@ impl Projected for PhoneNumberState {
         let mut ops: Vec<IndexOp> = live_count_op(&scope, Self::KIND, was_live, live).into_iter().collect();
         let list_before = before.0.as_ref().filter(|_| was_live).map(|b| b.opt_out_list_name.as_str());
         ops.extend(list_user_ops(&scope, list_before, live.then_some(n.opt_out_list_name.as_str())));
+        let names_before = before
+            .0
+            .as_ref()
+            .filter(|_| was_live)
+            .map(|b| (b.opt_out_list_name.as_str(), b.self_managed_opt_outs_enabled));
+        let names_after = live.then_some((n.opt_out_list_name.as_str(), n.self_managed_opt_outs_enabled));
+        ops.extend(names_list_ops(&scope, &n.phone_number_id, names_before, names_after));
         ops.extend(owner_op(before.0.is_some(), &scope, Self::KIND, &n.phone_number_id));
         ops.extend(view_ops(view_key(&scope, Self::KIND, &n.phone_number_id), live, n));
         ops
@@ -172,6 +204,9 @@ impl Projected for PoolState {
             list_before,
             (!p.deleted).then_some(p.opt_out_list_name.as_str()),
         ));
+        let names_before = list_before.map(|l| (l, false));
+        let names_after = (!p.deleted).then_some((p.opt_out_list_name.as_str(), false));
+        ops.extend(names_list_ops(&scope, &p.pool_id, names_before, names_after));
         ops.extend(owner_op(before.0.is_some(), &scope, Self::KIND, &p.pool_id));
         ops.extend(view_ops(view_key(&scope, Self::KIND, &p.pool_id), !p.deleted, p));
         ops

@@ -101,7 +101,7 @@ async fn protocol_errors_have_aws_shapes() {
     let r = raw(&server);
 
     let (s, _, b) = r
-        .call("PinpointSMSVoiceV2.SendTextMessage", "application/x-amz-json-1.0", "{}")
+        .call("PinpointSMSVoiceV2.CreateConfigurationSet", "application/x-amz-json-1.0", "{}")
         .await;
     assert_eq!(
         (s, b["__type"].as_str()),

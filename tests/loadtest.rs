@@ -50,7 +50,11 @@ fn a_ci_sized_conflicting_run_passes_its_verdict() {
     // It really conflicted: refusals of several kinds happened.
     let release = &report.operations["release"];
     assert!(release.ok >= 1 && release.outcomes.len() >= 2, "{release:?}");
-    assert_eq!(report.verdict.checks.len(), 6);
+    assert_eq!(report.verdict.checks.len(), 8);
+    // The neighbourhood raced too: messages were sent and refused, the list was deleted.
+    let send = &report.operations["send"];
+    assert!(send.ok >= 1 && send.outcomes.len() >= 2, "{send:?}");
+    assert!(report.operations["delete-list"].ok >= 1, "{:?}", report.operations["delete-list"]);
     assert!(report.verdict.checks.iter().all(|c| c.checked > 0), "{:#?}", report.verdict.checks);
 }
 
@@ -174,6 +178,85 @@ fn a_released_number_left_in_a_pool_is_caught() {
     assert_caught(&check(&log, &report.client_ops), "5.");
 }
 
+/// The stream of the load test's opt-out list, or of `Default`, in the run's log.
+fn list_stream(log: &[EventEnvelope], name: &str) -> String {
+    log.iter()
+        .find(|e| e.event_type == "OptOutListCreated" && e.payload["OptOutListName"] == name)
+        .map(|e| e.stream_id.clone())
+        .expect("the list was created")
+}
+
+/// A message accepted after its destination opted out on the number's list: check 7 fails.
+#[test]
+fn a_message_to_an_opted_out_destination_is_caught() {
+    let report = ci_run();
+    let mut log = report.log.clone();
+    let sent = log
+        .iter()
+        .rev()
+        .find(|e| e.event_type == "MessageSent")
+        .cloned()
+        .expect("a message was sent");
+    // The number is put on Default, the destination opts out there, then the message is sent.
+    append_copy(
+        &mut log,
+        &sent,
+        "PhoneNumberUpdated",
+        serde_json::json!({"OptOutListName": "Default", "SelfManagedOptOutsEnabled": false}),
+    );
+    let default = list_stream(&log, "Default");
+    let template = log
+        .iter()
+        .rev()
+        .find(|e| e.stream_id == default)
+        .cloned()
+        .expect("Default's last event");
+    let destination = sent.payload["DestinationPhoneNumber"].clone();
+    append_copy(
+        &mut log,
+        &template,
+        "NumberOptedOut",
+        serde_json::json!({"Number": destination, "OptedOutTimestampMs": 1, "EndUserOptedOut": false}),
+    );
+    append_copy(&mut log, &sent, "MessageSent", sent.payload.clone());
+    assert_caught(&check(&log, &report.client_ops), "7.");
+}
+
+/// The load test's list deleted while a number names it: check 8 fails.
+#[test]
+fn a_list_deleted_in_use_is_caught() {
+    let report = ci_run();
+    let mut log = report.log.clone();
+    let list = list_stream(&log, "loadtest");
+    let number = log
+        .iter()
+        .rev()
+        .find(|e| e.event_type == "PhoneNumberUpdated" && !log.iter().any(|r| r.stream_id == e.stream_id && r.event_type == "Released"))
+        .cloned()
+        .expect("a live number was updated");
+    // Make sure the list is there, put the number on it, and delete the list under it.
+    let template = log
+        .iter()
+        .rev()
+        .find(|e| e.stream_id == list)
+        .cloned()
+        .expect("the list's last event");
+    let created = log
+        .iter()
+        .find(|e| e.stream_id == list && e.event_type == "OptOutListCreated")
+        .cloned()
+        .expect("created");
+    append_copy(&mut log, &template, "OptOutListCreated", created.payload.clone());
+    append_copy(
+        &mut log,
+        &number,
+        "PhoneNumberUpdated",
+        serde_json::json!({"OptOutListName": "loadtest"}),
+    );
+    append_copy(&mut log, &template, "OptOutListDeleted", serde_json::json!({"OptedOut": 0}));
+    assert_caught(&check(&log, &report.client_ops), "8.");
+}
+
 /// The command itself: exit 0 and a JSON report whose verdict passed.
 #[test]
 fn the_loadtest_command_writes_a_json_report() {
@@ -202,8 +285,10 @@ fn the_loadtest_command_writes_a_json_report() {
     assert!(stdout.contains("VERDICT: PASS") && stdout.contains("p99.9 ms"), "{stdout}");
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("JSON");
     assert_eq!(report["Verdict"]["Ok"], true);
-    // 300 scheduled operations, plus one replacement request per successful release.
+    // 300 scheduled operations, plus one replacement request per successful release and one
+    // re-creation per deletion of the load test's opt-out list.
     let releases = report["Operations"]["release"]["Ok"].as_u64().unwrap_or(0);
-    assert_eq!(report["Requests"].as_u64(), Some(300 + releases));
+    let deletions = report["Operations"]["delete-list"]["Ok"].as_u64().unwrap_or(0);
+    assert_eq!(report["Requests"].as_u64(), Some(300 + releases + deletions));
     assert!(report["Operations"]["update"]["P99Us"].as_u64().is_some());
 }

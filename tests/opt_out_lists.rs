@@ -176,6 +176,7 @@ async fn a_lists_lifecycle_with_its_refusals() {
             "CommandRejected", // deleted while in use
             "OptOutListDeleted",
             "CommandRejected", // a number put on the deleted list
+            "CommandRejected", // deleted twice
         ],
         "{history}"
     );

@@ -171,6 +171,12 @@ pub enum PhoneNumberAction {
         into_pool: Option<PoolToJoin>,
     },
     Update(PhoneNumberChanges),
+    /// An update naming an opt-out list other than `Default`, with whether the shell found the
+    /// list (the log's counter bound keeps that exact; a list found gone is refused, recorded).
+    UpdateNamingList {
+        changes: PhoneNumberChanges,
+        list_exists: bool,
+    },
     Release,
     /// First step of joining a pool; `pool_message_type` is the pool's, checked here.
     BeginAssociation {
@@ -245,7 +251,7 @@ impl ActionName for PhoneNumberAction {
     fn name(&self) -> &'static str {
         match self {
             PhoneNumberAction::Request { .. } => "Request",
-            PhoneNumberAction::Update(_) => "Update",
+            PhoneNumberAction::Update(_) | PhoneNumberAction::UpdateNamingList { .. } => "Update",
             PhoneNumberAction::Release => "Release",
             PhoneNumberAction::BeginAssociation { .. } => "BeginAssociation",
             PhoneNumberAction::CompleteAssociation { .. } => "CompleteAssociation",
@@ -664,6 +670,13 @@ impl Aggregate for PhoneNumberState {
         match &command.action {
             A::Request { number, into_pool } => self.decide_request(number, into_pool.as_ref()),
             A::Update(changes) => self.decide_update(command, changes),
+            A::UpdateNamingList { changes, list_exists } => {
+                self.live(command)?;
+                match (list_exists, &changes.opt_out_list_name) {
+                    (false, Some(list)) => Err(Rejection::not_found(ResourceKind::OptOutList, list)),
+                    _ => self.decide_update(command, changes),
+                }
+            }
             A::Release => self.decide_release(command),
             A::BeginAssociation {
                 pool_id,
@@ -794,7 +807,7 @@ impl Aggregate for PhoneNumberState {
         let reason = rejection.clone();
         match action {
             A::Release => E::ReleaseRejected { reason },
-            A::Update(_) => E::UpdateRejected { reason },
+            A::Update(_) | A::UpdateNamingList { .. } => E::UpdateRejected { reason },
             A::BeginAssociation { pool_id, .. } => E::AssociationRejected {
                 pool_id: pool_id.clone(),
                 reason,
@@ -1477,5 +1490,44 @@ mod tests {
         given::<PhoneNumberState>(ID, &[requested(), self_managed])
             .when(send(m.clone(), Some("Default")))
             .then(&[E::MessageSent(Box::new(m))]);
+    }
+
+    /// UpdatePhoneNumber naming an opt-out list that does not exist: refused, and recorded.
+    #[test]
+    fn an_update_naming_a_missing_list_is_refused() {
+        let changes = PhoneNumberChanges {
+            opt_out_list_name: Some("gone".into()),
+            ..Default::default()
+        };
+        let refusal = given::<PhoneNumberState>(ID, &[requested()])
+            .when(A::UpdateNamingList {
+                changes: changes.clone(),
+                list_exists: false,
+            })
+            .then_reject(|r| {
+                matches!(
+                    r,
+                    Rejection::NotFound {
+                        resource_type: ResourceType::OptOutList,
+                        ..
+                    }
+                )
+            });
+        assert!(matches!(
+            PhoneNumberState::rejected(
+                &A::UpdateNamingList {
+                    changes: changes.clone(),
+                    list_exists: false
+                },
+                &refusal
+            ),
+            E::UpdateRejected { .. }
+        ));
+        given::<PhoneNumberState>(ID, &[requested()])
+            .when(A::UpdateNamingList {
+                changes: changes.clone(),
+                list_exists: true,
+            })
+            .then(&[E::PhoneNumberUpdated(changes)]);
     }
 }

@@ -5,11 +5,17 @@
 //!
 //! 1. every 2xx has exactly its effect in the log (by request id), every refusal its rejection;
 //! 2. versions gap-free per stream, positions unique and increasing;
-//! 3. at most one `Released` per number, and nothing changes a number after it;
+//! 3. at most one `Released` per number, and nothing changes a number (nor is sent from it)
+//!    after it;
 //! 4. no `Released` while protected, pooled, or changing pools;
 //! 5. pool and number views of membership agree; no pool holds a released number; none is empty;
 //! 6. linearizable: per stream, log order respects real time, and re-deciding the recorded
-//!    commands in log order reproduces every response the clients saw.
+//!    commands in log order reproduces every response the clients saw;
+//! 7. no message is accepted to a destination on the opt-out list in force at that point of
+//!    the log (the pool's when sent through a pool, else the number's), unless the number
+//!    manages its opt-outs itself;
+//! 8. no opt-out list is deleted while a live number or pool names it, and no number or pool
+//!    takes up a list that does not exist at that point of the log.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -32,10 +38,31 @@ pub enum Op {
     Associate,
     Disassociate,
     Describe,
+    /// SendTextMessage from the number.
+    Send,
+    /// PutOptedOutNumber of a destination (on the load test's list or `Default`).
+    OptOut,
+    /// UpdatePhoneNumber to the load test's list or back to `Default`.
+    JoinList,
+    /// DeleteOptOutList of the load test's list (which the client then creates again).
+    DeleteList,
+    CreateList,
 }
 
 impl Op {
-    pub const ALL: [Op; 6] = [Op::Request, Op::Release, Op::Update, Op::Associate, Op::Disassociate, Op::Describe];
+    pub const ALL: [Op; 11] = [
+        Op::Request,
+        Op::Release,
+        Op::Update,
+        Op::Associate,
+        Op::Disassociate,
+        Op::Describe,
+        Op::Send,
+        Op::OptOut,
+        Op::JoinList,
+        Op::DeleteList,
+        Op::CreateList,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -45,6 +72,20 @@ impl Op {
             Op::Associate => "associate",
             Op::Disassociate => "disassociate",
             Op::Describe => "describe",
+            Op::Send => "send",
+            Op::OptOut => "opt-out",
+            Op::JoinList => "join-list",
+            Op::DeleteList => "delete-list",
+            Op::CreateList => "create-list",
+        }
+    }
+
+    /// The kind of resource `ClientOp::number` names: a phone number, or (for the list
+    /// operations) an opt-out list by name.
+    fn target(self) -> ResourceKind {
+        match self {
+            Op::OptOut | Op::DeleteList | Op::CreateList => ResourceKind::OptOutList,
+            _ => ResourceKind::PhoneNumber,
         }
     }
 
@@ -63,7 +104,12 @@ impl Op {
                 (ResourceKind::PhoneNumber, "DisassociatedFromPool"),
                 (ResourceKind::Pool, "OriginationIdentityDisassociated"),
             ],
-            Op::Describe => &[],
+            Op::Send => &[(ResourceKind::PhoneNumber, "MessageSent")],
+            Op::JoinList => &[(ResourceKind::PhoneNumber, "PhoneNumberUpdated")],
+            Op::DeleteList => &[(ResourceKind::OptOutList, "OptOutListDeleted")],
+            Op::CreateList => &[(ResourceKind::OptOutList, "OptOutListCreated")],
+            // Putting a number already on the list changes nothing: no effect is required.
+            Op::Describe | Op::OptOut => &[],
         }
     }
 }
@@ -156,13 +202,21 @@ pub fn check(log: &[EventEnvelope], ops: &[ClientOp]) -> Verdict {
     for e in log {
         by_request.entry(e.request_id.as_str()).or_default().push(e);
     }
+    // Opt-out lists are named by the clients: their streams, by name.
+    let lists: HashMap<String, String> = log
+        .iter()
+        .filter(|e| e.event_type == "OptOutListCreated")
+        .filter_map(|e| e.payload["OptOutListName"].as_str().map(|n| (n.to_string(), e.stream_id.clone())))
+        .collect();
     let checks = vec![
-        acknowledged_effects(ops, &by_request, &by_stream),
+        acknowledged_effects(ops, &by_request, &by_stream, &lists),
         ordering(log, &by_stream),
         single_release(&by_stream),
         release_preconditions(&by_stream),
         membership(&by_stream),
         linearizable(ops, &by_stream, &by_request),
+        no_message_to_opted_out(log),
+        lists_in_use(log),
     ];
     let ok = checks.iter().all(|c| c.violations.is_empty());
     Verdict { ok, checks }
@@ -173,6 +227,7 @@ fn acknowledged_effects(
     ops: &[ClientOp],
     by_request: &HashMap<&str, Vec<&EventEnvelope>>,
     by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>,
+    lists: &HashMap<String, String>,
 ) -> CheckResult {
     let mut c = Check::new("1. every 2xx has exactly one effect in the log; every refusal is recorded");
     for op in ops {
@@ -188,8 +243,7 @@ fn acknowledged_effects(
             match kind {
                 ResourceKind::PhoneNumber => Some(op.number.as_str()),
                 ResourceKind::Pool => op.pool.as_deref(),
-                // The load test does not touch opt-out lists.
-                ResourceKind::OptOutList => None,
+                ResourceKind::OptOutList => lists.get(&op.number).map(String::as_str),
             }
         };
         if op.ok() {
@@ -223,7 +277,7 @@ fn acknowledged_effects(
                     effects[0].event_type
                 ));
             }
-            let exists = by_stream.contains_key(op.number.as_str());
+            let exists = on(op.op.target()).is_some_and(|s| by_stream.contains_key(s));
             let recorded = events.iter().any(|e| is_refusal(&e.event_type));
             if exists && !recorded && !op.unrecorded_error() && op.op != Op::Describe {
                 c.violation(format!(
@@ -261,7 +315,7 @@ fn ordering(log: &[EventEnvelope], by_stream: &BTreeMap<&str, Vec<&EventEnvelope
 
 /// 3. At most one `Released`, and nothing changes a number after it.
 fn single_release(by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>) -> CheckResult {
-    let mut c = Check::new("3. at most one Released per number, nothing changes it afterwards");
+    let mut c = Check::new("3. at most one Released per number, nothing changes it (or is sent from it) afterwards");
     for (stream, events) in by_stream
         .iter()
         .filter(|(s, _)| kind_of_stream(s) == Some(ResourceKind::PhoneNumber))
@@ -518,6 +572,163 @@ fn linearizable(
                 op.error.as_deref().unwrap_or(""),
                 refusals
             ));
+        }
+    }
+    c.result
+}
+
+/// The states of every aggregate as the log stands at each position, for the checks that span
+/// aggregates (7 and 8): each event is applied to its stream's state in feed order.
+#[derive(Default)]
+struct World {
+    numbers: HashMap<String, PhoneNumberState>,
+    pools: HashMap<String, PoolState>,
+    lists: HashMap<String, OptOutListState>,
+}
+
+/// One step of the world: the state of the event's stream before it, and (where a check looks
+/// at it) the event.
+enum Step {
+    Number(Box<PhoneNumberState>, PhoneNumberEvent),
+    Pool(Box<PoolState>),
+    List(OptOutListState, crate::domain::opt_out_list::OptOutListEvent),
+}
+
+impl World {
+    fn apply(&mut self, e: &EventEnvelope) -> Result<Step, String> {
+        fn step<A: Aggregate>(states: &mut HashMap<String, A>, e: &EventEnvelope) -> Result<(A, A::Event), String> {
+            let event: A::Event = decode_event(e).map_err(|err| format!("{} v{}: {err}", e.stream_id, e.version))?;
+            let before = states.remove(&e.stream_id).unwrap_or_default();
+            states.insert(e.stream_id.clone(), before.clone().evolve(&event));
+            Ok((before, event))
+        }
+        match kind_of_stream(&e.stream_id) {
+            Some(ResourceKind::PhoneNumber) => step(&mut self.numbers, e).map(|(s, ev)| Step::Number(Box::new(s), ev)),
+            Some(ResourceKind::Pool) => step(&mut self.pools, e).map(|(s, _)| Step::Pool(Box::new(s))),
+            Some(ResourceKind::OptOutList) => step(&mut self.lists, e).map(|(s, ev)| Step::List(s, ev)),
+            None => Err(format!("{}: unknown stream kind", e.stream_id)),
+        }
+    }
+
+    /// The live list `name` of the account and region, if it exists now.
+    fn list(&self, account: &str, region: &str, name: &str) -> Option<&crate::domain::opt_out_list::OptOutList> {
+        let id = ResourceKind::opt_out_list_id(&crate::domain::Scope::new(account, region), name);
+        self.lists.get(&id).and_then(|l| l.live())
+    }
+
+    /// Live numbers and pools of the account and region that name the list `name`.
+    fn users_of(&self, account: &str, region: &str, name: &str) -> usize {
+        let numbers = self
+            .numbers
+            .values()
+            .filter_map(|s| s.0.as_ref())
+            .filter(|n| n.status != NumberStatus::Deleted && n.account == account && n.region == region && n.opt_out_list_name == name);
+        let pools = self
+            .pools
+            .values()
+            .filter_map(|s| s.0.as_ref())
+            .filter(|p| !p.deleted && p.account == account && p.region == region && p.opt_out_list_name == name);
+        numbers.count() + pools.count()
+    }
+}
+
+/// 7. No message accepted to a destination on the opt-out list in force at that point.
+fn no_message_to_opted_out(log: &[EventEnvelope]) -> CheckResult {
+    let mut c = Check::new("7. no message accepted to a destination on the opt-out list in force at that point of the log");
+    let mut world = World::default();
+    for e in log {
+        let step = match world.apply(e) {
+            Ok(step) => step,
+            Err(err) => {
+                c.violation(err);
+                continue;
+            }
+        };
+        let Step::Number(before, PhoneNumberEvent::MessageSent(m)) = step else {
+            continue;
+        };
+        c.count();
+        let Some(n) = before.0.as_ref() else {
+            c.violation(format!(
+                "{} v{}: a message from a number that does not exist",
+                e.stream_id, e.version
+            ));
+            continue;
+        };
+        let list = match &m.pool_id {
+            Some(pool) => world
+                .pools
+                .get(pool)
+                .and_then(|p| p.0.as_ref())
+                .map(|p| p.opt_out_list_name.clone()),
+            None => Some(n.opt_out_list_name.clone()),
+        };
+        let Some(list) = list else { continue };
+        let opted_out = world
+            .list(&n.account, &n.region, &list)
+            .is_some_and(|l| l.opted_out.contains_key(&m.destination_phone_number));
+        if opted_out && !n.self_managed_opt_outs_enabled {
+            c.violation(format!(
+                "{} v{} (position {}): message {} accepted to {}, which is on opt-out list {list}",
+                e.stream_id, e.version, e.position, m.message_id, m.destination_phone_number
+            ));
+        }
+    }
+    c.result
+}
+
+/// 8. No list deleted while in use; no number or pool takes up a list that is not there.
+fn lists_in_use(log: &[EventEnvelope]) -> CheckResult {
+    use crate::domain::opt_out_list::{OptOutListEvent, DEFAULT_LIST};
+    let mut c = Check::new("8. no opt-out list deleted while a number or pool names it; none named that does not exist");
+    let mut world = World::default();
+    for e in log {
+        let step = match world.apply(e) {
+            Ok(step) => step,
+            Err(err) => {
+                c.violation(err);
+                continue;
+            }
+        };
+        // A list a number or pool names after this event, where it named another (or none).
+        let taken_up = match &step {
+            Step::Number(before, _) => world.numbers.get(&e.stream_id).and_then(|s| s.0.as_ref()).and_then(|n| {
+                let was = before
+                    .0
+                    .as_ref()
+                    .filter(|b| b.status != NumberStatus::Deleted)
+                    .map(|b| b.opt_out_list_name.as_str());
+                (n.status != NumberStatus::Deleted && was != Some(n.opt_out_list_name.as_str()))
+                    .then(|| (n.account.clone(), n.region.clone(), n.opt_out_list_name.clone()))
+            }),
+            Step::Pool(before) => world.pools.get(&e.stream_id).and_then(|s| s.0.as_ref()).and_then(|p| {
+                let was = before.0.as_ref().filter(|b| !b.deleted).map(|b| b.opt_out_list_name.as_str());
+                (!p.deleted && was != Some(p.opt_out_list_name.as_str()))
+                    .then(|| (p.account.clone(), p.region.clone(), p.opt_out_list_name.clone()))
+            }),
+            Step::List(before, OptOutListEvent::OptOutListDeleted { .. }) => {
+                c.count();
+                if let Some(l) = before.live() {
+                    let users = world.users_of(&l.account, &l.region, &l.opt_out_list_name);
+                    if users > 0 {
+                        c.violation(format!(
+                            "{} v{} (position {}): opt-out list {} deleted while {users} numbers or pools name it",
+                            e.stream_id, e.version, e.position, l.opt_out_list_name
+                        ));
+                    }
+                }
+                None
+            }
+            Step::List(..) => None,
+        };
+        if let Some((account, region, list)) = taken_up.filter(|(_, _, l)| l != DEFAULT_LIST) {
+            c.count();
+            if world.list(&account, &region, &list).is_none() {
+                c.violation(format!(
+                    "{} v{} (position {}): takes up opt-out list {list}, which does not exist",
+                    e.stream_id, e.version, e.position
+                ));
+            }
         }
     }
     c.result

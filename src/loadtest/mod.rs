@@ -53,7 +53,7 @@ pub struct LoadTestArgs {
     #[arg(long)]
     pub requests: Option<u64>,
     /// Operation weights.
-    #[arg(long, default_value = "release=20,update=30,associate=25,disassociate=20,describe=5")]
+    #[arg(long, default_value = DEFAULT_MIX)]
     pub mix: String,
     /// Share of the numbers that receive the operations (small = more conflicts).
     #[arg(long, default_value_t = 0.1)]
@@ -81,6 +81,16 @@ pub struct LoadTestArgs {
     pub quiet: bool,
 }
 
+/// The default operation weights: the lifecycle's races, and the neighbourhood's — sends against
+/// releases and opt-outs, numbers joining the load test's opt-out list while it is deleted.
+pub const DEFAULT_MIX: &str = "release=15,update=20,associate=20,disassociate=15,describe=5,send=15,opt-out=4,join-list=5,delete-list=1";
+
+/// The opt-out list the load test's numbers join and leave, and which it deletes and creates.
+pub const LOAD_TEST_LIST: &str = "loadtest";
+
+/// Destinations of the load test's messages and opt-outs (few, so they collide).
+const DESTINATIONS: u64 = 40;
+
 fn parse_durability(s: &str) -> Result<Durability, String> {
     match s {
         "fsync" => Ok(Durability::Fsync),
@@ -99,7 +109,7 @@ impl Default for LoadTestArgs {
             clients: 64,
             duration: None,
             requests: None,
-            mix: "release=20,update=30,associate=25,disassociate=20,describe=5".into(),
+            mix: DEFAULT_MIX.into(),
             hot_fraction: 0.1,
             seed: 1,
             json: None,
@@ -164,7 +174,7 @@ fn parse_mix(mix: &str) -> Result<Vec<(Op, u32)>, LoadTestError> {
         let op = Op::ALL
             .into_iter()
             .find(|o| o.name() == name.trim())
-            .filter(|o| *o != Op::Request)
+            .filter(|o| *o != Op::Request && *o != Op::CreateList)
             .ok_or_else(|| LoadTestError::Setup(format!("--mix: unknown operation {name:?}")))?;
         let weight: u32 = weight
             .trim()
@@ -330,6 +340,26 @@ async fn client(wire: Wire, shared: Arc<Shared>, seed: u64) -> Vec<ClientOp> {
                 )
                 .await
             }
+            Op::Send => {
+                let to = format!("+1206555{:04}", 9000 + rng.gen_range(0..DESTINATIONS));
+                let body = json!({"OriginationIdentity": number, "DestinationPhoneNumber": to, "MessageBody": "load"});
+                wire.op(op, &number, None, body, "SendTextMessage").await
+            }
+            Op::OptOut => {
+                let to = format!("+1206555{:04}", 9000 + rng.gen_range(0..DESTINATIONS));
+                let list = if rng.gen_bool(0.5) { LOAD_TEST_LIST } else { "Default" };
+                let body = json!({"OptOutListName": list, "OptedOutNumber": to});
+                wire.op(op, list, None, body, "PutOptedOutNumber").await
+            }
+            Op::JoinList => {
+                let list = if rng.gen_bool(0.5) { LOAD_TEST_LIST } else { "Default" };
+                let body = json!({"PhoneNumberId": number, "OptOutListName": list});
+                wire.op(op, &number, None, body, "UpdatePhoneNumber").await
+            }
+            Op::DeleteList => {
+                let body = json!({"OptOutListName": LOAD_TEST_LIST});
+                wire.op(op, LOAD_TEST_LIST, None, body, "DeleteOptOutList").await
+            }
             _ => {
                 wire.op(
                     Op::Describe,
@@ -349,7 +379,14 @@ async fn client(wire: Wire, shared: Arc<Shared>, seed: u64) -> Vec<ClientOp> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let released = record.op == Op::Release && (200..300).contains(&record.status);
+        let list_deleted = record.op == Op::DeleteList && (200..300).contains(&record.status);
         ops.push(record);
+        if list_deleted {
+            // Keep the race going: the list comes back (another client may have been first).
+            let body = json!({"OptOutListName": LOAD_TEST_LIST});
+            let (record, _) = wire.op(Op::CreateList, LOAD_TEST_LIST, None, body, "CreateOptOutList").await;
+            ops.push(record);
+        }
         if released {
             // Keep the race going: a fresh number takes the released one's place.
             let (record, id) = wire.request_number().await;
@@ -479,6 +516,11 @@ pub async fn prepare(args: &LoadTestArgs, bases: &[String]) -> Result<Prepared, 
         )));
     }
     numbers.sort();
+    // The opt-out list the numbers join and leave (left from an earlier run, or new).
+    let (status, body, _) = wire.call("CreateOptOutList", json!({"OptOutListName": LOAD_TEST_LIST})).await;
+    if status != 200 && body["Reason"] != "RESOURCE_ALREADY_EXISTS" {
+        return Err(LoadTestError::Setup(format!("CreateOptOutList failed: {body}")));
+    }
     let mut pools = Vec::new();
     for seed_number in numbers.iter().take(args.pools) {
         let (status, body, _) = wire

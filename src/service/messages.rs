@@ -13,7 +13,7 @@ use crate::domain::message::{Channel, OutboundMessage};
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction};
 use crate::domain::types::{ConflictReason, MessageType, NumberStatus, ResourceType};
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
-use crate::projection::{number_claim_key, opted_out_key, view_key, OptOutListView};
+use crate::projection::{names_list_key, number_claim_key, opted_out_key, view_key, OptOutListView};
 use crate::store::{decode_counter, AppendError, CounterLimit};
 
 impl LifecycleService {
@@ -21,10 +21,12 @@ impl LifecycleService {
     pub async fn send_message(&self, meta: &CommandMeta, mut message: OutboundMessage) -> Result<String, ServiceError> {
         let scope = &meta.scope;
         let capability = message.channel.capability();
-        let (number, list) = match self.origination(scope, &message.origination_identity).await? {
+        // What the list in force was read from: the number, or the pool it is sent through.
+        let (number, list, named_by) = match self.origination(scope, &message.origination_identity).await? {
             Origination::Number(n) => {
                 let list = n.opt_out_list_name.clone();
-                (*n, list)
+                let named_by = names_list_key(scope, &n.phone_number_id, &list, n.self_managed_opt_outs_enabled);
+                (*n, list, named_by)
             }
             Origination::Pool(pool_id) => {
                 let pool = self.live_pool(scope, &pool_id).await?;
@@ -41,8 +43,9 @@ impl LifecycleService {
                         ))
                     })?;
                 let number = self.current_number(&member.origination_identity).await?;
+                let named_by = names_list_key(scope, &pool_id, &pool.opt_out_list_name, false);
                 message.pool_id = Some(pool_id);
-                (number, pool.opt_out_list_name.clone())
+                (number, pool.opt_out_list_name.clone(), named_by)
             }
         };
         // Where the destination's opt-out would be counted: the list's current incarnation (a
@@ -63,30 +66,42 @@ impl LifecycleService {
         let opted_out = decode_counter(self.store.index_get(&key).await?.as_deref()) > 0;
         let message_id = message.message_id.clone();
         let destination = message.destination_phone_number.clone();
-        let action = PhoneNumberAction::SendMessage {
-            message: Box::new(message),
+        let send = |opted_out: bool| PhoneNumberAction::SendMessage {
+            message: Box::new(message.clone()),
             opted_out_on: opted_out.then(|| list.clone()),
         };
-        // A number that manages its own opt-outs sends whatever the list says.
-        let limits: Vec<CounterLimit> = match number.self_managed_opt_outs_enabled {
-            true => vec![],
-            false => vec![CounterLimit::at_most(key, 0)],
-        };
+        // The list in force must still be the one read when the append commits (else the send is
+        // decided again); a number that manages its own opt-outs sends whatever the list says.
+        let mut limits = vec![CounterLimit::at_least(named_by, 1)];
+        if !number.self_managed_opt_outs_enabled {
+            limits.push(CounterLimit::at_most(key, 0));
+        }
+        let id = &number.phone_number_id;
         let sent = self
-            .execute_within(&self.numbers, &number.phone_number_id, Activation::Existing, meta, action, &limits)
+            .execute_within(&self.numbers, id, Activation::Existing, meta, send(opted_out), &limits)
             .await;
         match sent {
             Ok(_) => Ok(message_id),
-            // The destination opted out between the look and the append.
+            // The number or pool named another list (or changed who manages opt-outs) by the
+            // time the append committed: what was read is stale; read and send again.
+            Err(ServiceError::Execute {
+                source: ExecuteError::Append(AppendError::LimitReached(key)),
+                ..
+            }) if key.starts_with("nl/") => {
+                message.message_id = message_id;
+                Box::pin(self.send_message(meta, message)).await
+            }
+            // The destination opted out between the look and the append: the refusal the
+            // decider gives an opted-out destination, recorded.
             Err(ServiceError::Execute {
                 source: ExecuteError::Append(AppendError::LimitReached(_)),
                 ..
-            }) => Err(ServiceError::Rejected(Rejection::Conflict {
-                reason: ConflictReason::DestinationPhoneNumberOptedOut,
-                resource_type: ResourceType::OptedOutNumber,
-                resource_id: destination.clone(),
-                message: format!("{destination} has opted out (opt-out list {list})"),
-            })),
+            }) => match self.execute(&self.numbers, id, Activation::Existing, meta, send(true)).await {
+                Ok(_) => Err(ServiceError::Invariant(format!(
+                    "a message to opted-out {destination} was accepted"
+                ))),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         }
     }

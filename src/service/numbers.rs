@@ -1,11 +1,12 @@
 //! `RequestPhoneNumber`, `UpdatePhoneNumber`, `ReleasePhoneNumber`.
 
 use super::error::not_found;
-use super::opt_out_lists::list_gone;
+use super::opt_out_lists::{is_list_gone, list_gone};
 use super::quota::{over_quota, quota_limit};
 use super::tokens::lost_token_race;
 use super::{Activation, LifecycleService, ServiceError};
 use crate::actors::ExecuteError;
+use crate::domain::opt_out_list::DEFAULT_LIST;
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberState, PoolToJoin};
 use crate::domain::types::{MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
@@ -194,22 +195,29 @@ impl LifecycleService {
         changes: PhoneNumberChanges,
     ) -> Result<PhoneNumber, ServiceError> {
         let id = self.owned(ResourceKind::PhoneNumber, &meta.scope, id_or_arn).await?;
-        let Some(list) = changes.opt_out_list_name.clone() else {
+        let Some(list) = changes.opt_out_list_name.clone().filter(|l| l != DEFAULT_LIST) else {
             return self.number(meta, &id, PhoneNumberAction::Update(changes)).await;
         };
-        // The list must exist, now and when the change commits.
-        let limits: Vec<_> = self.list_to_name(meta, &list).await?.into_iter().collect();
-        let state = self
-            .execute_within(
-                &self.numbers,
-                &id,
-                Activation::Existing,
-                meta,
-                PhoneNumberAction::Update(changes),
-                &limits,
-            )
-            .await
-            .map_err(|e| list_gone(e, &list))?;
+        // The list must exist, now and when the change commits; a list found gone either way is
+        // the number's refusal, recorded on its stream.
+        let limit = match self.list_to_name(meta, &list).await {
+            Ok(limit) => limit,
+            Err(ServiceError::Rejected(Rejection::NotFound { .. })) => None,
+            Err(e) => return Err(e),
+        };
+        let list_exists = limit.is_some();
+        let update = |list_exists| PhoneNumberAction::UpdateNamingList {
+            changes: changes.clone(),
+            list_exists,
+        };
+        let limits: Vec<_> = limit.into_iter().collect();
+        let updated = self
+            .execute_within(&self.numbers, &id, Activation::Existing, meta, update(list_exists), &limits)
+            .await;
+        let state = match updated {
+            Err(e) if is_list_gone(&e) => self.execute(&self.numbers, &id, Activation::Existing, meta, update(false)).await?,
+            other => other?,
+        };
         state.0.ok_or_else(|| not_found(ResourceKind::PhoneNumber, &id))
     }
 

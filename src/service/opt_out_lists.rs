@@ -16,7 +16,7 @@ use super::tokens::lost_token_race;
 use super::{Activation, LifecycleService, ServiceError};
 use crate::actors::ExecuteError;
 use crate::domain::opt_out_list::{OptOutList, OptOutListAction, OptOutListState, OptedOut, DEFAULT_LIST};
-use crate::domain::types::{ConflictReason, Tag};
+use crate::domain::types::Tag;
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
 use crate::projection::{live_count_key, opt_out_list_alive_key, opt_out_list_users_key};
 use crate::store::{decode_counter, AppendError, CounterLimit};
@@ -135,9 +135,10 @@ impl LifecycleService {
     pub async fn delete_opt_out_list(&self, meta: &CommandMeta, name_or_arn: &str) -> Result<OptOutList, ServiceError> {
         let scope = &meta.scope;
         self.ensure_default_list(meta).await?;
-        let before = self.opt_out_list(scope, name_or_arn).await?;
         let id = Self::list_id(scope, name_or_arn)?;
-        let users = opt_out_list_users_key(scope, &before.opt_out_list_name);
+        // The decider refuses a list that is gone (recorded on its stream), so no read first.
+        let name = KIND.name_in(scope, name_or_arn).unwrap_or(name_or_arn);
+        let users = opt_out_list_users_key(scope, name);
         let in_use = decode_counter(self.store.index_get(&users).await?.as_deref()) > 0;
         let unused = CounterLimit::at_most(users, 0);
         let deleted = self
@@ -151,17 +152,30 @@ impl LifecycleService {
             )
             .await;
         match deleted {
-            Ok(_) => Ok(before),
-            // A number or pool took the list up between the look and the append.
+            // The list as it was: its name, ARN, creation and tags stay in the state.
+            Ok(state) => state
+                .0
+                .ok_or_else(|| ServiceError::Invariant(format!("deleted opt-out list {id} has no state"))),
+            // A number or pool took the list up between the look and the append: the refusal
+            // the decider gives a list in use, recorded.
             Err(ServiceError::Execute {
                 source: ExecuteError::Append(AppendError::LimitReached(_)),
                 ..
-            }) => Err(ServiceError::Rejected(Rejection::conflict(
-                ConflictReason::ResourceDeletionNotAllowed,
-                KIND,
-                &before.opt_out_list_name,
-                "is in use by a phone number or pool",
-            ))),
+            }) => {
+                let refused = self
+                    .execute(
+                        &self.lists,
+                        &id,
+                        Activation::Existing,
+                        meta,
+                        OptOutListAction::Delete { in_use: true },
+                    )
+                    .await;
+                match refused {
+                    Ok(_) => Err(ServiceError::Invariant(format!("opt-out list {id} was deleted while in use"))),
+                    Err(e) => Err(by_name(e, name_or_arn)),
+                }
+            }
             Err(e) => Err(by_name(e, name_or_arn)),
         }
     }
@@ -250,6 +264,14 @@ fn by_name(e: ServiceError, name_or_arn: &str) -> ServiceError {
         }) => not_found(KIND, name_or_arn),
         other => other,
     }
+}
+
+/// Whether the log refused an append because the list it names was gone.
+pub(super) fn is_list_gone(e: &ServiceError) -> bool {
+    matches!(e, ServiceError::Execute {
+        source: ExecuteError::Append(AppendError::LimitReached(key)),
+        ..
+    } if key.starts_with("l/"))
 }
 
 /// A creation or change refused because the list it names was deleted meanwhile.

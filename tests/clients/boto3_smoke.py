@@ -100,4 +100,34 @@ try:
     raise AssertionError("another account's resource was found")
 except client.exceptions.ResourceNotFoundException:
     pass
+
+# UpdatePool, keywords, messages and the account.
+updated = client.update_pool(PoolId=pool["PoolId"], DeletionProtectionEnabled=True, SharedRoutesEnabled=True)
+assert updated["DeletionProtectionEnabled"] is True and updated["SharedRoutesEnabled"] is True, updated
+kw = client.put_keyword(OriginationIdentity=pool["PoolId"], Keyword="INFO", KeywordMessage="Open 9-5", KeywordAction="AUTOMATIC_RESPONSE")
+assert kw["Keyword"] == "INFO" and kw["OriginationIdentity"] == pool["PoolId"], kw
+keywords = [k["Keyword"] for k in client.describe_keywords(OriginationIdentity=pool["PoolId"])["Keywords"]]
+assert keywords == ["HELP", "INFO", "STOP"], keywords
+try:
+    client.delete_keyword(OriginationIdentity=pool["PoolId"], Keyword="STOP")
+    raise AssertionError("STOP was deleted")
+except client.exceptions.ConflictException as e:
+    assert e.response["Reason"] == "RESOURCE_DELETION_NOT_ALLOWED", e.response
+sent = client.send_text_message(OriginationIdentity=user["PhoneNumberId"], DestinationPhoneNumber="+12065550300", MessageBody="hello")
+assert sent["MessageId"], sent
+client.put_opted_out_number(OptOutListName="boto-list", OptedOutNumber="+12065550301")
+try:
+    client.send_text_message(OriginationIdentity=user["PhoneNumberArn"], DestinationPhoneNumber="+12065550301", MessageBody="hello")
+    raise AssertionError("a message reached an opted-out destination")
+except client.exceptions.ConflictException as e:
+    assert e.response["Reason"] == "DESTINATION_PHONE_NUMBER_OPTED_OUT", e.response
+try:
+    client.send_voice_message(OriginationIdentity=user["PhoneNumberId"], DestinationPhoneNumber="+12065550300", MessageBody="hello")
+    raise AssertionError("a voice message left an SMS-only number")
+except client.exceptions.ConflictException as e:
+    assert e.response["Reason"] == "NUMBER_CAPABILITIES_MISMATCH", e.response
+limits = {l["Name"]: (l["Used"], l["Max"]) for l in client.describe_account_limits()["AccountLimits"]}
+assert limits["POOLS"][0] == 1 and limits["OPT_OUT_LISTS"][0] == 2, limits
+assert client.describe_account_attributes()["AccountAttributes"][0]["Name"] == "ACCOUNT_TIER"
+assert len(client.describe_spend_limits()["SpendLimits"]) == 3
 print("boto3: ok")
