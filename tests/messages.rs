@@ -163,6 +163,55 @@ async fn refusals_are_the_documented_ones_and_recorded() {
         }
         other => panic!("{other:?}"),
     }
+    // Media from an SMS-only number; then from one with MMS.
+    let media = c
+        .send_media_message()
+        .origination_identity(&id)
+        .destination_phone_number("+12065550100")
+        .media_urls("s3://media-bucket/picture.png")
+        .send()
+        .await
+        .expect_err("no MMS capability");
+    match media.into_service_error() {
+        aws_sdk_pinpointsmsvoicev2::operation::send_media_message::SendMediaMessageError::ConflictException(e) => {
+            assert_eq!(e.reason(), Some(&ConflictExceptionReason::NumberCapabilitiesMismatch))
+        }
+        other => panic!("{other:?}"),
+    }
+    let mms = c
+        .request_phone_number()
+        .iso_country_code("US")
+        .message_type(MessageType::Transactional)
+        .number_capabilities(NumberCapability::Sms)
+        .number_capabilities(NumberCapability::Mms)
+        .number_type(RequestableNumberType::TollFree)
+        .send()
+        .await
+        .expect("an MMS number");
+    let sent_media = c
+        .send_media_message()
+        .origination_identity(mms.phone_number_id().expect("id"))
+        .destination_phone_number("+12065550177")
+        .media_urls("s3://media-bucket/picture.png")
+        .message_body("look")
+        .send()
+        .await
+        .expect("SendMediaMessage");
+    let media_sent = sent(&server, "Destination=%2B12065550177").await;
+    assert_eq!(media_sent.len(), 1);
+    assert_eq!(media_sent[0]["MessageId"], sent_media.message_id().expect("id"));
+    assert_eq!(media_sent[0]["Channel"], "MEDIA");
+    assert_eq!(media_sent[0]["MediaUrls"][0], "s3://media-bucket/picture.png");
+    // A media URL that is not in S3 is refused by the model's pattern.
+    let bad = c
+        .send_media_message()
+        .origination_identity(mms.phone_number_id().expect("id"))
+        .destination_phone_number("+12065550177")
+        .media_urls("https://example.com/picture.png")
+        .send()
+        .await
+        .expect_err("not an S3 URL");
+    assert_eq!(bad.code(), Some("ValidationException"));
     // PROMOTIONAL from a TRANSACTIONAL number.
     let promo = c
         .send_text_message()
@@ -223,7 +272,7 @@ async fn refusals_are_the_documented_ones_and_recorded() {
         .collect();
     let rejected = types.iter().filter(|t| *t == "MessageRejected").count();
     let accepted = types.iter().filter(|t| *t == "MessageSent").count();
-    assert_eq!((rejected, accepted), (4, 3), "{types:?}");
+    assert_eq!((rejected, accepted), (5, 3), "{types:?}");
     assert_eq!(
         types.last().map(String::as_str),
         Some("MessageRejected"),

@@ -353,7 +353,8 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
                         // it. Appends decided after this one fail their version check.
                         // Another writer of the same log (another node) got there first: expected
                         // with several nodes, so not worth a warning; anything else is.
-                        if matches!(e, AppendError::WrongExpectedVersion { .. }) {
+                        // A counter bound refused it: an outcome the caller handles, not a fault.
+                        if matches!(e, AppendError::WrongExpectedVersion { .. } | AppendError::LimitReached(_)) {
                             tracing::debug!(stream = %act.id, error = %e, "stale; rebuilding state from the log");
                         } else {
                             tracing::warn!(stream = %act.id, error = %crate::error_chain(&e), "append failed; rebuilding state from the log");

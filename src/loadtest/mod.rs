@@ -88,8 +88,16 @@ pub const DEFAULT_MIX: &str = "release=15,update=20,associate=20,disassociate=15
 /// The opt-out list the load test's numbers join and leave, and which it deletes and creates.
 pub const LOAD_TEST_LIST: &str = "loadtest";
 
-/// Destinations of the load test's messages and opt-outs (few, so they collide).
-const DESTINATIONS: u64 = 40;
+/// Destinations of the load test's messages and opt-outs: a window of this many, moving on
+/// every `DESTINATION_STEP` requests, so sends and opt-outs keep colliding on fresh ones (an
+/// opted-out number stays opted out: it can be deleted only once every 30 days).
+const DESTINATIONS: u64 = 16;
+const DESTINATION_STEP: u64 = 512;
+
+/// A destination of the window the `n`-th request is in.
+fn destination(n: u64, rng: &mut StdRng) -> String {
+    format!("+1206{:07}", (n / DESTINATION_STEP) * 4 + rng.gen_range(0..DESTINATIONS))
+}
 
 fn parse_durability(s: &str) -> Result<Durability, String> {
     match s {
@@ -341,18 +349,19 @@ async fn client(wire: Wire, shared: Arc<Shared>, seed: u64) -> Vec<ClientOp> {
                 .await
             }
             Op::Send => {
-                let to = format!("+1206555{:04}", 9000 + rng.gen_range(0..DESTINATIONS));
+                let to = destination(n, &mut rng);
                 let body = json!({"OriginationIdentity": number, "DestinationPhoneNumber": to, "MessageBody": "load"});
                 wire.op(op, &number, None, body, "SendTextMessage").await
             }
             Op::OptOut => {
-                let to = format!("+1206555{:04}", 9000 + rng.gen_range(0..DESTINATIONS));
+                let to = destination(n, &mut rng);
                 let list = if rng.gen_bool(0.5) { LOAD_TEST_LIST } else { "Default" };
                 let body = json!({"OptOutListName": list, "OptedOutNumber": to});
                 wire.op(op, list, None, body, "PutOptedOutNumber").await
             }
             Op::JoinList => {
-                let list = if rng.gen_bool(0.5) { LOAD_TEST_LIST } else { "Default" };
+                // Mostly back to Default, so the list is at times unused and can be deleted.
+                let list = if rng.gen_bool(0.15) { LOAD_TEST_LIST } else { "Default" };
                 let body = json!({"PhoneNumberId": number, "OptOutListName": list});
                 wire.op(op, &number, None, body, "UpdatePhoneNumber").await
             }

@@ -126,6 +126,13 @@ try:
     raise AssertionError("a voice message left an SMS-only number")
 except client.exceptions.ConflictException as e:
     assert e.response["Reason"] == "NUMBER_CAPABILITIES_MISMATCH", e.response
+try:
+    client.send_media_message(
+        OriginationIdentity=user["PhoneNumberId"], DestinationPhoneNumber="+12065550300", MediaUrls=["s3://bucket/a.png"]
+    )
+    raise AssertionError("a media message left an SMS-only number")
+except client.exceptions.ConflictException as e:
+    assert e.response["Reason"] == "NUMBER_CAPABILITIES_MISMATCH", e.response
 limits = {l["Name"]: (l["Used"], l["Max"]) for l in client.describe_account_limits()["AccountLimits"]}
 assert limits["POOLS"][0] == 1 and limits["OPT_OUT_LISTS"][0] == 2, limits
 assert client.describe_account_attributes()["AccountAttributes"][0]["Name"] == "ACCOUNT_TIER"
