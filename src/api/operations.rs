@@ -642,6 +642,31 @@ fn filter_member(name: &str) -> &'static str {
     }
 }
 
+/// What a paginated listing of the state of one resource is asked: its filters (checked), its page
+/// size, and where it resumes.
+fn page_of(
+    operation: &str,
+    filters: Option<Vec<Filter>>,
+    max_results: Option<usize>,
+    next_token: Option<&str>,
+    meta: &CommandMeta,
+    api: &ApiState,
+) -> Result<(Vec<Filter>, usize, Option<String>), AwsJsonError> {
+    Ok((
+        checked_filters(filters, false)?,
+        max_results.unwrap_or(DEFAULT_PAGE),
+        resume_after(operation, meta, api, next_token)?,
+    ))
+}
+
+/// The `NextToken` to resume `operation` after `last`, when more may follow.
+fn put_next_token(out: &mut Map<String, Value>, last: Option<String>, operation: &str, meta: &CommandMeta, api: &ApiState) {
+    if let Some(last) = last {
+        let token = pagination::issue(&api.pagination_secret, operation, &meta.scope, &last);
+        out.insert("NextToken".into(), json!(token));
+    }
+}
+
 fn resume_after(operation: &str, meta: &CommandMeta, api: &ApiState, token: Option<&str>) -> Result<Option<String>, AwsJsonError> {
     token
         .map(|t| {
@@ -714,12 +739,7 @@ async fn list_resources<T: DeserializeOwned>(
     };
     let items: Vec<Value> = items.into_iter().map(|m| model().project(item_shape, m)).collect();
     out.insert(list_member.into(), Value::Array(items));
-    if let Some(last) = last {
-        out.insert(
-            "NextToken".into(),
-            json!(pagination::issue(&api.pagination_secret, operation, &meta.scope, &last)),
-        );
-    }
+    put_next_token(&mut out, last, operation, meta, api);
     Ok(Value::Object(out))
 }
 
@@ -757,9 +777,7 @@ async fn list_pool_origination_identities(
     api: &ApiState,
 ) -> Result<Value, AwsJsonError> {
     const OP: &str = "ListPoolOriginationIdentities";
-    let filters = checked_filters(input.filters, false)?;
-    let limit = input.max_results.unwrap_or(DEFAULT_PAGE);
-    let after = resume_after(OP, meta, api, input.next_token.as_deref())?;
+    let (filters, limit, after) = page_of(OP, input.filters, input.max_results, input.next_token.as_deref(), meta, api)?;
     let pool = api
         .service
         .pool_of(&meta.scope, &input.pool_id)
@@ -791,19 +809,8 @@ async fn list_pool_origination_identities(
     );
     out.insert("PoolArn".into(), json!(pool.pool_arn));
     out.insert("PoolId".into(), json!(pool.pool_id));
-    if more {
-        if let Some(last) = page.last() {
-            out.insert(
-                "NextToken".into(),
-                json!(pagination::issue(
-                    &api.pagination_secret,
-                    OP,
-                    &meta.scope,
-                    &last.origination_identity
-                )),
-            );
-        }
-    }
+    let last = page.last().filter(|_| more).map(|m| m.origination_identity.clone());
+    put_next_token(&mut out, last, OP, meta, api);
     Ok(Value::Object(out))
 }
 
@@ -813,9 +820,7 @@ async fn describe_opted_out_numbers(
     api: &ApiState,
 ) -> Result<Value, AwsJsonError> {
     const OP: &str = "DescribeOptedOutNumbers";
-    let filters = checked_filters(input.filters, false)?;
-    let limit = input.max_results.unwrap_or(DEFAULT_PAGE);
-    let after = resume_after(OP, meta, api, input.next_token.as_deref())?;
+    let (filters, limit, after) = page_of(OP, input.filters, input.max_results, input.next_token.as_deref(), meta, api)?;
     let failed = |e| AwsJsonError::from_service(e, &meta.request_id);
     api.service.ensure_default_list(meta).await.map_err(failed)?;
     let list = api
@@ -837,19 +842,8 @@ async fn describe_opted_out_numbers(
     let page: Vec<Map<String, Value>> = matching.by_ref().take(limit).collect();
     let more = matching.next().is_some();
     let mut out = list_info(&list);
-    if more {
-        if let Some(last) = page.last() {
-            out.insert(
-                "NextToken".into(),
-                json!(pagination::issue(
-                    &api.pagination_secret,
-                    OP,
-                    &meta.scope,
-                    &value_text(&last["OptedOutNumber"])
-                )),
-            );
-        }
-    }
+    let last = page.last().filter(|_| more).map(|m| value_text(&m["OptedOutNumber"]));
+    put_next_token(&mut out, last, OP, meta, api);
     out.insert(
         "OptedOutNumbers".into(),
         Value::Array(page.into_iter().map(|m| model().project("OptedOutNumberInformation", m)).collect()),
@@ -859,9 +853,7 @@ async fn describe_opted_out_numbers(
 
 async fn describe_keywords(input: DescribeKeywordsInput, meta: &CommandMeta, api: &ApiState) -> Result<Value, AwsJsonError> {
     const OP: &str = "DescribeKeywords";
-    let filters = checked_filters(input.filters, false)?;
-    let limit = input.max_results.unwrap_or(DEFAULT_PAGE);
-    let after = resume_after(OP, meta, api, input.next_token.as_deref())?;
+    let (filters, limit, after) = page_of(OP, input.filters, input.max_results, input.next_token.as_deref(), meta, api)?;
     let (id, arn, all) = api
         .service
         .keywords_of(&meta.scope, &input.origination_identity)
@@ -882,15 +874,8 @@ async fn describe_keywords(input: DescribeKeywordsInput, meta: &CommandMeta, api
     let mut out = Map::new();
     out.insert("OriginationIdentity".into(), json!(id));
     out.insert("OriginationIdentityArn".into(), json!(arn));
-    if more {
-        if let Some(last) = page.last() {
-            let key = value_text(&last["Keyword"]).to_uppercase();
-            out.insert(
-                "NextToken".into(),
-                json!(pagination::issue(&api.pagination_secret, OP, &meta.scope, &key)),
-            );
-        }
-    }
+    let last = page.last().filter(|_| more).map(|m| value_text(&m["Keyword"]).to_uppercase());
+    put_next_token(&mut out, last, OP, meta, api);
     out.insert(
         "Keywords".into(),
         Value::Array(page.into_iter().map(|m| model().project("KeywordInformation", m)).collect()),

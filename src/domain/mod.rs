@@ -83,6 +83,20 @@ pub trait Aggregate: Default + Clone + Debug + Serialize + DeserializeOwned + Se
     }
 }
 
+/// Applies one member of an update: `None` leaves the member as it is.
+pub(crate) fn changed<T: Clone>(member: &mut T, change: &Option<T>) {
+    if let Some(v) = change {
+        *member = v.clone();
+    }
+}
+
+/// [`changed`] for a member that may be absent: an update sets it, never clears it.
+pub(crate) fn changed_optional<T: Clone>(member: &mut Option<T>, change: &Option<T>) {
+    if let Some(v) = change {
+        *member = Some(v.clone());
+    }
+}
+
 /// Splits an event into its type name and JSON payload (the envelope stores them apart).
 pub fn event_to_parts<E: Serialize>(event: &E) -> Result<(String, serde_json::Value), serde_json::Error> {
     let mut value = serde_json::to_value(event)?;

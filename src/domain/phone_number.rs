@@ -18,7 +18,7 @@ use super::message::OutboundMessage;
 use super::pool::Pool;
 use super::tags::{tagged, untagged};
 use super::types::{ConflictReason, MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
-use super::{ActionName, Aggregate, Command, Rejection};
+use super::{changed, changed_optional, ActionName, Aggregate, Command, Rejection};
 
 /// Everything known about one phone number (`PhoneNumberInformation` plus what the service keeps
 /// for itself).
@@ -726,27 +726,13 @@ impl Aggregate for PhoneNumberState {
         match event {
             E::PhoneNumberRequested(number) => n = (**number).clone(),
             E::PhoneNumberUpdated(c) => {
-                if let Some(v) = c.deletion_protection_enabled {
-                    n.deletion_protection_enabled = v;
-                }
-                if let Some(v) = c.international_sending_enabled {
-                    n.international_sending_enabled = v;
-                }
-                if let Some(v) = &c.opt_out_list_name {
-                    n.opt_out_list_name = v.clone();
-                }
-                if let Some(v) = c.self_managed_opt_outs_enabled {
-                    n.self_managed_opt_outs_enabled = v;
-                }
-                if let Some(v) = &c.two_way_channel_arn {
-                    n.two_way_channel_arn = Some(v.clone());
-                }
-                if let Some(v) = &c.two_way_channel_role {
-                    n.two_way_channel_role = Some(v.clone());
-                }
-                if let Some(v) = c.two_way_enabled {
-                    n.two_way_enabled = v;
-                }
+                changed(&mut n.deletion_protection_enabled, &c.deletion_protection_enabled);
+                changed(&mut n.international_sending_enabled, &c.international_sending_enabled);
+                changed(&mut n.opt_out_list_name, &c.opt_out_list_name);
+                changed(&mut n.self_managed_opt_outs_enabled, &c.self_managed_opt_outs_enabled);
+                changed_optional(&mut n.two_way_channel_arn, &c.two_way_channel_arn);
+                changed_optional(&mut n.two_way_channel_role, &c.two_way_channel_role);
+                changed(&mut n.two_way_enabled, &c.two_way_enabled);
             }
             E::Released { .. } => n.status = NumberStatus::Deleted,
             E::PoolAssociationStarted { pool_id } => {

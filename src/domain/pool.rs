@@ -11,7 +11,7 @@ use super::ids::ResourceKind;
 use super::keywords::{self, Keyword};
 use super::tags::{tagged, untagged};
 use super::types::{ConflictReason, MessageType, NumberCapability, PoolStatus, Tag};
-use super::{ActionName, Aggregate, Command, Rejection};
+use super::{changed, changed_optional, ActionName, Aggregate, Command, Rejection};
 
 /// One origination identity in a pool (`OriginationIdentityMetadata`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -386,27 +386,13 @@ impl Aggregate for PoolState {
                 p.keywords.remove(&keywords::key_of(keyword));
             }
             PoolEvent::PoolUpdated(c) => {
-                if let Some(v) = c.deletion_protection_enabled {
-                    p.deletion_protection_enabled = v;
-                }
-                if let Some(v) = &c.opt_out_list_name {
-                    p.opt_out_list_name = v.clone();
-                }
-                if let Some(v) = c.self_managed_opt_outs_enabled {
-                    p.self_managed_opt_outs_enabled = v;
-                }
-                if let Some(v) = c.shared_routes_enabled {
-                    p.shared_routes_enabled = v;
-                }
-                if let Some(v) = &c.two_way_channel_arn {
-                    p.two_way_channel_arn = Some(v.clone());
-                }
-                if let Some(v) = &c.two_way_channel_role {
-                    p.two_way_channel_role = Some(v.clone());
-                }
-                if let Some(v) = c.two_way_enabled {
-                    p.two_way_enabled = v;
-                }
+                changed(&mut p.deletion_protection_enabled, &c.deletion_protection_enabled);
+                changed(&mut p.opt_out_list_name, &c.opt_out_list_name);
+                changed(&mut p.self_managed_opt_outs_enabled, &c.self_managed_opt_outs_enabled);
+                changed(&mut p.shared_routes_enabled, &c.shared_routes_enabled);
+                changed_optional(&mut p.two_way_channel_arn, &c.two_way_channel_arn);
+                changed_optional(&mut p.two_way_channel_role, &c.two_way_channel_role);
+                changed(&mut p.two_way_enabled, &c.two_way_enabled);
             }
             PoolEvent::AssociationRejected { .. }
             | PoolEvent::DisassociationRejected { .. }

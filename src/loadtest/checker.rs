@@ -632,20 +632,26 @@ impl World {
     }
 }
 
-/// 7. No message accepted to a destination on the opt-out list in force at that point.
-fn no_message_to_opted_out(log: &[EventEnvelope]) -> CheckResult {
-    let mut c = Check::new("7. no message accepted to a destination on the opt-out list in force at that point of the log");
+/// Runs check `name` over the log in feed order: `visit` sees each event with the state of its
+/// stream before it, and every aggregate's state after it.
+fn walk(log: &[EventEnvelope], name: &str, mut visit: impl FnMut(&mut Check, &World, &EventEnvelope, Step)) -> CheckResult {
+    let mut c = Check::new(name);
     let mut world = World::default();
     for e in log {
-        let step = match world.apply(e) {
-            Ok(step) => step,
-            Err(err) => {
-                c.violation(err);
-                continue;
-            }
-        };
+        match world.apply(e) {
+            Ok(step) => visit(&mut c, &world, e, step),
+            Err(err) => c.violation(err),
+        }
+    }
+    c.result
+}
+
+/// 7. No message accepted to a destination on the opt-out list in force at that point.
+fn no_message_to_opted_out(log: &[EventEnvelope]) -> CheckResult {
+    let name = "7. no message accepted to a destination on the opt-out list in force at that point of the log";
+    walk(log, name, |c, world, e, step| {
         let Step::Number(before, PhoneNumberEvent::MessageSent(m)) = step else {
-            continue;
+            return;
         };
         c.count();
         let Some(n) = before.0.as_ref() else {
@@ -653,7 +659,7 @@ fn no_message_to_opted_out(log: &[EventEnvelope]) -> CheckResult {
                 "{} v{}: a message from a number that does not exist",
                 e.stream_id, e.version
             ));
-            continue;
+            return;
         };
         let list = match &m.pool_id {
             Some(pool) => world
@@ -663,7 +669,7 @@ fn no_message_to_opted_out(log: &[EventEnvelope]) -> CheckResult {
                 .map(|p| p.opt_out_list_name.clone()),
             None => Some(n.opt_out_list_name.clone()),
         };
-        let Some(list) = list else { continue };
+        let Some(list) = list else { return };
         let opted_out = world
             .list(&n.account, &n.region, &list)
             .is_some_and(|l| l.opted_out.contains_key(&m.destination_phone_number));
@@ -673,23 +679,14 @@ fn no_message_to_opted_out(log: &[EventEnvelope]) -> CheckResult {
                 e.stream_id, e.version, e.position, m.message_id, m.destination_phone_number
             ));
         }
-    }
-    c.result
+    })
 }
 
 /// 8. No list deleted while in use; no number or pool takes up a list that is not there.
 fn lists_in_use(log: &[EventEnvelope]) -> CheckResult {
     use crate::domain::opt_out_list::{OptOutListEvent, DEFAULT_LIST};
-    let mut c = Check::new("8. no opt-out list deleted while a number or pool names it; none named that does not exist");
-    let mut world = World::default();
-    for e in log {
-        let step = match world.apply(e) {
-            Ok(step) => step,
-            Err(err) => {
-                c.violation(err);
-                continue;
-            }
-        };
+    let name = "8. no opt-out list deleted while a number or pool names it; none named that does not exist";
+    walk(log, name, |c, world, e, step| {
         // A list a number or pool names after this event, where it named another (or none).
         let taken_up = match &step {
             Step::Number(before, _) => world.numbers.get(&e.stream_id).and_then(|s| s.0.as_ref()).and_then(|n| {
@@ -730,6 +727,5 @@ fn lists_in_use(log: &[EventEnvelope]) -> CheckResult {
                 ));
             }
         }
-    }
-    c.result
+    })
 }
