@@ -196,6 +196,13 @@ fn parse_mix(mix: &str) -> Result<Vec<(Op, u32)>, LoadTestError> {
     Ok(out)
 }
 
+/// The instant client timestamps (`ClientOp::started_ns`, `finished_ns`) count from: the same
+/// for every load run in the process.
+fn clock_origin() -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
 /// A client of the AWS JSON protocol.
 #[derive(Clone)]
 struct Wire {
@@ -479,7 +486,9 @@ pub async fn prepare(args: &LoadTestArgs, bases: &[String]) -> Result<Prepared, 
         .pool_max_idle_per_host(args.clients)
         .build()
         .map_err(|e| LoadTestError::Setup(e.to_string()))?;
-    let started = Instant::now();
+    // One origin for every run in this process: operations of several runs against one log (a
+    // crash test's cycles) are then ordered in real time against each other too.
+    let started = clock_origin();
     let signer = signer_for(args)?;
     let wires: Vec<Wire> = bases
         .iter()

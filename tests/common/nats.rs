@@ -22,8 +22,8 @@ pub fn shared_cluster() -> Option<Vec<String>> {
         std::thread::Builder::new()
             .name("nats-cluster".into())
             .spawn(move || {
-                let dir = tempfile::Builder::new().prefix("phone-ledger-nats").tempdir().expect("temp dir");
-                let cluster = LocalCluster::start(dir.path(), 3).expect("a 3-node cluster starts");
+                let dir = shared_cluster_dir();
+                let cluster = LocalCluster::start(&dir, 3).expect("a 3-node cluster starts");
                 tx.send(cluster.client_urls()).expect("send");
                 loop {
                     std::thread::park();
@@ -33,6 +33,31 @@ pub fn shared_cluster() -> Option<Vec<String>> {
         Some(rx.recv().expect("cluster started"))
     })
     .clone()
+}
+
+/// Where this test process keeps its shared cluster: under the target directory, one directory
+/// per process id. The process never drops the cluster (it lives as long as the process), so its
+/// files outlive it; each new process removes those of processes that are gone (their servers
+/// died with them), so repeated runs do not fill the disk.
+fn shared_cluster_dir() -> std::path::PathBuf {
+    let parent = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("shared-nats-clusters");
+    std::fs::create_dir_all(&parent).expect("cluster parent dir");
+    if let Ok(entries) = std::fs::read_dir(&parent) {
+        for entry in entries.flatten() {
+            let gone = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<u32>().ok())
+                .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+            if gone {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = parent.join(std::process::id().to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("cluster dir");
+    dir
 }
 
 /// Settings for a fresh namespace on the cluster at `urls`.
