@@ -250,8 +250,13 @@ impl LifecycleService {
         if name == DEFAULT_LIST {
             return Ok(None);
         }
-        self.opt_out_list(&meta.scope, name).await?;
-        Ok(Some(CounterLimit::at_least(opt_out_list_alive_key(&meta.scope, name), 1)))
+        // One index read (the list's alive counter), not the list's state, which grows with its
+        // opted-out numbers; the bound makes the answer hold when the append commits.
+        let alive = opt_out_list_alive_key(&meta.scope, name);
+        if decode_counter(self.store.index_get(&alive).await?.as_deref()) < 1 {
+            return Err(not_found(KIND, name));
+        }
+        Ok(Some(CounterLimit::at_least(alive, 1)))
     }
 }
 
