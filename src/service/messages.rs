@@ -16,9 +16,26 @@ use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
 use crate::projection::{names_list_key, number_claim_key, opted_out_key, view_key, OptOutListView};
 use crate::store::{decode_counter, AppendError, CounterLimit};
 
+/// How many times a send is decided again because its number or pool moved to another opt-out
+/// list between the look and the append (each time, it is read again).
+const STALE_SENDS: usize = 8;
+
 impl LifecycleService {
     /// Sends `message` (its `origination_identity` names where from); the message id.
-    pub async fn send_message(&self, meta: &CommandMeta, mut message: OutboundMessage) -> Result<String, ServiceError> {
+    pub async fn send_message(&self, meta: &CommandMeta, message: OutboundMessage) -> Result<String, ServiceError> {
+        for _ in 0..STALE_SENDS {
+            if let Some(id) = self.try_send(meta, message.clone()).await? {
+                return Ok(id);
+            }
+        }
+        Err(ServiceError::Throttled(format!(
+            "{} keeps changing its opt-out list; retry",
+            message.origination_identity
+        )))
+    }
+
+    /// One attempt: the message id, or `None` when what was read went stale before the append.
+    async fn try_send(&self, meta: &CommandMeta, mut message: OutboundMessage) -> Result<Option<String>, ServiceError> {
         let scope = &meta.scope;
         let capability = message.channel.capability();
         // What the list in force was read from: the number, or the pool it is sent through.
@@ -81,16 +98,13 @@ impl LifecycleService {
             .execute_within(&self.numbers, id, Activation::Existing, meta, send(opted_out), &limits)
             .await;
         match sent {
-            Ok(_) => Ok(message_id),
+            Ok(_) => Ok(Some(message_id)),
             // The number or pool named another list (or changed who manages opt-outs) by the
             // time the append committed: what was read is stale; read and send again.
             Err(ServiceError::Execute {
                 source: ExecuteError::Append(AppendError::LimitReached(key)),
                 ..
-            }) if key.starts_with("nl/") => {
-                message.message_id = message_id;
-                Box::pin(self.send_message(meta, message)).await
-            }
+            }) if key.starts_with("nl/") => Ok(None),
             // The destination opted out between the look and the append: the refusal the
             // decider gives an opted-out destination, recorded.
             Err(ServiceError::Execute {
