@@ -130,6 +130,26 @@ async fn messages_are_sent_and_read_back() {
     );
     assert_eq!(sent(&server, &format!("From={start}")).await.len(), 5);
     assert!(sent(&server, &format!("To={}", start.saturating_sub(3600))).await.is_empty());
+
+    // The same through the CLI: JSON lines, and the table a person reads.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_phone-ledger"))
+            .args(["audit", "--server", &server.url()])
+            .args(args)
+            .output()
+            .expect("run phone-ledger audit");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let lines = cli(&["--json", "messages", "--destination", "+12065550111"]);
+    assert_eq!(lines.lines().count(), 4, "{lines}");
+    let first: Value = serde_json::from_str(lines.lines().next().expect("a line")).expect("JSON");
+    assert_eq!(first["MessageId"], ids[0].as_str());
+    let table = cli(&["messages", "--origination", &pool]);
+    assert!(
+        table.contains("from the pool") && table.contains(&format!("(pool {pool})")),
+        "{table}"
+    );
 }
 
 /// The refusals, each recorded on the number's stream: a released number, a capability the
