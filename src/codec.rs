@@ -70,7 +70,5 @@ pub fn recorded_commands<'a, A: Aggregate>(envelopes: impl IntoIterator<Item = &
 
 /// The aggregate kind a stream id belongs to.
 pub fn kind_of_stream(stream_id: &str) -> Option<ResourceKind> {
-    [ResourceKind::PhoneNumber, ResourceKind::Pool, ResourceKind::OptOutList]
-        .into_iter()
-        .find(|k| k.is_id(stream_id))
+    ResourceKind::ALL.into_iter().find(|k| k.is_id(stream_id))
 }

@@ -30,6 +30,13 @@ pub struct Quotas {
     /// Keywords of its own per phone number or pool (HELP and STOP aside).
     #[serde(default = "default_keywords")]
     pub keywords_per_origination: u64,
+    /// Sender ids leased per account and region.
+    #[serde(default = "default_sender_ids")]
+    pub sender_ids_per_account: u64,
+}
+
+fn default_sender_ids() -> u64 {
+    25
 }
 
 fn default_keywords() -> u64 {

@@ -122,6 +122,12 @@ fn fill(template: &str, preference: Option<&NumberPreference>, rng: &mut impl Rn
     String::from_utf8(digits).ok()
 }
 
+/// The ISO 3166-1 country of an E.164 number, if libphonenumber knows it.
+pub fn country_of(e164: &str) -> Option<String> {
+    let parsed = phonenumber::parse(None, e164).ok()?;
+    parsed.country().id().map(|id: Id| id.as_ref().to_string())
+}
+
 /// Whether libphonenumber accepts `e164` as a number of that country and kind.
 pub fn is_valid_for(e164: &str, iso_country_code: &str, number_type: NumberType) -> bool {
     let Ok(parsed) = phonenumber::parse(None, e164) else { return false };
@@ -142,6 +148,13 @@ pub fn is_valid_for(e164: &str, iso_country_code: &str, number_type: NumberType)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_numbers_country_is_known() {
+        assert_eq!(country_of("+447400123456").as_deref(), Some("GB"));
+        assert_eq!(country_of("+12065550100").as_deref(), Some("US"));
+        assert_eq!(country_of("not a number"), None);
+    }
     use crate::config::Config;
     use rand::SeedableRng;
 

@@ -17,6 +17,7 @@ use crate::codec::{decode_event, kind_of_stream};
 use crate::domain::opt_out_list::OptOutListState;
 use crate::domain::phone_number::PhoneNumberState;
 use crate::domain::pool::PoolState;
+use crate::domain::sender_id::SenderIdState;
 use crate::domain::types::NumberStatus;
 use crate::domain::{Aggregate, ResourceKind, Scope};
 use crate::store::{decode_counter, EventEnvelope, EventStore, IndexOp, StoreError};
@@ -301,11 +302,40 @@ impl Projected for OptOutListState {
     }
 }
 
+impl Projected for SenderIdState {
+    fn index_ops(before: &Self, after: &Self) -> Vec<IndexOp> {
+        let Some(s) = after.0.as_ref().filter(|_| before != after) else {
+            return vec![];
+        };
+        let scope = Scope::new(&s.account, &s.region);
+        let (was_live, live) = (before.live().is_some(), s.is_live());
+        let mut ops: Vec<IndexOp> = live_count_op(&scope, Self::KIND, was_live, live).into_iter().collect();
+        ops.extend(owner_op(before.0.is_some(), &scope, Self::KIND, &s.id));
+        ops.extend(view_ops(view_key(&scope, Self::KIND, &s.id), live, s));
+        ops
+    }
+
+    fn unique_claims(before: &Self, after: &Self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        match (before.live(), after.live()) {
+            (None, Some(s)) => s
+                .client_token
+                .iter()
+                .map(|token| {
+                    let scope = Scope::new(&s.account, &s.region);
+                    (token_key(&scope, "RequestSenderId", token), s.id.clone().into_bytes())
+                })
+                .collect(),
+            _ => vec![],
+        }
+    }
+}
+
 /// Folds the whole feed into the index it implies, and writes it in place of the current one.
 pub async fn rebuild_index(store: &dyn EventStore) -> Result<usize, StoreError> {
     let mut numbers: HashMap<String, PhoneNumberState> = HashMap::new();
     let mut pools: HashMap<String, PoolState> = HashMap::new();
     let mut lists: HashMap<String, OptOutListState> = HashMap::new();
+    let mut sender_ids: HashMap<String, SenderIdState> = HashMap::new();
     let mut index: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     let mut after = 0;
     loop {
@@ -317,6 +347,7 @@ pub async fn rebuild_index(store: &dyn EventStore) -> Result<usize, StoreError> 
                 Some(ResourceKind::PhoneNumber) => step(&mut numbers, &mut index, envelope)?,
                 Some(ResourceKind::Pool) => step(&mut pools, &mut index, envelope)?,
                 Some(ResourceKind::OptOutList) => step(&mut lists, &mut index, envelope)?,
+                Some(ResourceKind::SenderId) => step(&mut sender_ids, &mut index, envelope)?,
                 None => {
                     return Err(StoreError::Corrupt {
                         key: envelope.stream_id.clone(),

@@ -1,4 +1,4 @@
-//! The API's view of a phone number, a pool and an opt-out list: every member any output shape may want, as the
+//! The API's view of a phone number, a pool, an opt-out list and a sender id: every member any output shape may want, as the
 //! AWS JSON documents name them. The API trims them to each operation's output shape; the audit
 //! trail shows them as the state at a point of history. One renderer serves both, so the audit
 //! trail shows a number exactly as Describe would.
@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 use crate::domain::opt_out_list::{OptOutList, OptedOut};
 use crate::domain::phone_number::PhoneNumber;
 use crate::domain::pool::Pool;
+use crate::domain::sender_id::SenderId;
 use crate::model::model;
 
 pub fn secs(ms: u64) -> Value {
@@ -117,6 +118,31 @@ pub fn opt_out_list_information(l: &OptOutList) -> Value {
     if let Value::Object(m) = &mut v {
         m.insert("OptedOutNumbers".into(), Value::from(l.opted_out.len()));
         m.insert("Deleted".into(), Value::Bool(l.deleted));
+    }
+    v
+}
+
+/// Every member any output shape may want from a sender id.
+pub fn sender_id_info(s: &SenderId) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("DeletionProtectionEnabled".into(), json!(s.deletion_protection_enabled));
+    m.insert("IsoCountryCode".into(), json!(s.iso_country_code));
+    m.insert("MessageTypes".into(), json!(s.message_types));
+    m.insert("MonthlyLeasingPrice".into(), json!(s.monthly_leasing_price));
+    m.insert("Registered".into(), json!(s.registered));
+    m.insert("SenderId".into(), json!(s.sender_id));
+    m.insert("SenderIdArn".into(), json!(s.sender_id_arn));
+    m.insert("Tags".into(), json!(s.tags));
+    m
+}
+
+/// A sender id as `SenderIdInformation`, plus its status and pools (the audit trail's view).
+pub fn sender_id_information(s: &SenderId) -> Value {
+    let mut v = model().project("SenderIdInformation", sender_id_info(s));
+    if let Value::Object(m) = &mut v {
+        m.insert("Status".into(), json!(s.status));
+        put_opt(m, "PoolId", &s.pool_id);
+        put_opt(m, "PendingPoolId", &s.pending_pool_id);
     }
     v
 }

@@ -363,6 +363,7 @@ async fn recheck_reports_commands_a_changed_rule_would_decide_differently() {
         phone_number: &lenient,
         pool: Deciders::today().pool,
         opt_out_list: Deciders::today().opt_out_list,
+        sender_id: Deciders::today().sender_id,
     };
     let report = recheck(&*store, &changed).await.expect("recheck");
     store.close().await.expect("close");

@@ -293,7 +293,9 @@ async fn the_reconciler_finishes_what_a_dead_node_left_between_two_steps() {
     let log = JetStreamStore::connect(&settings).await.expect("connect");
     let envelopes = log.read_stream(&stuck, 1, usize::MAX).await.expect("read");
     let before: PhoneNumberState = replay(&envelopes).expect("replay");
-    let event = PhoneNumberEvent::PoolAssociationStarted { pool_id: pool_id.clone() };
+    let event = PhoneNumberEvent::Membership(phone_ledger::domain::membership::MembershipEvent::PoolAssociationStarted {
+        pool_id: pool_id.clone(),
+    });
     let after = before.clone().evolve(&event);
     log.append(AppendRequest {
         index_ops: PhoneNumberState::index_ops(&before, &after),

@@ -107,11 +107,34 @@ fn a_duplicate_release_is_caught() {
     let mut log = report.log.clone();
     let released = log
         .iter()
-        .find(|e| e.event_type == "Released")
+        .find(|e| e.event_type == "Released" && e.stream_id.starts_with("phone-"))
         .cloned()
         .expect("a release happened");
     append_copy(&mut log, &released, "Released", released.payload.clone());
     assert_caught(&check(&log, &report.client_ops), "3.");
+}
+
+/// The sender-id rule: a sender id released while it is a pool's member (its release racing an
+/// association) is caught by check 4, and the pool that does not hold it by check 5.
+#[test]
+fn a_sender_id_released_in_a_pool_is_caught() {
+    let report = ci_run();
+    let mut log = report.log.clone();
+    let leased = log
+        .iter()
+        .find(|e| e.event_type == "SenderIdRequested")
+        .cloned()
+        .expect("a sender id was leased");
+    let pool = log
+        .iter()
+        .find(|e| e.stream_id.starts_with("pool-"))
+        .map(|e| e.stream_id.clone())
+        .expect("a pool");
+    append_copy(&mut log, &leased, "AssociatedWithPool", serde_json::json!({"PoolId": pool}));
+    append_copy(&mut log, &leased, "Released", serde_json::json!({"SenderId": "Load0"}));
+    let verdict = check(&log, &report.client_ops);
+    assert_caught(&verdict, "4.");
+    assert_caught(&verdict, "5.");
 }
 
 #[test]
@@ -285,10 +308,10 @@ fn the_loadtest_command_writes_a_json_report() {
     assert!(stdout.contains("VERDICT: PASS") && stdout.contains("p99.9 ms"), "{stdout}");
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("JSON");
     assert_eq!(report["Verdict"]["Ok"], true);
-    // 300 scheduled operations, plus one replacement request per successful release and one
-    // re-creation per deletion of the load test's opt-out list.
-    let releases = report["Operations"]["release"]["Ok"].as_u64().unwrap_or(0);
-    let deletions = report["Operations"]["delete-list"]["Ok"].as_u64().unwrap_or(0);
-    assert_eq!(report["Requests"].as_u64(), Some(300 + releases + deletions));
+    // 300 scheduled operations, plus one replacement request per successful release (of a
+    // number or a sender id) and one re-creation per deletion of the load test's opt-out list.
+    let ok = |op: &str| report["Operations"][op]["Ok"].as_u64().unwrap_or(0);
+    let again = ok("release") + ok("release-sender") + ok("delete-list");
+    assert_eq!(report["Requests"].as_u64(), Some(300 + again));
     assert!(report["Operations"]["update"]["P99Us"].as_u64().is_some());
 }

@@ -49,14 +49,18 @@ async fn interrupted_pool_changes_are_finished_on_start() {
         append::<PhoneNumberState>(
             &*store,
             &joining_unrecorded,
-            PhoneNumberEvent::PoolAssociationStarted { pool_id: pool_id.clone() },
+            PhoneNumberEvent::Membership(phone_ledger::domain::membership::MembershipEvent::PoolAssociationStarted {
+                pool_id: pool_id.clone(),
+            }),
         )
         .await;
         // Crashed after the pool recorded it, before the number completed.
         append::<PhoneNumberState>(
             &*store,
             &joining_recorded,
-            PhoneNumberEvent::PoolAssociationStarted { pool_id: pool_id.clone() },
+            PhoneNumberEvent::Membership(phone_ledger::domain::membership::MembershipEvent::PoolAssociationStarted {
+                pool_id: pool_id.clone(),
+            }),
         )
         .await;
         let member = PoolMember {
@@ -66,6 +70,7 @@ async fn interrupted_pool_changes_are_finished_on_start() {
             number_capabilities: vec![phone_ledger::domain::types::NumberCapability::Sms],
             phone_number: joining_e164,
             message_type: DomainMessageType::Transactional,
+            sender_id: None,
         };
         append::<PoolState>(&*store, &pool_id, PoolEvent::OriginationIdentityAssociated(member)).await;
         let envelopes = store.read_stream(&joining_unrecorded, 1, usize::MAX).await.expect("read");
@@ -126,7 +131,9 @@ async fn a_settled_change_takes_no_late_step() {
         append::<PhoneNumberState>(
             &*store,
             &b,
-            PhoneNumberEvent::PoolDisassociationStarted { pool_id: pool_id.clone() },
+            PhoneNumberEvent::Membership(phone_ledger::domain::membership::MembershipEvent::PoolDisassociationStarted {
+                pool_id: pool_id.clone(),
+            }),
         )
         .await;
         let last = store.read_stream(&b, 1, usize::MAX).await.expect("read");

@@ -10,18 +10,20 @@ use serde_json::{json, Map, Value};
 
 use super::{pagination, ApiState};
 use crate::aws_error::AwsJsonError;
+use crate::domain::ids::is_sender_id;
 use crate::domain::keywords::{Keyword, KeywordAction};
 use crate::domain::message::{Channel, OutboundMessage};
 use crate::domain::opt_out_list::OptOutList;
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberChanges};
 use crate::domain::pool::{Pool, PoolChanges, PoolMember};
+use crate::domain::sender_id::SenderId;
 use crate::domain::types::{MessageType, NumberCapability, NumberStatus, NumberType, PoolStatus, Tag, ValidationReason};
 use crate::domain::{CommandMeta, ResourceKind};
 use crate::model::model;
 use crate::numbering::{NumberPreference, PreferenceType};
 use crate::projection::OptOutListView;
-use crate::service::{KeywordChange, LifecycleService, NewNumber, NewOptOutList, NewPool, TagChange};
-use crate::views::{opt_out_list_info, opted_out_info, phone_number_info, pool_info};
+use crate::service::{Identity, KeywordChange, LifecycleService, NewNumber, NewOptOutList, NewPool, NewSenderId, TagChange};
+use crate::views::{opt_out_list_info, opted_out_info, phone_number_info, pool_info, sender_id_info};
 
 /// Largest page when `MaxResults` is not given.
 const DEFAULT_PAGE: usize = 100;
@@ -242,6 +244,42 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, api: &A
             out.insert("SpendLimits".into(), Value::Array(limits));
             out
         }
+        "RequestSenderId" => {
+            let i: RequestSenderIdInput = parse(input)?;
+            let spec = NewSenderId {
+                sender_id: i.sender_id,
+                iso_country_code: i.iso_country_code,
+                message_types: i.message_types.unwrap_or_default(),
+                deletion_protection_enabled: i.deletion_protection_enabled.unwrap_or(false),
+                tags: i.tags.unwrap_or_default(),
+                client_token: i.client_token,
+            };
+            if !is_sender_id(&spec.sender_id) {
+                return Err(AwsJsonError::validation(
+                    ValidationReason::FieldValidationFailed,
+                    "SenderId",
+                    "A sender ID must contain at least one letter and cannot start or end with a hyphen",
+                ));
+            }
+            sender_id_info(&service.request_sender_id(meta, spec).await.map_err(failed)?)
+        }
+        "ReleaseSenderId" => {
+            let i: SenderIdInput = parse(input)?;
+            let released = service
+                .release_sender_id(meta, &i.sender_id, &i.iso_country_code)
+                .await
+                .map_err(failed)?;
+            sender_id_info(&released)
+        }
+        "UpdateSenderId" => {
+            let i: SenderIdInput = parse(input)?;
+            let updated = service
+                .update_sender_id(meta, &i.sender_id, &i.iso_country_code, i.deletion_protection_enabled)
+                .await
+                .map_err(failed)?;
+            sender_id_info(&updated)
+        }
+        "DescribeSenderIds" => return describe_sender_ids(parse(input)?, meta, api).await,
         "ListTagsForResource" => {
             let i: TagInput = parse(input)?;
             let tags = service.tags_of(&meta.scope, &i.resource_arn).await.map_err(failed)?;
@@ -358,6 +396,43 @@ struct UpdatePoolInput {
 #[serde(rename_all = "PascalCase")]
 struct DeletePoolInput {
     pool_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RequestSenderIdInput {
+    client_token: Option<String>,
+    deletion_protection_enabled: Option<bool>,
+    iso_country_code: String,
+    message_types: Option<Vec<MessageType>>,
+    sender_id: String,
+    tags: Option<Vec<Tag>>,
+}
+
+/// `ReleaseSenderId` and `UpdateSenderId`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SenderIdInput {
+    deletion_protection_enabled: Option<bool>,
+    iso_country_code: String,
+    sender_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SenderIdAndCountry {
+    iso_country_code: String,
+    sender_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeSenderIdsInput {
+    filters: Option<Vec<Filter>>,
+    max_results: Option<usize>,
+    next_token: Option<String>,
+    owner: Option<String>,
+    sender_ids: Option<Vec<SenderIdAndCountry>>,
 }
 
 #[derive(Deserialize)]
@@ -517,24 +592,33 @@ fn list_info(l: &OptOutList) -> Map<String, Value> {
     opt_out_list_info(&l.opt_out_list_name, &l.opt_out_list_arn, l.created_timestamp_ms, &l.tags)
 }
 
-fn membership(n: &PhoneNumber, p: &Pool) -> Map<String, Value> {
+fn membership(member: &Identity, p: &Pool) -> Map<String, Value> {
     let mut m = Map::new();
-    m.insert("IsoCountryCode".into(), json!(n.iso_country_code));
-    m.insert("OriginationIdentity".into(), json!(n.phone_number_id));
-    m.insert("OriginationIdentityArn".into(), json!(n.phone_number_arn));
+    m.insert("IsoCountryCode".into(), json!(member.iso_country_code()));
+    m.insert("OriginationIdentity".into(), json!(member.origination_identity()));
+    m.insert("OriginationIdentityArn".into(), json!(member.arn()));
     m.insert("PoolArn".into(), json!(p.pool_arn));
     m.insert("PoolId".into(), json!(p.pool_id));
     m
 }
 
 fn member_info(m: &PoolMember) -> Value {
-    json!({
-        "IsoCountryCode": m.iso_country_code,
-        "NumberCapabilities": m.number_capabilities,
-        "OriginationIdentity": m.origination_identity,
-        "OriginationIdentityArn": m.origination_identity_arn,
-        "PhoneNumber": m.phone_number,
-    })
+    match &m.sender_id {
+        // A sender id has no phone number.
+        Some(sender_id) => json!({
+            "IsoCountryCode": m.iso_country_code,
+            "NumberCapabilities": m.number_capabilities,
+            "OriginationIdentity": sender_id,
+            "OriginationIdentityArn": m.origination_identity_arn,
+        }),
+        None => json!({
+            "IsoCountryCode": m.iso_country_code,
+            "NumberCapabilities": m.number_capabilities,
+            "OriginationIdentity": m.origination_identity,
+            "OriginationIdentityArn": m.origination_identity_arn,
+            "PhoneNumber": m.phone_number,
+        }),
+    }
 }
 
 // ---- filters and listings ------------------------------------------------------------------
@@ -570,7 +654,8 @@ fn domain_of(filter: &str) -> FilterDomain {
         | "self-managed-opt-outs-enabled"
         | "deletion-protection-enabled"
         | "shared-routes-enabled"
-        | "end-user-opted-out" => FilterDomain::Bool,
+        | "end-user-opted-out"
+        | "registered" => FilterDomain::Bool,
         _ => FilterDomain::Text,
     }
 }
@@ -642,6 +727,18 @@ fn filter_member(name: &str) -> &'static str {
     }
 }
 
+/// Filter name → `SenderIdInformation` member it reads.
+fn sender_id_filter_member(name: &str) -> &'static str {
+    match name {
+        "sender-id" => "SenderId",
+        "iso-country-code" => "IsoCountryCode",
+        "message-type" => "MessageTypes",
+        "deletion-protection-enabled" => "DeletionProtectionEnabled",
+        "registered" => "Registered",
+        _ => "",
+    }
+}
+
 /// What a paginated listing of the state of one resource is asked: its filters (checked), its page
 /// size, and where it resumes.
 fn page_of(
@@ -703,7 +800,11 @@ async fn list_resources<T: DeserializeOwned>(
         out.insert(list_member.into(), json!([]));
         return Ok(Value::Object(out));
     }
-    let keep = |fields: &Map<String, Value>| passes(&filters, fields, filter_member);
+    let member_of = match kind {
+        ResourceKind::SenderId => sender_id_filter_member,
+        _ => filter_member,
+    };
+    let keep = |fields: &Map<String, Value>| passes(&filters, fields, member_of);
     let (items, last): (Vec<Map<String, Value>>, Option<String>) = match input.phone_number_ids.filter(|ids| !ids.is_empty()) {
         Some(ids) => {
             let mut found = Vec::new();
@@ -715,6 +816,7 @@ async fn list_resources<T: DeserializeOwned>(
                 ResourceKind::PhoneNumber => "PhoneNumberId",
                 ResourceKind::Pool => "PoolId",
                 ResourceKind::OptOutList => "OptOutListName",
+                ResourceKind::SenderId => "SenderIdArn",
             };
             found.sort_by(|a, b| value_text(&a[id_key]).cmp(&value_text(&b[id_key])));
             found.dedup_by(|a, b| a[id_key] == b[id_key]);
@@ -753,6 +855,39 @@ async fn describe_phone_numbers(input: ListInput, meta: &CommandMeta, api: &ApiS
         meta,
         api,
         phone_number_info,
+    )
+    .await
+}
+
+/// `DescribeSenderIds`: each sender id asked for is named by its string (or ARN) and country.
+async fn describe_sender_ids(input: DescribeSenderIdsInput, meta: &CommandMeta, api: &ApiState) -> Result<Value, AwsJsonError> {
+    let mut arns = Vec::new();
+    for asked in input.sender_ids.unwrap_or_default() {
+        let named = ResourceKind::resolve_sender_id(&meta.scope, &asked.sender_id, Some(&asked.iso_country_code));
+        let Some((_, sender_id, iso)) = named else {
+            return Err(AwsJsonError::from_service(
+                crate::service::ServiceError::Rejected(crate::domain::Rejection::not_found(ResourceKind::SenderId, &asked.sender_id)),
+                &meta.request_id,
+            ));
+        };
+        arns.push(meta.scope.arn(ResourceKind::SenderId, &format!("{sender_id}/{iso}")));
+    }
+    let input = ListInput {
+        filters: input.filters,
+        max_results: input.max_results,
+        next_token: input.next_token,
+        owner: input.owner,
+        phone_number_ids: Some(arns),
+    };
+    list_resources::<SenderId>(
+        "DescribeSenderIds",
+        ResourceKind::SenderId,
+        "SenderIdInformation",
+        "SenderIds",
+        input,
+        meta,
+        api,
+        sender_id_info,
     )
     .await
 }

@@ -185,6 +185,8 @@ fn kind_of(id: &str) -> Result<ResourceKind, AuditError> {
         Ok(ResourceKind::PhoneNumber)
     } else if id.starts_with("optout-") || id.contains(":opt-out-list/") {
         Ok(ResourceKind::OptOutList)
+    } else if id.starts_with("senderid-") || id.contains(":sender-id/") {
+        Ok(ResourceKind::SenderId)
     } else {
         Err(AuditError::NotFound(id.to_string()))
     }
@@ -195,6 +197,7 @@ fn segment(kind: ResourceKind) -> &'static str {
         ResourceKind::PhoneNumber => "phone-numbers",
         ResourceKind::Pool => "pools",
         ResourceKind::OptOutList => "opt-out-lists",
+        ResourceKind::SenderId => "sender-ids",
     }
 }
 

@@ -288,6 +288,7 @@ fn kind_of(segment: &str) -> Result<ResourceKind, AuditError> {
         "phone-numbers" => Ok(ResourceKind::PhoneNumber),
         "pools" => Ok(ResourceKind::Pool),
         "opt-out-lists" => Ok(ResourceKind::OptOutList),
+        "sender-ids" => Ok(ResourceKind::SenderId),
         other => Err(AuditError::NotFound(format!("/audit/{other}"))),
     }
 }

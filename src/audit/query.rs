@@ -10,6 +10,7 @@ use crate::codec::{decode_event, kind_of_stream};
 use crate::domain::opt_out_list::OptOutListState;
 use crate::domain::phone_number::PhoneNumberState;
 use crate::domain::pool::PoolState;
+use crate::domain::sender_id::SenderIdState;
 use crate::domain::{Aggregate, ResourceKind, Scope};
 use crate::store::{EventEnvelope, EventStore};
 
@@ -324,6 +325,16 @@ impl Inspect for OptOutListState {
     }
 }
 
+impl Inspect for SenderIdState {
+    fn state_json(&self) -> Value {
+        serde_json::to_value(&self.0).unwrap_or(Value::Null)
+    }
+
+    fn information(&self) -> Value {
+        self.0.as_ref().map_or(Value::Null, crate::views::sender_id_information)
+    }
+}
+
 /// Which point of a stream's history to rebuild.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum PointInTime {
@@ -393,6 +404,10 @@ pub async fn state_at(store: &dyn EventStore, stream_id: &str, point: PointInTim
             let (s, e) = fold_until::<OptOutListState>(&envelopes, point)?.ok_or_else(out_of_range)?;
             Ok(render(s.information(), e))
         }
+        Some(ResourceKind::SenderId) => {
+            let (s, e) = fold_until::<SenderIdState>(&envelopes, point)?.ok_or_else(out_of_range)?;
+            Ok(render(s.information(), e))
+        }
         None => Err(AuditError::NotFound(stream_id.to_string())),
     }
 }
@@ -452,6 +467,7 @@ pub async fn replay(store: &dyn EventStore, stream_id: &str) -> Result<Replay, A
         Some(ResourceKind::PhoneNumber) => replay_as::<PhoneNumberState>(stream_id, &envelopes),
         Some(ResourceKind::Pool) => replay_as::<PoolState>(stream_id, &envelopes),
         Some(ResourceKind::OptOutList) => replay_as::<OptOutListState>(stream_id, &envelopes),
+        Some(ResourceKind::SenderId) => replay_as::<SenderIdState>(stream_id, &envelopes),
         None => Err(AuditError::NotFound(stream_id.to_string())),
     }
 }

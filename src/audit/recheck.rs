@@ -11,6 +11,7 @@ use crate::codec::{decode_event, kind_of_stream, recorded_commands};
 use crate::domain::opt_out_list::OptOutListState;
 use crate::domain::phone_number::PhoneNumberState;
 use crate::domain::pool::PoolState;
+use crate::domain::sender_id::SenderIdState;
 use crate::domain::{Aggregate, Command, Rejection, ResourceKind};
 use crate::store::{EventEnvelope, EventStore};
 
@@ -22,6 +23,7 @@ pub struct Deciders<'a> {
     pub phone_number: DecideFn<'a, PhoneNumberState>,
     pub pool: DecideFn<'a, PoolState>,
     pub opt_out_list: DecideFn<'a, OptOutListState>,
+    pub sender_id: DecideFn<'a, SenderIdState>,
 }
 
 fn decide_today<A: Aggregate>(state: &A, command: &Command<A::Action>) -> Result<Vec<A::Event>, Rejection> {
@@ -35,6 +37,7 @@ impl Deciders<'static> {
             phone_number: &decide_today::<PhoneNumberState>,
             pool: &decide_today::<PoolState>,
             opt_out_list: &decide_today::<OptOutListState>,
+            sender_id: &decide_today::<SenderIdState>,
         }
     }
 }
@@ -144,6 +147,7 @@ pub async fn recheck(store: &dyn EventStore, deciders: &Deciders<'_>) -> Result<
                 Some(ResourceKind::OptOutList) => {
                     recheck_stream::<OptOutListState>(&stream_id, &envelopes, deciders.opt_out_list, &mut report)?
                 }
+                Some(ResourceKind::SenderId) => recheck_stream::<SenderIdState>(&stream_id, &envelopes, deciders.sender_id, &mut report)?,
                 None => return Err(AuditError::NotFound(stream_id)),
             }
         }

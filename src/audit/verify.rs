@@ -15,6 +15,7 @@ use crate::codec::{decode_event, kind_of_stream};
 use crate::domain::opt_out_list::{OptOutListEvent, OptOutListState};
 use crate::domain::phone_number::{PhoneNumberEvent, PhoneNumberState};
 use crate::domain::pool::{PoolEvent, PoolState};
+use crate::domain::sender_id::{SenderIdEvent, SenderIdState};
 use crate::domain::{Aggregate, ResourceKind};
 use crate::rehydrate::replay;
 use crate::store::{EventEnvelope, EventStore, Snapshot, GENESIS_HASH};
@@ -161,6 +162,7 @@ impl ChainVerifier {
             Some(ResourceKind::PhoneNumber) => decode_event::<PhoneNumberEvent>(e).map(|_| ()),
             Some(ResourceKind::Pool) => decode_event::<PoolEvent>(e).map(|_| ()),
             Some(ResourceKind::OptOutList) => decode_event::<OptOutListEvent>(e).map(|_| ()),
+            Some(ResourceKind::SenderId) => decode_event::<SenderIdEvent>(e).map(|_| ()),
             None => return self.fail_at(e, "unknown stream kind".into()),
         };
         if let Err(err) = decoded {
@@ -321,6 +323,7 @@ async fn check_snapshot(store: &dyn EventStore, stream: &str, record: &Snapshot)
         Some(ResourceKind::PhoneNumber) => snapshot_matches::<PhoneNumberState>(&events, record)?,
         Some(ResourceKind::Pool) => snapshot_matches::<PoolState>(&events, record)?,
         Some(ResourceKind::OptOutList) => snapshot_matches::<OptOutListState>(&events, record)?,
+        Some(ResourceKind::SenderId) => snapshot_matches::<SenderIdState>(&events, record)?,
         None => return Err(format!("snapshot of unknown stream {stream}")),
     };
     if same {

@@ -6,10 +6,25 @@
 //! An opt-out list is named by its caller (`arn:...:opt-out-list/NAME`), unique per account and
 //! region. Its stream id, `optout-` and 32 hex digits of a hash of account, region and name, is
 //! derived from the name, so two requests creating the same list race for one stream.
+//!
+//! A sender id is named the same way, by its string and country
+//! (`arn:...:sender-id/SENDERID/COUNTRY`); its stream id is `senderid-` and a hash of account,
+//! region, sender id and country.
 
 use uuid::Uuid;
 
 use super::types::ResourceType;
+
+/// Whether `s` is a `SenderId` as `RequestSenderId` takes it: 1 to 11 letters, digits, `_` or
+/// `-` (the model's pattern), at least one letter, not starting or ending with a hyphen (the
+/// reference: "must contain at least one letter and cannot start or end with a hyphen").
+pub fn is_sender_id(s: &str) -> bool {
+    (1..=11).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && s.bytes().any(|b| b.is_ascii_alphabetic())
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
 
 /// Whether `s` is an `OptOutListName` (the model's pattern and length).
 pub fn is_list_name(s: &str) -> bool {
@@ -43,15 +58,25 @@ pub enum ResourceKind {
     PhoneNumber,
     Pool,
     OptOutList,
+    SenderId,
 }
 
 impl ResourceKind {
+    /// Every kind.
+    pub const ALL: [ResourceKind; 4] = [
+        ResourceKind::PhoneNumber,
+        ResourceKind::Pool,
+        ResourceKind::OptOutList,
+        ResourceKind::SenderId,
+    ];
+
     /// Prefix of the id (`phone-`, `pool-`).
     pub fn id_prefix(self) -> &'static str {
         match self {
             ResourceKind::PhoneNumber => "phone-",
             ResourceKind::Pool => "pool-",
             ResourceKind::OptOutList => "optout-",
+            ResourceKind::SenderId => "senderid-",
         }
     }
 
@@ -61,6 +86,7 @@ impl ResourceKind {
             ResourceKind::PhoneNumber => "phone-number",
             ResourceKind::Pool => "pool",
             ResourceKind::OptOutList => "opt-out-list",
+            ResourceKind::SenderId => "sender-id",
         }
     }
 
@@ -70,6 +96,7 @@ impl ResourceKind {
             ResourceKind::PhoneNumber => ResourceType::PhoneNumber,
             ResourceKind::Pool => ResourceType::Pool,
             ResourceKind::OptOutList => ResourceType::OptOutList,
+            ResourceKind::SenderId => ResourceType::SenderId,
         }
     }
 
@@ -86,6 +113,17 @@ impl ResourceKind {
 
     /// The stream id of the opt-out list `name` of `scope`.
     pub fn opt_out_list_id(scope: &Scope, name: &str) -> String {
+        ResourceKind::OptOutList.named_id(scope, name)
+    }
+
+    /// The stream id of the sender id `sender_id` in `iso_country_code`, of `scope`.
+    pub fn sender_id_id(scope: &Scope, sender_id: &str, iso_country_code: &str) -> String {
+        ResourceKind::SenderId.named_id(scope, &format!("{sender_id}/{iso_country_code}"))
+    }
+
+    /// The stream id of a resource its caller names: the prefix and 32 hex digits of a hash of
+    /// account, region and name.
+    fn named_id(self, scope: &Scope, name: &str) -> String {
         use sha2::{Digest, Sha256};
         let digest = Sha256::new()
             .chain_update(scope.account.as_bytes())
@@ -94,7 +132,26 @@ impl ResourceKind {
             .chain_update(b"/")
             .chain_update(name.as_bytes())
             .finalize();
-        format!("{}{}", ResourceKind::OptOutList.id_prefix(), hex::encode(&digest[..16]))
+        format!("{}{}", self.id_prefix(), hex::encode(&digest[..16]))
+    }
+
+    /// Resolves a `SenderIdOrArn` (with the request's `IsoCountryCode`) to the sender id's
+    /// stream id and its sender id and country. An ARN names its own country, which must be the
+    /// request's when both are given.
+    pub fn resolve_sender_id(scope: &Scope, sender_id_or_arn: &str, iso_country_code: Option<&str>) -> Option<(String, String, String)> {
+        let (sender_id, iso) = match ResourceKind::SenderId.name_in(scope, sender_id_or_arn) {
+            Some(name) => {
+                let (sender_id, iso) = name.split_once('/')?;
+                if iso_country_code.is_some_and(|asked| asked != iso) {
+                    return None;
+                }
+                (sender_id, iso)
+            }
+            None if !sender_id_or_arn.starts_with("arn:") => (sender_id_or_arn, iso_country_code?),
+            None => return None,
+        };
+        let well_formed = is_sender_id(sender_id) && iso.len() == 2 && iso.bytes().all(|b| b.is_ascii_uppercase());
+        well_formed.then(|| (Self::sender_id_id(scope, sender_id, iso), sender_id.to_string(), iso.to_string()))
     }
 
     /// Resolves an id or ARN given by a caller of `scope` to an id of this kind, or `None` when it
@@ -104,6 +161,16 @@ impl ResourceKind {
         if self == ResourceKind::OptOutList {
             let name = self.name_in(scope, id_or_arn).filter(|n| is_list_name(n))?;
             return Some(Self::opt_out_list_id(scope, name));
+        }
+        if self == ResourceKind::SenderId {
+            // Only an ARN names the country too; a bare sender id needs the request's.
+            if self.is_id(id_or_arn) {
+                return Some(id_or_arn.to_string());
+            }
+            if !id_or_arn.starts_with("arn:") {
+                return None;
+            }
+            return Self::resolve_sender_id(scope, id_or_arn, None).map(|(id, _, _)| id);
         }
         if self.is_id(id_or_arn) {
             return Some(id_or_arn.to_string());
@@ -134,15 +201,43 @@ impl ResourceKind {
     pub fn of_arn(arn: &str) -> Option<ResourceKind> {
         let resource = arn.strip_prefix("arn:")?.splitn(5, ':').nth(4)?;
         let (segment, _) = resource.split_once('/')?;
-        [ResourceKind::PhoneNumber, ResourceKind::Pool, ResourceKind::OptOutList]
-            .into_iter()
-            .find(|k| k.arn_segment() == segment)
+        ResourceKind::ALL.into_iter().find(|k| k.arn_segment() == segment)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RequestSenderId: "The sender ID can be 1-11 alphanumeric characters including letters
+    /// (A-Z, a-z), numbers (0-9), or hyphens (-). The sender ID must contain at least one letter
+    /// and cannot start or end with a hyphen."
+    #[test]
+    fn sender_ids_follow_the_reference() {
+        for good in ["MyBrand", "A", "Shop-24", "abc_DEF-123"] {
+            assert!(is_sender_id(good), "{good}");
+        }
+        for bad in ["", "123456", "-Brand", "Brand-", "TwelveLetter", "my brand"] {
+            assert!(!is_sender_id(bad), "{bad}");
+        }
+        let scope = Scope::new("111122223333", "us-east-1");
+        let (id, sender, iso) = ResourceKind::resolve_sender_id(&scope, "MyBrand", Some("GB")).expect("resolves");
+        assert_eq!((sender.as_str(), iso.as_str()), ("MyBrand", "GB"));
+        let arn = scope.arn(ResourceKind::SenderId, "MyBrand/GB");
+        assert_eq!(arn, "arn:aws:sms-voice:us-east-1:111122223333:sender-id/MyBrand/GB");
+        assert_eq!(ResourceKind::SenderId.resolve(&scope, &arn), Some(id.clone()));
+        assert_eq!(
+            ResourceKind::resolve_sender_id(&scope, &arn, Some("GB")).map(|r| r.0),
+            Some(id.clone())
+        );
+        assert_eq!(ResourceKind::resolve_sender_id(&scope, &arn, Some("FR")), None);
+        assert_ne!(
+            ResourceKind::resolve_sender_id(&scope, "MyBrand", Some("FR")).map(|r| r.0),
+            Some(id)
+        );
+        assert_eq!(ResourceKind::resolve_sender_id(&scope, "MyBrand", None), None);
+        assert_eq!(ResourceKind::of_arn(&arn), Some(ResourceKind::SenderId));
+    }
 
     #[test]
     fn ids_look_like_the_real_ones() {

@@ -2,13 +2,16 @@
 //! the machine: a message accepted from a phone number is a `MessageSent` event on that number's
 //! stream, so it is ordered with everything else that happens to the number (a message is never
 //! accepted after the number's `Released`), and a refused one is recorded there with its reason.
-//! The rules themselves are the number's (see `PhoneNumberState::decide_send`).
+//! A sender id's messages are on its own stream the same way. [`check_send`] holds the rules
+//! every origination identity applies.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::types::{MessageType, NumberCapability};
+use super::ids::ResourceKind;
+use super::types::{ConflictReason, MessageType, NumberCapability, ResourceType};
+use super::Rejection;
 
 super::types::wire_enum!(
     /// Which operation sent a message.
@@ -62,4 +65,50 @@ pub struct OutboundMessage {
     /// Checked, not sent: an accepted dry run records nothing.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+/// What the send rules need to know of the origination identity a message leaves from.
+pub struct Sender<'a> {
+    pub kind: ResourceKind,
+    pub id: &'a str,
+    pub capabilities: &'a [NumberCapability],
+    /// The message types it sends.
+    pub message_types: &'a [MessageType],
+    /// `SelfManagedOptOutsEnabled`: "you're responsible for tracking and honoring opt-out
+    /// requests".
+    pub self_managed_opt_outs: bool,
+}
+
+/// `SendMessage` from a live origination identity: it needs the channel's capability and the
+/// message's type, and never sends to a destination on the opt-out list in force (`opted_out_on`:
+/// the list on which the shell found the destination), unless it manages opt-outs itself. `Ok`
+/// says whether to record the message: an accepted dry run records nothing.
+pub fn check_send(sender: &Sender<'_>, message: &OutboundMessage, opted_out_on: Option<&str>) -> Result<bool, Rejection> {
+    let capability = message.channel.capability();
+    if !sender.capabilities.contains(&capability) {
+        return Err(Rejection::conflict(
+            ConflictReason::NumberCapabilitiesMismatch,
+            sender.kind,
+            sender.id,
+            &format!("cannot send {} messages: it has no {capability} capability", message.channel),
+        ));
+    }
+    if let Some(asked) = message.message_type.filter(|t| !sender.message_types.contains(t)) {
+        let sends: Vec<String> = sender.message_types.iter().map(ToString::to_string).collect();
+        return Err(Rejection::conflict(
+            ConflictReason::MessageTypeMismatch,
+            sender.kind,
+            sender.id,
+            &format!("sends {} messages, not {asked}", sends.join(" and ")),
+        ));
+    }
+    if let Some(list) = opted_out_on.filter(|_| !sender.self_managed_opt_outs) {
+        return Err(Rejection::Conflict {
+            reason: ConflictReason::DestinationPhoneNumberOptedOut,
+            resource_type: ResourceType::OptedOutNumber,
+            resource_id: message.destination_phone_number.clone(),
+            message: format!("{} has opted out (opt-out list {list})", message.destination_phone_number),
+        });
+    }
+    Ok(!message.dry_run)
 }

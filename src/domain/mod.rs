@@ -9,12 +9,14 @@
 
 pub mod ids;
 pub mod keywords;
+pub mod membership;
 pub mod message;
 pub mod opt_out_list;
 pub mod phone_number;
 pub mod pool;
 pub mod pool_change;
 pub mod rejection;
+pub mod sender_id;
 pub mod tags;
 pub mod types;
 

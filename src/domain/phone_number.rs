@@ -1,12 +1,7 @@
 //! The phone-number aggregate: its state, commands, events and the decider that holds the
-//! ReleasePhoneNumber rules (and those of creation, update and pool membership), one
-//! `decide_*` method per command.
-//!
-//! Pool membership changes in two steps so that a release racing an association can never leave
-//! a released number in a pool: the number first enters `ASSOCIATING` (or `DISASSOCIATING`) in
-//! its own stream, which blocks a release; only then does the pool record the change, and the
-//! number completes (or aborts) the step. Every command goes through the number's actor, so
-//! these steps and a release are strictly ordered per number.
+//! ReleasePhoneNumber rules (and those of creation, update, messages and keywords), one
+//! `decide_*` method per command. Pool membership is decided by the rules every origination
+//! identity shares (`super::membership`).
 
 use std::collections::BTreeMap;
 
@@ -14,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ids::ResourceKind;
 use super::keywords::{self, Keyword};
-use super::message::OutboundMessage;
+use super::membership::{self, Member, MembershipAction, MembershipEvent, Placement};
+use super::message::{check_send, OutboundMessage, Sender};
 use super::pool::Pool;
 use super::tags::{tagged, untagged};
 use super::types::{ConflictReason, MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
@@ -94,18 +90,42 @@ impl PhoneNumber {
             client_token: None,
         }
     }
+}
 
-    /// Whether the number is entering or leaving a pool right now.
-    pub fn is_changing_pools(&self) -> bool {
-        matches!(self.status, NumberStatus::Associating | NumberStatus::Disassociating)
+impl Member for PhoneNumber {
+    const KIND: ResourceKind = ResourceKind::PhoneNumber;
+    const IN_POOL: ConflictReason = ConflictReason::PhoneNumberAssociatedToPool;
+
+    fn member_id(&self) -> &str {
+        &self.phone_number_id
     }
 
-    /// Whether the number is settled in exactly `pool_id`: `ACTIVE` there, not joining or leaving
-    /// it. A `BeginAssociation` with a client token finds the number so when it retries a request
-    /// whose first attempt succeeded; the decider then answers with no events, and the shell
-    /// tells this no-op from a started join by this test on the number it gets back.
-    pub fn is_in_pool(&self, pool_id: &str) -> bool {
-        self.status == NumberStatus::Active && self.pool_id.as_deref() == Some(pool_id)
+    fn status(&self) -> NumberStatus {
+        self.status
+    }
+
+    fn pool_id(&self) -> Option<&str> {
+        self.pool_id.as_deref()
+    }
+
+    fn pending_pool_id(&self) -> Option<&str> {
+        self.pending_pool_id.as_deref()
+    }
+
+    fn iso_country_code(&self) -> &str {
+        &self.iso_country_code
+    }
+
+    fn message_type_refused(&self, pool_id: &str, message_type: MessageType) -> Option<String> {
+        (self.message_type != message_type).then(|| format!("has message type {} but pool {pool_id} has {message_type}", self.message_type))
+    }
+
+    fn placement_mut(&mut self) -> Placement<'_> {
+        Placement {
+            status: &mut self.status,
+            pool_id: &mut self.pool_id,
+            pending_pool_id: &mut self.pending_pool_id,
+        }
     }
 }
 
@@ -178,39 +198,6 @@ pub enum PhoneNumberAction {
         list_exists: bool,
     },
     Release,
-    /// First step of joining a pool; `pool_message_type` is the pool's, checked here.
-    BeginAssociation {
-        pool_id: String,
-        pool_message_type: MessageType,
-        iso_country_code: Option<String>,
-        /// `AssociateOriginationIdentity`'s `ClientToken`, if the caller gave one: a retry of a
-        /// request that already succeeded is then answered without events instead of refused.
-        /// Absent in commands recorded before it existed.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        client_token: Option<String>,
-    },
-    CompleteAssociation {
-        pool_id: String,
-    },
-    AbortAssociation {
-        pool_id: String,
-        reason: Rejection,
-    },
-    BeginDisassociation {
-        pool_id: String,
-        iso_country_code: Option<String>,
-    },
-    CompleteDisassociation {
-        pool_id: String,
-    },
-    AbortDisassociation {
-        pool_id: String,
-        reason: Rejection,
-    },
-    /// The pool was deleted: leave it, whatever step the number was in.
-    DetachFromDeletedPool {
-        pool_id: String,
-    },
     /// `TagResource`: put these tags (an existing key takes the new value).
     Tag {
         tags: Vec<Tag>,
@@ -235,6 +222,15 @@ pub enum PhoneNumberAction {
     DeleteKeyword {
         keyword: String,
     },
+    /// A step of joining or leaving a pool (recorded as the step itself).
+    #[serde(untagged)]
+    Membership(MembershipAction),
+}
+
+impl From<MembershipAction> for PhoneNumberAction {
+    fn from(step: MembershipAction) -> Self {
+        PhoneNumberAction::Membership(step)
+    }
 }
 
 impl PhoneNumberAction {
@@ -253,18 +249,12 @@ impl ActionName for PhoneNumberAction {
             PhoneNumberAction::Request { .. } => "Request",
             PhoneNumberAction::Update(_) | PhoneNumberAction::UpdateNamingList { .. } => "Update",
             PhoneNumberAction::Release => "Release",
-            PhoneNumberAction::BeginAssociation { .. } => "BeginAssociation",
-            PhoneNumberAction::CompleteAssociation { .. } => "CompleteAssociation",
-            PhoneNumberAction::AbortAssociation { .. } => "AbortAssociation",
-            PhoneNumberAction::BeginDisassociation { .. } => "BeginDisassociation",
-            PhoneNumberAction::CompleteDisassociation { .. } => "CompleteDisassociation",
-            PhoneNumberAction::AbortDisassociation { .. } => "AbortDisassociation",
-            PhoneNumberAction::DetachFromDeletedPool { .. } => "DetachFromDeletedPool",
             PhoneNumberAction::Tag { .. } => "Tag",
             PhoneNumberAction::Untag { .. } => "Untag",
             PhoneNumberAction::SendMessage { .. } => "SendMessage",
             PhoneNumberAction::PutKeyword { .. } => "PutKeyword",
             PhoneNumberAction::DeleteKeyword { .. } => "DeleteKeyword",
+            PhoneNumberAction::Membership(step) => step.name(),
         }
     }
 }
@@ -285,41 +275,6 @@ pub enum PhoneNumberEvent {
     UpdateRejected {
         #[serde(rename = "Rejection")]
         reason: Rejection,
-    },
-    PoolAssociationStarted {
-        pool_id: String,
-    },
-    AssociatedWithPool {
-        pool_id: String,
-    },
-    PoolAssociationAborted {
-        pool_id: String,
-        #[serde(rename = "Rejection")]
-        reason: Rejection,
-    },
-    AssociationRejected {
-        pool_id: String,
-        #[serde(rename = "Rejection")]
-        reason: Rejection,
-    },
-    PoolDisassociationStarted {
-        pool_id: String,
-    },
-    DisassociatedFromPool {
-        pool_id: String,
-    },
-    PoolDisassociationAborted {
-        pool_id: String,
-        #[serde(rename = "Rejection")]
-        reason: Rejection,
-    },
-    DisassociationRejected {
-        pool_id: String,
-        #[serde(rename = "Rejection")]
-        reason: Rejection,
-    },
-    DetachedFromDeletedPool {
-        pool_id: String,
     },
     /// A refused internal step of a pool change (kept so the audit trail has no blind spot).
     CommandRejected {
@@ -345,6 +300,9 @@ pub enum PhoneNumberEvent {
         #[serde(rename = "Rejection")]
         reason: Rejection,
     },
+    /// A pool membership step (recorded as the step itself).
+    #[serde(untagged)]
+    Membership(MembershipEvent),
 }
 
 const KIND: ResourceKind = ResourceKind::PhoneNumber;
@@ -424,177 +382,10 @@ impl PhoneNumberState {
                 "has deletion protection enabled",
             ));
         }
-        if let Some(pool) = n.pool_id.as_ref().or(n.pending_pool_id.as_ref()) {
-            return Err(conflict(
-                ConflictReason::PhoneNumberAssociatedToPool,
-                &n.phone_number_id,
-                &format!("is associated with pool {pool}"),
-            ));
-        }
+        membership::refuse_release_in_pool(n)?;
         Ok(vec![PhoneNumberEvent::Released {
             phone_number: n.phone_number.clone(),
         }])
-    }
-
-    /// `BeginAssociation`: the number enters `ASSOCIATING`. A request with a client token that
-    /// finds the number already settled in exactly that pool retries one that succeeded: no
-    /// events (the same answer); without a token that is `RESOURCE_ALREADY_ASSOCIATED`.
-    fn decide_begin_association(
-        &self,
-        command: &Command<PhoneNumberAction>,
-        pool_id: &str,
-        pool_message_type: MessageType,
-        iso_country_code: &Option<String>,
-        client_token: Option<&str>,
-    ) -> Result<Vec<PhoneNumberEvent>, Rejection> {
-        let n = self.live(command)?;
-        if client_token.is_some() && n.is_in_pool(pool_id) {
-            return Ok(vec![]);
-        }
-        check_country(n, iso_country_code)?;
-        if n.is_changing_pools() {
-            let pending = n.pending_pool_id.as_deref().unwrap_or_default();
-            return Err(conflict(
-                ConflictReason::PhoneNumberAssociatedToPool,
-                &n.phone_number_id,
-                &format!("is changing pools ({pending})"),
-            ));
-        }
-        match n.pool_id.as_deref() {
-            Some(p) if p == pool_id => {
-                return Err(conflict(
-                    ConflictReason::ResourceAlreadyAssociated,
-                    &n.phone_number_id,
-                    &format!("is already associated with pool {p}"),
-                ));
-            }
-            Some(p) => {
-                return Err(conflict(
-                    ConflictReason::PhoneNumberAssociatedToPool,
-                    &n.phone_number_id,
-                    &format!("is associated with pool {p}"),
-                ));
-            }
-            None => {}
-        }
-        if n.message_type != pool_message_type {
-            return Err(conflict(
-                ConflictReason::MessageTypeMismatch,
-                &n.phone_number_id,
-                &format!("has message type {} but pool {pool_id} has {pool_message_type}", n.message_type),
-            ));
-        }
-        Ok(vec![PhoneNumberEvent::PoolAssociationStarted {
-            pool_id: pool_id.to_string(),
-        }])
-    }
-
-    /// `CompleteAssociation`: only a number joining exactly that pool completes.
-    fn decide_complete_association(&self, command: &Command<PhoneNumberAction>, pool_id: &str) -> Result<Vec<PhoneNumberEvent>, Rejection> {
-        let n = self.live(command)?;
-        if n.status == NumberStatus::Associating && n.pending_pool_id.as_deref() == Some(pool_id) {
-            Ok(vec![PhoneNumberEvent::AssociatedWithPool {
-                pool_id: pool_id.to_string(),
-            }])
-        } else {
-            Err(conflict(
-                ConflictReason::ResourceNotActive,
-                &n.phone_number_id,
-                &format!("is not joining pool {pool_id}"),
-            ))
-        }
-    }
-
-    /// `AbortAssociation`: undoes the first step; nothing to undo is no events (idempotent).
-    fn decide_abort_association(&self, pool_id: &str, reason: &Rejection) -> Result<Vec<PhoneNumberEvent>, Rejection> {
-        match &self.0 {
-            Some(n) if n.status == NumberStatus::Associating && n.pending_pool_id.as_deref() == Some(pool_id) => {
-                Ok(vec![PhoneNumberEvent::PoolAssociationAborted {
-                    pool_id: pool_id.to_string(),
-                    reason: reason.clone(),
-                }])
-            }
-            // Nothing to undo: aborting is idempotent.
-            _ => Ok(vec![]),
-        }
-    }
-
-    /// `BeginDisassociation`: a member of exactly that pool, not changing pools, enters
-    /// `DISASSOCIATING`.
-    fn decide_begin_disassociation(
-        &self,
-        command: &Command<PhoneNumberAction>,
-        pool_id: &str,
-        iso_country_code: &Option<String>,
-    ) -> Result<Vec<PhoneNumberEvent>, Rejection> {
-        let n = self.live(command)?;
-        check_country(n, iso_country_code)?;
-        if n.is_changing_pools() {
-            let pending = n.pending_pool_id.as_deref().unwrap_or_default();
-            return Err(conflict(
-                ConflictReason::PhoneNumberAssociatedToPool,
-                &n.phone_number_id,
-                &format!("is changing pools ({pending})"),
-            ));
-        }
-        if n.pool_id.as_deref() != Some(pool_id) {
-            return Err(conflict(
-                ConflictReason::PhoneNumberNotAssociatedToPool,
-                &n.phone_number_id,
-                &format!("is not associated with pool {pool_id}"),
-            ));
-        }
-        Ok(vec![PhoneNumberEvent::PoolDisassociationStarted {
-            pool_id: pool_id.to_string(),
-        }])
-    }
-
-    /// `CompleteDisassociation`: a number leaving exactly that pool completes; one the deleted
-    /// pool already let go is no events.
-    fn decide_complete_disassociation(
-        &self,
-        command: &Command<PhoneNumberAction>,
-        pool_id: &str,
-    ) -> Result<Vec<PhoneNumberEvent>, Rejection> {
-        let n = self.live(command)?;
-        if n.status == NumberStatus::Disassociating && n.pending_pool_id.as_deref() == Some(pool_id) {
-            Ok(vec![PhoneNumberEvent::DisassociatedFromPool {
-                pool_id: pool_id.to_string(),
-            }])
-        } else if n.pool_id.is_none() {
-            // The pool was deleted meanwhile and already let the number go.
-            Ok(vec![])
-        } else {
-            Err(conflict(
-                ConflictReason::ResourceNotActive,
-                &n.phone_number_id,
-                &format!("is not leaving pool {pool_id}"),
-            ))
-        }
-    }
-
-    /// `AbortDisassociation`: the number stays in the pool; nothing to undo is no events.
-    fn decide_abort_disassociation(&self, pool_id: &str, reason: &Rejection) -> Result<Vec<PhoneNumberEvent>, Rejection> {
-        match &self.0 {
-            Some(n) if n.status == NumberStatus::Disassociating && n.pending_pool_id.as_deref() == Some(pool_id) => {
-                Ok(vec![PhoneNumberEvent::PoolDisassociationAborted {
-                    pool_id: pool_id.to_string(),
-                    reason: reason.clone(),
-                }])
-            }
-            _ => Ok(vec![]),
-        }
-    }
-
-    /// `DetachFromDeletedPool`: a number pointing at the deleted pool leaves it, whatever step
-    /// it was in; any other number is no events.
-    fn decide_detach_from_deleted_pool(&self, pool_id: &str) -> Result<Vec<PhoneNumberEvent>, Rejection> {
-        match &self.0 {
-            Some(n) if n.pool_id.as_deref() == Some(pool_id) => Ok(vec![PhoneNumberEvent::DetachedFromDeletedPool {
-                pool_id: pool_id.to_string(),
-            }]),
-            _ => Ok(vec![]),
-        }
     }
 }
 
@@ -610,33 +401,17 @@ impl PhoneNumberState {
         opted_out_on: Option<&str>,
     ) -> Result<Vec<PhoneNumberEvent>, Rejection> {
         let n = self.live(command)?;
-        let capability = message.channel.capability();
-        if !n.number_capabilities.contains(&capability) {
-            return Err(conflict(
-                ConflictReason::NumberCapabilitiesMismatch,
-                &n.phone_number_id,
-                &format!("cannot send {} messages: it has no {capability} capability", message.channel),
-            ));
-        }
-        if let Some(asked) = message.message_type.filter(|t| *t != n.message_type) {
-            return Err(conflict(
-                ConflictReason::MessageTypeMismatch,
-                &n.phone_number_id,
-                &format!("sends {} messages, not {asked}", n.message_type),
-            ));
-        }
-        if let Some(list) = opted_out_on.filter(|_| !n.self_managed_opt_outs_enabled) {
-            return Err(Rejection::Conflict {
-                reason: ConflictReason::DestinationPhoneNumberOptedOut,
-                resource_type: super::types::ResourceType::OptedOutNumber,
-                resource_id: message.destination_phone_number.clone(),
-                message: format!("{} has opted out (opt-out list {list})", message.destination_phone_number),
-            });
-        }
-        if message.dry_run {
-            return Ok(vec![]);
-        }
-        Ok(vec![PhoneNumberEvent::MessageSent(Box::new(message.clone()))])
+        let sender = Sender {
+            kind: KIND,
+            id: &n.phone_number_id,
+            capabilities: &n.number_capabilities,
+            message_types: std::slice::from_ref(&n.message_type),
+            self_managed_opt_outs: n.self_managed_opt_outs_enabled,
+        };
+        Ok(check_send(&sender, message, opted_out_on)?
+            .then(|| PhoneNumberEvent::MessageSent(Box::new(message.clone())))
+            .into_iter()
+            .collect())
     }
 }
 
@@ -646,17 +421,6 @@ fn tags_changed(before: &[Tag], after: Vec<Tag>) -> Vec<PhoneNumberEvent> {
         vec![]
     } else {
         vec![PhoneNumberEvent::TagsChanged { tags: after }]
-    }
-}
-
-fn check_country(n: &PhoneNumber, iso: &Option<String>) -> Result<(), Rejection> {
-    match iso {
-        Some(iso) if *iso != n.iso_country_code => Err(Rejection::validation(
-            ValidationReason::CountryCodeMismatch,
-            "IsoCountryCode",
-            format!("{} is a {} number, not {iso}", n.phone_number_id, n.iso_country_code),
-        )),
-        _ => Ok(()),
     }
 }
 
@@ -678,18 +442,6 @@ impl Aggregate for PhoneNumberState {
                 }
             }
             A::Release => self.decide_release(command),
-            A::BeginAssociation {
-                pool_id,
-                pool_message_type,
-                iso_country_code,
-                client_token,
-            } => self.decide_begin_association(command, pool_id, *pool_message_type, iso_country_code, client_token.as_deref()),
-            A::CompleteAssociation { pool_id } => self.decide_complete_association(command, pool_id),
-            A::AbortAssociation { pool_id, reason } => self.decide_abort_association(pool_id, reason),
-            A::BeginDisassociation { pool_id, iso_country_code } => self.decide_begin_disassociation(command, pool_id, iso_country_code),
-            A::CompleteDisassociation { pool_id } => self.decide_complete_disassociation(command, pool_id),
-            A::AbortDisassociation { pool_id, reason } => self.decide_abort_disassociation(pool_id, reason),
-            A::DetachFromDeletedPool { pool_id } => self.decide_detach_from_deleted_pool(pool_id),
             A::Tag { tags } => {
                 let n = self.live(command)?;
                 let after = tagged(&n.tags, tags, &n.phone_number_arn)?;
@@ -712,6 +464,10 @@ impl Aggregate for PhoneNumberState {
                 let gone = keywords::delete(&n.keywords, keyword)?;
                 Ok(vec![PhoneNumberEvent::KeywordDeleted { keyword: gone.keyword }])
             }
+            A::Membership(step) => Ok(membership::decide(self.0.as_ref(), || self.live(command), step)?
+                .into_iter()
+                .map(PhoneNumberEvent::Membership)
+                .collect()),
         }
     }
 
@@ -735,28 +491,7 @@ impl Aggregate for PhoneNumberState {
                 changed(&mut n.two_way_enabled, &c.two_way_enabled);
             }
             E::Released { .. } => n.status = NumberStatus::Deleted,
-            E::PoolAssociationStarted { pool_id } => {
-                n.status = NumberStatus::Associating;
-                n.pending_pool_id = Some(pool_id.clone());
-            }
-            E::AssociatedWithPool { pool_id } => {
-                n.status = NumberStatus::Active;
-                n.pool_id = Some(pool_id.clone());
-                n.pending_pool_id = None;
-            }
-            E::PoolDisassociationStarted { pool_id } => {
-                n.status = NumberStatus::Disassociating;
-                n.pending_pool_id = Some(pool_id.clone());
-            }
-            E::PoolAssociationAborted { .. } | E::PoolDisassociationAborted { .. } => {
-                n.status = NumberStatus::Active;
-                n.pending_pool_id = None;
-            }
-            E::DisassociatedFromPool { .. } | E::DetachedFromDeletedPool { .. } => {
-                n.status = NumberStatus::Active;
-                n.pool_id = None;
-                n.pending_pool_id = None;
-            }
+            E::Membership(step) => membership::evolve(&mut n, step),
             E::TagsChanged { tags } => n.tags = tags.clone(),
             E::MessageSent(_) | E::MessageRejected { .. } => {}
             E::KeywordPut(k) => {
@@ -765,11 +500,7 @@ impl Aggregate for PhoneNumberState {
             E::KeywordDeleted { keyword } => {
                 n.keywords.remove(&keywords::key_of(keyword));
             }
-            E::ReleaseRejected { .. }
-            | E::UpdateRejected { .. }
-            | E::AssociationRejected { .. }
-            | E::DisassociationRejected { .. }
-            | E::CommandRejected { .. } => {}
+            E::ReleaseRejected { .. } | E::UpdateRejected { .. } | E::CommandRejected { .. } => {}
         }
         PhoneNumberState(Some(n))
     }
@@ -779,10 +510,9 @@ impl Aggregate for PhoneNumberState {
         match event {
             E::ReleaseRejected { reason }
             | E::UpdateRejected { reason }
-            | E::AssociationRejected { reason, .. }
-            | E::DisassociationRejected { reason, .. }
             | E::MessageRejected { reason, .. }
             | E::CommandRejected { reason, .. } => Some(reason),
+            E::Membership(step) => step.rejection(),
             _ => None,
         }
     }
@@ -794,13 +524,12 @@ impl Aggregate for PhoneNumberState {
         match action {
             A::Release => E::ReleaseRejected { reason },
             A::Update(_) | A::UpdateNamingList { .. } => E::UpdateRejected { reason },
-            A::BeginAssociation { pool_id, .. } => E::AssociationRejected {
-                pool_id: pool_id.clone(),
-                reason,
-            },
-            A::BeginDisassociation { pool_id, .. } => E::DisassociationRejected {
-                pool_id: pool_id.clone(),
-                reason,
+            A::Membership(step) => match step.rejected(&reason) {
+                Some(event) => E::Membership(event),
+                None => E::CommandRejected {
+                    command: step.name().to_string(),
+                    reason,
+                },
             },
             A::SendMessage { message, .. } => E::MessageRejected {
                 message_id: message.message_id.clone(),
@@ -819,6 +548,7 @@ impl Aggregate for PhoneNumberState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::membership::{MembershipAction, MembershipEvent};
     use crate::domain::testing::{given, ACCOUNT, REGION};
     use crate::domain::types::ResourceType;
     use PhoneNumberAction as A;
@@ -845,8 +575,8 @@ mod tests {
     fn in_pool() -> Vec<E> {
         vec![
             requested(),
-            E::PoolAssociationStarted { pool_id: POOL.into() },
-            E::AssociatedWithPool { pool_id: POOL.into() },
+            E::Membership(MembershipEvent::PoolAssociationStarted { pool_id: POOL.into() }),
+            E::Membership(MembershipEvent::AssociatedWithPool { pool_id: POOL.into() }),
         ]
     }
 
@@ -938,11 +668,17 @@ mod tests {
 
     #[test]
     fn release_while_joining_or_leaving_a_pool_is_a_conflict() {
-        given::<PhoneNumberState>(ID, &[requested(), E::PoolAssociationStarted { pool_id: POOL.into() }])
-            .when(A::Release)
-            .then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
+        given::<PhoneNumberState>(
+            ID,
+            &[
+                requested(),
+                E::Membership(MembershipEvent::PoolAssociationStarted { pool_id: POOL.into() }),
+            ],
+        )
+        .when(A::Release)
+        .then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
         let mut leaving = in_pool();
-        leaving.push(E::PoolDisassociationStarted { pool_id: POOL.into() });
+        leaving.push(E::Membership(MembershipEvent::PoolDisassociationStarted { pool_id: POOL.into() }));
         given::<PhoneNumberState>(ID, &leaving)
             .when(A::Release)
             .then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
@@ -952,8 +688,8 @@ mod tests {
     fn release_after_leaving_the_pool_succeeds() {
         let mut left = in_pool();
         left.extend([
-            E::PoolDisassociationStarted { pool_id: POOL.into() },
-            E::DisassociatedFromPool { pool_id: POOL.into() },
+            E::Membership(MembershipEvent::PoolDisassociationStarted { pool_id: POOL.into() }),
+            E::Membership(MembershipEvent::DisassociatedFromPool { pool_id: POOL.into() }),
         ]);
         given::<PhoneNumberState>(ID, &left).when(A::Release).then(&[E::Released {
             phone_number: "+12065550100".into(),
@@ -1033,24 +769,27 @@ mod tests {
     }
 
     fn begin(pool_type: MessageType) -> A {
-        A::BeginAssociation {
+        A::Membership(MembershipAction::BeginAssociation {
             pool_id: POOL.into(),
             pool_message_type: pool_type,
             iso_country_code: None,
             client_token: None,
-        }
+        })
     }
 
     #[test]
     fn association_goes_through_associating() {
         let s = given::<PhoneNumberState>(ID, &[requested()])
             .when(begin(MessageType::Transactional))
-            .then(&[E::PoolAssociationStarted { pool_id: POOL.into() }]);
+            .then(&[E::Membership(MembershipEvent::PoolAssociationStarted { pool_id: POOL.into() })]);
         assert_eq!(s.0.as_ref().map(|n| n.status), Some(NumberStatus::Associating));
-        let events = [requested(), E::PoolAssociationStarted { pool_id: POOL.into() }];
+        let events = [
+            requested(),
+            E::Membership(MembershipEvent::PoolAssociationStarted { pool_id: POOL.into() }),
+        ];
         let s = given::<PhoneNumberState>(ID, &events)
-            .when(A::CompleteAssociation { pool_id: POOL.into() })
-            .then(&[E::AssociatedWithPool { pool_id: POOL.into() }]);
+            .when(A::Membership(MembershipAction::CompleteAssociation { pool_id: POOL.into() }))
+            .then(&[E::Membership(MembershipEvent::AssociatedWithPool { pool_id: POOL.into() })]);
         let n = s.0.expect("state");
         assert_eq!((n.status, n.pool_id.as_deref()), (NumberStatus::Active, Some(POOL)));
     }
@@ -1068,12 +807,12 @@ mod tests {
         given::<PhoneNumberState>(ID, &in_pool())
             .when(begin(MessageType::Transactional))
             .then_reject(is_conflict(ConflictReason::ResourceAlreadyAssociated));
-        let other = A::BeginAssociation {
+        let other = A::Membership(MembershipAction::BeginAssociation {
             pool_id: "pool-ffffffffffffffffffffffffffffffff".into(),
             pool_message_type: MessageType::Transactional,
             iso_country_code: None,
             client_token: None,
-        };
+        });
         given::<PhoneNumberState>(ID, &in_pool())
             .when(other)
             .then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
@@ -1081,12 +820,12 @@ mod tests {
 
     #[test]
     fn association_with_a_wrong_country_is_a_validation_error() {
-        let a = A::BeginAssociation {
+        let a = A::Membership(MembershipAction::BeginAssociation {
             pool_id: POOL.into(),
             pool_message_type: MessageType::Transactional,
             iso_country_code: Some("GB".into()),
             client_token: None,
-        };
+        });
         given::<PhoneNumberState>(ID, &[requested()]).when(a).then_reject(|r| {
             matches!(
                 r,
@@ -1101,47 +840,53 @@ mod tests {
     #[test]
     fn aborted_association_returns_to_active_without_pool() {
         let r = Rejection::not_found(ResourceKind::Pool, POOL);
-        let events = [requested(), E::PoolAssociationStarted { pool_id: POOL.into() }];
+        let events = [
+            requested(),
+            E::Membership(MembershipEvent::PoolAssociationStarted { pool_id: POOL.into() }),
+        ];
         let s = given::<PhoneNumberState>(ID, &events)
-            .when(A::AbortAssociation {
+            .when(A::Membership(MembershipAction::AbortAssociation {
                 pool_id: POOL.into(),
                 reason: r.clone(),
-            })
-            .then(&[E::PoolAssociationAborted {
+            }))
+            .then(&[E::Membership(MembershipEvent::PoolAssociationAborted {
                 pool_id: POOL.into(),
                 reason: r.clone(),
-            }]);
+            })]);
         let n = s.0.expect("state");
         assert_eq!((n.status, n.pool_id), (NumberStatus::Active, None));
         // Aborting twice is harmless.
         given::<PhoneNumberState>(ID, &[requested()])
-            .when(A::AbortAssociation {
+            .when(A::Membership(MembershipAction::AbortAssociation {
                 pool_id: POOL.into(),
                 reason: r,
-            })
+            }))
             .then(&[]);
     }
 
     #[test]
     fn disassociation_requires_membership() {
         given::<PhoneNumberState>(ID, &[requested()])
-            .when(A::BeginDisassociation {
+            .when(A::Membership(MembershipAction::BeginDisassociation {
                 pool_id: POOL.into(),
                 iso_country_code: None,
-            })
+            }))
             .then_reject(is_conflict(ConflictReason::PhoneNumberNotAssociatedToPool));
         let s = given::<PhoneNumberState>(ID, &in_pool())
-            .when(A::BeginDisassociation {
+            .when(A::Membership(MembershipAction::BeginDisassociation {
                 pool_id: POOL.into(),
                 iso_country_code: None,
-            })
-            .then(&[E::PoolDisassociationStarted { pool_id: POOL.into() }]);
+            }))
+            .then(&[E::Membership(MembershipEvent::PoolDisassociationStarted { pool_id: POOL.into() })]);
         assert_eq!(s.0.map(|n| n.status), Some(NumberStatus::Disassociating));
     }
 
     #[test]
     fn a_number_changing_pools_accepts_no_other_pool_change() {
-        let events = [requested(), E::PoolAssociationStarted { pool_id: POOL.into() }];
+        let events = [
+            requested(),
+            E::Membership(MembershipEvent::PoolAssociationStarted { pool_id: POOL.into() }),
+        ];
         given::<PhoneNumberState>(ID, &events)
             .when(begin(MessageType::Transactional))
             .then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
@@ -1150,21 +895,21 @@ mod tests {
     #[test]
     fn disassociation_completes_or_aborts() {
         let mut leaving = in_pool();
-        leaving.push(E::PoolDisassociationStarted { pool_id: POOL.into() });
+        leaving.push(E::Membership(MembershipEvent::PoolDisassociationStarted { pool_id: POOL.into() }));
         let s = given::<PhoneNumberState>(ID, &leaving)
-            .when(A::CompleteDisassociation { pool_id: POOL.into() })
-            .then(&[E::DisassociatedFromPool { pool_id: POOL.into() }]);
+            .when(A::Membership(MembershipAction::CompleteDisassociation { pool_id: POOL.into() }))
+            .then(&[E::Membership(MembershipEvent::DisassociatedFromPool { pool_id: POOL.into() })]);
         assert_eq!(s.0.and_then(|n| n.pool_id), None);
         let r = Rejection::conflict(ConflictReason::LastPhoneNumber, ResourceKind::Pool, POOL, "x");
         let s = given::<PhoneNumberState>(ID, &leaving)
-            .when(A::AbortDisassociation {
+            .when(A::Membership(MembershipAction::AbortDisassociation {
                 pool_id: POOL.into(),
                 reason: r.clone(),
-            })
-            .then(&[E::PoolDisassociationAborted {
+            }))
+            .then(&[E::Membership(MembershipEvent::PoolDisassociationAborted {
                 pool_id: POOL.into(),
                 reason: r,
-            }]);
+            })]);
         let n = s.0.expect("state");
         assert_eq!((n.status, n.pool_id.as_deref()), (NumberStatus::Active, Some(POOL)));
     }
@@ -1172,16 +917,16 @@ mod tests {
     #[test]
     fn a_deleted_pool_lets_its_members_go_in_any_step() {
         let s = given::<PhoneNumberState>(ID, &in_pool())
-            .when(A::DetachFromDeletedPool { pool_id: POOL.into() })
-            .then(&[E::DetachedFromDeletedPool { pool_id: POOL.into() }]);
+            .when(A::Membership(MembershipAction::DetachFromDeletedPool { pool_id: POOL.into() }))
+            .then(&[E::Membership(MembershipEvent::DetachedFromDeletedPool { pool_id: POOL.into() })]);
         assert_eq!(s.0.and_then(|n| n.pool_id), None);
         let mut leaving = in_pool();
-        leaving.push(E::PoolDisassociationStarted { pool_id: POOL.into() });
+        leaving.push(E::Membership(MembershipEvent::PoolDisassociationStarted { pool_id: POOL.into() }));
         given::<PhoneNumberState>(ID, &leaving)
-            .when(A::DetachFromDeletedPool { pool_id: POOL.into() })
-            .then(&[E::DetachedFromDeletedPool { pool_id: POOL.into() }]);
+            .when(A::Membership(MembershipAction::DetachFromDeletedPool { pool_id: POOL.into() }))
+            .then(&[E::Membership(MembershipEvent::DetachedFromDeletedPool { pool_id: POOL.into() })]);
         given::<PhoneNumberState>(ID, &[requested()])
-            .when(A::DetachFromDeletedPool { pool_id: POOL.into() })
+            .when(A::Membership(MembershipAction::DetachFromDeletedPool { pool_id: POOL.into() }))
             .then(&[]);
     }
 
@@ -1260,12 +1005,12 @@ mod tests {
     // ---- AssociateOriginationIdentity retried with a ClientToken -----------------------
 
     fn begin_with_token(pool_id: &str, iso: Option<&str>) -> A {
-        A::BeginAssociation {
+        A::Membership(MembershipAction::BeginAssociation {
             pool_id: pool_id.into(),
             pool_message_type: MessageType::Transactional,
             iso_country_code: iso.map(String::from),
             client_token: Some("token-1".into()),
-        }
+        })
     }
 
     /// ClientToken: "Unique, case-sensitive identifier that you provide to ensure the idempotency
@@ -1314,11 +1059,17 @@ mod tests {
     /// succeeded in joining it: a retry is refused, not answered as done.
     #[test]
     fn a_retry_while_the_number_is_joining_or_leaving_the_pool_is_a_conflict() {
-        given::<PhoneNumberState>(ID, &[requested(), E::PoolAssociationStarted { pool_id: POOL.into() }])
-            .when(begin_with_token(POOL, None))
-            .then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
+        given::<PhoneNumberState>(
+            ID,
+            &[
+                requested(),
+                E::Membership(MembershipEvent::PoolAssociationStarted { pool_id: POOL.into() }),
+            ],
+        )
+        .when(begin_with_token(POOL, None))
+        .then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
         let mut leaving = in_pool();
-        leaving.push(E::PoolDisassociationStarted { pool_id: POOL.into() });
+        leaving.push(E::Membership(MembershipEvent::PoolDisassociationStarted { pool_id: POOL.into() }));
         given::<PhoneNumberState>(ID, &leaving)
             .when(begin_with_token(POOL, None))
             .then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
@@ -1329,7 +1080,7 @@ mod tests {
     fn a_first_association_with_a_client_token_starts_the_join() {
         given::<PhoneNumberState>(ID, &[requested()])
             .when(begin_with_token(POOL, None))
-            .then(&[E::PoolAssociationStarted { pool_id: POOL.into() }]);
+            .then(&[E::Membership(MembershipEvent::PoolAssociationStarted { pool_id: POOL.into() })]);
     }
 
     // ---- commands recorded by older versions ----------------------------------------------
@@ -1353,7 +1104,7 @@ mod tests {
                     assert_eq!(*into_pool, None);
                     assert_eq!(serde_json::to_value(number).expect("number"), input["Input"]);
                 }
-                A::BeginAssociation { client_token, .. } => assert_eq!(*client_token, None),
+                A::Membership(MembershipAction::BeginAssociation { client_token, .. }) => assert_eq!(*client_token, None),
                 _ => {}
             }
             assert_eq!(&serde_json::to_value(&action).expect("serialize"), input);

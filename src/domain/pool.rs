@@ -23,6 +23,9 @@ pub struct PoolMember {
     pub number_capabilities: Vec<NumberCapability>,
     pub phone_number: String,
     pub message_type: MessageType,
+    /// The sender id's string, for a member that is a sender id (`phone_number` is empty then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_id: Option<String>,
 }
 
 /// Everything known about one pool (`PoolInformation` plus its members).
@@ -450,6 +453,7 @@ mod tests {
             number_capabilities: vec![NumberCapability::Sms],
             phone_number: format!("+1206555010{n}"),
             message_type,
+            sender_id: None,
         }
     }
 

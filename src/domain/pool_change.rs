@@ -1,6 +1,7 @@
 //! Finishing a pool change that a crash interrupted.
 //!
-//! A number joins or leaves a pool in three steps (see [`super::phone_number`]): the number
+//! A member (phone number or sender id) joins or leaves a pool in three steps (see
+//! [`super::membership`]): the member
 //! enters `ASSOCIATING` / `DISASSOCIATING`, the pool records the change, the number completes.
 //! A crash between the steps can leave a number half-way, which would block its release forever,
 //! and a crash in the middle of `DeletePool` can leave a number pointing at a deleted pool. The
@@ -22,32 +23,32 @@
 //! number. Every action is one the decider takes from any state (a no-op if there is nothing to
 //! finish), so running the recovery twice is harmless.
 
-use super::phone_number::{PhoneNumber, PhoneNumberAction};
+use super::membership::{Member, MembershipAction};
 use super::types::{NumberStatus, ValidationReason};
 use super::Rejection;
 
-/// The pool whose stream decides how `number`'s interrupted change ends: the one it is joining or
-/// leaving, else the one it belongs to; `None` for a number with nothing to finish.
-pub fn pool_to_ask(number: &PhoneNumber) -> Option<&str> {
-    number.pending_pool_id.as_deref().or(number.pool_id.as_deref())
+/// The pool whose stream decides how `member`'s interrupted change ends: the one it is joining or
+/// leaving, else the one it belongs to; `None` for a member with nothing to finish.
+pub fn pool_to_ask<M: Member>(member: &M) -> Option<&str> {
+    member.pending_pool_id().or(member.pool_id())
 }
 
-/// The command that finishes `number`'s interrupted pool change, given whether the pool named
-/// by [`pool_to_ask`] holds the number; `None` when there is nothing to finish.
-pub fn finish_interrupted(number: &PhoneNumber, pool_holds_it: bool) -> Option<PhoneNumberAction> {
-    let pool_id = pool_to_ask(number)?.to_string();
-    let action = match (number.status, pool_holds_it) {
-        (NumberStatus::Associating, true) => PhoneNumberAction::CompleteAssociation { pool_id },
-        (NumberStatus::Associating, false) => PhoneNumberAction::AbortAssociation {
+/// The command that finishes `member`'s interrupted pool change, given whether the pool named
+/// by [`pool_to_ask`] holds the member; `None` when there is nothing to finish.
+pub fn finish_interrupted<M: Member>(member: &M, pool_holds_it: bool) -> Option<MembershipAction> {
+    let pool_id = pool_to_ask(member)?.to_string();
+    let action = match (member.status(), pool_holds_it) {
+        (NumberStatus::Associating, true) => MembershipAction::CompleteAssociation { pool_id },
+        (NumberStatus::Associating, false) => MembershipAction::AbortAssociation {
             pool_id,
             reason: interrupted_by_restart(),
         },
-        (NumberStatus::Disassociating, true) => PhoneNumberAction::AbortDisassociation {
+        (NumberStatus::Disassociating, true) => MembershipAction::AbortDisassociation {
             pool_id,
             reason: interrupted_by_restart(),
         },
-        (NumberStatus::Disassociating, false) => PhoneNumberAction::CompleteDisassociation { pool_id },
-        (_, false) => PhoneNumberAction::DetachFromDeletedPool { pool_id },
+        (NumberStatus::Disassociating, false) => MembershipAction::CompleteDisassociation { pool_id },
+        (_, false) => MembershipAction::DetachFromDeletedPool { pool_id },
         (_, true) => return None,
     };
     Some(action)
@@ -64,7 +65,8 @@ pub fn interrupted_by_restart() -> Rejection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::phone_number::{PhoneNumberEvent as E, PhoneNumberState};
+    use crate::domain::membership::MembershipEvent as M;
+    use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberEvent as E, PhoneNumberState};
     use crate::domain::testing::{given, ACCOUNT, REGION};
     use crate::domain::Aggregate;
 
@@ -76,32 +78,32 @@ mod tests {
     }
 
     fn joining() -> Vec<E> {
-        vec![requested(), E::PoolAssociationStarted { pool_id: POOL.into() }]
+        vec![requested(), E::Membership(M::PoolAssociationStarted { pool_id: POOL.into() })]
     }
 
     fn in_pool() -> Vec<E> {
         let mut events = joining();
-        events.push(E::AssociatedWithPool { pool_id: POOL.into() });
+        events.push(E::Membership(M::AssociatedWithPool { pool_id: POOL.into() }));
         events
     }
 
     fn leaving() -> Vec<E> {
         let mut events = in_pool();
-        events.push(E::PoolDisassociationStarted { pool_id: POOL.into() });
+        events.push(E::Membership(M::PoolDisassociationStarted { pool_id: POOL.into() }));
         events
     }
 
     /// Given `history`, when the pool does (or does not) hold the number: the recovery action.
-    fn recovery(history: &[E], pool_holds_it: bool) -> Option<PhoneNumberAction> {
+    fn recovery(history: &[E], pool_holds_it: bool) -> Option<MembershipAction> {
         let number = PhoneNumberState::replay(history).0.expect("a number");
         finish_interrupted(&number, pool_holds_it)
     }
 
     /// Runs `action` on `history` expecting `then`, and checks the number is no longer changing
     /// pools, with `pool` as its pool.
-    fn settles(history: &[E], action: PhoneNumberAction, then: E, pool: Option<&str>) {
+    fn settles(history: &[E], action: MembershipAction, then: E, pool: Option<&str>) {
         let n = given::<PhoneNumberState>(ID, history)
-            .when(action)
+            .when(PhoneNumberAction::from(action))
             .then(&[then])
             .0
             .expect("a number");
@@ -113,11 +115,11 @@ mod tests {
     #[test]
     fn a_join_the_pool_recorded_is_completed() {
         let action = recovery(&joining(), true);
-        assert_eq!(action, Some(PhoneNumberAction::CompleteAssociation { pool_id: POOL.into() }));
+        assert_eq!(action, Some(MembershipAction::CompleteAssociation { pool_id: POOL.into() }));
         settles(
             &joining(),
             action.expect("action"),
-            E::AssociatedWithPool { pool_id: POOL.into() },
+            E::Membership(M::AssociatedWithPool { pool_id: POOL.into() }),
             Some(POOL),
         );
     }
@@ -130,7 +132,7 @@ mod tests {
         let action = recovery(&joining(), false);
         assert_eq!(
             action,
-            Some(PhoneNumberAction::AbortAssociation {
+            Some(MembershipAction::AbortAssociation {
                 pool_id: POOL.into(),
                 reason: interrupted_by_restart(),
             })
@@ -138,10 +140,10 @@ mod tests {
         settles(
             &joining(),
             action.expect("action"),
-            E::PoolAssociationAborted {
+            E::Membership(M::PoolAssociationAborted {
                 pool_id: POOL.into(),
                 reason: interrupted_by_restart(),
-            },
+            }),
             None,
         );
     }
@@ -154,7 +156,7 @@ mod tests {
         let action = recovery(&leaving(), true);
         assert_eq!(
             action,
-            Some(PhoneNumberAction::AbortDisassociation {
+            Some(MembershipAction::AbortDisassociation {
                 pool_id: POOL.into(),
                 reason: interrupted_by_restart(),
             })
@@ -162,10 +164,10 @@ mod tests {
         settles(
             &leaving(),
             action.expect("action"),
-            E::PoolDisassociationAborted {
+            E::Membership(M::PoolDisassociationAborted {
                 pool_id: POOL.into(),
                 reason: interrupted_by_restart(),
-            },
+            }),
             Some(POOL),
         );
     }
@@ -175,11 +177,11 @@ mod tests {
     #[test]
     fn a_leave_the_pool_recorded_is_completed() {
         let action = recovery(&leaving(), false);
-        assert_eq!(action, Some(PhoneNumberAction::CompleteDisassociation { pool_id: POOL.into() }));
+        assert_eq!(action, Some(MembershipAction::CompleteDisassociation { pool_id: POOL.into() }));
         settles(
             &leaving(),
             action.expect("action"),
-            E::DisassociatedFromPool { pool_id: POOL.into() },
+            E::Membership(M::DisassociatedFromPool { pool_id: POOL.into() }),
             None,
         );
     }
@@ -190,11 +192,11 @@ mod tests {
     #[test]
     fn a_member_of_a_pool_that_let_it_go_is_detached() {
         let action = recovery(&in_pool(), false);
-        assert_eq!(action, Some(PhoneNumberAction::DetachFromDeletedPool { pool_id: POOL.into() }));
+        assert_eq!(action, Some(MembershipAction::DetachFromDeletedPool { pool_id: POOL.into() }));
         settles(
             &in_pool(),
             action.expect("action"),
-            E::DetachedFromDeletedPool { pool_id: POOL.into() },
+            E::Membership(M::DetachedFromDeletedPool { pool_id: POOL.into() }),
             None,
         );
     }
@@ -220,13 +222,13 @@ mod tests {
     #[test]
     fn finishing_twice_does_nothing_more() {
         let mut done = joining();
-        done.push(E::AssociatedWithPool { pool_id: POOL.into() });
+        done.push(E::Membership(M::AssociatedWithPool { pool_id: POOL.into() }));
         assert_eq!(recovery(&done, true), None);
         given::<PhoneNumberState>(ID, &done)
-            .when(PhoneNumberAction::AbortAssociation {
+            .when(PhoneNumberAction::from(MembershipAction::AbortAssociation {
                 pool_id: POOL.into(),
                 reason: interrupted_by_restart(),
-            })
+            }))
             .then(&[]);
     }
 }

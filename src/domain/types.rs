@@ -86,6 +86,7 @@ wire_enum!(
     ConflictReason {
         DeletionProtectionEnabled = "DELETION_PROTECTION_ENABLED",
         PhoneNumberAssociatedToPool = "PHONE_NUMBER_ASSOCIATED_TO_POOL",
+        SenderIdAssociatedToPool = "SENDER_ID_ASSOCIATED_TO_POOL",
         PhoneNumberNotAssociatedToPool = "PHONE_NUMBER_NOT_ASSOCIATED_TO_POOL",
         LastPhoneNumber = "LAST_PHONE_NUMBER",
         MessageTypeMismatch = "MESSAGE_TYPE_MISMATCH",
@@ -122,6 +123,7 @@ wire_enum!(
         PhoneNumbersPerAccount = "PHONE_NUMBERS_PER_ACCOUNT",
         PoolsPerAccount = "POOLS_PER_ACCOUNT",
         OptOutListsPerAccount = "OPT_OUT_LISTS_PER_ACCOUNT",
+        SenderIdsPerAccount = "SENDER_IDS_PER_ACCOUNT",
         TagsPerResource = "TAGS_PER_RESOURCE",
         KeywordsPerPhoneNumber = "KEYWORDS_PER_PHONE_NUMBER",
         KeywordsPerPool = "KEYWORDS_PER_POOL",

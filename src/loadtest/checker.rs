@@ -6,9 +6,10 @@
 //! 1. every 2xx has exactly its effect in the log (by request id), every refusal its rejection;
 //! 2. versions gap-free per stream, positions unique and increasing;
 //! 3. at most one `Released` per number, and nothing changes a number (nor is sent from it)
-//!    after it;
-//! 4. no `Released` while protected, pooled, or changing pools;
-//! 5. pool and number views of membership agree; no pool holds a released number; none is empty;
+//!    after it; a sender id changes after its `Released` only by being leased again;
+//! 4. no `Released` (of a number or a sender id) while protected, pooled, or changing pools;
+//! 5. pool and member views of membership agree; no pool holds a released number or sender id;
+//!    none is empty;
 //! 6. linearizable: per stream, log order respects real time, and re-deciding the recorded
 //!    commands in log order reproduces every response the clients saw;
 //! 7. no message is accepted to a destination on the opt-out list in force at that point of
@@ -22,9 +23,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode_event, kind_of_stream, recorded_commands};
+use crate::domain::membership::Member;
 use crate::domain::opt_out_list::OptOutListState;
 use crate::domain::phone_number::{PhoneNumberEvent, PhoneNumberState};
 use crate::domain::pool::{PoolEvent, PoolState};
+use crate::domain::sender_id::{SenderIdEvent, SenderIdState};
 use crate::domain::types::NumberStatus;
 use crate::domain::{Aggregate, Rejection, ResourceKind};
 use crate::store::EventEnvelope;
@@ -47,10 +50,16 @@ pub enum Op {
     /// DeleteOptOutList of the load test's list (which the client then creates again).
     DeleteList,
     CreateList,
+    /// RequestSenderId of one of the load test's sender ids (after its release).
+    RequestSender,
+    /// ReleaseSenderId, racing its association with a pool.
+    ReleaseSender,
+    AssociateSender,
+    DisassociateSender,
 }
 
 impl Op {
-    pub const ALL: [Op; 11] = [
+    pub const ALL: [Op; 15] = [
         Op::Request,
         Op::Release,
         Op::Update,
@@ -62,6 +71,10 @@ impl Op {
         Op::JoinList,
         Op::DeleteList,
         Op::CreateList,
+        Op::RequestSender,
+        Op::ReleaseSender,
+        Op::AssociateSender,
+        Op::DisassociateSender,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,14 +90,19 @@ impl Op {
             Op::JoinList => "join-list",
             Op::DeleteList => "delete-list",
             Op::CreateList => "create-list",
+            Op::RequestSender => "request-sender",
+            Op::ReleaseSender => "release-sender",
+            Op::AssociateSender => "associate-sender",
+            Op::DisassociateSender => "disassociate-sender",
         }
     }
 
-    /// The kind of resource `ClientOp::number` names: a phone number, or (for the list
-    /// operations) an opt-out list by name.
+    /// The kind of resource `ClientOp::number` names: a phone number, an opt-out list by name
+    /// (the list operations) or a sender id's stream (the sender-id operations).
     fn target(self) -> ResourceKind {
         match self {
             Op::OptOut | Op::DeleteList | Op::CreateList => ResourceKind::OptOutList,
+            Op::RequestSender | Op::ReleaseSender | Op::AssociateSender | Op::DisassociateSender => ResourceKind::SenderId,
             _ => ResourceKind::PhoneNumber,
         }
     }
@@ -108,6 +126,16 @@ impl Op {
             Op::JoinList => &[(ResourceKind::PhoneNumber, "PhoneNumberUpdated")],
             Op::DeleteList => &[(ResourceKind::OptOutList, "OptOutListDeleted")],
             Op::CreateList => &[(ResourceKind::OptOutList, "OptOutListCreated")],
+            Op::RequestSender => &[(ResourceKind::SenderId, "SenderIdRequested")],
+            Op::ReleaseSender => &[(ResourceKind::SenderId, "Released")],
+            Op::AssociateSender => &[
+                (ResourceKind::SenderId, "AssociatedWithPool"),
+                (ResourceKind::Pool, "OriginationIdentityAssociated"),
+            ],
+            Op::DisassociateSender => &[
+                (ResourceKind::SenderId, "DisassociatedFromPool"),
+                (ResourceKind::Pool, "OriginationIdentityDisassociated"),
+            ],
             // Putting a number already on the list changes nothing: no effect is required.
             Op::Describe | Op::OptOut => &[],
         }
@@ -244,6 +272,7 @@ fn acknowledged_effects(
                 ResourceKind::PhoneNumber => Some(op.number.as_str()),
                 ResourceKind::Pool => op.pool.as_deref(),
                 ResourceKind::OptOutList => lists.get(&op.number).map(String::as_str),
+                ResourceKind::SenderId => Some(op.number.as_str()),
             }
         };
         if op.ok() {
@@ -316,13 +345,20 @@ fn ordering(log: &[EventEnvelope], by_stream: &BTreeMap<&str, Vec<&EventEnvelope
 /// 3. At most one `Released`, and nothing changes a number after it.
 fn single_release(by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>) -> CheckResult {
     let mut c = Check::new("3. at most one Released per number, nothing changes it (or is sent from it) afterwards");
-    for (stream, events) in by_stream
-        .iter()
-        .filter(|(s, _)| kind_of_stream(s) == Some(ResourceKind::PhoneNumber))
-    {
+    for (stream, events) in by_stream.iter() {
+        // A sender id can be leased again once released; a number never comes back.
+        let leased_again = match kind_of_stream(stream) {
+            Some(ResourceKind::PhoneNumber) => None,
+            Some(ResourceKind::SenderId) => Some("SenderIdRequested"),
+            _ => continue,
+        };
         c.count();
         let mut released = false;
         for e in events {
+            if released && leased_again == Some(e.event_type.as_str()) {
+                released = false;
+                continue;
+            }
             if released && !is_refusal(&e.event_type) {
                 c.violation(format!("{stream}: {} at version {} after Released", e.event_type, e.version));
                 break;
@@ -345,24 +381,36 @@ fn replay_stream<A: Aggregate>(events: &[&EventEnvelope], mut visit: impl FnMut(
     Ok(state)
 }
 
-/// 4. No release while protected, pooled, or changing pools.
+/// 4. No release (of a number or a sender id) while protected, pooled, or changing pools.
 fn release_preconditions(by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>) -> CheckResult {
     let mut c = Check::new("4. no Released while protected, in a pool, or changing pools");
-    for (stream, events) in by_stream
-        .iter()
-        .filter(|(s, _)| kind_of_stream(s) == Some(ResourceKind::PhoneNumber))
-    {
+    /// Why `m` (protected or not) must not be released, if it must not.
+    fn unreleasable<M: Member>(m: &M, protected: bool) -> Option<String> {
+        (protected || m.pool_id().is_some() || m.is_changing_pools())
+            .then(|| format!("protection={protected} pool={:?} status={}", m.pool_id(), m.status()))
+    }
+    for (stream, events) in by_stream {
         let mut bad = Vec::new();
-        let replayed = replay_stream::<PhoneNumberState>(events, |state, event, e| {
-            if let (PhoneNumberEvent::Released { .. }, Some(n)) = (event, &state.0) {
-                if n.deletion_protection_enabled || n.pool_id.is_some() || n.is_changing_pools() {
-                    bad.push(format!(
-                        "{stream} v{}: released with protection={} pool={:?} status={}",
-                        e.version, n.deletion_protection_enabled, n.pool_id, n.status
-                    ));
-                }
+        let mut note = |why: Option<String>, e: &EventEnvelope| {
+            if let Some(why) = why {
+                bad.push(format!("{stream} v{}: released with {why}", e.version));
             }
-        });
+        };
+        let replayed = match kind_of_stream(stream) {
+            Some(ResourceKind::PhoneNumber) => replay_stream::<PhoneNumberState>(events, |state, event, e| {
+                if let (PhoneNumberEvent::Released { .. }, Some(n)) = (event, &state.0) {
+                    note(unreleasable(n, n.deletion_protection_enabled), e);
+                }
+            })
+            .map(drop),
+            Some(ResourceKind::SenderId) => replay_stream::<SenderIdState>(events, |state, event, e| {
+                if let (SenderIdEvent::Released { .. }, Some(s)) = (event, &state.0) {
+                    note(unreleasable(s, s.deletion_protection_enabled), e);
+                }
+            })
+            .map(drop),
+            _ => continue,
+        };
         c.count();
         if let Err(err) = replayed {
             c.violation(format!("{stream}: {err}"));
@@ -374,16 +422,37 @@ fn release_preconditions(by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>) -> Che
     c.result
 }
 
-/// 5. Pool and number views agree, no released member, no empty live pool, no half-done change.
+/// Check 5: pool and member (number or sender id) views agree; no released member, no empty live
+/// pool, no half-done change.
 fn membership(by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>) -> CheckResult {
-    let mut c = Check::new("5. pool and number views of membership agree; no released member; no empty pool");
-    let mut numbers = BTreeMap::new();
+    let mut c = Check::new("5. pool and member views of membership agree; no released member; no empty pool");
+    // Each member as the log leaves it: whether it is live, its pool, whether it is changing
+    // pools, its status.
+    let mut members_say: BTreeMap<&str, (bool, Option<String>, bool, NumberStatus)> = BTreeMap::new();
+    fn said<M: Member>(m: &M) -> (bool, Option<String>, bool, NumberStatus) {
+        (
+            m.status() != NumberStatus::Deleted,
+            m.pool_id().map(String::from),
+            m.is_changing_pools(),
+            m.status(),
+        )
+    }
     let mut pools = BTreeMap::new();
     for (stream, events) in by_stream {
         match kind_of_stream(stream) {
             Some(ResourceKind::PhoneNumber) => match replay_stream::<PhoneNumberState>(events, |_, _, _| {}) {
                 Ok(s) => {
-                    numbers.insert(*stream, s);
+                    if let Some(n) = &s.0 {
+                        members_say.insert(*stream, said(n));
+                    }
+                }
+                Err(e) => c.violation(format!("{stream}: {e}")),
+            },
+            Some(ResourceKind::SenderId) => match replay_stream::<SenderIdState>(events, |_, _, _| {}) {
+                Ok(s) => {
+                    if let Some(n) = &s.0 {
+                        members_say.insert(*stream, said(n));
+                    }
                 }
                 Err(e) => c.violation(format!("{stream}: {e}")),
             },
@@ -398,15 +467,13 @@ fn membership(by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>) -> CheckResult {
         }
     }
     let mut said_by_numbers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (id, s) in &numbers {
+    for (id, (_, pool, changing, status)) in &members_say {
         c.count();
-        if let Some(n) = &s.0 {
-            if n.is_changing_pools() {
-                c.violation(format!("{id}: left {} after the load stopped", n.status));
-            }
-            if let Some(p) = &n.pool_id {
-                said_by_numbers.entry(p.clone()).or_default().insert(id.to_string());
-            }
+        if *changing {
+            c.violation(format!("{id}: left {status} after the load stopped"));
+        }
+        if let Some(p) = pool {
+            said_by_numbers.entry(p.clone()).or_default().insert(id.to_string());
         }
     }
     for (id, s) in &pools {
@@ -420,17 +487,13 @@ fn membership(by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>) -> CheckResult {
             c.violation(format!("{id}: live pool with no member"));
         }
         for m in &members {
-            if numbers
-                .get(m.as_str())
-                .and_then(|s| s.0.as_ref())
-                .is_none_or(|n| n.status == NumberStatus::Deleted)
-            {
+            if members_say.get(m.as_str()).is_none_or(|(live, ..)| !live) {
                 c.violation(format!("{id}: holds {m}, which is released or unknown"));
             }
         }
         let said = said_by_numbers.remove(*id).unwrap_or_default();
         if said != members {
-            c.violation(format!("{id}: the pool says {members:?}, its numbers say {said:?}"));
+            c.violation(format!("{id}: the pool says {members:?}, its members say {said:?}"));
         }
     }
     for (pool, said) in said_by_numbers {
@@ -530,6 +593,7 @@ fn linearizable(
             Some(ResourceKind::PhoneNumber) => redecide::<PhoneNumberState>(events, &mut decisions),
             Some(ResourceKind::Pool) => redecide::<PoolState>(events, &mut decisions),
             Some(ResourceKind::OptOutList) => redecide::<OptOutListState>(events, &mut decisions),
+            Some(ResourceKind::SenderId) => redecide::<SenderIdState>(events, &mut decisions),
             None => Err("unknown stream kind".into()),
         };
         if let Err(e) = result {
@@ -584,6 +648,7 @@ struct World {
     numbers: HashMap<String, PhoneNumberState>,
     pools: HashMap<String, PoolState>,
     lists: HashMap<String, OptOutListState>,
+    sender_ids: HashMap<String, SenderIdState>,
 }
 
 /// One step of the world: the state of the event's stream before it, and (where a check looks
@@ -592,6 +657,7 @@ enum Step {
     Number(Box<PhoneNumberState>, PhoneNumberEvent),
     Pool(Box<PoolState>),
     List(OptOutListState, crate::domain::opt_out_list::OptOutListEvent),
+    SenderId(Box<SenderIdState>, SenderIdEvent),
 }
 
 impl World {
@@ -606,6 +672,7 @@ impl World {
             Some(ResourceKind::PhoneNumber) => step(&mut self.numbers, e).map(|(s, ev)| Step::Number(Box::new(s), ev)),
             Some(ResourceKind::Pool) => step(&mut self.pools, e).map(|(s, _)| Step::Pool(Box::new(s))),
             Some(ResourceKind::OptOutList) => step(&mut self.lists, e).map(|(s, ev)| Step::List(s, ev)),
+            Some(ResourceKind::SenderId) => step(&mut self.sender_ids, e).map(|(s, ev)| Step::SenderId(Box::new(s), ev)),
             None => Err(format!("{}: unknown stream kind", e.stream_id)),
         }
     }
@@ -650,13 +717,27 @@ fn walk(log: &[EventEnvelope], name: &str, mut visit: impl FnMut(&mut Check, &Wo
 fn no_message_to_opted_out(log: &[EventEnvelope]) -> CheckResult {
     let name = "7. no message accepted to a destination on the opt-out list in force at that point of the log";
     walk(log, name, |c, world, e, step| {
-        let Step::Number(before, PhoneNumberEvent::MessageSent(m)) = step else {
-            return;
+        // The sender: its account and region, the list it names itself (a sender id names none:
+        // the account's Default is in force) and whether it manages opt-outs itself.
+        let (m, sender) = match step {
+            Step::Number(before, PhoneNumberEvent::MessageSent(m)) => (
+                m,
+                before
+                    .0
+                    .map(|n| (n.account, n.region, n.opt_out_list_name, n.self_managed_opt_outs_enabled)),
+            ),
+            Step::SenderId(before, SenderIdEvent::MessageSent(m)) => (
+                m,
+                before
+                    .0
+                    .map(|s| (s.account, s.region, crate::domain::opt_out_list::DEFAULT_LIST.to_string(), false)),
+            ),
+            _ => return,
         };
         c.count();
-        let Some(n) = before.0.as_ref() else {
+        let Some((account, region, own_list, self_managed)) = sender else {
             c.violation(format!(
-                "{} v{}: a message from a number that does not exist",
+                "{} v{}: a message from an origination identity that does not exist",
                 e.stream_id, e.version
             ));
             return;
@@ -667,13 +748,13 @@ fn no_message_to_opted_out(log: &[EventEnvelope]) -> CheckResult {
                 .get(pool)
                 .and_then(|p| p.0.as_ref())
                 .map(|p| p.opt_out_list_name.clone()),
-            None => Some(n.opt_out_list_name.clone()),
+            None => Some(own_list),
         };
         let Some(list) = list else { return };
         let opted_out = world
-            .list(&n.account, &n.region, &list)
+            .list(&account, &region, &list)
             .is_some_and(|l| l.opted_out.contains_key(&m.destination_phone_number));
-        if opted_out && !n.self_managed_opt_outs_enabled {
+        if opted_out && !self_managed {
             c.violation(format!(
                 "{} v{} (position {}): message {} accepted to {}, which is on opt-out list {list}",
                 e.stream_id, e.version, e.position, m.message_id, m.destination_phone_number
@@ -716,7 +797,7 @@ fn lists_in_use(log: &[EventEnvelope]) -> CheckResult {
                 }
                 None
             }
-            Step::List(..) => None,
+            Step::List(..) | Step::SenderId(..) => None,
         };
         if let Some((account, region, list)) = taken_up.filter(|(_, _, l)| l != DEFAULT_LIST) {
             c.count();

@@ -82,8 +82,15 @@ pub struct LoadTestArgs {
 }
 
 /// The default operation weights: the lifecycle's races, and the neighbourhood's — sends against
-/// releases and opt-outs, numbers joining the load test's opt-out list while it is deleted.
-pub const DEFAULT_MIX: &str = "release=15,update=20,associate=20,disassociate=15,describe=5,send=15,opt-out=4,join-list=5,delete-list=1";
+/// releases and opt-outs, numbers joining the load test's opt-out list while it is deleted, sender
+/// ids released while they join and leave pools.
+pub const DEFAULT_MIX: &str = "release=15,update=20,associate=20,disassociate=15,describe=5,send=15,opt-out=4,join-list=5,delete-list=1,\
+release-sender=3,associate-sender=4,disassociate-sender=3";
+
+/// The load test's sender ids (`Load0`, ...), leased in this country: few, so their releases
+/// race their associations with the pools.
+const SENDER_IDS: usize = 6;
+const SENDER_COUNTRY: &str = "US";
 
 /// The opt-out list the load test's numbers join and leave, and which it deletes and creates.
 pub const LOAD_TEST_LIST: &str = "loadtest";
@@ -182,7 +189,7 @@ fn parse_mix(mix: &str) -> Result<Vec<(Op, u32)>, LoadTestError> {
         let op = Op::ALL
             .into_iter()
             .find(|o| o.name() == name.trim())
-            .filter(|o| *o != Op::Request && *o != Op::CreateList)
+            .filter(|o| ![Op::Request, Op::CreateList, Op::RequestSender].contains(o))
             .ok_or_else(|| LoadTestError::Setup(format!("--mix: unknown operation {name:?}")))?;
         let weight: u32 = weight
             .trim()
@@ -273,6 +280,12 @@ impl Wire {
         (record, response)
     }
 
+    /// Leases the load test's sender id `name` (its stream is `stream`).
+    async fn request_sender(&self, name: &str, stream: &str) -> (ClientOp, Value) {
+        let body = json!({"SenderId": name, "IsoCountryCode": SENDER_COUNTRY});
+        self.op(Op::RequestSender, stream, None, body, "RequestSenderId").await
+    }
+
     async fn request_number(&self) -> (ClientOp, Option<String>) {
         let body =
             json!({"IsoCountryCode": "US", "MessageType": "TRANSACTIONAL", "NumberCapabilities": ["SMS"], "NumberType": "LONG_CODE"});
@@ -286,6 +299,8 @@ impl Wire {
 struct Shared {
     hot: Mutex<Vec<String>>,
     pools: Vec<String>,
+    /// The load test's sender ids: name and stream id.
+    senders: Vec<(String, String)>,
     mix: Vec<(Op, u32)>,
     sent: AtomicU64,
     errors: AtomicU64,
@@ -376,6 +391,32 @@ async fn client(wire: Wire, shared: Arc<Shared>, seed: u64) -> Vec<ClientOp> {
                 let body = json!({"OptOutListName": LOAD_TEST_LIST});
                 wire.op(op, LOAD_TEST_LIST, None, body, "DeleteOptOutList").await
             }
+            Op::ReleaseSender | Op::AssociateSender | Op::DisassociateSender if !shared.senders.is_empty() && pool.is_some() => {
+                let (name, stream) = &shared.senders[rng.gen_range(0..shared.senders.len())];
+                let pool = pool.clone().unwrap_or_default();
+                let (operation, body, pool) = match op {
+                    Op::ReleaseSender => ("ReleaseSenderId", json!({"SenderId": name, "IsoCountryCode": SENDER_COUNTRY}), None),
+                    Op::AssociateSender => (
+                        "AssociateOriginationIdentity",
+                        json!({"PoolId": pool, "OriginationIdentity": name, "IsoCountryCode": SENDER_COUNTRY}),
+                        Some(pool.as_str()),
+                    ),
+                    _ => (
+                        "DisassociateOriginationIdentity",
+                        json!({"PoolId": pool, "OriginationIdentity": name, "IsoCountryCode": SENDER_COUNTRY}),
+                        Some(pool.as_str()),
+                    ),
+                };
+                let (record, response) = wire.op(op, stream, pool, body, operation).await;
+                if op == Op::ReleaseSender && (200..300).contains(&record.status) {
+                    // Keep the race going: the sender id is leased again (another client may be
+                    // first, and is refused as existing, recorded).
+                    ops.push(record);
+                    wire.request_sender(name, stream).await
+                } else {
+                    (record, response)
+                }
+            }
             _ => {
                 wire.op(
                     Op::Describe,
@@ -449,6 +490,7 @@ pub fn run(args: &LoadTestArgs) -> Result<Report, LoadTestError> {
                 .map_err(|e: std::net::AddrParseError| LoadTestError::Setup(e.to_string()))?;
             config.quotas.phone_numbers_per_account = u64::MAX;
             config.quotas.pools_per_account = u64::MAX;
+            config.quotas.sender_ids_per_account = u64::MAX;
             if let Some(d) = args.durability {
                 config.store.set_durability(d);
             }
@@ -476,6 +518,8 @@ pub struct Prepared {
     wires: Vec<Wire>,
     pub numbers: Vec<String>,
     pub pools: Vec<String>,
+    /// The sender ids, by name and stream id.
+    pub senders: Vec<(String, String)>,
     pub ops: Vec<ClientOp>,
 }
 
@@ -552,10 +596,33 @@ pub async fn prepare(args: &LoadTestArgs, bases: &[String]) -> Result<Prepared, 
             _ => return Err(LoadTestError::Setup(format!("CreatePool failed: {body}"))),
         }
     }
+    // The sender ids (an earlier run against the same server may have left them leased).
+    let mut senders = Vec::new();
+    for i in 0..SENDER_IDS {
+        let name = format!("Load{i}");
+        let (mut record, body) = wire.request_sender(&name, "").await;
+        let already = body["Reason"] == "RESOURCE_ALREADY_EXISTS";
+        let arn = body["SenderIdArn"].as_str().map(str::to_string);
+        // The stream id follows from the account and region the server put in the ARN.
+        let scope = arn.as_deref().and_then(|arn| {
+            let mut parts = arn.splitn(6, ':');
+            let (region, account) = (parts.nth(3)?, parts.next()?);
+            Some(crate::domain::Scope::new(account, region))
+        });
+        let scope = scope.unwrap_or_else(|| crate::domain::Scope::new(args.account.clone(), "us-east-1"));
+        let stream = crate::domain::ResourceKind::sender_id_id(&scope, &name, SENDER_COUNTRY);
+        record.number = stream.clone();
+        ops.push(record);
+        if arn.is_none() && !already {
+            return Err(LoadTestError::Setup(format!("RequestSenderId failed: {body}")));
+        }
+        senders.push((name, stream));
+    }
     Ok(Prepared {
         wires,
         numbers,
         pools,
+        senders,
         ops,
     })
 }
@@ -582,6 +649,7 @@ pub async fn race(args: &LoadTestArgs, prepared: &Prepared) -> Result<(Vec<Clien
     let shared = Arc::new(Shared {
         hot: Mutex::new(hot),
         pools: prepared.pools.clone(),
+        senders: prepared.senders.clone(),
         mix,
         sent: AtomicU64::new(0),
         errors: AtomicU64::new(0),

@@ -1,19 +1,23 @@
 //! Sending messages: the origination identity the caller names (a phone number by id, ARN or
-//! E.164 number, or a pool, from which a member with the channel's capability is picked) is
-//! resolved here; the opt-out list in force (the pool's when sent through a pool, else the
-//! number's) is looked up; the number's decider makes every other check. An accepted message is
-//! an event on the number's stream. Its append requires the destination's opted-out counter on
+//! E.164 number, a sender id by ARN or by its string in the destination's country, or a pool,
+//! from which a member with the channel's capability is picked) is resolved here; the opt-out
+//! list in force (the pool's when sent through a pool, else the number's, else the account's
+//! `Default` for a sender id) is looked up; the sender's decider makes every other check. An
+//! accepted message is an event on the sender's stream. Its append requires the destination's opted-out counter on
 //! that list to be 0, so a `PutOptedOutNumber` racing the send is ordered by the log: a message
 //! is never accepted to a destination on the list in force at that point of the log.
 
 use super::error::not_found;
 use super::{Activation, LifecycleService, ServiceError};
 use crate::actors::ExecuteError;
+use crate::domain::ids::is_sender_id;
 use crate::domain::message::{Channel, OutboundMessage};
+use crate::domain::opt_out_list::DEFAULT_LIST;
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction};
+use crate::domain::sender_id::{SenderId, SenderIdAction};
 use crate::domain::types::{ConflictReason, MessageType, NumberStatus, ResourceType};
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
-use crate::projection::{names_list_key, number_claim_key, opted_out_key, view_key, OptOutListView};
+use crate::projection::{names_list_key, number_claim_key, opted_out_key, owner_key, view_key, OptOutListView};
 use crate::store::{decode_counter, AppendError, CounterLimit};
 
 /// How many times a send is decided again because its number or pool moved to another opt-out
@@ -38,13 +42,15 @@ impl LifecycleService {
     async fn try_send(&self, meta: &CommandMeta, mut message: OutboundMessage) -> Result<Option<String>, ServiceError> {
         let scope = &meta.scope;
         let capability = message.channel.capability();
-        // What the list in force was read from: the number, or the pool it is sent through.
-        let (number, list, named_by) = match self.origination(scope, &message.origination_identity).await? {
+        // What the list in force was read from: the number, or the pool it is sent through (a
+        // sender id names no list: the account's Default, which it cannot move off, is in force).
+        let (sender, list, named_by) = match self.origination(scope, &message).await? {
             Origination::Number(n) => {
                 let list = n.opt_out_list_name.clone();
                 let named_by = names_list_key(scope, &n.phone_number_id, &list, n.self_managed_opt_outs_enabled);
-                (*n, list, named_by)
+                (Origination::Number(n), list, Some(named_by))
             }
+            sender @ Origination::SenderId(_) => (sender, DEFAULT_LIST.to_string(), None),
             Origination::Pool(pool_id) => {
                 let pool = self.live_pool(scope, &pool_id).await?;
                 let member = pool
@@ -56,13 +62,16 @@ impl LifecycleService {
                             ConflictReason::NoOriginationIdentitiesFound,
                             ResourceKind::Pool,
                             &pool_id,
-                            &format!("has no phone number with the {capability} capability"),
+                            &format!("has no origination identity with the {capability} capability"),
                         ))
                     })?;
-                let number = self.current_number(&member.origination_identity).await?;
+                let sender = match member.sender_id {
+                    Some(_) => Origination::SenderId(Box::new(self.current_sender_id(&member.origination_identity).await?)),
+                    None => Origination::Number(Box::new(self.current_number(&member.origination_identity).await?)),
+                };
                 let named_by = names_list_key(scope, &pool_id, &pool.opt_out_list_name, false);
                 message.pool_id = Some(pool_id);
-                (number, pool.opt_out_list_name.clone(), named_by)
+                (sender, pool.opt_out_list_name.clone(), Some(named_by))
             }
         };
         // Where the destination's opt-out would be counted: the list's current incarnation (a
@@ -83,20 +92,15 @@ impl LifecycleService {
         let opted_out = decode_counter(self.store.index_get(&key).await?.as_deref()) > 0;
         let message_id = message.message_id.clone();
         let destination = message.destination_phone_number.clone();
-        let send = |opted_out: bool| PhoneNumberAction::SendMessage {
-            message: Box::new(message.clone()),
-            opted_out_on: opted_out.then(|| list.clone()),
-        };
+        let send = |opted_out: bool| (Box::new(message.clone()), opted_out.then(|| list.clone()));
         // The list in force must still be the one read when the append commits (else the send is
         // decided again); a number that manages its own opt-outs sends whatever the list says.
-        let mut limits = vec![CounterLimit::at_least(named_by, 1)];
-        if !number.self_managed_opt_outs_enabled {
+        let mut limits: Vec<CounterLimit> = named_by.into_iter().map(|k| CounterLimit::at_least(k, 1)).collect();
+        let self_managed = matches!(&sender, Origination::Number(n) if n.self_managed_opt_outs_enabled);
+        if !self_managed {
             limits.push(CounterLimit::at_most(key, 0));
         }
-        let id = &number.phone_number_id;
-        let sent = self
-            .execute_within(&self.numbers, id, Activation::Existing, meta, send(opted_out), &limits)
-            .await;
+        let sent = self.send_from(meta, &sender, send(opted_out), &limits).await;
         match sent {
             Ok(_) => Ok(Some(message_id)),
             // The number or pool named another list (or changed who manages opt-outs) by the
@@ -110,7 +114,7 @@ impl LifecycleService {
             Err(ServiceError::Execute {
                 source: ExecuteError::Append(AppendError::LimitReached(_)),
                 ..
-            }) => match self.execute(&self.numbers, id, Activation::Existing, meta, send(true)).await {
+            }) => match self.send_from(meta, &sender, send(true), &[]).await {
                 Ok(_) => Err(ServiceError::Invariant(format!(
                     "a message to opted-out {destination} was accepted"
                 ))),
@@ -146,11 +150,55 @@ impl LifecycleService {
             })
     }
 
-    /// The number or pool an `OriginationIdentity` names.
-    async fn origination(&self, scope: &Scope, identity: &str) -> Result<Origination, ServiceError> {
+    /// Runs the send (`message`, and the list the destination was found on) on the sender.
+    async fn send_from(
+        &self,
+        meta: &CommandMeta,
+        sender: &Origination,
+        (message, opted_out_on): (Box<OutboundMessage>, Option<String>),
+        limits: &[CounterLimit],
+    ) -> Result<(), ServiceError> {
+        match sender {
+            Origination::Number(n) => {
+                let send = PhoneNumberAction::SendMessage { message, opted_out_on };
+                let id = &n.phone_number_id;
+                self.execute_within(&self.numbers, id, Activation::Existing, meta, send, limits)
+                    .await
+                    .map(drop)
+            }
+            Origination::SenderId(s) => {
+                let send = SenderIdAction::SendMessage { message, opted_out_on };
+                self.execute_within(&self.sender_ids, &s.id, Activation::Existing, meta, send, limits)
+                    .await
+                    .map(drop)
+            }
+            Origination::Pool(pool) => Err(ServiceError::Invariant(format!(
+                "a message is sent from a member of {pool}, not the pool"
+            ))),
+        }
+    }
+
+    /// The number, sender id or pool an `OriginationIdentity` names.
+    async fn origination(&self, scope: &Scope, message: &OutboundMessage) -> Result<Origination, ServiceError> {
+        let identity = message.origination_identity.as_str();
         let pool = identity.starts_with("pool-") || identity.contains(":pool/");
         if pool {
             return Ok(Origination::Pool(self.owned(ResourceKind::Pool, scope, identity).await?));
+        }
+        if ResourceKind::of_arn(identity) == Some(ResourceKind::SenderId) || is_sender_id(identity) {
+            // A sender id by its string is the one leased in the destination's country.
+            let country = crate::numbering::country_of(&message.destination_phone_number);
+            let id = Self::sender_id_stream(scope, identity, country.as_deref().filter(|_| !identity.starts_with("arn:")))?;
+            if self
+                .store
+                .index_get_latest(&owner_key(scope, ResourceKind::SenderId, &id))
+                .await?
+                .is_none()
+            {
+                return Err(not_found(ResourceKind::SenderId, identity));
+            }
+            // A released sender id is the decider's to refuse, so the refusal is recorded.
+            return Ok(Origination::SenderId(Box::new(self.current_sender_id(&id).await?)));
         }
         let id = if identity.starts_with('+') {
             // An E.164 number: the number that holds it, if the caller's.
@@ -170,5 +218,6 @@ impl LifecycleService {
 /// Where a message leaves from.
 enum Origination {
     Number(Box<PhoneNumber>),
+    SenderId(Box<SenderId>),
     Pool(String),
 }

@@ -20,6 +20,7 @@
 mod contention;
 mod error;
 mod keywords;
+mod members;
 mod messages;
 mod numbers;
 mod opt_out_lists;
@@ -27,6 +28,7 @@ mod pools;
 mod quota;
 mod reads;
 mod recovery;
+mod sender_ids;
 mod tagging;
 mod tokens;
 
@@ -36,10 +38,12 @@ use std::sync::Mutex;
 pub use contention::Contention;
 pub use error::ServiceError;
 pub use keywords::{KeywordChange, KeywordsOf};
+pub use members::Identity;
 pub use numbers::NewNumber;
 pub use opt_out_lists::NewOptOutList;
 pub use pools::NewPool;
 pub use reads::Page;
+pub use sender_ids::NewSenderId;
 pub use tagging::TagChange;
 
 use self::error::not_found;
@@ -48,6 +52,7 @@ use crate::config::Quotas;
 use crate::domain::opt_out_list::OptOutListState;
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberState};
 use crate::domain::pool::{Pool, PoolAction, PoolState};
+use crate::domain::sender_id::SenderIdState;
 use crate::domain::{CommandMeta, ResourceKind, Scope};
 use crate::numbering::NumberPicker;
 use crate::projection::{owner_key, Projected};
@@ -67,7 +72,8 @@ enum Activation {
     Existing,
     /// A stream about to be created under a fresh random id: nothing to read.
     Fresh,
-    /// A stream named by its caller (an opt-out list), which may or may not exist yet.
+    /// A stream named by its caller (an opt-out list, a sender id), which may or may not exist
+    /// yet.
     Named,
 }
 
@@ -77,6 +83,7 @@ pub struct LifecycleService {
     numbers: Registry<PhoneNumberState>,
     pools: Registry<PoolState>,
     lists: Registry<OptOutListState>,
+    sender_ids: Registry<SenderIdState>,
     /// Scopes whose `Default` opt-out list this process has seen exist.
     defaults: Mutex<std::collections::HashSet<Scope>>,
     picker: NumberPicker,
@@ -102,6 +109,7 @@ impl LifecycleService {
             numbers: Registry::new(store.clone(), actors, max_live_actors),
             pools: Registry::new(store.clone(), actors, max_live_actors),
             lists: Registry::new(store.clone(), actors, max_live_actors),
+            sender_ids: Registry::new(store.clone(), actors, max_live_actors),
             defaults: Mutex::new(std::collections::HashSet::new()),
             store,
             picker,

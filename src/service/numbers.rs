@@ -147,7 +147,10 @@ impl LifecycleService {
                         .0
                         .ok_or_else(|| ServiceError::Invariant(format!("requested number {id} has no state")))?;
                     return match pool {
-                        Some(pool) => Ok(self.join_pool(meta, &number.phone_number_id, &pool, None, None).await?.0),
+                        Some(pool) => match self.join_pool(meta, &number.phone_number_id, &pool, None, None).await?.0 {
+                            super::Identity::Number(n) => Ok(*n),
+                            super::Identity::SenderId(_) => Err(ServiceError::Invariant(format!("{id} is a phone number"))),
+                        },
                         None => Ok(number),
                     };
                 }

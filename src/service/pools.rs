@@ -1,14 +1,17 @@
 //! Pool workflows: `AssociateOriginationIdentity`, `DisassociateOriginationIdentity`,
-//! `CreatePool`, `DeletePool`, each as ordered steps on the number's and the pool's streams with
-//! a compensating step when the second one is refused (see the module doc of `service`).
+//! `CreatePool`, `DeletePool`, each as ordered steps on the member's (a phone number's or a
+//! sender id's) and the pool's streams with a compensating step when the second one is refused
+//! (see the module doc of `service`).
 
 use super::error::not_found;
+use super::members::Identity;
 use super::opt_out_lists::list_gone;
 use super::quota::{over_quota, quota_limit};
 use super::tokens::lost_token_race;
 use super::{Activation, LifecycleService, ServiceError};
-use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction};
-use crate::domain::pool::{Pool, PoolAction, PoolChanges, PoolMember, PoolState};
+use crate::domain::membership::MembershipAction;
+use crate::domain::opt_out_list::DEFAULT_LIST;
+use crate::domain::pool::{Pool, PoolAction, PoolChanges, PoolState};
 use crate::domain::types::{MessageType, PoolStatus, Tag, ValidationReason};
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
 
@@ -27,6 +30,7 @@ impl NewPool {
     /// Whether this request asks for the pool `pool` was created as: the same first member (by
     /// id, ARN or what they name), message type, deletion protection and tags.
     fn asked_for(&self, scope: &Scope, pool: &Pool) -> bool {
+        let iso = self.iso_country_code.as_deref();
         let tags = |v: &[Tag]| -> Vec<(String, String)> {
             let mut v: Vec<(String, String)> = v.iter().map(|t| (t.key.clone(), t.value.clone())).collect();
             v.sort();
@@ -34,6 +38,7 @@ impl NewPool {
         };
         let member = ResourceKind::PhoneNumber
             .resolve(scope, &self.origination_identity)
+            .or_else(|| ResourceKind::resolve_sender_id(scope, &self.origination_identity, iso).map(|(id, _, _)| id))
             .unwrap_or_else(|| self.origination_identity.clone());
         pool.members.contains_key(&member)
             && self.message_type == pool.message_type
@@ -43,63 +48,60 @@ impl NewPool {
 }
 
 impl LifecycleService {
-    /// Number joins an existing pool: the three steps of the module doc.
+    /// A member joins an existing pool: the three steps of the module doc.
     pub(super) async fn join_pool(
         &self,
         meta: &CommandMeta,
-        number_id: &str,
+        member_id: &str,
         pool: &Pool,
         iso: Option<String>,
         client_token: Option<&str>,
-    ) -> Result<(PhoneNumber, Pool), ServiceError> {
+    ) -> Result<(Identity, Pool), ServiceError> {
         let pool_id = pool.pool_id.clone();
-        let number = self
-            .number(
-                meta,
-                number_id,
-                PhoneNumberAction::BeginAssociation {
-                    pool_id: pool_id.clone(),
-                    pool_message_type: pool.message_type,
-                    iso_country_code: iso,
-                    client_token: client_token.map(String::from),
-                },
-            )
-            .await?;
+        let begin = MembershipAction::BeginAssociation {
+            pool_id: pool_id.clone(),
+            pool_message_type: pool.message_type,
+            iso_country_code: iso,
+            client_token: client_token.map(String::from),
+        };
+        let member = self.member_step(meta, member_id, begin).await?;
         // A retry (same client token) of a join that already succeeded: the decider decided
-        // nothing, and the number is in the pool. A started join always leaves it ASSOCIATING.
-        if number.is_in_pool(&pool_id) {
-            return Ok((number, pool.clone()));
+        // nothing, and the member is in the pool. A started join always leaves it ASSOCIATING.
+        if member.is_in_pool(&pool_id) {
+            return Ok((member, pool.clone()));
         }
-        let added = self.pool(meta, &pool_id, PoolAction::AddMember(member_of(&number))).await;
-        self.settle(meta, number_id, &pool_id, Change::Join, added).await
+        let added = self
+            .pool(meta, &pool_id, PoolAction::AddMember(member.pool_member(pool.message_type)))
+            .await;
+        self.settle(meta, member_id, &pool_id, Change::Join, added).await
     }
 
-    /// The number's last step of a pool change, once the pool has taken its step: completes the
+    /// The member's last step of a pool change, once the pool has taken its step: completes the
     /// change if the pool took it, and undoes it (recording why) if the pool refused or failed.
     async fn settle(
         &self,
         meta: &CommandMeta,
-        number_id: &str,
+        member_id: &str,
         pool_id: &str,
         change: Change,
         pool_step: Result<Pool, ServiceError>,
-    ) -> Result<(PhoneNumber, Pool), ServiceError> {
+    ) -> Result<(Identity, Pool), ServiceError> {
         let pool_id = pool_id.to_string();
         match pool_step {
             Ok(pool) => {
                 let complete = match change {
-                    Change::Join => PhoneNumberAction::CompleteAssociation { pool_id },
-                    Change::Leave => PhoneNumberAction::CompleteDisassociation { pool_id },
+                    Change::Join => MembershipAction::CompleteAssociation { pool_id },
+                    Change::Leave => MembershipAction::CompleteDisassociation { pool_id },
                 };
-                Ok((self.number(meta, number_id, complete).await?, pool))
+                Ok((self.member_step(meta, member_id, complete).await?, pool))
             }
             Err(e) => {
                 let reason = abort_reason(&e);
                 let undo = match change {
-                    Change::Join => PhoneNumberAction::AbortAssociation { pool_id, reason },
-                    Change::Leave => PhoneNumberAction::AbortDisassociation { pool_id, reason },
+                    Change::Join => MembershipAction::AbortAssociation { pool_id, reason },
+                    Change::Leave => MembershipAction::AbortDisassociation { pool_id, reason },
                 };
-                self.number(meta, number_id, undo).await?;
+                self.member_step(meta, member_id, undo).await?;
                 Err(e)
             }
         }
@@ -113,12 +115,12 @@ impl LifecycleService {
         identity: &str,
         iso: Option<String>,
         client_token: Option<&str>,
-    ) -> Result<(PhoneNumber, Pool), ServiceError> {
+    ) -> Result<(Identity, Pool), ServiceError> {
         let scope = &meta.scope;
         let pool_id = self.owned(ResourceKind::Pool, scope, pool).await?;
-        let number_id = self.owned(ResourceKind::PhoneNumber, scope, identity).await?;
+        let member_id = self.member_stream(scope, identity, iso.as_deref()).await?;
         let pool = self.live_pool(scope, &pool_id).await?;
-        self.join_pool(meta, &number_id, &pool, iso, client_token).await
+        self.join_pool(meta, &member_id, &pool, iso, client_token).await
     }
 
     /// `DisassociateOriginationIdentity`.
@@ -128,30 +130,26 @@ impl LifecycleService {
         pool: &str,
         identity: &str,
         iso: Option<String>,
-    ) -> Result<(PhoneNumber, Pool), ServiceError> {
+    ) -> Result<(Identity, Pool), ServiceError> {
         let scope = &meta.scope;
         let pool_id = self.owned(ResourceKind::Pool, scope, pool).await?;
-        let number_id = self.owned(ResourceKind::PhoneNumber, scope, identity).await?;
+        let member_id = self.member_stream(scope, identity, iso.as_deref()).await?;
         self.live_pool(scope, &pool_id).await?;
-        self.number(
-            meta,
-            &number_id,
-            PhoneNumberAction::BeginDisassociation {
-                pool_id: pool_id.clone(),
-                iso_country_code: iso,
-            },
-        )
-        .await?;
+        let begin = MembershipAction::BeginDisassociation {
+            pool_id: pool_id.clone(),
+            iso_country_code: iso,
+        };
+        self.member_step(meta, &member_id, begin).await?;
         let removed = self
             .pool(
                 meta,
                 &pool_id,
                 PoolAction::RemoveMember {
-                    origination_identity: number_id.clone(),
+                    origination_identity: member_id.clone(),
                 },
             )
             .await;
-        self.settle(meta, &number_id, &pool_id, Change::Leave, removed).await
+        self.settle(meta, &member_id, &pool_id, Change::Leave, removed).await
     }
 
     /// `CreatePool`: the new pool inherits its settings from its first origination identity.
@@ -161,37 +159,40 @@ impl LifecycleService {
         if let Some(id) = earlier {
             return self.earlier_pool(scope, &spec, &id).await;
         }
-        let number_id = self.owned(ResourceKind::PhoneNumber, scope, &spec.origination_identity).await?;
+        let member_id = self
+            .member_stream(scope, &spec.origination_identity, spec.iso_country_code.as_deref())
+            .await?;
         let _reserved = self.reserve(scope, ResourceKind::Pool, self.quotas.pools_per_account).await?;
         let pool_id = ResourceKind::Pool.new_id();
-        let number = self
-            .number(
-                meta,
-                &number_id,
-                PhoneNumberAction::BeginAssociation {
-                    pool_id: pool_id.clone(),
-                    pool_message_type: spec.message_type,
-                    iso_country_code: spec.iso_country_code.clone(),
-                    client_token: None,
-                },
-            )
-            .await?;
+        let begin = MembershipAction::BeginAssociation {
+            pool_id: pool_id.clone(),
+            pool_message_type: spec.message_type,
+            iso_country_code: spec.iso_country_code.clone(),
+            client_token: None,
+        };
+        let member = self.member_step(meta, &member_id, begin).await?;
+        // The pool takes its opt-out and two-way settings from a first member that is a phone
+        // number; a sender id has none, and the pool starts with the account's defaults.
+        let number = match &member {
+            Identity::Number(n) => Some(n.as_ref()),
+            Identity::SenderId(_) => None,
+        };
         let pool = Pool {
             pool_arn: scope.arn(ResourceKind::Pool, &pool_id),
             pool_id: pool_id.clone(),
             account: scope.account.clone(),
             region: scope.region.clone(),
             message_type: spec.message_type,
-            opt_out_list_name: number.opt_out_list_name.clone(),
-            self_managed_opt_outs_enabled: number.self_managed_opt_outs_enabled,
+            opt_out_list_name: number.map_or_else(|| DEFAULT_LIST.to_string(), |n| n.opt_out_list_name.clone()),
+            self_managed_opt_outs_enabled: number.is_some_and(|n| n.self_managed_opt_outs_enabled),
             shared_routes_enabled: false,
-            two_way_enabled: number.two_way_enabled,
-            two_way_channel_arn: number.two_way_channel_arn.clone(),
-            two_way_channel_role: number.two_way_channel_role.clone(),
+            two_way_enabled: number.is_some_and(|n| n.two_way_enabled),
+            two_way_channel_arn: number.and_then(|n| n.two_way_channel_arn.clone()),
+            two_way_channel_role: number.and_then(|n| n.two_way_channel_role.clone()),
             deletion_protection_enabled: spec.deletion_protection_enabled,
             status: PoolStatus::Active,
             deleted: false,
-            members: [(number_id.clone(), member_of(&number))].into_iter().collect(),
+            members: [(member_id.clone(), member.pool_member(spec.message_type))].into_iter().collect(),
             tags: spec.tags.clone(),
             keywords: Default::default(),
             created_timestamp_ms: meta.at_ms,
@@ -214,7 +215,7 @@ impl LifecycleService {
             .and_then(|s| {
                 s.0.ok_or_else(|| ServiceError::Invariant(format!("created pool {pool_id} has no state")))
             });
-        match self.settle(meta, &number_id, &pool_id, Change::Join, created).await {
+        match self.settle(meta, &member_id, &pool_id, Change::Join, created).await {
             Ok((_, pool)) => Ok(pool),
             Err(e) if !lost_token_race(&e) => Err(e),
             Err(_) => {
@@ -245,8 +246,8 @@ impl LifecycleService {
         let before = self.live_pool(&meta.scope, &pool_id).await?;
         let deleted = self.pool(meta, &pool_id, PoolAction::Delete).await?;
         for member in before.members.keys() {
-            self.number(meta, member, PhoneNumberAction::DetachFromDeletedPool { pool_id: pool_id.clone() })
-                .await?;
+            let detach = MembershipAction::DetachFromDeletedPool { pool_id: pool_id.clone() };
+            self.member_step(meta, member, detach).await?;
         }
         Ok(deleted)
     }
@@ -295,17 +296,5 @@ fn abort_reason(e: &ServiceError) -> Rejection {
     match e {
         ServiceError::Rejected(r) => r.clone(),
         other => Rejection::validation(ValidationReason::InvalidRequest, "PoolId", crate::error_chain(other)),
-    }
-}
-
-/// The pool's record of a number.
-fn member_of(n: &PhoneNumber) -> PoolMember {
-    PoolMember {
-        origination_identity: n.phone_number_id.clone(),
-        origination_identity_arn: n.phone_number_arn.clone(),
-        iso_country_code: n.iso_country_code.clone(),
-        number_capabilities: n.number_capabilities.clone(),
-        phone_number: n.phone_number.clone(),
-        message_type: n.message_type,
     }
 }

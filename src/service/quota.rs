@@ -47,6 +47,7 @@ impl LifecycleService {
             ("PHONE_NUMBERS", ResourceKind::PhoneNumber, self.quotas.phone_numbers_per_account),
             ("POOLS", ResourceKind::Pool, self.quotas.pools_per_account),
             ("OPT_OUT_LISTS", ResourceKind::OptOutList, self.quotas.opt_out_lists_per_account),
+            ("SENDER_IDS", ResourceKind::SenderId, self.quotas.sender_ids_per_account),
         ] {
             limits.push((name, self.count_live(scope, kind).await?, max));
         }
@@ -101,6 +102,7 @@ fn quota_exceeded(scope: &Scope, kind: ResourceKind, quota: u64) -> ServiceError
         ResourceKind::PhoneNumber => (QuotaReason::PhoneNumbersPerAccount, "phone numbers"),
         ResourceKind::Pool => (QuotaReason::PoolsPerAccount, "pools"),
         ResourceKind::OptOutList => (QuotaReason::OptOutListsPerAccount, "opt-out lists"),
+        ResourceKind::SenderId => (QuotaReason::SenderIdsPerAccount, "sender ids"),
     };
     ServiceError::Rejected(Rejection::QuotaExceeded {
         reason,

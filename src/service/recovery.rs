@@ -5,11 +5,13 @@
 
 use std::collections::HashMap;
 
+use super::members::Identity;
 use super::{Activation, LifecycleService, ServiceError};
 use crate::domain::phone_number::PhoneNumber;
 use crate::domain::pool::{Pool, PoolAction, PoolState};
-use crate::domain::pool_change::{finish_interrupted, pool_to_ask};
-use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
+use crate::domain::pool_change::pool_to_ask;
+use crate::domain::sender_id::SenderId;
+use crate::domain::{CommandMeta, Rejection, ResourceKind};
 
 impl LifecycleService {
     /// Finishes pool changes that a crash interrupted, so no number stays `ASSOCIATING` or
@@ -23,10 +25,16 @@ impl LifecycleService {
     /// later (a request slower than `left_alone_for`) is refused, so the pool never changes
     /// under the decision taken here.
     pub async fn recover_interrupted(&self, left_alone_for: std::time::Duration) -> Result<usize, ServiceError> {
-        let mut stuck: Vec<PhoneNumber> = Vec::new();
+        let mut stuck: Vec<Identity> = Vec::new();
         self.for_each_view(ResourceKind::PhoneNumber, |n: PhoneNumber| {
             if pool_to_ask(&n).is_some() {
-                stuck.push(n);
+                stuck.push(Identity::Number(Box::new(n)));
+            }
+        })
+        .await?;
+        self.for_each_view(ResourceKind::SenderId, |s: SenderId| {
+            if pool_to_ask(&s).is_some() {
+                stuck.push(Identity::SenderId(Box::new(s)));
             }
         })
         .await?;
@@ -39,11 +47,14 @@ impl LifecycleService {
         // Each pool read once per pass, from the log itself: with several nodes, this node's
         // actor of the pool may not have seen the step another node just took.
         let mut pools: HashMap<String, Option<Pool>> = HashMap::new();
-        let holds = |pool: Option<&Pool>, n: &PhoneNumber| {
-            pool.is_some_and(|p| !p.deleted && p.account == n.account && p.region == n.region && p.members.contains_key(&n.phone_number_id))
+        let holds = |pool: Option<&Pool>, n: &Identity| {
+            let scope = n.scope();
+            pool.is_some_and(|p| {
+                !p.deleted && p.account == scope.account && p.region == scope.region && p.members.contains_key(n.member_id())
+            })
         };
         for n in stuck {
-            let Some(pool_id) = pool_to_ask(&n).map(str::to_string) else {
+            let Some(pool_id) = n.pool_to_ask().map(str::to_string) else {
                 continue;
             };
             if !pools.contains_key(&pool_id) {
@@ -51,20 +62,22 @@ impl LifecycleService {
                 pools.insert(pool_id.clone(), loaded.state.0);
             }
             // A pool that is gone (or another account's) does not hold the number.
-            if finish_interrupted(&n, holds(pools.get(&pool_id).and_then(Option::as_ref), &n)).is_none() {
+            if n.finish_interrupted(holds(pools.get(&pool_id).and_then(Option::as_ref), &n))
+                .is_none()
+            {
                 continue;
             }
             // With several nodes, only what has been left alone long enough: a live change has
             // moved the number recently.
             if !left_alone_for.is_zero() {
-                let head = self.store.stream_head(&n.phone_number_id).await?;
-                let last = self.store.read_stream(&n.phone_number_id, head.version, 1).await?;
+                let head = self.store.stream_head(n.member_id()).await?;
+                let last = self.store.read_stream(n.member_id(), head.version, 1).await?;
                 let moved_ms = last.first().map_or(0, |e| e.timestamp_ms);
                 if now_ms.saturating_sub(moved_ms) < left_alone_for.as_millis() as u64 {
                     continue;
                 }
             }
-            let scope = Scope::new(&n.account, &n.region);
+            let scope = n.scope();
             let meta = CommandMeta {
                 request_id: format!("recovery-{}", uuid::Uuid::new_v4()),
                 scope,
@@ -75,7 +88,7 @@ impl LifecycleService {
             // request slower than `left_alone_for`, e.g. resent across a leader election) is
             // refused from now on, so the pool's state after the fence decides for good.
             let fence = PoolAction::Fence {
-                origination_identity: n.phone_number_id.clone(),
+                origination_identity: n.member_id().to_string(),
                 begun_before_ms,
             };
             let pool = match self.execute(&self.pools, &pool_id, Activation::Existing, &meta, fence).await {
@@ -83,13 +96,13 @@ impl LifecycleService {
                 Err(ServiceError::Rejected(Rejection::NotFound { .. })) => None,
                 Err(e) => return Err(e),
             };
-            let Some(action) = finish_interrupted(&n, holds(pool.as_ref(), &n)) else {
+            let Some(action) = n.finish_interrupted(holds(pool.as_ref(), &n)) else {
                 pools.insert(pool_id, pool);
                 continue;
             };
             pools.insert(pool_id, pool);
-            tracing::warn!(phone_number_id = %n.phone_number_id, action = ?action, "finishing an interrupted pool change");
-            self.number(&meta, &n.phone_number_id, action).await?;
+            tracing::warn!(member = %n.member_id(), action = ?action, "finishing an interrupted pool change");
+            self.member_step(&meta, n.member_id(), action).await?;
             repaired += 1;
         }
         Ok(repaired)

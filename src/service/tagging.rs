@@ -1,5 +1,5 @@
 //! `TagResource`, `UntagResource` and `ListTagsForResource`: the resource is found by its ARN
-//! (a phone number, a pool or an opt-out list of the caller) and its own decider applies the tag
+//! (a phone number, a pool, an opt-out list or a sender id of the caller) and its own decider applies the tag
 //! rules, so each change is an event on that resource's stream.
 
 use super::error::not_found;
@@ -7,6 +7,7 @@ use super::{Activation, LifecycleService, ServiceError};
 use crate::domain::opt_out_list::OptOutListAction;
 use crate::domain::phone_number::PhoneNumberAction;
 use crate::domain::pool::PoolAction;
+use crate::domain::sender_id::SenderIdAction;
 use crate::domain::types::{Tag, ValidationReason};
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
 
@@ -23,7 +24,7 @@ fn kind_of(arn: &str) -> Result<ResourceKind, ServiceError> {
         ServiceError::Rejected(Rejection::validation(
             ValidationReason::InvalidArn,
             "ResourceArn",
-            format!("{arn} is not the ARN of a phone number, pool or opt-out list"),
+            format!("{arn} is not the ARN of a phone number, pool, opt-out list or sender id"),
         ))
     })
 }
@@ -71,6 +72,13 @@ impl LifecycleService {
                     })?;
                 state.live().map(drop).ok_or_else(|| not_found(kind, arn))
             }
+            ResourceKind::SenderId => {
+                let action = match change {
+                    TagChange::Put(tags) => SenderIdAction::Tag { tags },
+                    TagChange::Remove(keys) => SenderIdAction::Untag { keys },
+                };
+                self.on_sender_id(meta, arn, None, action).await.map(drop)
+            }
         }
     }
 
@@ -87,6 +95,13 @@ impl LifecycleService {
             }
             ResourceKind::Pool => Ok(self.live_pool(scope, &id).await?.tags),
             ResourceKind::OptOutList => Ok(self.opt_out_list(scope, arn).await?.tags),
+            ResourceKind::SenderId => {
+                let s = self.current_sender_id(&id).await?;
+                match s.is_live() {
+                    true => Ok(s.tags),
+                    false => Err(not_found(kind, arn)),
+                }
+            }
         }
     }
 }

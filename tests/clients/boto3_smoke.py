@@ -133,8 +133,43 @@ try:
     raise AssertionError("a media message left an SMS-only number")
 except client.exceptions.ConflictException as e:
     assert e.response["Reason"] == "NUMBER_CAPABILITIES_MISMATCH", e.response
+# Sender ids: leased, described by name and by filter, a pool's member, a sender of messages,
+# protected from release while in a pool, then released.
+leased = client.request_sender_id(SenderId="BotoShop", IsoCountryCode="GB", MessageTypes=["TRANSACTIONAL"])
+assert leased["SenderIdArn"].endswith(":sender-id/BotoShop/GB"), leased
+try:
+    client.request_sender_id(SenderId="BotoShop", IsoCountryCode="GB")
+    raise AssertionError("a sender id was leased twice")
+except client.exceptions.ConflictException as e:
+    assert e.response["Reason"] == "RESOURCE_ALREADY_EXISTS", e.response
+described = client.describe_sender_ids(SenderIds=[{"SenderId": "BotoShop", "IsoCountryCode": "GB"}])["SenderIds"]
+assert [s["MessageTypes"] for s in described] == [["TRANSACTIONAL"]], described
+filtered = client.describe_sender_ids(Filters=[{"Name": "iso-country-code", "Values": ["GB"]}])["SenderIds"]
+assert [s["SenderId"] for s in filtered] == ["BotoShop"], filtered
+client.associate_origination_identity(PoolId=pool["PoolId"], OriginationIdentity="BotoShop", IsoCountryCode="GB")
+try:
+    client.release_sender_id(SenderId="BotoShop", IsoCountryCode="GB")
+    raise AssertionError("a sender id in a pool was released")
+except client.exceptions.ConflictException as e:
+    assert e.response["Reason"] == "SENDER_ID_ASSOCIATED_TO_POOL", e.response
+sent = client.send_text_message(OriginationIdentity="BotoShop", DestinationPhoneNumber="+447400123456", MessageBody="hi")
+assert sent["MessageId"], sent
+client.disassociate_origination_identity(PoolId=pool["PoolId"], OriginationIdentity=leased["SenderIdArn"], IsoCountryCode="GB")
+client.update_sender_id(SenderId="BotoShop", IsoCountryCode="GB", DeletionProtectionEnabled=True)
+try:
+    client.release_sender_id(SenderId="BotoShop", IsoCountryCode="GB")
+    raise AssertionError("a protected sender id was released")
+except client.exceptions.ConflictException as e:
+    assert e.response["Reason"] == "DELETION_PROTECTION_ENABLED", e.response
+client.update_sender_id(SenderId="BotoShop", IsoCountryCode="GB", DeletionProtectionEnabled=False)
+assert client.release_sender_id(SenderId="BotoShop", IsoCountryCode="GB")["SenderId"] == "BotoShop"
+try:
+    client.describe_sender_ids(SenderIds=[{"SenderId": "BotoShop", "IsoCountryCode": "GB"}])
+    raise AssertionError("a released sender id is described")
+except client.exceptions.ResourceNotFoundException:
+    pass
 limits = {l["Name"]: (l["Used"], l["Max"]) for l in client.describe_account_limits()["AccountLimits"]}
-assert limits["POOLS"][0] == 1 and limits["OPT_OUT_LISTS"][0] == 2, limits
+assert limits["POOLS"][0] == 1 and limits["OPT_OUT_LISTS"][0] == 2 and limits["SENDER_IDS"][0] == 0, limits
 assert client.describe_account_attributes()["AccountAttributes"][0]["Name"] == "ACCOUNT_TIER"
 assert len(client.describe_spend_limits()["SpendLimits"]) == 3
 print("boto3: ok")

@@ -1,0 +1,355 @@
+//! Pool membership of an origination identity (a phone number or a sender id): the commands and
+//! events of joining and leaving a pool, and the rules that decide them, shared by every
+//! aggregate that can be a pool's member.
+//!
+//! A member changes pools in two steps so that a release racing an association can never leave a
+//! released identity in a pool: the member first enters `ASSOCIATING` (or `DISASSOCIATING`) in
+//! its own stream, which blocks a release; only then does the pool record the change, and the
+//! member completes (or aborts) the step. Every command goes through the member's actor, so these
+//! steps and a release are strictly ordered per member.
+//!
+//! The actions and events serialize exactly as the phone number's did before sender ids shared
+//! them (`{"Type": "BeginAssociation", "Input": {...}}`): the aggregates embed them untagged.
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::ResourceKind;
+use super::types::{ConflictReason, MessageType, NumberStatus, ValidationReason};
+use super::Rejection;
+
+/// What the membership rules need of an origination identity.
+pub trait Member {
+    /// The kind of aggregate the member is (named in its refusals).
+    const KIND: ResourceKind;
+    /// The reason given when the member is in, entering or leaving a pool.
+    const IN_POOL: ConflictReason;
+
+    /// Its id (its stream id).
+    fn member_id(&self) -> &str;
+    /// `ACTIVE`, `ASSOCIATING`, `DISASSOCIATING` or `DELETED`.
+    fn status(&self) -> NumberStatus;
+    /// The pool it belongs to.
+    fn pool_id(&self) -> Option<&str>;
+    /// The pool it is entering or leaving while `ASSOCIATING` / `DISASSOCIATING`.
+    fn pending_pool_id(&self) -> Option<&str>;
+    fn iso_country_code(&self) -> &str;
+    /// Why it cannot send a pool's messages of `message_type`, if it cannot.
+    fn message_type_refused(&self, pool_id: &str, message_type: MessageType) -> Option<String>;
+    /// Its status and pools, for [`evolve`].
+    fn placement_mut(&mut self) -> Placement<'_>;
+
+    /// Whether it is entering or leaving a pool right now.
+    fn is_changing_pools(&self) -> bool {
+        matches!(self.status(), NumberStatus::Associating | NumberStatus::Disassociating)
+    }
+
+    /// Whether it is settled in exactly `pool_id`: `ACTIVE` there, not joining or leaving it. A
+    /// `BeginAssociation` with a client token finds the member so when it retries a request whose
+    /// first attempt succeeded; the decider then answers with no events, and the shell tells this
+    /// no-op from a started join by this test on the member it gets back.
+    fn is_in_pool(&self, pool_id: &str) -> bool {
+        self.status() == NumberStatus::Active && self.pool_id() == Some(pool_id)
+    }
+}
+
+/// The mutable membership fields of a member.
+pub struct Placement<'a> {
+    pub status: &'a mut NumberStatus,
+    pub pool_id: &'a mut Option<String>,
+    pub pending_pool_id: &'a mut Option<String>,
+}
+
+/// The steps of a pool change, as commands to the member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "Type", content = "Input", rename_all_fields = "PascalCase")]
+pub enum MembershipAction {
+    /// First step of joining a pool; `pool_message_type` is the pool's, checked here.
+    BeginAssociation {
+        pool_id: String,
+        pool_message_type: MessageType,
+        iso_country_code: Option<String>,
+        /// `AssociateOriginationIdentity`'s `ClientToken`, if the caller gave one: a retry of a
+        /// request that already succeeded is then answered without events instead of refused.
+        /// Absent in commands recorded before it existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_token: Option<String>,
+    },
+    CompleteAssociation {
+        pool_id: String,
+    },
+    AbortAssociation {
+        pool_id: String,
+        reason: Rejection,
+    },
+    BeginDisassociation {
+        pool_id: String,
+        iso_country_code: Option<String>,
+    },
+    CompleteDisassociation {
+        pool_id: String,
+    },
+    AbortDisassociation {
+        pool_id: String,
+        reason: Rejection,
+    },
+    /// The pool was deleted: leave it, whatever step the member was in.
+    DetachFromDeletedPool {
+        pool_id: String,
+    },
+}
+
+impl MembershipAction {
+    pub fn name(&self) -> &'static str {
+        match self {
+            MembershipAction::BeginAssociation { .. } => "BeginAssociation",
+            MembershipAction::CompleteAssociation { .. } => "CompleteAssociation",
+            MembershipAction::AbortAssociation { .. } => "AbortAssociation",
+            MembershipAction::BeginDisassociation { .. } => "BeginDisassociation",
+            MembershipAction::CompleteDisassociation { .. } => "CompleteDisassociation",
+            MembershipAction::AbortDisassociation { .. } => "AbortDisassociation",
+            MembershipAction::DetachFromDeletedPool { .. } => "DetachFromDeletedPool",
+        }
+    }
+
+    /// The event that records this step's refusal, for the steps a caller asked for (the
+    /// internal ones are recorded as the aggregate's `CommandRejected`).
+    pub fn rejected(&self, reason: &Rejection) -> Option<MembershipEvent> {
+        match self {
+            MembershipAction::BeginAssociation { pool_id, .. } => Some(MembershipEvent::AssociationRejected {
+                pool_id: pool_id.clone(),
+                reason: reason.clone(),
+            }),
+            MembershipAction::BeginDisassociation { pool_id, .. } => Some(MembershipEvent::DisassociationRejected {
+                pool_id: pool_id.clone(),
+                reason: reason.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What happened to a member's pool membership. Past tense; never changed once written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "Type", content = "Payload", rename_all_fields = "PascalCase")]
+pub enum MembershipEvent {
+    PoolAssociationStarted {
+        pool_id: String,
+    },
+    AssociatedWithPool {
+        pool_id: String,
+    },
+    PoolAssociationAborted {
+        pool_id: String,
+        #[serde(rename = "Rejection")]
+        reason: Rejection,
+    },
+    AssociationRejected {
+        pool_id: String,
+        #[serde(rename = "Rejection")]
+        reason: Rejection,
+    },
+    PoolDisassociationStarted {
+        pool_id: String,
+    },
+    DisassociatedFromPool {
+        pool_id: String,
+    },
+    PoolDisassociationAborted {
+        pool_id: String,
+        #[serde(rename = "Rejection")]
+        reason: Rejection,
+    },
+    DisassociationRejected {
+        pool_id: String,
+        #[serde(rename = "Rejection")]
+        reason: Rejection,
+    },
+    DetachedFromDeletedPool {
+        pool_id: String,
+    },
+}
+
+impl MembershipEvent {
+    /// The refusal a rejection event records.
+    pub fn rejection(&self) -> Option<&Rejection> {
+        match self {
+            MembershipEvent::AssociationRejected { reason, .. } | MembershipEvent::DisassociationRejected { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+fn conflict<M: Member>(m: &M, reason: ConflictReason, why: &str) -> Rejection {
+    Rejection::conflict(reason, M::KIND, m.member_id(), why)
+}
+
+/// Decides one step. `member` is the member as it is, live or not; `live` is the member if it is
+/// live and the caller's, else the NotFound refusal: the steps a caller starts need a live
+/// member, the ones that undo or finish a change are taken from any state.
+pub fn decide<'a, M: Member>(
+    member: Option<&'a M>,
+    live: impl FnOnce() -> Result<&'a M, Rejection>,
+    action: &MembershipAction,
+) -> Result<Vec<MembershipEvent>, Rejection> {
+    use MembershipAction as A;
+    use MembershipEvent as E;
+    let pool = |pool_id: &String| pool_id.clone();
+    let step = match action {
+        A::BeginAssociation {
+            pool_id,
+            pool_message_type,
+            iso_country_code,
+            client_token,
+        } => begin_association(live()?, pool_id, *pool_message_type, iso_country_code, client_token.as_deref())?,
+        A::CompleteAssociation { pool_id } => {
+            let m = live()?;
+            if m.status() != NumberStatus::Associating || m.pending_pool_id() != Some(pool_id) {
+                return Err(conflict(
+                    m,
+                    ConflictReason::ResourceNotActive,
+                    &format!("is not joining pool {pool_id}"),
+                ));
+            }
+            Some(E::AssociatedWithPool { pool_id: pool(pool_id) })
+        }
+        A::BeginDisassociation { pool_id, iso_country_code } => {
+            let m = live()?;
+            check_country(m, iso_country_code)?;
+            refuse_if_changing_pools(m)?;
+            if m.pool_id() != Some(pool_id) {
+                return Err(conflict(
+                    m,
+                    ConflictReason::PhoneNumberNotAssociatedToPool,
+                    &format!("is not associated with pool {pool_id}"),
+                ));
+            }
+            Some(E::PoolDisassociationStarted { pool_id: pool(pool_id) })
+        }
+        A::CompleteDisassociation { pool_id } => {
+            let m = live()?;
+            if m.status() == NumberStatus::Disassociating && m.pending_pool_id() == Some(pool_id) {
+                Some(E::DisassociatedFromPool { pool_id: pool(pool_id) })
+            } else if m.pool_id().is_none() {
+                // The pool was deleted meanwhile and already let the member go.
+                None
+            } else {
+                return Err(conflict(
+                    m,
+                    ConflictReason::ResourceNotActive,
+                    &format!("is not leaving pool {pool_id}"),
+                ));
+            }
+        }
+        // Undoing a step that is not there is nothing to do: aborting is idempotent.
+        A::AbortAssociation { pool_id, reason } => member
+            .filter(|m| m.status() == NumberStatus::Associating && m.pending_pool_id() == Some(pool_id))
+            .map(|_| E::PoolAssociationAborted {
+                pool_id: pool(pool_id),
+                reason: reason.clone(),
+            }),
+        A::AbortDisassociation { pool_id, reason } => member
+            .filter(|m| m.status() == NumberStatus::Disassociating && m.pending_pool_id() == Some(pool_id))
+            .map(|_| E::PoolDisassociationAborted {
+                pool_id: pool(pool_id),
+                reason: reason.clone(),
+            }),
+        // A member pointing at the deleted pool leaves it, whatever step it was in.
+        A::DetachFromDeletedPool { pool_id } => member
+            .filter(|m| m.pool_id() == Some(pool_id))
+            .map(|_| E::DetachedFromDeletedPool { pool_id: pool(pool_id) }),
+    };
+    Ok(step.into_iter().collect())
+}
+
+/// `BeginAssociation`: the member enters `ASSOCIATING`. A request with a client token that finds
+/// the member already settled in exactly that pool retries one that succeeded: no events (the
+/// same answer); without a token that is `RESOURCE_ALREADY_ASSOCIATED`.
+fn begin_association<M: Member>(
+    m: &M,
+    pool_id: &str,
+    pool_message_type: MessageType,
+    iso_country_code: &Option<String>,
+    client_token: Option<&str>,
+) -> Result<Option<MembershipEvent>, Rejection> {
+    if client_token.is_some() && m.is_in_pool(pool_id) {
+        return Ok(None);
+    }
+    check_country(m, iso_country_code)?;
+    refuse_if_changing_pools(m)?;
+    match m.pool_id() {
+        Some(p) if p == pool_id => {
+            return Err(conflict(
+                m,
+                ConflictReason::ResourceAlreadyAssociated,
+                &format!("is already associated with pool {p}"),
+            ));
+        }
+        Some(p) => return Err(conflict(m, M::IN_POOL, &format!("is associated with pool {p}"))),
+        None => {}
+    }
+    if let Some(why) = m.message_type_refused(pool_id, pool_message_type) {
+        return Err(conflict(m, ConflictReason::MessageTypeMismatch, &why));
+    }
+    Ok(Some(MembershipEvent::PoolAssociationStarted {
+        pool_id: pool_id.to_string(),
+    }))
+}
+
+fn refuse_if_changing_pools<M: Member>(m: &M) -> Result<(), Rejection> {
+    if m.is_changing_pools() {
+        let pending = m.pending_pool_id().unwrap_or_default();
+        return Err(conflict(m, M::IN_POOL, &format!("is changing pools ({pending})")));
+    }
+    Ok(())
+}
+
+/// An `IsoCountryCode` given with a pool change must be the member's own.
+pub fn check_country<M: Member>(m: &M, iso: &Option<String>) -> Result<(), Rejection> {
+    match iso {
+        Some(iso) if iso != m.iso_country_code() => Err(Rejection::validation(
+            ValidationReason::CountryCodeMismatch,
+            "IsoCountryCode",
+            format!("{} is a {} origination identity, not {iso}", m.member_id(), m.iso_country_code()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A release is refused while the member is in, entering or leaving a pool.
+pub fn refuse_release_in_pool<M: Member>(m: &M) -> Result<(), Rejection> {
+    match m.pool_id().or(m.pending_pool_id()) {
+        Some(pool) => Err(conflict(m, M::IN_POOL, &format!("is associated with pool {pool}"))),
+        None => Ok(()),
+    }
+}
+
+/// Applies a membership event to the member.
+pub fn evolve<M: Member>(m: &mut M, event: &MembershipEvent) {
+    use MembershipEvent as E;
+    let p = m.placement_mut();
+    match event {
+        E::PoolAssociationStarted { pool_id } => {
+            *p.status = NumberStatus::Associating;
+            *p.pending_pool_id = Some(pool_id.clone());
+        }
+        E::AssociatedWithPool { pool_id } => {
+            *p.status = NumberStatus::Active;
+            *p.pool_id = Some(pool_id.clone());
+            *p.pending_pool_id = None;
+        }
+        E::PoolDisassociationStarted { pool_id } => {
+            *p.status = NumberStatus::Disassociating;
+            *p.pending_pool_id = Some(pool_id.clone());
+        }
+        E::PoolAssociationAborted { .. } | E::PoolDisassociationAborted { .. } => {
+            *p.status = NumberStatus::Active;
+            *p.pending_pool_id = None;
+        }
+        E::DisassociatedFromPool { .. } | E::DetachedFromDeletedPool { .. } => {
+            *p.status = NumberStatus::Active;
+            *p.pool_id = None;
+            *p.pending_pool_id = None;
+        }
+        E::AssociationRejected { .. } | E::DisassociationRejected { .. } => {}
+    }
+}
