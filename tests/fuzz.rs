@@ -41,6 +41,10 @@ const OPERATIONS: &[&str] = &[
     "SendTextMessage",
     "SendVoiceMessage",
     "SendMediaMessage",
+    "RequestSenderId",
+    "ReleaseSenderId",
+    "UpdateSenderId",
+    "DescribeSenderIds",
     // Operations of the model this service does not carry out, and names that are no operation.
     "CreateConfigurationSet",
     "NoSuchOperation",
@@ -95,6 +99,18 @@ fn template(operation: &str, known: &[String], pools: &[String], rng: &mut StdRn
         }
         "UntagResource" => json!({"ResourceArn": format!("arn:aws:sms-voice:us-east-1:{ACCOUNT}:pool/{pool}"), "TagKeys": ["k"]}),
         "ListTagsForResource" => json!({"ResourceArn": format!("arn:aws:sms-voice:us-east-1:{ACCOUNT}:opt-out-list/Default")}),
+        "RequestSenderId" | "ReleaseSenderId" | "UpdateSenderId" => {
+            let sender_id = ["Fuzz", "Fuzz-1", "-bad", "12345"][rng.gen_range(0..4)];
+            let country = ["US", "GB"][rng.gen_range(0..2)];
+            json!({
+                "SenderId": sender_id, "IsoCountryCode": country,
+                "MessageTypes": ["TRANSACTIONAL"], "DeletionProtectionEnabled": rng.gen_bool(0.3)
+            })
+        }
+        "DescribeSenderIds" => json!({
+            "SenderIds": [{"SenderId": "Fuzz", "IsoCountryCode": "US"}], "MaxResults": rng.gen_range(1..20),
+            "Filters": [{"Name": "registered", "Values": ["false"]}]
+        }),
         _ => json!({"Anything": number}),
     }
 }
