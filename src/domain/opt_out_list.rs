@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::ids::ResourceKind;
-use super::tags::{tagged, untagged};
+use super::tags::{edited, TagEdit};
 use super::types::{ConflictReason, QuotaReason, Tag};
 use super::{ActionName, Aggregate, Command, Rejection};
 
@@ -282,21 +282,17 @@ impl Aggregate for OptOutListState {
             }
             OptOutListAction::Tag { tags } => {
                 let l = self.existing(command)?;
-                let after = tagged(&l.tags, tags, &l.opt_out_list_arn)?;
-                Ok(if after == l.tags {
-                    vec![]
-                } else {
-                    vec![OptOutListEvent::TagsChanged { tags: after }]
-                })
+                Ok(edited(&l.tags, TagEdit::Put(tags), &l.opt_out_list_arn)?
+                    .map(|tags| OptOutListEvent::TagsChanged { tags })
+                    .into_iter()
+                    .collect())
             }
             OptOutListAction::Untag { keys } => {
                 let l = self.existing(command)?;
-                let after = untagged(&l.tags, keys);
-                Ok(if after == l.tags {
-                    vec![]
-                } else {
-                    vec![OptOutListEvent::TagsChanged { tags: after }]
-                })
+                Ok(edited(&l.tags, TagEdit::Remove(keys), &l.opt_out_list_arn)?
+                    .map(|tags| OptOutListEvent::TagsChanged { tags })
+                    .into_iter()
+                    .collect())
             }
         }
     }

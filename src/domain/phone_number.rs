@@ -12,7 +12,7 @@ use super::keywords::{self, Keyword};
 use super::membership::{self, Member, MembershipAction, MembershipEvent, Placement};
 use super::message::{check_send, OutboundMessage, Sender};
 use super::pool::Pool;
-use super::tags::{tagged, untagged};
+use super::tags::{edited, TagEdit};
 use super::types::{ConflictReason, MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
 use super::{changed, changed_optional, ActionName, Aggregate, Command, Rejection};
 
@@ -415,15 +415,6 @@ impl PhoneNumberState {
     }
 }
 
-/// The event of a tag change, or none when the tags stay as they are.
-fn tags_changed(before: &[Tag], after: Vec<Tag>) -> Vec<PhoneNumberEvent> {
-    if before == after.as_slice() {
-        vec![]
-    } else {
-        vec![PhoneNumberEvent::TagsChanged { tags: after }]
-    }
-}
-
 impl Aggregate for PhoneNumberState {
     type Action = PhoneNumberAction;
     type Event = PhoneNumberEvent;
@@ -444,12 +435,17 @@ impl Aggregate for PhoneNumberState {
             A::Release => self.decide_release(command),
             A::Tag { tags } => {
                 let n = self.live(command)?;
-                let after = tagged(&n.tags, tags, &n.phone_number_arn)?;
-                Ok(tags_changed(&n.tags, after))
+                Ok(edited(&n.tags, TagEdit::Put(tags), &n.phone_number_arn)?
+                    .map(|tags| PhoneNumberEvent::TagsChanged { tags })
+                    .into_iter()
+                    .collect())
             }
             A::Untag { keys } => {
                 let n = self.live(command)?;
-                Ok(tags_changed(&n.tags, untagged(&n.tags, keys)))
+                Ok(edited(&n.tags, TagEdit::Remove(keys), &n.phone_number_arn)?
+                    .map(|tags| PhoneNumberEvent::TagsChanged { tags })
+                    .into_iter()
+                    .collect())
             }
             A::SendMessage { message, opted_out_on } => self.decide_send(command, message, opted_out_on.as_deref()),
             A::PutKeyword { keyword, quota } => {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ids::ResourceKind;
 use super::keywords::{self, Keyword};
-use super::tags::{tagged, untagged};
+use super::tags::{edited, TagEdit};
 use super::types::{ConflictReason, MessageType, NumberCapability, PoolStatus, Tag};
 use super::{changed, changed_optional, ActionName, Aggregate, Command, Rejection};
 
@@ -335,21 +335,17 @@ impl Aggregate for PoolState {
             }
             PoolAction::Tag { tags } => {
                 let p = self.live(command)?;
-                let after = tagged(&p.tags, tags, &p.pool_arn)?;
-                Ok(if after == p.tags {
-                    vec![]
-                } else {
-                    vec![PoolEvent::TagsChanged { tags: after }]
-                })
+                Ok(edited(&p.tags, TagEdit::Put(tags), &p.pool_arn)?
+                    .map(|tags| PoolEvent::TagsChanged { tags })
+                    .into_iter()
+                    .collect())
             }
             PoolAction::Untag { keys } => {
                 let p = self.live(command)?;
-                let after = untagged(&p.tags, keys);
-                Ok(if after == p.tags {
-                    vec![]
-                } else {
-                    vec![PoolEvent::TagsChanged { tags: after }]
-                })
+                Ok(edited(&p.tags, TagEdit::Remove(keys), &p.pool_arn)?
+                    .map(|tags| PoolEvent::TagsChanged { tags })
+                    .into_iter()
+                    .collect())
             }
         }
     }

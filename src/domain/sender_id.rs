@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::ids::ResourceKind;
 use super::membership::{self, Member, MembershipAction, MembershipEvent, Placement};
 use super::message::{check_send, OutboundMessage, Sender};
-use super::tags::{tagged, untagged};
+use super::tags::{edited, TagEdit};
 use super::types::{ConflictReason, MessageType, NumberCapability, NumberStatus, Tag};
 use super::{ActionName, Aggregate, Command, Rejection};
 
@@ -276,21 +276,17 @@ impl Aggregate for SenderIdState {
             }
             A::Tag { tags } => {
                 let s = self.leased(command)?;
-                let after = tagged(&s.tags, tags, &s.sender_id_arn)?;
-                Ok(if after == s.tags {
-                    vec![]
-                } else {
-                    vec![E::TagsChanged { tags: after }]
-                })
+                Ok(edited(&s.tags, TagEdit::Put(tags), &s.sender_id_arn)?
+                    .map(|tags| E::TagsChanged { tags })
+                    .into_iter()
+                    .collect())
             }
             A::Untag { keys } => {
                 let s = self.leased(command)?;
-                let after = untagged(&s.tags, keys);
-                Ok(if after == s.tags {
-                    vec![]
-                } else {
-                    vec![E::TagsChanged { tags: after }]
-                })
+                Ok(edited(&s.tags, TagEdit::Remove(keys), &s.sender_id_arn)?
+                    .map(|tags| E::TagsChanged { tags })
+                    .into_iter()
+                    .collect())
             }
             A::SendMessage { message, opted_out_on } => {
                 let s = self.leased(command)?;

@@ -37,6 +37,22 @@ pub fn untagged(current: &[Tag], keys: &[String]) -> Vec<Tag> {
     current.iter().filter(|t| !keys.contains(&t.key)).cloned().collect()
 }
 
+/// A change of a resource's tags, as `TagResource` (`Put`) and `UntagResource` (`Remove`) ask it.
+#[derive(Debug, Clone, Copy)]
+pub enum TagEdit<'a> {
+    Put(&'a [Tag]),
+    Remove(&'a [String]),
+}
+
+/// The resource's tags after `edit`, or `None` when they stay as they are (nothing to record).
+pub fn edited(current: &[Tag], edit: TagEdit<'_>, resource: &str) -> Result<Option<Vec<Tag>>, Rejection> {
+    let after = match edit {
+        TagEdit::Put(added) => tagged(current, added, resource)?,
+        TagEdit::Remove(keys) => untagged(current, keys),
+    };
+    Ok((after != current).then_some(after))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
