@@ -282,17 +282,15 @@ impl Aggregate for OptOutListState {
             }
             OptOutListAction::Tag { tags } => {
                 let l = self.existing(command)?;
-                Ok(edited(&l.tags, TagEdit::Put(tags), &l.opt_out_list_arn)?
-                    .map(|tags| OptOutListEvent::TagsChanged { tags })
-                    .into_iter()
-                    .collect())
+                edited(&l.tags, TagEdit::Put(tags), &l.opt_out_list_arn, |tags| {
+                    OptOutListEvent::TagsChanged { tags }
+                })
             }
             OptOutListAction::Untag { keys } => {
                 let l = self.existing(command)?;
-                Ok(edited(&l.tags, TagEdit::Remove(keys), &l.opt_out_list_arn)?
-                    .map(|tags| OptOutListEvent::TagsChanged { tags })
-                    .into_iter()
-                    .collect())
+                edited(&l.tags, TagEdit::Remove(keys), &l.opt_out_list_arn, |tags| {
+                    OptOutListEvent::TagsChanged { tags }
+                })
             }
         }
     }

@@ -435,17 +435,15 @@ impl Aggregate for PhoneNumberState {
             A::Release => self.decide_release(command),
             A::Tag { tags } => {
                 let n = self.live(command)?;
-                Ok(edited(&n.tags, TagEdit::Put(tags), &n.phone_number_arn)?
-                    .map(|tags| PhoneNumberEvent::TagsChanged { tags })
-                    .into_iter()
-                    .collect())
+                edited(&n.tags, TagEdit::Put(tags), &n.phone_number_arn, |tags| {
+                    PhoneNumberEvent::TagsChanged { tags }
+                })
             }
             A::Untag { keys } => {
                 let n = self.live(command)?;
-                Ok(edited(&n.tags, TagEdit::Remove(keys), &n.phone_number_arn)?
-                    .map(|tags| PhoneNumberEvent::TagsChanged { tags })
-                    .into_iter()
-                    .collect())
+                edited(&n.tags, TagEdit::Remove(keys), &n.phone_number_arn, |tags| {
+                    PhoneNumberEvent::TagsChanged { tags }
+                })
             }
             A::SendMessage { message, opted_out_on } => self.decide_send(command, message, opted_out_on.as_deref()),
             A::PutKeyword { keyword, quota } => {

@@ -335,17 +335,11 @@ impl Aggregate for PoolState {
             }
             PoolAction::Tag { tags } => {
                 let p = self.live(command)?;
-                Ok(edited(&p.tags, TagEdit::Put(tags), &p.pool_arn)?
-                    .map(|tags| PoolEvent::TagsChanged { tags })
-                    .into_iter()
-                    .collect())
+                edited(&p.tags, TagEdit::Put(tags), &p.pool_arn, |tags| PoolEvent::TagsChanged { tags })
             }
             PoolAction::Untag { keys } => {
                 let p = self.live(command)?;
-                Ok(edited(&p.tags, TagEdit::Remove(keys), &p.pool_arn)?
-                    .map(|tags| PoolEvent::TagsChanged { tags })
-                    .into_iter()
-                    .collect())
+                edited(&p.tags, TagEdit::Remove(keys), &p.pool_arn, |tags| PoolEvent::TagsChanged { tags })
             }
         }
     }

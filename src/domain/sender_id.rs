@@ -276,17 +276,11 @@ impl Aggregate for SenderIdState {
             }
             A::Tag { tags } => {
                 let s = self.leased(command)?;
-                Ok(edited(&s.tags, TagEdit::Put(tags), &s.sender_id_arn)?
-                    .map(|tags| E::TagsChanged { tags })
-                    .into_iter()
-                    .collect())
+                edited(&s.tags, TagEdit::Put(tags), &s.sender_id_arn, |tags| E::TagsChanged { tags })
             }
             A::Untag { keys } => {
                 let s = self.leased(command)?;
-                Ok(edited(&s.tags, TagEdit::Remove(keys), &s.sender_id_arn)?
-                    .map(|tags| E::TagsChanged { tags })
-                    .into_iter()
-                    .collect())
+                edited(&s.tags, TagEdit::Remove(keys), &s.sender_id_arn, |tags| E::TagsChanged { tags })
             }
             A::SendMessage { message, opted_out_on } => {
                 let s = self.leased(command)?;

@@ -44,13 +44,14 @@ pub enum TagEdit<'a> {
     Remove(&'a [String]),
 }
 
-/// The resource's tags after `edit`, or `None` when they stay as they are (nothing to record).
-pub fn edited(current: &[Tag], edit: TagEdit<'_>, resource: &str) -> Result<Option<Vec<Tag>>, Rejection> {
+/// The event (made by `changed` from the tags after `edit`) that records a change of the
+/// resource's tags; none when they stay as they are.
+pub fn edited<E>(current: &[Tag], edit: TagEdit<'_>, resource: &str, changed: impl FnOnce(Vec<Tag>) -> E) -> Result<Vec<E>, Rejection> {
     let after = match edit {
         TagEdit::Put(added) => tagged(current, added, resource)?,
         TagEdit::Remove(keys) => untagged(current, keys),
     };
-    Ok((after != current).then_some(after))
+    Ok((after != current).then(|| changed(after)).into_iter().collect())
 }
 
 #[cfg(test)]
