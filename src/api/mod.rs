@@ -8,6 +8,7 @@ pub mod admission;
 pub mod operations;
 pub mod pagination;
 pub mod routing;
+pub mod simulate;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -52,9 +53,11 @@ enum Answer {
     Forwarded(HttpResponse),
 }
 
-/// Mounts the AWS JSON endpoint (`POST /`) on an actix-web app.
+/// Mounts the AWS JSON endpoint (`POST /`) and the end-user simulation
+/// (`POST /simulate/inbound-message`) on an actix-web app.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::post().to(handle));
+    cfg.route("/", web::post().to(handle))
+        .route("/simulate/inbound-message", web::post().to(simulate::inbound_message));
 }
 
 /// The answer to a request no route takes: the AWS JSON error for an unknown operation.

@@ -60,6 +60,17 @@ pub fn all(custom: &BTreeMap<String, Keyword>) -> Vec<Keyword> {
     all
 }
 
+/// The keyword an end user's message is, if it is one: its body, trimmed, matched without regard
+/// to case against the number's own keywords, then those it has from its pool (`inherited`),
+/// then HELP and STOP.
+pub fn matching(body: &str, own: &BTreeMap<String, Keyword>, inherited: &BTreeMap<String, Keyword>) -> Option<Keyword> {
+    let key = key_of(body.trim());
+    own.get(&key)
+        .or_else(|| inherited.get(&key))
+        .cloned()
+        .or_else(|| defaults().into_iter().find(|d| d.keyword == key))
+}
+
 /// `PutKeyword` on an identity holding `custom`, at most `quota` of its own: the keyword as it
 /// will be, or `None` when it is already exactly that.
 pub fn put(custom: &BTreeMap<String, Keyword>, wanted: &Keyword, quota: u64, on_pool: bool) -> Result<Option<Keyword>, Rejection> {
@@ -126,6 +137,20 @@ mod tests {
             put(&custom, &kw("info", "hours: 8-6"), 5, false).expect("update").is_some(),
             "matched without case"
         );
+    }
+
+    /// An end user's message is a keyword when its body is one, in any case; the number's own
+    /// keywords come before its pool's, and HELP and STOP are always there.
+    #[test]
+    fn an_inbound_message_matches_a_keyword() {
+        let own: BTreeMap<String, Keyword> = [(key_of("INFO"), kw("INFO", "ours"))].into_iter().collect();
+        let pool: BTreeMap<String, Keyword> = [(key_of("INFO"), kw("INFO", "pool's")), (key_of("JOIN"), kw("JOIN", "joined"))]
+            .into_iter()
+            .collect();
+        assert_eq!(matching(" info ", &own, &pool).map(|k| k.keyword_message), Some("ours".into()));
+        assert_eq!(matching("join", &own, &pool).map(|k| k.keyword_message), Some("joined".into()));
+        assert_eq!(matching("Stop", &own, &pool).map(|k| k.keyword_action), Some(KeywordAction::OptOut));
+        assert_eq!(matching("stop please", &own, &pool), None);
     }
 
     /// "Keywords "HELP" and "STOP" can't be deleted or modified."

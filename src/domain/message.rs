@@ -67,6 +67,19 @@ pub struct OutboundMessage {
     pub dry_run: bool,
 }
 
+/// A message an end user sent to one of the account's numbers (nothing arrives from outside: the
+/// simulation endpoint stands in for the carrier), and the keyword it was, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InboundMessage {
+    pub message_id: String,
+    /// The end user's number.
+    pub origination_number: String,
+    /// The account's number it was sent to.
+    pub destination_phone_number: String,
+    pub message_body: String,
+}
+
 /// What the send rules need to know of the origination identity a message leaves from.
 pub struct Sender<'a> {
     pub kind: ResourceKind,

@@ -123,6 +123,11 @@ pub enum OptOutListAction {
     DeleteOptedOutNumber {
         number: String,
     },
+    /// The end user sent an opt-in keyword: off the list, whenever it is (the 30-day rule is
+    /// the account's, not the end user's).
+    EndUserOptedIn {
+        number: String,
+    },
     Tag {
         tags: Vec<Tag>,
     },
@@ -139,6 +144,7 @@ impl ActionName for OptOutListAction {
             OptOutListAction::EnsureDefault { .. } => "EnsureDefault",
             OptOutListAction::PutOptedOutNumber { .. } => "PutOptedOutNumber",
             OptOutListAction::DeleteOptedOutNumber { .. } => "DeleteOptedOutNumber",
+            OptOutListAction::EndUserOptedIn { .. } => "EndUserOptedIn",
             OptOutListAction::Tag { .. } => "Tag",
             OptOutListAction::Untag { .. } => "Untag",
         }
@@ -158,6 +164,10 @@ pub enum OptOutListEvent {
         number: String,
         #[serde(flatten)]
         entry: OptedOut,
+    },
+    /// The end user opted back in (an opt-in keyword): off the list, with no 30-day mark.
+    EndUserOptedIn {
+        number: String,
     },
     OptedOutNumberDeleted {
         number: String,
@@ -280,6 +290,13 @@ impl Aggregate for OptOutListState {
                     at_ms: command.meta.at_ms,
                 }])
             }
+            OptOutListAction::EndUserOptedIn { number } => {
+                let l = self.existing(command)?;
+                Ok(match l.opted_out.contains_key(number) {
+                    true => vec![OptOutListEvent::EndUserOptedIn { number: number.clone() }],
+                    false => vec![],
+                })
+            }
             OptOutListAction::Tag { tags } => {
                 let l = self.existing(command)?;
                 edited(&l.tags, TagEdit::Put(tags), &l.opt_out_list_arn, |tags| {
@@ -315,6 +332,9 @@ impl Aggregate for OptOutListState {
             OptOutListEvent::OptedOutNumberDeleted { number, at_ms } => {
                 l.opted_out.remove(number);
                 l.deleted_at.insert(number.clone(), *at_ms);
+            }
+            OptOutListEvent::EndUserOptedIn { number } => {
+                l.opted_out.remove(number);
             }
             OptOutListEvent::TagsChanged { tags } => l.tags = tags.clone(),
             OptOutListEvent::CommandRejected { .. } => {}
@@ -471,6 +491,23 @@ mod tests {
         given::<OptOutListState>(ID, &[created("marketing"), opted_out("+12065550100", AT)])
             .when(put("+12065550100"))
             .then(&[]);
+    }
+
+    /// KeywordAction `OPT_IN`: an end user who sends an opt-in keyword is taken off the list,
+    /// with no 30-day mark (that rule is the account's DeleteOptedOutNumber's); one not on it
+    /// changes nothing.
+    #[test]
+    fn an_end_user_opts_back_in() {
+        let opt_in = || OptOutListAction::EndUserOptedIn {
+            number: "+12065550100".into(),
+        };
+        let s = given::<OptOutListState>(ID, &[created("marketing"), opted_out("+12065550100", AT)])
+            .when(opt_in())
+            .then(&[OptOutListEvent::EndUserOptedIn {
+                number: "+12065550100".into(),
+            }]);
+        assert!(s.live().is_some_and(|l| l.opted_out.is_empty() && l.deleted_at.is_empty()));
+        given::<OptOutListState>(ID, &[created("marketing")]).when(opt_in()).then(&[]);
     }
 
     /// DeleteOptedOutNumber: "If the specified destination phone number doesn't exist ... an

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::ids::ResourceKind;
-use super::keywords::{self, Keyword};
+use super::keywords::{self, Keyword, KeywordAction};
 use super::membership::{self, Member, MembershipAction, MembershipEvent, Placement};
-use super::message::{check_send, OutboundMessage, Sender};
+use super::message::{check_send, InboundMessage, OutboundMessage, Sender};
 use super::pool::Pool;
 use super::tags::{edited, TagEdit};
 use super::types::{ConflictReason, MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
@@ -89,6 +89,17 @@ impl PhoneNumber {
             created_timestamp_ms: 1,
             client_token: None,
         }
+    }
+}
+
+impl PhoneNumber {
+    /// The keyword an end user's message to this number is (see [`keywords::matching`]), with
+    /// the keywords it has from its pool. A number that manages its own opt-outs handles opting
+    /// out and in itself ("you're responsible for tracking and honoring opt-out requests"): for
+    /// it, only automatic responses are keywords.
+    pub fn inbound_keyword(&self, body: &str, pool_keywords: &BTreeMap<String, Keyword>) -> Option<Keyword> {
+        keywords::matching(body, &self.keywords, pool_keywords)
+            .filter(|k| !self.self_managed_opt_outs_enabled || k.keyword_action == KeywordAction::AutomaticResponse)
     }
 }
 
@@ -222,6 +233,12 @@ pub enum PhoneNumberAction {
     DeleteKeyword {
         keyword: String,
     },
+    /// An end user's message to this number, with the keywords it has from its pool (if any).
+    ReceiveMessage {
+        message: Box<InboundMessage>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        pool_keywords: BTreeMap<String, Keyword>,
+    },
     /// A step of joining or leaving a pool (recorded as the step itself).
     #[serde(untagged)]
     Membership(MembershipAction),
@@ -254,6 +271,7 @@ impl ActionName for PhoneNumberAction {
             PhoneNumberAction::SendMessage { .. } => "SendMessage",
             PhoneNumberAction::PutKeyword { .. } => "PutKeyword",
             PhoneNumberAction::DeleteKeyword { .. } => "DeleteKeyword",
+            PhoneNumberAction::ReceiveMessage { .. } => "ReceiveMessage",
             PhoneNumberAction::Membership(step) => step.name(),
         }
     }
@@ -299,6 +317,13 @@ pub enum PhoneNumberEvent {
         destination_phone_number: String,
         #[serde(rename = "Rejection")]
         reason: Rejection,
+    },
+    /// An end user's message arrived; `keyword` is the keyword it was, whose message was the
+    /// automatic response and whose action (an opt-out, an opt-in) the service then carried out.
+    MessageReceived {
+        message: Box<InboundMessage>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keyword: Option<Keyword>,
     },
     /// A pool membership step (recorded as the step itself).
     #[serde(untagged)]
@@ -458,6 +483,13 @@ impl Aggregate for PhoneNumberState {
                 let gone = keywords::delete(&n.keywords, keyword)?;
                 Ok(vec![PhoneNumberEvent::KeywordDeleted { keyword: gone.keyword }])
             }
+            A::ReceiveMessage { message, pool_keywords } => {
+                let n = self.live(command)?;
+                Ok(vec![PhoneNumberEvent::MessageReceived {
+                    message: message.clone(),
+                    keyword: n.inbound_keyword(&message.message_body, pool_keywords),
+                }])
+            }
             A::Membership(step) => Ok(membership::decide(self.0.as_ref(), || self.live(command), step)?
                 .into_iter()
                 .map(PhoneNumberEvent::Membership)
@@ -487,7 +519,7 @@ impl Aggregate for PhoneNumberState {
             E::Released { .. } => n.status = NumberStatus::Deleted,
             E::Membership(step) => membership::evolve(&mut n, step),
             E::TagsChanged { tags } => n.tags = tags.clone(),
-            E::MessageSent(_) | E::MessageRejected { .. } => {}
+            E::MessageSent(_) | E::MessageRejected { .. } | E::MessageReceived { .. } => {}
             E::KeywordPut(k) => {
                 n.keywords.insert(keywords::key_of(&k.keyword), k.clone());
             }
@@ -1260,5 +1292,56 @@ mod tests {
                 list_exists: true,
             })
             .then(&[E::PhoneNumberUpdated(changes)]);
+    }
+
+    /// Keywords: an end user's message that is a keyword is recorded with it (its message is the
+    /// automatic response); a number's own keywords come before its pool's; a number that
+    /// manages its own opt-outs ("you're responsible for tracking and honoring opt-out requests")
+    /// gets STOP as a plain message.
+    #[test]
+    fn an_end_users_message_is_recorded_with_its_keyword() {
+        use crate::domain::message::InboundMessage;
+        let message = |body: &str| InboundMessage {
+            message_id: "in-1".into(),
+            origination_number: "+12065550199".into(),
+            destination_phone_number: "+12065550100".into(),
+            message_body: body.into(),
+        };
+        let receive = |body: &str, pool_keywords: BTreeMap<String, Keyword>| A::ReceiveMessage {
+            message: Box::new(message(body)),
+            pool_keywords,
+        };
+        let stop = keywords::defaults()[1].clone();
+        given::<PhoneNumberState>(ID, &[requested()])
+            .when(receive("stop", BTreeMap::new()))
+            .then(&[E::MessageReceived {
+                message: Box::new(message("stop")),
+                keyword: Some(stop),
+            }]);
+        let hours = Keyword {
+            keyword: "HOURS".into(),
+            keyword_message: "9 to 5".into(),
+            keyword_action: KeywordAction::AutomaticResponse,
+        };
+        let from_pool: BTreeMap<String, Keyword> = [("HOURS".to_string(), hours.clone())].into_iter().collect();
+        given::<PhoneNumberState>(ID, &[requested()])
+            .when(receive("Hours", from_pool))
+            .then(&[E::MessageReceived {
+                message: Box::new(message("Hours")),
+                keyword: Some(hours),
+            }]);
+        let self_managed = E::PhoneNumberUpdated(PhoneNumberChanges {
+            self_managed_opt_outs_enabled: Some(true),
+            ..Default::default()
+        });
+        given::<PhoneNumberState>(ID, &[requested(), self_managed])
+            .when(receive("STOP", BTreeMap::new()))
+            .then(&[E::MessageReceived {
+                message: Box::new(message("STOP")),
+                keyword: None,
+            }]);
+        given::<PhoneNumberState>(ID, &[])
+            .when(receive("STOP", BTreeMap::new()))
+            .then_reject(is_not_found);
     }
 }

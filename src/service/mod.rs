@@ -19,6 +19,7 @@
 
 mod contention;
 mod error;
+mod inbound;
 mod keywords;
 mod members;
 mod messages;
@@ -37,6 +38,7 @@ use std::sync::Mutex;
 
 pub use contention::Contention;
 pub use error::ServiceError;
+pub use inbound::Received;
 pub use keywords::{KeywordChange, KeywordsOf};
 pub use members::Identity;
 pub use numbers::NewNumber;

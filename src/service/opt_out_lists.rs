@@ -223,7 +223,7 @@ impl LifecycleService {
         ))
     }
 
-    async fn change_opted_out(
+    pub(super) async fn change_opted_out(
         &self,
         meta: &CommandMeta,
         name_or_arn: &str,
