@@ -49,6 +49,7 @@ pub mod rehydrate;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 pub mod upcast;
 pub mod views;
 

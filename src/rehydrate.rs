@@ -28,14 +28,20 @@ fn usable<A: Aggregate>(snapshot: &Snapshot) -> Option<A> {
 /// whole stream is replayed instead.
 pub async fn load_state<A: Aggregate>(store: &dyn EventStore, stream_id: &str) -> Result<LoadedState<A>, StoreError> {
     let StreamTail { snapshot, events, head } = store.read_tail(stream_id).await?;
-    let (state, version, events) = match snapshot.as_ref().map(|s| (usable::<A>(s), s.version)) {
-        Some((Some(state), version)) => (state, version, events),
+    let (state, version, events, from) = match snapshot.as_ref().map(|s| (usable::<A>(s), s.version)) {
+        Some((Some(state), version)) => (state, version, events, "snapshot"),
         Some((None, _)) => {
             tracing::warn!(stream = stream_id, "ignoring an unusable snapshot; replaying the whole stream");
-            (A::default(), 0, store.read_stream(stream_id, 1, usize::MAX).await?)
+            (
+                A::default(),
+                0,
+                store.read_stream(stream_id, 1, usize::MAX).await?,
+                "unusable-snapshot",
+            )
         }
-        None => (A::default(), 0, events),
+        None => (A::default(), 0, events, "replay"),
     };
+    metrics::counter!(crate::telemetry::SNAPSHOT_LOADS, "from" => from).increment(1);
     let replayed = events.len();
     let (state, version) = fold(state, version, stream_id, &events)?;
     Ok(LoadedState {

@@ -110,13 +110,21 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Mounts every route: the AWS JSON endpoint, `/health`, the audit API, and the AWS JSON
+/// Mounts every route: the AWS JSON endpoint, `/health`, `/metrics`, the audit API, and the AWS JSON
 /// "unknown operation" answer for anything else.
 fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(api::configure)
         .route("/health", web::get().to(health))
+        .route("/metrics", web::get().to(metrics))
         .service(web::scope("/audit").configure(crate::audit::http::configure))
         .default_service(web::to(api::not_found));
+}
+
+/// The Prometheus text exposition of `crate::metrics`.
+async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::telemetry::render())
 }
 
 async fn health(state: web::Data<ApiState>) -> HttpResponse {
@@ -285,6 +293,8 @@ async fn serve_once(
     } else {
         tracing::warn!(%addr, "auth: permissive while listening beyond loopback: every caller can act as any account and read every audit trail; set [auth] mode = \"sigv4\"");
     }
+    // Installed before anything is measured (the store's writer, the re-index).
+    crate::telemetry::install();
     let store = open_store(&config).await?;
     // The embedded log must reach the mark it left (unless its durability level lets a crash
     // lose the last writes anyway), and keeps it up to date while serving.

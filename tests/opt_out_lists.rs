@@ -829,6 +829,7 @@ async fn the_account_reports_its_limits_and_what_is_in_use() {
             (AccountLimitName::PhoneNumbers, 2, 5),
             (AccountLimitName::Pools, 1, 2),
             (AccountLimitName::OptOutLists, 2, 4), // Default and "one"
+            (AccountLimitName::SenderIds, 0, 25),
         ]
     );
     // Per account: another sees its own (nothing).

@@ -82,12 +82,16 @@ impl<A: Projected> Registry<A> {
             return addr.clone();
         }
         let addr = actor().start();
+        let kind = A::KIND.arn_segment();
+        metrics::counter!(crate::telemetry::ACTIVATIONS, "kind" => kind).increment(1);
         if let Some((evicted_id, evicted)) = live.push(id.to_string(), addr.clone()) {
             if evicted_id != id {
                 // It finishes what is already in its mailbox, then stops.
                 evicted.do_send(Passivate);
             }
         }
+        // Those that stopped by themselves are counted until the next activation pushes them out.
+        metrics::gauge!(crate::telemetry::LIVE_ACTORS, "kind" => kind).set(live.len() as f64);
         addr
     }
 

@@ -34,12 +34,14 @@ impl Admission {
     pub fn admit(&self, account: &str) -> Result<OwnedSemaphorePermit, AwsJsonError> {
         if let Some(limiter) = &self.per_account {
             if limiter.check_key(&account.to_string()).is_err() {
+                metrics::counter!(crate::telemetry::THROTTLED, "cause" => "account-rate").increment(1);
                 return Err(AwsJsonError::throttling(format!(
                     "account {account} exceeds its request rate; retry later"
                 )));
             }
         }
         self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!(crate::telemetry::THROTTLED, "cause" => "in-flight").increment(1);
             AwsJsonError::throttling(format!(
                 "the service is handling {} requests already; retry later",
                 self.max_in_flight

@@ -102,6 +102,13 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
         .unwrap_or_default()
         .to_string();
     let operation = target.strip_prefix(TARGET_PREFIX).unwrap_or_default().to_string();
+    // Metric labels come from the model, never straight from the caller: a hostile client cannot
+    // grow the set of series.
+    let operation_label = if model::model().has_operation(&operation) {
+        operation.clone()
+    } else {
+        "unknown".to_string()
+    };
     // Account and region are recorded once the caller is authenticated.
     let span = tracing::info_span!(
         "request",
@@ -199,6 +206,17 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
     .instrument(span.clone())
     .await;
     let _entered = span.enter();
+    let (outcome, reason): (&'static str, String) = match &result {
+        Ok(Answer::Local(_)) => ("200", String::new()),
+        Ok(Answer::Forwarded(_)) => ("forwarded", String::new()),
+        Err(e) => (
+            e.type_name,
+            e.members.get("Reason").and_then(Value::as_str).unwrap_or_default().to_string(),
+        ),
+    };
+    metrics::counter!(crate::telemetry::REQUESTS, "operation" => operation_label.clone(), "outcome" => outcome, "reason" => reason)
+        .increment(1);
+    metrics::histogram!(crate::telemetry::REQUEST_DURATION, "operation" => operation_label).record(started.elapsed().as_secs_f64());
     let mut response = match result {
         Ok(Answer::Forwarded(answer)) => {
             tracing::info!(

@@ -17,6 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -43,6 +44,8 @@ enum Msg {
 
 pub(crate) struct WriterHandle {
     tx: SyncSender<Msg>,
+    /// Appends submitted and not yet taken by the writer (the queue depth metric).
+    queued: Arc<AtomicUsize>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The last durable position, for followers of the feed.
     head: tokio::sync::watch::Receiver<u64>,
@@ -72,6 +75,8 @@ impl WriterHandle {
         let (tx, rx) = sync_channel(QUEUE_CAPACITY);
         let (head_tx, head_rx) = tokio::sync::watch::channel(head.position);
         let data_file_for_errors = data_file.clone();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let writer_queued = queued.clone();
         let thread = std::thread::Builder::new()
             .name("event-writer".into())
             .spawn(move || {
@@ -83,6 +88,7 @@ impl WriterHandle {
                     position: head.position,
                     hash: head.hash,
                     head: head_tx,
+                    queued: writer_queued,
                 }
                 .run(rx)
             })
@@ -92,6 +98,7 @@ impl WriterHandle {
             })?;
         Ok(WriterHandle {
             tx,
+            queued,
             thread: Mutex::new(Some(thread)),
             head: head_rx,
         })
@@ -107,7 +114,10 @@ impl WriterHandle {
     ) -> Result<impl std::future::Future<Output = Result<Vec<EventEnvelope>, AppendError>> + use<>, AppendError> {
         let (reply, answer) = oneshot::channel();
         match self.tx.try_send(Msg::Append(Box::new(request), reply)) {
-            Ok(()) => Ok(async move { answer.await.unwrap_or(Err(AppendError::Closed)) }),
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+                Ok(async move { answer.await.unwrap_or(Err(AppendError::Closed)) })
+            }
             Err(TrySendError::Full(_)) => Err(AppendError::Busy),
             Err(TrySendError::Disconnected(_)) => Err(AppendError::Closed),
         }
@@ -136,6 +146,7 @@ struct Writer {
     position: u64,
     hash: [u8; 32],
     head: tokio::sync::watch::Sender<u64>,
+    queued: Arc<AtomicUsize>,
 }
 
 type Outcomes = Vec<Result<Vec<EventEnvelope>, AppendError>>;
@@ -167,8 +178,11 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let waiting = self.queued.fetch_sub(batch.len(), Ordering::Relaxed).saturating_sub(batch.len());
+            metrics::gauge!(crate::telemetry::WRITER_QUEUE).set(waiting as f64);
+            metrics::histogram!(crate::telemetry::COMMIT_BATCH).record(batch.len() as f64);
             let outcomes = match self.commit(&batch) {
-                Ok((outcomes, position, hash)) => match self.make_durable(data_file.as_ref(), false) {
+                Ok((outcomes, position, hash)) => match self.timed_make_durable(data_file.as_ref()) {
                     Ok(()) => {
                         self.position = position;
                         self.hash = hash;
@@ -200,6 +214,19 @@ impl Writer {
         if let Err(e) = self.make_durable(data_file.as_ref(), true) {
             tracing::error!(error = %e, "final flush failed");
         }
+    }
+
+    /// [`make_durable`](Self::make_durable) for a batch, timed (the flush latency metric).
+    fn timed_make_durable(&self, data_file: Option<&File>) -> Result<(), std::io::Error> {
+        let started = std::time::Instant::now();
+        let done = self.make_durable(data_file, false);
+        let durability = match self.durability {
+            Durability::Fsync => "fsync",
+            Durability::Flush => "flush",
+            Durability::Relaxed => "relaxed",
+        };
+        metrics::histogram!(crate::telemetry::FLUSH_DURATION, "durability" => durability).record(started.elapsed().as_secs_f64());
+        done
     }
 
     /// Makes a committed batch as durable as configured (`last`: the writer is stopping, so even
