@@ -140,6 +140,12 @@ fn run_loadtest(mut args: crate::loadtest::LoadTestArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    if let Some(path) = &args.report {
+        if let Err(e) = crate::loadtest::report::write_html(&report, path) {
+            eprintln!("phone-ledger loadtest: {e}");
+            return ExitCode::from(2);
+        }
+    }
     if report.verdict.ok {
         ExitCode::SUCCESS
     } else {

@@ -114,6 +114,35 @@ fn a_duplicate_release_is_caught() {
     assert_caught(&check(&log, &report.client_ops), "3.");
 }
 
+/// `--report FILE.html`: one page with the three plots (SVG drawn in Rust), the tables and the
+/// verdict; nothing it shows comes out unescaped.
+#[test]
+fn the_html_report_shows_the_plots_tables_and_verdict() {
+    let report = ci_run();
+    let page = phone_ledger::loadtest::report::html(report).expect("report");
+    assert_eq!(page.matches("<svg").count(), 3, "throughput, latency over time, histogram");
+    for name in [
+        "Throughput over time",
+        "Latency over time",
+        "Latency histogram per operation",
+        "Outcomes",
+        "Verdict",
+    ] {
+        assert!(page.contains(name), "{name}");
+    }
+    for op in report.operations.keys() {
+        assert!(page.contains(&format!("<td>{op}</td>")), "{op} in the tables");
+    }
+    assert!(page.contains(r#"<span class="pass">PASS</span>"#));
+    assert_eq!(page.matches(r#"<td class="pass">PASS</td>"#).count(), report.verdict.checks.len());
+    let mut failing = report.clone();
+    failing.verdict.ok = false;
+    failing.verdict.checks[0].violations.push("<script>alert(1)</script> & more".into());
+    let page = phone_ledger::loadtest::report::html(&failing).expect("report");
+    assert!(page.contains(r#"<span class="fail">FAIL</span>"#));
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; more") && !page.contains("<script>"));
+}
+
 /// The sender-id rule: a sender id released while it is a pool's member (its release racing an
 /// association) is caught by check 4, and the pool that does not hold it by check 5.
 #[test]
@@ -285,6 +314,7 @@ fn a_list_deleted_in_use_is_caught() {
 fn the_loadtest_command_writes_a_json_report() {
     let dir = tempfile::tempdir().expect("dir");
     let json = dir.path().join("report.json");
+    let html = dir.path().join("report.html");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_phone-ledger"))
         .args([
             "loadtest",
@@ -301,6 +331,8 @@ fn the_loadtest_command_writes_a_json_report() {
             "--json",
         ])
         .arg(&json)
+        .arg("--report")
+        .arg(&html)
         .output()
         .expect("run loadtest");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -314,4 +346,7 @@ fn the_loadtest_command_writes_a_json_report() {
     let again = ok("release") + ok("release-sender") + ok("delete-list");
     assert_eq!(report["Requests"].as_u64(), Some(300 + again));
     assert!(report["Operations"]["update"]["P99Us"].as_u64().is_some());
+    let page = std::fs::read_to_string(&html).expect("the HTML report");
+    assert!(page.contains("VERDICT") || page.contains("Verdict"), "{page}");
+    assert_eq!(page.matches("<svg").count(), 3);
 }

@@ -7,6 +7,7 @@
 //! released is replaced in the hot set by a freshly requested one, so the race goes on.
 
 pub mod checker;
+pub mod report;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -64,6 +65,10 @@ pub struct LoadTestArgs {
     /// Write the full report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write the report as one self-contained HTML page with plots to this file.
+    #[arg(long)]
+    #[serde(default)]
+    pub report: Option<PathBuf>,
     /// Account (SigV4 access key id) the clients use.
     #[arg(long, default_value = "111122223333")]
     pub account: String,
@@ -128,6 +133,7 @@ impl Default for LoadTestArgs {
             hot_fraction: 0.1,
             seed: 1,
             json: None,
+            report: None,
             account: "111122223333".into(),
             sign: false,
             durability: None,
@@ -178,6 +184,9 @@ pub struct Report {
     /// Every operation the clients made, set-up included (not written to the JSON report).
     #[serde(skip)]
     pub client_ops: Vec<ClientOp>,
+    /// How many of `client_ops` come first from the set-up (the race's follow them).
+    #[serde(skip)]
+    pub setup_ops: usize,
 }
 
 fn parse_mix(mix: &str) -> Result<Vec<(Op, u32)>, LoadTestError> {
@@ -784,6 +793,7 @@ async fn drive(args: &LoadTestArgs, bases: &[String]) -> Result<Report, LoadTest
     settle(bases).await?;
     let base = bases.join(",");
     let log = fetch_log_as(&bases[0], signer_for(args)?.as_deref()).await?;
+    let setup_ops = prepared.ops.len();
     let mut all_ops = prepared.ops;
     all_ops.extend(load_ops.iter().cloned());
     let verdict = check(&log, &all_ops);
@@ -799,6 +809,7 @@ async fn drive(args: &LoadTestArgs, bases: &[String]) -> Result<Report, LoadTest
         verdict,
         log,
         client_ops: all_ops,
+        setup_ops,
     })
 }
 
@@ -895,7 +906,7 @@ fn latency_row(name: &str, s: &OpStats) -> [String; 8] {
     ]
 }
 
-fn ms(us: u64) -> String {
+pub(crate) fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
 
