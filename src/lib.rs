@@ -44,6 +44,7 @@ pub mod loadtest;
 pub mod model;
 pub mod nats_cluster;
 pub mod numbering;
+pub mod progress;
 pub mod projection;
 pub mod rehydrate;
 pub mod server;

@@ -332,6 +332,11 @@ impl Projected for SenderIdState {
 
 /// Folds the whole feed into the index it implies, and writes it in place of the current one.
 pub async fn rebuild_index(store: &dyn EventStore) -> Result<usize, StoreError> {
+    rebuild_index_showing(store, &crate::progress::Progress::none()).await
+}
+
+/// [`rebuild_index`], showing how far through the log it is on `progress`.
+pub async fn rebuild_index_showing(store: &dyn EventStore, progress: &crate::progress::Progress) -> Result<usize, StoreError> {
     let mut numbers: HashMap<String, PhoneNumberState> = HashMap::new();
     let mut pools: HashMap<String, PoolState> = HashMap::new();
     let mut lists: HashMap<String, OptOutListState> = HashMap::new();
@@ -342,6 +347,7 @@ pub async fn rebuild_index(store: &dyn EventStore) -> Result<usize, StoreError> 
         let chunk = store.read_feed(after, 4096).await?;
         let Some(last) = chunk.last() else { break };
         after = last.position;
+        progress.set(after);
         for envelope in &chunk {
             match kind_of_stream(&envelope.stream_id) {
                 Some(ResourceKind::PhoneNumber) => step(&mut numbers, &mut index, envelope)?,

@@ -16,7 +16,7 @@ use crate::api::{self, ApiState};
 use crate::audit::http::AuditState;
 use crate::config::Config;
 use crate::numbering::NumberPicker;
-use crate::projection::{rebuild_index, INDEX_LAYOUT_VERSION};
+use crate::projection::{rebuild_index_showing, INDEX_LAYOUT_VERSION};
 use crate::service::LifecycleService;
 use crate::store::{IndexState, Store, StoreError};
 
@@ -53,7 +53,9 @@ pub enum ServerError {
 pub async fn open_store(config: &Config) -> Result<Store, ServerError> {
     let store = config.store.connect(&config.data_dir).await?;
     if store.index_state(INDEX_LAYOUT_VERSION).await? == IndexState::NeedsRebuild {
-        let entries = rebuild_index(&*store).await?;
+        let events = store.chain_head().await?.position;
+        let progress = crate::progress::Progress::events("re-indexing the log", events);
+        let entries = rebuild_index_showing(&*store, &progress).await?;
         tracing::info!(entries, "rebuilt derived index from the log");
     }
     Ok(store)

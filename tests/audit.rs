@@ -612,3 +612,38 @@ async fn followers_share_one_tail_and_a_laggard_is_told_and_dropped() {
     stop.send(true).expect("stop");
     assert!(late.next().await.is_none(), "followers end when the server stops");
 }
+
+/// The long-running commands show a progress bar on a terminal (a pseudo-terminal from
+/// util-linux's `script`) and write nothing but their results when piped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_shows_on_a_terminal_and_stays_quiet_when_piped() {
+    let mut server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    for _ in 0..3 {
+        request(&c, MessageType::Transactional).await;
+    }
+    server.stop();
+    let dir = server.dir.path().to_string_lossy().to_string();
+    for command in ["verify", "recheck"] {
+        let (code, out, err) = cli(&["--data-dir", &dir, command]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(err.is_empty(), "{command} piped wrote to stderr: {err:?}");
+    }
+    let has_script = Command::new("script").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !common::tool_available("script (util-linux)", has_script, "apt-get install util-linux") {
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_phone-ledger");
+    for (command, shown) in [("verify", "verifying the chain"), ("recheck", "re-deciding every command")] {
+        let out = Command::new("script")
+            .args(["-qec", &format!("{bin} audit --data-dir {dir} {command}"), "/dev/null"])
+            .output()
+            .expect("script");
+        let terminal = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{terminal}");
+        assert!(
+            terminal.contains(shown) && terminal.contains("events"),
+            "{command} on a terminal: {terminal:?}"
+        );
+    }
+}

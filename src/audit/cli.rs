@@ -13,10 +13,11 @@ use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use serde_json::Value;
 
 use super::query::{self, FeedFilter, PointInTime};
-use super::recheck::{recheck, Deciders};
-use super::verify::{verify_export, verify_store};
-use super::{digest, export, AuditError};
+use super::recheck::{recheck_showing, Deciders};
+use super::verify::{verify_export, verify_store_showing};
+use super::{digest, export_showing, AuditError};
 use crate::domain::ResourceKind;
+use crate::progress::Progress;
 use crate::store::{Store, StoreConfig};
 
 /// Where the audit data comes from, and how to print it.
@@ -322,8 +323,14 @@ async fn local(store: &Store, command: &AuditCommand) -> Result<Value, AuditErro
             Ok(to_value(&query::replay(store, &stream).await?))
         }
         AuditCommand::Digest => Ok(to_value(&digest(store).await?)),
-        AuditCommand::Verify { .. } => Ok(to_value(&verify_store(store).await?)),
-        AuditCommand::Recheck => Ok(to_value(&recheck(store, &Deciders::today()).await?)),
+        AuditCommand::Verify { .. } => {
+            let progress = Progress::events("verifying the chain", store.chain_head().await?.position);
+            Ok(to_value(&verify_store_showing(store, &progress).await?))
+        }
+        AuditCommand::Recheck => {
+            let progress = Progress::events("re-deciding every command", store.chain_head().await?.position);
+            Ok(to_value(&recheck_showing(store, &Deciders::today(), &progress).await?))
+        }
         AuditCommand::Export { .. } => Err(AuditError::Input("export is handled separately".into())),
     }
 }
@@ -409,7 +416,12 @@ fn run_export(source: &Source, filter: &FilterArgs, output: Option<&PathBuf>) ->
     };
     let result = match source {
         Source::Local(store, runtime) => feed_filter(filter, None)
-            .map(|f| runtime.block_on(export(&**store, &f, &mut out)))
+            .map(|f| {
+                runtime.block_on(async {
+                    let progress = Progress::events("exporting", store.chain_head().await?.position);
+                    export_showing(&**store, &f, &mut out, &progress).await
+                })
+            })
             .and_then(|written| written.map(|_| ()))
             .map_err(|e| crate::error_chain(&e)),
         Source::Remote(remote) => {

@@ -75,6 +75,16 @@ pub async fn digest(store: &dyn EventStore) -> Result<Digest, AuditError> {
 
 /// Writes every event passing `filter` as one JSON line each; returns how many.
 pub async fn export(store: &dyn EventStore, filter: &query::FeedFilter, out: &mut impl Write) -> Result<u64, AuditError> {
+    export_showing(store, filter, out, &crate::progress::Progress::none()).await
+}
+
+/// [`export`], showing how far through the log it is on `progress`.
+pub async fn export_showing(
+    store: &dyn EventStore,
+    filter: &query::FeedFilter,
+    out: &mut impl Write,
+    progress: &crate::progress::Progress,
+) -> Result<u64, AuditError> {
     let mut filter = filter.clone();
     filter.limit = query::MAX_LIMIT;
     let mut written = 0;
@@ -86,7 +96,10 @@ pub async fn export(store: &dyn EventStore, filter: &query::FeedFilter, out: &mu
             written += 1;
         }
         match page.next_after {
-            Some(after) => filter.after = after,
+            Some(after) => {
+                progress.set(after);
+                filter.after = after;
+            }
             None => return Ok(written),
         }
     }

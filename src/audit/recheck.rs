@@ -13,6 +13,7 @@ use crate::domain::phone_number::PhoneNumberState;
 use crate::domain::pool::PoolState;
 use crate::domain::sender_id::SenderIdState;
 use crate::domain::{Aggregate, Command, Rejection, ResourceKind};
+use crate::progress::Progress;
 use crate::store::{EventEnvelope, EventStore};
 
 /// A decider for aggregate `A`.
@@ -125,6 +126,11 @@ fn recheck_stream<A: Aggregate>(
 
 /// Re-checks every stream of the log with `deciders`.
 pub async fn recheck(store: &dyn EventStore, deciders: &Deciders<'_>) -> Result<RecheckReport, AuditError> {
+    recheck_showing(store, deciders, &Progress::none()).await
+}
+
+/// [`recheck`], showing how many events it has been through on `progress`.
+pub async fn recheck_showing(store: &dyn EventStore, deciders: &Deciders<'_>, progress: &Progress) -> Result<RecheckReport, AuditError> {
     let mut report = RecheckReport {
         streams: 0,
         commands_checked: 0,
@@ -138,6 +144,7 @@ pub async fn recheck(store: &dyn EventStore, deciders: &Deciders<'_>) -> Result<
         after = Some(last.clone());
         for (stream_id, _) in streams {
             let envelopes = store.read_stream(&stream_id, 1, usize::MAX).await?;
+            progress.add(envelopes.len() as u64);
             report.streams += 1;
             match kind_of_stream(&stream_id) {
                 Some(ResourceKind::PhoneNumber) => {

@@ -17,6 +17,7 @@ use crate::domain::phone_number::{PhoneNumberEvent, PhoneNumberState};
 use crate::domain::pool::{PoolEvent, PoolState};
 use crate::domain::sender_id::{SenderIdEvent, SenderIdState};
 use crate::domain::{Aggregate, ResourceKind};
+use crate::progress::Progress;
 use crate::rehydrate::replay;
 use crate::store::{EventEnvelope, EventStore, Snapshot, GENESIS_HASH};
 
@@ -194,6 +195,11 @@ impl ChainVerifier {
 
 /// Verifies the whole live log, including that feed, streams and heads agree.
 pub async fn verify_store(store: &dyn EventStore) -> Result<VerifyReport, AuditError> {
+    verify_store_showing(store, &Progress::none()).await
+}
+
+/// [`verify_store`], showing how far it got on `progress`.
+pub async fn verify_store_showing(store: &dyn EventStore, progress: &Progress) -> Result<VerifyReport, AuditError> {
     let mut v = ChainVerifier::new();
     let checkpoints = store.checkpoints().await?;
     let mut next_checkpoint = checkpoints.iter().peekable();
@@ -204,6 +210,7 @@ pub async fn verify_store(store: &dyn EventStore) -> Result<VerifyReport, AuditE
         if entries.is_empty() {
             break;
         }
+        progress.set(entries.last().map_or(after, |e| e.position));
         for entry in entries {
             after = entry.position;
             match &entry.envelope {
