@@ -38,6 +38,7 @@ pub mod aws_error;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod durable_mark;
 pub mod loadtest;

@@ -112,12 +112,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Mounts every route: the AWS JSON endpoint, `/health`, `/metrics`, the audit API, and the AWS JSON
+/// Mounts every route: the AWS JSON endpoint, `/health`, `/metrics`, the audit console and API, and the AWS JSON
 /// "unknown operation" answer for anything else.
 fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(api::configure)
         .route("/health", web::get().to(health))
         .route("/metrics", web::get().to(metrics))
+        .route("/console", web::get().to(crate::console::page))
         .service(web::scope("/audit").configure(crate::audit::http::configure))
         .default_service(web::to(api::not_found));
 }

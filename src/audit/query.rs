@@ -199,11 +199,15 @@ pub struct Replay {
     pub steps: Vec<ReplayStep>,
 }
 
-/// Resolves an id or ARN of `kind` to a stream that exists (in any account: the audit trail is
+/// Resolves an id, ARN or (for a phone number) E.164 number of `kind` to a stream that exists (in any account: the audit trail is
 /// the operator's view).
 pub async fn resolve_stream(store: &dyn EventStore, kind: ResourceKind, id_or_arn: &str) -> Result<String, AuditError> {
     let id = if kind.is_id(id_or_arn) {
         Some(id_or_arn.to_string())
+    } else if kind == ResourceKind::PhoneNumber && id_or_arn.starts_with('+') {
+        // An E.164 number: the number that was given it (numbers are never handed out twice).
+        let holder = store.index_get(&crate::projection::number_claim_key(id_or_arn)).await?;
+        holder.map(|h| String::from_utf8_lossy(&h).into_owned())
     } else {
         // An ARN names its own scope; read it from the ARN itself.
         id_or_arn.strip_prefix("arn:").and_then(|rest| {
