@@ -38,14 +38,18 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver");
-        let url = format!("http://127.0.0.1:{port}");
+        // Owned by the guard from here on: stopped however the test ends.
+        let driver = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
         for _ in 0..100 {
-            if ureq::get(&format!("{url}/status")).call().is_ok() {
-                return Driver { child, url };
+            if ureq::get(&format!("{}/status", driver.url)).call().is_ok() {
+                return driver;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("chromedriver did not come up on {url}");
+        panic!("chromedriver did not come up on {}", driver.url);
     }
 }
 
