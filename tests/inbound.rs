@@ -6,26 +6,10 @@
 
 mod common;
 
-use aws_sdk_pinpointsmsvoicev2::types::{KeywordAction, MessageType, NumberCapability, RequestableNumberType};
+use aws_sdk_pinpointsmsvoicev2::types::{KeywordAction, MessageType};
 use aws_sdk_pinpointsmsvoicev2::Client;
-use common::{create_pool, TestServer, ACCOUNT, OTHER_ACCOUNT};
+use common::{create_pool, request_with_number, TestServer, ACCOUNT, OTHER_ACCOUNT};
 use serde_json::{json, Value};
-
-async fn number(c: &Client) -> (String, String) {
-    let n = c
-        .request_phone_number()
-        .iso_country_code("US")
-        .message_type(MessageType::Transactional)
-        .number_capabilities(NumberCapability::Sms)
-        .number_type(RequestableNumberType::LongCode)
-        .send()
-        .await
-        .expect("number");
-    (
-        n.phone_number_id().expect("id").to_string(),
-        n.phone_number().expect("e164").to_string(),
-    )
-}
 
 /// An end user at `from` sends `body` to `to`, as `account`.
 async fn reply(server: &TestServer, account: &str, from: &str, to: &str, body: &str) -> (u16, Value) {
@@ -73,7 +57,7 @@ async fn send(c: &Client, from: &str, to: &str) -> Result<(), String> {
 async fn stop_help_and_the_accounts_keywords() {
     let server = TestServer::start();
     let c = server.client(ACCOUNT);
-    let (id, e164) = number(&c).await;
+    let (id, e164) = request_with_number(&c, MessageType::Transactional).await;
     let user = "+12065550400";
     c.put_keyword()
         .origination_identity(&id)
@@ -137,7 +121,7 @@ async fn stop_help_and_the_accounts_keywords() {
 async fn in_a_pool_the_pools_list_and_keywords_count() {
     let server = TestServer::start();
     let c = server.client(ACCOUNT);
-    let (id, e164) = number(&c).await;
+    let (id, e164) = request_with_number(&c, MessageType::Transactional).await;
     let pool = create_pool(&c, &id).await;
     c.create_opt_out_list().opt_out_list_name("marketing").send().await.expect("list");
     c.update_pool()
@@ -170,7 +154,7 @@ async fn in_a_pool_the_pools_list_and_keywords_count() {
 async fn self_managed_numbers_and_refusals() {
     let server = TestServer::start();
     let c = server.client(ACCOUNT);
-    let (id, e164) = number(&c).await;
+    let (id, e164) = request_with_number(&c, MessageType::Transactional).await;
     c.update_phone_number()
         .phone_number_id(&id)
         .self_managed_opt_outs_enabled(true)
