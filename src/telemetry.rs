@@ -7,7 +7,7 @@
 //! - `phone_ledger_throttled_requests_total{cause}` — requests refused by admission, for an
 //!   account's rate or the server's requests in flight (`api::admission`);
 //! - `phone_ledger_commit_batch_size`, `phone_ledger_flush_duration_seconds{durability}` and
-//!   `phone_ledger_writer_queue_depth` — the sled writer's group commits (`store::sled::writer`);
+//!   `phone_ledger_writer_queue_depth` — the embedded log writer's group commits (`src/store/sled/writer.rs`);
 //! - `phone_ledger_live_actors{kind}` and `phone_ledger_actor_activations_total{kind}` — the actor
 //!   registries (`actors::registry`);
 //! - `phone_ledger_snapshot_loads_total{from}` — states rebuilt from the log: from a snapshot
