@@ -17,7 +17,7 @@ use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction};
 use crate::domain::sender_id::{SenderId, SenderIdAction};
 use crate::domain::types::{ConflictReason, MessageType, NumberStatus, ResourceType};
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
-use crate::projection::{names_list_key, number_claim_key, opted_out_key, owner_key, view_key, OptOutListView};
+use crate::projection::{names_list_key, number_claim_key, opted_out_key, view_key, OptOutListView};
 use crate::store::{decode_counter, AppendError, CounterLimit};
 
 /// How many times a send is decided again because its number or pool moved to another opt-out
@@ -188,15 +188,9 @@ impl LifecycleService {
         if ResourceKind::of_arn(identity) == Some(ResourceKind::SenderId) || is_sender_id(identity) {
             // A sender id by its string is the one leased in the destination's country.
             let country = crate::numbering::country_of(&message.destination_phone_number);
-            let id = Self::sender_id_stream(scope, identity, country.as_deref().filter(|_| !identity.starts_with("arn:")))?;
-            if self
-                .store
-                .index_get_latest(&owner_key(scope, ResourceKind::SenderId, &id))
-                .await?
-                .is_none()
-            {
-                return Err(not_found(ResourceKind::SenderId, identity));
-            }
+            // An ARN names its own country.
+            let country = country.filter(|_| !identity.starts_with("arn:"));
+            let id = self.member_stream(scope, identity, country.as_deref()).await?;
             // A released sender id is the decider's to refuse, so the refusal is recorded.
             return Ok(Origination::SenderId(Box::new(self.current_sender_id(&id).await?)));
         }
