@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::domain::Scope;
+use crate::domain::ids::is_sender_id;
+use crate::domain::{ResourceKind, Scope};
 
 /// The header a forwarded request carries (naming the node that forwarded it).
 pub const FORWARDED: &str = "x-phone-ledger-forwarded";
@@ -141,9 +142,10 @@ impl Router {
     /// The owner another node is for this request, if it should be forwarded (never when it
     /// was forwarded already): a creation (a number, a pool) to the owner of the caller's account
     /// and region, whose in-flight reservations then see every creation of the account, so its
-    /// quotas hold across nodes; a command on an existing resource to the owner of that resource
-    /// (with `route = "contended"`, only if `contended` says this node recently lost a race for
-    /// it; an association names two, the number first). Reads are served here.
+    /// quotas hold across nodes; a command on an existing resource to the owner of the stream it
+    /// writes ([`streams_written`]; with `route = "contended"`, only if `contended` says this node
+    /// recently lost a race for it; an association names two, the member first). Reads are
+    /// served here.
     pub fn forward_to<'a>(
         &'a self,
         req: &HttpRequest,
@@ -158,22 +160,11 @@ impl Router {
         let key = match operation {
             "RequestPhoneNumber" | "CreatePool" => format!("quota/{}/{}", scope.account, scope.region),
             _ => {
-                let members: &[&str] = match operation {
-                    "ReleasePhoneNumber" | "UpdatePhoneNumber" => &["PhoneNumberId"],
-                    "AssociateOriginationIdentity" | "DisassociateOriginationIdentity" => &["OriginationIdentity", "PoolId"],
-                    "DeletePool" | "UpdatePool" => &["PoolId"],
-                    _ => &[],
-                };
-                // An ARN names the resource after its last `/`.
-                let mut ids = members
-                    .iter()
-                    .filter_map(|m| input.get(*m).and_then(Value::as_str))
-                    .map(|id| id.rsplit('/').next().unwrap_or(id));
-                let id = match self.route {
-                    Route::Always => ids.next(),
-                    Route::Contended => ids.find(|id| contended(id)),
-                }?;
-                id.to_string()
+                let mut streams = streams_written(operation, input, scope).into_iter();
+                match self.route {
+                    Route::Always => streams.next(),
+                    Route::Contended => streams.find(|id| contended(id)),
+                }?
             }
         };
         let owner = self.owner_of(&key);
@@ -217,6 +208,61 @@ impl Router {
         })?;
         Ok(relayed.body(body))
     }
+}
+
+/// The streams a command on existing resources writes, the one it writes first (or alone) first,
+/// as far as the request alone names them: the key of its owner. A number or pool named by id or
+/// ARN, a sender id by ARN or by its string and country (the destination's, for a send), an
+/// opt-out list by name or ARN. An origination identity named by its E.164 number needs a look
+/// at the index, so such a command is decided where it arrives.
+fn streams_written(operation: &str, input: &Value, scope: &Scope) -> Vec<String> {
+    let text = |member: &str| input.get(member).and_then(Value::as_str);
+    let iso = text("IsoCountryCode");
+    let list = || text("OptOutListName").and_then(|name| ResourceKind::OptOutList.resolve(scope, name));
+    let pool = || text("PoolId").and_then(|id| ResourceKind::Pool.resolve(scope, id));
+    let identity = |iso: Option<&str>| text("OriginationIdentity").and_then(|identity| origination_stream(scope, identity, iso));
+    let streams = match operation {
+        "ReleasePhoneNumber" | "UpdatePhoneNumber" => {
+            vec![text("PhoneNumberId").and_then(|id| ResourceKind::PhoneNumber.resolve(scope, id))]
+        }
+        "AssociateOriginationIdentity" | "DisassociateOriginationIdentity" => vec![identity(iso), pool()],
+        "DeletePool" | "UpdatePool" => vec![pool()],
+        "RequestSenderId" | "ReleaseSenderId" | "UpdateSenderId" => {
+            vec![text("SenderId")
+                .and_then(|id| ResourceKind::resolve_sender_id(scope, id, iso))
+                .map(|(id, _, _)| id)]
+        }
+        "CreateOptOutList" | "DeleteOptOutList" | "PutOptedOutNumber" | "DeleteOptedOutNumber" => vec![list()],
+        "SendTextMessage" | "SendMediaMessage" | "SendVoiceMessage" => {
+            // A sender id by its string is the one leased in the destination's country.
+            let country = text("DestinationPhoneNumber").and_then(crate::numbering::country_of);
+            vec![identity(country.as_deref())]
+        }
+        "PutKeyword" | "DeleteKeyword" => vec![identity(None)],
+        "TagResource" | "UntagResource" => {
+            let arn = text("ResourceArn").unwrap_or_default();
+            vec![ResourceKind::of_arn(arn).and_then(|kind| kind.resolve(scope, arn))]
+        }
+        _ => Vec::new(),
+    };
+    streams.into_iter().flatten().collect()
+}
+
+/// The stream of an origination identity named by id or ARN (a number, a pool or a sender id),
+/// or by a sender id's string (`iso`: its country).
+fn origination_stream(scope: &Scope, identity: &str, iso: Option<&str>) -> Option<String> {
+    if let Some(kind) = ResourceKind::of_arn(identity) {
+        return kind.resolve(scope, identity);
+    }
+    [ResourceKind::Pool, ResourceKind::PhoneNumber]
+        .into_iter()
+        .find(|kind| kind.is_id(identity))
+        .map(|_| identity.to_string())
+        .or_else(|| {
+            is_sender_id(identity)
+                .then(|| ResourceKind::resolve_sender_id(scope, identity, iso).map(|(id, _, _)| id))
+                .flatten()
+        })
 }
 
 #[cfg(test)]
@@ -291,6 +337,56 @@ mod tests {
             a.forward_to(&request, "ReleasePhoneNumber", &release, &scope, quiet),
             Some(a.owner_of(&id))
         );
+    }
+
+    /// Every command on one aggregate has one key, however it names it, so they meet at one
+    /// owner: a send from a number and a release of it, a sender id by string and country (a
+    /// send: the destination's) and by ARN, an opt-out list by name and by ARN.
+    #[test]
+    fn commands_on_one_stream_share_its_owner_key() {
+        let scope = Scope::new("111122223333", "us-east-1");
+        let streams = |operation: &str, input: Value| streams_written(operation, &input, &scope);
+        let number = ResourceKind::PhoneNumber.new_id();
+        let pool = ResourceKind::Pool.new_id();
+        let one = |id: &str| vec![id.to_string()];
+        let release = streams("ReleasePhoneNumber", serde_json::json!({ "PhoneNumberId": number }));
+        assert_eq!(release, one(&number));
+        let by_arn = serde_json::json!({ "PhoneNumberId": scope.arn(ResourceKind::PhoneNumber, &number) });
+        assert_eq!(streams("UpdatePhoneNumber", by_arn), one(&number));
+        let send = serde_json::json!({ "OriginationIdentity": number, "DestinationPhoneNumber": "+12065550100" });
+        assert_eq!(streams("SendTextMessage", send), one(&number));
+        let associate = serde_json::json!({ "OriginationIdentity": number, "PoolId": pool });
+        assert_eq!(
+            streams("AssociateOriginationIdentity", associate),
+            vec![number.clone(), pool.clone()]
+        );
+
+        let sender = ResourceKind::sender_id_id(&scope, "Brand", "GB");
+        let release = serde_json::json!({ "SenderId": "Brand", "IsoCountryCode": "GB" });
+        assert_eq!(streams("ReleaseSenderId", release), one(&sender));
+        let by_arn = serde_json::json!({ "SenderId": scope.arn(ResourceKind::SenderId, "Brand/GB") });
+        assert_eq!(streams("UpdateSenderId", by_arn), one(&sender));
+        let send = serde_json::json!({ "OriginationIdentity": "Brand", "DestinationPhoneNumber": "+447400123456" });
+        assert_eq!(streams("SendTextMessage", send), one(&sender));
+        let join = serde_json::json!({ "OriginationIdentity": "Brand", "IsoCountryCode": "GB", "PoolId": pool });
+        assert_eq!(streams("DisassociateOriginationIdentity", join), vec![sender.clone(), pool.clone()]);
+
+        let list = ResourceKind::opt_out_list_id(&scope, "Quiet");
+        let put = serde_json::json!({ "OptOutListName": "Quiet", "OptedOutNumber": "+12065550100" });
+        assert_eq!(streams("PutOptedOutNumber", put), one(&list));
+        let by_arn = serde_json::json!({ "OptOutListName": scope.arn(ResourceKind::OptOutList, "Quiet") });
+        assert_eq!(streams("DeleteOptOutList", by_arn), one(&list));
+        let tag = serde_json::json!({ "ResourceArn": scope.arn(ResourceKind::OptOutList, "Quiet"), "Tags": [] });
+        assert_eq!(streams("TagResource", tag), one(&list));
+
+        // Decided where they arrive: a send naming its number by E.164 (needs the index), another
+        // account's ARN, reads.
+        let by_e164 = serde_json::json!({ "OriginationIdentity": "+12065550100", "DestinationPhoneNumber": "+12065550101" });
+        assert!(streams("SendTextMessage", by_e164).is_empty());
+        let foreign =
+            serde_json::json!({ "PhoneNumberId": Scope::new("999999999999", "us-east-1").arn(ResourceKind::PhoneNumber, &number) });
+        assert!(streams("ReleasePhoneNumber", foreign).is_empty());
+        assert!(streams("DescribePhoneNumbers", serde_json::json!({ "PhoneNumberIds": [number] })).is_empty());
     }
 
     #[test]

@@ -67,6 +67,41 @@ use crate::store::Store;
 /// with a growing random pause between tries to let the racers spread out.
 const STALE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Asks an actor (`ask`) again while its answer is "stale" (nothing written or read from a state
+/// the log has moved on from; the actor re-reads the log before its next message), for up to
+/// [`STALE_RETRY_FOR`], then answers `ThrottlingException`. A read is retried like a command:
+/// on a node that does not own a hot aggregate, another node's writes can make several reads
+/// in a row stale. `contention` learns of each lost race (for routing).
+async fn retry_stale<T, F, Fut>(id: &str, contention: Option<&Contention>, ask: F) -> Result<Result<T, ExecuteError>, ServiceError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Result<T, ExecuteError>, ServiceError>>,
+{
+    let started = std::time::Instant::now();
+    let mut tries: u64 = 0;
+    loop {
+        match ask().await? {
+            Err(e) if e.is_retryable() && started.elapsed() < STALE_RETRY_FOR => {
+                if let Some(contention) = contention {
+                    contention.note(id);
+                }
+                tries += 1;
+                tracing::debug!(stream = id, tries, error = %e, "stale; asked again");
+                if tries > 1 {
+                    let pause = rand::random::<u64>() % (tries.min(20) * 500);
+                    tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
+                }
+            }
+            Err(e) if e.is_retryable() => {
+                return Err(ServiceError::Throttled(format!(
+                    "{id} is being changed by too many requests at once; retry"
+                )))
+            }
+            other => return Ok(other),
+        }
+    }
+}
+
 /// How a command finds its aggregate's actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Activation {
@@ -207,33 +242,15 @@ impl LifecycleService {
         action: A::Action,
         counter_limits: &[crate::store::CounterLimit],
     ) -> Result<A, ServiceError> {
-        let started = std::time::Instant::now();
-        let mut tries: u64 = 0;
-        loop {
-            let outcome = Self::ask(registry, id, activation, || Execute::<A> {
+        let outcome = retry_stale(id, Some(&self.contention), || {
+            Self::ask(registry, id, activation, || Execute::<A> {
                 meta: meta.clone(),
                 action: action.clone(),
                 counter_limits: counter_limits.to_vec(),
             })
-            .await?;
-            match outcome {
-                Err(e) if e.is_retryable() && started.elapsed() < STALE_RETRY_FOR => {
-                    self.contention.note(id);
-                    tries += 1;
-                    tracing::debug!(stream = id, tries, error = %e, "stale command sent again");
-                    if tries > 1 {
-                        let pause = rand::random::<u64>() % (tries.min(20) * 500);
-                        tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
-                    }
-                }
-                Err(e) if e.is_retryable() => {
-                    return Err(ServiceError::Throttled(format!(
-                        "{id} is being changed by too many requests at once; retry"
-                    )))
-                }
-                other => return other.map_err(|e: ExecuteError| ServiceError::execute(id, e)),
-            }
-        }
+        })
+        .await?;
+        outcome.map_err(|e| ServiceError::execute(id, e))
     }
 
     async fn number(&self, meta: &CommandMeta, id: &str, action: PhoneNumberAction) -> Result<PhoneNumber, ServiceError> {
@@ -249,13 +266,8 @@ impl LifecycleService {
     /// The durable state of an aggregate, from its actor. A state abandoned before it was
     /// durable (its append failed) is asked for again: the actor has rebuilt it from the log.
     async fn state<A: Projected>(registry: &Registry<A>, id: &str) -> Result<A, ServiceError> {
-        let mut tries = 0;
-        loop {
-            match Self::ask(registry, id, Activation::Existing, GetState::<A>::default).await? {
-                Err(e) if e.is_retryable() && tries < 8 => tries += 1,
-                other => return other.map_err(|e| ServiceError::execute(id, e)),
-            }
-        }
+        let outcome = retry_stale(id, None, || Self::ask(registry, id, Activation::Existing, GetState::<A>::default)).await?;
+        outcome.map_err(|e| ServiceError::execute(id, e))
     }
 
     async fn pool_state(&self, id: &str) -> Result<PoolState, ServiceError> {
