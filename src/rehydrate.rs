@@ -52,6 +52,28 @@ pub async fn load_state<A: Aggregate>(store: &dyn EventStore, stream_id: &str) -
     })
 }
 
+/// `state` (durable at `version`, its last event `last_event`) brought up to the stream's head by
+/// the events after `version` alone: what an actor does when another writer of a shared log has
+/// moved its stream on, instead of reading its snapshot and every event after it again.
+pub async fn catch_up<A: Aggregate>(
+    store: &dyn EventStore,
+    stream_id: &str,
+    state: A,
+    version: u64,
+    last_event: Option<uuid::Uuid>,
+) -> Result<LoadedState<A>, StoreError> {
+    let events = store.read_stream(stream_id, version + 1, usize::MAX).await?;
+    let last_event = events.last().map_or(last_event, |e| Some(e.event_id));
+    let replayed = events.len();
+    let (state, version) = fold(state, version, stream_id, &events)?;
+    Ok(LoadedState {
+        state,
+        version,
+        last_event,
+        replayed,
+    })
+}
+
 /// Applies `events` to `state` (at `version`), checking that they follow on without a gap.
 fn fold<A: Aggregate>(mut state: A, mut version: u64, stream_id: &str, events: &[EventEnvelope]) -> Result<(A, u64), StoreError> {
     for e in events {

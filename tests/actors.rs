@@ -12,7 +12,7 @@ use aws_sdk_pinpointsmsvoicev2::Client;
 use common::{open_log, open_log_read_only, TestServer, ACCOUNT};
 use phone_ledger::audit::verify::verify_store;
 use phone_ledger::domain::phone_number::PhoneNumberState;
-use phone_ledger::rehydrate::load_state;
+use phone_ledger::rehydrate::{catch_up, load_state, replay};
 use phone_ledger::store::Snapshot;
 
 async fn protect(c: &Client, id: &str, on: bool) {
@@ -59,7 +59,16 @@ async fn snapshots_speed_activation_but_change_no_answer() {
         let loaded = load_state::<PhoneNumberState>(&*store, &id).await.expect("load");
         let (state, version, replayed) = (loaded.state, loaded.version, loaded.replayed);
         assert_eq!((version, replayed), (14, 4), "activation replays only the tail after the snapshot");
-        assert!(state.0.expect("number").deletion_protection_enabled);
+        assert!(state.0.clone().expect("number").deletion_protection_enabled);
+        // An actor another writer has moved on from catches up by the new events alone, to the
+        // state a full activation gives.
+        let first = store.read_stream(&id, 1, 9).await.expect("the first 9 events");
+        let at_9 = replay::<PhoneNumberState>(&first).expect("replay");
+        let last_event = first.last().map(|e| e.event_id);
+        let caught_up = catch_up(&*store, &id, at_9, 9, last_event).await.expect("catch up");
+        assert_eq!((caught_up.version, caught_up.replayed), (14, 5));
+        assert_eq!(caught_up.last_event, loaded.last_event);
+        assert_eq!(format!("{:?}", caught_up.state), format!("{state:?}"));
         let report = verify_store(&*store).await.expect("verify");
         assert!(report.ok && report.snapshots_checked >= 1, "{report:?}");
         store.close().await.expect("close");

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::codec::pending_events;
 use crate::domain::{ActionName, Aggregate, Command, CommandMeta, Rejection};
 use crate::projection::Projected;
-use crate::rehydrate::{load_state, snapshot_of, LoadedState};
+use crate::rehydrate::{catch_up, load_state, snapshot_of, LoadedState};
 use crate::store::{AppendError, AppendMeta, AppendRequest, Snapshot, Store, StoreError};
 
 /// Why a command produced no answer from the domain.
@@ -212,6 +212,25 @@ impl<A: Projected> AggregateActor<A> {
             .ok()
     }
 
+    /// Brings the durable state up to what another writer of a shared log has appended since,
+    /// before the next message is handled: only the new events are read (a hot pool written by
+    /// every node would otherwise be re-read from its snapshot at each of their writes). Only
+    /// called with nothing in flight, so the state is the log's at `version`; anything unexpected
+    /// falls back to a full rebuild.
+    fn catch_up(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let id = self.id.clone();
+        let (state, version, last_event) = (self.state.clone(), self.version, self.last_event);
+        let read = async move { catch_up::<A>(&*store, &id, state, version, last_event).await };
+        ctx.wait(read.into_actor(self).map(|result, act, ctx| match result {
+            Ok(caught_up) => act.adopt(caught_up),
+            Err(e) => {
+                tracing::warn!(stream = %act.id, error = %crate::error_chain(&e), "cannot catch up with the log; rebuilding the state");
+                act.reload(ctx);
+            }
+        }));
+    }
+
     /// Rebuilds the state from the log before the next message is handled.
     fn reload(&mut self, ctx: &mut Context<Self>) {
         let store = self.store.clone();
@@ -274,7 +293,7 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
         // the caller sends the command again.
         if self.in_flight == 0 && self.store.version_hint(&self.id).is_some_and(|v| v > self.version) {
             self.generation += 1;
-            self.reload(ctx);
+            self.catch_up(ctx);
             return done(Err(ExecuteError::Superseded));
         }
         let counter_limits = msg.counter_limits;
@@ -377,7 +396,7 @@ impl<A: Projected> Handler<GetState<A>> for AggregateActor<A> {
         // As for a command: a state another node has moved on from is re-read first.
         if self.broken.is_none() && self.in_flight == 0 && self.store.version_hint(&self.id).is_some_and(|v| v > self.version) {
             self.generation += 1;
-            self.reload(ctx);
+            self.catch_up(ctx);
             return Box::pin(fut::ready(Err(ExecuteError::Superseded)));
         }
         match &self.broken {

@@ -238,10 +238,12 @@ impl Mirror {
         let mut previous = entry.previous_hash;
         for (i, e) in events.iter_mut().enumerate() {
             e.position = entry.first_position + i as u64;
-            let (hash, _) = e.seal(&previous).map_err(|err| StoreError::Corrupt {
+            e.hash.clear();
+            let hash = e.chain_hash(&previous).map_err(|err| StoreError::Corrupt {
                 key: format!("stream sequence {sequence}"),
                 message: err.to_string(),
             })?;
+            e.hash = hex::encode(hash);
             previous = hash;
         }
         Ok(events)
@@ -284,8 +286,23 @@ impl Mirror {
         self.read().chain
     }
 
-    pub fn stream(&self, stream_id: &str) -> Option<StreamEntry> {
-        self.read().streams.get(stream_id).cloned()
+    /// The sequences of a stream's commits in force holding its versions from `from` on (the one
+    /// that starts at or before it, and every later one), without a copy of the rest.
+    pub fn commits_from(&self, stream_id: &str, from: u64) -> Vec<u64> {
+        let view = self.read();
+        let Some(entry) = view.streams.get(stream_id) else {
+            return Vec::new();
+        };
+        let start = entry.commits.partition_point(|(_, first)| *first <= from).saturating_sub(1);
+        entry.commits[start..].iter().map(|(sequence, _)| *sequence).collect()
+    }
+
+    /// The sequence of the stream's commit in force whose first event has `version`.
+    pub fn commit_starting_at(&self, stream_id: &str, version: u64) -> Option<u64> {
+        let view = self.read();
+        let commits = &view.streams.get(stream_id)?.commits;
+        let i = commits.binary_search_by_key(&version, |(_, first)| *first).ok()?;
+        Some(commits[i].0)
     }
 
     /// A stream's head in the view without a copy of its commits: version, last event, the
@@ -409,15 +426,17 @@ fn apply_commit(view: &mut View, sequence: u64, commit: Commit) -> Result<Applie
     }
     let mut previous = view.chain.hash;
     let mut position = view.chain.position;
-    for e in &commit.events {
-        position += 1;
-        let mut placed = e.clone();
-        placed.position = position;
-        previous = placed.seal(&previous).map_err(|err| corrupt(err.to_string()))?.0;
-    }
-    view.chain = ChainHead { position, hash: previous };
     let count = commit.events.len() as u64;
     let last = commit.events.last().map(|e| e.event_id);
+    // The commit is the view's to consume: its events are numbered and chained in place.
+    for e in commit.events {
+        position += 1;
+        let mut placed = e;
+        placed.position = position;
+        placed.hash.clear();
+        previous = placed.chain_hash(&previous).map_err(|err| corrupt(err.to_string()))?;
+    }
+    view.chain = ChainHead { position, hash: previous };
     let entry = view.streams.entry(stream_id).or_default();
     entry.commits.push((sequence, head + 1));
     entry.version = head + count;

@@ -573,15 +573,9 @@ impl Shared {
         if head.version < from.max(1) || limit == 0 {
             return Ok((vec![], head));
         }
-        let entry = self.mirror.stream(stream_id).unwrap_or_default();
-        // The commits holding versions from `from` on: the one that starts at or before it, and
-        // every later one up to the head.
-        let start = entry.commits.partition_point(|(_, first)| *first <= from).saturating_sub(1);
-        let mut wanted: Vec<u64> = entry.commits[start..]
-            .iter()
-            .map(|(s, _)| *s)
-            .filter(|s| *s <= head.sequence)
-            .collect();
+        // The commits holding versions from `from` on, up to the head.
+        let mut wanted = self.mirror.commits_from(stream_id, from);
+        wanted.retain(|s| *s <= head.sequence);
         // The head's commit was read with the head: only the others are fetched.
         let reuse_last = last.as_ref().is_some_and(|m| wanted.last() == Some(&m.sequence));
         if reuse_last {

@@ -195,7 +195,7 @@ async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option
         // A creation: JetStream checks that the subject is empty; a stream this node already
         // knows of is refused at once.
         let known = shared.known(&stream_id).map_or(0, |k| k.version);
-        let seen = shared.mirror.stream(&stream_id).map_or(0, |s| s.version);
+        let seen = shared.mirror.version_of(&stream_id).unwrap_or(0);
         if known.max(seen) > 0 {
             return Err(wrong(known.max(seen)));
         }
@@ -399,7 +399,7 @@ async fn complete(shared: &Shared, mut p: Prepared, ack: jetstream::context::Pub
                 }
             }
             p.release_claims(shared).await;
-            let actual = shared.mirror.stream(&p.stream_id).map_or(0, |s| s.version);
+            let actual = shared.mirror.version_of(&p.stream_id).unwrap_or(0);
             return Err(AppendError::WrongExpectedVersion {
                 stream_id: p.stream_id.clone(),
                 expected,
@@ -451,14 +451,13 @@ async fn landed(shared: &Shared, p: &Prepared) -> Result<Option<u64>, StoreError
     let (Some(first), Some(last)) = (p.events.first(), p.events.last()) else {
         return Ok(None);
     };
-    let entry = shared.mirror.stream(&p.stream_id).unwrap_or_default();
-    let Some((sequence, _)) = entry.commits.iter().find(|(_, v)| *v == first.version) else {
+    let Some(sequence) = shared.mirror.commit_starting_at(&p.stream_id, first.version) else {
         return Ok(None);
     };
-    let message = shared.fetch(vec![*sequence]).await?;
+    let message = shared.fetch(vec![sequence]).await?;
     let ours = message
         .first()
         .and_then(|m| header(Some(&m.headers), HEADER_LAST_EVENT))
         .is_some_and(|id| id == last.event_id.to_string());
-    Ok(ours.then_some(*sequence))
+    Ok(ours.then_some(sequence))
 }
