@@ -218,9 +218,15 @@ impl<A: Projected> AggregateActor<A> {
     /// called with nothing in flight, so the state is the log's at `version`; anything unexpected
     /// falls back to a full rebuild.
     fn catch_up(&mut self, ctx: &mut Context<Self>) {
+        let durable = (self.state.clone(), self.version, self.last_event);
+        self.catch_up_from(durable, ctx);
+    }
+
+    /// Replaces the state by `durable` (the log's state at its version, with its last event)
+    /// brought up to the stream's head, before the next message is handled.
+    fn catch_up_from(&mut self, (state, version, last_event): (A, u64, Option<Uuid>), ctx: &mut Context<Self>) {
         let store = self.store.clone();
         let id = self.id.clone();
-        let (state, version, last_event) = (self.state.clone(), self.version, self.last_event);
         let read = async move { catch_up::<A>(&*store, &id, state, version, last_event).await };
         ctx.wait(read.into_actor(self).map(|result, act, ctx| match result {
             Ok(caught_up) => act.adopt(caught_up),
@@ -343,8 +349,12 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
             Ok(answer) => answer,
             Err(e) => return done(Err(ExecuteError::Append(e))),
         };
+        // With nothing in flight, the state this append was decided on is the log's: kept until
+        // the append is answered, so a refusal (another node was first) costs a catch-up from
+        // it rather than a rebuild from the snapshot. (Not a copy: the state is replaced.)
+        let decided_on = std::mem::replace(&mut self.state, after.clone());
+        let durable_before = (self.in_flight == 0).then_some((decided_on, self.version, self.last_event));
         self.last_event = request_last_event;
-        self.state = after.clone();
         self.version = to;
         self.in_flight += 1;
         let generation = self.generation;
@@ -379,7 +389,10 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
                             tracing::warn!(stream = %act.id, error = %crate::error_chain(&e), "append failed; rebuilding state from the log");
                         }
                         act.generation += 1;
-                        act.reload(ctx);
+                        match durable_before {
+                            Some(durable) => act.catch_up_from(durable, ctx),
+                            None => act.reload(ctx),
+                        }
                     }
                     Err(ExecuteError::Append(e))
                 }
