@@ -36,8 +36,8 @@ pub fn view_prefix(scope: &Scope, kind: ResourceKind) -> Vec<u8> {
 
 /// Layout version of the index; a log whose index was built with another one is re-indexed on
 /// start. 2: live-resource counters. 3: owner keys. 4: opt-out lists and their users. 5: which
-/// list each number and pool names.
-pub const INDEX_LAYOUT_VERSION: u64 = 5;
+/// list each number and pool names. 6: each list's incarnation.
+pub const INDEX_LAYOUT_VERSION: u64 = 6;
 
 /// Key that says a resource was created in a scope (kept when it is released or deleted):
 /// commands are checked against it before they reach the resource's actor, so a caller of
@@ -69,6 +69,13 @@ fn live_count_op(scope: &Scope, kind: ResourceKind, was_live: bool, is_live: boo
 /// Key of the counter that is 1 while the opt-out list `name` exists.
 pub fn opt_out_list_alive_key(scope: &Scope, name: &str) -> Vec<u8> {
     format!("l/{}/{}/{name}", scope.account, scope.region).into_bytes()
+}
+
+/// Key of the counter of the creations of the opt-out list `name`: its current incarnation. It
+/// only grows, so a send bounding it to the incarnation it read (at most that) is refused once
+/// the list has been deleted and made again, whatever else came back as it was.
+pub fn opt_out_list_incarnation_key(scope: &Scope, name: &str) -> Vec<u8> {
+    format!("li/{}/{}/{name}", scope.account, scope.region).into_bytes()
 }
 
 /// Key of the counter of live numbers and pools that name the opt-out list `name`.
@@ -266,7 +273,10 @@ impl Projected for OptOutListState {
         let mut ops: Vec<IndexOp> = live_count_op(&scope, Self::KIND, was_live, live).into_iter().collect();
         let alive = opt_out_list_alive_key(&scope, &l.opt_out_list_name);
         match (was_live, live) {
-            (false, true) => ops.push(IndexOp::Add(alive, 1)),
+            (false, true) => {
+                ops.push(IndexOp::Add(alive, 1));
+                ops.push(IndexOp::Add(opt_out_list_incarnation_key(&scope, &l.opt_out_list_name), 1));
+            }
             (true, false) => ops.push(IndexOp::Add(alive, -1)),
             _ => {}
         }

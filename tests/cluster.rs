@@ -10,7 +10,7 @@ use aws_sdk_pinpointsmsvoicev2::operation::release_phone_number::ReleasePhoneNum
 use aws_sdk_pinpointsmsvoicev2::types::{ConflictExceptionReason, MessageType, NumberStatus};
 use phone_ledger::config::Config;
 use phone_ledger::loadtest::{run, LoadTestArgs};
-use phone_ledger::server::RunningServer;
+use phone_ledger::server::{RunningServer, ServerError};
 use phone_ledger::store::{JetStreamSettings, StoreConfig};
 
 use common::{client_for, ACCOUNT, REGION};
@@ -27,9 +27,20 @@ impl Nodes {
     }
 
     fn start_with(settings: &JetStreamSettings, tweak: impl Fn(&mut Config)) -> Self {
+        // Addresses are chosen first, so each node knows its peers (routing to a number's owner);
+        // another test may take one before its node binds it, so the three start again on fresh
+        // addresses then (the nodes already up stop when dropped).
+        for _ in 0..5 {
+            if let Some(nodes) = Self::try_start(settings, &tweak) {
+                return nodes;
+            }
+        }
+        panic!("three nodes could not bind their addresses in 5 tries");
+    }
+
+    fn try_start(settings: &JetStreamSettings, tweak: &impl Fn(&mut Config)) -> Option<Self> {
         let mut servers = Vec::new();
         let mut dirs = Vec::new();
-        // Addresses chosen first, so each node knows its peers (routing to a number's owner).
         let addrs: Vec<std::net::SocketAddr> = (0..3)
             .map(|_| {
                 let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -48,10 +59,17 @@ impl Nodes {
             config.pagination_secret = Some("a secret shared by the nodes".into());
             config.quotas.phone_numbers_per_account = u64::MAX;
             tweak(&mut config);
-            servers.push(RunningServer::spawn(config).expect("node starts"));
+            match RunningServer::spawn(config) {
+                Ok(server) => servers.push(server),
+                Err(ServerError::Bind { addr, source }) if source.kind() == std::io::ErrorKind::AddrInUse => {
+                    eprintln!("{addr} was taken before its node bound it; starting the three again");
+                    return None;
+                }
+                Err(e) => panic!("node starts: {e:?}"),
+            }
             dirs.push(dir);
         }
-        Nodes { servers, _dirs: dirs }
+        Some(Nodes { servers, _dirs: dirs })
     }
 
     fn urls(&self) -> Vec<String> {

@@ -17,7 +17,7 @@ use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction};
 use crate::domain::sender_id::{SenderId, SenderIdAction};
 use crate::domain::types::{ConflictReason, MessageType, NumberStatus, ResourceType};
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
-use crate::projection::{names_list_key, number_claim_key, opted_out_key, view_key, OptOutListView};
+use crate::projection::{names_list_key, number_claim_key, opt_out_list_incarnation_key, opted_out_key, view_key, OptOutListView};
 use crate::store::{decode_counter, AppendError, CounterLimit};
 
 /// How many times a send is decided again because its number or pool moved to another opt-out
@@ -95,20 +95,18 @@ impl LifecycleService {
         let send = |opted_out: bool| (Box::new(message.clone()), opted_out.then(|| list.clone()));
         // The list in force must still be the one read when the append commits (else the send is
         // decided again); a number that manages its own opt-outs sends whatever the list says.
-        let mut limits: Vec<CounterLimit> = named_by.into_iter().map(|k| CounterLimit::at_least(k, 1)).collect();
         let self_managed = matches!(&sender, Origination::Number(n) if n.self_managed_opt_outs_enabled);
-        if !self_managed {
-            limits.push(CounterLimit::at_most(key, 0));
-        }
+        let limits = send_bounds(scope, &list, incarnation, &destination, named_by, self_managed);
         let sent = self.send_from(meta, &sender, send(opted_out), &limits).await;
         match sent {
             Ok(_) => Ok(Some(message_id)),
-            // The number or pool named another list (or changed who manages opt-outs) by the
-            // time the append committed: what was read is stale; read and send again.
+            // The number or pool named another list (or changed who manages opt-outs), or the
+            // list was made again, by the time the append committed: what was read is stale;
+            // read and send again.
             Err(ServiceError::Execute {
                 source: ExecuteError::Append(AppendError::LimitReached(key)),
                 ..
-            }) if key.starts_with("nl/") => Ok(None),
+            }) if key.starts_with("nl/") || key.starts_with("li/") => Ok(None),
             // The destination opted out between the look and the append: the refusal the
             // decider gives an opted-out destination, recorded.
             Err(ServiceError::Execute {
@@ -209,9 +207,127 @@ impl LifecycleService {
     }
 }
 
+/// The bounds a send's append carries, so that what was read before it still holds when it
+/// commits: the number or pool still names `list` (`named_by`, its names-list counter), and,
+/// unless the number manages its own opt-outs, `list` is still the `incarnation` read (its
+/// creations counter has not grown: a list deleted and made again between the look and the
+/// append, with the sender back on it, would otherwise pass every other bound) and the
+/// destination is not on it. Listed in that order: the first bound broken is the one reported.
+fn send_bounds(
+    scope: &Scope,
+    list: &str,
+    incarnation: u64,
+    destination: &str,
+    named_by: Option<Vec<u8>>,
+    self_managed: bool,
+) -> Vec<CounterLimit> {
+    let mut limits: Vec<CounterLimit> = named_by.into_iter().map(|k| CounterLimit::at_least(k, 1)).collect();
+    if !self_managed {
+        let incarnation_now = i64::try_from(incarnation).unwrap_or(i64::MAX);
+        limits.push(CounterLimit::at_most(opt_out_list_incarnation_key(scope, list), incarnation_now));
+        limits.push(CounterLimit::at_most(opted_out_key(scope, list, incarnation, destination), 0));
+    }
+    limits
+}
+
 /// Where a message leaves from.
 enum Origination {
     Number(Box<PhoneNumber>),
     SenderId(Box<SenderId>),
     Pool(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::domain::opt_out_list::{OptOutList, OptOutListEvent, OptOutListState, OptedOut};
+    use crate::domain::phone_number::PhoneNumberState;
+    use crate::domain::Aggregate;
+    use crate::projection::Projected;
+    use crate::store::{broken_limit, IndexOp};
+
+    /// The counters of an index, kept by the projection's own changes.
+    #[derive(Default)]
+    struct Counters(HashMap<Vec<u8>, i64>);
+
+    impl Counters {
+        fn step<A: Projected>(&mut self, before: &A, after: &A) {
+            for op in A::index_ops(before, after) {
+                if let IndexOp::Add(key, by) = op {
+                    *self.0.entry(key).or_default() += by;
+                }
+            }
+        }
+
+        fn broken(&self, bounds: &[CounterLimit]) -> Option<String> {
+            let read = |key: &[u8]| Ok::<_, std::convert::Infallible>(self.0.get(key).copied().unwrap_or(0));
+            let broken = broken_limit(&[], bounds, read).unwrap_or_else(|never| match never {});
+            broken.map(|key| String::from_utf8_lossy(key).into_owned())
+        }
+    }
+
+    /// A send reads the list its number names and that list's incarnation, then appends bounded
+    /// by what it read. Between the two, the number leaves the list, the list is deleted and made
+    /// again, the destination opts out of the new list and the number joins it: every bound on
+    /// names and on the incarnation read still holds, only the incarnation's own bound does not.
+    #[test]
+    fn a_send_read_before_its_list_was_made_again_is_stale() {
+        let scope = Scope::new("111122223333", "us-east-1");
+        let (name, destination) = ("Quiet", "+12065550142");
+        let mut index = Counters::default();
+        let event = |state: &OptOutListState, event: OptOutListEvent| state.clone().evolve(&event);
+        let created = || {
+            let arn = scope.arn(ResourceKind::OptOutList, name);
+            OptOutListEvent::OptOutListCreated(Box::new(OptOutList::new(name, arn, &scope.account, &scope.region, 1, vec![], None)))
+        };
+        let naming = |list: &str| {
+            let mut n = PhoneNumber::example("phone-0123456789abcdef0123456789abcdef", &scope.account, &scope.region);
+            n.opt_out_list_name = list.to_string();
+            PhoneNumberState(Some(n))
+        };
+
+        let list = event(&OptOutListState::default(), created());
+        index.step(&OptOutListState::default(), &list);
+        let number = naming(name);
+        index.step(&PhoneNumberState::default(), &number);
+
+        // The send's look.
+        let id = &number.0.as_ref().expect("number").phone_number_id;
+        let incarnation = list.0.as_ref().expect("list").incarnation;
+        let named_by = names_list_key(&scope, id, name, false);
+        let bounds = send_bounds(&scope, name, incarnation, destination, Some(named_by), false);
+        assert_eq!(index.broken(&bounds), None, "what was read holds");
+
+        // What happens before its append commits.
+        let elsewhere = naming(DEFAULT_LIST);
+        index.step(&number, &elsewhere);
+        let deleted = event(&list, OptOutListEvent::OptOutListDeleted { opted_out: 0 });
+        index.step(&list, &deleted);
+        let again = event(&deleted, created());
+        index.step(&deleted, &again);
+        let entry = OptedOut {
+            opted_out_timestamp_ms: 1,
+            end_user_opted_out: false,
+        };
+        let opted_out = event(
+            &again,
+            OptOutListEvent::NumberOptedOut {
+                number: destination.into(),
+                entry,
+            },
+        );
+        index.step(&again, &opted_out);
+        index.step(&elsewhere, &number);
+
+        let broken = index.broken(&bounds).expect("the send is stale");
+        assert!(broken.starts_with("li/"), "{broken}");
+        let without_incarnation: Vec<CounterLimit> = bounds.iter().filter(|b| !b.key.starts_with(b"li/")).cloned().collect();
+        assert_eq!(index.broken(&without_incarnation), None, "the other bounds alone let it through");
+        // Read again, the send sees the destination on the list.
+        let incarnation = opted_out.0.as_ref().expect("list").incarnation;
+        let key = opted_out_key(&scope, name, incarnation, destination);
+        assert_eq!(index.0.get(&key), Some(&1));
+    }
 }
