@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::domain::ids::is_sender_id;
 use crate::domain::{ResourceKind, Scope};
 
 /// The header a forwarded request carries (naming the node that forwarded it).
@@ -251,18 +250,14 @@ fn streams_written(operation: &str, input: &Value, scope: &Scope) -> Vec<String>
 /// The stream of an origination identity named by id or ARN (a number, a pool or a sender id),
 /// or by a sender id's string (`iso`: its country).
 fn origination_stream(scope: &Scope, identity: &str, iso: Option<&str>) -> Option<String> {
-    if let Some(kind) = ResourceKind::of_arn(identity) {
-        return kind.resolve(scope, identity);
+    match ResourceKind::of_origination_identity(identity) {
+        // An ARN names its own country.
+        ResourceKind::SenderId if !identity.starts_with("arn:") => {
+            ResourceKind::resolve_sender_id(scope, identity, iso).map(|(id, _, _)| id)
+        }
+        // An E.164 number resolves to nothing here.
+        kind => kind.resolve(scope, identity),
     }
-    [ResourceKind::Pool, ResourceKind::PhoneNumber]
-        .into_iter()
-        .find(|kind| kind.is_id(identity))
-        .map(|_| identity.to_string())
-        .or_else(|| {
-            is_sender_id(identity)
-                .then(|| ResourceKind::resolve_sender_id(scope, identity, iso).map(|(id, _, _)| id))
-                .flatten()
-        })
 }
 
 #[cfg(test)]

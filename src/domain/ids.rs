@@ -197,6 +197,19 @@ impl ResourceKind {
         matches.then_some(id)
     }
 
+    /// The kind of resource an `OriginationIdentity` names: a pool (by id or ARN), a sender id
+    /// (by ARN, or by its string), else a phone number (by id, ARN or E.164 number). One rule for
+    /// the node that decides a send and the router that picks that node.
+    pub fn of_origination_identity(identity: &str) -> ResourceKind {
+        if identity.starts_with("pool-") || identity.contains(":pool/") {
+            ResourceKind::Pool
+        } else if ResourceKind::of_arn(identity) == Some(ResourceKind::SenderId) || is_sender_id(identity) {
+            ResourceKind::SenderId
+        } else {
+            ResourceKind::PhoneNumber
+        }
+    }
+
     /// The kind an ARN names (by its resource segment), if any this service keeps.
     pub fn of_arn(arn: &str) -> Option<ResourceKind> {
         let resource = arn.strip_prefix("arn:")?.splitn(5, ':').nth(4)?;

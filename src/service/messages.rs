@@ -10,7 +10,6 @@
 use super::error::not_found;
 use super::{Activation, LifecycleService, ServiceError};
 use crate::actors::ExecuteError;
-use crate::domain::ids::is_sender_id;
 use crate::domain::message::{Channel, OutboundMessage};
 use crate::domain::opt_out_list::DEFAULT_LIST;
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction};
@@ -179,11 +178,11 @@ impl LifecycleService {
     /// The number, sender id or pool an `OriginationIdentity` names.
     async fn origination(&self, scope: &Scope, message: &OutboundMessage) -> Result<Origination, ServiceError> {
         let identity = message.origination_identity.as_str();
-        let pool = identity.starts_with("pool-") || identity.contains(":pool/");
-        if pool {
+        let kind = ResourceKind::of_origination_identity(identity);
+        if kind == ResourceKind::Pool {
             return Ok(Origination::Pool(self.owned(ResourceKind::Pool, scope, identity).await?));
         }
-        if ResourceKind::of_arn(identity) == Some(ResourceKind::SenderId) || is_sender_id(identity) {
+        if kind == ResourceKind::SenderId {
             // A sender id by its string is the one leased in the destination's country.
             let country = crate::numbering::country_of(&message.destination_phone_number);
             // An ARN names its own country.
