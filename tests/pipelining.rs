@@ -3,7 +3,7 @@
 //! it expected), and the actor rebuilds its state from the log before deciding again.
 
 use actix::{Actor, Addr};
-use phone_ledger::actors::{AggregateActor, Execute, ExecuteError, GetState};
+use phone_ledger::actors::{AggregateActor, Execute, ExecuteError, GetState, Premise};
 use phone_ledger::codec::pending_events;
 use phone_ledger::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState};
 use phone_ledger::domain::types::ConflictReason;
@@ -47,6 +47,7 @@ fn execute(action: PhoneNumberAction) -> Execute<PhoneNumberState> {
         },
         action,
         counter_limits: vec![],
+        premise: None,
     }
 }
 
@@ -146,6 +147,61 @@ fn pipelined_commands_commit_in_order_in_shared_flushes() {
                 "event {i} in mailbox order"
             );
         }
+        store.close().await.expect("close");
+    });
+}
+
+/// A premise is checked on the state the command would be decided on, appends in flight
+/// included, in mailbox order: a command based on a state that a command ahead of it changes is
+/// answered `Stale` and writes nothing (it is not published to be voided, so nothing pipelined
+/// behind it is lost); one based on the state ahead of it goes through.
+#[test]
+fn a_premise_is_checked_on_the_state_with_appends_in_flight() {
+    let dir = tempfile::tempdir().expect("dir");
+    let system = actix_rt::System::new();
+    system.block_on(async {
+        let store = open(dir.path(), Durability::Fsync, 256);
+        let actor = requested_number_actor(&store).await;
+        let protect = |on: bool| {
+            PhoneNumberAction::Update(PhoneNumberChanges {
+                deletion_protection_enabled: Some(on),
+                ..Default::default()
+            })
+        };
+        let protected_is = |on: bool| -> Premise<PhoneNumberState> {
+            std::sync::Arc::new(move |s: &PhoneNumberState| s.0.as_ref().is_some_and(|n| n.deletion_protection_enabled == on))
+        };
+        let based_on = |on: bool, action| Execute {
+            premise: Some(protected_is(on)),
+            ..execute(action)
+        };
+        // Sent together: the first is still in flight when the others are decided.
+        let sends = [
+            execute(protect(true)),
+            based_on(false, protect(false)),
+            based_on(true, protect(false)),
+            execute(protect(true)),
+        ]
+        .map(|command| actor.send(command));
+        let [first, stale, fresh, after] = futures_util::future::join_all(sends)
+            .await
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("four answers"));
+        assert!(first.expect("mailbox").is_ok());
+        assert!(
+            matches!(stale.expect("mailbox"), Err(ExecuteError::Stale)),
+            "read before the first command: stale"
+        );
+        let fresh = fresh.expect("mailbox").expect("based on the state ahead of it");
+        assert!(!fresh.0.expect("number").deletion_protection_enabled);
+        assert!(after.expect("mailbox").is_ok(), "a stale command breaks nothing behind it");
+
+        let events = store.read_stream(ID, 1, usize::MAX).await.expect("read");
+        let protection: Vec<bool> = events[1..]
+            .iter()
+            .map(|e| e.payload["DeletionProtectionEnabled"].as_bool().expect("an update"))
+            .collect();
+        assert_eq!(protection, [true, false, true], "the stale command wrote nothing");
         store.close().await.expect("close");
     });
 }

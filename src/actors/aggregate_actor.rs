@@ -40,6 +40,10 @@ pub enum ExecuteError {
     /// The actor could not rebuild its state from the log.
     #[error("cannot rebuild the state of the stream")]
     Replay(#[source] StoreError),
+    /// What the command was based on (its [`Premise`]) no longer holds on the state it would be
+    /// decided on: nothing was decided or written; the caller reads again and asks again.
+    #[error("the state this command was based on has changed; nothing was written")]
+    Stale,
     /// The command or its events could not be serialized for the log.
     #[error("cannot encode the command for the log")]
     Encode(#[source] std::sync::Arc<serde_json::Error>),
@@ -56,6 +60,15 @@ impl ExecuteError {
     }
 }
 
+/// What a command read of its own aggregate before it was sent (a send: the opt-out list its
+/// number names): checked on the state the command would be decided on, in mailbox order.
+///
+/// A premise about the aggregate's own state needs no bound in the log: if the append lands in
+/// force, every append it was pipelined behind did too, so the state it was checked on is the
+/// log's at that point. A bound would let a stale command be published and voided, taking the
+/// appends pipelined behind it down with it.
+pub type Premise<A> = std::sync::Arc<dyn Fn(&A) -> bool + Send + Sync>;
+
 /// Run a command against the aggregate.
 pub struct Execute<A: Aggregate> {
     pub meta: CommandMeta,
@@ -63,6 +76,20 @@ pub struct Execute<A: Aggregate> {
     /// Counters the append must leave at most at these values (see
     /// [`AppendRequest::counter_limits`]); a creation names its account's quota here.
     pub counter_limits: Vec<crate::store::CounterLimit>,
+    /// Refuse with [`ExecuteError::Stale`] unless this holds on the state the command would be
+    /// decided on.
+    pub premise: Option<Premise<A>>,
+}
+
+impl<A: Aggregate> Clone for Execute<A> {
+    fn clone(&self) -> Self {
+        Execute {
+            meta: self.meta.clone(),
+            action: self.action.clone(),
+            counter_limits: self.counter_limits.clone(),
+            premise: self.premise.clone(),
+        }
+    }
 }
 
 impl<A: Aggregate> Message for Execute<A> {
@@ -301,6 +328,9 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
             self.generation += 1;
             self.catch_up(ctx);
             return done(Err(ExecuteError::Superseded));
+        }
+        if msg.premise.is_some_and(|holds| !holds(&self.state)) {
+            return done(Err(ExecuteError::Stale));
         }
         let counter_limits = msg.counter_limits;
         let command = Command {

@@ -3,16 +3,20 @@
 //! from which a member with the channel's capability is picked) is resolved here; the opt-out
 //! list in force (the pool's when sent through a pool, else the number's, else the account's
 //! `Default` for a sender id) is looked up; the sender's decider makes every other check. An
-//! accepted message is an event on the sender's stream. Its append requires the destination's opted-out counter on
-//! that list to be 0, so a `PutOptedOutNumber` racing the send is ordered by the log: a message
-//! is never accepted to a destination on the list in force at that point of the log.
+//! accepted message is an event on the sender's stream. Its append requires the destination's
+//! opted-out counter on that list to be 0, so a `PutOptedOutNumber` racing the send is ordered
+//! by the log: a message is never accepted to a destination on the list in force at that point
+//! of the log. That the list read is still the one in force is checked where it is cheapest to
+//! be exact: a number's own list by its actor, on the state the send is decided on (a premise,
+//! so a stale send is never published, and never voids the commands pipelined behind it on a
+//! busy number); a pool's list by a bound on the pool's names-list counter.
 
 use super::error::not_found;
 use super::{Activation, LifecycleService, ServiceError};
-use crate::actors::ExecuteError;
+use crate::actors::{Execute, ExecuteError, Premise};
 use crate::domain::message::{Channel, OutboundMessage};
 use crate::domain::opt_out_list::DEFAULT_LIST;
-use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction};
+use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberState};
 use crate::domain::sender_id::{SenderId, SenderIdAction};
 use crate::domain::types::{ConflictReason, MessageType, NumberStatus, ResourceType};
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
@@ -43,11 +47,12 @@ impl LifecycleService {
         let capability = message.channel.capability();
         // What the list in force was read from: the number, or the pool it is sent through (a
         // sender id names no list: the account's Default, which it cannot move off, is in force).
+        // A number's own list is checked by its actor (a premise on its state, see `send_from`);
+        // a pool's, by a bound on the pool's names-list counter.
         let (sender, list, named_by) = match self.origination(scope, &message).await? {
             Origination::Number(n) => {
                 let list = n.opt_out_list_name.clone();
-                let named_by = names_list_key(scope, &n.phone_number_id, &list, n.self_managed_opt_outs_enabled);
-                (Origination::Number(n), list, Some(named_by))
+                (Origination::Number(n), list, None)
             }
             sender @ Origination::SenderId(_) => (sender, DEFAULT_LIST.to_string(), None),
             Origination::Pool(pool_id) => {
@@ -95,26 +100,22 @@ impl LifecycleService {
         // The list in force must still be the one read when the append commits (else the send is
         // decided again); a number that manages its own opt-outs sends whatever the list says.
         let self_managed = matches!(&sender, Origination::Number(n) if n.self_managed_opt_outs_enabled);
-        let limits = send_bounds(scope, &list, incarnation, &destination, named_by, self_managed);
-        let sent = self.send_from(meta, &sender, send(opted_out), &limits).await;
+        let limits = send_bounds(scope, &list, incarnation, &destination, named_by.clone(), self_managed);
+        let premise = named_by.is_none().then(|| names_what_was_read(&sender)).flatten();
+        let sent = self.send_from(meta, &sender, send(opted_out), &limits, premise.clone()).await;
         match sent {
             Ok(_) => Ok(Some(message_id)),
-            // The number or pool named another list (or changed who manages opt-outs), or the
-            // list was made again, by the time the append committed: what was read is stale;
-            // read and send again.
-            Err(ServiceError::Execute {
-                source: ExecuteError::Append(AppendError::LimitReached(key)),
-                ..
-            }) if key.starts_with("nl/") || key.starts_with("li/") => Ok(None),
+            Err(e) if read_went_stale(&e) => Ok(None),
             // The destination opted out between the look and the append: the refusal the
             // decider gives an opted-out destination, recorded.
             Err(ServiceError::Execute {
                 source: ExecuteError::Append(AppendError::LimitReached(_)),
                 ..
-            }) => match self.send_from(meta, &sender, send(true), &[]).await {
+            }) => match self.send_from(meta, &sender, send(true), &[], premise).await {
                 Ok(_) => Err(ServiceError::Invariant(format!(
                     "a message to opted-out {destination} was accepted"
                 ))),
+                Err(e) if read_went_stale(&e) => Ok(None),
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
@@ -154,12 +155,17 @@ impl LifecycleService {
         sender: &Origination,
         (message, opted_out_on): (Box<OutboundMessage>, Option<String>),
         limits: &[CounterLimit],
+        premise: Option<Premise<PhoneNumberState>>,
     ) -> Result<(), ServiceError> {
         match sender {
             Origination::Number(n) => {
-                let send = PhoneNumberAction::SendMessage { message, opted_out_on };
-                let id = &n.phone_number_id;
-                self.execute_within(&self.numbers, id, Activation::Existing, meta, send, limits)
+                let send = Execute {
+                    meta: meta.clone(),
+                    action: PhoneNumberAction::SendMessage { message, opted_out_on },
+                    counter_limits: limits.to_vec(),
+                    premise,
+                };
+                self.execute_command(&self.numbers, &n.phone_number_id, Activation::Existing, send)
                     .await
                     .map(drop)
             }
@@ -207,7 +213,8 @@ impl LifecycleService {
 }
 
 /// The bounds a send's append carries, so that what was read before it still holds when it
-/// commits: the number or pool still names `list` (`named_by`, its names-list counter), and,
+/// commits: the pool still names `list` (`named_by`, its names-list counter; a number's own list
+/// is its actor's premise instead), and,
 /// unless the number manages its own opt-outs, `list` is still the `incarnation` read (its
 /// creations counter has not grown: a list deleted and made again between the look and the
 /// append, with the sender back on it, would otherwise pass every other bound) and the
@@ -227,6 +234,38 @@ fn send_bounds(
         limits.push(CounterLimit::at_most(opted_out_key(scope, list, incarnation, destination), 0));
     }
     limits
+}
+
+/// That the number sent from still names the opt-out list it named when the send read it, and
+/// leaves its opt-outs to the same party: the list whose opt-outs the send was decided on is the
+/// one in force. (A released number is left to the decider, which refuses it on the record.)
+fn names_what_was_read(sender: &Origination) -> Option<Premise<PhoneNumberState>> {
+    let Origination::Number(read) = sender else {
+        return None;
+    };
+    let (list, self_managed) = (read.opt_out_list_name.clone(), read.self_managed_opt_outs_enabled);
+    Some(std::sync::Arc::new(move |now: &PhoneNumberState| {
+        now.0.as_ref().is_none_or(|n| {
+            n.status == NumberStatus::Deleted || (n.opt_out_list_name == list && n.self_managed_opt_outs_enabled == self_managed)
+        })
+    }))
+}
+
+/// Whether a send failed because what it read went stale before it committed: the number named
+/// another list (or changed who manages opt-outs), the pool did, or the list was made again.
+/// Nothing was sent; it is read and decided again.
+fn read_went_stale(e: &ServiceError) -> bool {
+    match e {
+        ServiceError::Execute {
+            source: ExecuteError::Stale,
+            ..
+        } => true,
+        ServiceError::Execute {
+            source: ExecuteError::Append(AppendError::LimitReached(key)),
+            ..
+        } => key.starts_with("nl/") || key.starts_with("li/"),
+        _ => false,
+    }
 }
 
 /// Where a message leaves from.

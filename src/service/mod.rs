@@ -242,12 +242,26 @@ impl LifecycleService {
         action: A::Action,
         counter_limits: &[crate::store::CounterLimit],
     ) -> Result<A, ServiceError> {
+        let command = Execute::<A> {
+            meta: meta.clone(),
+            action,
+            counter_limits: counter_limits.to_vec(),
+            premise: None,
+        };
+        self.execute_command(registry, id, activation, command).await
+    }
+
+    /// Runs `command` on the aggregate `id`, sent again while the actor answers that it was
+    /// decided on a state another writer moved on from.
+    async fn execute_command<A: Projected>(
+        &self,
+        registry: &Registry<A>,
+        id: &str,
+        activation: Activation,
+        command: Execute<A>,
+    ) -> Result<A, ServiceError> {
         let outcome = retry_stale(id, Some(&self.contention), || {
-            Self::ask(registry, id, activation, || Execute::<A> {
-                meta: meta.clone(),
-                action: action.clone(),
-                counter_limits: counter_limits.to_vec(),
-            })
+            Self::ask(registry, id, activation, || command.clone())
         })
         .await?;
         outcome.map_err(|e| ServiceError::execute(id, e))
