@@ -2,13 +2,15 @@
 //! decided after it fails too (even if another writer happened to bring the stream to the version
 //! it expected), and the actor rebuilds its state from the log before deciding again.
 
+mod common;
+
 use actix::{Actor, Addr};
 use phone_ledger::actors::{AggregateActor, Execute, ExecuteError, GetState, Premise};
 use phone_ledger::codec::pending_events;
 use phone_ledger::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState};
 use phone_ledger::domain::types::ConflictReason;
 use phone_ledger::domain::{CommandMeta, Rejection, Scope};
-use phone_ledger::store::{AppendError, AppendMeta, AppendRequest, Durability, Store, StoreConfig};
+use phone_ledger::store::{AppendError, AppendMeta, AppendRequest, Durability, JetStreamStore, Store, StoreConfig};
 
 const ID: &str = "phone-0123456789abcdef0123456789abcdef";
 
@@ -203,5 +205,49 @@ fn a_premise_is_checked_on_the_state_with_appends_in_flight() {
             .collect();
         assert_eq!(protection, [true, false, true], "the stale command wrote nothing");
         store.close().await.expect("close");
+    });
+}
+
+/// With several writers on one log (two nodes of a cluster), an actor whose stream another node
+/// has moved on decides its next command on the new head: it catches up first (only the new
+/// events), instead of answering "superseded" and having the caller queue the command again
+/// behind everything that arrived since.
+#[test]
+fn an_actor_another_node_moved_on_decides_on_the_new_head() {
+    let Some(urls) = common::nats::shared_cluster() else {
+        return;
+    };
+    let settings = common::nats::fresh_settings(&urls);
+    let system = actix_rt::System::new();
+    system.block_on(async {
+        let connect = || async { std::sync::Arc::new(JetStreamStore::connect(&settings).await.expect("connect")) as Store };
+        let (here, there) = (connect().await, connect().await);
+        let actor = requested_number_actor(&here).await;
+        let at_1 = actor.send(GetState::default()).await.expect("mailbox").expect("state at v1");
+        assert!(!at_1.0.expect("number").deletion_protection_enabled);
+
+        let protect = PhoneNumberEvent::PhoneNumberUpdated(PhoneNumberChanges {
+            deletion_protection_enabled: Some(true),
+            ..Default::default()
+        });
+        there.append(append(protect, 1)).await.expect("the other node");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while here.version_hint(ID) != Some(2) {
+            assert!(std::time::Instant::now() < deadline, "this node's view never saw version 2");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+
+        // Decided on v2 (protected): the release is refused, recorded as v3.
+        let refused = actor.send(execute(PhoneNumberAction::Release)).await.expect("mailbox");
+        match refused {
+            Err(ExecuteError::Rejected(Rejection::Conflict { reason, .. })) => {
+                assert_eq!(reason, ConflictReason::DeletionProtectionEnabled)
+            }
+            other => panic!("decided on the head the other node made: {other:?}"),
+        }
+        let events = here.read_stream(ID, 1, usize::MAX).await.expect("read");
+        assert_eq!(events.len(), 3, "the refusal follows the other node's event");
+        here.close().await.expect("close");
+        there.close().await.expect("close");
     });
 }

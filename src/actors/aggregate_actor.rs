@@ -239,29 +239,61 @@ impl<A: Projected> AggregateActor<A> {
             .ok()
     }
 
-    /// Brings the durable state up to what another writer of a shared log has appended since,
-    /// before the next message is handled: only the new events are read (a hot pool written by
-    /// every node would otherwise be re-read from its snapshot at each of their writes). Only
-    /// called with nothing in flight, so the state is the log's at `version`; anything unexpected
-    /// falls back to a full rebuild.
-    fn catch_up(&mut self, ctx: &mut Context<Self>) {
-        let durable = (self.state.clone(), self.version, self.last_event);
-        self.catch_up_from(durable, ctx);
-    }
-
     /// Replaces the state by `durable` (the log's state at its version, with its last event)
     /// brought up to the stream's head, before the next message is handled.
-    fn catch_up_from(&mut self, (state, version, last_event): (A, u64, Option<Uuid>), ctx: &mut Context<Self>) {
+    fn catch_up_from(&mut self, durable: (A, u64, Option<Uuid>), ctx: &mut Context<Self>) {
+        let caught_up = self.caught_up(durable);
+        ctx.wait(caught_up.map(|_, _, _| ()));
+    }
+
+    /// Brings the durable state up to what another writer of a shared log has appended since,
+    /// then handles `msg` before any other message: a command that found its actor behind is
+    /// decided on the new head instead of being sent back to queue again behind everything that
+    /// came since. Only the new events are read (a hot pool written by every node would
+    /// otherwise be re-read from its snapshot at each of their writes). Only called with nothing
+    /// in flight, so the state is the log's at `version`; anything unexpected falls back to a
+    /// full rebuild.
+    fn caught_up_then<M: 'static, T: 'static>(
+        &mut self,
+        msg: M,
+        handle: fn(&mut Self, M, &mut Context<Self>) -> ResponseActFuture<Self, Result<T, ExecuteError>>,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<T, ExecuteError>> {
+        self.generation += 1;
+        let durable = (self.state.clone(), self.version, self.last_event);
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let caught_up = self.caught_up(durable);
+        ctx.wait(caught_up.map(move |caught_up, act, ctx| {
+            if !caught_up {
+                // Rebuilding from the snapshot instead: asked again once it is done.
+                let _ = answer.send(Err(ExecuteError::Superseded));
+                return;
+            }
+            let handled = handle(act, msg, ctx);
+            ctx.spawn(handled.map(move |result, _, _| {
+                let _ = answer.send(result);
+            }));
+        }));
+        Box::pin(async move { answered.await.unwrap_or(Err(ExecuteError::Superseded)) }.into_actor(self))
+    }
+
+    /// Reads what the log holds after `durable` (the log's state at its version, with its last
+    /// event) and adopts it; `false` if that failed and a full rebuild was started instead.
+    fn caught_up(&mut self, (state, version, last_event): (A, u64, Option<Uuid>)) -> impl ActorFuture<Self, Output = bool> {
         let store = self.store.clone();
         let id = self.id.clone();
         let read = async move { catch_up::<A>(&*store, &id, state, version, last_event).await };
-        ctx.wait(read.into_actor(self).map(|result, act, ctx| match result {
-            Ok(caught_up) => act.adopt(caught_up),
+        read.into_actor(self).map(|result, act, ctx| match result {
+            Ok(caught_up) => {
+                act.adopt(caught_up);
+                true
+            }
             Err(e) => {
                 tracing::warn!(stream = %act.id, error = %crate::error_chain(&e), "cannot catch up with the log; rebuilding the state");
                 act.reload(ctx);
+                false
             }
-        }));
+        })
     }
 
     /// Rebuilds the state from the log before the next message is handled.
@@ -321,13 +353,10 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
         if let Some(why) = &self.broken {
             return done(Err(ExecuteError::Replay(why.clone())));
         }
-        // Another writer of a shared log (another node) has moved the stream on: re-read it
-        // before deciding (the mailbox waits for the read) rather than have the append refused;
-        // the caller sends the command again.
+        // Another writer of a shared log (another node) has moved the stream on: catch up
+        // before deciding (the mailbox waits for the read) rather than have the append refused.
         if self.in_flight == 0 && self.store.version_hint(&self.id).is_some_and(|v| v > self.version) {
-            self.generation += 1;
-            self.catch_up(ctx);
-            return done(Err(ExecuteError::Superseded));
+            return self.caught_up_then(msg, Self::handle, ctx);
         }
         if msg.premise.is_some_and(|holds| !holds(&self.state)) {
             return done(Err(ExecuteError::Stale));
@@ -434,13 +463,11 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
 impl<A: Projected> Handler<GetState<A>> for AggregateActor<A> {
     type Result = ResponseActFuture<Self, Result<A, ExecuteError>>;
 
-    fn handle(&mut self, _msg: GetState<A>, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: GetState<A>, ctx: &mut Self::Context) -> Self::Result {
         self.last_active = Instant::now();
         // As for a command: a state another node has moved on from is re-read first.
         if self.broken.is_none() && self.in_flight == 0 && self.store.version_hint(&self.id).is_some_and(|v| v > self.version) {
-            self.generation += 1;
-            self.catch_up(ctx);
-            return Box::pin(fut::ready(Err(ExecuteError::Superseded)));
+            return self.caught_up_then(msg, Self::handle, ctx);
         }
         match &self.broken {
             Some(why) => Box::pin(fut::ready(Err(ExecuteError::Replay(why.clone())))),
