@@ -69,6 +69,9 @@ impl ExecuteError {
 /// appends pipelined behind it down with it.
 pub type Premise<A> = std::sync::Arc<dyn Fn(&A) -> bool + Send + Sync>;
 
+/// A message handler of an actor, by name (`Self::handle`), to handle a message later.
+type HandlerFn<S, M, T> = fn(&mut S, M, &mut Context<S>) -> ResponseActFuture<S, Result<T, ExecuteError>>;
+
 /// Run a command against the aggregate.
 pub struct Execute<A: Aggregate> {
     pub meta: CommandMeta,
@@ -256,7 +259,7 @@ impl<A: Projected> AggregateActor<A> {
     fn caught_up_then<M: 'static, T: 'static>(
         &mut self,
         msg: M,
-        handle: fn(&mut Self, M, &mut Context<Self>) -> ResponseActFuture<Self, Result<T, ExecuteError>>,
+        handle: HandlerFn<Self, M, T>,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Result<T, ExecuteError>> {
         self.generation += 1;
