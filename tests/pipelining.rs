@@ -50,6 +50,7 @@ fn execute(action: PhoneNumberAction) -> Execute<PhoneNumberState> {
         action,
         counter_limits: vec![],
         premise: None,
+        otherwise: None,
     }
 }
 
@@ -249,5 +250,84 @@ fn an_actor_another_node_moved_on_decides_on_the_new_head() {
         assert_eq!(events.len(), 3, "the refusal follows the other node's event");
         here.close().await.expect("close");
         there.close().await.expect("close");
+    });
+}
+
+/// A send whose destination opted out by the time its append reaches the log is refused there,
+/// by the log, with the refusal its fallback command gives (recorded as that command), and the
+/// commands pipelined behind it are not disturbed: a send leaves the number as it was either way.
+#[test]
+fn a_send_the_log_refuses_in_its_place_leaves_what_follows_it_standing() {
+    use phone_ledger::domain::message::{Channel, OutboundMessage};
+    use phone_ledger::store::{CounterLimit, IndexOp};
+    let dir = tempfile::tempdir().expect("dir");
+    let system = actix_rt::System::new();
+    system.block_on(async {
+        let store = open(dir.path(), Durability::Fsync, 256);
+        let actor = requested_number_actor(&store).await;
+        let message = OutboundMessage {
+            message_id: "m-1".into(),
+            channel: Channel::Text,
+            destination_phone_number: "+12065550199".into(),
+            origination_identity: ID.into(),
+            pool_id: None,
+            message_type: None,
+            message_body: Some("hello".into()),
+            media_urls: vec![],
+            voice_id: None,
+            configuration_set_name: None,
+            context: Default::default(),
+            dry_run: false,
+        };
+        let send = |opted_out_on: Option<&str>| PhoneNumberAction::SendMessage {
+            message: Box::new(message.clone()),
+            opted_out_on: opted_out_on.map(String::from),
+        };
+        // The destination is on the list already: the send was decided on an older look.
+        let opted_out = b"x/opted-out".to_vec();
+        let list_event = PhoneNumberEvent::PhoneNumberUpdated(PhoneNumberChanges::default());
+        store
+            .append(AppendRequest {
+                index_ops: vec![IndexOp::Add(opted_out.clone(), 1)],
+                ..AppendRequest::plain(
+                    "list-x",
+                    0,
+                    AppendMeta::direct("111122223333", "us-east-1", "o", "Test/OptOut"),
+                    pending_events(&[list_event]).expect("events"),
+                )
+            })
+            .await
+            .expect("opted out");
+        let bounded = Execute {
+            counter_limits: vec![CounterLimit::at_most(opted_out.clone(), 0)],
+            otherwise: Some((0, send(Some("Default")))),
+            ..execute(send(None))
+        };
+        let protect = PhoneNumberAction::Update(PhoneNumberChanges {
+            deletion_protection_enabled: Some(true),
+            ..Default::default()
+        });
+        let sends = [bounded, execute(protect)].map(|command| actor.send(command));
+        let [refused, behind] = futures_util::future::join_all(sends)
+            .await
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("two answers"));
+        match refused.expect("mailbox") {
+            Err(ExecuteError::Rejected(Rejection::Conflict { reason, .. })) => {
+                assert_eq!(reason, ConflictReason::DestinationPhoneNumberOptedOut)
+            }
+            other => panic!("refused by the log in its place: {other:?}"),
+        }
+        let behind = behind.expect("mailbox").expect("the command behind it stands");
+        assert!(behind.0.expect("number").deletion_protection_enabled);
+
+        let events = store.read_stream(ID, 1, usize::MAX).await.expect("read");
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        assert_eq!(types[1..], ["MessageRejected", "PhoneNumberUpdated"]);
+        assert_eq!(
+            events[1].command_input["Input"]["OptedOutOn"], "Default",
+            "recorded as the command the log decided"
+        );
+        store.close().await.expect("close");
     });
 }

@@ -22,7 +22,7 @@ use crate::codec::pending_events;
 use crate::domain::{ActionName, Aggregate, Command, CommandMeta, Rejection};
 use crate::projection::Projected;
 use crate::rehydrate::{catch_up, load_state, snapshot_of, LoadedState};
-use crate::store::{AppendError, AppendMeta, AppendRequest, Snapshot, Store, StoreError};
+use crate::store::{AppendError, AppendMeta, AppendRequest, Fallback, Snapshot, Store, StoreError};
 
 /// Why a command produced no answer from the domain.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -82,6 +82,11 @@ pub struct Execute<A: Aggregate> {
     /// Refuse with [`ExecuteError::Stale`] unless this holds on the state the command would be
     /// decided on.
     pub premise: Option<Premise<A>>,
+    /// The command the log decides instead if the counter limit at this index is the first out
+    /// of its bounds at the append's place in the log (a send decided again as to a destination
+    /// that opted out meanwhile), when it leaves the aggregate in the same state: see
+    /// [`crate::store::Fallback`].
+    pub otherwise: Option<(usize, A::Action)>,
 }
 
 impl<A: Aggregate> Clone for Execute<A> {
@@ -91,6 +96,7 @@ impl<A: Aggregate> Clone for Execute<A> {
             action: self.action.clone(),
             counter_limits: self.counter_limits.clone(),
             premise: self.premise.clone(),
+            otherwise: self.otherwise.clone(),
         }
     }
 }
@@ -244,6 +250,52 @@ impl<A: Projected> AggregateActor<A> {
 
     /// Replaces the state by `durable` (the log's state at its version, with its last event)
     /// brought up to the stream's head, before the next message is handled.
+    /// The fallback of an append of `pending` (deciding `command`, leading to `after`): what
+    /// `action` decides on the same state, recorded with `pending`'s ids, with its refusal if
+    /// it is one. None unless it can stand in for the command's events (as many, another type,
+    /// so the answer tells which the log took) and leaves the aggregate in the same state (so
+    /// what is pipelined behind it was decided right either way).
+    fn fallback(
+        &self,
+        command: &Command<A::Action>,
+        action: A::Action,
+        limit: usize,
+        pending: &[crate::store::PendingEvent],
+        after: &A,
+    ) -> Option<(Fallback, Option<Rejection>)> {
+        let instead = Command {
+            meta: command.meta.clone(),
+            target: command.target.clone(),
+            action,
+        };
+        let (events, rejection) = match self.state.decide(&instead) {
+            Ok(events) => (events, None),
+            Err(rejection) => (vec![A::rejected(&instead.action, &rejection)], Some(rejection)),
+        };
+        let same_state = || {
+            let fallen = events.iter().fold(self.state.clone(), |s, e| s.evolve(e));
+            matches!((serde_json::to_value(&fallen), serde_json::to_value(after)), (Ok(a), Ok(b)) if a == b)
+        };
+        let mut fallback = pending_events(&events).ok()?;
+        let stands_in =
+            fallback.len() == pending.len() && fallback.iter().zip(pending).all(|(f, p)| f.event_type != p.event_type) && same_state();
+        if !stands_in {
+            return None;
+        }
+        for (f, p) in fallback.iter_mut().zip(pending) {
+            f.event_id = p.event_id;
+        }
+        let command_input = serde_json::to_value(&instead.action).ok()?;
+        Some((
+            Fallback {
+                limit,
+                events: fallback,
+                command_input,
+            },
+            rejection,
+        ))
+    }
+
     fn catch_up_from(&mut self, durable: (A, u64, Option<Uuid>), ctx: &mut Context<Self>) {
         let caught_up = self.caught_up(durable);
         ctx.wait(caught_up.map(|_, _, _| ()));
@@ -365,6 +417,7 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
             return done(Err(ExecuteError::Stale));
         }
         let counter_limits = msg.counter_limits;
+        let otherwise = msg.otherwise;
         let command = Command {
             meta: msg.meta,
             target: self.id.clone(),
@@ -384,6 +437,18 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
             Err(e) => return done(Err(ExecuteError::Encode(std::sync::Arc::new(e)))),
         };
         let to = self.version + events.len() as u64;
+        // A refusal is recorded whatever the counters say, so it needs no fallback.
+        let fallback = match (otherwise, &rejection) {
+            (Some((limit, action)), None) => self.fallback(&command, action, limit, &pending, &after),
+            _ => None,
+        };
+        let (fallback, fallback_rejection, fallback_type) = match fallback {
+            Some((f, r)) => {
+                let event_type = f.events.first().map(|e| e.event_type.clone());
+                (Some(f), r, event_type)
+            }
+            None => (None, None, None),
+        };
         let request = AppendRequest {
             stream_id: self.id.clone(),
             expected_version: self.version,
@@ -404,6 +469,7 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
             // would do, and a refusal does nothing.
             counter_limits: if rejection.is_none() { counter_limits } else { Vec::new() },
             snapshot: self.snapshot_for(&after, self.version, to),
+            fallback,
         };
         let request_last_event = request.events.last().map(|e| e.event_id);
         // Handed to the writer now, in mailbox order; only the answer is awaited.
@@ -423,7 +489,7 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
         Box::pin(answer.into_actor(self).map(move |result, act, ctx| {
             act.append_done(ctx);
             match result {
-                Ok(_) => {
+                Ok(events) => {
                     if act.generation == generation {
                         act.durable.send_if_modified(|d| {
                             let newer = d.0 == generation && d.1 < to;
@@ -433,9 +499,12 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
                             newer
                         });
                     }
-                    match rejection {
-                        Some(r) => Err(ExecuteError::Rejected(r)),
-                        None => Ok(after),
+                    // The log took the fallback: its decision is the answer (the same state).
+                    let fell_back = fallback_type.is_some() && events.first().map(|e| &e.event_type) == fallback_type.as_ref();
+                    match (rejection, fell_back) {
+                        (_, true) => fallback_rejection.map_or(Ok(after), |r| Err(ExecuteError::Rejected(r))),
+                        (Some(r), false) => Err(ExecuteError::Rejected(r)),
+                        (None, false) => Ok(after),
                     }
                 }
                 Err(e) => {

@@ -96,13 +96,24 @@ impl LifecycleService {
         let opted_out = decode_counter(self.store.index_get(&key).await?.as_deref()) > 0;
         let message_id = message.message_id.clone();
         let destination = message.destination_phone_number.clone();
-        let send = |opted_out: bool| (Box::new(message.clone()), opted_out.then(|| list.clone()));
         // The list in force must still be the one read when the append commits (else the send is
         // decided again); a number that manages its own opt-outs sends whatever the list says.
         let self_managed = matches!(&sender, Origination::Number(n) if n.self_managed_opt_outs_enabled);
         let limits = send_bounds(scope, &list, incarnation, &destination, named_by.clone(), self_managed);
         let premise = named_by.is_none().then(|| names_what_was_read(&sender)).flatten();
-        let sent = self.send_from(meta, &sender, send(opted_out), &limits, premise.clone()).await;
+        // Should the destination opt out first, the log refuses the send in its place (the
+        // destination's bound is the last).
+        let refused_if_opted_out = (!self_managed && !opted_out).then(|| (limits.len() - 1, list.clone()));
+        let attempt = |opted_out: bool, limits: Vec<CounterLimit>, refused_if_opted_out| Attempt {
+            message: Box::new(message.clone()),
+            opted_out_on: opted_out.then(|| list.clone()),
+            limits,
+            premise: premise.clone(),
+            refused_if_opted_out,
+        };
+        let sent = self
+            .send_from(meta, &sender, attempt(opted_out, limits, refused_if_opted_out))
+            .await;
         match sent {
             Ok(_) => Ok(Some(message_id)),
             Err(e) if read_went_stale(&e) => Ok(None),
@@ -111,7 +122,7 @@ impl LifecycleService {
             Err(ServiceError::Execute {
                 source: ExecuteError::Append(AppendError::LimitReached(_)),
                 ..
-            }) => match self.send_from(meta, &sender, send(true), &[], premise).await {
+            }) => match self.send_from(meta, &sender, attempt(true, vec![], None)).await {
                 Ok(_) => Err(ServiceError::Invariant(format!(
                     "a message to opted-out {destination} was accepted"
                 ))),
@@ -148,21 +159,26 @@ impl LifecycleService {
             })
     }
 
-    /// Runs the send (`message`, and the list the destination was found on) on the sender.
-    async fn send_from(
-        &self,
-        meta: &CommandMeta,
-        sender: &Origination,
-        (message, opted_out_on): (Box<OutboundMessage>, Option<String>),
-        limits: &[CounterLimit],
-        premise: Option<Premise<PhoneNumberState>>,
-    ) -> Result<(), ServiceError> {
+    /// Runs one attempt at a send on the sender.
+    async fn send_from(&self, meta: &CommandMeta, sender: &Origination, attempt: Attempt) -> Result<(), ServiceError> {
+        let Attempt {
+            message,
+            opted_out_on,
+            limits,
+            premise,
+            refused_if_opted_out,
+        } = attempt;
         match sender {
             Origination::Number(n) => {
+                let refused = |list| PhoneNumberAction::SendMessage {
+                    message: message.clone(),
+                    opted_out_on: Some(list),
+                };
                 let send = Execute {
                     meta: meta.clone(),
+                    otherwise: refused_if_opted_out.map(|(limit, list)| (limit, refused(list))),
                     action: PhoneNumberAction::SendMessage { message, opted_out_on },
-                    counter_limits: limits.to_vec(),
+                    counter_limits: limits,
                     premise,
                 };
                 self.execute_command(&self.numbers, &n.phone_number_id, Activation::Existing, send)
@@ -170,8 +186,18 @@ impl LifecycleService {
                     .map(drop)
             }
             Origination::SenderId(s) => {
-                let send = SenderIdAction::SendMessage { message, opted_out_on };
-                self.execute_within(&self.sender_ids, &s.id, Activation::Existing, meta, send, limits)
+                let refused = |list| SenderIdAction::SendMessage {
+                    message: message.clone(),
+                    opted_out_on: Some(list),
+                };
+                let send = Execute {
+                    meta: meta.clone(),
+                    otherwise: refused_if_opted_out.map(|(limit, list)| (limit, refused(list))),
+                    action: SenderIdAction::SendMessage { message, opted_out_on },
+                    counter_limits: limits,
+                    premise: None,
+                };
+                self.execute_command(&self.sender_ids, &s.id, Activation::Existing, send)
                     .await
                     .map(drop)
             }
@@ -266,6 +292,20 @@ fn read_went_stale(e: &ServiceError) -> bool {
         } => key.starts_with("nl/") || key.starts_with("li/"),
         _ => false,
     }
+}
+
+/// One attempt at a send, as the sender's actor is asked it.
+struct Attempt {
+    message: Box<OutboundMessage>,
+    /// The list the destination was found on, if it was (the decider refuses the send).
+    opted_out_on: Option<String>,
+    /// What was read must still hold when the append commits.
+    limits: Vec<CounterLimit>,
+    /// The number still names the list read (see [`names_what_was_read`]).
+    premise: Option<Premise<PhoneNumberState>>,
+    /// The index among `limits` of the destination's bound, and the list: if the destination has
+    /// opted out of it by the send's place in the log, the log refuses the send there instead.
+    refused_if_opted_out: Option<(usize, String)>,
 }
 
 /// Where a message leaves from.

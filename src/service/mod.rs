@@ -247,6 +247,7 @@ impl LifecycleService {
             action,
             counter_limits: counter_limits.to_vec(),
             premise: None,
+            otherwise: None,
         };
         self.execute_command(registry, id, activation, command).await
     }

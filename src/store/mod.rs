@@ -34,6 +34,14 @@
 //!    deletion takes away one the user requires to be 1);
 //! 6. its `snapshot`, if any.
 //!
+//! An append may name a [`Fallback`]: when the first of its counter limits that does not hold is
+//! the one the fallback names (and every check before it holds), the log commits the fallback's
+//! events in place of the append's, at the same versions with the same ids and without the
+//! append's index changes, claims or snapshot, and answers with them. The decision is the log's,
+//! at the append's place in it: a message to a destination that opted out while the send was on
+//! its way is refused there, on the record, instead of the append being refused and everything
+//! pipelined behind it on the same stream with it.
+//!
 //! Appends are **answered only once durable** (as the backend's durability setting defines it),
 //! and the answer of an append can only be success if every effect above is in the log.
 //! Appends submitted one after another by one caller ([`EventStore::submit`]) are committed in
@@ -223,6 +231,35 @@ pub struct AppendRequest {
     pub counter_limits: Vec<CounterLimit>,
     /// A snapshot of the stream's state after these events, stored with them.
     pub snapshot: Option<Snapshot>,
+    /// What to commit instead when the counter limit it names is the first that does not hold.
+    pub fallback: Option<Fallback>,
+}
+
+/// The events an append commits instead of its own when one counter limit does not hold (see
+/// the module doc): as many as the append's, with the same ids.
+#[derive(Debug, Clone)]
+pub struct Fallback {
+    /// The index of the limit among the append's `counter_limits`.
+    pub limit: usize,
+    pub events: Vec<PendingEvent>,
+    /// The command input its events record (the command the log decided in the end).
+    pub command_input: serde_json::Value,
+}
+
+impl Fallback {
+    /// Whether these events can stand in for `events`: as many, with the same ids (what follows
+    /// the append on its stream follows either).
+    pub fn fits(&self, events: &[PendingEvent]) -> bool {
+        self.events.len() == events.len() && self.events.iter().zip(events).all(|(a, b)| a.event_id == b.event_id)
+    }
+
+    /// The fallback of `request` to commit when `broken` (the first of its counter limits out of
+    /// its bounds) is the one the fallback names, if it fits the request's events.
+    pub fn taken_for<'a>(request: &'a AppendRequest, broken: &[u8]) -> Option<&'a Fallback> {
+        let fallback = request.fallback.as_ref().filter(|f| f.fits(&request.events))?;
+        let named = request.counter_limits.get(fallback.limit)?;
+        (named.key == broken).then_some(fallback)
+    }
 }
 
 impl AppendRequest {
@@ -239,6 +276,7 @@ impl AppendRequest {
             unique_claims: vec![],
             counter_limits: vec![],
             snapshot: None,
+            fallback: None,
         }
     }
 }

@@ -13,7 +13,7 @@ pub mod model;
 use std::future::Future;
 
 use phone_ledger::store::{
-    AppendError, AppendMeta, AppendRequest, CounterLimit, EventEnvelope, IndexOp, PendingEvent, Snapshot, Store, GENESIS_HASH,
+    AppendError, AppendMeta, AppendRequest, CounterLimit, EventEnvelope, Fallback, IndexOp, PendingEvent, Snapshot, Store, GENESIS_HASH,
     SNAPSHOT_SCHEMA_VERSION,
 };
 use serde_json::json;
@@ -287,6 +287,73 @@ pub async fn idempotent_client_tokens<H: Harness>() {
     ));
 }
 
+/// (Fallback.) An append over the limit its fallback names commits the fallback's events in its
+/// place (same versions and ids, the fallback's command input, none of the append's index
+/// changes), so an append pipelined behind it still lands; within the limit, its own events;
+/// over a limit the fallback does not name, refused.
+pub async fn an_append_over_the_limit_its_fallback_names_commits_the_fallback<H: Harness>() {
+    let h = H::fresh().await;
+    let s = h.store();
+    let opted_out = b"x/111122223333/us-east-1/list/1/+12065550100".to_vec();
+    let sent = b"sent/phone-fb".to_vec();
+    let created = s.append(append("phone-fb", 0, 1)).await.expect("create");
+    let bounded = |version: u64, after: Uuid, limit: usize| {
+        let mut request = AppendRequest {
+            expected_last_event: Some(after),
+            index_ops: vec![IndexOp::Add(sent.clone(), 1)],
+            counter_limits: vec![
+                CounterLimit::at_most(opted_out.clone(), 0),
+                CounterLimit::at_least(sent.clone(), i64::MIN),
+            ],
+            ..append("phone-fb", version, 1)
+        };
+        let mut instead = request.events.clone();
+        instead[0].event_type = "ContractRefused".into();
+        request.fallback = Some(Fallback {
+            limit,
+            events: instead,
+            command_input: json!({ "Instead": true }),
+        });
+        request
+    };
+
+    // Within the limit: its own events and index changes.
+    let own = s.append(bounded(1, created[0].event_id, 0)).await.expect("within the limit");
+    assert_eq!(own[0].event_type, "ContractTested");
+    assert_eq!(decode(s.index_get(&sent).await.expect("get")), 1);
+
+    // The destination opts out; the next bounded append and one pipelined behind it.
+    s.append(AppendRequest {
+        index_ops: vec![IndexOp::Add(opted_out.clone(), 1)],
+        ..append("list-fb", 0, 1)
+    })
+    .await
+    .expect("opt out");
+    let fell = bounded(2, own[0].event_id, 0);
+    let fell_id = fell.events[0].event_id;
+    let behind = AppendRequest {
+        expected_last_event: Some(fell_id),
+        ..append("phone-fb", 3, 1)
+    };
+    let (fell, behind) = (s.submit(fell).expect("queued"), s.submit(behind).expect("queued"));
+    let fell = fell.await.expect("in force by its fallback");
+    assert_eq!(
+        (fell[0].event_type.as_str(), fell[0].event_id, fell[0].version),
+        ("ContractRefused", fell_id, 3)
+    );
+    assert_eq!(fell[0].command_input, json!({ "Instead": true }));
+    assert_eq!(behind.await.expect("pipelined behind it")[0].version, 4);
+    assert_eq!(decode(s.index_get(&sent).await.expect("get")), 1, "none of its index changes");
+    let stored = s.read_stream("phone-fb", 3, 1).await.expect("read");
+    assert_eq!((stored[0].event_type.as_str(), stored[0].event_id), ("ContractRefused", fell_id));
+
+    // Over a limit the fallback does not name: refused, nothing written.
+    let last = s.read_stream("phone-fb", 4, 1).await.expect("read")[0].event_id;
+    assert!(matches!(s.append(bounded(4, last, 1)).await, Err(AppendError::LimitReached(_))));
+    assert_eq!(s.stream_head("phone-fb").await.expect("head").version, 4);
+    assert_feed_is_a_chain(&s).await;
+}
+
 /// (Guarantee 5.) A counter limit holds: an append that would take the counter over it is
 /// refused and writes nothing, also when the appends that reach the limit are submitted together;
 /// a decrement makes room again.
@@ -530,7 +597,8 @@ macro_rules! contract_suite {
         $crate::contract_suite!(@tests $harness;
             occ_on_expected_version, occ_on_last_event_id, gap_free_versions_and_stream_reads,
             feed_order_under_concurrent_appends, feed_follow, unique_claims, idempotent_client_tokens,
-            counter_limits_hold, index_changes_are_atomic_with_events, snapshot_round_trip, reopen_after_close,
+            counter_limits_hold, an_append_over_the_limit_its_fallback_names_commits_the_fallback,
+            index_changes_are_atomic_with_events, snapshot_round_trip, reopen_after_close,
             a_closed_store_refuses_work);
     };
     (@tests $harness:ty; $($check:ident),*) => {

@@ -80,6 +80,8 @@ struct View {
     damage: Vec<Damage>,
     /// Void commits, and for each one void for a counter out of its bounds, which limit.
     void: BTreeMap<u64, Option<usize>>,
+    /// Commits in force by their fallback's events.
+    fell_back: HashSet<u64>,
 }
 
 /// The view and the watches that tell how far it is.
@@ -227,6 +229,11 @@ impl Mirror {
         } else {
             Outcome::Damaged
         }
+    }
+
+    /// Whether the commit at `sequence` is in force by its fallback's events.
+    pub fn fell_back(&self, sequence: u64) -> bool {
+        self.read().fell_back.contains(&sequence)
     }
 
     /// Fills in the positions and hashes of the events of the commit at `sequence`.
@@ -388,7 +395,7 @@ enum Applied {
 /// nats-server 2.9 checks it against the stored messages only, so two appends in flight at once
 /// can both pass it; this rule, applied by every node in the same order, keeps the first and
 /// voids the other, and its writer is told it lost.
-fn apply_commit(view: &mut View, sequence: u64, commit: Commit) -> Result<Applied, StoreError> {
+fn apply_commit(view: &mut View, sequence: u64, mut commit: Commit) -> Result<Applied, StoreError> {
     let corrupt = |message: String| StoreError::Corrupt {
         key: format!("stream sequence {sequence}"),
         message,
@@ -417,6 +424,24 @@ fn apply_commit(view: &mut View, sequence: u64, commit: Commit) -> Result<Applie
     })
     .unwrap_or_else(|never| match never {})
     .and_then(|key| limits.iter().position(|l| l.key == key));
+    // Over the limit its fallback names: in force by the fallback's events, without the
+    // commit's index changes and claims.
+    let fall_back = extends && !taken && over_limit.is_some() && commit.fallback.as_ref().map(|f| f.limit) == over_limit;
+    if fall_back {
+        let fits = commit.fallback.as_ref().is_some_and(|f| {
+            f.events.len() == commit.events.len()
+                && f.events
+                    .iter()
+                    .zip(&commit.events)
+                    .all(|(a, b)| a.event_id == b.event_id && a.version == b.version && a.stream_id == b.stream_id)
+        });
+        if !fits {
+            return Err(corrupt("a fallback whose events do not stand in for the commit's".into()));
+        }
+        view.fell_back.insert(sequence);
+        let events = commit.into_events(true);
+        return Ok(Applied::InForce(chain_in(view, sequence, &stream_id, head, events)?));
+    }
     if !extends || taken || over_limit.is_some() {
         tracing::debug!(sequence, stream = %stream_id, head, taken, over_limit, "a commit that does not extend its aggregate's head, claims a held key or goes over a limit is void");
         view.streams.entry(stream_id).or_default().last_sequence = sequence;
@@ -424,24 +449,7 @@ fn apply_commit(view: &mut View, sequence: u64, commit: Commit) -> Result<Applie
             over_limit: over_limit.filter(|_| extends && !taken),
         });
     }
-    let mut previous = view.chain.hash;
-    let mut position = view.chain.position;
-    let count = commit.events.len() as u64;
-    let last = commit.events.last().map(|e| e.event_id);
-    // The commit is the view's to consume: its events are numbered and chained in place.
-    for e in commit.events {
-        position += 1;
-        let mut placed = e;
-        placed.position = position;
-        placed.hash.clear();
-        previous = placed.chain_hash(&previous).map_err(|err| corrupt(err.to_string()))?;
-    }
-    view.chain = ChainHead { position, hash: previous };
-    let entry = view.streams.entry(stream_id).or_default();
-    entry.commits.push((sequence, head + 1));
-    entry.version = head + count;
-    entry.last_event = last;
-    entry.last_sequence = sequence;
+    let count = chain_in(view, sequence, &stream_id, head, std::mem::take(&mut commit.events))?;
     for (key, value) in claims {
         view.claimed.insert(key.clone());
         view.index.insert(key, value);
@@ -463,6 +471,33 @@ fn apply_commit(view: &mut View, sequence: u64, commit: Commit) -> Result<Applie
     }
     view.layouts.insert(commit.index_layout);
     Ok(Applied::InForce(count))
+}
+
+/// Numbers and chains the events of the commit in force at `sequence` after the feed's head,
+/// and makes them its aggregate's head (at version `head` before them); how many there were.
+fn chain_in(view: &mut View, sequence: u64, stream_id: &str, head: u64, events: Vec<EventEnvelope>) -> Result<u64, StoreError> {
+    let mut previous = view.chain.hash;
+    let mut position = view.chain.position;
+    let count = events.len() as u64;
+    let last = events.last().map(|e| e.event_id);
+    // The commit is the view's to consume: its events are numbered and chained in place.
+    for e in events {
+        position += 1;
+        let mut placed = e;
+        placed.position = position;
+        placed.hash.clear();
+        previous = placed.chain_hash(&previous).map_err(|err| StoreError::Corrupt {
+            key: format!("stream sequence {sequence}"),
+            message: err.to_string(),
+        })?;
+    }
+    view.chain = ChainHead { position, hash: previous };
+    let entry = view.streams.entry(stream_id.to_string()).or_default();
+    entry.commits.push((sequence, head + 1));
+    entry.version = head + count;
+    entry.last_event = last;
+    entry.last_sequence = sequence;
+    Ok(count)
 }
 
 #[cfg(test)]
@@ -499,8 +534,64 @@ mod tests {
             index_layout: 0,
             after,
             limits: vec![],
+            fallback: None,
         };
         (serde_json::to_vec(&commit).expect("encode"), id)
+    }
+
+    /// A commit whose fallback names the limit it goes over is in force by the fallback's
+    /// events (same versions and ids, none of its index changes), so what follows it lands; one
+    /// over a limit its fallback does not name is void; a fallback that cannot stand in for the
+    /// commit's events is damage, not a silent choice.
+    #[test]
+    fn a_commit_over_the_limit_its_fallback_names_is_in_force_by_the_fallback() {
+        let m = Mirror::default();
+        let (first, a1) = commit("phone-a", 1, None, &[]);
+        m.apply(1, Some(1), &first);
+        let opted_out = b"x/opted-out".to_vec();
+        m.apply(2, Some(1), &{
+            let (bytes, _) = commit("list-a", 1, None, &[]);
+            let mut c: Commit = serde_json::from_slice(&bytes).expect("decode");
+            c.index_ops = vec![StoredIndexOp::from(&IndexOp::Add(opted_out.clone(), 1))];
+            serde_json::to_vec(&c).expect("encode")
+        });
+        let bounded = |after: Uuid, limit: usize, tamper: bool| {
+            let (bytes, id) = commit("phone-a", 2, Some(after), &[]);
+            let mut c: Commit = serde_json::from_slice(&bytes).expect("decode");
+            c.index_ops = vec![StoredIndexOp::from(&IndexOp::Add(b"c/sent".to_vec(), 1))];
+            c.limits = vec![(hex::encode(&opted_out), i64::MIN, 0)];
+            let mut refused = c.events.clone();
+            refused[0].event_type = "Refused".into();
+            if tamper {
+                refused[0].version = 7;
+            }
+            c.fallback = Some(super::super::wire::StoredFallback { limit, events: refused });
+            (serde_json::to_vec(&c).expect("encode"), id)
+        };
+        let (over_unnamed, _) = bounded(a1, 1, false);
+        m.apply(3, Some(1), &over_unnamed);
+        assert_eq!(m.outcome(3), Outcome::OverLimit(0), "a fallback for another limit is not taken");
+        let (tampered, _) = bounded(a1, 0, true);
+        m.apply(4, Some(1), &tampered);
+        assert!(m.damage().iter().any(|d| d.sequence == 4), "{:?}", m.damage());
+        let m = Mirror::default();
+        m.apply(1, Some(1), &first);
+        m.apply(2, Some(1), &{
+            let (bytes, _) = commit("list-a", 1, None, &[]);
+            let mut c: Commit = serde_json::from_slice(&bytes).expect("decode");
+            c.index_ops = vec![StoredIndexOp::from(&IndexOp::Add(opted_out.clone(), 1))];
+            serde_json::to_vec(&c).expect("encode")
+        });
+        let (fell, id) = bounded(a1, 0, false);
+        m.apply(3, Some(1), &fell);
+        assert_eq!(m.outcome(3), Outcome::InForce);
+        assert!(m.fell_back(3));
+        assert_eq!(m.index_get(b"c/sent"), None, "none of the commit's index changes");
+        assert_eq!(m.head_of("phone-a").1, Some(id), "the same head either way");
+        let (follower, _) = commit("phone-a", 3, Some(id), &[]);
+        m.apply(4, Some(1), &follower);
+        assert_eq!(m.outcome(4), Outcome::InForce, "what was pipelined behind it lands");
+        assert_eq!(m.version_of("phone-a"), Some(3));
     }
 
     #[test]

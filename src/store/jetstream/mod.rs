@@ -559,7 +559,8 @@ impl Shared {
     /// The events of a stored commit, with their feed positions and hashes.
     fn placed(&self, message: &StreamMessage) -> Result<Vec<EventEnvelope>, StoreError> {
         let commit = Commit::decode(message.sequence, &message.payload)?;
-        self.mirror.place(message.sequence, commit.events)
+        let events = commit.into_events(self.mirror.fell_back(message.sequence));
+        self.mirror.place(message.sequence, events)
     }
 
     /// Waits until this node's view holds every append acknowledged to it.

@@ -138,9 +138,30 @@ pub struct Commit {
     /// recorded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<(String, i64, i64)>,
+    /// The events in force instead of `events` when the limit it names is the first out of its
+    /// bounds (absent from commits without one): same count, versions and ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<StoredFallback>,
+}
+
+/// A commit's fallback (see [`crate::store::Fallback`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StoredFallback {
+    /// The index of the limit among the commit's `limits`.
+    pub limit: usize,
+    pub events: Vec<EventEnvelope>,
 }
 
 impl Commit {
+    /// The events in force: the fallback's if the commit fell back to them (the view says).
+    pub fn into_events(self, fell_back: bool) -> Vec<EventEnvelope> {
+        match self.fallback {
+            Some(fallback) if fell_back => fallback.events,
+            _ => self.events,
+        }
+    }
+
     pub fn decode(sequence: u64, payload: &[u8]) -> Result<Self, StoreError> {
         let commit: Commit = serde_json::from_slice(payload).map_err(|e| StoreError::Corrupt {
             key: format!("stream sequence {sequence}"),

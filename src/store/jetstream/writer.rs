@@ -160,6 +160,8 @@ struct Prepared {
     payload: Bytes,
     headers: HeaderMap,
     events: Vec<EventEnvelope>,
+    /// The events in force instead if the commit falls back (see [`crate::store::Fallback`]).
+    fallback_events: Option<Vec<EventEnvelope>>,
     reserved: Vec<(String, u64)>,
     /// Claimed keys this append deletes: their reservations are freed once it is stored.
     freed: Vec<String>,
@@ -214,28 +216,35 @@ async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option
         (Some(head.sequence), head.last_event)
     };
     let (account, region) = (request.meta.account.clone(), request.meta.region.clone());
-    let events: Vec<EventEnvelope> = request
-        .events
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| EventEnvelope {
-            event_id: p.event_id,
-            stream_id: stream_id.clone(),
-            version: expected + 1 + i as u64,
-            position: 0,
-            event_type: p.event_type,
-            schema_version: CURRENT_SCHEMA_VERSION,
-            timestamp_ms: request.meta.timestamp_ms,
-            account: account.clone(),
-            region: region.clone(),
-            request_id: request.meta.request_id.clone(),
-            command_id: request.meta.command_id,
-            command: request.meta.command.clone(),
-            command_input: request.meta.command_input.clone(),
-            payload: p.payload,
-            hash: String::new(),
-        })
-        .collect();
+    let fallback = request.fallback.filter(|f| f.fits(&request.events));
+    let envelopes = |pending: Vec<crate::store::PendingEvent>, command_input: &serde_json::Value| -> Vec<EventEnvelope> {
+        pending
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| EventEnvelope {
+                event_id: p.event_id,
+                stream_id: stream_id.clone(),
+                version: expected + 1 + i as u64,
+                position: 0,
+                event_type: p.event_type,
+                schema_version: CURRENT_SCHEMA_VERSION,
+                timestamp_ms: request.meta.timestamp_ms,
+                account: account.clone(),
+                region: region.clone(),
+                request_id: request.meta.request_id.clone(),
+                command_id: request.meta.command_id,
+                command: request.meta.command.clone(),
+                command_input: command_input.clone(),
+                payload: p.payload,
+                hash: String::new(),
+            })
+            .collect()
+    };
+    let events = envelopes(request.events, &request.meta.command_input);
+    let fallback = fallback.map(|f| wire::StoredFallback {
+        limit: f.limit,
+        events: envelopes(f.events, &f.command_input),
+    });
     let Some(last) = events.last() else {
         return Err(AppendError::Storage(other_error("an append without events".into())));
     };
@@ -259,8 +268,10 @@ async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option
             .iter()
             .map(|l| (hex::encode(&l.key), l.at_least, l.at_most))
             .collect(),
+        fallback,
     };
     let payload = serde_json::to_vec(&commit).map_err(|e| AppendError::Storage(backend(e)))?;
+    let fallback_events = commit.fallback.map(|f| f.events);
     let freed = request
         .index_ops
         .iter()
@@ -277,6 +288,7 @@ async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option
         payload: payload.into(),
         headers,
         events,
+        fallback_events,
         reserved: Vec::new(),
         freed,
         snapshot: request.snapshot,
@@ -421,8 +433,22 @@ async fn complete(shared: &Shared, mut p: Prepared, ack: jetstream::context::Pub
 
 /// Finishes an append the log holds in force at `sequence`: frees the claims it deleted, stores
 /// its snapshot, and places its events in the feed.
-async fn finish(shared: &Shared, p: Prepared, sequence: u64) -> Result<Vec<EventEnvelope>, AppendError> {
+async fn finish(shared: &Shared, mut p: Prepared, sequence: u64) -> Result<Vec<EventEnvelope>, AppendError> {
     let last = p.events.last().map(|e| (e.version, e.event_id)).unwrap_or_default();
+    if shared.mirror.fell_back(sequence) {
+        // In force by its fallback's events: none of the append's claims, frees or snapshot.
+        let events = p.fallback_events.take().unwrap_or_default();
+        p.release_claims(shared).await;
+        shared.remember(
+            &p.stream_id,
+            KnownHead {
+                version: last.0,
+                last_event: Some(last.1),
+                sequence,
+            },
+        );
+        return shared.mirror.place(sequence, events).map_err(AppendError::Storage);
+    }
     shared.remember(
         &p.stream_id,
         KnownHead {

@@ -28,8 +28,8 @@ use tokio::sync::oneshot;
 
 use super::{decode_u64, event_id_of, feed, last_version, stream_key, Trees, CHAIN_KEY};
 use crate::store::{
-    broken_limit, decode_counter, AppendError, AppendRequest, ChainHead, Durability, EventEnvelope, IndexOp, PendingEvent, StoreError,
-    StreamHead, CURRENT_SCHEMA_VERSION,
+    broken_limit, decode_counter, AppendError, AppendRequest, ChainHead, Durability, EventEnvelope, Fallback, IndexOp, PendingEvent,
+    StoreError, StreamHead, CURRENT_SCHEMA_VERSION,
 };
 
 /// How many appends may wait for the writer before callers are told to back off.
@@ -289,16 +289,24 @@ impl Writer {
                 let over = broken_limit(&req.index_ops, &req.counter_limits, |k| {
                     Ok::<_, ConflictableTransactionError<StoreError>>(decode_counter(index.get(k)?.as_deref()))
                 })?;
-                if let Some(key) = over {
-                    outcomes.push(Err(AppendError::LimitReached(String::from_utf8_lossy(key).into_owned())));
-                    continue;
-                }
-                let mut envelopes = Vec::with_capacity(req.events.len());
+                // Over a limit: the fallback's events if it names that limit, else refused.
+                let fallback = match over {
+                    None => None,
+                    Some(key) => match Fallback::taken_for(req, key) {
+                        Some(events) => Some(events),
+                        None => {
+                            outcomes.push(Err(AppendError::LimitReached(String::from_utf8_lossy(key).into_owned())));
+                            continue;
+                        }
+                    },
+                };
+                let (events, input) = fallback.map_or((&req.events, &req.meta.command_input), |f| (&f.events, &f.command_input));
+                let mut envelopes = Vec::with_capacity(events.len());
                 let mut version = current;
-                for event in &req.events {
+                for event in events {
                     version += 1;
                     position += 1;
-                    let (envelope, bytes) = seal(req, event, version, position, &mut hash).map_err(abort)?;
+                    let (envelope, bytes) = seal(req, event, input, version, position, &mut hash).map_err(abort)?;
                     let key = stream_key(&req.stream_id, version);
                     streams.insert(key.as_slice(), bytes)?;
                     run.push(key);
@@ -309,6 +317,11 @@ impl Writer {
                     last_event: envelopes.last().map(|e| e.event_id).or(head.last_event),
                 };
                 versions.insert(req.stream_id.as_str(), head);
+                if fallback.is_some() {
+                    // In place of the append: none of its index changes, claims or snapshot.
+                    outcomes.push(Ok(envelopes));
+                    continue;
+                }
                 for op in &req.index_ops {
                     match op {
                         IndexOp::Put(k, v) => {
@@ -415,6 +428,7 @@ fn first_taken<'a>(
 fn seal(
     req: &AppendRequest,
     event: &PendingEvent,
+    command_input: &serde_json::Value,
     version: u64,
     position: u64,
     hash: &mut [u8; 32],
@@ -432,7 +446,7 @@ fn seal(
         request_id: req.meta.request_id.clone(),
         command_id: req.meta.command_id,
         command: req.meta.command.clone(),
-        command_input: req.meta.command_input.clone(),
+        command_input: command_input.clone(),
         payload: event.payload.clone(),
         hash: String::new(),
     };
