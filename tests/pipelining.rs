@@ -331,3 +331,46 @@ fn a_send_the_log_refuses_in_its_place_leaves_what_follows_it_standing() {
         store.close().await.expect("close");
     });
 }
+
+/// A read "as decided" answers at once with the state the next command would be decided on,
+/// appends in flight included, even one that then fails; the default read answers only with a
+/// durable state, and tells a reader whose state was abandoned to ask again.
+#[test]
+fn a_read_as_decided_sees_appends_in_flight_a_durable_read_does_not() {
+    let dir = tempfile::tempdir().expect("dir");
+    let system = actix_rt::System::new();
+    system.block_on(async {
+        let store = open(dir.path(), Durability::Flush, 64);
+        let actor = requested_number_actor(&store).await;
+        actor.send(GetState::default()).await.expect("mailbox").expect("state at v1");
+        // Another writer moves the stream on: the actor's next append will fail.
+        let other = PhoneNumberEvent::PhoneNumberUpdated(PhoneNumberChanges {
+            international_sending_enabled: Some(true),
+            ..Default::default()
+        });
+        store.append(append(other, 1)).await.expect("other writer");
+        let protect = PhoneNumberAction::Update(PhoneNumberChanges {
+            deletion_protection_enabled: Some(true),
+            ..Default::default()
+        });
+        let (update, as_decided, durable) = tokio::join!(
+            actor.send(execute(protect)),
+            actor.send(GetState::<PhoneNumberState>::as_decided()),
+            actor.send(GetState::<PhoneNumberState>::default()),
+        );
+        assert!(update.expect("mailbox").is_err(), "decided on a stale state");
+        let as_decided = as_decided.expect("mailbox").expect("answered at once");
+        assert!(
+            as_decided.0.expect("number").deletion_protection_enabled,
+            "the append in flight included"
+        );
+        assert!(
+            matches!(durable.expect("mailbox"), Err(ExecuteError::Superseded)),
+            "a durable read never sees a state that was abandoned"
+        );
+        let now = actor.send(GetState::default()).await.expect("mailbox").expect("rebuilt");
+        let now = now.0.expect("number");
+        assert!(!now.deletion_protection_enabled && now.international_sending_enabled);
+        store.close().await.expect("close");
+    });
+}

@@ -105,12 +105,31 @@ impl<A: Aggregate> Message for Execute<A> {
     type Result = Result<A, ExecuteError>;
 }
 
-/// Read the current state (typed).
-pub struct GetState<A>(std::marker::PhantomData<A>);
+/// Read the current state (typed): by default answered once it is durable.
+pub struct GetState<A> {
+    /// Answer at once with the state the next command would be decided on, appends in flight
+    /// included: for a caller whose command re-checks what it read when it is decided (a
+    /// [`Premise`]), so that a state that never becomes durable costs it only a retry.
+    pub as_decided: bool,
+    kind: std::marker::PhantomData<A>,
+}
+
+impl<A> GetState<A> {
+    /// The state the next command would be decided on, without waiting for appends in flight.
+    pub fn as_decided() -> Self {
+        GetState {
+            as_decided: true,
+            kind: std::marker::PhantomData,
+        }
+    }
+}
 
 impl<A> Default for GetState<A> {
     fn default() -> Self {
-        GetState(std::marker::PhantomData)
+        GetState {
+            as_decided: false,
+            kind: std::marker::PhantomData,
+        }
     }
 }
 
@@ -543,6 +562,7 @@ impl<A: Projected> Handler<GetState<A>> for AggregateActor<A> {
         }
         match &self.broken {
             Some(why) => Box::pin(fut::ready(Err(ExecuteError::Replay(why.clone())))),
+            None if msg.as_decided => Box::pin(fut::ready(Ok(self.state.clone()))),
             None => self.when_durable(self.state.clone()),
         }
     }

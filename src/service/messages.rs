@@ -233,8 +233,11 @@ impl LifecycleService {
         } else {
             self.owned(ResourceKind::PhoneNumber, scope, identity).await?
         };
-        // A released number is the decider's to refuse, so the refusal is recorded.
-        Ok(Origination::Number(Box::new(self.current_number(&id).await?)))
+        // A released number is the decider's to refuse, so the refusal is recorded. Read as its
+        // next command will see it, without waiting for its appends in flight: the send
+        // re-checks the list it read on the state it is decided on (its premise), and the log
+        // checks the rest, so a state that never becomes durable costs only a retry.
+        Ok(Origination::Number(Box::new(self.number_as_decided(&id).await?)))
     }
 }
 

@@ -281,7 +281,17 @@ impl LifecycleService {
     /// The durable state of an aggregate, from its actor. A state abandoned before it was
     /// durable (its append failed) is asked for again: the actor has rebuilt it from the log.
     async fn state<A: Projected>(registry: &Registry<A>, id: &str) -> Result<A, ServiceError> {
-        let outcome = retry_stale(id, None, || Self::ask(registry, id, Activation::Existing, GetState::<A>::default)).await?;
+        Self::read_state(registry, id, GetState::<A>::default).await
+    }
+
+    /// The state the next command on `id` would be decided on, appends in flight included (see
+    /// [`GetState::as_decided`]).
+    async fn state_as_decided<A: Projected>(registry: &Registry<A>, id: &str) -> Result<A, ServiceError> {
+        Self::read_state(registry, id, GetState::<A>::as_decided).await
+    }
+
+    async fn read_state<A: Projected>(registry: &Registry<A>, id: &str, get: fn() -> GetState<A>) -> Result<A, ServiceError> {
+        let outcome = retry_stale(id, None, || Self::ask(registry, id, Activation::Existing, get)).await?;
         outcome.map_err(|e| ServiceError::execute(id, e))
     }
 
@@ -300,6 +310,13 @@ impl LifecycleService {
 
     async fn current_number(&self, id: &str) -> Result<PhoneNumber, ServiceError> {
         let state: PhoneNumberState = Self::state(&self.numbers, id).await?;
+        state.0.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))
+    }
+
+    /// The number as its next command will see it (appends in flight included): for a command
+    /// that re-checks what it read when it is decided.
+    async fn number_as_decided(&self, id: &str) -> Result<PhoneNumber, ServiceError> {
+        let state: PhoneNumberState = Self::state_as_decided(&self.numbers, id).await?;
         state.0.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))
     }
 }
