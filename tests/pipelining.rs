@@ -265,20 +265,7 @@ fn a_send_the_log_refuses_in_its_place_leaves_what_follows_it_standing() {
     system.block_on(async {
         let store = open(dir.path(), Durability::Fsync, 256);
         let actor = requested_number_actor(&store).await;
-        let message = OutboundMessage {
-            message_id: "m-1".into(),
-            channel: Channel::Text,
-            destination_phone_number: "+12065550199".into(),
-            origination_identity: ID.into(),
-            pool_id: None,
-            message_type: None,
-            message_body: Some("hello".into()),
-            media_urls: vec![],
-            voice_id: None,
-            configuration_set_name: None,
-            context: Default::default(),
-            dry_run: false,
-        };
+        let message = OutboundMessage::example(ID, Channel::Text);
         let send = |opted_out_on: Option<&str>| PhoneNumberAction::SendMessage {
             message: Box::new(message.clone()),
             opted_out_on: opted_out_on.map(String::from),

@@ -67,6 +67,27 @@ pub struct OutboundMessage {
     pub dry_run: bool,
 }
 
+impl OutboundMessage {
+    /// A text to a US destination from `origination_identity` on `channel` (for tests, benchmarks
+    /// and documentation examples).
+    pub fn example(origination_identity: &str, channel: Channel) -> OutboundMessage {
+        OutboundMessage {
+            message_id: "m-1".into(),
+            channel,
+            destination_phone_number: "+12065550199".into(),
+            origination_identity: origination_identity.into(),
+            pool_id: None,
+            message_type: None,
+            message_body: Some("hello".into()),
+            media_urls: vec![],
+            voice_id: None,
+            configuration_set_name: None,
+            context: Default::default(),
+            dry_run: false,
+        }
+    }
+}
+
 /// A message an end user sent to one of the account's numbers (nothing arrives from outside: the
 /// simulation endpoint stands in for the carrier), and the keyword it was, if any.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

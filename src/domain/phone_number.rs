@@ -1165,18 +1165,8 @@ mod tests {
 
     fn message(channel: crate::domain::message::Channel, dry_run: bool) -> OutboundMessage {
         OutboundMessage {
-            message_id: "m-1".into(),
-            channel,
-            destination_phone_number: "+12065550199".into(),
-            origination_identity: ID.into(),
-            pool_id: None,
-            message_type: None,
-            message_body: Some("hello".into()),
-            media_urls: vec![],
-            voice_id: None,
-            configuration_set_name: None,
-            context: Default::default(),
             dry_run,
+            ..OutboundMessage::example(ID, channel)
         }
     }
 

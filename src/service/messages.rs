@@ -19,7 +19,7 @@ use crate::domain::opt_out_list::DEFAULT_LIST;
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberState};
 use crate::domain::sender_id::{SenderId, SenderIdAction};
 use crate::domain::types::{ConflictReason, MessageType, NumberStatus, ResourceType};
-use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
+use crate::domain::{Aggregate, CommandMeta, Rejection, ResourceKind, Scope};
 use crate::projection::{names_list_key, number_claim_key, opt_out_list_incarnation_key, opted_out_key, view_key, OptOutListView};
 use crate::store::{decode_counter, AppendError, CounterLimit};
 
@@ -160,43 +160,23 @@ impl LifecycleService {
     }
 
     /// Runs one attempt at a send on the sender.
-    async fn send_from(&self, meta: &CommandMeta, sender: &Origination, attempt: Attempt) -> Result<(), ServiceError> {
-        let Attempt {
-            message,
-            opted_out_on,
-            limits,
-            premise,
-            refused_if_opted_out,
-        } = attempt;
+    async fn send_from(&self, meta: &CommandMeta, sender: &Origination, mut attempt: Attempt) -> Result<(), ServiceError> {
         match sender {
             Origination::Number(n) => {
-                let refused = |list| PhoneNumberAction::SendMessage {
-                    message: message.clone(),
-                    opted_out_on: Some(list),
-                };
-                let send = Execute {
-                    meta: meta.clone(),
-                    otherwise: refused_if_opted_out.map(|(limit, list)| (limit, refused(list))),
-                    action: PhoneNumberAction::SendMessage { message, opted_out_on },
-                    counter_limits: limits,
-                    premise,
-                };
+                let premise = attempt.premise.take();
+                let send = attempt.command(meta, premise, |message, opted_out_on| PhoneNumberAction::SendMessage {
+                    message,
+                    opted_out_on,
+                });
                 self.execute_command(&self.numbers, &n.phone_number_id, Activation::Existing, send)
                     .await
                     .map(drop)
             }
             Origination::SenderId(s) => {
-                let refused = |list| SenderIdAction::SendMessage {
-                    message: message.clone(),
-                    opted_out_on: Some(list),
-                };
-                let send = Execute {
-                    meta: meta.clone(),
-                    otherwise: refused_if_opted_out.map(|(limit, list)| (limit, refused(list))),
-                    action: SenderIdAction::SendMessage { message, opted_out_on },
-                    counter_limits: limits,
-                    premise: None,
-                };
+                let send = attempt.command(meta, None, |message, opted_out_on| SenderIdAction::SendMessage {
+                    message,
+                    opted_out_on,
+                });
                 self.execute_command(&self.sender_ids, &s.id, Activation::Existing, send)
                     .await
                     .map(drop)
@@ -309,6 +289,26 @@ struct Attempt {
     /// The index among `limits` of the destination's bound, and the list: if the destination has
     /// opted out of it by the send's place in the log, the log refuses the send there instead.
     refused_if_opted_out: Option<(usize, String)>,
+}
+
+impl Attempt {
+    /// The attempt as the command of the sender's actor, whose send action `send` makes.
+    fn command<A: Aggregate>(
+        self,
+        meta: &CommandMeta,
+        premise: Option<Premise<A>>,
+        send: fn(Box<OutboundMessage>, Option<String>) -> A::Action,
+    ) -> Execute<A> {
+        Execute {
+            meta: meta.clone(),
+            otherwise: self
+                .refused_if_opted_out
+                .map(|(limit, list)| (limit, send(self.message.clone(), Some(list)))),
+            action: send(self.message, self.opted_out_on),
+            counter_limits: self.limits,
+            premise,
+        }
+    }
 }
 
 /// Where a message leaves from.

@@ -434,21 +434,8 @@ async fn complete(shared: &Shared, mut p: Prepared, ack: jetstream::context::Pub
 /// Finishes an append the log holds in force at `sequence`: frees the claims it deleted, stores
 /// its snapshot, and places its events in the feed.
 async fn finish(shared: &Shared, mut p: Prepared, sequence: u64) -> Result<Vec<EventEnvelope>, AppendError> {
+    // A fallback has the same versions and ids: the same head either way.
     let last = p.events.last().map(|e| (e.version, e.event_id)).unwrap_or_default();
-    if shared.mirror.fell_back(sequence) {
-        // In force by its fallback's events: none of the append's claims, frees or snapshot.
-        let events = p.fallback_events.take().unwrap_or_default();
-        p.release_claims(shared).await;
-        shared.remember(
-            &p.stream_id,
-            KnownHead {
-                version: last.0,
-                last_event: Some(last.1),
-                sequence,
-            },
-        );
-        return shared.mirror.place(sequence, events).map_err(AppendError::Storage);
-    }
     shared.remember(
         &p.stream_id,
         KnownHead {
@@ -457,6 +444,12 @@ async fn finish(shared: &Shared, mut p: Prepared, sequence: u64) -> Result<Vec<E
             sequence,
         },
     );
+    if shared.mirror.fell_back(sequence) {
+        // In force by its fallback's events: none of the append's claims, frees or snapshot.
+        let events = p.fallback_events.take().unwrap_or_default();
+        p.release_claims(shared).await;
+        return shared.mirror.place(sequence, events).map_err(AppendError::Storage);
+    }
     for key in &p.freed {
         claims::free(shared, key).await;
     }
