@@ -42,6 +42,8 @@ pub struct StreamEntry {
     /// The sequence of the last message on the aggregate's subject, in force or void: what the
     /// next append must name as the subject's last sequence.
     pub last_sequence: u64,
+    /// Whether a commit in force may have stored a snapshot of it (one did, or one does not say).
+    pub may_have_snapshot: bool,
 }
 
 /// What became of the message at a sequence.
@@ -229,6 +231,16 @@ impl Mirror {
         } else {
             Outcome::Damaged
         }
+    }
+
+    /// Whether a snapshot of `stream_id` may be stored: false only when this view holds commits
+    /// of it and each says it stored none. (A snapshot is a cache: a view behind the log that
+    /// misses one costs a longer replay, never a wrong state.)
+    pub fn may_have_snapshot(&self, stream_id: &str) -> bool {
+        self.read()
+            .streams
+            .get(stream_id)
+            .is_none_or(|s| s.commits.is_empty() || s.may_have_snapshot)
     }
 
     /// Whether the commit at `sequence` is in force by its fallback's events.
@@ -450,6 +462,9 @@ fn apply_commit(view: &mut View, sequence: u64, mut commit: Commit) -> Result<Ap
         });
     }
     let count = chain_in(view, sequence, &stream_id, head, std::mem::take(&mut commit.events))?;
+    if commit.snapshotted != Some(false) {
+        view.streams.entry(stream_id).or_default().may_have_snapshot = true;
+    }
     for (key, value) in claims {
         view.claimed.insert(key.clone());
         view.index.insert(key, value);
@@ -535,8 +550,32 @@ mod tests {
             after,
             limits: vec![],
             fallback: None,
+            snapshotted: Some(false),
         };
         (serde_json::to_vec(&commit).expect("encode"), id)
+    }
+
+    /// A view knows a stream has no snapshot only when each of its commits says so: a commit that
+    /// stored one, or one written before commits said (none), may have.
+    #[test]
+    fn a_snapshot_read_is_skipped_only_for_streams_whose_commits_say_none_was_stored() {
+        let m = Mirror::default();
+        let with = |stream: &str, version: u64, after: Option<Uuid>, snapshotted: Option<bool>| {
+            let (bytes, id) = commit(stream, version, after, &[]);
+            let mut c: Commit = serde_json::from_slice(&bytes).expect("decode");
+            c.snapshotted = snapshotted;
+            (serde_json::to_vec(&c).expect("encode"), id)
+        };
+        assert!(m.may_have_snapshot("phone-a"), "a stream this view has not seen");
+        let (a1, a1_id) = with("phone-a", 1, None, Some(false));
+        m.apply(1, Some(1), &a1);
+        assert!(!m.may_have_snapshot("phone-a"));
+        let (a2, _) = with("phone-a", 2, Some(a1_id), Some(true));
+        m.apply(2, Some(1), &a2);
+        assert!(m.may_have_snapshot("phone-a"));
+        let (b1, _) = with("phone-b", 1, None, None);
+        m.apply(3, Some(1), &b1);
+        assert!(m.may_have_snapshot("phone-b"), "written before commits said");
     }
 
     /// A commit whose fallback names the limit it goes over is in force by the fallback's

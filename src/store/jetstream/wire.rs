@@ -142,6 +142,11 @@ pub struct Commit {
     /// bounds (absent from commits without one): same count, versions and ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<StoredFallback>,
+    /// Whether its writer stores a snapshot of the aggregate with it (absent from commits written
+    /// before this was recorded: unknown). A node activating an aggregate none of whose commits
+    /// did skips the snapshot read, one request to the cluster fewer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshotted: Option<bool>,
 }
 
 /// A commit's fallback (see [`crate::store::Fallback`]).

@@ -269,6 +269,7 @@ async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option
             .map(|l| (hex::encode(&l.key), l.at_least, l.at_most))
             .collect(),
         fallback,
+        snapshotted: Some(request.snapshot.is_some()),
     };
     let payload = serde_json::to_vec(&commit).map_err(|e| AppendError::Storage(backend(e)))?;
     let fallback_events = commit.fallback.map(|f| f.events);
