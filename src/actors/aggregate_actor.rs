@@ -267,8 +267,6 @@ impl<A: Projected> AggregateActor<A> {
             .ok()
     }
 
-    /// Replaces the state by `durable` (the log's state at its version, with its last event)
-    /// brought up to the stream's head, before the next message is handled.
     /// The fallback of an append of `pending` (deciding `command`, leading to `after`): what
     /// `action` decides on the same state, recorded with `pending`'s ids, with its refusal if
     /// it is one. None unless it can stand in for the command's events (as many, another type,
@@ -315,6 +313,8 @@ impl<A: Projected> AggregateActor<A> {
         ))
     }
 
+    /// Replaces the state by `durable` (the log's state at its version, with its last event)
+    /// brought up to the stream's head, before the next message is handled.
     fn catch_up_from(&mut self, durable: (A, u64, Option<Uuid>), ctx: &mut Context<Self>) {
         let caught_up = self.caught_up(durable);
         ctx.wait(caught_up.map(|_, _, _| ()));
