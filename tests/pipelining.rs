@@ -210,11 +210,12 @@ fn a_premise_is_checked_on_the_state_with_appends_in_flight() {
 }
 
 /// With several writers on one log (two nodes of a cluster), an actor whose stream another node
-/// has moved on decides its next command on the new head: it catches up first (only the new
-/// events), instead of answering "superseded" and having the caller queue the command again
-/// behind everything that arrived since.
+/// has moved on catches up by the new events before deciding: the command that found it behind
+/// is answered "superseded" (nothing written; the service sends it again, and notes that it lost
+/// a race for the aggregate, which is what routing `contended` acts on), and the next one is
+/// decided on the new head.
 #[test]
-fn an_actor_another_node_moved_on_decides_on_the_new_head() {
+fn an_actor_another_node_moved_on_catches_up_before_deciding() {
     let Some(urls) = common::nats::shared_cluster() else {
         return;
     };
@@ -238,6 +239,8 @@ fn an_actor_another_node_moved_on_decides_on_the_new_head() {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
 
+        let superseded = actor.send(execute(PhoneNumberAction::Release)).await.expect("mailbox");
+        assert!(matches!(superseded, Err(ExecuteError::Superseded)), "{superseded:?}");
         // Decided on v2 (protected): the release is refused, recorded as v3.
         let refused = actor.send(execute(PhoneNumberAction::Release)).await.expect("mailbox");
         match refused {

@@ -69,9 +69,6 @@ impl ExecuteError {
 /// appends pipelined behind it down with it.
 pub type Premise<A> = std::sync::Arc<dyn Fn(&A) -> bool + Send + Sync>;
 
-/// A message handler of an actor, by name (`Self::handle`), to handle a message later.
-type HandlerFn<S, M, T> = fn(&mut S, M, &mut Context<S>) -> ResponseActFuture<S, Result<T, ExecuteError>>;
-
 /// Run a command against the aggregate.
 pub struct Execute<A: Aggregate> {
     pub meta: CommandMeta,
@@ -321,34 +318,16 @@ impl<A: Projected> AggregateActor<A> {
     }
 
     /// Brings the durable state up to what another writer of a shared log has appended since,
-    /// then handles `msg` before any other message: a command that found its actor behind is
-    /// decided on the new head instead of being sent back to queue again behind everything that
-    /// came since. Only the new events are read (a hot pool written by every node would
-    /// otherwise be re-read from its snapshot at each of their writes). Only called with nothing
-    /// in flight, so the state is the log's at `version`; anything unexpected falls back to a
-    /// full rebuild.
-    fn caught_up_then<M: 'static, T: 'static>(
-        &mut self,
-        msg: M,
-        handle: HandlerFn<Self, M, T>,
-        ctx: &mut Context<Self>,
-    ) -> ResponseActFuture<Self, Result<T, ExecuteError>> {
+    /// before the next message is handled: only the new events are read (a hot pool written by
+    /// every node would otherwise be re-read from its snapshot at each of their writes). Only
+    /// called with nothing in flight, so the state is the log's at `version`; anything unexpected
+    /// falls back to a full rebuild. The message that found the actor behind is answered
+    /// "superseded" and sent again by its caller: that answer is also how the service learns it
+    /// lost a race for the aggregate (routing `contended` moves such aggregates to their owner).
+    fn catch_up(&mut self, ctx: &mut Context<Self>) {
         self.generation += 1;
         let durable = (self.state.clone(), self.version, self.last_event);
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        let caught_up = self.caught_up(durable);
-        ctx.wait(caught_up.map(move |caught_up, act, ctx| {
-            if !caught_up {
-                // Rebuilding from the snapshot instead: asked again once it is done.
-                let _ = answer.send(Err(ExecuteError::Superseded));
-                return;
-            }
-            let handled = handle(act, msg, ctx);
-            ctx.spawn(handled.map(move |result, _, _| {
-                let _ = answer.send(result);
-            }));
-        }));
-        Box::pin(async move { answered.await.unwrap_or(Err(ExecuteError::Superseded)) }.into_actor(self))
+        self.catch_up_from(durable, ctx);
     }
 
     /// Reads what the log holds after `durable` (the log's state at its version, with its last
@@ -427,10 +406,12 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
         if let Some(why) = &self.broken {
             return done(Err(ExecuteError::Replay(why.clone())));
         }
-        // Another writer of a shared log (another node) has moved the stream on: catch up
-        // before deciding (the mailbox waits for the read) rather than have the append refused.
+        // Another writer of a shared log (another node) has moved the stream on: re-read it
+        // before deciding (the mailbox waits for the read) rather than have the append refused;
+        // the caller sends the command again.
         if self.in_flight == 0 && self.store.version_hint(&self.id).is_some_and(|v| v > self.version) {
-            return self.caught_up_then(msg, Self::handle, ctx);
+            self.catch_up(ctx);
+            return done(Err(ExecuteError::Superseded));
         }
         if msg.premise.is_some_and(|holds| !holds(&self.state)) {
             return done(Err(ExecuteError::Stale));
@@ -558,7 +539,8 @@ impl<A: Projected> Handler<GetState<A>> for AggregateActor<A> {
         self.last_active = Instant::now();
         // As for a command: a state another node has moved on from is re-read first.
         if self.broken.is_none() && self.in_flight == 0 && self.store.version_hint(&self.id).is_some_and(|v| v > self.version) {
-            return self.caught_up_then(msg, Self::handle, ctx);
+            self.catch_up(ctx);
+            return Box::pin(fut::ready(Err(ExecuteError::Superseded)));
         }
         match &self.broken {
             Some(why) => Box::pin(fut::ready(Err(ExecuteError::Replay(why.clone())))),
