@@ -312,9 +312,17 @@ impl<A: Projected> AggregateActor<A> {
 
     /// Replaces the state by `durable` (the log's state at its version, with its last event)
     /// brought up to the stream's head, before the next message is handled.
-    fn catch_up_from(&mut self, durable: (A, u64, Option<Uuid>), ctx: &mut Context<Self>) {
-        let caught_up = self.caught_up(durable);
-        ctx.wait(caught_up.map(|_, _, _| ()));
+    fn catch_up_from(&mut self, (state, version, last_event): (A, u64, Option<Uuid>), ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let id = self.id.clone();
+        let read = async move { catch_up::<A>(&*store, &id, state, version, last_event).await };
+        ctx.wait(read.into_actor(self).map(|result, act, ctx| match result {
+            Ok(caught_up) => act.adopt(caught_up),
+            Err(e) => {
+                tracing::warn!(stream = %act.id, error = %crate::error_chain(&e), "cannot catch up with the log; rebuilding the state");
+                act.reload(ctx);
+            }
+        }));
     }
 
     /// Brings the durable state up to what another writer of a shared log has appended since,
@@ -328,25 +336,6 @@ impl<A: Projected> AggregateActor<A> {
         self.generation += 1;
         let durable = (self.state.clone(), self.version, self.last_event);
         self.catch_up_from(durable, ctx);
-    }
-
-    /// Reads what the log holds after `durable` (the log's state at its version, with its last
-    /// event) and adopts it; `false` if that failed and a full rebuild was started instead.
-    fn caught_up(&mut self, (state, version, last_event): (A, u64, Option<Uuid>)) -> impl ActorFuture<Self, Output = bool> {
-        let store = self.store.clone();
-        let id = self.id.clone();
-        let read = async move { catch_up::<A>(&*store, &id, state, version, last_event).await };
-        read.into_actor(self).map(|result, act, ctx| match result {
-            Ok(caught_up) => {
-                act.adopt(caught_up);
-                true
-            }
-            Err(e) => {
-                tracing::warn!(stream = %act.id, error = %crate::error_chain(&e), "cannot catch up with the log; rebuilding the state");
-                act.reload(ctx);
-                false
-            }
-        })
     }
 
     /// Rebuilds the state from the log before the next message is handled.
