@@ -493,6 +493,17 @@ impl Shared {
         self.heads.lock().unwrap_or_else(|p| p.into_inner()).get(stream_id).copied()
     }
 
+    /// An aggregate's head as this node's view has it (no round trip; perhaps behind the log):
+    /// `None` for an aggregate the view holds no commit of.
+    fn viewed_head(&self, stream_id: &str) -> Option<KnownHead> {
+        let (version, last_event, sequence, _) = self.mirror.head_of(stream_id);
+        (version > 0).then_some(KnownHead {
+            version,
+            last_event,
+            sequence,
+        })
+    }
+
     /// An aggregate's last commit, read from the stream leader.
     async fn last_commit(&self, stream_id: &str) -> Result<Option<StreamMessage>, StoreError> {
         use async_nats::jetstream::stream::LastRawMessageErrorKind;

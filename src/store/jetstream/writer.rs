@@ -45,12 +45,23 @@ struct InFlight {
 impl InFlight {
     /// Whether an append that may still move the aggregate's head is in flight.
     fn pending(&self) -> bool {
-        self.settled.has_changed().is_ok() && !self.broken.load(Ordering::SeqCst)
+        self.settled.has_changed().is_ok() && !self.is_broken()
+    }
+
+    fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::SeqCst)
     }
 
     /// Whether `request` was decided on the state this append in flight makes.
     fn continued_by(&self, request: &AppendRequest) -> bool {
         request.expected_version == self.version && request.expected_last_event.is_none_or(|id| Some(id) == self.last_event)
+    }
+
+    /// Whether `request` names this append's last event as the one it was decided after (an
+    /// actor's append always names one): exact, where a version alone is not (another writer's
+    /// commit may hold the same version).
+    fn named_by(&self, request: &AppendRequest) -> bool {
+        request.expected_version == self.version && request.expected_last_event.is_some_and(|id| Some(id) == self.last_event)
     }
 }
 
@@ -63,8 +74,10 @@ impl InFlight {
 /// correct. Every node's view applies the log's rule (a commit that does not extend its
 /// aggregate's head is void) in sequence order, so the follower is in force exactly when the
 /// append it follows is, and lands right after it. Once an append of such a chain is refused,
-/// the rest of the chain is doomed and no longer holds up a fresh append to the aggregate (the
-/// actor's, decided on the state it re-read). An append decided on some other state of an
+/// the rest of the chain is doomed: an append that continues it is refused at once, and it no
+/// longer holds up a fresh append to the aggregate (the actor's, decided on the state it
+/// re-read). Nothing else in this loop waits on the network in the usual case: the head an
+/// append expects is taken from what this node knows (its own appends, its view of the log). An append decided on some other state of an
 /// aggregate with an append in flight (rare: a new actor while an old one finishes) waits for it.
 pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job>, done: oneshot::Sender<()>) {
     let mut in_flight: HashMap<String, InFlight> = HashMap::new();
@@ -77,7 +90,20 @@ pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job
         }
         while tasks.try_join_next().is_some() {}
         let stream_id = job.request.stream_id.clone();
-        let pending = in_flight.get(&stream_id).filter(|f| f.pending());
+        let current = in_flight.get(&stream_id);
+        if current.is_some_and(|f| f.is_broken() && f.named_by(&job.request)) {
+            // Decided after an append the log refused: the state it was decided on will never
+            // exist. Refused at once, without reading the head from the stream leader (which
+            // would hold up every append behind it in this loop).
+            let actual = shared.mirror.version_of(&stream_id).unwrap_or(0);
+            let _ = job.reply.send(Err(AppendError::WrongExpectedVersion {
+                expected: job.request.expected_version,
+                stream_id,
+                actual,
+            }));
+            continue;
+        }
+        let pending = current.filter(|f| f.pending());
         let follows = match pending {
             None => None,
             Some(f) if f.continued_by(&job.request) => Some(f.last_event),
@@ -94,6 +120,10 @@ pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job
             (Some(_), Some(f)) => f.broken.clone(),
             _ => Arc::new(AtomicBool::new(false)),
         };
+        let would_make = (
+            job.request.expected_version + job.request.events.len() as u64,
+            job.request.events.last().map(|e| e.event_id),
+        );
         if let Some((prepared, ack, reply)) = start(&shared, job, follows).await {
             let (settled, watch) = watch::channel(());
             let last = prepared.events.last().map(|e| (e.version, e.event_id));
@@ -117,8 +147,20 @@ pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job
                 let _ = reply.send(answer);
             });
         } else {
-            // Refused before it was sent: whatever follows it is doomed.
-            broken.store(true, Ordering::SeqCst);
+            // Refused before it was sent: whatever is decided after it is doomed. It stands in
+            // for the aggregate's append in flight, settled and broken, so an append continuing
+            // it is refused at once; the chain it would have joined is untouched (the appends
+            // before it may well be in force).
+            let (settled, _) = watch::channel(());
+            in_flight.insert(
+                stream_id,
+                InFlight {
+                    version: would_make.0,
+                    last_event: would_make.1,
+                    settled: settled.subscribe(),
+                    broken: Arc::new(AtomicBool::new(true)),
+                },
+            );
         }
     }
     while tasks.join_next().await.is_some() {}
@@ -205,7 +247,14 @@ async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option
     } else {
         let head = match shared.known(&stream_id).filter(|k| k.version == expected) {
             Some(k) => k,
-            None => shared.head(&stream_id).await.map_err(AppendError::Storage)?.0,
+            None => match shared.viewed_head(&stream_id) {
+                // What this node's view holds is a fact too (a version is written once), though
+                // perhaps not the latest: a newer message makes the server refuse the expected
+                // sequence, and `complete` then reads the head from the leader. Either way no
+                // round trip holds up this loop.
+                Some(k) if k.version >= expected => k,
+                _ => shared.head(&stream_id).await.map_err(AppendError::Storage)?.0,
+            },
         };
         if head.version != expected {
             return Err(wrong(head.version));
