@@ -10,11 +10,11 @@
 //! ([`Mirror::wait_for`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use super::wire::Commit;
@@ -86,10 +86,14 @@ struct View {
     fell_back: HashSet<u64>,
 }
 
-/// The view and the watches that tell how far it is.
+/// The view, and what tells waiters how far it is.
 pub struct Mirror {
     view: RwLock<View>,
-    applied: watch::Sender<u64>,
+    /// Who waits for which sequence to be applied. Each is woken once, when the view reaches
+    /// its sequence: every append and read of the node waits here, and the view applies every
+    /// commit of the cluster, so waking all waiters on each commit (a watch channel) cost more
+    /// than the waiting itself.
+    waiters: Mutex<BTreeMap<u64, Vec<oneshot::Sender<()>>>>,
     position: watch::Sender<u64>,
     /// The highest sequence a reader has waited for: the consumer is known to be behind it.
     wanted: std::sync::atomic::AtomicU64,
@@ -102,7 +106,7 @@ impl Default for Mirror {
     fn default() -> Self {
         Mirror {
             view: RwLock::new(View::default()),
-            applied: watch::channel(0).0,
+            waiters: Mutex::default(),
             position: watch::channel(0).0,
             wanted: std::sync::atomic::AtomicU64::new(0),
         }
@@ -139,10 +143,18 @@ impl Mirror {
             return Ok(());
         }
         self.wanted.fetch_max(sequence, std::sync::atomic::Ordering::SeqCst);
-        let mut applied = self.applied.subscribe();
-        let reached = tokio::time::timeout(CATCH_UP_DEADLINE, applied.wait_for(|a| *a >= sequence))
-            .await
-            .map(|r| r.is_ok());
+        let woken = {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+            // Checked again under the lock: `wake_up_to` runs after `applied` moves, and takes
+            // this lock, so a waiter is either seen here as done or found there.
+            if self.applied() >= sequence {
+                return Ok(());
+            }
+            let (tx, rx) = oneshot::channel();
+            waiters.entry(sequence).or_default().push(tx);
+            rx
+        };
+        let reached = tokio::time::timeout(CATCH_UP_DEADLINE, woken).await.map(|r| r.is_ok());
         match reached {
             Ok(true) => Ok(()),
             Ok(false) => Err(StoreError::Closed),
@@ -205,7 +217,22 @@ impl Mirror {
         let position = view.chain.position;
         drop(view);
         self.position.send_replace(position);
-        self.applied.send_replace(sequence);
+        self.wake_up_to(sequence);
+    }
+
+    /// Wakes whoever waits for a sequence up to `sequence` (just applied).
+    fn wake_up_to(&self, sequence: u64) {
+        let ready = {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+            if waiters.first_key_value().is_none_or(|(first, _)| *first > sequence) {
+                return;
+            }
+            let later = waiters.split_off(&(sequence + 1));
+            std::mem::replace(&mut *waiters, later)
+        };
+        for waiter in ready.into_values().flatten() {
+            let _ = waiter.send(());
+        }
     }
 
     /// Marks the view as having seen everything up to `sequence` without a commit there (the
@@ -215,7 +242,7 @@ impl Mirror {
         if sequence > view.applied {
             view.applied = sequence;
             drop(view);
-            self.applied.send_replace(sequence);
+            self.wake_up_to(sequence);
         }
     }
 
@@ -701,5 +728,32 @@ mod tests {
         );
         assert_eq!(m.version_of("pool-c"), Some(0), "no event of the refused commit");
         assert_eq!(crate::store::decode_counter(m.index_get(b"c/quota").as_deref()), 3);
+    }
+
+    /// A reader waiting for a sequence is woken once the view has applied it, whichever way the
+    /// view gets there (a commit, or a gap marked applied), and not before.
+    #[tokio::test]
+    async fn a_waiter_is_woken_when_its_sequence_is_applied_and_not_before() {
+        let mirror = std::sync::Arc::new(Mirror::default());
+        let waiting = |sequence: u64| {
+            let mirror = mirror.clone();
+            tokio::spawn(async move { mirror.wait_for(sequence).await })
+        };
+        let woken = |task: tokio::task::JoinHandle<Result<(), StoreError>>| async move {
+            let joined = tokio::time::timeout(Duration::from_secs(5), task).await.expect("woken within 5 s");
+            joined.expect("joined").expect("applied");
+        };
+        let (first, second, third) = (waiting(1), waiting(3), waiting(3));
+        tokio::task::yield_now().await;
+        let (payload, _) = commit("phone-a", 1, None, &[]);
+        mirror.apply(1, Some(1), &payload);
+        woken(first).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!second.is_finished() && !third.is_finished(), "woken before sequence 3 was applied");
+        mirror.mark_applied(3);
+        woken(second).await;
+        woken(third).await;
+        // A sequence already applied needs no wait at all.
+        mirror.wait_for(2).await.expect("applied before");
     }
 }
