@@ -219,12 +219,14 @@ fn streams_written(operation: &str, input: &Value, scope: &Scope) -> Vec<String>
     let iso = text("IsoCountryCode");
     let list = || text("OptOutListName").and_then(|name| ResourceKind::OptOutList.resolve(scope, name));
     let pool = || text("PoolId").and_then(|id| ResourceKind::Pool.resolve(scope, id));
-    let identity = |iso: Option<&str>| text("OriginationIdentity").and_then(|identity| origination_stream(scope, identity, iso));
+    let identity =
+        |iso: &dyn Fn() -> Option<String>| text("OriginationIdentity").and_then(|identity| origination_stream(scope, identity, iso));
+    let given_iso = || iso.map(String::from);
     let streams = match operation {
         "ReleasePhoneNumber" | "UpdatePhoneNumber" => {
             vec![text("PhoneNumberId").and_then(|id| ResourceKind::PhoneNumber.resolve(scope, id))]
         }
-        "AssociateOriginationIdentity" | "DisassociateOriginationIdentity" => vec![identity(iso), pool()],
+        "AssociateOriginationIdentity" | "DisassociateOriginationIdentity" => vec![identity(&given_iso), pool()],
         "DeletePool" | "UpdatePool" => vec![pool()],
         "RequestSenderId" | "ReleaseSenderId" | "UpdateSenderId" => {
             vec![text("SenderId")
@@ -233,11 +235,12 @@ fn streams_written(operation: &str, input: &Value, scope: &Scope) -> Vec<String>
         }
         "CreateOptOutList" | "DeleteOptOutList" | "PutOptedOutNumber" | "DeleteOptedOutNumber" => vec![list()],
         "SendTextMessage" | "SendMediaMessage" | "SendVoiceMessage" => {
-            // A sender id by its string is the one leased in the destination's country.
-            let country = text("DestinationPhoneNumber").and_then(crate::numbering::country_of);
-            vec![identity(country.as_deref())]
+            // A sender id by its string is the one leased in the destination's country (looked
+            // up only then: parsing a number is the dearest step of routing a send).
+            let country = || text("DestinationPhoneNumber").and_then(crate::numbering::country_of);
+            vec![identity(&country)]
         }
-        "PutKeyword" | "DeleteKeyword" => vec![identity(None)],
+        "PutKeyword" | "DeleteKeyword" => vec![identity(&|| None)],
         "TagResource" | "UntagResource" => {
             let arn = text("ResourceArn").unwrap_or_default();
             vec![ResourceKind::of_arn(arn).and_then(|kind| kind.resolve(scope, arn))]
@@ -248,12 +251,12 @@ fn streams_written(operation: &str, input: &Value, scope: &Scope) -> Vec<String>
 }
 
 /// The stream of an origination identity named by id or ARN (a number, a pool or a sender id),
-/// or by a sender id's string (`iso`: its country).
-fn origination_stream(scope: &Scope, identity: &str, iso: Option<&str>) -> Option<String> {
+/// or by a sender id's string (`iso`: its country, asked for only then).
+fn origination_stream(scope: &Scope, identity: &str, iso: &dyn Fn() -> Option<String>) -> Option<String> {
     match ResourceKind::of_origination_identity(identity) {
         // An ARN names its own country.
         ResourceKind::SenderId if !identity.starts_with("arn:") => {
-            ResourceKind::resolve_sender_id(scope, identity, iso).map(|(id, _, _)| id)
+            ResourceKind::resolve_sender_id(scope, identity, iso().as_deref()).map(|(id, _, _)| id)
         }
         // An E.164 number resolves to nothing here.
         kind => kind.resolve(scope, identity),
