@@ -223,6 +223,18 @@ impl JetStreamStore {
         })
     }
 
+    /// The shared state, unless the store is closed.
+    fn open(&self) -> Option<&Shared> {
+        (!self.inner.closed.load(Ordering::SeqCst)).then_some(&*self.inner.shared)
+    }
+
+    /// The shared state if this node's view already holds every append acknowledged to it: a
+    /// read of the view then needs no wait, and is answered in place instead of as a task on the
+    /// store's runtime (a spawn and a cross-thread wake per read, on every request's path).
+    fn caught_up_now(&self) -> Option<&Shared> {
+        self.open().filter(|s| s.mirror.applied() >= s.acknowledged.load(Ordering::SeqCst))
+    }
+
     /// Runs `work` on the store's runtime.
     fn run<T, F>(&self, work: impl FnOnce(Arc<Shared>) -> F) -> StoreFuture<T>
     where
@@ -807,6 +819,9 @@ impl EventStore for JetStreamStore {
     }
 
     fn index_get(&self, key: &[u8]) -> StoreFuture<Option<Vec<u8>>> {
+        if let Some(shared) = self.caught_up_now() {
+            return Box::pin(std::future::ready(Ok(shared.mirror.index_get(key))));
+        }
         let key = key.to_vec();
         self.run(move |s| async move {
             s.caught_up().await?;
@@ -815,6 +830,9 @@ impl EventStore for JetStreamStore {
     }
 
     fn index_get_latest(&self, key: &[u8]) -> StoreFuture<Option<Vec<u8>>> {
+        if let Some(value) = self.open().and_then(|s| s.mirror.index_get(key)) {
+            return Box::pin(std::future::ready(Ok(Some(value))));
+        }
         let key = key.to_vec();
         self.run(move |s| async move {
             if let Some(value) = s.mirror.index_get(&key) {
@@ -830,6 +848,9 @@ impl EventStore for JetStreamStore {
     }
 
     fn index_scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> StoreFuture<Vec<(Vec<u8>, Vec<u8>)>> {
+        if let Some(shared) = self.caught_up_now() {
+            return Box::pin(std::future::ready(Ok(shared.mirror.index_scan(prefix, after, limit))));
+        }
         let (prefix, after) = (prefix.to_vec(), after.map(<[u8]>::to_vec));
         self.run(move |s| async move {
             s.caught_up().await?;
