@@ -629,13 +629,11 @@ fn cluster_env(servers: &[String]) -> Vec<(String, String)> {
         ("PHONE_LEDGER_PAGINATION_SECRET".into(), "shared by the nodes of the bench".into()),
         ("PHONE_LEDGER_QUOTAS__POOLS_PER_ACCOUNT".into(), "100000".into()),
         // Three nodes on one machine share its cores, as `phone-ledger cluster` sets them up.
-        ("PHONE_LEDGER_WORKERS".into(), cluster_workers(3).to_string()),
+        (
+            "PHONE_LEDGER_WORKERS".into(),
+            phone_ledger::nats_cluster::workers_per_node(3).to_string(),
+        ),
     ]
-}
-
-/// HTTP workers per node when `nodes` nodes share this machine: its cores shared among them.
-fn cluster_workers(nodes: usize) -> usize {
-    (std::thread::available_parallelism().map_or(1, usize::from) / nodes).max(1)
 }
 
 /// Part 7: the clustered mode's three targets, measured in one run.

@@ -170,10 +170,8 @@ fn run_cluster(args: &ClusterArgs) -> Result<(), String> {
     let replicas = if n >= 3 { 3 } else { 1 };
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let peers: Vec<String> = (0..n).map(|i| format!("http://127.0.0.1:{}", args.port + i)).collect();
-    // The nodes share this machine: each gets its share of the cores for its HTTP workers
-    // (more threads than cores only adds hand-offs between them; measured in the README).
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let workers = (cores / usize::from(n)).max(1);
+    // The nodes share this machine: each gets its share of the cores (measured in the README).
+    let workers = crate::nats_cluster::workers_per_node(usize::from(n));
     let mut children = Vec::new();
     for i in 0..n {
         let node_dir = args.dir.join(format!("node-{}", i + 1));
