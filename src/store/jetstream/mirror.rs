@@ -154,6 +154,8 @@ impl Mirror {
             waiters.entry(sequence).or_default().push(tx);
             rx
         };
+        // A waiter that gives up stays in the map until its sequence is applied (its wake-up
+        // then goes nowhere): a stalled view is followed again within seconds, so they are few.
         let reached = tokio::time::timeout(CATCH_UP_DEADLINE, woken).await.map(|r| r.is_ok());
         match reached {
             Ok(true) => Ok(()),
