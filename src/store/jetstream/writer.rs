@@ -77,8 +77,9 @@ impl InFlight {
 /// the rest of the chain is doomed: an append that continues it is refused at once, and it no
 /// longer holds up a fresh append to the aggregate (the actor's, decided on the state it
 /// re-read). Nothing else in this loop waits on the network in the usual case: the head an
-/// append expects is taken from what this node knows (its own appends, its view of the log). An append decided on some other state of an
-/// aggregate with an append in flight (rare: a new actor while an old one finishes) waits for it.
+/// append expects is taken from what this node knows (its own appends, its view of the log).
+/// An append decided on some other state of an aggregate with an append in flight (rare: a new
+/// actor while an old one finishes) waits for it.
 pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job>, done: oneshot::Sender<()>) {
     let mut in_flight: HashMap<String, InFlight> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -120,47 +121,49 @@ pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job
             (Some(_), Some(f)) => f.broken.clone(),
             _ => Arc::new(AtomicBool::new(false)),
         };
-        let would_make = (
-            job.request.expected_version + job.request.events.len() as u64,
-            job.request.events.last().map(|e| e.event_id),
-        );
-        if let Some((prepared, ack, reply)) = start(&shared, job, follows).await {
-            let (settled, watch) = watch::channel(());
-            let last = prepared.events.last().map(|e| (e.version, e.event_id));
-            in_flight.insert(
-                stream_id,
-                InFlight {
-                    version: last.map_or(0, |l| l.0),
-                    last_event: last.map(|l| l.1),
-                    settled: watch,
-                    broken: broken.clone(),
-                },
-            );
-            let shared = shared.clone();
-            tasks.spawn(async move {
-                let answer = complete(&shared, prepared, ack).await;
-                if answer.is_err() {
-                    broken.store(true, Ordering::SeqCst);
-                }
-                // Settled before answered: the caller's next append is then checked as usual.
-                drop(settled);
-                let _ = reply.send(answer);
-            });
-        } else {
-            // Refused before it was sent: whatever is decided after it is doomed. It stands in
-            // for the aggregate's append in flight, settled and broken, so an append continuing
-            // it is refused at once; the chain it would have joined is untouched (the appends
-            // before it may well be in force).
-            let (settled, _) = watch::channel(());
-            in_flight.insert(
-                stream_id,
-                InFlight {
-                    version: would_make.0,
-                    last_event: would_make.1,
-                    settled: settled.subscribe(),
-                    broken: Arc::new(AtomicBool::new(true)),
-                },
-            );
+        // The head the append makes (a prepared append numbers its events from the expected
+        // version; a fallback has the same versions and ids).
+        let version = job.request.expected_version + job.request.events.len() as u64;
+        let last_event = job.request.events.last().map(|e| e.event_id);
+        let (settled, watch) = watch::channel(());
+        match start(&shared, job, follows).await {
+            Some((prepared, ack, reply)) => {
+                let shared = shared.clone();
+                let chain = broken.clone();
+                tasks.spawn(async move {
+                    let answer = complete(&shared, prepared, ack).await;
+                    if answer.is_err() {
+                        chain.store(true, Ordering::SeqCst);
+                    }
+                    // Settled before answered: the caller's next append is then checked as usual.
+                    drop(settled);
+                    let _ = reply.send(answer);
+                });
+                in_flight.insert(
+                    stream_id,
+                    InFlight {
+                        version,
+                        last_event,
+                        settled: watch,
+                        broken,
+                    },
+                );
+            }
+            None => {
+                // Refused before it was sent: whatever is decided after it is doomed. It stands
+                // in for the aggregate's append in flight, settled and broken, so an append
+                // continuing it is refused at once; the chain it would have joined is untouched
+                // (the appends before it may well be in force).
+                in_flight.insert(
+                    stream_id,
+                    InFlight {
+                        version,
+                        last_event,
+                        settled: watch,
+                        broken: Arc::new(AtomicBool::new(true)),
+                    },
+                );
+            }
         }
     }
     while tasks.join_next().await.is_some() {}
