@@ -375,7 +375,8 @@ fn decided_by(answer: &reqwest::Response) -> Option<String> {
 }
 
 /// Routing is an optimisation: with `route = "always"` (the default), a command on a number is
-/// decided by the node that owns it, wherever it arrives; reads are served where they arrive.
+/// decided by the node that owns it, wherever it arrives; reads are served where they arrive. A
+/// pool change is decided by its member's owner, from that node's view of the pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_on_a_number_are_decided_by_its_owner() {
     let Some(settings) = cluster_settings() else { return };
@@ -400,6 +401,43 @@ async fn commands_on_a_number_are_decided_by_its_owner() {
         let read = call(url.clone(), "DescribePhoneNumbers", serde_json::json!({"PhoneNumberIds": [id]})).await;
         assert_eq!(decided_by(&read).as_deref(), Some(url.as_str()));
     }
+    // A pool is created by the owner of the account; a number another node owns joins it at
+    // once, decided by that node, whose view of the log must first find the new pool.
+    let creator = owner_of(&urls, &format!("quota/{ACCOUNT}/{REGION}"));
+    let mut others = Vec::new();
+    while others.len() < 2 {
+        let other = common::request(&c, MessageType::Transactional).await;
+        if owner_of(&urls, &other) != creator {
+            others.push(other);
+        }
+    }
+    let created = call(
+        urls[0].clone(),
+        "CreatePool",
+        serde_json::json!({"OriginationIdentity": id, "IsoCountryCode": "US", "MessageType": "TRANSACTIONAL"}),
+    )
+    .await;
+    assert_eq!(created.status(), 200);
+    assert_eq!(decided_by(&created).as_deref(), Some(creator.as_str()));
+    let pool: serde_json::Value = created.json().await.expect("pool");
+    let pool_id = pool["PoolId"].as_str().expect("PoolId").to_string();
+    let join = |number: &str| {
+        call(
+            urls[2].clone(),
+            "AssociateOriginationIdentity",
+            serde_json::json!({"PoolId": pool_id, "OriginationIdentity": number, "IsoCountryCode": "US"}),
+        )
+    };
+    let joined = join(&others[0]).await;
+    assert_eq!(decided_by(&joined).as_deref(), Some(owner_of(&urls, &others[0]).as_str()));
+    assert_eq!(joined.status(), 200, "{:?}", joined.text().await);
+    // Once the pool is deleted, no node lets a number join it, whatever its view still shows.
+    let deleted = call(urls[1].clone(), "DeletePool", serde_json::json!({"PoolId": pool_id})).await;
+    assert_eq!(deleted.status(), 200);
+    let refused = join(&others[1]).await;
+    assert_eq!(refused.status(), 400);
+    assert_eq!(error_type(&refused), Some("ResourceNotFoundException".to_string()));
+
     // An error answer is relayed as the owner gave it.
     let gone = call(
         urls[1].clone(),
@@ -408,14 +446,17 @@ async fn commands_on_a_number_are_decided_by_its_owner() {
     )
     .await;
     assert_eq!(gone.status(), 400);
-    assert_eq!(
-        gone.headers()
-            .get("x-amzn-errortype")
-            .and_then(|v| v.to_str().ok())
-            .map(|t| t.split(':').next().unwrap_or(t).to_string()),
-        Some("ResourceNotFoundException".to_string())
-    );
+    assert_eq!(error_type(&gone), Some("ResourceNotFoundException".to_string()));
     nodes.stop();
+}
+
+/// The error type an answer names (`x-amzn-errortype`, without its URL part).
+fn error_type(answer: &reqwest::Response) -> Option<String> {
+    answer
+        .headers()
+        .get("x-amzn-errortype")
+        .and_then(|v| v.to_str().ok())
+        .map(|t| t.split(':').next().unwrap_or(t).to_string())
 }
 
 /// With `route = "contended"`, a quiet number is decided where its commands arrive (no extra

@@ -57,7 +57,7 @@ use crate::domain::pool::{Pool, PoolAction, PoolState};
 use crate::domain::sender_id::SenderIdState;
 use crate::domain::{CommandMeta, ResourceKind, Scope};
 use crate::numbering::NumberPicker;
-use crate::projection::{owner_key, Projected};
+use crate::projection::{owner_key, view_key, Projected};
 use crate::store::Store;
 
 /// How long a command the log refused as stale (it wrote nothing) keeps being sent again. With
@@ -303,6 +303,24 @@ impl LifecycleService {
     async fn live_pool(&self, scope: &Scope, id: &str) -> Result<Pool, ServiceError> {
         let state = self.pool_state(id).await?;
         match state.0 {
+            Some(p) if !p.deleted && p.account == scope.account && p.region == scope.region => Ok(p),
+            _ => Err(not_found(ResourceKind::Pool, id)),
+        }
+    }
+
+    /// A live pool of the caller as this node's view of the log shows it, without asking its
+    /// actor: for a pool change, which reads the pool only to learn that it exists and what it
+    /// sends (fixed at its creation). The pool's own step, decided in its actor, is the judge of
+    /// everything else (a pool deleted since is refused there, and the member's step undone); a
+    /// pool the view does not hold yet is looked for again once the view has caught up with the
+    /// log, so a pool just created elsewhere is found. Going through the actor instead would
+    /// queue every pool change of every node behind the pool's appends, and its reads would be
+    /// superseded whenever another node wrote the pool first.
+    async fn viewed_pool(&self, scope: &Scope, id: &str) -> Result<Pool, ServiceError> {
+        let key = view_key(scope, ResourceKind::Pool, id);
+        let bytes = self.store.index_get_latest(&key).await?;
+        let pool = bytes.map(|b| reads::decode_view::<Pool>(&key, &b)).transpose()?;
+        match pool {
             Some(p) if !p.deleted && p.account == scope.account && p.region == scope.region => Ok(p),
             _ => Err(not_found(ResourceKind::Pool, id)),
         }

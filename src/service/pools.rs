@@ -119,7 +119,7 @@ impl LifecycleService {
         let scope = &meta.scope;
         let pool_id = self.owned(ResourceKind::Pool, scope, pool).await?;
         let member_id = self.member_stream(scope, identity, iso.as_deref()).await?;
-        let pool = self.live_pool(scope, &pool_id).await?;
+        let pool = self.viewed_pool(scope, &pool_id).await?;
         self.join_pool(meta, &member_id, &pool, iso, client_token).await
     }
 
@@ -134,7 +134,7 @@ impl LifecycleService {
         let scope = &meta.scope;
         let pool_id = self.owned(ResourceKind::Pool, scope, pool).await?;
         let member_id = self.member_stream(scope, identity, iso.as_deref()).await?;
-        self.live_pool(scope, &pool_id).await?;
+        self.viewed_pool(scope, &pool_id).await?;
         let begin = MembershipAction::BeginDisassociation {
             pool_id: pool_id.clone(),
             iso_country_code: iso,

@@ -18,7 +18,7 @@ pub struct Page<T> {
 /// Index entries read per store call while scanning views.
 const SCAN_PAGE: usize = 256;
 
-fn decode_view<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, ServiceError> {
+pub(super) fn decode_view<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, ServiceError> {
     serde_json::from_slice(bytes).map_err(|e| ServiceError::CorruptView {
         key: String::from_utf8_lossy(key).into_owned(),
         source: std::sync::Arc::new(e),
