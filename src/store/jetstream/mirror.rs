@@ -218,7 +218,14 @@ impl Mirror {
         view.applied = sequence;
         let position = view.chain.position;
         drop(view);
-        self.position.send_replace(position);
+        // Only a reader of the feed's head (an audit tail) needs waking, and there is seldom one:
+        // notifying a watch channel costs locks even when nobody listens, on every commit of the
+        // cluster. The value is kept current either way (a receiver that subscribes reads it;
+        // one counted before the change is notified of it).
+        self.position.send_if_modified(|p| {
+            *p = position;
+            self.position.receiver_count() > 0
+        });
         self.wake_up_to(sequence);
     }
 
@@ -757,5 +764,23 @@ mod tests {
         woken(third).await;
         // A sequence already applied needs no wait at all.
         mirror.wait_for(2).await.expect("applied before");
+    }
+
+    /// The feed's head position: nobody is notified while nobody follows it, yet whoever starts
+    /// following reads the current one, and is then told of each change.
+    #[tokio::test]
+    async fn a_follower_of_the_head_reads_it_current_and_is_told_of_changes() {
+        let mirror = Mirror::default();
+        let (payload, first) = commit("phone-a", 1, None, &[]);
+        mirror.apply(1, Some(1), &payload);
+        let mut head = mirror.watch_position();
+        assert_eq!(*head.borrow_and_update(), 1, "applied while nobody followed");
+        let (payload, _) = commit("phone-a", 2, Some(first), &[]);
+        mirror.apply(2, Some(1), &payload);
+        tokio::time::timeout(Duration::from_secs(5), head.changed())
+            .await
+            .expect("told within 5 s")
+            .expect("sender alive");
+        assert_eq!(*head.borrow_and_update(), 2);
     }
 }
