@@ -63,9 +63,21 @@ pub async fn catch_up<A: Aggregate>(
     last_event: Option<uuid::Uuid>,
 ) -> Result<LoadedState<A>, StoreError> {
     let events = store.read_stream(stream_id, version + 1, usize::MAX).await?;
+    caught_up_with(stream_id, state, version, last_event, &events)
+}
+
+/// `state` (at `version`, its last event `last_event`) brought up to date by `events`, the
+/// stream's events after `version` (see [`catch_up`]).
+pub fn caught_up_with<A: Aggregate>(
+    stream_id: &str,
+    state: A,
+    version: u64,
+    last_event: Option<uuid::Uuid>,
+    events: &[EventEnvelope],
+) -> Result<LoadedState<A>, StoreError> {
     let last_event = events.last().map_or(last_event, |e| Some(e.event_id));
     let replayed = events.len();
-    let (state, version) = fold(state, version, stream_id, &events)?;
+    let (state, version) = fold(state, version, stream_id, events)?;
     Ok(LoadedState {
         state,
         version,

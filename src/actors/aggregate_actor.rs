@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::codec::pending_events;
 use crate::domain::{ActionName, Aggregate, Command, CommandMeta, Rejection};
 use crate::projection::Projected;
-use crate::rehydrate::{catch_up, load_state, snapshot_of, LoadedState};
+use crate::rehydrate::{catch_up, caught_up_with, load_state, snapshot_of, LoadedState};
 use crate::store::{AppendError, AppendMeta, AppendRequest, Fallback, Snapshot, Store, StoreError};
 
 /// Why a command produced no answer from the domain.
@@ -334,6 +334,16 @@ impl<A: Projected> AggregateActor<A> {
     /// lost a race for the aggregate (routing `contended` moves such aggregates to their owner).
     fn catch_up(&mut self, ctx: &mut Context<Self>) {
         self.generation += 1;
+        // The new events are usually at hand (a shared log's view keeps the latest commits): no
+        // read of the log then, and the mailbox does not wait.
+        if let Some(events) = self.store.recent_events(&self.id, self.version + 1) {
+            match caught_up_with(&self.id, self.state.clone(), self.version, self.last_event, &events) {
+                Ok(caught_up) => return self.adopt(caught_up),
+                Err(e) => {
+                    tracing::warn!(stream = %self.id, error = %crate::error_chain(&e), "cannot catch up from the recent events; reading the log")
+                }
+            }
+        }
         let durable = (self.state.clone(), self.version, self.last_event);
         self.catch_up_from(durable, ctx);
     }

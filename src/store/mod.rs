@@ -382,6 +382,14 @@ pub trait EventStore: Send + Sync + 'static {
         None
     }
 
+    /// The events of a stream from `from_version` on, as far as this process has seen them, if
+    /// it holds them at hand (a shared log's view keeps the latest commits it applied): what an
+    /// actor that [`EventStore::version_hint`] found behind needs, without a read of the log.
+    /// `None` when they are not all at hand (the default); then the log is read.
+    fn recent_events(&self, _stream_id: &str, _from_version: u64) -> Option<Vec<EventEnvelope>> {
+        None
+    }
+
     /// A stream's version and last event id (version 0 when it has no event).
     fn stream_head(&self, stream_id: &str) -> StoreFuture<StreamHead>;
 

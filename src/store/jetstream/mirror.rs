@@ -84,7 +84,15 @@ struct View {
     void: BTreeMap<u64, Option<usize>>,
     /// Commits in force by their fallback's events.
     fell_back: HashSet<u64>,
+    /// The events (numbered and chained) of the latest [`RECENT_COMMITS`] commits in force, by
+    /// sequence: an actor that another node's append has put behind catches up from here.
+    recent: BTreeMap<u64, Vec<EventEnvelope>>,
 }
+
+/// How many of the latest commits in force the view keeps the events of: about two seconds of
+/// the conflict load, the window in which other nodes' appends put an actor behind. A catch-up
+/// that needs an older commit reads the log.
+const RECENT_COMMITS: usize = 8192;
 
 /// The view, and what tells waiters how far it is.
 pub struct Mirror {
@@ -352,6 +360,19 @@ impl Mirror {
         entry.commits[start..].iter().map(|(sequence, _)| *sequence).collect()
     }
 
+    /// The events of `stream_id` from `from` on, up to this view's head of it, if the view
+    /// still holds every commit they are in (see [`View::recent`]).
+    pub fn recent_events(&self, stream_id: &str, from: u64) -> Option<Vec<EventEnvelope>> {
+        let view = self.read();
+        let entry = view.streams.get(stream_id)?;
+        let start = entry.commits.partition_point(|(_, first)| *first <= from).saturating_sub(1);
+        let mut events = Vec::new();
+        for (sequence, _) in &entry.commits[start..] {
+            events.extend(view.recent.get(sequence)?.iter().filter(|e| e.version >= from).cloned());
+        }
+        Some(events)
+    }
+
     /// The sequence of the stream's commit in force whose first event has `version`.
     pub fn commit_starting_at(&self, stream_id: &str, version: u64) -> Option<u64> {
         let view = self.read();
@@ -531,16 +552,22 @@ fn chain_in(view: &mut View, sequence: u64, stream_id: &str, head: u64, events: 
     let mut position = view.chain.position;
     let count = events.len() as u64;
     let last = events.last().map(|e| e.event_id);
-    // The commit is the view's to consume: its events are numbered and chained in place.
-    for e in events {
+    // The commit is the view's to consume: its events are numbered and chained in place, and
+    // kept among the recent ones.
+    let mut placed = events;
+    for e in &mut placed {
         position += 1;
-        let mut placed = e;
-        placed.position = position;
-        placed.hash.clear();
-        previous = placed.chain_hash(&previous).map_err(|err| StoreError::Corrupt {
+        e.position = position;
+        e.hash.clear();
+        previous = e.chain_hash(&previous).map_err(|err| StoreError::Corrupt {
             key: format!("stream sequence {sequence}"),
             message: err.to_string(),
         })?;
+        e.hash = hex::encode(previous);
+    }
+    view.recent.insert(sequence, placed);
+    if view.recent.len() > RECENT_COMMITS {
+        view.recent.pop_first();
     }
     view.chain = ChainHead { position, hash: previous };
     let entry = view.streams.entry(stream_id.to_string()).or_default();
@@ -764,6 +791,37 @@ mod tests {
         woken(third).await;
         // A sequence already applied needs no wait at all.
         mirror.wait_for(2).await.expect("applied before");
+    }
+
+    /// An actor put behind by another node's appends catches up from the view's recent commits:
+    /// the same events, numbered and chained, as a read of the log gives; from any version; and
+    /// none once a commit they need has left the window (the log is read then).
+    #[test]
+    fn recent_events_are_the_events_the_log_gives_until_they_leave_the_window() {
+        let m = Mirror::default();
+        let mut after = None;
+        let mut stored = Vec::new();
+        for version in 1..=3 {
+            let (payload, id) = commit("pool-a", version, after, &[]);
+            // Another stream's commit in between: positions and the chain run across streams.
+            let (other, _) = commit(&format!("phone-{version}"), 1, None, &[]);
+            let sequence = 2 * version;
+            m.apply(sequence - 1, Some(1), &other);
+            m.apply(sequence, Some(1), &payload);
+            let events = Commit::decode(sequence, &payload).expect("decode").events;
+            stored.extend(m.place(sequence, events).expect("placed"));
+            after = Some(id);
+        }
+        assert_eq!(m.recent_events("pool-a", 1), Some(stored.clone()));
+        assert_eq!(m.recent_events("pool-a", 3), Some(stored[2..].to_vec()));
+        assert_eq!(m.recent_events("pool-a", 4), Some(vec![]), "nothing new");
+        assert_eq!(m.recent_events("pool-b", 1), None, "a stream the view has not seen");
+        // Commits of other streams push the first ones out of the window.
+        for i in 0..RECENT_COMMITS as u64 {
+            let (payload, _) = commit(&format!("phone-x{i}"), 1, None, &[]);
+            m.apply(7 + i, Some(1), &payload);
+        }
+        assert_eq!(m.recent_events("pool-a", 1), None, "its first commits have left the window");
     }
 
     /// The feed's head position: nobody is notified while nobody follows it, yet whoever starts

@@ -654,6 +654,10 @@ impl EventStore for JetStreamStore {
         self.inner.shared.mirror.version_of(stream_id)
     }
 
+    fn recent_events(&self, stream_id: &str, from_version: u64) -> Option<Vec<EventEnvelope>> {
+        self.open()?.mirror.recent_events(stream_id, from_version)
+    }
+
     fn stream_head(&self, stream_id: &str) -> StoreFuture<StreamHead> {
         let id = stream_id.to_string();
         self.run(move |s| async move {
