@@ -313,6 +313,19 @@ impl<A: Projected> AggregateActor<A> {
     /// Replaces the state by `durable` (the log's state at its version, with its last event)
     /// brought up to the stream's head, before the next message is handled.
     fn catch_up_from(&mut self, (state, version, last_event): (A, u64, Option<Uuid>), ctx: &mut Context<Self>) {
+        // What another writer appended is usually at hand (a shared log's view keeps its latest
+        // commits): then no read of the log, and the mailbox does not wait. Only once this
+        // process has seen the stream move on: a refused append is often answered before the
+        // commit that won arrives, and then the log is read.
+        let moved_on = self.store.version_hint(&self.id).is_some_and(|v| v > version);
+        if let Some(events) = self.store.recent_events(&self.id, version + 1).filter(|_| moved_on) {
+            match caught_up_with(&self.id, state.clone(), version, last_event, &events) {
+                Ok(caught_up) => return self.adopt(caught_up),
+                Err(e) => {
+                    tracing::warn!(stream = %self.id, error = %crate::error_chain(&e), "cannot catch up from the recent events; reading the log")
+                }
+            }
+        }
         let store = self.store.clone();
         let id = self.id.clone();
         let read = async move { catch_up::<A>(&*store, &id, state, version, last_event).await };
@@ -334,16 +347,6 @@ impl<A: Projected> AggregateActor<A> {
     /// lost a race for the aggregate (routing `contended` moves such aggregates to their owner).
     fn catch_up(&mut self, ctx: &mut Context<Self>) {
         self.generation += 1;
-        // The new events are usually at hand (a shared log's view keeps the latest commits): no
-        // read of the log then, and the mailbox does not wait.
-        if let Some(events) = self.store.recent_events(&self.id, self.version + 1) {
-            match caught_up_with(&self.id, self.state.clone(), self.version, self.last_event, &events) {
-                Ok(caught_up) => return self.adopt(caught_up),
-                Err(e) => {
-                    tracing::warn!(stream = %self.id, error = %crate::error_chain(&e), "cannot catch up from the recent events; reading the log")
-                }
-            }
-        }
         let durable = (self.state.clone(), self.version, self.last_event);
         self.catch_up_from(durable, ctx);
     }
