@@ -123,7 +123,8 @@ pub async fn occ_on_last_event_id<H: Harness>() {
     assert_eq!((head.version, head.last_event), (2, Some(done[0].event_id)));
 }
 
-/// (Guarantee 1.) Versions are gap-free from 1; reads from any version, in pages.
+/// (Guarantee 1.) Versions are gap-free from 1; reads from any version, in pages; the events a
+/// backend holds at hand are the ones it reads.
 pub async fn gap_free_versions_and_stream_reads<H: Harness>() {
     let h = H::fresh().await;
     let s = h.store();
@@ -138,6 +139,14 @@ pub async fn gap_free_versions_and_stream_reads<H: Harness>() {
     assert_eq!(versions(&s.read_stream("phone-c", 4, 3).await.expect("page")), [4, 5, 6]);
     assert_eq!(versions(&s.read_stream("phone-c", 0, 2).await.expect("from 0")), [1, 2]);
     assert!(s.read_stream("phone-c", 12, 10).await.expect("past the end").is_empty());
+    // The events a backend has at hand, if it has them, are the ones a read gives (positions
+    // and hashes included), from any version.
+    for from in [1, 4, 11, 12] {
+        if let Some(recent) = s.recent_events("phone-c", from) {
+            let read = s.read_stream("phone-c", from, usize::MAX).await.expect("read");
+            assert_eq!(recent, read, "recent events from version {from}");
+        }
+    }
     assert!(s.read_stream("phone-none", 1, 10).await.expect("unknown").is_empty());
     assert_eq!(s.stream_head("phone-none").await.expect("head").version, 0);
     // Streams whose ids extend another's are not mixed up with it.
