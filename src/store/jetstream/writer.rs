@@ -126,7 +126,7 @@ pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job
         let version = job.request.expected_version + job.request.events.len() as u64;
         let last_event = job.request.events.last().map(|e| e.event_id);
         let (settled, watch) = watch::channel(());
-        match start(&shared, job, follows).await {
+        let broken = match start(&shared, job, follows).await {
             Some((prepared, ack, reply)) => {
                 let shared = shared.clone();
                 let chain = broken.clone();
@@ -139,32 +139,23 @@ pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job
                     drop(settled);
                     let _ = reply.send(answer);
                 });
-                in_flight.insert(
-                    stream_id,
-                    InFlight {
-                        version,
-                        last_event,
-                        settled: watch,
-                        broken,
-                    },
-                );
+                broken
             }
-            None => {
-                // Refused before it was sent: whatever is decided after it is doomed. It stands
-                // in for the aggregate's append in flight, settled and broken, so an append
-                // continuing it is refused at once; the chain it would have joined is untouched
-                // (the appends before it may well be in force).
-                in_flight.insert(
-                    stream_id,
-                    InFlight {
-                        version,
-                        last_event,
-                        settled: watch,
-                        broken: Arc::new(AtomicBool::new(true)),
-                    },
-                );
-            }
-        }
+            // Refused before it was sent: whatever is decided after it is doomed. It stands in
+            // for the aggregate's append in flight, settled and broken, so an append continuing
+            // it is refused at once; the chain it would have joined is untouched (the appends
+            // before it may well be in force).
+            None => Arc::new(AtomicBool::new(true)),
+        };
+        in_flight.insert(
+            stream_id,
+            InFlight {
+                version,
+                last_event,
+                settled: watch,
+                broken,
+            },
+        );
     }
     while tasks.join_next().await.is_some() {}
     let _ = done.send(());
