@@ -182,13 +182,29 @@ impl Mirror {
     /// A commit that cannot be decoded still takes the positions its header announces (so the
     /// numbering of later events does not depend on the damage) and is remembered as damage.
     pub fn apply(&self, sequence: u64, announced_events: Option<u64>, payload: &[u8]) {
+        let (applied, chain) = {
+            let view = self.read();
+            (view.applied, view.chain)
+        };
+        if sequence <= applied {
+            return;
+        }
+        // Decoded, numbered and chained before the view is locked for writing: every reader of
+        // the view (the actors' heads, the writer's checks, the reads waiting for their writes)
+        // would otherwise wait out that work for every commit of the cluster. Only this consumer
+        // moves the chain, so the head read above is the one the commit follows if it is in force
+        // (checked again under the lock; a void commit's chaining is thrown away).
+        let commit = Commit::decode(sequence, payload).map(|mut c| {
+            let chained = chain_events(&mut c.events, chain, sequence).ok().map(|to| (chain, to));
+            (c, chained)
+        });
         let mut view = self.write();
         if sequence <= view.applied {
             return;
         }
         let first_position = view.chain.position + 1;
         let previous_hash = view.chain.hash;
-        match Commit::decode(sequence, payload).and_then(|c| apply_commit(&mut view, sequence, c)) {
+        match commit.and_then(|(c, chained)| apply_commit(&mut view, sequence, c, chained)) {
             Ok(Applied::InForce(count)) => {
                 let hash_after = view.chain.hash;
                 view.commits.push(CommitEntry {
@@ -464,7 +480,14 @@ enum Applied {
 /// nats-server 2.9 checks it against the stored messages only, so two appends in flight at once
 /// can both pass it; this rule, applied by every node in the same order, keeps the first and
 /// voids the other, and its writer is told it lost.
-fn apply_commit(view: &mut View, sequence: u64, mut commit: Commit) -> Result<Applied, StoreError> {
+/// `chained`: the chain head the commit's events were numbered and chained from, and the one
+/// they make.
+fn apply_commit(
+    view: &mut View,
+    sequence: u64,
+    mut commit: Commit,
+    chained: Option<(ChainHead, ChainHead)>,
+) -> Result<Applied, StoreError> {
     let corrupt = |message: String| StoreError::Corrupt {
         key: format!("stream sequence {sequence}"),
         message,
@@ -509,7 +532,7 @@ fn apply_commit(view: &mut View, sequence: u64, mut commit: Commit) -> Result<Ap
         }
         view.fell_back.insert(sequence);
         let events = commit.into_events(true);
-        return Ok(Applied::InForce(chain_in(view, sequence, &stream_id, head, events)?));
+        return Ok(Applied::InForce(chain_in(view, sequence, &stream_id, head, events, None)?));
     }
     if !extends || taken || over_limit.is_some() {
         tracing::debug!(sequence, stream = %stream_id, head, taken, over_limit, "a commit that does not extend its aggregate's head, claims a held key or goes over a limit is void");
@@ -518,7 +541,7 @@ fn apply_commit(view: &mut View, sequence: u64, mut commit: Commit) -> Result<Ap
             over_limit: over_limit.filter(|_| extends && !taken),
         });
     }
-    let count = chain_in(view, sequence, &stream_id, head, std::mem::take(&mut commit.events))?;
+    let count = chain_in(view, sequence, &stream_id, head, std::mem::take(&mut commit.events), chained)?;
     if commit.snapshotted != Some(false) {
         view.streams.entry(stream_id).or_default().may_have_snapshot = true;
     }
@@ -547,15 +570,11 @@ fn apply_commit(view: &mut View, sequence: u64, mut commit: Commit) -> Result<Ap
 
 /// Numbers and chains the events of the commit in force at `sequence` after the feed's head,
 /// and makes them its aggregate's head (at version `head` before them); how many there were.
-fn chain_in(view: &mut View, sequence: u64, stream_id: &str, head: u64, events: Vec<EventEnvelope>) -> Result<u64, StoreError> {
-    let mut previous = view.chain.hash;
-    let mut position = view.chain.position;
-    let count = events.len() as u64;
-    let last = events.last().map(|e| e.event_id);
-    // The commit is the view's to consume: its events are numbered and chained in place, and
-    // kept among the recent ones.
-    let mut placed = events;
-    for e in &mut placed {
+/// Numbers and chains `events` after `from`; returns the head they make.
+fn chain_events(events: &mut [EventEnvelope], from: ChainHead, sequence: u64) -> Result<ChainHead, StoreError> {
+    let mut previous = from.hash;
+    let mut position = from.position;
+    for e in events {
         position += 1;
         e.position = position;
         e.hash.clear();
@@ -565,11 +584,31 @@ fn chain_in(view: &mut View, sequence: u64, stream_id: &str, head: u64, events: 
         })?;
         e.hash = hex::encode(previous);
     }
-    view.recent.insert(sequence, placed);
+    Ok(ChainHead { position, hash: previous })
+}
+
+/// Puts a commit's events on the view's chain, and keeps them among the recent ones. `chained`:
+/// the head they were already chained from, and the one they make (used if the view's head is
+/// still that one).
+fn chain_in(
+    view: &mut View,
+    sequence: u64,
+    stream_id: &str,
+    head: u64,
+    mut events: Vec<EventEnvelope>,
+    chained: Option<(ChainHead, ChainHead)>,
+) -> Result<u64, StoreError> {
+    let count = events.len() as u64;
+    let last = events.last().map(|e| e.event_id);
+    let after = match chained {
+        Some((from, to)) if from == view.chain => to,
+        _ => chain_events(&mut events, view.chain, sequence)?,
+    };
+    view.recent.insert(sequence, events);
     if view.recent.len() > RECENT_COMMITS {
         view.recent.pop_first();
     }
-    view.chain = ChainHead { position, hash: previous };
+    view.chain = after;
     let entry = view.streams.entry(stream_id.to_string()).or_default();
     entry.commits.push((sequence, head + 1));
     entry.version = head + count;
