@@ -377,7 +377,6 @@ async fn recheck_reports_commands_a_changed_rule_would_decide_differently() {
 /// `Follow=true` streams events as they are committed (server-sent events).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_can_be_followed_live() {
-    use futures_util::StreamExt;
     let server = TestServer::start();
     let c = server.client(ACCOUNT);
     request(&c, MessageType::Transactional).await;
@@ -389,24 +388,64 @@ async fn the_feed_can_be_followed_live() {
         Some("text/event-stream")
     );
     let mut body = resp.bytes_stream();
-    let mut seen = String::new();
     let wanted = 3;
     let writer = tokio::spawn(async move {
         for _ in 0..2 {
             request(&c, MessageType::Transactional).await;
         }
     });
+    let seen = read_events(&mut body, wanted).await;
+    writer.await.expect("writer");
+    assert_eq!(seen.matches("\"EventType\":\"PhoneNumberRequested\"").count(), wanted, "{seen}");
+    assert!(seen.contains("id: 1\n"));
+}
+
+/// Reads server-sent events from a followed feed until `wanted` have come.
+async fn read_events<S>(body: &mut S, wanted: usize) -> String
+where
+    S: futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin,
+{
+    use futures_util::StreamExt;
+    // One deadline for all of them: keep-alive comments come every few seconds regardless.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut seen = String::new();
     while seen.matches("data: ").count() < wanted {
-        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), body.next())
+        let chunk = tokio::time::timeout_at(deadline, body.next())
             .await
-            .expect("event in time")
+            .unwrap_or_else(|_| panic!("{wanted} events in time; got: {seen}"))
             .expect("open")
             .expect("bytes");
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
+    seen
+}
+
+/// The shared tail watches the log's head only while someone follows (so that commits nobody
+/// follows wake nothing): a follower that comes after the tail sat idle, with commits made
+/// meanwhile, still gets every event, and then the new ones live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_after_an_idle_spell_gets_every_event_and_the_new_ones_live() {
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let url = format!("{}/audit/events?Follow=true&Type=PhoneNumberRequested", server.url());
+    request(&c, MessageType::Transactional).await;
+    {
+        let mut first = reqwest::get(&url).await.expect("follow").bytes_stream();
+        read_events(&mut first, 1).await;
+        request(&c, MessageType::Transactional).await;
+        let live = read_events(&mut first, 1).await;
+        assert!(live.contains("\"EventType\":\"PhoneNumberRequested\""), "{live}");
+    }
+    // Nobody follows now: these commits go by unwatched.
+    for _ in 0..3 {
+        request(&c, MessageType::Transactional).await;
+    }
+    let mut second = reqwest::get(&url).await.expect("follow again").bytes_stream();
+    let caught_up = read_events(&mut second, 5).await;
+    let writer = tokio::spawn(async move { request(&c, MessageType::Transactional).await });
+    let seen = caught_up + &read_events(&mut second, 1).await;
     writer.await.expect("writer");
-    assert_eq!(seen.matches("\"EventType\":\"PhoneNumberRequested\"").count(), wanted, "{seen}");
-    assert!(seen.contains("id: 1\n"));
+    assert_eq!(seen.matches("\"EventType\":\"PhoneNumberRequested\"").count(), 6, "{seen}");
 }
 
 /// Peak resident memory of a process, in KiB (`VmHWM` in /proc).

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, Notify};
 
 use super::query::{self, FeedFilter};
 use super::AuditError;
@@ -38,6 +38,8 @@ pub struct SharedTail {
     /// Followers catching up read the log one page at a time, one follower at a time: the log's
     /// reader threads and the cores stay free for the requests.
     catching_up: Arc<tokio::sync::Semaphore>,
+    /// Told when a follower joins the tail, so that the reader watches the head again.
+    joined: Arc<Notify>,
 }
 
 /// Events read per page, catching up or following.
@@ -52,32 +54,55 @@ impl SharedTail {
     /// appends: its feed never moves). It ends when `stopping` turns true or the store's writer
     /// goes. A follower more than `lag_limit` batches behind is dropped.
     pub fn start(store: Store, mut stopping: watch::Receiver<bool>, lag_limit: usize) -> Option<SharedTail> {
-        let mut head = store.watch_head()?;
+        // A store that takes no appends has no head to watch: no tail.
+        store.watch_head()?;
+        let mut head: Option<watch::Receiver<u64>> = None;
         let lag_limit = lag_limit.max(1);
         let (batches, _) = broadcast::channel(lag_limit);
         let tail = SharedTail {
             batches,
             lag_limit,
             catching_up: Arc::new(tokio::sync::Semaphore::new(1)),
+            joined: Arc::new(Notify::new()),
         };
         let sender = tail.batches.clone();
+        let joined = tail.joined.clone();
         tokio::spawn(async move {
-            let mut covered = *head.borrow_and_update();
+            let mut covered = 0;
             loop {
+                if sender.receiver_count() == 0 {
+                    // No one follows: nothing to read, and no watch of the head held either (the
+                    // log would wake this task on every commit for nothing). A follower joining
+                    // later reads the gap from the log itself.
+                    head = None;
+                    tokio::select! {
+                        _ = joined.notified() => {}
+                        _ = stopping.changed() => return,
+                    }
+                    if *stopping.borrow() {
+                        return;
+                    }
+                    continue;
+                }
+                let watching = match head.as_mut() {
+                    Some(watching) => watching,
+                    None => {
+                        let Some(mut watching) = store.watch_head() else { return };
+                        covered = *watching.borrow_and_update();
+                        head.insert(watching)
+                    }
+                };
                 tokio::select! {
-                    changed = head.changed() => if changed.is_err() { return },
+                    changed = watching.changed() => if changed.is_err() { return },
                     _ = stopping.changed() => return,
                 }
                 if *stopping.borrow() {
                     return;
                 }
-                // No one follows: nothing to read. A follower joining later reads the gap from
-                // the log itself.
                 if sender.receiver_count() == 0 {
-                    covered = *head.borrow_and_update();
                     continue;
                 }
-                let target = *head.borrow_and_update();
+                let target = *watching.borrow_and_update();
                 while covered < target {
                     let filter = FeedFilter {
                         after: covered,
@@ -170,6 +195,7 @@ impl SharedTail {
                     f.filter.after = f.filter.after.max(scanned_to);
                     if next_after.is_none() {
                         f.live = Some(f.tail.batches.subscribe());
+                        f.tail.joined.notify_one();
                     }
                     if let Some(text) = text {
                         return Some((Ok(text), f));
