@@ -19,9 +19,9 @@
 //! 7. (`cluster`) clustered mode on this one machine: a 3-node NATS JetStream cluster (Debian's
 //!    `nats-server`, skipped loudly without it or wrk) and three phone-ledger nodes sharing its
 //!    log (replicas 3): the conflict load spread over the nodes (64 clients, 10 hot numbers,
-//!    `PERF_CLUSTER_SECS`, 20 by default); durable release throughput of the three nodes (one wrk
-//!    per node, 64 connections in all, `PERF_CLUSTER_NUMBERS` numbers) against one sled node
-//!    driven the same way in this run; and the longest gap without a successful response when
+//!    `PERF_CLUSTER_SECS`, 20 by default; `PERF_ROUNDS` runs, the median by p99); durable release
+//!    throughput of the three nodes (one wrk per node, 64 connections in all,
+//!    `PERF_CLUSTER_NUMBERS` numbers) against one sled node driven the same way in this run; and the longest gap without a successful response when
 //!    the events stream's leader server is SIGKILLed under the conflict load.
 //!
 //! Run: `cargo bench --bench performance` (about 17 minutes here, plus the cold part;
@@ -730,33 +730,48 @@ fn cluster_part(rt: &tokio::runtime::Runtime, http: &reqwest::Client) -> Vec<[St
         quiet: true,
         ..Default::default()
     };
-    let report = loadtest::run(&conflict).expect("clustered conflict load");
-    for c in report.verdict.checks.iter().filter(|c| !c.violations.is_empty()) {
+    // The machine's speed drifts by ±15 % within minutes (the same build, minutes apart), so the
+    // load runs PERF_ROUNDS times, each on fresh numbers and pools of its own: the median run by
+    // p99 is the figure, every run is printed, and every run's verdict must pass.
+    let rounds = env_usize("PERF_ROUNDS", 3).max(1);
+    let mut runs = Vec::new();
+    for round in 0..rounds as u64 {
+        let args = LoadTestArgs {
+            seed: conflict.seed + 10 * round,
+            ..conflict.clone()
+        };
+        let report = loadtest::run(&args).expect("clustered conflict load");
+        for c in report.verdict.checks.iter().filter(|c| !c.violations.is_empty()) {
+            eprintln!(
+                "!!!!! {}: {} violations, first: {:?}",
+                c.name,
+                c.violations.len(),
+                c.violations.iter().take(3).collect::<Vec<_>>()
+            );
+        }
+        let (p50, p99) = (report.overall.p50_us as f64 / 1000.0, report.overall.p99_us as f64 / 1000.0);
         eprintln!(
-            "!!!!! {}: {} violations, first: {:?}",
-            c.name,
-            c.violations.len(),
-            c.violations.iter().take(3).collect::<Vec<_>>()
+            "cluster: conflict load, run {} of {rounds}: {:.0} req/s, p50 {p50:.1} ms, p99 {p99:.1} ms, verdict {}",
+            round + 1,
+            report.throughput_per_s,
+            if report.verdict.ok { "PASS" } else { "FAIL" }
         );
+        runs.push((report.throughput_per_s, p50, p99, report.verdict.ok));
     }
-    let (p50, p99) = (report.overall.p50_us as f64 / 1000.0, report.overall.p99_us as f64 / 1000.0);
-    let verdict = if report.verdict.ok { "PASS" } else { "FAIL" };
+    let all_pass = runs.iter().all(|r| r.3);
+    let each = runs.iter().map(|r| format!("{:.1}", r.2)).collect::<Vec<_>>().join(" / ");
+    runs.sort_by(|a, b| a.2.total_cmp(&b.2));
+    let (rate, p50, p99, _) = runs[runs.len() / 2];
+    let verdict = if all_pass { "PASS" } else { "FAIL" };
     eprintln!(
-        "cluster: conflict load {:.0} req/s, p50 {p50:.1} ms, p99 {p99:.1} ms, verdict {verdict}",
-        report.throughput_per_s
+        "cluster: conflict load, median run {rate:.0} req/s, p50 {p50:.1} ms, p99 {p99:.1} ms (runs: p99 {each} ms), verdict {verdict}"
     );
     rows.push([
-        "conflict load over 3 nodes: p50 / p99 (64 clients, 10 hot numbers)".into(),
-        format!(
-            "{:.0} req/s, p50 {p50:.1} ms, p99 {p99:.1} ms; verdict {verdict}",
-            report.throughput_per_s
-        ),
+        "conflict load over 3 nodes: p50 / p99 (64 clients, 10 hot numbers; median of the runs by p99)".into(),
+        format!("{rate:.0} req/s, p50 {p50:.1} ms, p99 {p99:.1} ms (runs: p99 {each} ms); verdict {verdict}"),
         "—".into(),
         "—".into(),
-        format!(
-            "PASS, p99 ≤ 50 ms — {}",
-            if report.verdict.ok && p99 <= 50.0 { "met" } else { "NOT MET" }
-        ),
+        format!("PASS, p99 ≤ 50 ms — {}", if all_pass && p99 <= 50.0 { "met" } else { "NOT MET" }),
     ]);
 
     // The events stream's leader killed a third of the way into the same load.
