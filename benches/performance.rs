@@ -21,8 +21,9 @@
 //!    log (replicas 3): the conflict load spread over the nodes (64 clients, 10 hot numbers,
 //!    `PERF_CLUSTER_SECS`, 20 by default; `PERF_ROUNDS` runs, the median by p99); durable release
 //!    throughput of the three nodes (one wrk per node, 64 connections in all,
-//!    `PERF_CLUSTER_NUMBERS` numbers) against one sled node driven the same way in this run; and the longest gap without a successful response when
-//!    the events stream's leader server is SIGKILLed under the conflict load.
+//!    `PERF_CLUSTER_NUMBERS` numbers) against one sled node driven the same way in this run;
+//!    and the longest gap without a successful response when the events stream's leader server
+//!    is SIGKILLed under the conflict load.
 //!
 //! Run: `cargo bench --bench performance` (about 17 minutes here, plus the cold part;
 //! `PERF_ROUNDS` sets how many rounds the throughput comparisons take the median of, 3 by
