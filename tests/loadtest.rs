@@ -81,6 +81,24 @@ fn a_lost_acknowledged_event_is_caught() {
     assert_caught(&check(&log, &report.client_ops), "1.");
 }
 
+/// An answer that leaves the outcome unknown (503 ServiceUnavailableException: the storage failed
+/// under the request, or the server's deadline passed first) may or may not have taken effect;
+/// a refusal that took effect is still caught.
+#[test]
+fn an_unknown_outcome_may_have_taken_effect_a_refusal_may_not() {
+    let report = ci_run();
+    let released = acknowledged(report, Op::Release)[0].request_id.clone();
+    let answered = |error: &str, status: u16| -> Vec<ClientOp> {
+        let mut ops = report.client_ops.clone();
+        let op = ops.iter_mut().find(|o| o.request_id == released).expect("the release");
+        (op.status, op.error) = (status, Some(error.into()));
+        ops
+    };
+    let unknown = check(&report.log, &answered("ServiceUnavailableException", 503));
+    assert!(unknown.ok, "{:#?}", failing(&unknown));
+    assert_caught(&check(&report.log, &answered("ConflictException", 400)), "1.");
+}
+
 /// Appends a copy of `template` as the next event of its stream.
 fn append_copy(log: &mut Vec<EventEnvelope>, template: &EventEnvelope, event_type: &str, payload: serde_json::Value) {
     let version = log

@@ -166,7 +166,24 @@ impl ClientOp {
 
     /// Errors the service may answer without recording anything (back-pressure, faults).
     fn unrecorded_error(&self) -> bool {
-        matches!(self.error.as_deref(), Some("ThrottlingException" | "InternalServerException")) || self.status == 0
+        matches!(self.error.as_deref(), Some("ThrottlingException" | "InternalServerException")) || self.outcome_unknown()
+    }
+
+    /// No answer, or one saying the request may or may not have been carried out: the storage
+    /// failing under it, or the server's deadline passing first (`ServiceUnavailableException`,
+    /// which the SDKs retry). Its effect may be in the log, or not, and may land after the answer.
+    fn outcome_unknown(&self) -> bool {
+        self.status == 0 || self.error.as_deref() == Some("ServiceUnavailableException")
+    }
+
+    /// When the operation's effect was settled, as far as the client knows: never, for an
+    /// unknown outcome (its work may still commit after the answer).
+    fn settled_ns(&self) -> u64 {
+        if self.outcome_unknown() {
+            u64::MAX
+        } else {
+            self.finished_ns
+        }
     }
 }
 
@@ -297,7 +314,7 @@ fn acknowledged_effects(
                 .iter()
                 .filter(|e| op.op.effects().iter().any(|(_, t)| e.event_type == *t))
                 .collect();
-            if !effects.is_empty() {
+            if !effects.is_empty() && !op.outcome_unknown() {
                 c.violation(format!(
                     "{} {rid} on {}: answered {} but applied {}",
                     op.op.name(),
@@ -581,8 +598,8 @@ fn linearizable(
                     ));
                 }
             }
-            if earliest_finish_after.is_none_or(|(f, _)| op.finished_ns < f) {
-                earliest_finish_after = Some((op.finished_ns, op));
+            if earliest_finish_after.is_none_or(|(f, _)| op.settled_ns() < f) {
+                earliest_finish_after = Some((op.settled_ns(), op));
             }
         }
     }
