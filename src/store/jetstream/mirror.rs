@@ -568,9 +568,8 @@ fn apply_commit(
     Ok(Applied::InForce(count))
 }
 
-/// Numbers and chains the events of the commit in force at `sequence` after the feed's head,
-/// and makes them its aggregate's head (at version `head` before them); how many there were.
-/// Numbers and chains `events` after `from`; returns the head they make.
+/// Numbers and chains `events` (of the commit at `sequence`) after `from`; returns the head they
+/// make.
 fn chain_events(events: &mut [EventEnvelope], from: ChainHead, sequence: u64) -> Result<ChainHead, StoreError> {
     let mut previous = from.hash;
     let mut position = from.position;
@@ -587,9 +586,10 @@ fn chain_events(events: &mut [EventEnvelope], from: ChainHead, sequence: u64) ->
     Ok(ChainHead { position, hash: previous })
 }
 
-/// Puts a commit's events on the view's chain, and keeps them among the recent ones. `chained`:
-/// the head they were already chained from, and the one they make (used if the view's head is
-/// still that one).
+/// Numbers and chains the events of the commit in force at `sequence` after the feed's head,
+/// makes them its aggregate's head (at version `head` before them) and keeps them among the
+/// recent ones; how many there were. `chained`: the head they were already chained from and the
+/// one they make (used if the feed's head is still that one).
 fn chain_in(
     view: &mut View,
     sequence: u64,
