@@ -314,18 +314,19 @@ impl Mirror {
             key: format!("stream sequence {sequence}"),
             message: "not a commit of this log".into(),
         })?;
-        let mut previous = entry.previous_hash;
-        for (i, e) in events.iter_mut().enumerate() {
-            e.position = entry.first_position + i as u64;
-            e.hash.clear();
-            let hash = e.chain_hash(&previous).map_err(|err| StoreError::Corrupt {
-                key: format!("stream sequence {sequence}"),
-                message: err.to_string(),
-            })?;
-            e.hash = hex::encode(hash);
-            previous = hash;
-        }
+        let before = ChainHead {
+            position: entry.first_position.saturating_sub(1),
+            hash: entry.previous_hash,
+        };
+        chain_events(&mut events, before, sequence)?;
         Ok(events)
+    }
+
+    /// The events of the commit in force at `sequence`, numbered and chained, while the view
+    /// keeps them among its recent ones (a node's own append, answered just after the view applied
+    /// it, need not be numbered and chained a second time).
+    pub fn recent_commit(&self, sequence: u64) -> Option<Vec<EventEnvelope>> {
+        self.read().recent.get(&sequence).cloned()
     }
 
     /// The commit stored at `sequence`.

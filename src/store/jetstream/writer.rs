@@ -504,7 +504,10 @@ async fn finish(shared: &Shared, mut p: Prepared, sequence: u64) -> Result<Vec<E
             tracing::warn!(stream = %p.stream_id, error = %e, "cannot store a snapshot");
         }
     }
-    shared.mirror.place(sequence, p.events).map_err(AppendError::Storage)
+    match shared.mirror.recent_commit(sequence) {
+        Some(placed) => Ok(placed),
+        None => shared.mirror.place(sequence, p.events).map_err(AppendError::Storage),
+    }
 }
 
 /// The sequence of this append's commit if the log holds it in force (an earlier send of it was
