@@ -32,8 +32,9 @@ pub enum ClusterError {
 /// The program that runs a node.
 pub const NATS_SERVER: &str = "nats-server";
 
-/// HTTP workers for each of `nodes` phone-ledger nodes sharing this machine: its cores divided
-/// among them, at least one each (more threads than cores only adds hand-offs between them).
+/// HTTP workers (and threads of the runtime that talks to NATS) for each of `nodes` phone-ledger
+/// nodes sharing this machine: its cores divided among them, at least one each (more threads
+/// than cores only adds hand-offs between them).
 pub fn workers_per_node(nodes: usize) -> usize {
     (std::thread::available_parallelism().map_or(1, usize::from) / nodes.max(1)).max(1)
 }
