@@ -5,7 +5,8 @@
 //! The servers are started from the `nats-server` binary on the `PATH` (Debian's package) with a
 //! generated configuration file: JetStream with its store in the node's directory, a cluster
 //! block whose routes name every node, and a monitor port whose
-//! `/healthz?js-enabled-only=true` says when the node is ready.
+//! `/healthz?js-enabled-only=true` says when the node is ready. Each runs on its share of the
+//! machine's cores (`GOMAXPROCS`, unless set already), as the phone-ledger nodes beside it do.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -154,6 +155,7 @@ impl LocalCluster {
     }
 
     fn spawn(&mut self, i: usize) -> Result<(), ClusterError> {
+        let share = workers_per_node(self.nodes.len());
         let node = &mut self.nodes[i];
         let log_path = node.dir.join("nats.log");
         let log = std::fs::OpenOptions::new()
@@ -169,6 +171,13 @@ impl LocalCluster {
             source,
         })?;
         let mut command = Command::new(NATS_SERVER);
+        // The servers share this machine (with the nodes using them): each runs Go code on its
+        // share of the cores, as the nodes do, unless the environment says otherwise. An idle
+        // Go thread looks for work for a while before it sleeps; with more of them than cores,
+        // that looking takes the CPU from the processes that have work.
+        if std::env::var_os("GOMAXPROCS").is_none() {
+            command.env("GOMAXPROCS", share.to_string());
+        }
         command
             .arg("-c")
             .arg(node.dir.join("nats.conf"))
