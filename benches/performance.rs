@@ -623,7 +623,7 @@ fn cold_part(rt: &tokio::runtime::Runtime, http: &reqwest::Client) -> Vec<[Strin
 /// Settings of a clustered node on the NATS servers at `servers`.
 fn cluster_env(servers: &[String]) -> Vec<(String, String)> {
     let list = format!("[{}]", servers.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(","));
-    let workers = phone_ledger::nats_cluster::workers_per_node(3).to_string();
+    let cores = phone_ledger::nats_cluster::cores_per_node(3).to_string();
     vec![
         ("PHONE_LEDGER_STORE__BACKEND".into(), "jetstream".into()),
         ("PHONE_LEDGER_STORE__JETSTREAM__SERVERS".into(), list),
@@ -631,8 +631,8 @@ fn cluster_env(servers: &[String]) -> Vec<(String, String)> {
         ("PHONE_LEDGER_PAGINATION_SECRET".into(), "shared by the nodes of the bench".into()),
         ("PHONE_LEDGER_QUOTAS__POOLS_PER_ACCOUNT".into(), "100000".into()),
         // Three nodes on one machine share its cores, as `phone-ledger cluster` sets them up.
-        ("PHONE_LEDGER_WORKERS".into(), workers.clone()),
-        ("PHONE_LEDGER_STORE__JETSTREAM__THREADS".into(), workers),
+        ("PHONE_LEDGER_WORKERS".into(), cores.clone()),
+        ("PHONE_LEDGER_STORE__JETSTREAM__THREADS".into(), cores),
     ]
 }
 

@@ -172,14 +172,14 @@ fn run_cluster(args: &ClusterArgs) -> Result<(), String> {
     let peers: Vec<String> = (0..n).map(|i| format!("http://127.0.0.1:{}", args.port + i)).collect();
     // The nodes share this machine: each gets its share of the cores for its HTTP workers and for
     // the runtime that talks to the cluster (both measured in the README).
-    let workers = crate::nats_cluster::workers_per_node(usize::from(n));
+    let cores = crate::nats_cluster::cores_per_node(usize::from(n));
     let mut children = Vec::new();
     for i in 0..n {
         let node_dir = args.dir.join(format!("node-{}", i + 1));
         std::fs::create_dir_all(&node_dir).map_err(|e| format!("{}: {e}", node_dir.display()))?;
         let config = format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = {data:?}\nworkers = {workers}\npagination_secret = \"shared by the nodes of this cluster\"\n\
-             [store]\nbackend = \"jetstream\"\n[store.jetstream]\nservers = {servers:?}\nreplicas = {replicas}\nthreads = {workers}\n\
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = {data:?}\nworkers = {cores}\npagination_secret = \"shared by the nodes of this cluster\"\n\
+             [store]\nbackend = \"jetstream\"\n[store.jetstream]\nservers = {servers:?}\nreplicas = {replicas}\nthreads = {cores}\n\
              [cluster]\npeers = {peers:?}\nself_url = \"http://127.0.0.1:{port}\"\n",
             port = args.port + i,
             data = node_dir.display().to_string(),

@@ -33,10 +33,11 @@ pub enum ClusterError {
 /// The program that runs a node.
 pub const NATS_SERVER: &str = "nats-server";
 
-/// HTTP workers (and threads of the runtime that talks to NATS) for each of `nodes` phone-ledger
-/// nodes sharing this machine: its cores divided among them, at least one each (more threads
-/// than cores only adds hand-offs between them).
-pub fn workers_per_node(nodes: usize) -> usize {
+/// The share of this machine's cores each of `nodes` nodes sharing it gets: its cores divided
+/// among them, at least one. A phone-ledger node runs that many HTTP workers and threads that
+/// talk to NATS, a NATS server that many Go threads at once (more threads than cores only adds
+/// hand-offs between them).
+pub fn cores_per_node(nodes: usize) -> usize {
     (std::thread::available_parallelism().map_or(1, usize::from) / nodes.max(1)).max(1)
 }
 
@@ -155,7 +156,7 @@ impl LocalCluster {
     }
 
     fn spawn(&mut self, i: usize) -> Result<(), ClusterError> {
-        let share = workers_per_node(self.nodes.len());
+        let share = cores_per_node(self.nodes.len());
         let node = &mut self.nodes[i];
         let log_path = node.dir.join("nats.log");
         let log = std::fs::OpenOptions::new()
