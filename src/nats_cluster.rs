@@ -28,6 +28,8 @@ pub enum ClusterError {
     NoPort(#[source] std::io::Error),
     #[error("nats-server node {node} did not become ready within {secs} s (its log: {log})")]
     NotReady { node: usize, secs: u64, log: PathBuf },
+    #[error("nats-server node {node} stopped while starting (its log: {log})")]
+    Stopped { node: usize, log: PathBuf },
 }
 
 /// The program that runs a node.
@@ -80,17 +82,36 @@ fn free_port() -> Result<u16, ClusterError> {
 impl LocalCluster {
     /// Starts `size` nodes on free loopback ports under `base_dir` (one subdirectory each) and
     /// waits until every one has JetStream ready.
+    ///
+    /// A free port is found by binding it and letting it go, so another process may take it
+    /// before the server binds it; a server that stops for that is started again, with the
+    /// others, on fresh ports and fresh directories (a few times).
     pub fn start(base_dir: &Path, size: usize) -> Result<Self, ClusterError> {
-        let ports = (0..size)
-            .map(|_| {
-                Ok(NodePorts {
-                    client: free_port()?,
-                    cluster: free_port()?,
-                    monitor: free_port()?,
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let ports = (0..size)
+                .map(|_| {
+                    Ok(NodePorts {
+                        client: free_port()?,
+                        cluster: free_port()?,
+                        monitor: free_port()?,
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>, ClusterError>>()?;
-        Self::start_on(base_dir, &ports)
+                .collect::<Result<Vec<_>, ClusterError>>()?;
+            match Self::start_on(base_dir, &ports) {
+                Err(ClusterError::Stopped { node, log }) if attempts < 5 => {
+                    eprintln!(
+                        "nats-server node {node} stopped while starting (see {}); starting the cluster again on fresh ports",
+                        log.display()
+                    );
+                    for i in 0..size {
+                        let _ = std::fs::remove_dir_all(base_dir.join(format!("nats-{}", i + 1)));
+                    }
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Starts one node per entry of `ports` under `base_dir`. A cluster started again over the
@@ -198,7 +219,15 @@ impl LocalCluster {
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(1)).build();
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            if agent.get(&url).call().is_ok() {
+            if !self.running(i) {
+                return Err(ClusterError::Stopped {
+                    node: i + 1,
+                    log: node.dir.join("nats.log"),
+                });
+            }
+            // Its own answer: the port may be another process's if the server could not bind it.
+            let answer = agent.get(&url).call().ok().and_then(|r| r.into_string().ok());
+            if answer.is_some_and(|body| body.contains("\"ok\"")) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -207,6 +236,14 @@ impl LocalCluster {
             node: i + 1,
             secs: within.as_secs(),
             log: node.dir.join("nats.log"),
+        })
+    }
+
+    /// Whether node `i`'s server process is running (not exited, not waiting to be reaped).
+    fn running(&self, i: usize) -> bool {
+        self.nodes[i].child.as_ref().is_some_and(|child| {
+            std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
+                .is_ok_and(|stat| stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) != Some("Z"))
         })
     }
 

@@ -618,3 +618,33 @@ async fn a_forwarded_request_is_checked_against_the_clients_own_signature() {
     }
     nodes.stop();
 }
+
+/// A server whose port another process holds stops at once: the local cluster says so (so
+/// `LocalCluster::start` tries fresh ports) instead of taking that process's answers on the
+/// port for the server's own.
+#[test]
+fn a_server_that_cannot_bind_its_port_is_reported_stopped() {
+    if cluster_settings().is_none() {
+        return;
+    }
+    use phone_ledger::nats_cluster::{ClusterError, LocalCluster, NodePorts};
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port()
+    };
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let ports = NodePorts {
+        client: free(),
+        cluster: free(),
+        monitor: held.local_addr().expect("addr").port(),
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    match LocalCluster::start_on(dir.path(), &[ports]) {
+        Err(ClusterError::Stopped { node: 1, .. }) => {}
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("a server started on a port another process holds"),
+    }
+}
