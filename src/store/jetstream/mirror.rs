@@ -505,12 +505,7 @@ fn apply_commit(
     // A claim on a key another commit holds is refused too: the reservations make this rare
     // (an append resent for longer than a reservation is presumed alive), the rule makes it exact.
     let taken = claims.iter().any(|(key, _)| view.claimed.contains(key));
-    let ops = commit
-        .index_ops
-        .iter()
-        .map(|op| op.decode())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| corrupt(e.to_string()))?;
+    let ops = commit.take_index_changes().map_err(|e| corrupt(e.to_string()))?;
     let limits = commit.counter_limits().map_err(|e| corrupt(e.to_string()))?;
     let over_limit = crate::store::broken_limit(&ops, &limits, |k| {
         Ok::<_, std::convert::Infallible>(crate::store::decode_counter(view.index.get(k).map(|v| v.as_slice())))
@@ -620,7 +615,7 @@ fn chain_in(
 
 #[cfg(test)]
 mod tests {
-    use super::super::wire::StoredIndexOp;
+    use super::super::wire::IndexChange;
     use super::*;
     use crate::store::{AppendMeta, EventEnvelope, CURRENT_SCHEMA_VERSION};
 
@@ -648,6 +643,7 @@ mod tests {
         let commit = Commit {
             events: vec![event],
             index_ops: vec![],
+            index: vec![],
             claims: claims.iter().map(|k| (hex::encode(k), hex::encode(stream))).collect(),
             index_layout: 0,
             after,
@@ -694,13 +690,13 @@ mod tests {
         m.apply(2, Some(1), &{
             let (bytes, _) = commit("list-a", 1, None, &[]);
             let mut c: Commit = serde_json::from_slice(&bytes).expect("decode");
-            c.index_ops = vec![StoredIndexOp::from(&IndexOp::Add(opted_out.clone(), 1))];
+            c.index = vec![IndexChange::from(&IndexOp::Add(opted_out.clone(), 1))];
             serde_json::to_vec(&c).expect("encode")
         });
         let bounded = |after: Uuid, limit: usize, tamper: bool| {
             let (bytes, id) = commit("phone-a", 2, Some(after), &[]);
             let mut c: Commit = serde_json::from_slice(&bytes).expect("decode");
-            c.index_ops = vec![StoredIndexOp::from(&IndexOp::Add(b"c/sent".to_vec(), 1))];
+            c.index = vec![IndexChange::from(&IndexOp::Add(b"c/sent".to_vec(), 1))];
             c.limits = vec![(hex::encode(&opted_out), i64::MIN, 0)];
             let mut refused = c.events.clone();
             refused[0].event_type = "Refused".into();
@@ -721,7 +717,7 @@ mod tests {
         m.apply(2, Some(1), &{
             let (bytes, _) = commit("list-a", 1, None, &[]);
             let mut c: Commit = serde_json::from_slice(&bytes).expect("decode");
-            c.index_ops = vec![StoredIndexOp::from(&IndexOp::Add(opted_out.clone(), 1))];
+            c.index = vec![IndexChange::from(&IndexOp::Add(opted_out.clone(), 1))];
             serde_json::to_vec(&c).expect("encode")
         });
         let (fell, id) = bounded(a1, 0, false);
@@ -781,7 +777,7 @@ mod tests {
         let counted = |stream: &str, limit: Option<i64>| {
             let (bytes, _) = commit(stream, 1, None, &[]);
             let mut c: Commit = serde_json::from_slice(&bytes).expect("decode");
-            c.index_ops = vec![StoredIndexOp::from(&IndexOp::Add(b"c/quota".to_vec(), 1))];
+            c.index = vec![IndexChange::from(&IndexOp::Add(b"c/quota".to_vec(), 1))];
             c.limits = limit.map(|l| (hex::encode(b"c/quota"), i64::MIN, l)).into_iter().collect();
             serde_json::to_vec(&c).expect("encode")
         };

@@ -78,29 +78,13 @@ pub fn untoken(token: &str) -> Option<Vec<u8>> {
 /// An index key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
-/// An index change as stored in a commit (keys and values hex, so any bytes survive JSON).
+/// An index change as commits wrote it before [`IndexChange`] (keys and values hex): still read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "Op", rename_all = "PascalCase")]
 pub enum StoredIndexOp {
     Put { key: String, value: String },
     Delete { key: String },
     Add { key: String, by: i64 },
-}
-
-impl From<&IndexOp> for StoredIndexOp {
-    fn from(op: &IndexOp) -> Self {
-        match op {
-            IndexOp::Put(k, v) => StoredIndexOp::Put {
-                key: hex::encode(k),
-                value: hex::encode(v),
-            },
-            IndexOp::Delete(k) => StoredIndexOp::Delete { key: hex::encode(k) },
-            IndexOp::Add(k, by) => StoredIndexOp::Add {
-                key: hex::encode(k),
-                by: *by,
-            },
-        }
-    }
 }
 
 impl StoredIndexOp {
@@ -113,6 +97,89 @@ impl StoredIndexOp {
     }
 }
 
+/// Bytes in a commit: as text when they are UTF-8 and do not start with `=` (every index key,
+/// and every index value but a counter's, is), otherwise `=` and their hex.
+///
+/// Hex doubled the size of a commit's index values (each a resource's whole description), which
+/// were most of its bytes: every commit is stored on three servers and delivered to every node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBytes(pub Vec<u8>);
+
+impl Serialize for StoredBytes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) if !text.starts_with('=') => serializer.serialize_str(text),
+            _ => serializer.serialize_str(&format!("={}", hex::encode(&self.0))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StoredBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = StoredBytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("text, or `=` and hex")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<StoredBytes, E> {
+                match text.strip_prefix('=') {
+                    Some(hex) => hex::decode(hex).map(StoredBytes).map_err(E::custom),
+                    None => Ok(StoredBytes(text.as_bytes().to_vec())),
+                }
+            }
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<StoredBytes, E> {
+                if text.starts_with('=') {
+                    self.visit_str(&text)
+                } else {
+                    Ok(StoredBytes(text.into_bytes()))
+                }
+            }
+        }
+        deserializer.deserialize_string(Visitor)
+    }
+}
+
+/// An index change as stored in a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "Op", rename_all = "PascalCase")]
+pub enum IndexChange {
+    #[serde(rename_all = "PascalCase")]
+    Put { key: StoredBytes, value: StoredBytes },
+    #[serde(rename_all = "PascalCase")]
+    Delete { key: StoredBytes },
+    #[serde(rename_all = "PascalCase")]
+    Add { key: StoredBytes, by: i64 },
+}
+
+impl From<&IndexOp> for IndexChange {
+    fn from(op: &IndexOp) -> Self {
+        match op {
+            IndexOp::Put(k, v) => IndexChange::Put {
+                key: StoredBytes(k.clone()),
+                value: StoredBytes(v.clone()),
+            },
+            IndexOp::Delete(k) => IndexChange::Delete {
+                key: StoredBytes(k.clone()),
+            },
+            IndexOp::Add(k, by) => IndexChange::Add {
+                key: StoredBytes(k.clone()),
+                by: *by,
+            },
+        }
+    }
+}
+
+impl From<IndexChange> for IndexOp {
+    fn from(change: IndexChange) -> Self {
+        match change {
+            IndexChange::Put { key, value } => IndexOp::Put(key.0, value.0),
+            IndexChange::Delete { key } => IndexOp::Delete(key.0),
+            IndexChange::Add { key, by } => IndexOp::Add(key.0, by),
+        }
+    }
+}
+
 /// One append as one message: its events (their `Position` and `Hash` left empty: the global
 /// order is the stream sequence, known only once stored, and every node derives positions and
 /// the chain from it), its index changes and its claims.
@@ -120,8 +187,12 @@ impl StoredIndexOp {
 #[serde(rename_all = "PascalCase")]
 pub struct Commit {
     pub events: Vec<EventEnvelope>,
-    #[serde(default)]
+    /// Index changes as commits wrote them before `index` (hex): read, no longer written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub index_ops: Vec<StoredIndexOp>,
+    /// The commit's index changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub index: Vec<IndexChange>,
     /// Claimed keys and their values (hex).
     #[serde(default)]
     pub claims: Vec<(String, String)>,
@@ -181,6 +252,13 @@ impl Commit {
         Ok(commit)
     }
 
+    /// The commit's index changes (of either form), in order.
+    pub fn take_index_changes(&mut self) -> Result<Vec<IndexOp>, hex::FromHexError> {
+        let mut ops = self.index_ops.iter().map(StoredIndexOp::decode).collect::<Result<Vec<_>, _>>()?;
+        ops.extend(std::mem::take(&mut self.index).into_iter().map(IndexOp::from));
+        Ok(ops)
+    }
+
     /// The claims as bytes.
     pub fn claimed(&self) -> Result<Vec<KeyValue>, hex::FromHexError> {
         self.claims.iter().map(|(k, v)| Ok((hex::decode(k)?, hex::decode(v)?))).collect()
@@ -219,17 +297,46 @@ mod tests {
     }
 
     #[test]
-    fn index_ops_round_trip_through_their_stored_form() {
+    fn index_changes_round_trip_through_their_stored_form() {
+        let record = br#"{"PhoneNumberId":"phone-1","Status":"ACTIVE"}"#.to_vec();
         for op in [
-            IndexOp::Put(b"v/\x00\xff".to_vec(), b"{}".to_vec()),
+            IndexOp::Put(b"v/1/us-east-1/phone-number/phone-1".to_vec(), record.clone()),
+            IndexOp::Put(b"v/\x00\xff".to_vec(), b"=not hex".to_vec()),
             IndexOp::Delete(b"n/+1".to_vec()),
             IndexOp::Add(b"c/1".to_vec(), -3),
+            IndexOp::Put(b"c/2".to_vec(), 7i64.to_be_bytes().to_vec()),
         ] {
-            let stored = StoredIndexOp::from(&op);
-            let json = serde_json::to_string(&stored).expect("json");
-            let back: StoredIndexOp = serde_json::from_str(&json).expect("parse");
-            assert_eq!(back.decode().expect("hex"), op);
+            let json = serde_json::to_string(&IndexChange::from(&op)).expect("json");
+            let back: IndexChange = serde_json::from_str(&json).expect("parse");
+            assert_eq!(IndexOp::from(back), op, "{json}");
         }
+        // Text stays text (escaped, not hex); other bytes, and text that would read as hex, are hex.
+        let json = serde_json::to_string(&IndexChange::from(&IndexOp::Put(b"v/a".to_vec(), record))).expect("json");
+        assert_eq!(
+            json,
+            r#"{"Op":"Put","Key":"v/a","Value":"{\"PhoneNumberId\":\"phone-1\",\"Status\":\"ACTIVE\"}"}"#
+        );
+        let json = serde_json::to_string(&IndexChange::from(&IndexOp::Put(b"=x".to_vec(), vec![0, 255]))).expect("json");
+        assert_eq!(json, r#"{"Op":"Put","Key":"=3d78","Value":"=00ff"}"#);
+        // Hex that is not hex is a clear error.
+        assert!(serde_json::from_str::<IndexChange>(r#"{"Op":"Delete","Key":"=zz"}"#).is_err());
+    }
+
+    #[test]
+    fn commits_written_with_hex_index_changes_are_still_read() {
+        let old = r#"{"Events":[],"IndexOps":[{"Op":"Put","key":"762f61","value":"7b7d"},{"Op":"Add","key":"632f31","by":2},{"Op":"Delete","key":"6e2f2b31"}]}"#;
+        let mut commit: Commit = serde_json::from_str(old).expect("parse");
+        assert_eq!(
+            commit.take_index_changes().expect("hex"),
+            [
+                IndexOp::Put(b"v/a".to_vec(), b"{}".to_vec()),
+                IndexOp::Add(b"c/1".to_vec(), 2),
+                IndexOp::Delete(b"n/+1".to_vec())
+            ]
+        );
+        let damaged = r#"{"Events":[],"IndexOps":[{"Op":"Delete","key":"zz"}]}"#;
+        let mut commit: Commit = serde_json::from_str(damaged).expect("parse");
+        assert!(commit.take_index_changes().is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use super::wire::{self, Commit, StoredIndexOp, HEADER_EVENTS, HEADER_LAST_EVENT, HEADER_STREAM, HEADER_VERSION};
+use super::wire::{self, Commit, IndexChange, HEADER_EVENTS, HEADER_LAST_EVENT, HEADER_STREAM, HEADER_VERSION};
 use super::{backend, claims, header, mirror, other_error, KnownHead, Shared, StoredSnapshot};
 use crate::store::{AppendError, AppendRequest, EventEnvelope, IndexOp, Snapshot, StoreError, CURRENT_SCHEMA_VERSION};
 
@@ -298,7 +298,8 @@ async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option
     headers.insert(HEADER_EVENTS, events.len().to_string().as_str());
     let commit = Commit {
         events: events.clone(),
-        index_ops: request.index_ops.iter().map(StoredIndexOp::from).collect(),
+        index_ops: Vec::new(),
+        index: request.index_ops.iter().map(IndexChange::from).collect(),
         claims: request
             .unique_claims
             .iter()
