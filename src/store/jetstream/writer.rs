@@ -297,7 +297,7 @@ async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option
     headers.insert(HEADER_LAST_EVENT, last.event_id.to_string().as_str());
     headers.insert(HEADER_EVENTS, events.len().to_string().as_str());
     let commit = Commit {
-        events: events.clone(),
+        events,
         index_ops: Vec::new(),
         index: request.index_ops.iter().map(IndexChange::from).collect(),
         claims: request
@@ -316,7 +316,8 @@ async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option
         snapshotted: Some(request.snapshot.is_some()),
     };
     let payload = serde_json::to_vec(&commit).map_err(|e| AppendError::Storage(backend(e)))?;
-    let fallback_events = commit.fallback.map(|f| f.events);
+    // The events go back out of the commit once it is written: no copy of them is made.
+    let (events, fallback_events) = (commit.events, commit.fallback.map(|f| f.events));
     let freed = request
         .index_ops
         .iter()
