@@ -98,7 +98,8 @@ impl StoredIndexOp {
 }
 
 /// Bytes in a commit: as text when they are UTF-8 and do not start with `=` (every index key,
-/// and every index value but a counter's, is), otherwise `=` and their hex.
+/// and every index value but a counter's, is), otherwise `=` and their hex — read back by
+/// [`untoken`], as [`token`]'s stricter form is.
 ///
 /// Hex doubled the size of a commit's index values (each a resource's whole description), which
 /// were most of its bytes: every commit is stored on three servers and delivered to every node.
@@ -123,10 +124,9 @@ impl<'de> Deserialize<'de> for StoredBytes {
                 f.write_str("text, or `=` and hex")
             }
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<StoredBytes, E> {
-                match text.strip_prefix('=') {
-                    Some(hex) => hex::decode(hex).map(StoredBytes).map_err(E::custom),
-                    None => Ok(StoredBytes(text.as_bytes().to_vec())),
-                }
+                untoken(text)
+                    .map(StoredBytes)
+                    .ok_or_else(|| E::custom("`=` followed by what is not hex"))
             }
             fn visit_string<E: serde::de::Error>(self, text: String) -> Result<StoredBytes, E> {
                 if text.starts_with('=') {
