@@ -256,6 +256,73 @@ async fn two_nodes_racing_pipelined_chains_keep_one_history() {
     }
 }
 
+/// A node's pipelined chain on an aggregate that breaks (an append refused by a counter limit, so
+/// every append decided after it is refused too) does not take down the chain decided next on
+/// the head the log kept, submitted as an actor does once told of the refusal (the broken chain's
+/// void appends perhaps still on their way): every append of the new chain is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_decided_after_a_broken_one_is_taken_whole() {
+    use phone_ledger::store::{AppendError, AppendRequest, CounterLimit, IndexOp};
+    if !<Clustered as contract::Harness>::available() {
+        return;
+    }
+    let urls = common::nats::shared_cluster().expect("cluster");
+    let settings = common::nats::fresh_settings(&urls);
+    let store = connect(&settings).await;
+    let stream = "phone-broken-chain";
+    let first = store.append(contract::append(stream, 0, 1)).await.expect("create");
+    let mut head = (1u64, first[0].event_id);
+    let counter = b"c/never-above-zero".to_vec();
+    let chain = |head: (u64, uuid::Uuid), refused_at: Option<u64>| -> Vec<AppendRequest> {
+        let mut requests = Vec::new();
+        let mut last = head.1;
+        for i in 0..4 {
+            let mut request = contract::append(stream, head.0 + i, 1);
+            request.expected_last_event = Some(last);
+            if Some(i) == refused_at {
+                request.index_ops = vec![IndexOp::Add(counter.clone(), 1)];
+                request.counter_limits = vec![CounterLimit::at_most(counter.clone(), 0)];
+            }
+            last = request.events[0].event_id;
+            requests.push(request);
+        }
+        requests
+    };
+    for round in 0..10 {
+        let broken: Vec<_> = chain(head, Some(1)).into_iter().map(|r| store.submit(r).expect("queued")).collect();
+        let mut broken = broken.into_iter();
+        let taken = broken
+            .next()
+            .expect("first")
+            .await
+            .expect("the append before the refused one is taken");
+        head = (taken[0].version, taken[0].event_id);
+        let refused = broken.next().expect("second").await;
+        assert!(matches!(refused, Err(AppendError::LimitReached(_))), "round {round}: {refused:?}");
+        // Decided on the head the log kept, while the rest of the broken chain may be in flight.
+        let next: Vec<_> = chain(head, None).into_iter().map(|r| store.submit(r).expect("queued")).collect();
+        for doomed in broken {
+            assert!(
+                matches!(doomed.await, Err(AppendError::WrongExpectedVersion { .. })),
+                "round {round}"
+            );
+        }
+        for (i, answer) in next.into_iter().enumerate() {
+            let events = answer
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: append {i} of the next chain: {e:?}"));
+            head = (events[0].version, events[0].event_id);
+        }
+    }
+    assert_eq!(
+        head.0,
+        1 + 10 * 5,
+        "each round kept one append of the broken chain and all four of the next"
+    );
+    contract::assert_feed_is_a_chain(&store).await;
+    store.close().await.expect("close");
+}
+
 /// The chain is sealed by one node at a time: two nodes sealing at once extend the checkpoints
 /// once, each checkpoint holds the chain hash of the feed at its position, and no node seals
 /// over a checkpoint its own chain disagrees with (a rewritten history).

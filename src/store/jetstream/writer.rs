@@ -76,7 +76,8 @@ impl InFlight {
 /// append it follows is, and lands right after it. Once an append of such a chain is refused,
 /// the rest of the chain is doomed: an append that continues it is refused at once, and it no
 /// longer holds up a fresh append to the aggregate (the actor's, decided on the state it
-/// re-read). Nothing else in this loop waits on the network in the usual case: the head an
+/// re-read), which is published without the per-subject check while the broken chain's appends
+/// are still on their way, so that it lands after them. Nothing else in this loop waits on the network in the usual case: the head an
 /// append expects is taken from what this node knows (its own appends, its view of the log).
 /// An append decided on some other state of an aggregate with an append in flight (rare: a new
 /// actor while an old one finishes) waits for it.
@@ -116,6 +117,13 @@ pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job
                 None
             }
         };
+        // Behind this node's chain on the aggregate that broke, while appends of it are still on
+        // their way to the log: they will be stored, void, after the last message this node knows
+        // of, so the server would refuse a fresh append naming that one, and the append, sent
+        // again, would land behind its own followers (published right behind it meanwhile) and
+        // take them down with it. Published without the per-subject check it lands after them, in
+        // order, and the log's rule decides it.
+        let checked = follows.is_none() && !current.is_some_and(|f| f.is_broken() && f.settled.has_changed().is_ok());
         // A follower belongs to the chain it follows; any other append starts a chain.
         let broken = match (&follows, pending) {
             (Some(_), Some(f)) => f.broken.clone(),
@@ -126,7 +134,7 @@ pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job
         let version = job.request.expected_version + job.request.events.len() as u64;
         let last_event = job.request.events.last().map(|e| e.event_id);
         let (settled, watch) = watch::channel(());
-        let broken = match start(&shared, job, follows).await {
+        let broken = match start(&shared, job, follows, checked).await {
             Some((prepared, ack, reply)) => {
                 let shared = shared.clone();
                 let chain = broken.clone();
@@ -168,8 +176,9 @@ async fn start(
     shared: &Shared,
     job: Job,
     follows: Option<Option<Uuid>>,
+    checked: bool,
 ) -> Option<(Prepared, jetstream::context::PublishAckFuture, Reply)> {
-    match prepare(shared, job.request, follows).await {
+    match prepare(shared, job.request, follows, checked).await {
         Err(e) => {
             let _ = job.reply.send(Err(e));
             None
@@ -216,8 +225,8 @@ impl Prepared {
 }
 
 /// `follows`: the append continues this node's append in flight on the aggregate, whose last
-/// event is given.
-async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option<Uuid>>) -> Result<Prepared, AppendError> {
+/// event is given. `checked`: whether any other append is published with the per-subject check.
+async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option<Uuid>>, checked: bool) -> Result<Prepared, AppendError> {
     let stream_id = request.stream_id.clone();
     let expected = request.expected_version;
     let wrong = |actual: u64| AppendError::WrongExpectedVersion {
@@ -256,7 +265,13 @@ async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option
         if request.expected_last_event.is_some() && request.expected_last_event != head.last_event {
             return Err(wrong(head.version));
         }
-        (Some(head.sequence), head.last_event)
+        // Void messages may follow the head's commit on the subject (they change no version):
+        // the server checks the subject's last message, the latest of which the view may know.
+        let sequence = match shared.viewed_head(&stream_id) {
+            Some(v) if v.version == head.version && v.last_event == head.last_event => head.sequence.max(v.sequence),
+            _ => head.sequence,
+        };
+        (checked.then_some(sequence), head.last_event)
     };
     let (account, region) = (request.meta.account.clone(), request.meta.region.clone());
     let fallback = request.fallback.filter(|f| f.fits(&request.events));
