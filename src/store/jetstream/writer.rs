@@ -77,8 +77,9 @@ impl InFlight {
 /// the rest of the chain is doomed: an append that continues it is refused at once, and it no
 /// longer holds up a fresh append to the aggregate (the actor's, decided on the state it
 /// re-read), which is published without the per-subject check while the broken chain's appends
-/// are still on their way, so that it lands after them. Nothing else in this loop waits on the network in the usual case: the head an
-/// append expects is taken from what this node knows (its own appends, its view of the log).
+/// are still on their way, so that it lands after them. Nothing else in this loop waits on the
+/// network in the usual case: the head an append expects is taken from what this node knows (its
+/// own appends, its view of the log).
 /// An append decided on some other state of an aggregate with an append in flight (rare: a new
 /// actor while an old one finishes) waits for it.
 pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job>, done: oneshot::Sender<()>) {
@@ -248,9 +249,10 @@ async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option
         }
         (Some(0), None)
     } else {
+        let viewed = shared.viewed_head(&stream_id);
         let head = match shared.known(&stream_id).filter(|k| k.version == expected) {
             Some(k) => k,
-            None => match shared.viewed_head(&stream_id) {
+            None => match viewed {
                 // What this node's view holds is a fact too (a version is written once), though
                 // perhaps not the latest: a newer message makes the server refuse the expected
                 // sequence, and `complete` then reads the head from the leader. Either way no
@@ -267,7 +269,7 @@ async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option
         }
         // Void messages may follow the head's commit on the subject (they change no version):
         // the server checks the subject's last message, the latest of which the view may know.
-        let sequence = match shared.viewed_head(&stream_id) {
+        let sequence = match viewed {
             Some(v) if v.version == head.version && v.last_event == head.last_event => head.sequence.max(v.sequence),
             _ => head.sequence,
         };
