@@ -12,7 +12,10 @@
 //!   registries (`actors::registry`);
 //! - `phone_ledger_snapshot_loads_total{from}` — states rebuilt from the log: from a snapshot
 //!   (`snapshot`), replayed from the start (`replay`), or replayed because the snapshot could not
-//!   be used (`unusable-snapshot`) (`rehydrate`).
+//!   be used (`unusable-snapshot`) (`rehydrate`);
+//! - `phone_ledger_view_follows_total{reason}` — with several nodes, each time a node's view
+//!   starts following the events stream: at `start`, after a `new-leader` of the stream announced
+//!   itself, after the view `stalled`, or after its consumer `failed` (`src/store/jetstream`).
 //!
 //! The recorder is process-wide (the `metrics` facade has one): the first server of a process
 //! installs it and every later one (tests start many) shares it.
@@ -30,6 +33,7 @@ pub const WRITER_QUEUE: &str = "phone_ledger_writer_queue_depth";
 pub const LIVE_ACTORS: &str = "phone_ledger_live_actors";
 pub const ACTIVATIONS: &str = "phone_ledger_actor_activations_total";
 pub const SNAPSHOT_LOADS: &str = "phone_ledger_snapshot_loads_total";
+pub const VIEW_FOLLOWS: &str = "phone_ledger_view_follows_total";
 
 /// Bucket bounds of the latency histograms, in seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -101,6 +105,10 @@ fn describe() {
     describe_counter!(
         SNAPSHOT_LOADS,
         "States rebuilt from the log: from a snapshot, or replayed from the start"
+    );
+    describe_counter!(
+        VIEW_FOLLOWS,
+        "Times this node's view started following the events stream, by reason (start, new-leader, stalled, failed)"
     );
 }
 
