@@ -305,6 +305,10 @@ impl Wire {
     }
 }
 
+/// How many times a client asks for the number that replaces one it released, while the
+/// service answers that it cannot take it now (5xx, or no answer).
+const REPLACE_ATTEMPTS: u64 = 20;
+
 struct Shared {
     hot: Mutex<Vec<String>>,
     pools: Vec<String>,
@@ -454,14 +458,24 @@ async fn client(wire: Wire, shared: Arc<Shared>, seed: u64) -> Vec<ClientOp> {
             ops.push(record);
         }
         if released {
-            // Keep the race going: a fresh number takes the released one's place.
-            let (record, id) = wire.request_number().await;
-            ops.push(record);
-            if let Some(id) = id {
-                let mut hot = shared.hot.lock().unwrap_or_else(|p| p.into_inner());
-                if hot.get(slot) == Some(&number) {
-                    hot[slot] = id;
+            // Keep the race going: a fresh number takes the released one's place. Asked for
+            // again while the service cannot answer (a failover): otherwise the slot would keep
+            // the released number, and the rest of the run would be refusals on it.
+            for attempt in 1..=REPLACE_ATTEMPTS {
+                let (record, id) = wire.request_number().await;
+                let retry = matches!(record.status, 0 | 500..=599);
+                ops.push(record);
+                if let Some(id) = id {
+                    let mut hot = shared.hot.lock().unwrap_or_else(|p| p.into_inner());
+                    if hot.get(slot) == Some(&number) {
+                        hot[slot] = id;
+                    }
+                    break;
                 }
+                if !retry || Instant::now() >= shared.deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
             }
         }
     }
