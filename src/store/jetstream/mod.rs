@@ -35,6 +35,7 @@
 //! until the view has consumed every append this node has had acknowledged (read-your-writes).
 
 mod claims;
+mod follower;
 mod mirror;
 mod sealer;
 mod wire;
@@ -56,7 +57,7 @@ pub use claims::CLAIM_GRACE;
 pub use wire::valid_namespace;
 
 use self::mirror::Mirror;
-use self::wire::{Commit, Names, HEADER_EVENTS, HEADER_STREAM, HEADER_VERSION};
+use self::wire::{Commit, Names, HEADER_STREAM, HEADER_VERSION};
 use self::writer::{write_loop, Job};
 use super::{
     AppendError, AppendRequest, Appended, ChainHead, EventEnvelope, EventStore, FeedEntry, IndexState, Snapshot, StoreError, StoreFuture,
@@ -118,12 +119,6 @@ impl JetStreamSettings {
 }
 
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-/// A view that has not moved for this long while a reader waits for it follows the stream anew.
-const STALLED_AFTER: Duration = Duration::from_secs(1);
-/// How long the first request to create the view's consumer is waited for before it is sent
-/// again; each further one is waited for twice as long, up to the maximum.
-const CREATE_CONSUMER_WITHIN_MIN: Duration = Duration::from_millis(250);
-const CREATE_CONSUMER_WITHIN_MAX: Duration = Duration::from_secs(2);
 
 /// A snapshot as kept in the bucket, with the sequence of the commit it follows.
 #[derive(Debug, Serialize, Deserialize)]
@@ -339,7 +334,7 @@ async fn setup(
         .await?
         .state
         .last_sequence;
-    tokio::spawn(follow(shared.clone(), stop));
+    tokio::spawn(follower::follow(shared.clone(), stop));
     shared.mirror.mark_applied(0);
     shared.mirror.wait_for(last).await?;
     let (jobs, rx) = mpsc::channel(settings.max_pending_appends);
@@ -399,142 +394,6 @@ async fn ensure_bucket(js: &jetstream::Context, bucket: &str, replicas: usize) -
     )
     .await?;
     retrying(|| async { js.get_key_value(bucket).await.map_err(backend) }).await
-}
-
-/// Feeds the view from an ordered consumer of the events stream; starts again after the last
-/// applied sequence if the consumer fails (a server going away), or as soon as the servers
-/// announce a new leader of the stream.
-async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    use async_nats::jetstream::consumer::{push, DeliverPolicy};
-    // The consumer lives on the stream's leader and dies with it. The new leader announces itself
-    // (an advisory, published the moment it is elected); waiting for the watchdog instead cost
-    // every request up to a second more after an election, on top of the election itself.
-    let advisory = format!("$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{}", shared.names.events);
-    let mut elected = match shared.js.client().subscribe(advisory).await {
-        Ok(elected) => Some(elected),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot hear of the events stream's leader elections; relying on the watchdog");
-            None
-        }
-    };
-    let mut why = "start";
-    let mut create_within = CREATE_CONSUMER_WITHIN_MIN;
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        // Announcements heard until now are of elections this new consumer already follows.
-        drain_elections(&mut elected);
-        metrics::counter!(crate::telemetry::VIEW_FOLLOWS, "reason" => why).increment(1);
-        let next = shared.mirror.applied() + 1;
-        let config = push::OrderedConfig {
-            deliver_subject: shared.js.client().new_inbox(),
-            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: next },
-            ..Default::default()
-        };
-        // Right after an election, the new leader leaves the first requests to create one
-        // unanswered for a while: asked again sooner than a whole request timeout, then less
-        // and less often (a consumer created for a request given up on has no one listening to
-        // it, and the server removes it).
-        let waited = create_within;
-        let created = tokio::time::timeout(waited, shared.events.create_consumer(config)).await;
-        create_within = (waited * 2).min(CREATE_CONSUMER_WITHIN_MAX);
-        let messages = match created {
-            Ok(Ok(consumer)) => consumer.messages().await,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot follow the events stream; retrying");
-                why = "failed";
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-            Err(_) => {
-                tracing::warn!(?waited, "cannot follow the events stream: no answer yet; asking again");
-                why = "failed";
-                continue;
-            }
-        };
-        create_within = CREATE_CONSUMER_WITHIN_MIN;
-        let mut messages = match messages {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot follow the events stream; retrying");
-                why = "failed";
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        // The consumer lives on the stream leader; when that server dies, the client notices
-        // only after missing heartbeats for seconds (or not at all). A view that has not moved
-        // for a second while a reader waits for it, or while the stream has more, follows the
-        // stream again from where it is.
-        let mut watchdog = tokio::time::interval_at(tokio::time::Instant::now() + STALLED_AFTER, STALLED_AFTER);
-        let mut last_applied = shared.mirror.applied();
-        loop {
-            tokio::select! {
-                _ = stop.changed() => return,
-                Some(_) = next_election(&mut elected) => {
-                    tracing::info!(applied = shared.mirror.applied(), "the events stream has a new leader; following it again");
-                    why = "new-leader";
-                    break;
-                }
-                _ = watchdog.tick() => {
-                    let applied = shared.mirror.applied();
-                    if applied == last_applied {
-                        // Asking the stream takes up to a request timeout while it has no leader:
-                        // an announcement arriving meanwhile is acted on at once.
-                        let behind = shared.mirror.wanted() > applied
-                            || tokio::select! {
-                                info = shared.events.get_info() => info.is_ok_and(|i| i.state.last_sequence > applied),
-                                Some(_) = next_election(&mut elected) => {
-                                    tracing::info!(applied, "the events stream has a new leader; following it again");
-                                    why = "new-leader";
-                                    break;
-                                }
-                            };
-                        if behind {
-                            tracing::warn!(applied, "the events stream's consumer stalled; following it again");
-                            why = "stalled";
-                            break;
-                        }
-                    }
-                    last_applied = applied;
-                }
-                next = messages.next() => match next {
-                    Some(Ok(message)) => {
-                        let Ok(info) = message.info() else { continue };
-                        let sequence = info.stream_sequence;
-                        let announced = header(message.headers.as_ref(), HEADER_EVENTS).and_then(|v| v.parse().ok());
-                        shared.mirror.apply(sequence, announced, &message.payload);
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "following the events stream failed; resuming");
-                        why = "failed";
-                        break;
-                    }
-                    None => {
-                        why = "failed";
-                        break;
-                    }
-                },
-            }
-        }
-    }
-}
-
-/// The next announcement of a new leader, or never without a subscription to them.
-async fn next_election(elected: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
-    match elected {
-        Some(elected) => elected.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Forgets the announcements of leader elections already received.
-fn drain_elections(elected: &mut Option<async_nats::Subscriber>) {
-    use futures_util::FutureExt;
-    if let Some(elected) = elected {
-        while let Some(Some(_)) = elected.next().now_or_never() {}
-    }
 }
 
 /// How long a read keeps being tried while the cluster cannot answer it: longer than
