@@ -8,7 +8,8 @@
 //! leader may have died with this consumer on it), the view is watched closely for a while: one
 //! that a reader waits for and that does not move for a moment follows the stream anew at once.
 //! One whose consumer lives on a server that is still up goes on: creating another needs the
-//! cluster's metadata leader, which may have died too and be elected seconds later.
+//! cluster's metadata leader, which may have died too and be elected seconds later. Until a new
+//! consumer can be created, the commits readers wait for are read one by one ([`bridge`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -138,11 +139,13 @@ pub(super) async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
             Ok(Ok(consumer)) => consumer,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot follow the events stream; retrying");
+                bridge(&shared).await;
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
             Err(_) => {
                 tracing::warn!(?waited, "cannot follow the events stream: no answer yet; asking again");
+                bridge(&shared).await;
                 continue;
             }
         };
@@ -220,6 +223,42 @@ pub(super) async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
                 close_look.reset();
             }
         }
+    }
+}
+
+/// While no consumer can be created (after a failover, until the cluster's metadata leader is
+/// elected again, which can be seconds after the stream's leader), applies the commits that
+/// readers wait for by reading them one by one from the stream's leader, so that appends it has
+/// acknowledged are answered meanwhile. The view is still applied in order, by this task alone;
+/// the next consumer starts after what this applied. Stops at the first read that fails.
+async fn bridge(shared: &Shared) {
+    let (from, to) = (shared.mirror.applied() + 1, shared.mirror.wanted());
+    if from > to {
+        return;
+    }
+    let reads =
+        futures_util::stream::iter((from..=to).map(|sequence| async move { (sequence, shared.events.get_raw_message(sequence).await) }));
+    let mut reads = reads.buffered(32);
+    let mut bridged = 0u64;
+    while let Some((sequence, read)) = reads.next().await {
+        match read {
+            Ok(message) => {
+                let announced = header(Some(&message.headers), HEADER_EVENTS).and_then(|v| v.parse().ok());
+                shared.mirror.apply(sequence, announced, &message.payload);
+                bridged += 1;
+            }
+            Err(e) => {
+                tracing::debug!(sequence, error = %e, "cannot read the stream's commits one by one either");
+                break;
+            }
+        }
+    }
+    if bridged > 0 {
+        tracing::info!(
+            bridged,
+            applied = shared.mirror.applied(),
+            "applied commits read one by one while no consumer can be created"
+        );
     }
 }
 
