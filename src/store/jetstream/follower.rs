@@ -193,8 +193,7 @@ pub(super) async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
                 next = messages.next() => match next {
                     Some(Ok(message)) => {
                         if let Ok(info) = message.info() {
-                            let announced = header(message.headers.as_ref(), HEADER_EVENTS).and_then(|v| v.parse().ok());
-                            shared.mirror.apply(info.stream_sequence, announced, &message.payload);
+                            apply(&shared, info.stream_sequence, message.headers.as_ref(), &message.payload);
                         }
                         Verdict::Keep
                     }
@@ -243,8 +242,7 @@ async fn bridge(shared: &Shared) {
     while let Some((sequence, read)) = reads.next().await {
         match read {
             Ok(message) => {
-                let announced = header(Some(&message.headers), HEADER_EVENTS).and_then(|v| v.parse().ok());
-                shared.mirror.apply(sequence, announced, &message.payload);
+                apply(shared, sequence, Some(&message.headers), &message.payload);
                 bridged += 1;
             }
             Err(e) => {
@@ -260,6 +258,12 @@ async fn bridge(shared: &Shared) {
             "applied commits read one by one while no consumer can be created"
         );
     }
+}
+
+/// Applies the commit stored at `sequence` to the view, however it was read.
+fn apply(shared: &Shared, sequence: u64, headers: Option<&async_nats::HeaderMap>, payload: &[u8]) {
+    let announced = header(headers, HEADER_EVENTS).and_then(|v| v.parse().ok());
+    shared.mirror.apply(sequence, announced, payload);
 }
 
 /// The next announcement of a new leader, or never without a subscription to them.
