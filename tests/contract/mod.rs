@@ -363,6 +363,85 @@ pub async fn an_append_over_the_limit_its_fallback_names_commits_the_fallback<H:
     assert_feed_is_a_chain(&s).await;
 }
 
+/// (Guarantee 2 and 3, in order.) Appends submitted together are decided one after the other,
+/// each on the state the ones before it leave, also when one is refused while the one before it
+/// is still on its way to the log: a claim refused behind an append that lands is `Taken`, behind
+/// one that is refused it is stale; an append decided after the refused one's predecessor (not
+/// after the refused one) still lands. Repeated, as the interleavings it pins down are a race in
+/// a replicated backend.
+pub async fn appends_behind_a_refused_one_are_decided_after_its_predecessor<H: Harness>() {
+    let h = H::fresh().await;
+    let s = h.store();
+    let held = b"n/+12065550142".to_vec();
+    s.append(AppendRequest {
+        unique_claims: vec![(held.clone(), b"phone-holder".to_vec())],
+        ..append("phone-holder", 0, 1)
+    })
+    .await
+    .expect("the claim is held");
+    let full = b"c/111122223333/us-east-1/full".to_vec();
+    s.append(AppendRequest {
+        index_ops: vec![IndexOp::Add(full.clone(), 1)],
+        ..append("counter-full", 0, 1)
+    })
+    .await
+    .expect("the counter is at its limit");
+    let claiming = |stream: &str, version: u64| AppendRequest {
+        unique_claims: vec![(held.clone(), stream.as_bytes().to_vec())],
+        ..append(stream, version, 1)
+    };
+    // The appends ahead are large, so that they take a while to reach the log.
+    let large = |stream: &str, version: u64| {
+        let mut request = append(stream, version, 1);
+        request.events[0].payload = json!({ "Padding": "x".repeat(256 * 1024) });
+        request
+    };
+    for round in 0..16 {
+        let stream = format!("phone-behind-{round}");
+        s.append(append(&stream, 0, 1)).await.expect("create");
+        // Behind an append that lands.
+        let answers: Vec<_> = [
+            append(&stream, 5, 1),
+            large(&stream, 1),
+            claiming(&stream, 2),
+            large(&stream, 2),
+            claiming(&stream, 3),
+        ]
+        .into_iter()
+        .map(|r| s.submit(r).expect("queued"))
+        .collect();
+        let mut outcomes = Vec::new();
+        for answer in answers {
+            outcomes.push(match answer.await {
+                Ok(events) => format!("written {:?}", versions(&events)),
+                Err(AppendError::WrongExpectedVersion { actual, .. }) => format!("stale at {actual}"),
+                Err(AppendError::UniqueViolation(_)) => "taken".to_string(),
+                Err(e) => panic!("{e:?}"),
+            });
+        }
+        assert_eq!(
+            outcomes,
+            ["stale at 1", "written [2]", "taken", "written [3]", "taken"],
+            "round {round}"
+        );
+        // Behind an append the log refuses (over a counter's limit).
+        let over = AppendRequest {
+            index_ops: vec![IndexOp::Add(full.clone(), 1)],
+            counter_limits: vec![CounterLimit::at_most(full.clone(), 1)],
+            ..append(&stream, 3, 1)
+        };
+        let (over, behind) = (s.submit(over).expect("queued"), s.submit(claiming(&stream, 4)).expect("queued"));
+        assert!(matches!(over.await, Err(AppendError::LimitReached(_))), "round {round}");
+        match behind.await {
+            Err(AppendError::WrongExpectedVersion { actual: 3, .. }) => {}
+            other => panic!("round {round}: decided after a refused append: {other:?}"),
+        }
+        assert_eq!(s.stream_head(&stream).await.expect("head").version, 3);
+    }
+    assert_eq!(s.index_get(&held).await.expect("get").as_deref(), Some(&b"phone-holder"[..]));
+    assert_feed_is_a_chain(&s).await;
+}
+
 /// (Guarantee 5.) A counter limit holds: an append that would take the counter over it is
 /// refused and writes nothing, also when the appends that reach the limit are submitted together;
 /// a decrement makes room again.
@@ -606,7 +685,7 @@ macro_rules! contract_suite {
         $crate::contract_suite!(@tests $harness;
             occ_on_expected_version, occ_on_last_event_id, gap_free_versions_and_stream_reads,
             feed_order_under_concurrent_appends, feed_follow, unique_claims, idempotent_client_tokens,
-            counter_limits_hold, an_append_over_the_limit_its_fallback_names_commits_the_fallback,
+            counter_limits_hold, appends_behind_a_refused_one_are_decided_after_its_predecessor, an_append_over_the_limit_its_fallback_names_commits_the_fallback,
             index_changes_are_atomic_with_events, snapshot_round_trip, reopen_after_close,
             a_closed_store_refuses_work);
     };

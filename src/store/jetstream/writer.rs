@@ -32,14 +32,18 @@ pub(super) struct Job {
 }
 
 /// What this node has in flight on an aggregate: the head its last published append makes, and
-/// a signal dropped once that append is answered.
+/// its outcome once it is answered (`Some(in force)`; the sender is dropped then).
 struct InFlight {
     version: u64,
     last_event: Option<Uuid>,
-    settled: watch::Receiver<()>,
+    settled: watch::Receiver<Option<bool>>,
     /// Set once an append of this chain (it, or one it follows) is refused: every later append of
     /// the chain was decided after it and will be void, so none of them can move the head.
     broken: Arc<AtomicBool>,
+    /// The head an append refused before it was sent, right behind this one, would have made:
+    /// what is decided after it is refused too. This append stays the aggregate's append in
+    /// flight, so what is decided after it (not after the refused one) still follows it.
+    refused: Option<(u64, Option<Uuid>)>,
 }
 
 impl InFlight {
@@ -61,7 +65,50 @@ impl InFlight {
     /// actor's append always names one): exact, where a version alone is not (another writer's
     /// commit may hold the same version).
     fn named_by(&self, request: &AppendRequest) -> bool {
-        request.expected_version == self.version && request.expected_last_event.is_some_and(|id| Some(id) == self.last_event)
+        names(request, self.version, self.last_event)
+    }
+
+    /// Whether `request` names the head of an append refused right behind this one.
+    fn refused_named_by(&self, request: &AppendRequest) -> bool {
+        self.refused
+            .is_some_and(|(version, last_event)| names(request, version, last_event))
+    }
+}
+
+fn names(request: &AppendRequest, version: u64, last_event: Option<Uuid>) -> bool {
+    request.expected_version == version && request.expected_last_event.is_some_and(|id| Some(id) == last_event)
+}
+
+/// Answers an append refused right behind `ahead`, an append still in flight on the same
+/// aggregate, once `ahead` is answered. A refusal for being decided after a refused append, or
+/// for a claim when `ahead` is not in force, is told as stale, with the version the aggregate is
+/// at then (decided after `ahead`'s answer, its version check, which comes before its claims,
+/// would have refused it); any other refusal stands.
+async fn answer_behind(
+    shared: Arc<Shared>,
+    mut ahead: watch::Receiver<Option<bool>>,
+    request: (String, u64),
+    error: AppendError,
+    reply: Reply,
+) {
+    let _ = ahead.changed().await;
+    let in_force = ahead.borrow().unwrap_or(false);
+    let error = match error {
+        AppendError::WrongExpectedVersion { .. } => stale(&shared, request),
+        AppendError::UniqueViolation(_) if !in_force => stale(&shared, request),
+        other => other,
+    };
+    let _ = reply.send(Err(error));
+}
+
+/// An append of `(stream, expected version)` refused as stale, with the version this node's
+/// view holds.
+fn stale(shared: &Shared, (stream_id, expected): (String, u64)) -> AppendError {
+    let actual = shared.mirror.version_of(&stream_id).unwrap_or(0);
+    AppendError::WrongExpectedVersion {
+        stream_id,
+        expected,
+        actual,
     }
 }
 
@@ -80,6 +127,9 @@ impl InFlight {
 /// are still on their way, so that it lands after them. Nothing else in this loop waits on the
 /// network in the usual case: the head an append expects is taken from what this node knows (its
 /// own appends, its view of the log).
+/// An append refused right behind the append in flight (a claim taken) is answered once that
+/// one is, as it would have been decided after it; the one in flight stays the aggregate's, so
+/// an append decided without the refused one still follows it.
 /// An append decided on some other state of an aggregate with an append in flight (rare: a new
 /// actor while an old one finishes) waits for it.
 pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job>, done: oneshot::Sender<()>) {
@@ -93,19 +143,42 @@ pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job
         }
         while tasks.try_join_next().is_some() {}
         let stream_id = job.request.stream_id.clone();
-        let current = in_flight.get(&stream_id);
-        if current.is_some_and(|f| f.is_broken() && f.named_by(&job.request)) {
-            // Decided after an append the log refused: the state it was decided on will never
-            // exist. Refused at once, without reading the head from the stream leader (which
-            // would hold up every append behind it in this loop).
-            let actual = shared.mirror.version_of(&stream_id).unwrap_or(0);
-            let _ = job.reply.send(Err(AppendError::WrongExpectedVersion {
-                expected: job.request.expected_version,
-                stream_id,
-                actual,
-            }));
-            continue;
+        let expected = job.request.expected_version;
+        // The head the append makes (a prepared append numbers its events from the expected
+        // version; a fallback has the same versions and ids).
+        let head = (
+            expected + job.request.events.len() as u64,
+            job.request.events.last().map(|e| e.event_id),
+        );
+        let current = in_flight.get_mut(&stream_id);
+        if let Some(f) = current {
+            if f.is_broken() && f.named_by(&job.request) {
+                // Decided after an append the log refused: the state it was decided on will
+                // never exist. Refused at once, without reading the head from the stream leader
+                // (which would hold up every append behind it in this loop).
+                let _ = job.reply.send(Err(stale(&shared, (stream_id, expected))));
+                continue;
+            }
+            if f.refused_named_by(&job.request) {
+                // Decided after an append refused right behind the one in flight: refused too,
+                // told once that one is answered.
+                f.refused = Some(head);
+                let refusal = AppendError::WrongExpectedVersion {
+                    stream_id: stream_id.clone(),
+                    expected,
+                    actual: 0,
+                };
+                tasks.spawn(answer_behind(
+                    shared.clone(),
+                    f.settled.clone(),
+                    (stream_id, expected),
+                    refusal,
+                    job.reply,
+                ));
+                continue;
+            }
         }
+        let current = in_flight.get(&stream_id);
         let pending = current.filter(|f| f.pending());
         let follows = match pending {
             None => None,
@@ -125,18 +198,15 @@ pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job
         // take them down with it. Published without the per-subject check it lands after them, in
         // order, and the log's rule decides it.
         let checked = follows.is_none() && !current.is_some_and(|f| f.is_broken() && f.settled.has_changed().is_ok());
-        // A follower belongs to the chain it follows; any other append starts a chain.
-        let broken = match (&follows, pending) {
-            (Some(_), Some(f)) => f.broken.clone(),
-            _ => Arc::new(AtomicBool::new(false)),
+        // A follower belongs to the chain it follows (and is answered after the append ahead of
+        // it); any other append starts a chain.
+        let (broken, ahead) = match (&follows, pending) {
+            (Some(_), Some(f)) => (f.broken.clone(), Some(f.settled.clone())),
+            _ => (Arc::new(AtomicBool::new(false)), None),
         };
-        // The head the append makes (a prepared append numbers its events from the expected
-        // version; a fallback has the same versions and ids).
-        let version = job.request.expected_version + job.request.events.len() as u64;
-        let last_event = job.request.events.last().map(|e| e.event_id);
-        let (settled, watch) = watch::channel(());
-        let broken = match start(&shared, job, follows, checked).await {
-            Some((prepared, ack, reply)) => {
+        let (settled, watch) = watch::channel(None);
+        match start(&shared, job, follows, checked).await {
+            Ok((prepared, ack, reply)) => {
                 let shared = shared.clone();
                 let chain = broken.clone();
                 tasks.spawn(async move {
@@ -145,26 +215,47 @@ pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job
                         chain.store(true, Ordering::SeqCst);
                     }
                     // Settled before answered: the caller's next append is then checked as usual.
+                    settled.send_replace(Some(answer.is_ok()));
                     drop(settled);
                     let _ = reply.send(answer);
                 });
-                broken
+                in_flight.insert(
+                    stream_id,
+                    InFlight {
+                        version: head.0,
+                        last_event: head.1,
+                        settled: watch,
+                        broken,
+                        refused: None,
+                    },
+                );
             }
-            // Refused before it was sent: whatever is decided after it is doomed. It stands in
-            // for the aggregate's append in flight, settled and broken, so an append continuing
-            // it is refused at once; the chain it would have joined is untouched (the appends
-            // before it may well be in force).
-            None => Arc::new(AtomicBool::new(true)),
-        };
-        in_flight.insert(
-            stream_id,
-            InFlight {
-                version,
-                last_event,
-                settled: watch,
-                broken,
+            Err((error, reply)) => match (ahead, in_flight.get_mut(&stream_id)) {
+                // Refused right behind an append in flight (its claim is taken, say): whether the
+                // refusal stands depends on that append, answered later. It stays the aggregate's
+                // append in flight: an append decided after it, not after this one, follows it.
+                (Some(ahead), Some(f)) => {
+                    f.refused = Some(head);
+                    tasks.spawn(answer_behind(shared.clone(), ahead, (stream_id, expected), error, reply));
+                }
+                // Refused before it was sent: whatever is decided after it is doomed. It stands
+                // in for the aggregate's append in flight, settled and broken, so an append
+                // continuing it is refused at once.
+                _ => {
+                    let _ = reply.send(Err(error));
+                    in_flight.insert(
+                        stream_id,
+                        InFlight {
+                            version: head.0,
+                            last_event: head.1,
+                            settled: watch,
+                            broken: Arc::new(AtomicBool::new(true)),
+                            refused: None,
+                        },
+                    );
+                }
             },
-        );
+        }
     }
     while tasks.join_next().await.is_some() {}
     let _ = done.send(());
@@ -172,25 +263,22 @@ pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job
 
 type Reply = oneshot::Sender<Result<Vec<EventEnvelope>, AppendError>>;
 
-/// Prepares and publishes an append; answers it at once if it is refused before being sent.
+/// Prepares and publishes an append; gives back its refusal, unanswered, if it is refused
+/// before being sent.
 async fn start(
     shared: &Shared,
     job: Job,
     follows: Option<Option<Uuid>>,
     checked: bool,
-) -> Option<(Prepared, jetstream::context::PublishAckFuture, Reply)> {
+) -> Result<(Prepared, jetstream::context::PublishAckFuture, Reply), (AppendError, Reply)> {
     match prepare(shared, job.request, follows, checked).await {
-        Err(e) => {
-            let _ = job.reply.send(Err(e));
-            None
-        }
+        Err(e) => Err((e, job.reply)),
         Ok(prepared) => match publish(shared, &prepared).await {
             Err(e) => {
                 prepared.release_claims(shared).await;
-                let _ = job.reply.send(Err(AppendError::Storage(backend(e))));
-                None
+                Err((AppendError::Storage(backend(e)), job.reply))
             }
-            Ok(ack) => Some((prepared, ack, job.reply)),
+            Ok(ack) => Ok((prepared, ack, job.reply)),
         },
     }
 }
@@ -370,7 +458,11 @@ async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option
             Err(e) => {
                 prepared.release_claims(shared).await;
                 // The append is refused either way; a stale one is told so first, as the
-                // embedded backend does (its version check comes before its claims).
+                // embedded backend does (its version check comes before its claims). Right behind
+                // an append in flight, the head is not known yet: the write loop tells once it is.
+                if follows.is_some() {
+                    return Err(e);
+                }
                 if let Ok((head, _)) = shared.head(&prepared.stream_id).await {
                     if head.version != expected {
                         return Err(wrong(head.version));
