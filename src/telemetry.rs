@@ -34,6 +34,7 @@ pub const LIVE_ACTORS: &str = "phone_ledger_live_actors";
 pub const ACTIVATIONS: &str = "phone_ledger_actor_activations_total";
 pub const SNAPSHOT_LOADS: &str = "phone_ledger_snapshot_loads_total";
 pub const VIEW_FOLLOWS: &str = "phone_ledger_view_follows_total";
+pub const LEADER_ELECTIONS_HEARD: &str = "phone_ledger_stream_leader_elections_heard_total";
 
 /// Bucket bounds of the latency histograms, in seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -109,6 +110,10 @@ fn describe() {
     describe_counter!(
         VIEW_FOLLOWS,
         "Times this node's view started following the events stream, by reason (start, new-leader, stalled, failed)"
+    );
+    describe_counter!(
+        LEADER_ELECTIONS_HEARD,
+        "New leaders of the events stream that the servers announced to this node (each starts a close watch of its view)"
     );
 }
 

@@ -81,9 +81,9 @@ mod clustered {
 /// After the events stream's leader changes (here it steps down cleanly; killing it is
 /// `tests/cluster_faults.rs`), each node's view still follows the stream: a write made after the
 /// election reaches the view of the node that made it and of another one. Every node hears of
-/// the election (the view is watched closely then: `follower`), and its view starts following
-/// anew only if it stopped moving while a reader waited for it (counted by
-/// `phone_ledger_view_follows_total`).
+/// the election (counted by `phone_ledger_stream_leader_elections_heard_total`; the view is
+/// watched closely then: `follower`), and its view starts following anew only if it stopped
+/// moving while a reader waited for it (counted by `phone_ledger_view_follows_total`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_views_follow_the_stream_across_a_change_of_its_leader() {
     if !<Clustered as contract::Harness>::available() {
@@ -105,6 +105,15 @@ async fn the_views_follow_the_stream_across_a_change_of_its_leader() {
     };
     let stream = format!("{}_EVENTS", settings.namespace);
     let before = leader(client.clone(), stream.clone()).await;
+    let heard = || {
+        let line = format!("phone_ledger_stream_leader_elections_heard_total{{stream=\"{stream}\"}} ");
+        metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()).and_then(|v| v.trim().parse::<f64>().ok()))
+            .unwrap_or(0.0)
+    };
+    let heard_before = heard();
     let answer = client
         .request(format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"), "".into())
         .await
@@ -125,6 +134,15 @@ async fn the_views_follow_the_stream_across_a_change_of_its_leader() {
         assert!(
             std::time::Instant::now() < deadline,
             "the other node's view did not follow: {}",
+            metrics.render()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Both nodes heard the new leader announced (what starts the close watch of their views).
+    while heard() < heard_before + 2.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nodes did not hear of the election: {}",
             metrics.render()
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -214,6 +214,7 @@ pub(super) async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
                 break;
             }
             if election {
+                metrics::counter!(crate::telemetry::LEADER_ELECTIONS_HEARD, "stream" => shared.names.events.clone()).increment(1);
                 tracing::info!(
                     applied = shared.mirror.applied(),
                     "the events stream has a new leader; watching the view closely"
