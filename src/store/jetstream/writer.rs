@@ -83,7 +83,9 @@ fn names(request: &AppendRequest, version: u64, last_event: Option<Uuid>) -> boo
 /// aggregate, once `ahead` is answered. A refusal for being decided after a refused append, or
 /// for a claim when `ahead` is not in force, is told as stale, with the version the aggregate is
 /// at then (decided after `ahead`'s answer, its version check, which comes before its claims,
-/// would have refused it); any other refusal stands.
+/// would have refused it); any other refusal stands. (A claim on a key that the append ahead
+/// deletes from the index is refused too, where the embedded backend would take it: the service
+/// never deletes a claimed key, and the model the backends are tested against never does.)
 async fn answer_behind(
     shared: Arc<Shared>,
     mut ahead: watch::Receiver<Option<bool>>,
