@@ -47,6 +47,16 @@ struct InFlight {
 }
 
 impl InFlight {
+    fn new((version, last_event): (u64, Option<Uuid>), settled: watch::Receiver<Option<bool>>, broken: Arc<AtomicBool>) -> Self {
+        InFlight {
+            version,
+            last_event,
+            settled,
+            broken,
+            refused: None,
+        }
+    }
+
     /// Whether an append that may still move the aggregate's head is in flight.
     fn pending(&self) -> bool {
         self.settled.has_changed().is_ok() && !self.is_broken()
@@ -221,16 +231,7 @@ pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job
                     drop(settled);
                     let _ = reply.send(answer);
                 });
-                in_flight.insert(
-                    stream_id,
-                    InFlight {
-                        version: head.0,
-                        last_event: head.1,
-                        settled: watch,
-                        broken,
-                        refused: None,
-                    },
-                );
+                in_flight.insert(stream_id, InFlight::new(head, watch, broken));
             }
             Err((error, reply)) => match (ahead, in_flight.get_mut(&stream_id)) {
                 // Refused right behind an append in flight (its claim is taken, say): whether the
@@ -245,16 +246,7 @@ pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job
                 // continuing it is refused at once.
                 _ => {
                     let _ = reply.send(Err(error));
-                    in_flight.insert(
-                        stream_id,
-                        InFlight {
-                            version: head.0,
-                            last_event: head.1,
-                            settled: watch,
-                            broken: Arc::new(AtomicBool::new(true)),
-                            refused: None,
-                        },
-                    );
+                    in_flight.insert(stream_id, InFlight::new(head, watch, Arc::new(AtomicBool::new(true))));
                 }
             },
         }
