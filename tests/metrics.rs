@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use aws_sdk_pinpointsmsvoicev2::types::MessageType;
-use common::{request, TestServer, ACCOUNT};
+use common::{request, sample, TestServer, ACCOUNT};
 
 async fn scrape(server: &TestServer) -> String {
     let resp = reqwest::get(format!("{}/metrics", server.url())).await.expect("GET /metrics");
@@ -16,14 +16,6 @@ async fn scrape(server: &TestServer) -> String {
     let content_type = resp.headers()["content-type"].to_str().expect("ascii").to_string();
     assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
     resp.text().await.expect("text")
-}
-
-/// The value of the sample `name{labels}` (labels as the exposition writes them), 0 if absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -105,14 +105,8 @@ async fn the_views_follow_the_stream_across_a_change_of_its_leader() {
     };
     let stream = format!("{}_EVENTS", settings.namespace);
     let before = leader(client.clone(), stream.clone()).await;
-    let heard = || {
-        let line = format!("phone_ledger_stream_leader_elections_heard_total{{stream=\"{stream}\"}} ");
-        metrics
-            .render()
-            .lines()
-            .find_map(|l| l.strip_prefix(line.as_str()).and_then(|v| v.trim().parse::<f64>().ok()))
-            .unwrap_or(0.0)
-    };
+    let heard_series = format!("phone_ledger_stream_leader_elections_heard_total{{stream=\"{stream}\"}}");
+    let heard = || common::sample(&metrics.render(), &heard_series);
     let heard_before = heard();
     let answer = client
         .request(format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"), "".into())

@@ -239,3 +239,12 @@ pub fn tool_available(what: &str, present: bool, install: &str) -> bool {
     eprintln!("SKIPPED: {message}");
     false
 }
+
+/// The value of the sample `name{labels}` in Prometheus exposition text (labels as the exposition
+/// writes them), 0 if absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
