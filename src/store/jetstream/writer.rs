@@ -90,25 +90,25 @@ fn names(request: &AppendRequest, version: u64, last_event: Option<Uuid>) -> boo
 }
 
 /// Answers an append refused right behind `ahead`, an append still in flight on the same
-/// aggregate, once `ahead` is answered. A refusal for being decided after a refused append, or
-/// for a claim when `ahead` is not in force, is told as stale, with the version the aggregate is
-/// at then (decided after `ahead`'s answer, its version check, which comes before its claims,
-/// would have refused it); any other refusal stands. (A claim on a key that the append ahead
+/// aggregate, once `ahead` is answered. `refusal` is `None` for an append decided after a refused
+/// one. That one, and a claim refused when `ahead` is not in force, are told as stale, with the
+/// version the aggregate is at then (decided after `ahead`'s answer, its version check, which
+/// comes before its claims, would have refused it); any other refusal stands. (A claim on a key that the append ahead
 /// deletes from the index is refused too, where the embedded backend would take it: the service
 /// never deletes a claimed key, and the model the backends are tested against never does.)
 async fn answer_behind(
     shared: Arc<Shared>,
     mut ahead: watch::Receiver<Option<bool>>,
     request: (String, u64),
-    error: AppendError,
+    refusal: Option<AppendError>,
     reply: Reply,
 ) {
     let _ = ahead.changed().await;
     let in_force = ahead.borrow().unwrap_or(false);
-    let error = match error {
-        AppendError::WrongExpectedVersion { .. } => stale(&shared, request),
-        AppendError::UniqueViolation(_) if !in_force => stale(&shared, request),
-        other => other,
+    let error = match refusal {
+        None => stale(&shared, request),
+        Some(AppendError::UniqueViolation(_)) if !in_force => stale(&shared, request),
+        Some(other) => other,
     };
     let _ = reply.send(Err(error));
 }
@@ -175,16 +175,11 @@ pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job
                 // Decided after an append refused right behind the one in flight: refused too,
                 // told once that one is answered.
                 f.refused = Some(head);
-                let refusal = AppendError::WrongExpectedVersion {
-                    stream_id: stream_id.clone(),
-                    expected,
-                    actual: 0,
-                };
                 tasks.spawn(answer_behind(
                     shared.clone(),
                     f.settled.clone(),
                     (stream_id, expected),
-                    refusal,
+                    None,
                     job.reply,
                 ));
                 continue;
@@ -239,7 +234,7 @@ pub(super) async fn write_loop(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job
                 // append in flight: an append decided after it, not after this one, follows it.
                 (Some(ahead), Some(f)) => {
                     f.refused = Some(head);
-                    tasks.spawn(answer_behind(shared.clone(), ahead, (stream_id, expected), error, reply));
+                    tasks.spawn(answer_behind(shared.clone(), ahead, (stream_id, expected), Some(error), reply));
                 }
                 // Refused before it was sent: whatever is decided after it is doomed. It stands
                 // in for the aggregate's append in flight, settled and broken, so an append
