@@ -201,7 +201,7 @@ pub fn broken_limit<'r, E>(
                 IndexOp::Add(k, by) if *k == limit.key => *by,
                 _ => 0,
             })
-            .sum();
+            .fold(0, i64::saturating_add);
         let after = read(&limit.key)?.saturating_add(added);
         if after < limit.at_least || after > limit.at_most {
             return Ok(Some(&limit.key));

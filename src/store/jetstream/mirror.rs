@@ -219,10 +219,12 @@ impl Mirror {
                 view.void.insert(sequence, over_limit);
             }
             Err(e) => {
-                let count = announced_events.unwrap_or(1).max(1);
+                // The header is as damaged (or forged) as the rest may be: every event takes at
+                // least a byte of the payload, so a count beyond that is not believed.
+                let count = announced_events.unwrap_or(1).clamp(1, payload.len().max(1) as u64);
                 let hash: [u8; 32] = Sha256::new().chain_update(previous_hash).chain_update(payload).finalize().into();
                 view.chain = ChainHead {
-                    position: first_position + count - 1,
+                    position: first_position.saturating_add(count - 1),
                     hash,
                 };
                 view.commits.push(CommitEntry {
@@ -366,15 +368,20 @@ impl Mirror {
         self.read().chain
     }
 
-    /// The sequences of a stream's commits in force holding its versions from `from` on (the one
-    /// that starts at or before it, and every later one), without a copy of the rest.
-    pub fn commits_from(&self, stream_id: &str, from: u64) -> Vec<u64> {
+    /// The sequences of a stream's commits in force holding its versions `from..until` (the one
+    /// that starts at or before `from`, and every later one that starts before `until`), without
+    /// a copy of the rest.
+    pub fn commits_from(&self, stream_id: &str, from: u64, until: u64) -> Vec<u64> {
         let view = self.read();
         let Some(entry) = view.streams.get(stream_id) else {
             return Vec::new();
         };
         let start = entry.commits.partition_point(|(_, first)| *first <= from).saturating_sub(1);
-        entry.commits[start..].iter().map(|(sequence, _)| *sequence).collect()
+        entry.commits[start..]
+            .iter()
+            .take_while(|(_, first)| *first < until)
+            .map(|(sequence, _)| *sequence)
+            .collect()
     }
 
     /// The events of `stream_id` from `from` on, up to this view's head of it, if the view
@@ -556,7 +563,8 @@ fn apply_commit(
             }
             IndexOp::Add(k, by) => {
                 let now = crate::store::decode_counter(view.index.get(&k).map(|v| v.as_slice()));
-                view.index.insert(k, (now + by).to_be_bytes().to_vec());
+                // Saturating: a forged `By` in a commit must not wrap (or panic) a counter.
+                view.index.insert(k, now.saturating_add(by).to_be_bytes().to_vec());
             }
         }
     }
@@ -800,6 +808,24 @@ mod tests {
         );
         assert_eq!(m.version_of("pool-c"), Some(0), "no event of the refused commit");
         assert_eq!(crate::store::decode_counter(m.index_get(b"c/quota").as_deref()), 3);
+    }
+
+    /// A commit that cannot be decoded still takes the feed positions its header announces (so
+    /// that the positions after it stay those the writer numbered), but no more than its payload
+    /// could hold: a forged count must not push the feed off by 10^12 or wrap it.
+    #[test]
+    fn an_undecodable_commit_takes_no_more_positions_than_its_payload_could_hold() {
+        let m = Mirror::default();
+        let (first, _) = commit("phone-a", 1, None, &[]);
+        m.apply(1, Some(1), &first);
+        m.apply(2, Some(3), b"not a commit");
+        assert_eq!(m.chain_head().position, 4, "the announced count, when it fits");
+        m.apply(3, Some(u64::MAX), b"forged");
+        assert_eq!(m.chain_head().position, 4 + 6, "one position per payload byte at most");
+        let (next, _) = commit("phone-b", 1, None, &[]);
+        m.apply(4, Some(1), &next);
+        assert_eq!(m.chain_head().position, 11);
+        assert_eq!(m.damage().len(), 2);
     }
 
     /// A reader waiting for a sequence is woken once the view has applied it, whichever way the

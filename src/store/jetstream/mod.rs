@@ -535,8 +535,9 @@ impl Shared {
         if head.version < from.max(1) || limit == 0 {
             return Ok((vec![], head));
         }
-        // The commits holding versions from `from` on, up to the head.
-        let mut wanted = self.mirror.commits_from(stream_id, from);
+        // The commits holding versions `from..from + limit`, up to the head: a short read of a
+        // long stream fetches a few commits, not all of them.
+        let mut wanted = self.mirror.commits_from(stream_id, from, from.saturating_add(limit as u64));
         wanted.retain(|s| *s <= head.sequence);
         // The head's commit was read with the head: only the others are fetched.
         let reuse_last = last.as_ref().is_some_and(|m| wanted.last() == Some(&m.sequence));
@@ -627,7 +628,7 @@ impl EventStore for JetStreamStore {
                     None
                 }
             };
-            let from = stored.as_ref().map_or(1, |st| st.snapshot.version + 1);
+            let from = stored.as_ref().map_or(1, |st| st.snapshot.version.saturating_add(1));
             let (events, head) = s.stream_events(&id, from, usize::MAX).await?;
             // A snapshot ahead of the log is not of this log: replay everything instead.
             let (snapshot, events) = match stored {
@@ -675,12 +676,15 @@ impl EventStore for JetStreamStore {
                 let version_after: Option<u64> = header(Some(&m.headers), HEADER_VERSION).and_then(|v| v.parse().ok());
                 let placed = s.placed(m);
                 for i in 0..c.count {
-                    let position = c.first_position + i;
+                    if entries.len() >= limit {
+                        break;
+                    }
+                    let position = c.first_position.saturating_add(i);
                     if position <= after {
                         continue;
                     }
                     let filed_under = match (&filed, version_after) {
-                        (Some(stream), Some(v)) => Some((stream.clone(), (v + 1 + i).saturating_sub(c.count))),
+                        (Some(stream), Some(v)) => Some((stream.clone(), v.saturating_add(1 + i).saturating_sub(c.count))),
                         _ => None,
                     };
                     let envelope = match &placed {

@@ -46,7 +46,9 @@ fn decode_entry(position: u64, value: &[u8]) -> Result<Vec<Vec<u8>>, StoreError>
         return Err(corrupt("truncated run header"));
     };
     let mut rest = &rest[4..];
-    let mut keys = Vec::with_capacity(count as usize);
+    // `count` comes from the disk: a damaged one must not reserve more than the run can hold
+    // (every key takes at least its two length bytes).
+    let mut keys = Vec::with_capacity((count as usize).min(rest.len() / 2));
     for _ in 0..count {
         let len = rest.get(..2).and_then(|b| <[u8; 2]>::try_from(b).ok()).map(u16::from_be_bytes);
         let key = len.and_then(|len| rest.get(2..2 + len as usize));
@@ -58,6 +60,9 @@ fn decode_entry(position: u64, value: &[u8]) -> Result<Vec<Vec<u8>>, StoreError>
     }
     if !rest.is_empty() || keys.is_empty() {
         return Err(corrupt("malformed run"));
+    }
+    if position.checked_add(keys.len() as u64).is_none() {
+        return Err(corrupt("run past the last position"));
     }
     Ok(keys)
 }
@@ -154,5 +159,19 @@ mod tests {
         let feed = feed_with(&[(1, run)]);
         let first = FeedIter::new(&feed, 0).expect("iter").next().expect("an item");
         assert!(matches!(first, Err(StoreError::Corrupt { .. })), "{first:?}");
+    }
+
+    #[test]
+    fn a_damaged_run_header_is_reported_without_reserving_what_it_claims() {
+        // A count of u32::MAX over two keys: reserving it up front would ask for about 100 GB.
+        let mut huge = encode_run(&keys(1..=2));
+        huge[1..5].copy_from_slice(&u32::MAX.to_be_bytes());
+        // A run whose positions would go past u64::MAX.
+        let past_the_end = encode_run(&keys(1..=2));
+        for (position, run) in [(1, huge), (u64::MAX, past_the_end)] {
+            let feed = feed_with(&[(position, run)]);
+            let first = FeedIter::new(&feed, 0).expect("iter").next().expect("an item");
+            assert!(matches!(first, Err(StoreError::Corrupt { .. })), "{first:?}");
+        }
     }
 }

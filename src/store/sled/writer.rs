@@ -332,7 +332,8 @@ impl Writer {
                         }
                         IndexOp::Add(k, delta) => {
                             let current = decode_counter(index.get(k.as_slice())?.as_deref());
-                            index.insert(k.as_slice(), &(current + delta).to_be_bytes())?;
+                            // Saturating: a damaged counter on disk must not wrap (or panic) into room under a limit.
+                            index.insert(k.as_slice(), &current.saturating_add(*delta).to_be_bytes())?;
                         }
                     }
                 }
