@@ -103,8 +103,15 @@ pub enum AuditCommand {
         #[arg(long)]
         at: Option<String>,
     },
-    /// A timeline: what each event changed, and what each refusal saw.
-    Replay { id: String },
+    /// A timeline: what each event changed, and what each refusal saw (every page of it, or only
+    /// the page --limit asks for).
+    Replay {
+        id: String,
+        #[arg(long)]
+        from_version: Option<u64>,
+        #[arg(long)]
+        limit: Option<u64>,
+    },
     /// The head of the hash chain.
     Digest,
     /// Recompute the hash chain and check every stream for gaps (the log, or an export file).
@@ -318,9 +325,10 @@ async fn local(store: &Store, command: &AuditCommand) -> Result<Value, AuditErro
             };
             Ok(to_value(&query::state_at(store, &stream, point).await?))
         }
-        AuditCommand::Replay { id } => {
+        AuditCommand::Replay { id, from_version, limit } => {
             let stream = query::resolve_stream(store, kind_of(id)?, id).await?;
-            Ok(to_value(&query::replay(store, &stream).await?))
+            let replay = query::replay(store, &stream, from_version.unwrap_or(1), query::page_limit(*limit)?).await?;
+            Ok(to_value(&replay))
         }
         AuditCommand::Digest => Ok(to_value(&digest(store).await?)),
         AuditCommand::Verify { .. } => {
@@ -364,7 +372,16 @@ fn remote(base: &Remote, command: &AuditCommand) -> Result<Value, String> {
             }
             get(base, &path_for(id, "state")?, &q)
         }
-        AuditCommand::Replay { id } => get(base, &path_for(id, "replay")?, &[]),
+        AuditCommand::Replay { id, from_version, limit } => {
+            let mut q = Vec::new();
+            if let Some(v) = from_version {
+                q.push(("FromVersion", v.to_string()));
+            }
+            if let Some(l) = limit {
+                q.push(("Limit", l.to_string()));
+            }
+            get(base, &path_for(id, "replay")?, &q)
+        }
         AuditCommand::Digest => get(base, "/audit/digest", &[]),
         AuditCommand::Verify { .. } => get(base, "/audit/verify", &[]),
         AuditCommand::Recheck => get(base, "/audit/recheck", &[]),
@@ -381,13 +398,14 @@ fn execute(source: &Source, args: &AuditArgs) -> ExitCode {
                 Source::Local(..) => fail("--follow needs a running server (--server URL)"),
             }
         }
+        AuditCommand::Replay {
+            id,
+            from_version,
+            limit: None,
+        } => return replay_all(source, id, *from_version, args.json),
         _ => {}
     }
-    let answer = match source {
-        Source::Remote(base) => remote(base, &args.command),
-        Source::Local(store, runtime) => runtime.block_on(local(store, &args.command)).map_err(|e| crate::error_chain(&e)),
-    };
-    let value = match answer {
+    let value = match answer(source, &args.command) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
@@ -397,13 +415,44 @@ fn execute(source: &Source, args: &AuditArgs) -> ExitCode {
         }
         AuditCommand::Messages { .. } => print_messages(value["Messages"].as_array().map(Vec::as_slice).unwrap_or_default(), args.json),
         AuditCommand::State { .. } => print_fields(&value, args.json),
-        AuditCommand::Replay { .. } => print_replay(&value, args.json),
+        AuditCommand::Replay { .. } => print_replay(&value, args.json, true),
         AuditCommand::Digest => print_fields(&value, args.json),
         AuditCommand::Verify { .. } => return print_verify(&value, args.json),
         AuditCommand::Recheck => return print_recheck(&value, args.json),
         AuditCommand::Export { .. } => {}
     }
     ExitCode::SUCCESS
+}
+
+/// The answer to one question, from the server or the local log.
+fn answer(source: &Source, command: &AuditCommand) -> Result<Value, String> {
+    match source {
+        Source::Remote(base) => remote(base, command),
+        Source::Local(store, runtime) => runtime.block_on(local(store, command)).map_err(|e| crate::error_chain(&e)),
+    }
+}
+
+/// Prints a whole replay, page by page as it is read (the server answers a page at a time).
+fn replay_all(source: &Source, id: &str, from_version: Option<u64>, json: bool) -> ExitCode {
+    let mut from_version = from_version;
+    let mut first = true;
+    loop {
+        let page = AuditCommand::Replay {
+            id: id.to_string(),
+            from_version,
+            limit: Some(query::MAX_LIMIT as u64),
+        };
+        let value = match answer(source, &page) {
+            Ok(v) => v,
+            Err(e) => return fail(e),
+        };
+        print_replay(&value, json, first);
+        first = false;
+        match value["NextVersion"].as_u64() {
+            Some(next) => from_version = Some(next),
+            None => return ExitCode::SUCCESS,
+        }
+    }
 }
 
 fn run_export(source: &Source, filter: &FilterArgs, output: Option<&PathBuf>) -> ExitCode {
@@ -642,7 +691,8 @@ fn print_fields(value: &Value, json: bool) {
     println!("{table}");
 }
 
-fn print_replay(value: &Value, json: bool) {
+/// Prints a page of a replay; the stream's name heads the first.
+fn print_replay(value: &Value, json: bool, first: bool) {
     let steps = value["Steps"].as_array().map(Vec::as_slice).unwrap_or_default();
     if json {
         for s in steps {
@@ -650,7 +700,9 @@ fn print_replay(value: &Value, json: bool) {
         }
         return;
     }
-    println!("{}", text(&value["StreamId"]));
+    if first {
+        println!("{}", text(&value["StreamId"]));
+    }
     for s in steps {
         println!(
             "  v{:<3} #{:<6} {}  {:<24} {}  ({} by {})",

@@ -318,10 +318,11 @@ async fn state(
     state: web::Data<AuditState>,
 ) -> HttpResponse {
     let (kind, id) = path.into_inner();
-    let store = store(&state);
+    let (store, query_string) = (store(&state), req.query_string().to_string());
+    // Folds the stream up to the point asked for: off the HTTP workers, however long it is.
     respond(
-        async {
-            let params = Params::parse(req.query_string(), &["Version", "At"])?;
+        off_workers(async move {
+            let params = Params::parse(&query_string, &["Version", "At"])?;
             let stream = visible_stream(&store, &caller, &kind, &path_id(&id)).await?;
             let point = match (params.number("Version")?, params.epoch_ms("At")?) {
                 (Some(_), Some(_)) => {
@@ -335,7 +336,7 @@ async fn state(
                 (None, None) => PointInTime::Latest,
             };
             query::state_at(&*store, &stream, point).await
-        }
+        })
         .await,
     )
 }
@@ -347,13 +348,14 @@ async fn replay(
     state: web::Data<AuditState>,
 ) -> HttpResponse {
     let (kind, id) = path.into_inner();
-    let store = store(&state);
+    let (store, query_string) = (store(&state), req.query_string().to_string());
+    // Folds the stream up to the page asked for: off the HTTP workers, however long it is.
     respond(
-        async {
-            Params::parse(req.query_string(), &[])?;
+        off_workers(async move {
+            let params = Params::parse(&query_string, &["FromVersion", "Limit"])?;
             let stream = visible_stream(&store, &caller, &kind, &path_id(&id)).await?;
-            query::replay(&*store, &stream).await
-        }
+            query::replay(&*store, &stream, params.number("FromVersion")?.unwrap_or(1), params.limit()?).await
+        })
         .await,
     )
 }

@@ -197,6 +197,9 @@ pub struct ReplayStep {
 pub struct Replay {
     pub stream_id: String,
     pub steps: Vec<ReplayStep>,
+    /// Version to ask for next, when more events follow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_version: Option<u64>,
 }
 
 /// Resolves an id, ARN or (for a phone number) E.164 number of `kind` to a stream that exists (in any account: the audit trail is
@@ -241,17 +244,7 @@ pub async fn feed(store: &dyn EventStore, filter: &FeedFilter) -> Result<FeedPag
     let limit = filter.limit.clamp(1, MAX_LIMIT);
     let mut events = Vec::new();
     if let Some(stream) = &filter.stream_id {
-        let all = store.read_stream(stream, 1, usize::MAX).await?;
-        let stream_end = all.last().map_or(filter.after, |e| e.position.max(filter.after));
-        let mut matching = all.into_iter().filter(|e| filter.matches(e));
-        events.extend(matching.by_ref().take(limit));
-        let next_after = matching.next().and(events.last().map(|e| e.position));
-        let scanned_to = next_after.unwrap_or(stream_end);
-        return Ok(FeedPage {
-            events,
-            next_after,
-            scanned_to,
-        });
+        return stream_feed(store, stream, filter, limit).await;
     }
     let mut after = filter.after;
     // Scan at most this many events per call so a narrow filter cannot make one call read the
@@ -289,6 +282,78 @@ pub async fn feed(store: &dyn EventStore, filter: &FeedFilter) -> Result<FeedPag
             });
         }
     }
+}
+
+/// Events read at a time when a stream is scanned or folded: what one request holds of it, so
+/// that a stream of any length is read in the memory of one chunk.
+const STREAM_CHUNK: usize = 1_000;
+
+/// Hands the events of a stream from version `from` on to `visit`, a chunk at a time, until
+/// `visit` answers `false` or the stream ends.
+async fn for_each_event(
+    store: &dyn EventStore,
+    stream_id: &str,
+    from: u64,
+    mut visit: impl FnMut(EventEnvelope) -> Result<bool, AuditError>,
+) -> Result<(), AuditError> {
+    let mut from = from.max(1);
+    loop {
+        let chunk = store.read_stream(stream_id, from, STREAM_CHUNK).await?;
+        let (Some(last), full) = (chunk.last(), chunk.len() == STREAM_CHUNK) else {
+            return Ok(());
+        };
+        from = last.version.saturating_add(1);
+        for e in chunk {
+            if !visit(e)? {
+                return Ok(());
+            }
+        }
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+/// The feed narrowed to one stream: read from the stream itself, from the first of its events
+/// after `filter.after`, within the same scan budget as the global feed.
+async fn stream_feed(store: &dyn EventStore, stream: &str, filter: &FeedFilter, limit: usize) -> Result<FeedPage, AuditError> {
+    // Positions grow with versions within a stream, so the first version after `filter.after`
+    // is found by bisection: a few one-event reads, however long the stream.
+    let (mut from, mut until) = (1, store.stream_head(stream).await?.version.saturating_add(1));
+    if filter.after > 0 {
+        while from < until {
+            let mid = from + (until - from) / 2;
+            match store.read_stream(stream, mid, 1).await?.first() {
+                Some(e) if e.position <= filter.after => from = mid + 1,
+                _ => until = mid,
+            }
+        }
+    }
+    let (mut events, mut scanned_to, mut stopped_at) = (Vec::new(), filter.after, None);
+    let mut budget = 100 * limit.max(100);
+    for_each_event(store, stream, from, |e| {
+        scanned_to = scanned_to.max(e.position);
+        budget -= 1;
+        let version = e.version;
+        if filter.matches(&e) {
+            events.push(e);
+        }
+        if events.len() == limit || budget == 0 {
+            stopped_at = Some(version);
+            return Ok(false);
+        }
+        Ok(true)
+    })
+    .await?;
+    let next_after = match stopped_at {
+        Some(version) if !store.read_stream(stream, version.saturating_add(1), 1).await?.is_empty() => Some(scanned_to),
+        _ => None,
+    };
+    Ok(FeedPage {
+        events,
+        next_after,
+        scanned_to,
+    })
 }
 
 /// What the audit tools need of an aggregate beyond the decider.
@@ -350,28 +415,19 @@ pub enum PointInTime {
     Latest,
 }
 
-fn fold_until<A: Inspect>(envelopes: &[EventEnvelope], point: PointInTime) -> Result<Option<(A, &EventEnvelope)>, AuditError> {
-    let mut state = A::default();
-    let mut last = None;
-    for e in envelopes {
-        let take = match point {
-            PointInTime::Version(v) => e.version <= v,
-            PointInTime::At(ms) => e.timestamp_ms <= ms,
-            PointInTime::Latest => true,
-        };
-        if !take {
-            break;
-        }
-        state = state.evolve(&decode_event::<A::Event>(e)?);
-        last = Some(e);
-    }
-    Ok(last.map(|e| (state, e)))
-}
-
 /// The state of a stream right after the chosen event.
 pub async fn state_at(store: &dyn EventStore, stream_id: &str, point: PointInTime) -> Result<StateAt, AuditError> {
-    let envelopes = store.read_stream(stream_id, 1, usize::MAX).await?;
-    let head = envelopes.last().map_or(0, |e| e.version);
+    match kind_of_stream(stream_id) {
+        Some(ResourceKind::PhoneNumber) => state_as::<PhoneNumberState>(store, stream_id, point).await,
+        Some(ResourceKind::Pool) => state_as::<PoolState>(store, stream_id, point).await,
+        Some(ResourceKind::OptOutList) => state_as::<OptOutListState>(store, stream_id, point).await,
+        Some(ResourceKind::SenderId) => state_as::<SenderIdState>(store, stream_id, point).await,
+        None => Err(AuditError::NotFound(stream_id.to_string())),
+    }
+}
+
+async fn state_as<A: Inspect>(store: &dyn EventStore, stream_id: &str, point: PointInTime) -> Result<StateAt, AuditError> {
+    let head = store.stream_head(stream_id).await?.version;
     let out_of_range = || match point {
         PointInTime::Version(v) => AuditError::BadParameter {
             name: "Version".into(),
@@ -387,33 +443,29 @@ pub async fn state_at(store: &dyn EventStore, stream_id: &str, point: PointInTim
             return Err(out_of_range());
         }
     }
-    let render = |state: Value, e: &EventEnvelope| StateAt {
+    let (mut state, mut last) = (A::default(), None::<EventEnvelope>);
+    for_each_event(store, stream_id, 1, |e| {
+        let take = match point {
+            PointInTime::Version(v) => e.version <= v,
+            PointInTime::At(ms) => e.timestamp_ms <= ms,
+            PointInTime::Latest => e.version <= head,
+        };
+        if take {
+            state = std::mem::take(&mut state).evolve(&decode_event::<A::Event>(&e)?);
+            last = Some(e);
+        }
+        Ok(take)
+    })
+    .await?;
+    let e = last.ok_or_else(out_of_range)?;
+    Ok(StateAt {
         stream_id: stream_id.to_string(),
         version: e.version,
         position: e.position,
         timestamp: e.timestamp_secs(),
-        event_type: e.event_type.clone(),
-        state,
-    };
-    match kind_of_stream(stream_id) {
-        Some(ResourceKind::PhoneNumber) => {
-            let (s, e) = fold_until::<PhoneNumberState>(&envelopes, point)?.ok_or_else(out_of_range)?;
-            Ok(render(s.information(), e))
-        }
-        Some(ResourceKind::Pool) => {
-            let (s, e) = fold_until::<PoolState>(&envelopes, point)?.ok_or_else(out_of_range)?;
-            Ok(render(s.information(), e))
-        }
-        Some(ResourceKind::OptOutList) => {
-            let (s, e) = fold_until::<OptOutListState>(&envelopes, point)?.ok_or_else(out_of_range)?;
-            Ok(render(s.information(), e))
-        }
-        Some(ResourceKind::SenderId) => {
-            let (s, e) = fold_until::<SenderIdState>(&envelopes, point)?.ok_or_else(out_of_range)?;
-            Ok(render(s.information(), e))
-        }
-        None => Err(AuditError::NotFound(stream_id.to_string())),
-    }
+        event_type: e.event_type,
+        state: state.information(),
+    })
 }
 
 /// Members whose values differ between two states (top-level fields of the full state).
@@ -436,42 +488,169 @@ pub fn diff(before: &Value, after: &Value) -> Vec<FieldChange> {
         .collect()
 }
 
-fn replay_as<A: Inspect>(stream_id: &str, envelopes: &[EventEnvelope]) -> Result<Replay, AuditError> {
-    let mut state = A::default();
-    let mut steps = Vec::with_capacity(envelopes.len());
-    for e in envelopes {
-        let event: A::Event = decode_event(e)?;
+/// The events of a stream from `from_version` (at most `limit`) with what each changed, and the
+/// version to ask for next when more follow.
+pub async fn replay(store: &dyn EventStore, stream_id: &str, from_version: u64, limit: usize) -> Result<Replay, AuditError> {
+    match kind_of_stream(stream_id) {
+        Some(ResourceKind::PhoneNumber) => replay_as::<PhoneNumberState>(store, stream_id, from_version, limit).await,
+        Some(ResourceKind::Pool) => replay_as::<PoolState>(store, stream_id, from_version, limit).await,
+        Some(ResourceKind::OptOutList) => replay_as::<OptOutListState>(store, stream_id, from_version, limit).await,
+        Some(ResourceKind::SenderId) => replay_as::<SenderIdState>(store, stream_id, from_version, limit).await,
+        None => Err(AuditError::NotFound(stream_id.to_string())),
+    }
+}
+
+async fn replay_as<A: Inspect>(store: &dyn EventStore, stream_id: &str, from_version: u64, limit: usize) -> Result<Replay, AuditError> {
+    let from_version = from_version.max(1);
+    let (mut state, mut steps, mut next_version) = (A::default(), Vec::new(), None);
+    // The events before the page are folded, not kept: the page's first step needs the state
+    // they left.
+    for_each_event(store, stream_id, 1, |e| {
+        if e.version < from_version {
+            state = std::mem::take(&mut state).evolve(&decode_event::<A::Event>(&e)?);
+            return Ok(true);
+        }
+        if steps.len() == limit {
+            next_version = Some(e.version);
+            return Ok(false);
+        }
+        let event: A::Event = decode_event(&e)?;
         let before = state.state_json();
         let rejection = A::rejection_in(&event).map(|r| serde_json::to_value(r).unwrap_or(Value::Null));
-        state = state.evolve(&event);
+        state = std::mem::take(&mut state).evolve(&event);
         let after = state.state_json();
         steps.push(ReplayStep {
             version: e.version,
             position: e.position,
             timestamp: e.timestamp_secs(),
-            event_type: e.event_type.clone(),
-            request_id: e.request_id.clone(),
-            account: e.account.clone(),
-            command: e.command.clone(),
+            event_type: e.event_type,
+            request_id: e.request_id,
+            account: e.account,
+            command: e.command,
             changes: diff(&before, &after),
             state_seen: rejection.as_ref().map(|_| before),
             rejection,
         });
-    }
+        Ok(true)
+    })
+    .await?;
     Ok(Replay {
         stream_id: stream_id.to_string(),
         steps,
+        next_version,
     })
 }
 
-/// Every event of a stream with what it changed.
-pub async fn replay(store: &dyn EventStore, stream_id: &str) -> Result<Replay, AuditError> {
-    let envelopes = store.read_stream(stream_id, 1, usize::MAX).await?;
-    match kind_of_stream(stream_id) {
-        Some(ResourceKind::PhoneNumber) => replay_as::<PhoneNumberState>(stream_id, &envelopes),
-        Some(ResourceKind::Pool) => replay_as::<PoolState>(stream_id, &envelopes),
-        Some(ResourceKind::OptOutList) => replay_as::<OptOutListState>(stream_id, &envelopes),
-        Some(ResourceKind::SenderId) => replay_as::<SenderIdState>(stream_id, &envelopes),
-        None => Err(AuditError::NotFound(stream_id.to_string())),
+/// The stream questions read a stream a chunk at a time: their answers on a stream several
+/// chunks long, read from the middle, are those of the whole stream read at once.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::pending_events;
+    use crate::domain::phone_number::{PhoneNumber, PhoneNumberChanges, PhoneNumberEvent};
+    use crate::store::sled::SledStore;
+    use crate::store::{AppendMeta, AppendRequest, Durability, SledSettings};
+
+    const ACCOUNT: &str = "111122223333";
+    const LONG: &str = "phone-0123456789abcdef0123456789abcdef";
+    const OTHER: &str = "phone-fedcba9876543210fedcba9876543210";
+    /// Events of the long stream: two chunks and a part.
+    const EVENTS: u64 = 2 * STREAM_CHUNK as u64 + 345;
+
+    fn events(id: &str, from_version: u64, n: u64) -> Vec<PhoneNumberEvent> {
+        (from_version..from_version + n)
+            .map(|v| match v {
+                1 => PhoneNumberEvent::PhoneNumberRequested(Box::new(PhoneNumber::example(id, ACCOUNT, "us-east-1"))),
+                v => PhoneNumberEvent::PhoneNumberUpdated(PhoneNumberChanges {
+                    deletion_protection_enabled: Some(v % 2 == 0),
+                    ..Default::default()
+                }),
+            })
+            .collect()
+    }
+
+    async fn append(store: &SledStore, id: &str, version: u64, n: u64) {
+        let meta = AppendMeta::direct(ACCOUNT, "us-east-1", "query-test", "Test/Append");
+        let request = AppendRequest::plain(id, version, meta, pending_events(&events(id, version + 1, n)).expect("events"));
+        store.submit(request).expect("queued").await.expect("appended");
+    }
+
+    /// The long stream, interleaved with another so that its positions are not its versions.
+    async fn long_stream() -> (tempfile::TempDir, SledStore) {
+        let dir = tempfile::tempdir().expect("dir");
+        let settings = SledSettings {
+            durability: Durability::Flush,
+            ..SledSettings::default()
+        };
+        let store = SledStore::open(dir.path(), &settings).expect("open");
+        let (mut long, mut other) = (0, 0);
+        while long < EVENTS {
+            let n = 100.min(EVENTS - long);
+            append(&store, LONG, long, n).await;
+            append(&store, OTHER, other, 7).await;
+            (long, other) = (long + n, other + 7);
+        }
+        (dir, store)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn questions_about_a_long_stream_read_it_a_chunk_at_a_time_with_the_answers_of_one_read() {
+        let (_dir, store) = long_stream().await;
+        let all = store.read_stream(LONG, 1, usize::MAX).await.expect("read");
+        assert_eq!(all.len() as u64, EVENTS);
+
+        // The feed of one stream after a position in its middle (not one of its own).
+        let after = all[1_500].position - 1;
+        assert!(!all.iter().any(|e| e.position == after));
+        let mut filter = FeedFilter {
+            stream_id: Some(LONG.into()),
+            after,
+            limit: 700,
+            ..FeedFilter::default()
+        };
+        let page = feed(&store, &filter).await.expect("feed");
+        let versions = |events: &[EventEnvelope]| events.iter().map(|e| e.version).collect::<Vec<_>>();
+        assert_eq!(versions(&page.events), (1_501..=2_200).collect::<Vec<_>>());
+        assert_eq!(page.next_after, Some(all[2_199].position));
+        filter.after = all[2_199].position;
+        let last = feed(&store, &filter).await.expect("feed");
+        assert_eq!(versions(&last.events), (2_201..=EVENTS).collect::<Vec<_>>());
+        assert_eq!(last.next_after, None);
+
+        // The state at versions on either side of a chunk's end, and the latest.
+        for version in [1, 999, 1_000, 1_001, 2_001, EVENTS] {
+            let state = state_at(&store, LONG, PointInTime::Version(version)).await.expect("state");
+            assert_eq!(state.version, version);
+            assert_eq!(
+                state.state["DeletionProtectionEnabled"],
+                version > 1 && version % 2 == 0,
+                "v{version}"
+            );
+        }
+        let latest = state_at(&store, LONG, PointInTime::Latest).await.expect("latest");
+        assert_eq!(latest.version, EVENTS);
+
+        // A replay read in pages is the replay read at once.
+        let whole = replay(&store, LONG, 1, MAX_LIMIT).await.expect("replay");
+        assert_eq!((whole.steps.len() as u64, whole.next_version), (EVENTS, None));
+        let (mut paged, mut from) = (Vec::new(), Some(1));
+        while let Some(v) = from {
+            let page = replay(&store, LONG, v, 333).await.expect("page");
+            assert!(page.steps.len() <= 333);
+            paged.extend(page.steps);
+            from = page.next_version;
+        }
+        let json = |steps: &[ReplayStep]| serde_json::to_value(steps).expect("json");
+        assert_eq!(json(&paged), json(&whole.steps));
+        assert_eq!(
+            json(&whole.steps[1_000..1_001]),
+            serde_json::json!([{
+                "Version": 1_001, "Position": all[1_000].position, "Timestamp": all[1_000].timestamp_secs(),
+                "EventType": "PhoneNumberUpdated", "RequestId": "query-test", "Account": ACCOUNT,
+                "Command": "Test/Append",
+                "Changes": [{"Field": "DeletionProtectionEnabled", "Before": true, "After": false}],
+            }])
+        );
+        store.close().await.expect("close");
     }
 }
