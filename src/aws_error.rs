@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use crate::auth::AuthFailure;
 use crate::domain::types::ValidationReason;
 use crate::domain::Rejection;
-use crate::model::{FieldError, FieldErrorKind};
+use crate::model::{FieldError, FieldErrorKind, MAX_FIELD_ERRORS};
 use crate::service::ServiceError;
 
 /// The AWS JSON content type, on requests and responses.
@@ -59,12 +59,17 @@ impl AwsJsonError {
         } else {
             ValidationReason::FieldValidationFailed
         };
+        // The validator stops one past the most an answer names: that one says there are more.
+        let (count, errors) = match errors.len() > MAX_FIELD_ERRORS {
+            true => (format!("More than {MAX_FIELD_ERRORS}"), &errors[..MAX_FIELD_ERRORS]),
+            false => (errors.len().to_string(), errors),
+        };
         let details: Vec<String> = errors
             .iter()
             .map(|e| format!("Value at '{}' failed to satisfy constraint: {}", e.name, e.message))
             .collect();
-        let plural = if errors.len() == 1 { "" } else { "s" };
-        let message = format!("{} validation error{plural} detected: {}", errors.len(), details.join("; "));
+        let plural = if count == "1" { "" } else { "s" };
+        let message = format!("{count} validation error{plural} detected: {}", details.join("; "));
         let fields: Vec<Value> = errors.iter().map(|e| json!({ "Name": e.name, "Message": e.message })).collect();
         AwsJsonError::new("ValidationException", StatusCode::BAD_REQUEST, message)
             .with("Reason", reason.as_str())

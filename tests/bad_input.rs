@@ -153,6 +153,30 @@ async fn protocol_errors_have_aws_shapes() {
         (Some("ValidationException"), Some("MAXIMUM_SIZE_EXCEEDED"))
     );
 
+    // Tens of thousands of bad list items: refused naming the first 20, in an answer of a few
+    // KiB, not one 150 times the body (two errors of ~230 bytes for each 3-byte item).
+    let many = json!({ "PhoneNumberIds": vec![""; 80_000] }).to_string();
+    let resp = r
+        .http
+        .post(&r.url)
+        .header("X-Amz-Target", "PinpointSMSVoiceV2.DescribePhoneNumbers")
+        .header("Content-Type", "application/x-amz-json-1.0")
+        .body(many)
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let text = resp.text().await.expect("body");
+    assert!(text.len() < 16 * 1024, "an answer of {} bytes", text.len());
+    let b: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(b["Fields"].as_array().map(Vec::len), Some(20));
+    assert!(
+        b["Message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("More than 20 validation errors detected: ")),
+        "{b}"
+    );
+
     // Wrong method or path.
     let resp = r.http.get(format!("{}/nothing", server.url())).send().await.expect("get");
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
