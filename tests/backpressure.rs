@@ -143,7 +143,8 @@ async fn slow_bodies_lock_no_one_out() {
 
 /// A storage that stops answering (its one NATS server frozen with SIGSTOP) holds no client
 /// longer than `request_timeout_ms`: each is told `ServiceUnavailableException` (the outcome is
-/// unknown) at the deadline, not when the storage's own retries give up; the stalled work keeps
+/// unknown) at the deadline, not when the storage's own retries give up (an API call and an end
+/// user's message through the simulation endpoint alike); the stalled work keeps
 /// its places meanwhile (more requests are throttled, memory stays bounded), and once the
 /// storage is back the server serves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -159,17 +160,23 @@ async fn a_stalled_storage_answers_at_the_request_deadline() {
         c.store.jetstream = common::nats::fresh_settings(&nats.client_urls());
         c.store.jetstream.replicas = 1;
         c.request_timeout_ms = 2_000;
-        c.max_in_flight = 4;
+        c.max_in_flight = 5;
     });
     let (url, http) = (server.url(), reqwest::Client::new());
-    let (status, _) = call(&http, &url, "111122223333", "RequestPhoneNumber", request_body()).await;
+    let (status, number) = call(&http, &url, "111122223333", "RequestPhoneNumber", request_body()).await;
     assert_eq!(status, StatusCode::OK);
+    // An end user's STOP to that number, through the simulation endpoint: under the same deadline.
+    let inbound = format!("{url}/simulate/inbound-message");
+    let stop = json!({"OriginationNumber": "+12065550100", "DestinationPhoneNumber": number["PhoneNumber"], "MessageBody": "STOP"});
 
     let pid = nats.pid(0).expect("running").to_string();
     let kill = |sig: &str| std::process::Command::new("kill").args([sig, &pid]).status().expect("kill");
     assert!(kill("-STOP").success());
     let started = std::time::Instant::now();
-    let stalled = (0..4).map(|_| call(&http, &url, "111122223333", "RequestPhoneNumber", request_body()));
+    let stalled = (0..5).map(|i| match i {
+        0 => call(&http, &inbound, "111122223333", "", stop.clone()),
+        _ => call(&http, &url, "111122223333", "RequestPhoneNumber", request_body()),
+    });
     for (status, body) in futures_util::future::join_all(stalled).await {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         assert_eq!(body["__type"], "ServiceUnavailableException", "{body}");
@@ -178,7 +185,7 @@ async fn a_stalled_storage_answers_at_the_request_deadline() {
     let waited = started.elapsed();
     // The storage's own resends go on for 15 s; the clients were answered at the deadline.
     assert!(waited < std::time::Duration::from_secs(10), "answered after {waited:?}");
-    // The stalled work still holds its four places.
+    // The stalled work still holds its five places.
     let (status, body) = call(&http, &url, "111122223333", "RequestPhoneNumber", request_body()).await;
     assert_eq!(
         (status, body["__type"].as_str()),

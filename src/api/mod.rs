@@ -85,6 +85,22 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
     Ok(body)
 }
 
+/// Runs `work` as a task of its own, so that it runs to its end whatever the client does (a
+/// client that leaves, or the deadline, never cuts a two-step change in half), and waits for it
+/// at most `deadline` (then the client is told the outcome is unknown).
+async fn run_to_end<T: 'static>(
+    work: impl std::future::Future<Output = Result<T, AwsJsonError>> + 'static,
+    deadline: std::time::Duration,
+    request_id: &str,
+) -> Result<T, AwsJsonError> {
+    let work = actix_web::rt::spawn(work.in_current_span());
+    match tokio::time::timeout(deadline, work).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(join)) => Err(AwsJsonError::internal(&join, request_id)),
+        Err(_) => Err(AwsJsonError::deadline_exceeded(deadline)),
+    }
+}
+
 /// The member naming the resource a request is about, for the tracing span.
 fn resource_of(input: &Value) -> Option<&str> {
     ["PhoneNumberId", "OriginationIdentity", "PoolId"]
@@ -145,9 +161,7 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
         tracing::Span::current().record("region", scope.region.as_str());
         // Held by the work until it is done: bounds the work the server has in progress.
         let permit = state.admission.admit(&scope.account)?;
-        // The work runs as a task of its own, so it runs to its end whatever the client does: a
-        // client that leaves, or the deadline, never cuts a two-step pool change in half. The
-        // client waits for it at most `deadline` (then it is told the outcome is unknown).
+        // The work runs to its end whatever the client does (see `run_to_end`).
         let deadline = state.deadline;
         let (req, state, body, task_request_id) = (req.clone(), state.clone(), body.freeze(), request_id.clone());
         let decided = async move {
@@ -196,12 +210,7 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
             };
             operations::dispatch(&operation, input, &meta, &state).await.map(Answer::Local)
         };
-        let work = actix_web::rt::spawn(decided.in_current_span());
-        match tokio::time::timeout(deadline, work).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(join)) => Err(AwsJsonError::internal(&join, &request_id)),
-            Err(_) => Err(AwsJsonError::deadline_exceeded(deadline)),
-        }
+        run_to_end(decided, deadline, &request_id).await
     }
     .instrument(span.clone())
     .await;

@@ -12,7 +12,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{now_ms, read_body, ApiState, AwsJsonError, AMZ_JSON};
+use tracing::Instrument;
+
+use super::{now_ms, read_body, run_to_end, ApiState, AwsJsonError, AMZ_JSON};
 use crate::domain::types::ValidationReason;
 use crate::domain::CommandMeta;
 
@@ -37,8 +39,7 @@ fn invalid(field: &str, message: &str) -> AwsJsonError {
 pub async fn inbound_message(req: HttpRequest, payload: web::Payload, state: web::Data<ApiState>) -> HttpResponse {
     let request_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("simulate", request_id = %request_id, account = tracing::field::Empty);
-    let _entered = span.enter();
-    match receive(&req, payload, &state, &request_id).await {
+    match receive(&req, payload, &state, &request_id).instrument(span).await {
         Ok(output) => HttpResponse::Ok()
             .insert_header(("x-amzn-RequestId", request_id.as_str()))
             .content_type(AMZ_JSON)
@@ -47,7 +48,7 @@ pub async fn inbound_message(req: HttpRequest, payload: web::Payload, state: web
     }
 }
 
-async fn receive(req: &HttpRequest, payload: web::Payload, state: &ApiState, request_id: &str) -> Result<Value, AwsJsonError> {
+async fn receive(req: &HttpRequest, payload: web::Payload, state: &web::Data<ApiState>, request_id: &str) -> Result<Value, AwsJsonError> {
     let body = tokio::time::timeout(state.body_timeout, read_body(payload, state.max_body_bytes))
         .await
         .map_err(|_| AwsJsonError::body_timeout(state.body_timeout))??;
@@ -57,7 +58,7 @@ async fn receive(req: &HttpRequest, payload: web::Payload, state: &ApiState, req
         .map_err(|failure| AwsJsonError::unauthenticated(&failure))?
         .scope;
     tracing::Span::current().record("account", scope.account.as_str());
-    let _permit = state.admission.admit(&scope.account)?;
+    let permit = state.admission.admit(&scope.account)?;
     let input: InboundInput =
         serde_json::from_slice(&body).map_err(|e| AwsJsonError::serialization(format!("request body is not an inbound message: {e}")))?;
     if !is_e164(&input.origination_number) {
@@ -75,16 +76,24 @@ async fn receive(req: &HttpRequest, payload: web::Payload, state: &ApiState, req
         at_ms: now_ms(),
         operation: "InboundMessage".into(),
     };
-    let received = state
-        .service
-        .receive_message(
-            &meta,
-            &input.destination_phone_number,
-            &input.origination_number,
-            &input.message_body,
-        )
-        .await
-        .map_err(|e| AwsJsonError::from_service(e, request_id))?;
+    // Recording the message and carrying out its keyword's action (STOP opts the sender out) are
+    // two steps: run to their end even if the client leaves, and answered within the deadline.
+    let deadline = state.deadline;
+    let (state, task_request_id) = (state.clone(), request_id.to_string());
+    let work = async move {
+        let _permit = permit;
+        state
+            .service
+            .receive_message(
+                &meta,
+                &input.destination_phone_number,
+                &input.origination_number,
+                &input.message_body,
+            )
+            .await
+            .map_err(|e| AwsJsonError::from_service(e, &task_request_id))
+    };
+    let received = run_to_end(work, deadline, request_id).await?;
     let mut out = Map::new();
     out.insert("MessageId".into(), json!(received.message_id));
     if let Some(k) = &received.keyword {
