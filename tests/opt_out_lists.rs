@@ -331,10 +331,35 @@ async fn numbers_name_only_lists_that_exist() {
         other => panic!("{other:?}"),
     }
     c.create_opt_out_list().opt_out_list_name("vip").send().await.expect("create");
+    // An ARN names the list only if it is the caller's, in the caller's region: another
+    // account's, another region's or another kind of resource's ARN with the same last segment
+    // names none of the caller's lists.
+    for foreign in [
+        format!("arn:aws:sms-voice:us-east-1:{OTHER_ACCOUNT}:opt-out-list/vip"),
+        format!("arn:aws:sms-voice:eu-west-1:{ACCOUNT}:opt-out-list/vip"),
+        format!("arn:aws:sms-voice:us-east-1:{ACCOUNT}:pool/vip"),
+    ] {
+        let refused = c
+            .update_phone_number()
+            .phone_number_id(&number)
+            .opt_out_list_name(&foreign)
+            .send()
+            .await
+            .expect_err("not the caller's list");
+        match refused.into_service_error() {
+            UpdatePhoneNumberError::ResourceNotFoundException(e) => {
+                assert_eq!(
+                    (e.resource_type(), e.resource_id()),
+                    (Some(&ResourceType::OptOutList), Some(foreign.as_str()))
+                )
+            }
+            other => panic!("{foreign}: {other:?}"),
+        }
+    }
     let updated = c
         .update_phone_number()
         .phone_number_id(&number)
-        .opt_out_list_name("vip")
+        .opt_out_list_name(format!("arn:aws:sms-voice:us-east-1:{ACCOUNT}:opt-out-list/vip"))
         .send()
         .await
         .expect("update");

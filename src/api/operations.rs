@@ -18,7 +18,7 @@ use crate::domain::phone_number::{PhoneNumber, PhoneNumberChanges};
 use crate::domain::pool::{Pool, PoolChanges, PoolMember};
 use crate::domain::sender_id::SenderId;
 use crate::domain::types::{MessageType, NumberCapability, NumberStatus, NumberType, PoolStatus, Tag, ValidationReason};
-use crate::domain::{CommandMeta, ResourceKind};
+use crate::domain::{CommandMeta, Rejection, ResourceKind};
 use crate::model::model;
 use crate::numbering::{NumberPreference, PreferenceType};
 use crate::projection::OptOutListView;
@@ -34,7 +34,7 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, api: &A
     let failed = |e| AwsJsonError::from_service(e, &meta.request_id);
     let output = match operation {
         "RequestPhoneNumber" => {
-            let spec = new_number(parse(input)?)?;
+            let spec = new_number(parse(input)?, meta)?;
             phone_number_info(&service.request_phone_number(meta, spec).await.map_err(failed)?)
         }
         "UpdatePhoneNumber" => {
@@ -42,7 +42,7 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, api: &A
             let changes = PhoneNumberChanges {
                 deletion_protection_enabled: i.deletion_protection_enabled,
                 international_sending_enabled: i.international_sending_enabled,
-                opt_out_list_name: i.opt_out_list_name.as_deref().map(opt_out_list_name),
+                opt_out_list_name: i.opt_out_list_name.as_deref().map(|l| opt_out_list_name(meta, l)).transpose()?,
                 self_managed_opt_outs_enabled: i.self_managed_opt_outs_enabled,
                 two_way_channel_arn: i.two_way_channel_arn,
                 two_way_channel_role: i.two_way_channel_role,
@@ -76,7 +76,7 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, api: &A
             let i: UpdatePoolInput = parse(input)?;
             let changes = PoolChanges {
                 deletion_protection_enabled: i.deletion_protection_enabled,
-                opt_out_list_name: i.opt_out_list_name.as_deref().map(opt_out_list_name),
+                opt_out_list_name: i.opt_out_list_name.as_deref().map(|l| opt_out_list_name(meta, l)).transpose()?,
                 self_managed_opt_outs_enabled: i.self_managed_opt_outs_enabled,
                 shared_routes_enabled: i.shared_routes_enabled,
                 two_way_channel_arn: i.two_way_channel_arn,
@@ -525,7 +525,7 @@ struct ListPoolOriginationIdentitiesInput {
     pool_id: String,
 }
 
-fn new_number(i: RequestPhoneNumberInput) -> Result<NewNumber, AwsJsonError> {
+fn new_number(i: RequestPhoneNumberInput, meta: &CommandMeta) -> Result<NewNumber, AwsJsonError> {
     let preference = match i.number_preference.as_deref() {
         Some([item]) => {
             let kind = item.preference_type.first().and_then(|t| PreferenceType::parse(t)).ok_or_else(|| {
@@ -551,7 +551,7 @@ fn new_number(i: RequestPhoneNumberInput) -> Result<NewNumber, AwsJsonError> {
         message_type: i.message_type,
         number_capabilities: capabilities,
         number_type: i.number_type,
-        opt_out_list_name: i.opt_out_list_name,
+        opt_out_list_name: i.opt_out_list_name.as_deref().map(|l| opt_out_list_name(meta, l)).transpose()?,
         pool_id: i.pool_id.filter(|p| !p.is_empty()),
         registration_id: i.registration_id,
         deletion_protection_enabled: i.deletion_protection_enabled.unwrap_or(false),
@@ -562,11 +562,12 @@ fn new_number(i: RequestPhoneNumberInput) -> Result<NewNumber, AwsJsonError> {
     })
 }
 
-/// `OptOutListNameOrArn` → the list's name.
-fn opt_out_list_name(name_or_arn: &str) -> String {
-    match name_or_arn.strip_prefix("arn:") {
-        Some(rest) => rest.rsplit('/').next().unwrap_or(rest).to_string(),
-        None => name_or_arn.to_string(),
+/// `OptOutListNameOrArn` → the name of one of the caller's lists. An ARN of another account, region
+/// or kind of resource names none of them: not found, as for the operations on the list itself.
+fn opt_out_list_name(meta: &CommandMeta, name_or_arn: &str) -> Result<String, AwsJsonError> {
+    match ResourceKind::OptOutList.name_in(&meta.scope, name_or_arn) {
+        Some(name) => Ok(name.to_string()),
+        None => Err(Rejection::not_found(ResourceKind::OptOutList, name_or_arn).into()),
     }
 }
 

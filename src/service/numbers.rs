@@ -20,6 +20,7 @@ pub struct NewNumber {
     pub message_type: MessageType,
     pub number_capabilities: Vec<NumberCapability>,
     pub number_type: NumberType,
+    /// The name of one of the caller's lists (the edge resolves an ARN); absent: the default list.
     pub opt_out_list_name: Option<String>,
     pub pool_id: Option<String>,
     pub registration_id: Option<String>,
@@ -53,7 +54,7 @@ impl NewNumber {
             && self.message_type == number.message_type
             && sorted(&self.number_capabilities) == sorted(&number.number_capabilities)
             && self.number_type == number.number_type
-            && self.opt_out_list_name.as_deref().map(opt_out_list_name).unwrap_or("Default") == number.opt_out_list_name
+            && self.opt_out_list_name.as_deref().unwrap_or("Default") == number.opt_out_list_name
             && pool.as_deref() == into_pool.map(|p| p.pool_id.as_str())
             && self.registration_id == number.registration_id
             && self.deletion_protection_enabled == number.deletion_protection_enabled
@@ -86,12 +87,7 @@ impl LifecycleService {
             ))
         })?;
         let price = supply.price.clone();
-        let opt_out_list_name = spec
-            .opt_out_list_name
-            .as_deref()
-            .map(opt_out_list_name)
-            .unwrap_or("Default")
-            .to_string();
+        let opt_out_list_name = spec.opt_out_list_name.as_deref().unwrap_or("Default").to_string();
         // The list must exist, now and when the number's first event commits.
         let list_limit = self.list_to_name(meta, &opt_out_list_name).await?;
         // A candidate can collide with a number some account already holds (the store's
@@ -228,13 +224,5 @@ impl LifecycleService {
     pub async fn release_phone_number(&self, meta: &CommandMeta, id_or_arn: &str) -> Result<PhoneNumber, ServiceError> {
         let id = self.owned(ResourceKind::PhoneNumber, &meta.scope, id_or_arn).await?;
         self.number(meta, &id, PhoneNumberAction::Release).await
-    }
-}
-
-/// `OptOutListNameOrArn` → the list's name.
-fn opt_out_list_name(name_or_arn: &str) -> &str {
-    match name_or_arn.strip_prefix("arn:") {
-        Some(_) => name_or_arn.rsplit('/').next().unwrap_or(name_or_arn),
-        None => name_or_arn,
     }
 }
