@@ -201,3 +201,71 @@ async fn concurrent_creations_respect_quota_and_client_tokens() {
     assert_eq!((ok, over), (4, 12), "quota 5 with one number already held");
     assert_eq!(c.describe_phone_numbers().send().await.expect("describe").phone_numbers().len(), 5);
 }
+
+/// DeletePool racing AssociateOriginationIdentity on the same pool, round after round: whichever
+/// wins, the number never ends up in the deleted pool or half-way into it (it could then never
+/// be released), and is free for the next round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_deleted_while_a_number_joins_it_never_keeps_the_number() {
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let (first, joiner) = (
+        request(&c, MessageType::Transactional).await,
+        request(&c, MessageType::Transactional).await,
+    );
+    let mut outcomes: HashMap<(bool, bool), usize> = HashMap::new();
+    for round in 0..120 {
+        let pool = c
+            .create_pool()
+            .origination_identity(&first)
+            .iso_country_code("US")
+            .message_type(MessageType::Transactional)
+            .send()
+            .await
+            .expect("create pool");
+        let pool_id = pool.pool_id().expect("pool id").to_string();
+        let join = {
+            let (c, pool_id, joiner) = (c.clone(), pool_id.clone(), joiner.clone());
+            tokio::spawn(async move {
+                c.associate_origination_identity()
+                    .pool_id(pool_id)
+                    .origination_identity(joiner)
+                    .iso_country_code("US")
+                    .send()
+                    .await
+            })
+        };
+        let delete = {
+            let (c, pool_id) = (c.clone(), pool_id.clone());
+            // Sent a little later each round, so that it lands before, between and after the
+            // join's steps.
+            // (A timer sleeps a millisecond at least: finer steps are waited out by yielding.)
+            let until = std::time::Instant::now() + std::time::Duration::from_micros((round % 40) * 25);
+            tokio::spawn(async move {
+                while std::time::Instant::now() < until {
+                    tokio::task::yield_now().await;
+                }
+                c.delete_pool().pool_id(pool_id).send().await
+            })
+        };
+        let (joined, deleted) = (join.await.expect("task"), delete.await.expect("task"));
+        *outcomes.entry((joined.is_ok(), deleted.is_ok())).or_default() += 1;
+        assert!(deleted.is_ok(), "round {round}: {deleted:?}");
+        let numbers = c
+            .describe_phone_numbers()
+            .phone_number_ids(&first)
+            .phone_number_ids(&joiner)
+            .send()
+            .await
+            .expect("describe");
+        for n in numbers.phone_numbers() {
+            assert_eq!(
+                (n.status().as_str(), n.pool_id()),
+                ("ACTIVE", None),
+                "round {round}: {} after the pool was deleted ({joined:?})",
+                n.phone_number_id().unwrap_or_default()
+            );
+        }
+    }
+    println!("(joined, deleted) outcomes: {outcomes:?}");
+}

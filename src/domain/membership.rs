@@ -253,9 +253,12 @@ pub fn decide<'a, M: Member>(
                 pool_id: pool(pool_id),
                 reason: reason.clone(),
             }),
-        // A member pointing at the deleted pool leaves it, whatever step it was in.
+        // A member pointing at the deleted pool leaves it, whatever step it was in; one still
+        // joining it too (its join reached the pool before the deletion, its last step has not
+        // been taken yet: that step is then refused, and the member is not left in a deleted
+        // pool).
         A::DetachFromDeletedPool { pool_id } => member
-            .filter(|m| m.pool_id() == Some(pool_id))
+            .filter(|m| m.pool_id() == Some(pool_id) || m.pending_pool_id() == Some(pool_id))
             .map(|_| E::DetachedFromDeletedPool { pool_id: pool(pool_id) }),
     };
     Ok(step.into_iter().collect())

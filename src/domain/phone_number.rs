@@ -956,6 +956,34 @@ mod tests {
             .then(&[]);
     }
 
+    /// DeletePool: "When a pool is deleted, all of its origination identities are
+    /// disassociated." A number whose join reached the pool just before the deletion, and whose
+    /// last step had not been taken yet, is let go too; that last step is then refused, so the
+    /// number never ends up in the deleted pool.
+    #[test]
+    fn a_deleted_pool_lets_go_of_a_number_still_joining_it() {
+        let mut joining = vec![requested()];
+        joining.push(E::Membership(MembershipEvent::PoolAssociationStarted { pool_id: POOL.into() }));
+        let detached = E::Membership(MembershipEvent::DetachedFromDeletedPool { pool_id: POOL.into() });
+        let s = given::<PhoneNumberState>(ID, &joining)
+            .when(A::Membership(MembershipAction::DetachFromDeletedPool { pool_id: POOL.into() }))
+            .then(std::slice::from_ref(&detached));
+        let n = s.0.expect("state");
+        assert_eq!((n.status, n.pool_id, n.pending_pool_id), (NumberStatus::Active, None, None));
+        joining.push(detached);
+        given::<PhoneNumberState>(ID, &joining)
+            .when(A::Membership(MembershipAction::CompleteAssociation { pool_id: POOL.into() }))
+            .then_reject(|r| {
+                matches!(
+                    r,
+                    Rejection::Conflict {
+                        reason: ConflictReason::ResourceNotActive,
+                        ..
+                    }
+                )
+            });
+    }
+
     #[test]
     fn events_round_trip_through_their_stored_parts() {
         let r = Rejection::conflict(ConflictReason::LastPhoneNumber, ResourceKind::Pool, POOL, "x");

@@ -9,9 +9,10 @@ use super::opt_out_lists::list_gone;
 use super::quota::{over_quota, quota_limit};
 use super::tokens::lost_token_race;
 use super::{Activation, LifecycleService, ServiceError};
+use crate::codec::decode_event;
 use crate::domain::membership::MembershipAction;
 use crate::domain::opt_out_list::DEFAULT_LIST;
-use crate::domain::pool::{Pool, PoolAction, PoolChanges, PoolState};
+use crate::domain::pool::{Pool, PoolAction, PoolChanges, PoolEvent, PoolState};
 use crate::domain::types::{MessageType, PoolStatus, Tag, ValidationReason};
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
 
@@ -240,16 +241,38 @@ impl LifecycleService {
         state.0.ok_or_else(|| not_found(ResourceKind::Pool, earlier))
     }
 
-    /// `DeletePool`: deletes, then lets every member go.
+    /// `DeletePool`: deletes, then lets every member go: those the deletion recorded, which
+    /// include a member whose join reached the pool after any read of it the request could make.
     pub async fn delete_pool(&self, meta: &CommandMeta, pool: &str) -> Result<Pool, ServiceError> {
         let pool_id = self.owned(ResourceKind::Pool, &meta.scope, pool).await?;
-        let before = self.live_pool(&meta.scope, &pool_id).await?;
+        self.live_pool(&meta.scope, &pool_id).await?;
         let deleted = self.pool(meta, &pool_id, PoolAction::Delete).await?;
-        for member in before.members.keys() {
+        for member in self.members_at_deletion(&pool_id).await? {
             let detach = MembershipAction::DetachFromDeletedPool { pool_id: pool_id.clone() };
-            self.member_step(meta, member, detach).await?;
+            self.member_step(meta, &member, detach).await?;
         }
         Ok(deleted)
+    }
+
+    /// The members a deleted pool held when it was deleted, as its `PoolDeleted` event records
+    /// them (its state forgets them). Read back from the stream's end: after the deletion only
+    /// refusals of late commands follow it.
+    async fn members_at_deletion(&self, pool_id: &str) -> Result<Vec<String>, ServiceError> {
+        const PAGE: u64 = 32;
+        let mut until = self.store.stream_head(pool_id).await?.version;
+        while until > 0 {
+            let from = until.saturating_sub(PAGE - 1).max(1);
+            let page = self.store.read_stream(pool_id, from, (until - from + 1) as usize).await?;
+            for e in page.iter().rev().filter(|e| e.event_type == "PoolDeleted") {
+                if let PoolEvent::PoolDeleted { members } = decode_event(e)? {
+                    return Ok(members);
+                }
+            }
+            until = from - 1;
+        }
+        Err(ServiceError::Invariant(format!(
+            "pool {pool_id} is deleted but its stream records no deletion"
+        )))
     }
 
     /// `UpdatePool`: an opt-out list it names must exist, now and when the change commits.
