@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::ids::ResourceKind;
+use super::ids::{ResourceKind, Scope};
 use super::keywords::{self, Keyword};
 use super::tags::{edited, TagEdit};
 use super::types::{ConflictReason, MessageType, NumberCapability, PoolStatus, Tag};
@@ -64,6 +64,40 @@ pub struct Pool {
     /// this time, so a late step of one of them is refused (see `PoolAction::Fence`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fenced: BTreeMap<String, u64>,
+    /// Never created: a fence found no pool (see [`PoolEvent::CreationForeclosed`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub foreclosed: bool,
+}
+
+impl Pool {
+    /// The record of a pool that was never created (see [`PoolEvent::CreationForeclosed`]):
+    /// foreclosed and deleted, with no members; only its id, account and region (and the fence)
+    /// are real, the rest are placeholders no command reads (every command finds it deleted).
+    fn foreclosed(pool_id: &str, account: &str, region: &str, origination_identity: &str, begun_before_ms: u64) -> Pool {
+        Pool {
+            pool_id: pool_id.to_string(),
+            pool_arn: Scope::new(account, region).arn(KIND, pool_id),
+            account: account.to_string(),
+            region: region.to_string(),
+            message_type: MessageType::Transactional,
+            opt_out_list_name: String::new(),
+            self_managed_opt_outs_enabled: false,
+            shared_routes_enabled: false,
+            two_way_enabled: false,
+            two_way_channel_arn: None,
+            two_way_channel_role: None,
+            deletion_protection_enabled: false,
+            status: PoolStatus::Deleting,
+            deleted: true,
+            members: BTreeMap::new(),
+            tags: Vec::new(),
+            keywords: BTreeMap::new(),
+            created_timestamp_ms: 0,
+            client_token: None,
+            fenced: [(origination_identity.to_string(), begun_before_ms)].into_iter().collect(),
+            foreclosed: true,
+        }
+    }
 }
 
 /// The members `UpdatePool` may change; `None` leaves a member as it is.
@@ -184,6 +218,17 @@ pub enum PoolEvent {
         origination_identity: String,
         begun_before_ms: u64,
     },
+    /// A fence on a pool that was never created: a `CreatePool` whose member's first step was
+    /// given up. The stream now exists, as a deleted pool of `account` and `region` with no
+    /// members, so the late creation is refused instead of making a pool that holds a member
+    /// which is no longer joining it.
+    CreationForeclosed {
+        pool_id: String,
+        account: String,
+        region: String,
+        origination_identity: String,
+        begun_before_ms: u64,
+    },
     /// The pool's tags after a TagResource or UntagResource.
     TagsChanged {
         tags: Vec<Tag>,
@@ -234,6 +279,11 @@ impl Aggregate for PoolState {
         match &command.action {
             PoolAction::Create(pool) => match &self.0 {
                 None => Ok(vec![PoolEvent::PoolCreated(pool.clone())]),
+                Some(p) if p.foreclosed => conflict(
+                    ConflictReason::ResourceNotActive,
+                    &p.pool_id,
+                    "was given up before it was created: the request took too long",
+                ),
                 Some(p) => conflict(ConflictReason::ResourceAlreadyExists, &p.pool_id, "already exists"),
             },
             PoolAction::AddMember(member) => {
@@ -304,6 +354,14 @@ impl Aggregate for PoolState {
                         begun_before_ms: *begun_before_ms,
                     }])
                 }
+                // A pool never created is foreclosed: its late creation is refused.
+                None => Ok(vec![PoolEvent::CreationForeclosed {
+                    pool_id: command.target.clone(),
+                    account: command.meta.scope.account.clone(),
+                    region: command.meta.scope.region.clone(),
+                    origination_identity: origination_identity.clone(),
+                    begun_before_ms: *begun_before_ms,
+                }]),
                 _ => Ok(vec![]),
             },
             PoolAction::Update(changes) => {
@@ -348,6 +406,19 @@ impl Aggregate for PoolState {
         let Some(mut p) = self.0 else {
             return match event {
                 PoolEvent::PoolCreated(pool) => PoolState(Some((**pool).clone())),
+                PoolEvent::CreationForeclosed {
+                    pool_id,
+                    account,
+                    region,
+                    origination_identity,
+                    begun_before_ms,
+                } => PoolState(Some(Pool::foreclosed(
+                    pool_id,
+                    account,
+                    region,
+                    origination_identity,
+                    *begun_before_ms,
+                ))),
                 _ => PoolState(None),
             };
         };
@@ -387,7 +458,9 @@ impl Aggregate for PoolState {
                 changed_optional(&mut p.two_way_channel_role, &c.two_way_channel_role);
                 changed(&mut p.two_way_enabled, &c.two_way_enabled);
             }
-            PoolEvent::AssociationRejected { .. }
+            // Decided only where there is no pool.
+            PoolEvent::CreationForeclosed { .. }
+            | PoolEvent::AssociationRejected { .. }
             | PoolEvent::DisassociationRejected { .. }
             | PoolEvent::DeletionRejected { .. }
             | PoolEvent::CommandRejected { .. } => {}
@@ -470,6 +543,7 @@ mod tests {
             created_timestamp_ms: 1,
             client_token: None,
             fenced: BTreeMap::new(),
+            foreclosed: false,
         }
     }
 
@@ -582,6 +656,44 @@ mod tests {
         given::<PoolState>(POOL, &[history[0].clone(), history[1].clone(), deleted])
             .when(PoolAction::Fence {
                 origination_identity: second.origination_identity,
+                begun_before_ms: at,
+            })
+            .then(&[]);
+    }
+
+    /// A fence on a pool that was never created (a `CreatePool` given up between its member's
+    /// first step and the pool's creation) forecloses it: the stream records a deleted pool with
+    /// no members, its late creation is refused, and nothing else is taken there.
+    #[test]
+    fn a_pool_never_created_is_foreclosed() {
+        let at = crate::domain::testing::meta(ACCOUNT).at_ms;
+        let foreclosed = PoolEvent::CreationForeclosed {
+            pool_id: POOL.into(),
+            account: ACCOUNT.into(),
+            region: REGION.into(),
+            origination_identity: "phone-1".into(),
+            begun_before_ms: at,
+        };
+        let state = given::<PoolState>(POOL, &[])
+            .when(PoolAction::Fence {
+                origination_identity: "phone-1".into(),
+                begun_before_ms: at,
+            })
+            .then(std::slice::from_ref(&foreclosed));
+        let pool = state.0.expect("a record of the pool");
+        assert!(pool.deleted && pool.foreclosed && pool.members.is_empty());
+        let PoolEvent::PoolCreated(creation) = created(false) else {
+            panic!("a creation")
+        };
+        given::<PoolState>(POOL, std::slice::from_ref(&foreclosed))
+            .when(PoolAction::Create(creation))
+            .then_reject(is_conflict(ConflictReason::ResourceNotActive));
+        given::<PoolState>(POOL, std::slice::from_ref(&foreclosed))
+            .when(PoolAction::AddMember(member(2, MessageType::Transactional)))
+            .then_reject(|r| matches!(r, Rejection::NotFound { .. }));
+        given::<PoolState>(POOL, std::slice::from_ref(&foreclosed))
+            .when(PoolAction::Fence {
+                origination_identity: "phone-1".into(),
                 begun_before_ms: at,
             })
             .then(&[]);

@@ -46,6 +46,18 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
+    /// Whether the command may have been carried out all the same: its append failed in a way
+    /// that may still store it, or its actor went away while it was under way.
+    pub(crate) fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            ServiceError::Execute {
+                source: ExecuteError::Append(AppendError::Storage(_)),
+                ..
+            } | ServiceError::Mailbox { .. }
+        )
+    }
+
     /// The error of a command sent to the aggregate of `stream`.
     pub(crate) fn execute(stream: &str, e: ExecuteError) -> Self {
         match e {

@@ -74,21 +74,49 @@ impl LifecycleService {
         let added = self
             .pool(meta, &pool_id, PoolAction::AddMember(member.pool_member(pool.message_type)))
             .await;
-        self.settle(meta, member_id, &pool_id, Change::Join, added).await
+        self.settle(meta, &member, &pool_id, Change::Join, added).await
     }
 
     /// The member's last step of a pool change, once the pool has taken its step: completes the
-    /// change if the pool took it, and undoes it (recording why) if the pool refused or failed.
+    /// change if the pool took it, and undoes it (recording why) if the pool refused it or
+    /// certainly did not take it. `member` is the member after its first step.
+    ///
+    /// When whether the pool took its step is unknown (its append failed in a way that may
+    /// still store it), undoing the member's step could leave the pool holding a member that
+    /// left it: the change is decided for good instead, as the reconciler decides one left
+    /// alone ([`LifecycleService::finish_change`]: the pool is fenced against the late step,
+    /// then asked). If the pool turns out to have taken it, the request succeeds after all; if
+    /// that cannot be done now either, the member is left to the reconciler.
     async fn settle(
         &self,
         meta: &CommandMeta,
-        member_id: &str,
+        member: &Identity,
         pool_id: &str,
         change: Change,
         pool_step: Result<Pool, ServiceError>,
     ) -> Result<(Identity, Pool), ServiceError> {
+        let member_id = member.member_id();
         let pool_id = pool_id.to_string();
         match pool_step {
+            Err(e) if e.outcome_unknown() => {
+                let finished = self.finish_change(meta, member, &pool_id, super::recovery::now_ms()).await;
+                match finished {
+                    Ok((Some(pool), Some(member))) if member.is_in_pool(&pool_id) == (change == Change::Join) => {
+                        tracing::info!(pool = %pool_id, member = %member_id, "the pool had taken its step: the change stands");
+                        Ok((member, pool))
+                    }
+                    Ok(_) => Err(e),
+                    Err(finishing) => {
+                        tracing::warn!(
+                            pool = %pool_id,
+                            member = %member_id,
+                            error = %crate::error_chain(&finishing),
+                            "cannot finish the pool change now; the reconciler will"
+                        );
+                        Err(e)
+                    }
+                }
+            }
             Ok(pool) => {
                 let complete = match change {
                     Change::Join => MembershipAction::CompleteAssociation { pool_id },
@@ -140,7 +168,7 @@ impl LifecycleService {
             pool_id: pool_id.clone(),
             iso_country_code: iso,
         };
-        self.member_step(meta, &member_id, begin).await?;
+        let member = self.member_step(meta, &member_id, begin).await?;
         let removed = self
             .pool(
                 meta,
@@ -150,7 +178,7 @@ impl LifecycleService {
                 },
             )
             .await;
-        self.settle(meta, &member_id, &pool_id, Change::Leave, removed).await
+        self.settle(meta, &member, &pool_id, Change::Leave, removed).await
     }
 
     /// `CreatePool`: the new pool inherits its settings from its first origination identity.
@@ -199,6 +227,7 @@ impl LifecycleService {
             created_timestamp_ms: meta.at_ms,
             client_token: spec.client_token.clone(),
             fenced: Default::default(),
+            foreclosed: false,
         };
         let quota = self.quotas.pools_per_account;
         let limit = quota_limit(scope, ResourceKind::Pool, quota);
@@ -216,7 +245,7 @@ impl LifecycleService {
             .and_then(|s| {
                 s.0.ok_or_else(|| ServiceError::Invariant(format!("created pool {pool_id} has no state")))
             });
-        match self.settle(meta, &member_id, &pool_id, Change::Join, created).await {
+        match self.settle(meta, &member, &pool_id, Change::Join, created).await {
             Ok((_, pool)) => Ok(pool),
             Err(e) if !lost_token_race(&e) => Err(e),
             Err(_) => {
@@ -308,7 +337,7 @@ impl LifecycleService {
 }
 
 /// Which pool change a number is in the middle of.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Change {
     Join,
     Leave,
@@ -319,5 +348,185 @@ fn abort_reason(e: &ServiceError) -> Rejection {
     match e {
         ServiceError::Rejected(r) => r.clone(),
         other => Rejection::validation(ValidationReason::InvalidRequest, "PoolId", crate::error_chain(other)),
+    }
+}
+
+/// A pool step whose outcome is unknown (its append may still be stored) is decided for good
+/// when it fails, as the reconciler decides a change left alone: the pool is fenced (a pool
+/// never created is foreclosed) and asked, and the member's last step follows its answer.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::ExecuteError;
+    use crate::domain::types::{ConflictReason, NumberCapability, NumberType};
+    use crate::service::numbers::NewNumber;
+    use crate::service::recovery::now_ms;
+    use crate::store::{AppendError, StoreError};
+
+    fn meta(at_ms: u64) -> CommandMeta {
+        CommandMeta {
+            request_id: format!("request-{at_ms}"),
+            scope: Scope::new("111122223333", "us-east-1"),
+            at_ms,
+            operation: "Test".into(),
+        }
+    }
+
+    /// What a failed publish that may still be stored looks like to the service.
+    fn outcome_unknown(stream: &str) -> ServiceError {
+        ServiceError::Execute {
+            stream: stream.into(),
+            source: ExecuteError::Append(AppendError::Storage(StoreError::Corrupt {
+                key: stream.into(),
+                message: "no acknowledgement".into(),
+            })),
+        }
+    }
+
+    async fn number(service: &LifecycleService) -> String {
+        let spec = NewNumber {
+            iso_country_code: "US".into(),
+            message_type: MessageType::Transactional,
+            number_capabilities: vec![NumberCapability::Sms],
+            number_type: NumberType::LongCode,
+            opt_out_list_name: None,
+            pool_id: None,
+            registration_id: None,
+            deletion_protection_enabled: false,
+            international_sending_enabled: false,
+            tags: vec![],
+            client_token: None,
+            preference: None,
+        };
+        let now = now_ms();
+        service
+            .request_phone_number(&meta(now), spec)
+            .await
+            .expect("number")
+            .phone_number_id
+    }
+
+    async fn begin_join(service: &LifecycleService, meta: &CommandMeta, member: &str, pool_id: &str) -> Identity {
+        let begin = MembershipAction::BeginAssociation {
+            pool_id: pool_id.into(),
+            pool_message_type: MessageType::Transactional,
+            iso_country_code: None,
+            client_token: None,
+        };
+        service.member_step(meta, member, begin).await.expect("begin")
+    }
+
+    async fn events_of(service: &LifecycleService, stream: &str) -> Vec<String> {
+        let events = service.store.read_stream(stream, 1, usize::MAX).await.expect("read");
+        events.into_iter().map(|e| e.event_type).collect()
+    }
+
+    #[actix_rt::test]
+    async fn a_pool_step_of_unknown_outcome_is_decided_for_good() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = crate::config::Config::defaults_with_data_dir(dir.path()).expect("config");
+        let store = config.store.open(dir.path()).expect("store");
+        let service = crate::server::service(&config, store);
+        let (first, joiner) = (number(&service).await, number(&service).await);
+        let spec = NewPool {
+            origination_identity: first.clone(),
+            iso_country_code: None,
+            message_type: MessageType::Transactional,
+            deletion_protection_enabled: false,
+            tags: vec![],
+            client_token: None,
+        };
+        let pool = service.create_pool(&meta(now_ms()), spec).await.expect("pool");
+
+        // The pool took the step, though its writer was told otherwise: the join stands.
+        let request = meta(now_ms());
+        let member = begin_join(&service, &request, &joiner, &pool.pool_id).await;
+        let add = PoolAction::AddMember(member.pool_member(MessageType::Transactional));
+        service.pool(&request, &pool.pool_id, add.clone()).await.expect("the pool takes it");
+        let (joined, in_pool) = service
+            .settle(&request, &member, &pool.pool_id, Change::Join, Err(outcome_unknown(&pool.pool_id)))
+            .await
+            .expect("the join stands");
+        assert!(joined.is_in_pool(&pool.pool_id) && in_pool.members.contains_key(&joiner));
+        assert!(events_of(&service, &pool.pool_id).await.contains(&"ChangesFenced".to_string()));
+
+        // A leave the pool took stands too.
+        let leave = MembershipAction::BeginDisassociation {
+            pool_id: pool.pool_id.clone(),
+            iso_country_code: None,
+        };
+        let request = meta(now_ms());
+        let member = service.member_step(&request, &joiner, leave).await.expect("begin leaving");
+        let remove = PoolAction::RemoveMember {
+            origination_identity: joiner.clone(),
+        };
+        service.pool(&request, &pool.pool_id, remove).await.expect("the pool lets it go");
+        service
+            .settle(&request, &member, &pool.pool_id, Change::Leave, Err(outcome_unknown(&pool.pool_id)))
+            .await
+            .expect("the leave stands");
+
+        // The pool did not take it (yet): the join is undone, and the step, arriving late, is
+        // refused by the fence.
+        let request = meta(now_ms());
+        let member = begin_join(&service, &request, &joiner, &pool.pool_id).await;
+        let failed = service
+            .settle(&request, &member, &pool.pool_id, Change::Join, Err(outcome_unknown(&pool.pool_id)))
+            .await;
+        assert!(matches!(failed, Err(ref e) if e.outcome_unknown()), "{failed:?}");
+        let late = service.pool(&request, &pool.pool_id, add).await;
+        assert!(
+            matches!(
+                late,
+                Err(ServiceError::Rejected(Rejection::Conflict {
+                    reason: ConflictReason::ResourceModificationNotAllowed,
+                    ..
+                }))
+            ),
+            "{late:?}"
+        );
+        let undone = LifecycleService::state(&service.numbers, &joiner)
+            .await
+            .expect("state")
+            .0
+            .expect("number");
+        assert_eq!((undone.status, undone.pool_id), (crate::domain::types::NumberStatus::Active, None));
+
+        // A pool whose creation failed so is foreclosed: its creation, arriving late, is refused.
+        let request = meta(now_ms());
+        let fresh = ResourceKind::Pool.new_id();
+        let member = begin_join(&service, &request, &joiner, &fresh).await;
+        let failed = service
+            .settle(&request, &member, &fresh, Change::Join, Err(outcome_unknown(&fresh)))
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(events_of(&service, &fresh).await, ["CreationForeclosed"]);
+        let create = PoolAction::Create(Box::new(Pool {
+            pool_id: fresh.clone(),
+            members: [(joiner.clone(), member.pool_member(MessageType::Transactional))]
+                .into_iter()
+                .collect(),
+            ..pool.clone()
+        }));
+        let late = service.execute(&service.pools, &fresh, Activation::Fresh, &request, create).await;
+        assert!(
+            matches!(
+                late,
+                Err(ServiceError::Rejected(Rejection::Conflict {
+                    reason: ConflictReason::ResourceNotActive,
+                    ..
+                }))
+            ),
+            "{late:?}"
+        );
+        let numbers = LifecycleService::state(&service.numbers, &joiner)
+            .await
+            .expect("state")
+            .0
+            .expect("number");
+        assert_eq!(
+            (numbers.status, numbers.pool_id),
+            (crate::domain::types::NumberStatus::Active, None)
+        );
     }
 }

@@ -11,7 +11,7 @@ use crate::domain::phone_number::PhoneNumber;
 use crate::domain::pool::{Pool, PoolAction, PoolState};
 use crate::domain::pool_change::pool_to_ask;
 use crate::domain::sender_id::SenderId;
-use crate::domain::{CommandMeta, Rejection, ResourceKind};
+use crate::domain::{CommandMeta, ResourceKind};
 
 impl LifecycleService {
     /// Finishes pool changes that a crash interrupted, so no number stays `ASSOCIATING` or
@@ -39,20 +39,11 @@ impl LifecycleService {
         })
         .await?;
         let mut repaired = 0;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default();
+        let now_ms = now_ms();
         let begun_before_ms = now_ms.saturating_sub(left_alone_for.as_millis() as u64);
         // Each pool read once per pass, from the log itself: with several nodes, this node's
         // actor of the pool may not have seen the step another node just took.
         let mut pools: HashMap<String, Option<Pool>> = HashMap::new();
-        let holds = |pool: Option<&Pool>, n: &Identity| {
-            let scope = n.scope();
-            pool.is_some_and(|p| {
-                !p.deleted && p.account == scope.account && p.region == scope.region && p.members.contains_key(n.member_id())
-            })
-        };
         for n in stuck {
             let Some(pool_id) = n.pool_to_ask().map(str::to_string) else {
                 continue;
@@ -77,34 +68,56 @@ impl LifecycleService {
                     continue;
                 }
             }
-            let scope = n.scope();
             let meta = CommandMeta {
                 request_id: format!("recovery-{}", uuid::Uuid::new_v4()),
-                scope,
+                scope: n.scope(),
                 at_ms: now_ms,
                 operation: "Recovery".into(),
             };
-            // Fence the pool first: a step of the given-up change that is still on its way (a
-            // request slower than `left_alone_for`, e.g. resent across a leader election) is
-            // refused from now on, so the pool's state after the fence decides for good.
-            let fence = PoolAction::Fence {
-                origination_identity: n.member_id().to_string(),
-                begun_before_ms,
-            };
-            let pool = match self.execute(&self.pools, &pool_id, Activation::Existing, &meta, fence).await {
-                Ok(state) => state.0,
-                Err(ServiceError::Rejected(Rejection::NotFound { .. })) => None,
-                Err(e) => return Err(e),
-            };
-            let Some(action) = n.finish_interrupted(holds(pool.as_ref(), &n)) else {
-                pools.insert(pool_id, pool);
-                continue;
-            };
+            let (pool, finished) = self.finish_change(&meta, &n, &pool_id, begun_before_ms).await?;
             pools.insert(pool_id, pool);
-            tracing::warn!(member = %n.member_id(), action = ?action, "finishing an interrupted pool change");
-            self.member_step(&meta, n.member_id(), action).await?;
-            repaired += 1;
+            repaired += usize::from(finished.is_some());
         }
         Ok(repaired)
     }
+
+    /// Finishes `n`'s change of `pool_id` for good, whatever became of the steps taken so far:
+    /// fences the pool first, so that no step of a change of `n` begun before `begun_before_ms`
+    /// can reach it later (a pool never created is foreclosed: its late creation is refused),
+    /// then completes or undoes `n`'s step by whether the pool holds it. Answers the pool as the
+    /// fence left it and the member after its last step (`None`: nothing was left to do).
+    pub(super) async fn finish_change(
+        &self,
+        meta: &CommandMeta,
+        n: &Identity,
+        pool_id: &str,
+        begun_before_ms: u64,
+    ) -> Result<(Option<Pool>, Option<Identity>), ServiceError> {
+        let fence = PoolAction::Fence {
+            origination_identity: n.member_id().to_string(),
+            begun_before_ms,
+        };
+        // Named: the pool's stream may not exist (a creation not written yet, or never).
+        let pool = self.execute(&self.pools, pool_id, Activation::Named, meta, fence).await?.0;
+        let Some(action) = n.finish_interrupted(holds(pool.as_ref(), n)) else {
+            return Ok((pool, None));
+        };
+        tracing::warn!(member = %n.member_id(), action = ?action, "finishing an unfinished pool change");
+        let member = self.member_step(meta, n.member_id(), action).await?;
+        Ok((pool, Some(member)))
+    }
+}
+
+/// Whether `pool` holds `n`: a pool that is gone (or another account's) does not.
+fn holds(pool: Option<&Pool>, n: &Identity) -> bool {
+    let scope = n.scope();
+    pool.is_some_and(|p| !p.deleted && p.account == scope.account && p.region == scope.region && p.members.contains_key(n.member_id()))
+}
+
+/// Now, in milliseconds since the epoch.
+pub(super) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
