@@ -425,6 +425,28 @@ async fn the_quota_of_lists_and_client_tokens() {
         }
         other => panic!("{other:?}"),
     }
+
+    // A list deleted and created again, with a token of its own and other tags: a retry of the
+    // second creation is answered with the list, one of the first creation is refused (the
+    // list it made is gone), whichever creation the token is compared with.
+    c.delete_opt_out_list().opt_out_list_name("a").send().await.expect("delete a");
+    let again = || {
+        c.create_opt_out_list()
+            .opt_out_list_name("a")
+            .tags(tag("team", "ops"))
+            .client_token("token-a2")
+    };
+    let second = again().send().await.expect("a again");
+    let retried = again().send().await.expect("the second creation, retried");
+    assert_eq!(retried.created_timestamp(), second.created_timestamp());
+    let stale = c
+        .create_opt_out_list()
+        .opt_out_list_name("a")
+        .client_token("token-a")
+        .send()
+        .await
+        .expect_err("the first creation's list is gone");
+    assert_eq!(stale.code(), Some("ConflictException"), "{stale:?}");
 }
 
 /// TagResource, UntagResource and ListTagsForResource on a number, a pool and a list, the limit

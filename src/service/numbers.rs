@@ -179,8 +179,11 @@ impl LifecycleService {
     /// for the same number.
     async fn earlier_number(&self, scope: &Scope, spec: &NewNumber, earlier: &str) -> Result<PhoneNumber, ServiceError> {
         self.check_token_reuse::<PhoneNumberState>(earlier, |action| match action {
-            PhoneNumberAction::Request { number, into_pool } => spec.asked_for(scope, number, into_pool.as_ref()),
-            _ => false,
+            PhoneNumberAction::Request { number, into_pool } => Some((
+                number.client_token == spec.client_token,
+                spec.asked_for(scope, number, into_pool.as_ref()),
+            )),
+            _ => None,
         })
         .await?;
         self.current_number(earlier).await

@@ -119,8 +119,11 @@ impl LifecycleService {
     /// the same list.
     async fn earlier_list(&self, scope: &Scope, spec: &NewOptOutList, earlier: &str) -> Result<OptOutList, ServiceError> {
         self.check_token_reuse::<OptOutListState>(earlier, |action| match action {
-            OptOutListAction::Create { list, .. } => list.opt_out_list_name == spec.name && list.tags == spec.tags,
-            _ => false,
+            OptOutListAction::Create { list, .. } => Some((
+                list.client_token == spec.client_token,
+                list.opt_out_list_name == spec.name && list.tags == spec.tags,
+            )),
+            _ => None,
         })
         .await?;
         let state: OptOutListState = Self::state(&self.lists, earlier).await?;

@@ -262,8 +262,8 @@ impl LifecycleService {
     /// the same pool.
     async fn earlier_pool(&self, scope: &Scope, spec: &NewPool, earlier: &str) -> Result<Pool, ServiceError> {
         self.check_token_reuse::<PoolState>(earlier, |action| match action {
-            PoolAction::Create(pool) => spec.asked_for(scope, pool.as_ref()),
-            _ => false,
+            PoolAction::Create(pool) => Some((pool.client_token == spec.client_token, spec.asked_for(scope, pool.as_ref()))),
+            _ => None,
         })
         .await?;
         let state = self.pool_state(earlier).await?;

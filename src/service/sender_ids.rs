@@ -117,8 +117,8 @@ impl LifecycleService {
     /// for the same one.
     async fn earlier_sender_id(&self, scope: &Scope, spec: &NewSenderId, earlier: &str) -> Result<SenderId, ServiceError> {
         self.check_token_reuse::<SenderIdState>(earlier, |action| match action {
-            SenderIdAction::Request { sender_id, .. } => spec.asked_for(sender_id),
-            _ => false,
+            SenderIdAction::Request { sender_id, .. } => Some((sender_id.client_token == spec.client_token, spec.asked_for(sender_id))),
+            _ => None,
         })
         .await?;
         let state: SenderIdState = Self::state(&self.sender_ids, earlier).await?;

@@ -6,8 +6,9 @@
 //! create one; a lock per token within this process lets a retry simply wait for its first attempt.
 
 use super::{LifecycleService, ServiceError};
+use crate::codec::decode_event;
 use crate::domain::types::ConflictReason;
-use crate::domain::{Aggregate, Rejection, Scope};
+use crate::domain::{Aggregate, Rejection, ResourceKind, Scope};
 use crate::projection::token_key;
 use crate::store::AppendError;
 
@@ -33,31 +34,69 @@ impl LifecycleService {
         Ok(owner.map(|id| String::from_utf8_lossy(&id).into_owned()))
     }
 
-    /// Refuses a request that reuses the client token of the creation of `earlier` unless
-    /// `same_request` says it asks for what that creation asked (read from its first event, the
-    /// command as recorded).
+    /// Refuses a request that reuses the client token of a creation of `earlier` unless it asks
+    /// for what that creation asked. `creation` reads a command as the log recorded it: for a
+    /// creation, whether it carried this request's token and whether this request asks for the
+    /// same; `None` for any other command.
+    ///
+    /// A named resource (an opt-out list, a sender id) can be created again in the same stream,
+    /// each time with a token of its own: the creation compared is the one that carried the
+    /// token, and if the resource was created again after it, the token's resource is gone and
+    /// the request is refused too (not answered with the newer resource).
     pub(super) async fn check_token_reuse<A: Aggregate>(
         &self,
         earlier: &str,
-        same_request: impl FnOnce(&A::Action) -> bool,
+        creation: impl Fn(&A::Action) -> Option<(bool, bool)>,
     ) -> Result<(), ServiceError> {
-        let first = self.store.read_stream(earlier, 1, 1).await?;
-        let Some(recorded) = first.into_iter().next() else {
-            return Err(ServiceError::Invariant(format!(
-                "client token bound to {earlier}, which has no events"
-            )));
-        };
-        let action: A::Action = serde_json::from_value(recorded.command_input)
-            .map_err(|e| ServiceError::Invariant(format!("the creation of {earlier} cannot be read back: {e}")))?;
-        if same_request(&action) {
-            return Ok(());
+        const CHUNK: usize = 256;
+        let recreatable = matches!(A::KIND, ResourceKind::OptOutList | ResourceKind::SenderId);
+        // (the creation's command, whether this request asks the same), once found.
+        let mut found: Option<(uuid::Uuid, bool)> = None;
+        let mut from = 1;
+        'scan: loop {
+            let chunk = self.store.read_stream(earlier, from, CHUNK).await?;
+            for e in &chunk {
+                from = e.version.saturating_add(1);
+                if A::rejection_in(&decode_event::<A::Event>(e)?).is_some() {
+                    continue;
+                }
+                let Ok(action) = serde_json::from_value::<A::Action>(e.command_input.clone()) else {
+                    continue;
+                };
+                match (creation(&action), found) {
+                    (Some((true, same)), None) => {
+                        found = Some((e.command_id, same));
+                        if !recreatable {
+                            break 'scan;
+                        }
+                    }
+                    (Some(_), Some((command, _))) if e.command_id != command => {
+                        return Err(ServiceError::Rejected(Rejection::conflict(
+                            ConflictReason::ResourceAlreadyExists,
+                            A::KIND,
+                            earlier,
+                            "was created with this client token, then deleted and created again; use a new client token",
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            if chunk.len() < CHUNK {
+                break;
+            }
         }
-        Err(ServiceError::Rejected(Rejection::conflict(
-            ConflictReason::ResourceAlreadyExists,
-            A::KIND,
-            earlier,
-            "was created with this client token and different request parameters; use a new client token, or send the earlier request unchanged",
-        )))
+        match found {
+            Some((_, true)) => Ok(()),
+            Some((_, false)) => Err(ServiceError::Rejected(Rejection::conflict(
+                ConflictReason::ResourceAlreadyExists,
+                A::KIND,
+                earlier,
+                "was created with this client token and different request parameters; use a new client token, or send the earlier request unchanged",
+            ))),
+            None => Err(ServiceError::Invariant(format!(
+                "client token bound to {earlier}, whose recorded creations carry no such token"
+            ))),
+        }
     }
 
     /// The lock serializing requests that carry the same client token (striped: a fixed set
