@@ -874,8 +874,8 @@ async fn the_log_records_refusals_but_not_junk() {
 /// AssociateOriginationIdentity, `ClientToken`: "Unique, case-sensitive identifier that you
 /// provide to ensure the idempotency of the request." A retry of a join that succeeded gets the
 /// same answer and writes nothing; a repeat without a token is refused as already associated
-/// (sent as raw AWS JSON: the SDK fills in a token of its own when none is given).
-/// RequestPhoneNumber into a pool of another message type is refused before the number exists.
+/// (sent as raw AWS JSON: the SDK fills in a token of its own when none is given). The same for
+/// DisassociateOriginationIdentity's token. RequestPhoneNumber into a pool of another message type is refused before the number exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retried_associations_and_requests_into_a_mismatched_pool() {
     let server = TestServer::start();
@@ -912,6 +912,32 @@ async fn retried_associations_and_requests_into_a_mismatched_pool() {
     let body: serde_json::Value = without_token.json().await.expect("json");
     assert_eq!(body["__type"], "ConflictException", "{body}");
     assert_eq!(body["Reason"], "RESOURCE_ALREADY_ASSOCIATED", "{body}");
+
+    // DisassociateOriginationIdentity has a ClientToken too: a retry of a leave that succeeded
+    // gets the same answer; another token (another request) is refused, the number being out.
+    let disassociate = |token: &str| {
+        c.disassociate_origination_identity()
+            .pool_id(&pool_id)
+            .origination_identity(&joining)
+            .client_token(token)
+            .send()
+    };
+    let left = disassociate("leave-once").await.expect("leave");
+    let again = disassociate("leave-once").await.expect("the retry gets the same answer");
+    assert_eq!(
+        (again.pool_id(), again.origination_identity()),
+        (left.pool_id(), left.origination_identity())
+    );
+    match disassociate("another-request")
+        .await
+        .expect_err("not in the pool")
+        .into_service_error()
+    {
+        DisassociateOriginationIdentityError::ConflictException(e) => {
+            assert_eq!(e.reason(), Some(&ConflictExceptionReason::PhoneNumberNotAssociatedToPool))
+        }
+        other => panic!("{other:?}"),
+    }
 
     let before = server_events(&server).await;
     let err = c

@@ -107,7 +107,13 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, api: &A
         "DisassociateOriginationIdentity" => {
             let i: MembershipInput = parse(input)?;
             let (number, pool) = service
-                .disassociate(meta, &i.pool_id, &i.origination_identity, i.iso_country_code)
+                .disassociate(
+                    meta,
+                    &i.pool_id,
+                    &i.origination_identity,
+                    i.iso_country_code,
+                    i.client_token.as_deref(),
+                )
                 .await
                 .map_err(failed)?;
             membership(&number, &pool)

@@ -84,6 +84,11 @@ pub enum MembershipAction {
     BeginDisassociation {
         pool_id: String,
         iso_country_code: Option<String>,
+        /// `DisassociateOriginationIdentity`'s `ClientToken`, if the caller gave one: recorded
+        /// with the step, so that a retry of a request that already succeeded can be told from
+        /// a first request (see the service). Absent in commands recorded before it existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_token: Option<String>,
     },
     CompleteDisassociation {
         pool_id: String,
@@ -212,7 +217,9 @@ pub fn decide<'a, M: Member>(
             }
             Some(E::AssociatedWithPool { pool_id: pool(pool_id) })
         }
-        A::BeginDisassociation { pool_id, iso_country_code } => {
+        A::BeginDisassociation {
+            pool_id, iso_country_code, ..
+        } => {
             let m = live()?;
             check_country(m, iso_country_code)?;
             refuse_if_changing_pools(m)?;

@@ -896,12 +896,14 @@ mod tests {
             .when(A::Membership(MembershipAction::BeginDisassociation {
                 pool_id: POOL.into(),
                 iso_country_code: None,
+                client_token: None,
             }))
             .then_reject(is_conflict(ConflictReason::PhoneNumberNotAssociatedToPool));
         let s = given::<PhoneNumberState>(ID, &in_pool())
             .when(A::Membership(MembershipAction::BeginDisassociation {
                 pool_id: POOL.into(),
                 iso_country_code: None,
+                client_token: None,
             }))
             .then(&[E::Membership(MembershipEvent::PoolDisassociationStarted { pool_id: POOL.into() })]);
         assert_eq!(s.0.map(|n| n.status), Some(NumberStatus::Disassociating));

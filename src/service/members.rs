@@ -116,6 +116,20 @@ impl LifecycleService {
         }
     }
 
+    /// The member whose stream is `id`, as it is now.
+    pub(super) async fn member_now(&self, id: &str) -> Result<Identity, ServiceError> {
+        let member = if ResourceKind::SenderId.is_id(id) {
+            Self::state(&self.sender_ids, id)
+                .await?
+                .live()
+                .cloned()
+                .map(|s| Identity::SenderId(Box::new(s)))
+        } else {
+            Self::state(&self.numbers, id).await?.0.map(|n| Identity::Number(Box::new(n)))
+        };
+        member.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))
+    }
+
     /// Runs a membership step on the member whose stream is `id`.
     pub(super) async fn member_step(&self, meta: &CommandMeta, id: &str, step: MembershipAction) -> Result<Identity, ServiceError> {
         if ResourceKind::SenderId.is_id(id) {

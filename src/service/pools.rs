@@ -13,7 +13,7 @@ use crate::codec::decode_event;
 use crate::domain::membership::MembershipAction;
 use crate::domain::opt_out_list::DEFAULT_LIST;
 use crate::domain::pool::{Pool, PoolAction, PoolChanges, PoolEvent, PoolState};
-use crate::domain::types::{MessageType, PoolStatus, Tag, ValidationReason};
+use crate::domain::types::{ConflictReason, MessageType, PoolStatus, Tag, ValidationReason};
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
 
 /// What `CreatePool` asks for.
@@ -152,23 +152,36 @@ impl LifecycleService {
         self.join_pool(meta, &member_id, &pool, iso, client_token).await
     }
 
-    /// `DisassociateOriginationIdentity`.
+    /// `DisassociateOriginationIdentity`. With a client token, a retry of a request that took
+    /// the member out of the pool is answered as that request was, not refused because the
+    /// member is no longer in the pool.
     pub async fn disassociate(
         &self,
         meta: &CommandMeta,
         pool: &str,
         identity: &str,
         iso: Option<String>,
+        client_token: Option<&str>,
     ) -> Result<(Identity, Pool), ServiceError> {
         let scope = &meta.scope;
         let pool_id = self.owned(ResourceKind::Pool, scope, pool).await?;
         let member_id = self.member_stream(scope, identity, iso.as_deref()).await?;
-        self.viewed_pool(scope, &pool_id).await?;
+        let viewed = self.viewed_pool(scope, &pool_id).await?;
         let begin = MembershipAction::BeginDisassociation {
             pool_id: pool_id.clone(),
             iso_country_code: iso,
+            client_token: client_token.map(String::from),
         };
-        let member = self.member_step(meta, &member_id, begin).await?;
+        let member = match self.member_step(meta, &member_id, begin).await {
+            Ok(member) => member,
+            Err(ServiceError::Rejected(Rejection::Conflict {
+                reason: ConflictReason::PhoneNumberNotAssociatedToPool,
+                ..
+            })) if self.left_with_token(&member_id, &pool_id, client_token).await? => {
+                return Ok((self.member_now(&member_id).await?, viewed));
+            }
+            Err(e) => return Err(e),
+        };
         let removed = self
             .pool(
                 meta,
@@ -179,6 +192,26 @@ impl LifecycleService {
             )
             .await;
         self.settle(meta, &member, &pool_id, Change::Leave, removed).await
+    }
+
+    /// Whether the member's recent history holds a step out of `pool_id` begun by a request with
+    /// this client token (one the log took, not a refusal). Only the member's last
+    /// [`RETRY_WINDOW`] events are looked at: a retry follows its request closely, and a first
+    /// request with a token is not made to read a long history.
+    async fn left_with_token(&self, member_id: &str, pool_id: &str, token: Option<&str>) -> Result<bool, ServiceError> {
+        /// Events of the member looked back at.
+        const RETRY_WINDOW: u64 = 1_024;
+        let Some(token) = token else { return Ok(false) };
+        let head = self.store.stream_head(member_id).await?.version;
+        let from = head.saturating_sub(RETRY_WINDOW - 1).max(1);
+        let recent = self.store.read_stream(member_id, from, RETRY_WINDOW as usize).await?;
+        Ok(recent.iter().rev().any(|e| {
+            e.event_type == "PoolDisassociationStarted"
+                && matches!(
+                    serde_json::from_value::<MembershipAction>(e.command_input.clone()),
+                    Ok(MembershipAction::BeginDisassociation { pool_id: p, client_token: Some(t), .. }) if p == pool_id && t == token
+                )
+        }))
     }
 
     /// `CreatePool`: the new pool inherits its settings from its first origination identity.
@@ -454,6 +487,7 @@ mod tests {
         let leave = MembershipAction::BeginDisassociation {
             pool_id: pool.pool_id.clone(),
             iso_country_code: None,
+            client_token: None,
         };
         let request = meta(now_ms());
         let member = service.member_step(&request, &joiner, leave).await.expect("begin leaving");
