@@ -28,9 +28,11 @@ impl LifecycleService {
         Ok((Some(guard), self.token_owner(scope, operation, token).await?))
     }
 
-    /// The resource created with a token, if any.
+    /// The resource created with a token, if any: looked up again once this node has caught up
+    /// with the log when its index lacks it, so that a retry arriving at a node whose view lags
+    /// finds the creation another node just made (a token's claim, once written, stays).
     pub(super) async fn token_owner(&self, scope: &Scope, operation: &str, token: &str) -> Result<Option<String>, ServiceError> {
-        let owner = self.store.index_get(&token_key(scope, operation, token)).await?;
+        let owner = self.store.index_get_latest(&token_key(scope, operation, token)).await?;
         Ok(owner.map(|id| String::from_utf8_lossy(&id).into_owned()))
     }
 
