@@ -399,7 +399,7 @@ fn step<A: Projected>(
             }
             IndexOp::Add(k, delta) => {
                 let current = decode_counter(index.get(&k).map(Vec::as_slice));
-                index.insert(k, (current + delta).to_be_bytes().to_vec());
+                index.insert(k, current.saturating_add(delta).to_be_bytes().to_vec());
             }
         }
     }
