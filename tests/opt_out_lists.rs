@@ -891,4 +891,35 @@ async fn the_account_reports_its_limits_and_what_is_in_use() {
         .expect("text");
     assert_eq!((text.enforced_limit(), text.max_limit(), text.overridden()), (7, 7, false));
     assert_eq!(spend.spend_limits().len(), 3);
+
+    // Paginated as the model says (MaxResults, NextToken), like every other listing: the SDK's
+    // paginator reads every page; a token that is not the server's is refused.
+    let pages: Vec<_> = c
+        .describe_spend_limits()
+        .max_results(2)
+        .into_paginator()
+        .send()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(|page| page.expect("page").spend_limits().len())
+        .collect();
+    assert_eq!(pages, [2, 1]);
+    let limits: usize = c
+        .describe_account_limits()
+        .max_results(1)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Vec<_>>()
+        .await
+        .len();
+    assert_eq!(limits, got.len());
+    let forged = c
+        .describe_account_attributes()
+        .next_token("not-a-token")
+        .send()
+        .await
+        .expect_err("forged token");
+    assert_eq!(forged.code(), Some("ValidationException"));
 }

@@ -221,10 +221,8 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, api: &A
         }
         "DescribeKeywords" => return describe_keywords(parse(input)?, meta, api).await,
         "DescribeAccountAttributes" => {
-            let attributes = json!([{"Name": "ACCOUNT_TIER", "Value": api.account.tier}]);
-            let mut out = Map::new();
-            out.insert("AccountAttributes".into(), attributes);
-            out
+            let attributes = vec![json!({"Name": "ACCOUNT_TIER", "Value": api.account.tier})];
+            return fixed_page(operation, "AccountAttributes", attributes, parse(input)?, meta, api);
         }
         "DescribeAccountLimits" => {
             let limits = service.account_limits(&meta.scope).await.map_err(failed)?;
@@ -232,9 +230,7 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, api: &A
                 .into_iter()
                 .map(|(name, used, max)| json!({"Name": name, "Used": used, "Max": max}))
                 .collect();
-            let mut out = Map::new();
-            out.insert("AccountLimits".into(), Value::Array(limits));
-            out
+            return fixed_page(operation, "AccountLimits", limits, parse(input)?, meta, api);
         }
         "DescribeSpendLimits" => {
             let a = &api.account;
@@ -246,9 +242,7 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, api: &A
             .into_iter()
             .map(|(name, limit)| json!({"Name": name, "EnforcedLimit": limit, "MaxLimit": limit, "Overridden": false}))
             .collect();
-            let mut out = Map::new();
-            out.insert("SpendLimits".into(), Value::Array(limits));
-            out
+            return fixed_page(operation, "SpendLimits", limits, parse(input)?, meta, api);
         }
         "RequestSenderId" => {
             let i: RequestSenderIdInput = parse(input)?;
@@ -763,6 +757,37 @@ fn page_of(
     ))
 }
 
+/// `MaxResults` and `NextToken`, for a listing of the account's own facts.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PageInput {
+    max_results: Option<usize>,
+    next_token: Option<String>,
+}
+
+/// A page of a short fixed list (the account's attributes or limits): paginated like every
+/// other listing, so a `NextToken` that is not one of ours is refused here too.
+fn fixed_page(
+    operation: &str,
+    list_member: &str,
+    items: Vec<Value>,
+    input: PageInput,
+    meta: &CommandMeta,
+    api: &ApiState,
+) -> Result<Value, AwsJsonError> {
+    let start = match resume_after(operation, meta, api, input.next_token.as_deref())? {
+        Some(after) => after.parse::<usize>().map_or(items.len(), |i| i.saturating_add(1)),
+        None => 0,
+    };
+    let end = start.saturating_add(input.max_results.unwrap_or(DEFAULT_PAGE)).min(items.len());
+    let page: Vec<Value> = items.get(start..end).map(<[Value]>::to_vec).unwrap_or_default();
+    let mut out = Map::new();
+    out.insert(list_member.into(), Value::Array(page));
+    let last = (end < items.len()).then(|| (end - 1).to_string());
+    put_next_token(&mut out, last, operation, meta, api);
+    Ok(trim(operation, out))
+}
+
 /// The `NextToken` to resume `operation` after `last`, when more may follow.
 fn put_next_token(out: &mut Map<String, Value>, last: Option<String>, operation: &str, meta: &CommandMeta, api: &ApiState) {
     if let Some(last) = last {
@@ -849,7 +874,7 @@ async fn list_resources<T: DeserializeOwned>(
     let items: Vec<Value> = items.into_iter().map(|m| model().project(item_shape, m)).collect();
     out.insert(list_member.into(), Value::Array(items));
     put_next_token(&mut out, last, operation, meta, api);
-    Ok(Value::Object(out))
+    Ok(trim(operation, out))
 }
 
 async fn describe_phone_numbers(input: ListInput, meta: &CommandMeta, api: &ApiState) -> Result<Value, AwsJsonError> {
