@@ -177,6 +177,19 @@ async fn protocol_errors_have_aws_shapes() {
         "{b}"
     );
 
+    // Members of another operation are unknown members here, ignored as AWS JSON services do:
+    // not read as this operation's ids or filters.
+    let (s, b) = r.op("DescribePhoneNumbers", json!({"PoolIds": ["pool-x"]})).await;
+    assert_eq!((s, b["PhoneNumbers"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "{b}");
+    let (s, b) = r
+        .op("DescribeOptOutLists", json!({"Filters": [{"Name": "status", "Values": ["x"]}]}))
+        .await;
+    assert_eq!(
+        (s, b["OptOutLists"][0]["OptOutListName"].as_str()),
+        (StatusCode::OK, Some("Default")),
+        "{b}"
+    );
+
     // Wrong method or path.
     let resp = r.http.get(format!("{}/nothing", server.url())).send().await.expect("get");
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);

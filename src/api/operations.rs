@@ -59,7 +59,7 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, api: &A
             let i: ReleasePhoneNumberInput = parse(input)?;
             phone_number_info(&service.release_phone_number(meta, &i.phone_number_id).await.map_err(failed)?)
         }
-        "DescribePhoneNumbers" => return describe_phone_numbers(parse(input)?, meta, api).await,
+        "DescribePhoneNumbers" => return describe_phone_numbers(ListInput::parse(input, "PhoneNumberIds")?, meta, api).await,
         "CreatePool" => {
             let i: CreatePoolInput = parse(input)?;
             let spec = NewPool {
@@ -89,7 +89,7 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, api: &A
             let i: DeletePoolInput = parse(input)?;
             pool_info(&service.delete_pool(meta, &i.pool_id).await.map_err(failed)?)
         }
-        "DescribePools" => return describe_pools(parse(input)?, meta, api).await,
+        "DescribePools" => return describe_pools(ListInput::parse(input, "PoolIds")?, meta, api).await,
         "AssociateOriginationIdentity" => {
             let i: MembershipInput = parse(input)?;
             let (number, pool) = service
@@ -139,7 +139,11 @@ pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, api: &A
                 ResourceKind::OptOutList,
                 "OptOutListInformation",
                 "OptOutLists",
-                parse(input)?,
+                ListInput {
+                    // The model gives this listing no filters.
+                    filters: None,
+                    ..ListInput::parse(input, "OptOutListNames")?
+                },
                 meta,
                 api,
                 |v| opt_out_list_info(&v.opt_out_list_name, &v.opt_out_list_arn, v.created_timestamp_ms, &v.tags),
@@ -364,8 +368,21 @@ struct ListInput {
     max_results: Option<usize>,
     next_token: Option<String>,
     owner: Option<String>,
-    #[serde(alias = "PoolIds", alias = "OptOutListNames")]
-    phone_number_ids: Option<Vec<String>>,
+    /// The resources asked for by name (each operation's own member: see [`ListInput::parse`]).
+    #[serde(skip)]
+    ids: Option<Vec<String>>,
+}
+
+impl ListInput {
+    /// A listing's input, whose explicit ids are in the member `ids_member` (`PhoneNumberIds`,
+    /// `PoolIds`, ...): another operation's id member is an unknown member here, ignored as
+    /// AWS JSON services ignore unknown members.
+    fn parse(mut input: Value, ids_member: &str) -> Result<Self, AwsJsonError> {
+        let ids = input.as_object_mut().and_then(|members| members.remove(ids_member));
+        let mut listing: ListInput = parse(input)?;
+        listing.ids = ids.filter(|v| !v.is_null()).map(parse).transpose()?;
+        Ok(listing)
+    }
 }
 
 #[derive(Deserialize)]
@@ -837,7 +854,7 @@ async fn list_resources<T: DeserializeOwned>(
         _ => filter_member,
     };
     let keep = |fields: &Map<String, Value>| passes(&filters, fields, member_of);
-    let (items, last): (Vec<Map<String, Value>>, Option<String>) = match input.phone_number_ids.filter(|ids| !ids.is_empty()) {
+    let (items, last): (Vec<Map<String, Value>>, Option<String>) = match input.ids.filter(|ids| !ids.is_empty()) {
         Some(ids) => {
             let mut found = Vec::new();
             for id in &ids {
@@ -909,7 +926,7 @@ async fn describe_sender_ids(input: DescribeSenderIdsInput, meta: &CommandMeta, 
         max_results: input.max_results,
         next_token: input.next_token,
         owner: input.owner,
-        phone_number_ids: Some(arns),
+        ids: Some(arns),
     };
     list_resources::<SenderId>(
         "DescribeSenderIds",
