@@ -396,6 +396,13 @@ mod tests {
     use crate::service::recovery::now_ms;
     use crate::store::{AppendError, StoreError};
 
+    /// A request that begins now, after any fence set so far (a fence refuses the steps of
+    /// requests begun at or before its millisecond).
+    fn begun_now() -> CommandMeta {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        meta(now_ms())
+    }
+
     fn meta(at_ms: u64) -> CommandMeta {
         CommandMeta {
             request_id: format!("request-{at_ms}"),
@@ -472,7 +479,7 @@ mod tests {
         let pool = service.create_pool(&meta(now_ms()), spec).await.expect("pool");
 
         // The pool took the step, though its writer was told otherwise: the join stands.
-        let request = meta(now_ms());
+        let request = begun_now();
         let member = begin_join(&service, &request, &joiner, &pool.pool_id).await;
         let add = PoolAction::AddMember(member.pool_member(MessageType::Transactional));
         service.pool(&request, &pool.pool_id, add.clone()).await.expect("the pool takes it");
@@ -489,7 +496,7 @@ mod tests {
             iso_country_code: None,
             client_token: None,
         };
-        let request = meta(now_ms());
+        let request = begun_now();
         let member = service.member_step(&request, &joiner, leave).await.expect("begin leaving");
         let remove = PoolAction::RemoveMember {
             origination_identity: joiner.clone(),
@@ -502,7 +509,7 @@ mod tests {
 
         // The pool did not take it (yet): the join is undone, and the step, arriving late, is
         // refused by the fence.
-        let request = meta(now_ms());
+        let request = begun_now();
         let member = begin_join(&service, &request, &joiner, &pool.pool_id).await;
         let failed = service
             .settle(&request, &member, &pool.pool_id, Change::Join, Err(outcome_unknown(&pool.pool_id)))
@@ -527,7 +534,7 @@ mod tests {
         assert_eq!((undone.status, undone.pool_id), (crate::domain::types::NumberStatus::Active, None));
 
         // A pool whose creation failed so is foreclosed: its creation, arriving late, is refused.
-        let request = meta(now_ms());
+        let request = begun_now();
         let fresh = ResourceKind::Pool.new_id();
         let member = begin_join(&service, &request, &joiner, &fresh).await;
         let failed = service

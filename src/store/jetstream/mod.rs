@@ -531,8 +531,10 @@ impl Shared {
 
     /// Events of `stream_id` with version ≥ `from` (at most `limit`), and the stream's head.
     async fn stream_events(&self, stream_id: &str, from: u64, limit: usize) -> Result<(Vec<EventEnvelope>, KnownHead), StoreError> {
+        // Versions start at 1: a read from 0 is a read from 1.
+        let from = from.max(1);
         let (head, last) = self.head(stream_id).await?;
-        if head.version < from.max(1) || limit == 0 {
+        if head.version < from || limit == 0 {
             return Ok((vec![], head));
         }
         // The commits holding versions `from..from + limit`, up to the head: a short read of a
