@@ -290,7 +290,7 @@ const STREAM_CHUNK: usize = 1_000;
 
 /// Hands the events of a stream from version `from` on to `visit`, a chunk at a time, until
 /// `visit` answers `false` or the stream ends.
-async fn for_each_event(
+pub(crate) async fn for_each_event(
     store: &dyn EventStore,
     stream_id: &str,
     from: u64,

@@ -18,7 +18,6 @@ use crate::domain::pool::{PoolEvent, PoolState};
 use crate::domain::sender_id::{SenderIdEvent, SenderIdState};
 use crate::domain::{Aggregate, ResourceKind};
 use crate::progress::Progress;
-use crate::rehydrate::replay;
 use crate::store::{EventEnvelope, EventStore, Snapshot, GENESIS_HASH};
 
 /// The first problem found.
@@ -314,23 +313,33 @@ pub async fn verify_store_showing(store: &dyn EventStore, progress: &Progress) -
     Ok(report)
 }
 
-fn snapshot_matches<A: Aggregate>(events: &[EventEnvelope], record: &Snapshot) -> Result<bool, String> {
-    let upto: Vec<EventEnvelope> = events.iter().filter(|e| e.version <= record.version).cloned().collect();
-    let state: A = replay(&upto).map_err(|e| e.to_string())?;
+/// Whether the replay of `stream` up to the snapshot's version is the snapshot's state: folded a
+/// chunk at a time, so a snapshot of a long stream is checked in a chunk's memory.
+async fn snapshot_matches<A: Aggregate>(store: &dyn EventStore, stream: &str, record: &Snapshot) -> Result<bool, String> {
+    let (mut state, mut reached) = (A::default(), 0);
+    super::query::for_each_event(store, stream, 1, |e| {
+        if e.version > record.version {
+            return Ok(false);
+        }
+        state = std::mem::take(&mut state).evolve(&decode_event::<A::Event>(&e)?);
+        reached = e.version;
+        Ok(true)
+    })
+    .await
+    .map_err(|e| crate::error_chain(&e))?;
+    if reached < record.version {
+        return Err(format!("snapshot of {stream} is at version {}, beyond the stream", record.version));
+    }
     Ok(serde_json::to_value(&state).map_err(|e| e.to_string())? == record.state)
 }
 
 /// A snapshot is a cache of a replay: it must equal the replay of its stream up to its version.
 async fn check_snapshot(store: &dyn EventStore, stream: &str, record: &Snapshot) -> Result<(), String> {
-    let events = store.read_stream(stream, 1, usize::MAX).await.map_err(|e| crate::error_chain(&e))?;
-    if events.last().map_or(0, |e| e.version) < record.version {
-        return Err(format!("snapshot of {stream} is at version {}, beyond the stream", record.version));
-    }
     let same = match kind_of_stream(stream) {
-        Some(ResourceKind::PhoneNumber) => snapshot_matches::<PhoneNumberState>(&events, record)?,
-        Some(ResourceKind::Pool) => snapshot_matches::<PoolState>(&events, record)?,
-        Some(ResourceKind::OptOutList) => snapshot_matches::<OptOutListState>(&events, record)?,
-        Some(ResourceKind::SenderId) => snapshot_matches::<SenderIdState>(&events, record)?,
+        Some(ResourceKind::PhoneNumber) => snapshot_matches::<PhoneNumberState>(store, stream, record).await?,
+        Some(ResourceKind::Pool) => snapshot_matches::<PoolState>(store, stream, record).await?,
+        Some(ResourceKind::OptOutList) => snapshot_matches::<OptOutListState>(store, stream, record).await?,
+        Some(ResourceKind::SenderId) => snapshot_matches::<SenderIdState>(store, stream, record).await?,
         None => return Err(format!("snapshot of unknown stream {stream}")),
     };
     if same {
