@@ -172,7 +172,7 @@ fn a_premise_is_checked_on_the_state_with_appends_in_flight() {
             })
         };
         let protected_is = |on: bool| -> Premise<PhoneNumberState> {
-            std::sync::Arc::new(move |s: &PhoneNumberState| s.0.as_ref().is_some_and(|n| n.deletion_protection_enabled == on))
+            std::sync::Arc::new(move |s: &PhoneNumberState, _version| s.0.as_ref().is_some_and(|n| n.deletion_protection_enabled == on))
         };
         let based_on = |on: bool, action| Execute {
             premise: Some(protected_is(on)),

@@ -61,13 +61,14 @@ impl ExecuteError {
 }
 
 /// What a command read of its own aggregate before it was sent (a send: the opt-out list its
-/// number names): checked on the state the command would be decided on, in mailbox order.
+/// number names; a reconciler: the member at the version it decided on): checked on the state,
+/// and its version, the command would be decided on, in mailbox order.
 ///
 /// A premise about the aggregate's own state needs no bound in the log: if the append lands in
 /// force, every append it was pipelined behind did too, so the state it was checked on is the
 /// log's at that point. A bound would let a stale command be published and voided, taking the
 /// appends pipelined behind it down with it.
-pub type Premise<A> = std::sync::Arc<dyn Fn(&A) -> bool + Send + Sync>;
+pub type Premise<A> = std::sync::Arc<dyn Fn(&A, u64) -> bool + Send + Sync>;
 
 /// Run a command against the aggregate.
 pub struct Execute<A: Aggregate> {
@@ -415,7 +416,7 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
             self.catch_up(ctx);
             return done(Err(ExecuteError::Superseded));
         }
-        if msg.premise.is_some_and(|holds| !holds(&self.state)) {
+        if msg.premise.is_some_and(|holds| !holds(&self.state, self.version)) {
             return done(Err(ExecuteError::Stale));
         }
         let counter_limits = msg.counter_limits;

@@ -3,12 +3,15 @@
 //! aggregate the member is; the rules themselves are shared (`domain::membership`).
 
 use super::error::not_found;
-use super::{LifecycleService, ServiceError};
+use super::{Activation, LifecycleService, ServiceError};
+use crate::actors::{Execute, Premise};
 use crate::domain::ids::is_sender_id;
 use crate::domain::membership::{Member, MembershipAction};
 use crate::domain::phone_number::PhoneNumber;
+use crate::domain::phone_number::PhoneNumberState;
 use crate::domain::pool::PoolMember;
 use crate::domain::pool_change::{finish_interrupted, pool_to_ask};
+use crate::domain::sender_id::SenderIdState;
 use crate::domain::sender_id::{self, SenderId};
 use crate::domain::types::MessageType;
 use crate::domain::{CommandMeta, ResourceKind, Scope};
@@ -58,6 +61,11 @@ impl Identity {
 
     pub fn scope(&self) -> Scope {
         with_member!(self, m => Scope::new(&m.account, &m.region))
+    }
+
+    /// Whether it is joining or leaving a pool right now.
+    pub fn is_changing_pools(&self) -> bool {
+        with_member!(self, m => m.is_changing_pools())
     }
 
     /// Whether it is settled in exactly `pool_id` (see [`Member::is_in_pool`]).
@@ -128,6 +136,74 @@ impl LifecycleService {
             Self::state(&self.numbers, id).await?.0.map(|n| Identity::Number(Box::new(n)))
         };
         member.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))
+    }
+
+    /// The member whose stream is `id` as the log has it, the version it is at, and, if it is
+    /// joining or leaving a pool, when the request that began that change began (its first
+    /// step's time, the time a fence compares).
+    pub(super) async fn member_in_log(&self, id: &str) -> Result<(Identity, u64, Option<u64>), ServiceError> {
+        /// Events looked back at for the first step of a change in progress: a member changing
+        /// pools takes no other step meanwhile, only refusals are recorded after it.
+        const LOOK_BACK: u64 = 256;
+        let store = &*self.store;
+        let (member, version) = if ResourceKind::SenderId.is_id(id) {
+            let loaded = crate::rehydrate::load_state::<SenderIdState>(store, id).await?;
+            (loaded.state.0.map(|s| Identity::SenderId(Box::new(s))), loaded.version)
+        } else {
+            let loaded = crate::rehydrate::load_state::<PhoneNumberState>(store, id).await?;
+            (loaded.state.0.map(|n| Identity::Number(Box::new(n))), loaded.version)
+        };
+        let member = member.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))?;
+        let mut begun_ms = None;
+        if member.is_changing_pools() {
+            let from = version.saturating_sub(LOOK_BACK - 1).max(1);
+            let recent = store.read_stream(id, from, LOOK_BACK as usize).await?;
+            begun_ms = recent
+                .iter()
+                .rev()
+                .find(|e| matches!(e.event_type.as_str(), "PoolAssociationStarted" | "PoolDisassociationStarted"))
+                .map(|e| e.timestamp_ms);
+        }
+        Ok((member, version, begun_ms))
+    }
+
+    /// Runs a membership step on the member whose stream is `id`, only if the member is still at
+    /// `version` when the step is decided (else `ExecuteError::Stale`: it has moved on).
+    pub(super) async fn member_step_at(
+        &self,
+        meta: &CommandMeta,
+        id: &str,
+        step: MembershipAction,
+        version: u64,
+    ) -> Result<Identity, ServiceError> {
+        fn at<A>(version: u64) -> Option<Premise<A>> {
+            Some(std::sync::Arc::new(move |_: &A, now: u64| now == version))
+        }
+        if ResourceKind::SenderId.is_id(id) {
+            let command = Execute::<SenderIdState> {
+                meta: meta.clone(),
+                action: step.into(),
+                counter_limits: vec![],
+                premise: at(version),
+                otherwise: None,
+            };
+            let state = self.execute_command(&self.sender_ids, id, Activation::Existing, command).await?;
+            Ok(Identity::SenderId(Box::new(
+                state.0.ok_or_else(|| not_found(ResourceKind::SenderId, id))?,
+            )))
+        } else {
+            let command = Execute::<PhoneNumberState> {
+                meta: meta.clone(),
+                action: step.into(),
+                counter_limits: vec![],
+                premise: at(version),
+                otherwise: None,
+            };
+            let state = self.execute_command(&self.numbers, id, Activation::Existing, command).await?;
+            Ok(Identity::Number(Box::new(
+                state.0.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))?,
+            )))
+        }
     }
 
     /// Runs a membership step on the member whose stream is `id`.

@@ -253,7 +253,7 @@ fn names_what_was_read(sender: &Origination) -> Option<Premise<PhoneNumberState>
         return None;
     };
     let (list, self_managed) = (read.opt_out_list_name.clone(), read.self_managed_opt_outs_enabled);
-    Some(std::sync::Arc::new(move |now: &PhoneNumberState| {
+    Some(std::sync::Arc::new(move |now: &PhoneNumberState, _version| {
         now.0.as_ref().is_none_or(|n| {
             n.status == NumberStatus::Deleted || (n.opt_out_list_name == list && n.self_managed_opt_outs_enabled == self_managed)
         })

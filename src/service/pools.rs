@@ -99,7 +99,7 @@ impl LifecycleService {
         let pool_id = pool_id.to_string();
         match pool_step {
             Err(e) if e.outcome_unknown() => {
-                let finished = self.finish_change(meta, member, &pool_id, super::recovery::now_ms()).await;
+                let finished = self.finish_change(meta, member_id, &pool_id, super::recovery::now_ms()).await;
                 match finished {
                     Ok((Some(pool), Some(member))) if member.is_in_pool(&pool_id) == (change == Change::Join) => {
                         tracing::info!(pool = %pool_id, member = %member_id, "the pool had taken its step: the change stands");
@@ -569,5 +569,64 @@ mod tests {
             (numbers.status, numbers.pool_id),
             (crate::domain::types::NumberStatus::Active, None)
         );
+    }
+
+    /// A change given up at time T is finished only if the member is still in a change begun at
+    /// or before T: a change the member began afterwards (the request was told to try again,
+    /// and did) is left to its own request, not undone under it.
+    #[actix_rt::test]
+    async fn finishing_a_given_up_change_leaves_a_later_one_alone() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = crate::config::Config::defaults_with_data_dir(dir.path()).expect("config");
+        let service = crate::server::service(&config, config.store.open(dir.path()).expect("store"));
+        let (first, joiner) = (number(&service).await, number(&service).await);
+        let spec = NewPool {
+            origination_identity: first,
+            iso_country_code: None,
+            message_type: MessageType::Transactional,
+            deletion_protection_enabled: false,
+            tags: vec![],
+            client_token: None,
+        };
+        let pool = service.create_pool(&begun_now(), spec).await.expect("pool");
+        // The first request began, then gave up by itself (its pool step was refused).
+        let gave_up = begun_now();
+        begin_join(&service, &gave_up, &joiner, &pool.pool_id).await;
+        let abort = MembershipAction::AbortAssociation {
+            pool_id: pool.pool_id.clone(),
+            reason: abort_reason(&outcome_unknown(&pool.pool_id)),
+        };
+        service.member_step(&gave_up, &joiner, abort).await.expect("aborted");
+        // Its retry begins after the reconciler's decision to give up what began by then.
+        let retry = begun_now();
+        begin_join(&service, &retry, &joiner, &pool.pool_id).await;
+        let (_, finished) = service
+            .finish_change(&begun_now(), &joiner, &pool.pool_id, gave_up.at_ms)
+            .await
+            .expect("finish");
+        assert!(finished.is_none(), "the retry's change was finished under it: {finished:?}");
+        let member = LifecycleService::state(&service.numbers, &joiner)
+            .await
+            .expect("state")
+            .0
+            .expect("number");
+        assert_eq!(
+            (member.status, member.pending_pool_id.as_deref()),
+            (crate::domain::types::NumberStatus::Associating, Some(pool.pool_id.as_str()))
+        );
+        // The retry goes on: its pool step is not fenced, and it completes.
+        let member = Identity::Number(Box::new(member));
+        let added = service
+            .pool(
+                &retry,
+                &pool.pool_id,
+                PoolAction::AddMember(member.pool_member(MessageType::Transactional)),
+            )
+            .await;
+        let (joined, _) = service
+            .settle(&retry, &member, &pool.pool_id, Change::Join, added)
+            .await
+            .expect("the retry joins");
+        assert!(joined.is_in_pool(&pool.pool_id));
     }
 }

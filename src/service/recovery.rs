@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use super::members::Identity;
 use super::{Activation, LifecycleService, ServiceError};
+use crate::actors::ExecuteError;
 use crate::domain::phone_number::PhoneNumber;
 use crate::domain::pool::{Pool, PoolAction, PoolState};
 use crate::domain::pool_change::pool_to_ask;
@@ -74,37 +75,58 @@ impl LifecycleService {
                 at_ms: now_ms,
                 operation: "Recovery".into(),
             };
-            let (pool, finished) = self.finish_change(&meta, &n, &pool_id, begun_before_ms).await?;
+            let (pool, finished) = self.finish_change(&meta, n.member_id(), &pool_id, begun_before_ms).await?;
             pools.insert(pool_id, pool);
             repaired += usize::from(finished.is_some());
         }
         Ok(repaired)
     }
 
-    /// Finishes `n`'s change of `pool_id` for good, whatever became of the steps taken so far:
-    /// fences the pool first, so that no step of a change of `n` begun before `begun_before_ms`
-    /// can reach it later (a pool never created is foreclosed: its late creation is refused),
-    /// then completes or undoes `n`'s step by whether the pool holds it. Answers the pool as the
-    /// fence left it and the member after its last step (`None`: nothing was left to do).
+    /// Finishes the change of `pool_id` that the member `member_id` is in for good, whatever
+    /// became of the steps taken so far: fences the pool first, so that no step of a change of
+    /// the member begun at or before `begun_before_ms` can reach it later (a pool never created
+    /// is foreclosed: its late creation is refused), then completes or undoes the member's step
+    /// by whether the pool holds it. Answers the pool as the fence left it and the member after
+    /// its last step (`None`: nothing was done).
+    ///
+    /// The member is read from the log, and its last step is taken only at the version it was
+    /// read at: a change the member began after the fence is not the one given up, and is left
+    /// to its own request; if the member moves on between the read and the step (a refusal
+    /// recorded, the change's own request settling it), it is read again.
     pub(super) async fn finish_change(
         &self,
         meta: &CommandMeta,
-        n: &Identity,
+        member_id: &str,
         pool_id: &str,
         begun_before_ms: u64,
     ) -> Result<(Option<Pool>, Option<Identity>), ServiceError> {
+        const READS: usize = 4;
         let fence = PoolAction::Fence {
-            origination_identity: n.member_id().to_string(),
+            origination_identity: member_id.to_string(),
             begun_before_ms,
         };
         // Named: the pool's stream may not exist (a creation not written yet, or never).
         let pool = self.execute(&self.pools, pool_id, Activation::Named, meta, fence).await?.0;
-        let Some(action) = n.finish_interrupted(holds(pool.as_ref(), n)) else {
-            return Ok((pool, None));
-        };
-        tracing::warn!(member = %n.member_id(), action = ?action, "finishing an unfinished pool change");
-        let member = self.member_step(meta, n.member_id(), action).await?;
-        Ok((pool, Some(member)))
+        for _ in 0..READS {
+            let (n, version, begun_ms) = self.member_in_log(member_id).await?;
+            if begun_ms.is_some_and(|begun| begun > begun_before_ms) || n.pool_to_ask() != Some(pool_id) {
+                return Ok((pool, None));
+            }
+            let Some(action) = n.finish_interrupted(holds(pool.as_ref(), &n)) else {
+                return Ok((pool, None));
+            };
+            tracing::warn!(member = %member_id, action = ?action, "finishing an unfinished pool change");
+            match self.member_step_at(meta, member_id, action, version).await {
+                Ok(member) => return Ok((pool, Some(member))),
+                Err(ServiceError::Execute {
+                    source: ExecuteError::Stale,
+                    ..
+                }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::info!(member = %member_id, "the member keeps moving; its change is left to the next pass");
+        Ok((pool, None))
     }
 }
 
