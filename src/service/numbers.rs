@@ -6,8 +6,10 @@ use super::quota::{over_quota, quota_limit};
 use super::tokens::lost_token_race;
 use super::{Activation, LifecycleService, ServiceError};
 use crate::actors::ExecuteError;
+use crate::codec::decode_event;
+use crate::domain::membership::MembershipEvent;
 use crate::domain::opt_out_list::DEFAULT_LIST;
-use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberState, PoolToJoin};
+use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState, PoolToJoin};
 use crate::domain::types::{MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
 use crate::numbering::NumberPreference;
@@ -69,7 +71,7 @@ impl LifecycleService {
         let scope = &meta.scope;
         let (_same_token, earlier) = self.client_token(scope, "RequestPhoneNumber", spec.client_token.as_deref()).await?;
         if let Some(id) = earlier {
-            return self.earlier_number(scope, &spec, &id).await;
+            return self.earlier_number(meta, &spec, &id).await;
         }
         let _reserved = self
             .reserve(scope, ResourceKind::PhoneNumber, self.quotas.phone_numbers_per_account)
@@ -155,7 +157,7 @@ impl LifecycleService {
                     let earlier = self.token_owner(scope, "RequestPhoneNumber", token).await?;
                     let earlier =
                         earlier.ok_or_else(|| ServiceError::Invariant(format!("client token {token} is claimed by no number")))?;
-                    return self.earlier_number(scope, &spec, &earlier).await;
+                    return self.earlier_number(meta, &spec, &earlier).await;
                 }
                 // The E.164 number is held by another resource: try another candidate.
                 Err(ServiceError::Execute {
@@ -177,7 +179,8 @@ impl LifecycleService {
 
     /// The number an earlier request with the same client token created, if this request asks
     /// for the same number.
-    async fn earlier_number(&self, scope: &Scope, spec: &NewNumber, earlier: &str) -> Result<PhoneNumber, ServiceError> {
+    async fn earlier_number(&self, meta: &CommandMeta, spec: &NewNumber, earlier: &str) -> Result<PhoneNumber, ServiceError> {
+        let scope = &meta.scope;
         self.check_token_reuse::<PhoneNumberState>(earlier, |action| match action {
             PhoneNumberAction::Request { number, into_pool } => Some((
                 number.client_token == spec.client_token,
@@ -186,7 +189,39 @@ impl LifecycleService {
             _ => None,
         })
         .await?;
-        self.current_number(earlier).await
+        let number = self.current_number(earlier).await?;
+        // A request into a pool whose number was made but whose join was not (it was refused, or
+        // the request stopped, after the creation): its retry carries out what was asked. A
+        // number that joined the pool once is not put back into it after it left.
+        let Some(pool) = spec.pool_id.as_deref() else {
+            return Ok(number);
+        };
+        let settled_outside = number.status == NumberStatus::Active && number.pool_id.is_none() && number.pending_pool_id.is_none();
+        let pool_id = self.owned(ResourceKind::Pool, scope, pool).await?;
+        if !settled_outside || self.joined_once(earlier, &pool_id).await? {
+            return Ok(number);
+        }
+        let pool = self.live_pool(scope, &pool_id).await?;
+        match self.join_pool(meta, earlier, &pool, None, None).await?.0 {
+            super::Identity::Number(n) => Ok(*n),
+            super::Identity::SenderId(_) => Err(ServiceError::Invariant(format!("{earlier} is a phone number"))),
+        }
+    }
+
+    /// Whether the number joined `pool_id` right after its creation: the join a request into a
+    /// pool makes comes first in the number's history.
+    async fn joined_once(&self, id: &str, pool_id: &str) -> Result<bool, ServiceError> {
+        /// The first events of a number, where the join of its creation is.
+        const FIRST: usize = 16;
+        let first = self.store.read_stream(id, 1, FIRST).await?;
+        for e in &first {
+            if let PhoneNumberEvent::Membership(MembershipEvent::AssociatedWithPool { pool_id: joined }) = decode_event(e)? {
+                if joined == pool_id {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// `UpdatePhoneNumber`.

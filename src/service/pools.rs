@@ -629,4 +629,60 @@ mod tests {
             .expect("the retry joins");
         assert!(joined.is_in_pool(&pool.pool_id));
     }
+
+    /// RequestPhoneNumber into a pool, with a client token: when the number was made but its
+    /// join was not, the retry joins it; once it has joined, a retry does not put it back after
+    /// it left.
+    #[actix_rt::test]
+    async fn a_retried_request_into_a_pool_joins_the_number_once() {
+        use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PoolToJoin};
+        let dir = tempfile::tempdir().expect("dir");
+        let config = crate::config::Config::defaults_with_data_dir(dir.path()).expect("config");
+        let service = crate::server::service(&config, config.store.open(dir.path()).expect("store"));
+        let spec = NewPool {
+            origination_identity: number(&service).await,
+            iso_country_code: None,
+            message_type: MessageType::Transactional,
+            deletion_protection_enabled: false,
+            tags: vec![],
+            client_token: None,
+        };
+        let pool = service.create_pool(&begun_now(), spec).await.expect("pool");
+        // The first attempt made the number, then stopped before its join.
+        let id = ResourceKind::PhoneNumber.new_id();
+        let scope = Scope::new("111122223333", "us-east-1");
+        let mut made = PhoneNumber::example(&id, &scope.account, &scope.region);
+        made.phone_number = "+12065550999".into();
+        made.client_token = Some("into-the-pool".into());
+        let request = PhoneNumberAction::request(made, Some(PoolToJoin::of(&pool)));
+        service
+            .execute(&service.numbers, &id, Activation::Fresh, &begun_now(), request)
+            .await
+            .expect("made");
+        let retry = || NewNumber {
+            iso_country_code: "US".into(),
+            message_type: MessageType::Transactional,
+            number_capabilities: vec![NumberCapability::Sms],
+            number_type: NumberType::LongCode,
+            opt_out_list_name: None,
+            pool_id: Some(pool.pool_id.clone()),
+            registration_id: None,
+            deletion_protection_enabled: false,
+            international_sending_enabled: false,
+            tags: vec![],
+            client_token: Some("into-the-pool".into()),
+            preference: None,
+        };
+        let joined = service.request_phone_number(&begun_now(), retry()).await.expect("retried");
+        assert_eq!(
+            (joined.phone_number_id.as_str(), joined.pool_id.as_deref()),
+            (id.as_str(), Some(pool.pool_id.as_str()))
+        );
+        service
+            .disassociate(&begun_now(), &pool.pool_id, &id, None, None)
+            .await
+            .expect("left");
+        let again = service.request_phone_number(&begun_now(), retry()).await.expect("retried again");
+        assert_eq!(again.pool_id, None, "put back into the pool it left");
+    }
 }
