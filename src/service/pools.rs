@@ -461,22 +461,45 @@ mod tests {
         events.into_iter().map(|e| e.event_type).collect()
     }
 
-    #[actix_rt::test]
-    async fn a_pool_step_of_unknown_outcome_is_decided_for_good() {
-        let dir = tempfile::tempdir().expect("dir");
-        let config = crate::config::Config::defaults_with_data_dir(dir.path()).expect("config");
-        let store = config.store.open(dir.path()).expect("store");
-        let service = crate::server::service(&config, store);
-        let (first, joiner) = (number(&service).await, number(&service).await);
+    /// A service on a fresh embedded log in `dir`, with a pool whose first member is a number.
+    async fn service_with_pool(dir: &std::path::Path) -> (std::sync::Arc<LifecycleService>, Pool) {
+        let config = crate::config::Config::defaults_with_data_dir(dir).expect("config");
+        let service = crate::server::service(&config, config.store.open(dir).expect("store"));
         let spec = NewPool {
-            origination_identity: first.clone(),
+            origination_identity: number(&service).await,
             iso_country_code: None,
             message_type: MessageType::Transactional,
             deletion_protection_enabled: false,
             tags: vec![],
             client_token: None,
         };
-        let pool = service.create_pool(&meta(now_ms()), spec).await.expect("pool");
+        let pool = service.create_pool(&begun_now(), spec).await.expect("pool");
+        (service, pool)
+    }
+
+    /// Whether `result` is the conflict refusal `reason`.
+    fn refused<T>(result: &Result<T, ServiceError>, reason: ConflictReason) -> bool {
+        matches!(result, Err(ServiceError::Rejected(Rejection::Conflict { reason: r, .. })) if *r == reason)
+    }
+
+    /// The number `id`, settled outside any pool.
+    async fn assert_outside_pools(service: &LifecycleService, id: &str) {
+        let n = LifecycleService::state(&service.numbers, id)
+            .await
+            .expect("state")
+            .0
+            .expect("number");
+        assert_eq!(
+            (n.status, n.pool_id, n.pending_pool_id),
+            (crate::domain::types::NumberStatus::Active, None, None)
+        );
+    }
+
+    #[actix_rt::test]
+    async fn a_pool_step_of_unknown_outcome_is_decided_for_good() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (service, pool) = service_with_pool(dir.path()).await;
+        let joiner = number(&service).await;
 
         // The pool took the step, though its writer was told otherwise: the join stands.
         let request = begun_now();
@@ -516,22 +539,8 @@ mod tests {
             .await;
         assert!(matches!(failed, Err(ref e) if e.outcome_unknown()), "{failed:?}");
         let late = service.pool(&request, &pool.pool_id, add).await;
-        assert!(
-            matches!(
-                late,
-                Err(ServiceError::Rejected(Rejection::Conflict {
-                    reason: ConflictReason::ResourceModificationNotAllowed,
-                    ..
-                }))
-            ),
-            "{late:?}"
-        );
-        let undone = LifecycleService::state(&service.numbers, &joiner)
-            .await
-            .expect("state")
-            .0
-            .expect("number");
-        assert_eq!((undone.status, undone.pool_id), (crate::domain::types::NumberStatus::Active, None));
+        assert!(refused(&late, ConflictReason::ResourceModificationNotAllowed), "{late:?}");
+        assert_outside_pools(&service, &joiner).await;
 
         // A pool whose creation failed so is foreclosed: its creation, arriving late, is refused.
         let request = begun_now();
@@ -550,25 +559,8 @@ mod tests {
             ..pool.clone()
         }));
         let late = service.execute(&service.pools, &fresh, Activation::Fresh, &request, create).await;
-        assert!(
-            matches!(
-                late,
-                Err(ServiceError::Rejected(Rejection::Conflict {
-                    reason: ConflictReason::ResourceNotActive,
-                    ..
-                }))
-            ),
-            "{late:?}"
-        );
-        let numbers = LifecycleService::state(&service.numbers, &joiner)
-            .await
-            .expect("state")
-            .0
-            .expect("number");
-        assert_eq!(
-            (numbers.status, numbers.pool_id),
-            (crate::domain::types::NumberStatus::Active, None)
-        );
+        assert!(refused(&late, ConflictReason::ResourceNotActive), "{late:?}");
+        assert_outside_pools(&service, &joiner).await;
     }
 
     /// A change given up at time T is finished only if the member is still in a change begun at
@@ -577,18 +569,8 @@ mod tests {
     #[actix_rt::test]
     async fn finishing_a_given_up_change_leaves_a_later_one_alone() {
         let dir = tempfile::tempdir().expect("dir");
-        let config = crate::config::Config::defaults_with_data_dir(dir.path()).expect("config");
-        let service = crate::server::service(&config, config.store.open(dir.path()).expect("store"));
-        let (first, joiner) = (number(&service).await, number(&service).await);
-        let spec = NewPool {
-            origination_identity: first,
-            iso_country_code: None,
-            message_type: MessageType::Transactional,
-            deletion_protection_enabled: false,
-            tags: vec![],
-            client_token: None,
-        };
-        let pool = service.create_pool(&begun_now(), spec).await.expect("pool");
+        let (service, pool) = service_with_pool(dir.path()).await;
+        let joiner = number(&service).await;
         // The first request began, then gave up by itself (its pool step was refused).
         let gave_up = begun_now();
         begin_join(&service, &gave_up, &joiner, &pool.pool_id).await;
@@ -637,17 +619,7 @@ mod tests {
     async fn a_retried_request_into_a_pool_joins_the_number_once() {
         use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PoolToJoin};
         let dir = tempfile::tempdir().expect("dir");
-        let config = crate::config::Config::defaults_with_data_dir(dir.path()).expect("config");
-        let service = crate::server::service(&config, config.store.open(dir.path()).expect("store"));
-        let spec = NewPool {
-            origination_identity: number(&service).await,
-            iso_country_code: None,
-            message_type: MessageType::Transactional,
-            deletion_protection_enabled: false,
-            tags: vec![],
-            client_token: None,
-        };
-        let pool = service.create_pool(&begun_now(), spec).await.expect("pool");
+        let (service, pool) = service_with_pool(dir.path()).await;
         // The first attempt made the number, then stopped before its join.
         let id = ResourceKind::PhoneNumber.new_id();
         let scope = Scope::new("111122223333", "us-east-1");
