@@ -928,16 +928,27 @@ async fn retried_associations_and_requests_into_a_mismatched_pool() {
         (again.pool_id(), again.origination_identity()),
         (left.pool_id(), left.origination_identity())
     );
-    match disassociate("another-request")
-        .await
-        .expect_err("not in the pool")
-        .into_service_error()
+    let not_associated = |e: aws_sdk_pinpointsmsvoicev2::error::SdkError<DisassociateOriginationIdentityError>| match e.into_service_error()
     {
         DisassociateOriginationIdentityError::ConflictException(e) => {
             assert_eq!(e.reason(), Some(&ConflictExceptionReason::PhoneNumberNotAssociatedToPool))
         }
         other => panic!("{other:?}"),
-    }
+    };
+    not_associated(disassociate("another-request").await.expect_err("not in the pool"));
+    // A request that was refused is not turned into a success by a later one's leave: its resend
+    // is refused as any request for a number outside the pool.
+    let take_out_first = |token: &str| {
+        c.disassociate_origination_identity()
+            .pool_id(&pool_id)
+            .origination_identity(&first)
+            .client_token(token)
+            .send()
+    };
+    take_out_first("refused-leave").await.expect_err("the pool's last number");
+    associate(Some("join-again")).await.expect("join again");
+    take_out_first("a-later-leave").await.expect("leave");
+    not_associated(take_out_first("refused-leave").await.expect_err("still refused"));
 
     let before = server_events(&server).await;
     let err = c

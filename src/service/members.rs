@@ -135,7 +135,7 @@ impl LifecycleService {
         } else {
             Self::state(&self.numbers, id).await?.0.map(|n| Identity::Number(Box::new(n)))
         };
-        member.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))
+        member.ok_or_else(|| not_found(member_kind(id), id))
     }
 
     /// The member whose stream is `id` as the log has it, the version it is at, and, if it is
@@ -153,7 +153,7 @@ impl LifecycleService {
             let loaded = crate::rehydrate::load_state::<PhoneNumberState>(store, id).await?;
             (loaded.state.0.map(|n| Identity::Number(Box::new(n))), loaded.version)
         };
-        let member = member.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))?;
+        let member = member.ok_or_else(|| not_found(member_kind(id), id))?;
         let mut begun_ms = None;
         if member.is_changing_pools() {
             let from = version.saturating_sub(LOOK_BACK - 1).max(1);
@@ -213,5 +213,13 @@ impl LifecycleService {
         } else {
             Ok(Identity::Number(Box::new(self.number(meta, id, step.into()).await?)))
         }
+    }
+}
+
+/// The kind of member a stream id is.
+fn member_kind(id: &str) -> ResourceKind {
+    match ResourceKind::SenderId.is_id(id) {
+        true => ResourceKind::SenderId,
+        false => ResourceKind::PhoneNumber,
     }
 }

@@ -190,15 +190,16 @@ impl LifecycleService {
         })
         .await?;
         let number = self.current_number(earlier).await?;
-        // A request into a pool whose number was made but whose join was not (it was refused, or
-        // the request stopped, after the creation): its retry carries out what was asked. A
-        // number that joined the pool once is not put back into it after it left.
+        // A request into a pool whose number was made but whose join was refused (the pool was
+        // deleted meanwhile, ...): its retry carries out what was asked. Only after a refused
+        // join: a first attempt still on its way to the join is not raced, and a number that
+        // joined the pool once is not put back into it after it left.
         let Some(pool) = spec.pool_id.as_deref() else {
             return Ok(number);
         };
         let settled_outside = number.status == NumberStatus::Active && number.pool_id.is_none() && number.pending_pool_id.is_none();
         let pool_id = self.owned(ResourceKind::Pool, scope, pool).await?;
-        if !settled_outside || self.joined_once(earlier, &pool_id).await? {
+        if !settled_outside || !self.join_was_refused(earlier, &pool_id).await? {
             return Ok(number);
         }
         let pool = self.live_pool(scope, &pool_id).await?;
@@ -208,20 +209,25 @@ impl LifecycleService {
         }
     }
 
-    /// Whether the number joined `pool_id` right after its creation: the join a request into a
-    /// pool makes comes first in the number's history.
-    async fn joined_once(&self, id: &str, pool_id: &str) -> Result<bool, ServiceError> {
+    /// Whether the join of `pool_id` that the number's creation asked for was undone and the
+    /// number never joined it: the join a request into a pool makes comes first in the number's
+    /// history.
+    async fn join_was_refused(&self, id: &str, pool_id: &str) -> Result<bool, ServiceError> {
         /// The first events of a number, where the join of its creation is.
         const FIRST: usize = 16;
-        let first = self.store.read_stream(id, 1, FIRST).await?;
-        for e in &first {
-            if let PhoneNumberEvent::Membership(MembershipEvent::AssociatedWithPool { pool_id: joined }) = decode_event(e)? {
-                if joined == pool_id {
-                    return Ok(true);
+        let mut refused = false;
+        for e in &self.store.read_stream(id, 1, FIRST).await? {
+            match decode_event(e)? {
+                PhoneNumberEvent::Membership(MembershipEvent::AssociatedWithPool { pool_id: joined }) if joined == pool_id => {
+                    return Ok(false)
                 }
+                PhoneNumberEvent::Membership(MembershipEvent::PoolAssociationAborted { pool_id: undone, .. }) if undone == pool_id => {
+                    refused = true
+                }
+                _ => {}
             }
         }
-        Ok(false)
+        Ok(refused)
     }
 
     /// `UpdatePhoneNumber`.

@@ -99,7 +99,9 @@ impl LifecycleService {
         let pool_id = pool_id.to_string();
         match pool_step {
             Err(e) if e.outcome_unknown() => {
-                let finished = self.finish_change(meta, member_id, &pool_id, super::recovery::now_ms()).await;
+                // Fenced at the request's own start: its own late step is refused, a retry (which
+                // begins later, on whichever node and clock) is not.
+                let finished = self.finish_change(meta, member_id, &pool_id, meta.at_ms).await;
                 match finished {
                     Ok((Some(pool), Some(member))) if member.is_in_pool(&pool_id) == (change == Change::Join) => {
                         tracing::info!(pool = %pool_id, member = %member_id, "the pool had taken its step: the change stands");
@@ -195,7 +197,7 @@ impl LifecycleService {
     }
 
     /// Whether the member's recent history holds a step out of `pool_id` begun by a request with
-    /// this client token (one the log took, not a refusal). Only the member's last
+    /// this client token (one the log took, not a refusal) that then succeeded. Only the member's last
     /// [`RETRY_WINDOW`] events are looked at: a retry follows its request closely, and a first
     /// request with a token is not made to read a long history.
     async fn left_with_token(&self, member_id: &str, pool_id: &str, token: Option<&str>) -> Result<bool, ServiceError> {
@@ -205,13 +207,23 @@ impl LifecycleService {
         let head = self.store.stream_head(member_id).await?.version;
         let from = head.saturating_sub(RETRY_WINDOW - 1).max(1);
         let recent = self.store.read_stream(member_id, from, RETRY_WINDOW as usize).await?;
-        Ok(recent.iter().rev().any(|e| {
+        let began = recent.iter().rposition(|e| {
             e.event_type == "PoolDisassociationStarted"
                 && matches!(
                     serde_json::from_value::<MembershipAction>(e.command_input.clone()),
                     Ok(MembershipAction::BeginDisassociation { pool_id: p, client_token: Some(t), .. }) if p == pool_id && t == token
                 )
-        }))
+        });
+        // It succeeded if the member then left the pool (the step after it was not an abort).
+        let left = began.and_then(|i| {
+            recent[i + 1..].iter().find(|e| {
+                matches!(
+                    e.event_type.as_str(),
+                    "DisassociatedFromPool" | "PoolDisassociationAborted" | "DetachedFromDeletedPool"
+                )
+            })
+        });
+        Ok(left.is_some_and(|e| e.event_type != "PoolDisassociationAborted"))
     }
 
     /// `CreatePool`: the new pool inherits its settings from its first origination identity.
@@ -613,8 +625,8 @@ mod tests {
     }
 
     /// RequestPhoneNumber into a pool, with a client token: when the number was made but its
-    /// join was not, the retry joins it; once it has joined, a retry does not put it back after
-    /// it left.
+    /// join was refused, the retry joins it; once it has joined, a retry does not put it back
+    /// after it left.
     #[actix_rt::test]
     async fn a_retried_request_into_a_pool_joins_the_number_once() {
         use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PoolToJoin};
@@ -645,6 +657,17 @@ mod tests {
             client_token: Some("into-the-pool".into()),
             preference: None,
         };
+        // While the first attempt may still be on its way to the join, a retry does not race it.
+        let raced = service.request_phone_number(&begun_now(), retry()).await.expect("retried");
+        assert_eq!(raced.pool_id, None);
+        // Its join was refused (undone): a retry joins.
+        let first = begun_now();
+        begin_join(&service, &first, &id, &pool.pool_id).await;
+        let undo = MembershipAction::AbortAssociation {
+            pool_id: pool.pool_id.clone(),
+            reason: abort_reason(&outcome_unknown(&pool.pool_id)),
+        };
+        service.member_step(&first, &id, undo).await.expect("undone");
         let joined = service.request_phone_number(&begun_now(), retry()).await.expect("retried");
         assert_eq!(
             (joined.phone_number_id.as_str(), joined.pool_id.as_deref()),
