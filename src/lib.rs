@@ -55,6 +55,15 @@ pub mod telemetry;
 pub mod upcast;
 pub mod views;
 
+/// Now, in milliseconds since the Unix epoch (0 on a clock set before it): the time every
+/// command, event and checkpoint is stamped with.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
 /// An error and all its sources on one line (`outer: inner: innermost`), for logs and the
 /// command line: our error types keep their causes as sources rather than in their messages.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -11,7 +11,7 @@ pub mod routing;
 pub mod simulate;
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -22,6 +22,7 @@ pub use crate::aws_error::{AwsJsonError, AMZ_JSON};
 
 use crate::domain::CommandMeta;
 use crate::model;
+use crate::now_ms;
 use crate::service::LifecycleService;
 
 /// The `X-Amz-Target` prefix of this service (`targetPrefix` in the model).
@@ -64,13 +65,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     let id = uuid::Uuid::new_v4().to_string();
     AwsJsonError::unknown_operation(&format!("{} {}", req.method(), req.path())).to_response(&id)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
 }
 
 async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, AwsJsonError> {

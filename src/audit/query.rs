@@ -548,8 +548,7 @@ mod tests {
     use super::*;
     use crate::codec::pending_events;
     use crate::domain::phone_number::{PhoneNumber, PhoneNumberChanges, PhoneNumberEvent};
-    use crate::store::sled::SledStore;
-    use crate::store::{AppendMeta, AppendRequest, Durability, SledSettings};
+    use crate::store::{AppendMeta, AppendRequest, Durability, Store};
 
     const ACCOUNT: &str = "111122223333";
     const LONG: &str = "phone-0123456789abcdef0123456789abcdef";
@@ -569,20 +568,18 @@ mod tests {
             .collect()
     }
 
-    async fn append(store: &SledStore, id: &str, version: u64, n: u64) {
+    async fn append(store: &Store, id: &str, version: u64, n: u64) {
         let meta = AppendMeta::direct(ACCOUNT, "us-east-1", "query-test", "Test/Append");
         let request = AppendRequest::plain(id, version, meta, pending_events(&events(id, version + 1, n)).expect("events"));
         store.submit(request).expect("queued").await.expect("appended");
     }
 
     /// The long stream, interleaved with another so that its positions are not its versions.
-    async fn long_stream() -> (tempfile::TempDir, SledStore) {
+    async fn long_stream() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("dir");
-        let settings = SledSettings {
-            durability: Durability::Flush,
-            ..SledSettings::default()
-        };
-        let store = SledStore::open(dir.path(), &settings).expect("open");
+        let mut config = crate::config::Config::defaults_with_data_dir(dir.path()).expect("config");
+        config.store.sled.durability = Durability::Flush;
+        let store = config.store.open(dir.path()).expect("open");
         let (mut long, mut other) = (0, 0);
         while long < EVENTS {
             let n = 100.min(EVENTS - long);
@@ -608,18 +605,18 @@ mod tests {
             limit: 700,
             ..FeedFilter::default()
         };
-        let page = feed(&store, &filter).await.expect("feed");
+        let page = feed(&*store, &filter).await.expect("feed");
         let versions = |events: &[EventEnvelope]| events.iter().map(|e| e.version).collect::<Vec<_>>();
         assert_eq!(versions(&page.events), (1_501..=2_200).collect::<Vec<_>>());
         assert_eq!(page.next_after, Some(all[2_199].position));
         filter.after = all[2_199].position;
-        let last = feed(&store, &filter).await.expect("feed");
+        let last = feed(&*store, &filter).await.expect("feed");
         assert_eq!(versions(&last.events), (2_201..=EVENTS).collect::<Vec<_>>());
         assert_eq!(last.next_after, None);
 
         // The state at versions on either side of a chunk's end, and the latest.
         for version in [1, 999, 1_000, 1_001, 2_001, EVENTS] {
-            let state = state_at(&store, LONG, PointInTime::Version(version)).await.expect("state");
+            let state = state_at(&*store, LONG, PointInTime::Version(version)).await.expect("state");
             assert_eq!(state.version, version);
             assert_eq!(
                 state.state["DeletionProtectionEnabled"],
@@ -627,15 +624,15 @@ mod tests {
                 "v{version}"
             );
         }
-        let latest = state_at(&store, LONG, PointInTime::Latest).await.expect("latest");
+        let latest = state_at(&*store, LONG, PointInTime::Latest).await.expect("latest");
         assert_eq!(latest.version, EVENTS);
 
         // A replay read in pages is the replay read at once.
-        let whole = replay(&store, LONG, 1, MAX_LIMIT).await.expect("replay");
+        let whole = replay(&*store, LONG, 1, MAX_LIMIT).await.expect("replay");
         assert_eq!((whole.steps.len() as u64, whole.next_version), (EVENTS, None));
         let (mut paged, mut from) = (Vec::new(), Some(1));
         while let Some(v) = from {
-            let page = replay(&store, LONG, v, 333).await.expect("page");
+            let page = replay(&*store, LONG, v, 333).await.expect("page");
             assert!(page.steps.len() <= 333);
             paged.extend(page.steps);
             from = page.next_version;

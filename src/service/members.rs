@@ -156,9 +156,9 @@ impl LifecycleService {
         let member = member.ok_or_else(|| not_found(member_kind(id), id))?;
         let mut begun_ms = None;
         if member.is_changing_pools() {
-            let from = version.saturating_sub(LOOK_BACK - 1).max(1);
-            let recent = store.read_stream(id, from, LOOK_BACK as usize).await?;
-            begun_ms = recent
+            begun_ms = self
+                .last_events(id, Some(version), LOOK_BACK)
+                .await?
                 .iter()
                 .rev()
                 .find(|e| matches!(e.event_type.as_str(), "PoolAssociationStarted" | "PoolDisassociationStarted"))

@@ -273,6 +273,20 @@ impl LifecycleService {
         state.0.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))
     }
 
+    /// The last `n` events of a stream up to version `until` (its head when `None`), oldest
+    /// first: for looking back at what a stream did last without reading all of it.
+    async fn last_events(&self, id: &str, until: Option<u64>, n: u64) -> Result<Vec<crate::store::EventEnvelope>, ServiceError> {
+        let until = match until {
+            Some(version) => version,
+            None => self.store.stream_head(id).await?.version,
+        };
+        if until == 0 || n == 0 {
+            return Ok(Vec::new());
+        }
+        let from = until.saturating_sub(n - 1).max(1);
+        Ok(self.store.read_stream(id, from, (until - from + 1) as usize).await?)
+    }
+
     async fn pool(&self, meta: &CommandMeta, id: &str, action: PoolAction) -> Result<Pool, ServiceError> {
         let state = self.execute(&self.pools, id, Activation::Existing, meta, action).await?;
         state.0.ok_or_else(|| not_found(ResourceKind::Pool, id))

@@ -204,9 +204,7 @@ impl LifecycleService {
         /// Events of the member looked back at.
         const RETRY_WINDOW: u64 = 1_024;
         let Some(token) = token else { return Ok(false) };
-        let head = self.store.stream_head(member_id).await?.version;
-        let from = head.saturating_sub(RETRY_WINDOW - 1).max(1);
-        let recent = self.store.read_stream(member_id, from, RETRY_WINDOW as usize).await?;
+        let recent = self.last_events(member_id, None, RETRY_WINDOW).await?;
         let began = recent.iter().rposition(|e| {
             e.event_type == "PoolDisassociationStarted"
                 && matches!(
@@ -333,16 +331,16 @@ impl LifecycleService {
     /// refusals of late commands follow it.
     async fn members_at_deletion(&self, pool_id: &str) -> Result<Vec<String>, ServiceError> {
         const PAGE: u64 = 32;
-        let mut until = self.store.stream_head(pool_id).await?.version;
-        while until > 0 {
-            let from = until.saturating_sub(PAGE - 1).max(1);
-            let page = self.store.read_stream(pool_id, from, (until - from + 1) as usize).await?;
+        let mut until = None;
+        loop {
+            let page = self.last_events(pool_id, until, PAGE).await?;
+            let Some(first) = page.first() else { break };
+            until = Some(first.version - 1);
             for e in page.iter().rev().filter(|e| e.event_type == "PoolDeleted") {
                 if let PoolEvent::PoolDeleted { members } = decode_event(e)? {
                     return Ok(members);
                 }
             }
-            until = from - 1;
         }
         Err(ServiceError::Invariant(format!(
             "pool {pool_id} is deleted but its stream records no deletion"
@@ -404,8 +402,8 @@ mod tests {
     use super::*;
     use crate::actors::ExecuteError;
     use crate::domain::types::{ConflictReason, NumberCapability, NumberType};
+    use crate::now_ms;
     use crate::service::numbers::NewNumber;
-    use crate::service::recovery::now_ms;
     use crate::store::{AppendError, StoreError};
 
     /// A request that begins now, after any fence set so far (a fence refuses the steps of

@@ -40,7 +40,7 @@ impl LifecycleService {
         })
         .await?;
         let mut repaired = 0;
-        let now_ms = now_ms();
+        let now_ms = crate::now_ms();
         let begun_before_ms = now_ms.saturating_sub(left_alone_for.as_millis() as u64);
         // Each pool read once per pass, from the log itself: with several nodes, this node's
         // actor of the pool may not have seen the step another node just took.
@@ -134,12 +134,4 @@ impl LifecycleService {
 fn holds(pool: Option<&Pool>, n: &Identity) -> bool {
     let scope = n.scope();
     pool.is_some_and(|p| !p.deleted && p.account == scope.account && p.region == scope.region && p.members.contains_key(n.member_id()))
-}
-
-/// Now, in milliseconds since the epoch.
-pub(super) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
 }

@@ -104,10 +104,7 @@ impl AppendMeta {
     /// command id, no recorded input.
     pub fn direct(account: &str, region: &str, request_id: &str, command: &str) -> Self {
         AppendMeta {
-            timestamp_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or_default(),
+            timestamp_ms: crate::now_ms(),
             account: account.into(),
             region: region.into(),
             request_id: request_id.into(),

@@ -21,12 +21,13 @@
 //! Exactness comes from the log: every node's view voids a commit that claims a key another
 //! commit in force holds (see `mirror`), and its writer is told it was stale.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_nats::jetstream::kv::{CreateErrorKind, Operation};
 use serde::{Deserialize, Serialize};
 
 use super::{backend, wire, Shared};
+use crate::now_ms;
 use crate::store::AppendError;
 
 /// How long a reservation without a commit is presumed to belong to an append in flight: well
@@ -40,13 +41,6 @@ pub const CLAIM_GRACE: Duration = Duration::from_secs(30);
 struct Reservation {
     stream: String,
     at_ms: u64,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
 }
 
 /// Reserves `key` for an append to `stream_id`; returns the reservation's revision.

@@ -95,10 +95,7 @@ pub(super) async fn seal_once(shared: &Shared, node: &str) -> Result<Option<u64>
         position: head.position,
         hash: hex::encode(head.hash),
         events_sequence,
-        sealed_at_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default(),
+        sealed_at_ms: crate::now_ms(),
         sealed_by: node.to_string(),
     };
     let payload = serde_json::to_vec(&checkpoint).map_err(backend)?;
