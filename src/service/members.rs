@@ -14,7 +14,7 @@ use crate::domain::pool_change::{finish_interrupted, pool_to_ask};
 use crate::domain::sender_id::SenderIdState;
 use crate::domain::sender_id::{self, SenderId};
 use crate::domain::types::MessageType;
-use crate::domain::{CommandMeta, ResourceKind, Scope};
+use crate::domain::{Aggregate, CommandMeta, ResourceKind, Scope};
 use crate::projection::owner_key;
 
 /// A pool's member (or one about to be), as it is after one of its steps.
@@ -176,33 +176,27 @@ impl LifecycleService {
         step: MembershipAction,
         version: u64,
     ) -> Result<Identity, ServiceError> {
-        fn at<A>(version: u64) -> Option<Premise<A>> {
-            Some(std::sync::Arc::new(move |_: &A, now: u64| now == version))
+        /// The step, decided only on the member at `version`.
+        fn at<A: Aggregate>(meta: &CommandMeta, action: A::Action, version: u64) -> Execute<A> {
+            let premise: Premise<A> = std::sync::Arc::new(move |_: &A, now: u64| now == version);
+            Execute {
+                meta: meta.clone(),
+                action,
+                counter_limits: vec![],
+                premise: Some(premise),
+                otherwise: None,
+            }
         }
         if ResourceKind::SenderId.is_id(id) {
-            let command = Execute::<SenderIdState> {
-                meta: meta.clone(),
-                action: step.into(),
-                counter_limits: vec![],
-                premise: at(version),
-                otherwise: None,
-            };
+            let command = at::<SenderIdState>(meta, step.into(), version);
             let state = self.execute_command(&self.sender_ids, id, Activation::Existing, command).await?;
-            Ok(Identity::SenderId(Box::new(
-                state.0.ok_or_else(|| not_found(ResourceKind::SenderId, id))?,
-            )))
+            let sender_id = state.0.ok_or_else(|| not_found(ResourceKind::SenderId, id))?;
+            Ok(Identity::SenderId(Box::new(sender_id)))
         } else {
-            let command = Execute::<PhoneNumberState> {
-                meta: meta.clone(),
-                action: step.into(),
-                counter_limits: vec![],
-                premise: at(version),
-                otherwise: None,
-            };
+            let command = at::<PhoneNumberState>(meta, step.into(), version);
             let state = self.execute_command(&self.numbers, id, Activation::Existing, command).await?;
-            Ok(Identity::Number(Box::new(
-                state.0.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))?,
-            )))
+            let number = state.0.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))?;
+            Ok(Identity::Number(Box::new(number)))
         }
     }
 
