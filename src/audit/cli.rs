@@ -343,6 +343,12 @@ async fn local(store: &Store, command: &AuditCommand) -> Result<Value, AuditErro
     }
 }
 
+/// `FromVersion` and `Limit`, for a page of one stream (its events, its replay).
+fn page_query(from_version: Option<u64>, limit: Option<u64>) -> Vec<(&'static str, String)> {
+    let version = from_version.map(|v| ("FromVersion", v.to_string()));
+    version.into_iter().chain(limit.map(|l| ("Limit", l.to_string()))).collect()
+}
+
 /// Asks the server the same question.
 fn remote(base: &Remote, command: &AuditCommand) -> Result<Value, String> {
     let path_for = |id: &str, what: &str| -> Result<String, String> {
@@ -350,16 +356,7 @@ fn remote(base: &Remote, command: &AuditCommand) -> Result<Value, String> {
         Ok(format!("/audit/{}/{}/{what}", segment(kind), urlencode(id)))
     };
     match command {
-        AuditCommand::Events { id, from_version, limit } => {
-            let mut q = Vec::new();
-            if let Some(v) = from_version {
-                q.push(("FromVersion", v.to_string()));
-            }
-            if let Some(l) = limit {
-                q.push(("Limit", l.to_string()));
-            }
-            get(base, &path_for(id, "events")?, &q)
-        }
+        AuditCommand::Events { id, from_version, limit } => get(base, &path_for(id, "events")?, &page_query(*from_version, *limit)),
         AuditCommand::Feed { filter, limit, .. } => get(base, "/audit/events", &filter_query(filter, *limit)),
         AuditCommand::Messages { filter, limit } => get(base, "/audit/messages", &filter_query(filter, *limit)),
         AuditCommand::State { id, version, at } => {
@@ -372,16 +369,7 @@ fn remote(base: &Remote, command: &AuditCommand) -> Result<Value, String> {
             }
             get(base, &path_for(id, "state")?, &q)
         }
-        AuditCommand::Replay { id, from_version, limit } => {
-            let mut q = Vec::new();
-            if let Some(v) = from_version {
-                q.push(("FromVersion", v.to_string()));
-            }
-            if let Some(l) = limit {
-                q.push(("Limit", l.to_string()));
-            }
-            get(base, &path_for(id, "replay")?, &q)
-        }
+        AuditCommand::Replay { id, from_version, limit } => get(base, &path_for(id, "replay")?, &page_query(*from_version, *limit)),
         AuditCommand::Digest => get(base, "/audit/digest", &[]),
         AuditCommand::Verify { .. } => get(base, "/audit/verify", &[]),
         AuditCommand::Recheck => get(base, "/audit/recheck", &[]),
