@@ -23,7 +23,8 @@
 //!    throughput of the three nodes (one wrk per node, 64 connections in all,
 //!    `PERF_CLUSTER_NUMBERS` numbers) against one sled node driven the same way in this run;
 //!    and the longest gap without a successful response when the events stream's leader server
-//!    is SIGKILLed under the conflict load.
+//!    is lost under the conflict load: SIGKILLed; then, once it is back and caught up, the new
+//!    leader stopped as for maintenance (SIGTERM).
 //!
 //! Run: `cargo bench --bench performance` (about 17 minutes here, plus the cold part;
 //! `PERF_ROUNDS` sets how many rounds the throughput comparisons take the median of, 3 by
@@ -638,8 +639,7 @@ fn cluster_env(servers: &[String]) -> Vec<(String, String)> {
 
 /// Part 7: the clustered mode's three targets, measured in one run.
 fn cluster_part(rt: &tokio::runtime::Runtime, http: &reqwest::Client) -> Vec<[String; 5]> {
-    use phone_ledger::loadtest::checker::check;
-    use phone_ledger::loadtest::{fetch_log, longest_gap, prepare, race, settle};
+    use phone_ledger::loadtest::settle;
     use phone_ledger::nats_cluster::LocalCluster;
     // Enough that no run releases a number twice: one sled node releases ~13k/s here, each
     // clustered node ~2k/s.
@@ -774,71 +774,140 @@ fn cluster_part(rt: &tokio::runtime::Runtime, http: &reqwest::Client) -> Vec<[St
         format!("PASS, p99 ≤ 50 ms — {}", if all_pass && p99 <= 50.0 { "met" } else { "NOT MET" }),
     ]);
 
-    // The events stream's leader killed a third of the way into the same load.
-    let failover = LoadTestArgs { seed: 6, ..conflict };
-    let (gap, elected_after, ok, acknowledged) = rt.block_on(async {
-        let prepared = prepare(&failover, &urls).await.expect("prepare");
-        let mut ops = prepared.ops.clone();
-        let racing = {
-            let args = failover.clone();
-            tokio::spawn(async move { race(&args, &prepared).await })
-        };
-        tokio::time::sleep(Duration::from_secs(load_secs / 3)).await;
-        let leader = nats.leader_of("BENCH_EVENTS").expect("a leader");
-        let killed_at = Instant::now();
-        nats.kill(leader);
-        // When the servers report another leader (polled on their monitoring ports): the part of
-        // the gap that is the server's own election.
-        let elected_after = tokio::task::block_in_place(|| {
-            while killed_at.elapsed() < Duration::from_secs(60) {
-                if nats.leader_of("BENCH_EVENTS").is_some_and(|new| new != leader) {
-                    return Some(killed_at.elapsed());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            None
-        });
-        let (load_ops, _) = racing.await.expect("task").expect("race");
-        let gap = longest_gap(&load_ops);
-        let acknowledged = load_ops.iter().filter(|o| (200..300).contains(&o.status)).count();
-        ops.extend(load_ops);
-        settle(&urls).await.expect("the nodes agree");
-        let log = fetch_log(&urls[0]).await.expect("log");
-        let verdict = check(&log, &ops);
-        for c in verdict.checks.iter().filter(|c| !c.violations.is_empty()) {
-            eprintln!(
-                "!!!!! {}: {} violations, first: {:?}",
-                c.name,
-                c.violations.len(),
-                c.violations.iter().take(3).collect::<Vec<_>>()
-            );
+    // The events stream's leader lost a third of the way into the same load: first killed as by
+    // a crash (SIGKILL: the others must elect a leader); then, once it is back and caught up,
+    // the new leader stopped as for maintenance (SIGTERM: it hands its groups over first).
+    for (loss, seed) in [(LeaderLoss::Killed, 6), (LeaderLoss::Stopped, 7)] {
+        let args = LoadTestArgs { seed, ..conflict.clone() };
+        let (leader, measured) = rt.block_on(leader_lost_under_load(&mut nats, &args, &urls, load_secs, loss));
+        rows.push(measured.row(loss));
+        if loss == LeaderLoss::Killed {
+            nats.restart(leader).expect("the killed server starts again");
+            let current = nats.wait_current("BENCH_EVENTS", Duration::from_secs(120));
+            eprintln!("cluster: the killed server is back; every replica caught up: {current}");
+            rt.block_on(settle(&urls)).expect("the nodes agree");
         }
-        (gap, elected_after, verdict.ok, acknowledged)
-    });
-    let elected = elected_after.map_or("no new leader within 60 s".to_string(), |d| {
-        format!("the new leader elected {:.2} s after the kill", d.as_secs_f64())
-    });
-    eprintln!("cluster: leader killed: longest gap {gap:?} ({elected}), {acknowledged} acknowledged, verdict ok: {ok}");
-    rows.push([
-        "leader failover: events stream's leader SIGKILLed under the conflict load".into(),
-        format!(
-            "longest gap without a success {:.2} s ({elected}); {acknowledged} acknowledged, verdict {}",
-            gap.as_secs_f64(),
-            if ok { "PASS (none lost)" } else { "FAIL" }
-        ),
-        "—".into(),
-        "—".into(),
-        format!(
-            "no acknowledged write lost — {}; gap ≤ 2 s — {}",
-            if ok { "met" } else { "NOT MET" },
-            if gap <= Duration::from_secs(2) { "met" } else { "NOT MET" }
-        ),
-    ]);
+    }
     for node in nodes {
         node.stop();
     }
     nats.stop();
     rows
+}
+
+/// How the events stream's leader server is lost in the failover measurements.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LeaderLoss {
+    /// SIGTERM, as for maintenance: nats-server hands its Raft groups to caught-up followers.
+    Stopped,
+    /// SIGKILL, as a crash: a follower campaigns once its election timeout runs out.
+    Killed,
+}
+
+/// What one leader loss under the conflict load did to the service.
+struct Failover {
+    /// The longest stretch without an acknowledged write.
+    gap: Duration,
+    /// The longest stretch without a successful read (answered from each node's view).
+    read_gap: Duration,
+    elected_after: Option<Duration>,
+    acknowledged: usize,
+    ok: bool,
+}
+
+impl Failover {
+    fn row(&self, loss: LeaderLoss) -> [String; 5] {
+        let (what, after) = match loss {
+            LeaderLoss::Stopped => ("stopped (SIGTERM, as for maintenance)", "the stop"),
+            LeaderLoss::Killed => ("SIGKILLed (a crash)", "the kill"),
+        };
+        let elected = self.elected_after.map_or("no new leader within 60 s".to_string(), |d| {
+            format!("the new leader elected {:.2} s after {after}", d.as_secs_f64())
+        });
+        eprintln!(
+            "cluster: leader {what}: longest gap between writes {:?} ({elected}), between reads {:?}, {} acknowledged, verdict ok: {}",
+            self.gap, self.read_gap, self.acknowledged, self.ok
+        );
+        [
+            format!("leader failover: events stream's leader {what} under the conflict load"),
+            format!(
+                "longest gap without an acknowledged write {:.2} s ({elected}), without a read {:.2} s; {} acknowledged, verdict {}",
+                self.gap.as_secs_f64(),
+                self.read_gap.as_secs_f64(),
+                self.acknowledged,
+                if self.ok { "PASS (none lost)" } else { "FAIL" }
+            ),
+            "—".into(),
+            "—".into(),
+            format!(
+                "no acknowledged write lost — {}; gap ≤ 2 s — {}",
+                if self.ok { "met" } else { "NOT MET" },
+                if self.gap <= Duration::from_secs(2) { "met" } else { "NOT MET" }
+            ),
+        ]
+    }
+}
+
+/// Runs the conflict load over `urls` and loses the events stream's leader server a third of
+/// the way in; checks the verdict over the whole log. Returns which server it was.
+async fn leader_lost_under_load(
+    nats: &mut phone_ledger::nats_cluster::LocalCluster,
+    args: &LoadTestArgs,
+    urls: &[String],
+    load_secs: u64,
+    loss: LeaderLoss,
+) -> (usize, Failover) {
+    use phone_ledger::loadtest::checker::check;
+    use phone_ledger::loadtest::{acknowledged_writes, fetch_log, longest_append_gap, longest_read_gap, prepare, race, settle};
+    let prepared = prepare(args, urls).await.expect("prepare");
+    let mut ops = prepared.ops.clone();
+    let racing = {
+        let args = args.clone();
+        tokio::spawn(async move { race(&args, &prepared).await })
+    };
+    tokio::time::sleep(Duration::from_secs(load_secs / 3)).await;
+    let leader = nats.leader_of("BENCH_EVENTS").expect("a leader");
+    let lost_at = Instant::now();
+    // When the servers report another leader (polled on their monitoring ports): the part of
+    // the gap that is the server's own election or hand-over.
+    let elected_after = tokio::task::block_in_place(|| {
+        match loss {
+            LeaderLoss::Stopped => nats.shut_down(leader, Duration::from_secs(30)),
+            LeaderLoss::Killed => nats.kill(leader),
+        }
+        while lost_at.elapsed() < Duration::from_secs(60) {
+            if nats.leader_of("BENCH_EVENTS").is_some_and(|new| new != leader) {
+                return Some(lost_at.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    });
+    let (load_ops, _) = racing.await.expect("task").expect("race");
+    let read_gap = longest_read_gap(&load_ops);
+    let acknowledged = acknowledged_writes(&load_ops);
+    let prepared_ops = ops.len();
+    ops.extend(load_ops);
+    settle(urls).await.expect("the nodes agree");
+    let log = fetch_log(&urls[0]).await.expect("log");
+    let gap = longest_append_gap(&log, &ops[prepared_ops..]);
+    let verdict = check(&log, &ops);
+    for c in verdict.checks.iter().filter(|c| !c.violations.is_empty()) {
+        eprintln!(
+            "!!!!! {}: {} violations, first: {:?}",
+            c.name,
+            c.violations.len(),
+            c.violations.iter().take(3).collect::<Vec<_>>()
+        );
+    }
+    let failover = Failover {
+        gap,
+        read_gap,
+        elected_after,
+        acknowledged,
+        ok: verdict.ok,
+    };
+    (leader, failover)
 }
 
 fn number(id: &str) -> PhoneNumber {

@@ -262,22 +262,50 @@ impl LocalCluster {
         format!("n{}", i + 1)
     }
 
-    /// The node leading JetStream stream `stream`, as the monitor port of a running node
-    /// reports it.
+    /// The node leading JetStream stream `stream`: a running node whose own monitor port says it
+    /// leads it. (Its followers go on naming a killed leader until they vote for another.)
     pub fn leader_of(&self, stream: &str) -> Option<usize> {
+        (0..self.nodes.len()).find(|&i| {
+            self.stream_cluster(i, stream)
+                .is_some_and(|cluster| cluster["leader"].as_str() == Some(self.server_name(i).as_str()))
+        })
+    }
+
+    /// Waits until `stream` has a leader and every other node is a replica of it that is
+    /// caught up (after a restart, say: a server still catching up does not stand for election,
+    /// and one that is behind is not handed the leadership).
+    pub fn wait_current(&self, stream: &str, within: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < within {
+            let caught_up = self
+                .leader_of(stream)
+                .and_then(|leader| self.stream_cluster(leader, stream))
+                .is_some_and(|cluster| {
+                    cluster["replicas"].as_array().is_some_and(|replicas| {
+                        replicas.len() + 1 == self.nodes.len() && replicas.iter().all(|r| r["current"] == true && r["offline"] != true)
+                    })
+                });
+            if caught_up {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// The `cluster` part of `stream`'s details as node `i`'s monitor port reports them.
+    fn stream_cluster(&self, i: usize, stream: &str) -> Option<serde_json::Value> {
+        self.nodes[i].child.as_ref()?;
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
-        let leader = self.nodes.iter().filter(|n| n.child.is_some()).find_map(|n| {
-            let url = format!("http://127.0.0.1:{}/jsz?streams=true", n.ports.monitor);
-            let jsz: serde_json::Value = agent.get(&url).call().ok()?.into_json().ok()?;
-            jsz["account_details"].as_array()?.iter().find_map(|account| {
-                account["stream_detail"].as_array()?.iter().find_map(|s| {
-                    (s["name"] == stream)
-                        .then(|| s["cluster"]["leader"].as_str().map(str::to_string))
-                        .flatten()
-                })
-            })
-        })?;
-        (0..self.nodes.len()).find(|i| self.server_name(*i) == leader)
+        let url = format!("http://127.0.0.1:{}/jsz?streams=true", self.nodes[i].ports.monitor);
+        let jsz: serde_json::Value = agent.get(&url).call().ok()?.into_json().ok()?;
+        jsz["account_details"].as_array()?.iter().find_map(|account| {
+            account["stream_detail"]
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == stream)
+                .map(|s| s["cluster"].clone())
+        })
     }
 
     /// The process id of node `i`'s server, while it runs (to freeze it with SIGSTOP, say).
@@ -291,6 +319,23 @@ impl LocalCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Stops node `i` the way an operator would for maintenance (SIGTERM): nats-server first
+    /// hands each Raft group it leads to a follower that is caught up, then exits. Killed
+    /// (SIGKILL) if it has not exited within `within`.
+    pub fn shut_down(&mut self, i: usize, within: Duration) {
+        let Some(mut child) = self.nodes[i].child.take() else { return };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Starts node `i` again over its directory and waits until it is ready.

@@ -9,7 +9,7 @@
 pub mod checker;
 pub mod report;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -754,14 +754,32 @@ pub async fn fetch_log_as(base: &str, signer: Option<&ClientSigner>) -> Result<V
     Ok(events)
 }
 
-/// The longest stretch between two successful responses among `ops` (how long the service
-/// was unavailable, e.g. while a failed server's work moved elsewhere).
-pub fn longest_gap(ops: &[ClientOp]) -> Duration {
-    let mut done: Vec<u64> = ops
-        .iter()
-        .filter(|o| (200..300).contains(&o.status))
-        .map(|o| o.finished_ns)
-        .collect();
+/// The longest stretch in which the log took no append that a client was answered for: between
+/// two answers (success or refusal, not a server error) to requests whose events are in `log`.
+/// This is how long writes were out of service, e.g. while the log's leader was replaced.
+/// Neither reads nor writes that change nothing (answered without an append) bridge it: a node
+/// answers those from its own view of the log, which outlives the log's leader.
+pub fn longest_append_gap(log: &[EventEnvelope], ops: &[ClientOp]) -> Duration {
+    let appended: HashSet<&str> = log.iter().map(|e| e.request_id.as_str()).collect();
+    longest_gap_among(ops, |o| {
+        o.status != 0 && o.status < 500 && o.request_id.as_deref().is_some_and(|r| appended.contains(r))
+    })
+}
+
+/// The longest stretch between two successful reads (`DescribePhoneNumbers`) among `ops`.
+pub fn longest_read_gap(ops: &[ClientOp]) -> Duration {
+    longest_gap_among(ops, |o| o.op == Op::Describe && (200..300).contains(&o.status))
+}
+
+/// How many of `ops` are writes the service acknowledged: each one's event must be in the log.
+pub fn acknowledged_writes(ops: &[ClientOp]) -> usize {
+    ops.iter()
+        .filter(|o| o.op != Op::Describe && (200..300).contains(&o.status))
+        .count()
+}
+
+fn longest_gap_among(ops: &[ClientOp], counted: impl Fn(&ClientOp) -> bool) -> Duration {
+    let mut done: Vec<u64> = ops.iter().filter(|o| counted(o)).map(|o| o.finished_ns).collect();
     done.sort_unstable();
     Duration::from_nanos(done.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0))
 }
@@ -966,4 +984,66 @@ pub fn print(report: &Report) {
         }
     }
     println!("{}", if report.verdict.ok { "VERDICT: PASS" } else { "VERDICT: FAIL" });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(op: Op, request: &str, finished_ms: u64, status: u16) -> ClientOp {
+        ClientOp {
+            op,
+            number: "phone-1".into(),
+            pool: None,
+            started_ns: 0,
+            finished_ns: finished_ms * 1_000_000,
+            status,
+            error: None,
+            reason: None,
+            request_id: Some(request.into()),
+        }
+    }
+
+    fn event_of(request: &str) -> EventEnvelope {
+        EventEnvelope {
+            event_id: uuid::Uuid::new_v4(),
+            stream_id: "phone-1".into(),
+            version: 1,
+            position: 1,
+            event_type: "PhoneNumberUpdated".into(),
+            schema_version: 1,
+            timestamp_ms: 0,
+            account: "111122223333".into(),
+            region: "us-east-1".into(),
+            request_id: request.into(),
+            command_id: uuid::Uuid::new_v4(),
+            command: "UpdatePhoneNumber/Update".into(),
+            command_input: Value::Null,
+            payload: Value::Null,
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_append_gap_is_bridged_only_by_answers_whose_events_are_in_the_log() {
+        // Appends answered at 0 and 5,000 ms (the second a refusal, recorded); in between, reads
+        // succeed, an update that changed nothing succeeds without an event, and a write whose
+        // outcome was unknown (503) has an event that landed later: the log took no answered
+        // append for 5 s.
+        let ops = vec![
+            op(Op::Release, "r1", 0, 200),
+            op(Op::Describe, "r2", 1_000, 200),
+            op(Op::Update, "r3", 1_500, 200),
+            op(Op::Associate, "r4", 2_000, 503),
+            op(Op::Describe, "r5", 2_500, 200),
+            op(Op::Describe, "r6", 4_000, 200),
+            op(Op::Release, "r7", 5_000, 400),
+            op(Op::Describe, "r8", 5_200, 200),
+        ];
+        let log: Vec<EventEnvelope> = ["r1", "r4", "r7"].into_iter().map(event_of).collect();
+        assert_eq!(longest_append_gap(&log, &ops), Duration::from_millis(5_000));
+        assert_eq!(longest_read_gap(&ops), Duration::from_millis(1_500));
+        assert_eq!(acknowledged_writes(&ops), 2);
+        assert_eq!(longest_append_gap(&[], &ops), Duration::ZERO);
+    }
 }
