@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use phone_ledger::loadtest::checker::{check, ClientOp};
-use phone_ledger::loadtest::{acknowledged_writes, fetch_log, longest_append_gap, longest_read_gap, prepare, race, settle, LoadTestArgs};
+use phone_ledger::loadtest::{acknowledged_writes, fetch_log, longest_append_gap, prepare, race, settle, LoadTestArgs};
 use phone_ledger::nats_cluster::{nats_server_available, LocalCluster, NodePorts};
 use phone_ledger::store::EventEnvelope;
 
@@ -228,14 +228,13 @@ async fn stream_leader_lost_mid_load(seed: u64, what: &str, how: impl FnOnce(&mu
     });
     let (load_ops, _) = racing.await.expect("task").expect("race");
     let acknowledged = acknowledged_writes(&load_ops);
-    let read_gap = longest_read_gap(&load_ops);
     let prepared_ops = ops.len();
     ops.extend(load_ops);
     let log = verdict_on(&setup, &ops).await;
     let (events, gap) = (log.len(), longest_append_gap(&log, &ops[prepared_ops..]));
     eprintln!(
         "stream leader n{} {what}: a new leader after {elected_after:?}; {acknowledged} writes acknowledged, \
-         {events} events; longest gap between answered appends {gap:?}, between reads {read_gap:?}",
+         {events} events; longest gap between answered appends {gap:?}",
         leader + 1
     );
     assert!(elected_after.is_some(), "the stream has a new leader");

@@ -761,14 +761,14 @@ pub async fn fetch_log_as(base: &str, signer: Option<&ClientSigner>) -> Result<V
 /// answers those from its own view of the log, which outlives the log's leader.
 pub fn longest_append_gap(log: &[EventEnvelope], ops: &[ClientOp]) -> Duration {
     let appended: HashSet<&str> = log.iter().map(|e| e.request_id.as_str()).collect();
-    longest_gap_among(ops, |o| {
-        o.status != 0 && o.status < 500 && o.request_id.as_deref().is_some_and(|r| appended.contains(r))
-    })
-}
-
-/// The longest stretch between two successful reads (`DescribePhoneNumbers`) among `ops`.
-pub fn longest_read_gap(ops: &[ClientOp]) -> Duration {
-    longest_gap_among(ops, |o| o.op == Op::Describe && (200..300).contains(&o.status))
+    let mut answered: Vec<u64> = ops
+        .iter()
+        .filter(|o| o.status != 0 && o.status < 500)
+        .filter(|o| o.request_id.as_deref().is_some_and(|r| appended.contains(r)))
+        .map(|o| o.finished_ns)
+        .collect();
+    answered.sort_unstable();
+    Duration::from_nanos(answered.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0))
 }
 
 /// How many of `ops` are writes the service acknowledged: each one's event must be in the log.
@@ -776,12 +776,6 @@ pub fn acknowledged_writes(ops: &[ClientOp]) -> usize {
     ops.iter()
         .filter(|o| o.op != Op::Describe && (200..300).contains(&o.status))
         .count()
-}
-
-fn longest_gap_among(ops: &[ClientOp], counted: impl Fn(&ClientOp) -> bool) -> Duration {
-    let mut done: Vec<u64> = ops.iter().filter(|o| counted(o)).map(|o| o.finished_ns).collect();
-    done.sort_unstable();
-    Duration::from_nanos(done.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0))
 }
 
 /// Waits until the node at `bases[0]` has every event any of the nodes has (each node's view of
@@ -1042,7 +1036,6 @@ mod tests {
         ];
         let log: Vec<EventEnvelope> = ["r1", "r4", "r7"].into_iter().map(event_of).collect();
         assert_eq!(longest_append_gap(&log, &ops), Duration::from_millis(5_000));
-        assert_eq!(longest_read_gap(&ops), Duration::from_millis(1_500));
         assert_eq!(acknowledged_writes(&ops), 2);
         assert_eq!(longest_append_gap(&[], &ops), Duration::ZERO);
     }
