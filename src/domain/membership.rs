@@ -68,8 +68,9 @@ pub enum MembershipAction {
         pool_id: String,
         pool_message_type: MessageType,
         iso_country_code: Option<String>,
-        /// `AssociateOriginationIdentity`'s `ClientToken`, if the caller gave one: a retry of a
-        /// request that already succeeded is then answered without events instead of refused.
+        /// The `ClientToken` of the request that joins (`AssociateOriginationIdentity`, or
+        /// `RequestPhoneNumber` into a pool), if the caller gave one: a retry of a request that
+        /// already succeeded is then answered without events instead of refused.
         /// Absent in commands recorded before it existed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_token: Option<String>,

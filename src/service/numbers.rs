@@ -145,7 +145,13 @@ impl LifecycleService {
                         .0
                         .ok_or_else(|| ServiceError::Invariant(format!("requested number {id} has no state")))?;
                     return match pool {
-                        Some(pool) => match self.join_pool(meta, &number.phone_number_id, &pool, None, None).await?.0 {
+                        // With the request's client token: a retry's join that got there first
+                        // (below) makes this one a no-op, not a refusal.
+                        Some(pool) => match self
+                            .join_pool(meta, &number.phone_number_id, &pool, None, spec.client_token.as_deref())
+                            .await?
+                            .0
+                        {
                             super::Identity::Number(n) => Ok(*n),
                             super::Identity::SenderId(_) => Err(ServiceError::Invariant(format!("{id} is a phone number"))),
                         },
@@ -190,44 +196,64 @@ impl LifecycleService {
         })
         .await?;
         let number = self.current_number(earlier).await?;
-        // A request into a pool whose number was made but whose join was refused (the pool was
-        // deleted meanwhile, ...): its retry carries out what was asked. Only after a refused
-        // join: a first attempt still on its way to the join is not raced, and a number that
-        // joined the pool once is not put back into it after it left.
+        // A request into a pool whose number was made but not joined to it: its join was refused
+        // (the pool was deleted meanwhile, ...), or the first attempt stopped before its join
+        // began. The retry carries out what was asked. Joining is safe even if the first attempt
+        // is still on its way: the number's actor takes one join at a time, the other is refused
+        // as changing pools (then the one under way is the answer) or, once the number is in the
+        // pool, answered as a no-op thanks to the shared client token. A number that joined the
+        // pool once is not put back into it after it left.
         let Some(pool) = spec.pool_id.as_deref() else {
             return Ok(number);
         };
         let settled_outside = number.status == NumberStatus::Active && number.pool_id.is_none() && number.pending_pool_id.is_none();
         let pool_id = self.owned(ResourceKind::Pool, scope, pool).await?;
-        if !settled_outside || !self.join_was_refused(earlier, &pool_id).await? {
+        if !settled_outside || !self.join_to_retry(earlier, &pool_id).await? {
             return Ok(number);
         }
         let pool = self.live_pool(scope, &pool_id).await?;
-        match self.join_pool(meta, earlier, &pool, None, None).await?.0 {
-            super::Identity::Number(n) => Ok(*n),
-            super::Identity::SenderId(_) => Err(ServiceError::Invariant(format!("{earlier} is a phone number"))),
+        let joined = self.join_pool(meta, earlier, &pool, None, spec.client_token.as_deref()).await;
+        match joined {
+            Ok((super::Identity::Number(n), _)) => Ok(*n),
+            Ok((super::Identity::SenderId(_), _)) => Err(ServiceError::Invariant(format!("{earlier} is a phone number"))),
+            Err(ServiceError::Rejected(refusal)) => {
+                // Refused because another join of this pool is under way (or just done): that
+                // one is this request's, and the number as it now stands is the answer.
+                let now = self.current_number(earlier).await?;
+                let joining = [&now.pool_id, &now.pending_pool_id]
+                    .into_iter()
+                    .any(|p| p.as_deref() == Some(pool_id.as_str()));
+                if joining {
+                    Ok(now)
+                } else {
+                    Err(ServiceError::Rejected(refusal))
+                }
+            }
+            Err(e) => Err(e),
         }
     }
 
-    /// Whether the join of `pool_id` that the number's creation asked for was undone and the
-    /// number never joined it: the join a request into a pool makes comes first in the number's
-    /// history.
-    async fn join_was_refused(&self, id: &str, pool_id: &str) -> Result<bool, ServiceError> {
+    /// Whether a retry of a request into `pool_id` joins the number the first attempt made: the
+    /// join that attempt asked for was refused (undone, and the number never joined), or it never
+    /// began (the number's history is still short and holds no pool change at all). The join a
+    /// request into a pool makes comes first in the number's history.
+    async fn join_to_retry(&self, id: &str, pool_id: &str) -> Result<bool, ServiceError> {
         /// The first events of a number, where the join of its creation is.
         const FIRST: usize = 16;
-        let mut refused = false;
-        for e in &self.store.read_stream(id, 1, FIRST).await? {
-            match decode_event(e)? {
-                PhoneNumberEvent::Membership(MembershipEvent::AssociatedWithPool { pool_id: joined }) if joined == pool_id => {
-                    return Ok(false)
-                }
-                PhoneNumberEvent::Membership(MembershipEvent::PoolAssociationAborted { pool_id: undone, .. }) if undone == pool_id => {
-                    refused = true
-                }
+        let first = self.store.read_stream(id, 1, FIRST).await?;
+        let (mut refused, mut any_pool_change) = (false, false);
+        for e in &first {
+            let PhoneNumberEvent::Membership(change) = decode_event(e)? else {
+                continue;
+            };
+            any_pool_change = true;
+            match change {
+                MembershipEvent::AssociatedWithPool { pool_id: joined } if joined == pool_id => return Ok(false),
+                MembershipEvent::PoolAssociationAborted { pool_id: undone, .. } if undone == pool_id => refused = true,
                 _ => {}
             }
         }
-        Ok(refused)
+        Ok(refused || (!any_pool_change && first.len() < FIRST))
     }
 
     /// `UpdatePhoneNumber`.

@@ -401,7 +401,7 @@ fn abort_reason(e: &ServiceError) -> Rejection {
 mod tests {
     use super::*;
     use crate::actors::ExecuteError;
-    use crate::domain::types::{ConflictReason, NumberCapability, NumberType};
+    use crate::domain::types::{ConflictReason, NumberCapability, NumberStatus, NumberType};
     use crate::now_ms;
     use crate::service::numbers::NewNumber;
     use crate::store::{AppendError, StoreError};
@@ -622,26 +622,36 @@ mod tests {
         assert!(joined.is_in_pool(&pool.pool_id));
     }
 
-    /// RequestPhoneNumber into a pool, with a client token: when the number was made but its
-    /// join was refused, the retry joins it; once it has joined, a retry does not put it back
-    /// after it left.
+    /// RequestPhoneNumber into a pool, with a client token, retried after the first attempt
+    /// made the number: the retry joins it when its join never began or was refused; it does
+    /// not start a second join beside one under way; and once the number has joined, a retry
+    /// does not put it back after it left.
     #[actix_rt::test]
     async fn a_retried_request_into_a_pool_joins_the_number_once() {
         use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PoolToJoin};
         let dir = tempfile::tempdir().expect("dir");
         let (service, pool) = service_with_pool(dir.path()).await;
-        // The first attempt made the number, then stopped before its join.
-        let id = ResourceKind::PhoneNumber.new_id();
         let scope = Scope::new("111122223333", "us-east-1");
-        let mut made = PhoneNumber::example(&id, &scope.account, &scope.region);
-        made.phone_number = "+12065550999".into();
-        made.client_token = Some("into-the-pool".into());
-        let request = PhoneNumberAction::request(made, Some(PoolToJoin::of(&pool)));
-        service
-            .execute(&service.numbers, &id, Activation::Fresh, &begun_now(), request)
-            .await
-            .expect("made");
-        let retry = || NewNumber {
+        // A first attempt that made its number, then stopped before its join.
+        let made = |e164: &str, token: &str| {
+            let service = service.clone();
+            let pool = pool.clone();
+            let (e164, token) = (e164.to_string(), token.to_string());
+            let scope = scope.clone();
+            async move {
+                let id = ResourceKind::PhoneNumber.new_id();
+                let mut made = PhoneNumber::example(&id, &scope.account, &scope.region);
+                made.phone_number = e164;
+                made.client_token = Some(token);
+                let request = PhoneNumberAction::request(made, Some(PoolToJoin::of(&pool)));
+                service
+                    .execute(&service.numbers, &id, Activation::Fresh, &begun_now(), request)
+                    .await
+                    .expect("made");
+                id
+            }
+        };
+        let retry = |token: &str| NewNumber {
             iso_country_code: "US".into(),
             message_type: MessageType::Transactional,
             number_capabilities: vec![NumberCapability::Sms],
@@ -652,30 +662,65 @@ mod tests {
             deletion_protection_enabled: false,
             international_sending_enabled: false,
             tags: vec![],
-            client_token: Some("into-the-pool".into()),
+            client_token: Some(token.into()),
             preference: None,
         };
-        // While the first attempt may still be on its way to the join, a retry does not race it.
-        let raced = service.request_phone_number(&begun_now(), retry()).await.expect("retried");
-        assert_eq!(raced.pool_id, None);
-        // Its join was refused (undone): a retry joins.
+        let in_pool = |n: &PhoneNumber| (n.pool_id.clone(), n.pending_pool_id.clone(), n.status);
+        let joined_state = (Some(pool.pool_id.clone()), None, NumberStatus::Active);
+
+        // 1. Its join never began: the retry joins it. Once it has left, a retry does not put
+        //    it back.
+        let stopped = made("+12065550999", "stopped").await;
+        let joined = service.request_phone_number(&begun_now(), retry("stopped")).await.expect("retried");
+        assert_eq!(joined.phone_number_id, stopped);
+        assert_eq!(in_pool(&joined), joined_state);
+        service
+            .disassociate(&begun_now(), &pool.pool_id, &stopped, None, None)
+            .await
+            .expect("left");
+        let again = service
+            .request_phone_number(&begun_now(), retry("stopped"))
+            .await
+            .expect("retried again");
+        assert_eq!(again.pool_id, None, "put back into the pool it left");
+
+        // 2. Its join was refused (undone): a retry joins.
+        let undone = made("+12065550998", "undone").await;
         let first = begun_now();
-        begin_join(&service, &first, &id, &pool.pool_id).await;
+        begin_join(&service, &first, &undone, &pool.pool_id).await;
         let undo = MembershipAction::AbortAssociation {
             pool_id: pool.pool_id.clone(),
             reason: abort_reason(&outcome_unknown(&pool.pool_id)),
         };
-        service.member_step(&first, &id, undo).await.expect("undone");
-        let joined = service.request_phone_number(&begun_now(), retry()).await.expect("retried");
+        service.member_step(&first, &undone, undo).await.expect("undone");
+        let joined = service.request_phone_number(&begun_now(), retry("undone")).await.expect("retried");
         assert_eq!(
-            (joined.phone_number_id.as_str(), joined.pool_id.as_deref()),
-            (id.as_str(), Some(pool.pool_id.as_str()))
+            (joined.phone_number_id.as_str(), in_pool(&joined)),
+            (undone.as_str(), joined_state.clone())
         );
-        service
-            .disassociate(&begun_now(), &pool.pool_id, &id, None, None)
+
+        // 3. Its join is under way: the retry answers with the number joining, and starts no
+        //    join of its own; the first attempt's join then completes.
+        let slow = made("+12065550997", "slow").await;
+        let first = begun_now();
+        let member = begin_join(&service, &first, &slow, &pool.pool_id).await;
+        let answered = service.request_phone_number(&begun_now(), retry("slow")).await.expect("retried");
+        assert_eq!(in_pool(&answered), (None, Some(pool.pool_id.clone()), NumberStatus::Associating));
+        let starts = events_of(&service, &slow).await;
+        assert_eq!(starts.iter().filter(|e| *e == "PoolAssociationStarted").count(), 1, "{starts:?}");
+        let added = service
+            .pool(
+                &first,
+                &pool.pool_id,
+                PoolAction::AddMember(member.pool_member(MessageType::Transactional)),
+            )
+            .await;
+        let (joined, _) = service
+            .settle(&first, &member, &pool.pool_id, Change::Join, added)
             .await
-            .expect("left");
-        let again = service.request_phone_number(&begun_now(), retry()).await.expect("retried again");
-        assert_eq!(again.pool_id, None, "put back into the pool it left");
+            .expect("the first attempt joins");
+        assert!(joined.is_in_pool(&pool.pool_id));
+        let answered = service.request_phone_number(&begun_now(), retry("slow")).await.expect("retried");
+        assert_eq!(in_pool(&answered), joined_state);
     }
 }
