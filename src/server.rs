@@ -131,7 +131,7 @@ async fn metrics() -> HttpResponse {
 }
 
 async fn health(state: web::Data<ApiState>) -> HttpResponse {
-    let (numbers, pools) = state.service.live_actors();
+    let live = state.service.live_actors();
     let events = match state.service.store().chain_head().await {
         Ok(head) => head.position,
         Err(e) => {
@@ -139,7 +139,14 @@ async fn health(state: web::Data<ApiState>) -> HttpResponse {
             return api::AwsJsonError::internal(&e, &id).to_response(&id);
         }
     };
-    let body = serde_json::json!({"Status": "ok", "LivePhoneNumberActors": numbers, "LivePoolActors": pools, "Events": events});
+    let body = serde_json::json!({
+        "Status": "ok",
+        "LivePhoneNumberActors": live.phone_numbers,
+        "LivePoolActors": live.pools,
+        "LiveOptOutListActors": live.opt_out_lists,
+        "LiveSenderIdActors": live.sender_ids,
+        "Events": events,
+    });
     HttpResponse::Ok().content_type("application/json").body(body.to_string())
 }
 

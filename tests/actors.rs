@@ -145,7 +145,14 @@ async fn passivated_actors_come_back_transparently() {
     // Idle actors stop by themselves.
     tokio::time::sleep(std::time::Duration::from_millis(2_000)).await;
     let h = health(&server).await;
-    assert_eq!(h["LivePhoneNumberActors"], 0, "{h}");
+    for kind in [
+        "LivePhoneNumberActors",
+        "LivePoolActors",
+        "LiveOptOutListActors",
+        "LiveSenderIdActors",
+    ] {
+        assert_eq!(h[kind], 0, "{kind}: {h}");
+    }
     for id in &ids {
         protect(&c, id, false).await;
         c.release_phone_number()

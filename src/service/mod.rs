@@ -114,6 +114,15 @@ enum Activation {
     Named,
 }
 
+/// How many actors of each kind a node has live (`GET /health`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveActors {
+    pub phone_numbers: usize,
+    pub pools: usize,
+    pub opt_out_lists: usize,
+    pub sender_ids: usize,
+}
+
 /// The application service shared by all HTTP workers.
 pub struct LifecycleService {
     store: Store,
@@ -168,9 +177,14 @@ impl LifecycleService {
         &self.contention
     }
 
-    /// How many actors are live (phone numbers, pools).
-    pub fn live_actors(&self) -> (usize, usize) {
-        (self.numbers.len(), self.pools.len())
+    /// How many actors of each kind are live.
+    pub fn live_actors(&self) -> LiveActors {
+        LiveActors {
+            phone_numbers: self.numbers.len(),
+            pools: self.pools.len(),
+            opt_out_lists: self.lists.len(),
+            sender_ids: self.sender_ids.len(),
+        }
     }
 
     fn resolve(kind: ResourceKind, scope: &Scope, id_or_arn: &str) -> Result<String, ServiceError> {
