@@ -1,15 +1,26 @@
 //! Finds or starts the actor of an aggregate. There is at most one live actor per stream in
-//! the process: the map is consulted and filled under one lock.
+//! the process: the map is consulted and filled under one lock, an actor pushed out of it stays
+//! the one its stream goes to until it has stopped, and the log is read for an activation by one
+//! caller at a time per stream.
 //!
 //! Passivation: actors stop themselves after an idle time, and the registry keeps at most
 //! `max_live` of them, asking the least recently used to stop when a new one would exceed it.
 //! A stopped actor comes back transparently: the next command starts a new one, which rebuilds
 //! its state from its snapshot and the events after it.
 //!
+//! Why an actor asked to stop is still found: it stops only once its appends in flight are
+//! answered. A second actor started meanwhile would read the log without them and answer from
+//! that stale state; with one writer nothing would ever tell it so (a command that changes
+//! nothing and a read never reach the log's version check). For the same reason activations of
+//! one stream read the log one at a time: a read that started before another actor of the
+//! stream appended, and ended after that actor stopped, would start an actor behind the log.
+//!
 //! Activating an existing stream takes one read of the log ([`crate::store::EventStore::read_tail`]):
 //! the registry rebuilds the state to learn that the stream exists and hands it to the new actor,
 //! which then has nothing to read itself (the cold path of a passivated number).
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
@@ -21,11 +32,36 @@ use crate::projection::Projected;
 use crate::rehydrate::{load_state, LoadedState};
 use crate::store::{Store, StoreError};
 
+/// Activations of streams whose ids hash alike read the log one at a time.
+const LOADING_STRIPES: usize = 1024;
+
 /// The live actors of one aggregate kind.
 pub struct Registry<A: Projected> {
     store: Store,
     settings: ActorSettings,
-    live: Mutex<LruCache<String, Addr<AggregateActor<A>>>>,
+    live: Mutex<Actors<A>>,
+    loading: Vec<tokio::sync::Mutex<()>>,
+}
+
+struct Actors<A: Projected> {
+    /// The actors in use, least recently used first out.
+    recent: LruCache<String, Addr<AggregateActor<A>>>,
+    /// Actors pushed out of `recent` that have not stopped yet (their appends in flight).
+    stopping: HashMap<String, Addr<AggregateActor<A>>>,
+}
+
+impl<A: Projected> Actors<A> {
+    fn find(&mut self, id: &str) -> Option<Addr<AggregateActor<A>>> {
+        if let Some(addr) = self.recent.get(id).filter(|a| a.connected()) {
+            return Some(addr.clone());
+        }
+        let stopping = self.stopping.get(id)?;
+        if stopping.connected() {
+            return Some(stopping.clone());
+        }
+        self.stopping.remove(id);
+        None
+    }
 }
 
 impl<A: Projected> Registry<A> {
@@ -34,7 +70,11 @@ impl<A: Projected> Registry<A> {
         Registry {
             store,
             settings,
-            live: Mutex::new(LruCache::new(capacity)),
+            live: Mutex::new(Actors {
+                recent: LruCache::new(capacity),
+                stopping: HashMap::new(),
+            }),
+            loading: (0..LOADING_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
     }
 
@@ -44,12 +84,16 @@ impl<A: Projected> Registry<A> {
         if let Some(addr) = self.lookup(id) {
             return Ok(Some(addr));
         }
+        let _loading = self.loading(id).await;
+        if let Some(addr) = self.lookup(id) {
+            return Ok(Some(addr));
+        }
         let loaded = load_state::<A>(&*self.store, id).await?;
         if loaded.version == 0 {
             return Ok(None);
         }
-        // Another request may have started the actor while this one read: that one wins, and
-        // what was read here is dropped (it may already be behind the live actor's state).
+        // A fresh id's actor may have started while this one read (it reads nothing): that one
+        // wins, and what was read here is dropped.
         Ok(Some(self.start_if_absent(id, || {
             AggregateActor::loaded(id.to_string(), self.store.clone(), self.settings, loaded)
         })))
@@ -70,52 +114,141 @@ impl<A: Projected> Registry<A> {
         if let Some(addr) = self.lookup(id) {
             return Ok(addr);
         }
+        let _loading = self.loading(id).await;
+        if let Some(addr) = self.lookup(id) {
+            return Ok(addr);
+        }
         let loaded = load_state::<A>(&*self.store, id).await?;
         Ok(self.start_if_absent(id, || {
             AggregateActor::loaded(id.to_string(), self.store.clone(), self.settings, loaded)
         }))
     }
 
+    /// The turn of `id`'s stripe to read the log for an activation.
+    async fn loading(&self, id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut hasher);
+        let stripe = (hasher.finish() % LOADING_STRIPES as u64) as usize;
+        self.loading[stripe].lock().await
+    }
+
     fn start_if_absent(&self, id: &str, actor: impl FnOnce() -> AggregateActor<A>) -> Addr<AggregateActor<A>> {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(addr) = live.get(id).filter(|a| a.connected()) {
-            return addr.clone();
+        if let Some(addr) = live.find(id) {
+            return addr;
         }
         let addr = actor().start();
         let kind = A::KIND.arn_segment();
         metrics::counter!(crate::telemetry::ACTIVATIONS, "kind" => kind).increment(1);
-        if let Some((evicted_id, evicted)) = live.push(id.to_string(), addr.clone()) {
-            if evicted_id != id {
-                // It finishes what is already in its mailbox, then stops.
+        if let Some((evicted_id, evicted)) = live.recent.push(id.to_string(), addr.clone()) {
+            if evicted_id != id && evicted.connected() {
+                // It stops once its appends in flight are answered, and is found until then.
                 evicted.do_send(Passivate);
+                live.stopping.retain(|_, a| a.connected());
+                live.stopping.insert(evicted_id, evicted);
             }
         }
         // Those that stopped by themselves are counted until the next activation pushes them out.
-        metrics::gauge!(crate::telemetry::LIVE_ACTORS, "kind" => kind).set(live.len() as f64);
+        metrics::gauge!(crate::telemetry::LIVE_ACTORS, "kind" => kind).set(live.recent.len() as f64);
         addr
     }
 
     /// Forgets `addr` if it is still the registered actor of `id` (it stopped under a sender).
     pub fn forget(&self, id: &str, addr: &Addr<AggregateActor<A>>) {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if live.peek(id) == Some(addr) {
-            live.pop(id);
+        if live.recent.peek(id) == Some(addr) {
+            live.recent.pop(id);
+        }
+        if live.stopping.get(id) == Some(addr) {
+            live.stopping.remove(id);
         }
     }
 
     fn lookup(&self, id: &str) -> Option<Addr<AggregateActor<A>>> {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.get(id).filter(|a| a.connected()).cloned()
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).find(id)
     }
 
     /// How many actors are live.
     pub fn len(&self) -> usize {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.iter().filter(|(_, a)| a.connected()).count()
+        let connected = |(_, a): (&String, &Addr<AggregateActor<A>>)| a.connected();
+        live.recent.iter().filter(|e| connected(*e)).count() + live.stopping.iter().filter(|e| connected(*e)).count()
     }
 
     /// Whether no actor is live.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::actors::{Execute, GetState};
+    use crate::codec::pending_events;
+    use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState};
+    use crate::domain::testing::meta;
+    use crate::store::gated::GatedStore;
+    use crate::store::{AppendMeta, AppendRequest, Durability, StoreConfig};
+
+    async fn requested(store: &Store, id: &str) {
+        let number = PhoneNumber::example(id, "111122223333", "us-east-1");
+        let events = pending_events(&[PhoneNumberEvent::PhoneNumberRequested(Box::new(number))]).expect("events");
+        let meta = AppendMeta::direct("111122223333", "us-east-1", "r", "Test/Request");
+        store.append(AppendRequest::plain(id, 0, meta, events)).await.expect("requested");
+    }
+
+    fn protect(on: bool) -> Execute<PhoneNumberState> {
+        Execute {
+            meta: meta("111122223333"),
+            action: PhoneNumberAction::Update(PhoneNumberChanges {
+                deletion_protection_enabled: Some(on),
+                ..Default::default()
+            }),
+            counter_limits: vec![],
+            premise: None,
+            otherwise: None,
+        }
+    }
+
+    /// An actor pushed out of the registry while its append is still on its way to the log
+    /// stays the one its stream's commands and reads go to until it has stopped: an actor
+    /// started beside it would read the log without that append and answer from a stale state
+    /// (with one writer, nothing would ever tell it so).
+    #[actix_rt::test]
+    async fn an_evicted_actor_with_an_append_in_flight_is_not_doubled() {
+        let dir = tempfile::tempdir().expect("dir");
+        let sled = StoreConfig::embedded(Durability::Flush, 64).open(dir.path()).expect("store");
+        let gated = GatedStore::over(sled);
+        let store: Store = gated.clone();
+        let (a, b) = ("phone-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "phone-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+        requested(&store, a).await;
+        requested(&store, b).await;
+        let registry = Registry::<PhoneNumberState>::new(store.clone(), ActorSettings::default(), 1);
+        let first = registry.existing(a).await.expect("read").expect("a");
+
+        // Its append is held outside the log; then another activation pushes it out.
+        gated.close();
+        let in_flight = actix_rt::spawn(first.send(protect(true)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        registry.existing(b).await.expect("read").expect("b");
+        let found = registry.existing(a).await.expect("read").expect("a");
+        assert!(found == first, "a second actor was started beside the one with an append in flight");
+        gated.open();
+        in_flight.await.expect("task").expect("mailbox").expect("protected");
+
+        // Once it has stopped, the next activation reads the log with the append in it.
+        let state = loop {
+            let addr = registry.existing(a).await.expect("read").expect("a");
+            match addr.send(GetState::default()).await {
+                Ok(state) => break state.expect("state"),
+                Err(_) => registry.forget(a, &addr),
+            }
+        };
+        let protected = state.0.as_ref().map(|n| n.deletion_protection_enabled);
+        assert_eq!(protected, Some(true));
+        store.close().await.expect("close");
     }
 }

@@ -54,6 +54,8 @@
 
 pub mod config;
 mod envelope;
+#[cfg(test)]
+pub(crate) mod gated;
 pub mod jetstream;
 pub mod sled;
 

@@ -1,0 +1,102 @@
+//! A store that holds appends back until told to let them through: for unit tests that need an
+//! append to be in flight, not yet in the log, at a chosen moment (every other call goes straight
+//! to the store it wraps).
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::{
+    AppendError, AppendRequest, Appended, ChainHead, EventEnvelope, EventStore, FeedEntry, IndexState, Snapshot, Store, StoreFuture,
+    StreamHead, StreamTail,
+};
+
+pub struct GatedStore {
+    inner: Store,
+    open: watch::Sender<bool>,
+}
+
+impl GatedStore {
+    /// A store over `inner` whose gate is open.
+    pub fn over(inner: Store) -> Arc<Self> {
+        Arc::new(GatedStore {
+            inner,
+            open: watch::channel(true).0,
+        })
+    }
+
+    /// Appends submitted from now on wait, outside the log, until [`GatedStore::open`].
+    pub fn close(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Lets the waiting appends go on into the log (each when its caller next polls it).
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+impl EventStore for GatedStore {
+    fn submit(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        if *self.open.borrow() {
+            return self.inner.submit(request);
+        }
+        let (inner, mut open) = (self.inner.clone(), self.open.subscribe());
+        Ok(Box::pin(async move {
+            let _ = open.wait_for(|open| *open).await;
+            inner.submit(request)?.await
+        }))
+    }
+    fn stream_head(&self, stream_id: &str) -> StoreFuture<StreamHead> {
+        self.inner.stream_head(stream_id)
+    }
+    fn read_stream(&self, stream_id: &str, from_version: u64, limit: usize) -> StoreFuture<Vec<EventEnvelope>> {
+        self.inner.read_stream(stream_id, from_version, limit)
+    }
+    fn read_tail(&self, stream_id: &str) -> StoreFuture<StreamTail> {
+        self.inner.read_tail(stream_id)
+    }
+    fn stream_heads(&self, after: Option<&str>, limit: usize) -> StoreFuture<Vec<(String, u64)>> {
+        self.inner.stream_heads(after, limit)
+    }
+    fn read_feed(&self, after: u64, limit: usize) -> StoreFuture<Vec<EventEnvelope>> {
+        self.inner.read_feed(after, limit)
+    }
+    fn feed_entries(&self, after: u64, limit: usize) -> StoreFuture<Vec<FeedEntry>> {
+        self.inner.feed_entries(after, limit)
+    }
+    fn chain_head(&self) -> StoreFuture<ChainHead> {
+        self.inner.chain_head()
+    }
+    fn watch_head(&self) -> Option<watch::Receiver<u64>> {
+        self.inner.watch_head()
+    }
+    fn snapshot(&self, stream_id: &str) -> StoreFuture<Option<Snapshot>> {
+        self.inner.snapshot(stream_id)
+    }
+    fn snapshots(&self, after: Option<&str>, limit: usize) -> StoreFuture<Vec<(String, Result<Snapshot, String>)>> {
+        self.inner.snapshots(after, limit)
+    }
+    fn clear_snapshots(&self) -> StoreFuture<()> {
+        self.inner.clear_snapshots()
+    }
+    fn index_get(&self, key: &[u8]) -> StoreFuture<Option<Vec<u8>>> {
+        self.inner.index_get(key)
+    }
+    fn index_scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> StoreFuture<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.index_scan(prefix, after, limit)
+    }
+    fn index_state(&self, layout_version: u64) -> StoreFuture<IndexState> {
+        self.inner.index_state(layout_version)
+    }
+    fn replace_index(&self, entries: Vec<(Vec<u8>, Vec<u8>)>, layout_version: u64) -> StoreFuture<()> {
+        self.inner.replace_index(entries, layout_version)
+    }
+    fn durability(&self) -> Option<String> {
+        self.inner.durability()
+    }
+    fn close(&self) -> StoreFuture<()> {
+        self.open();
+        self.inner.close()
+    }
+}
