@@ -141,8 +141,8 @@ pub struct AggregateActor<A: Projected> {
     store: Store,
     state: A,
     version: u64,
-    /// Set when the stream could not be replayed: every command then fails loudly instead of
-    /// deciding on a wrong state.
+    /// Set when the stream could not be replayed: every command still in the mailbox then fails
+    /// loudly instead of deciding on a wrong state, and the actor stops.
     broken: Option<StoreError>,
     /// Whether the state was handed over already rebuilt (nothing to read in `started`).
     loaded: bool,
@@ -357,11 +357,17 @@ impl<A: Projected> AggregateActor<A> {
         let store = self.store.clone();
         let id = self.id.clone();
         let read = async move { load_state::<A>(&*store, &id).await };
-        ctx.wait(read.into_actor(self).map(|result, act, _ctx| match result {
+        ctx.wait(read.into_actor(self).map(|result, act, ctx| match result {
             Ok(loaded) => act.adopt(loaded),
             Err(e) => {
                 tracing::error!(stream = %act.id, error = %crate::error_chain(&e), "cannot replay stream");
+                // What is already in the mailbox is refused; replies waiting for a state that was
+                // abandoned are told so at once, not left to their deadline; and the actor stops,
+                // so the next command's activation reads the log again (a read that failed once,
+                // a leader change say, is not a stream that can never be replayed).
                 act.broken = Some(e);
+                act.durable.send_replace((act.generation, act.version));
+                ctx.stop();
             }
         }));
     }

@@ -251,4 +251,45 @@ mod tests {
         assert_eq!(protected, Some(true));
         store.close().await.expect("close");
     }
+
+    /// An actor whose rebuild after a refused append fails to read the log does not answer
+    /// "cannot replay" for ever: it stops, and the next command's activation reads the log again.
+    #[actix_rt::test]
+    async fn an_actor_whose_rebuild_failed_once_is_started_again() {
+        let dir = tempfile::tempdir().expect("dir");
+        let sled = StoreConfig::embedded(Durability::Flush, 64).open(dir.path()).expect("store");
+        let gated = GatedStore::over(sled);
+        let store: Store = gated.clone();
+        let a = "phone-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        requested(&store, a).await;
+        let registry = Registry::<PhoneNumberState>::new(store.clone(), ActorSettings::default(), 8);
+        let actor = registry.existing(a).await.expect("read").expect("a");
+        // Another writer moves the stream on; the actor's next append is refused, and the read
+        // that would rebuild its state fails.
+        let other = pending_events(&[PhoneNumberEvent::PhoneNumberUpdated(PhoneNumberChanges {
+            deletion_protection_enabled: Some(true),
+            ..Default::default()
+        })])
+        .expect("events");
+        let meta = AppendMeta::direct("111122223333", "us-east-1", "other", "Test/Update");
+        store.append(AppendRequest::plain(a, 1, meta, other)).await.expect("other writer");
+        gated.fail_reads(true);
+        assert!(actor.send(protect(false)).await.expect("mailbox").is_err());
+        gated.fail_reads(false);
+        // The read works again: the stream's commands are served, on the log's state.
+        let mut answers = Vec::new();
+        for _ in 0..8 {
+            let addr = registry.existing(a).await.expect("read").expect("a");
+            match addr.send(GetState::default()).await {
+                Ok(Ok(state)) => {
+                    answers.push(Ok(state.0.map(|n| n.deletion_protection_enabled)));
+                    break;
+                }
+                Ok(Err(e)) => answers.push(Err(e.to_string())),
+                Err(_) => registry.forget(a, &addr),
+            }
+        }
+        assert_eq!(answers.last(), Some(&Ok(Some(true))), "{answers:?}");
+        store.close().await.expect("close");
+    }
 }

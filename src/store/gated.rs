@@ -1,19 +1,21 @@
-//! A store that holds appends back until told to let them through: for unit tests that need an
-//! append to be in flight, not yet in the log, at a chosen moment (every other call goes straight
-//! to the store it wraps).
+//! A store that holds appends back until told to let them through, and can fail reads of
+//! streams on demand: for unit tests that need an append in flight, not yet in the log, or a
+//! failed read at a chosen moment (every other call goes straight to the store it wraps).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use super::{
-    AppendError, AppendRequest, Appended, ChainHead, EventEnvelope, EventStore, FeedEntry, IndexState, Snapshot, Store, StoreFuture,
-    StreamHead, StreamTail,
+    AppendError, AppendRequest, Appended, ChainHead, EventEnvelope, EventStore, FeedEntry, IndexState, Snapshot, Store, StoreError,
+    StoreFuture, StreamHead, StreamTail,
 };
 
 pub struct GatedStore {
     inner: Store,
     open: watch::Sender<bool>,
+    reads_fail: AtomicBool,
 }
 
 impl GatedStore {
@@ -22,7 +24,22 @@ impl GatedStore {
         Arc::new(GatedStore {
             inner,
             open: watch::channel(true).0,
+            reads_fail: AtomicBool::new(false),
         })
+    }
+
+    /// From now on, reads of a stream (its head, events, tail or snapshot) fail, or work again.
+    pub fn fail_reads(&self, fail: bool) {
+        self.reads_fail.store(fail, Ordering::SeqCst);
+    }
+
+    fn failed<T: Send + 'static>(&self, read: StoreFuture<T>) -> StoreFuture<T> {
+        if self.reads_fail.load(Ordering::SeqCst) {
+            return Box::pin(std::future::ready(Err(StoreError::backend(std::io::Error::other(
+                "a read failed, as the test asked",
+            )))));
+        }
+        read
     }
 
     /// Appends submitted from now on wait, outside the log, until [`GatedStore::open`].
@@ -48,13 +65,13 @@ impl EventStore for GatedStore {
         }))
     }
     fn stream_head(&self, stream_id: &str) -> StoreFuture<StreamHead> {
-        self.inner.stream_head(stream_id)
+        self.failed(self.inner.stream_head(stream_id))
     }
     fn read_stream(&self, stream_id: &str, from_version: u64, limit: usize) -> StoreFuture<Vec<EventEnvelope>> {
-        self.inner.read_stream(stream_id, from_version, limit)
+        self.failed(self.inner.read_stream(stream_id, from_version, limit))
     }
     fn read_tail(&self, stream_id: &str) -> StoreFuture<StreamTail> {
-        self.inner.read_tail(stream_id)
+        self.failed(self.inner.read_tail(stream_id))
     }
     fn stream_heads(&self, after: Option<&str>, limit: usize) -> StoreFuture<Vec<(String, u64)>> {
         self.inner.stream_heads(after, limit)
@@ -72,7 +89,7 @@ impl EventStore for GatedStore {
         self.inner.watch_head()
     }
     fn snapshot(&self, stream_id: &str) -> StoreFuture<Option<Snapshot>> {
-        self.inner.snapshot(stream_id)
+        self.failed(self.inner.snapshot(stream_id))
     }
     fn snapshots(&self, after: Option<&str>, limit: usize) -> StoreFuture<Vec<(String, Result<Snapshot, String>)>> {
         self.inner.snapshots(after, limit)
