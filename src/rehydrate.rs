@@ -15,11 +15,17 @@ pub fn snapshot_of<A: Aggregate>(state: &A, version: u64) -> Result<Snapshot, se
     })
 }
 
-/// The state a snapshot holds, if it is usable: same layout, and decodable as today's state.
+/// The state a snapshot holds, if it is usable: same layout, decodable as today's state, and
+/// reading back exactly as it was stored. A snapshot an older build wrote before the state gained
+/// a member decodes with that member's default, which need not be what a replay derives (how
+/// many times a list was created, say); re-encoded, it then differs from what was stored, so it
+/// is replayed instead, without anyone having to remember to change the layout's version.
 fn usable<A: Aggregate>(snapshot: &Snapshot) -> Option<A> {
-    (snapshot.schema_version == SNAPSHOT_SCHEMA_VERSION)
-        .then(|| serde_json::from_value::<A>(snapshot.state.clone()).ok())
-        .flatten()
+    if snapshot.schema_version != SNAPSHOT_SCHEMA_VERSION {
+        return None;
+    }
+    let state = serde_json::from_value::<A>(snapshot.state.clone()).ok()?;
+    (serde_json::to_value(&state).ok()? == snapshot.state).then_some(state)
 }
 
 /// A stream's current state and version: its latest usable snapshot plus the events after it,
@@ -43,11 +49,14 @@ pub async fn load_state<A: Aggregate>(store: &dyn EventStore, stream_id: &str) -
     };
     metrics::counter!(crate::telemetry::SNAPSHOT_LOADS, "from" => from).increment(1);
     let replayed = events.len();
+    // The last event of what was folded, so that version and last event come from one read (the
+    // stream may have moved between the tail's read and a whole-stream read).
+    let last_event = events.last().map_or(head.last_event, |e| Some(e.event_id));
     let (state, version) = fold(state, version, stream_id, &events)?;
     Ok(LoadedState {
         state,
         version,
-        last_event: head.last_event,
+        last_event,
         replayed,
     })
 }
@@ -131,4 +140,38 @@ pub fn replay<A: Aggregate>(envelopes: &[EventEnvelope]) -> Result<A, StoreError
         state = state.evolve(&event);
     }
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::opt_out_list::{OptOutList, OptOutListState};
+
+    /// A snapshot that lacks a member of today's state (written before the member existed) is
+    /// not used: its default is not what a replay would derive.
+    #[test]
+    fn a_snapshot_missing_a_member_of_the_state_is_not_used() {
+        let list = OptOutList {
+            opt_out_list_name: "loadtest".into(),
+            opt_out_list_arn: "arn:aws:sms-voice:us-east-1:111122223333:opt-out-list/loadtest".into(),
+            account: "111122223333".into(),
+            region: "us-east-1".into(),
+            created_timestamp_ms: 1_700_000_000_000,
+            tags: vec![],
+            deleted: false,
+            opted_out: Default::default(),
+            deleted_at: Default::default(),
+            client_token: None,
+            incarnation: 3,
+        };
+        let snapshot = snapshot_of(&OptOutListState(Some(list)), 7).expect("snapshot");
+        assert!(usable::<OptOutListState>(&snapshot).is_some());
+        let mut older = snapshot.clone();
+        let removed = older.state.as_object_mut().and_then(|list| list.remove("Incarnation"));
+        assert_eq!(removed, Some(serde_json::json!(3)), "{}", snapshot.state);
+        assert!(usable::<OptOutListState>(&older).is_none(), "decoded with Incarnation 0");
+        let mut foreign = snapshot.clone();
+        foreign.schema_version += 1;
+        assert!(usable::<OptOutListState>(&foreign).is_none());
+    }
 }

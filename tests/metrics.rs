@@ -102,3 +102,88 @@ async fn metrics_are_valid_prometheus_text_and_move() {
         "promtool check metrics: {said}\n{after}"
     );
 }
+
+/// Every kind of state reads back from the snapshots its actors store: with a snapshot after
+/// every event and one live actor of each kind, commands alternating between two resources of
+/// each kind activate their actors from snapshots, and none is found unusable (a state that would
+/// not read back as it was stored is replayed instead: silently slower).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_state_is_activated_from_its_snapshot() {
+    let server = TestServer::start_with(|c| {
+        c.snapshot_every = 1;
+        c.max_live_actors = 1;
+    });
+    let c = server.client(ACCOUNT);
+    let loads = |text: &str, from: &str| sample(text, &format!("phone_ledger_snapshot_loads_total{{from=\"{from}\"}}"));
+    let before = scrape(&server).await;
+
+    let mut numbers = Vec::new();
+    let mut pools = Vec::new();
+    for i in 0..2 {
+        let number = request(&c, MessageType::Transactional).await;
+        c.put_keyword()
+            .origination_identity(&number)
+            .keyword("JOIN")
+            .keyword_message("Welcome")
+            .send()
+            .await
+            .expect("PutKeyword");
+        let other = request(&c, MessageType::Transactional).await;
+        let pool = c
+            .create_pool()
+            .origination_identity(&other)
+            .message_type(MessageType::Transactional)
+            .send()
+            .await
+            .expect("CreatePool");
+        pools.push(pool.pool_id().expect("pool id").to_string());
+        numbers.push(number);
+        c.create_opt_out_list()
+            .opt_out_list_name(format!("snapshots-{i}"))
+            .send()
+            .await
+            .expect("list");
+        c.request_sender_id()
+            .sender_id(format!("Snapshots{i}"))
+            .iso_country_code("GB")
+            .message_types(MessageType::Transactional)
+            .send()
+            .await
+            .expect("RequestSenderId");
+    }
+    for round in 0..3 {
+        let protect = round % 2 == 0;
+        for i in 0..2 {
+            c.update_phone_number()
+                .phone_number_id(&numbers[i])
+                .deletion_protection_enabled(protect)
+                .send()
+                .await
+                .expect("number");
+            c.update_pool()
+                .pool_id(&pools[i])
+                .deletion_protection_enabled(protect)
+                .send()
+                .await
+                .expect("pool");
+            c.put_opted_out_number()
+                .opt_out_list_name(format!("snapshots-{i}"))
+                .opted_out_number(format!("+1206555010{round}"))
+                .send()
+                .await
+                .expect("opt out");
+            c.update_sender_id()
+                .sender_id(format!("Snapshots{i}"))
+                .iso_country_code("GB")
+                .deletion_protection_enabled(protect)
+                .send()
+                .await
+                .expect("sender id");
+        }
+    }
+    let after = scrape(&server).await;
+    let used = loads(&after, "snapshot") - loads(&before, "snapshot");
+    // Four kinds, each alternating between two resources, three rounds.
+    assert!(used >= 24.0, "activations from a snapshot: {used}");
+    assert_eq!(loads(&after, "unusable-snapshot"), loads(&before, "unusable-snapshot"));
+}
