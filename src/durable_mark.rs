@@ -85,38 +85,95 @@ fn write(file: &Path, mark: &Mark) -> std::io::Result<()> {
     let mut out = std::fs::File::create(&tmp)?;
     out.write_all(&serde_json::to_vec(mark).map_err(std::io::Error::other)?)?;
     out.sync_all()?;
-    std::fs::rename(&tmp, file)
+    std::fs::rename(&tmp, file)?;
+    // The rename itself is durable only once the directory is.
+    if let Some(dir) = file.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
-/// Keeps the mark of `store` in `dir` up to date while the server runs (on a blocking thread:
-/// the sync must not hold a worker).
-pub fn keep(store: Store, dir: PathBuf) {
+/// Keeps the mark of a log up to date while the server runs, and brings it to the log's last
+/// acknowledged position when the server stops.
+pub struct MarkKeeper {
+    store: Store,
+    file: PathBuf,
+    durable: tokio::sync::watch::Receiver<u64>,
+    task: actix_rt::task::JoinHandle<()>,
+}
+
+impl MarkKeeper {
+    /// Writes the mark at the last acknowledged position, once the server has stopped taking
+    /// appends and before the log is closed: a clean stop leaves no acknowledged event outside
+    /// the mark.
+    pub async fn finish(self) {
+        self.task.abort();
+        let position = *self.durable.borrow();
+        if let Err(e) = mark_at(&self.store, &self.file, position).await {
+            tracing::warn!(file = %self.file.display(), error = %e, "cannot write the durable mark at the stop");
+        }
+    }
+}
+
+impl Drop for MarkKeeper {
+    /// The log is closing without a clean stop (its storage failed): the mark stays where it is.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Writes the mark of `store` at `position` (nothing at position 0).
+async fn mark_at(store: &Store, file: &Path, position: u64) -> Result<(), String> {
+    if position == 0 {
+        return Ok(());
+    }
+    let at = store.read_feed(position - 1, 1).await.map_err(|e| crate::error_chain(&e))?;
+    let Some(event) = at.into_iter().next() else {
+        return Err(format!("the log has no event at position {position}"));
+    };
+    let mark = Mark {
+        position,
+        hash: event.hash,
+    };
+    let target = file.to_path_buf();
+    // On a blocking thread: the syncs must not hold a worker.
+    match tokio::task::spawn_blocking(move || write(&target, &mark)).await {
+        Ok(written) => written.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Keeps the mark of `store` in `dir` up to date while the server runs; `None` when the store
+/// takes no appends.
+pub fn keep(store: Store, dir: PathBuf) -> Option<MarkKeeper> {
     // Only what was acknowledged: the writer publishes a position once its batch is durable,
     // while the log's own head may already hold a batch whose flush failed (a full disk), which
     // nobody was told had succeeded and which the disk may not have.
-    let Some(mut durable) = store.watch_head() else { return };
-    actix_rt::spawn(async move {
-        let file = dir.join(FILE);
-        let mut written = None;
-        loop {
-            tokio::time::sleep(EVERY).await;
-            let position = *durable.borrow_and_update();
-            if position == 0 || written == Some(position) {
-                continue;
+    let durable = store.watch_head()?;
+    let file = dir.join(FILE);
+    let task = {
+        let (store, file, mut durable) = (store.clone(), file.clone(), durable.clone());
+        actix_rt::spawn(async move {
+            let mut written = None;
+            loop {
+                tokio::time::sleep(EVERY).await;
+                let position = *durable.borrow_and_update();
+                if position == 0 || written == Some(position) {
+                    continue;
+                }
+                match mark_at(&store, &file, position).await {
+                    Ok(()) => written = Some(position),
+                    // Tried again at the next tick: a mark that stopped moving silently would
+                    // weaken the start-up check without anyone knowing.
+                    Err(e) => tracing::warn!(file = %file.display(), error = %e, "cannot write the durable mark"),
+                }
             }
-            let Ok(at) = store.read_feed(position - 1, 1).await else { return };
-            let Some(event) = at.into_iter().next() else { continue };
-            let mark = Mark {
-                position,
-                hash: event.hash,
-            };
-            let target = file.clone();
-            let result = tokio::task::spawn_blocking(move || write(&target, &mark)).await;
-            match result {
-                Ok(Ok(())) => written = Some(position),
-                Ok(Err(e)) => tracing::warn!(file = %file.display(), error = %e, "cannot write the durable mark"),
-                Err(_) => return,
-            }
-        }
-    });
+        })
+    };
+    Some(MarkKeeper {
+        store,
+        file,
+        durable,
+        task,
+    })
 }

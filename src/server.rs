@@ -313,8 +313,12 @@ async fn serve_once(
         crate::durable_mark::check(&*store, &config.data_dir)
             .await
             .map_err(|e| ServerError::Damaged(crate::error_chain(&e)))?;
-        crate::durable_mark::keep(store.clone(), config.data_dir.clone());
     }
+    let mark_keeper = if marked {
+        crate::durable_mark::keep(store.clone(), config.data_dir.clone())
+    } else {
+        None
+    };
     let secret = pagination_secret(&config)?;
     let service = service(&config, store.clone());
     let shared_log = config.store.backend != crate::store::Backend::Sled;
@@ -431,6 +435,9 @@ async fn serve_once(
         reconciler.abort();
     }
     drop(service);
+    if let (Some(keeper), Stopped::Shutdown) = (mark_keeper, &why) {
+        keeper.finish().await;
+    }
     match (store.close().await, &why) {
         (Ok(()), _) => tracing::info!("phone-ledger stopped; log closed"),
         // What was acknowledged is durable; what was not is the storage's failure.

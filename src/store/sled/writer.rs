@@ -89,6 +89,7 @@ impl WriterHandle {
                     hash: head.hash,
                     head: head_tx,
                     queued: writer_queued,
+                    failed: None,
                 }
                 .run(rx)
             })
@@ -147,6 +148,11 @@ struct Writer {
     hash: [u8; 32],
     head: tokio::sync::watch::Sender<u64>,
     queued: Arc<AtomicUsize>,
+    /// Why a batch could not be made durable, once one could not: every later append is refused
+    /// with it until the log is opened again (the server's probe does that once the storage
+    /// works), so no append is acknowledged on top of a state whose durability is unknown, with
+    /// numbering that may have been read back wrong.
+    failed: Option<StoreError>,
 }
 
 type Outcomes = Vec<Result<Vec<EventEnvelope>, AppendError>>;
@@ -181,30 +187,10 @@ impl Writer {
             let waiting = self.queued.fetch_sub(batch.len(), Ordering::Relaxed).saturating_sub(batch.len());
             metrics::gauge!(crate::telemetry::WRITER_QUEUE).set(waiting as f64);
             metrics::histogram!(crate::telemetry::COMMIT_BATCH).record(batch.len() as f64);
-            let outcomes = match self.commit(&batch) {
-                Ok((outcomes, position, hash)) => match self.timed_make_durable(data_file.as_ref()) {
-                    Ok(()) => {
-                        self.position = position;
-                        self.hash = hash;
-                        self.head.send_replace(position);
-                        outcomes
-                    }
-                    Err(e) => {
-                        // The transaction is applied in memory but its durability is unknown:
-                        // nobody may be told it succeeded. Re-read the head so numbering stays right.
-                        tracing::error!(error = %e, "flush failed");
-                        if let Ok(head) = read_chain_head(&self.trees.heads) {
-                            self.position = head.position;
-                            self.hash = head.hash;
-                        }
-                        let e = StoreError::backend(e);
-                        batch.iter().map(|_| Err(AppendError::Storage(e.clone()))).collect()
-                    }
-                },
-                Err(e) => {
-                    tracing::error!(error = %crate::error_chain(&e), "commit failed");
-                    batch.iter().map(|_| Err(AppendError::Storage(e.clone()))).collect()
-                }
+            let outcomes = if let Some(e) = &self.failed {
+                batch.iter().map(|_| Err(AppendError::Storage(e.clone()))).collect()
+            } else {
+                self.commit_durably(&batch, data_file.as_ref())
             };
             for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
                 // A caller that went away no longer needs its answer.
@@ -213,6 +199,33 @@ impl Writer {
         }
         if let Err(e) = self.make_durable(data_file.as_ref(), true) {
             tracing::error!(error = %e, "final flush failed");
+        }
+    }
+
+    /// Commits `batch` and makes it durable: each append's outcome.
+    fn commit_durably(&mut self, batch: &[(Box<AppendRequest>, Reply)], data_file: Option<&File>) -> Outcomes {
+        match self.commit(batch) {
+            Ok((outcomes, position, hash)) => match self.timed_make_durable(data_file) {
+                Ok(()) => {
+                    self.position = position;
+                    self.hash = hash;
+                    self.head.send_replace(position);
+                    outcomes
+                }
+                Err(e) => {
+                    // The transaction is applied in memory but its durability is unknown: nobody
+                    // may be told it succeeded, and nothing more is taken until the log is opened
+                    // again and read back from the disk.
+                    tracing::error!(error = %e, "flush failed; refusing appends until the log is opened again");
+                    let e = StoreError::backend(e);
+                    self.failed = Some(e.clone());
+                    batch.iter().map(|_| Err(AppendError::Storage(e.clone()))).collect()
+                }
+            },
+            Err(e) => {
+                tracing::error!(error = %crate::error_chain(&e), "commit failed");
+                batch.iter().map(|_| Err(AppendError::Storage(e.clone()))).collect()
+            }
         }
     }
 
