@@ -350,3 +350,71 @@ fn the_load_tester_signs_too() {
         .expect("run loadtest");
     assert!(!out.status.success());
 }
+
+/// A simulated inbound message (an end user's STOP) changes an account's opt-outs, so it is
+/// authenticated like every API call: unsigned or badly signed it is refused and writes nothing,
+/// and signed by another account it does not reach this account's number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_inbound_message_must_be_signed_by_the_numbers_account() {
+    let server = strict_server();
+    let url = server.url();
+    let a = client(&url, A.0, A.1);
+    let (_, e164) = common::request_with_number(&a, MessageType::Transactional).await;
+    let inbound = format!("{url}/simulate/inbound-message");
+    let body = serde_json::json!({"OriginationNumber": "+12065550142", "DestinationPhoneNumber": e164, "MessageBody": "STOP"}).to_string();
+    let send = |headers: Vec<(String, String)>| {
+        let (inbound, body) = (inbound.clone(), body.clone());
+        async move {
+            let mut request = reqwest::Client::new().post(&inbound).body(body);
+            for (k, v) in headers {
+                request = request.header(k, v);
+            }
+            let response = request.send().await.expect("answer");
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let signed_by = |who: (&str, &str, &str)| {
+        let credentials = aws_credential_types::Credentials::new(who.0, who.1, None, None, "test");
+        let headers = [("content-type", "application/json")];
+        let added = sign_request("POST", &inbound, &headers, body.as_bytes(), &credentials, REGION, SystemTime::now()).expect("sign");
+        headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain(added)
+            .collect::<Vec<_>>()
+    };
+    let before = events_in_log(&url).await;
+
+    let (status, answer) = send(vec![("content-type".into(), "application/json".into())]).await;
+    assert_eq!(
+        (status, answer["__type"].as_str()),
+        (403, Some("MissingAuthenticationTokenException")),
+        "{answer}"
+    );
+    let wrong = signed_by((A.0, "not-the-secret-of-account-a-000", A.2));
+    let (status, answer) = send(wrong).await;
+    assert_eq!(
+        (status, answer["__type"].as_str()),
+        (400, Some("InvalidSignatureException")),
+        "{answer}"
+    );
+    let (status, answer) = send(signed_by(B)).await;
+    assert_eq!(
+        (status, answer["__type"].as_str()),
+        (400, Some("ResourceNotFoundException")),
+        "{answer}"
+    );
+    assert_eq!(events_in_log(&url).await, before, "no refused message reached the log");
+
+    let (status, answer) = send(signed_by(A)).await;
+    assert_eq!(status, 200, "{answer}");
+    let opted_out = a
+        .describe_opted_out_numbers()
+        .opt_out_list_name("Default")
+        .send()
+        .await
+        .expect("DescribeOptedOutNumbers");
+    let numbers: Vec<&str> = opted_out.opted_out_numbers().iter().map(|o| o.opted_out_number()).collect();
+    assert_eq!(numbers, ["+12065550142"]);
+}

@@ -202,6 +202,59 @@ async fn concurrent_creations_respect_quota_and_client_tokens() {
     assert_eq!(c.describe_phone_numbers().send().await.expect("describe").phone_numbers().len(), 5);
 }
 
+/// Pools count against `pools_per_account` however many are created at once: 10 concurrent
+/// CreatePool with a quota of 3 make 3 pools, the rest are refused with the quota's reason, and
+/// a deleted pool frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_pool_creations_respect_the_pool_quota() {
+    use aws_sdk_pinpointsmsvoicev2::operation::create_pool::CreatePoolError;
+    use aws_sdk_pinpointsmsvoicev2::types::ServiceQuotaExceededExceptionReason;
+    let server = TestServer::start_with(|c| c.quotas.pools_per_account = 3);
+    let c = server.client(ACCOUNT);
+    let mut numbers = Vec::new();
+    for _ in 0..10 {
+        numbers.push(request(&c, MessageType::Transactional).await);
+    }
+    let creations: Vec<_> = numbers
+        .iter()
+        .map(|number| {
+            let (c, number) = (c.clone(), number.clone());
+            tokio::spawn(async move {
+                let made = c
+                    .create_pool()
+                    .origination_identity(&number)
+                    .message_type(MessageType::Transactional)
+                    .send()
+                    .await
+                    .map(|p| p.pool_id().expect("pool id").to_string());
+                (number, made)
+            })
+        })
+        .collect();
+    let (mut made, mut refused) = (Vec::new(), Vec::new());
+    for t in creations {
+        match t.await.expect("task") {
+            (_, Ok(pool)) => made.push(pool),
+            (number, Err(e)) => match e.into_service_error() {
+                CreatePoolError::ServiceQuotaExceededException(q) => {
+                    assert_eq!(q.reason(), Some(&ServiceQuotaExceededExceptionReason::PoolsPerAccount));
+                    refused.push(number);
+                }
+                other => panic!("{other:?}"),
+            },
+        }
+    }
+    assert_eq!((made.len(), refused.len()), (3, 7));
+    assert_eq!(c.describe_pools().send().await.expect("describe").pools().len(), 3);
+    c.delete_pool().pool_id(&made[0]).send().await.expect("delete");
+    c.create_pool()
+        .origination_identity(&refused[0])
+        .message_type(MessageType::Transactional)
+        .send()
+        .await
+        .expect("a deleted pool's place is free again");
+}
+
 /// DeletePool racing AssociateOriginationIdentity on the same pool, round after round: whichever
 /// wins, the number never ends up in the deleted pool or half-way into it (it could then never
 /// be released), and is free for the next round.

@@ -211,17 +211,27 @@ async fn generated_requests_never_get_a_5xx_and_the_log_stays_whole() {
     let pools = vec![common::create_pool(&c, &known[0]).await, common::create_pool(&c, &known[1]).await];
     let url = format!("{}/", server.url());
     let http = reqwest::Client::new();
+    let authorization =
+        format!("AWS4-HMAC-SHA256 Credential={ACCOUNT}/20261126/us-east-1/sms-voice/aws4_request, SignedHeaders=host, Signature=0");
     let started = std::time::Instant::now();
     let clients = 16;
     let mut tasks = Vec::new();
     for client in 0..clients {
         let (http, url, known, pools) = (http.clone(), url.clone(), known.clone(), pools.clone());
+        let authorization = authorization.clone();
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1_000).wrapping_add(client as u64));
             let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+            let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
             for _ in 0..count / clients {
                 let (target, content_type, body) = request(&mut rng, &known, &pools);
-                let mut req = http.post(&url).header("Content-Type", content_type).body(body.clone());
+                // As the account that owns the known numbers and pools: the generated commands
+                // then reach their actors, not only the lookup that finds nothing.
+                let mut req = http
+                    .post(&url)
+                    .header("Content-Type", content_type)
+                    .header("Authorization", &authorization)
+                    .body(body.clone());
                 if let Some(t) = &target {
                     req = req.header("X-Amz-Target", t);
                 }
@@ -229,21 +239,36 @@ async fn generated_requests_never_get_a_5xx_and_the_log_stays_whole() {
                 let status = resp.status().as_u16();
                 let text = resp.text().await.expect("body");
                 assert!(status < 500, "{status} for {target:?} {}: {text}", String::from_utf8_lossy(&body));
-                if status >= 400 {
+                let outcome = if status >= 400 {
                     let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                     assert!(v["__type"].is_string(), "an AWS error shape for {target:?}: {text}");
-                }
+                    v["__type"].as_str().unwrap_or_default().to_string()
+                } else {
+                    status.to_string()
+                };
                 *statuses.entry(status).or_default() += 1;
+                *outcomes.entry(outcome).or_default() += 1;
             }
-            statuses
+            (statuses, outcomes)
         }));
     }
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
     for t in tasks {
-        for (s, n) in t.await.expect("a client panicked") {
+        let (s, o) = t.await.expect("a client panicked");
+        for (s, n) in s {
             *statuses.entry(s).or_default() += n;
         }
+        for (o, n) in o {
+            *outcomes.entry(o).or_default() += n;
+        }
     }
+    eprintln!("fuzz: outcomes {outcomes:?}");
+    // The generated commands reached the resources: some carried out, some refused by the
+    // deciders as conflicting with the state they found.
+    let total = statuses.values().sum::<usize>();
+    assert!(statuses.get(&200).copied().unwrap_or(0) * 20 >= total, "{outcomes:?}");
+    assert!(outcomes.get("ConflictException").copied().unwrap_or(0) > 0, "{outcomes:?}");
     let (status, report) = {
         let resp = reqwest::get(format!("{}/audit/verify", server.url())).await.expect("verify");
         (resp.status().as_u16(), resp.json::<Value>().await.expect("json"))
