@@ -425,3 +425,45 @@ async fn a_send_racing_an_opt_out_never_reaches_an_opted_out_destination() {
         );
     }
 }
+
+/// A send that cannot find a number to send from is refused with the reason AWS gives,
+/// `NO_ORIGINATION_IDENTITIES_FOUND`: an account with no SMS-capable number (only a voice
+/// number), and a pool whose members cannot send SMS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_with_no_identity_able_to_send_is_refused_as_aws_does() {
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let reason_of = |e: aws_sdk_pinpointsmsvoicev2::error::SdkError<SendTextMessageError, _>| match e.into_service_error() {
+        SendTextMessageError::ConflictException(e) => e.reason().cloned(),
+        other => panic!("{other:?}"),
+    };
+    let send = || c.send_text_message().destination_phone_number("+12065550333").message_body("hi");
+    let refused = send().send().await.expect_err("no number at all");
+    assert_eq!(reason_of(refused), Some(ConflictExceptionReason::NoOriginationIdentitiesFound));
+
+    let voice = c
+        .request_phone_number()
+        .iso_country_code("US")
+        .message_type(MessageType::Transactional)
+        .number_capabilities(NumberCapability::Voice)
+        .number_type(RequestableNumberType::LongCode)
+        .send()
+        .await
+        .expect("a voice number")
+        .phone_number_id()
+        .expect("id")
+        .to_string();
+    let refused = send().send().await.expect_err("a voice number only");
+    assert_eq!(reason_of(refused), Some(ConflictExceptionReason::NoOriginationIdentitiesFound));
+    let pool = common::create_pool(&c, &voice).await;
+    let refused = send()
+        .origination_identity(&pool)
+        .send()
+        .await
+        .expect_err("a pool of voice numbers");
+    assert_eq!(reason_of(refused), Some(ConflictExceptionReason::NoOriginationIdentitiesFound));
+    // Another account's SMS number is not this account's to send from.
+    common::request(&server.client(OTHER_ACCOUNT), MessageType::Transactional).await;
+    let refused = send().send().await.expect_err("only another account can send");
+    assert_eq!(reason_of(refused), Some(ConflictExceptionReason::NoOriginationIdentitiesFound));
+}

@@ -175,3 +175,63 @@ async fn a_settled_change_takes_no_late_step() {
     }
     store.close().await.expect("close");
 }
+
+/// A sender id's pool change interrupted by a stop is settled at the next start as a number's
+/// is: its join, which the pool never heard of, is undone, and the sender id can be released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_pool_change_of_a_sender_id_is_settled_on_start() {
+    use phone_ledger::domain::membership::MembershipEvent;
+    use phone_ledger::domain::sender_id::{SenderIdEvent, SenderIdState};
+    let mut server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let (a, _) = common::request_with_number(&c, MessageType::Transactional).await;
+    let pool_id = common::create_pool(&c, &a).await;
+    c.request_sender_id()
+        .sender_id("Recovered")
+        .iso_country_code("GB")
+        .message_types(MessageType::Transactional)
+        .send()
+        .await
+        .expect("RequestSenderId");
+    let scope = phone_ledger::domain::Scope::new(ACCOUNT, REGION);
+    let stream = phone_ledger::domain::ResourceKind::sender_id_id(&scope, "Recovered", "GB");
+    server.stop();
+    {
+        let store = common::open_log(server.dir.path());
+        assert!(
+            !store.read_stream(&stream, 1, 1).await.expect("read").is_empty(),
+            "{stream} is the sender id's stream"
+        );
+        append::<SenderIdState>(
+            &*store,
+            &stream,
+            SenderIdEvent::Membership(MembershipEvent::PoolAssociationStarted { pool_id: pool_id.clone() }),
+        )
+        .await;
+        let s: SenderIdState = replay(&store.read_stream(&stream, 1, usize::MAX).await.expect("read")).expect("replay");
+        assert_eq!(s.0.map(|s| s.status.as_str()), Some("ASSOCIATING"));
+        store.close().await.expect("close");
+    }
+    server.restart();
+    let c = server.client(ACCOUNT);
+    let members = c
+        .list_pool_origination_identities()
+        .pool_id(&pool_id)
+        .send()
+        .await
+        .expect("members");
+    let ids: Vec<&str> = members.origination_identities().iter().map(|m| m.origination_identity()).collect();
+    assert_eq!(ids, [a.as_str()]);
+    c.release_sender_id()
+        .sender_id("Recovered")
+        .iso_country_code("GB")
+        .send()
+        .await
+        .expect("released once its change was settled");
+    server.stop();
+    let store = common::open_log(server.dir.path());
+    let events = store.read_stream(&stream, 1, usize::MAX).await.expect("read");
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert!(types.contains(&"PoolAssociationAborted"), "{types:?}");
+    store.close().await.expect("close");
+}
