@@ -342,13 +342,16 @@ fn the_load_tester_signs_too() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("VERDICT: PASS"), "{stdout}");
-    // Unsigned, the same run is refused by the server at its first request.
+    // Unsigned (its access key is the account id, which the credentials file does not know),
+    // the same run is refused by the server at its first request.
     let out = Command::new(env!("CARGO_BIN_EXE_phone-ledger"))
         .args(["loadtest", "--server", &server.url(), "--account", A.2])
         .args(["--clients", "8", "--numbers", "20", "--pools", "2", "--requests", "300", "--quiet"])
         .output()
         .expect("run loadtest");
     assert!(!out.status.success());
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("UnrecognizedClientException"), "{said}");
 }
 
 /// A simulated inbound message (an end user's STOP) changes an account's opt-outs, so it is

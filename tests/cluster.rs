@@ -162,11 +162,13 @@ async fn one_numbers_lifecycle_across_three_nodes() {
         .expect("ReleasePhoneNumber");
     assert_eq!(released.status(), Some(&NumberStatus::Deleted));
     // And a second release anywhere finds it gone.
-    assert!(c[0].release_phone_number().phone_number_id(&id).send().await.is_err());
+    let again = c[0].release_phone_number().phone_number_id(&id).send().await;
+    assert_eq!(again.expect_err("released").code(), Some("ResourceNotFoundException"));
     // Every node's Describe comes to show the release.
     for (i, client) in c.iter().enumerate() {
         eventually(&format!("node {} sees the release", i + 1), || async {
-            client.describe_phone_numbers().phone_number_ids(&id).send().await.is_err()
+            let described = client.describe_phone_numbers().phone_number_ids(&id).send().await;
+            described.is_err_and(|e| e.code() == Some("ResourceNotFoundException"))
         })
         .await;
     }
@@ -338,6 +340,21 @@ async fn the_reconciler_finishes_what_a_dead_node_left_between_two_steps() {
         }) == Some((NumberStatus::Active, None))
     })
     .await;
+    // It was the reconciler that settled it, not a view that had not yet seen the first step.
+    let log = JetStreamStore::connect(&settings).await.expect("connect");
+    let types: Vec<String> = log
+        .read_stream(&stuck, 1, usize::MAX)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    log.close().await.expect("close");
+    assert_eq!(
+        types.iter().rev().take(2).rev().map(String::as_str).collect::<Vec<_>>(),
+        ["PoolAssociationStarted", "PoolAssociationAborted"],
+        "{types:?}"
+    );
     nodes.stop();
 }
 

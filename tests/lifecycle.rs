@@ -297,20 +297,20 @@ async fn accounts_are_isolated() {
                 .expect_err("not theirs"),
             target,
         );
-        assert!(theirs
+        let updated = theirs
             .update_phone_number()
             .phone_number_id(target)
             .deletion_protection_enabled(true)
             .send()
-            .await
-            .is_err());
-        assert!(theirs
+            .await;
+        assert_eq!(updated.expect_err("not theirs").code(), Some("ResourceNotFoundException"));
+        let pooled = theirs
             .create_pool()
             .origination_identity(target)
             .message_type(MessageType::Transactional)
             .send()
-            .await
-            .is_err());
+            .await;
+        assert_eq!(pooled.expect_err("not theirs").code(), Some("ResourceNotFoundException"));
     }
     // Another region of the same account is another scope too.
     let elsewhere = common::client_for(&server.url(), ACCOUNT, "eu-west-1");
@@ -322,14 +322,15 @@ async fn accounts_are_isolated() {
         .phone_numbers()
         .is_empty());
     // Their commands on my pool are not found either.
-    assert!(theirs.delete_pool().pool_id(&pool).send().await.is_err());
-    assert!(theirs
+    let deleted = theirs.delete_pool().pool_id(&pool).send().await;
+    assert_eq!(deleted.expect_err("not theirs").code(), Some("ResourceNotFoundException"));
+    let left = theirs
         .disassociate_origination_identity()
         .pool_id(&pool)
         .origination_identity(&id)
         .send()
-        .await
-        .is_err());
+        .await;
+    assert_eq!(left.expect_err("not theirs").code(), Some("ResourceNotFoundException"));
     // Still mine, untouched: nothing of theirs was written to my streams (a refusal for a
     // resource they cannot see is "not found", as for an id that never existed).
     let n = mine.describe_phone_numbers().phone_number_ids(&id).send().await.expect("mine");

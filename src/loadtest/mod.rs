@@ -594,10 +594,20 @@ pub async fn prepare(args: &LoadTestArgs, bases: &[String]) -> Result<Prepared, 
         }
     }
     if numbers.len() < args.numbers {
+        // Why, as the server said it (a refused signature, a quota, ...).
+        let why = ops
+            .iter()
+            .find(|o| !(200..300).contains(&o.status))
+            .map(|o| {
+                let error = o.error.as_deref().unwrap_or("no answer");
+                format!(": HTTP {} {error} {}", o.status, o.reason.as_deref().unwrap_or_default())
+            })
+            .unwrap_or_default();
         return Err(LoadTestError::Setup(format!(
-            "only {} of {} numbers could be requested from {base}",
+            "only {} of {} numbers could be requested from {base}{}",
             numbers.len(),
-            args.numbers
+            args.numbers,
+            why.trim_end()
         )));
     }
     numbers.sort();
