@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use aws_sdk_pinpointsmsvoicev2::error::ProvideErrorMetadata;
 use aws_sdk_pinpointsmsvoicev2::operation::release_phone_number::ReleasePhoneNumberError;
 use aws_sdk_pinpointsmsvoicev2::types::{ConflictExceptionReason, MessageType, NumberStatus};
 use phone_ledger::config::Config;
