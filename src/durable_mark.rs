@@ -43,6 +43,23 @@ pub enum MarkError {
     Store(#[from] StoreError),
 }
 
+impl MarkError {
+    /// The damage as `audit verify` reports a break: the first position lost or rewritten.
+    pub fn broken_link(&self) -> crate::audit::verify::BrokenLink {
+        let position = match self {
+            MarkError::Lost { ends_at, .. } => ends_at + 1,
+            MarkError::Rewritten { position, .. } => *position,
+            MarkError::Store(_) => 0,
+        };
+        crate::audit::verify::BrokenLink {
+            position,
+            stream_id: None,
+            version: None,
+            problem: self.to_string(),
+        }
+    }
+}
+
 /// Checks that the log in `dir` reaches its mark (no mark yet: nothing to check).
 pub async fn check(store: &dyn EventStore, dir: &Path) -> Result<(), MarkError> {
     let file = dir.join(FILE);

@@ -549,11 +549,15 @@ async fn deleting_a_list_races_numbers_joining_it() {
     for round in 0..8 {
         let list = format!("race-{round}");
         c.create_opt_out_list().opt_out_list_name(&list).send().await.expect("create");
+        // Even rounds lean towards the deletion coming first, odd ones towards the joins (by tens
+        // of milliseconds), so that both outcomes are seen; within a round they still race.
+        let (joins_after_ms, deletion_after_ms) = if round % 2 == 0 { (20, 0) } else { (0, 30) };
         let mut racing = tokio::task::JoinSet::new();
         for (i, n) in numbers.iter().enumerate() {
             let (c, n, list) = (c.clone(), n.clone(), list.clone());
             racing.spawn(async move {
-                tokio::time::sleep(std::time::Duration::from_micros((i as u64 * 397) % 3000)).await;
+                let jitter = std::time::Duration::from_micros((i as u64 * 397) % 3000);
+                tokio::time::sleep(std::time::Duration::from_millis(joins_after_ms) + jitter).await;
                 c.update_phone_number()
                     .phone_number_id(n)
                     .opt_out_list_name(list)
@@ -566,6 +570,7 @@ async fn deleting_a_list_races_numbers_joining_it() {
                     })
             });
         }
+        tokio::time::sleep(std::time::Duration::from_millis(deletion_after_ms)).await;
         let deletion = c.delete_opt_out_list().opt_out_list_name(&list).send().await;
         let joined = racing.join_all().await.iter().filter(|r| r.is_ok()).count();
         let described = c.describe_phone_numbers().send().await.expect("describe");
@@ -597,7 +602,10 @@ async fn deleting_a_list_races_numbers_joining_it() {
                 .expect("back");
         }
     }
-    assert_eq!(deleted_rounds + refused_rounds, 8);
+    assert!(
+        deleted_rounds > 0 && refused_rounds > 0,
+        "deleted {deleted_rounds}, refused {refused_rounds} of 8 rounds"
+    );
 }
 
 /// UpdatePool with every member: an opt-out list it names must exist and is then in use by the

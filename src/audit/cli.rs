@@ -5,7 +5,7 @@
 //! 2 unusable input (unknown id, bad value, missing/locked/foreign data directory, no server).
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -135,8 +135,8 @@ pub enum AuditCommand {
 /// Where answers come from.
 enum Source {
     Remote(Remote),
-    /// A stopped node's log, and the runtime its reads run on.
-    Local(Store, tokio::runtime::Runtime),
+    /// A stopped node's log, the runtime its reads run on, and its data directory.
+    Local(Store, tokio::runtime::Runtime, PathBuf),
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -166,14 +166,14 @@ pub fn run(args: AuditArgs) -> ExitCode {
                 Err(e) => return fail(e),
             };
             match StoreConfig::open_offline(dir) {
-                Ok(store) => Source::Local(store, runtime),
+                Ok(store) => Source::Local(store, runtime, dir.clone()),
                 Err(e) => return fail(crate::error_chain(&e)),
             }
         }
         (None, None) => return fail("give --server URL (a running server) or --data-dir DIR (a stopped one)"),
     };
     let code = execute(&source, &args);
-    if let Source::Local(store, runtime) = source {
+    if let Source::Local(store, runtime, _) = source {
         if let Err(e) = runtime.block_on(store.close()) {
             return fail(crate::error_chain(&e));
         }
@@ -306,7 +306,7 @@ fn feed_filter(f: &FilterArgs, limit: Option<u64>) -> Result<FeedFilter, AuditEr
 }
 
 /// Answers the question from the local log, as the server would, as JSON.
-async fn local(store: &Store, command: &AuditCommand) -> Result<Value, AuditError> {
+async fn local(store: &Store, dir: &Path, command: &AuditCommand) -> Result<Value, AuditError> {
     let store = &**store;
     match command {
         AuditCommand::Events { id, from_version, limit } => {
@@ -333,7 +333,19 @@ async fn local(store: &Store, command: &AuditCommand) -> Result<Value, AuditErro
         AuditCommand::Digest => Ok(to_value(&digest(store).await?)),
         AuditCommand::Verify { .. } => {
             let progress = Progress::events("verifying the chain", store.chain_head().await?.position);
-            Ok(to_value(&verify_store_showing(store, &progress).await?))
+            let mut report = verify_store_showing(store, &progress).await?;
+            // A stopped log is also held to the durable mark its server left beside it: a log
+            // cut short at a consistent earlier state has a whole chain, and only the mark knows
+            // it once went further (what a server refuses to start on, said here too).
+            match crate::durable_mark::check(store, dir).await {
+                Ok(()) => {}
+                Err(crate::durable_mark::MarkError::Store(e)) => return Err(e.into()),
+                Err(damage) => {
+                    report.ok = false;
+                    report.first_break.get_or_insert(damage.broken_link());
+                }
+            }
+            Ok(to_value(&report))
         }
         AuditCommand::Recheck => {
             let progress = Progress::events("re-deciding every command", store.chain_head().await?.position);
@@ -416,7 +428,7 @@ fn execute(source: &Source, args: &AuditArgs) -> ExitCode {
 fn answer(source: &Source, command: &AuditCommand) -> Result<Value, String> {
     match source {
         Source::Remote(base) => remote(base, command),
-        Source::Local(store, runtime) => runtime.block_on(local(store, command)).map_err(|e| crate::error_chain(&e)),
+        Source::Local(store, runtime, dir) => runtime.block_on(local(store, dir, command)).map_err(|e| crate::error_chain(&e)),
     }
 }
 
@@ -452,7 +464,7 @@ fn run_export(source: &Source, filter: &FilterArgs, output: Option<&PathBuf>) ->
         None => Box::new(std::io::stdout().lock()),
     };
     let result = match source {
-        Source::Local(store, runtime) => feed_filter(filter, None)
+        Source::Local(store, runtime, _) => feed_filter(filter, None)
             .map(|f| {
                 runtime.block_on(async {
                     let progress = Progress::events("exporting", store.chain_head().await?.position);
