@@ -361,8 +361,10 @@ impl Drop for LocalCluster {
 
 /// Asks the kernel to kill the server when the thread that started it ends, so a test process
 /// that dies (or a cluster kept in a static, which is never dropped) leaves no servers behind.
+/// (The tests' phone-ledger servers too: start them from a thread that lives as long as they
+/// should.)
 #[cfg(target_os = "linux")]
-fn die_with_parent(command: &mut Command) {
+pub fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches only the child's own attributes.
     unsafe {
@@ -374,4 +376,4 @@ fn die_with_parent(command: &mut Command) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn die_with_parent(_command: &mut Command) {}
+pub fn die_with_parent(_command: &mut Command) {}

@@ -125,6 +125,8 @@ fn spawn_binary_inner(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     adjust(&mut command);
+    // A test that panics before it stops its server leaves none running behind it.
+    phone_ledger::nats_cluster::die_with_parent(&mut command);
     let mut child = command.spawn().expect("spawn phone-ledger");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
