@@ -45,7 +45,7 @@ fn a_clients_protocol_errors_stay_out_of_the_servers_error_log() {
     use std::io::{Read, Write};
     for (rust_log, shown) in [("info", false), ("info,actix_http=debug", true)] {
         let dir = tempfile::tempdir().expect("dir");
-        let (mut child, addr, log) = common::spawn_binary_logged(dir.path(), &[("RUST_LOG", rust_log)]);
+        let (mut child, addr, (log, drain)) = common::spawn_binary_logged(dir.path(), &[("RUST_LOG", rust_log)]);
         for garbage in [&b"GARBAGE / HTTP/1.1\r\nHost x\r\n\r\n"[..], b"\x00\x01\x02\r\n\r\n"] {
             let mut connection = std::net::TcpStream::connect(&addr).expect("connect");
             connection.write_all(garbage).expect("send");
@@ -55,9 +55,10 @@ fn a_clients_protocol_errors_stay_out_of_the_servers_error_log() {
         }
         common::signal(&child, "TERM");
         assert!(child.wait().expect("exit").success());
-        // The drain thread reads the rest of the log once the process is gone.
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        // The drain thread has read the whole log once the process is gone.
+        drain.join().expect("drain");
         let log = log.lock().expect("log").join("\n");
+        assert!(log.contains("stopped"), "the log was read to its end:\n{log}");
         assert_eq!(log.contains("request parse error"), shown, "RUST_LOG={rust_log}:\n{log}");
         assert_eq!(log.contains("ERROR"), shown, "RUST_LOG={rust_log}:\n{log}");
     }

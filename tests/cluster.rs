@@ -239,7 +239,9 @@ fn conflicting_load_spread_over_three_nodes_passes_the_verdict() {
         numbers: 40,
         pools: 4,
         hot_fraction: 0.25,
-        duration: Some(Duration::from_secs(5)),
+        // By count, so a slow machine does the same work (a minute at most).
+        requests: Some(5_000),
+        duration: Some(Duration::from_secs(60)),
         seed: 11,
         ..Default::default()
     };

@@ -8,7 +8,8 @@ use phone_ledger::loadtest::checker::{check, ClientOp, Op, Verdict};
 use phone_ledger::loadtest::{run, LoadTestArgs, Report};
 use phone_ledger::store::EventEnvelope;
 
-/// One CI-sized run shared by the tests of this file: 16 clients, 50 numbers, 5 seconds.
+/// One CI-sized run shared by the tests of this file: 16 clients, 50 numbers, 8,000 requests
+/// (by count, not time, so a slow machine does the same work; a minute at most).
 fn ci_run() -> &'static Report {
     static RUN: OnceLock<Report> = OnceLock::new();
     RUN.get_or_init(|| {
@@ -16,7 +17,8 @@ fn ci_run() -> &'static Report {
             clients: 16,
             numbers: 50,
             pools: 5,
-            duration: Some(std::time::Duration::from_secs(5)),
+            requests: Some(8_000),
+            duration: Some(std::time::Duration::from_secs(60)),
             seed: 7,
             ..Default::default()
         };

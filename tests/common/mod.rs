@@ -99,13 +99,18 @@ pub fn spawn_binary_on(listen: &str, data_dir: &Path, env: &[(&str, &str)]) -> (
 
 /// [`spawn_binary_on`], with the command adjusted first (limits for the child, say).
 pub fn spawn_binary_with(listen: &str, data_dir: &Path, env: &[(&str, &str)], adjust: impl FnOnce(&mut Command)) -> (Child, String) {
-    let (child, addr, _) = spawn_binary_inner(listen, data_dir, env, adjust, false);
+    let (child, addr, _, _) = spawn_binary_inner(listen, data_dir, env, adjust, false);
     (child, addr)
 }
 
+/// The lines a server logs, and the thread that collects them (it ends once the server has
+/// exited and its last line is in).
+pub type Logged = (std::sync::Arc<std::sync::Mutex<Vec<String>>>, std::thread::JoinHandle<()>);
+
 /// [`spawn_binary`], keeping the lines it logs (after the "listening" one) for the test to read.
-pub fn spawn_binary_logged(data_dir: &Path, env: &[(&str, &str)]) -> (Child, String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    spawn_binary_inner("127.0.0.1:0", data_dir, env, |_| {}, true)
+pub fn spawn_binary_logged(data_dir: &Path, env: &[(&str, &str)]) -> (Child, String, Logged) {
+    let (child, addr, kept, drain) = spawn_binary_inner("127.0.0.1:0", data_dir, env, |_| {}, true);
+    (child, addr, (kept, drain))
 }
 
 fn spawn_binary_inner(
@@ -114,7 +119,12 @@ fn spawn_binary_inner(
     env: &[(&str, &str)],
     adjust: impl FnOnce(&mut Command),
     keep: bool,
-) -> (Child, String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+) -> (
+    Child,
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    std::thread::JoinHandle<()>,
+) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_phone-ledger"));
     command
         .args(["serve", "--listen", listen, "--data-dir"])
@@ -139,14 +149,14 @@ fn spawn_binary_inner(
     // Keep draining the log so the server never blocks on a full pipe.
     let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = kept.clone();
-    std::thread::spawn(move || {
+    let drain = std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
             if keep {
                 sink.lock().expect("log").push(line);
             }
         }
     });
-    (child, addr, kept)
+    (child, addr, kept, drain)
 }
 
 /// Sends a signal (`TERM`, `INT`, `KILL`) to a child process.
