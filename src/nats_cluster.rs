@@ -140,9 +140,26 @@ impl LocalCluster {
             cluster.spawn(i)?;
         }
         for i in 0..size {
-            cluster.wait_ready(i, Duration::from_secs(20))?;
+            cluster.ready_or_again(i)?;
         }
         Ok(cluster)
+    }
+
+    /// Waits until node `i` is ready; if it stopped while starting (its ports, known free a
+    /// moment ago, taken meanwhile: a client's ephemeral port, say), starts it again a few times.
+    fn ready_or_again(&mut self, i: usize) -> Result<(), ClusterError> {
+        let mut attempts = 1;
+        loop {
+            match self.wait_ready(i, Duration::from_secs(20)) {
+                Err(ClusterError::Stopped { .. }) if attempts < 5 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_secs(1));
+                    self.kill(i);
+                    self.spawn(i)?;
+                }
+                done => return done,
+            }
+        }
     }
 
     fn write_config(&self, i: usize) -> Result<(), ClusterError> {
@@ -342,7 +359,7 @@ impl LocalCluster {
     pub fn restart(&mut self, i: usize) -> Result<(), ClusterError> {
         self.kill(i);
         self.spawn(i)?;
-        self.wait_ready(i, Duration::from_secs(20))
+        self.ready_or_again(i)
     }
 
     /// Waits for every node's children to end after killing them.

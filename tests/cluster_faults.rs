@@ -85,10 +85,18 @@ impl Node {
         node
     }
 
+    /// Starts the node on its address; if that was taken meanwhile (by one of the load's
+    /// client sockets, say), tries again a few times.
     fn spawn(&mut self) {
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let (child, _) = common::spawn_binary_on(&self.listen, self.dir.path(), &env);
-        self.child = Some(child);
+        for _ in 0..5 {
+            if let Some((child, _)) = common::try_spawn_binary_on(&self.listen, self.dir.path(), &env) {
+                self.child = Some(child);
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        panic!("node on {} did not start", self.listen);
     }
 
     fn url(&self) -> String {

@@ -125,6 +125,26 @@ fn spawn_binary_inner(
     std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     std::thread::JoinHandle<()>,
 ) {
+    let mut command = serve_command(listen, data_dir, env);
+    adjust(&mut command);
+    let (child, addr, kept, drain) = try_spawn_inner(command, keep);
+    (child, addr.expect("the server logs its address before exiting"), kept, drain)
+}
+
+/// [`spawn_binary_on`], or `None` if the server exits before it listens (its address taken).
+pub fn try_spawn_binary_on(listen: &str, data_dir: &Path, env: &[(&str, &str)]) -> Option<(Child, String)> {
+    let (mut child, addr, _, _) = try_spawn_inner(serve_command(listen, data_dir, env), false);
+    match addr {
+        Some(addr) => Some((child, addr)),
+        None => {
+            let _ = child.wait();
+            None
+        }
+    }
+}
+
+/// `phone-ledger serve` on `listen` over `data_dir`, its log on a pipe.
+fn serve_command(listen: &str, data_dir: &Path, env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_phone-ledger"));
     command
         .args(["serve", "--listen", listen, "--data-dir"])
@@ -134,16 +154,30 @@ fn spawn_binary_inner(
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    adjust(&mut command);
     // A test that panics before it stops its server leaves none running behind it.
     phone_ledger::nats_cluster::die_with_parent(&mut command);
+    command
+}
+
+/// Starts `command` (a `serve`) and reads its log up to the "listening" line: its address, or
+/// `None` if it exited first.
+#[allow(clippy::type_complexity)]
+fn try_spawn_inner(
+    mut command: Command,
+    keep: bool,
+) -> (
+    Child,
+    Option<String>,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    std::thread::JoinHandle<()>,
+) {
     let mut child = command.spawn().expect("spawn phone-ledger");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let addr = loop {
-        let line = lines.next().expect("server logs before exiting").expect("line");
+        let Some(Ok(line)) = lines.next() else { break None };
         if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().expect("addr").trim_matches('\u{1b}').to_string();
+            break rest.split_whitespace().next().map(|a| a.trim_matches('\u{1b}').to_string());
         }
     };
     // Keep draining the log so the server never blocks on a full pipe.
