@@ -872,13 +872,7 @@ async fn leader_lost_under_load(
             LeaderLoss::Stopped => nats.shut_down(leader, Duration::from_secs(30)),
             LeaderLoss::Killed => nats.kill(leader),
         }
-        while lost_at.elapsed() < Duration::from_secs(60) {
-            if nats.leader_of("BENCH_EVENTS").is_some_and(|new| new != leader) {
-                return Some(lost_at.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        nats.new_leader_after("BENCH_EVENTS", leader, lost_at, Duration::from_secs(60))
     });
     let (load_ops, _) = racing.await.expect("task").expect("race");
     let acknowledged = acknowledged_writes(&load_ops);

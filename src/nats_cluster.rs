@@ -288,6 +288,18 @@ impl LocalCluster {
         })
     }
 
+    /// How long after `since` a node other than `lost` came to lead `stream` (polled every 20 ms
+    /// for up to `within`; `None` if none did): the server's own election or hand-over.
+    pub fn new_leader_after(&self, stream: &str, lost: usize, since: Instant, within: Duration) -> Option<Duration> {
+        while since.elapsed() < within {
+            if self.leader_of(stream).is_some_and(|new| new != lost) {
+                return Some(since.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Waits until `stream` has a leader and every other node is a replica of it that is
     /// caught up (after a restart, say: a server still catching up does not stand for election,
     /// and one that is behind is not handed the leadership).

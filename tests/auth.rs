@@ -12,7 +12,7 @@ use aws_sdk_pinpointsmsvoicev2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_pinpointsmsvoicev2::error::ProvideErrorMetadata;
 use aws_sdk_pinpointsmsvoicev2::types::MessageType;
 use aws_sdk_pinpointsmsvoicev2::Client;
-use common::{TestServer, REGION};
+use common::{events_in_log, TestServer, REGION};
 use phone_ledger::auth::{sign_request, AuthMode};
 use serde_json::Value;
 
@@ -94,16 +94,6 @@ async fn export_of(url: &str, who: (&str, &str, &str)) -> String {
         request = request.header(k, v);
     }
     request.send().await.expect("export").text().await.expect("body")
-}
-
-async fn events_in_log(url: &str) -> u64 {
-    let health: Value = reqwest::get(format!("{url}/health"))
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
-    health["Events"].as_u64().expect("Events")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

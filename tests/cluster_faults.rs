@@ -239,13 +239,9 @@ async fn stream_leader_lost_mid_load(seed: u64, what: &str, how: impl FnOnce(&mu
     let lost_at = Instant::now();
     tokio::task::block_in_place(|| how(&mut setup.nats, leader));
     let elected_after = tokio::task::block_in_place(|| {
-        while lost_at.elapsed() < Duration::from_secs(60) {
-            if setup.nats.leader_of(&setup.events_stream()).is_some() {
-                return Some(lost_at.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        setup
+            .nats
+            .new_leader_after(&setup.events_stream(), leader, lost_at, Duration::from_secs(60))
     });
     let (load_ops, _) = racing.await.expect("task").expect("race");
     let acknowledged = acknowledged_writes(&load_ops);

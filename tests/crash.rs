@@ -39,7 +39,7 @@ async fn acknowledged_events_survive_sigkill() {
             ..Default::default()
         };
         let prepared = prepare(&args, std::slice::from_ref(&base)).await.expect("prepare");
-        let events_before = events(&base).await;
+        let events_before = common::events_in_log(&base).await;
         all_ops.extend(prepared.ops.iter().cloned());
         let racing = {
             let args = args.clone();
@@ -53,7 +53,7 @@ async fn acknowledged_events_survive_sigkill() {
         let kill_after = Duration::from_millis(rng.gen_range(200..2_000));
         tokio::time::sleep(kill_after).await;
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while events(&base).await < events_before + 50 && std::time::Instant::now() < deadline {
+        while common::events_in_log(&base).await < events_before + 50 && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         common::signal(&child, "KILL");
@@ -87,15 +87,4 @@ async fn acknowledged_events_survive_sigkill() {
         common::signal(&child, "TERM");
         assert!(child.wait().expect("stopped").success());
     }
-}
-
-/// How many events the server at `base` has in its log.
-async fn events(base: &str) -> u64 {
-    let health: serde_json::Value = reqwest::get(format!("{base}/health"))
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
-    health["Events"].as_u64().expect("Events")
 }

@@ -294,3 +294,14 @@ pub fn sample(text: &str, series: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// How many events the server at `base` has in its log (its `/health`).
+pub async fn events_in_log(base: &str) -> u64 {
+    let health: serde_json::Value = reqwest::get(format!("{base}/health"))
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    health["Events"].as_u64().expect("Events")
+}
