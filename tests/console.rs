@@ -32,12 +32,11 @@ impl Driver {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let child = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver");
+        // In a process group of its own, with the browsers it starts: the guard stops them all.
+        let mut command = Command::new(CHROMEDRIVER);
+        command.arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null());
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command.spawn().expect("chromedriver");
         // Owned by the guard from here on: stopped however the test ends.
         let driver = Driver {
             child,
@@ -54,7 +53,11 @@ impl Driver {
 }
 
 impl Drop for Driver {
+    /// Kills chromedriver and any browser it left (a test that panicked before closing its
+    /// session leaves a headless chromium behind otherwise).
     fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
