@@ -353,9 +353,26 @@ pub async fn rebuild_index_showing(store: &dyn EventStore, progress: &crate::pro
     let mut sender_ids: HashMap<String, SenderIdState> = HashMap::new();
     let mut index: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     let mut after = 0;
+    // With a shared log other nodes append while this one rebuilds: the store brings the index
+    // up to date with the commits after `after`, as long as it still has them at hand; if not,
+    // the fold goes on from where it was and the index is handed over again.
+    let mut attempts = 0;
     loop {
         let chunk = store.read_feed(after, 4096).await?;
-        let Some(last) = chunk.last() else { break };
+        let Some(last) = chunk.last() else {
+            attempts += 1;
+            match store
+                .replace_index(index.clone().into_iter().collect(), INDEX_LAYOUT_VERSION, after)
+                .await
+            {
+                Ok(()) => break,
+                Err(e) if attempts < 5 => {
+                    tracing::warn!(error = %crate::error_chain(&e), "the log moved on too far during the rebuild; folding on");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         after = last.position;
         progress.set(after);
         for envelope in &chunk {
@@ -373,9 +390,7 @@ pub async fn rebuild_index_showing(store: &dyn EventStore, progress: &crate::pro
             }
         }
     }
-    let count = index.len();
-    store.replace_index(index.into_iter().collect(), INDEX_LAYOUT_VERSION).await?;
-    Ok(count)
+    Ok(index.len())
 }
 
 fn step<A: Projected>(

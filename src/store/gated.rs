@@ -106,8 +106,8 @@ impl EventStore for GatedStore {
     fn index_state(&self, layout_version: u64) -> StoreFuture<IndexState> {
         self.inner.index_state(layout_version)
     }
-    fn replace_index(&self, entries: Vec<(Vec<u8>, Vec<u8>)>, layout_version: u64) -> StoreFuture<()> {
-        self.inner.replace_index(entries, layout_version)
+    fn replace_index(&self, entries: Vec<(Vec<u8>, Vec<u8>)>, layout_version: u64, through: u64) -> StoreFuture<()> {
+        self.inner.replace_index(entries, layout_version, through)
     }
     fn durability(&self) -> Option<String> {
         self.inner.durability()

@@ -468,8 +468,10 @@ pub trait EventStore: Send + Sync + 'static {
     fn index_state(&self, layout_version: u64) -> StoreFuture<IndexState>;
 
     /// Replaces the whole index (a rebuild from the log) and records its layout version. Runs
-    /// before requests are served.
-    fn replace_index(&self, entries: Vec<(Vec<u8>, Vec<u8>)>, layout_version: u64) -> StoreFuture<()>;
+    /// before requests are served. `through` is the feed position the entries were computed
+    /// through: a backend whose index other writers keep moving meanwhile (a shared log) applies
+    /// the index changes of the commits after it on top, so none is lost to the rebuild.
+    fn replace_index(&self, entries: Vec<(Vec<u8>, Vec<u8>)>, layout_version: u64, through: u64) -> StoreFuture<()>;
 
     // ---- lifecycle ----------------------------------------------------------------------------
 

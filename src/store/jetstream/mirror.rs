@@ -84,9 +84,52 @@ struct View {
     void: BTreeMap<u64, Option<usize>>,
     /// Commits in force by their fallback's events.
     fell_back: HashSet<u64>,
+    /// The counters the in-force rule reads (`IndexOp::Add`s), kept from the commits in force
+    /// alone: a rebuild of `index` by one node must not change what the rule decides there.
+    counters: BTreeMap<Vec<u8>, i64>,
+    /// The index changes of the latest [`RECENT_COMMITS`] commits in force, oldest first: what
+    /// a rebuilt index is brought up to date with.
+    recent_changes: std::collections::VecDeque<IndexChanges>,
     /// The events (numbered and chained) of the latest [`RECENT_COMMITS`] commits in force, by
     /// sequence: an actor that another node's append has put behind catches up from here.
     recent: BTreeMap<u64, Vec<EventEnvelope>>,
+}
+
+/// The index changes of one commit in force, from its first feed position.
+struct IndexChanges {
+    first_position: u64,
+    claims: Vec<(Vec<u8>, Vec<u8>)>,
+    ops: Vec<IndexOp>,
+}
+
+/// Keeps the index changes of a commit in force among the latest ones.
+fn remember_changes(view: &mut View, changes: IndexChanges) {
+    view.recent_changes.push_back(changes);
+    if view.recent_changes.len() > RECENT_COMMITS {
+        view.recent_changes.pop_front();
+    }
+}
+
+/// Applies a commit's claims and index changes to `index`.
+fn apply_index_changes(index: &mut BTreeMap<Vec<u8>, Vec<u8>>, claims: &[(Vec<u8>, Vec<u8>)], ops: &[IndexOp]) {
+    for (key, value) in claims {
+        index.insert(key.clone(), value.clone());
+    }
+    for op in ops {
+        match op {
+            IndexOp::Put(k, v) => {
+                index.insert(k.clone(), v.clone());
+            }
+            IndexOp::Delete(k) => {
+                index.remove(k);
+            }
+            IndexOp::Add(k, by) => {
+                let now = crate::store::decode_counter(index.get(k).map(|v| v.as_slice()));
+                // Saturating: a forged `By` in a commit must not wrap (or panic) a counter.
+                index.insert(k.clone(), now.saturating_add(*by).to_be_bytes().to_vec());
+            }
+        }
+    }
 }
 
 /// How many of the latest commits in force the view keeps the events of: about two seconds of
@@ -459,10 +502,30 @@ impl Mirror {
         self.read().layouts.clone()
     }
 
-    /// Replaces the index (a rebuild by the application); later commits apply on top of it.
-    pub fn replace_index(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) {
+    /// Replaces the index with a rebuild by the application, computed from the feed through
+    /// position `through`, and applies on top the index changes of the commits in force after
+    /// it (other nodes go on appending while a node rebuilds). The counters the in-force rule
+    /// reads are not touched: they come from the commits alone, the same on every node.
+    pub fn replace_index(&self, entries: Vec<(Vec<u8>, Vec<u8>)>, through: u64) -> Result<(), StoreError> {
         let mut view = self.write();
-        view.index = entries.into_iter().collect();
+        let View {
+            index,
+            recent_changes,
+            chain,
+            ..
+        } = &mut *view;
+        let missing = chain.position > through && recent_changes.front().is_none_or(|c| c.first_position > through + 1);
+        if missing {
+            return Err(StoreError::backend(std::io::Error::other(format!(
+                "the index was rebuilt through position {through}, but the commits since (to {}) are no longer at hand; rebuild again",
+                chain.position
+            ))));
+        }
+        *index = entries.into_iter().collect();
+        for change in recent_changes.iter().filter(|c| c.first_position > through) {
+            apply_index_changes(index, &change.claims, &change.ops);
+        }
+        Ok(())
     }
 
     pub fn damage(&self) -> Vec<Damage> {
@@ -515,7 +578,7 @@ fn apply_commit(
     let ops = commit.take_index_changes().map_err(|e| corrupt(e.to_string()))?;
     let limits = commit.counter_limits().map_err(|e| corrupt(e.to_string()))?;
     let over_limit = crate::store::broken_limit(&ops, &limits, |k| {
-        Ok::<_, std::convert::Infallible>(crate::store::decode_counter(view.index.get(k).map(|v| v.as_slice())))
+        Ok::<_, std::convert::Infallible>(view.counters.get(k).copied().unwrap_or(0))
     })
     .unwrap_or_else(|never| match never {})
     .and_then(|key| limits.iter().position(|l| l.key == key));
@@ -535,7 +598,18 @@ fn apply_commit(
         }
         view.fell_back.insert(sequence);
         let events = commit.into_events(true);
-        return Ok(Applied::InForce(chain_in(view, sequence, &stream_id, head, events, None)?));
+        let first_position = view.chain.position.saturating_add(1);
+        let count = chain_in(view, sequence, &stream_id, head, events, None)?;
+        // No index changes, but in the run of commits a rebuilt index is brought up to date by.
+        remember_changes(
+            view,
+            IndexChanges {
+                first_position,
+                claims: vec![],
+                ops: vec![],
+            },
+        );
+        return Ok(Applied::InForce(count));
     }
     if !extends || taken || over_limit.is_some() {
         tracing::debug!(sequence, stream = %stream_id, head, taken, over_limit, "a commit that does not extend its aggregate's head, claims a held key or goes over a limit is void");
@@ -544,30 +618,36 @@ fn apply_commit(
             over_limit: over_limit.filter(|_| extends && !taken),
         });
     }
+    let first_position = view.chain.position.saturating_add(1);
     let count = chain_in(view, sequence, &stream_id, head, std::mem::take(&mut commit.events), chained)?;
     if commit.snapshotted != Some(false) {
         view.streams.entry(stream_id).or_default().may_have_snapshot = true;
     }
-    for (key, value) in claims {
+    for (key, _) in &claims {
         view.claimed.insert(key.clone());
-        view.index.insert(key, value);
     }
-    for op in ops {
+    for op in &ops {
         match op {
-            IndexOp::Put(k, v) => {
-                view.index.insert(k, v);
-            }
+            IndexOp::Put(..) => {}
             IndexOp::Delete(k) => {
-                view.claimed.remove(&k);
-                view.index.remove(&k);
+                view.claimed.remove(k);
+                view.counters.remove(k);
             }
             IndexOp::Add(k, by) => {
-                let now = crate::store::decode_counter(view.index.get(&k).map(|v| v.as_slice()));
-                // Saturating: a forged `By` in a commit must not wrap (or panic) a counter.
-                view.index.insert(k, now.saturating_add(by).to_be_bytes().to_vec());
+                let counter = view.counters.entry(k.clone()).or_default();
+                *counter = counter.saturating_add(*by);
             }
         }
     }
+    apply_index_changes(&mut view.index, &claims, &ops);
+    remember_changes(
+        view,
+        IndexChanges {
+            first_position,
+            claims,
+            ops,
+        },
+    );
     view.layouts.insert(commit.index_layout);
     Ok(Applied::InForce(count))
 }
@@ -808,6 +888,49 @@ mod tests {
         );
         assert_eq!(m.version_of("pool-c"), Some(0), "no event of the refused commit");
         assert_eq!(crate::store::decode_counter(m.index_get(b"c/quota").as_deref()), 3);
+    }
+
+    /// A node rebuilding its index while the others append: the rebuild, computed through an
+    /// earlier position, is brought up to date with the commits since, and whatever the rebuild
+    /// holds, the counters the in-force rule reads are the commits' own, as on every other node.
+    #[test]
+    fn a_rebuilt_index_keeps_the_commits_applied_meanwhile_and_the_rule_its_counters() {
+        let m = Mirror::default();
+        let counted = |stream: &str, limit: Option<i64>| {
+            let (bytes, _) = commit(stream, 1, None, &[]);
+            let mut c: Commit = serde_json::from_slice(&bytes).expect("decode");
+            c.index = vec![
+                IndexChange::from(&IndexOp::Add(b"c/quota".to_vec(), 1)),
+                IndexChange::from(&IndexOp::Put(format!("owner/{stream}").into_bytes(), vec![])),
+            ];
+            c.limits = limit.map(|l| (hex::encode(b"c/quota"), i64::MIN, l)).into_iter().collect();
+            serde_json::to_vec(&c).expect("encode")
+        };
+        m.apply(1, Some(1), &counted("pool-a", Some(3)));
+        // The rebuild read the feed through position 1; two more commits came meanwhile.
+        m.apply(2, Some(1), &counted("pool-b", Some(3)));
+        m.apply(3, Some(1), &counted("pool-c", Some(3)));
+        // A rebuild whose layout counts differently (here: not at all).
+        let rebuilt = vec![(b"owner/pool-a".to_vec(), vec![])];
+        m.replace_index(rebuilt, 1).expect("replaced");
+        assert_eq!(m.index_get(b"owner/pool-b"), Some(vec![]), "a commit applied during the rebuild");
+        assert_eq!(m.index_get(b"owner/pool-c"), Some(vec![]));
+        assert_eq!(
+            crate::store::decode_counter(m.index_get(b"c/quota").as_deref()),
+            2,
+            "the rebuild's count and after"
+        );
+        // The rule still counts three: a fourth creation is over the quota, as on a node that did
+        // not rebuild.
+        m.apply(4, Some(1), &counted("pool-d", Some(3)));
+        assert_eq!(m.outcome(4), Outcome::OverLimit(0));
+        // A rebuild through a position whose later commits are no longer at hand is refused.
+        let far = Mirror::default();
+        for s in 1..=(RECENT_COMMITS as u64 + 2) {
+            far.apply(s, Some(1), &counted(&format!("pool-{s}"), None));
+        }
+        assert!(far.replace_index(vec![], 1).is_err());
+        assert!(far.replace_index(vec![], RECENT_COMMITS as u64).is_ok());
     }
 
     /// A commit that cannot be decoded still takes the feed positions its header announces (so

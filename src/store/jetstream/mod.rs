@@ -818,12 +818,11 @@ impl EventStore for JetStreamStore {
         })
     }
 
-    fn replace_index(&self, entries: Vec<(Vec<u8>, Vec<u8>)>, layout_version: u64) -> StoreFuture<()> {
+    fn replace_index(&self, entries: Vec<(Vec<u8>, Vec<u8>)>, layout_version: u64, through: u64) -> StoreFuture<()> {
         self.run(move |s| async move {
             s.caught_up().await?;
             s.layout.store(layout_version, Ordering::SeqCst);
-            s.mirror.replace_index(entries);
-            Ok(())
+            s.mirror.replace_index(entries, through)
         })
     }
 

@@ -536,7 +536,9 @@ impl EventStore for SledStore {
         self.read(move |t| index_state(t, layout_version, writable))
     }
 
-    fn replace_index(&self, entries: Vec<(Vec<u8>, Vec<u8>)>, layout_version: u64) -> StoreFuture<()> {
+    /// (`through` needs no use: the one writer is this process's, and a rebuild runs before it
+    /// takes any append.)
+    fn replace_index(&self, entries: Vec<(Vec<u8>, Vec<u8>)>, layout_version: u64, _through: u64) -> StoreFuture<()> {
         if self.durability().is_none() {
             return Box::pin(std::future::ready(Err(StoreError::ReadOnly)));
         }
