@@ -18,7 +18,7 @@ use async_nats::jetstream::consumer::{push, DeliverPolicy};
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use super::wire::HEADER_EVENTS;
+use super::wire::{untoken, HEADER_EVENTS};
 use super::{header, Shared};
 
 /// A view that has not moved for this long while a reader waits for it follows the stream anew.
@@ -193,7 +193,7 @@ pub(super) async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
                 next = messages.next() => match next {
                     Some(Ok(message)) => {
                         if let Ok(info) = message.info() {
-                            apply(&shared, info.stream_sequence, message.headers.as_ref(), &message.payload);
+                            apply(&shared, info.stream_sequence, &message.subject, message.headers.as_ref(), &message.payload);
                         }
                         Verdict::Keep
                     }
@@ -243,7 +243,7 @@ async fn bridge(shared: &Shared) {
     while let Some((sequence, read)) = reads.next().await {
         match read {
             Ok(message) => {
-                apply(shared, sequence, Some(&message.headers), &message.payload);
+                apply(shared, sequence, &message.subject, Some(&message.headers), &message.payload);
                 bridged += 1;
             }
             Err(e) => {
@@ -261,10 +261,17 @@ async fn bridge(shared: &Shared) {
     }
 }
 
-/// Applies the commit stored at `sequence` to the view, however it was read.
-fn apply(shared: &Shared, sequence: u64, headers: Option<&async_nats::HeaderMap>, payload: &[u8]) {
+/// Applies the commit stored at `sequence` under `subject` to the view, however it was read.
+fn apply(shared: &Shared, sequence: u64, subject: &str, headers: Option<&async_nats::HeaderMap>, payload: &[u8]) {
     let announced = header(headers, HEADER_EVENTS).and_then(|v| v.parse().ok());
-    shared.mirror.apply(sequence, announced, payload);
+    // The aggregate whose subject it is (none that can match when the subject is not one).
+    let filed_under = subject
+        .strip_prefix(shared.names.events_subject.as_str())
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(untoken)
+        .and_then(|id| String::from_utf8(id).ok())
+        .unwrap_or_default();
+    shared.mirror.apply_filed(sequence, announced, payload, Some(&filed_under));
 }
 
 /// The next announcement of a new leader, or never without a subscription to them.

@@ -224,7 +224,16 @@ impl Mirror {
     /// Applies the commit stored at `sequence` (called in sequence order by the one consumer).
     /// A commit that cannot be decoded still takes the positions its header announces (so the
     /// numbering of later events does not depend on the damage) and is remembered as damage.
+    #[cfg(test)]
     pub fn apply(&self, sequence: u64, announced_events: Option<u64>, payload: &[u8]) {
+        self.apply_filed(sequence, announced_events, payload, None)
+    }
+
+    /// [`Mirror::apply`] of a commit stored under the subject of aggregate `filed_under`
+    /// (`None`: not known, in tests): a commit whose events are another aggregate's is void,
+    /// or one message could take over an aggregate whose appends then expect a sequence on
+    /// another subject, and are refused for ever.
+    pub fn apply_filed(&self, sequence: u64, announced_events: Option<u64>, payload: &[u8], filed_under: Option<&str>) {
         let (applied, chain) = {
             let view = self.read();
             (view.applied, view.chain)
@@ -247,7 +256,7 @@ impl Mirror {
         }
         let first_position = view.chain.position + 1;
         let previous_hash = view.chain.hash;
-        match commit.and_then(|(c, chained)| apply_commit(&mut view, sequence, c, chained)) {
+        match commit.and_then(|(c, chained)| apply_commit(&mut view, sequence, c, chained, filed_under)) {
             Ok(Applied::InForce(count)) => {
                 let hash_after = view.chain.hash;
                 view.commits.push(CommitEntry {
@@ -277,6 +286,10 @@ impl Mirror {
                     previous_hash,
                     hash_after: hash,
                 });
+                // Still the last message on its subject: the next append there must name it.
+                if let Some(filed) = filed_under.filter(|f| !f.is_empty()) {
+                    view.streams.entry(filed.to_string()).or_default().last_sequence = sequence;
+                }
                 tracing::error!(sequence, error = %e, "a commit in the log cannot be applied");
                 view.damage.push(Damage {
                     sequence,
@@ -558,6 +571,7 @@ fn apply_commit(
     sequence: u64,
     mut commit: Commit,
     chained: Option<(ChainHead, ChainHead)>,
+    filed_under: Option<&str>,
 ) -> Result<Applied, StoreError> {
     let corrupt = |message: String| StoreError::Corrupt {
         key: format!("stream sequence {sequence}"),
@@ -565,16 +579,21 @@ fn apply_commit(
     };
     let stream_id = commit.events[0].stream_id.clone();
     let (head, head_event) = view.streams.get(&stream_id).map_or((0, None), |s| (s.version, s.last_event));
-    let extends = commit
-        .events
-        .iter()
-        .enumerate()
-        .all(|(i, e)| e.stream_id == stream_id && e.version == head + 1 + i as u64)
+    let extends = filed_under.is_none_or(|filed| filed == stream_id)
+        && commit
+            .events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.stream_id == stream_id && e.version == head + 1 + i as u64)
         && commit.after.is_none_or(|after| Some(after) == head_event);
     let claims = commit.claimed().map_err(|e| corrupt(e.to_string()))?;
     // A claim on a key another commit holds is refused too: the reservations make this rare
     // (an append resent for longer than a reservation is presumed alive), the rule makes it exact.
-    let taken = claims.iter().any(|(key, _)| view.claimed.contains(key));
+    let taken = claims.iter().any(|(key, _)| view.claimed.contains(key))
+        || claims
+            .iter()
+            .enumerate()
+            .any(|(i, (key, _))| claims[..i].iter().any(|(k, _)| k == key));
     let ops = commit.take_index_changes().map_err(|e| corrupt(e.to_string()))?;
     let limits = commit.counter_limits().map_err(|e| corrupt(e.to_string()))?;
     let over_limit = crate::store::broken_limit(&ops, &limits, |k| {
@@ -613,7 +632,10 @@ fn apply_commit(
     }
     if !extends || taken || over_limit.is_some() {
         tracing::debug!(sequence, stream = %stream_id, head, taken, over_limit, "a commit that does not extend its aggregate's head, claims a held key or goes over a limit is void");
-        view.streams.entry(stream_id).or_default().last_sequence = sequence;
+        // The last message on the subject it was stored under, which the next append there
+        // must name (the server's per-subject check counts every message).
+        let subject_of = filed_under.map_or(stream_id, str::to_string);
+        view.streams.entry(subject_of).or_default().last_sequence = sequence;
         return Ok(Applied::Void {
             over_limit: over_limit.filter(|_| extends && !taken),
         });
@@ -888,6 +910,31 @@ mod tests {
         );
         assert_eq!(m.version_of("pool-c"), Some(0), "no event of the refused commit");
         assert_eq!(crate::store::decode_counter(m.index_get(b"c/quota").as_deref()), 3);
+    }
+
+    /// A commit whose events are another aggregate's than the subject it was stored under is
+    /// void: it does not take that aggregate over (whose appends would then expect a sequence
+    /// on another subject, and be refused for ever).
+    #[test]
+    fn a_commit_filed_under_another_aggregates_subject_is_void() {
+        let m = Mirror::default();
+        let (forged, _) = commit("pool-b", 1, None, &[]);
+        m.apply_filed(1, Some(1), &forged, Some("pool-a"));
+        assert_eq!(m.outcome(1), Outcome::Void);
+        assert_eq!(m.version_of("pool-b"), None);
+        let (honest, _) = commit("pool-b", 1, None, &[]);
+        m.apply_filed(2, Some(1), &honest, Some("pool-b"));
+        assert_eq!((m.outcome(2), m.version_of("pool-b")), (Outcome::InForce, Some(1)));
+    }
+
+    /// A commit claiming one key twice is void, as the embedded backend refuses such an append.
+    #[test]
+    fn a_commit_claiming_a_key_twice_is_void() {
+        let m = Mirror::default();
+        let (twice, _) = commit("phone-a", 1, None, &["e164/+15550100", "e164/+15550100"]);
+        m.apply(1, Some(1), &twice);
+        assert_eq!(m.outcome(1), Outcome::Void);
+        assert!(!m.is_claimed(b"e164/+15550100"));
     }
 
     /// A node rebuilding its index while the others append: the rebuild, computed through an

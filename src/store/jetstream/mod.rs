@@ -420,8 +420,11 @@ where
     }
 }
 
+/// A header's value; its last one if it was given more than once. (The two ways a node reads a
+/// commit keep different ones otherwise: the consumer's parser keeps every value, a direct read
+/// only the last. Every node must read the same bytes the same way.)
 fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
-    headers.and_then(|h| h.get(name)).map(|v| v.as_str())
+    headers.and_then(|h| h.get_last(name)).map(|v| v.as_str())
 }
 
 impl Shared {
@@ -850,5 +853,25 @@ impl EventStore for JetStreamStore {
             let _ = inner.handle.spawn(async move { client.flush().await }).await;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A header given twice is read as its last value however the commit was read: the
+    /// consumer's parser keeps every value, a direct read of the stream only the last, and two
+    /// nodes reading one commit two ways must number its events alike.
+    #[test]
+    fn a_repeated_header_is_read_as_its_last_value() {
+        let mut headers = HeaderMap::new();
+        headers.append("Pl-Events", "1");
+        headers.append("Pl-Events", "5");
+        assert_eq!(header(Some(&headers), "Pl-Events"), Some("5"));
+        let mut direct = HeaderMap::new();
+        direct.insert("Pl-Events", "1");
+        direct.insert("Pl-Events", "5");
+        assert_eq!(header(Some(&direct), "Pl-Events"), header(Some(&headers), "Pl-Events"));
     }
 }

@@ -440,26 +440,38 @@ async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option
             .collect(),
     };
     let mut keys: Vec<&Vec<u8>> = request.unique_claims.iter().map(|(k, _)| k).collect();
-    keys.dedup();
-    for key in keys {
-        match claims::reserve(shared, key, &prepared.stream_id).await {
-            Ok(revision) => prepared.reserved.push((wire::token(key), revision)),
-            Err(e) => {
-                prepared.release_claims(shared).await;
-                // The append is refused either way; a stale one is told so first, as the
-                // embedded backend does (its version check comes before its claims). Right behind
-                // an append in flight, the head is not known yet: the write loop tells once it is.
-                if follows.is_some() {
-                    return Err(e);
+    keys.sort();
+    // A key claimed twice by one append is refused, as the embedded backend refuses it (and
+    // the in-force rule voids such a commit).
+    let mut refusal = keys
+        .windows(2)
+        .find(|w| w[0] == w[1])
+        .map(|w| AppendError::UniqueViolation(String::from_utf8_lossy(w[0]).into_owned()));
+    if refusal.is_none() {
+        for key in keys {
+            match claims::reserve(shared, key, &prepared.stream_id).await {
+                Ok(revision) => prepared.reserved.push((wire::token(key), revision)),
+                Err(e) => {
+                    prepared.release_claims(shared).await;
+                    refusal = Some(e);
+                    break;
                 }
-                if let Ok((head, _)) = shared.head(&prepared.stream_id).await {
-                    if head.version != expected {
-                        return Err(wrong(head.version));
-                    }
-                }
-                return Err(e);
             }
         }
+    }
+    if let Some(e) = refusal {
+        // The append is refused either way; a stale one is told so first, as the embedded
+        // backend does (its version check comes before its claims). Right behind an append in
+        // flight, the head is not known yet: the write loop tells once it is.
+        if follows.is_some() {
+            return Err(e);
+        }
+        if let Ok((head, _)) = shared.head(&prepared.stream_id).await {
+            if head.version != expected {
+                return Err(wrong(head.version));
+            }
+        }
+        return Err(e);
     }
     Ok(prepared)
 }
