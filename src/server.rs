@@ -139,7 +139,7 @@ async fn health(state: web::Data<ApiState>) -> HttpResponse {
             return api::AwsJsonError::internal(&e, &id).to_response(&id);
         }
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "Status": "ok",
         "LivePhoneNumberActors": live.phone_numbers,
         "LivePoolActors": live.pools,
@@ -147,6 +147,11 @@ async fn health(state: web::Data<ApiState>) -> HttpResponse {
         "LiveSenderIdActors": live.sender_ids,
         "Events": events,
     });
+    // With a shared log: how far into it the writes this node answered for reach (its reads
+    // wait for its view to hold them).
+    if let Some(through) = state.service.store().acknowledged_through() {
+        body["LogThrough"] = through.into();
+    }
     HttpResponse::Ok().content_type("application/json").body(body.to_string())
 }
 

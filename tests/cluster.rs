@@ -394,6 +394,65 @@ fn decided_by(answer: &reqwest::Response) -> Option<String> {
     answer.headers().get(DECIDED_BY).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
+/// Read-your-writes for a client that keeps talking to one node, when that node forwards its
+/// writes to their owners: the owner says how far into the log its appends reach, and the node
+/// that relayed the answer makes its next reads wait for that much. Each write is read back at
+/// once, through the node that relayed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_one_node_reads_the_writes_it_made_through_it() {
+    let Some(settings) = cluster_settings() else { return };
+    let nodes = Nodes::start(&settings);
+    let urls = nodes.urls();
+    // A node that does not own the account's creations: each one is forwarded.
+    let creator = owner_of(&urls, &format!("quota/{ACCOUNT}/{REGION}"));
+    let relay = urls.iter().find(|u| **u != creator).expect("another node").clone();
+    let http = reqwest::Client::new();
+    let mut unseen = Vec::new();
+    for round in 0..30 {
+        let created = call(
+            &http,
+            relay.clone(),
+            "RequestPhoneNumber",
+            serde_json::json!({"IsoCountryCode": "US", "MessageType": "TRANSACTIONAL", "NumberCapabilities": ["SMS"], "NumberType": "LONG_CODE"}),
+        )
+        .await;
+        assert_eq!(created.status(), 200);
+        assert_eq!(decided_by(&created).as_deref(), Some(creator.as_str()), "forwarded");
+        let id = created.json::<serde_json::Value>().await.expect("json")["PhoneNumberId"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let read = call(
+            &http,
+            relay.clone(),
+            "DescribePhoneNumbers",
+            serde_json::json!({"PhoneNumberIds": [id]}),
+        )
+        .await;
+        if read.status() != 200 {
+            unseen.push((round, read.status().as_u16()));
+        }
+    }
+    assert!(unseen.is_empty(), "writes relayed by {relay} not read back through it: {unseen:?}");
+    // The relay never appended anything itself, yet its reads wait for the writes it relayed
+    // (how far the creator's reach, at the last one of them).
+    let through = |url: String| async move {
+        let health: serde_json::Value = reqwest::get(format!("{url}/health"))
+            .await
+            .expect("health")
+            .json()
+            .await
+            .expect("json");
+        health["LogThrough"].as_u64().expect("LogThrough")
+    };
+    let (relayed, created) = (through(relay.clone()).await, through(creator.clone()).await);
+    assert!(
+        relayed > 0 && relayed <= created,
+        "the relay waits for {relayed}, the creator's writes reach {created}"
+    );
+    nodes.stop();
+}
+
 /// Routing is an optimisation: with `route = "always"` (the default), a command on a number is
 /// decided by the node that owns it, wherever it arrives; reads are served where they arrive. A
 /// pool change is decided by its member's owner, from that node's view of the pool.

@@ -183,7 +183,14 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
             if let Some(router) = &state.router {
                 if let Some(owner) = router.forward_to(&req, &operation, &input, &scope, |id| state.service.contention().is_contended(id)) {
                     match router.forward(owner, &req, &body).await {
-                        Ok(answer) => return Ok(Answer::Forwarded(answer)),
+                        Ok((answer, through)) => {
+                            // The owner's appends for this request: this node's next reads wait
+                            // for its view to hold them, as for its own.
+                            if let Some(through) = through {
+                                state.service.store().read_after(through);
+                            }
+                            return Ok(Answer::Forwarded(answer));
+                        }
                         // Nothing was sent: decided here instead (the log keeps it correct).
                         Err(e @ routing::ForwardError::Unreachable { .. }) => {
                             tracing::debug!(error = %crate::error_chain(&e), "deciding here");
@@ -242,10 +249,13 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
         }
     };
     if let Some(router) = &state.router {
-        if let Ok(node) = actix_web::http::header::HeaderValue::from_str(router.node()) {
-            response
-                .headers_mut()
-                .insert(actix_web::http::header::HeaderName::from_static(routing::DECIDED_BY), node);
+        use actix_web::http::header::{HeaderName, HeaderValue};
+        let headers = response.headers_mut();
+        if let Ok(node) = HeaderValue::from_str(router.node()) {
+            headers.insert(HeaderName::from_static(routing::DECIDED_BY), node);
+        }
+        if let Some(through) = state.service.store().acknowledged_through() {
+            headers.insert(HeaderName::from_static(routing::LOG_THROUGH), HeaderValue::from(through));
         }
     }
     response

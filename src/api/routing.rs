@@ -26,6 +26,10 @@ use crate::domain::{ResourceKind, Scope};
 pub const FORWARDED: &str = "x-phone-ledger-forwarded";
 /// The header every answer carries: the node that decided the command.
 pub const DECIDED_BY: &str = "x-phone-ledger-node";
+/// The response header in which the node that decided a request says how far into the shared
+/// log its acknowledged appends reach: the node that relayed the answer makes its own reads wait
+/// for that much (read-your-writes for a client that keeps talking to it).
+pub const LOG_THROUGH: &str = "x-phone-ledger-log-through";
 
 /// `[cluster]`: the nodes of one deployment, as clients reach them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -173,7 +177,8 @@ impl Router {
     /// Sends the request to `owner` as it came (headers, the `Host` it was sent to included, and
     /// body) and relays the answer. So the owner checks the client's own signature: a node
     /// vouches for nothing.
-    pub async fn forward(&self, owner: &str, req: &HttpRequest, body: &[u8]) -> Result<HttpResponse, ForwardError> {
+    /// Also returns how far into the log the owner's acknowledged appends reached ([`LOG_THROUGH`]).
+    pub async fn forward(&self, owner: &str, req: &HttpRequest, body: &[u8]) -> Result<(HttpResponse, Option<u64>), ForwardError> {
         let mut outgoing = self.client.post(format!("{owner}/")).body(body.to_vec());
         for (name, value) in req.headers() {
             if !matches!(name.as_str(), "content-length" | "connection" | "transfer-encoding") {
@@ -195,6 +200,11 @@ impl Router {
             }
         })?;
         let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let through = answer
+            .headers()
+            .get(LOG_THROUGH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         let mut relayed = HttpResponse::build(status);
         for (name, value) in answer.headers() {
             if matches!(name.as_str(), "content-type" | "x-amzn-requestid" | "x-amzn-errortype" | DECIDED_BY) {
@@ -205,7 +215,7 @@ impl Router {
             owner: owner.to_string(),
             source,
         })?;
-        Ok(relayed.body(body))
+        Ok((relayed.body(body), through))
     }
 }
 

@@ -384,6 +384,18 @@ pub trait EventStore: Send + Sync + 'static {
         None
     }
 
+    /// How far into the log this node's own acknowledged appends reach (a shared log's
+    /// sequence): what a node that relays one of this node's answers makes its own reads wait
+    /// for. `None` for a log with one writer (the default), whose reads always see every append.
+    fn acknowledged_through(&self) -> Option<u64> {
+        None
+    }
+
+    /// Makes this node's reads wait until its view of the log holds it up to `through` too: an
+    /// append another node acknowledged for a request this node relayed (read-your-writes for a
+    /// client that keeps talking to this node). Nothing to do for a log with one writer.
+    fn read_after(&self, _through: u64) {}
+
     /// The events of a stream from `from_version` on, as far as this process has seen them, if
     /// it holds them at hand (a shared log's view keeps the latest commits it applied): what an
     /// actor that [`EventStore::version_hint`] found behind needs, without a read of the log.

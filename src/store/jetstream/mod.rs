@@ -829,6 +829,16 @@ impl EventStore for JetStreamStore {
         })
     }
 
+    fn acknowledged_through(&self) -> Option<u64> {
+        self.open().map(|s| s.acknowledged.load(Ordering::SeqCst))
+    }
+
+    fn read_after(&self, through: u64) {
+        if let Some(s) = self.open() {
+            s.acknowledged.fetch_max(through, Ordering::SeqCst);
+        }
+    }
+
     fn durability(&self) -> Option<String> {
         Some(format!(
             "replicated: acknowledged once stored by a majority of {} JetStream servers",
