@@ -92,7 +92,9 @@ struct View {
     recent_changes: std::collections::VecDeque<IndexChanges>,
     /// The events (numbered and chained) of the latest [`RECENT_COMMITS`] commits in force, by
     /// sequence: an actor that another node's append has put behind catches up from here.
-    recent: BTreeMap<u64, Vec<EventEnvelope>>,
+    recent: BTreeMap<u64, (Vec<EventEnvelope>, usize)>,
+    /// The stored bytes of the commits in `recent`.
+    recent_bytes: usize,
 }
 
 /// The index changes of one commit in force, from its first feed position.
@@ -131,6 +133,10 @@ fn apply_index_changes(index: &mut BTreeMap<Vec<u8>, Vec<u8>>, claims: &[(Vec<u8
         }
     }
 }
+
+/// At most this many stored bytes of them (large commits, or a publisher making many, must not
+/// make the view hold gigabytes): the oldest go first.
+const RECENT_BYTES: usize = 32 << 20;
 
 /// How many of the latest commits in force the view keeps the events of: about two seconds of
 /// the conflict load, the window in which other nodes' appends put an actor behind. A catch-up
@@ -205,9 +211,18 @@ impl Mirror {
             waiters.entry(sequence).or_default().push(tx);
             rx
         };
-        // A waiter that gives up stays in the map until its sequence is applied (its wake-up
-        // then goes nowhere): a stalled view is followed again within seconds, so they are few.
         let reached = tokio::time::timeout(CATCH_UP_DEADLINE, woken).await.map(|r| r.is_ok());
+        if reached.is_err() {
+            // Given up: its place goes with it (and those of the others that gave up on it),
+            // so a view that stays stalled does not collect a waiter per request.
+            let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(waiting) = waiters.get_mut(&sequence) {
+                waiting.retain(|tx| !tx.is_closed());
+                if waiting.is_empty() {
+                    waiters.remove(&sequence);
+                }
+            }
+        }
         match reached {
             Ok(true) => Ok(()),
             Ok(false) => Err(StoreError::Closed),
@@ -256,7 +271,7 @@ impl Mirror {
         }
         let first_position = view.chain.position + 1;
         let previous_hash = view.chain.hash;
-        match commit.and_then(|(c, chained)| apply_commit(&mut view, sequence, c, chained, filed_under)) {
+        match commit.and_then(|(c, chained)| apply_commit(&mut view, sequence, c, chained, filed_under, payload.len())) {
             Ok(Applied::InForce(count)) => {
                 let hash_after = view.chain.hash;
                 view.commits.push(CommitEntry {
@@ -384,7 +399,7 @@ impl Mirror {
     /// keeps them among its recent ones (a node's own append, answered just after the view applied
     /// it, need not be numbered and chained a second time).
     pub fn recent_commit(&self, sequence: u64) -> Option<Vec<EventEnvelope>> {
-        self.read().recent.get(&sequence).cloned()
+        self.read().recent.get(&sequence).map(|(events, _)| events.clone())
     }
 
     /// The commit stored at `sequence`.
@@ -448,7 +463,7 @@ impl Mirror {
         let start = entry.commits.partition_point(|(_, first)| *first <= from).saturating_sub(1);
         let mut events = Vec::new();
         for (sequence, _) in &entry.commits[start..] {
-            events.extend(view.recent.get(sequence)?.iter().filter(|e| e.version >= from).cloned());
+            events.extend(view.recent.get(sequence)?.0.iter().filter(|e| e.version >= from).cloned());
         }
         Some(events)
     }
@@ -572,6 +587,7 @@ fn apply_commit(
     mut commit: Commit,
     chained: Option<(ChainHead, ChainHead)>,
     filed_under: Option<&str>,
+    size: usize,
 ) -> Result<Applied, StoreError> {
     let corrupt = |message: String| StoreError::Corrupt {
         key: format!("stream sequence {sequence}"),
@@ -618,7 +634,7 @@ fn apply_commit(
         view.fell_back.insert(sequence);
         let events = commit.into_events(true);
         let first_position = view.chain.position.saturating_add(1);
-        let count = chain_in(view, sequence, &stream_id, head, events, None)?;
+        let count = chain_in(view, (sequence, size), &stream_id, head, events, None)?;
         // No index changes, but in the run of commits a rebuilt index is brought up to date by.
         remember_changes(
             view,
@@ -641,7 +657,14 @@ fn apply_commit(
         });
     }
     let first_position = view.chain.position.saturating_add(1);
-    let count = chain_in(view, sequence, &stream_id, head, std::mem::take(&mut commit.events), chained)?;
+    let count = chain_in(
+        view,
+        (sequence, size),
+        &stream_id,
+        head,
+        std::mem::take(&mut commit.events),
+        chained,
+    )?;
     if commit.snapshotted != Some(false) {
         view.streams.entry(stream_id).or_default().may_have_snapshot = true;
     }
@@ -694,11 +717,12 @@ fn chain_events(events: &mut [EventEnvelope], from: ChainHead, sequence: u64) ->
 
 /// Numbers and chains the events of the commit in force at `sequence` after the feed's head,
 /// makes them its aggregate's head (at version `head` before them) and keeps them among the
-/// recent ones; how many there were. `chained`: the head they were already chained from and the
-/// one they make (used if the feed's head is still that one).
+/// recent ones; how many there were. `size`: the commit's bytes as stored. `chained`: the head
+/// they were already chained from and the one they make (used if the feed's head is still that
+/// one).
 fn chain_in(
     view: &mut View,
-    sequence: u64,
+    (sequence, size): (u64, usize),
     stream_id: &str,
     head: u64,
     mut events: Vec<EventEnvelope>,
@@ -710,9 +734,11 @@ fn chain_in(
         Some((from, to)) if from == view.chain => to,
         _ => chain_events(&mut events, view.chain, sequence)?,
     };
-    view.recent.insert(sequence, events);
-    if view.recent.len() > RECENT_COMMITS {
-        view.recent.pop_first();
+    view.recent.insert(sequence, (events, size));
+    view.recent_bytes += size;
+    while view.recent.len() > RECENT_COMMITS || view.recent_bytes > RECENT_BYTES {
+        let Some((_, (_, dropped))) = view.recent.pop_first() else { break };
+        view.recent_bytes -= dropped;
     }
     view.chain = after;
     let entry = view.streams.entry(stream_id.to_string()).or_default();
@@ -1023,6 +1049,25 @@ mod tests {
         woken(third).await;
         // A sequence already applied needs no wait at all.
         mirror.wait_for(2).await.expect("applied before");
+    }
+
+    /// The recent commits are held by bytes too: a few large commits push the oldest out long
+    /// before their number would.
+    #[test]
+    fn the_recent_commits_are_bounded_by_their_bytes() {
+        let m = Mirror::default();
+        let big = |stream: &str| {
+            let (bytes, _) = commit(stream, 1, None, &[]);
+            let mut c: Commit = serde_json::from_slice(&bytes).expect("decode");
+            c.events[0].payload = serde_json::json!({"Filler": "x".repeat(RECENT_BYTES / 3)});
+            serde_json::to_vec(&c).expect("encode")
+        };
+        for (sequence, stream) in ["pool-a", "pool-b", "pool-c", "pool-d"].into_iter().enumerate() {
+            m.apply(sequence as u64 + 1, Some(1), &big(stream));
+        }
+        assert!(m.recent_events("pool-d", 1).is_some(), "the latest is kept");
+        assert_eq!(m.recent_events("pool-a", 1), None, "the oldest has left");
+        assert!(m.read().recent_bytes <= RECENT_BYTES);
     }
 
     /// An actor put behind by another node's appends catches up from the view's recent commits:
