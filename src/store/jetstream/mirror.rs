@@ -359,6 +359,10 @@ impl Mirror {
             Outcome::Unknown
         } else if let Some(&over_limit) = view.void.get(&sequence) {
             over_limit.map_or(Outcome::Void, Outcome::OverLimit)
+        } else if view.damage.binary_search_by_key(&sequence, |d| d.sequence).is_ok() {
+            // It takes feed positions (so later numbering does not depend on it), but no event
+            // of it is in force.
+            Outcome::Damaged
         } else if view.commits.binary_search_by_key(&sequence, |c| c.sequence).is_ok() {
             Outcome::InForce
         } else {
@@ -400,6 +404,11 @@ impl Mirror {
     /// it, need not be numbered and chained a second time).
     pub fn recent_commit(&self, sequence: u64) -> Option<Vec<EventEnvelope>> {
         self.read().recent.get(&sequence).map(|(events, _)| events.clone())
+    }
+
+    /// Whether the commit at `sequence` could not be applied (see [`Outcome::Damaged`]).
+    pub fn is_damaged(&self, sequence: u64) -> bool {
+        self.read().damage.binary_search_by_key(&sequence, |d| d.sequence).is_ok()
     }
 
     /// The commit stored at `sequence`.
@@ -1022,6 +1031,13 @@ mod tests {
         m.apply(4, Some(1), &next);
         assert_eq!(m.chain_head().position, 11);
         assert_eq!(m.damage().len(), 2);
+        // Damaged, not in force: its writer (if it ever had one) is not told it succeeded, and a
+        // feed read finds no event of it.
+        assert_eq!(
+            (1..=4).map(|s| m.outcome(s)).collect::<Vec<_>>(),
+            [Outcome::InForce, Outcome::Damaged, Outcome::Damaged, Outcome::InForce]
+        );
+        assert!(m.is_damaged(2) && !m.is_damaged(4));
     }
 
     /// A reader waiting for a sequence is woken once the view has applied it, whichever way the

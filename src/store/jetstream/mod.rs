@@ -520,8 +520,13 @@ impl Shared {
         reads.buffered(32).collect::<Vec<_>>().await.into_iter().collect()
     }
 
-    /// The events of a stored commit, with their feed positions and hashes.
+    /// The events of a stored commit, with their feed positions and hashes: none for one the
+    /// view found damaged (its positions hold no event in force, on every node alike; it is
+    /// reported by `feed_entries`, for verification).
     fn placed(&self, message: &StreamMessage) -> Result<Vec<EventEnvelope>, StoreError> {
+        if self.mirror.is_damaged(message.sequence) {
+            return Ok(Vec::new());
+        }
         let commit = Commit::decode(message.sequence, &message.payload)?;
         let events = commit.into_events(self.mirror.fell_back(message.sequence));
         self.mirror.place(message.sequence, events)
