@@ -98,6 +98,13 @@ fn read(file: &Path) -> Option<Mark> {
 
 fn write(file: &Path, mark: &Mark) -> std::io::Result<()> {
     use std::io::Write;
+    // One write at a time (the ticker's, already on its blocking thread, and the stop's), and
+    // never back: a mark further than this one stays.
+    static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = WRITING.lock().unwrap_or_else(|p| p.into_inner());
+    if read(file).is_some_and(|there| there.position > mark.position) {
+        return Ok(());
+    }
     let tmp = file.with_extension("tmp");
     let mut out = std::fs::File::create(&tmp)?;
     out.write_all(&serde_json::to_vec(mark).map_err(std::io::Error::other)?)?;

@@ -551,7 +551,7 @@ async fn deleting_a_list_races_numbers_joining_it() {
         c.create_opt_out_list().opt_out_list_name(&list).send().await.expect("create");
         // Even rounds lean towards the deletion coming first, odd ones towards the joins (by tens
         // of milliseconds), so that both outcomes are seen; within a round they still race.
-        let (joins_after_ms, deletion_after_ms) = if round % 2 == 0 { (20, 0) } else { (0, 30) };
+        let (joins_after_ms, deletion_after_ms) = if round % 2 == 0 { (60, 0) } else { (0, 100) };
         let mut racing = tokio::task::JoinSet::new();
         for (i, n) in numbers.iter().enumerate() {
             let (c, n, list) = (c.clone(), n.clone(), list.clone());

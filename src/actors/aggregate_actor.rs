@@ -158,6 +158,10 @@ pub struct AggregateActor<A: Projected> {
     generation: u64,
     /// Passivation was asked while appends were in flight: stop when they are answered.
     stop_when_idle: bool,
+    /// The state was rebuilt by replaying at least `snapshot_every` events (no usable snapshot,
+    /// one written by an older build, say): the next append stores a snapshot, whether or not
+    /// it crosses a multiple, so the next activation need not replay them all again.
+    snapshot_due: bool,
 }
 
 /// How actors snapshot and passivate.
@@ -206,6 +210,7 @@ impl<A: Projected> AggregateActor<A> {
             durable: tokio::sync::watch::channel((0, 0)).0,
             generation: 0,
             stop_when_idle: false,
+            snapshot_due: false,
         }
     }
 
@@ -218,6 +223,8 @@ impl<A: Projected> AggregateActor<A> {
     }
 
     fn adopt(&mut self, loaded: LoadedState<A>) {
+        let every = self.settings.snapshot_every;
+        self.snapshot_due = every > 0 && loaded.replayed as u64 >= every;
         self.state = loaded.state;
         self.version = loaded.version;
         self.last_event = loaded.last_event;
@@ -254,12 +261,13 @@ impl<A: Projected> AggregateActor<A> {
     }
 
     /// The snapshot to store with an append that moves the stream from `from` to `to`, if it
-    /// crosses a multiple of `snapshot_every`.
-    fn snapshot_for(&self, state: &A, from: u64, to: u64) -> Option<Snapshot> {
+    /// crosses a multiple of `snapshot_every` or one is due (see `snapshot_due`).
+    fn snapshot_for(&mut self, state: &A, from: u64, to: u64) -> Option<Snapshot> {
         let every = self.settings.snapshot_every;
-        if every == 0 || to / every == from / every {
+        if every == 0 || (to / every == from / every && !self.snapshot_due) {
             return None;
         }
+        self.snapshot_due = false;
         snapshot_of(state, to)
             .map_err(|e| tracing::warn!(error = %e, "cannot snapshot"))
             .ok()
@@ -367,7 +375,13 @@ impl<A: Projected> AggregateActor<A> {
                 // a leader change say, is not a stream that can never be replayed).
                 act.broken = Some(e);
                 act.durable.send_replace((act.generation, act.version));
-                ctx.stop();
+                // Not before its appends in flight are answered: a caller told the mailbox closed
+                // sends its command again, and one of those may still be stored.
+                if act.in_flight == 0 {
+                    ctx.stop();
+                } else {
+                    act.stop_when_idle = true;
+                }
             }
         }));
     }

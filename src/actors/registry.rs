@@ -35,6 +35,10 @@ use crate::store::{Store, StoreError};
 /// Activations of streams whose ids hash alike read the log one at a time.
 const LOADING_STRIPES: usize = 1024;
 
+/// How long an activation waits for its turn to read: a read that hangs (a log failing over)
+/// must not queue every activation of its stripe behind it, read after read.
+const LOADING_TURN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The live actors of one aggregate kind.
 pub struct Registry<A: Projected> {
     store: Store,
@@ -124,12 +128,13 @@ impl<A: Projected> Registry<A> {
         }))
     }
 
-    /// The turn of `id`'s stripe to read the log for an activation.
-    async fn loading(&self, id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+    /// The turn of `id`'s stripe to read the log for an activation; none after [`LOADING_TURN`]
+    /// (the read then goes ahead beside the one that holds it up).
+    async fn loading(&self, id: &str) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         id.hash(&mut hasher);
         let stripe = (hasher.finish() % LOADING_STRIPES as u64) as usize;
-        self.loading[stripe].lock().await
+        tokio::time::timeout(LOADING_TURN, self.loading[stripe].lock()).await.ok()
     }
 
     fn start_if_absent(&self, id: &str, actor: impl FnOnce() -> AggregateActor<A>) -> Addr<AggregateActor<A>> {
@@ -290,6 +295,33 @@ mod tests {
             }
         }
         assert_eq!(answers.last(), Some(&Ok(Some(true))), "{answers:?}");
+        store.close().await.expect("close");
+    }
+
+    /// An actor that had to replay a long stream (no usable snapshot) stores a snapshot with
+    /// its next append, not only at the next multiple of `snapshot_every`.
+    #[actix_rt::test]
+    async fn an_actor_that_replayed_a_long_stream_stores_a_snapshot_with_its_next_append() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = StoreConfig::embedded(Durability::Flush, 64).open(dir.path()).expect("store");
+        let a = "phone-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        requested(&store, a).await;
+        // 249 more events written without snapshots (by an older build, say).
+        for version in 1..250u64 {
+            let update = pending_events(&[PhoneNumberEvent::PhoneNumberUpdated(PhoneNumberChanges {
+                deletion_protection_enabled: Some(version % 2 == 0),
+                ..Default::default()
+            })])
+            .expect("events");
+            let meta = AppendMeta::direct("111122223333", "us-east-1", "r", "Test/Update");
+            store.append(AppendRequest::plain(a, version, meta, update)).await.expect("update");
+        }
+        assert!(store.snapshot(a).await.expect("read").is_none());
+        let registry = Registry::<PhoneNumberState>::new(store.clone(), ActorSettings::default(), 8);
+        let actor = registry.existing(a).await.expect("read").expect("a");
+        actor.send(protect(true)).await.expect("mailbox").expect("protected");
+        let snapshot = store.snapshot(a).await.expect("read").expect("a snapshot with the next append");
+        assert_eq!(snapshot.version, 251);
         store.close().await.expect("close");
     }
 }

@@ -264,11 +264,13 @@ async fn bridge(shared: &Shared) {
 /// Applies the commit stored at `sequence` under `subject` to the view, however it was read.
 fn apply(shared: &Shared, sequence: u64, subject: &str, headers: Option<&async_nats::HeaderMap>, payload: &[u8]) {
     let announced = header(headers, HEADER_EVENTS).and_then(|v| v.parse().ok());
-    // The aggregate whose subject it is (none that can match when the subject is not one).
+    // The aggregate whose subject it is, exactly as its writers spell it (none, "", when the
+    // subject is not one: another spelling of an id is another subject to the server, whose
+    // per-subject sequence for the aggregate's own it does not move).
     let filed_under = subject
         .strip_prefix(shared.names.events_subject.as_str())
         .and_then(|rest| rest.strip_prefix('.'))
-        .and_then(untoken)
+        .and_then(|token| untoken(token).filter(|id| super::wire::token(id) == token))
         .and_then(|id| String::from_utf8(id).ok())
         .unwrap_or_default();
     shared.mirror.apply_filed(sequence, announced, payload, Some(&filed_under));

@@ -90,6 +90,8 @@ struct View {
     /// The index changes of the latest [`RECENT_COMMITS`] commits in force, oldest first: what
     /// a rebuilt index is brought up to date with.
     recent_changes: std::collections::VecDeque<IndexChanges>,
+    /// The bytes of `recent_changes`.
+    recent_changes_bytes: usize,
     /// The events (numbered and chained) of the latest [`RECENT_COMMITS`] commits in force, by
     /// sequence: an actor that another node's append has put behind catches up from here.
     recent: BTreeMap<u64, (Vec<EventEnvelope>, usize)>,
@@ -104,11 +106,30 @@ struct IndexChanges {
     ops: Vec<IndexOp>,
 }
 
-/// Keeps the index changes of a commit in force among the latest ones.
+/// Keeps the index changes of a commit in force among the latest ones (as many commits, and
+/// at most as many bytes, as the recent events).
 fn remember_changes(view: &mut View, changes: IndexChanges) {
+    view.recent_changes_bytes += changes.bytes();
     view.recent_changes.push_back(changes);
-    if view.recent_changes.len() > RECENT_COMMITS {
-        view.recent_changes.pop_front();
+    while view.recent_changes.len() > RECENT_COMMITS || view.recent_changes_bytes > RECENT_BYTES {
+        let Some(dropped) = view.recent_changes.pop_front() else { break };
+        view.recent_changes_bytes -= dropped.bytes();
+    }
+}
+
+impl IndexChanges {
+    /// The bytes of its keys and values.
+    fn bytes(&self) -> usize {
+        let claims: usize = self.claims.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let ops: usize = self
+            .ops
+            .iter()
+            .map(|op| match op {
+                IndexOp::Put(k, v) => k.len() + v.len(),
+                IndexOp::Delete(k) | IndexOp::Add(k, _) => k.len() + 8,
+            })
+            .sum();
+        claims + ops
     }
 }
 
@@ -659,8 +680,11 @@ fn apply_commit(
         tracing::debug!(sequence, stream = %stream_id, head, taken, over_limit, "a commit that does not extend its aggregate's head, claims a held key or goes over a limit is void");
         // The last message on the subject it was stored under, which the next append there
         // must name (the server's per-subject check counts every message).
-        let subject_of = filed_under.map_or(stream_id, str::to_string);
-        view.streams.entry(subject_of).or_default().last_sequence = sequence;
+        match filed_under {
+            None => view.streams.entry(stream_id).or_default().last_sequence = sequence,
+            Some("") => {}
+            Some(filed) => view.streams.entry(filed.to_string()).or_default().last_sequence = sequence,
+        }
         return Ok(Applied::Void {
             over_limit: over_limit.filter(|_| extends && !taken),
         });

@@ -420,6 +420,10 @@ where
     }
 }
 
+/// How far beyond this node's view a peer's answer may say its appends reach and be believed
+/// (a view is behind by milliseconds' worth of commits, never this many).
+const MAX_READ_AFTER_AHEAD: u64 = 1_000_000;
+
 /// A header's value; its last one if it was given more than once. (The two ways a node reads a
 /// commit keep different ones otherwise: the consumer's parser keeps every value, a direct read
 /// only the last. Every node must read the same bytes the same way.)
@@ -840,7 +844,17 @@ impl EventStore for JetStreamStore {
 
     fn read_after(&self, through: u64) {
         if let Some(s) = self.open() {
-            s.acknowledged.fetch_max(through, Ordering::SeqCst);
+            // A number far beyond anything this view has applied is not a sequence of this log
+            // (a misconfigured peer): believed, it would hold up every read of this node.
+            if through <= s.mirror.applied().saturating_add(MAX_READ_AFTER_AHEAD) {
+                s.acknowledged.fetch_max(through, Ordering::SeqCst);
+            } else {
+                tracing::warn!(
+                    through,
+                    applied = s.mirror.applied(),
+                    "ignoring a peer's log position far beyond this node's view"
+                );
+            }
         }
     }
 
