@@ -466,6 +466,18 @@ mod tests {
         service.member_step(meta, member, begin).await.expect("begin")
     }
 
+    /// The rest of a join whose member's first step is taken: the pool's step, then the member's.
+    async fn finish_join(
+        service: &LifecycleService,
+        meta: &CommandMeta,
+        member: &Identity,
+        pool_id: &str,
+    ) -> Result<Identity, ServiceError> {
+        let step = PoolAction::AddMember(member.pool_member(MessageType::Transactional));
+        let added = service.pool(meta, pool_id, step).await;
+        Ok(service.settle(meta, member, pool_id, Change::Join, added).await?.0)
+    }
+
     async fn events_of(service: &LifecycleService, stream: &str) -> Vec<String> {
         let events = service.store.read_stream(stream, 1, usize::MAX).await.expect("read");
         events.into_iter().map(|e| e.event_type).collect()
@@ -608,15 +620,7 @@ mod tests {
         );
         // The retry goes on: its pool step is not fenced, and it completes.
         let member = Identity::Number(Box::new(member));
-        let added = service
-            .pool(
-                &retry,
-                &pool.pool_id,
-                PoolAction::AddMember(member.pool_member(MessageType::Transactional)),
-            )
-            .await;
-        let (joined, _) = service
-            .settle(&retry, &member, &pool.pool_id, Change::Join, added)
+        let joined = finish_join(&service, &retry, &member, &pool.pool_id)
             .await
             .expect("the retry joins");
         assert!(joined.is_in_pool(&pool.pool_id));
@@ -708,15 +712,7 @@ mod tests {
         assert_eq!(in_pool(&answered), (None, Some(pool.pool_id.clone()), NumberStatus::Associating));
         let starts = events_of(&service, &slow).await;
         assert_eq!(starts.iter().filter(|e| *e == "PoolAssociationStarted").count(), 1, "{starts:?}");
-        let added = service
-            .pool(
-                &first,
-                &pool.pool_id,
-                PoolAction::AddMember(member.pool_member(MessageType::Transactional)),
-            )
-            .await;
-        let (joined, _) = service
-            .settle(&first, &member, &pool.pool_id, Change::Join, added)
+        let joined = finish_join(&service, &first, &member, &pool.pool_id)
             .await
             .expect("the first attempt joins");
         assert!(joined.is_in_pool(&pool.pool_id));
