@@ -25,12 +25,7 @@ async fn protect(c: &Client, id: &str, on: bool) {
 }
 
 async fn health(server: &TestServer) -> serde_json::Value {
-    reqwest::get(format!("{}/health", server.url()))
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json")
+    common::health(&server.url()).await
 }
 
 fn assert_protected(err: aws_sdk_pinpointsmsvoicev2::error::SdkError<ReleasePhoneNumberError>) {

@@ -436,15 +436,7 @@ async fn a_client_on_one_node_reads_the_writes_it_made_through_it() {
     assert!(unseen.is_empty(), "writes relayed by {relay} not read back through it: {unseen:?}");
     // The relay never appended anything itself, yet its reads wait for the writes it relayed
     // (how far the creator's reach, at the last one of them).
-    let through = |url: String| async move {
-        let health: serde_json::Value = reqwest::get(format!("{url}/health"))
-            .await
-            .expect("health")
-            .json()
-            .await
-            .expect("json");
-        health["LogThrough"].as_u64().expect("LogThrough")
-    };
+    let through = |url: String| async move { common::health(&url).await["LogThrough"].as_u64().expect("LogThrough") };
     let (relayed, created) = (through(relay.clone()).await, through(creator.clone()).await);
     assert!(
         relayed > 0 && relayed <= created,

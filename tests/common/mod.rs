@@ -295,13 +295,17 @@ pub fn sample(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// How many events the server at `base` has in its log (its `/health`).
-pub async fn events_in_log(base: &str) -> u64 {
-    let health: serde_json::Value = reqwest::get(format!("{base}/health"))
+/// What the server at `base` says of itself (`/health`).
+pub async fn health(base: &str) -> serde_json::Value {
+    reqwest::get(format!("{base}/health"))
         .await
         .expect("health")
         .json()
         .await
-        .expect("json");
-    health["Events"].as_u64().expect("Events")
+        .expect("json")
+}
+
+/// How many events the server at `base` has in its log (its `/health`).
+pub async fn events_in_log(base: &str) -> u64 {
+    health(base).await["Events"].as_u64().expect("Events")
 }
