@@ -2,6 +2,7 @@
 //! - `append/*`: one durable append and its reply, per durability level, alone and 64 at once
 //!   (group commit shares one flush among concurrent appends);
 //! - `replay/10k`: read and fold a 10,000-event stream (actor activation);
+//! - `replay/paged_10k_*`: the audit's step-by-step replay of that stream, read 100 steps a page;
 //! - `decide/*`: the pure decider alone;
 //! - `actor/round_trip`: a message to a phone-number actor and its reply.
 //!
@@ -12,6 +13,8 @@ use std::time::Duration;
 use actix::Actor;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use phone_ledger::actors::{AggregateActor, GetState};
+use phone_ledger::audit::query::replay as audit_replay;
+use phone_ledger::audit::replay_resume::ReplayResumes;
 use phone_ledger::codec::pending_events;
 use phone_ledger::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState};
 use phone_ledger::domain::{Aggregate, Command, CommandMeta, Scope};
@@ -101,6 +104,25 @@ fn replay_10k(c: &mut Criterion) {
             assert!(state.0.is_some());
         })
     });
+    // The audit's replay of the same stream, read page by page (100 steps a page, the API's
+    // default) as `phone-ledger audit replay` or a console would: each page folding on from where
+    // the one before ended, and, for comparison, each page folding from the stream's start (what a
+    // page costs when its start is not remembered).
+    group.sample_size(10);
+    for (name, resumed) in [("paged_10k_resumed", true), ("paged_10k_from_start", false)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let resumes = ReplayResumes::default();
+                let mut from = Some(1);
+                while let Some(v) = from {
+                    let fresh = ReplayResumes::default();
+                    let cache = if resumed { &resumes } else { &fresh };
+                    let page = rt.block_on(audit_replay(&*store, cache, &id, v, 100)).expect("page");
+                    from = page.next_version;
+                }
+            })
+        });
+    }
     group.finish();
     rt.block_on(store.close()).expect("close");
 }

@@ -372,6 +372,7 @@ async fn serve_once(
         max_followers: config.max_followers,
         followers_by_account: Arc::default(),
         max_followers_per_account: config.max_followers_per_account,
+        replay_resumes: Arc::default(),
         auth,
     });
     let mut server = HttpServer::new(move || {

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::query::{self, FeedFilter, PointInTime};
 use super::recheck::{recheck_showing, Deciders};
+use super::replay_resume::ReplayResumes;
 use super::verify::{verify_export, verify_store_showing};
 use super::{digest, export_showing, AuditError};
 use crate::domain::ResourceKind;
@@ -135,8 +136,14 @@ pub enum AuditCommand {
 /// Where answers come from.
 enum Source {
     Remote(Remote),
-    /// A stopped node's log, the runtime its reads run on, and its data directory.
-    Local(Store, tokio::runtime::Runtime, PathBuf),
+    /// A stopped node's log, the runtime its reads run on, its data directory, and where the
+    /// pages of a replay left off.
+    Local {
+        store: Store,
+        runtime: tokio::runtime::Runtime,
+        dir: PathBuf,
+        resumes: ReplayResumes,
+    },
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -166,14 +173,19 @@ pub fn run(args: AuditArgs) -> ExitCode {
                 Err(e) => return fail(e),
             };
             match StoreConfig::open_offline(dir) {
-                Ok(store) => Source::Local(store, runtime, dir.clone()),
+                Ok(store) => Source::Local {
+                    store,
+                    runtime,
+                    dir: dir.clone(),
+                    resumes: ReplayResumes::default(),
+                },
                 Err(e) => return fail(crate::error_chain(&e)),
             }
         }
         (None, None) => return fail("give --server URL (a running server) or --data-dir DIR (a stopped one)"),
     };
     let code = execute(&source, &args);
-    if let Source::Local(store, runtime, _) = source {
+    if let Source::Local { store, runtime, .. } = source {
         if let Err(e) = runtime.block_on(store.close()) {
             return fail(crate::error_chain(&e));
         }
@@ -306,7 +318,7 @@ fn feed_filter(f: &FilterArgs, limit: Option<u64>) -> Result<FeedFilter, AuditEr
 }
 
 /// Answers the question from the local log, as the server would, as JSON.
-async fn local(store: &Store, dir: &Path, command: &AuditCommand) -> Result<Value, AuditError> {
+async fn local(store: &Store, dir: &Path, resumes: &ReplayResumes, command: &AuditCommand) -> Result<Value, AuditError> {
     let store = &**store;
     match command {
         AuditCommand::Events { id, from_version, limit } => {
@@ -327,7 +339,7 @@ async fn local(store: &Store, dir: &Path, command: &AuditCommand) -> Result<Valu
         }
         AuditCommand::Replay { id, from_version, limit } => {
             let stream = query::resolve_stream(store, kind_of(id)?, id).await?;
-            let replay = query::replay(store, &stream, from_version.unwrap_or(1), query::page_limit(*limit)?).await?;
+            let replay = query::replay(store, resumes, &stream, from_version.unwrap_or(1), query::page_limit(*limit)?).await?;
             Ok(to_value(&replay))
         }
         AuditCommand::Digest => Ok(to_value(&digest(store).await?)),
@@ -395,7 +407,7 @@ fn execute(source: &Source, args: &AuditArgs) -> ExitCode {
         AuditCommand::Feed { filter, follow: true, .. } => {
             return match source {
                 Source::Remote(base) => follow(base, filter, args.json),
-                Source::Local(..) => fail("--follow needs a running server (--server URL)"),
+                Source::Local { .. } => fail("--follow needs a running server (--server URL)"),
             }
         }
         AuditCommand::Replay {
@@ -428,7 +440,14 @@ fn execute(source: &Source, args: &AuditArgs) -> ExitCode {
 fn answer(source: &Source, command: &AuditCommand) -> Result<Value, String> {
     match source {
         Source::Remote(base) => remote(base, command),
-        Source::Local(store, runtime, dir) => runtime.block_on(local(store, dir, command)).map_err(|e| crate::error_chain(&e)),
+        Source::Local {
+            store,
+            runtime,
+            dir,
+            resumes,
+        } => runtime
+            .block_on(local(store, dir, resumes, command))
+            .map_err(|e| crate::error_chain(&e)),
     }
 }
 
@@ -464,7 +483,7 @@ fn run_export(source: &Source, filter: &FilterArgs, output: Option<&PathBuf>) ->
         None => Box::new(std::io::stdout().lock()),
     };
     let result = match source {
-        Source::Local(store, runtime, _) => feed_filter(filter, None)
+        Source::Local { store, runtime, .. } => feed_filter(filter, None)
             .map(|f| {
                 runtime.block_on(async {
                     let progress = Progress::events("exporting", store.chain_head().await?.position);

@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use super::query::{self, FeedFilter, PointInTime};
 use super::recheck::{recheck, Deciders};
+use super::replay_resume::ReplayResumes;
 use super::verify::verify_store;
 use super::{digest, AuditError};
 use crate::auth::Caller;
@@ -46,6 +47,8 @@ pub struct AuditState {
     pub auth: Arc<crate::auth::Authenticator>,
     /// The feed's shared tail, for followers (`None` when the store takes no appends).
     pub tail: Option<super::tail::SharedTail>,
+    /// Where the pages of replays left off, so that the next page folds on from there.
+    pub replay_resumes: Arc<ReplayResumes>,
 }
 
 /// An account's place among the followers, given back when dropped.
@@ -349,12 +352,20 @@ async fn replay(
 ) -> HttpResponse {
     let (kind, id) = path.into_inner();
     let (store, query_string) = (store(&state), req.query_string().to_string());
+    let resumes = state.replay_resumes.clone();
     // Folds the stream up to the page asked for: off the HTTP workers, however long it is.
     respond(
         off_workers(async move {
             let params = Params::parse(&query_string, &["FromVersion", "Limit"])?;
             let stream = visible_stream(&store, &caller, &kind, &path_id(&id)).await?;
-            query::replay(&*store, &stream, params.number("FromVersion")?.unwrap_or(1), params.limit()?).await
+            query::replay(
+                &*store,
+                &resumes,
+                &stream,
+                params.number("FromVersion")?.unwrap_or(1),
+                params.limit()?,
+            )
+            .await
         })
         .await,
     )

@@ -2,6 +2,7 @@
 //! `phone-ledger audit` command (against a running server or offline on a data directory).
 //!
 //! - [`query`]: stream history, global feed, time travel, step-by-step replay;
+//! - [`replay_resume`]: where the pages of a replay left off, so the next one folds on from there;
 //! - [`verify`]: hash-chain and gap checks over the live log or an export;
 //! - [`recheck`]: re-deciding recorded commands with today's (or a test's) decider;
 //! - [`tail`]: the live feed's followers, served from one shared tail;
@@ -11,6 +12,7 @@ pub mod cli;
 pub mod http;
 pub mod query;
 pub mod recheck;
+pub mod replay_resume;
 pub mod tail;
 pub mod verify;
 

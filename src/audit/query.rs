@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::replay_resume::ReplayResumes;
 use super::AuditError;
 use crate::codec::{decode_event, kind_of_stream};
 use crate::domain::opt_out_list::OptOutListState;
@@ -294,12 +295,24 @@ pub(crate) async fn for_each_event(
     store: &dyn EventStore,
     stream_id: &str,
     from: u64,
+    visit: impl FnMut(EventEnvelope) -> Result<bool, AuditError>,
+) -> Result<(), AuditError> {
+    for_each_event_in(store, stream_id, from, STREAM_CHUNK, visit).await
+}
+
+/// [`for_each_event`] reading `chunk` events at a time (at most [`STREAM_CHUNK`]): a caller that
+/// knows it needs few reads no more.
+async fn for_each_event_in(
+    store: &dyn EventStore,
+    stream_id: &str,
+    from: u64,
+    chunk: usize,
     mut visit: impl FnMut(EventEnvelope) -> Result<bool, AuditError>,
 ) -> Result<(), AuditError> {
-    let mut from = from.max(1);
+    let (mut from, size) = (from.max(1), chunk.clamp(1, STREAM_CHUNK));
     loop {
-        let chunk = store.read_stream(stream_id, from, STREAM_CHUNK).await?;
-        let (Some(last), full) = (chunk.last(), chunk.len() == STREAM_CHUNK) else {
+        let chunk = store.read_stream(stream_id, from, size).await?;
+        let (Some(last), full) = (chunk.last(), chunk.len() == size) else {
             return Ok(());
         };
         from = last.version.saturating_add(1);
@@ -489,23 +502,63 @@ pub fn diff(before: &Value, after: &Value) -> Vec<FieldChange> {
 }
 
 /// The events of a stream from `from_version` (at most `limit`) with what each changed, and the
-/// version to ask for next when more follow.
-pub async fn replay(store: &dyn EventStore, stream_id: &str, from_version: u64, limit: usize) -> Result<Replay, AuditError> {
+/// version to ask for next when more follow. A page that follows one read before starts from the
+/// state that page ended on (kept in `resumes`), so reading a whole replay page by page folds
+/// each event once.
+pub async fn replay(
+    store: &dyn EventStore,
+    resumes: &ReplayResumes,
+    stream_id: &str,
+    from_version: u64,
+    limit: usize,
+) -> Result<Replay, AuditError> {
     match kind_of_stream(stream_id) {
-        Some(ResourceKind::PhoneNumber) => replay_as::<PhoneNumberState>(store, stream_id, from_version, limit).await,
-        Some(ResourceKind::Pool) => replay_as::<PoolState>(store, stream_id, from_version, limit).await,
-        Some(ResourceKind::OptOutList) => replay_as::<OptOutListState>(store, stream_id, from_version, limit).await,
-        Some(ResourceKind::SenderId) => replay_as::<SenderIdState>(store, stream_id, from_version, limit).await,
+        Some(ResourceKind::PhoneNumber) => replay_as::<PhoneNumberState>(store, resumes, stream_id, from_version, limit).await,
+        Some(ResourceKind::Pool) => replay_as::<PoolState>(store, resumes, stream_id, from_version, limit).await,
+        Some(ResourceKind::OptOutList) => replay_as::<OptOutListState>(store, resumes, stream_id, from_version, limit).await,
+        Some(ResourceKind::SenderId) => replay_as::<SenderIdState>(store, resumes, stream_id, from_version, limit).await,
         None => Err(AuditError::NotFound(stream_id.to_string())),
     }
 }
 
-async fn replay_as<A: Inspect>(store: &dyn EventStore, stream_id: &str, from_version: u64, limit: usize) -> Result<Replay, AuditError> {
+/// The state right before `version` of a stream and the version to fold on from: where an
+/// earlier page ended, if that is remembered and its last event is still the log's (same chain
+/// hash, which seals everything before it), else the stream's start.
+async fn replay_start<A: Inspect>(
+    store: &dyn EventStore,
+    resumes: &ReplayResumes,
+    stream_id: &str,
+    version: u64,
+) -> Result<(A, u64), AuditError> {
+    let before = version.saturating_sub(1);
+    if let Some((state, hash)) = resumes.get::<A>(stream_id, before) {
+        match store.read_stream(stream_id, before, 1).await?.first() {
+            Some(e) if e.version == before && e.hash == hash => return Ok((state, version)),
+            _ => resumes.forget(stream_id, before),
+        }
+    }
+    Ok((A::default(), 1))
+}
+
+async fn replay_as<A: Inspect>(
+    store: &dyn EventStore,
+    resumes: &ReplayResumes,
+    stream_id: &str,
+    from_version: u64,
+    limit: usize,
+) -> Result<Replay, AuditError> {
     let from_version = from_version.max(1);
-    let (mut state, mut steps, mut next_version) = (A::default(), Vec::new(), None);
+    let (mut state, start) = replay_start::<A>(store, resumes, stream_id, from_version).await?;
+    let (mut steps, mut next_version, mut last_hash) = (Vec::<ReplayStep>::new(), None, String::new());
     // The events before the page are folded, not kept: the page's first step needs the state
-    // they left.
-    for_each_event(store, stream_id, 1, |e| {
+    // they left. A page that starts where the state is needs its steps and one more event (to
+    // know whether more follow), and reads no more.
+    let chunk = if start == from_version {
+        limit.saturating_add(1)
+    } else {
+        STREAM_CHUNK
+    };
+    for_each_event_in(store, stream_id, start, chunk, |e| {
         if e.version < from_version {
             state = std::mem::take(&mut state).evolve(&decode_event::<A::Event>(&e)?);
             return Ok(true);
@@ -531,9 +584,14 @@ async fn replay_as<A: Inspect>(store: &dyn EventStore, stream_id: &str, from_ver
             state_seen: rejection.as_ref().map(|_| before),
             rejection,
         });
+        last_hash = e.hash;
         Ok(true)
     })
     .await?;
+    // The next page starts where this one ends: remember the state it reached.
+    if let (Some(_), Some(last)) = (next_version, steps.last()) {
+        resumes.put(stream_id, last.version, &last_hash, &state);
+    }
     Ok(Replay {
         stream_id: stream_id.to_string(),
         steps,
@@ -548,6 +606,7 @@ mod tests {
     use super::*;
     use crate::codec::pending_events;
     use crate::domain::phone_number::{PhoneNumber, PhoneNumberChanges, PhoneNumberEvent};
+    use crate::store::gated::GatedStore;
     use crate::store::{AppendMeta, AppendRequest, Durability, Store};
 
     const ACCOUNT: &str = "111122223333";
@@ -627,17 +686,34 @@ mod tests {
         let latest = state_at(&*store, LONG, PointInTime::Latest).await.expect("latest");
         assert_eq!(latest.version, EVENTS);
 
-        // A replay read in pages is the replay read at once.
-        let whole = replay(&*store, LONG, 1, MAX_LIMIT).await.expect("replay");
+        let json = |steps: &[ReplayStep]| serde_json::to_value(steps).expect("json");
+        // A replay read in pages is the replay read at once, and each page after the first folds
+        // on from where the one before ended: no read of the stream starts at its beginning again.
+        let resumes = ReplayResumes::default();
+        let whole = replay(&*store, &resumes, LONG, 1, MAX_LIMIT).await.expect("replay");
         assert_eq!((whole.steps.len() as u64, whole.next_version), (EVENTS, None));
+        let gated = GatedStore::over(store.clone());
         let (mut paged, mut from) = (Vec::new(), Some(1));
         while let Some(v) = from {
-            let page = replay(&*store, LONG, v, 333).await.expect("page");
+            let page = replay(&*gated, &resumes, LONG, v, 333).await.expect("page");
             assert!(page.steps.len() <= 333);
+            let starts: Vec<u64> = gated.take_reads().into_iter().map(|(_, from)| from).collect();
+            assert!(v == 1 || !starts.contains(&1), "the page from v{v} read from the start: {starts:?}");
             paged.extend(page.steps);
             from = page.next_version;
         }
-        let json = |steps: &[ReplayStep]| serde_json::to_value(steps).expect("json");
+        assert_eq!(paged.len() as u64, EVENTS);
+        // A page whose start is not remembered (another process, or pushed out), or whose
+        // remembered state no longer ends with the log's event there, is folded from the start.
+        for resumes in [ReplayResumes::default(), {
+            let wrong = ReplayResumes::default();
+            wrong.put(LONG, 1_331, &all[1_331].hash, &PhoneNumberState::default());
+            wrong
+        }] {
+            let page = replay(&*gated, &resumes, LONG, 1_332, 333).await.expect("page");
+            assert_eq!(gated.take_reads().iter().filter(|(_, from)| *from == 1).count(), 1);
+            assert_eq!(json(&page.steps), json(&whole.steps[1_331..1_664]));
+        }
         assert_eq!(json(&paged), json(&whole.steps));
         assert_eq!(
             json(&whole.steps[1_000..1_001]),

@@ -1,6 +1,7 @@
-//! A store that holds appends back until told to let them through, and can fail reads of
-//! streams on demand: for unit tests that need an append in flight, not yet in the log, or a
-//! failed read at a chosen moment (every other call goes straight to the store it wraps).
+//! A store that holds appends back until told to let them through, can fail reads of streams on
+//! demand, and records where each read of a stream started: for unit tests that need an append in
+//! flight, not yet in the log, a failed read at a chosen moment, or to see what a question read
+//! (every other call goes straight to the store it wraps).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ pub struct GatedStore {
     inner: Store,
     open: watch::Sender<bool>,
     reads_fail: AtomicBool,
+    reads: std::sync::Mutex<Vec<(String, u64)>>,
 }
 
 impl GatedStore {
@@ -25,6 +27,7 @@ impl GatedStore {
             inner,
             open: watch::channel(true).0,
             reads_fail: AtomicBool::new(false),
+            reads: std::sync::Mutex::default(),
         })
     }
 
@@ -40,6 +43,11 @@ impl GatedStore {
             )))));
         }
         read
+    }
+
+    /// The stream and first version of each `read_stream` since the last call, in order.
+    pub fn take_reads(&self) -> Vec<(String, u64)> {
+        std::mem::take(&mut *self.reads.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Appends submitted from now on wait, outside the log, until [`GatedStore::open`].
@@ -68,6 +76,9 @@ impl EventStore for GatedStore {
         self.failed(self.inner.stream_head(stream_id))
     }
     fn read_stream(&self, stream_id: &str, from_version: u64, limit: usize) -> StoreFuture<Vec<EventEnvelope>> {
+        let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+        reads.push((stream_id.to_string(), from_version));
+        drop(reads);
         self.failed(self.inner.read_stream(stream_id, from_version, limit))
     }
     fn read_tail(&self, stream_id: &str) -> StoreFuture<StreamTail> {
