@@ -198,19 +198,25 @@ pub async fn verify_store(store: &dyn EventStore) -> Result<VerifyReport, AuditE
 }
 
 /// [`verify_store`], showing how far it got on `progress`.
+///
+/// A live log takes appends while it is checked, so the check is of the log as it was when it
+/// began: the chain up to the head read first, each stream up to its last event within it.
+/// Events appended since are neither checked nor taken for damage.
 pub async fn verify_store_showing(store: &dyn EventStore, progress: &Progress) -> Result<VerifyReport, AuditError> {
     let mut v = ChainVerifier::new();
-    let checkpoints = store.checkpoints().await?;
+    let chain = store.chain_head().await?;
+    let (head_position, head_hash) = (chain.position, chain.hash);
+    let (checkpoints, later): (Vec<_>, Vec<_>) = store.checkpoints().await?.into_iter().partition(|cp| cp.position <= head_position);
     let mut next_checkpoint = checkpoints.iter().peekable();
     let mut checkpoints_checked = 0;
     let mut after = 0;
-    'scan: loop {
+    'scan: while after < head_position {
         let entries = store.feed_entries(after, 4096).await?;
         if entries.is_empty() {
             break;
         }
         progress.set(entries.last().map_or(after, |e| e.position));
-        for entry in entries {
+        for entry in entries.into_iter().take_while(|entry| entry.position <= head_position) {
             after = entry.position;
             match &entry.envelope {
                 Ok(e) if e.position != entry.position => {
@@ -254,7 +260,15 @@ pub async fn verify_store_showing(store: &dyn EventStore, progress: &Progress) -
         after_stream = Some(last.clone());
         for (stream, head) in heads {
             let seen = v.versions().get(&stream).copied().unwrap_or(0);
-            if seen != head {
+            // A head beyond the feed is whole if its next event was appended after the chain
+            // head this check began from.
+            let appended_since = head > seen
+                && store
+                    .read_stream(&stream, seen + 1, 1)
+                    .await?
+                    .first()
+                    .is_some_and(|e| e.version == seen + 1 && e.position > head_position);
+            if seen != head && !appended_since {
                 v.fail(
                     0,
                     format!("stream {stream} has head version {head} but the feed holds {seen} events of it"),
@@ -263,14 +277,14 @@ pub async fn verify_store_showing(store: &dyn EventStore, progress: &Progress) -
             }
         }
     }
-    if let Some(cp) = next_checkpoint.next() {
+    // Checkpoints sealed since the check began lie beyond its head, but never beyond the log's.
+    let now = store.chain_head().await?.position;
+    if let Some(cp) = next_checkpoint.next().or(later.iter().find(|cp| cp.position > now)) {
         v.fail(
             cp.position,
             format!("a checkpoint at position {} lies beyond the feed", cp.position),
         );
     }
-    let chain = store.chain_head().await?;
-    let (head_position, head_hash) = (chain.position, chain.hash);
     let sealed_up_to = store.sealed_up_to().await?.min(head_position);
     let mut report = v.finish();
     report.sealed_up_to = sealed_up_to;
@@ -369,4 +383,84 @@ pub fn verify_export(reader: impl BufRead) -> Result<VerifyReport, AuditError> {
         }
     }
     Ok(v.finish())
+}
+
+/// A live log is verified as it stood when the check began, however many appends land while it
+/// runs.
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::codec::pending_events;
+    use crate::domain::phone_number::{PhoneNumber, PhoneNumberChanges};
+    use crate::store::{AppendMeta, AppendRequest, Durability, Store};
+
+    const ACCOUNT: &str = "111122223333";
+
+    fn stream(i: u64) -> String {
+        format!("phone-{i:032x}")
+    }
+
+    async fn append(store: &Store, id: &str, version: u64) {
+        let event = match version {
+            0 => PhoneNumberEvent::PhoneNumberRequested(Box::new(PhoneNumber::example(id, ACCOUNT, "us-east-1"))),
+            v => PhoneNumberEvent::PhoneNumberUpdated(PhoneNumberChanges {
+                deletion_protection_enabled: Some(v % 2 == 0),
+                ..Default::default()
+            }),
+        };
+        let meta = AppendMeta::direct(ACCOUNT, "us-east-1", "verify-test", "Test/Append");
+        let request = AppendRequest::plain(id, version, meta, pending_events(&[event]).expect("events"));
+        store.submit(request).expect("queued").await.expect("appended");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_landing_during_a_check_are_not_taken_for_damage() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut config = crate::config::Config::defaults_with_data_dir(dir.path()).expect("config");
+        config.store.sled.durability = Durability::Relaxed;
+        let store = config.store.open(dir.path()).expect("open");
+        const STREAMS: u64 = 40;
+        for i in 0..STREAMS {
+            for version in 0..50 {
+                append(&store, &stream(i), version).await;
+            }
+        }
+        // A writer appends to old streams and starts new ones while the checks run.
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = tokio::spawn({
+            let (store, stop) = (store.clone(), stop.clone());
+            async move {
+                let mut versions = vec![50; STREAMS as usize];
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let n = (i % (STREAMS + 1)) as usize;
+                    if n == STREAMS as usize {
+                        append(&store, &stream(1_000 + i), 0).await;
+                    } else {
+                        append(&store, &stream(n as u64), versions[n]).await;
+                        versions[n] += 1;
+                    }
+                    i += 1;
+                    // Paced, so that the log the checks read stays small.
+                    tokio::time::sleep(std::time::Duration::from_micros(500)).await;
+                }
+                i
+            }
+        });
+        for round in 0..10 {
+            let before = store.chain_head().await.expect("head").position;
+            let report = verify_store(&*store).await.expect("verify");
+            assert!(report.ok, "round {round}: {:?}", report.first_break);
+            assert!(report.head_position >= before, "round {round}: checked to {}", report.head_position);
+        }
+        stop.store(true, Ordering::SeqCst);
+        let written = writer.await.expect("writer");
+        assert!(written > 100, "the writer appended {written} events during the checks");
+        let last = verify_store(&*store).await.expect("verify");
+        assert!(last.ok && last.head_position == store.chain_head().await.expect("head").position);
+        store.close().await.expect("close");
+    }
 }
