@@ -257,6 +257,33 @@ async fn audit_api_and_cli_tell_the_whole_story() {
     let export_path = export_file.to_string_lossy().to_string();
     let (code, _, err) = cli(&["--server", &url, "export", "--output", &export_path]);
     assert_eq!(code, 0, "{err}");
+    // An export continuing an earlier one: the events after a position, whose chain verifies
+    // from there.
+    let later_file = server
+        .dir
+        .path()
+        .join("..")
+        .join(format!("export-later-{}.jsonl", std::process::id()));
+    let later_path = later_file.to_string_lossy().to_string();
+    let (code, _, err) = cli(&["--server", &url, "export", "--after", "3", "--output", &later_path]);
+    assert_eq!(code, 0, "{err}");
+    let later = std::fs::read_to_string(&later_file).expect("export");
+    let positions: Vec<u64> = later
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("json")["Position"]
+                .as_u64()
+                .expect("position")
+        })
+        .collect();
+    let events = digest_before["Events"].as_u64().expect("n");
+    assert_eq!(positions, (4..=events).collect::<Vec<_>>());
+    let (code, out, _) = cli(&["verify", "--file", &later_path]);
+    assert!(
+        code == 0 && out.contains("intact from position 5 (the hash at 4 taken as given)"),
+        "{out}"
+    );
+    let _ = std::fs::remove_file(&later_file);
 
     // Offline while the server runs: the directory is locked.
     let dir = server.dir.path().to_string_lossy().to_string();
@@ -291,6 +318,29 @@ async fn audit_api_and_cli_tell_the_whole_story() {
     let (code, out, _) = cli(&["verify", "--file", &export_path]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("BROKEN") && out.contains("hash mismatch"), "{out}");
+
+    // A copy cut short is whole by its own hashes: only the digest recorded apart shows it.
+    let digest = format!("{}:{}", digest_before["Position"], digest_before["Hash"].as_str().expect("hash"));
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&export_file, lines[..lines.len() - 1].join("\n") + "\n").expect("write");
+    let (code, out, _) = cli(&["verify", "--file", &export_path]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = cli(&["verify", "--file", &export_path, "--digest", &digest]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("cut short"), "{out}");
+    std::fs::write(&export_file, &text).expect("write");
+    let (code, out, _) = cli(&["verify", "--file", &export_path, "--digest", &digest]);
+    assert_eq!(code, 0, "{out}");
+    // A member added to a line is not hashed, so it is refused; so is a file with no events.
+    let added = text.replacen("{\"EventId\"", "{\"Note\":\"approved\",\"EventId\"", 1);
+    assert_ne!(added, text);
+    std::fs::write(&export_file, added).expect("write");
+    let (code, out, _) = cli(&["verify", "--file", &export_path]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not as `audit export` writes it"), "{out}");
+    std::fs::write(&export_file, "").expect("write");
+    let (code, out, _) = cli(&["verify", "--file", &export_path]);
+    assert!(code == 1 && out.contains("holds no events"), "{out}");
     let _ = std::fs::remove_file(&export_file);
 
     // Errors of the offline mode: one line, exit 2.

@@ -33,7 +33,7 @@ fn a_schema_v1_log_replays_into_todays_types() {
     );
 
     // Stored bytes are what was written: the chain verifies.
-    let report = verify_export(BufReader::new(FIXTURE.as_bytes())).expect("verify");
+    let report = verify_export(BufReader::new(FIXTURE.as_bytes()), None).expect("verify");
     assert!(report.ok, "{report:?}");
     assert_eq!(report.events, 16);
 

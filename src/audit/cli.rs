@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::query::{self, FeedFilter, PointInTime};
 use super::recheck::{recheck_showing, Deciders};
 use super::replay_resume::ReplayResumes;
-use super::verify::{verify_export, verify_store_showing};
+use super::verify::{verify_export, verify_store_showing, ChainPoint};
 use super::{digest, export_showing, AuditError};
 use crate::domain::ResourceKind;
 use crate::progress::Progress;
@@ -120,6 +120,11 @@ pub enum AuditCommand {
         /// A file written by `audit export` instead of the log.
         #[arg(long)]
         file: Option<PathBuf>,
+        /// With --file: a digest recorded earlier (`audit digest`'s Position and Hash, as
+        /// POSITION:HASH) that the file must reach, with that hash there: only this shows the
+        /// file is not cut short.
+        #[arg(long, requires = "file")]
+        digest: Option<ChainPoint>,
     },
     /// Re-decide every recorded command with this binary's rules; report differences.
     Recheck,
@@ -153,9 +158,9 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 
 /// Runs an audit command.
 pub fn run(args: AuditArgs) -> ExitCode {
-    if let AuditCommand::Verify { file: Some(path) } = &args.command {
+    if let AuditCommand::Verify { file: Some(path), digest } = &args.command {
         return match std::fs::File::open(path) {
-            Ok(f) => match verify_export(BufReader::new(f)) {
+            Ok(f) => match verify_export(BufReader::new(f), digest.as_ref()) {
                 Ok(report) => print_verify(&to_value(&report), args.json),
                 Err(e) => fail(e),
             },
@@ -763,11 +768,16 @@ fn print_verify(value: &Value, json: bool) -> ExitCode {
     if json {
         println!("{value}");
     } else if value["Ok"] == Value::Bool(true) {
+        // A chain that starts mid-log takes its first event's hash as given: what it proves
+        // starts with the event after.
+        let from = match value["AnchoredAt"].as_u64() {
+            Some(at) if at > 1 => format!("{} (the hash at {at} taken as given)", at + 1),
+            _ => text(&value["AnchoredAt"]),
+        };
         println!(
-            "OK: {} events in {} streams; chain intact from position {} to {}; head hash {}{}{}",
+            "OK: {} events in {} streams; chain intact from position {from} to {}; head hash {}{}{}",
             text(&value["Events"]),
             text(&value["Streams"]),
-            text(&value["AnchoredAt"]),
             text(&value["HeadPosition"]),
             text(&value["HeadHash"]),
             match value["SnapshotsChecked"].as_u64() {

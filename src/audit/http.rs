@@ -413,7 +413,9 @@ const EXPORT_PAGE: usize = 1_000;
 /// (the client sees an incomplete chunked response, never a short file that looks whole).
 async fn get_export(req: HttpRequest, AuditCaller(caller): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
-    let parsed = Params::parse(req.query_string(), &FEED_PARAMS[..7]).and_then(|p| p.feed_filter());
+    // The feed's filters and `After` (an export continuing an earlier one); not `Limit`, as an
+    // export is the whole of what matches.
+    let parsed = Params::parse(req.query_string(), &FEED_PARAMS[..8]).and_then(|p| p.feed_filter());
     let mut filter = match parsed.and_then(|f| scoped_filter(f, &caller)) {
         Ok(f) => f,
         Err(e) => return error_response(&e),

@@ -366,23 +366,90 @@ async fn check_snapshot(store: &dyn EventStore, stream: &str, record: &Snapshot)
     }
 }
 
-/// Verifies a JSON-lines export (one envelope per line).
-pub fn verify_export(reader: impl BufRead) -> Result<VerifyReport, AuditError> {
+/// A point of the chain recorded earlier (by `audit digest`): the hash of the event at a position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainPoint {
+    pub position: u64,
+    pub hash: String,
+}
+
+impl std::str::FromStr for ChainPoint {
+    type Err = String;
+
+    /// `POSITION:HASH`, as `audit digest` shows them.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (position, hash) = s.split_once(':').ok_or("expected POSITION:HASH")?;
+        let position = position.trim().parse().map_err(|_| format!("{position:?} is not a position"))?;
+        let hash = hash.trim().to_ascii_lowercase();
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("{hash:?} is not a hash (64 hex digits)"));
+        }
+        Ok(ChainPoint { position, hash })
+    }
+}
+
+/// Verifies a JSON-lines export (one envelope per line, as `audit export` writes them), and,
+/// given a digest recorded earlier, that the export reaches it with the same hash there.
+///
+/// The chain proves the lines agree with each other, not that they are all there: a copy cut
+/// short, or holding nothing, is whole by its own hashes. Only a digest recorded apart from the
+/// file shows that it goes as far as the log did. A line must also be exactly what the export
+/// wrote: a member added to a line would not be hashed, so it is refused rather than ignored.
+pub fn verify_export(reader: impl BufRead, digest: Option<&ChainPoint>) -> Result<VerifyReport, AuditError> {
     let mut v = ChainVerifier::new();
+    let mut digest_met = false;
     for (i, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| AuditError::Input(e.to_string()))?;
         if line.trim().is_empty() {
             continue;
         }
         match serde_json::from_str::<EventEnvelope>(&line) {
-            Ok(e) => v.push(&e),
+            Ok(e) if serde_json::to_string(&e).ok().as_deref() != Some(line.as_str()) => v.fail(
+                e.position,
+                format!(
+                    "line {} is not as `audit export` writes it: a member was added or the line re-formatted",
+                    i + 1
+                ),
+            ),
+            Ok(e) => {
+                v.push(&e);
+                if let Some(d) = digest.filter(|d| d.position == e.position) {
+                    digest_met = true;
+                    if e.hash != d.hash {
+                        v.fail(e.position, format!("the hash at position {} is not the digest's", d.position));
+                    }
+                }
+            }
             Err(e) => v.fail(i as u64 + 1, format!("line {} is not an event envelope: {e}", i + 1)),
         }
         if v.broken() {
             break;
         }
     }
-    Ok(v.finish())
+    let mut report = v.finish();
+    let problem = match digest {
+        _ if !report.ok => None,
+        _ if report.events == 0 => Some("the file holds no events".to_string()),
+        Some(d) if !digest_met && d.position > report.head_position => Some(format!(
+            "the export ends at position {}, before the digest's position {}: it is cut short",
+            report.head_position, d.position
+        )),
+        Some(d) if !digest_met => Some(format!(
+            "the export starts after the digest's position {} (at {})",
+            d.position, report.anchored_at
+        )),
+        _ => None,
+    };
+    if let Some(problem) = problem {
+        report.ok = false;
+        report.first_break = Some(BrokenLink {
+            position: report.head_position,
+            stream_id: None,
+            version: None,
+            problem,
+        });
+    }
+    Ok(report)
 }
 
 /// A live log is verified as it stood when the check began, however many appends land while it
