@@ -181,14 +181,15 @@ async fn protocol_errors_have_aws_shapes() {
     // not read as this operation's ids or filters.
     let (s, b) = r.op("DescribePhoneNumbers", json!({"PoolIds": ["pool-x"]})).await;
     assert_eq!((s, b["PhoneNumbers"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "{b}");
-    let (s, b) = r
-        .op("DescribeOptOutLists", json!({"Filters": [{"Name": "status", "Values": ["x"]}]}))
-        .await;
-    assert_eq!(
-        (s, b["OptOutLists"][0]["OptOutListName"].as_str()),
-        (StatusCode::OK, Some("Default")),
-        "{b}"
-    );
+    // Nor parsed at all: one of another type is no reason to refuse the request.
+    for filters in [json!([{"Name": "status", "Values": ["x"]}]), json!("x"), json!([{"Name": 5}])] {
+        let (s, b) = r.op("DescribeOptOutLists", json!({"Filters": filters})).await;
+        assert_eq!(
+            (s, b["OptOutLists"][0]["OptOutListName"].as_str()),
+            (StatusCode::OK, Some("Default")),
+            "{filters}: {b}"
+        );
+    }
 
     // Wrong method or path.
     let resp = r.http.get(format!("{}/nothing", server.url())).send().await.expect("get");
@@ -329,8 +330,20 @@ async fn every_model_rule_is_enforced_and_named() {
     let (s, b) = r.op("RequestPhoneNumber", extra).await;
     assert_eq!(s, StatusCode::OK, "{b}");
 
+    let (id, arn) = (b["PhoneNumberId"].as_str().expect("id").to_string(), b["PhoneNumberArn"].clone());
+    let (s, b) = r
+        .op("ListTagsForResource", json!({"ResourceArn": arn, "Tags": 5, "TagKeys": "x"}))
+        .await;
+    assert_eq!((s, b["Tags"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "{b}");
+    let (s, b) = r
+        .op(
+            "DeleteKeyword",
+            json!({"OriginationIdentity": id, "Keyword": "NOPE", "KeywordAction": 5}),
+        )
+        .await;
+    assert_eq!(b["__type"], "ResourceNotFoundException", "{s} {b}");
+
     // State-dependent validation comes from the decider: TWO_WAY_CHANNEL_NOT_PRESENT.
-    let id = b["PhoneNumberId"].as_str().expect("id").to_string();
     let (s, b) = r.op("UpdatePhoneNumber", json!({"PhoneNumberId": id, "TwoWayEnabled": true})).await;
     assert_validation(s, &b, "TWO_WAY_CHANNEL_NOT_PRESENT", &["TwoWayChannelArn"]);
 

@@ -203,6 +203,7 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
             if !errors.is_empty() {
                 return Err(AwsJsonError::invalid_members(&errors));
             }
+            let input = model::model().known_input(&operation, input);
             let meta = CommandMeta {
                 request_id: request_id.clone(),
                 scope: scope.clone(),

@@ -85,6 +85,16 @@ impl Model {
         self.raw["operations"][operation]["output"]["shape"].as_str()
     }
 
+    /// An operation's input with only the members its shape has: a member the operation does
+    /// not have is ignored, as AWS JSON services do, even where another operation's input of the
+    /// same form has it (one parsed form serves several operations).
+    pub fn known_input(&self, operation: &str, input: Value) -> Value {
+        match (self.raw["operations"][operation]["input"]["shape"].as_str(), input) {
+            (Some(shape), Value::Object(object)) => self.project(shape, object),
+            (_, input) => input,
+        }
+    }
+
     /// Keeps only the members `shape` has: renderers build a superset, the model decides.
     pub fn project(&self, shape: &str, mut object: serde_json::Map<String, Value>) -> Value {
         match self.shape(shape)["members"].as_object() {
