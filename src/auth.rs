@@ -214,8 +214,12 @@ impl Authenticator {
     }
 }
 
+/// Longest region name taken (AWS's longest today, `ap-southeast-5`, is 14): the region goes into
+/// every ARN and page token, whose lengths the model limits.
+const MAX_REGION_LEN: usize = 32;
+
 fn is_region(r: &str) -> bool {
-    !r.is_empty() && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    (1..=MAX_REGION_LEN).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Reads and checks a credentials file.
@@ -640,6 +644,12 @@ mod tests {
         );
         assert_eq!(scope(None), Scope::new("000000000000", "us-east-1"));
         assert_eq!(scope(Some("garbage")), Scope::new("000000000000", "us-east-1"));
+        // A region too long for the ARNs made from it is not taken.
+        let long = format!(
+            "AWS4-HMAC-SHA256 Credential=111122223333/20261126/{}/sms-voice/aws4_request, SignedHeaders=host, Signature=x",
+            "a".repeat(300)
+        );
+        assert_eq!(scope(Some(&long)), Scope::new("111122223333", "us-east-1"));
     }
 
     #[test]
