@@ -105,8 +105,9 @@ pub struct Config {
     /// Which backend holds the log, and its settings.
     pub store: StoreConfig,
     /// Secret that signs pagination tokens (any string of 16 or more characters). Nodes that
-    /// serve the same log must share it; when unset, one is generated and kept in
-    /// `data_dir/pagination.key`, so tokens survive restarts of a single node.
+    /// serve the same log must share it (required with the jetstream backend); when unset, one
+    /// is generated and kept in `data_dir/pagination.key`, so tokens survive restarts of a
+    /// single node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pagination_secret: Option<String>,
     pub workers: usize,
@@ -260,6 +261,14 @@ impl Config {
         }
         if self.pagination_secret.as_ref().is_some_and(|s| s.chars().count() < 16) {
             return bad("pagination_secret must be at least 16 characters".into());
+        }
+        // A key generated per node would make a page token good only on the node that issued
+        // it: behind a load balancer, the next page would be refused by the others.
+        if self.store.backend == crate::store::Backend::Jetstream && self.pagination_secret.is_none() {
+            return bad(
+                "pagination_secret must be set with store.backend = \"jetstream\": every node serving the log signs page tokens with it"
+                    .into(),
+            );
         }
         if self.max_live_actors == 0 {
             return bad("max_live_actors must be at least 1".into());

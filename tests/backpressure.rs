@@ -165,6 +165,7 @@ async fn a_stalled_storage_answers_at_the_request_deadline() {
         c.store.backend = phone_ledger::store::Backend::Jetstream;
         c.store.jetstream = common::nats::fresh_settings(&nats.client_urls());
         c.store.jetstream.replicas = 1;
+        c.pagination_secret = Some("one node on its own log".into());
         c.request_timeout_ms = 2_000;
         c.max_in_flight = 5;
     });

@@ -282,11 +282,20 @@ fn the_store_section_selects_the_clustered_backend() {
         "[store]\nbackend = \"jetstream\"\n[store.jetstream]\nservers = [\"nats://127.0.0.1:4222\", \"nats://127.0.0.1:4223\"]\nnamespace = \"DEMO\"\n",
     )
     .expect("write");
+    // Every node must sign page tokens with one secret: a node refuses to start without it.
+    let refused = Config::load(Some(&file), &Default::default()).expect_err("no pagination secret");
+    assert!(phone_ledger::error_chain(&refused).contains("pagination_secret"), "{refused}");
+    let text = std::fs::read_to_string(&file).expect("read");
+    std::fs::write(&file, format!("pagination_secret = \"shared by the nodes\"\n{text}")).expect("write");
     let config = Config::load(Some(&file), &Default::default()).expect("load");
     assert_eq!(config.store.backend, phone_ledger::store::Backend::Jetstream);
     assert_eq!(config.store.jetstream.servers.len(), 2);
     assert_eq!(config.store.jetstream.replicas, 3, "three copies unless told otherwise");
-    std::fs::write(&file, "[store]\nbackend = \"jetstream\"\n[store.jetstream]\nreplicas = 2\n").expect("write");
+    std::fs::write(
+        &file,
+        "pagination_secret = \"shared by the nodes\"\n[store]\nbackend = \"jetstream\"\n[store.jetstream]\nreplicas = 2\n",
+    )
+    .expect("write");
     assert!(
         Config::load(Some(&file), &Default::default()).is_err(),
         "2 replicas cannot form a quorum that survives a loss"
