@@ -352,13 +352,17 @@ async fn serve_once(
             }
         })
     });
+    let admission = Arc::new(api::admission::Admission::new(
+        config.max_in_flight,
+        config.account_requests_per_sec,
+    ));
     let api_state = web::Data::new(ApiState {
         service: service.clone(),
         auth: auth.clone(),
         max_body_bytes: config.max_body_bytes,
         body_timeout: std::time::Duration::from_millis(config.request_body_timeout_ms),
         deadline: std::time::Duration::from_millis(config.request_timeout_ms),
-        admission: api::admission::Admission::new(config.max_in_flight, config.account_requests_per_sec),
+        admission: admission.clone(),
         pagination_secret: secret,
         router: api::routing::Router::new(&config.cluster),
         account: config.account.clone(),
@@ -373,6 +377,7 @@ async fn serve_once(
         followers_by_account: Arc::default(),
         max_followers_per_account: config.max_followers_per_account,
         replay_resumes: Arc::default(),
+        admission,
         auth,
     });
     let mut server = HttpServer::new(move || {

@@ -87,6 +87,33 @@ async fn an_account_over_its_rate_is_throttled_alone() {
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     let (status, _) = call(&http, &url, "111122223333", "DescribePhoneNumbers", json!({})).await;
     assert_eq!(status, StatusCode::OK);
+
+    // Audit questions count against the same rate: they read the same store.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let mut audit = Vec::new();
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        let resp = http
+            .get(format!("{url}audit/events?Limit=1"))
+            .header(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=111122223333/20261126/us-east-1/sms-voice/aws4_request, SignedHeaders=host, Signature=0",
+            )
+            .send()
+            .await
+            .expect("audit");
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.expect("json");
+        audit.push((status, body["__type"].as_str().map(str::to_string)));
+    }
+    let took = started.elapsed().as_secs_f64();
+    let throttled = audit.iter().filter(|(_, t)| t.as_deref() == Some("ThrottlingException")).count();
+    assert!(
+        throttled >= 20usize.saturating_sub(5 + (5.0 * took).ceil() as usize),
+        "{took:.2} s: {audit:?}"
+    );
+    assert!(throttled >= 1 || took > 3.0, "{took:.2} s: {audit:?}");
+    assert!(audit.iter().take(5).all(|(s, _)| *s == StatusCode::OK), "{audit:?}");
 }
 
 /// Clients that send a request's headers and then its body a byte at a time hold no place of

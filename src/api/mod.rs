@@ -38,7 +38,8 @@ pub struct ApiState {
     pub body_timeout: std::time::Duration,
     /// How long an admitted request may take in all.
     pub deadline: std::time::Duration,
-    pub admission: admission::Admission,
+    /// Shared with the audit routes: one budget of work in flight, and one rate per account.
+    pub admission: Arc<admission::Admission>,
     /// Signs pagination tokens (the same on every node that serves the same log).
     pub pagination_secret: [u8; 32],
     /// With several nodes: forwards commands on a resource to the node that owns it.

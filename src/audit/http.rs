@@ -49,6 +49,9 @@ pub struct AuditState {
     pub tail: Option<super::tail::SharedTail>,
     /// Where the pages of replays left off, so that the next page folds on from there.
     pub replay_resumes: Arc<ReplayResumes>,
+    /// The API's admission: an audit question takes a place of the work in flight and counts
+    /// against its account's request rate, as an API call does (its reads share the store).
+    pub admission: Arc<crate::api::admission::Admission>,
 }
 
 /// An account's place among the followers, given back when dropped.
@@ -210,9 +213,14 @@ fn store(state: &web::Data<AuditState>) -> Store {
     state.store.clone()
 }
 
-/// The caller of an audit request, authenticated before its handler runs (the body, which a GET
-/// does not have, is not signed); a request that is not is answered with the AWS error.
-pub struct AuditCaller(Caller);
+/// The caller of an audit request, authenticated and admitted before its handler runs (the body,
+/// which a GET does not have, is not signed); a request that is not is answered with the AWS
+/// error. The admission's place is held as long as the handler runs.
+pub struct AuditCaller(
+    Caller,
+    // Never read: held so that the place is given back when the handler ends.
+    #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
+);
 
 impl actix_web::FromRequest for AuditCaller {
     type Error = AwsJsonError;
@@ -223,13 +231,17 @@ impl actix_web::FromRequest for AuditCaller {
             Some(state) => state
                 .auth
                 .authenticate(req, &[])
-                .map_err(|failure| AwsJsonError::unauthenticated(&failure)),
+                .map_err(|failure| AwsJsonError::unauthenticated(&failure))
+                .and_then(|caller| {
+                    let place = state.admission.admit(&caller.scope.account)?;
+                    Ok(AuditCaller(caller, place))
+                }),
             None => Err(AwsJsonError::internal(
                 &std::io::Error::other("the audit routes are mounted without their state"),
                 "-",
             )),
         };
-        std::future::ready(caller.map(AuditCaller))
+        std::future::ready(caller)
     }
 }
 
@@ -298,7 +310,7 @@ fn kind_of(segment: &str) -> Result<ResourceKind, AuditError> {
 
 async fn stream_events(
     req: HttpRequest,
-    AuditCaller(caller): AuditCaller,
+    AuditCaller(caller, ..): AuditCaller,
     path: web::Path<(String, String)>,
     state: web::Data<AuditState>,
 ) -> HttpResponse {
@@ -316,7 +328,7 @@ async fn stream_events(
 
 async fn state(
     req: HttpRequest,
-    AuditCaller(caller): AuditCaller,
+    AuditCaller(caller, ..): AuditCaller,
     path: web::Path<(String, String)>,
     state: web::Data<AuditState>,
 ) -> HttpResponse {
@@ -346,7 +358,7 @@ async fn state(
 
 async fn replay(
     req: HttpRequest,
-    AuditCaller(caller): AuditCaller,
+    AuditCaller(caller, ..): AuditCaller,
     path: web::Path<(String, String)>,
     state: web::Data<AuditState>,
 ) -> HttpResponse {
@@ -371,7 +383,7 @@ async fn replay(
     )
 }
 
-async fn get_digest(req: HttpRequest, AuditCaller(caller): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
+async fn get_digest(req: HttpRequest, AuditCaller(caller, ..): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
     match Params::parse(req.query_string(), &[]).and_then(|p| admin_only(&caller, "the digest of the whole log").map(|()| p)) {
         Ok(_) => respond(digest(&*store).await),
@@ -389,7 +401,7 @@ pub(crate) async fn off_workers<T: Send + 'static>(
         .unwrap_or_else(|e| Err(AuditError::Task(Box::new(e))))
 }
 
-async fn get_verify(req: HttpRequest, AuditCaller(caller): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
+async fn get_verify(req: HttpRequest, AuditCaller(caller, ..): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
     if let Err(e) = Params::parse(req.query_string(), &[]).and_then(|_| admin_only(&caller, "verifying the whole log")) {
         return error_response(&e);
@@ -397,7 +409,7 @@ async fn get_verify(req: HttpRequest, AuditCaller(caller): AuditCaller, state: w
     respond(off_workers(async move { verify_store(&*store).await }).await)
 }
 
-async fn get_recheck(req: HttpRequest, AuditCaller(caller): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
+async fn get_recheck(req: HttpRequest, AuditCaller(caller, ..): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
     if let Err(e) = Params::parse(req.query_string(), &[]).and_then(|_| admin_only(&caller, "rechecking the whole log")) {
         return error_response(&e);
@@ -411,7 +423,7 @@ const EXPORT_PAGE: usize = 1_000;
 /// The log as JSON lines, streamed page by page (each page read off the workers), so an export
 /// of any size takes the memory of one page. A failure after the first page cuts the body off
 /// (the client sees an incomplete chunked response, never a short file that looks whole).
-async fn get_export(req: HttpRequest, AuditCaller(caller): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
+async fn get_export(req: HttpRequest, AuditCaller(caller, ..): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
     // The feed's filters and `After` (an export continuing an earlier one); not `Limit`, as an
     // export is the whole of what matches.
@@ -460,7 +472,7 @@ async fn get_export(req: HttpRequest, AuditCaller(caller): AuditCaller, state: w
 }
 
 /// The messages sent, filtered by origination, destination and time (the caller's own).
-async fn sent_messages(req: HttpRequest, AuditCaller(caller): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
+async fn sent_messages(req: HttpRequest, AuditCaller(caller, ..): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
     let filter = Params::parse(req.query_string(), FEED_PARAMS).and_then(|p| scoped_filter(p.feed_filter()?, &caller));
     match filter {
@@ -469,7 +481,7 @@ async fn sent_messages(req: HttpRequest, AuditCaller(caller): AuditCaller, state
     }
 }
 
-async fn feed(req: HttpRequest, AuditCaller(caller): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
+async fn feed(req: HttpRequest, AuditCaller(caller, ..): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
     let parsed =
         Params::parse(req.query_string(), FEED_PARAMS).and_then(|p| Ok((scoped_filter(p.feed_filter()?, &caller)?, p.flag("Follow")?)));
