@@ -764,6 +764,15 @@ fn print_replay(value: &Value, json: bool, first: bool) {
     }
 }
 
+/// What a clustered log's check cannot vouch for yet: the events after the last checkpoint are
+/// chained by the node that answered, from what it read, not fixed by the sealer.
+fn unsealed(value: &Value, sealed: u64) -> String {
+    match value["HeadPosition"].as_u64() {
+        Some(head) if head > sealed => format!(" (positions {} to {head} not sealed yet)", sealed + 1),
+        _ => String::new(),
+    }
+}
+
 fn print_verify(value: &Value, json: bool) -> ExitCode {
     if json {
         println!("{value}");
@@ -785,8 +794,8 @@ fn print_verify(value: &Value, json: bool) -> ExitCode {
                 _ => String::new(),
             },
             match (value["SealedUpTo"].as_u64(), value["CheckpointsChecked"].as_u64()) {
-                (Some(sealed), Some(n)) if n > 0 => format!("; sealed up to {sealed}, {n} checkpoints match"),
-                (Some(sealed), _) if sealed > 0 => format!("; sealed up to {sealed}"),
+                (Some(sealed), Some(n)) if n > 0 => format!("; sealed up to {sealed}, {n} checkpoints match{}", unsealed(value, sealed)),
+                (Some(sealed), _) if sealed > 0 => format!("; sealed up to {sealed}{}", unsealed(value, sealed)),
                 _ => String::new(),
             }
         );
@@ -841,5 +850,18 @@ fn print_recheck(value: &Value, json: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_says_which_positions_no_checkpoint_covers_yet() {
+        let report = |head: u64| serde_json::json!({"HeadPosition": head});
+        assert_eq!(unsealed(&report(120), 100), " (positions 101 to 120 not sealed yet)");
+        assert_eq!(unsealed(&report(100), 100), "");
+        assert_eq!(unsealed(&serde_json::json!({}), 100), "");
     }
 }
