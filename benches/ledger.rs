@@ -104,10 +104,10 @@ fn replay_10k(c: &mut Criterion) {
             assert!(state.0.is_some());
         })
     });
-    // The audit's replay of the same stream, read page by page (100 steps a page, the API's
-    // default) as `phone-ledger audit replay` or a console would: each page folding on from where
-    // the one before ended, and, for comparison, each page folding from the stream's start (what a
-    // page costs when its start is not remembered).
+    // The audit's replay of the same stream, read page by page as a client of
+    // `/audit/.../replay` taking the default page (100 steps) would: each page folding on from
+    // where the one before ended, and, for comparison, each page folding from the stream's start
+    // (what a page costs when its start is not remembered).
     group.sample_size(10);
     for (name, resumed) in [("paged_10k_resumed", true), ("paged_10k_from_start", false)] {
         group.bench_function(name, |b| {

@@ -24,7 +24,7 @@ use actix_web::http::header::HeaderMap;
 use actix_web::HttpRequest;
 use serde::{Deserialize, Serialize};
 
-use crate::config::is_account_id;
+use crate::config::{is_account_id, is_region};
 use crate::domain::Scope;
 
 /// The signing name of the service (`signingName` in the model): a credential scope names it.
@@ -212,14 +212,6 @@ impl Authenticator {
             .unwrap_or(&self.default_region);
         Scope::new(account, region)
     }
-}
-
-/// Longest region name taken (AWS's longest today, `ap-southeast-5`, is 14): the region goes into
-/// every ARN and page token, whose lengths the model limits.
-const MAX_REGION_LEN: usize = 32;
-
-fn is_region(r: &str) -> bool {
-    (1..=MAX_REGION_LEN).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Reads and checks a credentials file.

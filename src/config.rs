@@ -233,12 +233,7 @@ impl Config {
         if !is_account_id(&self.default_account) {
             return bad(format!("default_account {:?} must be 12 digits", self.default_account));
         }
-        if self.region.is_empty()
-            || !self
-                .region
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
+        if !is_region(&self.region) {
             return bad(format!("region {:?} is not a region name", self.region));
         }
         if self.request_body_timeout_ms == 0 {
@@ -301,6 +296,15 @@ impl Config {
     }
 }
 
+/// Longest region name taken (AWS's longest today, `ap-southeast-5`, is 14): the region goes into
+/// every ARN and page token, whose lengths the model limits.
+const MAX_REGION_LEN: usize = 32;
+
+/// Whether `r` can be a region name: lowercase letters, digits and hyphens, at most 32.
+pub fn is_region(r: &str) -> bool {
+    (1..=MAX_REGION_LEN).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// A 12-digit AWS account id.
 pub fn is_account_id(s: &str) -> bool {
     s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
@@ -355,6 +359,10 @@ mod tests {
             jail.set_env("PHONE_LEDGER_DEFAULT_ACCOUNT", "000011112222");
             let c = Config::load(None, &Overrides::default()).expect("digits are an account");
             assert_eq!(c.default_account, "000011112222");
+            // The region goes into ARNs: a name too long for them is refused.
+            jail.set_env("PHONE_LEDGER_REGION", "a".repeat(33));
+            let err = Config::load(None, &Overrides::default()).expect_err("too long");
+            assert!(err.to_string().contains("not a region name"), "{err}");
             Ok(())
         });
     }

@@ -386,6 +386,33 @@ async fn verify_detects_a_flipped_byte() {
     );
 }
 
+/// An event added to a stream beside the feed is found, whatever position it claims: one beyond
+/// the log's head is not taken for an append landing during the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_detects_an_event_added_beside_the_feed() {
+    let mut server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let (id, _) = script(&c).await;
+    server.stop();
+    let dir = server.dir.path().to_path_buf();
+    let store = open_log_read_only(&dir);
+    let last = store.read_stream(&id, 1, usize::MAX).await.expect("read").pop().expect("an event");
+    store.close().await.expect("close");
+    for claimed in [last.position + 1, 999_999_999] {
+        let mut forged = serde_json::to_value(&last).expect("json");
+        forged["Version"] = (last.version + 1).into();
+        forged["Position"] = claimed.into();
+        let bytes = serde_json::to_vec(&forged).expect("bytes");
+        phone_ledger::store::testing::forge_event(&dir, &id, last.version + 1, &bytes).expect("forge");
+        let store = open_log_read_only(&dir);
+        let report = verify_store(&*store).await.expect("verify");
+        store.close().await.expect("close");
+        assert!(!report.ok, "claiming position {claimed}: {report:?}");
+        let problem = report.first_break.map(|b| b.problem).unwrap_or_default();
+        assert!(problem.contains(&format!("has head version {}", last.version + 1)), "{problem}");
+    }
+}
+
 /// A changed rule shows up as divergences on exactly the commands it would decide differently.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recheck_reports_commands_a_changed_rule_would_decide_differently() {
@@ -735,4 +762,19 @@ async fn progress_shows_on_a_terminal_and_stays_quiet_when_piped() {
             "{command} on a terminal: {terminal:?}"
         );
     }
+}
+
+/// `phone-ledger audit --server` sends a throttled question again, as the AWS tools do: an
+/// account held to one request a second still gets its answers, a little later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_waits_out_a_throttled_question() {
+    let server = TestServer::start_with(|c| c.account_requests_per_sec = 1);
+    let url = server.url();
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        let (code, out, err) = cli(&["--server", &url, "digest"]);
+        assert_eq!(code, 0, "{out} {err}");
+    }
+    // A burst of one, then one a second: the third answer came at least a second after the first.
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1), "{:?}", started.elapsed());
 }

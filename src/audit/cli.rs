@@ -286,7 +286,13 @@ impl Remote {
     }
 }
 
-/// GET a JSON document from the server; its error bodies become one-line errors.
+/// Tries of a request the server throttles (its account's rate, or its work in flight), waiting
+/// twice as long before each, from [`THROTTLED_FIRST_WAIT`]: about 6 s in all.
+const THROTTLED_TRIES: u32 = 6;
+const THROTTLED_FIRST_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// GET a JSON document from the server; its error bodies become one-line errors. A throttled
+/// request is sent again a few times, as the AWS tools do.
 fn get(remote: &Remote, path: &str, query: &[(&str, String)]) -> Result<Value, String> {
     let base = &remote.base;
     let url = if query.is_empty() {
@@ -294,16 +300,24 @@ fn get(remote: &Remote, path: &str, query: &[(&str, String)]) -> Result<Value, S
     } else {
         format!("{base}{path}?{}", encode(query))
     };
-    match remote.get(&url).call() {
-        Ok(resp) => resp.into_json::<Value>().map_err(|e| format!("{url}: {e}")),
-        Err(ureq::Error::Status(code, resp)) => {
-            let body: Value = resp.into_json().unwrap_or(Value::Null);
-            Err(body["Message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("{url}: HTTP {code}")))
-        }
-        Err(e) => Err(format!("cannot reach {base}: {e}")),
+    let (mut wait, mut attempt) = (THROTTLED_FIRST_WAIT, 1);
+    loop {
+        return match remote.get(&url).call() {
+            Ok(resp) => resp.into_json::<Value>().map_err(|e| format!("{url}: {e}")),
+            Err(ureq::Error::Status(code, resp)) => {
+                let body: Value = resp.into_json().unwrap_or(Value::Null);
+                if body["__type"] == "ThrottlingException" && attempt < THROTTLED_TRIES {
+                    std::thread::sleep(wait);
+                    (wait, attempt) = (wait * 2, attempt + 1);
+                    continue;
+                }
+                Err(body["Message"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{url}: HTTP {code}")))
+            }
+            Err(e) => Err(format!("cannot reach {base}: {e}")),
+        };
     }
 }
 
@@ -773,6 +787,20 @@ fn unsealed(value: &Value, sealed: u64) -> String {
     }
 }
 
+/// How far a verified log is sealed, when that says something: with several nodes, the
+/// checkpoints matched and the positions none covers yet (the whole log before the first).
+fn sealing(value: &Value) -> String {
+    let Some(sealed) = value["SealedUpTo"].as_u64() else {
+        return String::new();
+    };
+    let note = unsealed(value, sealed);
+    match value["CheckpointsChecked"].as_u64() {
+        Some(n) if n > 0 => format!("; sealed up to {sealed}, {n} checkpoints match{note}"),
+        _ if sealed > 0 || !note.is_empty() => format!("; sealed up to {sealed}{note}"),
+        _ => String::new(),
+    }
+}
+
 fn print_verify(value: &Value, json: bool) -> ExitCode {
     if json {
         println!("{value}");
@@ -793,11 +821,7 @@ fn print_verify(value: &Value, json: bool) -> ExitCode {
                 Some(n) if n > 0 => format!("; {n} snapshots equal a full replay"),
                 _ => String::new(),
             },
-            match (value["SealedUpTo"].as_u64(), value["CheckpointsChecked"].as_u64()) {
-                (Some(sealed), Some(n)) if n > 0 => format!("; sealed up to {sealed}, {n} checkpoints match{}", unsealed(value, sealed)),
-                (Some(sealed), _) if sealed > 0 => format!("; sealed up to {sealed}{}", unsealed(value, sealed)),
-                _ => String::new(),
-            }
+            sealing(value)
         );
     } else {
         let b = &value["FirstBreak"];
@@ -863,5 +887,14 @@ mod tests {
         assert_eq!(unsealed(&report(120), 100), " (positions 101 to 120 not sealed yet)");
         assert_eq!(unsealed(&report(100), 100), "");
         assert_eq!(unsealed(&serde_json::json!({}), 100), "");
+        let report = |head: u64, sealed: u64, checkpoints: u64| serde_json::json!({"HeadPosition": head, "SealedUpTo": sealed, "CheckpointsChecked": checkpoints});
+        assert_eq!(sealing(&report(7, 7, 0)), "; sealed up to 7", "one node: the whole log");
+        assert_eq!(sealing(&report(0, 0, 0)), "", "an empty log");
+        assert_eq!(
+            sealing(&report(120, 100, 3)),
+            "; sealed up to 100, 3 checkpoints match (positions 101 to 120 not sealed yet)"
+        );
+        // A clustered log with no checkpoint yet: the whole of it.
+        assert_eq!(sealing(&report(7, 0, 0)), "; sealed up to 0 (positions 1 to 7 not sealed yet)");
     }
 }

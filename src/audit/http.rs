@@ -215,12 +215,12 @@ fn store(state: &web::Data<AuditState>) -> Store {
 
 /// The caller of an audit request, authenticated and admitted before its handler runs (the body,
 /// which a GET does not have, is not signed); a request that is not is answered with the AWS
-/// error. The admission's place is held as long as the handler runs.
-pub struct AuditCaller(
-    Caller,
-    // Never read: held so that the place is given back when the handler ends.
-    #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
-);
+/// error. The admission's place is held as long as the handler, or the work it started, runs.
+pub struct AuditCaller(Caller, Place);
+
+/// A place of the work in flight (the API's admission), given back when the last holder drops it:
+/// the handler, or the work it hands to the blocking pool, which goes on if the client leaves.
+pub type Place = Arc<tokio::sync::OwnedSemaphorePermit>;
 
 impl actix_web::FromRequest for AuditCaller {
     type Error = AwsJsonError;
@@ -234,7 +234,7 @@ impl actix_web::FromRequest for AuditCaller {
                 .map_err(|failure| AwsJsonError::unauthenticated(&failure))
                 .and_then(|caller| {
                     let place = state.admission.admit(&caller.scope.account)?;
-                    Ok(AuditCaller(caller, place))
+                    Ok(AuditCaller(caller, Arc::new(place)))
                 }),
             None => Err(AwsJsonError::internal(
                 &std::io::Error::other("the audit routes are mounted without their state"),
@@ -328,7 +328,7 @@ async fn stream_events(
 
 async fn state(
     req: HttpRequest,
-    AuditCaller(caller, ..): AuditCaller,
+    AuditCaller(caller, place): AuditCaller,
     path: web::Path<(String, String)>,
     state: web::Data<AuditState>,
 ) -> HttpResponse {
@@ -337,6 +337,7 @@ async fn state(
     // Folds the stream up to the point asked for: off the HTTP workers, however long it is.
     respond(
         off_workers(async move {
+            let _place = place;
             let params = Params::parse(&query_string, &["Version", "At"])?;
             let stream = visible_stream(&store, &caller, &kind, &path_id(&id)).await?;
             let point = match (params.number("Version")?, params.epoch_ms("At")?) {
@@ -358,7 +359,7 @@ async fn state(
 
 async fn replay(
     req: HttpRequest,
-    AuditCaller(caller, ..): AuditCaller,
+    AuditCaller(caller, place): AuditCaller,
     path: web::Path<(String, String)>,
     state: web::Data<AuditState>,
 ) -> HttpResponse {
@@ -368,6 +369,7 @@ async fn replay(
     // Folds the stream up to the page asked for: off the HTTP workers, however long it is.
     respond(
         off_workers(async move {
+            let _place = place;
             let params = Params::parse(&query_string, &["FromVersion", "Limit"])?;
             let stream = visible_stream(&store, &caller, &kind, &path_id(&id)).await?;
             query::replay(
@@ -401,20 +403,32 @@ pub(crate) async fn off_workers<T: Send + 'static>(
         .unwrap_or_else(|e| Err(AuditError::Task(Box::new(e))))
 }
 
-async fn get_verify(req: HttpRequest, AuditCaller(caller, ..): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
+async fn get_verify(req: HttpRequest, AuditCaller(caller, place): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
     if let Err(e) = Params::parse(req.query_string(), &[]).and_then(|_| admin_only(&caller, "verifying the whole log")) {
         return error_response(&e);
     }
-    respond(off_workers(async move { verify_store(&*store).await }).await)
+    respond(
+        off_workers(async move {
+            let _place = place;
+            verify_store(&*store).await
+        })
+        .await,
+    )
 }
 
-async fn get_recheck(req: HttpRequest, AuditCaller(caller, ..): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
+async fn get_recheck(req: HttpRequest, AuditCaller(caller, place): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
     if let Err(e) = Params::parse(req.query_string(), &[]).and_then(|_| admin_only(&caller, "rechecking the whole log")) {
         return error_response(&e);
     }
-    respond(off_workers(async move { recheck(&*store, &Deciders::today()).await }).await)
+    respond(
+        off_workers(async move {
+            let _place = place;
+            recheck(&*store, &Deciders::today()).await
+        })
+        .await,
+    )
 }
 
 /// Events per page of a streamed export: what the server holds of one export at a time.
@@ -423,7 +437,7 @@ const EXPORT_PAGE: usize = 1_000;
 /// The log as JSON lines, streamed page by page (each page read off the workers), so an export
 /// of any size takes the memory of one page. A failure after the first page cuts the body off
 /// (the client sees an incomplete chunked response, never a short file that looks whole).
-async fn get_export(req: HttpRequest, AuditCaller(caller, ..): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
+async fn get_export(req: HttpRequest, AuditCaller(caller, place): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
     // The feed's filters and `After` (an export continuing an earlier one); not `Limit`, as an
     // export is the whole of what matches.
@@ -436,15 +450,20 @@ async fn get_export(req: HttpRequest, AuditCaller(caller, ..): AuditCaller, stat
     // The first page is read before answering, so a bad request or a failing store still gets
     // an error status.
     let first = {
-        let (store, filter) = (store.clone(), filter.clone());
-        off_workers(async move { query::feed(&*store, &filter).await }).await
+        let (store, filter, place) = (store.clone(), filter.clone(), place.clone());
+        off_workers(async move {
+            let _place = place;
+            query::feed(&*store, &filter).await
+        })
+        .await
     };
     let first = match first {
         Ok(page) => page,
         Err(e) => return error_response(&e),
     };
-    let pages = stream::unfold(Some((first, store, filter)), |state| async move {
-        let (page, store, mut filter) = state?;
+    // The place is held until the last page is sent (or the client leaves and no page is read).
+    let pages = stream::unfold(Some((first, store, filter, place)), |state| async move {
+        let (page, store, mut filter, place) = state?;
         let mut chunk = Vec::with_capacity(page.events.len() * 512);
         for e in &page.events {
             if serde_json::to_writer(&mut chunk, e).is_err() {
@@ -456,9 +475,14 @@ async fn get_export(req: HttpRequest, AuditCaller(caller, ..): AuditCaller, stat
             None => None,
             Some(after) => {
                 filter.after = after;
-                let (s, f) = (store.clone(), filter.clone());
-                match off_workers(async move { query::feed(&*s, &f).await }).await {
-                    Ok(next) => Some((next, store, filter)),
+                let (s, f, p) = (store.clone(), filter.clone(), place.clone());
+                match off_workers(async move {
+                    let _place = p;
+                    query::feed(&*s, &f).await
+                })
+                .await
+                {
+                    Ok(next) => Some((next, store, filter, place)),
                     Err(e) => {
                         tracing::error!(error = %crate::error_chain(&e), "export cut off: cannot read the next page");
                         return Some((Err(actix_web::error::ErrorInternalServerError(e.to_string())), None));
@@ -472,16 +496,22 @@ async fn get_export(req: HttpRequest, AuditCaller(caller, ..): AuditCaller, stat
 }
 
 /// The messages sent, filtered by origination, destination and time (the caller's own).
-async fn sent_messages(req: HttpRequest, AuditCaller(caller, ..): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
+async fn sent_messages(req: HttpRequest, AuditCaller(caller, place): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
     let filter = Params::parse(req.query_string(), FEED_PARAMS).and_then(|p| scoped_filter(p.feed_filter()?, &caller));
     match filter {
-        Ok(filter) => respond(off_workers(async move { query::messages(&*store, &filter).await }).await),
+        Ok(filter) => respond(
+            off_workers(async move {
+                let _place = place;
+                query::messages(&*store, &filter).await
+            })
+            .await,
+        ),
         Err(e) => error_response(&e),
     }
 }
 
-async fn feed(req: HttpRequest, AuditCaller(caller, ..): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
+async fn feed(req: HttpRequest, AuditCaller(caller, place): AuditCaller, state: web::Data<AuditState>) -> HttpResponse {
     let store = store(&state);
     let parsed =
         Params::parse(req.query_string(), FEED_PARAMS).and_then(|p| Ok((scoped_filter(p.feed_filter()?, &caller)?, p.flag("Follow")?)));
@@ -490,7 +520,10 @@ async fn feed(req: HttpRequest, AuditCaller(caller, ..): AuditCaller, state: web
         Err(e) => return error_response(&e),
     };
     if !follow {
-        let read = off_workers(async move { query::feed(&*store, &filter).await });
+        let read = off_workers(async move {
+            let _place = place;
+            query::feed(&*store, &filter).await
+        });
         return respond(read.await);
     }
     // Followers are bounded, per account and overall: each holds its places until it leaves.

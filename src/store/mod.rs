@@ -62,7 +62,7 @@ pub mod sled;
 /// Damaging a stopped node's log on disk, for tests of tamper evidence and recovery (the
 /// embedded backend's files; nothing in the service uses this).
 pub mod testing {
-    pub use super::sled::testing::{drop_index, tamper_with_event, tamper_with_snapshot};
+    pub use super::sled::testing::{drop_index, forge_event, tamper_with_event, tamper_with_snapshot};
 }
 
 use std::error::Error;

@@ -30,6 +30,15 @@ pub fn tamper_with_event(dir: &Path, stream_id: &str, version: u64, damage: impl
     tamper(dir, "streams", &stream_key(stream_id, version), &what, damage)
 }
 
+/// Stores `bytes` as event `version` of `stream_id`, beside the feed (as an intruder with the files
+/// could: the stream's head moves, nothing else does).
+pub fn forge_event(dir: &Path, stream_id: &str, version: u64, bytes: &[u8]) -> Result<(), StoreError> {
+    let db = open_sled(dir, 16 * 1024 * 1024)?;
+    db.open_tree("streams")?.insert(stream_key(stream_id, version), bytes)?;
+    db.flush()?;
+    Ok(())
+}
+
 /// Rewrites the stored snapshot of a stream with `damage`.
 pub fn tamper_with_snapshot(dir: &Path, stream_id: &str, damage: impl FnOnce(&mut Vec<u8>)) -> Result<(), StoreError> {
     let what = format!("snapshot {stream_id}");
