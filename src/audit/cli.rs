@@ -808,7 +808,7 @@ fn print_verify(value: &Value, json: bool) -> ExitCode {
         // A chain that starts mid-log takes its first event's hash as given: what it proves
         // starts with the event after.
         let from = match value["AnchoredAt"].as_u64() {
-            Some(at) if at > 1 => format!("{} (the hash at {at} taken as given)", at + 1),
+            Some(at) if at > 1 => format!("{} (the hash at {at} taken as given)", at.saturating_add(1)),
             _ => text(&value["AnchoredAt"]),
         };
         println!(
