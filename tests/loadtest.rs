@@ -83,6 +83,20 @@ fn a_lost_acknowledged_event_is_caught() {
     assert_caught(&check(&log, &report.client_ops), "1.");
 }
 
+/// An opt-out answered 200 whose entry never reached the log: check 1 fails (the service writes
+/// nothing only for a destination already on the list, which the first opt-out's was not).
+#[test]
+fn a_lost_opt_out_is_caught() {
+    let report = ci_run();
+    let first = report
+        .log
+        .iter()
+        .find(|e| e.event_type == "NumberOptedOut")
+        .expect("a destination opted out");
+    let log: Vec<EventEnvelope> = report.log.iter().filter(|e| e.event_id != first.event_id).cloned().collect();
+    assert_caught(&check(&log, &report.client_ops), "1.");
+}
+
 /// An answer that leaves the outcome unknown (503 ServiceUnavailableException: the storage failed
 /// under the request, or the server's deadline passed first) may or may not have taken effect;
 /// a refusal that took effect is still caught.

@@ -3,7 +3,8 @@
 //! Pure over its inputs (the log as envelopes in feed order, and the clients' operations with
 //! their real-time start/end), so tests can feed it doctored logs and watch each check fail.
 //!
-//! 1. every 2xx has exactly its effect in the log (by request id), every refusal its rejection;
+//! 1. every 2xx has exactly its effect in the log (by request id), every refusal its rejection
+//!    (an opt-out that may have found its destination on the list already has none);
 //! 2. versions gap-free per stream, positions unique and increasing;
 //! 3. at most one `Released` per number, and nothing changes a number (nor is sent from it)
 //!    after it; a sender id changes after its `Released` only by being leased again;
@@ -123,6 +124,8 @@ impl Op {
                 (ResourceKind::Pool, "OriginationIdentityDisassociated"),
             ],
             Op::Send => &[(ResourceKind::PhoneNumber, "MessageSent")],
+            // Unless the destination was on the list already (see `opted_out_earlier`).
+            Op::OptOut => &[(ResourceKind::OptOutList, "NumberOptedOut")],
             Op::JoinList => &[(ResourceKind::PhoneNumber, "PhoneNumberUpdated")],
             Op::DeleteList => &[(ResourceKind::OptOutList, "OptOutListDeleted")],
             Op::CreateList => &[(ResourceKind::OptOutList, "OptOutListCreated")],
@@ -136,8 +139,7 @@ impl Op {
                 (ResourceKind::SenderId, "DisassociatedFromPool"),
                 (ResourceKind::Pool, "OriginationIdentityDisassociated"),
             ],
-            // Putting a number already on the list changes nothing: no effect is required.
-            Op::Describe | Op::OptOut => &[],
+            Op::Describe => &[],
         }
     }
 }
@@ -157,6 +159,9 @@ pub struct ClientOp {
     /// `Reason` of an error response, if any.
     pub reason: Option<String>,
     pub request_id: Option<String>,
+    /// The destination an opt-out put on its list.
+    #[serde(default)]
+    pub destination: Option<String>,
 }
 
 impl ClientOp {
@@ -253,13 +258,14 @@ pub fn check(log: &[EventEnvelope], ops: &[ClientOp]) -> Verdict {
         .filter(|e| e.event_type == "OptOutListCreated")
         .filter_map(|e| e.payload["OptOutListName"].as_str().map(|n| (n.to_string(), e.stream_id.clone())))
         .collect();
+    let op_of: HashMap<&str, &ClientOp> = ops.iter().filter_map(|o| o.request_id.as_deref().map(|r| (r, o))).collect();
     let checks = vec![
-        acknowledged_effects(ops, &by_request, &by_stream, &lists),
+        acknowledged_effects(ops, &by_request, &by_stream, &lists, &op_of),
         ordering(log, &by_stream),
         single_release(&by_stream),
         release_preconditions(&by_stream),
         membership(&by_stream),
-        linearizable(ops, &by_stream, &by_request),
+        linearizable(ops, &by_stream, &by_request, &op_of),
         no_message_to_opted_out(log),
         lists_in_use(log),
     ];
@@ -273,8 +279,10 @@ fn acknowledged_effects(
     by_request: &HashMap<&str, Vec<&EventEnvelope>>,
     by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>,
     lists: &HashMap<String, String>,
+    op_of: &HashMap<&str, &ClientOp>,
 ) -> CheckResult {
     let mut c = Check::new("1. every 2xx has exactly one effect in the log; every refusal is recorded");
+    let on_lists = on_lists(by_stream);
     for op in ops {
         c.count();
         let Some(rid) = op.request_id.as_deref() else {
@@ -298,7 +306,8 @@ fn acknowledged_effects(
                     .iter()
                     .filter(|e| e.event_type == *effect && Some(e.stream_id.as_str()) == on(*kind))
                     .count();
-                if n != 1 {
+                let already_there = || op.op == Op::OptOut && on(*kind).is_some_and(|list| opted_out_earlier(op, list, &on_lists, op_of));
+                if n != 1 && !(n == 0 && already_there()) {
                     c.violation(format!(
                         "{} {rid} on {}: acknowledged, but the log holds {n} {effect} events for it",
                         op.op.name(),
@@ -336,6 +345,78 @@ fn acknowledged_effects(
         }
     }
     c.result
+}
+
+/// A stretch of an opt-out list's stream in which a destination was on the list: the request
+/// that put it there, and the one that took it off (removed it, or deleted the list), if any.
+struct OnList<'a> {
+    put_by: &'a str,
+    taken_off_by: Option<&'a str>,
+}
+
+/// Every stretch in which each destination was on each list, by list stream and destination.
+fn on_lists<'a>(by_stream: &BTreeMap<&'a str, Vec<&'a EventEnvelope>>) -> HashMap<(&'a str, String), Vec<OnList<'a>>> {
+    use crate::domain::opt_out_list::OptOutListEvent;
+    let mut stretches: HashMap<(&str, String), Vec<OnList>> = HashMap::new();
+    let lists = by_stream
+        .iter()
+        .filter(|(stream, _)| kind_of_stream(stream) == Some(ResourceKind::OptOutList));
+    for (stream, events) in lists {
+        // Destinations on the list now, with the request that put each there.
+        let mut on: HashMap<String, &str> = HashMap::new();
+        let mut close = |destination: String, put_by: &'a str, taken_off_by: Option<&'a str>| {
+            stretches
+                .entry((*stream, destination))
+                .or_default()
+                .push(OnList { put_by, taken_off_by });
+        };
+        for e in events {
+            let rid = e.request_id.as_str();
+            // An event that does not decode is reported by check 6, which replays the stream.
+            let Ok(event) = decode_event::<OptOutListEvent>(e) else { continue };
+            match event {
+                OptOutListEvent::OptOutListCreated(list) => {
+                    for destination in list.opted_out.into_keys() {
+                        on.entry(destination).or_insert(rid);
+                    }
+                }
+                OptOutListEvent::NumberOptedOut { number, .. } => {
+                    on.entry(number).or_insert(rid);
+                }
+                OptOutListEvent::OptedOutNumberDeleted { number, .. } | OptOutListEvent::EndUserOptedIn { number } => {
+                    if let Some(put_by) = on.remove(&number) {
+                        close(number, put_by, Some(rid));
+                    }
+                }
+                OptOutListEvent::OptOutListDeleted { .. } => {
+                    for (destination, put_by) in on.drain() {
+                        close(destination, put_by, Some(rid));
+                    }
+                }
+                OptOutListEvent::TagsChanged { .. } | OptOutListEvent::CommandRejected { .. } => {}
+            }
+        }
+        for (destination, put_by) in on {
+            close(destination, put_by, None);
+        }
+    }
+    stretches
+}
+
+/// Whether an opt-out answered 2xx without an event may have found its destination on the list
+/// already, which the service answers without writing anything (`OptOutListState::decide`): some
+/// stretch in which the destination was on the list can hold the moment the opt-out was decided,
+/// being put there by a request begun before the opt-out ended, and not taken off by one settled
+/// before it began. A request of no client (set-up, the service's own) bounds nothing.
+fn opted_out_earlier(op: &ClientOp, list: &str, on_lists: &HashMap<(&str, String), Vec<OnList>>, op_of: &HashMap<&str, &ClientOp>) -> bool {
+    let Some(destination) = op.destination.clone() else { return false };
+    on_lists.get(&(list, destination)).is_some_and(|stretches| {
+        stretches.iter().any(|s| {
+            let put_from = op_of.get(s.put_by).map_or(0, |o| o.started_ns);
+            let off_at = s.taken_off_by.and_then(|r| op_of.get(r)).map_or(u64::MAX, |o| o.settled_ns());
+            put_from < op.finished_ns && off_at > op.started_ns
+        })
+    })
 }
 
 /// 2. Versions gap-free per stream; positions unique and increasing.
@@ -564,9 +645,9 @@ fn linearizable(
     ops: &[ClientOp],
     by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>,
     by_request: &HashMap<&str, Vec<&EventEnvelope>>,
+    op_of: &HashMap<&str, &ClientOp>,
 ) -> CheckResult {
     let mut c = Check::new("6. linearizable: log order respects real time; re-deciding reproduces every response");
-    let op_of: HashMap<&str, &ClientOp> = ops.iter().filter_map(|o| o.request_id.as_deref().map(|r| (r, o))).collect();
     // Real time: an operation that finished before another started must come first in each
     // stream both touched.
     for (stream, events) in by_stream {
@@ -826,4 +907,148 @@ fn lists_in_use(log: &[EventEnvelope]) -> CheckResult {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::opt_out_list::{OptOutList, OptOutListEvent, OptedOut};
+    use crate::domain::{event_to_parts, Scope};
+    use crate::store::CURRENT_SCHEMA_VERSION;
+
+    const ACCOUNT: &str = "111122223333";
+    const REGION: &str = "us-east-1";
+    const DESTINATION: &str = "+12065550100";
+
+    /// A history written by hand: the log, and what the clients did and saw.
+    #[derive(Default)]
+    struct History {
+        log: Vec<EventEnvelope>,
+        ops: Vec<ClientOp>,
+    }
+
+    impl History {
+        /// Appends `event` to `stream`, written by request `request` (the command is not recorded,
+        /// so check 6 does not decide it again).
+        fn append<E: Serialize>(&mut self, stream: &str, request: &str, event: &E) {
+            let (event_type, payload) = event_to_parts(event).expect("an event serializes");
+            self.log.push(EventEnvelope {
+                event_id: uuid::Uuid::new_v4(),
+                stream_id: stream.into(),
+                version: self.log.iter().filter(|e| e.stream_id == stream).count() as u64 + 1,
+                position: self.log.len() as u64 + 1,
+                event_type,
+                schema_version: CURRENT_SCHEMA_VERSION,
+                timestamp_ms: 0,
+                account: ACCOUNT.into(),
+                region: REGION.into(),
+                request_id: request.into(),
+                command_id: uuid::Uuid::new_v4(),
+                command: "Test/Test".into(),
+                command_input: serde_json::Value::Null,
+                payload,
+                hash: String::new(),
+            });
+        }
+
+        /// A client's operation `request` on `target`, from `ms.0` to `ms.1` milliseconds.
+        fn op(&mut self, op: Op, target: &str, request: &str, ms: (u64, u64), status: u16) -> &mut ClientOp {
+            let ok = (200..300).contains(&status);
+            self.ops.push(ClientOp {
+                op,
+                number: target.into(),
+                pool: None,
+                started_ns: ms.0 * 1_000_000,
+                finished_ns: ms.1 * 1_000_000,
+                status,
+                error: (!ok).then(|| "ConflictException".into()),
+                reason: None,
+                request_id: Some(request.into()),
+                destination: None,
+            });
+            self.ops.last_mut().expect("just pushed")
+        }
+
+        /// The violations check `number` (as "1.") finds.
+        fn violations(&self, number: &str) -> Vec<String> {
+            let verdict = check(&self.log, &self.ops);
+            let found = verdict.checks.into_iter().find(|c| c.name.starts_with(number));
+            found.expect("the check ran").violations
+        }
+    }
+
+    /// The stream of list `name` of `account`.
+    fn list_stream(account: &str, name: &str) -> String {
+        ResourceKind::opt_out_list_id(&Scope::new(account, REGION), name)
+    }
+
+    fn list(account: &str, name: &str) -> OptOutListEvent {
+        let arn = format!("arn:aws:sms-voice:{REGION}:{account}:opt-out-list/{name}");
+        OptOutListEvent::OptOutListCreated(Box::new(OptOutList::new(name, arn, account, REGION, 1, vec![], None)))
+    }
+
+    fn opted_out(destination: &str) -> OptOutListEvent {
+        OptOutListEvent::NumberOptedOut {
+            number: destination.into(),
+            entry: OptedOut {
+                opted_out_timestamp_ms: 1,
+                end_user_opted_out: false,
+            },
+        }
+    }
+
+    /// The load test's list, created by request `create` (answered at 1 ms).
+    fn with_list() -> (History, String) {
+        let mut h = History::default();
+        let stream = list_stream(ACCOUNT, "loadtest");
+        h.append(&stream, "create", &list(ACCOUNT, "loadtest"));
+        h.op(Op::CreateList, "loadtest", "create", (0, 1), 200);
+        (h, stream)
+    }
+
+    /// An opt-out of `DESTINATION` on the load test's list, by request `request`.
+    fn opt_out(h: &mut History, request: &str, ms: (u64, u64)) {
+        h.op(Op::OptOut, "loadtest", request, ms, 200).destination = Some(DESTINATION.into());
+    }
+
+    #[test]
+    fn an_opt_out_acknowledged_without_its_event_is_caught() {
+        let (mut h, stream) = with_list();
+        opt_out(&mut h, "put", (2, 3));
+        let lost = h.violations("1.");
+        assert!(
+            lost.len() == 1 && lost[0].contains("opt-out put") && lost[0].contains("0 NumberOptedOut"),
+            "{lost:?}"
+        );
+        h.append(&stream, "put", &opted_out(DESTINATION));
+        assert_eq!(h.violations("1."), Vec::<String>::new());
+    }
+
+    /// A destination already on the list: the service answers the opt-out without writing
+    /// anything, which is no loss; once a deletion of the list was answered, it is.
+    #[test]
+    fn an_opt_out_without_an_event_passes_only_while_its_destination_is_on_the_list() {
+        let (mut h, stream) = with_list();
+        h.append(&stream, "first", &opted_out(DESTINATION));
+        opt_out(&mut h, "first", (2, 3));
+        opt_out(&mut h, "again", (4, 5));
+        // Concurrent with the put that writes the entry: it may have come second.
+        opt_out(&mut h, "racing", (1, 3));
+        assert_eq!(h.violations("1."), Vec::<String>::new());
+
+        // An opt-out that ended before the entry's put began cannot have found it there.
+        opt_out(&mut h, "before", (0, 1));
+        let early = h.violations("1.");
+        assert!(early.len() == 1 && early[0].contains("before"), "{early:?}");
+        h.ops.pop();
+
+        // The list is deleted (answered at 7 ms) and created again: the entry went with it.
+        h.append(&stream, "delete", &OptOutListEvent::OptOutListDeleted { opted_out: 1 });
+        h.op(Op::DeleteList, "loadtest", "delete", (6, 7), 200);
+        h.append(&stream, "create-again", &list(ACCOUNT, "loadtest"));
+        h.op(Op::CreateList, "loadtest", "create-again", (8, 9), 200);
+        opt_out(&mut h, "after", (10, 11));
+        let gone = h.violations("1.");
+        assert!(gone.len() == 1 && gone[0].contains("after"), "{gone:?}");
+    }
 }

@@ -285,6 +285,7 @@ impl Wire {
             error: (!ok).then(|| response["__type"].as_str().unwrap_or("Unknown").to_string()),
             reason: (!ok).then(|| response["Reason"].as_str().map(str::to_string)).flatten(),
             request_id,
+            destination: None,
         };
         (record, response)
     }
@@ -392,7 +393,9 @@ async fn client(wire: Wire, shared: Arc<Shared>, seed: u64) -> Vec<ClientOp> {
                 let to = destination(n, &mut rng);
                 let list = if rng.gen_bool(0.5) { LOAD_TEST_LIST } else { "Default" };
                 let body = json!({"OptOutListName": list, "OptedOutNumber": to});
-                wire.op(op, list, None, body, "PutOptedOutNumber").await
+                let (mut record, response) = wire.op(op, list, None, body, "PutOptedOutNumber").await;
+                record.destination = Some(to);
+                (record, response)
             }
             Op::JoinList => {
                 // Mostly back to Default, so the list is at times unused and can be deleted.
@@ -1005,6 +1008,7 @@ mod tests {
             error: None,
             reason: None,
             request_id: Some(request.into()),
+            destination: None,
         }
     }
 
