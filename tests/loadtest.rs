@@ -1,6 +1,7 @@
 //! The load generator's verdict: a CI-sized conflicting run passes it, and the checker is honest:
-//! doctored logs (a lost acknowledged event, a duplicate release, a reordered pair, a released
-//! number left in a pool) are each caught by the check that owns the rule.
+//! doctored logs (a lost acknowledged event, a lost opt-out, a write no operation answers for, a
+//! duplicate release, a reordered pair, a released number left in a pool) are each caught by the
+//! check that owns the rule.
 
 use std::sync::OnceLock;
 
@@ -133,6 +134,23 @@ fn append_copy(log: &mut Vec<EventEnvelope>, template: &EventEnvelope, event_typ
     e.event_id = uuid::Uuid::new_v4();
     e.command_id = uuid::Uuid::new_v4();
     log.push(e);
+}
+
+/// A write under a request id no operation of the run answers for: check 1 fails.
+#[test]
+fn a_write_no_operation_answers_for_is_caught() {
+    let report = ci_run();
+    let mut log = report.log.clone();
+    let updated = log
+        .iter()
+        .find(|e| e.event_type == "PhoneNumberUpdated")
+        .cloned()
+        .expect("a number was updated");
+    append_copy(&mut log, &updated, "PhoneNumberUpdated", updated.payload.clone());
+    if let Some(phantom) = log.last_mut() {
+        phantom.request_id = "phantom".into();
+    }
+    assert_caught(&check(&log, &report.client_ops), "1.");
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! their real-time start/end), so tests can feed it doctored logs and watch each check fail.
 //!
 //! 1. every 2xx has exactly its effect in the log (by request id), every refusal its rejection
-//!    (an opt-out that may have found its destination on the list already has none);
+//!    (an opt-out that may have found its destination on the list already has none); every
+//!    event has its operation, or is the service's own, or may be one that got no usable answer;
 //! 2. versions gap-free per stream, positions unique and increasing;
 //! 3. at most one `Released` per number, and nothing changes a number (nor is sent from it)
 //!    after it; a sender id changes after its `Released` only by being leased again;
@@ -19,7 +20,7 @@
 //! 8. no opt-out list is deleted while a live number or pool names it, and no number or pool
 //!    takes up a list that does not exist at that point of the log.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -57,10 +58,12 @@ pub enum Op {
     ReleaseSender,
     AssociateSender,
     DisassociateSender,
+    /// CreatePool with one of the numbers (the set-up's).
+    CreatePool,
 }
 
 impl Op {
-    pub const ALL: [Op; 15] = [
+    pub const ALL: [Op; 16] = [
         Op::Request,
         Op::Release,
         Op::Update,
@@ -76,6 +79,7 @@ impl Op {
         Op::ReleaseSender,
         Op::AssociateSender,
         Op::DisassociateSender,
+        Op::CreatePool,
     ];
 
     pub fn name(self) -> &'static str {
@@ -95,6 +99,7 @@ impl Op {
             Op::ReleaseSender => "release-sender",
             Op::AssociateSender => "associate-sender",
             Op::DisassociateSender => "disassociate-sender",
+            Op::CreatePool => "create-pool",
         }
     }
 
@@ -138,6 +143,10 @@ impl Op {
             Op::DisassociateSender => &[
                 (ResourceKind::SenderId, "DisassociatedFromPool"),
                 (ResourceKind::Pool, "OriginationIdentityDisassociated"),
+            ],
+            Op::CreatePool => &[
+                (ResourceKind::Pool, "PoolCreated"),
+                (ResourceKind::PhoneNumber, "AssociatedWithPool"),
             ],
             Op::Describe => &[],
         }
@@ -242,8 +251,27 @@ fn is_refusal(event_type: &str) -> bool {
     event_type.ends_with("Rejected") || event_type.ends_with("Aborted")
 }
 
-/// Runs every check.
+/// Runs every check over a load run: `log` is written by `ops` alone (set-up included), and by
+/// the service finishing what they left half done.
 pub fn check(log: &[EventEnvelope], ops: &[ClientOp]) -> Verdict {
+    verdict(log, ops, Some(0))
+}
+
+/// [`check`] of a run against a log that held events before it: those up to position `after`
+/// were written by others.
+pub fn check_after(log: &[EventEnvelope], ops: &[ClientOp], after: u64) -> Verdict {
+    verdict(log, ops, Some(after))
+}
+
+/// The log's own invariants, for a log whose writers' operations are not known (an old
+/// fixture): what the clients saw is not checked, nor that each event has its operation.
+pub fn check_invariants(log: &[EventEnvelope]) -> Verdict {
+    verdict(log, &[], None)
+}
+
+/// Runs every check; events from position `claimed_after` on must each have their operation in
+/// `ops` (`None`: no event need).
+fn verdict(log: &[EventEnvelope], ops: &[ClientOp], claimed_after: Option<u64>) -> Verdict {
     let mut by_stream: BTreeMap<&str, Vec<&EventEnvelope>> = BTreeMap::new();
     for e in log {
         by_stream.entry(e.stream_id.as_str()).or_default().push(e);
@@ -260,7 +288,7 @@ pub fn check(log: &[EventEnvelope], ops: &[ClientOp]) -> Verdict {
         .collect();
     let op_of: HashMap<&str, &ClientOp> = ops.iter().filter_map(|o| o.request_id.as_deref().map(|r| (r, o))).collect();
     let checks = vec![
-        acknowledged_effects(ops, &by_request, &by_stream, &lists, &op_of),
+        acknowledged_effects(log, ops, &by_request, &by_stream, &lists, &op_of, claimed_after),
         ordering(log, &by_stream),
         single_release(&by_stream),
         release_preconditions(&by_stream),
@@ -273,15 +301,21 @@ pub fn check(log: &[EventEnvelope], ops: &[ClientOp]) -> Verdict {
     Verdict { ok, checks }
 }
 
-/// 1. Nothing acknowledged was lost, nothing applied twice, every refusal recorded.
+/// Check 1: nothing acknowledged was lost, nothing applied twice, every refusal recorded;
+/// nothing written that no operation answers for.
 fn acknowledged_effects(
+    log: &[EventEnvelope],
     ops: &[ClientOp],
     by_request: &HashMap<&str, Vec<&EventEnvelope>>,
     by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>,
     lists: &HashMap<String, String>,
     op_of: &HashMap<&str, &ClientOp>,
+    claimed_after: Option<u64>,
 ) -> CheckResult {
-    let mut c = Check::new("1. every 2xx has exactly one effect in the log; every refusal is recorded");
+    let mut c = Check::new("1. every 2xx has exactly one effect in the log; every refusal is recorded; every event has its operation");
+    if let Some(after) = claimed_after {
+        unclaimed_writes(&mut c, log, ops, op_of, after);
+    }
     let on_lists = on_lists(by_stream);
     for op in ops {
         c.count();
@@ -345,6 +379,47 @@ fn acknowledged_effects(
         }
     }
     c.result
+}
+
+/// Requests that wrote to the log after position `after` though no operation of `ops` answers for
+/// them, beyond what the operations without a usable answer may account for: a write nobody
+/// asked for (or one whose answer was lost and the operation with it).
+///
+/// The service writes under request ids of its own only when it finishes what a request left
+/// half done (`recovery-…`). A request that got no answer (status 0) never learnt its request
+/// id; one answered 5xx may still be carried out by the node it was forwarded to, under that
+/// node's request id (its answer then names the first node's). Request ids are the server's
+/// (the client cannot send its own), so such writes are matched by count, not by id.
+fn unclaimed_writes(c: &mut Check, log: &[EventEnvelope], ops: &[ClientOp], op_of: &HashMap<&str, &ClientOp>, after: u64) {
+    use crate::service::RECOVERY_REQUEST_PREFIX;
+    // Each unclaimed request with its first event, in log order.
+    let mut unclaimed: Vec<&EventEnvelope> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    for e in log.iter().filter(|e| e.position > after) {
+        let rid = e.request_id.as_str();
+        if op_of.contains_key(rid) || rid.starts_with(RECOVERY_REQUEST_PREFIX) {
+            continue;
+        }
+        if seen.insert(rid) {
+            unclaimed.push(e);
+        }
+    }
+    let unanswered = ops.iter().filter(|o| o.status == 0 || o.status >= 500).count();
+    c.result.checked += unclaimed.len() as u64;
+    if unclaimed.len() > unanswered {
+        const SHOWN: usize = 5;
+        let shown: Vec<String> = unclaimed
+            .iter()
+            .take(SHOWN)
+            .map(|e| format!("{} ({} on {} at position {})", e.request_id, e.event_type, e.stream_id, e.position))
+            .collect();
+        c.violation(format!(
+            "{} requests wrote to the log that no operation answers for, and only {unanswered} operations went without a usable answer: {}{}",
+            unclaimed.len(),
+            shown.join(", "),
+            if unclaimed.len() > SHOWN { ", ..." } else { "" }
+        ));
+    }
 }
 
 /// A stretch of an opt-out list's stream in which a destination was on the list: the request
@@ -1050,5 +1125,37 @@ mod tests {
         opt_out(&mut h, "after", (10, 11));
         let gone = h.violations("1.");
         assert!(gone.len() == 1 && gone[0].contains("after"), "{gone:?}");
+    }
+
+    /// A write under a request id no operation of the run knows is a violation, unless it is the
+    /// service's own (`recovery-…`), precedes the run, or an operation without a usable answer
+    /// may account for it.
+    #[test]
+    fn a_write_no_operation_answers_for_is_caught() {
+        let (mut h, stream) = with_list();
+        h.append(&stream, "phantom", &opted_out(DESTINATION));
+        let phantom = h.violations("1.");
+        assert!(
+            phantom.len() == 1 && phantom[0].contains("phantom (NumberOptedOut on optout-"),
+            "{phantom:?}"
+        );
+        // Events up to position 2 were there before the run.
+        assert!(check_after(&h.log, &h.ops, 2).checks[0].violations.is_empty());
+        assert!(check_invariants(&h.log).checks[0].violations.is_empty());
+
+        // The reconciler's writes are the service's own.
+        h.log[1].request_id = format!("{}1", crate::service::RECOVERY_REQUEST_PREFIX);
+        assert_eq!(h.violations("1."), Vec::<String>::new());
+
+        // Two phantoms; one operation that got no answer may account for one of them, not both.
+        h.append(&stream, "phantom-2", &opted_out("+12065550101"));
+        h.append(&stream, "phantom-3", &opted_out("+12065550102"));
+        let unanswered = h.op(Op::OptOut, "loadtest", "", (2, 3), 0);
+        (unanswered.request_id, unanswered.error) = (None, Some("ClientError".into()));
+        let two = h.violations("1.");
+        assert!(two.len() == 1 && two[0].starts_with("2 requests wrote"), "{two:?}");
+        // A 5xx answer too: the node the request was forwarded to may have carried it out.
+        h.op(Op::OptOut, "loadtest", "forwarded", (2, 3), 500).error = Some("InternalServerException".into());
+        assert_eq!(h.violations("1."), Vec::<String>::new());
     }
 }

@@ -23,7 +23,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use self::checker::{check, ClientOp, Op, Verdict};
+use self::checker::{check_after, ClientOp, Op, Verdict};
 use crate::auth::ClientSigner;
 use crate::config::Config;
 use crate::server::RunningServer;
@@ -198,7 +198,7 @@ fn parse_mix(mix: &str) -> Result<Vec<(Op, u32)>, LoadTestError> {
         let op = Op::ALL
             .into_iter()
             .find(|o| o.name() == name.trim())
-            .filter(|o| ![Op::Request, Op::CreateList, Op::RequestSender].contains(o))
+            .filter(|o| ![Op::Request, Op::CreateList, Op::RequestSender, Op::CreatePool].contains(o))
             .ok_or_else(|| LoadTestError::Setup(format!("--mix: unknown operation {name:?}")))?;
         let weight: u32 = weight
             .trim()
@@ -614,22 +614,26 @@ pub async fn prepare(args: &LoadTestArgs, bases: &[String]) -> Result<Prepared, 
         )));
     }
     numbers.sort();
-    // The opt-out list the numbers join and leave (left from an earlier run, or new).
-    let (status, body, _) = wire.call("CreateOptOutList", json!({"OptOutListName": LOAD_TEST_LIST})).await;
-    if status != 200 && body["Reason"] != "RESOURCE_ALREADY_EXISTS" {
+    // The opt-out list the numbers join and leave (left from an earlier run, or new). Like every
+    // set-up call, recorded: its events are the run's, and the verdict wants each event's
+    // operation.
+    let body = json!({"OptOutListName": LOAD_TEST_LIST});
+    let (record, body) = wire.op(Op::CreateList, LOAD_TEST_LIST, None, body, "CreateOptOutList").await;
+    let created = record.status == 200;
+    ops.push(record);
+    if !created && body["Reason"] != "RESOURCE_ALREADY_EXISTS" {
         return Err(LoadTestError::Setup(format!("CreateOptOutList failed: {body}")));
     }
     let mut pools = Vec::new();
     for seed_number in numbers.iter().take(args.pools) {
-        let (status, body, _) = wire
-            .call(
-                "CreatePool",
-                json!({"OriginationIdentity": seed_number, "MessageType": "TRANSACTIONAL"}),
-            )
-            .await;
-        match body["PoolId"].as_str() {
-            Some(id) if status == 200 => pools.push(id.to_string()),
-            _ => return Err(LoadTestError::Setup(format!("CreatePool failed: {body}"))),
+        let body = json!({"OriginationIdentity": seed_number, "MessageType": "TRANSACTIONAL"});
+        let (mut record, body) = wire.op(Op::CreatePool, seed_number, None, body, "CreatePool").await;
+        let id = body["PoolId"].as_str().filter(|_| record.status == 200).map(str::to_string);
+        record.pool = id.clone();
+        ops.push(record);
+        match id {
+            Some(id) => pools.push(id),
+            None => return Err(LoadTestError::Setup(format!("CreatePool failed: {body}"))),
         }
     }
     // The sender ids (an earlier run against the same server may have left them leased).
@@ -791,28 +795,36 @@ pub fn acknowledged_writes(ops: &[ClientOp]) -> usize {
         .count()
 }
 
+/// The position of the last event in the log as the node at `base` sees it.
+async fn log_head(base: &str) -> Result<u64, LoadTestError> {
+    let health: Value = reqwest::get(format!("{base}/health"))
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| LoadTestError::Setup(format!("{base}/health: {e}")))?
+        .json()
+        .await
+        .map_err(|e| LoadTestError::Setup(format!("{base}/health: {e}")))?;
+    health["Events"]
+        .as_u64()
+        .ok_or_else(|| LoadTestError::Setup(format!("{base}/health: no event count")))
+}
+
+/// The last position of the log any of the nodes at `bases` has.
+async fn furthest_log_head(bases: &[String]) -> Result<u64, LoadTestError> {
+    let mut most = 0;
+    for base in bases {
+        most = most.max(log_head(base).await?);
+    }
+    Ok(most)
+}
+
 /// Waits until the node at `bases[0]` has every event any of the nodes has (each node's view of
 /// a shared log follows the others' appends a moment later).
 pub async fn settle(bases: &[String]) -> Result<(), LoadTestError> {
-    async fn events(base: &str) -> Result<u64, LoadTestError> {
-        let health: Value = reqwest::get(format!("{base}/health"))
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| LoadTestError::Setup(format!("{base}/health: {e}")))?
-            .json()
-            .await
-            .map_err(|e| LoadTestError::Setup(format!("{base}/health: {e}")))?;
-        health["Events"]
-            .as_u64()
-            .ok_or_else(|| LoadTestError::Setup(format!("{base}/health: no event count")))
-    }
-    let mut most = 0;
-    for base in bases {
-        most = most.max(events(base).await?);
-    }
+    let most = furthest_log_head(bases).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let seen = events(&bases[0]).await?;
+        let seen = log_head(&bases[0]).await?;
         if seen >= most {
             return Ok(());
         }
@@ -827,6 +839,9 @@ pub async fn settle(bases: &[String]) -> Result<(), LoadTestError> {
 }
 
 async fn drive(args: &LoadTestArgs, bases: &[String]) -> Result<Report, LoadTestError> {
+    // A server driven with `--server` may hold events from before the run (an earlier run's):
+    // no operation of this one answers for them.
+    let before = furthest_log_head(bases).await?;
     let prepared = prepare(args, bases).await?;
     let (load_ops, elapsed) = race(args, &prepared).await?;
     settle(bases).await?;
@@ -835,7 +850,7 @@ async fn drive(args: &LoadTestArgs, bases: &[String]) -> Result<Report, LoadTest
     let setup_ops = prepared.ops.len();
     let mut all_ops = prepared.ops;
     all_ops.extend(load_ops.iter().cloned());
-    let verdict = check(&log, &all_ops);
+    let verdict = check_after(&log, &all_ops, before);
     Ok(Report {
         settings: args.clone(),
         server: base,
