@@ -53,7 +53,7 @@ fn a_ci_sized_conflicting_run_passes_its_verdict() {
     // It really conflicted: refusals of several kinds happened.
     let release = &report.operations["release"];
     assert!(release.ok >= 1 && release.outcomes.len() >= 2, "{release:?}");
-    assert_eq!(report.verdict.checks.len(), 8);
+    assert_eq!(report.verdict.checks.len(), 9);
     // The neighbourhood raced too: messages were sent and refused, the list was deleted.
     let send = &report.operations["send"];
     assert!(send.ok >= 1 && send.outcomes.len() >= 2, "{send:?}");

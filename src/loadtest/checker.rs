@@ -18,7 +18,9 @@
 //!    the log (the pool's when sent through a pool, else the number's), unless the number
 //!    manages its opt-outs itself;
 //! 8. no opt-out list is deleted while a live number or pool names it, and no number or pool
-//!    takes up a list that does not exist at that point of the log.
+//!    takes up a list that does not exist at that point of the log;
+//! 9. enough was checked for the verdict to mean something: a write of the load acknowledged, and
+//!    its answers not mostly throttling or server errors.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -101,6 +103,12 @@ impl Op {
             Op::DisassociateSender => "disassociate-sender",
             Op::CreatePool => "create-pool",
         }
+    }
+
+    /// Whether the load's clients choose this operation (by `--mix`), rather than the set-up or
+    /// a client after a success (a replacement number, the list created again, ...).
+    pub fn scheduled(self) -> bool {
+        !matches!(self, Op::Request | Op::CreateList | Op::RequestSender | Op::CreatePool)
     }
 
     /// The kind of resource `ClientOp::number` names: a phone number, an opt-out list by name
@@ -287,7 +295,7 @@ fn verdict(log: &[EventEnvelope], ops: &[ClientOp], claimed_after: Option<u64>) 
         .filter_map(|e| e.payload["OptOutListName"].as_str().map(|n| (n.to_string(), e.stream_id.clone())))
         .collect();
     let op_of: HashMap<&str, &ClientOp> = ops.iter().filter_map(|o| o.request_id.as_deref().map(|r| (r, o))).collect();
-    let checks = vec![
+    let mut checks = vec![
         acknowledged_effects(log, ops, &by_request, &by_stream, &lists, &op_of, claimed_after),
         ordering(log, &by_stream),
         single_release(&by_stream),
@@ -297,8 +305,46 @@ fn verdict(log: &[EventEnvelope], ops: &[ClientOp], claimed_after: Option<u64>) 
         no_message_to_opted_out(log),
         lists_in_use(log),
     ];
+    if claimed_after.is_some() {
+        checks.push(enough_checked(ops));
+    }
     let ok = checks.iter().all(|c| c.violations.is_empty());
     Verdict { ok, checks }
+}
+
+/// The least share of the load's answered operations that must have an outcome the other checks
+/// judge: below it, a run that was mostly throttled or failing would pass on the little that was
+/// checked.
+const MIN_CHECKED_SHARE: f64 = 0.05;
+
+/// Check 9: the run was checked, not mostly skipped: at least one write of the load (the operations
+/// `--mix` schedules) acknowledged, and at least [`MIN_CHECKED_SHARE`] of its answered operations
+/// neither throttled nor a server error. Operations that got no answer are not held against the
+/// share: a server that dies mid-run (tests/crash.rs kills it on purpose) leaves most of a run
+/// unanswered, while what it answered before is still checked; one that never answers leaves no
+/// acknowledged write.
+fn enough_checked(ops: &[ClientOp]) -> CheckResult {
+    let mut c = Check::new(&format!(
+        "9. enough was checked: an acknowledged write, and at least {:.0}% of the answered load neither throttled nor a server error",
+        MIN_CHECKED_SHARE * 100.0
+    ));
+    let load = || ops.iter().filter(|o| o.op.scheduled());
+    let answered = load().filter(|o| o.status != 0).count();
+    let checked = load().filter(|o| !o.unrecorded_error()).count();
+    let writes = load().filter(|o| o.ok() && o.op != Op::Describe).count();
+    c.result.checked = checked as u64;
+    if writes == 0 {
+        c.violation(format!(
+            "none of the load's {} operations was an acknowledged write ({answered} answered): nothing was checked",
+            load().count()
+        ));
+    }
+    if (checked as f64) < MIN_CHECKED_SHARE * answered as f64 {
+        c.violation(format!(
+            "only {checked} of the load's {answered} answered operations had an outcome to check; the rest were throttled or server errors"
+        ));
+    }
+    c.result
 }
 
 /// Check 1: nothing acknowledged was lost, nothing applied twice, every refusal recorded;
@@ -1125,6 +1171,44 @@ mod tests {
         opt_out(&mut h, "after", (10, 11));
         let gone = h.violations("1.");
         assert!(gone.len() == 1 && gone[0].contains("after"), "{gone:?}");
+    }
+
+    /// A run whose load was mostly throttled, failing or unanswered does not pass on the little
+    /// that was checked.
+    #[test]
+    fn a_run_that_checked_next_to_nothing_does_not_pass() {
+        let (mut h, _) = with_list();
+        let throttled = |h: &mut History, n: usize| {
+            for i in 0..n {
+                h.op(Op::Update, "phone-1", &format!("throttled-{i}"), (2, 3), 400).error = Some("ThrottlingException".into());
+            }
+        };
+        // Set-up only, and the load all throttled: no acknowledged write.
+        throttled(&mut h, 3);
+        let nothing = h.violations("9.");
+        assert!(
+            nothing.len() == 2 && nothing[0].starts_with("none of the load's 3") && nothing[1].starts_with("only 0 of the load's 3"),
+            "{nothing:?}"
+        );
+        assert!(!check(&h.log, &h.ops).ok);
+
+        // One acknowledged write in 20 answers is the least that passes.
+        h.op(Op::Update, "phone-1", "updated", (2, 3), 200);
+        throttled(&mut h, 16);
+        assert_eq!(h.violations("9."), Vec::<String>::new());
+        throttled(&mut h, 1);
+        let little = h.violations("9.");
+        assert!(
+            little.len() == 1 && little[0].starts_with("only 1 of the load's 21 answered"),
+            "{little:?}"
+        );
+
+        // Operations without an answer are not held against the share (a server killed mid-run).
+        h.ops.retain(|o| o.request_id.as_deref() != Some("throttled-0"));
+        for _ in 0..100 {
+            h.op(Op::Update, "phone-1", "", (2, 3), 0).request_id = None;
+        }
+        assert_eq!(h.violations("9."), Vec::<String>::new());
     }
 
     /// A write under a request id no operation of the run knows is a violation, unless it is the

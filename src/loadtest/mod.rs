@@ -198,7 +198,7 @@ fn parse_mix(mix: &str) -> Result<Vec<(Op, u32)>, LoadTestError> {
         let op = Op::ALL
             .into_iter()
             .find(|o| o.name() == name.trim())
-            .filter(|o| ![Op::Request, Op::CreateList, Op::RequestSender, Op::CreatePool].contains(o))
+            .filter(|o| o.scheduled())
             .ok_or_else(|| LoadTestError::Setup(format!("--mix: unknown operation {name:?}")))?;
         let weight: u32 = weight
             .trim()
