@@ -111,8 +111,9 @@ impl Op {
         !matches!(self, Op::Request | Op::CreateList | Op::RequestSender | Op::CreatePool)
     }
 
-    /// The kind of resource `ClientOp::number` names: a phone number, an opt-out list by name
-    /// (the list operations) or a sender id's stream (the sender-id operations).
+    /// The kind of resource `ClientOp::number` names: a phone number, an opt-out list's stream
+    /// (the list operations) or a sender id's stream (the sender-id operations). A list is named
+    /// by its stream, not its name: lists of one name in other accounts or regions are others.
     fn target(self) -> ResourceKind {
         match self {
             Op::OptOut | Op::DeleteList | Op::CreateList => ResourceKind::OptOutList,
@@ -166,6 +167,7 @@ impl Op {
 #[serde(rename_all = "PascalCase")]
 pub struct ClientOp {
     pub op: Op,
+    /// What the operation is on: see [`Op::target`].
     pub number: String,
     pub pool: Option<String>,
     pub started_ns: u64,
@@ -288,15 +290,9 @@ fn verdict(log: &[EventEnvelope], ops: &[ClientOp], claimed_after: Option<u64>) 
     for e in log {
         by_request.entry(e.request_id.as_str()).or_default().push(e);
     }
-    // Opt-out lists are named by the clients: their streams, by name.
-    let lists: HashMap<String, String> = log
-        .iter()
-        .filter(|e| e.event_type == "OptOutListCreated")
-        .filter_map(|e| e.payload["OptOutListName"].as_str().map(|n| (n.to_string(), e.stream_id.clone())))
-        .collect();
     let op_of: HashMap<&str, &ClientOp> = ops.iter().filter_map(|o| o.request_id.as_deref().map(|r| (r, o))).collect();
     let mut checks = vec![
-        acknowledged_effects(log, ops, &by_request, &by_stream, &lists, &op_of, claimed_after),
+        acknowledged_effects(log, ops, &by_request, &by_stream, &op_of, claimed_after),
         ordering(log, &by_stream),
         single_release(&by_stream),
         release_preconditions(&by_stream),
@@ -354,7 +350,6 @@ fn acknowledged_effects(
     ops: &[ClientOp],
     by_request: &HashMap<&str, Vec<&EventEnvelope>>,
     by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>,
-    lists: &HashMap<String, String>,
     op_of: &HashMap<&str, &ClientOp>,
     claimed_after: Option<u64>,
 ) -> CheckResult {
@@ -376,7 +371,7 @@ fn acknowledged_effects(
             match kind {
                 ResourceKind::PhoneNumber => Some(op.number.as_str()),
                 ResourceKind::Pool => op.pool.as_deref(),
-                ResourceKind::OptOutList => lists.get(&op.number).map(String::as_str),
+                ResourceKind::OptOutList => Some(op.number.as_str()),
                 ResourceKind::SenderId => Some(op.number.as_str()),
             }
         };
@@ -1123,13 +1118,14 @@ mod tests {
         let mut h = History::default();
         let stream = list_stream(ACCOUNT, "loadtest");
         h.append(&stream, "create", &list(ACCOUNT, "loadtest"));
-        h.op(Op::CreateList, "loadtest", "create", (0, 1), 200);
+        h.op(Op::CreateList, &stream, "create", (0, 1), 200);
         (h, stream)
     }
 
     /// An opt-out of `DESTINATION` on the load test's list, by request `request`.
     fn opt_out(h: &mut History, request: &str, ms: (u64, u64)) {
-        h.op(Op::OptOut, "loadtest", request, ms, 200).destination = Some(DESTINATION.into());
+        let list = list_stream(ACCOUNT, "loadtest");
+        h.op(Op::OptOut, &list, request, ms, 200).destination = Some(DESTINATION.into());
     }
 
     #[test]
@@ -1138,7 +1134,7 @@ mod tests {
         opt_out(&mut h, "put", (2, 3));
         let lost = h.violations("1.");
         assert!(
-            lost.len() == 1 && lost[0].contains("opt-out put") && lost[0].contains("0 NumberOptedOut"),
+            lost.len() == 1 && lost[0].starts_with("opt-out put on optout-") && lost[0].contains("0 NumberOptedOut"),
             "{lost:?}"
         );
         h.append(&stream, "put", &opted_out(DESTINATION));
@@ -1165,12 +1161,25 @@ mod tests {
 
         // The list is deleted (answered at 7 ms) and created again: the entry went with it.
         h.append(&stream, "delete", &OptOutListEvent::OptOutListDeleted { opted_out: 1 });
-        h.op(Op::DeleteList, "loadtest", "delete", (6, 7), 200);
+        h.op(Op::DeleteList, &stream, "delete", (6, 7), 200);
         h.append(&stream, "create-again", &list(ACCOUNT, "loadtest"));
-        h.op(Op::CreateList, "loadtest", "create-again", (8, 9), 200);
+        h.op(Op::CreateList, &stream, "create-again", (8, 9), 200);
         opt_out(&mut h, "after", (10, 11));
         let gone = h.violations("1.");
         assert!(gone.len() == 1 && gone[0].contains("after"), "{gone:?}");
+    }
+
+    /// Lists of one name in two accounts are two lists: an opt-out on one is found on its own.
+    #[test]
+    fn lists_of_one_name_in_two_accounts_are_not_confused() {
+        let (mut h, stream) = with_list();
+        h.append(&stream, "put", &opted_out(DESTINATION));
+        opt_out(&mut h, "put", (2, 3));
+        let other = list_stream("444455556666", "loadtest");
+        assert_ne!(other, stream);
+        h.append(&other, "other", &list("444455556666", "loadtest"));
+        h.op(Op::CreateList, &other, "other", (4, 5), 200);
+        assert_eq!(h.violations("1."), Vec::<String>::new());
     }
 
     /// A run whose load was mostly throttled, failing or unanswered does not pass on the little
@@ -1234,12 +1243,12 @@ mod tests {
         // Two phantoms; one operation that got no answer may account for one of them, not both.
         h.append(&stream, "phantom-2", &opted_out("+12065550101"));
         h.append(&stream, "phantom-3", &opted_out("+12065550102"));
-        let unanswered = h.op(Op::OptOut, "loadtest", "", (2, 3), 0);
+        let unanswered = h.op(Op::OptOut, &stream, "", (2, 3), 0);
         (unanswered.request_id, unanswered.error) = (None, Some("ClientError".into()));
         let two = h.violations("1.");
         assert!(two.len() == 1 && two[0].starts_with("2 requests wrote"), "{two:?}");
         // A 5xx answer too: the node the request was forwarded to may have carried it out.
-        h.op(Op::OptOut, "loadtest", "forwarded", (2, 3), 500).error = Some("InternalServerException".into());
+        h.op(Op::OptOut, &stream, "forwarded", (2, 3), 500).error = Some("InternalServerException".into());
         assert_eq!(h.violations("1."), Vec::<String>::new());
     }
 }

@@ -26,6 +26,8 @@ use serde_json::{json, Value};
 use self::checker::{check_after, ClientOp, Op, Verdict};
 use crate::auth::ClientSigner;
 use crate::config::Config;
+use crate::domain::opt_out_list::DEFAULT_LIST;
+use crate::domain::{ResourceKind, Scope};
 use crate::server::RunningServer;
 use crate::store::Durability;
 use crate::store::EventEnvelope;
@@ -296,13 +298,47 @@ impl Wire {
         self.op(Op::RequestSender, stream, None, body, "RequestSenderId").await
     }
 
-    async fn request_number(&self) -> (ClientOp, Option<String>) {
+    /// Requests a number: its id, and the account and region its ARN names.
+    async fn request_number(&self) -> (ClientOp, Option<String>, Option<Scope>) {
         let body =
             json!({"IsoCountryCode": "US", "MessageType": "TRANSACTIONAL", "NumberCapabilities": ["SMS"], "NumberType": "LONG_CODE"});
         let (mut record, response) = self.op(Op::Request, "", None, body, "RequestPhoneNumber").await;
         let id = response["PhoneNumberId"].as_str().map(str::to_string);
         record.number = id.clone().unwrap_or_default();
-        (record, id)
+        (record, id, response["PhoneNumberArn"].as_str().and_then(scope_of_arn))
+    }
+}
+
+/// The account and region an ARN (`arn:aws:sms-voice:REGION:ACCOUNT:...`) names.
+fn scope_of_arn(arn: &str) -> Option<Scope> {
+    let mut parts = arn.splitn(6, ':');
+    let (region, account) = (parts.nth(3)?, parts.next()?);
+    Some(Scope::new(account, region))
+}
+
+/// The streams of the opt-out lists the load uses (the clients record operations on a list by
+/// its stream, which names its account and region as well as its name).
+#[derive(Debug, Clone)]
+struct ListStreams {
+    load_test: String,
+    default: String,
+}
+
+impl ListStreams {
+    fn new(scope: &Scope) -> Self {
+        ListStreams {
+            load_test: ResourceKind::opt_out_list_id(scope, LOAD_TEST_LIST),
+            default: ResourceKind::opt_out_list_id(scope, DEFAULT_LIST),
+        }
+    }
+
+    /// The stream of the list `name` (the load test's or `Default`).
+    fn of(&self, name: &str) -> &str {
+        if name == LOAD_TEST_LIST {
+            &self.load_test
+        } else {
+            &self.default
+        }
     }
 }
 
@@ -315,6 +351,7 @@ struct Shared {
     pools: Vec<String>,
     /// The load test's sender ids: name and stream id.
     senders: Vec<(String, String)>,
+    lists: ListStreams,
     mix: Vec<(Op, u32)>,
     sent: AtomicU64,
     errors: AtomicU64,
@@ -391,21 +428,21 @@ async fn client(wire: Wire, shared: Arc<Shared>, seed: u64) -> Vec<ClientOp> {
             }
             Op::OptOut => {
                 let to = destination(n, &mut rng);
-                let list = if rng.gen_bool(0.5) { LOAD_TEST_LIST } else { "Default" };
+                let list = if rng.gen_bool(0.5) { LOAD_TEST_LIST } else { DEFAULT_LIST };
                 let body = json!({"OptOutListName": list, "OptedOutNumber": to});
-                let (mut record, response) = wire.op(op, list, None, body, "PutOptedOutNumber").await;
+                let (mut record, response) = wire.op(op, shared.lists.of(list), None, body, "PutOptedOutNumber").await;
                 record.destination = Some(to);
                 (record, response)
             }
             Op::JoinList => {
                 // Mostly back to Default, so the list is at times unused and can be deleted.
-                let list = if rng.gen_bool(0.15) { LOAD_TEST_LIST } else { "Default" };
+                let list = if rng.gen_bool(0.15) { LOAD_TEST_LIST } else { DEFAULT_LIST };
                 let body = json!({"PhoneNumberId": number, "OptOutListName": list});
                 wire.op(op, &number, None, body, "UpdatePhoneNumber").await
             }
             Op::DeleteList => {
                 let body = json!({"OptOutListName": LOAD_TEST_LIST});
-                wire.op(op, LOAD_TEST_LIST, None, body, "DeleteOptOutList").await
+                wire.op(op, &shared.lists.load_test, None, body, "DeleteOptOutList").await
             }
             Op::ReleaseSender | Op::AssociateSender | Op::DisassociateSender if !shared.senders.is_empty() && pool.is_some() => {
                 let (name, stream) = &shared.senders[rng.gen_range(0..shared.senders.len())];
@@ -457,7 +494,9 @@ async fn client(wire: Wire, shared: Arc<Shared>, seed: u64) -> Vec<ClientOp> {
         if list_deleted {
             // Keep the race going: the list comes back (another client may have been first).
             let body = json!({"OptOutListName": LOAD_TEST_LIST});
-            let (record, _) = wire.op(Op::CreateList, LOAD_TEST_LIST, None, body, "CreateOptOutList").await;
+            let (record, _) = wire
+                .op(Op::CreateList, &shared.lists.load_test, None, body, "CreateOptOutList")
+                .await;
             ops.push(record);
         }
         if released {
@@ -465,7 +504,7 @@ async fn client(wire: Wire, shared: Arc<Shared>, seed: u64) -> Vec<ClientOp> {
             // again while the service cannot answer (a failover): otherwise the slot would keep
             // the released number, and the rest of the run would be refusals on it.
             for attempt in 1..=REPLACE_ATTEMPTS {
-                let (record, id) = wire.request_number().await;
+                let (record, id, _) = wire.request_number().await;
                 let retry = matches!(record.status, 0 | 500..=599);
                 ops.push(record);
                 if let Some(id) = id {
@@ -546,6 +585,7 @@ pub struct Prepared {
     pub pools: Vec<String>,
     /// The sender ids, by name and stream id.
     pub senders: Vec<(String, String)>,
+    lists: ListStreams,
     pub ops: Vec<ClientOp>,
 }
 
@@ -579,23 +619,31 @@ pub async fn prepare(args: &LoadTestArgs, bases: &[String]) -> Result<Prepared, 
     let base = bases.join(",");
     let mut ops = Vec::new();
     let mut numbers = Vec::with_capacity(args.numbers);
+    // The account and region the service puts the run's resources in (with `--sign`, the
+    // credential's), as the numbers' ARNs name them.
+    let mut scope = None;
     let mut setup = tokio::task::JoinSet::new();
+    let mut take = |(record, id, in_scope): (ClientOp, Option<String>, Option<Scope>)| {
+        ops.push(record);
+        numbers.extend(id);
+        scope = scope.take().or(in_scope);
+    };
     for i in 0..args.numbers {
         let w = wires[i % wires.len()].clone();
         setup.spawn(async move { w.request_number().await });
         if setup.len() >= args.clients {
-            if let Some(Ok((record, id))) = setup.join_next().await {
-                ops.push(record);
-                numbers.extend(id);
+            if let Some(Ok(requested)) = setup.join_next().await {
+                take(requested);
             }
         }
     }
     while let Some(joined) = setup.join_next().await {
-        if let Ok((record, id)) = joined {
-            ops.push(record);
-            numbers.extend(id);
+        if let Ok(requested) = joined {
+            take(requested);
         }
     }
+    let scope = scope.unwrap_or_else(|| Scope::new(args.account.clone(), "us-east-1"));
+    let lists = ListStreams::new(&scope);
     if numbers.len() < args.numbers {
         // Why, as the server said it (a refused signature, a quota, ...).
         let why = ops
@@ -618,7 +666,7 @@ pub async fn prepare(args: &LoadTestArgs, bases: &[String]) -> Result<Prepared, 
     // set-up call, recorded: its events are the run's, and the verdict wants each event's
     // operation.
     let body = json!({"OptOutListName": LOAD_TEST_LIST});
-    let (record, body) = wire.op(Op::CreateList, LOAD_TEST_LIST, None, body, "CreateOptOutList").await;
+    let (record, body) = wire.op(Op::CreateList, &lists.load_test, None, body, "CreateOptOutList").await;
     let created = record.status == 200;
     ops.push(record);
     if !created && body["Reason"] != "RESOURCE_ALREADY_EXISTS" {
@@ -644,13 +692,8 @@ pub async fn prepare(args: &LoadTestArgs, bases: &[String]) -> Result<Prepared, 
         let already = body["Reason"] == "RESOURCE_ALREADY_EXISTS";
         let arn = body["SenderIdArn"].as_str().map(str::to_string);
         // The stream id follows from the account and region the server put in the ARN.
-        let scope = arn.as_deref().and_then(|arn| {
-            let mut parts = arn.splitn(6, ':');
-            let (region, account) = (parts.nth(3)?, parts.next()?);
-            Some(crate::domain::Scope::new(account, region))
-        });
-        let scope = scope.unwrap_or_else(|| crate::domain::Scope::new(args.account.clone(), "us-east-1"));
-        let stream = crate::domain::ResourceKind::sender_id_id(&scope, &name, SENDER_COUNTRY);
+        let scope = arn.as_deref().and_then(scope_of_arn).unwrap_or_else(|| scope.clone());
+        let stream = ResourceKind::sender_id_id(&scope, &name, SENDER_COUNTRY);
         record.number = stream.clone();
         ops.push(record);
         if arn.is_none() && !already {
@@ -663,6 +706,7 @@ pub async fn prepare(args: &LoadTestArgs, bases: &[String]) -> Result<Prepared, 
         numbers,
         pools,
         senders,
+        lists,
         ops,
     })
 }
@@ -690,6 +734,7 @@ pub async fn race(args: &LoadTestArgs, prepared: &Prepared) -> Result<(Vec<Clien
         hot: Mutex::new(hot),
         pools: prepared.pools.clone(),
         senders: prepared.senders.clone(),
+        lists: prepared.lists.clone(),
         mix,
         sent: AtomicU64::new(0),
         errors: AtomicU64::new(0),
