@@ -86,6 +86,30 @@ pub struct LoadTestArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// How long a client waits for an answer before giving up on it: the request then counts as
+    /// unanswered (its outcome unknown), so a frozen node cannot hang the run.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Duration,
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// How long the load test waits for a node's health, or for the next part of its log export
+/// (the whole export of a long run may take longer than any fixed bound; a frozen node sends
+/// nothing at all).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client for the nodes' own endpoints (`/health`, `/audit/export`): bounded by
+/// [`ADMIN_TIMEOUT`] between reads, not over a whole answer.
+fn admin_client() -> Result<reqwest::Client, LoadTestError> {
+    reqwest::Client::builder()
+        .connect_timeout(ADMIN_TIMEOUT)
+        .read_timeout(ADMIN_TIMEOUT)
+        .build()
+        .map_err(|e| LoadTestError::Setup(format!("cannot build an HTTP client: {e}")))
 }
 
 /// The default operation weights: the lifecycle's races, and the neighbourhood's — sends against
@@ -140,6 +164,7 @@ impl Default for LoadTestArgs {
             sign: false,
             durability: None,
             quiet: true,
+            request_timeout: default_request_timeout(),
         }
     }
 }
@@ -589,13 +614,19 @@ pub struct Prepared {
     pub ops: Vec<ClientOp>,
 }
 
+/// The clients' HTTP client: a request gets `--request-timeout` to be answered.
+fn load_client(args: &LoadTestArgs) -> Result<reqwest::Client, LoadTestError> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients)
+        .timeout(args.request_timeout)
+        .build()
+        .map_err(|e| LoadTestError::Setup(format!("cannot build an HTTP client: {e}")))
+}
+
 /// Creates the numbers and pools the race will use, spreading the requests over the nodes at
 /// `bases`.
 pub async fn prepare(args: &LoadTestArgs, bases: &[String]) -> Result<Prepared, LoadTestError> {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.clients)
-        .build()
-        .map_err(|e| LoadTestError::Setup(e.to_string()))?;
+    let http = load_client(args)?;
     // One origin for every run in this process: operations of several runs against one log (a
     // crash test's cycles) are then ordered in real time against each other too.
     let started = clock_origin();
@@ -782,7 +813,7 @@ pub async fn fetch_log(base: &str) -> Result<Vec<EventEnvelope>, LoadTestError> 
 pub async fn fetch_log_as(base: &str, signer: Option<&ClientSigner>) -> Result<Vec<EventEnvelope>, LoadTestError> {
     let unreadable = |e: String| LoadTestError::Setup(format!("cannot read the log: {e}"));
     let url = format!("{base}/audit/export");
-    let mut request = reqwest::Client::new().get(&url);
+    let mut request = admin_client()?.get(&url);
     if let Some(signer) = signer {
         for (k, v) in signer.sign("GET", &url, &[], &[]).map_err(|e| unreadable(e.to_string()))? {
             request = request.header(k, v);
@@ -842,7 +873,9 @@ pub fn acknowledged_writes(ops: &[ClientOp]) -> usize {
 
 /// The position of the last event in the log as the node at `base` sees it.
 async fn log_head(base: &str) -> Result<u64, LoadTestError> {
-    let health: Value = reqwest::get(format!("{base}/health"))
+    let health: Value = admin_client()?
+        .get(format!("{base}/health"))
+        .send()
         .await
         .and_then(|r| r.error_for_status())
         .map_err(|e| LoadTestError::Setup(format!("{base}/health: {e}")))?
@@ -1090,6 +1123,32 @@ mod tests {
             payload: Value::Null,
             hash: String::new(),
         }
+    }
+
+    /// A node that takes the request and never answers (frozen) does not hang the client: after
+    /// `--request-timeout` the request counts as unanswered.
+    #[tokio::test]
+    async fn a_request_a_frozen_node_never_answers_times_out_as_unanswered() {
+        let frozen = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/", frozen.local_addr().expect("address"));
+        let args = LoadTestArgs {
+            request_timeout: Duration::from_millis(200),
+            ..Default::default()
+        };
+        let wire = Wire {
+            http: load_client(&args).expect("client"),
+            url,
+            authorization: String::new(),
+            signer: None,
+            started: Instant::now(),
+        };
+        let body = json!({"PhoneNumberIds": ["phone-1"]});
+        let asked = wire.op(Op::Describe, "phone-1", None, body, "DescribePhoneNumbers");
+        let (record, _) = tokio::time::timeout(Duration::from_secs(10), asked)
+            .await
+            .expect("the client gave up on the frozen node");
+        assert_eq!((record.status, record.request_id), (0, None));
+        drop(frozen);
     }
 
     #[test]
