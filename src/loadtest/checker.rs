@@ -863,32 +863,135 @@ struct World {
     pools: HashMap<String, PoolState>,
     lists: HashMap<String, OptOutListState>,
     sender_ids: HashMap<String, SenderIdState>,
+    /// How many live numbers and pools name each list, by account, region and list name: kept
+    /// as they change, so a list's deletion need not look at every number and pool.
+    users: HashMap<(String, String, String), usize>,
 }
 
-/// One step of the world: the state of the event's stream before it, and (where a check looks
-/// at it) the event.
+/// What checks 7 and 8 look at of a number, pool, list or sender id at one point of the log:
+/// taken from its state there, so no state (a list's grows with every opt-out) is copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Named {
+    account: String,
+    region: String,
+    /// The opt-out list it names: a list its own name, a sender id `Default` (it names none).
+    list: String,
+    self_managed_opt_outs: bool,
+    /// Neither released nor deleted.
+    live: bool,
+}
+
+impl Named {
+    fn number(s: &PhoneNumberState) -> Option<Named> {
+        s.0.as_ref().map(|n| Named {
+            account: n.account.clone(),
+            region: n.region.clone(),
+            list: n.opt_out_list_name.clone(),
+            self_managed_opt_outs: n.self_managed_opt_outs_enabled,
+            live: n.status != NumberStatus::Deleted,
+        })
+    }
+
+    fn pool(s: &PoolState) -> Option<Named> {
+        s.0.as_ref().map(|p| Named {
+            account: p.account.clone(),
+            region: p.region.clone(),
+            list: p.opt_out_list_name.clone(),
+            self_managed_opt_outs: p.self_managed_opt_outs_enabled,
+            live: !p.deleted,
+        })
+    }
+
+    /// A list, while it exists.
+    fn list(s: &OptOutListState) -> Option<Named> {
+        s.live().map(|l| Named {
+            account: l.account.clone(),
+            region: l.region.clone(),
+            list: l.opt_out_list_name.clone(),
+            self_managed_opt_outs: false,
+            live: true,
+        })
+    }
+
+    fn sender_id(s: &SenderIdState) -> Option<Named> {
+        s.0.as_ref().map(|s| Named {
+            account: s.account.clone(),
+            region: s.region.clone(),
+            list: crate::domain::opt_out_list::DEFAULT_LIST.to_string(),
+            self_managed_opt_outs: false,
+            live: s.status() != NumberStatus::Deleted,
+        })
+    }
+
+    /// The key of the list a live number or pool names.
+    fn users_key(&self) -> Option<(String, String, String)> {
+        self.live.then(|| (self.account.clone(), self.region.clone(), self.list.clone()))
+    }
+}
+
+/// One step of the world: the event's stream before it (and after it, for the list users), and
+/// (where a check looks at it) the event.
 enum Step {
-    Number(Box<PhoneNumberState>, PhoneNumberEvent),
-    Pool(Box<PoolState>),
-    List(OptOutListState, crate::domain::opt_out_list::OptOutListEvent),
-    SenderId(Box<SenderIdState>, SenderIdEvent),
+    Number {
+        before: Option<Named>,
+        after: Option<Named>,
+        event: PhoneNumberEvent,
+    },
+    Pool {
+        before: Option<Named>,
+        after: Option<Named>,
+    },
+    List(Option<Named>, crate::domain::opt_out_list::OptOutListEvent),
+    SenderId(Option<Named>, SenderIdEvent),
+}
+
+/// What [`step`] gives: the stream before the event, after it, and the event.
+type Applied<E> = (Option<Named>, Option<Named>, E);
+
+/// Applies `e` to its stream's state in `states`; returns the event and what `named` makes of
+/// the state before and after it.
+fn step<A: Aggregate>(
+    states: &mut HashMap<String, A>,
+    e: &EventEnvelope,
+    named: fn(&A) -> Option<Named>,
+) -> Result<Applied<A::Event>, String> {
+    let event: A::Event = decode_event(e).map_err(|err| format!("{} v{}: {err}", e.stream_id, e.version))?;
+    let state = match states.get_mut(&e.stream_id) {
+        Some(state) => state,
+        None => states.entry(e.stream_id.clone()).or_default(),
+    };
+    let before = std::mem::take(state);
+    let was = named(&before);
+    *state = before.evolve(&event);
+    Ok((was, named(state), event))
 }
 
 impl World {
     fn apply(&mut self, e: &EventEnvelope) -> Result<Step, String> {
-        fn step<A: Aggregate>(states: &mut HashMap<String, A>, e: &EventEnvelope) -> Result<(A, A::Event), String> {
-            let event: A::Event = decode_event(e).map_err(|err| format!("{} v{}: {err}", e.stream_id, e.version))?;
-            let before = states.remove(&e.stream_id).unwrap_or_default();
-            states.insert(e.stream_id.clone(), before.clone().evolve(&event));
-            Ok((before, event))
+        let step = match kind_of_stream(&e.stream_id) {
+            Some(ResourceKind::PhoneNumber) => {
+                step(&mut self.numbers, e, Named::number).map(|(before, after, event)| Step::Number { before, after, event })?
+            }
+            Some(ResourceKind::Pool) => step(&mut self.pools, e, Named::pool).map(|(before, after, _)| Step::Pool { before, after })?,
+            Some(ResourceKind::OptOutList) => step(&mut self.lists, e, Named::list).map(|(before, _, event)| Step::List(before, event))?,
+            Some(ResourceKind::SenderId) => {
+                step(&mut self.sender_ids, e, Named::sender_id).map(|(before, _, event)| Step::SenderId(before, event))?
+            }
+            None => return Err(format!("{}: unknown stream kind", e.stream_id)),
+        };
+        if let Step::Number { before, after, .. } | Step::Pool { before, after } = &step {
+            if before != after {
+                if let Some(key) = before.as_ref().and_then(Named::users_key) {
+                    if let Some(n) = self.users.get_mut(&key) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                if let Some(key) = after.as_ref().and_then(Named::users_key) {
+                    *self.users.entry(key).or_default() += 1;
+                }
+            }
         }
-        match kind_of_stream(&e.stream_id) {
-            Some(ResourceKind::PhoneNumber) => step(&mut self.numbers, e).map(|(s, ev)| Step::Number(Box::new(s), ev)),
-            Some(ResourceKind::Pool) => step(&mut self.pools, e).map(|(s, _)| Step::Pool(Box::new(s))),
-            Some(ResourceKind::OptOutList) => step(&mut self.lists, e).map(|(s, ev)| Step::List(s, ev)),
-            Some(ResourceKind::SenderId) => step(&mut self.sender_ids, e).map(|(s, ev)| Step::SenderId(Box::new(s), ev)),
-            None => Err(format!("{}: unknown stream kind", e.stream_id)),
-        }
+        Ok(step)
     }
 
     /// The live list `name` of the account and region, if it exists now.
@@ -898,23 +1001,13 @@ impl World {
     }
 
     /// Live numbers and pools of the account and region that name the list `name`.
-    fn users_of(&self, account: &str, region: &str, name: &str) -> usize {
-        let numbers = self
-            .numbers
-            .values()
-            .filter_map(|s| s.0.as_ref())
-            .filter(|n| n.status != NumberStatus::Deleted && n.account == account && n.region == region && n.opt_out_list_name == name);
-        let pools = self
-            .pools
-            .values()
-            .filter_map(|s| s.0.as_ref())
-            .filter(|p| !p.deleted && p.account == account && p.region == region && p.opt_out_list_name == name);
-        numbers.count() + pools.count()
+    fn users_of(&self, list: &Named) -> usize {
+        list.users_key().and_then(|key| self.users.get(&key).copied()).unwrap_or(0)
     }
 }
 
-/// Runs check `name` over the log in feed order: `visit` sees each event with the state of its
-/// stream before it, and every aggregate's state after it.
+/// Runs check `name` over the log in feed order: `visit` sees each event with its stream before
+/// (and after) it, and every aggregate's state after it.
 fn walk(log: &[EventEnvelope], name: &str, mut visit: impl FnMut(&mut Check, &World, &EventEnvelope, Step)) -> CheckResult {
     let mut c = Check::new(name);
     let mut world = World::default();
@@ -931,25 +1024,19 @@ fn walk(log: &[EventEnvelope], name: &str, mut visit: impl FnMut(&mut Check, &Wo
 fn no_message_to_opted_out(log: &[EventEnvelope]) -> CheckResult {
     let name = "7. no message accepted to a destination on the opt-out list in force at that point of the log";
     walk(log, name, |c, world, e, step| {
-        // The sender: its account and region, the list it names itself (a sender id names none:
-        // the account's Default is in force) and whether it manages opt-outs itself.
+        // The sender as it was: its account and region, the list it names itself (a sender id
+        // names none: the account's Default is in force) and whether it manages opt-outs itself.
         let (m, sender) = match step {
-            Step::Number(before, PhoneNumberEvent::MessageSent(m)) => (
-                m,
-                before
-                    .0
-                    .map(|n| (n.account, n.region, n.opt_out_list_name, n.self_managed_opt_outs_enabled)),
-            ),
-            Step::SenderId(before, SenderIdEvent::MessageSent(m)) => (
-                m,
-                before
-                    .0
-                    .map(|s| (s.account, s.region, crate::domain::opt_out_list::DEFAULT_LIST.to_string(), false)),
-            ),
+            Step::Number {
+                before,
+                event: PhoneNumberEvent::MessageSent(m),
+                ..
+            } => (m, before),
+            Step::SenderId(before, SenderIdEvent::MessageSent(m)) => (m, before),
             _ => return,
         };
         c.count();
-        let Some((account, region, own_list, self_managed)) = sender else {
+        let Some(sender) = sender else {
             c.violation(format!(
                 "{} v{}: a message from an origination identity that does not exist",
                 e.stream_id, e.version
@@ -961,14 +1048,14 @@ fn no_message_to_opted_out(log: &[EventEnvelope]) -> CheckResult {
                 .pools
                 .get(pool)
                 .and_then(|p| p.0.as_ref())
-                .map(|p| p.opt_out_list_name.clone()),
-            None => Some(own_list),
+                .map(|p| p.opt_out_list_name.as_str()),
+            None => Some(sender.list.as_str()),
         };
         let Some(list) = list else { return };
         let opted_out = world
-            .list(&account, &region, &list)
+            .list(&sender.account, &sender.region, list)
             .is_some_and(|l| l.opted_out.contains_key(&m.destination_phone_number));
-        if opted_out && !self_managed {
+        if opted_out && !sender.self_managed_opt_outs {
             c.violation(format!(
                 "{} v{} (position {}): message {} accepted to {}, which is on opt-out list {list}",
                 e.stream_id, e.version, e.position, m.message_id, m.destination_phone_number
@@ -982,30 +1069,20 @@ fn lists_in_use(log: &[EventEnvelope]) -> CheckResult {
     use crate::domain::opt_out_list::{OptOutListEvent, DEFAULT_LIST};
     let name = "8. no opt-out list deleted while a number or pool names it; none named that does not exist";
     walk(log, name, |c, world, e, step| {
-        // A list a number or pool names after this event, where it named another (or none).
+        // A list a live number or pool names after this event, where it named another (or none).
         let taken_up = match &step {
-            Step::Number(before, _) => world.numbers.get(&e.stream_id).and_then(|s| s.0.as_ref()).and_then(|n| {
-                let was = before
-                    .0
-                    .as_ref()
-                    .filter(|b| b.status != NumberStatus::Deleted)
-                    .map(|b| b.opt_out_list_name.as_str());
-                (n.status != NumberStatus::Deleted && was != Some(n.opt_out_list_name.as_str()))
-                    .then(|| (n.account.clone(), n.region.clone(), n.opt_out_list_name.clone()))
-            }),
-            Step::Pool(before) => world.pools.get(&e.stream_id).and_then(|s| s.0.as_ref()).and_then(|p| {
-                let was = before.0.as_ref().filter(|b| !b.deleted).map(|b| b.opt_out_list_name.as_str());
-                (!p.deleted && was != Some(p.opt_out_list_name.as_str()))
-                    .then(|| (p.account.clone(), p.region.clone(), p.opt_out_list_name.clone()))
+            Step::Number { before, after, .. } | Step::Pool { before, after } => after.as_ref().filter(|now| {
+                let was = before.as_ref().filter(|b| b.live).map(|b| b.list.as_str());
+                now.live && was != Some(now.list.as_str())
             }),
             Step::List(before, OptOutListEvent::OptOutListDeleted { .. }) => {
                 c.count();
-                if let Some(l) = before.live() {
-                    let users = world.users_of(&l.account, &l.region, &l.opt_out_list_name);
+                if let Some(l) = before {
+                    let users = world.users_of(l);
                     if users > 0 {
                         c.violation(format!(
                             "{} v{} (position {}): opt-out list {} deleted while {users} numbers or pools name it",
-                            e.stream_id, e.version, e.position, l.opt_out_list_name
+                            e.stream_id, e.version, e.position, l.list
                         ));
                     }
                 }
@@ -1013,12 +1090,12 @@ fn lists_in_use(log: &[EventEnvelope]) -> CheckResult {
             }
             Step::List(..) | Step::SenderId(..) => None,
         };
-        if let Some((account, region, list)) = taken_up.filter(|(_, _, l)| l != DEFAULT_LIST) {
+        if let Some(user) = taken_up.filter(|u| u.list != DEFAULT_LIST) {
             c.count();
-            if world.list(&account, &region, &list).is_none() {
+            if world.list(&user.account, &user.region, &user.list).is_none() {
                 c.violation(format!(
-                    "{} v{} (position {}): takes up opt-out list {list}, which does not exist",
-                    e.stream_id, e.version, e.position
+                    "{} v{} (position {}): takes up opt-out list {}, which does not exist",
+                    e.stream_id, e.version, e.position, user.list
                 ));
             }
         }
