@@ -1,6 +1,7 @@
 //! The load generator's verdict: a CI-sized conflicting run passes it, and the checker is honest:
-//! doctored logs (a lost acknowledged event, a duplicate release, a reordered pair, a released
-//! number left in a pool) are each caught by the check that owns the rule.
+//! doctored logs (a lost acknowledged event, a lost opt-out, a write no operation answers for, a
+//! duplicate release, a reordered pair, a released number left in a pool) are each caught by the
+//! check that owns the rule.
 
 use std::sync::OnceLock;
 
@@ -52,7 +53,7 @@ fn a_ci_sized_conflicting_run_passes_its_verdict() {
     // It really conflicted: refusals of several kinds happened.
     let release = &report.operations["release"];
     assert!(release.ok >= 1 && release.outcomes.len() >= 2, "{release:?}");
-    assert_eq!(report.verdict.checks.len(), 8);
+    assert_eq!(report.verdict.checks.len(), 9);
     // The neighbourhood raced too: messages were sent and refused, the list was deleted.
     let send = &report.operations["send"];
     assert!(send.ok >= 1 && send.outcomes.len() >= 2, "{send:?}");
@@ -80,6 +81,20 @@ fn a_lost_acknowledged_event_is_caught() {
         .cloned()
         .collect();
     assert_eq!(log.len(), report.log.len() - 1);
+    assert_caught(&check(&log, &report.client_ops), "1.");
+}
+
+/// An opt-out answered 200 whose entry never reached the log: check 1 fails (the service writes
+/// nothing only for a destination already on the list, which the first opt-out's was not).
+#[test]
+fn a_lost_opt_out_is_caught() {
+    let report = ci_run();
+    let first = report
+        .log
+        .iter()
+        .find(|e| e.event_type == "NumberOptedOut")
+        .expect("a destination opted out");
+    let log: Vec<EventEnvelope> = report.log.iter().filter(|e| e.event_id != first.event_id).cloned().collect();
     assert_caught(&check(&log, &report.client_ops), "1.");
 }
 
@@ -119,6 +134,23 @@ fn append_copy(log: &mut Vec<EventEnvelope>, template: &EventEnvelope, event_typ
     e.event_id = uuid::Uuid::new_v4();
     e.command_id = uuid::Uuid::new_v4();
     log.push(e);
+}
+
+/// A write under a request id no operation of the run answers for: check 1 fails.
+#[test]
+fn a_write_no_operation_answers_for_is_caught() {
+    let report = ci_run();
+    let mut log = report.log.clone();
+    let updated = log
+        .iter()
+        .find(|e| e.event_type == "PhoneNumberUpdated")
+        .cloned()
+        .expect("a number was updated");
+    append_copy(&mut log, &updated, "PhoneNumberUpdated", updated.payload.clone());
+    if let Some(phantom) = log.last_mut() {
+        phantom.request_id = "phantom".into();
+    }
+    assert_caught(&check(&log, &report.client_ops), "1.");
 }
 
 #[test]

@@ -68,8 +68,8 @@ pub struct RecheckReport {
 }
 
 /// A decision, compared by what it means: the events, or the kind and reason of the refusal
-/// (message wording is not a decision).
-fn signature<E: Serialize>(outcome: &Result<Vec<E>, Rejection>) -> Value {
+/// (message wording is not a decision). Also the load test's (check 6).
+pub(crate) fn signature<E: Serialize>(outcome: &Result<Vec<E>, Rejection>) -> Value {
     match outcome {
         Ok(events) => serde_json::json!({ "Events": events }),
         Err(r) => {

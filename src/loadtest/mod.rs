@@ -23,9 +23,11 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use self::checker::{check, ClientOp, Op, Verdict};
+use self::checker::{check_after, ClientOp, Op, Verdict};
 use crate::auth::ClientSigner;
 use crate::config::Config;
+use crate::domain::opt_out_list::DEFAULT_LIST;
+use crate::domain::{ResourceKind, Scope};
 use crate::server::RunningServer;
 use crate::store::Durability;
 use crate::store::EventEnvelope;
@@ -84,6 +86,30 @@ pub struct LoadTestArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// How long a client waits for an answer before giving up on it: the request then counts as
+    /// unanswered (its outcome unknown), so a frozen node cannot hang the run.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Duration,
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// How long the load test waits for a node's health, or for the next part of its log export
+/// (the whole export of a long run may take longer than any fixed bound; a frozen node sends
+/// nothing at all).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client for the nodes' own endpoints (`/health`, `/audit/export`): bounded by
+/// [`ADMIN_TIMEOUT`] between reads, not over a whole answer.
+fn admin_client() -> Result<reqwest::Client, LoadTestError> {
+    reqwest::Client::builder()
+        .connect_timeout(ADMIN_TIMEOUT)
+        .read_timeout(ADMIN_TIMEOUT)
+        .build()
+        .map_err(|e| LoadTestError::Setup(format!("cannot build an HTTP client: {e}")))
 }
 
 /// The default operation weights: the lifecycle's races, and the neighbourhood's — sends against
@@ -138,6 +164,7 @@ impl Default for LoadTestArgs {
             sign: false,
             durability: None,
             quiet: true,
+            request_timeout: default_request_timeout(),
         }
     }
 }
@@ -198,7 +225,7 @@ fn parse_mix(mix: &str) -> Result<Vec<(Op, u32)>, LoadTestError> {
         let op = Op::ALL
             .into_iter()
             .find(|o| o.name() == name.trim())
-            .filter(|o| ![Op::Request, Op::CreateList, Op::RequestSender].contains(o))
+            .filter(|o| o.scheduled())
             .ok_or_else(|| LoadTestError::Setup(format!("--mix: unknown operation {name:?}")))?;
         let weight: u32 = weight
             .trim()
@@ -285,6 +312,7 @@ impl Wire {
             error: (!ok).then(|| response["__type"].as_str().unwrap_or("Unknown").to_string()),
             reason: (!ok).then(|| response["Reason"].as_str().map(str::to_string)).flatten(),
             request_id,
+            destination: None,
         };
         (record, response)
     }
@@ -295,13 +323,47 @@ impl Wire {
         self.op(Op::RequestSender, stream, None, body, "RequestSenderId").await
     }
 
-    async fn request_number(&self) -> (ClientOp, Option<String>) {
+    /// Requests a number: its id, and the account and region its ARN names.
+    async fn request_number(&self) -> (ClientOp, Option<String>, Option<Scope>) {
         let body =
             json!({"IsoCountryCode": "US", "MessageType": "TRANSACTIONAL", "NumberCapabilities": ["SMS"], "NumberType": "LONG_CODE"});
         let (mut record, response) = self.op(Op::Request, "", None, body, "RequestPhoneNumber").await;
         let id = response["PhoneNumberId"].as_str().map(str::to_string);
         record.number = id.clone().unwrap_or_default();
-        (record, id)
+        (record, id, response["PhoneNumberArn"].as_str().and_then(scope_of_arn))
+    }
+}
+
+/// The account and region an ARN (`arn:aws:sms-voice:REGION:ACCOUNT:...`) names.
+fn scope_of_arn(arn: &str) -> Option<Scope> {
+    let mut parts = arn.splitn(6, ':');
+    let (region, account) = (parts.nth(3)?, parts.next()?);
+    Some(Scope::new(account, region))
+}
+
+/// The streams of the opt-out lists the load uses (the clients record operations on a list by
+/// its stream, which names its account and region as well as its name).
+#[derive(Debug, Clone)]
+struct ListStreams {
+    load_test: String,
+    default: String,
+}
+
+impl ListStreams {
+    fn new(scope: &Scope) -> Self {
+        ListStreams {
+            load_test: ResourceKind::opt_out_list_id(scope, LOAD_TEST_LIST),
+            default: ResourceKind::opt_out_list_id(scope, DEFAULT_LIST),
+        }
+    }
+
+    /// The stream of the list `name` (the load test's or `Default`).
+    fn of(&self, name: &str) -> &str {
+        if name == LOAD_TEST_LIST {
+            &self.load_test
+        } else {
+            &self.default
+        }
     }
 }
 
@@ -314,6 +376,7 @@ struct Shared {
     pools: Vec<String>,
     /// The load test's sender ids: name and stream id.
     senders: Vec<(String, String)>,
+    lists: ListStreams,
     mix: Vec<(Op, u32)>,
     sent: AtomicU64,
     errors: AtomicU64,
@@ -390,19 +453,21 @@ async fn client(wire: Wire, shared: Arc<Shared>, seed: u64) -> Vec<ClientOp> {
             }
             Op::OptOut => {
                 let to = destination(n, &mut rng);
-                let list = if rng.gen_bool(0.5) { LOAD_TEST_LIST } else { "Default" };
+                let list = if rng.gen_bool(0.5) { LOAD_TEST_LIST } else { DEFAULT_LIST };
                 let body = json!({"OptOutListName": list, "OptedOutNumber": to});
-                wire.op(op, list, None, body, "PutOptedOutNumber").await
+                let (mut record, response) = wire.op(op, shared.lists.of(list), None, body, "PutOptedOutNumber").await;
+                record.destination = Some(to);
+                (record, response)
             }
             Op::JoinList => {
                 // Mostly back to Default, so the list is at times unused and can be deleted.
-                let list = if rng.gen_bool(0.15) { LOAD_TEST_LIST } else { "Default" };
+                let list = if rng.gen_bool(0.15) { LOAD_TEST_LIST } else { DEFAULT_LIST };
                 let body = json!({"PhoneNumberId": number, "OptOutListName": list});
                 wire.op(op, &number, None, body, "UpdatePhoneNumber").await
             }
             Op::DeleteList => {
                 let body = json!({"OptOutListName": LOAD_TEST_LIST});
-                wire.op(op, LOAD_TEST_LIST, None, body, "DeleteOptOutList").await
+                wire.op(op, &shared.lists.load_test, None, body, "DeleteOptOutList").await
             }
             Op::ReleaseSender | Op::AssociateSender | Op::DisassociateSender if !shared.senders.is_empty() && pool.is_some() => {
                 let (name, stream) = &shared.senders[rng.gen_range(0..shared.senders.len())];
@@ -454,7 +519,9 @@ async fn client(wire: Wire, shared: Arc<Shared>, seed: u64) -> Vec<ClientOp> {
         if list_deleted {
             // Keep the race going: the list comes back (another client may have been first).
             let body = json!({"OptOutListName": LOAD_TEST_LIST});
-            let (record, _) = wire.op(Op::CreateList, LOAD_TEST_LIST, None, body, "CreateOptOutList").await;
+            let (record, _) = wire
+                .op(Op::CreateList, &shared.lists.load_test, None, body, "CreateOptOutList")
+                .await;
             ops.push(record);
         }
         if released {
@@ -462,7 +529,7 @@ async fn client(wire: Wire, shared: Arc<Shared>, seed: u64) -> Vec<ClientOp> {
             // again while the service cannot answer (a failover): otherwise the slot would keep
             // the released number, and the rest of the run would be refusals on it.
             for attempt in 1..=REPLACE_ATTEMPTS {
-                let (record, id) = wire.request_number().await;
+                let (record, id, _) = wire.request_number().await;
                 let retry = matches!(record.status, 0 | 500..=599);
                 ops.push(record);
                 if let Some(id) = id {
@@ -543,16 +610,23 @@ pub struct Prepared {
     pub pools: Vec<String>,
     /// The sender ids, by name and stream id.
     pub senders: Vec<(String, String)>,
+    lists: ListStreams,
     pub ops: Vec<ClientOp>,
+}
+
+/// The clients' HTTP client: a request gets `--request-timeout` to be answered.
+fn load_client(args: &LoadTestArgs) -> Result<reqwest::Client, LoadTestError> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients)
+        .timeout(args.request_timeout)
+        .build()
+        .map_err(|e| LoadTestError::Setup(format!("cannot build an HTTP client: {e}")))
 }
 
 /// Creates the numbers and pools the race will use, spreading the requests over the nodes at
 /// `bases`.
 pub async fn prepare(args: &LoadTestArgs, bases: &[String]) -> Result<Prepared, LoadTestError> {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.clients)
-        .build()
-        .map_err(|e| LoadTestError::Setup(e.to_string()))?;
+    let http = load_client(args)?;
     // One origin for every run in this process: operations of several runs against one log (a
     // crash test's cycles) are then ordered in real time against each other too.
     let started = clock_origin();
@@ -576,23 +650,31 @@ pub async fn prepare(args: &LoadTestArgs, bases: &[String]) -> Result<Prepared, 
     let base = bases.join(",");
     let mut ops = Vec::new();
     let mut numbers = Vec::with_capacity(args.numbers);
+    // The account and region the service puts the run's resources in (with `--sign`, the
+    // credential's), as the numbers' ARNs name them.
+    let mut scope = None;
     let mut setup = tokio::task::JoinSet::new();
+    let mut take = |(record, id, in_scope): (ClientOp, Option<String>, Option<Scope>)| {
+        ops.push(record);
+        numbers.extend(id);
+        scope = scope.take().or(in_scope);
+    };
     for i in 0..args.numbers {
         let w = wires[i % wires.len()].clone();
         setup.spawn(async move { w.request_number().await });
         if setup.len() >= args.clients {
-            if let Some(Ok((record, id))) = setup.join_next().await {
-                ops.push(record);
-                numbers.extend(id);
+            if let Some(Ok(requested)) = setup.join_next().await {
+                take(requested);
             }
         }
     }
     while let Some(joined) = setup.join_next().await {
-        if let Ok((record, id)) = joined {
-            ops.push(record);
-            numbers.extend(id);
+        if let Ok(requested) = joined {
+            take(requested);
         }
     }
+    let scope = scope.unwrap_or_else(|| Scope::new(args.account.clone(), "us-east-1"));
+    let lists = ListStreams::new(&scope);
     if numbers.len() < args.numbers {
         // Why, as the server said it (a refused signature, a quota, ...).
         let why = ops
@@ -611,22 +693,26 @@ pub async fn prepare(args: &LoadTestArgs, bases: &[String]) -> Result<Prepared, 
         )));
     }
     numbers.sort();
-    // The opt-out list the numbers join and leave (left from an earlier run, or new).
-    let (status, body, _) = wire.call("CreateOptOutList", json!({"OptOutListName": LOAD_TEST_LIST})).await;
-    if status != 200 && body["Reason"] != "RESOURCE_ALREADY_EXISTS" {
+    // The opt-out list the numbers join and leave (left from an earlier run, or new). Like every
+    // set-up call, recorded: its events are the run's, and the verdict wants each event's
+    // operation.
+    let body = json!({"OptOutListName": LOAD_TEST_LIST});
+    let (record, body) = wire.op(Op::CreateList, &lists.load_test, None, body, "CreateOptOutList").await;
+    let created = record.status == 200;
+    ops.push(record);
+    if !created && body["Reason"] != "RESOURCE_ALREADY_EXISTS" {
         return Err(LoadTestError::Setup(format!("CreateOptOutList failed: {body}")));
     }
     let mut pools = Vec::new();
     for seed_number in numbers.iter().take(args.pools) {
-        let (status, body, _) = wire
-            .call(
-                "CreatePool",
-                json!({"OriginationIdentity": seed_number, "MessageType": "TRANSACTIONAL"}),
-            )
-            .await;
-        match body["PoolId"].as_str() {
-            Some(id) if status == 200 => pools.push(id.to_string()),
-            _ => return Err(LoadTestError::Setup(format!("CreatePool failed: {body}"))),
+        let body = json!({"OriginationIdentity": seed_number, "MessageType": "TRANSACTIONAL"});
+        let (mut record, body) = wire.op(Op::CreatePool, seed_number, None, body, "CreatePool").await;
+        let id = body["PoolId"].as_str().filter(|_| record.status == 200).map(str::to_string);
+        record.pool = id.clone();
+        ops.push(record);
+        match id {
+            Some(id) => pools.push(id),
+            None => return Err(LoadTestError::Setup(format!("CreatePool failed: {body}"))),
         }
     }
     // The sender ids (an earlier run against the same server may have left them leased).
@@ -637,13 +723,8 @@ pub async fn prepare(args: &LoadTestArgs, bases: &[String]) -> Result<Prepared, 
         let already = body["Reason"] == "RESOURCE_ALREADY_EXISTS";
         let arn = body["SenderIdArn"].as_str().map(str::to_string);
         // The stream id follows from the account and region the server put in the ARN.
-        let scope = arn.as_deref().and_then(|arn| {
-            let mut parts = arn.splitn(6, ':');
-            let (region, account) = (parts.nth(3)?, parts.next()?);
-            Some(crate::domain::Scope::new(account, region))
-        });
-        let scope = scope.unwrap_or_else(|| crate::domain::Scope::new(args.account.clone(), "us-east-1"));
-        let stream = crate::domain::ResourceKind::sender_id_id(&scope, &name, SENDER_COUNTRY);
+        let scope = arn.as_deref().and_then(scope_of_arn).unwrap_or_else(|| scope.clone());
+        let stream = ResourceKind::sender_id_id(&scope, &name, SENDER_COUNTRY);
         record.number = stream.clone();
         ops.push(record);
         if arn.is_none() && !already {
@@ -656,6 +737,7 @@ pub async fn prepare(args: &LoadTestArgs, bases: &[String]) -> Result<Prepared, 
         numbers,
         pools,
         senders,
+        lists,
         ops,
     })
 }
@@ -683,6 +765,7 @@ pub async fn race(args: &LoadTestArgs, prepared: &Prepared) -> Result<(Vec<Clien
         hot: Mutex::new(hot),
         pools: prepared.pools.clone(),
         senders: prepared.senders.clone(),
+        lists: prepared.lists.clone(),
         mix,
         sent: AtomicU64::new(0),
         errors: AtomicU64::new(0),
@@ -730,7 +813,7 @@ pub async fn fetch_log(base: &str) -> Result<Vec<EventEnvelope>, LoadTestError> 
 pub async fn fetch_log_as(base: &str, signer: Option<&ClientSigner>) -> Result<Vec<EventEnvelope>, LoadTestError> {
     let unreadable = |e: String| LoadTestError::Setup(format!("cannot read the log: {e}"));
     let url = format!("{base}/audit/export");
-    let mut request = reqwest::Client::new().get(&url);
+    let mut request = admin_client()?.get(&url);
     if let Some(signer) = signer {
         for (k, v) in signer.sign("GET", &url, &[], &[]).map_err(|e| unreadable(e.to_string()))? {
             request = request.header(k, v);
@@ -788,28 +871,38 @@ pub fn acknowledged_writes(ops: &[ClientOp]) -> usize {
         .count()
 }
 
+/// The position of the last event in the log as the node at `base` sees it.
+async fn log_head(base: &str) -> Result<u64, LoadTestError> {
+    let health: Value = admin_client()?
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| LoadTestError::Setup(format!("{base}/health: {e}")))?
+        .json()
+        .await
+        .map_err(|e| LoadTestError::Setup(format!("{base}/health: {e}")))?;
+    health["Events"]
+        .as_u64()
+        .ok_or_else(|| LoadTestError::Setup(format!("{base}/health: no event count")))
+}
+
+/// The last position of the log any of the nodes at `bases` has.
+async fn furthest_log_head(bases: &[String]) -> Result<u64, LoadTestError> {
+    let mut most = 0;
+    for base in bases {
+        most = most.max(log_head(base).await?);
+    }
+    Ok(most)
+}
+
 /// Waits until the node at `bases[0]` has every event any of the nodes has (each node's view of
 /// a shared log follows the others' appends a moment later).
 pub async fn settle(bases: &[String]) -> Result<(), LoadTestError> {
-    async fn events(base: &str) -> Result<u64, LoadTestError> {
-        let health: Value = reqwest::get(format!("{base}/health"))
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| LoadTestError::Setup(format!("{base}/health: {e}")))?
-            .json()
-            .await
-            .map_err(|e| LoadTestError::Setup(format!("{base}/health: {e}")))?;
-        health["Events"]
-            .as_u64()
-            .ok_or_else(|| LoadTestError::Setup(format!("{base}/health: no event count")))
-    }
-    let mut most = 0;
-    for base in bases {
-        most = most.max(events(base).await?);
-    }
+    let most = furthest_log_head(bases).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let seen = events(&bases[0]).await?;
+        let seen = log_head(&bases[0]).await?;
         if seen >= most {
             return Ok(());
         }
@@ -824,22 +917,28 @@ pub async fn settle(bases: &[String]) -> Result<(), LoadTestError> {
 }
 
 async fn drive(args: &LoadTestArgs, bases: &[String]) -> Result<Report, LoadTestError> {
+    // A server driven with `--server` may hold events from before the run (an earlier run's):
+    // no operation of this one answers for them.
+    let before = furthest_log_head(bases).await?;
     let prepared = prepare(args, bases).await?;
     let (load_ops, elapsed) = race(args, &prepared).await?;
     settle(bases).await?;
     let base = bases.join(",");
     let log = fetch_log_as(&bases[0], signer_for(args)?.as_deref()).await?;
     let setup_ops = prepared.ops.len();
+    // One copy of every operation: the set-up's, then the race's (moved, not cloned: a long run
+    // makes millions).
     let mut all_ops = prepared.ops;
-    all_ops.extend(load_ops.iter().cloned());
-    let verdict = check(&log, &all_ops);
+    all_ops.extend(load_ops);
+    let load_ops = &all_ops[setup_ops..];
+    let verdict = check_after(&log, &all_ops, before);
     Ok(Report {
         settings: args.clone(),
         server: base,
         elapsed_s: elapsed.as_secs_f64(),
         requests: load_ops.len() as u64,
         throughput_per_s: load_ops.len() as f64 / elapsed.as_secs_f64().max(1e-9),
-        operations: stats(&load_ops),
+        operations: stats(load_ops),
         overall: op_stats(&load_ops.iter().collect::<Vec<_>>()),
         log_events: log.len() as u64,
         verdict,
@@ -1005,6 +1104,7 @@ mod tests {
             error: None,
             reason: None,
             request_id: Some(request.into()),
+            destination: None,
         }
     }
 
@@ -1026,6 +1126,32 @@ mod tests {
             payload: Value::Null,
             hash: String::new(),
         }
+    }
+
+    /// A node that takes the request and never answers (frozen) does not hang the client: after
+    /// `--request-timeout` the request counts as unanswered.
+    #[tokio::test]
+    async fn a_request_a_frozen_node_never_answers_times_out_as_unanswered() {
+        let frozen = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/", frozen.local_addr().expect("address"));
+        let args = LoadTestArgs {
+            request_timeout: Duration::from_millis(200),
+            ..Default::default()
+        };
+        let wire = Wire {
+            http: load_client(&args).expect("client"),
+            url,
+            authorization: String::new(),
+            signer: None,
+            started: Instant::now(),
+        };
+        let body = json!({"PhoneNumberIds": ["phone-1"]});
+        let asked = wire.op(Op::Describe, "phone-1", None, body, "DescribePhoneNumbers");
+        let (record, _) = tokio::time::timeout(Duration::from_secs(10), asked)
+            .await
+            .expect("the client gave up on the frozen node");
+        assert_eq!((record.status, record.request_id), (0, None));
+        drop(frozen);
     }
 
     #[test]

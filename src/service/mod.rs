@@ -45,6 +45,7 @@ pub use numbers::NewNumber;
 pub use opt_out_lists::NewOptOutList;
 pub use pools::NewPool;
 pub use reads::Page;
+pub use recovery::RECOVERY_REQUEST_PREFIX;
 pub use sender_ids::NewSenderId;
 pub use tagging::TagChange;
 

@@ -14,6 +14,10 @@ use crate::domain::pool_change::pool_to_ask;
 use crate::domain::sender_id::SenderId;
 use crate::domain::{CommandMeta, ResourceKind};
 
+/// How the request ids of the service's own writes (finishing an interrupted change) begin: no
+/// client's request is answered for them.
+pub const RECOVERY_REQUEST_PREFIX: &str = "recovery-";
+
 impl LifecycleService {
     /// Finishes pool changes that a crash interrupted, so no number stays `ASSOCIATING` or
     /// `DISASSOCIATING` and no number points at a deleted pool: the pool's stream decides, by
@@ -70,7 +74,7 @@ impl LifecycleService {
                 }
             }
             let meta = CommandMeta {
-                request_id: format!("recovery-{}", uuid::Uuid::new_v4()),
+                request_id: format!("{RECOVERY_REQUEST_PREFIX}{}", uuid::Uuid::new_v4()),
                 scope: n.scope(),
                 at_ms: now_ms,
                 operation: "Recovery".into(),
