@@ -238,3 +238,19 @@ async fn a_stalled_storage_answers_at_the_request_deadline() {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }
+
+/// The load test reads the log right after its race, when the account's rate may be spent: a
+/// throttled read of the log is asked again, not taken for a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_tests_log_read_waits_out_the_accounts_rate() {
+    let server = TestServer::start_with(|c| c.account_requests_per_sec = 1);
+    let url = format!("{}/", server.url());
+    let http = reqwest::Client::new();
+    // The load test's reads are unsigned: the default account's, whose budget this spends.
+    let (status, _) = call(&http, &url, "000000000000", "RequestPhoneNumber", request_body()).await;
+    assert_eq!(status, StatusCode::OK);
+    let log = phone_ledger::loadtest::fetch_log(&server.url())
+        .await
+        .expect("the log, once the rate allows");
+    assert_eq!(log.len(), 1, "{log:?}");
+}

@@ -813,17 +813,26 @@ pub async fn fetch_log(base: &str) -> Result<Vec<EventEnvelope>, LoadTestError> 
 pub async fn fetch_log_as(base: &str, signer: Option<&ClientSigner>) -> Result<Vec<EventEnvelope>, LoadTestError> {
     let unreadable = |e: String| LoadTestError::Setup(format!("cannot read the log: {e}"));
     let url = format!("{base}/audit/export");
-    let mut request = admin_client()?.get(&url);
-    if let Some(signer) = signer {
-        for (k, v) in signer.sign("GET", &url, &[], &[]).map_err(|e| unreadable(e.to_string()))? {
-            request = request.header(k, v);
+    // Right after the race the account's request rate (if the server sets one) may be spent: a
+    // throttled export is asked again, waiting twice as long each time (about 6 s in all).
+    let mut wait = Duration::from_millis(200);
+    let mut export = loop {
+        let mut request = admin_client()?.get(&url);
+        if let Some(signer) = signer {
+            for (k, v) in signer.sign("GET", &url, &[], &[]).map_err(|e| unreadable(e.to_string()))? {
+                request = request.header(k, v);
+            }
         }
-    }
-    let mut export = request
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| unreadable(e.to_string()))?;
+        let response = request.send().await.map_err(|e| unreadable(e.to_string()))?;
+        let throttled = response.status() == reqwest::StatusCode::BAD_REQUEST
+            && response.headers().get("x-amzn-errortype").and_then(|v| v.to_str().ok()) == Some("ThrottlingException");
+        if throttled && wait < Duration::from_secs(6) {
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+            continue;
+        }
+        break response.error_for_status().map_err(|e| unreadable(e.to_string()))?;
+    };
     // Read as it streams in, a line at a time: only the events are held, never the whole body.
     let mut events = Vec::new();
     let mut pending: Vec<u8> = Vec::new();
