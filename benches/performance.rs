@@ -854,8 +854,10 @@ async fn leader_lost_under_load(
     load_secs: u64,
     loss: LeaderLoss,
 ) -> (usize, Failover) {
-    use phone_ledger::loadtest::checker::check;
-    use phone_ledger::loadtest::{acknowledged_writes, fetch_log, longest_append_gap, prepare, race, settle};
+    use phone_ledger::loadtest::checker::check_after;
+    use phone_ledger::loadtest::{acknowledged_writes, fetch_log, furthest_log_head, longest_append_gap, prepare, race, settle};
+    // The log already holds the bench's earlier parts: the verdict is of this run's events.
+    let before = furthest_log_head(urls).await.expect("the log's head");
     let prepared = prepare(args, urls).await.expect("prepare");
     let mut ops = prepared.ops.clone();
     let racing = {
@@ -881,7 +883,7 @@ async fn leader_lost_under_load(
     settle(urls).await.expect("the nodes agree");
     let log = fetch_log(&urls[0]).await.expect("log");
     let gap = longest_append_gap(&log, &ops[prepared_ops..]);
-    let verdict = check(&log, &ops);
+    let verdict = check_after(&log, &ops, before);
     for c in verdict.checks.iter().filter(|c| !c.violations.is_empty()) {
         eprintln!(
             "!!!!! {}: {} violations, first: {:?}",

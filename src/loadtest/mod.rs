@@ -257,6 +257,9 @@ struct Wire {
     started: Instant,
 }
 
+/// The error of a request that could not connect to its server (so was never sent).
+pub const CONNECT_ERROR: &str = "ConnectError";
+
 impl Wire {
     async fn call(&self, operation: &str, body: Value) -> (u16, Value, Option<String>) {
         let target = format!("PinpointSMSVoiceV2.{operation}");
@@ -288,6 +291,8 @@ impl Wire {
                 let body = r.json::<Value>().await.unwrap_or(Value::Null);
                 (status, body, rid)
             }
+            // A request that found no connection never reached a server: it cannot have written.
+            Err(e) if e.is_connect() => (0, json!({"__type": CONNECT_ERROR, "Message": e.to_string()}), None),
             Err(e) => (0, json!({"__type": "ClientError", "Message": e.to_string()}), None),
         }
     }
@@ -509,8 +514,9 @@ async fn client(wire: Wire, shared: Arc<Shared>, seed: u64) -> Vec<ClientOp> {
         if !(200..300).contains(&record.status) {
             shared.errors.fetch_add(1, Ordering::Relaxed);
         }
-        if record.status == 0 {
-            // The server is unreachable (e.g. killed by the crash test): do not spin.
+        if record.status == 0 || record.error.as_deref() == Some("ThrottlingException") {
+            // The server is unreachable (e.g. killed by the crash test) or asks for less: do not
+            // spin on it.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let released = record.op == Op::Release && (200..300).contains(&record.status);
@@ -897,7 +903,7 @@ async fn log_head(base: &str) -> Result<u64, LoadTestError> {
 }
 
 /// The last position of the log any of the nodes at `bases` has.
-async fn furthest_log_head(bases: &[String]) -> Result<u64, LoadTestError> {
+pub async fn furthest_log_head(bases: &[String]) -> Result<u64, LoadTestError> {
     let mut most = 0;
     for base in bases {
         most = most.max(log_head(base).await?);
