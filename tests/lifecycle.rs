@@ -515,25 +515,41 @@ async fn pools_filter_and_list_their_identities() {
         AssociateOriginationIdentityError::ConflictException(_)
     ));
 
+    let us = PoolOriginationIdentitiesFilter::builder()
+        .name(PoolOriginationIdentitiesFilterName::IsoCountryCode)
+        .values("US")
+        .build()
+        .expect("f");
     let identities = c
         .list_pool_origination_identities()
         .pool_id(&pool_id)
-        .filters(
-            PoolOriginationIdentitiesFilter::builder()
-                .name(PoolOriginationIdentitiesFilterName::IsoCountryCode)
-                .values("US")
-                .build()
-                .expect("f"),
-        )
+        .filters(us.clone())
         .max_results(1)
         .send()
         .await
         .expect("list");
     assert_eq!(identities.origination_identities().len(), 1);
+    let token = identities.next_token().expect("more");
+    // A token serves the listing it was given for: not the pool's members unfiltered, nor
+    // another pool's.
+    for (pool, filtered) in [(pool_id.as_str(), false), (other_pool.pool_id().expect("id"), true)] {
+        let err = c
+            .list_pool_origination_identities()
+            .pool_id(pool)
+            .set_filters(filtered.then(|| vec![us.clone()]))
+            .next_token(token)
+            .send()
+            .await
+            .expect_err("another listing");
+        assert_eq!(err.code(), Some("ValidationException"), "{err:?}");
+        assert!(format!("{err:?}").contains("INVALID_NEXT_TOKEN"), "{err:?}");
+    }
     let rest = c
         .list_pool_origination_identities()
         .pool_id(&pool_id)
-        .next_token(identities.next_token().expect("more"))
+        .filters(us)
+        .max_results(5)
+        .next_token(token)
         .send()
         .await
         .expect("page 2");

@@ -28,8 +28,32 @@ use crate::views::{opt_out_list_info, opted_out_info, phone_number_info, pool_in
 /// Largest page when `MaxResults` is not given.
 const DEFAULT_PAGE: usize = 100;
 
-/// Runs one operation on a validated input document.
-pub async fn dispatch(operation: &str, input: Value, meta: &CommandMeta, api: &ApiState) -> Result<Value, AwsJsonError> {
+/// Runs one operation on a validated input document. A `NextToken` it is given must have been
+/// issued for this listing (the same request but for the page's own members), and one it answers
+/// is bound to it (see [`pagination::bind`]).
+pub async fn dispatch(operation: &str, mut input: Value, meta: &CommandMeta, api: &ApiState) -> Result<Value, AwsJsonError> {
+    let request = input.clone();
+    if let Some(bound) = input.get("NextToken").and_then(Value::as_str) {
+        let token = pagination::unbind(&api.pagination_secret, bound, &request).ok_or_else(invalid_next_token)?;
+        input["NextToken"] = json!(token);
+    }
+    let mut output = dispatch_unbound(operation, input, meta, api).await?;
+    if let Some(token) = output.get("NextToken").and_then(Value::as_str) {
+        output["NextToken"] = json!(pagination::bind(&api.pagination_secret, token, &request));
+    }
+    Ok(output)
+}
+
+fn invalid_next_token() -> AwsJsonError {
+    AwsJsonError::validation(
+        ValidationReason::InvalidNextToken,
+        "NextToken",
+        "The NextToken is not valid for this request",
+    )
+}
+
+/// [`dispatch`] with page tokens as the listings issue them.
+async fn dispatch_unbound(operation: &str, input: Value, meta: &CommandMeta, api: &ApiState) -> Result<Value, AwsJsonError> {
     let service: &LifecycleService = &api.service;
     let failed = |e| AwsJsonError::from_service(e, &meta.request_id);
     let output = match operation {
@@ -815,15 +839,7 @@ fn put_next_token(out: &mut Map<String, Value>, last: Option<String>, operation:
 
 fn resume_after(operation: &str, meta: &CommandMeta, api: &ApiState, token: Option<&str>) -> Result<Option<String>, AwsJsonError> {
     token
-        .map(|t| {
-            pagination::redeem(&api.pagination_secret, operation, &meta.scope, t).ok_or_else(|| {
-                AwsJsonError::validation(
-                    ValidationReason::InvalidNextToken,
-                    "NextToken",
-                    "The NextToken is not valid for this request",
-                )
-            })
-        })
+        .map(|t| pagination::redeem(&api.pagination_secret, operation, &meta.scope, t).ok_or_else(invalid_next_token))
         .transpose()
 }
 
