@@ -856,8 +856,19 @@ async fn leader_lost_under_load(
 ) -> (usize, Failover) {
     use phone_ledger::loadtest::checker::check_after;
     use phone_ledger::loadtest::{acknowledged_writes, fetch_log, furthest_log_head, longest_append_gap, prepare, race, settle};
-    // The log already holds the bench's earlier parts: the verdict is of this run's events.
-    let before = furthest_log_head(urls).await.expect("the log's head");
+    // The log already holds the bench's earlier parts: the verdict is of this run's events, from
+    // the head once the log has been quiet for 3 s (a request of an earlier part still on its
+    // way, e.g. waiting out an election, would otherwise land in this run unclaimed).
+    let mut before = furthest_log_head(urls).await.expect("the log's head");
+    let quiet_since = Instant::now();
+    let mut last_change = Instant::now();
+    while last_change.elapsed() < Duration::from_secs(3) && quiet_since.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let head = furthest_log_head(urls).await.expect("the log's head");
+        if head != before {
+            (before, last_change) = (head, Instant::now());
+        }
+    }
     let prepared = prepare(args, urls).await.expect("prepare");
     let mut ops = prepared.ops.clone();
     let racing = {

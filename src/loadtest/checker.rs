@@ -191,6 +191,13 @@ impl ClientOp {
         (200..300).contains(&self.status)
     }
 
+    /// Whether this operation may have written to the log under a request id its client never
+    /// saw: a write that reached a server (not refused at connect) and got no usable answer (none,
+    /// or a 5xx: a request forwarded to another node is carried out under that node's id).
+    fn may_have_written_unseen(&self) -> bool {
+        self.op != Op::Describe && (self.status >= 500 || (self.status == 0 && self.error.as_deref() != Some(super::CONNECT_ERROR)))
+    }
+
     /// Errors the service may answer without recording anything (back-pressure, faults).
     fn unrecorded_error(&self) -> bool {
         matches!(self.error.as_deref(), Some("ThrottlingException" | "InternalServerException")) || self.outcome_unknown()
@@ -458,7 +465,7 @@ fn unclaimed_writes(c: &mut Check, log: &[EventEnvelope], ops: &[ClientOp], op_o
     // wrote nothing can have written under another.
     let unanswered = ops
         .iter()
-        .filter(|o| o.op != Op::Describe && (o.status >= 500 || (o.status == 0 && o.error.as_deref() != Some(super::CONNECT_ERROR))))
+        .filter(|o| o.may_have_written_unseen())
         .filter(|o| o.request_id.as_deref().is_none_or(|r| !written.contains(r)))
         .count();
     c.result.checked += unclaimed.len() as u64;
@@ -556,7 +563,7 @@ fn opted_out_earlier(
     let Some(destination) = op.destination.clone() else { return false };
     let unknown_from = || {
         ops.iter()
-            .filter(|o| o.op == Op::OptOut && o.number == list && o.destination == op.destination && o.unrecorded_error())
+            .filter(|o| o.op == Op::OptOut && o.number == list && o.destination == op.destination && o.may_have_written_unseen())
             .map(|o| o.started_ns)
             .min()
             .unwrap_or(u64::MAX)
@@ -1471,9 +1478,13 @@ mod tests {
         (lost.request_id, lost.error, lost.destination) = (None, Some("ClientError".into()), Some(DESTINATION.into()));
         let late = h.violations("1.");
         assert!(late.len() == 1 && late[0].contains("acknowledged"), "{late:?}");
-        // Begun before the acknowledged one ended: it may have been first.
+        // Begun before the acknowledged one ended: it may have been first; not if it never
+        // reached a server.
         h.ops.last_mut().expect("lost").started_ns = 2_500_000;
         assert_eq!(h.violations("1."), Vec::<String>::new());
+        h.ops.last_mut().expect("lost").error = Some(super::super::CONNECT_ERROR.into());
+        assert!(h.violations("1.").iter().any(|v| v.contains("acknowledged")));
+        h.ops.last_mut().expect("lost").error = Some("ClientError".into());
         // Put before the run: there from its start.
         h.ops.pop();
         assert!(check_after(&h.log, &h.ops, 2).checks[0].violations.is_empty());
