@@ -32,14 +32,18 @@ const DEFAULT_PAGE: usize = 100;
 /// issued for this listing (the same request but for the page's own members), and one it answers
 /// is bound to it (see [`pagination::bind`]).
 pub async fn dispatch(operation: &str, mut input: Value, meta: &CommandMeta, api: &ApiState) -> Result<Value, AwsJsonError> {
-    let request = input.clone();
+    // Only listings take and give tokens: no other request pays for the binding.
+    if !model().has_input_member(operation, "NextToken") {
+        return dispatch_unbound(operation, input, meta, api).await;
+    }
+    let listing = pagination::Listing::of(&input);
     if let Some(bound) = input.get("NextToken").and_then(Value::as_str) {
-        let token = pagination::unbind(&api.pagination_secret, bound, &request).ok_or_else(invalid_next_token)?;
+        let token = pagination::unbind(&api.pagination_secret, bound, &listing).ok_or_else(invalid_next_token)?;
         input["NextToken"] = json!(token);
     }
     let mut output = dispatch_unbound(operation, input, meta, api).await?;
     if let Some(token) = output.get("NextToken").and_then(Value::as_str) {
-        output["NextToken"] = json!(pagination::bind(&api.pagination_secret, token, &request));
+        output["NextToken"] = json!(pagination::bind(&api.pagination_secret, token, &listing));
     }
     Ok(output)
 }

@@ -60,34 +60,38 @@ pub fn redeem(secret: &[u8], operation: &str, scope: &Scope, token: &str) -> Opt
 const PAGE_MEMBERS: [&str; 2] = ["NextToken", "MaxResults"];
 
 /// What identifies a listing: the request's members but the page's own, canonically encoded
-/// (object members in name order).
-fn listing_of(request: &serde_json::Value) -> Vec<u8> {
-    let mut request = request.clone();
-    if let Some(members) = request.as_object_mut() {
-        for member in PAGE_MEMBERS {
-            members.remove(member);
-        }
+/// (object members in name order), computed once per request.
+pub struct Listing(Vec<u8>);
+
+impl Listing {
+    pub fn of(request: &serde_json::Value) -> Listing {
+        let members: std::collections::BTreeMap<&String, &serde_json::Value> = request
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| !PAGE_MEMBERS.contains(&name.as_str()))
+            .collect();
+        // Serializing JSON values cannot fail.
+        Listing(serde_json::to_vec(&members).unwrap_or_default())
     }
-    // Serializing a JSON value cannot fail.
-    serde_json::to_vec(&request).unwrap_or_default()
 }
 
 /// Separates a bound token from the binding's tag (neither base64url alphabet nor the inner
 /// token's `.` use it).
 const BINDING: char = '~';
 
-/// `token`, bound to the listing `request` asks for.
-pub fn bind(secret: &[u8], token: &str, request: &serde_json::Value) -> String {
-    let tag = binding_tag(secret, token, request);
+/// `token`, bound to `listing`.
+pub fn bind(secret: &[u8], token: &str, listing: &Listing) -> String {
+    let tag = binding_tag(secret, token, listing);
     format!("{token}{BINDING}{}", URL_SAFE_NO_PAD.encode(tag))
 }
 
-/// The token inside `bound`, if it was bound to the listing `request` asks for.
-pub fn unbind<'t>(secret: &[u8], bound: &'t str, request: &serde_json::Value) -> Option<&'t str> {
+/// The token inside `bound`, if it was bound to `listing`.
+pub fn unbind<'t>(secret: &[u8], bound: &'t str, listing: &Listing) -> Option<&'t str> {
     let (token, tag) = bound.rsplit_once(BINDING)?;
     let tag = URL_SAFE_NO_PAD.decode(tag).ok().filter(|t| t.len() == BINDING_TAG_BYTES)?;
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).ok()?;
-    binding_input(&mut m, token, request);
+    binding_input(&mut m, token, listing);
     m.verify_truncated_left(&tag).ok()?;
     Some(token)
 }
@@ -95,19 +99,19 @@ pub fn unbind<'t>(secret: &[u8], bound: &'t str, request: &serde_json::Value) ->
 /// Bytes of the binding's tag: 128 bits of HMAC-SHA256.
 const BINDING_TAG_BYTES: usize = 16;
 
-fn binding_tag(secret: &[u8], token: &str, request: &serde_json::Value) -> Vec<u8> {
+fn binding_tag(secret: &[u8], token: &str, listing: &Listing) -> Vec<u8> {
     // HMAC accepts keys of any length; the error case cannot happen.
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
-    binding_input(&mut m, token, request);
+    binding_input(&mut m, token, listing);
     m.finalize().into_bytes()[..BINDING_TAG_BYTES].to_vec()
 }
 
-fn binding_input(m: &mut Hmac<Sha256>, token: &str, request: &serde_json::Value) {
+fn binding_input(m: &mut Hmac<Sha256>, token: &str, listing: &Listing) {
     // A domain of its own, so that a binding tag is never a token's tag.
     m.update(b"phone-ledger listing binding\0");
     m.update(token.as_bytes());
     m.update(b"\0");
-    m.update(&listing_of(request));
+    m.update(&listing.0);
 }
 
 #[cfg(test)]
@@ -136,23 +140,26 @@ mod tests {
     fn a_bound_token_serves_only_the_listing_it_was_given_for() {
         use serde_json::json;
         let request = json!({"PoolId": "pool-a", "Filters": [{"Name": "status", "Values": ["ACTIVE"]}], "MaxResults": 5});
-        let bound = bind(b"secret", "inner.token", &request);
+        let bound = bind(b"secret", "inner.token", &Listing::of(&request));
         // The next page of the same listing, whatever its size.
         let mut next = request.clone();
         next["NextToken"] = json!(bound);
         next["MaxResults"] = json!(50);
-        assert_eq!(unbind(b"secret", &bound, &next), Some("inner.token"));
+        assert_eq!(unbind(b"secret", &bound, &Listing::of(&next)), Some("inner.token"));
         // Another pool, other filters, another secret, a forged or cut tag: refused.
         let mut other = next.clone();
         other["PoolId"] = json!("pool-b");
-        assert_eq!(unbind(b"secret", &bound, &other), None);
+        assert_eq!(unbind(b"secret", &bound, &Listing::of(&other)), None);
         other = next.clone();
         other["Filters"] = json!([]);
-        assert_eq!(unbind(b"secret", &bound, &other), None);
-        assert_eq!(unbind(b"other", &bound, &next), None);
-        assert_eq!(unbind(b"secret", "inner.token", &next), None);
+        assert_eq!(unbind(b"secret", &bound, &Listing::of(&other)), None);
+        assert_eq!(unbind(b"other", &bound, &Listing::of(&next)), None);
+        assert_eq!(unbind(b"secret", "inner.token", &Listing::of(&next)), None);
         let (token, tag) = bound.rsplit_once(BINDING).expect("bound");
-        assert_eq!(unbind(b"secret", &format!("{token}{BINDING}{}", &tag[..4]), &next), None);
-        assert_eq!(unbind(b"secret", &format!("{token}x{BINDING}{tag}"), &next), None);
+        assert_eq!(
+            unbind(b"secret", &format!("{token}{BINDING}{}", &tag[..4]), &Listing::of(&next)),
+            None
+        );
+        assert_eq!(unbind(b"secret", &format!("{token}x{BINDING}{tag}"), &Listing::of(&next)), None);
     }
 }

@@ -85,6 +85,13 @@ impl Model {
         self.raw["operations"][operation]["output"]["shape"].as_str()
     }
 
+    /// Whether `operation`'s input shape has the member `member`.
+    pub fn has_input_member(&self, operation: &str, member: &str) -> bool {
+        self.raw["operations"][operation]["input"]["shape"]
+            .as_str()
+            .is_some_and(|shape| self.shape(shape)["members"].get(member).is_some())
+    }
+
     /// An operation's input with only the members its shape has: a member the operation does
     /// not have is ignored, as AWS JSON services do, even where another operation's input of the
     /// same form has it (one parsed form serves several operations).
