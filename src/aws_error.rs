@@ -286,7 +286,7 @@ fn storage_failed(e: &ServiceError) -> bool {
     match e {
         ServiceError::Store(s) => store(s),
         ServiceError::Execute {
-            source: ExecuteError::Append(AppendError::Storage(s)) | ExecuteError::Replay(s),
+            source: ExecuteError::Append(AppendError::Storage(s)) | ExecuteError::Replay(s) | ExecuteError::Confirm(s),
             ..
         } => store(s),
         _ => false,
@@ -313,6 +313,10 @@ mod storage_tests {
             ServiceError::Execute {
                 stream: "phone-x".into(),
                 source: ExecuteError::Replay(io()),
+            },
+            ServiceError::Execute {
+                stream: "phone-x".into(),
+                source: ExecuteError::Confirm(io()),
             },
         ] {
             let error = AwsJsonError::from_service(e, "req");

@@ -44,6 +44,10 @@ pub enum ExecuteError {
     /// decided on: nothing was decided or written; the caller reads again and asks again.
     #[error("the state this command was based on has changed; nothing was written")]
     Stale,
+    /// The answer wrote nothing, and the log of a store other processes write to could not be
+    /// asked whether the stream is still at the state it was decided on.
+    #[error("cannot confirm with the event log that the stream is unchanged")]
+    Confirm(#[source] StoreError),
     /// The command or its events could not be serialized for the log.
     #[error("cannot encode the command for the log")]
     Encode(#[source] std::sync::Arc<serde_json::Error>),
@@ -253,6 +257,47 @@ impl<A: Projected> AggregateActor<A> {
         Box::pin(wait.into_actor(self))
     }
 
+    /// The reply to a command that writes nothing (`answer`: a no-op's state, or the refusal of
+    /// a stream that does not exist), once the state it was decided on is durable. On a log other
+    /// processes write to, also once the log says the stream is still at that state: another
+    /// node may have moved it on without this process knowing yet, and a no-op decided on the
+    /// old state would acknowledge a change the log does not hold (an opt-out "already there"
+    /// that another node had just removed). If it moved, the actor catches up and the caller is
+    /// told to ask again, as when an append is refused.
+    fn unwritten<T: Send + 'static>(&self, answer: Result<T, ExecuteError>) -> ResponseActFuture<Self, Result<T, ExecuteError>> {
+        let durable = self.when_durable(());
+        if !self.store.has_other_writers() {
+            return Box::pin(durable.map(move |reached, _, _| reached.and(answer)));
+        }
+        let (generation, seen, last_event) = (self.generation, self.version, self.last_event);
+        Box::pin(durable.then(move |reached, act: &mut Self, _| {
+            let (store, id) = (act.store.clone(), act.id.clone());
+            let head = async move {
+                reached?;
+                store.stream_head(&id).await.map_err(ExecuteError::Confirm)
+            };
+            head.into_actor(act).map(move |head, act, ctx| {
+                let head = head?;
+                if head.version == seen && head.last_event == last_event {
+                    return answer;
+                }
+                // Beyond it only by this actor's own appends, decided after this answer (so the
+                // answer held until the first of them): still in the generation that decided
+                // them, with the log's head among those already durable.
+                let (durable_generation, durable) = *act.durable.borrow();
+                if head.version > seen && act.generation == generation && durable_generation == generation && durable >= head.version {
+                    return answer;
+                }
+                // Another writer moved it: catch up, unless this actor has already moved on from
+                // that state itself (its next append is then refused, and it rebuilds).
+                if act.generation == generation && act.version == seen && act.in_flight == 0 {
+                    act.catch_up(ctx);
+                }
+                Err(ExecuteError::Superseded)
+            })
+        }))
+    }
+
     fn append_done(&mut self, ctx: &mut Context<Self>) {
         self.in_flight -= 1;
         if self.stop_when_idle && self.in_flight == 0 {
@@ -447,10 +492,10 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
             action: msg.action,
         };
         let (events, rejection) = match self.state.decide(&command) {
-            Ok(events) if events.is_empty() => return self.when_durable(self.state.clone()),
+            Ok(events) if events.is_empty() => return self.unwritten(Ok(self.state.clone())),
             Ok(events) => (events, None),
             // A stream that never existed gets no rejection event: junk ids do not grow the log.
-            Err(rejection) if self.version == 0 => return done(Err(ExecuteError::Rejected(rejection))),
+            Err(rejection) if self.version == 0 => return self.unwritten(Err(ExecuteError::Rejected(rejection))),
             Err(rejection) => (vec![A::rejected(&command.action, &rejection)], Some(rejection)),
         };
         let after = events.iter().fold(self.state.clone(), |s, e| s.evolve(e));

@@ -191,7 +191,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::actors::{Execute, GetState};
+    use crate::actors::{Execute, ExecuteError, GetState};
     use crate::codec::pending_events;
     use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState};
     use crate::domain::testing::meta;
@@ -295,6 +295,77 @@ mod tests {
             }
         }
         assert_eq!(answers.last(), Some(&Ok(Some(true))), "{answers:?}");
+        store.close().await.expect("close");
+    }
+
+    /// On a log other processes write to, an answer that writes nothing is checked against the
+    /// log first: an actor that has not yet learnt of another node's append must not answer a
+    /// no-op from the state before it (here "already opted out", for a number another node has
+    /// just taken off the list), nor "not found" for a stream another node has just created.
+    #[actix_rt::test]
+    async fn an_answer_that_writes_nothing_is_checked_against_a_shared_log() {
+        use crate::domain::opt_out_list::{OptOutList, OptOutListAction, OptOutListEvent, OptOutListState};
+        let dir = tempfile::tempdir().expect("dir");
+        let sled = StoreConfig::embedded(Durability::Flush, 64).open(dir.path()).expect("store");
+        let gated = GatedStore::over(sled);
+        gated.written_by_others(true);
+        let store: Store = gated.clone();
+        let (account, number) = ("111122223333", "+12065550100");
+        let other_writer = |version: u64, event: OptOutListEvent| {
+            let store = store.clone();
+            async move {
+                let events = pending_events(&[event]).expect("events");
+                let meta = AppendMeta::direct(account, "us-east-1", "other", "Test/Other");
+                store
+                    .append(AppendRequest::plain("list-a", version, meta, events))
+                    .await
+                    .expect("other writer");
+            }
+        };
+        let put = || Execute::<OptOutListState> {
+            meta: meta(account),
+            action: OptOutListAction::PutOptedOutNumber {
+                number: number.into(),
+                end_user_opted_out: false,
+            },
+            counter_limits: vec![],
+            premise: None,
+            otherwise: None,
+        };
+        let registry = Registry::<OptOutListState>::new(store.clone(), ActorSettings::default(), 8);
+
+        // Not found, as this node knows it; another node creates the list meanwhile.
+        let actor = registry.activate("list-a").await.expect("read");
+        let list = OptOutList::new("a", "arn".into(), account, "us-east-1", 1, vec![], None);
+        other_writer(0, OptOutListEvent::OptOutListCreated(Box::new(list))).await;
+        let first = actor.send(put()).await.expect("mailbox");
+        assert!(matches!(first, Err(ExecuteError::Superseded)), "{first:?}");
+        actor.send(put()).await.expect("mailbox").expect("opted out");
+        assert_eq!(store.stream_head("list-a").await.expect("head").version, 2);
+
+        // Opted out, as this node knows it; another node deletes the entry meanwhile.
+        other_writer(
+            2,
+            OptOutListEvent::OptedOutNumberDeleted {
+                number: number.into(),
+                at_ms: 2,
+            },
+        )
+        .await;
+        let stale = actor.send(put()).await.expect("mailbox");
+        assert!(matches!(stale, Err(ExecuteError::Superseded)), "{stale:?}");
+        let state = actor.send(put()).await.expect("mailbox").expect("opted out again");
+        assert!(state.0.as_ref().is_some_and(|l| l.opted_out.contains_key(number)));
+        assert_eq!(store.stream_head("list-a").await.expect("head").version, 4, "the put is in the log");
+
+        // A no-op the log confirms is answered as one, with nothing written.
+        actor.send(put()).await.expect("mailbox").expect("already there");
+        assert_eq!(store.stream_head("list-a").await.expect("head").version, 4);
+        // Reads fail: the answer cannot be confirmed, and says so.
+        gated.fail_reads(true);
+        let unconfirmed = actor.send(put()).await.expect("mailbox");
+        assert!(matches!(unconfirmed, Err(ExecuteError::Confirm(_))), "{unconfirmed:?}");
+        gated.fail_reads(false);
         store.close().await.expect("close");
     }
 

@@ -1,5 +1,5 @@
 //! A store that holds appends back until told to let them through, can fail reads of streams on
-//! demand, and records where each read of a stream started: for unit tests that need an append in
+//! demand, can say that other processes write to it (as a shared log does), and records where each read of a stream started: for unit tests that need an append in
 //! flight, not yet in the log, a failed read at a chosen moment, or to see what a question read
 //! (every other call goes straight to the store it wraps).
 
@@ -17,6 +17,7 @@ pub struct GatedStore {
     inner: Store,
     open: watch::Sender<bool>,
     reads_fail: AtomicBool,
+    others_write: AtomicBool,
     reads: std::sync::Mutex<Vec<(String, u64)>>,
 }
 
@@ -27,6 +28,7 @@ impl GatedStore {
             inner,
             open: watch::channel(true).0,
             reads_fail: AtomicBool::new(false),
+            others_write: AtomicBool::new(false),
             reads: std::sync::Mutex::default(),
         })
     }
@@ -43,6 +45,12 @@ impl GatedStore {
             )))));
         }
         read
+    }
+
+    /// From now on, the store says that other processes append to it too (as a shared log
+    /// does), or goes back to what the store it wraps says.
+    pub fn written_by_others(&self, yes: bool) {
+        self.others_write.store(yes, Ordering::SeqCst);
     }
 
     /// The stream and first version of each `read_stream` since the last call, in order.
@@ -71,6 +79,9 @@ impl EventStore for GatedStore {
             let _ = open.wait_for(|open| *open).await;
             inner.submit(request)?.await
         }))
+    }
+    fn has_other_writers(&self) -> bool {
+        self.others_write.load(Ordering::SeqCst) || self.inner.has_other_writers()
     }
     fn stream_head(&self, stream_id: &str) -> StoreFuture<StreamHead> {
         self.failed(self.inner.stream_head(stream_id))

@@ -384,6 +384,16 @@ pub trait EventStore: Send + Sync + 'static {
         None
     }
 
+    /// Whether other processes append to this log too (several nodes on one log). An actor's
+    /// state, however current in this process, can then be behind the log without anything here
+    /// saying so yet, so an answer that writes nothing (a no-op, or "not found") is given only
+    /// once [`EventStore::stream_head`] confirms the stream is still where it was decided: a
+    /// no-op answered from a stale state would acknowledge a write the log does not hold.
+    /// `false` for a log with one writer (the default), whose actors are never behind it.
+    fn has_other_writers(&self) -> bool {
+        false
+    }
+
     /// How far into the log this node's own acknowledged appends reach (a shared log's
     /// sequence): what a node that relays one of this node's answers makes its own reads wait
     /// for. `None` for a log with one writer (the default), whose reads always see every append.

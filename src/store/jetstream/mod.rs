@@ -603,6 +603,10 @@ impl EventStore for JetStreamStore {
         Ok(Box::pin(async move { answer.await.unwrap_or(Err(AppendError::Closed)) }))
     }
 
+    fn has_other_writers(&self) -> bool {
+        true
+    }
+
     fn version_hint(&self, stream_id: &str) -> Option<u64> {
         self.inner.shared.mirror.version_of(stream_id)
     }
