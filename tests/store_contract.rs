@@ -435,3 +435,45 @@ async fn one_sealer_at_a_time_and_checkpoints_hold_the_chain() {
         "no node seals over a checkpoint its chain disagrees with"
     );
 }
+
+/// Anyone allowed to publish on the events subjects can store a message whose header block the
+/// NATS client library cannot parse (delivered to a consumer, it makes the library drop its
+/// connection; read by sequence, it fails the read). The views must pass it all the same: it is
+/// read as a message without headers, a damaged commit taking its place in the feed alike on
+/// every node, and the log goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_with_a_malformed_header_block_does_not_stall_the_views() {
+    if !<Clustered as contract::Harness>::available() {
+        return;
+    }
+    let urls = common::nats::shared_cluster().expect("cluster");
+    let settings = common::nats::fresh_settings(&urls);
+    let a = connect(&settings).await;
+    a.append(contract::append("phone-h", 0, 1)).await.expect("append");
+    let subject = format!("{}.events.junk", settings.namespace.to_ascii_lowercase());
+    common::nats::publish_raw(&urls[0], &subject, b"NATS/1.0\r\nno colon on this line\r\n\r\n", b"not a commit").await;
+    let within = std::time::Duration::from_secs(30);
+    let appended = tokio::time::timeout(within, a.append(contract::append("phone-h", 1, 1))).await;
+    appended
+        .expect("the append is answered")
+        .expect("append after the malformed message");
+    let read = tokio::time::timeout(within, a.read_stream("phone-h", 1, usize::MAX)).await;
+    assert_eq!(read.expect("the read is answered").expect("read").len(), 2);
+
+    // A node starting now replays the log through it too, to the same feed.
+    let b = connect(&settings).await;
+    let read = tokio::time::timeout(within, b.read_stream("phone-h", 1, usize::MAX)).await;
+    assert_eq!(read.expect("the read is answered").expect("read").len(), 2);
+    let head = b.stream_head("phone-h").await.expect("head");
+    assert_eq!(head.version, 2);
+    let entries = b.feed_entries(0, 100).await.expect("entries");
+    let positions: Vec<(u64, bool)> = entries.iter().map(|e| (e.position, e.envelope.is_ok())).collect();
+    assert_eq!(
+        positions,
+        [(1, true), (2, false), (3, true)],
+        "the malformed message takes one position, holding no event"
+    );
+    assert_eq!(a.chain_head().await.expect("a"), b.chain_head().await.expect("b"));
+    a.close().await.expect("close");
+    b.close().await.expect("close");
+}

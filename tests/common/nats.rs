@@ -86,3 +86,30 @@ pub async fn forge_checkpoint(settings: &JetStreamSettings, position: u64) {
         .await
         .expect("stored");
 }
+
+/// Publishes `payload` on `subject` with `header_block` as its header block, byte for byte, over
+/// a plain connection to the server at `url` (the NATS client library only writes well-formed
+/// headers): what anyone allowed to publish on a subject can store. Returns once the server has
+/// processed it.
+pub async fn publish_raw(url: &str, subject: &str, header_block: &[u8], payload: &[u8]) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let address = url.trim_start_matches("nats://");
+    let stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let mut lines = BufReader::new(stream);
+    let mut info = String::new();
+    lines.read_line(&mut info).await.expect("INFO");
+    assert!(info.starts_with("INFO"), "{info}");
+    let mut out = format!(
+        "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\"protocol\":1}}\r\nHPUB {subject} {} {}\r\n",
+        header_block.len(),
+        header_block.len() + payload.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(header_block);
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\nPING\r\n");
+    lines.get_mut().write_all(&out).await.expect("publish");
+    let mut answer = String::new();
+    lines.read_line(&mut answer).await.expect("PONG");
+    assert_eq!(answer.trim_end(), "PONG", "the server refused the message");
+}

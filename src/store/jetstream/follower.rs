@@ -9,7 +9,8 @@
 //! that a reader waits for and that does not move for a moment follows the stream anew at once.
 //! One whose consumer lives on a server that is still up goes on: creating another needs the
 //! cluster's metadata leader, which may have died too and be elected seconds later. Until a new
-//! consumer can be created, the commits readers wait for are read one by one ([`bridge`]).
+//! consumer can be created, the commits readers wait for are read one by one ([`bridge`]). A
+//! message no consumer can deliver is read the same way ([`pass_undeliverable`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use super::wire::{untoken, HEADER_EVENTS};
-use super::{header, Shared};
+use super::{header, stored, Shared};
 
 /// A view that has not moved for this long while a reader waits for it follows the stream anew.
 const STALLED_AFTER: Duration = Duration::from_secs(1);
@@ -28,6 +29,8 @@ const STALLED_AFTER: Duration = Duration::from_secs(1);
 const WATCH_CLOSELY_EVERY: Duration = Duration::from_millis(200);
 /// ... for this long after the election.
 const WATCH_CLOSELY_FOR: Duration = Duration::from_secs(5);
+/// How long the read of the next commit is waited for when the consumer stopped delivering.
+const PASS_UNDELIVERABLE_WITHIN: Duration = Duration::from_millis(250);
 /// How long the first request to create the view's consumer is waited for before it is sent
 /// again; each further one is waited for twice as long, up to the maximum.
 const CREATE_CONSUMER_WITHIN_MIN: Duration = Duration::from_millis(250);
@@ -211,6 +214,9 @@ pub(super) async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
                     "the view does not follow the events stream; following it anew"
                 );
                 why = reason;
+                if reason != "new-leader" {
+                    pass_undeliverable(&shared).await;
+                }
                 break;
             }
             if election {
@@ -236,18 +242,23 @@ async fn bridge(shared: &Shared) {
     if from > to {
         return;
     }
-    let reads =
-        futures_util::stream::iter((from..=to).map(|sequence| async move { (sequence, shared.events.get_raw_message(sequence).await) }));
+    let reads = futures_util::stream::iter((from..=to).map(|sequence| async move {
+        (
+            sequence,
+            stored::get(&shared.js, &shared.names.events, stored::Which::Sequence(sequence)).await,
+        )
+    }));
     let mut reads = reads.buffered(32);
     let mut bridged = 0u64;
     while let Some((sequence, read)) = reads.next().await {
         match read {
-            Ok(message) => {
+            Ok(None) => break,
+            Ok(Some(message)) => {
                 apply(shared, sequence, &message.subject, Some(&message.headers), &message.payload);
                 bridged += 1;
             }
             Err(e) => {
-                tracing::debug!(sequence, error = %e, "cannot read the stream's commits one by one either");
+                tracing::debug!(sequence, error = %crate::error_chain(&e), "cannot read the stream's commits one by one either");
                 break;
             }
         }
@@ -258,6 +269,18 @@ async fn bridge(shared: &Shared) {
             applied = shared.mirror.applied(),
             "applied commits read one by one while no consumer can be created"
         );
+    }
+}
+
+/// Applies the next commit after the view, read from the stream's leader, when the consumer has
+/// stopped delivering: a message that no consumer can deliver (its header block is malformed,
+/// see [`stored`]) is passed this way, and the next consumer starts after it. Given up on after
+/// a moment: during a failover the stream may have no leader to answer.
+async fn pass_undeliverable(shared: &Shared) {
+    let sequence = shared.mirror.applied() + 1;
+    let read = stored::get(&shared.js, &shared.names.events, stored::Which::Sequence(sequence));
+    if let Ok(Ok(Some(message))) = tokio::time::timeout(PASS_UNDELIVERABLE_WITHIN, read).await {
+        apply(shared, sequence, &message.subject, Some(&message.headers), &message.payload);
     }
 }
 

@@ -38,6 +38,7 @@ mod claims;
 mod follower;
 mod mirror;
 mod sealer;
+mod stored;
 mod wire;
 mod writer;
 
@@ -463,16 +464,8 @@ impl Shared {
 
     /// An aggregate's last commit, read from the stream leader.
     async fn last_commit(&self, stream_id: &str) -> Result<Option<StreamMessage>, StoreError> {
-        use async_nats::jetstream::stream::LastRawMessageErrorKind;
         let subject = self.subject(stream_id);
-        retrying(|| async {
-            match self.events.get_last_raw_message_by_subject(&subject).await {
-                Ok(m) => Ok(Some(m)),
-                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-                Err(e) => Err(backend(e)),
-            }
-        })
-        .await
+        retrying(|| stored::get(&self.js, &self.names.events, stored::Which::LastOn(&subject))).await
     }
 
     /// An aggregate's head as the log has it now: the sequence of the last message on its
@@ -515,10 +508,10 @@ impl Shared {
     async fn fetch(&self, sequences: Vec<u64>) -> Result<Vec<StreamMessage>, StoreError> {
         let reads = futures_util::stream::iter(sequences.into_iter().map(|s| {
             retrying(move || async move {
-                self.events
-                    .get_raw_message(s)
+                stored::get(&self.js, &self.names.events, stored::Which::Sequence(s))
                     .await
-                    .map_err(|e| other_error(format!("reading stream sequence {s}: {e}")))
+                    .map_err(|e| other_error(format!("reading stream sequence {s}: {}", crate::error_chain(&e))))?
+                    .ok_or_else(|| other_error(format!("the events stream has no message at sequence {s}")))
             })
         }));
         reads.buffered(32).collect::<Vec<_>>().await.into_iter().collect()

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::{backend, retrying, Shared};
+use super::{backend, other_error, retrying, stored, Shared};
 use crate::store::{Checkpoint, StoreError};
 
 /// How often each node tries to seal what its view has beyond the last checkpoint.
@@ -56,16 +56,8 @@ impl StoredCheckpoint {
 
 /// The last checkpoint and its sequence in the chain stream.
 async fn last(shared: &Shared) -> Result<Option<(StoredCheckpoint, u64)>, StoreError> {
-    use async_nats::jetstream::stream::LastRawMessageErrorKind;
-    let subject = shared.names.chain_subject.clone();
-    let message = retrying(|| async {
-        match shared.chain.get_last_raw_message_by_subject(&subject).await {
-            Ok(m) => Ok(Some(m)),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(backend(e)),
-        }
-    })
-    .await?;
+    let subject = &shared.names.chain_subject;
+    let message = retrying(|| stored::get(&shared.js, &shared.names.chain, stored::Which::LastOn(subject))).await?;
     message
         .map(|m| Ok((StoredCheckpoint::decode(m.sequence, &m.payload)?, m.sequence)))
         .transpose()
@@ -147,7 +139,9 @@ pub(super) async fn checkpoints(shared: &Shared) -> Result<Vec<Checkpoint>, Stor
         .state
         .last_sequence;
     let reads = futures_util::stream::iter((1..=last).map(|s| async move {
-        let m = retrying(|| async { shared.chain.get_raw_message(s).await.map_err(backend) }).await?;
+        let m = retrying(|| stored::get(&shared.js, &shared.names.chain, stored::Which::Sequence(s)))
+            .await?
+            .ok_or_else(|| other_error(format!("the chain stream has no message at sequence {s}")))?;
         StoredCheckpoint::decode(m.sequence, &m.payload)?.checkpoint()
     }));
     let mut all: Vec<Checkpoint> = reads.buffered(32).collect::<Vec<_>>().await.into_iter().collect::<Result<_, _>>()?;
