@@ -142,8 +142,9 @@ impl LifecycleService {
     /// joining or leaving a pool, when the request that began that change began (its first
     /// step's time, the time a fence compares).
     pub(super) async fn member_in_log(&self, id: &str) -> Result<(Identity, u64, Option<u64>), ServiceError> {
-        /// Events looked back at for the first step of a change in progress: a member changing
-        /// pools takes no other step meanwhile, only refusals are recorded after it.
+        /// Events looked back at, a page at a time, for the first step of a change in progress.
+        /// It is usually the last event or close to it, but refusals, sends and inbound messages
+        /// are recorded after it meanwhile, as many as clients make.
         const LOOK_BACK: u64 = 256;
         let store = &*self.store;
         let (member, version) = if ResourceKind::SenderId.is_id(id) {
@@ -155,14 +156,15 @@ impl LifecycleService {
         };
         let member = member.ok_or_else(|| not_found(member_kind(id), id))?;
         let mut begun_ms = None;
-        if member.is_changing_pools() {
-            begun_ms = self
-                .last_events(id, Some(version), LOOK_BACK)
-                .await?
+        let mut until = version;
+        while member.is_changing_pools() && begun_ms.is_none() && until > 0 {
+            let page = self.last_events(id, Some(until), LOOK_BACK).await?;
+            begun_ms = page
                 .iter()
                 .rev()
                 .find(|e| matches!(e.event_type.as_str(), "PoolAssociationStarted" | "PoolDisassociationStarted"))
                 .map(|e| e.timestamp_ms);
+            until = page.first().map_or(0, |e| e.version.saturating_sub(1));
         }
         Ok((member, version, begun_ms))
     }

@@ -23,7 +23,7 @@ impl LifecycleService {
     /// `DISASSOCIATING` and no number points at a deleted pool: the pool's stream decides, by
     /// the table of [`crate::domain::pool_change`].
     ///
-    /// Only changes whose number has not moved for `left_alone_for` are touched: with one node
+    /// Only changes begun (or pools deleted) at least `left_alone_for` ago are touched: with one node
     /// that is zero at start-up (nothing is in flight before requests are served); with several,
     /// another node may be between the two steps of a change right now. Each pool is fenced
     /// before it is asked ([`PoolAction::Fence`]): a step of a given-up change that arrives
@@ -63,13 +63,17 @@ impl LifecycleService {
             {
                 continue;
             }
-            // With several nodes, only what has been left alone long enough: a live change has
-            // moved the number recently.
+            // With several nodes, only what has been left alone long enough: a change begun
+            // recently, or a pool deleted recently, may still be carried out by its request.
+            // Not "the member has not moved lately": refusals, sends and inbound messages are
+            // recorded on it all along, and a number its clients keep using would never be
+            // settled.
             if !left_alone_for.is_zero() {
-                let head = self.store.stream_head(n.member_id()).await?;
-                let last = self.store.read_stream(n.member_id(), head.version, 1).await?;
-                let moved_ms = last.first().map_or(0, |e| e.timestamp_ms);
-                if now_ms.saturating_sub(moved_ms) < left_alone_for.as_millis() as u64 {
+                let since_ms = match self.member_in_log(n.member_id()).await?.2 {
+                    Some(begun_ms) => begun_ms,
+                    None => self.last_written_ms(&pool_id).await?,
+                };
+                if since_ms > begun_before_ms {
                     continue;
                 }
             }
@@ -84,6 +88,12 @@ impl LifecycleService {
             repaired += usize::from(finished.is_some());
         }
         Ok(repaired)
+    }
+
+    /// When a stream was last written (0 if never): for a deleted pool, when it was deleted
+    /// (nothing but refusals follows a deletion).
+    async fn last_written_ms(&self, id: &str) -> Result<u64, ServiceError> {
+        Ok(self.last_events(id, None, 1).await?.first().map_or(0, |e| e.timestamp_ms))
     }
 
     /// Finishes the change of `pool_id` that the member `member_id` is in for good, whatever
