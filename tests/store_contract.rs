@@ -477,3 +477,38 @@ async fn a_message_with_a_malformed_header_block_does_not_stall_the_views() {
     a.close().await.expect("close");
     b.close().await.expect("close");
 }
+
+/// A key the log holds whose reservation the claims bucket has lost (deleted by hand, say) is
+/// still refused as taken, up front: not published, voided and refused as stale at every retry.
+/// The refused claim's reservation then stands for the claim in force again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_key_whose_reservation_is_gone_is_still_refused_as_taken() {
+    use futures_util::StreamExt;
+    use phone_ledger::store::{AppendError, AppendRequest};
+    if !<Clustered as contract::Harness>::available() {
+        return;
+    }
+    let urls = common::nats::shared_cluster().expect("cluster");
+    let settings = common::nats::fresh_settings(&urls);
+    let a = connect(&settings).await;
+    let claim = |stream: &str| AppendRequest {
+        unique_claims: vec![(b"n/+12065550100".to_vec(), stream.as_bytes().to_vec())],
+        ..contract::append(stream, 0, 1)
+    };
+    a.append(claim("phone-x")).await.expect("first claim");
+    let js = async_nats::jetstream::new(async_nats::connect(urls.clone()).await.expect("connect"));
+    let bucket = js.get_key_value(format!("{}_CLAIMS", settings.namespace)).await.expect("bucket");
+    let keys: Vec<String> = bucket.keys().await.expect("keys").filter_map(|k| async { k.ok() }).collect().await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    bucket.delete(&keys[0]).await.expect("delete");
+
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), a.append(claim("phone-y"))).await;
+    match answer.expect("answered at once") {
+        Err(AppendError::UniqueViolation(key)) => assert!(key.contains("+12065550100"), "{key}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(a.chain_head().await.expect("head").position, 1, "nothing published for it");
+    let entry = bucket.get(&keys[0]).await.expect("get");
+    assert!(entry.is_some(), "the key is reserved again");
+    a.close().await.expect("close");
+}

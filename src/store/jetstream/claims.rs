@@ -56,6 +56,9 @@ pub(super) async fn reserve(shared: &Shared, key: &[u8], stream_id: &str) -> Res
     // A reservation deleted between our create and our look at it: try again, a few times.
     for _ in 0..3 {
         match shared.claims.create(&token, record.clone().into()).await {
+            // A key the log holds though its reservation is gone (lost, or deleted by hand):
+            // taken all the same, and the entry just made stands for the claim in force again.
+            Ok(_) if shared.mirror.index_get(key).is_some() => return Err(taken()),
             Ok(revision) => return Ok(revision),
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
             Err(e) => return Err(AppendError::Storage(backend(e))),

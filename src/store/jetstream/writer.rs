@@ -285,7 +285,8 @@ struct Prepared {
     events: Vec<EventEnvelope>,
     /// The events in force instead if the commit falls back (see [`crate::store::Fallback`]).
     fallback_events: Option<Vec<EventEnvelope>>,
-    reserved: Vec<(String, u64)>,
+    /// The claimed keys reserved for it, with their reservations' revisions.
+    reserved: Vec<(Vec<u8>, u64)>,
     /// Claimed keys this append deletes: their reservations are freed once it is stored.
     freed: Vec<String>,
     snapshot: Option<Snapshot>,
@@ -295,10 +296,24 @@ struct Prepared {
 }
 
 impl Prepared {
+    /// Releases the reservations of an append the log refused, except of the keys the log holds
+    /// (another commit claimed them first): a key's reservation stands for its claim in force,
+    /// and with the bucket's entry gone, every later claim of the key would be published and
+    /// voided again and again instead of refused up front.
     async fn release_claims(&self, shared: &Shared) {
         for (key, revision) in &self.reserved {
-            claims::release(shared, key, *revision).await;
+            if shared.mirror.index_get(key).is_none() {
+                claims::release(shared, &wire::token(key), *revision).await;
+            }
         }
+    }
+
+    /// A key of this append that the log holds: why a commit at the expected version was void.
+    fn taken_key(&self, shared: &Shared) -> Option<String> {
+        self.reserved
+            .iter()
+            .find(|(key, _)| shared.mirror.index_get(key).is_some())
+            .map(|(key, _)| String::from_utf8_lossy(key).into_owned())
     }
 }
 
@@ -450,7 +465,7 @@ async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option
     if refusal.is_none() {
         for key in keys {
             match claims::reserve(shared, key, &prepared.stream_id).await {
-                Ok(revision) => prepared.reserved.push((wire::token(key), revision)),
+                Ok(revision) => prepared.reserved.push((key.clone(), revision)),
                 Err(e) => {
                     prepared.release_claims(shared).await;
                     refusal = Some(e);
@@ -568,6 +583,14 @@ async fn complete(shared: &Shared, mut p: Prepared, ack: jetstream::context::Pub
             }
             p.release_claims(shared).await;
             let actual = shared.mirror.version_of(&p.stream_id).unwrap_or(0);
+            // Void though at the version it expected: a key it claims is held by a commit
+            // before it (two reservations of the key both went through). Taken, as the
+            // embedded backend says, so the caller moves on rather than tries again.
+            if actual == expected {
+                if let Some(key) = p.taken_key(shared) {
+                    return Err(AppendError::UniqueViolation(key));
+                }
+            }
             return Err(AppendError::WrongExpectedVersion {
                 stream_id: p.stream_id.clone(),
                 expected,
