@@ -102,6 +102,10 @@ pub struct Config {
     /// How long an admitted request may take in all (503 beyond, and its place is freed).
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Bytes of request bodies held at once before their requests are admitted (bodies are read
+    /// before the caller is known); beyond it ThrottlingException.
+    #[serde(default = "default_max_body_buffer_bytes")]
+    pub max_body_buffer_bytes: usize,
     /// Which backend holds the log, and its settings.
     pub store: StoreConfig,
     /// Secret that signs pagination tokens (any string of 16 or more characters). Nodes that
@@ -115,8 +119,9 @@ pub struct Config {
     pub snapshot_every: u64,
     /// Stop an actor after this many seconds without a command (0: never).
     pub actor_idle_secs: u64,
-    /// With several nodes on one log: a pool change whose number has not moved for this many
-    /// seconds is finished (or undone) by the reconciler of whichever node sees it first.
+    /// With several nodes on one log: a pool change begun (or a pool deleted) this many seconds
+    /// ago and still unfinished is finished (or undone) by the reconciler of whichever node sees
+    /// it first.
     #[serde(default = "default_reconcile_after_secs")]
     pub reconcile_after_secs: u64,
     /// At most this many live actors per kind; beyond it the least recently used stop.
@@ -179,6 +184,10 @@ pub struct Overrides {
 
 fn default_follower_lag_limit() -> usize {
     4096
+}
+
+fn default_max_body_buffer_bytes() -> usize {
+    crate::api::admission::DEFAULT_BODY_BUDGET
 }
 
 fn default_request_timeout_ms() -> u64 {
@@ -244,6 +253,9 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes must be at least 1024".into());
+        }
+        if self.max_body_buffer_bytes < self.max_body_bytes {
+            return bad("max_body_buffer_bytes must be at least max_body_bytes".into());
         }
         if let Err(m) = self.store.validate() {
             return bad(m);

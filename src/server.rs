@@ -352,10 +352,10 @@ async fn serve_once(
             }
         })
     });
-    let admission = Arc::new(api::admission::Admission::new(
-        config.max_in_flight,
-        config.account_requests_per_sec,
-    ));
+    let admission = Arc::new(
+        api::admission::Admission::new(config.max_in_flight, config.account_requests_per_sec)
+            .with_body_budget(config.max_body_buffer_bytes),
+    );
     let api_state = web::Data::new(ApiState {
         service: service.clone(),
         auth: auth.clone(),

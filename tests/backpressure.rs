@@ -254,3 +254,58 @@ async fn the_load_tests_log_read_waits_out_the_accounts_rate() {
         .expect("the log, once the rate allows");
     assert_eq!(log.len(), 1, "{log:?}");
 }
+
+/// Bodies are read before the caller is known, so together they are bounded by a budget, not by
+/// memory: while slow clients hold most of `max_body_buffer_bytes` in bodies they never finish,
+/// a request whose body does not fit what is left is throttled at once, and once their deadline
+/// has cut them off, requests are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bodies_not_yet_admitted_share_a_bounded_budget() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start_with(|c| {
+        c.max_body_bytes = 1024;
+        c.max_body_buffer_bytes = 4096;
+        c.request_body_timeout_ms = 2000;
+    });
+    let addr = server.url().trim_start_matches("http://").to_string();
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: {addr}\r\nX-Amz-Target: PinpointSMSVoiceV2.DescribePhoneNumbers\r\n\
+             Content-Type: application/x-amz-json-1.0\r\nContent-Length: 1024\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.expect("head");
+        s.write_all(&[b' '; 1000]).await.expect("most of the body");
+        slow.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/", server.url());
+    let padded = |n: usize| json!({ "MaxResults": 5 }).to_string() + &" ".repeat(n);
+    let send = |body: String| {
+        http.post(&url)
+            .header("X-Amz-Target", "PinpointSMSVoiceV2.DescribePhoneNumbers")
+            .header("Content-Type", "application/x-amz-json-1.0")
+            .header(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=111122223333/20261126/us-east-1/sms-voice/aws4_request, SignedHeaders=host, Signature=0",
+            )
+            .body(body)
+            .send()
+    };
+    let answer = send(padded(500)).await.expect("send");
+    let status = answer.status();
+    let body: Value = answer.json().await.expect("json");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["__type"], "ThrottlingException", "{body}");
+    // The slow bodies are cut off at their deadline, and give their share back.
+    for mut s in slow {
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+        assert!(answer.starts_with(b"HTTP/1.1 408"), "{:?}", String::from_utf8_lossy(&answer));
+    }
+    let answer = send(padded(500)).await.expect("send");
+    assert_eq!(answer.status(), StatusCode::OK, "{:?}", answer.text().await);
+}

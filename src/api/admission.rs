@@ -16,10 +16,17 @@ use crate::aws_error::AwsJsonError;
 pub struct Admission {
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
+    /// Bytes of request bodies received and not yet admitted or refused, across connections:
+    /// bodies are read before the caller is known, so nothing else bounds them.
+    bodies: Arc<Semaphore>,
+    body_budget: usize,
     per_account: Option<DefaultKeyedRateLimiter<String>>,
     /// Requests seen by the per-account limiter, to forget idle accounts now and then.
     checked: AtomicU64,
 }
+
+/// Bytes of request bodies held before admission, unless configured (`max_body_buffer_bytes`).
+pub const DEFAULT_BODY_BUDGET: usize = 64 << 20;
 
 /// Every this many requests, the per-account limiter forgets the accounts whose budget is full
 /// again: otherwise each access key ever seen (permissive mode makes any 12 digits an account)
@@ -34,9 +41,38 @@ impl Admission {
         Admission {
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
             max_in_flight: max_in_flight.max(1),
+            bodies: Arc::new(Semaphore::new(DEFAULT_BODY_BUDGET)),
+            body_budget: DEFAULT_BODY_BUDGET,
             per_account,
             checked: AtomicU64::new(0),
         }
+    }
+
+    /// At most `bytes` of request bodies held at once before admission.
+    pub fn with_body_budget(mut self, bytes: usize) -> Self {
+        let bytes = bytes.clamp(1, Semaphore::MAX_PERMITS);
+        self.bodies = Arc::new(Semaphore::new(bytes));
+        self.body_budget = bytes;
+        self
+    }
+
+    /// Takes `bytes` more of the body budget into `held` (the bytes a body read so far holds),
+    /// or the throttling error when bodies being received hold it all already.
+    pub fn hold_body_bytes(&self, held: &mut Option<OwnedSemaphorePermit>, bytes: usize) -> Result<(), AwsJsonError> {
+        let refused = || {
+            metrics::counter!(crate::telemetry::THROTTLED, "cause" => "body-bytes").increment(1);
+            AwsJsonError::throttling(format!(
+                "the service is receiving {} bytes of request bodies already; retry later",
+                self.body_budget
+            ))
+        };
+        let more = u32::try_from(bytes).map_err(|_| refused())?;
+        let permit = self.bodies.clone().try_acquire_many_owned(more).map_err(|_| refused())?;
+        match held {
+            Some(held) => held.merge(permit),
+            None => *held = Some(permit),
+        }
+        Ok(())
     }
 
     /// A permit to run one request (dropped when its response is built), or the throttling error.

@@ -68,16 +68,45 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
     AwsJsonError::unknown_operation(&format!("{} {}", req.method(), req.path())).to_response(&id)
 }
 
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, AwsJsonError> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| AwsJsonError::serialization(format!("cannot read request body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(AwsJsonError::too_large(limit));
-        }
-        body.extend_from_slice(&chunk);
+/// A request body as received, with its share of the server's budget for bodies not yet
+/// admitted (given back when this is dropped: keep it until the request is admitted or refused).
+pub(crate) struct ReceivedBody {
+    pub bytes: web::BytesMut,
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl ReceivedBody {
+    /// The body of a request just admitted: bounded from now on by the work in flight, so its
+    /// share of the bodies' budget is given back.
+    pub fn admitted(self) -> web::BytesMut {
+        drop(self.held);
+        self.bytes
     }
-    Ok(body)
+}
+
+/// Receives a request's body: at most `max_body_bytes`, within the body deadline, and only while
+/// the bodies being received across all connections fit the admission's budget (they are read
+/// before the caller is known, so a crowd of slow senders is bounded by it, not by memory).
+async fn receive_body(mut payload: web::Payload, state: &ApiState) -> Result<ReceivedBody, AwsJsonError> {
+    let limit = state.max_body_bytes;
+    let read = async {
+        let mut body = ReceivedBody {
+            bytes: web::BytesMut::new(),
+            held: None,
+        };
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| AwsJsonError::serialization(format!("cannot read request body: {e}")))?;
+            if body.bytes.len() + chunk.len() > limit {
+                return Err(AwsJsonError::too_large(limit));
+            }
+            state.admission.hold_body_bytes(&mut body.held, chunk.len())?;
+            body.bytes.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(state.body_timeout, read)
+        .await
+        .map_err(|_| AwsJsonError::body_timeout(state.body_timeout))?
 }
 
 /// Runs `work` as a task of its own, so that it runs to its end whatever the client does (a
@@ -141,24 +170,25 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
         }
         // The body is read before admission, under a deadline: a client that sends it slowly
         // (one byte a second) holds its own connection for a while, never a place of the
-        // server's bounded work.
-        let body = tokio::time::timeout(state.body_timeout, read_body(payload, limit))
-            .await
-            .map_err(|_| AwsJsonError::body_timeout(state.body_timeout))??;
+        // server's bounded work, and its bytes only a share of the bodies' budget.
+        let received = receive_body(payload, &state).await?;
+        let body = &received.bytes;
         // The signature covers the body, so it is checked once the body is in; an unauthenticated
         // request takes no place of the server's bounded work.
         let scope = state
             .auth
-            .authenticate(&req, &body)
+            .authenticate(&req, body)
             .map_err(|failure| AwsJsonError::unauthenticated(&failure))?
             .scope;
         tracing::Span::current().record("account", scope.account.as_str());
         tracing::Span::current().record("region", scope.region.as_str());
         // Held by the work until it is done: bounds the work the server has in progress.
         let permit = state.admission.admit(&scope.account)?;
+        // Admitted: the body is now bounded by the work in flight, and gives back its budget.
+        let body = received.admitted().freeze();
         // The work runs to its end whatever the client does (see `run_to_end`).
         let deadline = state.deadline;
-        let (req, state, body, task_request_id) = (req.clone(), state.clone(), body.freeze(), request_id.clone());
+        let (req, state, task_request_id) = (req.clone(), state.clone(), request_id.clone());
         let decided = async move {
             let (_permit, request_id) = (permit, task_request_id);
             if operation.is_empty() || !model::model().has_operation(&operation) {

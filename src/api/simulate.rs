@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use tracing::Instrument;
 
-use super::{now_ms, read_body, run_to_end, ApiState, AwsJsonError, AMZ_JSON};
+use super::{now_ms, receive_body, run_to_end, ApiState, AwsJsonError, AMZ_JSON};
 use crate::domain::types::ValidationReason;
 use crate::domain::CommandMeta;
 
@@ -49,16 +49,15 @@ pub async fn inbound_message(req: HttpRequest, payload: web::Payload, state: web
 }
 
 async fn receive(req: &HttpRequest, payload: web::Payload, state: &web::Data<ApiState>, request_id: &str) -> Result<Value, AwsJsonError> {
-    let body = tokio::time::timeout(state.body_timeout, read_body(payload, state.max_body_bytes))
-        .await
-        .map_err(|_| AwsJsonError::body_timeout(state.body_timeout))??;
+    let received = receive_body(payload, state).await?;
     let scope = state
         .auth
-        .authenticate(req, &body)
+        .authenticate(req, &received.bytes)
         .map_err(|failure| AwsJsonError::unauthenticated(&failure))?
         .scope;
     tracing::Span::current().record("account", scope.account.as_str());
     let permit = state.admission.admit(&scope.account)?;
+    let body = received.admitted();
     let input: InboundInput =
         serde_json::from_slice(&body).map_err(|e| AwsJsonError::serialization(format!("request body is not an inbound message: {e}")))?;
     if !is_e164(&input.origination_number) {
