@@ -33,7 +33,7 @@ fn usable<A: Aggregate>(snapshot: &Snapshot) -> Option<A> {
 /// state today's code cannot read) is skipped, never trusted: snapshots are a cache, and the
 /// whole stream is replayed instead.
 pub async fn load_state<A: Aggregate>(store: &dyn EventStore, stream_id: &str) -> Result<LoadedState<A>, StoreError> {
-    let StreamTail { snapshot, events, head } = store.read_tail(stream_id).await?;
+    let StreamTail { snapshot, events, head } = store.read_tail(stream_id, REPLAY_PAGE).await?;
     let (state, version, events, from) = match snapshot.as_ref().map(|s| (usable::<A>(s), s.version)) {
         Some((Some(state), version)) => (state, version, events, "snapshot"),
         Some((None, _)) => {
@@ -41,18 +41,27 @@ pub async fn load_state<A: Aggregate>(store: &dyn EventStore, stream_id: &str) -
             (
                 A::default(),
                 0,
-                store.read_stream(stream_id, 1, usize::MAX).await?,
+                store.read_stream(stream_id, 1, REPLAY_PAGE).await?,
                 "unusable-snapshot",
             )
         }
         None => (A::default(), 0, events, "replay"),
     };
     metrics::counter!(crate::telemetry::SNAPSHOT_LOADS, "from" => from).increment(1);
-    let replayed = events.len();
-    // The last event of what was folded, so that version and last event come from one read (the
-    // stream may have moved between the tail's read and a whole-stream read).
-    let last_event = events.last().map_or(head.last_event, |e| Some(e.event_id));
-    let (state, version) = fold(state, version, stream_id, &events)?;
+    let mut replayed = events.len();
+    // The last event of what was folded, so that version and last event come from the reads
+    // folded (the stream may have moved since the tail's read).
+    let mut last_event = events.last().map_or(head.last_event, |e| Some(e.event_id));
+    let (mut state, mut version) = fold(state, version, stream_id, &events)?;
+    // A long tail (no usable snapshot) is read and folded a page at a time, to its end: memory
+    // holds one page, however long the stream.
+    let mut page = events;
+    while page.len() >= REPLAY_PAGE {
+        page = store.read_stream(stream_id, version + 1, REPLAY_PAGE).await?;
+        replayed += page.len();
+        last_event = page.last().map_or(last_event, |e| Some(e.event_id));
+        (state, version) = fold(state, version, stream_id, &page)?;
+    }
     Ok(LoadedState {
         state,
         version,
@@ -60,6 +69,9 @@ pub async fn load_state<A: Aggregate>(store: &dyn EventStore, stream_id: &str) -
         replayed,
     })
 }
+
+/// Events read and folded at a time when a state is rebuilt from the log.
+pub const REPLAY_PAGE: usize = 1_000;
 
 /// `state` (durable at `version`, its last event `last_event`) brought up to the stream's head by
 /// the events after `version` alone: what an actor does when another writer of a shared log has
@@ -146,6 +158,44 @@ pub fn replay<A: Aggregate>(envelopes: &[EventEnvelope]) -> Result<A, StoreError
 mod tests {
     use super::*;
     use crate::domain::opt_out_list::{OptOutList, OptOutListState};
+
+    /// A long stream without a snapshot is rebuilt a page at a time: the same state as folding
+    /// it whole, without ever holding more than a page of its events.
+    #[tokio::test]
+    async fn a_long_tail_is_folded_a_page_at_a_time() {
+        use crate::codec::pending_events;
+        use crate::domain::phone_number::{PhoneNumber, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState};
+        use crate::store::gated::GatedStore;
+        use crate::store::{AppendMeta, AppendRequest, Durability, Store, StoreConfig};
+        let dir = tempfile::tempdir().expect("dir");
+        let gated = GatedStore::over(StoreConfig::embedded(Durability::Flush, 64).open(dir.path()).expect("store"));
+        let store: Store = gated.clone();
+        let id = "phone-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let mut events = vec![PhoneNumberEvent::PhoneNumberRequested(Box::new(PhoneNumber::example(
+            id,
+            "111122223333",
+            "us-east-1",
+        )))];
+        events.extend((1..2_500u64).map(|i| {
+            PhoneNumberEvent::PhoneNumberUpdated(PhoneNumberChanges {
+                deletion_protection_enabled: Some(i % 3 == 0),
+                ..Default::default()
+            })
+        }));
+        let meta = AppendMeta::direct("111122223333", "us-east-1", "r", "Test/Write");
+        let request = AppendRequest::plain(id, 0, meta, pending_events(&events).expect("events"));
+        let written = store.append(request).await.expect("append");
+
+        let loaded = load_state::<PhoneNumberState>(&*store, id).await.expect("load");
+        let whole = store.read_stream(id, 1, usize::MAX).await.expect("read");
+        let (folded, _) = fold(PhoneNumberState::default(), 0, id, &whole).expect("fold");
+        assert_eq!((loaded.version, loaded.replayed), (2_500, 2_500));
+        assert_eq!(loaded.last_event, written.last().map(|e| e.event_id));
+        assert_eq!(serde_json::to_value(&loaded.state).ok(), serde_json::to_value(&folded).ok());
+        let pages: Vec<u64> = gated.take_reads().into_iter().take(3).map(|(_, from)| from).collect();
+        assert_eq!(pages, [1_001, 2_001, 1], "after the tail's first page, a page at a time");
+        store.close().await.expect("close");
+    }
 
     /// A snapshot that lacks a member of today's state (written before the member existed) is
     /// not used: its default is not what a replay would derive.

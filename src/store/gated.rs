@@ -92,8 +92,8 @@ impl EventStore for GatedStore {
         drop(reads);
         self.failed(self.inner.read_stream(stream_id, from_version, limit))
     }
-    fn read_tail(&self, stream_id: &str) -> StoreFuture<StreamTail> {
-        self.failed(self.inner.read_tail(stream_id))
+    fn read_tail(&self, stream_id: &str, limit: usize) -> StoreFuture<StreamTail> {
+        self.failed(self.inner.read_tail(stream_id, limit))
     }
     fn stream_heads(&self, after: Option<&str>, limit: usize) -> StoreFuture<Vec<(String, u64)>> {
         self.inner.stream_heads(after, limit)

@@ -332,7 +332,8 @@ pub struct Snapshot {
 #[derive(Debug, Clone, Default)]
 pub struct StreamTail {
     pub snapshot: Option<Snapshot>,
-    /// The events after the snapshot's version (all of them without a snapshot), in order.
+    /// The first events after the snapshot's version (from version 1 without a snapshot), in
+    /// order, as many as were asked for.
     pub events: Vec<EventEnvelope>,
     pub head: StreamHead,
 }
@@ -420,9 +421,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// Up to `limit` events of a stream with version ≥ `from_version`, in order.
     fn read_stream(&self, stream_id: &str, from_version: u64, limit: usize) -> StoreFuture<Vec<EventEnvelope>>;
 
-    /// The latest snapshot of a stream and the events after it, with the stream's head, in one
-    /// read (the path every actor activation takes).
-    fn read_tail(&self, stream_id: &str) -> StoreFuture<StreamTail>;
+    /// The latest snapshot of a stream and up to `limit` events after it, with the stream's
+    /// head, in one read (the path every actor activation takes; the rest of a long tail is
+    /// read a page at a time with [`EventStore::read_stream`], so memory does not grow with it).
+    fn read_tail(&self, stream_id: &str, limit: usize) -> StoreFuture<StreamTail>;
 
     /// Streams with their versions, in stream id order, after `after` (exclusive), up to `limit`.
     fn stream_heads(&self, after: Option<&str>, limit: usize) -> StoreFuture<Vec<(String, u64)>>;

@@ -605,11 +605,15 @@ pub async fn snapshot_round_trip<H: Harness>() {
     s.append(with_snapshot).await.expect("append");
     s.append(append("phone-s", 3, 2)).await.expect("append");
     assert_eq!(s.snapshot("phone-s").await.expect("read"), Some(snapshot.clone()));
-    let tail = s.read_tail("phone-s").await.expect("tail");
+    let tail = s.read_tail("phone-s", usize::MAX).await.expect("tail");
     assert_eq!(tail.snapshot, Some(snapshot.clone()));
     assert_eq!(versions(&tail.events), [4, 5]);
     assert_eq!(tail.head.version, 5);
     assert_eq!(tail.head.last_event, tail.events.last().map(|e| e.event_id));
+    // A tail read cut short: the first events after the snapshot, and the stream's own head.
+    let short = s.read_tail("phone-s", 1).await.expect("tail");
+    assert_eq!(versions(&short.events), [4]);
+    assert_eq!((short.head.version, short.head.last_event), (5, tail.head.last_event));
     // A snapshot at the head: no tail, and the head still names the last event.
     let at_head = Snapshot { version: 5, ..snapshot };
     let last = s
@@ -619,7 +623,7 @@ pub async fn snapshot_round_trip<H: Harness>() {
         })
         .await
         .expect("append");
-    let tail = s.read_tail("phone-s2").await.expect("tail");
+    let tail = s.read_tail("phone-s2", usize::MAX).await.expect("tail");
     assert!(tail.events.is_empty());
     assert_eq!((tail.head.version, tail.head.last_event), (5, Some(last[4].event_id)));
     let listed = s.snapshots(None, 10).await.expect("list");
@@ -629,12 +633,14 @@ pub async fn snapshot_round_trip<H: Harness>() {
     );
     assert!(listed.iter().all(|(_, snap)| snap.is_ok()));
     s.clear_snapshots().await.expect("clear");
-    let tail = s.read_tail("phone-s").await.expect("tail");
+    let tail = s.read_tail("phone-s", usize::MAX).await.expect("tail");
     assert_eq!(
         (tail.snapshot, versions(&tail.events).len()),
         (None, 5),
         "without a snapshot, the whole stream"
     );
+    let short = s.read_tail("phone-s", 2).await.expect("tail");
+    assert_eq!((versions(&short.events), short.head.version), (vec![1, 2], 5));
 }
 
 /// Everything survives a close and a reopen, and the chain goes on where it stopped.

@@ -624,7 +624,7 @@ impl EventStore for JetStreamStore {
         self.run(move |s| async move { Ok(s.stream_events(&id, from_version, limit).await?.0) })
     }
 
-    fn read_tail(&self, stream_id: &str) -> StoreFuture<StreamTail> {
+    fn read_tail(&self, stream_id: &str, limit: usize) -> StoreFuture<StreamTail> {
         let id = stream_id.to_string();
         self.run(move |s| async move {
             // Most aggregates never reach a snapshot: their commits say so, and the read is saved.
@@ -640,11 +640,11 @@ impl EventStore for JetStreamStore {
                 }
             };
             let from = stored.as_ref().map_or(1, |st| st.snapshot.version.saturating_add(1));
-            let (events, head) = s.stream_events(&id, from, usize::MAX).await?;
+            let (events, head) = s.stream_events(&id, from, limit).await?;
             // A snapshot ahead of the log is not of this log: replay everything instead.
             let (snapshot, events) = match stored {
                 Some(st) if st.snapshot.version <= head.version => (Some(st.snapshot), events),
-                Some(_) => (None, s.stream_events(&id, 1, usize::MAX).await?.0),
+                Some(_) => (None, s.stream_events(&id, 1, limit).await?.0),
                 None => (None, events),
             };
             Ok(StreamTail {

@@ -298,7 +298,7 @@ fn read_stream(t: &Trees, stream_id: &str, from_version: u64, limit: usize) -> R
     Ok(out)
 }
 
-fn read_tail(t: &Trees, stream_id: &str) -> Result<StreamTail, StoreError> {
+fn read_tail(t: &Trees, stream_id: &str, limit: usize) -> Result<StreamTail, StoreError> {
     let snapshot = match t.snapshots.get(stream_id.as_bytes())? {
         Some(bytes) => match decode_snapshot(stream_id, &bytes) {
             Ok(s) => Some(s),
@@ -310,21 +310,27 @@ fn read_tail(t: &Trees, stream_id: &str) -> Result<StreamTail, StoreError> {
         None => None,
     };
     // One range read from the snapshot's own event (for the id of the stream's last event when
-    // nothing follows it) to the end of the stream.
+    // nothing follows it) on.
     let from = snapshot.as_ref().map_or(1, |s| s.version.max(1));
-    let mut events = read_stream(t, stream_id, from, usize::MAX)?;
+    let mut asked = if snapshot.is_some() { limit.saturating_add(1) } else { limit };
+    let mut events = read_stream(t, stream_id, from, asked)?;
     let snapshot = match snapshot {
         Some(s) if events.first().is_some_and(|e| e.version == s.version) => Some(s),
         Some(s) => {
             tracing::warn!(stream = stream_id, version = s.version, "ignoring a snapshot beyond the stream");
-            events = read_stream(t, stream_id, 1, usize::MAX)?;
+            asked = limit;
+            events = read_stream(t, stream_id, 1, asked)?;
             None
         }
         None => None,
     };
-    let head = StreamHead {
-        version: events.last().map_or(0, |e| e.version),
-        last_event: events.last().map(|e| e.event_id),
+    // The read reached the stream's end unless it was cut short.
+    let head = match events.last() {
+        Some(last) if events.len() < asked => StreamHead {
+            version: last.version,
+            last_event: Some(last.event_id),
+        },
+        _ => stream_head(t, stream_id)?,
     };
     if snapshot.is_some() {
         events.remove(0);
@@ -474,9 +480,9 @@ impl EventStore for SledStore {
         self.read(move |t| read_stream(t, &id, from_version, limit))
     }
 
-    fn read_tail(&self, stream_id: &str) -> StoreFuture<StreamTail> {
+    fn read_tail(&self, stream_id: &str, limit: usize) -> StoreFuture<StreamTail> {
         let id = stream_id.to_string();
-        self.read(move |t| read_tail(t, &id))
+        self.read(move |t| read_tail(t, &id, limit))
     }
 
     fn stream_heads(&self, after: Option<&str>, limit: usize) -> StoreFuture<Vec<(String, u64)>> {
