@@ -139,6 +139,16 @@ impl<A: Aggregate> Message for GetState<A> {
     type Result = Result<A, ExecuteError>;
 }
 
+/// Read something of the durable state, computed in the actor: for a caller that needs a little
+/// of a large state (a page of an opt-out list's numbers), without a copy of all of it.
+pub struct Inspect<A, R> {
+    pub read: std::sync::Arc<dyn Fn(&A) -> R + Send + Sync>,
+}
+
+impl<A: Aggregate, R: Send + 'static> Message for Inspect<A, R> {
+    type Result = Result<R, ExecuteError>;
+}
+
 /// The actor owning one stream.
 pub struct AggregateActor<A: Projected> {
     id: String,
@@ -600,10 +610,15 @@ impl<A: Projected> Handler<Execute<A>> for AggregateActor<A> {
     }
 }
 
-impl<A: Projected> Handler<GetState<A>> for AggregateActor<A> {
-    type Result = ResponseActFuture<Self, Result<A, ExecuteError>>;
-
-    fn handle(&mut self, msg: GetState<A>, ctx: &mut Self::Context) -> Self::Result {
+impl<A: Projected> AggregateActor<A> {
+    /// The answer to a read: `read` of the state, once that state is durable (at once with
+    /// `as_decided`).
+    fn answer_read<T: Send + 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        as_decided: bool,
+        read: impl FnOnce(&A) -> T,
+    ) -> ResponseActFuture<Self, Result<T, ExecuteError>> {
         self.last_active = Instant::now();
         // As for a command: a state another node has moved on from is re-read first.
         if self.broken.is_none() && self.in_flight == 0 && self.store.version_hint(&self.id).is_some_and(|v| v > self.version) {
@@ -612,8 +627,24 @@ impl<A: Projected> Handler<GetState<A>> for AggregateActor<A> {
         }
         match &self.broken {
             Some(why) => Box::pin(fut::ready(Err(ExecuteError::Replay(why.clone())))),
-            None if msg.as_decided => Box::pin(fut::ready(Ok(self.state.clone()))),
-            None => self.when_durable(self.state.clone()),
+            None if as_decided => Box::pin(fut::ready(Ok(read(&self.state)))),
+            None => self.when_durable(read(&self.state)),
         }
+    }
+}
+
+impl<A: Projected> Handler<GetState<A>> for AggregateActor<A> {
+    type Result = ResponseActFuture<Self, Result<A, ExecuteError>>;
+
+    fn handle(&mut self, msg: GetState<A>, ctx: &mut Self::Context) -> Self::Result {
+        self.answer_read(ctx, msg.as_decided, A::clone)
+    }
+}
+
+impl<A: Projected, R: Send + 'static> Handler<Inspect<A, R>> for AggregateActor<A> {
+    type Result = ResponseActFuture<Self, Result<R, ExecuteError>>;
+
+    fn handle(&mut self, msg: Inspect<A, R>, ctx: &mut Self::Context) -> Self::Result {
+        self.answer_read(ctx, false, |state| (msg.read)(state))
     }
 }

@@ -5,5 +5,5 @@
 mod aggregate_actor;
 mod registry;
 
-pub use aggregate_actor::{ActorSettings, AggregateActor, Execute, ExecuteError, GetState, Passivate, Premise};
+pub use aggregate_actor::{ActorSettings, AggregateActor, Execute, ExecuteError, GetState, Inspect, Passivate, Premise};
 pub use registry::Registry;

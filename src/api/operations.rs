@@ -13,7 +13,7 @@ use crate::aws_error::AwsJsonError;
 use crate::domain::ids::is_sender_id;
 use crate::domain::keywords::{Keyword, KeywordAction};
 use crate::domain::message::{Channel, OutboundMessage};
-use crate::domain::opt_out_list::OptOutList;
+use crate::domain::opt_out_list::{OptOutList, OptedOut};
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberChanges};
 use crate::domain::pool::{Pool, PoolChanges, PoolMember};
 use crate::domain::sender_id::SenderId;
@@ -1018,6 +1018,46 @@ async fn list_pool_origination_identities(
     Ok(Value::Object(out))
 }
 
+/// One page of `DescribeOptedOutNumbers`: the entries of `list` after `after` (only the numbers
+/// `wanted`, if named) that pass `filters`, at most `limit`, and the number to resume after if
+/// there may be more. At most [`OPT_OUT_SCAN_BUDGET`] entries are looked at.
+fn opted_out_page(
+    list: &OptOutList,
+    wanted: Option<&BTreeSet<String>>,
+    after: Option<&String>,
+    limit: usize,
+    filters: &[Filter],
+) -> (Vec<Map<String, Value>>, Option<String>) {
+    let from = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+    let candidates: Box<dyn Iterator<Item = (&String, &OptedOut)>> = match wanted {
+        Some(w) => Box::new(
+            w.range::<String, _>((from, std::ops::Bound::Unbounded))
+                .filter_map(|n| list.opted_out.get_key_value(n)),
+        ),
+        None => Box::new(list.opted_out.range::<String, _>((from, std::ops::Bound::Unbounded))),
+    };
+    let (mut page, mut scanned, mut last_scanned) = (Vec::new(), 0, None);
+    for (number, entry) in candidates {
+        if scanned == OPT_OUT_SCAN_BUDGET {
+            return (page, last_scanned);
+        }
+        scanned += 1;
+        let fields = opted_out_info(number, entry);
+        if passes(filters, &fields, filter_member) {
+            if page.len() == limit {
+                return (page, last_scanned);
+            }
+            page.push(fields);
+        }
+        last_scanned = Some(number.clone());
+    }
+    (page, None)
+}
+
+/// Entries of an opt-out list looked at for one page at most: a filter that few of a large
+/// list's numbers match answers a short page, with a token to go on, rather than scan it all.
+const OPT_OUT_SCAN_BUDGET: usize = 10_000;
+
 async fn describe_opted_out_numbers(
     input: DescribeOptedOutNumbersInput,
     meta: &CommandMeta,
@@ -1027,27 +1067,22 @@ async fn describe_opted_out_numbers(
     let (filters, limit, after) = page_of(OP, input.filters, input.max_results, input.next_token.as_deref(), meta, api)?;
     let failed = |e| AwsJsonError::from_service(e, &meta.request_id);
     api.service.ensure_default_list(meta).await.map_err(failed)?;
-    let list = api
-        .service
-        .opt_out_list(&meta.scope, &input.opt_out_list_name)
-        .await
-        .map_err(failed)?;
     let wanted: Option<BTreeSet<String>> = input
         .opted_out_numbers
         .filter(|n| !n.is_empty())
         .map(|numbers| numbers.iter().map(|n| e164(n)).collect());
-    let from = after.as_ref().map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
-    let mut matching = list
-        .opted_out
-        .range::<String, _>((from, std::ops::Bound::Unbounded))
-        .filter(|(number, _)| wanted.as_ref().is_none_or(|w| w.contains(*number)))
-        .map(|(number, entry)| opted_out_info(number, entry))
-        .filter(|fields| passes(&filters, fields, filter_member));
-    let page: Vec<Map<String, Value>> = matching.by_ref().take(limit).collect();
-    let more = matching.next().is_some();
-    let mut out = list_info(&list);
-    let last = page.last().filter(|_| more).map(|m| value_text(&m["OptedOutNumber"]));
-    put_next_token(&mut out, last, OP, meta, api);
+    // The page is taken by the list's actor: a list can hold many numbers, and a copy of all of
+    // them for each page would cost memory with the list's size, not the page's.
+    let page_of_list = move |list: &OptOutList| {
+        let (page, next) = opted_out_page(list, wanted.as_ref(), after.as_ref(), limit, &filters);
+        (list_info(list), page, next)
+    };
+    let (mut out, page, next) = api
+        .service
+        .read_opt_out_list(&meta.scope, &input.opt_out_list_name, page_of_list)
+        .await
+        .map_err(failed)?;
+    put_next_token(&mut out, next, OP, meta, api);
     out.insert(
         "OptedOutNumbers".into(),
         Value::Array(page.into_iter().map(|m| model().project("OptedOutNumberInformation", m)).collect()),
@@ -1085,4 +1120,62 @@ async fn describe_keywords(input: DescribeKeywordsInput, meta: &CommandMeta, api
         Value::Array(page.into_iter().map(|m| model().project("KeywordInformation", m)).collect()),
     );
     Ok(trim(OP, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list_of(n: usize) -> OptOutList {
+        let mut list = OptOutList::new("big", "arn".into(), "111122223333", "us-east-1", 1, vec![], None);
+        for i in 0..n {
+            let entry = OptedOut {
+                opted_out_timestamp_ms: 1,
+                end_user_opted_out: false,
+            };
+            list.opted_out.insert(format!("+1206{i:07}"), entry);
+        }
+        list
+    }
+
+    fn numbers(page: &[Map<String, Value>]) -> Vec<&str> {
+        page.iter().filter_map(|m| m["OptedOutNumber"].as_str()).collect()
+    }
+
+    #[test]
+    fn a_page_of_opted_out_numbers_resumes_after_its_last() {
+        let list = list_of(5);
+        let (page, next) = opted_out_page(&list, None, None, 2, &[]);
+        assert_eq!(
+            (numbers(&page), next.as_deref()),
+            (vec!["+12060000000", "+12060000001"], Some("+12060000001"))
+        );
+        let (page, next) = opted_out_page(&list, None, next.as_ref(), 3, &[]);
+        assert_eq!((numbers(&page).len(), next), (3, None), "the last page says there is no more");
+        let wanted: BTreeSet<String> = ["+12060000003".to_string(), "+19990000000".to_string()].into();
+        let (page, next) = opted_out_page(&list, Some(&wanted), None, 5, &[]);
+        assert_eq!((numbers(&page), next), (vec!["+12060000003"], None));
+    }
+
+    /// A filter that matches nothing of a large list looks at a bounded number of its entries
+    /// per page, and the pages still cover the whole list.
+    #[test]
+    fn a_filter_matching_nothing_scans_a_bounded_share_of_the_list_per_page() {
+        let list = list_of(OPT_OUT_SCAN_BUDGET * 2 + 5);
+        let nobody = [Filter {
+            name: "end-user-opted-out".into(),
+            values: vec!["true".into()],
+        }];
+        let (mut pages, mut after) = (0, None);
+        loop {
+            let (page, next) = opted_out_page(&list, None, after.as_ref(), 10, &nobody);
+            assert!(page.is_empty());
+            pages += 1;
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(pages, 3, "one page per budget's worth of entries");
+    }
 }

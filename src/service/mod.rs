@@ -50,7 +50,7 @@ pub use sender_ids::NewSenderId;
 pub use tagging::TagChange;
 
 use self::error::not_found;
-use crate::actors::{ActorSettings, AggregateActor, Execute, ExecuteError, GetState, Registry};
+use crate::actors::{ActorSettings, AggregateActor, Execute, ExecuteError, GetState, Inspect, Registry};
 use crate::config::Quotas;
 use crate::domain::opt_out_list::OptOutListState;
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberState};
@@ -317,6 +317,17 @@ impl LifecycleService {
     /// [`GetState::as_decided`]).
     async fn state_as_decided<A: Projected>(registry: &Registry<A>, id: &str) -> Result<A, ServiceError> {
         Self::read_state(registry, id, GetState::<A>::as_decided).await
+    }
+
+    /// `read` of the durable state of an aggregate, computed by its actor (see [`Inspect`]).
+    async fn inspect<A: Projected, R: Send + 'static>(
+        registry: &Registry<A>,
+        id: &str,
+        read: std::sync::Arc<dyn Fn(&A) -> R + Send + Sync>,
+    ) -> Result<R, ServiceError> {
+        let message = || Inspect { read: read.clone() };
+        let outcome = retry_stale(id, None, || Self::ask(registry, id, Activation::Existing, message)).await?;
+        outcome.map_err(|e| ServiceError::execute(id, e))
     }
 
     async fn read_state<A: Projected>(registry: &Registry<A>, id: &str, get: fn() -> GetState<A>) -> Result<A, ServiceError> {

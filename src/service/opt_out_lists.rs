@@ -37,14 +37,25 @@ impl LifecycleService {
         Self::resolve(KIND, scope, name_or_arn)
     }
 
-    /// The caller's list `name_or_arn` as it is now.
-    pub async fn opt_out_list(&self, scope: &Scope, name_or_arn: &str) -> Result<OptOutList, ServiceError> {
+    /// `read` of the caller's list `name_or_arn` as it is now, computed by the list's actor: a
+    /// list holds every number opted out of it, so a caller takes what it needs of it (a page, an
+    /// entry, its tags) rather than a copy of it all.
+    pub async fn read_opt_out_list<R: Send + 'static>(
+        &self,
+        scope: &Scope,
+        name_or_arn: &str,
+        read: impl Fn(&OptOutList) -> R + Send + Sync + 'static,
+    ) -> Result<R, ServiceError> {
         let id = Self::list_id(scope, name_or_arn)?;
-        let state: OptOutListState = Self::state(&self.lists, &id).await.map_err(|e| by_name(e, name_or_arn))?;
-        match state.live() {
-            Some(l) if l.account == scope.account && l.region == scope.region => Ok(l.clone()),
-            _ => Err(not_found(KIND, name_or_arn)),
-        }
+        let (account, region) = (scope.account.clone(), scope.region.clone());
+        let read = move |state: &OptOutListState| match state.live() {
+            Some(l) if l.account == account && l.region == region => Some(read(l)),
+            _ => None,
+        };
+        Self::inspect(&self.lists, &id, std::sync::Arc::new(read))
+            .await
+            .map_err(|e| by_name(e, name_or_arn))?
+            .ok_or_else(|| not_found(KIND, name_or_arn))
     }
 
     /// Makes the caller's `Default` list exist (once per scope and process; the decider makes
@@ -204,8 +215,10 @@ impl LifecycleService {
         name_or_arn: &str,
         number: &str,
     ) -> Result<(OptOutList, OptedOut), ServiceError> {
-        let before = self.opt_out_list(&meta.scope, name_or_arn).await?;
-        let entry = before.opted_out.get(number).cloned();
+        let wanted = number.to_string();
+        let entry = self
+            .read_opt_out_list(&meta.scope, name_or_arn, move |l| l.opted_out.get(&wanted).cloned())
+            .await?;
         let (list, _) = self
             .change_opted_out(meta, name_or_arn, number, |n| OptOutListAction::DeleteOptedOutNumber {
                 number: n.to_string(),

@@ -94,7 +94,7 @@ impl LifecycleService {
                 }
             }
             ResourceKind::Pool => Ok(self.live_pool(scope, &id).await?.tags),
-            ResourceKind::OptOutList => Ok(self.opt_out_list(scope, arn).await?.tags),
+            ResourceKind::OptOutList => self.read_opt_out_list(scope, arn, |l| l.tags.clone()).await,
             ResourceKind::SenderId => {
                 let s = self.current_sender_id(&id).await?;
                 match s.is_live() {
