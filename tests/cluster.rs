@@ -308,12 +308,8 @@ fn the_store_section_selects_the_clustered_backend() {
 /// its stream, so "the number has not moved lately" would never hold).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reconciler_finishes_what_a_dead_node_left_between_two_steps() {
-    use phone_ledger::codec::pending_events;
     use phone_ledger::domain::phone_number::{PhoneNumberEvent, PhoneNumberState};
-    use phone_ledger::domain::Aggregate;
-    use phone_ledger::projection::Projected;
-    use phone_ledger::rehydrate::replay;
-    use phone_ledger::store::{AppendMeta, AppendRequest, EventStore, JetStreamStore};
+    use phone_ledger::store::{EventStore, JetStreamStore};
 
     let Some(settings) = cluster_settings() else { return };
     let nodes = Nodes::start_with(&settings, |c| c.reconcile_after_secs = 2);
@@ -325,23 +321,11 @@ async fn the_reconciler_finishes_what_a_dead_node_left_between_two_steps() {
 
     // What a node that died after the number's first step leaves in the log.
     let log = JetStreamStore::connect(&settings).await.expect("connect");
-    let envelopes = log.read_stream(&stuck, 1, usize::MAX).await.expect("read");
-    let before: PhoneNumberState = replay(&envelopes).expect("replay");
     let event = PhoneNumberEvent::Membership(phone_ledger::domain::membership::MembershipEvent::PoolAssociationStarted {
         pool_id: pool_id.clone(),
     });
-    let after = before.clone().evolve(&event);
-    log.append(AppendRequest {
-        index_ops: PhoneNumberState::index_ops(&before, &after),
-        ..AppendRequest::plain(
-            &stuck,
-            envelopes.len() as u64,
-            AppendMeta::direct(ACCOUNT, REGION, "died-mid-change", "AssociateOriginationIdentity/BeginAssociation"),
-            pending_events(&[event]).expect("events"),
-        )
-    })
-    .await
-    .expect("append");
+    let command = "AssociateOriginationIdentity/BeginAssociation";
+    common::append_as_an_actor_would::<PhoneNumberState>(&log, &stuck, event, "died-mid-change", command, serde_json::Value::Null).await;
     log.close().await.expect("close");
 
     // A client keeps updating the number, more often than the reconciler's patience.
@@ -746,4 +730,70 @@ fn a_server_that_cannot_bind_its_port_is_reported_stopped() {
         Err(other) => panic!("{other}"),
         Ok(_) => panic!("a server started on a port another process holds"),
     }
+}
+
+/// A `CreatePool` retried on another node while its first attempt is still between its steps
+/// (its number joining, the pool not written yet) is answered with that attempt's pool once it
+/// exists, as on one node: not refused because the number is busy joining (the per-token lock is
+/// each node's own). The first attempt is played by writing its steps straight into the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_pool_retried_on_another_node_mid_attempt_gets_that_attempts_pool() {
+    use phone_ledger::domain::membership::MembershipEvent;
+    use phone_ledger::domain::phone_number::{PhoneNumberEvent, PhoneNumberState};
+    use phone_ledger::domain::pool::{PoolAction, PoolEvent, PoolState};
+    use phone_ledger::domain::ResourceKind;
+    use phone_ledger::store::{EventStore, JetStreamStore};
+
+    let Some(settings) = cluster_settings() else { return };
+    let nodes = Nodes::start(&settings);
+    let urls = nodes.urls();
+    let c = client_for(&urls[0], ACCOUNT, REGION);
+    let (other, _) = common::request_with_number(&c, MessageType::Transactional).await;
+    let (number, e164) = common::request_with_number(&c, MessageType::Transactional).await;
+    // A pool made the ordinary way, as the model of the one the first attempt will write.
+    let model_id = common::create_pool(&c, &other).await;
+    let log = JetStreamStore::connect(&settings).await.expect("connect");
+    let model: PoolState =
+        phone_ledger::rehydrate::replay(&log.read_stream(&model_id, 1, usize::MAX).await.expect("read")).expect("replay");
+    let mut pool = model.0.expect("the model pool");
+
+    // The first attempt has taken its number's first step.
+    let pool_id = ResourceKind::Pool.new_id();
+    let joining = PhoneNumberEvent::Membership(MembershipEvent::PoolAssociationStarted { pool_id: pool_id.clone() });
+    let step = "CreatePool/BeginAssociation";
+    common::append_as_an_actor_would::<PhoneNumberState>(&log, &number, joining, "first-attempt", step, serde_json::Value::Null).await;
+
+    // The retry, on another node.
+    let retry = {
+        let c = client_for(&urls[1], ACCOUNT, REGION);
+        let number = number.clone();
+        tokio::spawn(async move {
+            c.create_pool()
+                .origination_identity(&number)
+                .message_type(MessageType::Transactional)
+                .client_token("one-pool-please")
+                .send()
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!retry.is_finished(), "the retry waits for the attempt in flight");
+
+    // The first attempt writes its pool, with the token.
+    let mut member = pool.members.values().next().cloned().expect("a member");
+    member.origination_identity_arn = member.origination_identity_arn.replace(&other, &number);
+    member.origination_identity = number.clone();
+    member.phone_number = e164;
+    pool.pool_arn = pool.pool_arn.replace(&model_id, &pool_id);
+    pool.pool_id = pool_id.clone();
+    pool.members = [(number.clone(), member)].into_iter().collect();
+    pool.client_token = Some("one-pool-please".into());
+    let input = serde_json::to_value(PoolAction::Create(Box::new(pool.clone()))).expect("input");
+    let created = PoolEvent::PoolCreated(Box::new(pool));
+    common::append_as_an_actor_would::<PoolState>(&log, &pool_id, created, "first-attempt", "CreatePool/Create", input).await;
+    log.close().await.expect("close");
+
+    let answer = retry.await.expect("task").expect("the retry is answered with the pool");
+    assert_eq!(answer.pool_id(), Some(pool_id.as_str()));
+    nodes.stop();
 }

@@ -6,31 +6,17 @@ mod common;
 
 use aws_sdk_pinpointsmsvoicev2::types::MessageType;
 use common::{TestServer, ACCOUNT, REGION};
-use phone_ledger::codec::pending_events;
 use phone_ledger::domain::phone_number::{PhoneNumberEvent, PhoneNumberState};
 use phone_ledger::domain::pool::{PoolEvent, PoolMember, PoolState};
 use phone_ledger::domain::types::MessageType as DomainMessageType;
 use phone_ledger::projection::Projected;
 use phone_ledger::rehydrate::replay;
-use phone_ledger::store::{AppendMeta, AppendRequest, EventStore};
+use phone_ledger::store::EventStore;
 
 /// Appends one event the way an actor would (same index maintenance), as a crash would leave it.
 async fn append<A: Projected>(store: &dyn EventStore, id: &str, event: A::Event) {
-    let envelopes = store.read_stream(id, 1, usize::MAX).await.expect("read");
-    let before: A = replay(&envelopes).expect("replay");
-    let after = before.clone().evolve(&event);
-    store
-        .append(AppendRequest {
-            index_ops: A::index_ops(&before, &after),
-            ..AppendRequest::plain(
-                id,
-                envelopes.len() as u64,
-                AppendMeta::direct(ACCOUNT, REGION, "crashed-request", "AssociateOriginationIdentity/BeginAssociation"),
-                pending_events(&[event]).expect("events"),
-            )
-        })
-        .await
-        .expect("append");
+    let command = "AssociateOriginationIdentity/BeginAssociation";
+    common::append_as_an_actor_would::<A>(store, id, event, "crashed-request", command, serde_json::Value::Null).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

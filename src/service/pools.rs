@@ -242,7 +242,16 @@ impl LifecycleService {
             iso_country_code: spec.iso_country_code.clone(),
             client_token: None,
         };
-        let member = self.member_step(meta, &member_id, begin).await?;
+        let member = match self.member_step(meta, &member_id, begin).await {
+            Ok(member) => member,
+            Err(refused @ ServiceError::Rejected(Rejection::Conflict { .. })) => {
+                return match self.pool_of_an_attempt_in_flight(scope, &spec, &member_id).await? {
+                    Some(pool) => Ok(pool),
+                    None => Err(refused),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         // The pool takes its opt-out and two-way settings from a first member that is a phone
         // number; a sender id has none, and the pool starts with the account's defaults.
         let number = match &member {
@@ -303,6 +312,36 @@ impl LifecycleService {
 
     /// The pool an earlier request with the same client token created, if this request asks for
     /// the same pool.
+    /// The pool of an earlier attempt of this `CreatePool` (same client token) still in flight
+    /// when this one's first step was refused because its member is joining a pool: with several
+    /// nodes a retry can reach a node other than the one carrying out the first attempt (the
+    /// per-token lock is each node's own), and it is answered with that attempt's pool once the
+    /// pool exists, as on one node. `None` (the refusal stands) without a token, or once the
+    /// member is no longer changing pools and no pool has the token, or after [`ATTEMPT_WAIT`].
+    async fn pool_of_an_attempt_in_flight(&self, scope: &Scope, spec: &NewPool, member_id: &str) -> Result<Option<Pool>, ServiceError> {
+        /// How long a retry waits for the attempt in flight: far beyond what a creation takes,
+        /// well within the request's deadline.
+        const ATTEMPT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+        let Some(token) = spec.client_token.as_deref() else {
+            return Ok(None);
+        };
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(earlier) = self.token_owner(scope, "CreatePool", token).await? {
+                return self.earlier_pool(scope, spec, &earlier).await.map(Some);
+            }
+            let changing = self.member_now(member_id).await?.is_changing_pools();
+            if !changing || started.elapsed() >= ATTEMPT_WAIT {
+                // The attempt may have ended between the two reads.
+                return match self.token_owner(scope, "CreatePool", token).await? {
+                    Some(earlier) => self.earlier_pool(scope, spec, &earlier).await.map(Some),
+                    None => Ok(None),
+                };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     async fn earlier_pool(&self, scope: &Scope, spec: &NewPool, earlier: &str) -> Result<Pool, ServiceError> {
         self.check_token_reuse::<PoolState>(earlier, |action| match action {
             PoolAction::Create(pool) => Some((pool.client_token == spec.client_token, spec.asked_for(scope, pool.as_ref()))),

@@ -309,3 +309,37 @@ pub async fn health(base: &str) -> serde_json::Value {
 pub async fn events_in_log(base: &str) -> u64 {
     health(base).await["Events"].as_u64().expect("Events")
 }
+
+/// Appends `event` to the stream `id` the way its actor would (the same index changes and unique
+/// claims, at the stream's version, recorded as `command` with `command_input`), straight into
+/// the log: what a node that died, or is still busy, between two steps leaves there.
+pub async fn append_as_an_actor_would<A: phone_ledger::projection::Projected>(
+    store: &dyn phone_ledger::store::EventStore,
+    id: &str,
+    event: A::Event,
+    request_id: &str,
+    command: &str,
+    command_input: serde_json::Value,
+) {
+    use phone_ledger::store::{AppendMeta, AppendRequest};
+    let envelopes = store.read_stream(id, 1, usize::MAX).await.expect("read");
+    let before: A = phone_ledger::rehydrate::replay(&envelopes).expect("replay");
+    let after = before.clone().evolve(&event);
+    let meta = AppendMeta {
+        command_input,
+        ..AppendMeta::direct(ACCOUNT, REGION, request_id, command)
+    };
+    store
+        .append(AppendRequest {
+            index_ops: A::index_ops(&before, &after),
+            unique_claims: A::unique_claims(&before, &after),
+            ..AppendRequest::plain(
+                id,
+                envelopes.len() as u64,
+                meta,
+                phone_ledger::codec::pending_events(&[event]).expect("events"),
+            )
+        })
+        .await
+        .expect("append");
+}
