@@ -764,8 +764,18 @@ fn print_replay(value: &Value, json: bool, first: bool) {
                 .iter()
                 .filter_map(|k| seen.get(*k).map(|v| format!("{k}={}", text(v))))
                 .collect();
+            // A big map of the state seen shows only the entry the refusal names: say so.
+            let omitted: Vec<String> = s["StateSeenOmitted"]
+                .as_object()
+                .map(|o| o.iter().map(|(k, n)| format!("{} entries of {k} not shown", text(n))).collect())
+                .unwrap_or_default();
+            let omitted = if omitted.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", omitted.join(", "))
+            };
             println!(
-                "         state seen: {}",
+                "         state seen: {}{omitted}",
                 if facts.is_empty() { "(none)".into() } else { facts.join(", ") }
             );
         }
@@ -773,7 +783,12 @@ fn print_replay(value: &Value, json: bool, first: bool) {
             if text(&s["EventType"]).ends_with("Requested") || text(&s["EventType"]).ends_with("Created") {
                 continue;
             }
-            println!("         {}: {} → {}", text(&c["Field"]), text(&c["Before"]), text(&c["After"]));
+            // An entry of a map member (`Key`) is named as `Member[key]`.
+            let field = match c.get("Key") {
+                Some(key) => format!("{}[{}]", text(&c["Field"]), text(key)),
+                None => text(&c["Field"]),
+            };
+            println!("         {field}: {} → {}", text(&c["Before"]), text(&c["After"]));
         }
     }
 }

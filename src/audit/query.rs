@@ -2,6 +2,8 @@
 //! or time (rebuilt with the actors' own `evolve`), and a step-by-step replay with the fields each
 //! event changed and the state each refusal saw.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -163,11 +165,17 @@ pub struct StateAt {
     pub state: Value,
 }
 
-/// One member that an event changed.
+/// One member that an event changed, or one entry of a member that is a map (see [`diff`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct FieldChange {
+    /// The state's member.
     pub field: String,
+    /// For a member that is a map on both sides (an opt-out list's `OptedOut`, a pool's
+    /// `Members`): the entry that changed. `Before` and `After` are then that entry's values,
+    /// `null` where it is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     pub before: Value,
     pub after: Value,
 }
@@ -187,9 +195,13 @@ pub struct ReplayStep {
     /// For a refusal: the recorded reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejection: Option<Value>,
-    /// For a refusal: the state the command was decided on.
+    /// For a refusal: the state the command was decided on, a map member of more than
+    /// [`SEEN_MAP_ENTRIES`] entries cut to the entry the refusal names (see [`state_seen`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_seen: Option<Value>,
+    /// How many entries of each map member `StateSeen` leaves out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub state_seen_omitted: BTreeMap<String, u64>,
 }
 
 /// A stream's replay.
@@ -481,24 +493,79 @@ async fn state_as<A: Inspect>(store: &dyn EventStore, stream_id: &str, point: Po
     })
 }
 
-/// Members whose values differ between two states (top-level fields of the full state).
+/// What changed between two states: each top-level member whose value differs, except that a
+/// member that is a map on both sides (a JSON object) is reported per entry added, removed or
+/// changed, with `Key` naming the entry.
+///
+/// Per entry because the maps grow with use: an opt-out list's `OptedOut` holds one entry per
+/// number, and both whole copies of it in every step made a replay page of a list of 20,000
+/// numbers hold gigabytes of JSON (each of 10,000 steps two copies of a 20,000-entry map), where
+/// one entry per step says the same.
 pub fn diff(before: &Value, after: &Value) -> Vec<FieldChange> {
     let empty = Map::new();
     let b = before.as_object().unwrap_or(&empty);
     let a = after.as_object().unwrap_or(&empty);
-    let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter_map(|k| {
-            let (x, y) = (b.get(k).cloned().unwrap_or(Value::Null), a.get(k).cloned().unwrap_or(Value::Null));
-            (x != y).then(|| FieldChange {
-                field: k.clone(),
-                before: x,
-                after: y,
-            })
-        })
-        .collect()
+    let mut changes = Vec::new();
+    for (field, x, y) in differing(b, a) {
+        match (x, y) {
+            (Some(Value::Object(x)), Some(Value::Object(y))) => changes.extend(differing(x, y).map(|(key, x, y)| FieldChange {
+                field: field.clone(),
+                key: Some(key.clone()),
+                before: x.cloned().unwrap_or(Value::Null),
+                after: y.cloned().unwrap_or(Value::Null),
+            })),
+            _ => changes.push(FieldChange {
+                field: field.clone(),
+                key: None,
+                before: x.cloned().unwrap_or(Value::Null),
+                after: y.cloned().unwrap_or(Value::Null),
+            }),
+        }
+    }
+    // In key order whatever order the maps keep (`serde_json`'s `preserve_order` would keep
+    // insertion order); only the changes are sorted, usually a few.
+    changes.sort_by(|p, q| (&p.field, &p.key).cmp(&(&q.field, &q.key)));
+    changes
+}
+
+/// The keys whose values differ between two maps, each with its value on either side (`None`
+/// where absent). Only references: the unchanged entries, nearly all of a big map, are compared
+/// where they are, never copied.
+fn differing<'a>(
+    b: &'a Map<String, Value>,
+    a: &'a Map<String, Value>,
+) -> impl Iterator<Item = (&'a String, Option<&'a Value>, Option<&'a Value>)> {
+    let in_b = b.iter().map(|(k, x)| (k, Some(x), a.get(k)));
+    let only_in_a = a.iter().filter(|(k, _)| !b.contains_key(*k)).map(|(k, y)| (k, None, Some(y)));
+    in_b.chain(only_in_a).filter(|(_, x, y)| x != y)
+}
+
+/// Entries a map member of a refusal's `StateSeen` shows whole.
+pub const SEEN_MAP_ENTRIES: usize = 100;
+
+/// What a refusal's step shows of the state it was decided on, and how many entries of each map
+/// member it leaves out: a map of more than [`SEEN_MAP_ENTRIES`] entries keeps only the entry the
+/// refusal names (its `ResourceId`: the opted-out number refused, the pool member), if it has it.
+///
+/// Cut because a whole copy per refusal made a page of refusals on a list of 20,000 numbers as
+/// costly as the whole copies of the changes were (see [`diff`]); the entries left out are each
+/// shown by the step that added or last changed it.
+fn state_seen(mut state: Value, rejection: &Value) -> (Value, BTreeMap<String, u64>) {
+    let named = rejection.get("ResourceId").and_then(Value::as_str);
+    let mut omitted = BTreeMap::new();
+    if let Some(members) = state.as_object_mut() {
+        for (field, member) in members.iter_mut() {
+            let Value::Object(map) = member else { continue };
+            if map.len() <= SEEN_MAP_ENTRIES {
+                continue;
+            }
+            // The named entry moves out; what is left in `map` is what is left out.
+            let kept: Map<String, Value> = named.and_then(|k| map.remove_entry(k)).into_iter().collect();
+            omitted.insert(field.clone(), map.len() as u64);
+            *map = kept;
+        }
+    }
+    (state, omitted)
 }
 
 /// The events of a stream from `from_version` (at most `limit`) with what each changed, and the
@@ -550,6 +617,8 @@ async fn replay_as<A: Inspect>(
     let from_version = from_version.max(1);
     let (mut state, start) = replay_start::<A>(store, resumes, stream_id, from_version).await?;
     let (mut steps, mut next_version, mut last_hash) = (Vec::<ReplayStep>::new(), None, String::new());
+    // The state's JSON as the last step left it: the next step's `before`, not serialized again.
+    let mut json = None::<Value>;
     // The events before the page are folded, not kept: the page's first step needs the state
     // they left. A page that starts where the state is needs its steps and one more event (to
     // know whether more follow), and reads no more.
@@ -568,10 +637,19 @@ async fn replay_as<A: Inspect>(
             return Ok(false);
         }
         let event: A::Event = decode_event(&e)?;
-        let before = state.state_json();
+        let before = json.take().unwrap_or_else(|| state.state_json());
         let rejection = A::rejection_in(&event).map(|r| serde_json::to_value(r).unwrap_or(Value::Null));
         state = std::mem::take(&mut state).evolve(&event);
         let after = state.state_json();
+        let changes = diff(&before, &after);
+        json = Some(after);
+        let (state_seen, state_seen_omitted) = match &rejection {
+            Some(r) => {
+                let (seen, omitted) = state_seen(before, r);
+                (Some(seen), omitted)
+            }
+            None => (None, BTreeMap::new()),
+        };
         steps.push(ReplayStep {
             version: e.version,
             position: e.position,
@@ -580,8 +658,9 @@ async fn replay_as<A: Inspect>(
             request_id: e.request_id,
             account: e.account,
             command: e.command,
-            changes: diff(&before, &after),
-            state_seen: rejection.as_ref().map(|_| before),
+            changes,
+            state_seen,
+            state_seen_omitted,
             rejection,
         });
         last_hash = e.hash;
@@ -606,6 +685,7 @@ mod tests {
     use super::*;
     use crate::codec::pending_events;
     use crate::domain::phone_number::{PhoneNumber, PhoneNumberChanges, PhoneNumberEvent};
+    use crate::domain::Rejection;
     use crate::store::gated::GatedStore;
     use crate::store::{AppendMeta, AppendRequest, Durability, Store};
 
@@ -628,17 +708,25 @@ mod tests {
     }
 
     async fn append(store: &Store, id: &str, version: u64, n: u64) {
+        append_events(store, id, version, &events(id, version + 1, n)).await;
+    }
+
+    async fn append_events<E: Serialize>(store: &Store, id: &str, version: u64, events: &[E]) {
         let meta = AppendMeta::direct(ACCOUNT, "us-east-1", "query-test", "Test/Append");
-        let request = AppendRequest::plain(id, version, meta, pending_events(&events(id, version + 1, n)).expect("events"));
+        let request = AppendRequest::plain(id, version, meta, pending_events(events).expect("events"));
         store.submit(request).expect("queued").await.expect("appended");
+    }
+
+    fn open_store(dir: &tempfile::TempDir) -> Store {
+        let mut config = crate::config::Config::defaults_with_data_dir(dir.path()).expect("config");
+        config.store.sled.durability = Durability::Flush;
+        config.store.open(dir.path()).expect("open")
     }
 
     /// The long stream, interleaved with another so that its positions are not its versions.
     async fn long_stream() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("dir");
-        let mut config = crate::config::Config::defaults_with_data_dir(dir.path()).expect("config");
-        config.store.sled.durability = Durability::Flush;
-        let store = config.store.open(dir.path()).expect("open");
+        let store = open_store(&dir);
         let (mut long, mut other) = (0, 0);
         while long < EVENTS {
             let n = 100.min(EVENTS - long);
@@ -647,6 +735,103 @@ mod tests {
             (long, other) = (long + n, other + 7);
         }
         (dir, store)
+    }
+
+    /// A step that changes a few entries of a map of 20,000 reports those entries, not the map.
+    #[test]
+    fn a_step_on_a_big_map_reports_only_the_entries_it_changed() {
+        use serde_json::json;
+        let entry = |t: u64| json!({"OptedOutTimestampMs": t, "EndUserOptedOut": false});
+        let numbers: Map<String, Value> = (0..20_000).map(|i| (format!("+1206555{i:05}"), entry(i))).collect();
+        let mut changed = numbers.clone();
+        changed.insert("+19995550000".into(), entry(7));
+        changed.remove("+120655500007");
+        changed.insert("+120655500009".into(), entry(99));
+        let before = json!({"OptOutListName": "L", "OptedOut": numbers, "Tags": []});
+        let after = json!({"OptOutListName": "L", "OptedOut": changed, "Tags": [{"Key": "k", "Value": "v"}],
+            "DeletedAt": {"+120655500007": 5}});
+        let changes = diff(&before, &after);
+        // What changed, before the values (a failure shows these, not two maps of 20,000).
+        let changed: Vec<(&str, Option<&str>)> = changes.iter().map(|c| (c.field.as_str(), c.key.as_deref())).collect();
+        assert_eq!(
+            changed,
+            [
+                ("DeletedAt", None),
+                ("OptedOut", Some("+120655500007")),
+                ("OptedOut", Some("+120655500009")),
+                ("OptedOut", Some("+19995550000")),
+                ("Tags", None),
+            ]
+        );
+        assert_eq!(
+            serde_json::to_value(&changes).expect("json"),
+            json!([
+                // A map that appears is one change, as any member that appears.
+                {"Field": "DeletedAt", "Before": null, "After": {"+120655500007": 5}},
+                {"Field": "OptedOut", "Key": "+120655500007", "Before": entry(7), "After": null},
+                {"Field": "OptedOut", "Key": "+120655500009", "Before": entry(9), "After": entry(99)},
+                {"Field": "OptedOut", "Key": "+19995550000", "Before": null, "After": entry(7)},
+                {"Field": "Tags", "Before": [], "After": [{"Key": "k", "Value": "v"}]},
+            ])
+        );
+        // The first event: every member appears, whole.
+        let created = json!({"OptOutListName": "L", "OptedOut": {}});
+        assert_eq!(
+            serde_json::to_value(diff(&Value::Null, &created)).expect("json"),
+            json!([{"Field": "OptOutListName", "Before": null, "After": "L"}, {"Field": "OptedOut", "Before": null, "After": {}}])
+        );
+    }
+
+    /// A replay page of an opt-out list grows with its steps, not with its steps times the list:
+    /// each step of `n` numbers opting out, one in ten of them refused, is the same size.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replay_page_of_a_growing_opt_out_list_grows_linearly() {
+        use crate::domain::opt_out_list::{OptOutList, OptOutListEvent, OptedOut};
+        const LIST: &str = "optout-0123456789abcdef0123456789abcdef";
+        let number = |i: u64| format!("+1206555{i:05}");
+        let page_size = |n: u64| async move {
+            let dir = tempfile::tempdir().expect("dir");
+            let store = open_store(&dir);
+            let arn = format!("arn:aws:sms-voice:us-east-1:{ACCOUNT}:opt-out-list/L");
+            let list = OptOutList::new("L", arn, ACCOUNT, "us-east-1", 1, vec![], None);
+            let mut events = vec![OptOutListEvent::OptOutListCreated(Box::new(list))];
+            for i in 0..n {
+                events.push(OptOutListEvent::NumberOptedOut {
+                    number: number(i),
+                    entry: OptedOut {
+                        opted_out_timestamp_ms: i,
+                        end_user_opted_out: false,
+                    },
+                });
+                if i % 10 == 9 {
+                    // Refused on a number the list holds (as the 30-day rule refuses).
+                    events.push(OptOutListEvent::CommandRejected {
+                        command: "DeleteOptedOutNumber".into(),
+                        reason: Rejection::not_found(ResourceKind::OptOutList, &number(i / 2)),
+                    });
+                }
+            }
+            for (at, batch) in events.chunks(100).enumerate() {
+                append_events(&store, LIST, at as u64 * 100, batch).await;
+            }
+            let page = replay(&*store, &ReplayResumes::default(), LIST, 1, MAX_LIMIT)
+                .await
+                .expect("replay");
+            assert_eq!(page.steps.len(), events.len());
+            store.close().await.expect("close");
+            let last_refusal = page.steps.iter().rev().find(|s| s.rejection.is_some()).expect("a refusal");
+            (serde_json::to_vec(&page).expect("json").len(), last_refusal.clone())
+        };
+        let ((small, _), (large, refusal)) = (page_size(500).await, page_size(1_000).await);
+        // Twice the steps on a list twice as long: twice the bytes (it was four times, every step
+        // holding the list twice).
+        assert!(large < small * 21 / 10, "{small} bytes for 500 numbers, {large} for 1,000");
+        // The refusal of number 499, on a list of 1,000, shows that entry and counts the rest.
+        assert_eq!(
+            refusal.state_seen.as_ref().map(|s| s["OptedOut"].clone()),
+            Some(serde_json::json!({number(499): {"OptedOutTimestampMs": 499, "EndUserOptedOut": false}}))
+        );
+        assert_eq!(refusal.state_seen_omitted, BTreeMap::from([("OptedOut".to_string(), 999)]));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

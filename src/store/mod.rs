@@ -113,6 +113,10 @@ pub enum StoreError {
     /// The operation needs a writable store.
     #[error("the event store is open read-only")]
     ReadOnly,
+    /// A read stopped on a bug (it panicked); only that read fails. A bug, not the storage
+    /// failing: it is answered as an internal error, and the log stays open.
+    #[error("a read of the event store failed on a bug: {0}")]
+    ReadPanicked(String),
 }
 
 impl StoreError {

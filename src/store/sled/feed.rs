@@ -61,7 +61,9 @@ fn decode_entry(position: u64, value: &[u8]) -> Result<Vec<Vec<u8>>, StoreError>
     if !rest.is_empty() || keys.is_empty() {
         return Err(corrupt("malformed run"));
     }
-    if position.checked_add(keys.len() as u64).is_none() {
+    // The run's last position is `position + len - 1` (`keys` is not empty): one that does not
+    // fit in a u64 is damage. Exactly that: a run ending at u64::MAX is whole.
+    if position.checked_add(keys.len() as u64 - 1).is_none() {
         return Err(corrupt("run past the last position"));
     }
     Ok(keys)
@@ -107,7 +109,15 @@ impl Iterator for FeedIter {
                 Ok(d) => d,
                 Err(e) => return Some(Err(e)),
             };
-            self.pending = (first..).zip(keys).filter(|(position, _)| *position > self.after).collect();
+            // Positions by offset from the first, never by counting on past the last: an open
+            // range `first..` zipped with the keys steps once past the last key, which overflows
+            // for a run ending at u64::MAX. `decode_entry` checked that `first + offset` fits.
+            self.pending = keys
+                .into_iter()
+                .enumerate()
+                .map(|(offset, key)| (first + offset as u64, key))
+                .filter(|(position, _)| *position > self.after)
+                .collect();
         }
     }
 }
@@ -157,6 +167,27 @@ mod tests {
         let mut run = encode_run(&keys(1..=3));
         run.truncate(run.len() - 1);
         let feed = feed_with(&[(1, run)]);
+        let first = FeedIter::new(&feed, 0).expect("iter").next().expect("an item");
+        assert!(matches!(first, Err(StoreError::Corrupt { .. })), "{first:?}");
+    }
+
+    /// At the top of the position space a run is read to its last position, u64::MAX itself, and
+    /// one position more is damage: reported, never an overflow.
+    #[test]
+    fn a_run_at_the_top_of_the_positions_is_read_to_its_end_and_no_further() {
+        const TOP: u64 = u64::MAX;
+        let named = |first: u64, n: usize| (first..=TOP).take(n).map(|p| (p, format!("phone-{p}"))).collect::<Vec<_>>();
+        let run_of = |first: u64, n: usize| encode_run(&named(first, n).into_iter().map(|(_, k)| k.into_bytes()).collect::<Vec<_>>());
+        // Ending one before the top, at the top, and a single position at the top.
+        for (first, n) in [(TOP - 2, 2), (TOP - 1, 2), (TOP, 1)] {
+            let feed = feed_with(&[(first, run_of(first, n))]);
+            assert_eq!(read(&feed, 0), named(first, n), "{n} from {first}");
+            // After the position before the top: the top, if the run reaches it.
+            let top = if first + (n as u64 - 1) == TOP { named(TOP, 1) } else { vec![] };
+            assert_eq!(read(&feed, TOP - 1), top, "{n} from {first}, after {}", TOP - 1);
+        }
+        // A run whose last position would be one past the top.
+        let feed = feed_with(&[(TOP - 1, run_of(TOP - 2, 3))]);
         let first = FeedIter::new(&feed, 0).expect("iter").next().expect("an item");
         assert!(matches!(first, Err(StoreError::Corrupt { .. })), "{first:?}");
     }
