@@ -246,21 +246,29 @@ impl<A: Projected> AggregateActor<A> {
         self.durable.send_replace((self.generation, loaded.version));
     }
 
-    /// A reply of `value` once the state it was read from (version `seen`) is durable, or an
-    /// error if that state is abandoned first.
+    /// A reply of `value` once the state it was read from (the current version) is durable, or
+    /// an error if that state is abandoned first.
     fn when_durable<T: Send + 'static>(&self, value: T) -> ResponseActFuture<Self, Result<T, ExecuteError>> {
-        let (generation, seen) = (self.generation, self.version);
-        if self.durable.borrow().1 >= seen {
-            return Box::pin(fut::ready(Ok(value)));
+        self.durable_at(self.generation, self.version, Ok(value))
+    }
+
+    /// `answer` once this actor's appends of `generation` are durable up to version `at`, or
+    /// "superseded" if that generation is abandoned first (an append of it failed).
+    fn durable_at<T: Send + 'static>(
+        &self,
+        generation: u64,
+        at: u64,
+        answer: Result<T, ExecuteError>,
+    ) -> ResponseActFuture<Self, Result<T, ExecuteError>> {
+        let durable = *self.durable.borrow();
+        if durable.0 == generation && durable.1 >= at {
+            return Box::pin(fut::ready(answer));
         }
         let mut rx = self.durable.subscribe();
         let wait = async move {
-            let reached = rx
-                .wait_for(|(g, v)| *g != generation || *v >= seen)
-                .await
-                .map(|r| r.0 == generation);
+            let reached = rx.wait_for(|(g, v)| *g != generation || *v >= at).await.map(|r| r.0 == generation);
             match reached {
-                Ok(true) => Ok(value),
+                Ok(true) => answer,
                 _ => Err(ExecuteError::Superseded),
             }
         };
@@ -286,25 +294,28 @@ impl<A: Projected> AggregateActor<A> {
                 reached?;
                 store.stream_head(&id).await.map_err(ExecuteError::Confirm)
             };
-            head.into_actor(act).map(move |head, act, ctx| {
-                let head = head?;
-                if head.version == seen && head.last_event == last_event {
-                    return answer;
-                }
-                // Beyond it only by this actor's own appends, decided after this answer (so the
-                // answer held until the first of them): still in the generation that decided
-                // them, with the log's head among those already durable.
-                let (durable_generation, durable) = *act.durable.borrow();
-                if head.version > seen && act.generation == generation && durable_generation == generation && durable >= head.version {
-                    return answer;
-                }
-                // Another writer moved it: catch up, unless this actor has already moved on from
-                // that state itself (its next append is then refused, and it rebuilds).
-                if act.generation == generation && act.version == seen && act.in_flight == 0 {
-                    act.catch_up(ctx);
-                }
-                Err(ExecuteError::Superseded)
-            })
+            head.into_actor(act)
+                .then(move |head, act, ctx| -> ResponseActFuture<Self, Result<T, ExecuteError>> {
+                    let head = match head {
+                        Ok(head) => head,
+                        Err(e) => return Box::pin(fut::ready(Err(e))),
+                    };
+                    if head.version == seen && head.last_event == last_event {
+                        return Box::pin(fut::ready(answer));
+                    }
+                    // Beyond it perhaps only by this actor's own appends, decided after this answer
+                    // (so the answer held until the first of them), stored but not yet answered here:
+                    // they are, if they become durable in the generation that decided them.
+                    if head.version > seen && act.generation == generation && act.version >= head.version {
+                        return act.durable_at(generation, head.version, answer);
+                    }
+                    // Another writer moved it: catch up, unless this actor has already moved on from
+                    // that state itself (its next append is then refused, and it rebuilds).
+                    if act.generation == generation && act.version == seen && act.in_flight == 0 {
+                        act.catch_up(ctx);
+                    }
+                    Box::pin(fut::ready(Err(ExecuteError::Superseded)))
+                })
         }))
     }
 

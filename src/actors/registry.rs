@@ -369,6 +369,66 @@ mod tests {
         store.close().await.expect("close");
     }
 
+    /// A no-op whose check against a shared log finds the stream moved on by this actor's own
+    /// append, decided after it and stored but not yet answered, is answered once that append is
+    /// (not sent back as stale: a hot aggregate's no-ops would be retried for ever).
+    #[actix_rt::test]
+    async fn a_no_op_overtaken_by_its_own_actors_next_append_is_answered() {
+        use crate::domain::opt_out_list::{OptOutList, OptOutListAction, OptOutListEvent, OptOutListState};
+        let dir = tempfile::tempdir().expect("dir");
+        let sled = StoreConfig::embedded(Durability::Flush, 64).open(dir.path()).expect("store");
+        let gated = GatedStore::over(sled);
+        gated.written_by_others(true);
+        let store: Store = gated.clone();
+        let account = "111122223333";
+        let list = OptOutList::new("a", "arn".into(), account, "us-east-1", 1, vec![], None);
+        let events = pending_events(&[
+            OptOutListEvent::OptOutListCreated(Box::new(list)),
+            OptOutListEvent::NumberOptedOut {
+                number: "+12065550100".into(),
+                entry: crate::domain::opt_out_list::OptedOut {
+                    opted_out_timestamp_ms: 1,
+                    end_user_opted_out: false,
+                },
+            },
+        ])
+        .expect("events");
+        let meta_of = AppendMeta::direct(account, "us-east-1", "r", "Test/Create");
+        store
+            .append(AppendRequest::plain("list-a", 0, meta_of, events))
+            .await
+            .expect("created");
+        let put = |number: &str| Execute::<OptOutListState> {
+            meta: meta(account),
+            action: OptOutListAction::PutOptedOutNumber {
+                number: number.into(),
+                end_user_opted_out: false,
+            },
+            counter_limits: vec![],
+            premise: None,
+            otherwise: None,
+        };
+        let registry = Registry::<OptOutListState>::new(store.clone(), ActorSettings::default(), 8);
+        let actor = registry.activate("list-a").await.expect("read");
+
+        // The no-op's look at the log's head waits; meanwhile the actor's next command is
+        // stored, its answer held.
+        gated.hold_heads(true);
+        let no_op = actix_rt::spawn(actor.send(put("+12065550100")));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        gated.hold_answers(true);
+        let next = actix_rt::spawn(actor.send(put("+12065550101")));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(store.stream_heads(None, 10).await.expect("heads"), [("list-a".to_string(), 3)]);
+        gated.hold_heads(false);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        gated.hold_answers(false);
+        next.await.expect("task").expect("mailbox").expect("opted out");
+        let answer = no_op.await.expect("task").expect("mailbox");
+        assert!(answer.is_ok(), "{answer:?}");
+        store.close().await.expect("close");
+    }
+
     /// An actor that had to replay a long stream (no usable snapshot) stores a snapshot with
     /// its next append, not only at the next multiple of `snapshot_every`.
     #[actix_rt::test]

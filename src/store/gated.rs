@@ -1,5 +1,6 @@
 //! A store that holds appends back until told to let them through, can fail reads of streams on
-//! demand, can say that other processes write to it (as a shared log does), and records where each read of a stream started: for unit tests that need an append in
+//! demand, can hold reads of a stream's head or the answers of appends already in the log, can
+//! say that other processes write to it (as a shared log does), and records where each read of a stream started: for unit tests that need an append in
 //! flight, not yet in the log, a failed read at a chosen moment, or to see what a question read
 //! (every other call goes straight to the store it wraps).
 
@@ -18,6 +19,9 @@ pub struct GatedStore {
     open: watch::Sender<bool>,
     reads_fail: AtomicBool,
     others_write: AtomicBool,
+    /// While false, `stream_head` answers wait; while `answers` is false, append answers do.
+    heads: watch::Sender<bool>,
+    answers: watch::Sender<bool>,
     reads: std::sync::Mutex<Vec<(String, u64)>>,
 }
 
@@ -29,6 +33,8 @@ impl GatedStore {
             open: watch::channel(true).0,
             reads_fail: AtomicBool::new(false),
             others_write: AtomicBool::new(false),
+            heads: watch::channel(true).0,
+            answers: watch::channel(true).0,
             reads: std::sync::Mutex::default(),
         })
     }
@@ -53,6 +59,17 @@ impl GatedStore {
         self.others_write.store(yes, Ordering::SeqCst);
     }
 
+    /// From now on, reads of a stream's head wait until this is called with `false` again.
+    pub fn hold_heads(&self, hold: bool) {
+        self.heads.send_replace(!hold);
+    }
+
+    /// From now on, appends go into the log at once but their answers wait until this is called
+    /// with `false` again (an append stored, its writer not yet told).
+    pub fn hold_answers(&self, hold: bool) {
+        self.answers.send_replace(!hold);
+    }
+
     /// The stream and first version of each `read_stream` since the last call, in order.
     pub fn take_reads(&self) -> Vec<(String, u64)> {
         std::mem::take(&mut *self.reads.lock().unwrap_or_else(|p| p.into_inner()))
@@ -71,6 +88,13 @@ impl GatedStore {
 
 impl EventStore for GatedStore {
     fn submit(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        if !*self.answers.borrow() {
+            let (answer, mut released) = (self.inner.submit(request)?, self.answers.subscribe());
+            return Ok(Box::pin(async move {
+                let _ = released.wait_for(|go| *go).await;
+                answer.await
+            }));
+        }
         if *self.open.borrow() {
             return self.inner.submit(request);
         }
@@ -84,7 +108,14 @@ impl EventStore for GatedStore {
         self.others_write.load(Ordering::SeqCst) || self.inner.has_other_writers()
     }
     fn stream_head(&self, stream_id: &str) -> StoreFuture<StreamHead> {
-        self.failed(self.inner.stream_head(stream_id))
+        if *self.heads.borrow() {
+            return self.failed(self.inner.stream_head(stream_id));
+        }
+        let (inner, id, mut released) = (self.inner.clone(), stream_id.to_string(), self.heads.subscribe());
+        Box::pin(async move {
+            let _ = released.wait_for(|go| *go).await;
+            inner.stream_head(&id).await
+        })
     }
     fn read_stream(&self, stream_id: &str, from_version: u64, limit: usize) -> StoreFuture<Vec<EventEnvelope>> {
         let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
