@@ -437,12 +437,12 @@ async fn one_sealer_at_a_time_and_checkpoints_hold_the_chain() {
 }
 
 /// Anyone allowed to publish on the events subjects can store a message whose header block the
-/// NATS client library cannot parse (delivered to a consumer, it makes the library drop its
-/// connection; read by sequence, it fails the read). The views must pass it all the same: it is
-/// read as a message without headers, a damaged commit taking its place in the feed alike on
-/// every node, and the log goes on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_with_a_malformed_header_block_does_not_stall_the_views() {
+/// NATS client library cannot parse: delivered to a consumer, it makes the library drop its
+/// connection (a line without a colon) or panic in it (a lone carriage return in a value); read
+/// by sequence, it fails the read. The views must pass it all the same: it is read as a message
+/// without headers, a damaged commit taking its place in the feed alike on every node, and the
+/// log goes on.
+async fn the_views_pass_a_message_with_the_header_block(block: &[u8]) {
     if !<Clustered as contract::Harness>::available() {
         return;
     }
@@ -451,7 +451,7 @@ async fn a_message_with_a_malformed_header_block_does_not_stall_the_views() {
     let a = connect(&settings).await;
     a.append(contract::append("phone-h", 0, 1)).await.expect("append");
     let subject = format!("{}.events.junk", settings.namespace.to_ascii_lowercase());
-    common::nats::publish_raw(&urls[0], &subject, b"NATS/1.0\r\nno colon on this line\r\n\r\n", b"not a commit").await;
+    common::nats::publish_raw(&urls[0], &subject, block, b"not a commit").await;
     let within = std::time::Duration::from_secs(30);
     let appended = tokio::time::timeout(within, a.append(contract::append("phone-h", 1, 1))).await;
     appended
@@ -476,6 +476,16 @@ async fn a_message_with_a_malformed_header_block_does_not_stall_the_views() {
     assert_eq!(a.chain_head().await.expect("a"), b.chain_head().await.expect("b"));
     a.close().await.expect("close");
     b.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_with_a_malformed_header_block_does_not_stall_the_views() {
+    the_views_pass_a_message_with_the_header_block(b"NATS/1.0\r\nno colon on this line\r\n\r\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_value_that_panics_the_client_library_does_not_stall_the_views() {
+    the_views_pass_a_message_with_the_header_block(b"NATS/1.0\r\nPhone-Ledger-Events: 1\rX\r\n\r\n").await;
 }
 
 /// A key the log holds whose reservation the claims bucket has lost (deleted by hand, say) is

@@ -100,32 +100,84 @@ impl ViewWatch {
     }
 }
 
+/// The connection the view's consumer and the announcements of elections come over: one of its
+/// own. What a consumer delivers is whatever was published, and the client library's connection
+/// panics on a header value with a lone carriage return (async-nats 0.51): that takes down this
+/// connection only, never the one appends and reads use, and a new one is made.
+struct Feed {
+    client: async_nats::Client,
+    events: async_nats::jetstream::stream::Stream<()>,
+    /// The new leader of the stream announces itself (an advisory, published the moment it is
+    /// elected). Waiting for the watchdog alone cost up to two seconds more after an election,
+    /// on top of the election itself.
+    elected: Option<async_nats::Subscriber>,
+}
+
+impl Feed {
+    async fn connect(shared: &Shared) -> Result<Feed, async_nats::Error> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(2))
+            .connect(shared.servers.clone())
+            .await?;
+        let events = async_nats::jetstream::new(client.clone())
+            .get_stream_no_info(&shared.names.events)
+            .await?;
+        let advisory = format!("$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{}", shared.names.events);
+        let elected = match client.subscribe(advisory).await {
+            Ok(elected) => Some(elected),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hear of the events stream's leader elections; relying on the watchdog");
+                None
+            }
+        };
+        Ok(Feed { client, events, elected })
+    }
+
+    /// Whether the connection is gone for good (its task ended): a flush that fails at once.
+    /// One that is only slow (a server changing) is not.
+    async fn is_dead(&self) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_millis(250), self.client.flush()).await,
+            Ok(Err(_))
+        )
+    }
+}
+
 /// Feeds the view from an ordered consumer of the events stream; follows it anew (after the last
 /// applied sequence) when [`ViewWatch`] says so, or when the consumer fails.
 pub(super) async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    // The new leader of the stream announces itself (an advisory, published the moment it is
-    // elected). Waiting for the watchdog alone cost up to two seconds more after an election, on
-    // top of the election itself.
-    let advisory = format!("$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{}", shared.names.events);
-    let mut elected = match shared.js.client().subscribe(advisory).await {
-        Ok(elected) => Some(elected),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot hear of the events stream's leader elections; relying on the watchdog");
-            None
-        }
-    };
+    let mut feed: Option<Feed> = None;
     let mut why = "start";
     let mut create_within = CREATE_CONSUMER_WITHIN_MIN;
     loop {
         if *stop.borrow() {
             return;
         }
+        if let Some(f) = &feed {
+            if f.is_dead().await {
+                tracing::warn!("the view's connection is gone; connecting again");
+                feed = None;
+            }
+        }
+        let f = match feed.as_mut() {
+            Some(f) => f,
+            None => match Feed::connect(&shared).await {
+                Ok(connected) => feed.insert(connected),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot connect to follow the events stream; retrying");
+                    bridge(&shared).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
+        };
+        let (events, elected) = (&f.events, &mut f.elected);
         // Announcements heard until now are of elections this new consumer already follows.
-        drain_elections(&mut elected);
+        drain_elections(elected);
         metrics::counter!(crate::telemetry::VIEW_FOLLOWS, "reason" => why).increment(1);
         why = "failed";
         let config = push::OrderedConfig {
-            deliver_subject: shared.js.client().new_inbox(),
+            deliver_subject: f.client.new_inbox(),
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: shared.mirror.applied() + 1,
             },
@@ -136,7 +188,7 @@ pub(super) async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
         // consumer created for a request given up on has no one listening to it, and the server
         // removes it).
         let waited = create_within;
-        let created = tokio::time::timeout(waited, shared.events.create_consumer(config)).await;
+        let created = tokio::time::timeout(waited, events.create_consumer(config)).await;
         create_within = (waited * 2).min(CREATE_CONSUMER_WITHIN_MAX);
         let consumer = match created {
             Ok(Ok(consumer)) => consumer,
@@ -168,7 +220,7 @@ pub(super) async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
             let mut election = false;
             let verdict = tokio::select! {
                 _ = stop.changed() => return,
-                Some(_) = next_election(&mut elected) => {
+                Some(_) = next_election(elected) => {
                     election = true;
                     Verdict::Keep
                 }
@@ -185,7 +237,7 @@ pub(super) async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
                                 Ok(info) if info.state.last_sequence > applied => Verdict::FollowAnew("stalled"),
                                 _ => Verdict::Keep,
                             },
-                            Some(_) = next_election(&mut elected) => {
+                            Some(_) = next_election(elected) => {
                                 election = true;
                                 Verdict::Keep
                             }

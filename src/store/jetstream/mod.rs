@@ -140,6 +140,8 @@ struct KnownHead {
 
 /// Everything the store's tasks share.
 struct Shared {
+    /// The cluster's servers, as configured (the view's feed has a connection of its own).
+    servers: Vec<String>,
     js: jetstream::Context,
     names: Names,
     events: stream::Stream,
@@ -318,6 +320,7 @@ async fn setup(
     let claims = ensure_bucket(&js, &names.claims, replicas).await?;
     let snapshots = ensure_bucket(&js, &names.snapshots, replicas).await?;
     let shared = Arc::new(Shared {
+        servers: settings.servers.clone(),
         js,
         names,
         events,

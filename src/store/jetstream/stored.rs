@@ -119,6 +119,11 @@ pub(super) fn header_block(block: &[u8]) -> Result<HeaderMap, &'static str> {
             value.push_str(more);
         }
         value.truncate(value.trim_end().len());
+        // A lone carriage return stays in a line; the client's header value type refuses one
+        // by panicking (and so does its connection, given such a message).
+        if value.contains(['\r', '\n']) {
+            return Err("a header value with a carriage return");
+        }
         headers.append(name, value);
     }
     Ok(headers)
@@ -148,6 +153,7 @@ mod tests {
             b"NATS/1.0 xyz\r\n\r\n",
             b"NATS/1.0\r\nbad name: 1\r\n\r\n",
             b"NATS/1.0\r\n\xff: 1\r\n\r\n",
+            b"NATS/1.0\r\nA: x\ry\r\n\r\n",
             b"",
         ] {
             assert!(header_block(block).is_err(), "{:?}", String::from_utf8_lossy(block));
