@@ -317,7 +317,8 @@ impl LifecycleService {
     /// nodes a retry can reach a node other than the one carrying out the first attempt (the
     /// per-token lock is each node's own), and it is answered with that attempt's pool once the
     /// pool exists, as on one node. `None` (the refusal stands) without a token, or once the
-    /// member is no longer changing pools and no pool has the token, or after [`ATTEMPT_WAIT`].
+    /// member is no longer joining a pool still to be created and no pool has the token, or
+    /// after [`ATTEMPT_WAIT`].
     async fn pool_of_an_attempt_in_flight(&self, scope: &Scope, spec: &NewPool, member_id: &str) -> Result<Option<Pool>, ServiceError> {
         /// How long a retry waits for the attempt in flight: far beyond what a creation takes,
         /// well within the request's deadline.
@@ -330,8 +331,15 @@ impl LifecycleService {
             if let Some(earlier) = self.token_owner(scope, "CreatePool", token).await? {
                 return self.earlier_pool(scope, spec, &earlier).await.map(Some);
             }
-            let changing = self.member_now(member_id).await?.is_changing_pools();
-            if !changing || started.elapsed() >= ATTEMPT_WAIT {
+            // Joining a pool that does not exist yet: a creation in flight, perhaps the first
+            // attempt's. Anything else (settled in a pool, joining an existing one) is another
+            // request's doing, and the refusal stands at once.
+            let member = self.member_now(member_id).await?;
+            let creating = match member.pool_to_ask().filter(|_| member.is_changing_pools()) {
+                Some(pool) => self.store.stream_head(pool).await?.version == 0,
+                None => false,
+            };
+            if !creating || started.elapsed() >= ATTEMPT_WAIT {
                 // The attempt may have ended between the two reads.
                 return match self.token_owner(scope, "CreatePool", token).await? {
                     Some(earlier) => self.earlier_pool(scope, spec, &earlier).await.map(Some),
@@ -369,21 +377,30 @@ impl LifecycleService {
     /// them (its state forgets them). Read back from the stream's end: after the deletion only
     /// refusals of late commands follow it.
     async fn members_at_deletion(&self, pool_id: &str) -> Result<Vec<String>, ServiceError> {
+        match self.deletion(pool_id).await? {
+            Some((_, members)) => Ok(members),
+            None => Err(ServiceError::Invariant(format!(
+                "pool {pool_id} is deleted but its stream records no deletion"
+            ))),
+        }
+    }
+
+    /// When a pool was deleted and the members its `PoolDeleted` event records, read back from
+    /// the stream's end (after the deletion only refusals of late commands follow it); `None`
+    /// if its stream records no deletion.
+    pub(super) async fn deletion(&self, pool_id: &str) -> Result<Option<(u64, Vec<String>)>, ServiceError> {
         const PAGE: u64 = 32;
         let mut until = None;
         loop {
             let page = self.last_events(pool_id, until, PAGE).await?;
-            let Some(first) = page.first() else { break };
+            let Some(first) = page.first() else { return Ok(None) };
             until = Some(first.version - 1);
             for e in page.iter().rev().filter(|e| e.event_type == "PoolDeleted") {
                 if let PoolEvent::PoolDeleted { members } = decode_event(e)? {
-                    return Ok(members);
+                    return Ok(Some((e.timestamp_ms, members)));
                 }
             }
         }
-        Err(ServiceError::Invariant(format!(
-            "pool {pool_id} is deleted but its stream records no deletion"
-        )))
     }
 
     /// `UpdatePool`: an opt-out list it names must exist, now and when the change commits.

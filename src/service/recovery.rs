@@ -71,7 +71,7 @@ impl LifecycleService {
             if !left_alone_for.is_zero() {
                 let since_ms = match self.member_in_log(n.member_id()).await?.2 {
                     Some(begun_ms) => begun_ms,
-                    None => self.last_written_ms(&pool_id).await?,
+                    None => self.deletion(&pool_id).await?.map_or(0, |(at_ms, _)| at_ms),
                 };
                 if since_ms > begun_before_ms {
                     continue;
@@ -88,12 +88,6 @@ impl LifecycleService {
             repaired += usize::from(finished.is_some());
         }
         Ok(repaired)
-    }
-
-    /// When a stream was last written (0 if never): for a deleted pool, when it was deleted
-    /// (nothing but refusals follows a deletion).
-    async fn last_written_ms(&self, id: &str) -> Result<u64, ServiceError> {
-        Ok(self.last_events(id, None, 1).await?.first().map_or(0, |e| e.timestamp_ms))
     }
 
     /// Finishes the change of `pool_id` that the member `member_id` is in for good, whatever

@@ -58,7 +58,15 @@ pub(super) async fn reserve(shared: &Shared, key: &[u8], stream_id: &str) -> Res
         match shared.claims.create(&token, record.clone().into()).await {
             // A key the log holds though its reservation is gone (lost, or deleted by hand):
             // taken all the same, and the entry just made stands for the claim in force again.
-            Ok(_) if shared.mirror.index_get(key).is_some() => return Err(taken()),
+            // Asked of the log as it is now: this node's view may not have the release yet
+            // whose append freed the reservation.
+            Ok(revision) if shared.mirror.index_get(key).is_some() => {
+                held_in_the_log_now(shared, key).await?;
+                if shared.mirror.index_get(key).is_some() {
+                    return Err(taken());
+                }
+                return Ok(revision);
+            }
             Ok(revision) => return Ok(revision),
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
             Err(e) => return Err(AppendError::Storage(backend(e))),
@@ -83,14 +91,7 @@ pub(super) async fn reserve(shared: &Shared, key: &[u8], stream_id: &str) -> Res
             return Err(taken());
         }
         // Old enough that no append can still be in flight: the log decides.
-        let last = shared
-            .events
-            .get_info()
-            .await
-            .map_err(|e| AppendError::Storage(backend(e)))?
-            .state
-            .last_sequence;
-        shared.mirror.wait_for(last).await.map_err(storage)?;
+        held_in_the_log_now(shared, key).await?;
         if shared.mirror.index_get(key).is_some() {
             return Err(taken());
         }
@@ -103,6 +104,20 @@ pub(super) async fn reserve(shared: &Shared, key: &[u8], stream_id: &str) -> Res
         };
     }
     Err(taken())
+}
+
+/// Brings this node's view up to the log's end as it is now, so that its index says whether
+/// `key` is held in the log.
+async fn held_in_the_log_now(shared: &Shared, key: &[u8]) -> Result<(), AppendError> {
+    let last = shared
+        .events
+        .get_info()
+        .await
+        .map_err(|e| AppendError::Storage(backend(e)))?
+        .state
+        .last_sequence;
+    tracing::debug!(key = %String::from_utf8_lossy(key), last, "reading the log to its end for a claim");
+    shared.mirror.wait_for(last).await.map_err(AppendError::Storage)
 }
 
 /// Releases a reservation whose append was refused (only if it is still ours).
