@@ -142,10 +142,6 @@ impl LifecycleService {
     /// joining or leaving a pool, when the request that began that change began (its first
     /// step's time, the time a fence compares).
     pub(super) async fn member_in_log(&self, id: &str) -> Result<(Identity, u64, Option<u64>), ServiceError> {
-        /// Events looked back at, a page at a time, for the first step of a change in progress.
-        /// It is usually the last event or close to it, but refusals, sends and inbound messages
-        /// are recorded after it meanwhile, as many as clients make.
-        const LOOK_BACK: u64 = 256;
         let store = &*self.store;
         let (member, version) = if ResourceKind::SenderId.is_id(id) {
             let loaded = crate::rehydrate::load_state::<SenderIdState>(store, id).await?;
@@ -155,18 +151,35 @@ impl LifecycleService {
             (loaded.state.0.map(|n| Identity::Number(Box::new(n))), loaded.version)
         };
         let member = member.ok_or_else(|| not_found(member_kind(id), id))?;
-        let mut begun_ms = None;
-        let mut until = version;
-        while member.is_changing_pools() && begun_ms.is_none() && until > 0 {
-            let page = self.last_events(id, Some(until), LOOK_BACK).await?;
-            begun_ms = page
+        let begun_ms = match member.is_changing_pools() {
+            true => self.last_change_begun_ms(id, Some(version)).await?,
+            false => None,
+        };
+        Ok((member, version, begun_ms))
+    }
+
+    /// When the last pool change of the member whose stream is `id` began (its first step's
+    /// time), looking back from version `until` (its head when `None`): `None` if it never began
+    /// one.
+    pub(super) async fn last_change_begun_ms(&self, id: &str, mut until: Option<u64>) -> Result<Option<u64>, ServiceError> {
+        // The first step is usually the last event or close to it, but refusals, sends and
+        // inbound messages are recorded after it meanwhile, as many as clients make: looked for
+        // a few events at a time, then more and more, not a long page at every look (each
+        // event of a clustered log is a read of its own).
+        let mut page_size = 8;
+        while until != Some(0) {
+            let page = self.last_events(id, until, page_size).await?;
+            let begun = page
                 .iter()
                 .rev()
-                .find(|e| matches!(e.event_type.as_str(), "PoolAssociationStarted" | "PoolDisassociationStarted"))
-                .map(|e| e.timestamp_ms);
-            until = page.first().map_or(0, |e| e.version.saturating_sub(1));
+                .find(|e| matches!(e.event_type.as_str(), "PoolAssociationStarted" | "PoolDisassociationStarted"));
+            if let Some(e) = begun {
+                return Ok(Some(e.timestamp_ms));
+            }
+            until = Some(page.first().map_or(0, |e| e.version.saturating_sub(1)));
+            page_size = (page_size * 8).min(512);
         }
-        Ok((member, version, begun_ms))
+        Ok(None)
     }
 
     /// Runs a membership step on the member whose stream is `id`, only if the member is still at

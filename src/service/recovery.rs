@@ -69,11 +69,12 @@ impl LifecycleService {
             // recorded on it all along, and a number its clients keep using would never be
             // settled.
             if !left_alone_for.is_zero() {
-                let since_ms = match self.member_in_log(n.member_id()).await?.2 {
-                    Some(begun_ms) => begun_ms,
-                    None => self.deletion(&pool_id).await?.map_or(0, |(at_ms, _)| at_ms),
+                // As this node's view has the member (`finish_change` reads it from the log).
+                let since_ms = match n.is_changing_pools() {
+                    true => self.last_change_begun_ms(n.member_id(), None).await?,
+                    false => self.deletion(&pool_id).await?.map(|(at_ms, _)| at_ms),
                 };
-                if since_ms > begun_before_ms {
+                if since_ms.unwrap_or(0) > begun_before_ms {
                     continue;
                 }
             }
