@@ -298,13 +298,27 @@ mod tests {
         store.close().await.expect("close");
     }
 
+    /// `PutOptedOutNumber` of `number`, by account 111122223333.
+    fn put_opted_out(number: &str) -> Execute<crate::domain::opt_out_list::OptOutListState> {
+        Execute {
+            meta: meta("111122223333"),
+            action: crate::domain::opt_out_list::OptOutListAction::PutOptedOutNumber {
+                number: number.into(),
+                end_user_opted_out: false,
+            },
+            counter_limits: vec![],
+            premise: None,
+            otherwise: None,
+        }
+    }
+
     /// On a log other processes write to, an answer that writes nothing is checked against the
     /// log first: an actor that has not yet learnt of another node's append must not answer a
     /// no-op from the state before it (here "already opted out", for a number another node has
     /// just taken off the list), nor "not found" for a stream another node has just created.
     #[actix_rt::test]
     async fn an_answer_that_writes_nothing_is_checked_against_a_shared_log() {
-        use crate::domain::opt_out_list::{OptOutList, OptOutListAction, OptOutListEvent, OptOutListState};
+        use crate::domain::opt_out_list::{OptOutList, OptOutListEvent, OptOutListState};
         let dir = tempfile::tempdir().expect("dir");
         let sled = StoreConfig::embedded(Durability::Flush, 64).open(dir.path()).expect("store");
         let gated = GatedStore::over(sled);
@@ -322,16 +336,7 @@ mod tests {
                     .expect("other writer");
             }
         };
-        let put = || Execute::<OptOutListState> {
-            meta: meta(account),
-            action: OptOutListAction::PutOptedOutNumber {
-                number: number.into(),
-                end_user_opted_out: false,
-            },
-            counter_limits: vec![],
-            premise: None,
-            otherwise: None,
-        };
+        let put = || put_opted_out(number);
         let registry = Registry::<OptOutListState>::new(store.clone(), ActorSettings::default(), 8);
 
         // Not found, as this node knows it; another node creates the list meanwhile.
@@ -374,7 +379,7 @@ mod tests {
     /// (not sent back as stale: a hot aggregate's no-ops would be retried for ever).
     #[actix_rt::test]
     async fn a_no_op_overtaken_by_its_own_actors_next_append_is_answered() {
-        use crate::domain::opt_out_list::{OptOutList, OptOutListAction, OptOutListEvent, OptOutListState};
+        use crate::domain::opt_out_list::{OptOutList, OptOutListEvent, OptOutListState};
         let dir = tempfile::tempdir().expect("dir");
         let sled = StoreConfig::embedded(Durability::Flush, 64).open(dir.path()).expect("store");
         let gated = GatedStore::over(sled);
@@ -398,16 +403,7 @@ mod tests {
             .append(AppendRequest::plain("list-a", 0, meta_of, events))
             .await
             .expect("created");
-        let put = |number: &str| Execute::<OptOutListState> {
-            meta: meta(account),
-            action: OptOutListAction::PutOptedOutNumber {
-                number: number.into(),
-                end_user_opted_out: false,
-            },
-            counter_limits: vec![],
-            premise: None,
-            otherwise: None,
-        };
+        let put = put_opted_out;
         let registry = Registry::<OptOutListState>::new(store.clone(), ActorSettings::default(), 8);
         let actor = registry.activate("list-a").await.expect("read");
 
