@@ -522,3 +522,49 @@ async fn a_held_key_whose_reservation_is_gone_is_still_refused_as_taken() {
     assert!(entry.is_some(), "the key is reserved again");
     a.close().await.expect("close");
 }
+
+/// The key-value buckets' entries are read as the log's messages are: one published with a
+/// header value that makes the client library panic (a lone carriage return) is an unreadable
+/// snapshot or reservation, not a node whose connection is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_entry_with_a_malformed_header_block_is_only_unreadable() {
+    use phone_ledger::store::{AppendRequest, Snapshot, SNAPSHOT_SCHEMA_VERSION};
+    if !<Clustered as contract::Harness>::available() {
+        return;
+    }
+    let urls = common::nats::shared_cluster().expect("cluster");
+    let settings = common::nats::fresh_settings(&urls);
+    let a = connect(&settings).await;
+    let snapshot = Snapshot {
+        version: 2,
+        schema_version: SNAPSHOT_SCHEMA_VERSION,
+        state: serde_json::json!({ "Seen": 2 }),
+    };
+    let with_snapshot = AppendRequest {
+        snapshot: Some(snapshot),
+        ..contract::append("phone-k", 0, 2)
+    };
+    a.append(with_snapshot).await.expect("append");
+    let block = b"NATS/1.0\r\nKV-Operation: PUT\rX\r\n\r\n";
+    let bucket = |name: &str| format!("$KV.{}_{name}", settings.namespace);
+    common::nats::publish_raw(&urls[0], &format!("{}.phone-k", bucket("SNAPSHOTS")), block, b"{}").await;
+    let key = format!("={}", hex::encode(b"n/+12065550100"));
+    common::nats::publish_raw(&urls[0], &format!("{}.{key}", bucket("CLAIMS")), block, b"not a reservation").await;
+
+    let within = std::time::Duration::from_secs(30);
+    let tail = tokio::time::timeout(within, a.read_tail("phone-k", 100))
+        .await
+        .expect("answered")
+        .expect("tail");
+    assert_eq!((tail.snapshot, tail.events.len()), (None, 2), "the unreadable snapshot is skipped");
+    let claim = AppendRequest {
+        unique_claims: vec![(b"n/+12065550100".to_vec(), b"phone-c".to_vec())],
+        ..contract::append("phone-c", 0, 1)
+    };
+    // The unreadable reservation counts as abandoned (its age cannot be read): the log decides.
+    tokio::time::timeout(within, a.append(claim))
+        .await
+        .expect("answered")
+        .expect("the claim is taken");
+    a.close().await.expect("close");
+}

@@ -23,10 +23,9 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{CreateErrorKind, Operation};
 use serde::{Deserialize, Serialize};
 
-use super::{backend, wire, Shared};
+use super::{backend, stored, wire, Shared};
 use crate::now_ms;
 use crate::store::AppendError;
 
@@ -55,7 +54,7 @@ pub(super) async fn reserve(shared: &Shared, key: &[u8], stream_id: &str) -> Res
     .map_err(|e| AppendError::Storage(backend(e)))?;
     // A reservation deleted between our create and our look at it: try again, a few times.
     for _ in 0..3 {
-        match shared.claims.create(&token, record.clone().into()).await {
+        match create(shared, &token, record.clone().into()).await {
             // A key the log holds though its reservation is gone (lost, or deleted by hand):
             // taken all the same, and the entry just made stands for the claim in force again.
             // Asked of the log as it is now: this node's view may not have the release yet
@@ -68,18 +67,13 @@ pub(super) async fn reserve(shared: &Shared, key: &[u8], stream_id: &str) -> Res
                 return Ok(revision);
             }
             Ok(revision) => return Ok(revision),
-            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
-            Err(e) => return Err(AppendError::Storage(backend(e))),
+            Err(Created::Exists) => {}
+            Err(Created::Failed(e)) => return Err(AppendError::Storage(e)),
         }
-        let Some(entry) = shared
-            .claims
-            .entry(token.clone())
-            .await
-            .map_err(|e| AppendError::Storage(backend(e)))?
-        else {
+        let Some(entry) = stored::kv_entry(&shared.js, &shared.names.claims, &token).await.map_err(storage)? else {
             continue;
         };
-        if entry.operation != Operation::Put {
+        if !entry.put {
             continue;
         }
         shared.caught_up().await.map_err(storage)?;
@@ -104,6 +98,36 @@ pub(super) async fn reserve(shared: &Shared, key: &[u8], stream_id: &str) -> Res
         };
     }
     Err(taken())
+}
+
+/// Why [`create`] made no entry.
+enum Created {
+    /// The key has a live entry.
+    Exists,
+    Failed(crate::store::StoreError),
+}
+
+/// Makes `token`'s entry unless it has a live one; returns its revision. What the client
+/// library's `create` does (a put expecting no message on the key, or its last message if that
+/// is a delete), with the entry read as every stored message is here (see `stored`): the
+/// library reads it over the wire, where a malformed header block takes the connection down.
+async fn create(shared: &Shared, token: &str, value: bytes::Bytes) -> Result<u64, Created> {
+    let failed = match shared.claims.update(token, value.clone(), 0).await {
+        Ok(revision) => return Ok(revision),
+        Err(e) => e,
+    };
+    match stored::kv_entry(&shared.js, &shared.names.claims, token)
+        .await
+        .map_err(Created::Failed)?
+    {
+        Some(entry) if !entry.put => shared
+            .claims
+            .update(token, value, entry.revision)
+            .await
+            .map_err(|_| Created::Exists),
+        Some(_) => Err(Created::Exists),
+        None => Err(Created::Failed(backend(failed))),
+    }
 }
 
 /// Brings this node's view up to the log's end as it is now, so that its index says whether

@@ -570,9 +570,10 @@ impl Shared {
     }
 
     async fn read_snapshot(&self, stream_id: &str) -> Result<Option<StoredSnapshot>, StoreError> {
-        match self.snapshots.get(wire::token(stream_id.as_bytes())).await.map_err(backend)? {
+        let entry = stored::kv_entry(&self.js, &self.names.snapshots, &wire::token(stream_id.as_bytes())).await?;
+        match entry.filter(|e| e.put) {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::Corrupt {
+            Some(entry) => serde_json::from_slice(&entry.value).map(Some).map_err(|e| StoreError::Corrupt {
                 key: format!("snapshot of {stream_id}"),
                 message: e.to_string(),
             }),

@@ -7,7 +7,8 @@
 //! never pass it. Read here, a header block the connection accepts is read exactly as the
 //! connection reads it, and one it would refuse reads as no headers: the message is a damaged
 //! commit like any other undecodable one, and since no consumer ever delivers it, every node
-//! reads it this way and gives it the same place in the feed.
+//! reads it this way and gives it the same place in the feed. The key-value buckets' entries are
+//! read the same way ([`kv_entry`]).
 
 use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::response::Response;
@@ -61,6 +62,31 @@ pub(super) async fn get(js: &jetstream::Context, stream: &str, which: Which<'_>)
         Response::Err { error } => Err(backend(error)),
         Response::Ok(GetResponse { message }) => decode(message).map(Some),
     }
+}
+
+/// The last entry of `key` in the key-value bucket `bucket`, read as any stored message is here
+/// (the client library's own reads of a bucket take its messages over the wire, where a
+/// malformed header block takes the connection down with it).
+#[derive(Debug)]
+pub(super) struct KvEntry {
+    /// Its revision: its sequence in the bucket's stream.
+    pub revision: u64,
+    /// A put (not a delete or a purge).
+    pub put: bool,
+    pub value: bytes::Bytes,
+}
+
+pub(super) async fn kv_entry(js: &jetstream::Context, bucket: &str, key: &str) -> Result<Option<KvEntry>, StoreError> {
+    let subject = format!("$KV.{bucket}.{key}");
+    let Some(message) = get(js, &format!("KV_{bucket}"), Which::LastOn(&subject)).await? else {
+        return Ok(None);
+    };
+    let operation = super::header(Some(&message.headers), "KV-Operation");
+    Ok(Some(KvEntry {
+        revision: message.sequence,
+        put: !matches!(operation, Some("DEL" | "PURGE")),
+        value: message.payload,
+    }))
 }
 
 /// The message as stored: its payload, and its headers as the connection would read them.
