@@ -166,10 +166,9 @@ mod tests {
         use crate::codec::pending_events;
         use crate::domain::phone_number::{PhoneNumber, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState};
         use crate::store::gated::GatedStore;
-        use crate::store::{AppendMeta, AppendRequest, Durability, Store, StoreConfig};
+        use crate::store::{AppendMeta, AppendRequest};
         let dir = tempfile::tempdir().expect("dir");
-        let gated = GatedStore::over(StoreConfig::embedded(Durability::Flush, 64).open(dir.path()).expect("store"));
-        let store: Store = gated.clone();
+        let (gated, store) = GatedStore::embedded(dir.path());
         let id = "phone-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
         let mut events = vec![PhoneNumberEvent::PhoneNumberRequested(Box::new(PhoneNumber::example(
             id,

@@ -225,9 +225,7 @@ mod tests {
     #[actix_rt::test]
     async fn an_evicted_actor_with_an_append_in_flight_is_not_doubled() {
         let dir = tempfile::tempdir().expect("dir");
-        let sled = StoreConfig::embedded(Durability::Flush, 64).open(dir.path()).expect("store");
-        let gated = GatedStore::over(sled);
-        let store: Store = gated.clone();
+        let (gated, store) = GatedStore::embedded(dir.path());
         let (a, b) = ("phone-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "phone-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
         requested(&store, a).await;
         requested(&store, b).await;
@@ -262,9 +260,7 @@ mod tests {
     #[actix_rt::test]
     async fn an_actor_whose_rebuild_failed_once_is_started_again() {
         let dir = tempfile::tempdir().expect("dir");
-        let sled = StoreConfig::embedded(Durability::Flush, 64).open(dir.path()).expect("store");
-        let gated = GatedStore::over(sled);
-        let store: Store = gated.clone();
+        let (gated, store) = GatedStore::embedded(dir.path());
         let a = "phone-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
         requested(&store, a).await;
         let registry = Registry::<PhoneNumberState>::new(store.clone(), ActorSettings::default(), 8);
@@ -320,10 +316,8 @@ mod tests {
     async fn an_answer_that_writes_nothing_is_checked_against_a_shared_log() {
         use crate::domain::opt_out_list::{OptOutList, OptOutListEvent, OptOutListState};
         let dir = tempfile::tempdir().expect("dir");
-        let sled = StoreConfig::embedded(Durability::Flush, 64).open(dir.path()).expect("store");
-        let gated = GatedStore::over(sled);
+        let (gated, store) = GatedStore::embedded(dir.path());
         gated.written_by_others(true);
-        let store: Store = gated.clone();
         let (account, number) = ("111122223333", "+12065550100");
         let other_writer = |version: u64, event: OptOutListEvent| {
             let store = store.clone();
@@ -381,10 +375,8 @@ mod tests {
     async fn a_no_op_overtaken_by_its_own_actors_next_append_is_answered() {
         use crate::domain::opt_out_list::{OptOutList, OptOutListEvent, OptOutListState};
         let dir = tempfile::tempdir().expect("dir");
-        let sled = StoreConfig::embedded(Durability::Flush, 64).open(dir.path()).expect("store");
-        let gated = GatedStore::over(sled);
+        let (gated, store) = GatedStore::embedded(dir.path());
         gated.written_by_others(true);
-        let store: Store = gated.clone();
         let account = "111122223333";
         let list = OptOutList::new("a", "arn".into(), account, "us-east-1", 1, vec![], None);
         let events = pending_events(&[

@@ -39,6 +39,15 @@ impl GatedStore {
         })
     }
 
+    /// A gated store over a new embedded (sled) log in `dir`, and the same as a [`Store`].
+    #[cfg(test)]
+    pub fn embedded(dir: &std::path::Path) -> (Arc<Self>, Store) {
+        let sled = super::StoreConfig::embedded(super::Durability::Flush, 64).open(dir).expect("store");
+        let gated = Self::over(sled);
+        let store: Store = gated.clone();
+        (gated, store)
+    }
+
     /// From now on, reads of a stream (its head, events, tail or snapshot) fail, or work again.
     pub fn fail_reads(&self, fail: bool) {
         self.reads_fail.store(fail, Ordering::SeqCst);
