@@ -557,6 +557,14 @@ async fn a_bucket_entry_with_a_malformed_header_block_is_only_unreadable() {
         .expect("answered")
         .expect("tail");
     assert_eq!((tail.snapshot, tail.events.len()), (None, 2), "the unreadable snapshot is skipped");
+    // `audit verify` lists the snapshots: the poisoned one is listed as unreadable.
+    let listed = tokio::time::timeout(within, a.snapshots(None, 10))
+        .await
+        .expect("answered")
+        .expect("list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].0, "phone-k");
+    assert!(listed[0].1.is_err(), "{listed:?}");
     let claim = AppendRequest {
         unique_claims: vec![(b"n/+12065550100".to_vec(), b"phone-c".to_vec())],
         ..contract::append("phone-c", 0, 1)

@@ -569,6 +569,36 @@ impl Shared {
         Ok((events, head))
     }
 
+    /// The first `limit` stream ids after `after` (in id order) that have an entry in the
+    /// snapshots bucket.
+    ///
+    /// Listed from the subjects the bucket's stream holds (the server's stream info, a page at a
+    /// time), never from its messages: an entry with a malformed header block, delivered to this
+    /// node by the client library, would take the connection down with it. The server lists keys
+    /// in their tokens' order, not the ids', so the whole list is walked, holding `limit` ids.
+    async fn snapshot_ids(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+        let bucket = format!("KV_{}", self.names.snapshots);
+        let stream = self.js.get_stream(&bucket).await.map_err(backend)?;
+        let prefix = format!("$KV.{}.", self.names.snapshots);
+        let mut subjects = stream.info_with_subjects(format!("{prefix}>")).await.map_err(backend)?;
+        let mut first = std::collections::BTreeSet::new();
+        while let Some(listed) = subjects.next().await {
+            let (subject, _) = listed.map_err(backend)?;
+            let id = subject
+                .strip_prefix(&prefix)
+                .and_then(wire::untoken)
+                .and_then(|id| String::from_utf8(id).ok());
+            let Some(id) = id.filter(|id| after.is_none_or(|a| id.as_str() > a)) else {
+                continue;
+            };
+            first.insert(id);
+            if first.len() > limit {
+                first.pop_last();
+            }
+        }
+        Ok(first.into_iter().collect())
+    }
+
     async fn read_snapshot(&self, stream_id: &str) -> Result<Option<StoredSnapshot>, StoreError> {
         let entry = stored::kv_entry(&self.js, &self.names.snapshots, &wire::token(stream_id.as_bytes())).await?;
         match entry.filter(|e| e.put) {
@@ -745,27 +775,21 @@ impl EventStore for JetStreamStore {
     fn snapshots(&self, after: Option<&str>, limit: usize) -> StoreFuture<Vec<(String, Result<Snapshot, String>)>> {
         let after = after.map(str::to_string);
         self.run(move |s| async move {
-            let mut ids: Vec<String> = s
-                .snapshots
-                .keys()
-                .await
-                .map_err(backend)?
-                .filter_map(|k| async move { k.ok() })
-                .filter_map(|k| async move { wire::untoken(&k).and_then(|b| String::from_utf8(b).ok()) })
-                .collect()
-                .await;
-            ids.sort();
-            ids.retain(|id| after.as_deref().is_none_or(|a| id.as_str() > a));
-            ids.truncate(limit);
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                let snapshot = s.read_snapshot(&id).await;
-                let snapshot = match snapshot {
-                    Ok(Some(st)) => Ok(st.snapshot),
-                    Ok(None) => continue,
-                    Err(e) => Err(e.to_string()),
-                };
-                out.push((id, snapshot));
+            let mut out = Vec::new();
+            let mut cursor = after;
+            // A key whose last entry is a deletion lists as one with a snapshot: the next ids are
+            // listed until `limit` snapshots are found, so a short page is the end.
+            while out.len() < limit {
+                let ids = s.snapshot_ids(cursor.as_deref(), limit - out.len()).await?;
+                let Some(last) = ids.last().cloned() else { break };
+                for id in ids {
+                    match s.read_snapshot(&id).await {
+                        Ok(Some(st)) => out.push((id, Ok(st.snapshot))),
+                        Ok(None) => {}
+                        Err(e) => out.push((id, Err(e.to_string()))),
+                    }
+                }
+                cursor = Some(last);
             }
             Ok(out)
         })
