@@ -3,6 +3,8 @@
 //!   (group commit shares one flush among concurrent appends);
 //! - `replay/10k`: read and fold a 10,000-event stream (actor activation);
 //! - `replay/paged_10k_*`: the audit's step-by-step replay of that stream, read 100 steps a page;
+//! - `replay/paged_opt_out_list_5k`: the same replay of an opt-out list that grows to 5,000
+//!   numbers, one opt-out per event (a step must cost what it changed, not the list's size);
 //! - `decide/*`: the pure decider alone;
 //! - `actor/round_trip`: a message to a phone-number actor and its reply.
 //!
@@ -16,6 +18,8 @@ use phone_ledger::actors::{AggregateActor, GetState};
 use phone_ledger::audit::query::replay as audit_replay;
 use phone_ledger::audit::replay_resume::ReplayResumes;
 use phone_ledger::codec::pending_events;
+use phone_ledger::domain::ids::ResourceKind;
+use phone_ledger::domain::opt_out_list::{OptOutList, OptOutListEvent, OptedOut};
 use phone_ledger::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState};
 use phone_ledger::domain::{Aggregate, Command, CommandMeta, Scope};
 use phone_ledger::rehydrate::replay;
@@ -123,6 +127,37 @@ fn replay_10k(c: &mut Criterion) {
             })
         });
     }
+    // An opt-out list that grows by one number per event, replayed the same way.
+    let scope = Scope::new("111122223333", "us-east-1");
+    let list_id = ResourceKind::opt_out_list_id(&scope, "bench");
+    let arn = "arn:aws:sms-voice:us-east-1:111122223333:opt-out-list/bench".to_string();
+    let list = OptOutList::new("bench", arn, &scope.account, &scope.region, 1, Vec::new(), None);
+    let mut events = vec![OptOutListEvent::OptOutListCreated(Box::new(list))];
+    events.extend((0..5_000u64).map(|i| OptOutListEvent::NumberOptedOut {
+        number: format!("+1206{i:07}"),
+        entry: OptedOut {
+            opted_out_timestamp_ms: i,
+            end_user_opted_out: false,
+        },
+    }));
+    let list_request = AppendRequest::plain(
+        &list_id,
+        0,
+        AppendMeta::direct("111122223333", "us-east-1", "bench", "PutOptedOutNumber/OptOut"),
+        pending_events(&events).expect("events"),
+    );
+    rt.block_on(store.append(list_request)).expect("append the list");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("paged_opt_out_list_5k", |b| {
+        b.iter(|| {
+            let resumes = ReplayResumes::default();
+            let mut from = Some(1);
+            while let Some(v) = from {
+                let page = rt.block_on(audit_replay(&*store, &resumes, &list_id, v, 100)).expect("page");
+                from = page.next_version;
+            }
+        })
+    });
     group.finish();
     rt.block_on(store.close()).expect("close");
 }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::replay_resume::ReplayResumes;
 use super::AuditError;
 use crate::codec::{decode_event, kind_of_stream};
-use crate::domain::opt_out_list::OptOutListState;
+use crate::domain::opt_out_list::{OptOutListEvent, OptOutListState};
 use crate::domain::phone_number::PhoneNumberState;
 use crate::domain::pool::PoolState;
 use crate::domain::sender_id::SenderIdState;
@@ -387,6 +387,56 @@ pub trait Inspect: Aggregate {
     fn state_json(&self) -> Value;
     /// The state in the API's information shape plus its status.
     fn information(&self) -> Value;
+
+    /// The keys of the state's growing maps that `event` can change, when it changes no other
+    /// entry of them; `None` when it may change any (a deletion that empties them, a creation).
+    /// Lets a replay step serialize the entries its event changed instead of the whole state.
+    fn keys_changed(_event: &Self::Event) -> Option<Vec<String>> {
+        None
+    }
+
+    /// The state as JSON with its map members cut to `entries`, and how many entries each member
+    /// cut leaves out (by member name). The default serializes the whole state and cuts its JSON;
+    /// a state whose maps grow without bound cuts them before serializing (see
+    /// [`OptOutListState`]'s), so a step costs what it shows.
+    fn state_json_cut(&mut self, entries: Entries<'_>) -> (Value, BTreeMap<String, u64>) {
+        let json = self.state_json();
+        match entries {
+            Entries::Seen(key) => seen_json(json, key),
+            Entries::All | Entries::At(_) => (json, BTreeMap::new()),
+        }
+    }
+}
+
+/// Which entries of a state's map members a replay step's JSON holds.
+#[derive(Debug, Clone, Copy)]
+pub enum Entries<'a> {
+    /// Every entry (the default [`Inspect::state_json_cut`] always holds every one here too).
+    All,
+    /// Only those at these keys: the ones a step's event changes ([`Inspect::keys_changed`]).
+    At(&'a [String]),
+    /// What a refusal's `StateSeen` shows: a map of at most [`SEEN_MAP_ENTRIES`] entries whole,
+    /// a bigger one only at this key (the one the refusal names).
+    Seen(Option<&'a str>),
+}
+
+impl Entries<'_> {
+    /// Cuts `map` to these entries in place, returning the whole map (to be put back) and how
+    /// many entries the cut leaves out; `None` when the map is kept whole.
+    fn cut<V: Clone>(self, map: &mut BTreeMap<String, V>) -> Option<(BTreeMap<String, V>, u64)> {
+        let kept: BTreeMap<String, V> = match self {
+            Entries::All => return None,
+            Entries::Seen(_) if map.len() <= SEEN_MAP_ENTRIES => return None,
+            Entries::Seen(key) => key
+                .and_then(|k| map.get_key_value(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .into_iter()
+                .collect(),
+            Entries::At(keys) => keys.iter().filter_map(|k| map.get(k).map(|v| (k.clone(), v.clone()))).collect(),
+        };
+        let left_out = (map.len() - kept.len()) as u64;
+        Some((std::mem::replace(map, kept), left_out))
+    }
 }
 
 impl Inspect for PhoneNumberState {
@@ -417,7 +467,45 @@ impl Inspect for OptOutListState {
     fn information(&self) -> Value {
         self.0.as_ref().map_or(Value::Null, crate::views::opt_out_list_information)
     }
+
+    fn keys_changed(event: &OptOutListEvent) -> Option<Vec<String>> {
+        match event {
+            OptOutListEvent::NumberOptedOut { number, .. }
+            | OptOutListEvent::EndUserOptedIn { number }
+            | OptOutListEvent::OptedOutNumberDeleted { number, .. } => Some(vec![number.clone()]),
+            OptOutListEvent::TagsChanged { .. } | OptOutListEvent::CommandRejected { .. } => Some(Vec::new()),
+            OptOutListEvent::OptOutListCreated(_) | OptOutListEvent::OptOutListDeleted { .. } => None,
+        }
+    }
+
+    /// The list's two maps (one entry per number ever opted out or deleted) are cut before the
+    /// state is serialized, then put back: a step of a list of 20,000 numbers serializes the
+    /// entries it shows, not 20,000.
+    fn state_json_cut(&mut self, entries: Entries<'_>) -> (Value, BTreeMap<String, u64>) {
+        let Some(list) = self.0.as_mut() else {
+            return (Value::Null, BTreeMap::new());
+        };
+        let opted_out = entries.cut(&mut list.opted_out);
+        let deleted_at = entries.cut(&mut list.deleted_at);
+        let json = serde_json::to_value(&*list).unwrap_or(Value::Null);
+        let mut left_out = BTreeMap::new();
+        if let Some((whole, n)) = opted_out {
+            list.opted_out = whole;
+            left_out.insert(OPTED_OUT_MEMBER.to_string(), n);
+        }
+        if let Some((whole, n)) = deleted_at {
+            list.deleted_at = whole;
+            left_out.insert(DELETED_AT_MEMBER.to_string(), n);
+        }
+        left_out.retain(|_, n| *n > 0);
+        (json, left_out)
+    }
 }
+
+/// The JSON names of an opt-out list's map members (a unit test checks them against the state's
+/// serialization).
+const OPTED_OUT_MEMBER: &str = "OptedOut";
+const DELETED_AT_MEMBER: &str = "DeletedAt";
 
 impl Inspect for SenderIdState {
     fn state_json(&self) -> Value {
@@ -501,14 +589,25 @@ async fn state_as<A: Inspect>(store: &dyn EventStore, stream_id: &str, point: Po
 /// number, and both whole copies of it in every step made a replay page of a list of 20,000
 /// numbers hold gigabytes of JSON (each of 10,000 steps two copies of a 20,000-entry map), where
 /// one entry per step says the same.
+///
+/// A member absent on one side of a state that exists on both, and a map on the other, is an
+/// empty map: states leave empty maps out.
 pub fn diff(before: &Value, after: &Value) -> Vec<FieldChange> {
     let empty = Map::new();
     let b = before.as_object().unwrap_or(&empty);
     let a = after.as_object().unwrap_or(&empty);
+    let absent = (before.is_object() && after.is_object()).then_some(&empty);
+    fn as_map<'a>(member: Option<&'a Value>, absent: Option<&'a Map<String, Value>>) -> Option<&'a Map<String, Value>> {
+        match member {
+            Some(Value::Object(map)) => Some(map),
+            None => absent,
+            Some(_) => None,
+        }
+    }
     let mut changes = Vec::new();
     for (field, x, y) in differing(b, a) {
-        match (x, y) {
-            (Some(Value::Object(x)), Some(Value::Object(y))) => changes.extend(differing(x, y).map(|(key, x, y)| FieldChange {
+        match (as_map(x, absent), as_map(y, absent)) {
+            (Some(x), Some(y)) => changes.extend(differing(x, y).map(|(key, x, y)| FieldChange {
                 field: field.clone(),
                 key: Some(key.clone()),
                 before: x.cloned().unwrap_or(Value::Null),
@@ -543,15 +642,15 @@ fn differing<'a>(
 /// Entries a map member of a refusal's `StateSeen` shows whole.
 pub const SEEN_MAP_ENTRIES: usize = 100;
 
-/// What a refusal's step shows of the state it was decided on, and how many entries of each map
-/// member it leaves out: a map of more than [`SEEN_MAP_ENTRIES`] entries keeps only the entry the
-/// refusal names (its `ResourceId`: the opted-out number refused, the pool member), if it has it.
+/// What a refusal's step shows of the state it was decided on (its JSON whole), and how many
+/// entries of each map member it leaves out: a map of more than [`SEEN_MAP_ENTRIES`] entries
+/// keeps only the entry at `key` (the refusal's `ResourceId`: the opted-out number refused, the
+/// pool member), if it has it.
 ///
 /// Cut because a whole copy per refusal made a page of refusals on a list of 20,000 numbers as
 /// costly as the whole copies of the changes were (see [`diff`]); the entries left out are each
 /// shown by the step that added or last changed it.
-fn state_seen(mut state: Value, rejection: &Value) -> (Value, BTreeMap<String, u64>) {
-    let named = rejection.get("ResourceId").and_then(Value::as_str);
+fn seen_json(mut state: Value, key: Option<&str>) -> (Value, BTreeMap<String, u64>) {
     let mut omitted = BTreeMap::new();
     if let Some(members) = state.as_object_mut() {
         for (field, member) in members.iter_mut() {
@@ -560,7 +659,7 @@ fn state_seen(mut state: Value, rejection: &Value) -> (Value, BTreeMap<String, u
                 continue;
             }
             // The named entry moves out; what is left in `map` is what is left out.
-            let kept: Map<String, Value> = named.and_then(|k| map.remove_entry(k)).into_iter().collect();
+            let kept: Map<String, Value> = key.and_then(|k| map.remove_entry(k)).into_iter().collect();
             omitted.insert(field.clone(), map.len() as u64);
             *map = kept;
         }
@@ -617,8 +716,9 @@ async fn replay_as<A: Inspect>(
     let from_version = from_version.max(1);
     let (mut state, start) = replay_start::<A>(store, resumes, stream_id, from_version).await?;
     let (mut steps, mut next_version, mut last_hash) = (Vec::<ReplayStep>::new(), None, String::new());
-    // The state's JSON as the last step left it: the next step's `before`, not serialized again.
-    let mut json = None::<Value>;
+    // The whole state's JSON as the last step left it: the next step's `before` when that step
+    // needs the whole state too, not serialized again.
+    let mut whole = None::<Value>;
     // The events before the page are folded, not kept: the page's first step needs the state
     // they left. A page that starts where the state is needs its steps and one more event (to
     // know whether more follow), and reads no more.
@@ -637,19 +737,28 @@ async fn replay_as<A: Inspect>(
             return Ok(false);
         }
         let event: A::Event = decode_event(&e)?;
-        let before = json.take().unwrap_or_else(|| state.state_json());
         let rejection = A::rejection_in(&event).map(|r| serde_json::to_value(r).unwrap_or(Value::Null));
-        state = std::mem::take(&mut state).evolve(&event);
-        let after = state.state_json();
-        let changes = diff(&before, &after);
-        json = Some(after);
+        // Both sides of the step hold the map entries the event can change (all, if it does not
+        // say): the diff of the two is the diff of the whole states.
+        let keys = A::keys_changed(&event);
+        let entries = keys.as_deref().map_or(Entries::All, Entries::At);
+        let before = match (entries, whole.take()) {
+            (Entries::All, Some(json)) => json,
+            _ => state.state_json_cut(entries).0,
+        };
         let (state_seen, state_seen_omitted) = match &rejection {
             Some(r) => {
-                let (seen, omitted) = state_seen(before, r);
+                let (seen, omitted) = state.state_json_cut(Entries::Seen(r.get("ResourceId").and_then(Value::as_str)));
                 (Some(seen), omitted)
             }
             None => (None, BTreeMap::new()),
         };
+        state = std::mem::take(&mut state).evolve(&event);
+        let (after, _) = state.state_json_cut(entries);
+        let changes = diff(&before, &after);
+        if let Entries::All = entries {
+            whole = Some(after);
+        }
         steps.push(ReplayStep {
             version: e.version,
             position: e.position,
@@ -756,7 +865,7 @@ mod tests {
         assert_eq!(
             changed,
             [
-                ("DeletedAt", None),
+                ("DeletedAt", Some("+120655500007")),
                 ("OptedOut", Some("+120655500007")),
                 ("OptedOut", Some("+120655500009")),
                 ("OptedOut", Some("+19995550000")),
@@ -766,8 +875,8 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&changes).expect("json"),
             json!([
-                // A map that appears is one change, as any member that appears.
-                {"Field": "DeletedAt", "Before": null, "After": {"+120655500007": 5}},
+                // A map the state left out (empty) that appears is reported per entry too.
+                {"Field": "DeletedAt", "Key": "+120655500007", "Before": null, "After": 5},
                 {"Field": "OptedOut", "Key": "+120655500007", "Before": entry(7), "After": null},
                 {"Field": "OptedOut", "Key": "+120655500009", "Before": entry(9), "After": entry(99)},
                 {"Field": "OptedOut", "Key": "+19995550000", "Before": null, "After": entry(7)},
@@ -832,6 +941,105 @@ mod tests {
             Some(serde_json::json!({number(499): {"OptedOutTimestampMs": 499, "EndUserOptedOut": false}}))
         );
         assert_eq!(refusal.state_seen_omitted, BTreeMap::from([("OptedOut".to_string(), 999)]));
+    }
+
+    /// An opt-out list's replay serializes only the entries each step's event changes (and a
+    /// refusal's `StateSeen` only what it shows), and says exactly what the whole states would:
+    /// every step here, over every kind of event, against the diff of the whole states.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_opt_out_list_replay_cut_to_the_changed_entries_says_what_the_whole_states_do() {
+        use crate::domain::opt_out_list::{OptOutList, OptedOut};
+        use crate::domain::types::Tag;
+        use OptOutListEvent as E;
+        const LIST: &str = "optout-0123456789abcdef0123456789abcdef";
+        let number = |i: u64| format!("+1206555{i:05}");
+        let opted_out = |i: u64, end_user: bool| E::NumberOptedOut {
+            number: number(i),
+            entry: OptedOut {
+                opted_out_timestamp_ms: i,
+                end_user_opted_out: end_user,
+            },
+        };
+        let refused = |i: u64| E::CommandRejected {
+            command: "PutOptedOutNumber".into(),
+            reason: Rejection::not_found(ResourceKind::OptOutList, &number(i)),
+        };
+        let arn = format!("arn:aws:sms-voice:us-east-1:{ACCOUNT}:opt-out-list/L");
+        let created = || E::OptOutListCreated(Box::new(OptOutList::new("L", arn.clone(), ACCOUNT, "us-east-1", 1, vec![], None)));
+        let mut events = vec![created(), refused(3)];
+        // Past the size at which a refusal's `StateSeen` shows only the entry it names.
+        events.extend((0..=SEEN_MAP_ENTRIES as u64 + 5).map(|i| opted_out(i, i % 3 == 0)));
+        events.extend([
+            refused(7),
+            refused(9_999),
+            E::OptedOutNumberDeleted {
+                number: number(7),
+                at_ms: 70,
+            },
+            E::OptedOutNumberDeleted {
+                number: number(8),
+                at_ms: 80,
+            },
+            E::EndUserOptedIn { number: number(9) },
+            E::EndUserOptedIn { number: number(9_998) },
+            opted_out(7, true),
+            refused(8),
+            E::TagsChanged {
+                tags: vec![Tag {
+                    key: "k".into(),
+                    value: "v".into(),
+                }],
+            },
+            E::OptOutListDeleted { opted_out: 104 },
+            refused(1),
+            created(),
+            opted_out(1, false),
+            refused(1),
+        ]);
+        let dir = tempfile::tempdir().expect("dir");
+        let store = open_store(&dir);
+        append_events(&store, LIST, 0, &events).await;
+        let page = replay(&*store, &ReplayResumes::default(), LIST, 1, MAX_LIMIT)
+            .await
+            .expect("replay");
+        store.close().await.expect("close");
+        assert_eq!(page.steps.len(), events.len());
+
+        let mut state = OptOutListState::default();
+        for (step, event) in page.steps.iter().zip(&events) {
+            let before = state.state_json();
+            let seen = OptOutListState::rejection_in(event).map(|r| {
+                let key = serde_json::to_value(r).expect("json")["ResourceId"].as_str().map(str::to_string);
+                seen_json(before.clone(), key.as_deref())
+            });
+            state = state.evolve(event);
+            let changes = diff(&before, &state.state_json());
+            let at = step.version;
+            assert_eq!(
+                serde_json::to_value(&step.changes).expect("json"),
+                serde_json::to_value(&changes).expect("json"),
+                "the changes of step {at}"
+            );
+            assert_eq!(step.state_seen, seen.as_ref().map(|(s, _)| s.clone()), "what step {at} saw");
+            assert_eq!(
+                step.state_seen_omitted,
+                seen.map(|(_, o)| o).unwrap_or_default(),
+                "what step {at} left out"
+            );
+        }
+        // The cuts did happen: a refusal on the big list showed one entry and counted the rest.
+        let big_refusal = &page.steps[SEEN_MAP_ENTRIES + 8];
+        assert_eq!(big_refusal.state_seen_omitted, BTreeMap::from([("OptedOut".to_string(), 105)]));
+    }
+
+    /// The member names an opt-out list's cut counts its left-out entries under are its JSON's.
+    #[test]
+    fn the_opt_out_list_member_names_are_those_of_its_json() {
+        use crate::domain::opt_out_list::OptOutList;
+        let mut list = OptOutList::new("L", "arn".into(), ACCOUNT, "us-east-1", 1, vec![], None);
+        list.deleted_at.insert("+12065550100".into(), 1);
+        let json = OptOutListState(Some(list)).state_json();
+        assert!(json[OPTED_OUT_MEMBER].is_object() && json[DELETED_AT_MEMBER].is_object(), "{json}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
