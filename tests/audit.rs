@@ -128,6 +128,11 @@ async fn audit_api_and_cli_tell_the_whole_story() {
     let arn = format!("arn:aws:sms-voice:us-east-1:{ACCOUNT}:phone-number/{id}");
     let (s, by_arn) = get(&format!("{base}/audit/phone-numbers/{}/events", arn.replace('/', "%2F"))).await;
     assert_eq!((s, types(&by_arn["Events"]).len()), (200, 10));
+    // The ARN as a person pastes it, its `/` as it is.
+    let (s, by_arn) = get(&format!("{base}/audit/phone-numbers/{arn}/events")).await;
+    assert_eq!((s, types(&by_arn["Events"]).len()), (200, 10));
+    let (s, state_by_arn) = get(&format!("{base}/audit/phone-numbers/{arn}/state?Version=1")).await;
+    assert_eq!((s, &state_by_arn["Version"]), (200, &serde_json::json!(1)), "{state_by_arn}");
     let (_, pool_events) = get(&format!("{base}/audit/pools/{pool_id}/events")).await;
     assert_eq!(
         types(&pool_events["Events"]),
@@ -310,6 +315,8 @@ async fn audit_api_and_cli_tell_the_whole_story() {
     // 7. Export + verify of the copy; a doctored copy is caught.
     let (code, out, _) = cli(&["verify", "--file", &export_path]);
     assert_eq!(code, 0, "{out}");
+    // A copy is sealed by its own hashes: the check says nothing of a live log's sealing.
+    assert!(!out.contains("sealed"), "{out}");
     let text = std::fs::read_to_string(&export_file).expect("export");
     assert_eq!(text.lines().count() as u64, digest_before["Events"].as_u64().expect("n"));
     let doctored = text.replacen("\"DeletionProtectionEnabled\":true", "\"DeletionProtectionEnabled\":false", 1);

@@ -96,9 +96,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/verify", web::get().to(get_verify))
         .route("/recheck", web::get().to(get_recheck))
         .route("/export", web::get().to(get_export))
-        .route("/{kind}/{id}/events", web::get().to(stream_events))
-        .route("/{kind}/{id}/state", web::get().to(state))
-        .route("/{kind}/{id}/replay", web::get().to(replay));
+        // An id may be an ARN, whose `/`s a person pastes as they are (or percent-encoded).
+        .route("/{kind}/{id:.+}/events", web::get().to(stream_events))
+        .route("/{kind}/{id:.+}/state", web::get().to(state))
+        .route("/{kind}/{id:.+}/replay", web::get().to(replay));
 }
 
 fn error_response(e: &AuditError) -> HttpResponse {
@@ -293,7 +294,7 @@ fn scoped_filter(mut filter: FeedFilter, caller: &Caller) -> Result<FeedFilter, 
     }
 }
 
-/// An id or ARN from the path; an ARN's `/` arrives percent-encoded.
+/// An id or ARN from the path; an ARN's `/` may arrive percent-encoded.
 fn path_id(raw: &str) -> String {
     raw.replace("%2F", "/").replace("%2f", "/")
 }
