@@ -47,9 +47,10 @@ pub struct VerifyReport {
     /// Snapshots compared with a full replay (live log only).
     #[serde(default)]
     pub snapshots_checked: u64,
-    /// How far the chain is sealed (live log only; an export is sealed by its own hashes).
-    #[serde(default)]
-    pub sealed_up_to: u64,
+    /// How far the chain is sealed: a live log's only (an export is sealed by its own hashes,
+    /// and its check says nothing of the kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_up_to: Option<u64>,
     /// Checkpoints of the sealer compared with the chain (live clustered log only).
     #[serde(default)]
     pub checkpoints_checked: u64,
@@ -185,7 +186,7 @@ impl ChainVerifier {
             head_hash: hex::encode(self.hash.unwrap_or(GENESIS_HASH)),
             anchored_at: self.anchored_at,
             snapshots_checked: 0,
-            sealed_up_to: 0,
+            sealed_up_to: None,
             checkpoints_checked: 0,
             first_break: self.first_break,
         }
@@ -288,7 +289,7 @@ pub async fn verify_store_showing(store: &dyn EventStore, progress: &Progress) -
     }
     let sealed_up_to = store.sealed_up_to().await?.min(head_position);
     let mut report = v.finish();
-    report.sealed_up_to = sealed_up_to;
+    report.sealed_up_to = Some(sealed_up_to);
     report.checkpoints_checked = checkpoints_checked;
     let mut after_snapshot: Option<String> = None;
     'snapshots: while report.ok {
