@@ -71,5 +71,15 @@ fn main() -> std::process::ExitCode {
     };
     let is_server = matches!(cli.command, phone_ledger::cli::Command::Serve { .. });
     phone_ledger::cli::init_tracing(default_level, !is_server);
+    // An audit answer piped into `head` ends the command when `head` stops reading, quietly,
+    // as any Unix tool's does, instead of panicking in its next `println!`. (Sockets are not
+    // affected: the standard library sends with MSG_NOSIGNAL.)
+    #[cfg(target_os = "linux")]
+    if matches!(cli.command, phone_ledger::cli::Command::Audit(_)) {
+        // SAFETY: restoring a signal's default changes no memory; no thread has started yet.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     phone_ledger::cli::run(cli)
 }
