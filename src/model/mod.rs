@@ -357,7 +357,9 @@ mod tests {
     fn embedded_model_matches_the_official_one() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/spec/pinpoint-sms-voice-v2.service-2.json");
         let Ok(text) = std::fs::read_to_string(&path) else {
-            eprintln!("skipping: {} not present", path.display());
+            // The official file lives beside the repository, not in it: a clone alone has only
+            // the embedded copy, which the other tests here check rule by rule.
+            eprintln!("SKIPPED: {} is not here; the embedded model is not compared with it", path.display());
             return;
         };
         let official: Value = serde_json::from_str(&text).expect("official model parses");
