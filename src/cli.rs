@@ -78,13 +78,15 @@ pub fn init_tracing(default_level: &str, to_stderr: bool) {
             filter = filter.add_directive(quiet);
         }
     }
-    // Colours only for a person watching: a log written to a file or a pipe is plain text.
+    // Colours only for a person watching who has not asked for none (`NO_COLOR`): a log written
+    // to a file or a pipe is plain text.
     use std::io::IsTerminal;
-    let ansi = if to_stderr {
+    let terminal = if to_stderr {
         std::io::stderr().is_terminal()
     } else {
         std::io::stdout().is_terminal()
     };
+    let ansi = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
     let _ = if to_stderr {
         builder.with_writer(std::io::stderr).try_init()

@@ -576,3 +576,38 @@ async fn a_bucket_entry_with_a_malformed_header_block_is_only_unreadable() {
         .expect("the claim is taken");
     a.close().await.expect("close");
 }
+
+/// A snapshot key whose last entry is a deletion is listed by the server like any other: the
+/// listing passes over it, and a page of one still holds the next snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_listing_passes_over_a_deleted_entry() {
+    use phone_ledger::store::{AppendRequest, Snapshot, SNAPSHOT_SCHEMA_VERSION};
+    if !<Clustered as contract::Harness>::available() {
+        return;
+    }
+    let urls = common::nats::shared_cluster().expect("cluster");
+    let settings = common::nats::fresh_settings(&urls);
+    let a = connect(&settings).await;
+    for id in ["phone-a", "phone-b", "phone-c"] {
+        let snapshot = Snapshot {
+            version: 1,
+            schema_version: SNAPSHOT_SCHEMA_VERSION,
+            state: serde_json::json!({ "Seen": 1 }),
+        };
+        a.append(AppendRequest {
+            snapshot: Some(snapshot),
+            ..contract::append(id, 0, 1)
+        })
+        .await
+        .expect("append");
+    }
+    let js = async_nats::jetstream::new(async_nats::connect(urls.clone()).await.expect("connect"));
+    let bucket = js.get_key_value(format!("{}_SNAPSHOTS", settings.namespace)).await.expect("bucket");
+    bucket.delete("phone-a").await.expect("delete");
+    bucket.delete("phone-b").await.expect("delete");
+    let ids = |listed: Vec<(String, Result<Snapshot, String>)>| listed.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    assert_eq!(ids(a.snapshots(None, 1).await.expect("list")), ["phone-c"]);
+    assert_eq!(ids(a.snapshots(None, 10).await.expect("list")), ["phone-c"]);
+    assert!(a.snapshots(Some("phone-c"), 1).await.expect("list").is_empty());
+    a.close().await.expect("close");
+}

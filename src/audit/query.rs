@@ -196,7 +196,7 @@ pub struct ReplayStep {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejection: Option<Value>,
     /// For a refusal: the state the command was decided on, a map member of more than
-    /// [`SEEN_MAP_ENTRIES`] entries cut to the entry the refusal names (see [`state_seen`]).
+    /// [`SEEN_MAP_ENTRIES`] entries cut to the entry the refusal names (see [`seen_json`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_seen: Option<Value>,
     /// How many entries of each map member `StateSeen` leaves out.
@@ -426,7 +426,7 @@ impl Entries<'_> {
     fn cut<V: Clone>(self, map: &mut BTreeMap<String, V>) -> Option<(BTreeMap<String, V>, u64)> {
         let kept: BTreeMap<String, V> = match self {
             Entries::All => return None,
-            Entries::Seen(_) if map.len() <= SEEN_MAP_ENTRIES => return None,
+            Entries::Seen(_) if seen_whole(map.len()) => return None,
             Entries::Seen(key) => key
                 .and_then(|k| map.get_key_value(k))
                 .map(|(k, v)| (k.clone(), v.clone()))
@@ -642,6 +642,13 @@ fn differing<'a>(
 /// Entries a map member of a refusal's `StateSeen` shows whole.
 pub const SEEN_MAP_ENTRIES: usize = 100;
 
+/// Whether a refusal's `StateSeen` shows a map of `len` entries whole (else only the entry the
+/// refusal names): the one rule for a state's JSON ([`seen_json`]) and a state cut before it is
+/// serialized ([`Entries::cut`]).
+fn seen_whole(len: usize) -> bool {
+    len <= SEEN_MAP_ENTRIES
+}
+
 /// What a refusal's step shows of the state it was decided on (its JSON whole), and how many
 /// entries of each map member it leaves out: a map of more than [`SEEN_MAP_ENTRIES`] entries
 /// keeps only the entry at `key` (the refusal's `ResourceId`: the opted-out number refused, the
@@ -655,7 +662,7 @@ fn seen_json(mut state: Value, key: Option<&str>) -> (Value, BTreeMap<String, u6
     if let Some(members) = state.as_object_mut() {
         for (field, member) in members.iter_mut() {
             let Value::Object(map) = member else { continue };
-            if map.len() <= SEEN_MAP_ENTRIES {
+            if seen_whole(map.len()) {
                 continue;
             }
             // The named entry moves out; what is left in `map` is what is left out.
@@ -748,7 +755,12 @@ async fn replay_as<A: Inspect>(
         };
         let (state_seen, state_seen_omitted) = match &rejection {
             Some(r) => {
-                let (seen, omitted) = state.state_json_cut(Entries::Seen(r.get("ResourceId").and_then(Value::as_str)));
+                let key = r.get("ResourceId").and_then(Value::as_str);
+                // A step that serialized the whole state already cuts that copy.
+                let (seen, omitted) = match entries {
+                    Entries::All => seen_json(before.clone(), key),
+                    _ => state.state_json_cut(Entries::Seen(key)),
+                };
                 (Some(seen), omitted)
             }
             None => (None, BTreeMap::new()),
@@ -991,6 +1003,9 @@ mod tests {
                 }],
             },
             E::OptOutListDeleted { opted_out: 104 },
+            // Whole states one after the other: the JSON the first ends with starts the next.
+            created(),
+            E::OptOutListDeleted { opted_out: 0 },
             refused(1),
             created(),
             opted_out(1, false),

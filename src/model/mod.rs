@@ -359,7 +359,10 @@ mod tests {
         let Ok(text) = std::fs::read_to_string(&path) else {
             // The official file lives beside the repository, not in it: a clone alone has only
             // the embedded copy, which the other tests here check rule by rule.
-            eprintln!("SKIPPED: {} is not here; the embedded model is not compared with it", path.display());
+            eprintln!(
+                "SKIPPED: {} is not here; the embedded model is not compared with it",
+                path.display()
+            );
             return;
         };
         let official: Value = serde_json::from_str(&text).expect("official model parses");

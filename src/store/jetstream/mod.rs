@@ -777,19 +777,28 @@ impl EventStore for JetStreamStore {
         self.run(move |s| async move {
             let mut out = Vec::new();
             let mut cursor = after;
-            // A key whose last entry is a deletion lists as one with a snapshot: the next ids are
-            // listed until `limit` snapshots are found, so a short page is the end.
-            while out.len() < limit {
-                let ids = s.snapshot_ids(cursor.as_deref(), limit - out.len()).await?;
-                let Some(last) = ids.last().cloned() else { break };
+            // A key whose last entry is a deletion (or a forged key naming no entry) lists as one
+            // with a snapshot: ids are listed, `limit` at a time, until `limit` snapshots are
+            // found or the ids run out, so a short page is the end. Each listing walks every key:
+            // asking for a full page each time bounds the walks by the keys without a snapshot
+            // divided by `limit`, not by their number.
+            'listing: loop {
+                let ids = s.snapshot_ids(cursor.as_deref(), limit).await?;
+                let listed_all = ids.len() < limit;
                 for id in ids {
-                    match s.read_snapshot(&id).await {
-                        Ok(Some(st)) => out.push((id, Ok(st.snapshot))),
-                        Ok(None) => {}
-                        Err(e) => out.push((id, Err(e.to_string()))),
+                    if out.len() == limit {
+                        break 'listing;
                     }
+                    match s.read_snapshot(&id).await {
+                        Ok(Some(st)) => out.push((id.clone(), Ok(st.snapshot))),
+                        Ok(None) => {}
+                        Err(e) => out.push((id.clone(), Err(e.to_string()))),
+                    }
+                    cursor = Some(id);
                 }
-                cursor = Some(last);
+                if listed_all || out.len() == limit {
+                    break;
+                }
             }
             Ok(out)
         })
