@@ -116,6 +116,15 @@ async fn snapshots_speed_activation_but_change_no_answer() {
     store.close().await.expect("close");
     assert!(!report.ok);
     assert!(report.first_break.expect("break").problem.contains("differs from a full replay"));
+
+    // One that cannot be read at all is reported as such (not an error of the check itself).
+    phone_ledger::store::testing::tamper_with_snapshot(server.dir.path(), &id, |bytes| bytes.truncate(bytes.len() / 2)).expect("tamper");
+    let store = open_log_read_only(server.dir.path());
+    let report = verify_store(&*store).await.expect("verify");
+    store.close().await.expect("close");
+    let broken = report.first_break.expect("break");
+    assert_eq!(broken.stream_id.as_deref(), Some(id.as_str()));
+    assert!(broken.problem.contains("unreadable"), "{}", broken.problem);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -153,8 +153,8 @@ impl EventStore for GatedStore {
     fn snapshot(&self, stream_id: &str) -> StoreFuture<Option<Snapshot>> {
         self.failed(self.inner.snapshot(stream_id))
     }
-    fn snapshots(&self, after: Option<&str>, limit: usize) -> StoreFuture<Vec<(String, Result<Snapshot, String>)>> {
-        self.inner.snapshots(after, limit)
+    fn snapshot_ids(&self, after: Option<&str>, limit: usize) -> StoreFuture<Vec<String>> {
+        self.inner.snapshot_ids(after, limit)
     }
     fn clear_snapshots(&self) -> StoreFuture<()> {
         self.inner.clear_snapshots()

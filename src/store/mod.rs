@@ -467,10 +467,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// The latest snapshot of a stream.
     fn snapshot(&self, stream_id: &str) -> StoreFuture<Option<Snapshot>>;
 
-    /// Snapshots in stream id order after `after`, up to `limit`: (stream id, snapshot or why it
-    /// cannot be read).
-    #[allow(clippy::type_complexity)]
-    fn snapshots(&self, after: Option<&str>, limit: usize) -> StoreFuture<Vec<(String, Result<Snapshot, String>)>>;
+    /// The ids of the streams that have a snapshot entry, in id order after `after`, up to
+    /// `limit`. Only ids, so that a page can be long: each snapshot is read on its own
+    /// ([`EventStore::snapshot`]), and an entry may read as none (a deletion).
+    fn snapshot_ids(&self, after: Option<&str>, limit: usize) -> StoreFuture<Vec<String>>;
 
     /// Deletes every snapshot. They are a cache: no answer changes, activations replay more.
     fn clear_snapshots(&self) -> StoreFuture<()>;

@@ -633,19 +633,11 @@ pub async fn snapshot_round_trip<H: Harness>() {
     })
     .await
     .expect("append");
-    let listed = s.snapshots(None, 10).await.expect("list");
-    assert_eq!(
-        listed.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
-        ["phone-s", "phone-s2", "zz/odd"]
-    );
-    assert!(listed.iter().all(|(_, snap)| snap.is_ok()));
     let page = |after: Option<&'static str>, limit| {
         let s = s.clone();
-        async move {
-            let listed = s.snapshots(after, limit).await.expect("list");
-            listed.into_iter().map(|(id, _)| id).collect::<Vec<_>>()
-        }
+        async move { s.snapshot_ids(after, limit).await.expect("list") }
     };
+    assert_eq!(page(None, 10).await, ["phone-s", "phone-s2", "zz/odd"]);
     assert_eq!(page(None, 1).await, ["phone-s"]);
     assert_eq!(page(Some("phone-s"), 1).await, ["phone-s2"]);
     assert_eq!(page(Some("phone-s2"), 5).await, ["zz/odd"]);

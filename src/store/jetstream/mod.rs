@@ -772,36 +772,9 @@ impl EventStore for JetStreamStore {
         self.run(move |s| async move { Ok(s.read_snapshot(&id).await?.map(|st| st.snapshot)) })
     }
 
-    fn snapshots(&self, after: Option<&str>, limit: usize) -> StoreFuture<Vec<(String, Result<Snapshot, String>)>> {
+    fn snapshot_ids(&self, after: Option<&str>, limit: usize) -> StoreFuture<Vec<String>> {
         let after = after.map(str::to_string);
-        self.run(move |s| async move {
-            let mut out = Vec::new();
-            let mut cursor = after;
-            // A key whose last entry is a deletion (or a forged key naming no entry) lists as one
-            // with a snapshot: ids are listed, `limit` at a time, until `limit` snapshots are
-            // found or the ids run out, so a short page is the end. Each listing walks every key:
-            // asking for a full page each time bounds the walks by the keys without a snapshot
-            // divided by `limit`, not by their number.
-            'listing: loop {
-                let ids = s.snapshot_ids(cursor.as_deref(), limit).await?;
-                let listed_all = ids.len() < limit;
-                for id in ids {
-                    if out.len() == limit {
-                        break 'listing;
-                    }
-                    match s.read_snapshot(&id).await {
-                        Ok(Some(st)) => out.push((id.clone(), Ok(st.snapshot))),
-                        Ok(None) => {}
-                        Err(e) => out.push((id.clone(), Err(e.to_string()))),
-                    }
-                    cursor = Some(id);
-                }
-                if listed_all || out.len() == limit {
-                    break;
-                }
-            }
-            Ok(out)
-        })
+        self.run(move |s| async move { s.snapshot_ids(after.as_deref(), limit).await })
     }
 
     fn clear_snapshots(&self) -> StoreFuture<()> {

@@ -397,18 +397,14 @@ fn feed_entries(t: &Trees, after: u64, limit: usize) -> Result<Vec<FeedEntry>, S
     Ok(out)
 }
 
-#[allow(clippy::type_complexity)]
-fn snapshots(t: &Trees, after: Option<String>, limit: usize) -> Result<Vec<(String, Result<Snapshot, String>)>, StoreError> {
+fn snapshot_ids(t: &Trees, after: Option<String>, limit: usize) -> Result<Vec<String>, StoreError> {
     let entries = match after {
         Some(a) => t.snapshots.range(just_after(a.as_bytes())..),
         None => t.snapshots.iter(),
     };
     let mut out = Vec::new();
-    for item in entries.take(limit) {
-        let (k, v) = item?;
-        let stream = String::from_utf8_lossy(&k).into_owned();
-        let snapshot = decode_snapshot(&stream, &v);
-        out.push((stream, snapshot));
+    for item in entries.keys().take(limit) {
+        out.push(String::from_utf8_lossy(&item?).into_owned());
     }
     Ok(out)
 }
@@ -518,9 +514,9 @@ impl EventStore for SledStore {
         })
     }
 
-    fn snapshots(&self, after: Option<&str>, limit: usize) -> StoreFuture<Vec<(String, Result<Snapshot, String>)>> {
+    fn snapshot_ids(&self, after: Option<&str>, limit: usize) -> StoreFuture<Vec<String>> {
         let after = after.map(str::to_string);
-        self.read(move |t| snapshots(t, after, limit))
+        self.read(move |t| snapshot_ids(t, after, limit))
     }
 
     fn clear_snapshots(&self) -> StoreFuture<()> {
