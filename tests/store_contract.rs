@@ -46,6 +46,17 @@ struct Clustered {
     store: Store,
 }
 
+/// The shared cluster's URLs and settings naming a namespace of its own; `None` (the harness
+/// having said why) when there is no cluster to run on.
+fn fresh_namespace() -> Option<(Vec<String>, JetStreamSettings)> {
+    if !<Clustered as contract::Harness>::available() {
+        return None;
+    }
+    let urls = common::nats::shared_cluster().expect("cluster");
+    let settings = common::nats::fresh_settings(&urls);
+    Some((urls, settings))
+}
+
 async fn connect(settings: &JetStreamSettings) -> Store {
     std::sync::Arc::new(JetStreamStore::connect(settings).await.expect("connect"))
 }
@@ -86,12 +97,8 @@ mod clustered {
 /// moving while a reader waited for it (counted by `phone_ledger_view_follows_total`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_views_follow_the_stream_across_a_change_of_its_leader() {
-    if !<Clustered as contract::Harness>::available() {
-        return;
-    }
+    let Some((urls, settings)) = fresh_namespace() else { return };
     let metrics = phone_ledger::telemetry::install().expect("this process's recorder");
-    let urls = common::nats::shared_cluster().expect("cluster");
-    let settings = common::nats::fresh_settings(&urls);
     let (writer, reader) = (connect(&settings).await, connect(&settings).await);
     writer.append(contract::append("phone-elected", 0, 1)).await.expect("append");
     let client = async_nats::connect(urls.clone()).await.expect("connect");
@@ -149,11 +156,7 @@ async fn the_views_follow_the_stream_across_a_change_of_its_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_racing_for_one_version_never_both_win() {
     use phone_ledger::store::AppendError;
-    if !<Clustered as contract::Harness>::available() {
-        return;
-    }
-    let urls = common::nats::shared_cluster().expect("cluster");
-    let settings = common::nats::fresh_settings(&urls);
+    let Some((_, settings)) = fresh_namespace() else { return };
     let (a, b) = (connect(&settings).await, connect(&settings).await);
     let rounds = 40;
     for version in 0..rounds {
@@ -190,11 +193,7 @@ async fn two_nodes_racing_for_one_version_never_both_win() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_creating_under_one_limit_never_exceed_it() {
     use phone_ledger::store::{AppendError, AppendRequest, CounterLimit, IndexOp};
-    if !<Clustered as contract::Harness>::available() {
-        return;
-    }
-    let urls = common::nats::shared_cluster().expect("cluster");
-    let settings = common::nats::fresh_settings(&urls);
+    let Some((_, settings)) = fresh_namespace() else { return };
     let (a, b) = (connect(&settings).await, connect(&settings).await);
     let count = b"c/111122223333/us-east-1/phone-number".to_vec();
     let limit = 5;
@@ -243,11 +242,7 @@ async fn two_nodes_creating_under_one_limit_never_exceed_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_racing_pipelined_chains_keep_one_history() {
     use phone_ledger::store::{AppendError, AppendRequest, EventEnvelope};
-    if !<Clustered as contract::Harness>::available() {
-        return;
-    }
-    let urls = common::nats::shared_cluster().expect("cluster");
-    let settings = common::nats::fresh_settings(&urls);
+    let Some((_, settings)) = fresh_namespace() else { return };
     let (a, b) = (connect(&settings).await, connect(&settings).await);
     let stream = "phone-chains";
     let first = a.append(contract::append(stream, 0, 1)).await.expect("create");
@@ -328,11 +323,7 @@ async fn two_nodes_racing_pipelined_chains_keep_one_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_decided_after_a_broken_one_is_taken_whole() {
     use phone_ledger::store::{AppendError, AppendRequest, CounterLimit, IndexOp};
-    if !<Clustered as contract::Harness>::available() {
-        return;
-    }
-    let urls = common::nats::shared_cluster().expect("cluster");
-    let settings = common::nats::fresh_settings(&urls);
+    let Some((_, settings)) = fresh_namespace() else { return };
     let store = connect(&settings).await;
     let stream = "phone-broken-chain";
     let first = store.append(contract::append(stream, 0, 1)).await.expect("create");
@@ -393,11 +384,7 @@ async fn a_chain_decided_after_a_broken_one_is_taken_whole() {
 /// over a checkpoint its own chain disagrees with (a rewritten history).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_sealer_at_a_time_and_checkpoints_hold_the_chain() {
-    if !<Clustered as contract::Harness>::available() {
-        return;
-    }
-    let urls = common::nats::shared_cluster().expect("cluster");
-    let settings = common::nats::fresh_settings(&urls);
+    let Some((_, settings)) = fresh_namespace() else { return };
     let a = JetStreamStore::connect(&settings).await.expect("connect");
     let b = JetStreamStore::connect(&settings).await.expect("connect");
     for round in 0..5u64 {
@@ -443,11 +430,7 @@ async fn one_sealer_at_a_time_and_checkpoints_hold_the_chain() {
 /// without headers, a damaged commit taking its place in the feed alike on every node, and the
 /// log goes on.
 async fn the_views_pass_a_message_with_the_header_block(block: &[u8]) {
-    if !<Clustered as contract::Harness>::available() {
-        return;
-    }
-    let urls = common::nats::shared_cluster().expect("cluster");
-    let settings = common::nats::fresh_settings(&urls);
+    let Some((urls, settings)) = fresh_namespace() else { return };
     let a = connect(&settings).await;
     a.append(contract::append("phone-h", 0, 1)).await.expect("append");
     let subject = format!("{}.events.junk", settings.namespace.to_ascii_lowercase());
@@ -495,11 +478,7 @@ async fn a_header_value_that_panics_the_client_library_does_not_stall_the_views(
 async fn a_held_key_whose_reservation_is_gone_is_still_refused_as_taken() {
     use futures_util::StreamExt;
     use phone_ledger::store::{AppendError, AppendRequest};
-    if !<Clustered as contract::Harness>::available() {
-        return;
-    }
-    let urls = common::nats::shared_cluster().expect("cluster");
-    let settings = common::nats::fresh_settings(&urls);
+    let Some((urls, settings)) = fresh_namespace() else { return };
     let a = connect(&settings).await;
     let claim = |stream: &str| AppendRequest {
         unique_claims: vec![(b"n/+12065550100".to_vec(), stream.as_bytes().to_vec())],
@@ -529,11 +508,7 @@ async fn a_held_key_whose_reservation_is_gone_is_still_refused_as_taken() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_entry_with_a_malformed_header_block_is_only_unreadable() {
     use phone_ledger::store::{AppendRequest, Snapshot, SNAPSHOT_SCHEMA_VERSION};
-    if !<Clustered as contract::Harness>::available() {
-        return;
-    }
-    let urls = common::nats::shared_cluster().expect("cluster");
-    let settings = common::nats::fresh_settings(&urls);
+    let Some((urls, settings)) = fresh_namespace() else { return };
     let a = connect(&settings).await;
     let snapshot = Snapshot {
         version: 2,
@@ -584,11 +559,7 @@ async fn a_bucket_entry_with_a_malformed_header_block_is_only_unreadable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_snapshot_entry_is_listed_and_passed_over() {
     use phone_ledger::store::{AppendRequest, Snapshot, SNAPSHOT_SCHEMA_VERSION};
-    if !<Clustered as contract::Harness>::available() {
-        return;
-    }
-    let urls = common::nats::shared_cluster().expect("cluster");
-    let settings = common::nats::fresh_settings(&urls);
+    let Some((urls, settings)) = fresh_namespace() else { return };
     let a = connect(&settings).await;
     for id in ["phone-a", "phone-b", "phone-c"] {
         let snapshot = Snapshot {
