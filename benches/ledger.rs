@@ -6,7 +6,9 @@
 //! - `replay/paged_opt_out_list_5k`: the same replay of an opt-out list that grows to 5,000
 //!   numbers, one opt-out per event (a step must cost what it changed, not the list's size);
 //! - `decide/*`: the pure decider alone;
-//! - `actor/round_trip`: a message to a phone-number actor and its reply.
+//! - `actor/round_trip`: a message to a phone-number actor and its reply;
+//! - `actor/opt_out_on_a_list_of_*`: one `PutOptedOutNumber` through an opt-out list's actor, on
+//!   lists of 1,000 to 50,000 numbers (a write to a list costs in proportion to its size).
 //!
 //! Run: `cargo bench --bench ledger` (add `-- append` to pick a group).
 
@@ -14,12 +16,12 @@ use std::time::Duration;
 
 use actix::Actor;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use phone_ledger::actors::{AggregateActor, GetState};
+use phone_ledger::actors::{AggregateActor, Execute, GetState};
 use phone_ledger::audit::query::replay as audit_replay;
 use phone_ledger::audit::replay_resume::ReplayResumes;
 use phone_ledger::codec::pending_events;
 use phone_ledger::domain::ids::ResourceKind;
-use phone_ledger::domain::opt_out_list::{OptOutList, OptOutListEvent, OptedOut};
+use phone_ledger::domain::opt_out_list::{OptOutList, OptOutListAction, OptOutListEvent, OptOutListState, OptedOut};
 use phone_ledger::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState};
 use phone_ledger::domain::{Aggregate, Command, CommandMeta, Scope};
 use phone_ledger::rehydrate::replay;
@@ -219,5 +221,62 @@ fn actor_round_trip(c: &mut Criterion) {
     system.block_on(store.close()).expect("close");
 }
 
-criterion_group!(benches, append, replay_10k, decide, actor_round_trip);
+/// `PutOptedOutNumber` through the actor of a list already holding `size` numbers: decided,
+/// appended (durably, relaxed), answered.
+fn opt_out_list_write(c: &mut Criterion) {
+    let system = actix_rt::System::new();
+    let mut group = c.benchmark_group("actor");
+    group.throughput(Throughput::Elements(1)).sample_size(20);
+    let scope = Scope::new("111122223333", "us-east-1");
+    for size in [1_000u64, 10_000, 50_000] {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = StoreConfig::embedded(Durability::Relaxed, 256).open(dir.path()).expect("store");
+        let list_id = ResourceKind::opt_out_list_id(&scope, "bench");
+        let arn = "arn:aws:sms-voice:us-east-1:111122223333:opt-out-list/bench".to_string();
+        let list = OptOutList::new("bench", arn, &scope.account, &scope.region, 1, Vec::new(), None);
+        let mut events = vec![OptOutListEvent::OptOutListCreated(Box::new(list))];
+        events.extend((0..size).map(|i| OptOutListEvent::NumberOptedOut {
+            number: format!("+1206{i:07}"),
+            entry: OptedOut {
+                opted_out_timestamp_ms: i,
+                end_user_opted_out: false,
+            },
+        }));
+        let meta = AppendMeta::direct("111122223333", "us-east-1", "bench", "PutOptedOutNumber/OptOut");
+        let request = AppendRequest::plain(&list_id, 0, meta, pending_events(&events).expect("events"));
+        system.block_on(store.append(request)).expect("append the list");
+        let addr = system.block_on(async { AggregateActor::<OptOutListState>::new(list_id.clone(), store.clone()).start() });
+        // Activated (the list replayed) before the clock starts.
+        system
+            .block_on(addr.send(GetState::<OptOutListState>::default()))
+            .expect("mailbox")
+            .expect("state");
+        let mut next = 0u64;
+        group.bench_function(format!("opt_out_on_a_list_of_{size}"), |b| {
+            b.iter(|| {
+                next += 1;
+                let put = Execute::<OptOutListState> {
+                    meta: CommandMeta {
+                        request_id: format!("r{next}"),
+                        scope: scope.clone(),
+                        at_ms: 1,
+                        operation: "PutOptedOutNumber".into(),
+                    },
+                    action: OptOutListAction::PutOptedOutNumber {
+                        number: format!("+1303{next:07}"),
+                        end_user_opted_out: false,
+                    },
+                    counter_limits: Vec::new(),
+                    premise: None,
+                    otherwise: None,
+                };
+                system.block_on(addr.send(put)).expect("mailbox").expect("opted out")
+            })
+        });
+        system.block_on(store.close()).expect("close");
+    }
+    group.finish();
+}
+
+criterion_group!(benches, append, replay_10k, decide, actor_round_trip, opt_out_list_write);
 criterion_main!(benches);
