@@ -93,6 +93,26 @@ fn append(c: &mut Criterion) {
     group.finish();
 }
 
+/// The append of an opt-out list's creation and `size` numbers opting out, one event each; and
+/// the list's stream id.
+fn growing_opt_out_list(size: u64) -> (String, AppendRequest) {
+    let scope = Scope::new("111122223333", "us-east-1");
+    let list_id = ResourceKind::opt_out_list_id(&scope, "bench");
+    let arn = "arn:aws:sms-voice:us-east-1:111122223333:opt-out-list/bench".to_string();
+    let list = OptOutList::new("bench", arn, &scope.account, &scope.region, 1, Vec::new(), None);
+    let mut events = vec![OptOutListEvent::OptOutListCreated(Box::new(list))];
+    events.extend((0..size).map(|i| OptOutListEvent::NumberOptedOut {
+        number: format!("+1206{i:07}"),
+        entry: OptedOut {
+            opted_out_timestamp_ms: i,
+            end_user_opted_out: false,
+        },
+    }));
+    let meta = AppendMeta::direct("111122223333", "us-east-1", "bench", "PutOptedOutNumber/OptOut");
+    let request = AppendRequest::plain(&list_id, 0, meta, pending_events(&events).expect("events"));
+    (list_id, request)
+}
+
 fn replay_10k(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("dir");
@@ -130,26 +150,10 @@ fn replay_10k(c: &mut Criterion) {
         });
     }
     // An opt-out list that grows by one number per event, replayed the same way.
-    let scope = Scope::new("111122223333", "us-east-1");
-    let list_id = ResourceKind::opt_out_list_id(&scope, "bench");
-    let arn = "arn:aws:sms-voice:us-east-1:111122223333:opt-out-list/bench".to_string();
-    let list = OptOutList::new("bench", arn, &scope.account, &scope.region, 1, Vec::new(), None);
-    let mut events = vec![OptOutListEvent::OptOutListCreated(Box::new(list))];
-    events.extend((0..5_000u64).map(|i| OptOutListEvent::NumberOptedOut {
-        number: format!("+1206{i:07}"),
-        entry: OptedOut {
-            opted_out_timestamp_ms: i,
-            end_user_opted_out: false,
-        },
-    }));
-    let list_request = AppendRequest::plain(
-        &list_id,
-        0,
-        AppendMeta::direct("111122223333", "us-east-1", "bench", "PutOptedOutNumber/OptOut"),
-        pending_events(&events).expect("events"),
-    );
-    rt.block_on(store.append(list_request)).expect("append the list");
-    group.throughput(Throughput::Elements(events.len() as u64));
+    let (list_id, list) = growing_opt_out_list(5_000);
+    let events = list.events.len() as u64;
+    rt.block_on(store.append(list)).expect("append the list");
+    group.throughput(Throughput::Elements(events));
     group.bench_function("paged_opt_out_list_5k", |b| {
         b.iter(|| {
             let resumes = ReplayResumes::default();
@@ -231,20 +235,8 @@ fn opt_out_list_write(c: &mut Criterion) {
     for size in [1_000u64, 10_000, 50_000] {
         let dir = tempfile::tempdir().expect("dir");
         let store = StoreConfig::embedded(Durability::Relaxed, 256).open(dir.path()).expect("store");
-        let list_id = ResourceKind::opt_out_list_id(&scope, "bench");
-        let arn = "arn:aws:sms-voice:us-east-1:111122223333:opt-out-list/bench".to_string();
-        let list = OptOutList::new("bench", arn, &scope.account, &scope.region, 1, Vec::new(), None);
-        let mut events = vec![OptOutListEvent::OptOutListCreated(Box::new(list))];
-        events.extend((0..size).map(|i| OptOutListEvent::NumberOptedOut {
-            number: format!("+1206{i:07}"),
-            entry: OptedOut {
-                opted_out_timestamp_ms: i,
-                end_user_opted_out: false,
-            },
-        }));
-        let meta = AppendMeta::direct("111122223333", "us-east-1", "bench", "PutOptedOutNumber/OptOut");
-        let request = AppendRequest::plain(&list_id, 0, meta, pending_events(&events).expect("events"));
-        system.block_on(store.append(request)).expect("append the list");
+        let (list_id, list) = growing_opt_out_list(size);
+        system.block_on(store.append(list)).expect("append the list");
         let addr = system.block_on(async { AggregateActor::<OptOutListState>::new(list_id.clone(), store.clone()).start() });
         // Activated (the list replayed) before the clock starts.
         system
