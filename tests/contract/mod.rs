@@ -638,6 +638,10 @@ pub async fn snapshot_round_trip<H: Harness>() {
         async move { s.snapshot_ids(after, limit).await.expect("list") }
     };
     assert_eq!(page(None, 10).await, ["phone-s", "phone-s2", "zz/odd"]);
+    // Each listed snapshot reads back (the listing used to carry them; the check stays).
+    for id in page(None, 10).await {
+        assert!(s.snapshot(&id).await.expect("read").is_some(), "{id}");
+    }
     assert_eq!(page(None, 1).await, ["phone-s"]);
     assert_eq!(page(Some("phone-s"), 1).await, ["phone-s2"]);
     assert_eq!(page(Some("phone-s2"), 5).await, ["zz/odd"]);
