@@ -1034,7 +1034,7 @@ fn opted_out_page(
             w.range::<String, _>((from, std::ops::Bound::Unbounded))
                 .filter_map(|n| list.opted_out.get_key_value(n)),
         ),
-        None => Box::new(list.opted_out.range::<String, _>((from, std::ops::Bound::Unbounded))),
+        None => Box::new(list.opted_out.range::<_, String>((from, std::ops::Bound::Unbounded))),
     };
     let (mut page, mut scanned, mut last_scanned) = (Vec::new(), 0, None);
     for (number, entry) in candidates {

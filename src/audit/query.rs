@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -423,8 +424,8 @@ pub enum Entries<'a> {
 impl Entries<'_> {
     /// Cuts `map` to these entries in place, returning the whole map (to be put back) and how
     /// many entries the cut leaves out; `None` when the map is kept whole.
-    fn cut<V: Clone>(self, map: &mut BTreeMap<String, V>) -> Option<(BTreeMap<String, V>, u64)> {
-        let kept: BTreeMap<String, V> = match self {
+    fn cut<V: Clone>(self, map: &mut OrdMap<String, V>) -> Option<(OrdMap<String, V>, u64)> {
+        let kept: OrdMap<String, V> = match self {
             Entries::All => return None,
             Entries::Seen(_) if seen_whole(map.len()) => return None,
             Entries::Seen(key) => key

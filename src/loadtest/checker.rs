@@ -517,7 +517,7 @@ fn on_lists<'a>(by_stream: &BTreeMap<&'a str, Vec<&'a EventEnvelope>>) -> HashMa
             let Ok(event) = decode_event::<OptOutListEvent>(e) else { continue };
             match event {
                 OptOutListEvent::OptOutListCreated(list) => {
-                    for destination in list.opted_out.into_keys() {
+                    for destination in list.opted_out.keys().cloned() {
                         on.entry(destination).or_insert(rid);
                     }
                 }
