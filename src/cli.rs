@@ -35,7 +35,8 @@ pub enum Command {
     /// Race conflicting operations against a server and check every outcome against the log.
     Loadtest(crate::loadtest::LoadTestArgs),
     /// Try the clustered mode on this machine: a 3-node NATS JetStream cluster (Debian's
-    /// nats-server) and three phone-ledger nodes sharing its log, until Ctrl-C.
+    /// nats-server) and three phone-ledger nodes sharing its log, each started again if it
+    /// exits, until Ctrl-C.
     Cluster(ClusterArgs),
 }
 
@@ -56,6 +57,10 @@ pub struct ClusterArgs {
     /// port this + 4000), the next server's the one after, ...
     #[arg(long, default_value_t = 4222)]
     pub nats_port: u16,
+    /// Report a process that exits, but do not start it again (to watch the cluster without
+    /// it: a quorum lost, say).
+    #[arg(long)]
+    pub no_restart: bool,
 }
 
 /// Sets up logging from `RUST_LOG` (default `default_level`), to standard output (a server's
@@ -100,7 +105,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Audit(args) => crate::audit::cli::run(args),
         Command::Loadtest(args) => run_loadtest(args),
-        Command::Cluster(args) => match run_cluster(&args) {
+        Command::Cluster(args) => match crate::cluster_command::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("phone-ledger cluster: {e}");
@@ -160,70 +165,4 @@ fn run_loadtest(mut args: crate::loadtest::LoadTestArgs) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
-}
-
-/// Starts the NATS servers, then one `phone-ledger serve` process per node (each with a
-/// configuration file of its own in `dir`), waits for Ctrl-C, and stops everything.
-fn run_cluster(args: &ClusterArgs) -> Result<(), String> {
-    use crate::nats_cluster::{LocalCluster, NodePorts};
-    let n = args.nodes.max(1);
-    let ports: Vec<NodePorts> = (0..n)
-        .map(|i| NodePorts {
-            client: args.nats_port + i,
-            cluster: args.nats_port + 2000 + i,
-            monitor: args.nats_port + 4000 + i,
-        })
-        .collect();
-    let mut nats = LocalCluster::start_on(&args.dir, &ports).map_err(|e| crate::error_chain(&e))?;
-    let servers: Vec<String> = nats.client_urls();
-    let replicas = if n >= 3 { 3 } else { 1 };
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let peers: Vec<String> = (0..n).map(|i| format!("http://127.0.0.1:{}", args.port + i)).collect();
-    // The nodes share this machine: each gets its share of the cores for its HTTP workers and for
-    // the runtime that talks to the cluster (both measured in the README).
-    let cores = crate::nats_cluster::cores_per_node(usize::from(n));
-    let mut children = Vec::new();
-    for i in 0..n {
-        let node_dir = args.dir.join(format!("node-{}", i + 1));
-        std::fs::create_dir_all(&node_dir).map_err(|e| format!("{}: {e}", node_dir.display()))?;
-        let config = format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = {data:?}\nworkers = {cores}\npagination_secret = \"shared by the nodes of this cluster\"\n\
-             [store]\nbackend = \"jetstream\"\n[store.jetstream]\nservers = {servers:?}\nreplicas = {replicas}\nthreads = {cores}\n\
-             [cluster]\npeers = {peers:?}\nself_url = \"http://127.0.0.1:{port}\"\n",
-            port = args.port + i,
-            data = node_dir.display().to_string(),
-        );
-        let path = node_dir.join("node.toml");
-        std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
-        let child = std::process::Command::new(&exe)
-            .args(["serve", "--config"])
-            .arg(&path)
-            .spawn()
-            .map_err(|e| format!("cannot start node {}: {e}", i + 1))?;
-        children.push(child);
-    }
-    eprintln!("NATS servers: {}", servers.join(", "));
-    for i in 0..n {
-        eprintln!(
-            "phone-ledger node {}: http://127.0.0.1:{} (configuration {})",
-            i + 1,
-            args.port + i,
-            args.dir.join(format!("node-{}", i + 1)).join("node.toml").display()
-        );
-    }
-    eprintln!("Ctrl-C stops them all.");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(server::wait_for_signal());
-    for child in &children {
-        // SIGTERM: each node finishes its requests and closes its connection to the log.
-        let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    }
-    for mut child in children {
-        let _ = child.wait();
-    }
-    nats.stop();
-    Ok(())
 }

@@ -36,6 +36,7 @@ pub mod audit;
 pub mod auth;
 pub mod aws_error;
 pub mod cli;
+pub mod cluster_command;
 pub mod codec;
 pub mod config;
 pub mod console;

@@ -367,6 +367,38 @@ impl LocalCluster {
         let _ = child.wait();
     }
 
+    /// How node `i`'s server ended, once it has (and only the first time it is asked): a
+    /// supervisor's question, answered without blocking.
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        let node = &mut self.nodes[i];
+        let status = node.child.as_mut().and_then(|child| child.try_wait().ok().flatten())?;
+        node.child = None;
+        Some(status)
+    }
+
+    /// Starts node `i`'s server again over its directory, without waiting for it to be ready;
+    /// its process id.
+    pub fn start_again(&mut self, i: usize) -> Result<u32, ClusterError> {
+        self.kill(i);
+        self.spawn(i)?;
+        self.pid(i).ok_or(ClusterError::Stopped {
+            node: i + 1,
+            log: self.log_path(i),
+        })
+    }
+
+    /// Where node `i`'s server writes its log.
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.nodes[i].dir.join("nats.log")
+    }
+
+    /// Stops every node the way [`shut_down`](Self::shut_down) does, each within `within`.
+    pub fn shut_down_all(&mut self, within: Duration) {
+        for i in 0..self.nodes.len() {
+            self.shut_down(i, within);
+        }
+    }
+
     /// Starts node `i` again over its directory and waits until it is ready.
     pub fn restart(&mut self, i: usize) -> Result<(), ClusterError> {
         self.kill(i);
