@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_pinpointsmsvoicev2::types::{MessageType, NumberCapability, RequestableNumberType};
+use aws_sdk_pinpointsmsvoicev2::types::MessageType;
 use phone_ledger::nats_cluster::nats_server_available;
 
 use common::{client_for, ACCOUNT, REGION};
@@ -103,19 +103,8 @@ fn free_bases() -> (u16, u16) {
 /// A request through node `port`, answered from the shared log.
 fn request_a_number(port: u16) -> String {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let client = client_for(&format!("http://127.0.0.1:{port}"), ACCOUNT, REGION);
-        let out = client
-            .request_phone_number()
-            .iso_country_code("US")
-            .message_type(MessageType::Transactional)
-            .number_capabilities(NumberCapability::Sms)
-            .number_type(RequestableNumberType::LongCode)
-            .send()
-            .await
-            .expect("RequestPhoneNumber through the node");
-        out.phone_number_id().expect("an id").to_string()
-    })
+    let client = client_for(&format!("http://127.0.0.1:{port}"), ACCOUNT, REGION);
+    runtime.block_on(common::request(&client, MessageType::Transactional))
 }
 
 struct Supervisor(Child);
