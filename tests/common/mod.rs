@@ -159,6 +159,10 @@ fn serve_command(listen: &str, data_dir: &Path, env: &[(&str, &str)]) -> Command
     command
 }
 
+/// How long a server may take to log its address. A server that runs without ever saying it
+/// (a changed log line, colour codes around it) fails its test instead of hanging it.
+const LISTENING_WITHIN: std::time::Duration = std::time::Duration::from_secs(180);
+
 /// Starts `command` (a `serve`) and reads its log up to the "listening" line: its address, or
 /// `None` if it exited first.
 #[allow(clippy::type_complexity)]
@@ -173,23 +177,41 @@ fn try_spawn_inner(
 ) {
     let mut child = command.spawn().expect("spawn phone-ledger");
     let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let Some(Ok(line)) = lines.next() else { break None };
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().map(|a| a.trim_matches('\u{1b}').to_string());
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
     let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = kept.clone();
+    let before = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (sink, seen) = (kept.clone(), before.clone());
+    let (found, address) = std::sync::mpsc::channel();
+    // One thread reads the whole log: up to the address (kept to show if it never comes), then
+    // draining it so the server never blocks on a full pipe.
     let drain = std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
+        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        let addr = lines.by_ref().find_map(|line| {
+            let addr = line
+                .split("addr=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_string);
+            seen.lock().expect("log").push(line);
+            addr
+        });
+        let _ = found.send(addr);
+        for line in lines {
             if keep {
                 sink.lock().expect("log").push(line);
             }
         }
     });
+    let addr = match address.recv_timeout(LISTENING_WITHIN) {
+        Ok(addr) => addr,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the server logged no address (addr=...) within {LISTENING_WITHIN:?}; its log: {:?}",
+                before.lock().expect("log")
+            );
+        }
+    };
     (child, addr, kept, drain)
 }
 
