@@ -70,7 +70,19 @@ fn live_count_op(scope: &Scope, kind: ResourceKind, was_live: bool, is_live: boo
 
 /// Key of the counter that is 1 while the opt-out list `name` exists.
 pub fn opt_out_list_alive_key(scope: &Scope, name: &str) -> Vec<u8> {
-    format!("l/{}/{}/{name}", scope.account, scope.region).into_bytes()
+    format!("{OPT_OUT_LIST_ALIVE_PREFIX}{}/{}/{name}", scope.account, scope.region).into_bytes()
+}
+
+/// What every [`opt_out_list_alive_key`] starts with: a scan of it lists each list ever created
+/// (a deleted one's counter stays, at 0).
+pub const OPT_OUT_LIST_ALIVE_PREFIX: &str = "l/";
+
+/// The scope and name an [`opt_out_list_alive_key`] was made of.
+pub fn opt_out_list_of_alive_key(key: &[u8]) -> Option<(Scope, String)> {
+    let rest = std::str::from_utf8(key).ok()?.strip_prefix(OPT_OUT_LIST_ALIVE_PREFIX)?;
+    let mut parts = rest.splitn(3, '/');
+    let (account, region, name) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((Scope::new(account, region), name.to_string()))
 }
 
 /// Key of the counter of the creations of the opt-out list `name`: its current incarnation. It

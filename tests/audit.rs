@@ -10,7 +10,7 @@ use std::process::Command;
 
 use aws_sdk_pinpointsmsvoicev2::types::MessageType;
 use aws_sdk_pinpointsmsvoicev2::Client;
-use common::{open_log_read_only, TestServer, ACCOUNT};
+use common::{open_log_read_only, TestServer, ACCOUNT, OTHER_ACCOUNT};
 use phone_ledger::audit::recheck::{recheck, Deciders};
 use phone_ledger::audit::verify::verify_store;
 use phone_ledger::domain::phone_number::{PhoneNumberAction, PhoneNumberEvent, PhoneNumberState};
@@ -80,9 +80,15 @@ async fn get(url: &str) -> (u16, Value) {
 }
 
 fn cli(args: &[&str]) -> (i32, String, String) {
+    cli_with(&[], args)
+}
+
+/// [`cli`] with these environment variables (credentials, say).
+fn cli_with(env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_phone-ledger"))
         .arg("audit")
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run phone-ledger audit");
     (
@@ -784,4 +790,62 @@ async fn the_cli_waits_out_a_throttled_question() {
     }
     // A burst of one, then one a second: the third answer came at least a second after the first.
     assert!(started.elapsed() >= std::time::Duration::from_secs(1), "{:?}", started.elapsed());
+}
+
+/// The audit command names things as a person knows them: an E.164 number, or an opt-out
+/// list's name. Against a server a name is the caller's own list; offline (every account's log)
+/// one list of that name is found wherever it is, and two are told apart only by their ARNs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_command_takes_an_e164_number_and_an_opt_out_list_name() {
+    let mut server = TestServer::start();
+    let (mine, theirs) = (server.client(ACCOUNT), server.client(OTHER_ACCOUNT));
+    let (_, e164) = common::request_with_number(&mine, MessageType::Transactional).await;
+    mine.create_opt_out_list().opt_out_list_name("solo").send().await.expect("create");
+    for client in [&mine, &theirs] {
+        client
+            .create_opt_out_list()
+            .opt_out_list_name("shared")
+            .send()
+            .await
+            .expect("create");
+    }
+    theirs
+        .put_opted_out_number()
+        .opt_out_list_name("shared")
+        .opted_out_number("+12065550142")
+        .send()
+        .await
+        .expect("put");
+    let url = server.url();
+    let as_theirs = [
+        ("AWS_ACCESS_KEY_ID", OTHER_ACCOUNT),
+        ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ("AWS_PROFILE", ""),
+    ];
+    let (code, out, err) = cli_with(&as_theirs, &["--server", &url, "--json", "events", "shared"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("NumberOptedOut") && out.contains(OTHER_ACCOUNT),
+        "the caller's own list: {out}"
+    );
+    let (code, out, err) = cli(&["--server", &url, "--json", "events", &e164]);
+    assert_eq!((code, out.contains("PhoneNumberRequested")), (0, true), "{out}{err}");
+
+    server.stop();
+    let dir = server.dir.path().to_string_lossy().to_string();
+    let (code, out, err) = cli(&["--data-dir", &dir, "--json", "events", "solo"]);
+    assert_eq!((code, out.contains("OptOutListCreated")), (0, true), "{out}{err}");
+    let (code, out, err) = cli(&["--data-dir", &dir, "--json", "state", &e164]);
+    assert_eq!((code, out.contains(&e164)), (0, true), "{out}{err}");
+    let (code, _, err) = cli(&["--data-dir", &dir, "events", "shared"]);
+    assert_eq!(code, 2, "{err}");
+    for account in [ACCOUNT, OTHER_ACCOUNT] {
+        let arn = format!("arn:aws:sms-voice:us-east-1:{account}:opt-out-list/shared");
+        assert!(err.contains(&arn), "names {arn}: {err}");
+        let (code, out, err) = cli(&["--data-dir", &dir, "--json", "events", &arn]);
+        assert_eq!((code, out.contains("OptOutListCreated")), (0, true), "{out}{err}");
+    }
+    let (code, _, err) = cli(&["--data-dir", &dir, "events", "nosuch"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("nosuch does not exist"), "{err}");
 }

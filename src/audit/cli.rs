@@ -68,9 +68,10 @@ pub struct FilterArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Every event of one phone number or pool, in order.
+    /// Every event of one phone number, pool, opt-out list or sender id, in order.
     Events {
-        /// Phone number or pool id, or ARN.
+        /// What to look at: an id or ARN (phone-..., pool-..., a sender id's ARN), an E.164
+        /// number, or an opt-out list's name (with --server, a list of the caller's account).
         id: String,
         #[arg(long)]
         from_version: Option<u64>,
@@ -97,6 +98,8 @@ pub enum AuditCommand {
     },
     /// The state right after a version (or at a time).
     State {
+        /// What to look at: an id or ARN (phone-..., pool-..., a sender id's ARN), an E.164
+        /// number, or an opt-out list's name (with --server, a list of the caller's account).
         id: String,
         #[arg(long, conflicts_with = "at")]
         version: Option<u64>,
@@ -107,6 +110,8 @@ pub enum AuditCommand {
     /// A timeline: what each event changed, and what each refusal saw (every page of it, or only
     /// the page --limit asks for).
     Replay {
+        /// What to look at: an id or ARN (phone-..., pool-..., a sender id's ARN), an E.164
+        /// number, or an opt-out list's name (with --server, a list of the caller's account).
         id: String,
         #[arg(long)]
         from_version: Option<u64>,
@@ -203,17 +208,28 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
 }
 
 /// The audit path segment and id for an id or ARN.
-fn kind_of(id: &str) -> Result<ResourceKind, AuditError> {
+/// The kind of resource `id` names: by its id's or ARN's form, or an E.164 number (a phone
+/// number's); `None` for anything else, which is taken as an opt-out list's name.
+fn kind_of(id: &str) -> Option<ResourceKind> {
     if id.starts_with("pool-") || id.contains(":pool/") {
-        Ok(ResourceKind::Pool)
-    } else if id.starts_with("phone-") || id.contains(":phone-number/") {
-        Ok(ResourceKind::PhoneNumber)
+        Some(ResourceKind::Pool)
+    } else if id.starts_with("phone-") || id.contains(":phone-number/") || id.starts_with('+') {
+        Some(ResourceKind::PhoneNumber)
     } else if id.starts_with("optout-") || id.contains(":opt-out-list/") {
-        Ok(ResourceKind::OptOutList)
+        Some(ResourceKind::OptOutList)
     } else if id.starts_with("senderid-") || id.contains(":sender-id/") {
-        Ok(ResourceKind::SenderId)
+        Some(ResourceKind::SenderId)
     } else {
-        Err(AuditError::NotFound(id.to_string()))
+        None
+    }
+}
+
+/// The stream `id` names in the local log: an id, an ARN, an E.164 number, or the name of an
+/// opt-out list (in whichever account has one of that name).
+async fn stream_of(store: &dyn crate::store::EventStore, id: &str) -> Result<String, AuditError> {
+    match kind_of(id) {
+        Some(kind) => query::resolve_stream(store, kind, id).await,
+        None => query::opt_out_list_named(store, id).await,
     }
 }
 
@@ -341,14 +357,14 @@ async fn local(store: &Store, dir: &Path, resumes: &ReplayResumes, command: &Aud
     let store = &**store;
     match command {
         AuditCommand::Events { id, from_version, limit } => {
-            let stream = query::resolve_stream(store, kind_of(id)?, id).await?;
+            let stream = stream_of(store, id).await?;
             let history = query::stream_history(store, &stream, from_version.unwrap_or(1), query::page_limit(*limit)?).await?;
             Ok(to_value(&history))
         }
         AuditCommand::Feed { filter, limit, .. } => Ok(to_value(&query::feed(store, &feed_filter(filter, *limit)?).await?)),
         AuditCommand::Messages { filter, limit } => query::messages(store, &feed_filter(filter, *limit)?).await,
         AuditCommand::State { id, version, at } => {
-            let stream = query::resolve_stream(store, kind_of(id)?, id).await?;
+            let stream = stream_of(store, id).await?;
             let point = match (version, at) {
                 (Some(v), _) => PointInTime::Version(*v),
                 (None, Some(at)) => PointInTime::At(query::epoch_ms("At", at)?),
@@ -357,7 +373,7 @@ async fn local(store: &Store, dir: &Path, resumes: &ReplayResumes, command: &Aud
             Ok(to_value(&query::state_at(store, &stream, point).await?))
         }
         AuditCommand::Replay { id, from_version, limit } => {
-            let stream = query::resolve_stream(store, kind_of(id)?, id).await?;
+            let stream = stream_of(store, id).await?;
             let replay = query::replay(store, resumes, &stream, from_version.unwrap_or(1), query::page_limit(*limit)?).await?;
             Ok(to_value(&replay))
         }
@@ -394,8 +410,9 @@ fn page_query(from_version: Option<u64>, limit: Option<u64>) -> Vec<(&'static st
 
 /// Asks the server the same question.
 fn remote(base: &Remote, command: &AuditCommand) -> Result<Value, String> {
+    // The server looks a list's bare name up in the caller's own account.
     let path_for = |id: &str, what: &str| -> Result<String, String> {
-        let kind = kind_of(id).map_err(|e| e.to_string())?;
+        let kind = kind_of(id).unwrap_or(ResourceKind::OptOutList);
         Ok(format!("/audit/{}/{}/{what}", segment(kind), urlencode(id)))
     };
     match command {

@@ -241,6 +241,41 @@ pub async fn resolve_stream(store: &dyn EventStore, kind: ResourceKind, id_or_ar
     }
 }
 
+/// The opt-out list called `name` in whichever account and region has one: the lookup of a
+/// caller with no scope of its own (the offline audit command reads every account). Exactly one
+/// list of that name (live or deleted) is its stream; several are answered with their ARNs, to
+/// name one by.
+pub async fn opt_out_list_named(store: &dyn EventStore, name: &str) -> Result<String, AuditError> {
+    const PAGE: usize = 1024;
+    let prefix = crate::projection::OPT_OUT_LIST_ALIVE_PREFIX.as_bytes();
+    let (mut scopes, mut after) = (Vec::new(), None::<Vec<u8>>);
+    loop {
+        let page = store.index_scan(prefix, after.as_deref(), PAGE).await?;
+        scopes.extend(
+            page.iter()
+                .filter_map(|(key, _)| crate::projection::opt_out_list_of_alive_key(key))
+                .filter(|(_, listed)| listed == name)
+                .map(|(scope, _)| scope),
+        );
+        match page.last() {
+            Some((key, _)) if page.len() == PAGE => after = Some(key.clone()),
+            _ => break,
+        }
+    }
+    match scopes.as_slice() {
+        [] => Err(AuditError::NotFound(name.to_string())),
+        [scope] => Ok(ResourceKind::opt_out_list_id(scope, name)),
+        several => {
+            let arns: Vec<String> = several.iter().map(|s| s.arn(ResourceKind::OptOutList, name)).collect();
+            Err(AuditError::Input(format!(
+                "{} accounts or regions have an opt-out list called {name}; name one by its ARN: {}",
+                arns.len(),
+                arns.join(", ")
+            )))
+        }
+    }
+}
+
 /// Events of a stream from `from_version`, at most `limit`.
 pub async fn stream_history(store: &dyn EventStore, stream_id: &str, from_version: u64, limit: usize) -> Result<StreamHistory, AuditError> {
     let mut events = store.read_stream(stream_id, from_version.max(1), limit.saturating_add(1)).await?;
