@@ -290,31 +290,7 @@ pub(super) async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
 /// acknowledged are answered meanwhile. The view is still applied in order, by this task alone;
 /// the next consumer starts after what this applied. Stops at the first read that fails.
 async fn bridge(shared: &Shared) {
-    let (from, to) = (shared.mirror.applied() + 1, shared.mirror.wanted());
-    if from > to {
-        return;
-    }
-    let reads = futures_util::stream::iter((from..=to).map(|sequence| async move {
-        (
-            sequence,
-            stored::get(&shared.js, &shared.names.events, stored::Which::Sequence(sequence)).await,
-        )
-    }));
-    let mut reads = reads.buffered(32);
-    let mut bridged = 0u64;
-    while let Some((sequence, read)) = reads.next().await {
-        match read {
-            Ok(None) => break,
-            Ok(Some(message)) => {
-                apply(shared, sequence, &message.subject, Some(&message.headers), &message.payload);
-                bridged += 1;
-            }
-            Err(e) => {
-                tracing::debug!(sequence, error = %crate::error_chain(&e), "cannot read the stream's commits one by one either");
-                break;
-            }
-        }
-    }
+    let bridged = apply_read(shared, shared.mirror.wanted()).await;
     if bridged > 0 {
         tracing::info!(
             bridged,
@@ -329,11 +305,35 @@ async fn bridge(shared: &Shared) {
 /// see [`stored`]) is passed this way, and the next consumer starts after it. Given up on after
 /// a moment: during a failover the stream may have no leader to answer.
 async fn pass_undeliverable(shared: &Shared) {
-    let sequence = shared.mirror.applied() + 1;
-    let read = stored::get(&shared.js, &shared.names.events, stored::Which::Sequence(sequence));
-    if let Ok(Ok(Some(message))) = tokio::time::timeout(PASS_UNDELIVERABLE_WITHIN, read).await {
-        apply(shared, sequence, &message.subject, Some(&message.headers), &message.payload);
+    let _ = tokio::time::timeout(PASS_UNDELIVERABLE_WITHIN, apply_read(shared, shared.mirror.applied() + 1)).await;
+}
+
+/// Reads the commits after the view up to `to` from the stream's leader (a few at once) and
+/// applies them in order; stops at the first that cannot be read. How many it applied.
+async fn apply_read(shared: &Shared, to: u64) -> u64 {
+    let from = shared.mirror.applied() + 1;
+    let reads = futures_util::stream::iter((from..=to).map(|sequence| async move {
+        (
+            sequence,
+            stored::get(&shared.js, &shared.names.events, stored::Which::Sequence(sequence)).await,
+        )
+    }));
+    let mut reads = reads.buffered(32);
+    let mut applied = 0u64;
+    while let Some((sequence, read)) = reads.next().await {
+        match read {
+            Ok(None) => break,
+            Ok(Some(message)) => {
+                apply(shared, sequence, &message.subject, Some(&message.headers), &message.payload);
+                applied += 1;
+            }
+            Err(e) => {
+                tracing::debug!(sequence, error = %crate::error_chain(&e), "cannot read the stream's commits one by one");
+                break;
+            }
+        }
     }
+    applied
 }
 
 /// Applies the commit stored at `sequence` under `subject` to the view, however it was read.
