@@ -87,29 +87,52 @@ pub async fn forge_checkpoint(settings: &JetStreamSettings, position: u64) {
         .expect("stored");
 }
 
-/// Publishes `payload` on `subject` with `header_block` as its header block, byte for byte, over
-/// a plain connection to the server at `url` (the NATS client library only writes well-formed
-/// headers): what anyone allowed to publish on a subject can store. Returns once the server has
-/// processed it.
+/// Publishes `payload` on `subject` (a subject a stream stores) with `header_block` as its
+/// header block, byte for byte, over a plain connection to the server at `url` (the NATS client
+/// library only writes well-formed headers): what anyone allowed to publish on a subject can
+/// store. Returns once the stream has stored it: its acknowledgement, sent to a reply subject,
+/// has come back (the server having processed the publish is not enough: the stream's leader
+/// may be another server, which stores it a moment later).
 pub async fn publish_raw(url: &str, subject: &str, header_block: &[u8], payload: &[u8]) {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let address = url.trim_start_matches("nats://");
     let stream = tokio::net::TcpStream::connect(address).await.expect("connect");
     let mut lines = BufReader::new(stream);
     let mut info = String::new();
     lines.read_line(&mut info).await.expect("INFO");
     assert!(info.starts_with("INFO"), "{info}");
+    let inbox = format!("_INBOX.raw.{}", uuid::Uuid::new_v4().simple());
     let mut out = format!(
-        "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\"protocol\":1}}\r\nHPUB {subject} {} {}\r\n",
+        "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\"protocol\":1}}\r\nSUB {inbox} 1\r\nHPUB {subject} {inbox} {} {}\r\n",
         header_block.len(),
         header_block.len() + payload.len()
     )
     .into_bytes();
     out.extend_from_slice(header_block);
     out.extend_from_slice(payload);
-    out.extend_from_slice(b"\r\nPING\r\n");
+    out.extend_from_slice(b"\r\n");
     lines.get_mut().write_all(&out).await.expect("publish");
-    let mut answer = String::new();
-    lines.read_line(&mut answer).await.expect("PONG");
-    assert_eq!(answer.trim_end(), "PONG", "the server refused the message");
+    let acknowledged = async {
+        loop {
+            let mut line = String::new();
+            lines.read_line(&mut line).await.expect("a line from the server");
+            if line.starts_with("PING") {
+                lines.get_mut().write_all(b"PONG\r\n").await.expect("PONG");
+                continue;
+            }
+            assert!(!line.starts_with("-ERR"), "the server refused the message: {line}");
+            // MSG <subject> <sid> <bytes>: the acknowledgement, a JSON document.
+            if let Some(size) = line.strip_prefix("MSG ").and_then(|rest| rest.split_whitespace().last()) {
+                let size: usize = size.parse().expect("a size");
+                let mut body = vec![0; size + 2];
+                lines.read_exact(&mut body).await.expect("the acknowledgement");
+                let ack = String::from_utf8_lossy(&body[..size]).into_owned();
+                assert!(ack.contains("\"seq\"") && !ack.contains("\"error\""), "not stored: {ack}");
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), acknowledged)
+        .await
+        .expect("the stream acknowledged the message within 30 s");
 }
