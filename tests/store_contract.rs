@@ -584,3 +584,57 @@ async fn a_deleted_snapshot_entry_is_listed_and_passed_over() {
     assert!(a.snapshot("phone-c").await.expect("read").is_some());
     a.close().await.expect("close");
 }
+
+/// A snapshot too big for one message is kept in parts: replaced, it leaves no parts of the old
+/// one behind; a damaged part makes it unreadable (never a wrong state), and the stream is then
+/// read from its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_in_parts_leaves_no_parts_behind_and_a_damaged_part_is_found() {
+    use futures_util::StreamExt;
+    use phone_ledger::store::{AppendRequest, StoreError};
+    let Some((urls, settings)) = fresh_namespace() else { return };
+    let a = connect(&settings).await;
+    let id = "optout-parts";
+    for (version, numbers) in [(1, 30_000), (2, 45_000), (3, 30_000)] {
+        a.append(AppendRequest {
+            snapshot: Some(contract::opt_out_list_snapshot(version, numbers)),
+            ..contract::append(id, version - 1, 1)
+        })
+        .await
+        .expect("append");
+    }
+    let js = async_nats::jetstream::new(async_nats::connect(urls.clone()).await.expect("connect"));
+    let bucket = format!("{}_SNAPSHOTS", settings.namespace);
+    let mut stream = js.get_stream(format!("KV_{bucket}")).await.expect("bucket stream");
+    let mut listed = stream.info_with_subjects(format!("$KV.{bucket}.>")).await.expect("subjects");
+    let mut subjects = Vec::new();
+    while let Some(subject) = listed.next().await {
+        subjects.push(subject.expect("subject").0);
+    }
+    subjects.sort();
+    let key = format!("$KV.{bucket}.{id}");
+    let parts: Vec<&String> = subjects.iter().filter(|s| s.starts_with(&format!("{key}."))).collect();
+    assert!(subjects.contains(&key) && parts.len() >= 2, "{subjects:?}");
+    assert_eq!(parts.len() + 1, subjects.len(), "only the key and its parts: {subjects:?}");
+    let sequences: std::collections::BTreeSet<&str> = parts.iter().filter_map(|p| p[key.len() + 1..].split('.').next()).collect();
+    assert_eq!(sequences.len(), 1, "the parts of one snapshot, the last: {parts:?}");
+    assert_eq!(
+        stream.info().await.expect("info").state.messages as usize,
+        subjects.len(),
+        "purged, not marked deleted"
+    );
+
+    let damaged = parts.iter().find(|p| p.ends_with(".2")).expect("a second part");
+    js.publish(damaged.to_string(), "not this part".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    match a.snapshot(id).await {
+        Err(StoreError::Corrupt { key, message }) => assert!(key.contains(id) && message.contains("manifest"), "{key}: {message}"),
+        other => panic!("{:?}", other.map(|s| s.map(|s| s.version))),
+    }
+    let tail = a.read_tail(id, usize::MAX).await.expect("tail");
+    assert_eq!((tail.snapshot.is_none(), tail.events.len()), (true, 3), "read from its events");
+    a.close().await.expect("close");
+}

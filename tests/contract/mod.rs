@@ -657,6 +657,43 @@ pub async fn snapshot_round_trip<H: Harness>() {
     assert_eq!((versions(&short.events), short.head.version), (vec![1, 2], 5));
 }
 
+/// The snapshot of an opt-out list of `numbers` numbers at `version` (30,000 are about 2.3 MB of
+/// JSON, more than a NATS message holds by default).
+pub fn opt_out_list_snapshot(version: u64, numbers: u64) -> Snapshot {
+    let opted_out: serde_json::Map<String, serde_json::Value> = (0..numbers)
+        .map(|i| {
+            let entry = json!({ "OptedOutTimestampMs": 1_700_000_000_000u64 + i * 7919, "EndUserOptedOut": i % 3 == 0 });
+            (format!("+1206{:07}", (i * 7_654_321) % 10_000_000), entry)
+        })
+        .collect();
+    Snapshot {
+        version,
+        schema_version: SNAPSHOT_SCHEMA_VERSION,
+        state: json!({ "OptOutListName": "big", "OptedOut": opted_out }),
+    }
+}
+
+/// (Guarantee 5, at any size.) A snapshot bigger than one message of the log reads back whole,
+/// and so do the bigger and the small ones that replace it; it is listed once.
+pub async fn a_snapshot_bigger_than_a_message_round_trips<H: Harness>() {
+    let h = H::fresh().await;
+    let s = h.store();
+    let id = "optout-big";
+    for (version, numbers) in (0u64..).zip([30_000, 45_000, 10, 30_000]) {
+        let snapshot = opt_out_list_snapshot(version + 1, numbers);
+        s.append(AppendRequest {
+            snapshot: Some(snapshot.clone()),
+            ..append(id, version, 1)
+        })
+        .await
+        .expect("append");
+        assert!(s.snapshot(id).await.expect("read") == Some(snapshot.clone()), "{numbers} numbers");
+        let tail = s.read_tail(id, usize::MAX).await.expect("tail");
+        assert!(tail.snapshot == Some(snapshot) && tail.events.is_empty(), "{numbers} numbers");
+    }
+    assert_eq!(s.snapshot_ids(None, 10).await.expect("list"), [id]);
+}
+
 /// Everything survives a close and a reopen, and the chain goes on where it stopped.
 pub async fn reopen_after_close<H: Harness>() {
     let mut h = H::fresh().await;
@@ -706,7 +743,7 @@ macro_rules! contract_suite {
             occ_on_expected_version, occ_on_last_event_id, gap_free_versions_and_stream_reads,
             feed_order_under_concurrent_appends, feed_follow, unique_claims, idempotent_client_tokens,
             counter_limits_hold, appends_behind_a_refused_one_are_decided_after_its_predecessor, an_append_over_the_limit_its_fallback_names_commits_the_fallback,
-            index_changes_are_atomic_with_events, snapshot_round_trip, reopen_after_close,
+            index_changes_are_atomic_with_events, snapshot_round_trip, a_snapshot_bigger_than_a_message_round_trips, reopen_after_close,
             a_closed_store_refuses_work);
     };
     (@tests $harness:ty; $($check:ident),*) => {

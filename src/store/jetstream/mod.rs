@@ -38,6 +38,7 @@ mod claims;
 mod follower;
 mod mirror;
 mod sealer;
+mod snapshots;
 mod stored;
 mod wire;
 mod writer;
@@ -584,8 +585,10 @@ impl Shared {
         let mut first = std::collections::BTreeSet::new();
         while let Some(listed) = subjects.next().await {
             let (subject, _) = listed.map_err(backend)?;
+            // A snapshot in parts: its parts' keys are listed too, but name no stream.
             let id = subject
                 .strip_prefix(&prefix)
+                .filter(|key| !snapshots::is_part(key))
                 .and_then(wire::untoken)
                 .and_then(|id| String::from_utf8(id).ok());
             let Some(id) = id.filter(|id| after.is_none_or(|a| id.as_str() > a)) else {
@@ -600,14 +603,7 @@ impl Shared {
     }
 
     async fn read_snapshot(&self, stream_id: &str) -> Result<Option<StoredSnapshot>, StoreError> {
-        let entry = stored::kv_entry(&self.js, &self.names.snapshots, &wire::token(stream_id.as_bytes())).await?;
-        match entry.filter(|e| e.put) {
-            None => Ok(None),
-            Some(entry) => serde_json::from_slice(&entry.value).map(Some).map_err(|e| StoreError::Corrupt {
-                key: format!("snapshot of {stream_id}"),
-                message: e.to_string(),
-            }),
-        }
+        snapshots::read(&self.js, &self.names.snapshots, stream_id).await
     }
 }
 

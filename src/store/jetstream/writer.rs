@@ -633,10 +633,10 @@ async fn finish(shared: &Shared, mut p: Prepared, sequence: u64) -> Result<Vec<E
         claims::free(shared, key).await;
     }
     if let Some(snapshot) = p.snapshot.clone() {
-        let stored = serde_json::to_vec(&StoredSnapshot { snapshot, sequence }).map_err(|e| AppendError::Storage(backend(e)))?;
+        let stored = StoredSnapshot { snapshot, sequence };
         // A snapshot is a cache: failing to keep one loses nothing.
-        if let Err(e) = shared.snapshots.put(wire::token(p.stream_id.as_bytes()), stored.into()).await {
-            tracing::warn!(stream = %p.stream_id, error = %e, "cannot store a snapshot");
+        if let Err(e) = super::snapshots::keep(&shared.js, &shared.snapshots, &shared.names.snapshots, &p.stream_id, &stored).await {
+            tracing::warn!(stream = %p.stream_id, error = %crate::error_chain(&e), "cannot store a snapshot");
         }
     }
     match shared.mirror.recent_commit(sequence) {
