@@ -624,16 +624,30 @@ async fn a_snapshot_in_parts_leaves_no_parts_behind_and_a_damaged_part_is_found(
         "purged, not marked deleted"
     );
 
-    let damaged = parts.iter().find(|p| p.ends_with(".2")).expect("a second part");
-    js.publish(damaged.to_string(), "not this part".into())
+    // A part overwritten with as many other bytes: its manifest's SHA-256 finds it.
+    let kv = js.get_key_value(&bucket).await.expect("bucket");
+    let manifest: serde_json::Value = serde_json::from_slice(&kv.get(id).await.expect("get").expect("the manifest")).expect("JSON");
+    let part_size = manifest["Parts"]["PartSize"].as_u64().expect("a part size") as usize;
+    let first = parts.iter().find(|p| p.ends_with(".1")).expect("a first part");
+    js.publish(first.to_string(), vec![b'x'; part_size].into())
         .await
         .expect("publish")
         .await
         .expect("stored");
-    match a.snapshot(id).await {
-        Err(StoreError::Corrupt { key, message }) => assert!(key.contains(id) && message.contains("manifest"), "{key}: {message}"),
-        other => panic!("{:?}", other.map(|s| s.map(|s| s.version))),
-    }
+    let unreadable = |why: &'static str| {
+        let a = a.clone();
+        async move {
+            match a.snapshot(id).await {
+                Err(StoreError::Corrupt { key, message }) => assert!(key.contains(id) && message.contains(why), "{key}: {message}"),
+                other => panic!("{:?}", other.map(|s| s.map(|s| s.version))),
+            }
+        }
+    };
+    unreadable("SHA-256").await;
+    // A part gone: read again (its writer may have replaced it), then unreadable.
+    let second = parts.iter().find(|p| p.ends_with(".2")).expect("a second part");
+    stream.purge().filter(second.to_string()).await.expect("purge");
+    unreadable("missing").await;
     let tail = a.read_tail(id, usize::MAX).await.expect("tail");
     assert_eq!((tail.snapshot.is_none(), tail.events.len()), (true, 3), "read from its events");
     a.close().await.expect("close");

@@ -1,7 +1,7 @@
 //! Snapshots in the key-value bucket, whole or in parts.
 //!
 //! A NATS message is at most the server's `max_payload` (1 MiB unless configured), and the
-//! snapshot of an opt-out list of 15,000 numbers is bigger. A snapshot that fits is the value of
+//! snapshot of an opt-out list of 13,500 numbers is bigger. A snapshot that fits is the value of
 //! its stream's key, as it always was. One that does not is cut into parts, each under its own
 //! key (`<key>.<commit sequence>.<n>`), and the stream's key holds a manifest naming them with
 //! their total length and SHA-256; the manifest is written last, so a reader finds either the old
@@ -9,9 +9,10 @@
 //! nodes snapshotting one stream at once never mix their parts; the parts a manifest no longer
 //! names are purged (not deleted: a purge leaves no marker behind per key).
 //!
-//! Reading is bounded: a manifest may name at most [`MAX_SNAPSHOT_BYTES`], each part must be as
-//! long as the manifest says, and the whole must hash to its SHA-256, or the snapshot is
-//! `StoreError::Corrupt` (a cache entry: the stream is replayed instead).
+//! Reading is bounded: a manifest may name at most [`MAX_SNAPSHOT_BYTES`] in parts of at least
+//! [`MIN_PART`] bytes, each part must be as long as the manifest says, and the whole must hash to
+//! its SHA-256, or the snapshot is `StoreError::Corrupt` (a cache entry: the stream is replayed
+//! instead).
 
 use async_nats::jetstream::{self, kv};
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,10 @@ pub(super) const MAX_SNAPSHOT_BYTES: u64 = 512 * 1024 * 1024;
 /// Room left in each part for the message's subject and headers.
 const HEADROOM: usize = 16 * 1024;
 
+/// The smallest part a manifest may name (a forged one naming a million 1-byte parts would cost
+/// a reader a million round trips).
+const MIN_PART: u64 = 4 * 1024;
+
 /// What the stream's key holds when its snapshot is in parts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -40,6 +45,8 @@ struct Parts {
     /// The commit the snapshot follows (it names the parts' keys).
     sequence: u64,
     count: u64,
+    /// Every part's length but the last's, which holds the rest.
+    part_size: u64,
     bytes: u64,
     sha256: String,
 }
@@ -50,6 +57,16 @@ const MANIFEST_START: &[u8] = b"{\"Parts\":";
 impl Parts {
     fn key(&self, key: &str, n: u64) -> String {
         format!("{key}.{}.{n}", self.sequence)
+    }
+
+    /// How long part `n` must be; `None` if the manifest does not add up.
+    fn length_of(&self, n: u64) -> Option<u64> {
+        let whole = self.part_size >= MIN_PART && self.bytes <= MAX_SNAPSHOT_BYTES && self.bytes.div_ceil(self.part_size) == self.count;
+        match n {
+            _ if !whole || n == 0 || n > self.count => None,
+            _ if n < self.count => Some(self.part_size),
+            _ => Some(self.bytes - self.part_size * (self.count - 1)),
+        }
     }
 }
 
@@ -66,7 +83,11 @@ pub(super) fn is_part(key: &str) -> bool {
 
 /// The largest part a connection to `js`'s server may publish.
 fn part_size(js: &jetstream::Context) -> usize {
-    js.client().server_info().max_payload.saturating_sub(HEADROOM).max(HEADROOM)
+    js.client()
+        .server_info()
+        .max_payload
+        .saturating_sub(HEADROOM)
+        .max(MIN_PART as usize)
 }
 
 /// The manifest `value` is, if it is one.
@@ -89,8 +110,8 @@ fn corrupt(stream_id: &str, message: String) -> StoreError {
 ///
 /// The key is replaced only if it still holds what was read before the parts were written (a
 /// compare-and-set on its revision): a writer that lost to another purges its own parts, the
-/// winner those of the snapshot it replaced, so parts are left behind only by a crash between
-/// writing them and the manifest.
+/// winner those of the snapshot it replaced. Parts are left behind only when the node stops
+/// between writing them and settling the manifest, or a purge fails (said in the log).
 pub(super) async fn keep(
     js: &jetstream::Context,
     bucket: &kv::Store,
@@ -110,43 +131,61 @@ pub(super) async fn keep(
         let parts = Parts {
             sequence: stored.sequence,
             count: bytes.len().div_ceil(size) as u64,
+            part_size: size as u64,
             bytes: bytes.len() as u64,
             sha256: hex::encode(Sha256::digest(&bytes)),
         };
         for (n, part) in (1..).zip(bytes.chunks(size)) {
-            bucket
-                .put(parts.key(&key, n), bytes::Bytes::copy_from_slice(part))
-                .await
-                .map_err(backend)?;
+            if let Err(e) = bucket.put(parts.key(&key, n), bytes::Bytes::copy_from_slice(part)).await {
+                purge_parts(js, bucket_name, &key, &parts, stream_id).await;
+                return Err(backend(e));
+            }
         }
         (
             serde_json::to_vec(&Manifest { parts: parts.clone() }).map_err(backend)?,
             Some(parts),
         )
     };
-    let unnamed = match bucket.update(&key, value.into(), revision).await {
-        Ok(_) => replaced.filter(|old| written.as_ref().is_none_or(|new| new.sequence != old.sequence)),
+    let landed = match bucket.update(&key, value.into(), revision).await {
+        Ok(_) => true,
         // Another node kept a snapshot of this stream meanwhile: as good as this one.
-        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => written,
+        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => false,
+        // No answer is not a refusal (the manifest may be stored, its acknowledgement lost in a
+        // failover): what the key holds now says whose parts are named.
         Err(e) => {
-            if let Some(parts) = written {
-                let _ = purge_parts(js, bucket_name, &key, &parts).await;
+            let now = kv_entry(js, bucket_name, &key).await?;
+            let named = now.filter(|e| e.put).and_then(|e| manifest(&e.value, stream_id).ok().flatten());
+            let ours = named.is_some_and(|n| written.as_ref().is_some_and(|w| *w == n));
+            if !ours {
+                if let Some(parts) = &written {
+                    purge_parts(js, bucket_name, &key, parts, stream_id).await;
+                }
+                return Err(backend(e));
             }
-            return Err(backend(e));
+            true
         }
     };
-    match unnamed {
-        Some(parts) => purge_parts(js, bucket_name, &key, &parts).await,
-        None => Ok(()),
+    let unnamed = match landed {
+        true => replaced.filter(|old| written.as_ref().is_none_or(|new| new.sequence != old.sequence)),
+        false => written,
+    };
+    if let Some(parts) = unnamed {
+        purge_parts(js, bucket_name, &key, &parts, stream_id).await;
     }
+    Ok(())
 }
 
-/// Removes `parts` from the bucket.
-async fn purge_parts(js: &jetstream::Context, bucket_name: &str, key: &str, parts: &Parts) -> Result<(), StoreError> {
-    let stream = js.get_stream(format!("KV_{bucket_name}")).await.map_err(backend)?;
+/// Removes `parts` from the bucket. A failure leaves them behind (no snapshot names them), so it
+/// is only said in the log.
+async fn purge_parts(js: &jetstream::Context, bucket_name: &str, key: &str, parts: &Parts, stream_id: &str) {
     let subjects = format!("$KV.{bucket_name}.{key}.{}.>", parts.sequence);
-    stream.purge().filter(subjects).await.map_err(backend)?;
-    Ok(())
+    let purged = async {
+        let stream = js.get_stream(format!("KV_{bucket_name}")).await.map_err(backend)?;
+        stream.purge().filter(subjects).await.map_err(backend)
+    };
+    if let Err(e) = purged.await {
+        tracing::warn!(stream = %stream_id, parts = parts.count, error = %crate::error_chain(&e), "cannot purge the parts of a snapshot no longer named");
+    }
 }
 
 /// Tries of a read of parts that its writer replaced meanwhile.
@@ -178,7 +217,8 @@ pub(super) async fn read(js: &jetstream::Context, bucket_name: &str, stream_id: 
     Err(corrupt(stream_id, format!("its parts were missing {READ_TRIES} times in a row")))
 }
 
-/// The bytes `parts` name, checked against the manifest; `None` if a part is missing.
+/// The bytes `parts` name, checked against the manifest; `None` if a part is missing. Memory
+/// grows with the parts read, not with what the manifest claims.
 async fn assemble(
     js: &jetstream::Context,
     bucket_name: &str,
@@ -186,30 +226,28 @@ async fn assemble(
     parts: &Parts,
     stream_id: &str,
 ) -> Result<Option<Vec<u8>>, StoreError> {
-    if parts.bytes > MAX_SNAPSHOT_BYTES || parts.count == 0 || parts.count > parts.bytes {
+    if parts.length_of(1).is_none() {
         return Err(corrupt(
             stream_id,
-            format!("a manifest of {} parts and {} bytes", parts.count, parts.bytes),
+            format!(
+                "a manifest of {} parts of {} bytes, {} bytes in all",
+                parts.count, parts.part_size, parts.bytes
+            ),
         ));
     }
-    let mut bytes = Vec::with_capacity(parts.bytes as usize);
+    let mut bytes = Vec::new();
     for n in 1..=parts.count {
         let Some(part) = kv_entry(js, bucket_name, &parts.key(key, n)).await?.filter(|e| e.put) else {
             return Ok(None);
         };
-        if (bytes.len() + part.value.len()) as u64 > parts.bytes {
+        let expected = parts.length_of(n).unwrap_or(0);
+        if part.value.len() as u64 != expected {
             return Err(corrupt(
                 stream_id,
-                format!("its parts hold more than the {} bytes its manifest says", parts.bytes),
+                format!("part {n} holds {} bytes, its manifest says {expected}", part.value.len()),
             ));
         }
         bytes.extend_from_slice(&part.value);
-    }
-    if bytes.len() as u64 != parts.bytes {
-        return Err(corrupt(
-            stream_id,
-            format!("its parts hold {} bytes, its manifest says {}", bytes.len(), parts.bytes),
-        ));
     }
     if hex::encode(Sha256::digest(&bytes)) != parts.sha256 {
         return Err(corrupt(stream_id, "its parts do not hash to its manifest's SHA-256".into()));
@@ -226,7 +264,8 @@ mod tests {
         let parts = Parts {
             sequence: 7,
             count: 2,
-            bytes: 10,
+            part_size: 8192,
+            bytes: 10_000,
             sha256: "00".into(),
         };
         let written = serde_json::to_vec(&Manifest { parts: parts.clone() }).expect("encode");
@@ -244,5 +283,23 @@ mod tests {
         assert_eq!(manifest(&whole, "s").expect("read"), None);
         assert_eq!(parts.key("phone-1", 2), "phone-1.7.2");
         assert!(is_part(&parts.key("phone-1", 2)) && !is_part(&key_of("zz/odd")));
+    }
+
+    /// A manifest says how long each part is; one that does not add up names no part.
+    #[test]
+    fn a_manifest_that_does_not_add_up_names_no_part() {
+        let parts = |count, part_size, bytes| Parts {
+            sequence: 1,
+            count,
+            part_size,
+            bytes,
+            sha256: String::new(),
+        };
+        let good = parts(3, 8192, 20_000);
+        assert_eq!([1, 2, 3, 4].map(|n| good.length_of(n)), [Some(8192), Some(8192), Some(3616), None]);
+        assert_eq!(parts(4, 8192, 20_000).length_of(1), None, "too many parts");
+        assert_eq!(parts(20_000, 1, 20_000).length_of(1), None, "parts too small");
+        assert_eq!(parts(2, MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_BYTES + 1).length_of(1), None, "too big");
+        assert_eq!(parts(0, 8192, 0).length_of(1), None);
     }
 }
