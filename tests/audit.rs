@@ -801,6 +801,12 @@ async fn the_audit_command_takes_an_e164_number_and_an_opt_out_list_name() {
     let (mine, theirs) = (server.client(ACCOUNT), server.client(OTHER_ACCOUNT));
     let (_, e164) = common::request_with_number(&mine, MessageType::Transactional).await;
     mine.create_opt_out_list().opt_out_list_name("solo").send().await.expect("create");
+    // A name that starts as an id does is still a name.
+    mine.create_opt_out_list()
+        .opt_out_list_name("phone-alerts")
+        .send()
+        .await
+        .expect("create");
     for client in [&mine, &theirs] {
         client
             .create_opt_out_list()
@@ -833,8 +839,10 @@ async fn the_audit_command_takes_an_e164_number_and_an_opt_out_list_name() {
 
     server.stop();
     let dir = server.dir.path().to_string_lossy().to_string();
-    let (code, out, err) = cli(&["--data-dir", &dir, "--json", "events", "solo"]);
-    assert_eq!((code, out.contains("OptOutListCreated")), (0, true), "{out}{err}");
+    for name in ["solo", "phone-alerts"] {
+        let (code, out, err) = cli(&["--data-dir", &dir, "--json", "events", name]);
+        assert_eq!((code, out.contains("OptOutListCreated")), (0, true), "{name}: {out}{err}");
+    }
     let (code, out, err) = cli(&["--data-dir", &dir, "--json", "state", &e164]);
     assert_eq!((code, out.contains(&e164)), (0, true), "{out}{err}");
     let (code, _, err) = cli(&["--data-dir", &dir, "events", "shared"]);

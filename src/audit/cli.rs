@@ -207,21 +207,22 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-/// The audit path segment and id for an id or ARN.
 /// The kind of resource `id` names: by its id's or ARN's form, or an E.164 number (a phone
 /// number's); `None` for anything else, which is taken as an opt-out list's name.
 fn kind_of(id: &str) -> Option<ResourceKind> {
-    if id.starts_with("pool-") || id.contains(":pool/") {
-        Some(ResourceKind::Pool)
-    } else if id.starts_with("phone-") || id.contains(":phone-number/") || id.starts_with('+') {
-        Some(ResourceKind::PhoneNumber)
-    } else if id.starts_with("optout-") || id.contains(":opt-out-list/") {
-        Some(ResourceKind::OptOutList)
-    } else if id.starts_with("senderid-") || id.contains(":sender-id/") {
-        Some(ResourceKind::SenderId)
-    } else {
-        None
+    const KINDS: [ResourceKind; 4] = [
+        ResourceKind::PhoneNumber,
+        ResourceKind::Pool,
+        ResourceKind::OptOutList,
+        ResourceKind::SenderId,
+    ];
+    if id.starts_with('+') {
+        return Some(ResourceKind::PhoneNumber);
     }
+    // An id is its kind's prefix and 32 hex digits: a list may be called `phone-alerts`.
+    KINDS
+        .into_iter()
+        .find(|kind| kind.is_id(id) || (id.starts_with("arn:") && id.contains(&format!(":{}/", kind.arn_segment()))))
 }
 
 /// The stream `id` names in the local log: an id, an ARN, an E.164 number, or the name of an
