@@ -144,6 +144,9 @@ impl NodeProcess {
         command.args(["serve", "--config"]).arg(&self.config);
         // Started by the main thread, which lives until the nodes are stopped: a supervisor that
         // is killed takes its nodes with it rather than leave them serving.
+        // A process group of its own: a Ctrl-C at the terminal signals only the process that
+        // started it, which stops it in its turn (nodes before the servers they use).
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         die_with_parent(&mut command);
         let child = command.spawn().map_err(|e| e.to_string())?;
         let pid = child.id();

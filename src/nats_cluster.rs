@@ -223,6 +223,9 @@ impl LocalCluster {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err);
+        // A process group of its own: a Ctrl-C at the terminal signals only the process that
+        // started it, which stops it in its turn (nodes before the servers they use).
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         die_with_parent(&mut command);
         let child = command.spawn().map_err(|source| ClusterError::Io { path: log_path, source })?;
         node.child = Some(child);

@@ -5,6 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -131,14 +132,16 @@ fn the_cluster_command_starts_again_what_is_killed_under_it_and_stops_everything
         .args(["cluster", "--dir"])
         .arg(dir.path())
         .args(["--port", &port.to_string(), "--nats-port", &nats_port.to_string()])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // A job of its own, as a shell starts it: Ctrl-C signals its process group.
+        .process_group(0)
         .spawn()
         .expect("phone-ledger cluster");
     // The nodes' logs (standard output) are read, so that a full pipe never stops them.
-    let _logs = Said::collect(child.stdout.take().expect("stdout"));
+    let logs = Said::collect(child.stdout.take().expect("stdout"));
     let said = Said::collect(child.stderr.take().expect("stderr"));
     let supervisor = Supervisor(child);
     let health = |i: u16| format!("http://127.0.0.1:{}/health", port + i);
@@ -171,14 +174,17 @@ fn the_cluster_command_starts_again_what_is_killed_under_it_and_stops_everything
     wait_healthy(&health(2), Duration::from_secs(60));
     request_a_number(port + 2);
 
-    // Ctrl-C: everything it started stops, and it says nothing more was started.
+    // Ctrl-C (the terminal signals the job's process group): everything it started is stopped
+    // cleanly by it (not by the kernel's parent-death signal), and nothing more is started.
     let mut started: Vec<u32> = (1..=3)
         .map(|i| pid_in(&said.line(&format!("NATS server {i}: "), Duration::ZERO)))
         .collect();
     started.extend((1..=3).map(|i| pid_in(&said.line(&format!("phone-ledger node {i}: "), Duration::ZERO))));
     started.extend([again, node_again]);
     let mut supervisor = supervisor;
-    kill(supervisor.0.id(), "INT");
+    let group = format!("-{}", supervisor.0.id());
+    let status = Command::new("kill").args(["-s", "INT", "--", &group]).status().expect("kill");
+    assert!(status.success(), "kill -INT {group}");
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(status) = supervisor.0.try_wait().expect("wait") {
@@ -191,4 +197,26 @@ fn the_cluster_command_starts_again_what_is_killed_under_it_and_stops_everything
     let left: Vec<u32> = started.into_iter().filter(|pid| alive(*pid)).collect();
     assert!(left.is_empty(), "still running after the stop: {left:?}");
     assert!(!healthy(&health(0)));
+    let lines = said.0.lock().expect("lines").clone();
+    let after_stop: Vec<&String> = lines.iter().skip_while(|l| !l.starts_with("stopping")).collect();
+    assert!(
+        !after_stop.is_empty()
+            && after_stop
+                .iter()
+                .all(|l| !l.contains("started again") && !l.contains("exited") && !l.contains("killed")),
+        "{after_stop:?}"
+    );
+    // Each node still running stopped on its SIGTERM (node 3's first process was killed).
+    let stopped = logs
+        .0
+        .lock()
+        .expect("lines")
+        .iter()
+        .filter(|l| l.contains("phone-ledger stopped; log closed"))
+        .count();
+    assert_eq!(stopped, 3, "each node stops cleanly");
+    for i in 1..=3 {
+        let log = std::fs::read_to_string(dir.path().join(format!("nats-{i}")).join("nats.log")).expect("nats.log");
+        assert!(log.contains("Initiating Shutdown"), "NATS server {i} was shut down, not killed");
+    }
 }
