@@ -7,9 +7,9 @@
 //!   numbers, one opt-out per event (a step must cost what it changed, not the list's size);
 //! - `decide/*`: the pure decider alone;
 //! - `actor/round_trip`: a message to a phone-number actor and its reply;
-//! - `actor/opt_out_on_a_list_of_*`: one `PutOptedOutNumber` through an opt-out list's actor, on
+//! - `actor/opt_out_on_a_list_of_*`: one write (a number put on or taken off) through an opt-out list's actor, on
 //!   lists of 1,000 to 50,000 numbers (a write costs what it changes, plus its share of the
-//!   snapshot every 100th event writes, which holds the whole list).
+//!   list's snapshots, which hold the whole list and are written every tenth of its size).
 //!
 //! Run: `cargo bench --bench ledger` (add `-- append` to pick a group).
 
@@ -226,8 +226,8 @@ fn actor_round_trip(c: &mut Criterion) {
     system.block_on(store.close()).expect("close");
 }
 
-/// `PutOptedOutNumber` through the actor of a list already holding `size` numbers: decided,
-/// appended (durably, relaxed), answered.
+/// A write through the actor of a list holding `size` numbers (`PutOptedOutNumber` and the
+/// end user's opt-in of one number in turn): decided, appended (durably, relaxed), answered.
 fn opt_out_list_write(c: &mut Criterion) {
     let system = actix_rt::System::new();
     let mut group = c.benchmark_group("actor");
@@ -255,9 +255,16 @@ fn opt_out_list_write(c: &mut Criterion) {
                         at_ms: 1,
                         operation: "PutOptedOutNumber".into(),
                     },
-                    action: OptOutListAction::PutOptedOutNumber {
-                        number: format!("+1303{next:07}"),
-                        end_user_opted_out: false,
+                    // One number on and off the list in turn: each iteration appends one event,
+                    // and the list keeps its size however many iterations criterion runs.
+                    action: match next % 2 {
+                        1 => OptOutListAction::PutOptedOutNumber {
+                            number: "+13030000000".into(),
+                            end_user_opted_out: false,
+                        },
+                        _ => OptOutListAction::EndUserOptedIn {
+                            number: "+13030000000".into(),
+                        },
                     },
                     counter_limits: Vec::new(),
                     premise: None,

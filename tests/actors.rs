@@ -190,3 +190,31 @@ async fn passivated_actors_come_back_transparently() {
         .phone_numbers()
         .is_empty());
 }
+
+/// A list of many numbers is snapshotted every tenth of its size in events, not every
+/// `snapshot_every`: with 5, a list growing to 100 numbers is snapshotted at versions 5, 10, ...
+/// 60, then 66, 77, 88, 99 (every 6, 7, 8, 9 events: the crossings of a tenth of its size).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_opt_out_list_is_snapshotted_by_its_size() {
+    use phone_ledger::domain::opt_out_list::OptOutListState;
+    use phone_ledger::domain::{ResourceKind, Scope};
+    let mut server = TestServer::start_with(|c| c.snapshot_every = 5);
+    let c = server.client(ACCOUNT);
+    c.create_opt_out_list().opt_out_list_name("big").send().await.expect("create");
+    for i in 0..100 {
+        c.put_opted_out_number()
+            .opt_out_list_name("big")
+            .opted_out_number(format!("+1206555{i:04}"))
+            .send()
+            .await
+            .expect("put");
+    }
+    server.stop();
+    let store = open_log(server.dir.path());
+    let id = ResourceKind::opt_out_list_id(&Scope::new(ACCOUNT, common::REGION), "big");
+    let record = store.snapshot(&id).await.expect("read").expect("a snapshot");
+    assert_eq!(record.version, 99, "every 5 events would have made it 100");
+    let loaded = load_state::<OptOutListState>(&*store, &id).await.expect("load");
+    assert_eq!((loaded.version, loaded.replayed), (101, 2));
+    store.close().await.expect("close");
+}

@@ -79,6 +79,12 @@ pub trait Aggregate: Default + Clone + Debug + Serialize + DeserializeOwned + Se
     /// The refusal an event records, if it is a rejection event.
     fn rejection_in(event: &Self::Event) -> Option<&Rejection>;
 
+    /// How many entries the state holds beyond its fixed members (a list's numbers, a pool's
+    /// members): what its snapshot's size, and so its cost, grows with.
+    fn entries(&self) -> u64 {
+        0
+    }
+
     /// Folds a history.
     fn replay<'a>(events: impl IntoIterator<Item = &'a Self::Event>) -> Self {
         events.into_iter().fold(Self::default(), Self::evolve)

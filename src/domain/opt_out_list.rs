@@ -314,6 +314,10 @@ impl Aggregate for OptOutListState {
         }
     }
 
+    fn entries(&self) -> u64 {
+        self.0.as_ref().map_or(0, |l| (l.opted_out.len() + l.deleted_at.len()) as u64)
+    }
+
     fn evolve(self, event: &OptOutListEvent) -> Self {
         if let OptOutListEvent::OptOutListCreated(list) = event {
             let mut list = (**list).clone();

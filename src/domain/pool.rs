@@ -402,6 +402,10 @@ impl Aggregate for PoolState {
         }
     }
 
+    fn entries(&self) -> u64 {
+        self.0.as_ref().map_or(0, |p| p.members.len() as u64)
+    }
+
     fn evolve(self, event: &PoolEvent) -> Self {
         let Some(mut p) = self.0 else {
             return match event {
