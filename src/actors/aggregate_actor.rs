@@ -681,19 +681,11 @@ impl<A: Projected, R: Send + 'static> Handler<Inspect<A, R>> for AggregateActor<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::opt_out_list::{OptOutList, OptOutListState, OptedOut};
+    use crate::domain::opt_out_list::OptOutListState;
     use crate::domain::phone_number::PhoneNumberState;
 
     fn list_of(numbers: u64) -> OptOutListState {
-        let mut list = OptOutList::new("big", "arn".into(), "111122223333", "us-east-1", 1, vec![], None);
-        for i in 0..numbers {
-            let entry = OptedOut {
-                opted_out_timestamp_ms: i,
-                end_user_opted_out: false,
-            };
-            list.opted_out.insert(format!("+1206{i:07}"), entry);
-        }
-        OptOutListState(Some(list))
+        OptOutListState(Some(crate::domain::testing::opt_out_list_of(numbers)))
     }
 
     /// A state of a few entries is snapshotted every `snapshot_every` events; one of many, every

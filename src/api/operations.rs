@@ -1127,15 +1127,7 @@ mod tests {
     use super::*;
 
     fn list_of(n: usize) -> OptOutList {
-        let mut list = OptOutList::new("big", "arn".into(), "111122223333", "us-east-1", 1, vec![], None);
-        for i in 0..n {
-            let entry = OptedOut {
-                opted_out_timestamp_ms: 1,
-                end_user_opted_out: false,
-            };
-            list.opted_out.insert(format!("+1206{i:07}"), entry);
-        }
-        list
+        crate::domain::testing::opt_out_list_of(n as u64)
     }
 
     fn numbers(page: &[Map<String, Value>]) -> Vec<&str> {

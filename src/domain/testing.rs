@@ -75,3 +75,17 @@ impl<A: Aggregate> Then<A> {
         }
     }
 }
+
+/// An opt-out list of `numbers` numbers (`+1206` and seven digits, counting from 0).
+pub fn opt_out_list_of(numbers: u64) -> super::opt_out_list::OptOutList {
+    use super::opt_out_list::{OptOutList, OptedOut};
+    let mut list = OptOutList::new("big", "arn".into(), ACCOUNT, REGION, 1, vec![], None);
+    for i in 0..numbers {
+        let entry = OptedOut {
+            opted_out_timestamp_ms: 1,
+            end_user_opted_out: false,
+        };
+        list.opted_out.insert(format!("+1206{i:07}"), entry);
+    }
+    list
+}
