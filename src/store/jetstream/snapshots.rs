@@ -123,7 +123,7 @@ pub(super) async fn keep(
     let key = key_of(stream_id);
     let before = kv_entry(js, bucket_name, &key).await?;
     let revision = before.as_ref().map_or(0, |e| e.revision);
-    let replaced = before.filter(|e| e.put).and_then(|e| manifest(&e.value, stream_id).ok().flatten());
+    let replaced = named_parts(before, stream_id);
     let size = part_size(js);
     let (value, written) = if bytes.len() <= size {
         (bytes, None)
@@ -154,7 +154,7 @@ pub(super) async fn keep(
         // failover): what the key holds now says whose parts are named.
         Err(e) => {
             let now = kv_entry(js, bucket_name, &key).await?;
-            let named = now.filter(|e| e.put).and_then(|e| manifest(&e.value, stream_id).ok().flatten());
+            let named = named_parts(now, stream_id);
             let ours = named.is_some_and(|n| written.as_ref().is_some_and(|w| *w == n));
             if !ours {
                 if let Some(parts) = &written {
@@ -173,6 +173,12 @@ pub(super) async fn keep(
         purge_parts(js, bucket_name, &key, &parts, stream_id).await;
     }
     Ok(())
+}
+
+/// The parts a key's entry names, if it is a manifest (a manifest that cannot be read names
+/// none this writer could purge).
+fn named_parts(entry: Option<super::stored::KvEntry>, stream_id: &str) -> Option<Parts> {
+    entry.filter(|e| e.put).and_then(|e| manifest(&e.value, stream_id).ok().flatten())
 }
 
 /// Removes `parts` from the bucket. A failure leaves them behind (no snapshot names them), so it
