@@ -590,7 +590,6 @@ async fn a_deleted_snapshot_entry_is_listed_and_passed_over() {
 /// read from its events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_in_parts_leaves_no_parts_behind_and_a_damaged_part_is_found() {
-    use futures_util::StreamExt;
     use phone_ledger::store::{AppendRequest, StoreError};
     let Some((urls, settings)) = fresh_namespace() else { return };
     let a = connect(&settings).await;
@@ -606,12 +605,7 @@ async fn a_snapshot_in_parts_leaves_no_parts_behind_and_a_damaged_part_is_found(
     let js = async_nats::jetstream::new(async_nats::connect(urls.clone()).await.expect("connect"));
     let bucket = format!("{}_SNAPSHOTS", settings.namespace);
     let mut stream = js.get_stream(format!("KV_{bucket}")).await.expect("bucket stream");
-    let mut listed = stream.info_with_subjects(format!("$KV.{bucket}.>")).await.expect("subjects");
-    let mut subjects = Vec::new();
-    while let Some(subject) = listed.next().await {
-        subjects.push(subject.expect("subject").0);
-    }
-    subjects.sort();
+    let subjects = subjects_of(&stream, &format!("$KV.{bucket}.>")).await;
     let key = format!("$KV.{bucket}.{id}");
     let parts: Vec<&String> = subjects.iter().filter(|s| s.starts_with(&format!("{key}."))).collect();
     assert!(subjects.contains(&key) && parts.len() >= 2, "{subjects:?}");
@@ -650,5 +644,74 @@ async fn a_snapshot_in_parts_leaves_no_parts_behind_and_a_damaged_part_is_found(
     unreadable("missing").await;
     let tail = a.read_tail(id, usize::MAX).await.expect("tail");
     assert_eq!((tail.snapshot.is_none(), tail.events.len()), (true, 3), "read from its events");
+    a.close().await.expect("close");
+}
+
+/// The subjects `stream` holds messages on under `filter`, in order.
+async fn subjects_of(stream: &async_nats::jetstream::stream::Stream, filter: &str) -> Vec<String> {
+    use futures_util::StreamExt;
+    let mut listed = stream.info_with_subjects(filter).await.expect("subjects");
+    let mut subjects = Vec::new();
+    while let Some(subject) = listed.next().await {
+        subjects.push(subject.expect("subject").0);
+    }
+    subjects.sort();
+    subjects
+}
+
+/// The parts a writer left behind when it stopped before naming them are swept by the next
+/// snapshot (not those of a later commit, whose writer may be at work), and a snapshot of an
+/// earlier commit never replaces one of a later commit (two nodes finishing out of order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_parts_are_swept_and_a_later_snapshot_is_not_replaced() {
+    use phone_ledger::store::AppendRequest;
+    let Some((urls, settings)) = fresh_namespace() else { return };
+    let a = connect(&settings).await;
+    let id = "optout-strays";
+    let js = async_nats::jetstream::new(async_nats::connect(urls.clone()).await.expect("connect"));
+    let bucket = format!("{}_SNAPSHOTS", settings.namespace);
+    let kv = js.get_key_value(&bucket).await.expect("bucket");
+    let stream = js.get_stream(format!("KV_{bucket}")).await.expect("bucket stream");
+    let parts_of = |sequence: u64| format!("$KV.{bucket}.{id}.{sequence}.1");
+    // Left by writers that stopped half way: one before any commit of the stream, one (at work,
+    // as far as anyone can tell) after every commit to come.
+    let (stray, later) = (parts_of(0), parts_of(1 << 40));
+    for subject in [&stray, &later] {
+        js.publish(subject.clone(), vec![b'x'; 8192].into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+    for (version, numbers) in [(1, 30_000), (2, 10)] {
+        a.append(AppendRequest {
+            snapshot: Some(contract::opt_out_list_snapshot(version, numbers)),
+            ..contract::append(id, version - 1, 1)
+        })
+        .await
+        .expect("append");
+    }
+    let key = format!("$KV.{bucket}.{id}");
+    // The second snapshot is whole: the first one's parts and the stray are swept with it.
+    assert_eq!(subjects_of(&stream, &format!("{key}.>")).await, std::slice::from_ref(&later));
+    assert!(a.snapshot(id).await.expect("read").is_some_and(|s| s.version == 2));
+
+    // A node that kept a snapshot of a later commit: this node's, of an earlier one, gives way.
+    let mut kept: serde_json::Value = serde_json::from_slice(&kv.get(id).await.expect("get").expect("a snapshot")).expect("JSON");
+    kept["Sequence"] = serde_json::json!(1u64 << 40);
+    kv.put(id, serde_json::to_vec(&kept).expect("encode").into()).await.expect("put");
+    a.append(AppendRequest {
+        snapshot: Some(contract::opt_out_list_snapshot(3, 30_000)),
+        ..contract::append(id, 2, 1)
+    })
+    .await
+    .expect("append");
+    let now: serde_json::Value = serde_json::from_slice(&kv.get(id).await.expect("get").expect("a snapshot")).expect("JSON");
+    assert_eq!(now, kept, "the later snapshot stays");
+    assert_eq!(
+        subjects_of(&stream, &format!("{key}.>")).await,
+        [later],
+        "no parts written for nothing"
+    );
     a.close().await.expect("close");
 }

@@ -6,8 +6,10 @@
 //! key (`<key>.<commit sequence>.<n>`), and the stream's key holds a manifest naming them with
 //! their total length and SHA-256; the manifest is written last, so a reader finds either the old
 //! snapshot or the whole new one. Parts carry the sequence of the commit they follow, so two
-//! nodes snapshotting one stream at once never mix their parts; the parts a manifest no longer
-//! names are purged (not deleted: a purge leaves no marker behind per key).
+//! nodes snapshotting one stream at once never mix their parts. A snapshot never replaces one of
+//! a later commit, and the writer of a new one purges the parts of earlier commits, whether a
+//! replaced manifest named them or a writer stopped before naming them (a purge, not a delete:
+//! it leaves no marker behind per key).
 //!
 //! Reading is bounded: a manifest may name at most [`MAX_SNAPSHOT_BYTES`] in parts of at least
 //! [`MIN_PART`] bytes, each part must be as long as the manifest says, and the whole must hash to
@@ -108,10 +110,13 @@ fn corrupt(stream_id: &str, message: String) -> StoreError {
 
 /// Keeps `stored` as `stream_id`'s snapshot, in parts if it does not fit in one message.
 ///
-/// The key is replaced only if it still holds what was read before the parts were written (a
-/// compare-and-set on its revision): a writer that lost to another purges its own parts, the
-/// winner those of the snapshot it replaced. Parts are left behind only when the node stops
-/// between writing them and settling the manifest, or a purge fails (said in the log).
+/// A snapshot never replaces one of a later commit (two nodes may finish their appends out of
+/// order). The key is replaced only if it still holds what was read before the parts were
+/// written (a compare-and-set on its revision): a writer that lost to another purges its own
+/// parts. The winner sweeps the key's parts of earlier commits: those of the snapshot it replaced,
+/// and those a writer left behind when it stopped between writing them and settling its manifest.
+/// No writer still at work can own those (it would have read a later snapshot than its own and
+/// given up, or its compare-and-set fails); parts of later commits are left to their writer.
 pub(super) async fn keep(
     js: &jetstream::Context,
     bucket: &kv::Store,
@@ -119,11 +124,14 @@ pub(super) async fn keep(
     stream_id: &str,
     stored: &StoredSnapshot,
 ) -> Result<(), StoreError> {
-    let bytes = serde_json::to_vec(stored).map_err(backend)?;
     let key = key_of(stream_id);
-    let before = kv_entry(js, bucket_name, &key).await?;
+    let before = kv_entry(js, bucket_name, &key).await?.filter(|e| e.put);
     let revision = before.as_ref().map_or(0, |e| e.revision);
-    let replaced = named_parts(before, stream_id);
+    let replaced = before.as_ref().map(|e| follows(&e.value, stream_id));
+    if replaced.is_some_and(|r| r.sequence >= stored.sequence) {
+        return Ok(());
+    }
+    let bytes = serde_json::to_vec(stored).map_err(backend)?;
     let size = part_size(js);
     let (value, written) = if bytes.len() <= size {
         (bytes, None)
@@ -137,7 +145,7 @@ pub(super) async fn keep(
         };
         for (n, part) in (1..).zip(bytes.chunks(size)) {
             if let Err(e) = bucket.put(parts.key(&key, n), bytes::Bytes::copy_from_slice(part)).await {
-                purge_parts(js, bucket_name, &key, &parts, stream_id).await;
+                purge_parts(js, bucket_name, &key, parts.sequence, stream_id).await;
                 return Err(backend(e));
             }
         }
@@ -153,44 +161,106 @@ pub(super) async fn keep(
         // No answer is not a refusal (the manifest may be stored, its acknowledgement lost in a
         // failover): what the key holds now says whose parts are named.
         Err(e) => {
-            let now = kv_entry(js, bucket_name, &key).await?;
-            let named = named_parts(now, stream_id);
+            let now = kv_entry(js, bucket_name, &key).await?.filter(|e| e.put);
+            let named = now.and_then(|e| manifest(&e.value, stream_id).ok().flatten());
             let ours = named.is_some_and(|n| written.as_ref().is_some_and(|w| *w == n));
             if !ours {
                 if let Some(parts) = &written {
-                    purge_parts(js, bucket_name, &key, parts, stream_id).await;
+                    purge_parts(js, bucket_name, &key, parts.sequence, stream_id).await;
                 }
                 return Err(backend(e));
             }
             true
         }
     };
-    let unnamed = match landed {
-        true => replaced.filter(|old| written.as_ref().is_none_or(|new| new.sequence != old.sequence)),
-        false => written,
-    };
-    if let Some(parts) = unnamed {
-        purge_parts(js, bucket_name, &key, &parts, stream_id).await;
+    match (landed, &written) {
+        // Parts of earlier commits can only be there if a snapshot was ever kept in parts: if
+        // this one is, or the one it replaced was.
+        (true, _) if written.is_some() || replaced.is_some_and(|r| r.in_parts) => {
+            sweep_parts(js, bucket_name, &key, stored.sequence, stream_id).await
+        }
+        (false, Some(parts)) => purge_parts(js, bucket_name, &key, parts.sequence, stream_id).await,
+        _ => {}
     }
     Ok(())
 }
 
-/// The parts a key's entry names, if it is a manifest (a manifest that cannot be read names
-/// none this writer could purge).
-fn named_parts(entry: Option<super::stored::KvEntry>, stream_id: &str) -> Option<Parts> {
-    entry.filter(|e| e.put).and_then(|e| manifest(&e.value, stream_id).ok().flatten())
+/// What a key's value says of the snapshot it holds.
+#[derive(Debug, Clone, Copy)]
+struct Follows {
+    /// The commit the snapshot follows.
+    sequence: u64,
+    in_parts: bool,
 }
 
-/// Removes `parts` from the bucket. A failure leaves them behind (no snapshot names them), so it
-/// is only said in the log.
-async fn purge_parts(js: &jetstream::Context, bucket_name: &str, key: &str, parts: &Parts, stream_id: &str) {
-    let subjects = format!("$KV.{bucket_name}.{key}.{}.>", parts.sequence);
+/// The commit the snapshot `value` follows. A value that cannot be read follows none: it is
+/// replaced, and it names no parts this writer could purge.
+fn follows(value: &[u8], stream_id: &str) -> Follows {
+    /// The one field of a whole snapshot needed here (the state is skipped, not kept).
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Sequence {
+        sequence: u64,
+    }
+    match manifest(value, stream_id) {
+        Ok(Some(parts)) => Follows {
+            sequence: parts.sequence,
+            in_parts: true,
+        },
+        _ => Follows {
+            sequence: serde_json::from_slice::<Sequence>(value).map_or(0, |s| s.sequence),
+            in_parts: false,
+        },
+    }
+}
+
+/// The most part subjects of one key a sweep looks at (a key holds the parts of one snapshot,
+/// plus those of the rare writer that stopped half way).
+const SWEEP_LIMIT: usize = 10_000;
+
+/// Purges the key's parts of commits before `sequence`. Like a purge, a failure only costs room,
+/// so it is only said in the log.
+async fn sweep_parts(js: &jetstream::Context, bucket_name: &str, key: &str, sequence: u64, stream_id: &str) {
+    use futures_util::StreamExt;
+    let prefix = format!("$KV.{bucket_name}.{key}.");
+    let listed = async {
+        let stream = js.get_stream(format!("KV_{bucket_name}")).await.map_err(backend)?;
+        let mut subjects = stream.info_with_subjects(format!("{prefix}>")).await.map_err(backend)?;
+        let mut earlier = std::collections::BTreeSet::new();
+        let mut seen = 0;
+        while let Some(listed) = subjects.next().await {
+            let (subject, _) = listed.map_err(backend)?;
+            let of = subject
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.split('.').next()?.parse::<u64>().ok());
+            earlier.extend(of.filter(|s| *s < sequence));
+            seen += 1;
+            if seen >= SWEEP_LIMIT {
+                break;
+            }
+        }
+        Ok::<_, StoreError>(earlier)
+    };
+    match listed.await {
+        Ok(earlier) => {
+            for of in earlier {
+                purge_parts(js, bucket_name, key, of, stream_id).await;
+            }
+        }
+        Err(e) => tracing::warn!(stream = %stream_id, error = %crate::error_chain(&e), "cannot list the parts of earlier snapshots"),
+    }
+}
+
+/// Removes the key's parts of the snapshot of the commit at `sequence`. A failure leaves them
+/// behind (no snapshot names them), so it is only said in the log.
+async fn purge_parts(js: &jetstream::Context, bucket_name: &str, key: &str, sequence: u64, stream_id: &str) {
+    let subjects = format!("$KV.{bucket_name}.{key}.{sequence}.>");
     let purged = async {
         let stream = js.get_stream(format!("KV_{bucket_name}")).await.map_err(backend)?;
         stream.purge().filter(subjects).await.map_err(backend)
     };
     if let Err(e) = purged.await {
-        tracing::warn!(stream = %stream_id, parts = parts.count, error = %crate::error_chain(&e), "cannot purge the parts of a snapshot no longer named");
+        tracing::warn!(stream = %stream_id, sequence, error = %crate::error_chain(&e), "cannot purge the parts of a snapshot no longer named");
     }
 }
 
