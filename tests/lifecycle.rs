@@ -218,6 +218,13 @@ async fn commands_accept_ids_and_arns_but_not_other_accounts_arns() {
         .send()
         .await
         .expect("update by ARN");
+    c.put_keyword()
+        .origination_identity(&arn)
+        .keyword("HOURS")
+        .keyword_message("Open 9-5")
+        .send()
+        .await
+        .expect("keyword by ARN");
 
     let pool = c
         .create_pool()
@@ -234,6 +241,16 @@ async fn commands_accept_ids_and_arns_but_not_other_accounts_arns() {
     assert!(
         pool.self_managed_opt_outs_enabled(),
         "a pool inherits its first identity's settings"
+    );
+    let keywords = c
+        .describe_keywords()
+        .origination_identity(pool.pool_id().expect("id"))
+        .send()
+        .await
+        .expect("the pool's keywords");
+    assert!(
+        keywords.keywords().iter().any(|k| k.keyword() == "HOURS"),
+        "and its keywords: {keywords:?}"
     );
     let pools = c.describe_pools().pool_ids(&pool_arn).send().await.expect("describe pool by ARN");
     assert_eq!(pools.pools().len(), 1);

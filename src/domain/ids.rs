@@ -210,6 +210,15 @@ impl ResourceKind {
         }
     }
 
+    /// The kind of member a pool member's stream id is: a sender id or a phone number, the only
+    /// kinds a pool holds.
+    pub fn of_member(id: &str) -> ResourceKind {
+        match ResourceKind::SenderId.is_id(id) {
+            true => ResourceKind::SenderId,
+            false => ResourceKind::PhoneNumber,
+        }
+    }
+
     /// The kind an ARN names (by its resource segment), if any this service keeps.
     pub fn of_arn(arn: &str) -> Option<ResourceKind> {
         let resource = arn.strip_prefix("arn:")?.splitn(5, ':').nth(4)?;

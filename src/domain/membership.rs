@@ -326,8 +326,9 @@ pub fn check_country<M: Member>(m: &M, iso: &Option<String>) -> Result<(), Rejec
     }
 }
 
-/// A release is refused while the member is in, entering or leaving a pool.
-pub fn refuse_release_in_pool<M: Member>(m: &M) -> Result<(), Rejection> {
+/// Refuses a change the member cannot take while it is in, entering or leaving a pool (its
+/// release; a phone number's update).
+pub fn refuse_in_pool<M: Member>(m: &M) -> Result<(), Rejection> {
     match m.pool_id().or(m.pending_pool_id()) {
         Some(pool) => Err(conflict(m, M::IN_POOL, &format!("is associated with pool {pool}"))),
         None => Ok(()),

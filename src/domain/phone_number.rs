@@ -377,13 +377,15 @@ impl PhoneNumberState {
         Ok(vec![PhoneNumberEvent::PhoneNumberRequested(Box::new(number.clone()))])
     }
 
-    /// `Update`: the given members change; two-way messaging needs a channel.
+    /// `Update`: the given members change; two-way messaging needs a channel. Refused for a
+    /// number in (or entering, or leaving) a pool, whose configuration is the pool's.
     fn decide_update(
         &self,
         command: &Command<PhoneNumberAction>,
         changes: &PhoneNumberChanges,
     ) -> Result<Vec<PhoneNumberEvent>, Rejection> {
         let n = self.live(command)?;
+        membership::refuse_in_pool(n)?;
         let two_way = changes.two_way_enabled.unwrap_or(n.two_way_enabled);
         let channel = changes.two_way_channel_arn.as_ref().or(n.two_way_channel_arn.as_ref());
         if two_way && channel.is_none() {
@@ -407,7 +409,7 @@ impl PhoneNumberState {
                 "has deletion protection enabled",
             ));
         }
-        membership::refuse_release_in_pool(n)?;
+        membership::refuse_in_pool(n)?;
         Ok(vec![PhoneNumberEvent::Released {
             phone_number: n.phone_number.clone(),
         }])
@@ -779,6 +781,30 @@ mod tests {
             .then(&[E::PhoneNumberUpdated(with_channel)]);
     }
 
+    /// UpdatePhoneNumber: "If the origination phone number is associated with a pool, an error
+    /// is returned." So while it joins or leaves one too; after it left, it takes updates again.
+    #[test]
+    fn update_of_a_pool_member_is_a_conflict() {
+        let joining = [
+            requested(),
+            E::Membership(MembershipEvent::PoolAssociationStarted { pool_id: POOL.into() }),
+        ];
+        let mut leaving = in_pool();
+        leaving.push(E::Membership(MembershipEvent::PoolDisassociationStarted { pool_id: POOL.into() }));
+        for history in [&in_pool()[..], &joining, &leaving] {
+            given::<PhoneNumberState>(ID, history)
+                .when(A::Update(PhoneNumberChanges {
+                    deletion_protection_enabled: Some(true),
+                    ..Default::default()
+                }))
+                .then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
+        }
+        leaving.push(E::Membership(MembershipEvent::DisassociatedFromPool { pool_id: POOL.into() }));
+        given::<PhoneNumberState>(ID, &leaving)
+            .when(A::Update(Default::default()))
+            .then(&[E::PhoneNumberUpdated(Default::default())]);
+    }
+
     #[test]
     fn update_of_a_released_number_is_not_found() {
         given::<PhoneNumberState>(
@@ -861,6 +887,43 @@ mod tests {
                 }
             )
         });
+    }
+
+    /// DisassociateOriginationIdentity's `IsoCountryCode` must be the number's too.
+    #[test]
+    fn leaving_with_a_wrong_country_is_a_validation_error() {
+        given::<PhoneNumberState>(ID, &in_pool())
+            .when(A::Membership(MembershipAction::BeginDisassociation {
+                pool_id: POOL.into(),
+                iso_country_code: Some("GB".into()),
+                client_token: None,
+            }))
+            .then_reject(|r| {
+                matches!(
+                    r,
+                    Rejection::Validation {
+                        reason: ValidationReason::CountryCodeMismatch,
+                        ..
+                    }
+                )
+            });
+    }
+
+    /// A leave whose pool was deleted between its steps: the deletion already let the number
+    /// go, so its last step has nothing left to do (and is not refused).
+    #[test]
+    fn completing_a_leave_the_pools_deletion_finished_changes_nothing() {
+        let mut history = in_pool();
+        history.extend([
+            E::Membership(MembershipEvent::PoolDisassociationStarted { pool_id: POOL.into() }),
+            E::Membership(MembershipEvent::DetachedFromDeletedPool { pool_id: POOL.into() }),
+        ]);
+        let n = given::<PhoneNumberState>(ID, &history)
+            .when(A::Membership(MembershipAction::CompleteDisassociation { pool_id: POOL.into() }))
+            .then(&[])
+            .0
+            .expect("state");
+        assert_eq!((n.status, n.pool_id), (NumberStatus::Active, None));
     }
 
     #[test]
@@ -1273,6 +1336,27 @@ mod tests {
         given::<PhoneNumberState>(ID, &[requested(), self_managed])
             .when(send(m.clone(), Some("Default")))
             .then(&[E::MessageSent(Box::new(m))]);
+    }
+
+    /// A released number is not found whatever list its update names: the number is looked
+    /// for first.
+    #[test]
+    fn an_update_of_a_released_number_naming_a_missing_list_is_not_found() {
+        let released = [
+            requested(),
+            E::Released {
+                phone_number: "+12065550100".into(),
+            },
+        ];
+        given::<PhoneNumberState>(ID, &released)
+            .when(A::UpdateNamingList {
+                changes: PhoneNumberChanges {
+                    opt_out_list_name: Some("gone".into()),
+                    ..Default::default()
+                },
+                list_exists: false,
+            })
+            .then_reject(is_not_found);
     }
 
     /// UpdatePhoneNumber naming an opt-out list that does not exist: refused, and recorded.

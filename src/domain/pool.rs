@@ -257,7 +257,7 @@ impl PoolState {
         match p.fenced.get(number) {
             Some(fence) if command.meta.at_ms <= *fence => Err(Rejection::conflict(
                 ConflictReason::ResourceModificationNotAllowed,
-                ResourceKind::PhoneNumber,
+                ResourceKind::of_member(number),
                 number,
                 &format!(
                     "has a change of pool {} that was left unfinished and has been settled; send the request again",
@@ -314,7 +314,7 @@ impl Aggregate for PoolState {
                 if !p.members.contains_key(origination_identity) {
                     return Err(Rejection::conflict(
                         ConflictReason::PhoneNumberNotAssociatedToPool,
-                        ResourceKind::PhoneNumber,
+                        ResourceKind::of_member(origination_identity),
                         origination_identity,
                         &format!("is not associated with pool {}", p.pool_id),
                     ));
@@ -569,6 +569,13 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_is_created_once() {
+        given::<PoolState>(POOL, &[created(false)])
+            .when(PoolAction::Create(Box::new(pool(true))))
+            .then_reject(is_conflict(ConflictReason::ResourceAlreadyExists));
+    }
+
+    #[test]
     fn members_must_share_the_message_type() {
         given::<PoolState>(POOL, &[created(false)])
             .when(PoolAction::AddMember(member(2, MessageType::Promotional)))
@@ -647,6 +654,24 @@ mod tests {
                 origination_identity: id.clone(),
             })
             .then(&[PoolEvent::OriginationIdentityDisassociated { origination_identity: id }]);
+        // A join fenced before it reached the pool is refused too, naming the member's kind.
+        let joining = member(3, MessageType::Transactional);
+        let sender = PoolMember {
+            origination_identity: format!("senderid-{:032x}", 4),
+            ..member(4, MessageType::Transactional)
+        };
+        for (m, kind) in [(joining, ResourceType::PhoneNumber), (sender, ResourceType::SenderId)] {
+            let fence = PoolEvent::ChangesFenced {
+                origination_identity: m.origination_identity.clone(),
+                begun_before_ms: at,
+            };
+            given::<PoolState>(POOL, &[history[0].clone(), fence])
+                .when(PoolAction::AddMember(m.clone()))
+                .then_reject(|r| {
+                    matches!(r, Rejection::Conflict { reason: ConflictReason::ResourceModificationNotAllowed, resource_type, resource_id, .. }
+                        if *resource_type == kind && *resource_id == m.origination_identity)
+                });
+        }
         given::<PoolState>(POOL, &after_fence)
             .when(PoolAction::AddMember(member(3, MessageType::Transactional)))
             .then(&[PoolEvent::OriginationIdentityAssociated(member(3, MessageType::Transactional))]);
@@ -703,13 +728,26 @@ mod tests {
             .then(&[]);
     }
 
+    /// The refusal names the resource that is not a member, by its own kind.
     #[test]
     fn removing_a_non_member_is_a_conflict() {
-        given::<PoolState>(POOL, &[created(false)])
-            .when(PoolAction::RemoveMember {
-                origination_identity: member(9, MessageType::Transactional).origination_identity,
-            })
-            .then_reject(is_conflict(ConflictReason::PhoneNumberNotAssociatedToPool));
+        let sender = format!("senderid-{:032x}", 9);
+        for (id, kind) in [
+            (
+                member(9, MessageType::Transactional).origination_identity,
+                ResourceType::PhoneNumber,
+            ),
+            (sender, ResourceType::SenderId),
+        ] {
+            given::<PoolState>(POOL, &[created(false)])
+                .when(PoolAction::RemoveMember {
+                    origination_identity: id.clone(),
+                })
+                .then_reject(|r| {
+                    matches!(r, Rejection::Conflict { reason: ConflictReason::PhoneNumberNotAssociatedToPool, resource_type, resource_id, .. }
+                        if *resource_type == kind && *resource_id == id)
+                });
+        }
     }
 
     /// DeletePool: "If the pool has deletion protection enabled an error is returned."

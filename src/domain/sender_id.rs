@@ -269,7 +269,7 @@ impl Aggregate for SenderIdState {
                         "has deletion protection enabled",
                     ));
                 }
-                membership::refuse_release_in_pool(s)?;
+                membership::refuse_in_pool(s)?;
                 Ok(vec![E::Released {
                     sender_id: s.sender_id.clone(),
                 }])

@@ -135,7 +135,7 @@ impl LifecycleService {
         } else {
             Self::state(&self.numbers, id).await?.0.map(|n| Identity::Number(Box::new(n)))
         };
-        member.ok_or_else(|| not_found(member_kind(id), id))
+        member.ok_or_else(|| not_found(ResourceKind::of_member(id), id))
     }
 
     /// The member whose stream is `id` as the log has it, the version it is at, and, if it is
@@ -150,7 +150,7 @@ impl LifecycleService {
             let loaded = crate::rehydrate::load_state::<PhoneNumberState>(store, id).await?;
             (loaded.state.0.map(|n| Identity::Number(Box::new(n))), loaded.version)
         };
-        let member = member.ok_or_else(|| not_found(member_kind(id), id))?;
+        let member = member.ok_or_else(|| not_found(ResourceKind::of_member(id), id))?;
         let begun_ms = match member.is_changing_pools() {
             true => self.last_change_begun_ms(id, Some(version)).await?,
             false => None,
@@ -222,13 +222,5 @@ impl LifecycleService {
         } else {
             Ok(Identity::Number(Box::new(self.number(meta, id, step.into()).await?)))
         }
-    }
-}
-
-/// The kind of member a stream id is.
-fn member_kind(id: &str) -> ResourceKind {
-    match ResourceKind::SenderId.is_id(id) {
-        true => ResourceKind::SenderId,
-        false => ResourceKind::PhoneNumber,
     }
 }

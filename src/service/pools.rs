@@ -252,8 +252,8 @@ impl LifecycleService {
             }
             Err(e) => return Err(e),
         };
-        // The pool takes its opt-out and two-way settings from a first member that is a phone
-        // number; a sender id has none, and the pool starts with the account's defaults.
+        // The pool takes its opt-out, two-way and keyword settings from a first member that is a
+        // phone number; a sender id has none, and the pool starts with the account's defaults.
         let number = match &member {
             Identity::Number(n) => Some(n.as_ref()),
             Identity::SenderId(_) => None,
@@ -275,7 +275,8 @@ impl LifecycleService {
             deleted: false,
             members: [(member_id.clone(), member.pool_member(spec.message_type))].into_iter().collect(),
             tags: spec.tags.clone(),
-            keywords: Default::default(),
+            // "This includes keywords": the number's own (the built-in ones every pool has).
+            keywords: number.map(|n| n.keywords.clone()).unwrap_or_default(),
             created_timestamp_ms: meta.at_ms,
             client_token: spec.client_token.clone(),
             fenced: Default::default(),
