@@ -182,6 +182,14 @@ impl Authenticator {
         let credential = credentials.get(auth.access_key_id).ok_or(AuthFailure::UnknownKey)?;
         let signed_at = signing_time(req.headers())?;
         check_scope(&auth, signed_at)?;
+        // The operation is part of what is signed: with `X-Amz-Target` left out, a captured
+        // request's signed body could be sent again as another operation (an update's as a
+        // release). The AWS SDKs and CLI sign it.
+        if req.headers().contains_key("x-amz-target") && !auth.signed_headers.contains(&"x-amz-target") {
+            return Err(AuthFailure::Incomplete(
+                "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization.".into(),
+            ));
+        }
         check_skew(signed_at, SystemTime::now())?;
         let expected = signature_of(req, body, &auth, credential, signed_at)?;
         // Compared in constant time: how long the comparison takes says nothing of the secret.
@@ -583,6 +591,45 @@ mod tests {
         );
         let recent = signed(SECRET, SystemTime::now() - Duration::from_secs(14 * 60), b"{}");
         assert!(auth.authenticate(&recent.to_http_request(), b"{}").is_ok());
+    }
+
+    /// A signature that leaves the operation out does not authenticate a request naming one.
+    #[test]
+    fn the_operation_must_be_signed() {
+        let credentials = aws_credential_types::Credentials::new(KEY, SECRET, None, None, "test");
+        let unsigned_target = [("host", "localhost:4566"), ("content-type", "application/x-amz-json-1.0")];
+        let added = sign_request(
+            "POST",
+            "http://localhost:4566/",
+            &unsigned_target,
+            b"{}",
+            &credentials,
+            "us-east-1",
+            SystemTime::now(),
+        )
+        .expect("sign");
+        let request = |target: Option<&str>| {
+            let mut req = TestRequest::post().uri("/");
+            for (k, v) in unsigned_target
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .chain(added.clone())
+            {
+                req = req.insert_header((k, v));
+            }
+            if let Some(target) = target {
+                req = req.insert_header(("x-amz-target", target.to_string()));
+            }
+            req.to_http_request()
+        };
+        assert!(
+            strict().authenticate(&request(None), b"{}").is_ok(),
+            "no operation named: the signature stands"
+        );
+        match strict().authenticate(&request(Some("PinpointSMSVoiceV2.ReleasePhoneNumber")), b"{}") {
+            Err(AuthFailure::Incomplete(message)) => assert!(message.contains("X-Amz-Target"), "{message}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

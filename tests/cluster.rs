@@ -798,3 +798,46 @@ async fn a_create_pool_retried_on_another_node_mid_attempt_gets_that_attempts_po
     assert_eq!(answer.pool_id(), Some(pool_id.as_str()));
     nodes.stop();
 }
+
+/// A client token another node has reserved for a creation still on its way (its append not yet
+/// in the log, as while it is resent through a leader election) is not "claimed by nothing":
+/// the request waits for the winner's resource, and if that never lands, it is refused as one
+/// racing another request (`ConflictException`) — before, it was answered with a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_token_reserved_by_a_creation_in_flight_is_waited_for_not_a_500() {
+    let Some(settings) = cluster_settings() else { return };
+    let nodes = Nodes::start(&settings);
+    let urls = nodes.urls();
+    let js = async_nats::jetstream::new(async_nats::connect(settings.servers.clone()).await.expect("connect"));
+    let claims = js
+        .get_key_value(format!("{}_CLAIMS", settings.namespace))
+        .await
+        .expect("claims bucket");
+    // The reservation a node makes before it publishes a creation with this token.
+    let key = format!("t/{ACCOUNT}/{REGION}/RequestPhoneNumber/token-in-flight");
+    let reservation = serde_json::json!({
+        "Stream": "phone-0123456789abcdef0123456789abcdef",
+        "AtMs": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64,
+    });
+    claims
+        .put(format!("={}", hex::encode(&key)), reservation.to_string().into())
+        .await
+        .expect("reserve");
+    let started = Instant::now();
+    let refused = client_for(&urls[1], ACCOUNT, REGION)
+        .request_phone_number()
+        .iso_country_code("US")
+        .message_type(MessageType::Transactional)
+        .number_capabilities(aws_sdk_pinpointsmsvoicev2::types::NumberCapability::Sms)
+        .number_type(aws_sdk_pinpointsmsvoicev2::types::RequestableNumberType::LongCode)
+        .client_token("token-in-flight")
+        .send()
+        .await
+        .expect_err("no creation ever lands");
+    assert_eq!(refused.code(), Some("ConflictException"), "{refused:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(15),
+        "the winner was waited for beyond an append's resends: {:?}",
+        started.elapsed()
+    );
+}

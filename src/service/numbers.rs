@@ -160,9 +160,9 @@ impl LifecycleService {
                 }
                 Err(e) if lost_token_race(&e) => {
                     let token = spec.client_token.as_deref().unwrap_or_default();
-                    let earlier = self.token_owner(scope, "RequestPhoneNumber", token).await?;
-                    let earlier =
-                        earlier.ok_or_else(|| ServiceError::Invariant(format!("client token {token} is claimed by no number")))?;
+                    let earlier = self
+                        .token_race_winner(scope, "RequestPhoneNumber", ResourceKind::PhoneNumber, token)
+                        .await?;
                     return self.earlier_number(meta, &spec, &earlier).await;
                 }
                 // The E.164 number is held by another resource: try another candidate.

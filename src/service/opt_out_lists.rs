@@ -118,8 +118,9 @@ impl LifecycleService {
                 .ok_or_else(|| ServiceError::Invariant(format!("created opt-out list {id} has no state"))),
             Err(e) if lost_token_race(&e) => {
                 let token = spec.client_token.as_deref().unwrap_or_default();
-                let earlier = self.token_owner(scope, "CreateOptOutList", token).await?;
-                let earlier = earlier.ok_or_else(|| ServiceError::Invariant(format!("client token {token} is claimed by no list")))?;
+                let earlier = self
+                    .token_race_winner(scope, "CreateOptOutList", ResourceKind::OptOutList, token)
+                    .await?;
                 self.earlier_list(scope, &spec, &earlier).await
             }
             Err(e) => Err(e),

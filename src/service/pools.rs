@@ -304,8 +304,7 @@ impl LifecycleService {
             Err(_) => {
                 // Another request created the pool with this token first: its answer is ours.
                 let token = spec.client_token.as_deref().unwrap_or_default();
-                let earlier = self.token_owner(scope, "CreatePool", token).await?;
-                let earlier = earlier.ok_or_else(|| ServiceError::Invariant(format!("client token {token} is claimed by no pool")))?;
+                let earlier = self.token_race_winner(scope, "CreatePool", ResourceKind::Pool, token).await?;
                 self.earlier_pool(scope, &spec, &earlier).await
             }
         }

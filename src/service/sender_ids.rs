@@ -105,8 +105,9 @@ impl LifecycleService {
                 .ok_or_else(|| ServiceError::Invariant(format!("leased sender id {id} has no state"))),
             Err(e) if lost_token_race(&e) => {
                 let token = spec.client_token.as_deref().unwrap_or_default();
-                let earlier = self.token_owner(scope, "RequestSenderId", token).await?;
-                let earlier = earlier.ok_or_else(|| ServiceError::Invariant(format!("client token {token} is claimed by no sender id")))?;
+                let earlier = self
+                    .token_race_winner(scope, "RequestSenderId", ResourceKind::SenderId, token)
+                    .await?;
                 self.earlier_sender_id(scope, &spec, &earlier).await
             }
             Err(e) => Err(e),

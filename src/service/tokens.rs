@@ -36,6 +36,40 @@ impl LifecycleService {
         Ok(owner.map(|id| String::from_utf8_lossy(&id).into_owned()))
     }
 
+    /// The resource of the request that won a client token's race against this one (the
+    /// creation that made the winning claim). With several nodes, the winner's claim is reserved
+    /// before its append is published, and that append may still be on its way (resent through
+    /// a leader election for up to 15 s): its resource is waited for, not taken for missing. A
+    /// creation that never lands leaves the request refused as one racing another
+    /// (`ConflictException`), to be sent again.
+    pub(super) async fn token_race_winner(
+        &self,
+        scope: &Scope,
+        operation: &str,
+        kind: ResourceKind,
+        token: &str,
+    ) -> Result<String, ServiceError> {
+        /// Beyond the longest an append is resent.
+        const WINNER_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(50);
+        loop {
+            if let Some(winner) = self.token_owner(scope, operation, token).await? {
+                return Ok(winner);
+            }
+            if started.elapsed() >= WINNER_WAIT {
+                return Err(ServiceError::Rejected(Rejection::conflict(
+                    ConflictReason::ResourceModificationNotAllowed,
+                    kind,
+                    token,
+                    "is the client token of another request still in progress; send this request again",
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(1));
+        }
+    }
+
     /// Refuses a request that reuses the client token of a creation of `earlier` unless it asks
     /// for what that creation asked. `creation` reads a command as the log recorded it: for a
     /// creation, whether it carried this request's token and whether this request asks for the

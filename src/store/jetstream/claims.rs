@@ -34,12 +34,15 @@ use crate::store::AppendError;
 /// never taken over while the append that made it can still be stored.
 pub const CLAIM_GRACE: Duration = Duration::from_secs(30);
 
-/// What a reservation records: who made it and when.
+/// What a reservation records: who made it and when, and a nonce that makes each one unique (so
+/// a writer whose create got no answer knows the entry it then finds for its own).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct Reservation {
     stream: String,
     at_ms: u64,
+    #[serde(default)]
+    nonce: Option<uuid::Uuid>,
 }
 
 /// Reserves `key` for an append to `stream_id`; returns the reservation's revision.
@@ -50,6 +53,7 @@ pub(super) async fn reserve(shared: &Shared, key: &[u8], stream_id: &str) -> Res
     let record = serde_json::to_vec(&Reservation {
         stream: stream_id.to_string(),
         at_ms: now_ms(),
+        nonce: Some(uuid::Uuid::new_v4()),
     })
     .map_err(|e| AppendError::Storage(backend(e)))?;
     // A reservation deleted between our create and our look at it: try again, a few times.
@@ -111,6 +115,8 @@ enum Created {
 /// library's `create` does (a put expecting no message on the key, or its last message if that
 /// is a delete), with the entry read as every stored message is here (see `stored`): the
 /// library reads it over the wire, where a malformed header block takes the connection down.
+/// A create whose answer was lost (a leader change of the bucket) but that was stored finds
+/// its own entry, byte for byte: it is this reservation, not another claimant's.
 async fn create(shared: &Shared, token: &str, value: bytes::Bytes) -> Result<u64, Created> {
     let failed = match shared.claims.update(token, value.clone(), 0).await {
         Ok(revision) => return Ok(revision),
@@ -120,6 +126,7 @@ async fn create(shared: &Shared, token: &str, value: bytes::Bytes) -> Result<u64
         .await
         .map_err(Created::Failed)?
     {
+        Some(entry) if entry.put && entry.value == value => Ok(entry.revision),
         Some(entry) if !entry.put => shared
             .claims
             .update(token, value, entry.revision)

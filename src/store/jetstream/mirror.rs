@@ -177,7 +177,8 @@ pub struct Mirror {
     wanted: std::sync::atomic::AtomicU64,
 }
 
-/// How long a read waits for the view to reach a sequence before it fails.
+/// How long a read waits for the view to move before it fails: a view that keeps applying is
+/// waited for however far behind it is (a node starting on a long log replays it all first).
 pub const CATCH_UP_DEADLINE: Duration = Duration::from_secs(30);
 
 impl Default for Mirror {
@@ -217,6 +218,11 @@ impl Mirror {
 
     /// Waits until the view has applied `sequence`.
     pub async fn wait_for(&self, sequence: u64) -> Result<(), StoreError> {
+        self.wait_moving(sequence, CATCH_UP_DEADLINE).await
+    }
+
+    /// [`wait_for`](Self::wait_for), giving up once the view has not moved for `stall`.
+    async fn wait_moving(&self, sequence: u64, stall: Duration) -> Result<(), StoreError> {
         if sequence == 0 || self.applied() >= sequence {
             return Ok(());
         }
@@ -232,7 +238,16 @@ impl Mirror {
             waiters.entry(sequence).or_default().push(tx);
             rx
         };
-        let reached = tokio::time::timeout(CATCH_UP_DEADLINE, woken).await.map(|r| r.is_ok());
+        let mut woken = woken;
+        let mut seen = self.applied();
+        let reached = loop {
+            match tokio::time::timeout(stall, &mut woken).await {
+                Ok(woke) => break Ok(woke.is_ok()),
+                // Still moving: further to go, not stalled.
+                Err(_) if self.applied() > seen => seen = self.applied(),
+                Err(stalled) => break Err(stalled),
+            }
+        };
         if reached.is_err() {
             // Given up: its place goes with it (and those of the others that gave up on it),
             // so a view that stays stalled does not collect a waiter per request.
@@ -250,8 +265,8 @@ impl Mirror {
             Err(_) => Err(StoreError::backend(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!(
-                    "this node's view of the log did not reach sequence {sequence} within {} s",
-                    CATCH_UP_DEADLINE.as_secs()
+                    "this node's view of the log stopped at sequence {seen} for {} s, short of {sequence}",
+                    stall.as_secs_f64()
                 ),
             ))),
         }
@@ -821,6 +836,33 @@ mod tests {
             snapshotted: Some(false),
         };
         (serde_json::to_vec(&commit).expect("encode"), id)
+    }
+
+    /// A reader waits for a view far behind as long as it keeps moving, and gives up only on
+    /// one that stopped for as long as it is given ([`CATCH_UP_DEADLINE`] outside this test).
+    #[tokio::test]
+    async fn a_wait_for_the_view_fails_only_when_it_stops_moving() {
+        const STALL: Duration = Duration::from_millis(300);
+        let m = std::sync::Arc::new(Mirror::default());
+        let waiting = tokio::spawn({
+            let m = m.clone();
+            async move { m.wait_moving(1_000, STALL).await }
+        });
+        for sequence in 1..=4 {
+            tokio::time::sleep(STALL - Duration::from_millis(100)).await;
+            m.mark_applied(sequence * 100);
+        }
+        assert!(
+            !waiting.is_finished(),
+            "moving for longer than the stall allowed, and still waited for"
+        );
+        m.mark_applied(1_000);
+        assert!(waiting.await.expect("task").is_ok());
+        let stalled = m.wait_moving(2_000, STALL).await;
+        match stalled {
+            Err(e) => assert!(crate::error_chain(&e).contains("stopped at sequence 1000"), "{e}"),
+            Ok(()) => panic!("a stalled view is not waited for forever"),
+        }
     }
 
     /// A view knows a stream has no snapshot only when each of its commits says so: a commit that

@@ -112,8 +112,8 @@ fn corrupt(stream_id: &str, message: String) -> StoreError {
 ///
 /// A snapshot never replaces one of a later commit (two nodes may finish their appends out of
 /// order). The key is replaced only if it still holds what was read before the parts were
-/// written (a compare-and-set on its revision): a writer that lost to another purges its own
-/// parts. The winner sweeps the key's parts of earlier commits: those of the snapshot it replaced,
+/// written (a compare-and-set on its revision): a writer refused so purges its own parts (one
+/// that got no answer leaves them, as its manifest may yet land). The winner sweeps the key's parts of earlier commits: those of the snapshot it replaced,
 /// and those a writer left behind when it stopped between writing them and settling its manifest.
 /// No writer still at work can own those (it would have read a later snapshot than its own and
 /// given up, or its compare-and-set fails); parts of later commits are left to their writer.
@@ -158,20 +158,10 @@ pub(super) async fn keep(
         Ok(_) => true,
         // Another node kept a snapshot of this stream meanwhile: as good as this one.
         Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => false,
-        // No answer is not a refusal (the manifest may be stored, its acknowledgement lost in a
-        // failover): what the key holds now says whose parts are named.
-        Err(e) => {
-            let now = kv_entry(js, bucket_name, &key).await?.filter(|e| e.put);
-            let named = now.and_then(|e| manifest(&e.value, stream_id).ok().flatten());
-            let ours = named.is_some_and(|n| written.as_ref().is_some_and(|w| *w == n));
-            if !ours {
-                if let Some(parts) = &written {
-                    purge_parts(js, bucket_name, &key, parts.sequence, stream_id).await;
-                }
-                return Err(backend(e));
-            }
-            true
-        }
+        // No answer is not a refusal: the manifest may be stored, its acknowledgement lost in a
+        // failover, or still be on its way (a proposal the key does not show yet). Its parts are
+        // left alone; if no manifest names them, the next snapshot's sweep purges them.
+        Err(e) => return Err(backend(e)),
     };
     match (landed, &written) {
         // Parts of earlier commits can only be there if a snapshot was ever kept in parts: if

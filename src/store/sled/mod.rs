@@ -17,6 +17,8 @@
 //! transaction. Reads run on a few reader threads of the store ([`readers`]), never on the
 //! caller's thread.
 
+mod blobs;
+mod durable;
 mod feed;
 #[cfg(test)]
 mod format_tests;
@@ -80,10 +82,24 @@ pub struct SledStore {
 
 /// Opens sled, waiting briefly if the directory's lock is still held: a process that just closed
 /// the same log releases it from sled's background threads a moment after `close` returns.
-fn open_sled(dir: &Path, cache_bytes: u64) -> Result<::sled::Db, ::sled::Error> {
+///
+/// A log whose every batch is flushed by the writer gets no flushes from sled's own background
+/// thread: those would make the log's pointers to blob files durable before the writer has
+/// synced the files ([`blobs`]). A relaxed log keeps them (they are all that makes it durable
+/// between the writer's rare flushes).
+fn open_sled(dir: &Path, cache_bytes: u64, durability: Durability) -> Result<::sled::Db, ::sled::Error> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let background_flushes = match durability {
+        Durability::Relaxed => Some(500),
+        Durability::Flush | Durability::Fsync => None,
+    };
     loop {
-        match ::sled::Config::new().path(dir).cache_capacity(cache_bytes).open() {
+        match ::sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(background_flushes)
+            .open()
+        {
             Err(e) if e.to_string().contains("lock") && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(25));
             }
@@ -176,7 +192,7 @@ impl SledStore {
             source: e,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(Arc::new(e)))?;
-        let db = open_sled(dir, settings.cache_capacity_bytes).map_err(|e| open_err(Arc::new(e)))?;
+        let db = open_sled(dir, settings.cache_capacity_bytes, settings.durability).map_err(|e| open_err(Arc::new(e)))?;
         Self::init(db, dir, settings, true)
     }
 
@@ -195,7 +211,7 @@ impl SledStore {
             return Err(StoreError::NotALedger(dir.to_path_buf()));
         }
         let settings = SledSettings::default();
-        let db = open_sled(dir, settings.cache_capacity_bytes).map_err(|e| {
+        let db = open_sled(dir, settings.cache_capacity_bytes, settings.durability).map_err(|e| {
             if e.to_string().contains("lock") {
                 open_err("locked by a running server (ask it with --server URL)")
             } else {
@@ -260,10 +276,31 @@ impl SledStore {
     }
 
     /// Runs `read` on a reader thread with the open trees.
+    /// Its answer waits until what it saw is durable ([`durable`]).
     fn read<T: Send + 'static>(&self, read: impl FnOnce(&Trees) -> Result<T, StoreError> + Send + 'static) -> StoreFuture<T> {
         let open = self.open.read().unwrap_or_else(|p| p.into_inner());
         match open.as_ref() {
-            Some(open) => open.readers.run(read),
+            Some(open) => {
+                let done = open.readers.run(read);
+                match open.writer.as_ref().map(writer::WriterHandle::gate) {
+                    Some(gate) => Box::pin(async move {
+                        let answer = done.await?;
+                        gate.passed().await?;
+                        Ok(answer)
+                    }),
+                    None => done,
+                }
+            }
+            None => Box::pin(std::future::ready(Err(StoreError::Closed))),
+        }
+    }
+
+    /// Runs `work` on a reader thread, answering at once: for what reads no data (a probe of
+    /// the storage, which must work while a failed flush holds every read back).
+    fn run_ungated<T: Send + 'static>(&self, work: impl FnOnce(&Trees) -> Result<T, StoreError> + Send + 'static) -> StoreFuture<T> {
+        let open = self.open.read().unwrap_or_else(|p| p.into_inner());
+        match open.as_ref() {
+            Some(open) => open.readers.run(work),
             None => Box::pin(std::future::ready(Err(StoreError::Closed))),
         }
     }
@@ -299,7 +336,13 @@ fn read_stream(t: &Trees, stream_id: &str, from_version: u64, limit: usize) -> R
 }
 
 fn read_tail(t: &Trees, stream_id: &str, limit: usize) -> Result<StreamTail, StoreError> {
-    let snapshot = match t.snapshots.get(stream_id.as_bytes())? {
+    // A snapshot is a cache: one that cannot be read (undecodable, or sled cannot read it back,
+    // as when the separate file sled keeps a big value in was lost) is replayed instead.
+    let stored = t.snapshots.get(stream_id.as_bytes()).unwrap_or_else(|e| {
+        tracing::warn!(stream = stream_id, error = %e, "cannot read the snapshot; replaying the stream");
+        None
+    });
+    let snapshot = match stored {
         Some(bytes) => match decode_snapshot(stream_id, &bytes) {
             Ok(s) => Some(s),
             Err(problem) => {
@@ -555,7 +598,7 @@ impl EventStore for SledStore {
     fn probe(&self) -> StoreFuture<()> {
         // sled keeps the first failed write as a global error that every later flush returns;
         // with nothing to write, a flush costs nothing more.
-        self.read(|t| {
+        self.run_ungated(|t| {
             t.db.flush()?;
             Ok(())
         })
@@ -589,6 +632,96 @@ impl EventStore for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A read that sees an append committed but not yet flushed answers only once it is
+    /// durable: a crash in between would lose what it had answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_answers_only_what_is_durable() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = SledStore::open(dir.path(), &SledSettings::default()).expect("open");
+        let release = {
+            let open = store.open.read().expect("lock");
+            open.as_ref().and_then(|o| o.writer.as_ref()).expect("a writer").hold_flushes()
+        };
+        let event = crate::domain::phone_number::PhoneNumberEvent::PhoneNumberRequested(Box::new(
+            crate::domain::phone_number::PhoneNumber::example("phone-1", "111122223333", "us-east-1"),
+        ));
+        let meta = crate::store::AppendMeta::direct("111122223333", "us-east-1", "durable-test", "Test/Append");
+        let request = AppendRequest::plain("phone-1", 0, meta, crate::codec::pending_events(&[event]).expect("events"));
+        let appended = tokio::spawn(store.submit(request).expect("queued"));
+        // Committed (visible to sled's readers) and held before its flush.
+        let trees = store.open.read().expect("lock").as_ref().expect("open").trees.clone();
+        let committed = async {
+            while trees.streams.is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), committed)
+            .await
+            .expect("committed");
+        let read = tokio::spawn(store.read_stream("phone-1", 1, 10));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!read.is_finished() && !appended.is_finished(), "nothing answered before the flush");
+        release.send(()).expect("release");
+        let events = read.await.expect("read task").expect("read");
+        assert_eq!(events.len(), 1);
+        assert!(appended.await.expect("append task").is_ok());
+        // No flush under way: a read answers at once.
+        assert_eq!(store.read_stream("phone-1", 1, 10).await.expect("read").len(), 1);
+    }
+
+    /// sled keeps a value too big for its log (a snapshot of a big opt-out list, over a
+    /// quarter of a log segment) in a file of its own under `blobs/`. Such a file lost, sled
+    /// reads the log without the value: a snapshot's stream is then replayed. (What would
+    /// lose more, an event in a blob, is why the writer syncs blob files with each flush.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_sled_cannot_read_back_is_replayed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let event = crate::domain::phone_number::PhoneNumberEvent::PhoneNumberRequested(Box::new(
+            crate::domain::phone_number::PhoneNumber::example("phone-1", "111122223333", "us-east-1"),
+        ));
+        {
+            let store = SledStore::open(dir.path(), &SledSettings::default()).expect("open");
+            let meta = crate::store::AppendMeta::direct("111122223333", "us-east-1", "blob-test", "Test/Append");
+            let big = Snapshot {
+                version: 1,
+                schema_version: crate::store::SNAPSHOT_SCHEMA_VERSION,
+                state: serde_json::json!({ "Padding": "x".repeat(400 * 1024) }),
+            };
+            let request = AppendRequest {
+                snapshot: Some(big),
+                ..AppendRequest::plain("phone-1", 0, meta, crate::codec::pending_events(&[event]).expect("events"))
+            };
+            store.append(request).await.expect("append");
+            // The append was answered once the blob file holding its snapshot was synced.
+            let blob_files = || -> Vec<u64> {
+                std::fs::read_dir(dir.path().join("blobs"))
+                    .expect("blobs")
+                    .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            };
+            let newest = blob_files().into_iter().max().expect("the snapshot went to a blob file");
+            let synced = store
+                .open
+                .read()
+                .expect("lock")
+                .as_ref()
+                .and_then(|o| o.writer.as_ref())
+                .expect("writer")
+                .blobs_synced();
+            assert!(synced >= newest, "blob {newest} was not synced (synced through {synced})");
+            store.close().await.expect("close");
+        }
+        let blobs: Vec<_> = std::fs::read_dir(dir.path().join("blobs")).expect("blobs").collect();
+        for blob in blobs {
+            std::fs::remove_file(blob.expect("entry").path()).expect("remove");
+        }
+        let store = SledStore::open(dir.path(), &SledSettings::default()).expect("open again");
+        let tail = store.read_tail("phone-1", 100).await.expect("the stream reads");
+        assert!(tail.snapshot.is_none(), "no snapshot: replayed");
+        assert_eq!((tail.events.len(), tail.head.version), (1, 1));
+        store.close().await.expect("close");
+    }
 
     #[test]
     fn a_stream_key_gives_back_its_version() {

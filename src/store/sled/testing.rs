@@ -9,7 +9,7 @@ use crate::store::StoreError;
 
 /// Rewrites the stored bytes under `key` of `tree` with `damage`.
 fn tamper(dir: &Path, tree: &str, key: &[u8], what: &str, damage: impl FnOnce(&mut Vec<u8>)) -> Result<(), StoreError> {
-    let db = open_sled(dir, 16 * 1024 * 1024)?;
+    let db = open_sled(dir, 16 * 1024 * 1024, crate::store::Durability::Flush)?;
     let tree = db.open_tree(tree)?;
     let mut bytes = tree
         .get(key)?
@@ -33,7 +33,7 @@ pub fn tamper_with_event(dir: &Path, stream_id: &str, version: u64, damage: impl
 /// Stores `bytes` as event `version` of `stream_id`, beside the feed (as an intruder with the files
 /// could: the stream's head moves, nothing else does).
 pub fn forge_event(dir: &Path, stream_id: &str, version: u64, bytes: &[u8]) -> Result<(), StoreError> {
-    let db = open_sled(dir, 16 * 1024 * 1024)?;
+    let db = open_sled(dir, 16 * 1024 * 1024, crate::store::Durability::Flush)?;
     db.open_tree("streams")?.insert(stream_key(stream_id, version), bytes)?;
     db.flush()?;
     Ok(())
@@ -47,7 +47,7 @@ pub fn tamper_with_snapshot(dir: &Path, stream_id: &str, damage: impl FnOnce(&mu
 
 /// Deletes the derived index (the server rebuilds it from the log on start).
 pub fn drop_index(dir: &Path) -> Result<(), StoreError> {
-    let db = open_sled(dir, 16 * 1024 * 1024)?;
+    let db = open_sled(dir, 16 * 1024 * 1024, crate::store::Durability::Flush)?;
     db.drop_tree("index")?;
     db.flush()?;
     Ok(())

@@ -40,6 +40,9 @@ type Reply = oneshot::Sender<Result<Vec<EventEnvelope>, AppendError>>;
 enum Msg {
     Append(Box<AppendRequest>, Reply),
     Shutdown,
+    /// Tests: from now on, each flush waits for a message on this channel.
+    #[cfg(test)]
+    HoldFlushes(std::sync::mpsc::Receiver<()>),
 }
 
 pub(crate) struct WriterHandle {
@@ -49,6 +52,11 @@ pub(crate) struct WriterHandle {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The last durable position, for followers of the feed.
     head: tokio::sync::watch::Receiver<u64>,
+    /// Where reads wait until what they saw is durable.
+    gate: super::durable::Gate,
+    /// Tests: the highest blob file the writer synced.
+    #[cfg(test)]
+    blobs_synced: Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub(crate) fn read_chain_head(heads: &sled::Tree) -> Result<ChainHead, StoreError> {
@@ -75,8 +83,12 @@ impl WriterHandle {
         let (tx, rx) = sync_channel(QUEUE_CAPACITY);
         let (head_tx, head_rx) = tokio::sync::watch::channel(head.position);
         let data_file_for_errors = data_file.clone();
+        let blobs = super::blobs::BlobFiles::new(data_file.parent().map(std::path::Path::to_path_buf).unwrap_or_default());
+        #[cfg(test)]
+        let blobs_synced = blobs.synced_through();
         let queued = Arc::new(AtomicUsize::new(0));
         let writer_queued = queued.clone();
+        let (batches, gate) = super::durable::batches();
         let thread = std::thread::Builder::new()
             .name("event-writer".into())
             .spawn(move || {
@@ -90,6 +102,10 @@ impl WriterHandle {
                     head: head_tx,
                     queued: writer_queued,
                     failed: None,
+                    batches,
+                    #[cfg(test)]
+                    held: None,
+                    blobs,
                 }
                 .run(rx)
             })
@@ -102,11 +118,19 @@ impl WriterHandle {
             queued,
             thread: Mutex::new(Some(thread)),
             head: head_rx,
+            gate,
+            #[cfg(test)]
+            blobs_synced,
         })
     }
 
     pub(crate) fn watch_head(&self) -> tokio::sync::watch::Receiver<u64> {
         self.head.clone()
+    }
+
+    /// The gate a read waits at before it answers (see [`super::durable`]).
+    pub(crate) fn gate(&self) -> super::durable::Gate {
+        self.gate.clone()
     }
 
     pub(crate) fn submit(
@@ -122,6 +146,20 @@ impl WriterHandle {
             Err(TrySendError::Full(_)) => Err(AppendError::Busy),
             Err(TrySendError::Disconnected(_)) => Err(AppendError::Closed),
         }
+    }
+
+    /// Tests: the highest blob file the writer synced.
+    #[cfg(test)]
+    pub(crate) fn blobs_synced(&self) -> u64 {
+        self.blobs_synced.load(Ordering::SeqCst)
+    }
+
+    /// Tests: holds every later flush until the returned sender sends `()` (one per flush).
+    #[cfg(test)]
+    pub(crate) fn hold_flushes(&self) -> SyncSender<()> {
+        let (release, held) = sync_channel(16);
+        let _ = self.tx.send(Msg::HoldFlushes(held));
+        release
     }
 
     pub(crate) fn shutdown(&self) {
@@ -153,6 +191,13 @@ struct Writer {
     /// works), so no append is acknowledged on top of a state whose durability is unknown, with
     /// numbering that may have been read back wrong.
     failed: Option<StoreError>,
+    /// Numbers each batch before it commits, and tells readers once it is durable.
+    batches: super::durable::Batches,
+    /// Tests: each flush waits for a message here.
+    #[cfg(test)]
+    held: Option<std::sync::mpsc::Receiver<()>>,
+    /// sled's files of big log items, which its flush does not sync.
+    blobs: super::blobs::BlobFiles,
 }
 
 type Outcomes = Vec<Result<Vec<EventEnvelope>, AppendError>>;
@@ -173,6 +218,11 @@ impl Writer {
             let mut batch: Vec<(Box<AppendRequest>, Reply)> = match rx.recv() {
                 Ok(Msg::Append(r, reply)) => vec![(r, reply)],
                 Ok(Msg::Shutdown) | Err(_) => break,
+                #[cfg(test)]
+                Ok(Msg::HoldFlushes(held)) => {
+                    self.held = Some(held);
+                    continue;
+                }
             };
             while batch.len() < self.max_batch {
                 match rx.try_recv() {
@@ -181,17 +231,23 @@ impl Writer {
                         stop = true;
                         break;
                     }
+                    #[cfg(test)]
+                    Ok(Msg::HoldFlushes(held)) => self.held = Some(held),
                     Err(_) => break,
                 }
             }
             let waiting = self.queued.fetch_sub(batch.len(), Ordering::Relaxed).saturating_sub(batch.len());
             metrics::gauge!(crate::telemetry::WRITER_QUEUE).set(waiting as f64);
             metrics::histogram!(crate::telemetry::COMMIT_BATCH).record(batch.len() as f64);
+            // Numbered before it commits: a read that sees any of it waits for its flush.
+            let number = self.batches.begin();
             let outcomes = if let Some(e) = &self.failed {
                 batch.iter().map(|_| Err(AppendError::Storage(e.clone()))).collect()
             } else {
                 self.commit_durably(&batch, data_file.as_ref())
             };
+            // Durable, or nothing of it was written (ignored once a flush failed).
+            self.batches.durable(number);
             for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
                 // A caller that went away no longer needs its answer.
                 let _ = reply.send(outcome);
@@ -219,6 +275,7 @@ impl Writer {
                     tracing::error!(error = %e, "flush failed; refusing appends until the log is opened again");
                     let e = StoreError::backend(e);
                     self.failed = Some(e.clone());
+                    self.batches.failed(e.clone());
                     batch.iter().map(|_| Err(AppendError::Storage(e.clone()))).collect()
                 }
             },
@@ -230,7 +287,7 @@ impl Writer {
     }
 
     /// [`make_durable`](Self::make_durable) for a batch, timed (the flush latency metric).
-    fn timed_make_durable(&self, data_file: Option<&File>) -> Result<(), std::io::Error> {
+    fn timed_make_durable(&mut self, data_file: Option<&File>) -> Result<(), std::io::Error> {
         let started = std::time::Instant::now();
         let done = self.make_durable(data_file, false);
         let durability = match self.durability {
@@ -243,15 +300,23 @@ impl Writer {
     }
 
     /// Makes a committed batch as durable as configured (`last`: the writer is stopping, so even
-    /// a relaxed log is flushed).
-    fn make_durable(&self, data_file: Option<&File>, last: bool) -> Result<(), std::io::Error> {
+    /// a relaxed log is flushed), sled's blob files with it ([`super::blobs`]): those the batch
+    /// wrote before the flush makes the log's pointers to them durable, those other threads
+    /// wrote meanwhile after.
+    fn make_durable(&mut self, data_file: Option<&File>, last: bool) -> Result<(), std::io::Error> {
+        #[cfg(test)]
+        if let (Some(held), false) = (&self.held, last) {
+            let _ = held.recv();
+        }
         if self.durability == Durability::Relaxed && !last {
             return Ok(());
         }
+        self.blobs.sync_new()?;
         self.trees.db.flush().map_err(std::io::Error::other)?;
         if let Some(f) = data_file {
             f.sync_data()?;
         }
+        self.blobs.sync_new()?;
         Ok(())
     }
 
