@@ -21,7 +21,7 @@ use crate::domain::sender_id::{SenderId, SenderIdAction};
 use crate::domain::types::{ConflictReason, MessageType, NumberStatus, ResourceType};
 use crate::domain::{Aggregate, CommandMeta, Rejection, ResourceKind, Scope};
 use crate::projection::{names_list_key, number_claim_key, opt_out_list_incarnation_key, opted_out_key, view_key, OptOutListView};
-use crate::store::{decode_counter, AppendError, CounterLimit};
+use crate::store::{stored_counter, AppendError, CounterLimit};
 
 /// How many times a send is decided again because its number or pool moved to another opt-out
 /// list between the look and the append (each time, it is read again).
@@ -93,7 +93,7 @@ impl LifecycleService {
             None => 1,
         };
         let key = opted_out_key(scope, &list, incarnation, &message.destination_phone_number);
-        let opted_out = decode_counter(self.store.index_get(&key).await?.as_deref()) > 0;
+        let opted_out = stored_counter(&key, self.store.index_get(&key).await?.as_deref())? > 0;
         let message_id = message.message_id.clone();
         let destination = message.destination_phone_number.clone();
         // The list in force must still be the one read when the append commits (else the send is

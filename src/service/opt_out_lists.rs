@@ -19,7 +19,7 @@ use crate::domain::opt_out_list::{OptOutList, OptOutListAction, OptOutListState,
 use crate::domain::types::Tag;
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
 use crate::projection::{live_count_key, opt_out_list_alive_key, opt_out_list_users_key};
-use crate::store::{decode_counter, AppendError, CounterLimit};
+use crate::store::{stored_counter, AppendError, CounterLimit};
 
 const KIND: ResourceKind = ResourceKind::OptOutList;
 
@@ -92,7 +92,8 @@ impl LifecycleService {
         }
         let id = Self::list_id(scope, &spec.name)?;
         let quota = self.quotas.opt_out_lists_per_account;
-        let held = decode_counter(self.store.index_get(&live_count_key(scope, KIND)).await?.as_deref()).max(0) as u64;
+        let count = live_count_key(scope, KIND);
+        let held = stored_counter(&count, self.store.index_get(&count).await?.as_deref())?.max(0) as u64;
         let list = OptOutList::new(
             &spec.name,
             scope.arn(KIND, &spec.name),
@@ -154,7 +155,7 @@ impl LifecycleService {
         // The decider refuses a list that is gone (recorded on its stream), so no read first.
         let name = KIND.name_in(scope, name_or_arn).unwrap_or(name_or_arn);
         let users = opt_out_list_users_key(scope, name);
-        let in_use = decode_counter(self.store.index_get(&users).await?.as_deref()) > 0;
+        let in_use = stored_counter(&users, self.store.index_get(&users).await?.as_deref())? > 0;
         let unused = CounterLimit::at_most(users, 0);
         let deleted = self
             .execute_within(
@@ -270,7 +271,7 @@ impl LifecycleService {
         // One index read (the list's alive counter), not the list's state, which grows with its
         // opted-out numbers; the bound makes the answer hold when the append commits.
         let alive = opt_out_list_alive_key(&meta.scope, name);
-        if decode_counter(self.store.index_get(&alive).await?.as_deref()) < 1 {
+        if stored_counter(&alive, self.store.index_get(&alive).await?.as_deref())? < 1 {
             return Err(not_found(KIND, name));
         }
         Ok(Some(CounterLimit::at_least(alive, 1)))

@@ -14,7 +14,7 @@ use crate::actors::ExecuteError;
 use crate::domain::types::QuotaReason;
 use crate::domain::{Rejection, ResourceKind, Scope};
 use crate::projection::live_count_key;
-use crate::store::{decode_counter, AppendError, CounterLimit};
+use crate::store::{stored_counter, AppendError, CounterLimit};
 
 /// A unit of quota held by a creation in progress; released when dropped.
 pub(super) struct Reservation<'a> {
@@ -56,8 +56,9 @@ impl LifecycleService {
 
     /// How many resources of `kind` the scope holds (from the index's counter).
     async fn count_live(&self, scope: &Scope, kind: ResourceKind) -> Result<u64, ServiceError> {
-        let stored = self.store.index_get(&live_count_key(scope, kind)).await?;
-        Ok(decode_counter(stored.as_deref()).max(0) as u64)
+        let key = live_count_key(scope, kind);
+        let stored = self.store.index_get(&key).await?;
+        Ok(stored_counter(&key, stored.as_deref())?.max(0) as u64)
     }
 
     /// Holds one unit of the scope's quota for a creation in progress.

@@ -12,7 +12,7 @@ use crate::domain::sender_id::{SenderId, SenderIdAction, SenderIdState};
 use crate::domain::types::{MessageType, NumberStatus, Tag};
 use crate::domain::{CommandMeta, ResourceKind, Scope};
 use crate::projection::live_count_key;
-use crate::store::decode_counter;
+use crate::store::stored_counter;
 
 const KIND: ResourceKind = ResourceKind::SenderId;
 
@@ -68,7 +68,8 @@ impl LifecycleService {
         }
         let id = Self::sender_id_stream(scope, &spec.sender_id, Some(&spec.iso_country_code))?;
         let quota = self.quotas.sender_ids_per_account;
-        let held = decode_counter(self.store.index_get(&live_count_key(scope, KIND)).await?.as_deref()).max(0) as u64;
+        let count = live_count_key(scope, KIND);
+        let held = stored_counter(&count, self.store.index_get(&count).await?.as_deref())?.max(0) as u64;
         let sender_id = SenderId {
             id: id.clone(),
             sender_id: spec.sender_id.clone(),

@@ -159,9 +159,22 @@ pub enum IndexOp {
     Add(Vec<u8>, i64),
 }
 
-/// The value of a counter entry.
+/// The value of a counter entry in an index this process computed itself (0 for none).
 pub fn decode_counter(bytes: Option<&[u8]>) -> i64 {
     bytes.and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, i64::from_be_bytes)
+}
+
+/// The value of the counter `key` as stored (0 for none). Stored bytes that are not a counter
+/// are damage, not zero: read as 0, a quota or an opt-out would pass unchecked, and the next
+/// change would write the wrong value over them for good.
+pub fn stored_counter(key: &[u8], bytes: Option<&[u8]>) -> Result<i64, StoreError> {
+    match bytes {
+        None => Ok(0),
+        Some(b) => <[u8; 8]>::try_from(b).map(i64::from_be_bytes).map_err(|_| StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            message: format!("a counter of {} bytes, not 8", b.len()),
+        }),
+    }
 }
 
 /// Bounds a counter must stay within once an append's index changes are applied.

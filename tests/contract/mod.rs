@@ -259,6 +259,20 @@ pub async fn unique_claims<H: Harness>() {
         s.index_get(b"n/+12065550199").await.expect("get"),
         Some(winners[0].as_bytes().to_vec())
     );
+    // One append claiming a key twice takes it from itself: refused, nothing written.
+    let twice = AppendRequest {
+        unique_claims: vec![
+            (b"n/+12065550177".to_vec(), b"phone-t".to_vec()),
+            (b"n/+12065550177".to_vec(), b"phone-t".to_vec()),
+        ],
+        ..append("phone-t", 0, 1)
+    };
+    match s.append(twice).await {
+        Err(AppendError::UniqueViolation(key)) => assert!(key.contains("+12065550177"), "{key}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.stream_head("phone-t").await.expect("head").version, 0);
+    assert_eq!(s.index_get(b"n/+12065550177").await.expect("get"), None);
 }
 
 /// (Guarantee 3.) A client token is a unique claim bound to the resource its first request created: however

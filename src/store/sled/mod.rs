@@ -723,6 +723,57 @@ mod tests {
         store.close().await.expect("close");
     }
 
+    /// A counter whose stored bytes are not a counter (a damaged disk) fails the append that
+    /// reads or changes it, with the damage named, and only that one: read as 0 it would let a
+    /// quota or an opt-out pass, and the append would write a wrong value over it for good.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_damaged_counter_fails_only_the_append_that_uses_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let append = |stream: &str, version: u64, counter: Option<&[u8]>| {
+            let event = crate::domain::phone_number::PhoneNumberEvent::PhoneNumberRequested(Box::new(
+                crate::domain::phone_number::PhoneNumber::example(stream, "111122223333", "us-east-1"),
+            ));
+            let meta = crate::store::AppendMeta::direct("111122223333", "us-east-1", "counter-test", "Test/Append");
+            AppendRequest {
+                index_ops: counter.map(|k| crate::store::IndexOp::Add(k.to_vec(), 1)).into_iter().collect(),
+                counter_limits: counter
+                    .map(|k| crate::store::CounterLimit::at_most(k.to_vec(), 10))
+                    .into_iter()
+                    .collect(),
+                ..AppendRequest::plain(stream, version, meta, crate::codec::pending_events(&[event]).expect("events"))
+            }
+        };
+        {
+            let store = SledStore::open(dir.path(), &SledSettings::default()).expect("open");
+            store.append(append("phone-1", 0, Some(b"c/quota"))).await.expect("append");
+            store.close().await.expect("close");
+        }
+        {
+            let db = open_sled(dir.path(), 1 << 20, Durability::Flush).expect("sled");
+            db.open_tree("index")
+                .expect("index")
+                .insert(b"c/quota", &[0u8, 1, 2][..])
+                .expect("damage");
+            db.flush().expect("flush");
+        }
+        let store = SledStore::open(dir.path(), &SledSettings::default()).expect("open again");
+        let using = store.submit(append("phone-2", 0, Some(b"c/quota"))).expect("queued");
+        let other = store.submit(append("phone-3", 0, None)).expect("queued");
+        match using.await {
+            Err(AppendError::Storage(StoreError::Corrupt { key, message })) => {
+                assert_eq!((key.as_str(), message.as_str()), ("c/quota", "a counter of 3 bytes, not 8"))
+            }
+            other => panic!("{:?}", other.map(|e| e.len())),
+        }
+        other.await.expect("an append that uses no counter is taken");
+        assert_eq!(
+            store.index_get(b"c/quota").await.expect("read"),
+            Some(vec![0, 1, 2]),
+            "left as found"
+        );
+        store.close().await.expect("close");
+    }
+
     #[test]
     fn a_stream_key_gives_back_its_version() {
         assert_eq!(version_of_key(&stream_key("phone-1", 42)).expect("version"), 42);

@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 
 use super::{decode_u64, event_id_of, feed, last_version, stream_key, Trees, CHAIN_KEY};
 use crate::store::{
-    broken_limit, decode_counter, AppendError, AppendRequest, ChainHead, Durability, EventEnvelope, Fallback, IndexOp, PendingEvent,
+    broken_limit, stored_counter, AppendError, AppendRequest, ChainHead, Durability, EventEnvelope, Fallback, IndexOp, PendingEvent,
     StoreError, StreamHead, CURRENT_SCHEMA_VERSION,
 };
 
@@ -363,9 +363,15 @@ impl Writer {
                     outcomes.push(Err(AppendError::UniqueViolation(String::from_utf8_lossy(taken).into_owned())));
                     continue;
                 }
+                // A counter this append reads or changes that is damaged on disk fails this
+                // append alone (before it writes anything), not its whole batch.
+                if let Some(damaged) = damaged_counter(index, req)? {
+                    outcomes.push(Err(AppendError::Storage(damaged)));
+                    continue;
+                }
                 // Reads see this transaction's own writes, so earlier appends of the batch count.
                 let over = broken_limit(&req.index_ops, &req.counter_limits, |k| {
-                    Ok::<_, ConflictableTransactionError<StoreError>>(decode_counter(index.get(k)?.as_deref()))
+                    stored_counter(k, index.get(k)?.as_deref()).map_err(ConflictableTransactionError::Abort)
                 })?;
                 // Over a limit: the fallback's events if it names that limit, else refused.
                 let fallback = match over {
@@ -409,8 +415,9 @@ impl Writer {
                             index.remove(k.as_slice())?;
                         }
                         IndexOp::Add(k, delta) => {
-                            let current = decode_counter(index.get(k.as_slice())?.as_deref());
-                            // Saturating: a damaged counter on disk must not wrap (or panic) into room under a limit.
+                            let current =
+                                stored_counter(k, index.get(k.as_slice())?.as_deref()).map_err(ConflictableTransactionError::Abort)?;
+                            // Saturating: a counter at its bounds must not wrap (or panic) into room under a limit.
                             index.insert(k.as_slice(), &current.saturating_add(*delta).to_be_bytes())?;
                         }
                     }
@@ -490,13 +497,30 @@ fn head_if_at(
     }))
 }
 
+/// The first counter `req` limits or changes whose stored bytes are not a counter, as its error.
+fn damaged_counter(index: &TransactionalTree, req: &AppendRequest) -> Result<Option<StoreError>, ConflictableTransactionError<StoreError>> {
+    let added = req.index_ops.iter().filter_map(|op| match op {
+        IndexOp::Add(k, _) => Some(k.as_slice()),
+        _ => None,
+    });
+    for key in added.chain(req.counter_limits.iter().map(|l| l.key.as_slice())) {
+        if let Err(e) = stored_counter(key, index.get(key)?.as_deref()) {
+            return Ok(Some(e));
+        }
+    }
+    Ok(None)
+}
+
 fn first_taken<'a>(
     index: &TransactionalTree,
     claimed: &HashSet<&[u8]>,
     claims: &'a [(Vec<u8>, Vec<u8>)],
 ) -> Result<Option<&'a [u8]>, ConflictableTransactionError<StoreError>> {
+    // A key claimed twice by the one append is taken by its own first claim (as the JetStream
+    // view rules a commit claiming a key twice void).
+    let mut own: HashSet<&[u8]> = HashSet::new();
     for (k, _) in claims {
-        if claimed.contains(k.as_slice()) || index.get(k.as_slice())?.is_some() {
+        if claimed.contains(k.as_slice()) || !own.insert(k.as_slice()) || index.get(k.as_slice())?.is_some() {
             return Ok(Some(k.as_slice()));
         }
     }
