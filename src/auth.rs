@@ -164,13 +164,38 @@ impl Authenticator {
         self.credentials.is_some()
     }
 
+    /// Everything about `req`'s signature that its headers alone settle: an `Authorization` of
+    /// a known key, scoped to this service and a region, signed within the skew window, naming
+    /// the operation among what it signs. Checked before the body is read, so a caller without a
+    /// key (or replaying an old request) takes no share of the budget of bodies being received.
+    pub fn precheck(&self, req: &HttpRequest) -> Result<(), AuthFailure> {
+        self.checked_headers(req).map(|_| ())
+    }
+
     /// The caller of `req`, whose body is `body`.
     pub fn authenticate(&self, req: &HttpRequest, body: &[u8]) -> Result<Caller, AuthFailure> {
-        let Some(credentials) = &self.credentials else {
+        let Some((auth, credential, signed_at)) = self.checked_headers(req)? else {
             return Ok(Caller {
                 scope: self.permissive_scope(req.headers()),
                 admin: true,
             });
+        };
+        let expected = signature_of(req, body, &auth, credential, signed_at)?;
+        // Compared in constant time: how long the comparison takes says nothing of the secret.
+        if !constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
+            return Err(AuthFailure::Mismatch);
+        }
+        Ok(Caller {
+            scope: Scope::new(&credential.account, auth.region),
+            admin: credential.admin,
+        })
+    }
+
+    /// [`precheck`](Self::precheck)'s checks, and what they found (`None` in permissive mode).
+    #[allow(clippy::type_complexity)]
+    fn checked_headers<'r>(&self, req: &'r HttpRequest) -> Result<Option<(Authorization<'r>, &Credential, SystemTime)>, AuthFailure> {
+        let Some(credentials) = &self.credentials else {
+            return Ok(None);
         };
         let header = match req.headers().get("authorization") {
             None => return Err(AuthFailure::Missing),
@@ -191,15 +216,7 @@ impl Authenticator {
             ));
         }
         check_skew(signed_at, SystemTime::now())?;
-        let expected = signature_of(req, body, &auth, credential, signed_at)?;
-        // Compared in constant time: how long the comparison takes says nothing of the secret.
-        if !constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
-            return Err(AuthFailure::Mismatch);
-        }
-        Ok(Caller {
-            scope: Scope::new(&credential.account, auth.region),
-            admin: credential.admin,
-        })
+        Ok(Some((auth, credential, signed_at)))
     }
 
     /// The account and region a request names, unchecked (permissive mode).

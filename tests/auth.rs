@@ -411,3 +411,37 @@ async fn a_simulated_inbound_message_must_be_signed_by_the_numbers_account() {
     let numbers: Vec<&str> = opted_out.opted_out_numbers().iter().map(|o| o.opted_out_number()).collect();
     assert_eq!(numbers, ["+12065550142"]);
 }
+
+/// A caller whose key is unknown is refused from its headers alone, before its body: one that
+/// declares a body and never sends it is answered at once, not after the body's deadline (and
+/// holds no share of the budget of bodies being received while it stalls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_key_is_refused_before_its_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = strict_server();
+    let addr = server.url().trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let now = time::OffsetDateTime::now_utc();
+    let date = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-amz-json-1.0\r\nX-Amz-Target: PinpointSMSVoiceV2.DescribePhoneNumbers\r\n\
+         X-Amz-Date: {date}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIANOBODYKNOWS00001/{}/{REGION}/sms-voice/aws4_request, \
+         SignedHeaders=host;x-amz-date;x-amz-target, Signature={}\r\nContent-Length: 200000\r\n\r\n",
+        &date[..8],
+        "0".repeat(64)
+    );
+    stream.write_all(head.as_bytes()).await.expect("send the head, and no body");
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut answer)).await;
+    let n = read.expect("answered before the body (its deadline is 10 s)").expect("read");
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.contains("UnrecognizedClientException"), "{text}");
+}

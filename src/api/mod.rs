@@ -168,6 +168,12 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
         if declared.is_some_and(|n| n > limit) {
             return Err(AwsJsonError::too_large(limit));
         }
+        // What the headers alone say of the signature is checked first: a caller without a
+        // known key, or with a stale signature, is refused before it sends a byte of body.
+        state
+            .auth
+            .precheck(&req)
+            .map_err(|failure| AwsJsonError::unauthenticated(&failure))?;
         // The body is read before admission, under a deadline: a client that sends it slowly
         // (one byte a second) holds its own connection for a while, never a place of the
         // server's bounded work, and its bytes only a share of the bodies' budget.
