@@ -907,7 +907,7 @@ async fn the_log_records_refusals_but_not_junk() {
 
 /// AssociateOriginationIdentity, `ClientToken`: "Unique, case-sensitive identifier that you
 /// provide to ensure the idempotency of the request." A retry of a join that succeeded gets the
-/// same answer and writes nothing; a repeat without a token is refused as already associated
+/// same answer and writes nothing; another token, or a repeat without one, is refused as already associated
 /// (sent as raw AWS JSON: the SDK fills in a token of its own when none is given). The same for
 /// DisassociateOriginationIdentity's token. RequestPhoneNumber into a pool of another message type is refused before the number exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -930,6 +930,14 @@ async fn retried_associations_and_requests_into_a_mismatched_pool() {
     assert_eq!(again.pool_id(), joined.pool_id());
     assert_eq!(again.origination_identity(), joined.origination_identity());
     assert_eq!(server_events(&server).await, events_after_join, "the retry wrote nothing");
+    // Another token is another request, and the number is already there.
+    let another = associate(Some("join-twice")).await.expect_err("already associated");
+    match another.into_service_error() {
+        aws_sdk_pinpointsmsvoicev2::operation::associate_origination_identity::AssociateOriginationIdentityError::ConflictException(e) => {
+            assert_eq!(e.reason(), Some(&ConflictExceptionReason::ResourceAlreadyAssociated))
+        }
+        other => panic!("{other:?}"),
+    }
     let without_token = reqwest::Client::new()
         .post(server.url())
         .header("X-Amz-Target", "PinpointSMSVoiceV2.AssociateOriginationIdentity")

@@ -43,10 +43,8 @@ pub trait Member {
         matches!(self.status(), NumberStatus::Associating | NumberStatus::Disassociating)
     }
 
-    /// Whether it is settled in exactly `pool_id`: `ACTIVE` there, not joining or leaving it. A
-    /// `BeginAssociation` with a client token finds the member so when it retries a request whose
-    /// first attempt succeeded; the decider then answers with no events, and the shell tells this
-    /// no-op from a started join by this test on the member it gets back.
+    /// Whether it is settled in exactly `pool_id`: `ACTIVE` there, not joining or leaving it (as
+    /// a join that succeeded leaves it).
     fn is_in_pool(&self, pool_id: &str) -> bool {
         self.status() == NumberStatus::Active && self.pool_id() == Some(pool_id)
     }
@@ -69,9 +67,9 @@ pub enum MembershipAction {
         pool_message_type: MessageType,
         iso_country_code: Option<String>,
         /// The `ClientToken` of the request that joins (`AssociateOriginationIdentity`, or
-        /// `RequestPhoneNumber` into a pool), if the caller gave one: a retry of a request that
-        /// already succeeded is then answered without events instead of refused.
-        /// Absent in commands recorded before it existed.
+        /// `RequestPhoneNumber` into a pool), if the caller gave one: recorded with the step, so
+        /// that a retry of a request that already succeeded (the same step again) can be told
+        /// from another request (see the service). Absent in commands recorded before it existed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_token: Option<String>,
     },
@@ -205,8 +203,8 @@ pub fn decide<'a, M: Member>(
             pool_id,
             pool_message_type,
             iso_country_code,
-            client_token,
-        } => begin_association(live()?, pool_id, *pool_message_type, iso_country_code, client_token.as_deref())?,
+            ..
+        } => begin_association(live()?, pool_id, *pool_message_type, iso_country_code)?,
         A::CompleteAssociation { pool_id } => {
             let m = live()?;
             if m.status() != NumberStatus::Associating || m.pending_pool_id() != Some(pool_id) {
@@ -272,19 +270,16 @@ pub fn decide<'a, M: Member>(
     Ok(step.into_iter().collect())
 }
 
-/// `BeginAssociation`: the member enters `ASSOCIATING`. A request with a client token that finds
-/// the member already settled in exactly that pool retries one that succeeded: no events (the
-/// same answer); without a token that is `RESOURCE_ALREADY_ASSOCIATED`.
+/// `BeginAssociation`: the member enters `ASSOCIATING`. A member already in that pool is
+/// `RESOURCE_ALREADY_ASSOCIATED`, client token or not: whether a request retries the one that
+/// put it there (same token, same request) is for the shell to tell from the member's history,
+/// and such a retry never reaches the decider.
 fn begin_association<M: Member>(
     m: &M,
     pool_id: &str,
     pool_message_type: MessageType,
     iso_country_code: &Option<String>,
-    client_token: Option<&str>,
 ) -> Result<Option<MembershipEvent>, Rejection> {
-    if client_token.is_some() && m.is_in_pool(pool_id) {
-        return Ok(None);
-    }
     check_country(m, iso_country_code)?;
     refuse_if_changing_pools(m)?;
     match m.pool_id() {

@@ -1133,25 +1133,31 @@ mod tests {
     }
 
     /// ClientToken: "Unique, case-sensitive identifier that you provide to ensure the idempotency
-    /// of the request." A retry whose first attempt succeeded (the number is ACTIVE in exactly
-    /// that pool) gets the same answer: no events, nothing to add to the pool.
+    /// of the request." A token alone does not make a request a retry (a new token is a new
+    /// request): a number already in the pool is `RESOURCE_ALREADY_ASSOCIATED` whatever token
+    /// comes with it. The shell answers a true retry (the same step with the same token, which
+    /// succeeded) from the number's history without asking the decider.
     #[test]
-    fn a_retried_association_with_a_client_token_that_already_succeeded_changes_nothing() {
-        let n = given::<PhoneNumberState>(ID, &in_pool())
+    fn an_association_with_a_client_token_of_a_number_in_the_pool_is_already_associated() {
+        given::<PhoneNumberState>(ID, &in_pool())
             .when(begin_with_token(POOL, None))
-            .then(&[])
-            .0
-            .expect("state");
-        assert!(n.is_in_pool(POOL));
+            .then_reject(is_conflict(ConflictReason::ResourceAlreadyAssociated));
     }
 
-    /// The first attempt already passed every check, so the retry answers as it did even if it
-    /// now names another country (as the shell has done so far).
+    /// Nor does a token excuse other input: naming another country is refused as ever.
     #[test]
-    fn a_retried_association_that_already_succeeded_is_not_checked_again() {
+    fn an_association_with_a_client_token_is_checked_as_any() {
         given::<PhoneNumberState>(ID, &in_pool())
             .when(begin_with_token(POOL, Some("GB")))
-            .then(&[]);
+            .then_reject(|r| {
+                matches!(
+                    r,
+                    Rejection::Validation {
+                        reason: ValidationReason::CountryCodeMismatch,
+                        ..
+                    }
+                )
+            });
     }
 
     /// ClientToken: "If you don't specify a client token, a randomly generated token is used for

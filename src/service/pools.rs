@@ -65,12 +65,25 @@ impl LifecycleService {
             iso_country_code: iso,
             client_token: client_token.map(String::from),
         };
-        let member = self.member_step(meta, member_id, begin).await?;
-        // A retry (same client token) of a join that already succeeded: the decider decided
-        // nothing, and the member is in the pool. A started join always leaves it ASSOCIATING.
-        if member.is_in_pool(&pool_id) {
-            return Ok((member, pool.clone()));
+        // A retry (the same step, client token included) of a join that succeeded: the same
+        // answer, and nothing written. Asked first, so a retry records no refusal.
+        if client_token.is_some()
+            && self.member_now(member_id).await?.is_in_pool(&pool_id)
+            && self.done_with_token(member_id, &begin, Change::Join).await?
+        {
+            return Ok((self.member_now(member_id).await?, pool.clone()));
         }
+        let member = match self.member_step(meta, member_id, begin.clone()).await {
+            Ok(member) => member,
+            // The retry's first attempt finished between the look above and this step.
+            Err(ServiceError::Rejected(Rejection::Conflict {
+                reason: ConflictReason::ResourceAlreadyAssociated,
+                ..
+            })) if client_token.is_some() && self.done_with_token(member_id, &begin, Change::Join).await? => {
+                return Ok((self.member_now(member_id).await?, pool.clone()));
+            }
+            Err(e) => return Err(e),
+        };
         let added = self
             .pool(meta, &pool_id, PoolAction::AddMember(member.pool_member(pool.message_type)))
             .await;
@@ -174,12 +187,12 @@ impl LifecycleService {
             iso_country_code: iso,
             client_token: client_token.map(String::from),
         };
-        let member = match self.member_step(meta, &member_id, begin).await {
+        let member = match self.member_step(meta, &member_id, begin.clone()).await {
             Ok(member) => member,
             Err(ServiceError::Rejected(Rejection::Conflict {
                 reason: ConflictReason::PhoneNumberNotAssociatedToPool,
                 ..
-            })) if self.left_with_token(&member_id, &pool_id, client_token).await? => {
+            })) if client_token.is_some() && self.done_with_token(&member_id, &begin, Change::Leave).await? => {
                 return Ok((self.member_now(&member_id).await?, viewed));
             }
             Err(e) => return Err(e),
@@ -196,32 +209,30 @@ impl LifecycleService {
         self.settle(meta, &member, &pool_id, Change::Leave, removed).await
     }
 
-    /// Whether the member's recent history holds a step out of `pool_id` begun by a request with
-    /// this client token (one the log took, not a refusal) that then succeeded. Only the member's last
-    /// [`RETRY_WINDOW`] events are looked at: a retry follows its request closely, and a first
-    /// request with a token is not made to read a long history.
-    async fn left_with_token(&self, member_id: &str, pool_id: &str, token: Option<&str>) -> Result<bool, ServiceError> {
+    /// Whether the member's recent history holds `begin`, the first step of a pool change with
+    /// a client token, exactly as this request asks it (token, pool and input: another input
+    /// with the same token is another request), taken (not refused) and then carried through.
+    /// Only the member's last [`RETRY_WINDOW`] events are looked at: a retry follows its request
+    /// closely, and a first request with a token is not made to read a long history.
+    async fn done_with_token(&self, member_id: &str, begin: &MembershipAction, change: Change) -> Result<bool, ServiceError> {
         /// Events of the member looked back at.
         const RETRY_WINDOW: u64 = 1_024;
-        let Some(token) = token else { return Ok(false) };
+        let (started, done, undone) = match change {
+            Change::Join => ("PoolAssociationStarted", "AssociatedWithPool", "PoolAssociationAborted"),
+            Change::Leave => ("PoolDisassociationStarted", "DisassociatedFromPool", "PoolDisassociationAborted"),
+        };
         let recent = self.last_events(member_id, None, RETRY_WINDOW).await?;
         let began = recent.iter().rposition(|e| {
-            e.event_type == "PoolDisassociationStarted"
-                && matches!(
-                    serde_json::from_value::<MembershipAction>(e.command_input.clone()),
-                    Ok(MembershipAction::BeginDisassociation { pool_id: p, client_token: Some(t), .. }) if p == pool_id && t == token
-                )
+            e.event_type == started && serde_json::from_value::<MembershipAction>(e.command_input.clone()).is_ok_and(|a| a == *begin)
         });
-        // It succeeded if the member then left the pool (the step after it was not an abort).
-        let left = began.and_then(|i| {
-            recent[i + 1..].iter().find(|e| {
-                matches!(
-                    e.event_type.as_str(),
-                    "DisassociatedFromPool" | "PoolDisassociationAborted" | "DetachedFromDeletedPool"
-                )
-            })
+        // How the change ended: done, undone, or cut short by the pool's deletion (which, for a
+        // leave, took the member out all the same).
+        let ended = began.and_then(|i| {
+            recent[i + 1..]
+                .iter()
+                .find(|e| [done, undone, "DetachedFromDeletedPool"].contains(&e.event_type.as_str()))
         });
-        Ok(left.is_some_and(|e| e.event_type != "PoolDisassociationAborted"))
+        Ok(ended.is_some_and(|e| e.event_type == done || (change == Change::Leave && e.event_type != undone)))
     }
 
     /// `CreatePool`: the new pool inherits its settings from its first origination identity.
