@@ -76,6 +76,7 @@ pub const REPLAY_PAGE: usize = 1_000;
 /// `state` (durable at `version`, its last event `last_event`) brought up to the stream's head by
 /// the events after `version` alone: what an actor does when another writer of a shared log has
 /// moved its stream on, instead of reading its snapshot and every event after it again.
+/// Read a page at a time, as a replay is: however far behind the state is, memory holds one page.
 pub async fn catch_up<A: Aggregate>(
     store: &dyn EventStore,
     stream_id: &str,
@@ -83,8 +84,21 @@ pub async fn catch_up<A: Aggregate>(
     version: u64,
     last_event: Option<uuid::Uuid>,
 ) -> Result<LoadedState<A>, StoreError> {
-    let events = store.read_stream(stream_id, version + 1, usize::MAX).await?;
-    caught_up_with(stream_id, state, version, last_event, &events)
+    let mut loaded = LoadedState {
+        state,
+        version,
+        last_event,
+        replayed: 0,
+    };
+    loop {
+        let page = store.read_stream(stream_id, loaded.version + 1, REPLAY_PAGE).await?;
+        let replayed = loaded.replayed;
+        loaded = caught_up_with(stream_id, loaded.state, loaded.version, loaded.last_event, &page)?;
+        loaded.replayed += replayed;
+        if page.len() < REPLAY_PAGE {
+            return Ok(loaded);
+        }
+    }
 }
 
 /// `state` (at `version`, its last event `last_event`) brought up to date by `events`, the
@@ -193,6 +207,19 @@ mod tests {
         assert_eq!(serde_json::to_value(&loaded.state).ok(), serde_json::to_value(&folded).ok());
         let pages: Vec<u64> = gated.take_reads().into_iter().take(3).map(|(_, from)| from).collect();
         assert_eq!(pages, [1_001, 2_001, 1], "after the tail's first page, a page at a time");
+        // A state far behind catches up a page at a time too.
+        let (at_400, _) = fold(PhoneNumberState::default(), 0, id, &whole[..400]).expect("fold");
+        gated.take_reads();
+        let caught = catch_up::<PhoneNumberState>(&*store, id, at_400, 400, Some(whole[399].event_id))
+            .await
+            .expect("catch up");
+        assert_eq!(
+            (caught.version, caught.replayed, caught.last_event),
+            (2_500, 2_100, loaded.last_event)
+        );
+        assert_eq!(serde_json::to_value(&caught.state).ok(), serde_json::to_value(&folded).ok());
+        let pages: Vec<u64> = gated.take_reads().into_iter().map(|(_, from)| from).collect();
+        assert_eq!(pages, [401, 1_401, 2_401]);
         store.close().await.expect("close");
     }
 

@@ -125,6 +125,9 @@ async fn run_to_end<T: 'static>(
     }
 }
 
+/// The most characters of a request's resource its log lines carry.
+const MAX_LOGGED_RESOURCE: usize = 256;
+
 /// The member naming the resource a request is about, for the tracing span.
 fn resource_of(input: &Value) -> Option<&str> {
     ["PhoneNumberId", "OriginationIdentity", "PoolId"]
@@ -157,7 +160,13 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
         region = tracing::field::Empty,
         operation = %operation,
         resource = tracing::field::Empty,
+        forwarded_by = tracing::field::Empty,
     );
+    // A request another node forwarded here: which one (its log has the same request id, see
+    // the "forwarded" line).
+    if let Some(by) = req.headers().get(routing::FORWARDED).and_then(|v| v.to_str().ok()) {
+        span.record("forwarded_by", by);
+    }
     let result = async {
         let limit = state.max_body_bytes;
         let declared = req
@@ -214,7 +223,13 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
                 return Err(AwsJsonError::serialization("request body must be a JSON object"));
             }
             if let Some(resource) = resource_of(&input) {
-                tracing::Span::current().record("resource", resource);
+                // Not yet validated: a caller's 250 KB "id" is cut short, not copied into every
+                // line of the request's log.
+                let shown = resource
+                    .char_indices()
+                    .nth(MAX_LOGGED_RESOURCE)
+                    .map_or(resource, |(at, _)| &resource[..at]);
+                tracing::Span::current().record("resource", shown);
             }
             // The owner validates a request forwarded to it: not done twice.
             if let Some(router) = &state.router {
@@ -267,9 +282,21 @@ async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<ApiSta
     metrics::histogram!(crate::telemetry::REQUEST_DURATION, "operation" => operation_label).record(started.elapsed().as_secs_f64());
     let mut response = match result {
         Ok(Answer::Forwarded(answer)) => {
+            // The client gets the owner's request id: logged here too, so that a search for the
+            // id a client reports finds this node's part as well as the owner's.
+            let header = |name: &str| {
+                answer
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string()
+            };
             tracing::info!(
                 status = answer.status().as_u16(),
                 micros = started.elapsed().as_micros() as u64,
+                owner = %header(routing::DECIDED_BY),
+                owner_request_id = %header("x-amzn-requestid"),
                 "forwarded"
             );
             return answer;

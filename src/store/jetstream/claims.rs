@@ -158,9 +158,26 @@ pub(super) async fn release(shared: &Shared, token: &str, revision: u64) {
     }
 }
 
-/// Frees the reservation of a claimed key that a stored append deleted.
-pub(super) async fn free(shared: &Shared, token: &str) {
-    if let Err(e) = shared.claims.delete(token).await {
-        tracing::warn!(key = token, error = %e, "cannot free a claim reservation; it will be taken over later");
+/// Frees the reservation of a claimed key that a stored append deleted, if it is still the one
+/// `holder` (the stream whose claim was deleted) made: once the key is free in the log, another
+/// claimant may already have taken the reservation over, and that one is not this append's to
+/// delete (a delete expecting the revision read, so not one made meanwhile either).
+pub(super) async fn free(shared: &Shared, token: &str, holder: Option<&str>) {
+    let freed = async {
+        let Some(entry) = stored::kv_entry(&shared.js, &shared.names.claims, token).await?.filter(|e| e.put) else {
+            return Ok(());
+        };
+        let made_by = serde_json::from_slice::<Reservation>(&entry.value).ok().map(|r| r.stream);
+        if holder.is_some_and(|h| made_by.as_deref() != Some(h)) {
+            return Ok(());
+        }
+        shared
+            .claims
+            .delete_expect_revision(token, Some(entry.revision))
+            .await
+            .map_err(backend)
+    };
+    if let Err(e) = freed.await {
+        tracing::warn!(key = token, error = %crate::error_chain(&e), "cannot free a claim reservation; it will be taken over later");
     }
 }

@@ -287,8 +287,9 @@ struct Prepared {
     fallback_events: Option<Vec<EventEnvelope>>,
     /// The claimed keys reserved for it, with their reservations' revisions.
     reserved: Vec<(Vec<u8>, u64)>,
-    /// Claimed keys this append deletes: their reservations are freed once it is stored.
-    freed: Vec<String>,
+    /// Claimed keys this append deletes, with the stream that held each: their reservations
+    /// are freed once it is stored.
+    freed: Vec<(String, Option<String>)>,
     snapshot: Option<Snapshot>,
     expected_last_event: Option<Uuid>,
     /// The counters this append names limits for (for the refusal's message).
@@ -431,7 +432,13 @@ async fn prepare(shared: &Shared, request: AppendRequest, follows: Option<Option
         .index_ops
         .iter()
         .filter_map(|op| match op {
-            IndexOp::Delete(k) if shared.mirror.is_claimed(k) => Some(wire::token(k)),
+            IndexOp::Delete(k) if shared.mirror.is_claimed(k) => Some((
+                wire::token(k),
+                shared
+                    .mirror
+                    .index_get(k)
+                    .map(|holder| String::from_utf8_lossy(&holder).into_owned()),
+            )),
             _ => None,
         })
         .collect();
@@ -629,8 +636,8 @@ async fn finish(shared: &Shared, mut p: Prepared, sequence: u64) -> Result<Vec<E
         p.release_claims(shared).await;
         return shared.mirror.place(sequence, events).map_err(AppendError::Storage);
     }
-    for key in &p.freed {
-        claims::free(shared, key).await;
+    for (key, holder) in &p.freed {
+        claims::free(shared, key, holder.as_deref()).await;
     }
     if let Some(snapshot) = p.snapshot.clone() {
         let stored = StoredSnapshot { snapshot, sequence };
