@@ -582,6 +582,19 @@ async fn a_deleted_snapshot_entry_is_listed_and_passed_over() {
     assert_eq!(a.snapshot_ids(None, 10).await.expect("list"), ["phone-a", "phone-b", "phone-c"]);
     assert_eq!(a.snapshot("phone-a").await.expect("read"), None);
     assert!(a.snapshot("phone-c").await.expect("read").is_some());
+    // A key whose last message is the delete marker takes a snapshot again (its compare-and-set
+    // names the marker's revision).
+    a.append(AppendRequest {
+        snapshot: Some(Snapshot {
+            version: 2,
+            schema_version: SNAPSHOT_SCHEMA_VERSION,
+            state: serde_json::json!({ "Seen": 2 }),
+        }),
+        ..contract::append("phone-a", 1, 1)
+    })
+    .await
+    .expect("append");
+    assert_eq!(a.snapshot("phone-a").await.expect("read").map(|s| s.version), Some(2));
     a.close().await.expect("close");
 }
 

@@ -125,9 +125,11 @@ pub(super) async fn keep(
     stored: &StoredSnapshot,
 ) -> Result<(), StoreError> {
     let key = key_of(stream_id);
-    let before = kv_entry(js, bucket_name, &key).await?.filter(|e| e.put);
+    // The key's last message, a delete or purge marker too: its revision is what a
+    // compare-and-set must name.
+    let before = kv_entry(js, bucket_name, &key).await?;
     let revision = before.as_ref().map_or(0, |e| e.revision);
-    let replaced = before.as_ref().map(|e| follows(&e.value, stream_id));
+    let replaced = before.as_ref().filter(|e| e.put).map(|e| follows(&e.value, stream_id));
     if replaced.is_some_and(|r| r.sequence >= stored.sequence) {
         return Ok(());
     }

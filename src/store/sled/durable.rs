@@ -84,6 +84,11 @@ impl Batches {
 }
 
 impl Gate {
+    /// Why a flush failed, once one has: nothing is made durable in this open any more.
+    pub(crate) fn failure(&self) -> Option<StoreError> {
+        self.shared.failed.get().cloned()
+    }
+
     /// Resolves once every batch begun before this call is durable (call it after a read: the
     /// read saw at most those). `Err` if one of them never will be.
     pub(crate) async fn passed(mut self) -> Result<(), StoreError> {

@@ -294,16 +294,6 @@ impl SledStore {
             None => Box::pin(std::future::ready(Err(StoreError::Closed))),
         }
     }
-
-    /// Runs `work` on a reader thread, answering at once: for what reads no data (a probe of
-    /// the storage, which must work while a failed flush holds every read back).
-    fn run_ungated<T: Send + 'static>(&self, work: impl FnOnce(&Trees) -> Result<T, StoreError> + Send + 'static) -> StoreFuture<T> {
-        let open = self.open.read().unwrap_or_else(|p| p.into_inner());
-        match open.as_ref() {
-            Some(open) => open.readers.run(work),
-            None => Box::pin(std::future::ready(Err(StoreError::Closed))),
-        }
-    }
 }
 
 // ---- reads, on the reader threads ----------------------------------------------------------------
@@ -596,12 +586,17 @@ impl EventStore for SledStore {
     }
 
     fn probe(&self) -> StoreFuture<()> {
-        // sled keeps the first failed write as a global error that every later flush returns;
-        // with nothing to write, a flush costs nothing more.
-        self.run_ungated(|t| {
-            t.db.flush()?;
-            Ok(())
-        })
+        // The writer knows when a batch could not be made durable (sled's flush, a blob file's
+        // sync, the data file's fdatasync: sled itself records only the first): from then on
+        // nothing is, until the log is opened again. The probe does not flush itself: a flush
+        // beside the writer's could make the log's pointers to blob files durable before the
+        // writer has synced the files.
+        let open = self.open.read().unwrap_or_else(|p| p.into_inner());
+        let failure = match open.as_ref() {
+            Some(open) => open.writer.as_ref().and_then(|w| w.gate().failure()),
+            None => Some(StoreError::Closed),
+        };
+        Box::pin(std::future::ready(failure.map_or(Ok(()), Err)))
     }
 
     fn close(&self) -> StoreFuture<()> {
@@ -662,7 +657,7 @@ mod tests {
         let read = tokio::spawn(store.read_stream("phone-1", 1, 10));
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         assert!(!read.is_finished() && !appended.is_finished(), "nothing answered before the flush");
-        release.send(()).expect("release");
+        release.send(true).expect("release");
         let events = read.await.expect("read task").expect("read");
         assert_eq!(events.len(), 1);
         assert!(appended.await.expect("append task").is_ok());
@@ -771,6 +766,33 @@ mod tests {
             Some(vec![0, 1, 2]),
             "left as found"
         );
+        store.close().await.expect("close");
+    }
+
+    /// A flush that fails: the appends of its batch are refused, reads that may have seen them
+    /// fail too, and the probe says so (the server then opens the log again).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_failed_flush_reads_fail_and_the_probe_tells() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = SledStore::open(dir.path(), &SledSettings::default()).expect("open");
+        let release = {
+            let open = store.open.read().expect("lock");
+            open.as_ref().and_then(|o| o.writer.as_ref()).expect("a writer").hold_flushes()
+        };
+        assert!(store.probe().await.is_ok());
+        let event = crate::domain::phone_number::PhoneNumberEvent::PhoneNumberRequested(Box::new(
+            crate::domain::phone_number::PhoneNumber::example("phone-1", "111122223333", "us-east-1"),
+        ));
+        let meta = crate::store::AppendMeta::direct("111122223333", "us-east-1", "durable-test", "Test/Append");
+        let request = AppendRequest::plain("phone-1", 0, meta, crate::codec::pending_events(&[event]).expect("events"));
+        let appended = store.submit(request).expect("queued");
+        release.send(false).expect("fail the flush");
+        assert!(matches!(appended.await, Err(AppendError::Storage(_))));
+        assert!(
+            store.read_stream("phone-1", 1, 10).await.is_err(),
+            "what the failed flush held is not read"
+        );
+        assert!(store.probe().await.is_err(), "the probe tells");
         store.close().await.expect("close");
     }
 

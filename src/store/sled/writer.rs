@@ -40,9 +40,9 @@ type Reply = oneshot::Sender<Result<Vec<EventEnvelope>, AppendError>>;
 enum Msg {
     Append(Box<AppendRequest>, Reply),
     Shutdown,
-    /// Tests: from now on, each flush waits for a message on this channel.
+    /// Tests: from now on, each flush waits for a message on this channel (`false`: it fails).
     #[cfg(test)]
-    HoldFlushes(std::sync::mpsc::Receiver<()>),
+    HoldFlushes(std::sync::mpsc::Receiver<bool>),
 }
 
 pub(crate) struct WriterHandle {
@@ -154,9 +154,10 @@ impl WriterHandle {
         self.blobs_synced.load(Ordering::SeqCst)
     }
 
-    /// Tests: holds every later flush until the returned sender sends `()` (one per flush).
+    /// Tests: holds every later flush until the returned sender sends whether it works (one
+    /// message per flush).
     #[cfg(test)]
-    pub(crate) fn hold_flushes(&self) -> SyncSender<()> {
+    pub(crate) fn hold_flushes(&self) -> SyncSender<bool> {
         let (release, held) = sync_channel(16);
         let _ = self.tx.send(Msg::HoldFlushes(held));
         release
@@ -195,7 +196,7 @@ struct Writer {
     batches: super::durable::Batches,
     /// Tests: each flush waits for a message here.
     #[cfg(test)]
-    held: Option<std::sync::mpsc::Receiver<()>>,
+    held: Option<std::sync::mpsc::Receiver<bool>>,
     /// sled's files of big log items, which its flush does not sync.
     blobs: super::blobs::BlobFiles,
 }
@@ -281,6 +282,12 @@ impl Writer {
             },
             Err(e) => {
                 tracing::error!(error = %crate::error_chain(&e), "commit failed");
+                // sled's own failure (a write of its log buffer that failed, say) stays with it:
+                // nothing is taken any more, as after a failed flush, and the probe sees it.
+                if matches!(e, StoreError::Backend(_)) {
+                    self.failed = Some(e.clone());
+                    self.batches.failed(e.clone());
+                }
                 batch.iter().map(|_| Err(AppendError::Storage(e.clone()))).collect()
             }
         }
@@ -306,7 +313,9 @@ impl Writer {
     fn make_durable(&mut self, data_file: Option<&File>, last: bool) -> Result<(), std::io::Error> {
         #[cfg(test)]
         if let (Some(held), false) = (&self.held, last) {
-            let _ = held.recv();
+            if held.recv() == Ok(false) {
+                return Err(std::io::Error::other("a flush failed (test)"));
+            }
         }
         if self.durability == Durability::Relaxed && !last {
             return Ok(());
