@@ -628,22 +628,29 @@ impl EventStore for SledStore {
 mod tests {
     use super::*;
 
+    /// The append that starts `stream` (a requested number's first event), by a test.
+    fn requested(stream: &str) -> AppendRequest {
+        let event = crate::domain::phone_number::PhoneNumberEvent::PhoneNumberRequested(Box::new(
+            crate::domain::phone_number::PhoneNumber::example(stream, "111122223333", "us-east-1"),
+        ));
+        let meta = crate::store::AppendMeta::direct("111122223333", "us-east-1", "sled-test", "Test/Append");
+        AppendRequest::plain(stream, 0, meta, crate::codec::pending_events(&[event]).expect("events"))
+    }
+
+    /// Holds `store`'s later flushes: each waits for a message saying whether it works.
+    fn hold_flushes(store: &SledStore) -> std::sync::mpsc::SyncSender<bool> {
+        let open = store.open.read().expect("lock");
+        open.as_ref().and_then(|o| o.writer.as_ref()).expect("a writer").hold_flushes()
+    }
+
     /// A read that sees an append committed but not yet flushed answers only once it is
     /// durable: a crash in between would lose what it had answered.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_read_answers_only_what_is_durable() {
         let dir = tempfile::tempdir().expect("dir");
         let store = SledStore::open(dir.path(), &SledSettings::default()).expect("open");
-        let release = {
-            let open = store.open.read().expect("lock");
-            open.as_ref().and_then(|o| o.writer.as_ref()).expect("a writer").hold_flushes()
-        };
-        let event = crate::domain::phone_number::PhoneNumberEvent::PhoneNumberRequested(Box::new(
-            crate::domain::phone_number::PhoneNumber::example("phone-1", "111122223333", "us-east-1"),
-        ));
-        let meta = crate::store::AppendMeta::direct("111122223333", "us-east-1", "durable-test", "Test/Append");
-        let request = AppendRequest::plain("phone-1", 0, meta, crate::codec::pending_events(&[event]).expect("events"));
-        let appended = tokio::spawn(store.submit(request).expect("queued"));
+        let release = hold_flushes(&store);
+        let appended = tokio::spawn(store.submit(requested("phone-1")).expect("queued"));
         // Committed (visible to sled's readers) and held before its flush.
         let trees = store.open.read().expect("lock").as_ref().expect("open").trees.clone();
         let committed = async {
@@ -672,12 +679,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_snapshot_sled_cannot_read_back_is_replayed() {
         let dir = tempfile::tempdir().expect("dir");
-        let event = crate::domain::phone_number::PhoneNumberEvent::PhoneNumberRequested(Box::new(
-            crate::domain::phone_number::PhoneNumber::example("phone-1", "111122223333", "us-east-1"),
-        ));
         {
             let store = SledStore::open(dir.path(), &SledSettings::default()).expect("open");
-            let meta = crate::store::AppendMeta::direct("111122223333", "us-east-1", "blob-test", "Test/Append");
             let big = Snapshot {
                 version: 1,
                 schema_version: crate::store::SNAPSHOT_SCHEMA_VERSION,
@@ -685,7 +688,7 @@ mod tests {
             };
             let request = AppendRequest {
                 snapshot: Some(big),
-                ..AppendRequest::plain("phone-1", 0, meta, crate::codec::pending_events(&[event]).expect("events"))
+                ..requested("phone-1")
             };
             store.append(request).await.expect("append");
             // The append was answered once the blob file holding its snapshot was synced.
@@ -724,23 +727,17 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_damaged_counter_fails_only_the_append_that_uses_it() {
         let dir = tempfile::tempdir().expect("dir");
-        let append = |stream: &str, version: u64, counter: Option<&[u8]>| {
-            let event = crate::domain::phone_number::PhoneNumberEvent::PhoneNumberRequested(Box::new(
-                crate::domain::phone_number::PhoneNumber::example(stream, "111122223333", "us-east-1"),
-            ));
-            let meta = crate::store::AppendMeta::direct("111122223333", "us-east-1", "counter-test", "Test/Append");
-            AppendRequest {
-                index_ops: counter.map(|k| crate::store::IndexOp::Add(k.to_vec(), 1)).into_iter().collect(),
-                counter_limits: counter
-                    .map(|k| crate::store::CounterLimit::at_most(k.to_vec(), 10))
-                    .into_iter()
-                    .collect(),
-                ..AppendRequest::plain(stream, version, meta, crate::codec::pending_events(&[event]).expect("events"))
-            }
+        let append = |stream: &str, counter: Option<&[u8]>| AppendRequest {
+            index_ops: counter.map(|k| crate::store::IndexOp::Add(k.to_vec(), 1)).into_iter().collect(),
+            counter_limits: counter
+                .map(|k| crate::store::CounterLimit::at_most(k.to_vec(), 10))
+                .into_iter()
+                .collect(),
+            ..requested(stream)
         };
         {
             let store = SledStore::open(dir.path(), &SledSettings::default()).expect("open");
-            store.append(append("phone-1", 0, Some(b"c/quota"))).await.expect("append");
+            store.append(append("phone-1", Some(b"c/quota"))).await.expect("append");
             store.close().await.expect("close");
         }
         {
@@ -752,8 +749,8 @@ mod tests {
             db.flush().expect("flush");
         }
         let store = SledStore::open(dir.path(), &SledSettings::default()).expect("open again");
-        let using = store.submit(append("phone-2", 0, Some(b"c/quota"))).expect("queued");
-        let other = store.submit(append("phone-3", 0, None)).expect("queued");
+        let using = store.submit(append("phone-2", Some(b"c/quota"))).expect("queued");
+        let other = store.submit(append("phone-3", None)).expect("queued");
         match using.await {
             Err(AppendError::Storage(StoreError::Corrupt { key, message })) => {
                 assert_eq!((key.as_str(), message.as_str()), ("c/quota", "a counter of 3 bytes, not 8"))
@@ -775,17 +772,9 @@ mod tests {
     async fn after_a_failed_flush_reads_fail_and_the_probe_tells() {
         let dir = tempfile::tempdir().expect("dir");
         let store = SledStore::open(dir.path(), &SledSettings::default()).expect("open");
-        let release = {
-            let open = store.open.read().expect("lock");
-            open.as_ref().and_then(|o| o.writer.as_ref()).expect("a writer").hold_flushes()
-        };
+        let release = hold_flushes(&store);
         assert!(store.probe().await.is_ok());
-        let event = crate::domain::phone_number::PhoneNumberEvent::PhoneNumberRequested(Box::new(
-            crate::domain::phone_number::PhoneNumber::example("phone-1", "111122223333", "us-east-1"),
-        ));
-        let meta = crate::store::AppendMeta::direct("111122223333", "us-east-1", "durable-test", "Test/Append");
-        let request = AppendRequest::plain("phone-1", 0, meta, crate::codec::pending_events(&[event]).expect("events"));
-        let appended = store.submit(request).expect("queued");
+        let appended = store.submit(requested("phone-1")).expect("queued");
         release.send(false).expect("fail the flush");
         assert!(matches!(appended.await, Err(AppendError::Storage(_))));
         assert!(
