@@ -67,11 +67,11 @@ impl LifecycleService {
         };
         // A retry (the same step, client token included) of a join that succeeded: the same
         // answer, and nothing written. Asked first, so a retry records no refusal.
-        if client_token.is_some()
-            && self.member_now(member_id).await?.is_in_pool(&pool_id)
-            && self.done_with_token(member_id, &begin, Change::Join).await?
-        {
-            return Ok((self.member_now(member_id).await?, pool.clone()));
+        if client_token.is_some() {
+            let now = self.member_now(member_id).await?;
+            if now.is_in_pool(&pool_id) && self.done_with_token(member_id, &begin, Change::Join).await? {
+                return Ok((now, pool.clone()));
+            }
         }
         let member = match self.member_step(meta, member_id, begin.clone()).await {
             Ok(member) => member,
