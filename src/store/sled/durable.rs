@@ -75,6 +75,11 @@ impl Batches {
         }
     }
 
+    /// Why a flush failed, once one has (the first failure is kept).
+    pub(crate) fn failure(&self) -> Option<&StoreError> {
+        self.shared.failed.get()
+    }
+
     /// A batch's flush failed: readers waiting for it, and every later one, get `error`.
     pub(crate) fn failed(&self, error: StoreError) {
         let _ = self.shared.failed.set(error);

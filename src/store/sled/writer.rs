@@ -101,7 +101,6 @@ impl WriterHandle {
                     hash: head.hash,
                     head: head_tx,
                     queued: writer_queued,
-                    failed: None,
                     batches,
                     #[cfg(test)]
                     held: None,
@@ -187,12 +186,13 @@ struct Writer {
     hash: [u8; 32],
     head: tokio::sync::watch::Sender<u64>,
     queued: Arc<AtomicUsize>,
-    /// Why a batch could not be made durable, once one could not: every later append is refused
-    /// with it until the log is opened again (the server's probe does that once the storage
-    /// works), so no append is acknowledged on top of a state whose durability is unknown, with
-    /// numbering that may have been read back wrong.
-    failed: Option<StoreError>,
-    /// Numbers each batch before it commits, and tells readers once it is durable.
+    /// Numbers each batch before it commits, and tells readers once it is durable. Once a batch
+    /// could not be made durable, it keeps why ([`Batches::failure`]): every later append is
+    /// refused with it until the log is opened again (the server's probe does that once the
+    /// storage works), so no append is acknowledged on top of a state whose durability is
+    /// unknown, with numbering that may have been read back wrong.
+    ///
+    /// [`Batches::failure`]: super::durable::Batches::failure
     batches: super::durable::Batches,
     /// Tests: each flush waits for a message here.
     #[cfg(test)]
@@ -242,7 +242,7 @@ impl Writer {
             metrics::histogram!(crate::telemetry::COMMIT_BATCH).record(batch.len() as f64);
             // Numbered before it commits: a read that sees any of it waits for its flush.
             let number = self.batches.begin();
-            let outcomes = if let Some(e) = &self.failed {
+            let outcomes = if let Some(e) = self.batches.failure() {
                 batch.iter().map(|_| Err(AppendError::Storage(e.clone()))).collect()
             } else {
                 self.commit_durably(&batch, data_file.as_ref())
@@ -275,7 +275,6 @@ impl Writer {
                     // again and read back from the disk.
                     tracing::error!(error = %e, "flush failed; refusing appends until the log is opened again");
                     let e = StoreError::backend(e);
-                    self.failed = Some(e.clone());
                     self.batches.failed(e.clone());
                     batch.iter().map(|_| Err(AppendError::Storage(e.clone()))).collect()
                 }
@@ -285,7 +284,6 @@ impl Writer {
                 // sled's own failure (a write of its log buffer that failed, say) stays with it:
                 // nothing is taken any more, as after a failed flush, and the probe sees it.
                 if matches!(e, StoreError::Backend(_)) {
-                    self.failed = Some(e.clone());
                     self.batches.failed(e.clone());
                 }
                 batch.iter().map(|_| Err(AppendError::Storage(e.clone()))).collect()
