@@ -38,8 +38,9 @@ pub fn view_prefix(scope: &Scope, kind: ResourceKind) -> Vec<u8> {
 
 /// Layout version of the index; a log whose index was built with another one is re-indexed on
 /// start. 2: live-resource counters. 3: owner keys. 4: opt-out lists and their users. 5: which
-/// list each number and pool names. 6: each list's incarnation.
-pub const INDEX_LAYOUT_VERSION: u64 = 6;
+/// list each number and pool names. 6: each list's incarnation. 7: a sender id's pools (a set,
+/// where views of layout 6 hold one `PoolId`).
+pub const INDEX_LAYOUT_VERSION: u64 = 7;
 
 /// Key that says a resource was created in a scope (kept when it is released or deleted):
 /// commands are checked against it before they reach the resource's actor, so a caller of

@@ -141,8 +141,9 @@ pub fn sender_id_information(s: &SenderId) -> Value {
     let mut v = model().project("SenderIdInformation", sender_id_info(s));
     if let Value::Object(m) = &mut v {
         m.insert("Status".into(), json!(s.status));
-        put_opt(m, "PoolId", &s.pool_id);
-        put_opt(m, "PendingPoolId", &s.pending_pool_id);
+        if !s.pools.is_empty() {
+            m.insert("Pools".into(), json!(s.pools));
+        }
     }
     v
 }

@@ -162,16 +162,20 @@ async fn a_settled_change_takes_no_late_step() {
     store.close().await.expect("close");
 }
 
-/// A sender id's pool change interrupted by a stop is settled at the next start as a number's
-/// is: its join, which the pool never heard of, is undone, and the sender id can be released.
+/// A sender id's pool changes interrupted by a stop are settled at the next start as a number's
+/// are, each pool on its own (a sender id can be in several): its join of one pool, which that
+/// pool never heard of, is undone; its leave of another, which that pool never recorded, is
+/// undone too, so it stays that pool's member. It is released once it leaves that pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interrupted_pool_change_of_a_sender_id_is_settled_on_start() {
-    use phone_ledger::domain::membership::MembershipEvent;
+async fn interrupted_pool_changes_of_a_sender_id_are_settled_on_start() {
+    use phone_ledger::domain::membership::{Member, MembershipEvent, Standing};
     use phone_ledger::domain::sender_id::{SenderIdEvent, SenderIdState};
     let mut server = TestServer::start();
     let c = server.client(ACCOUNT);
     let (a, _) = common::request_with_number(&c, MessageType::Transactional).await;
+    let (b, _) = common::request_with_number(&c, MessageType::Transactional).await;
     let pool_id = common::create_pool(&c, &a).await;
+    let kept_pool = common::create_pool(&c, &b).await;
     c.request_sender_id()
         .sender_id("Recovered")
         .iso_country_code("GB")
@@ -179,6 +183,13 @@ async fn an_interrupted_pool_change_of_a_sender_id_is_settled_on_start() {
         .send()
         .await
         .expect("RequestSenderId");
+    c.associate_origination_identity()
+        .pool_id(&kept_pool)
+        .origination_identity("Recovered")
+        .iso_country_code("GB")
+        .send()
+        .await
+        .expect("AssociateOriginationIdentity");
     let scope = phone_ledger::domain::Scope::new(ACCOUNT, REGION);
     let stream = phone_ledger::domain::ResourceKind::sender_id_id(&scope, "Recovered", "GB");
     server.stop();
@@ -188,36 +199,66 @@ async fn an_interrupted_pool_change_of_a_sender_id_is_settled_on_start() {
             !store.read_stream(&stream, 1, 1).await.expect("read").is_empty(),
             "{stream} is the sender id's stream"
         );
-        append::<SenderIdState>(
-            &*store,
-            &stream,
-            SenderIdEvent::Membership(MembershipEvent::PoolAssociationStarted { pool_id: pool_id.clone() }),
-        )
-        .await;
+        for step in [
+            MembershipEvent::PoolAssociationStarted { pool_id: pool_id.clone() },
+            MembershipEvent::PoolDisassociationStarted {
+                pool_id: kept_pool.clone(),
+            },
+        ] {
+            append::<SenderIdState>(&*store, &stream, SenderIdEvent::Membership(step)).await;
+        }
         let s: SenderIdState = replay(&store.read_stream(&stream, 1, usize::MAX).await.expect("read")).expect("replay");
-        assert_eq!(s.0.map(|s| s.status.as_str()), Some("ASSOCIATING"));
+        let s = s.0.expect("a sender id");
+        assert_eq!(
+            (s.standing(&pool_id), s.standing(&kept_pool)),
+            (Some(Standing::Associating), Some(Standing::Disassociating))
+        );
         store.close().await.expect("close");
     }
     server.restart();
     let c = server.client(ACCOUNT);
-    let members = c
-        .list_pool_origination_identities()
-        .pool_id(&pool_id)
+    let members = |pool: String| {
+        let c = c.clone();
+        async move {
+            let listed = c.list_pool_origination_identities().pool_id(pool).send().await.expect("members");
+            let mut ids: Vec<String> = listed
+                .origination_identities()
+                .iter()
+                .map(|m| m.origination_identity().to_string())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(members(pool_id.clone()).await, vec![a.clone()]);
+    assert_eq!(members(kept_pool.clone()).await.len(), 2, "the pool still holds the sender id");
+    let refused = c
+        .release_sender_id()
+        .sender_id("Recovered")
+        .iso_country_code("GB")
         .send()
         .await
-        .expect("members");
-    let ids: Vec<&str> = members.origination_identities().iter().map(|m| m.origination_identity()).collect();
-    assert_eq!(ids, [a.as_str()]);
+        .expect_err("still in the pool it did not leave");
+    assert_eq!(refused.into_service_error().meta().code(), Some("ConflictException"));
+    c.disassociate_origination_identity()
+        .pool_id(&kept_pool)
+        .origination_identity("Recovered")
+        .iso_country_code("GB")
+        .send()
+        .await
+        .expect("DisassociateOriginationIdentity");
     c.release_sender_id()
         .sender_id("Recovered")
         .iso_country_code("GB")
         .send()
         .await
-        .expect("released once its change was settled");
+        .expect("released once out of every pool");
     server.stop();
     let store = common::open_log(server.dir.path());
     let events = store.read_stream(&stream, 1, usize::MAX).await.expect("read");
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    assert!(types.contains(&"PoolAssociationAborted"), "{types:?}");
+    for settled in ["PoolAssociationAborted", "PoolDisassociationAborted"] {
+        assert!(types.contains(&settled), "{settled} missing: {types:?}");
+    }
     store.close().await.expect("close");
 }

@@ -232,6 +232,84 @@ async fn a_sender_ids_lifecycle_with_its_refusals() {
     );
 }
 
+/// Whether `pool` lists `identity` among its origination identities.
+async fn lists(c: &Client, pool: &str, identity: &str) -> bool {
+    let listed = c.list_pool_origination_identities().pool_id(pool).send().await.expect("members");
+    listed.origination_identities().iter().any(|m| m.origination_identity() == identity)
+}
+
+/// The pools a sender id stands with, as its audit state shows them (`Null` for none).
+async fn pools_of(server: &TestServer, arn: &str) -> serde_json::Value {
+    let url = format!("{}/audit/sender-ids/{arn}/state", server.url());
+    let state: serde_json::Value = reqwest::get(url).await.expect("audit").json().await.expect("json");
+    state["State"]["Pools"].clone()
+}
+
+/// AssociateOriginationIdentity: "A sender ID can be associated with multiple pools." (A phone
+/// number cannot: `lifecycle.rs`.) The sender id is listed by both pools; leaving one leaves it
+/// in the other; it is released only once no pool holds it, the other pool's deletion letting it
+/// go; and it stays in both across a restart (its state rebuilt from the log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_id_in_two_pools() {
+    let mut server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let first = create_pool(&c, &request(&c, MessageType::Transactional).await).await;
+    let second = create_pool(&c, &request(&c, MessageType::Transactional).await).await;
+    let arn = lease(&c, "Multi", "GB").await;
+    for pool in [&first, &second] {
+        c.associate_origination_identity()
+            .pool_id(pool)
+            .origination_identity(&arn)
+            .send()
+            .await
+            .expect("AssociateOriginationIdentity");
+    }
+    // Listed by the pools that hold it, as its audit state says.
+    assert!(lists(&c, &first, "Multi").await && lists(&c, &second, "Multi").await);
+    let pools = serde_json::json!({ first.as_str(): "ASSOCIATED", second.as_str(): "ASSOCIATED" });
+    assert_eq!(pools_of(&server, &arn).await, pools);
+    server.restart();
+    let c = server.client(ACCOUNT);
+    assert_eq!(pools_of(&server, &arn).await, pools, "both pools after a restart");
+
+    let left = c
+        .disassociate_origination_identity()
+        .pool_id(&first)
+        .origination_identity(&arn)
+        .send()
+        .await
+        .expect("DisassociateOriginationIdentity");
+    assert_eq!(left.origination_identity(), Some("Multi"));
+    assert!(!lists(&c, &first, "Multi").await && lists(&c, &second, "Multi").await);
+    let refused = c.release_sender_id().sender_id("Multi").iso_country_code("GB").send().await;
+    let e = refused.expect_err("still in the second pool").into_service_error();
+    assert_eq!(
+        conflict_reason!(e, release_sender_id::ReleaseSenderIdError),
+        Some(ConflictExceptionReason::SenderIdAssociatedToPool)
+    );
+    // A second join of a pool it is in is refused as such.
+    let again = c
+        .associate_origination_identity()
+        .pool_id(&second)
+        .origination_identity(&arn)
+        .send()
+        .await
+        .expect_err("already a member")
+        .into_service_error();
+    assert_eq!(
+        conflict_reason!(again, associate_origination_identity::AssociateOriginationIdentityError),
+        Some(ConflictExceptionReason::ResourceAlreadyAssociated)
+    );
+    c.delete_pool().pool_id(&second).send().await.expect("DeletePool");
+    assert_eq!(pools_of(&server, &arn).await, serde_json::Value::Null, "in no pool");
+    c.release_sender_id()
+        .sender_id("Multi")
+        .iso_country_code("GB")
+        .send()
+        .await
+        .expect("released once no pool holds it");
+}
+
 /// A sender id joins a pool of its message type, is listed as the pool's member, is not released
 /// while a member (`SENDER_ID_ASSOCIATED_TO_POOL`), and sends text messages, directly and
 /// through the pool, but no voice messages.

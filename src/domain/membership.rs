@@ -17,44 +17,76 @@ use super::ids::ResourceKind;
 use super::types::{ConflictReason, MessageType, NumberStatus, ValidationReason};
 use super::Rejection;
 
+/// Where a member stands with one pool: joining it, in it, or leaving it (out of it: no
+/// standing at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Standing {
+    /// Its first step of joining is taken (`ASSOCIATING`); the pool may or may not hold it yet.
+    Associating,
+    /// A settled member.
+    Associated,
+    /// Its first step of leaving is taken (`DISASSOCIATING`); the pool may or may not hold it.
+    Disassociating,
+}
+
+impl Standing {
+    /// Whether the member is half-way through joining or leaving.
+    pub fn is_changing(self) -> bool {
+        self != Standing::Associated
+    }
+}
+
 /// What the membership rules need of an origination identity.
 pub trait Member {
     /// The kind of aggregate the member is (named in its refusals).
     const KIND: ResourceKind;
     /// The reason given when the member is in, entering or leaving a pool.
     const IN_POOL: ConflictReason;
+    /// Whether it belongs to one pool at most, and changes pools one step at a time. A phone
+    /// number does (`PoolId` is one id: "If the origination identity is a phone number and is
+    /// already associated with another pool, an error is returned"); a sender id does not ("A
+    /// sender ID can be associated with multiple pools"), and joins or leaves each pool on its
+    /// own.
+    const ONE_POOL: bool;
 
     /// Its id (its stream id).
     fn member_id(&self) -> &str;
-    /// `ACTIVE`, `ASSOCIATING`, `DISASSOCIATING` or `DELETED`.
+    /// `ACTIVE`, `DELETED`, or, for a member of one pool at most, `ASSOCIATING` /
+    /// `DISASSOCIATING` while it changes pools.
     fn status(&self) -> NumberStatus;
-    /// The pool it belongs to.
-    fn pool_id(&self) -> Option<&str>;
-    /// The pool it is entering or leaving while `ASSOCIATING` / `DISASSOCIATING`.
-    fn pending_pool_id(&self) -> Option<&str>;
+    /// Every pool it is joining, in, or leaving, with where it stands with each, by pool id.
+    fn standings(&self) -> Vec<(&str, Standing)>;
+    /// Records where it now stands with `pool_id` (`None`: out of it), for [`evolve`].
+    fn set_standing(&mut self, pool_id: &str, standing: Option<Standing>);
     fn iso_country_code(&self) -> &str;
     /// Why it cannot send a pool's messages of `message_type`, if it cannot.
     fn message_type_refused(&self, pool_id: &str, message_type: MessageType) -> Option<String>;
-    /// Its status and pools, for [`evolve`].
-    fn placement_mut(&mut self) -> Placement<'_>;
 
-    /// Whether it is entering or leaving a pool right now.
+    /// Where it stands with `pool_id`, if anywhere.
+    fn standing(&self, pool_id: &str) -> Option<Standing> {
+        self.standings().into_iter().find(|(p, _)| *p == pool_id).map(|(_, s)| s)
+    }
+
+    /// Whether it is joining or leaving any pool right now.
     fn is_changing_pools(&self) -> bool {
-        matches!(self.status(), NumberStatus::Associating | NumberStatus::Disassociating)
+        self.standings().iter().any(|(_, s)| s.is_changing())
     }
 
-    /// Whether it is settled in exactly `pool_id`: `ACTIVE` there, not joining or leaving it (as
-    /// a join that succeeded leaves it).
+    /// Whether it is settled in exactly `pool_id`: in it, not joining or leaving it (as a join
+    /// that succeeded leaves it).
     fn is_in_pool(&self, pool_id: &str) -> bool {
-        self.status() == NumberStatus::Active && self.pool_id() == Some(pool_id)
+        self.standing(pool_id) == Some(Standing::Associated)
     }
-}
 
-/// The mutable membership fields of a member.
-pub struct Placement<'a> {
-    pub status: &'a mut NumberStatus,
-    pub pool_id: &'a mut Option<String>,
-    pub pending_pool_id: &'a mut Option<String>,
+    /// The pools that hold it as their member, by its own account: those it is in or leaving.
+    fn pools(&self) -> Vec<&str> {
+        self.standings()
+            .into_iter()
+            .filter(|(_, s)| *s != Standing::Associating)
+            .map(|(p, _)| p)
+            .collect()
+    }
 }
 
 /// The steps of a pool change, as commands to the member.
@@ -112,6 +144,20 @@ impl MembershipAction {
             MembershipAction::CompleteDisassociation { .. } => "CompleteDisassociation",
             MembershipAction::AbortDisassociation { .. } => "AbortDisassociation",
             MembershipAction::DetachFromDeletedPool { .. } => "DetachFromDeletedPool",
+        }
+    }
+
+    /// The pool the step is about.
+    pub fn pool_id(&self) -> &str {
+        use MembershipAction as A;
+        match self {
+            A::BeginAssociation { pool_id, .. }
+            | A::CompleteAssociation { pool_id }
+            | A::AbortAssociation { pool_id, .. }
+            | A::BeginDisassociation { pool_id, .. }
+            | A::CompleteDisassociation { pool_id }
+            | A::AbortDisassociation { pool_id, .. }
+            | A::DetachFromDeletedPool { pool_id } => pool_id,
         }
     }
 
@@ -174,6 +220,22 @@ pub enum MembershipEvent {
 }
 
 impl MembershipEvent {
+    /// The pool the step is about.
+    pub fn pool_id(&self) -> &str {
+        use MembershipEvent as E;
+        match self {
+            E::PoolAssociationStarted { pool_id }
+            | E::AssociatedWithPool { pool_id }
+            | E::PoolAssociationAborted { pool_id, .. }
+            | E::AssociationRejected { pool_id, .. }
+            | E::PoolDisassociationStarted { pool_id }
+            | E::DisassociatedFromPool { pool_id }
+            | E::PoolDisassociationAborted { pool_id, .. }
+            | E::DisassociationRejected { pool_id, .. }
+            | E::DetachedFromDeletedPool { pool_id } => pool_id,
+        }
+    }
+
     /// The refusal a rejection event records.
     pub fn rejection(&self) -> Option<&Rejection> {
         match self {
@@ -197,7 +259,10 @@ pub fn decide<'a, M: Member>(
 ) -> Result<Vec<MembershipEvent>, Rejection> {
     use MembershipAction as A;
     use MembershipEvent as E;
+    use Standing::{Associated, Associating, Disassociating};
     let pool = |pool_id: &String| pool_id.clone();
+    // Where the member, live or not, stands with the pool a step names.
+    let standing = |pool_id: &str| member.and_then(|m| m.standing(pool_id));
     let step = match action {
         A::BeginAssociation {
             pool_id,
@@ -207,7 +272,7 @@ pub fn decide<'a, M: Member>(
         } => begin_association(live()?, pool_id, *pool_message_type, iso_country_code)?,
         A::CompleteAssociation { pool_id } => {
             let m = live()?;
-            if m.status() != NumberStatus::Associating || m.pending_pool_id() != Some(pool_id) {
+            if m.standing(pool_id) != Some(Associating) {
                 return Err(conflict(
                     m,
                     ConflictReason::ResourceNotActive,
@@ -221,8 +286,8 @@ pub fn decide<'a, M: Member>(
         } => {
             let m = live()?;
             check_country(m, iso_country_code)?;
-            refuse_if_changing_pools(m)?;
-            if m.pool_id() != Some(pool_id) {
+            refuse_if_changing(m, pool_id)?;
+            if m.standing(pool_id) != Some(Associated) {
                 return Err(conflict(
                     m,
                     ConflictReason::PhoneNumberNotAssociatedToPool,
@@ -233,47 +298,43 @@ pub fn decide<'a, M: Member>(
         }
         A::CompleteDisassociation { pool_id } => {
             let m = live()?;
-            if m.status() == NumberStatus::Disassociating && m.pending_pool_id() == Some(pool_id) {
-                Some(E::DisassociatedFromPool { pool_id: pool(pool_id) })
-            } else if m.pool_id().is_none() {
+            match m.standing(pool_id) {
+                Some(Disassociating) => Some(E::DisassociatedFromPool { pool_id: pool(pool_id) }),
                 // The pool was deleted meanwhile and already let the member go.
-                None
-            } else {
-                return Err(conflict(
-                    m,
-                    ConflictReason::ResourceNotActive,
-                    &format!("is not leaving pool {pool_id}"),
-                ));
+                None => None,
+                Some(_) => {
+                    return Err(conflict(
+                        m,
+                        ConflictReason::ResourceNotActive,
+                        &format!("is not leaving pool {pool_id}"),
+                    ))
+                }
             }
         }
         // Undoing a step that is not there is nothing to do: aborting is idempotent.
-        A::AbortAssociation { pool_id, reason } => member
-            .filter(|m| m.status() == NumberStatus::Associating && m.pending_pool_id() == Some(pool_id))
-            .map(|_| E::PoolAssociationAborted {
-                pool_id: pool(pool_id),
-                reason: reason.clone(),
-            }),
-        A::AbortDisassociation { pool_id, reason } => member
-            .filter(|m| m.status() == NumberStatus::Disassociating && m.pending_pool_id() == Some(pool_id))
-            .map(|_| E::PoolDisassociationAborted {
-                pool_id: pool(pool_id),
-                reason: reason.clone(),
-            }),
-        // A member pointing at the deleted pool leaves it, whatever step it was in; one still
-        // joining it too (its join reached the pool before the deletion, its last step has not
-        // been taken yet: that step is then refused, and the member is not left in a deleted
-        // pool).
-        A::DetachFromDeletedPool { pool_id } => member
-            .filter(|m| m.pool_id() == Some(pool_id) || m.pending_pool_id() == Some(pool_id))
-            .map(|_| E::DetachedFromDeletedPool { pool_id: pool(pool_id) }),
+        A::AbortAssociation { pool_id, reason } => (standing(pool_id) == Some(Associating)).then(|| E::PoolAssociationAborted {
+            pool_id: pool(pool_id),
+            reason: reason.clone(),
+        }),
+        A::AbortDisassociation { pool_id, reason } => (standing(pool_id) == Some(Disassociating)).then(|| E::PoolDisassociationAborted {
+            pool_id: pool(pool_id),
+            reason: reason.clone(),
+        }),
+        // A member of the deleted pool leaves it, whatever step it was in; one still joining it
+        // too (its join reached the pool before the deletion, its last step has not been taken
+        // yet: that step is then refused, and the member is not left in a deleted pool).
+        A::DetachFromDeletedPool { pool_id } => standing(pool_id)
+            .is_some()
+            .then(|| E::DetachedFromDeletedPool { pool_id: pool(pool_id) }),
     };
     Ok(step.into_iter().collect())
 }
 
-/// `BeginAssociation`: the member enters `ASSOCIATING`. A member already in that pool is
-/// `RESOURCE_ALREADY_ASSOCIATED`, client token or not: whether a request retries the one that
-/// put it there (same token, same request) is for the shell to tell from the member's history,
-/// and such a retry never reaches the decider.
+/// `BeginAssociation`: the member enters `ASSOCIATING` with the pool. A member already in that
+/// pool is `RESOURCE_ALREADY_ASSOCIATED`, client token or not: whether a request retries the one
+/// that put it there (same token, same request) is for the shell to tell from the member's
+/// history, and such a retry never reaches the decider. A member of one pool at most (a phone
+/// number) in another pool is refused with [`Member::IN_POOL`].
 fn begin_association<M: Member>(
     m: &M,
     pool_id: &str,
@@ -281,17 +342,16 @@ fn begin_association<M: Member>(
     iso_country_code: &Option<String>,
 ) -> Result<Option<MembershipEvent>, Rejection> {
     check_country(m, iso_country_code)?;
-    refuse_if_changing_pools(m)?;
-    match m.pool_id() {
-        Some(p) if p == pool_id => {
-            return Err(conflict(
-                m,
-                ConflictReason::ResourceAlreadyAssociated,
-                &format!("is already associated with pool {p}"),
-            ));
-        }
-        Some(p) => return Err(conflict(m, M::IN_POOL, &format!("is associated with pool {p}"))),
-        None => {}
+    refuse_if_changing(m, pool_id)?;
+    if m.is_in_pool(pool_id) {
+        return Err(conflict(
+            m,
+            ConflictReason::ResourceAlreadyAssociated,
+            &format!("is already associated with pool {pool_id}"),
+        ));
+    }
+    if let Some(other) = m.pools().first().filter(|_| M::ONE_POOL) {
+        return Err(conflict(m, M::IN_POOL, &format!("is associated with pool {other}")));
     }
     if let Some(why) = m.message_type_refused(pool_id, pool_message_type) {
         return Err(conflict(m, ConflictReason::MessageTypeMismatch, &why));
@@ -301,12 +361,17 @@ fn begin_association<M: Member>(
     }))
 }
 
-fn refuse_if_changing_pools<M: Member>(m: &M) -> Result<(), Rejection> {
-    if m.is_changing_pools() {
-        let pending = m.pending_pool_id().unwrap_or_default();
-        return Err(conflict(m, M::IN_POOL, &format!("is changing pools ({pending})")));
+/// Refuses a step while the member is half-way through joining or leaving `pool_id`, or, for a
+/// member of one pool at most, any pool: each change finishes before the next begins.
+fn refuse_if_changing<M: Member>(m: &M, pool_id: &str) -> Result<(), Rejection> {
+    let changing = m
+        .standings()
+        .into_iter()
+        .find(|(p, s)| s.is_changing() && (M::ONE_POOL || *p == pool_id));
+    match changing {
+        Some((pending, _)) => Err(conflict(m, M::IN_POOL, &format!("is changing pools ({pending})"))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// An `IsoCountryCode` given with a pool change must be the member's own.
@@ -321,42 +386,28 @@ pub fn check_country<M: Member>(m: &M, iso: &Option<String>) -> Result<(), Rejec
     }
 }
 
-/// Refuses a change the member cannot take while it is in, entering or leaving a pool (its
+/// Refuses a change the member cannot take while it is in, entering or leaving any pool (its
 /// release; a phone number's update).
 pub fn refuse_in_pool<M: Member>(m: &M) -> Result<(), Rejection> {
-    match m.pool_id().or(m.pending_pool_id()) {
-        Some(pool) => Err(conflict(m, M::IN_POOL, &format!("is associated with pool {pool}"))),
-        None => Ok(()),
+    let pools: Vec<&str> = m.standings().into_iter().map(|(p, _)| p).collect();
+    match pools.as_slice() {
+        [] => Ok(()),
+        [pool] => Err(conflict(m, M::IN_POOL, &format!("is associated with pool {pool}"))),
+        several => Err(conflict(m, M::IN_POOL, &format!("is associated with pools {}", several.join(", ")))),
     }
 }
 
-/// Applies a membership event to the member.
+/// Applies a membership event to the member: where it stands with the event's pool afterwards.
 pub fn evolve<M: Member>(m: &mut M, event: &MembershipEvent) {
     use MembershipEvent as E;
-    let p = m.placement_mut();
-    match event {
-        E::PoolAssociationStarted { pool_id } => {
-            *p.status = NumberStatus::Associating;
-            *p.pending_pool_id = Some(pool_id.clone());
+    let (pool_id, standing) = match event {
+        E::PoolAssociationStarted { pool_id } => (pool_id, Some(Standing::Associating)),
+        E::AssociatedWithPool { pool_id } | E::PoolDisassociationAborted { pool_id, .. } => (pool_id, Some(Standing::Associated)),
+        E::PoolDisassociationStarted { pool_id } => (pool_id, Some(Standing::Disassociating)),
+        E::PoolAssociationAborted { pool_id, .. } | E::DisassociatedFromPool { pool_id } | E::DetachedFromDeletedPool { pool_id } => {
+            (pool_id, None)
         }
-        E::AssociatedWithPool { pool_id } => {
-            *p.status = NumberStatus::Active;
-            *p.pool_id = Some(pool_id.clone());
-            *p.pending_pool_id = None;
-        }
-        E::PoolDisassociationStarted { pool_id } => {
-            *p.status = NumberStatus::Disassociating;
-            *p.pending_pool_id = Some(pool_id.clone());
-        }
-        E::PoolAssociationAborted { .. } | E::PoolDisassociationAborted { .. } => {
-            *p.status = NumberStatus::Active;
-            *p.pending_pool_id = None;
-        }
-        E::DisassociatedFromPool { .. } | E::DetachedFromDeletedPool { .. } => {
-            *p.status = NumberStatus::Active;
-            *p.pool_id = None;
-            *p.pending_pool_id = None;
-        }
-        E::AssociationRejected { .. } | E::DisassociationRejected { .. } => {}
-    }
+        E::AssociationRejected { .. } | E::DisassociationRejected { .. } => return,
+    };
+    m.set_standing(pool_id, standing);
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ids::ResourceKind;
 use super::keywords::{self, Keyword, KeywordAction};
-use super::membership::{self, Member, MembershipAction, MembershipEvent, Placement};
+use super::membership::{self, Member, MembershipAction, MembershipEvent, Standing};
 use super::message::{check_send, InboundMessage, OutboundMessage, Sender};
 use super::pool::Pool;
 use super::tags::{edited, TagEdit};
@@ -106,6 +106,7 @@ impl PhoneNumber {
 impl Member for PhoneNumber {
     const KIND: ResourceKind = ResourceKind::PhoneNumber;
     const IN_POOL: ConflictReason = ConflictReason::PhoneNumberAssociatedToPool;
+    const ONE_POOL: bool = true;
 
     fn member_id(&self) -> &str {
         &self.phone_number_id
@@ -115,12 +116,30 @@ impl Member for PhoneNumber {
         self.status
     }
 
-    fn pool_id(&self) -> Option<&str> {
-        self.pool_id.as_deref()
+    /// Its one pool, from `PoolId`, `Status` and the pool it is joining or leaving.
+    fn standings(&self) -> Vec<(&str, Standing)> {
+        let standing = match (self.status, &self.pending_pool_id, &self.pool_id) {
+            (NumberStatus::Associating, Some(pending), _) => (pending.as_str(), Standing::Associating),
+            (NumberStatus::Disassociating, Some(pending), _) => (pending.as_str(), Standing::Disassociating),
+            (_, _, Some(pool)) => (pool.as_str(), Standing::Associated),
+            _ => return vec![],
+        };
+        vec![standing]
     }
 
-    fn pending_pool_id(&self) -> Option<&str> {
-        self.pending_pool_id.as_deref()
+    fn set_standing(&mut self, pool_id: &str, standing: Option<Standing>) {
+        let pool = Some(pool_id.to_string());
+        (self.status, self.pending_pool_id) = match standing {
+            Some(Standing::Associating) => (NumberStatus::Associating, pool),
+            Some(Standing::Disassociating) => (NumberStatus::Disassociating, pool),
+            Some(Standing::Associated) | None => (NumberStatus::Active, None),
+        };
+        match standing {
+            Some(Standing::Associated | Standing::Disassociating) => self.pool_id = Some(pool_id.to_string()),
+            None => self.pool_id = None,
+            // Not a member until the join completes.
+            Some(Standing::Associating) => {}
+        }
     }
 
     fn iso_country_code(&self) -> &str {
@@ -129,14 +148,6 @@ impl Member for PhoneNumber {
 
     fn message_type_refused(&self, pool_id: &str, message_type: MessageType) -> Option<String> {
         (self.message_type != message_type).then(|| format!("has message type {} but pool {pool_id} has {message_type}", self.message_type))
-    }
-
-    fn placement_mut(&mut self) -> Placement<'_> {
-        Placement {
-            status: &mut self.status,
-            pool_id: &mut self.pool_id,
-            pending_pool_id: &mut self.pending_pool_id,
-        }
     }
 }
 

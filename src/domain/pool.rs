@@ -75,27 +75,41 @@ impl Pool {
     /// are real, the rest are placeholders no command reads (every command finds it deleted).
     fn foreclosed(pool_id: &str, account: &str, region: &str, origination_identity: &str, begun_before_ms: u64) -> Pool {
         Pool {
-            pool_id: pool_id.to_string(),
-            pool_arn: Scope::new(account, region).arn(KIND, pool_id),
-            account: account.to_string(),
-            region: region.to_string(),
-            message_type: MessageType::Transactional,
             opt_out_list_name: String::new(),
+            status: PoolStatus::Deleting,
+            deleted: true,
+            created_timestamp_ms: 0,
+            fenced: [(origination_identity.to_string(), begun_before_ms)].into_iter().collect(),
+            foreclosed: true,
+            ..Pool::example(pool_id, &Scope::new(account, region), vec![])
+        }
+    }
+
+    /// A live transactional pool of `scope` holding `members`, with a new pool's defaults (for
+    /// tests and documentation examples).
+    pub fn example(pool_id: &str, scope: &Scope, members: Vec<PoolMember>) -> Pool {
+        Pool {
+            pool_id: pool_id.to_string(),
+            pool_arn: scope.arn(KIND, pool_id),
+            account: scope.account.clone(),
+            region: scope.region.clone(),
+            message_type: MessageType::Transactional,
+            opt_out_list_name: "Default".into(),
             self_managed_opt_outs_enabled: false,
             shared_routes_enabled: false,
             two_way_enabled: false,
             two_way_channel_arn: None,
             two_way_channel_role: None,
             deletion_protection_enabled: false,
-            status: PoolStatus::Deleting,
-            deleted: true,
-            members: BTreeMap::new(),
+            status: PoolStatus::Active,
+            deleted: false,
+            members: members.into_iter().map(|m| (m.origination_identity.clone(), m)).collect(),
             tags: Vec::new(),
             keywords: BTreeMap::new(),
-            created_timestamp_ms: 0,
+            created_timestamp_ms: 1,
             client_token: None,
-            fenced: [(origination_identity.to_string(), begun_before_ms)].into_iter().collect(),
-            foreclosed: true,
+            fenced: BTreeMap::new(),
+            foreclosed: false,
         }
     }
 }
@@ -525,29 +539,9 @@ mod tests {
     }
 
     fn pool(protected: bool) -> Pool {
-        let first = member(1, MessageType::Transactional);
         Pool {
-            pool_id: POOL.into(),
-            pool_arn: format!("arn:aws:sms-voice:{REGION}:{ACCOUNT}:pool/{POOL}"),
-            account: ACCOUNT.into(),
-            region: REGION.into(),
-            message_type: MessageType::Transactional,
-            opt_out_list_name: "Default".into(),
-            self_managed_opt_outs_enabled: false,
-            shared_routes_enabled: false,
-            two_way_enabled: false,
-            two_way_channel_arn: None,
-            two_way_channel_role: None,
             deletion_protection_enabled: protected,
-            status: PoolStatus::Active,
-            deleted: false,
-            members: [(first.origination_identity.clone(), first)].into_iter().collect(),
-            tags: vec![],
-            keywords: BTreeMap::new(),
-            created_timestamp_ms: 1,
-            client_token: None,
-            fenced: BTreeMap::new(),
-            foreclosed: false,
+            ..Pool::example(POOL, &Scope::new(ACCOUNT, REGION), vec![member(1, MessageType::Transactional)])
         }
     }
 

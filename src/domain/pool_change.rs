@@ -1,55 +1,56 @@
 //! Finishing a pool change that a crash interrupted.
 //!
 //! A member (phone number or sender id) joins or leaves a pool in three steps (see
-//! [`super::membership`]): the member
-//! enters `ASSOCIATING` / `DISASSOCIATING`, the pool records the change, the number completes.
-//! A crash between the steps can leave a number half-way, which would block its release forever,
-//! and a crash in the middle of `DeletePool` can leave a number pointing at a deleted pool. The
-//! pool's stream is the judge of what happened: if the pool holds the number, the change that
-//! puts it there stands; otherwise the one that takes it out does.
+//! [`super::membership`]): the member enters `ASSOCIATING` / `DISASSOCIATING` with the pool, the
+//! pool records the change, the member completes. A crash between the steps can leave a member
+//! half-way, which would block its release forever, and a crash in the middle of `DeletePool`
+//! can leave a member pointing at a deleted pool. The pool's stream is the judge of what
+//! happened: if the pool holds the member, the change that puts it there stands; otherwise the
+//! one that takes it out does.
 //!
-//! | number status    | pool holds it | action                   |
-//! |------------------|---------------|--------------------------|
-//! | `ASSOCIATING`    | yes           | `CompleteAssociation`    |
-//! | `ASSOCIATING`    | no            | `AbortAssociation`       |
-//! | `DISASSOCIATING` | yes           | `AbortDisassociation`    |
-//! | `DISASSOCIATING` | no            | `CompleteDisassociation` |
-//! | in a pool        | no            | `DetachFromDeletedPool`  |
-//! | in a pool        | yes           | nothing                  |
-//! | in no pool       | —             | nothing                  |
+//! | member's standing with the pool | pool holds it | action                   |
+//! |---------------------------------|---------------|--------------------------|
+//! | `ASSOCIATING`                   | yes           | `CompleteAssociation`    |
+//! | `ASSOCIATING`                   | no            | `AbortAssociation`       |
+//! | `DISASSOCIATING`                | yes           | `AbortDisassociation`    |
+//! | `DISASSOCIATING`                | no            | `CompleteDisassociation` |
+//! | in the pool                     | no            | `DetachFromDeletedPool`  |
+//! | in the pool                     | yes           | nothing                  |
+//! | out of it                       | —             | nothing                  |
 //!
-//! The shell asks the pool named by [`pool_to_ask`] (a pool that is gone, or belongs to another
-//! account, does not hold the number) and sends the action [`finish_interrupted`] returns to the
-//! number. Every action is one the decider takes from any state (a no-op if there is nothing to
-//! finish), so running the recovery twice is harmless.
+//! The shell asks each pool named by [`pools_to_ask`] (a pool that is gone, or belongs to
+//! another account, does not hold the member; a sender id may stand with several pools, each
+//! settled on its own) and sends the action [`finish_interrupted`] returns to the member. Every
+//! action is one the decider takes from any state (a no-op if there is nothing to finish), so
+//! running the recovery twice is harmless.
 
-use super::membership::{Member, MembershipAction};
-use super::types::{NumberStatus, ValidationReason};
+use super::membership::{Member, MembershipAction, Standing};
+use super::types::ValidationReason;
 use super::Rejection;
 
-/// The pool whose stream decides how `member`'s interrupted change ends: the one it is joining or
-/// leaving, else the one it belongs to; `None` for a member with nothing to finish.
-pub fn pool_to_ask<M: Member>(member: &M) -> Option<&str> {
-    member.pending_pool_id().or(member.pool_id())
+/// The pools whose streams decide how `member`'s interrupted changes end: every pool it is
+/// joining, in, or leaving; none for a member in no pool.
+pub fn pools_to_ask<M: Member>(member: &M) -> Vec<&str> {
+    member.standings().into_iter().map(|(pool, _)| pool).collect()
 }
 
-/// The command that finishes `member`'s interrupted pool change, given whether the pool named
-/// by [`pool_to_ask`] holds the member; `None` when there is nothing to finish.
-pub fn finish_interrupted<M: Member>(member: &M, pool_holds_it: bool) -> Option<MembershipAction> {
-    let pool_id = pool_to_ask(member)?.to_string();
-    let action = match (member.status(), pool_holds_it) {
-        (NumberStatus::Associating, true) => MembershipAction::CompleteAssociation { pool_id },
-        (NumberStatus::Associating, false) => MembershipAction::AbortAssociation {
+/// The command that finishes `member`'s interrupted change of `pool_id`, given whether that
+/// pool holds the member; `None` when there is nothing to finish.
+pub fn finish_interrupted<M: Member>(member: &M, pool_id: &str, pool_holds_it: bool) -> Option<MembershipAction> {
+    let pool_id = pool_id.to_string();
+    let action = match (member.standing(&pool_id)?, pool_holds_it) {
+        (Standing::Associating, true) => MembershipAction::CompleteAssociation { pool_id },
+        (Standing::Associating, false) => MembershipAction::AbortAssociation {
             pool_id,
             reason: interrupted_by_restart(),
         },
-        (NumberStatus::Disassociating, true) => MembershipAction::AbortDisassociation {
+        (Standing::Disassociating, true) => MembershipAction::AbortDisassociation {
             pool_id,
             reason: interrupted_by_restart(),
         },
-        (NumberStatus::Disassociating, false) => MembershipAction::CompleteDisassociation { pool_id },
-        (_, false) => MembershipAction::DetachFromDeletedPool { pool_id },
-        (_, true) => return None,
+        (Standing::Disassociating, false) => MembershipAction::CompleteDisassociation { pool_id },
+        (Standing::Associated, false) => MembershipAction::DetachFromDeletedPool { pool_id },
+        (Standing::Associated, true) => return None,
     };
     Some(action)
 }
@@ -68,6 +69,7 @@ mod tests {
     use crate::domain::membership::MembershipEvent as M;
     use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberEvent as E, PhoneNumberState};
     use crate::domain::testing::{given, ACCOUNT, REGION};
+    use crate::domain::types::NumberStatus;
     use crate::domain::Aggregate;
 
     const ID: &str = "phone-0123456789abcdef0123456789abcdef";
@@ -96,7 +98,7 @@ mod tests {
     /// Given `history`, when the pool does (or does not) hold the number: the recovery action.
     fn recovery(history: &[E], pool_holds_it: bool) -> Option<MembershipAction> {
         let number = PhoneNumberState::replay(history).0.expect("a number");
-        finish_interrupted(&number, pool_holds_it)
+        finish_interrupted(&number, POOL, pool_holds_it)
     }
 
     /// Runs `action` on `history` expecting `then`, and checks the number is no longer changing
@@ -205,7 +207,7 @@ mod tests {
     /// phone number." A member its pool holds has nothing to finish.
     #[test]
     fn a_member_its_pool_holds_is_left_alone() {
-        assert_eq!(pool_to_ask(&PhoneNumberState::replay(&in_pool()).0.expect("a number")), Some(POOL));
+        assert_eq!(pools_to_ask(&PhoneNumberState::replay(&in_pool()).0.expect("a number")), vec![POOL]);
         assert_eq!(recovery(&in_pool(), true), None);
     }
 
@@ -213,9 +215,9 @@ mod tests {
     #[test]
     fn a_number_in_no_pool_is_left_alone() {
         let number = PhoneNumberState::replay(&[requested()]).0.expect("a number");
-        assert_eq!(pool_to_ask(&number), None);
-        assert_eq!(finish_interrupted(&number, false), None);
-        assert_eq!(finish_interrupted(&number, true), None);
+        assert!(pools_to_ask(&number).is_empty());
+        assert_eq!(finish_interrupted(&number, POOL, false), None);
+        assert_eq!(finish_interrupted(&number, POOL, true), None);
     }
 
     /// Recovery may run again after a crash during recovery: once settled, nothing more is done.

@@ -16,14 +16,16 @@
 //! same sender id race for one stream; a released sender id can be requested again, and starts
 //! afresh (`incarnation` counts its leases).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::ids::ResourceKind;
-use super::membership::{self, Member, MembershipAction, MembershipEvent, Placement};
+use super::membership::{self, Member, MembershipAction, MembershipEvent, Standing};
 use super::message::{check_send, OutboundMessage, Sender};
 use super::tags::{edited, TagEdit};
 use super::types::{ConflictReason, MessageType, NumberCapability, NumberStatus, Tag};
-use super::{ActionName, Aggregate, Command, Rejection};
+use super::{ActionName, Aggregate, Command, Rejection, Scope};
 
 const KIND: ResourceKind = ResourceKind::SenderId;
 
@@ -47,12 +49,12 @@ pub struct SenderId {
     pub deletion_protection_enabled: bool,
     /// Sender ids requested here need no registration.
     pub registered: bool,
-    /// `ACTIVE`, `ASSOCIATING`, `DISASSOCIATING` while it changes pools, `DELETED` once released.
+    /// `ACTIVE`, or `DELETED` once released.
     pub status: NumberStatus,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pool_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending_pool_id: Option<String>,
+    /// The pools it is joining, in, or leaving ("A sender ID can be associated with multiple
+    /// pools"), and where it stands with each.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pools: BTreeMap<String, Standing>,
     #[serde(default)]
     pub tags: Vec<Tag>,
     pub created_timestamp_ms: u64,
@@ -64,6 +66,29 @@ pub struct SenderId {
 }
 
 impl SenderId {
+    /// A transactional sender id `sender_id` leased in `iso`, in no pool (for tests and
+    /// documentation examples).
+    pub fn example(sender_id: &str, iso: &str, scope: &Scope) -> SenderId {
+        SenderId {
+            id: ResourceKind::sender_id_id(scope, sender_id, iso),
+            sender_id: sender_id.into(),
+            sender_id_arn: scope.arn(KIND, &format!("{sender_id}/{iso}")),
+            iso_country_code: iso.into(),
+            account: scope.account.clone(),
+            region: scope.region.clone(),
+            message_types: vec![MessageType::Transactional],
+            monthly_leasing_price: "0.00".into(),
+            deletion_protection_enabled: false,
+            registered: false,
+            status: NumberStatus::Active,
+            pools: Default::default(),
+            tags: vec![],
+            created_timestamp_ms: 1,
+            client_token: None,
+            incarnation: 0,
+        }
+    }
+
     /// Whether it is leased (not released).
     pub fn is_live(&self) -> bool {
         self.status != NumberStatus::Deleted
@@ -73,6 +98,7 @@ impl SenderId {
 impl Member for SenderId {
     const KIND: ResourceKind = KIND;
     const IN_POOL: ConflictReason = ConflictReason::SenderIdAssociatedToPool;
+    const ONE_POOL: bool = false;
 
     fn member_id(&self) -> &str {
         &self.id
@@ -82,12 +108,15 @@ impl Member for SenderId {
         self.status
     }
 
-    fn pool_id(&self) -> Option<&str> {
-        self.pool_id.as_deref()
+    fn standings(&self) -> Vec<(&str, Standing)> {
+        self.pools.iter().map(|(pool, standing)| (pool.as_str(), *standing)).collect()
     }
 
-    fn pending_pool_id(&self) -> Option<&str> {
-        self.pending_pool_id.as_deref()
+    fn set_standing(&mut self, pool_id: &str, standing: Option<Standing>) {
+        match standing {
+            Some(standing) => self.pools.insert(pool_id.to_string(), standing),
+            None => self.pools.remove(pool_id),
+        };
     }
 
     fn iso_country_code(&self) -> &str {
@@ -97,14 +126,6 @@ impl Member for SenderId {
     fn message_type_refused(&self, pool_id: &str, message_type: MessageType) -> Option<String> {
         (!self.message_types.contains(&message_type))
             .then(|| format!("is not leased for {message_type} messages, which pool {pool_id} sends"))
-    }
-
-    fn placement_mut(&mut self) -> Placement<'_> {
-        Placement {
-            status: &mut self.status,
-            pool_id: &mut self.pool_id,
-            pending_pool_id: &mut self.pending_pool_id,
-        }
     }
 }
 
@@ -366,7 +387,6 @@ mod tests {
     use crate::domain::message::Channel;
     use crate::domain::testing::{given, ACCOUNT, REGION};
     use crate::domain::types::ResourceType;
-    use crate::domain::Scope;
     use MembershipEvent as M;
     use SenderIdAction as A;
     use SenderIdEvent as E;
@@ -379,23 +399,8 @@ mod tests {
 
     fn sender(types: &[MessageType]) -> SenderId {
         SenderId {
-            id: id(),
-            sender_id: "MyBrand".into(),
-            sender_id_arn: Scope::new(ACCOUNT, REGION).arn(KIND, "MyBrand/GB"),
-            iso_country_code: "GB".into(),
-            account: ACCOUNT.into(),
-            region: REGION.into(),
             message_types: types.to_vec(),
-            monthly_leasing_price: "0.00".into(),
-            deletion_protection_enabled: false,
-            registered: false,
-            status: NumberStatus::Active,
-            pool_id: None,
-            pending_pool_id: None,
-            tags: vec![],
-            created_timestamp_ms: 1,
-            client_token: None,
-            incarnation: 0,
+            ..SenderId::example("MyBrand", "GB", &Scope::new(ACCOUNT, REGION))
         }
     }
 
@@ -509,6 +514,108 @@ mod tests {
         left.push(E::Membership(M::PoolDisassociationStarted { pool_id: POOL.into() }));
         left.push(E::Membership(M::DisassociatedFromPool { pool_id: POOL.into() }));
         given::<SenderIdState>(&id(), &left).when(A::Release).then(&[released()]);
+    }
+
+    const OTHER_POOL: &str = "pool-fedcba9876543210fedcba9876543210";
+
+    fn step(action: MembershipAction) -> A {
+        A::Membership(action)
+    }
+
+    fn begin_join(pool: &str) -> A {
+        step(MembershipAction::BeginAssociation {
+            pool_id: pool.into(),
+            pool_message_type: MessageType::Transactional,
+            iso_country_code: None,
+            client_token: None,
+        })
+    }
+
+    fn begin_leave(pool: &str) -> A {
+        step(MembershipAction::BeginDisassociation {
+            pool_id: pool.into(),
+            iso_country_code: None,
+            client_token: None,
+        })
+    }
+
+    /// AssociateOriginationIdentity: "A sender ID can be associated with multiple pools." A
+    /// sender id in one pool joins a second, and a join of one pool does not wait for the other
+    /// (each pool's change is its own); it is still one pool's member once.
+    #[test]
+    fn a_sender_id_joins_a_second_pool_while_in_the_first() {
+        let s = given::<SenderIdState>(&id(), &in_pool())
+            .when(begin_join(OTHER_POOL))
+            .then(&[E::Membership(M::PoolAssociationStarted {
+                pool_id: OTHER_POOL.into(),
+            })]);
+        let s = s.0.expect("a sender id");
+        assert_eq!(s.standing(POOL), Some(Standing::Associated));
+        assert_eq!(s.standing(OTHER_POOL), Some(Standing::Associating));
+        // Its first pool is left while it joins the second.
+        let mut joining_other = in_pool();
+        joining_other.push(E::Membership(M::PoolAssociationStarted {
+            pool_id: OTHER_POOL.into(),
+        }));
+        given::<SenderIdState>(&id(), &joining_other)
+            .when(begin_leave(POOL))
+            .then(&[E::Membership(M::PoolDisassociationStarted { pool_id: POOL.into() })]);
+        // The same pool twice: already its member.
+        given::<SenderIdState>(&id(), &in_pool())
+            .when(begin_join(POOL))
+            .then_reject(is_conflict(ConflictReason::ResourceAlreadyAssociated));
+        // The pool it is joining, again: that change is not finished.
+        given::<SenderIdState>(&id(), &joining_other)
+            .when(begin_join(OTHER_POOL))
+            .then_reject(is_conflict(ConflictReason::SenderIdAssociatedToPool));
+    }
+
+    /// DisassociateOriginationIdentity: "Removes the specified origination identity from an
+    /// existing pool." Only that pool: the sender id stays in its other one, and is released only
+    /// once it is in none.
+    #[test]
+    fn leaving_one_pool_keeps_it_in_the_other() {
+        let mut both = in_pool();
+        both.extend([
+            E::Membership(M::PoolAssociationStarted {
+                pool_id: OTHER_POOL.into(),
+            }),
+            E::Membership(M::AssociatedWithPool {
+                pool_id: OTHER_POOL.into(),
+            }),
+        ]);
+        let mut left_one = both.clone();
+        left_one.extend([
+            E::Membership(M::PoolDisassociationStarted { pool_id: POOL.into() }),
+            E::Membership(M::DisassociatedFromPool { pool_id: POOL.into() }),
+        ]);
+        let s = SenderIdState::replay(&left_one).0.expect("a sender id");
+        assert_eq!(s.standings(), vec![(OTHER_POOL, Standing::Associated)]);
+        let refused = given::<SenderIdState>(&id(), &left_one)
+            .when(A::Release)
+            .then_reject(is_conflict(ConflictReason::SenderIdAssociatedToPool));
+        assert!(refused.to_string().contains(OTHER_POOL), "{refused}");
+        given::<SenderIdState>(&id(), &left_one)
+            .when(begin_leave(POOL))
+            .then_reject(is_conflict(ConflictReason::PhoneNumberNotAssociatedToPool));
+        // The deletion of one pool lets it go from that pool only.
+        let detached = given::<SenderIdState>(&id(), &both)
+            .when(step(MembershipAction::DetachFromDeletedPool {
+                pool_id: OTHER_POOL.into(),
+            }))
+            .then(&[E::Membership(M::DetachedFromDeletedPool {
+                pool_id: OTHER_POOL.into(),
+            })]);
+        assert_eq!(detached.0.expect("a sender id").standings(), vec![(POOL, Standing::Associated)]);
+        // Finishing or undoing a step of one pool does not touch the other.
+        let mut leaving_both = both;
+        leaving_both.push(E::Membership(M::PoolDisassociationStarted { pool_id: POOL.into() }));
+        given::<SenderIdState>(&id(), &leaving_both)
+            .when(step(MembershipAction::AbortDisassociation {
+                pool_id: OTHER_POOL.into(),
+                reason: crate::domain::pool_change::interrupted_by_restart(),
+            }))
+            .then(&[]);
     }
 
     /// AssociateOriginationIdentity: a sender id joins a pool of a message type it is leased for;

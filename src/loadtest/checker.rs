@@ -646,8 +646,7 @@ fn release_preconditions(by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>) -> Che
     let mut c = Check::new("4. no Released while protected, in a pool, or changing pools");
     /// Why `m` (protected or not) must not be released, if it must not.
     fn unreleasable<M: Member>(m: &M, protected: bool) -> Option<String> {
-        (protected || m.pool_id().is_some() || m.is_changing_pools())
-            .then(|| format!("protection={protected} pool={:?} status={}", m.pool_id(), m.status()))
+        (protected || !m.standings().is_empty()).then(|| format!("protection={protected} pools={:?} status={}", m.standings(), m.status()))
     }
     for (stream, events) in by_stream {
         let mut bad = Vec::new();
@@ -686,15 +685,16 @@ fn release_preconditions(by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>) -> Che
 /// pool, no half-done change.
 fn membership(by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>) -> CheckResult {
     let mut c = Check::new("5. pool and member views of membership agree; no released member; no empty pool");
-    // Each member as the log leaves it: whether it is live, its pool, whether it is changing
-    // pools, its status.
-    let mut members_say: BTreeMap<&str, (bool, Option<String>, bool, NumberStatus)> = BTreeMap::new();
-    fn said<M: Member>(m: &M) -> (bool, Option<String>, bool, NumberStatus) {
+    // Each member as the log leaves it: whether it is live, its pools (a sender id's may be
+    // several), the pools it is joining or leaving.
+    type Said = (bool, Vec<String>, Vec<String>);
+    let mut members_say: BTreeMap<&str, Said> = BTreeMap::new();
+    fn said<M: Member>(m: &M) -> Said {
+        let changing = m.standings().into_iter().filter(|(_, s)| s.is_changing());
         (
             m.status() != NumberStatus::Deleted,
-            m.pool_id().map(String::from),
-            m.is_changing_pools(),
-            m.status(),
+            m.pools().into_iter().map(String::from).collect(),
+            changing.map(|(p, s)| format!("{s:?} {p}")).collect(),
         )
     }
     let mut pools = BTreeMap::new();
@@ -727,12 +727,12 @@ fn membership(by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>) -> CheckResult {
         }
     }
     let mut said_by_numbers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (id, (_, pool, changing, status)) in &members_say {
+    for (id, (_, pools, changing)) in &members_say {
         c.count();
-        if *changing {
-            c.violation(format!("{id}: left {status} after the load stopped"));
+        if !changing.is_empty() {
+            c.violation(format!("{id}: left {} after the load stopped", changing.join(", ")));
         }
-        if let Some(p) = pool {
+        for p in pools {
             said_by_numbers.entry(p.clone()).or_default().insert(id.to_string());
         }
     }
@@ -1488,5 +1488,48 @@ mod tests {
         // Put before the run: there from its start.
         h.ops.pop();
         assert!(check_after(&h.log, &h.ops, 2).checks[0].violations.is_empty());
+    }
+
+    /// Check 5 with a sender id in two pools (as AWS allows): it agrees with both pools; a pool
+    /// that no longer holds it, while the sender id says it is its member, is caught by name.
+    #[test]
+    fn a_sender_id_in_two_pools_agrees_with_both() {
+        use crate::domain::membership::MembershipEvent as M;
+        use crate::domain::pool::{Pool, PoolEvent};
+        use crate::domain::sender_id::SenderId;
+        let scope = Scope::new(ACCOUNT, REGION);
+        let sender = SenderId::example("Shop", "GB", &scope);
+        let pools = ["pool-00000000000000000000000000000001", "pool-00000000000000000000000000000002"];
+        let member = crate::domain::pool::PoolMember {
+            origination_identity: sender.id.clone(),
+            origination_identity_arn: sender.sender_id_arn.clone(),
+            iso_country_code: "GB".into(),
+            number_capabilities: crate::domain::sender_id::CAPABILITIES.to_vec(),
+            phone_number: String::new(),
+            message_type: crate::domain::types::MessageType::Transactional,
+            sender_id: Some("Shop".into()),
+        };
+        let history = |second_holds_it: bool| {
+            let mut h = History::default();
+            h.append(&sender.id, "lease", &SenderIdEvent::SenderIdRequested(Box::new(sender.clone())));
+            for (i, pool) in pools.into_iter().enumerate() {
+                let held = i == 0 || second_holds_it;
+                let created = Pool::example(pool, &scope, held.then(|| member.clone()).into_iter().collect());
+                h.append(pool, "create", &PoolEvent::PoolCreated(Box::new(created)));
+                for step in [
+                    M::PoolAssociationStarted { pool_id: pool.into() },
+                    M::AssociatedWithPool { pool_id: pool.into() },
+                ] {
+                    h.append(&sender.id, "join", &SenderIdEvent::Membership(step));
+                }
+            }
+            h
+        };
+        assert_eq!(history(true).violations("5."), Vec::<String>::new());
+        let forgotten = history(false).violations("5.");
+        assert!(
+            forgotten.len() == 2 && forgotten.iter().any(|v| v.contains(pools[1]) && v.contains(&sender.id)),
+            "{forgotten:?}"
+        );
     }
 }

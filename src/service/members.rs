@@ -5,17 +5,19 @@
 use super::error::not_found;
 use super::{Activation, LifecycleService, ServiceError};
 use crate::actors::{Execute, Premise};
+use crate::codec::decode_event;
 use crate::domain::ids::is_sender_id;
-use crate::domain::membership::{Member, MembershipAction};
+use crate::domain::membership::{Member, MembershipAction, MembershipEvent, Standing};
 use crate::domain::phone_number::PhoneNumber;
 use crate::domain::phone_number::PhoneNumberState;
 use crate::domain::pool::PoolMember;
-use crate::domain::pool_change::{finish_interrupted, pool_to_ask};
+use crate::domain::pool_change::{finish_interrupted, pools_to_ask};
 use crate::domain::sender_id::SenderIdState;
 use crate::domain::sender_id::{self, SenderId};
 use crate::domain::types::MessageType;
 use crate::domain::{Aggregate, CommandMeta, ResourceKind, Scope};
 use crate::projection::owner_key;
+use crate::store::EventEnvelope;
 
 /// A pool's member (or one about to be), as it is after one of its steps.
 #[derive(Debug, Clone)]
@@ -63,9 +65,14 @@ impl Identity {
         with_member!(self, m => Scope::new(&m.account, &m.region))
     }
 
-    /// Whether it is joining or leaving a pool right now.
-    pub fn is_changing_pools(&self) -> bool {
-        with_member!(self, m => m.is_changing_pools())
+    /// Where it stands with `pool_id`, if anywhere.
+    pub fn standing(&self, pool_id: &str) -> Option<Standing> {
+        with_member!(self, m => m.standing(pool_id))
+    }
+
+    /// Whether it is joining or leaving `pool_id` right now.
+    pub fn is_changing(&self, pool_id: &str) -> bool {
+        self.standing(pool_id).is_some_and(Standing::is_changing)
     }
 
     /// Whether it is settled in exactly `pool_id` (see [`Member::is_in_pool`]).
@@ -73,14 +80,14 @@ impl Identity {
         with_member!(self, m => m.is_in_pool(pool_id))
     }
 
-    /// The pool whose stream decides how an interrupted change of it ends.
-    pub fn pool_to_ask(&self) -> Option<&str> {
-        with_member!(self, m => pool_to_ask(m.as_ref()))
+    /// The pools whose streams decide how its interrupted changes end.
+    pub fn pools_to_ask(&self) -> Vec<String> {
+        with_member!(self, m => pools_to_ask(m.as_ref()).into_iter().map(String::from).collect())
     }
 
-    /// The step that finishes its interrupted change (see `domain::pool_change`).
-    pub fn finish_interrupted(&self, pool_holds_it: bool) -> Option<MembershipAction> {
-        with_member!(self, m => finish_interrupted(m.as_ref(), pool_holds_it))
+    /// The step that finishes its interrupted change of `pool_id` (see `domain::pool_change`).
+    pub fn finish_interrupted(&self, pool_id: &str, pool_holds_it: bool) -> Option<MembershipAction> {
+        with_member!(self, m => finish_interrupted(m.as_ref(), pool_id, pool_holds_it))
     }
 
     /// The pool's record of it, as a member of a pool of `pool_message_type` (which its
@@ -107,6 +114,12 @@ impl Identity {
             },
         }
     }
+}
+
+/// The pool a stored membership step of a member's stream is about (the caller has told it is
+/// one by its type).
+pub(super) fn step_pool(e: &EventEnvelope) -> Result<String, ServiceError> {
+    Ok(decode_event::<MembershipEvent>(e)?.pool_id().to_string())
 }
 
 impl LifecycleService {
@@ -139,9 +152,9 @@ impl LifecycleService {
     }
 
     /// The member whose stream is `id` as the log has it, the version it is at, and, if it is
-    /// joining or leaving a pool, when the request that began that change began (its first
+    /// joining or leaving `pool_id`, when the request that began that change began (its first
     /// step's time, the time a fence compares).
-    pub(super) async fn member_in_log(&self, id: &str) -> Result<(Identity, u64, Option<u64>), ServiceError> {
+    pub(super) async fn member_in_log(&self, id: &str, pool_id: &str) -> Result<(Identity, u64, Option<u64>), ServiceError> {
         let store = &*self.store;
         let (member, version) = if ResourceKind::SenderId.is_id(id) {
             let loaded = crate::rehydrate::load_state::<SenderIdState>(store, id).await?;
@@ -151,17 +164,17 @@ impl LifecycleService {
             (loaded.state.0.map(|n| Identity::Number(Box::new(n))), loaded.version)
         };
         let member = member.ok_or_else(|| not_found(ResourceKind::of_member(id), id))?;
-        let begun_ms = match member.is_changing_pools() {
-            true => self.last_change_begun_ms(id, Some(version)).await?,
+        let begun_ms = match member.is_changing(pool_id) {
+            true => self.last_change_begun_ms(id, pool_id, Some(version)).await?,
             false => None,
         };
         Ok((member, version, begun_ms))
     }
 
-    /// When the last pool change of the member whose stream is `id` began (its first step's
-    /// time), looking back from version `until` (its head when `None`): `None` if it never began
-    /// one.
-    pub(super) async fn last_change_begun_ms(&self, id: &str, mut until: Option<u64>) -> Result<Option<u64>, ServiceError> {
+    /// When the last change of `pool_id` of the member whose stream is `id` began (its first
+    /// step's time), looking back from version `until` (its head when `None`): `None` if it
+    /// never began one.
+    pub(super) async fn last_change_begun_ms(&self, id: &str, pool_id: &str, mut until: Option<u64>) -> Result<Option<u64>, ServiceError> {
         // The first step is usually the last event or close to it, but refusals, sends and
         // inbound messages are recorded after it meanwhile, as many as clients make: looked for
         // a few events at a time, then more and more, not a long page at every look (each
@@ -169,12 +182,15 @@ impl LifecycleService {
         let mut page_size = 8;
         while until != Some(0) {
             let page = self.last_events(id, until, page_size).await?;
+            // A sender id changes several pools at once: the first step of this pool's change.
             let begun = page
                 .iter()
                 .rev()
-                .find(|e| matches!(e.event_type.as_str(), "PoolAssociationStarted" | "PoolDisassociationStarted"));
-            if let Some(e) = begun {
-                return Ok(Some(e.timestamp_ms));
+                .filter(|e| matches!(e.event_type.as_str(), "PoolAssociationStarted" | "PoolDisassociationStarted"));
+            for e in begun {
+                if step_pool(e)? == pool_id {
+                    return Ok(Some(e.timestamp_ms));
+                }
             }
             until = Some(page.first().map_or(0, |e| e.version.saturating_sub(1)));
             page_size = (page_size * 8).min(512);

@@ -4,13 +4,13 @@
 //! (see the module doc of `service`).
 
 use super::error::not_found;
-use super::members::Identity;
+use super::members::{step_pool, Identity};
 use super::opt_out_lists::list_gone;
 use super::quota::{over_quota, quota_limit};
 use super::tokens::lost_token_race;
 use super::{Activation, LifecycleService, ServiceError};
 use crate::codec::decode_event;
-use crate::domain::membership::MembershipAction;
+use crate::domain::membership::{MembershipAction, Standing};
 use crate::domain::opt_out_list::DEFAULT_LIST;
 use crate::domain::pool::{Pool, PoolAction, PoolChanges, PoolEvent, PoolState};
 use crate::domain::types::{ConflictReason, MessageType, PoolStatus, Tag, ValidationReason};
@@ -226,12 +226,17 @@ impl LifecycleService {
             e.event_type == started && serde_json::from_value::<MembershipAction>(e.command_input.clone()).is_ok_and(|a| a == *begin)
         });
         // How the change ended: done, undone, or cut short by the pool's deletion (which, for a
-        // leave, took the member out all the same).
-        let ended = began.and_then(|i| {
-            recent[i + 1..]
-                .iter()
-                .find(|e| [done, undone, "DetachedFromDeletedPool"].contains(&e.event_type.as_str()))
-        });
+        // leave, took the member out all the same). The end of this pool's change: a sender id
+        // changes other pools meanwhile.
+        let mut ended = None;
+        if let Some(i) = began {
+            for e in &recent[i + 1..] {
+                if [done, undone, "DetachedFromDeletedPool"].contains(&e.event_type.as_str()) && step_pool(e)? == begin.pool_id() {
+                    ended = Some(e);
+                    break;
+                }
+            }
+        }
         Ok(ended.is_some_and(|e| e.event_type == done || (change == Change::Leave && e.event_type != undone)))
     }
 
@@ -346,10 +351,14 @@ impl LifecycleService {
             // attempt's. Anything else (settled in a pool, joining an existing one) is another
             // request's doing, and the refusal stands at once.
             let member = self.member_now(member_id).await?;
-            let creating = match member.pool_to_ask().filter(|_| member.is_changing_pools()) {
-                Some(pool) => self.store.stream_head(pool).await?.version == 0,
-                None => false,
-            };
+            let mut creating = false;
+            for pool in member
+                .pools_to_ask()
+                .iter()
+                .filter(|p| member.standing(p) == Some(Standing::Associating))
+            {
+                creating |= self.store.stream_head(pool).await?.version == 0;
+            }
             if !creating || started.elapsed() >= ATTEMPT_WAIT {
                 // The attempt may have ended between the two reads.
                 return match self.token_owner(scope, "CreatePool", token).await? {

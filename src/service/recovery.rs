@@ -1,5 +1,5 @@
-//! Finishing pool changes that a crash interrupted (a number left `ASSOCIATING` or
-//! `DISASSOCIATING`, or pointing at a deleted pool): at start-up before requests are served,
+//! Finishing pool changes that a crash interrupted (a member left `ASSOCIATING` or
+//! `DISASSOCIATING` with a pool, or pointing at a deleted pool): at start-up before requests are served,
 //! and, when several nodes share the log, periodically (the reconciler), for changes left alone
 //! long enough that no node can still be carrying them out.
 
@@ -10,7 +10,7 @@ use super::{Activation, LifecycleService, ServiceError};
 use crate::actors::ExecuteError;
 use crate::domain::phone_number::PhoneNumber;
 use crate::domain::pool::{Pool, PoolAction, PoolState};
-use crate::domain::pool_change::pool_to_ask;
+use crate::domain::pool_change::pools_to_ask;
 use crate::domain::sender_id::SenderId;
 use crate::domain::{CommandMeta, ResourceKind};
 
@@ -32,13 +32,13 @@ impl LifecycleService {
     pub async fn recover_interrupted(&self, left_alone_for: std::time::Duration) -> Result<usize, ServiceError> {
         let mut stuck: Vec<Identity> = Vec::new();
         self.for_each_view(ResourceKind::PhoneNumber, |n: PhoneNumber| {
-            if pool_to_ask(&n).is_some() {
+            if !pools_to_ask(&n).is_empty() {
                 stuck.push(Identity::Number(Box::new(n)));
             }
         })
         .await?;
         self.for_each_view(ResourceKind::SenderId, |s: SenderId| {
-            if pool_to_ask(&s).is_some() {
+            if !pools_to_ask(&s).is_empty() {
                 stuck.push(Identity::SenderId(Box::new(s)));
             }
         })
@@ -49,16 +49,17 @@ impl LifecycleService {
         // Each pool read once per pass, from the log itself: with several nodes, this node's
         // actor of the pool may not have seen the step another node just took.
         let mut pools: HashMap<String, Option<Pool>> = HashMap::new();
-        for n in stuck {
-            let Some(pool_id) = n.pool_to_ask().map(str::to_string) else {
-                continue;
-            };
+        // Each of a member's pools on its own: a sender id stands with several.
+        let changes = stuck
+            .iter()
+            .flat_map(|n| n.pools_to_ask().into_iter().map(move |pool_id| (n, pool_id)));
+        for (n, pool_id) in changes {
             if !pools.contains_key(&pool_id) {
                 let loaded = crate::rehydrate::load_state::<PoolState>(&*self.store, &pool_id).await?;
                 pools.insert(pool_id.clone(), loaded.state.0);
             }
-            // A pool that is gone (or another account's) does not hold the number.
-            if n.finish_interrupted(holds(pools.get(&pool_id).and_then(Option::as_ref), &n))
+            // A pool that is gone (or another account's) does not hold the member.
+            if n.finish_interrupted(&pool_id, holds(pools.get(&pool_id).and_then(Option::as_ref), n))
                 .is_none()
             {
                 continue;
@@ -70,8 +71,8 @@ impl LifecycleService {
             // settled.
             if !left_alone_for.is_zero() {
                 // As this node's view has the member (`finish_change` reads it from the log).
-                let since_ms = match n.is_changing_pools() {
-                    true => self.last_change_begun_ms(n.member_id(), None).await?,
+                let since_ms = match n.is_changing(&pool_id) {
+                    true => self.last_change_begun_ms(n.member_id(), &pool_id, None).await?,
                     false => self.deletion(&pool_id).await?.map(|(at_ms, _)| at_ms),
                 };
                 if since_ms.unwrap_or(0) > begun_before_ms {
@@ -117,11 +118,11 @@ impl LifecycleService {
         // Named: the pool's stream may not exist (a creation not written yet, or never).
         let pool = self.execute(&self.pools, pool_id, Activation::Named, meta, fence).await?.0;
         for _ in 0..READS {
-            let (n, version, begun_ms) = self.member_in_log(member_id).await?;
-            if begun_ms.is_some_and(|begun| begun > begun_before_ms) || n.pool_to_ask() != Some(pool_id) {
+            let (n, version, begun_ms) = self.member_in_log(member_id, pool_id).await?;
+            if begun_ms.is_some_and(|begun| begun > begun_before_ms) {
                 return Ok((pool, None));
             }
-            let Some(action) = n.finish_interrupted(holds(pool.as_ref(), &n)) else {
+            let Some(action) = n.finish_interrupted(pool_id, holds(pool.as_ref(), &n)) else {
                 return Ok((pool, None));
             };
             tracing::warn!(member = %member_id, action = ?action, "finishing an unfinished pool change");
