@@ -20,7 +20,7 @@ pub fn snapshot_of<A: Aggregate>(state: &A, version: u64) -> Result<Snapshot, se
 /// a member decodes with that member's default, which need not be what a replay derives (how
 /// many times a list was created, say); re-encoded, it then differs from what was stored, so it
 /// is replayed instead, without anyone having to remember to change the layout's version.
-fn usable<A: Aggregate>(snapshot: &Snapshot) -> Option<A> {
+pub fn usable<A: Aggregate>(snapshot: &Snapshot) -> Option<A> {
     if snapshot.schema_version != SNAPSHOT_SCHEMA_VERSION {
         return None;
     }

@@ -778,7 +778,7 @@ fn print_replay(value: &Value, json: bool, first: bool) {
                 text(&r["Message"])
             );
             let seen = &s["StateSeen"];
-            let facts: Vec<String> = ["Status", "DeletionProtectionEnabled", "PoolId", "PendingPoolId", "Members"]
+            let facts: Vec<String> = ["Status", "DeletionProtectionEnabled", "PoolId", "PendingPoolId", "Pools", "Members"]
                 .iter()
                 .filter_map(|k| seen.get(*k).map(|v| format!("{k}={}", text(v))))
                 .collect();

@@ -162,7 +162,9 @@ pub struct StateAt {
     pub position: u64,
     pub timestamp: f64,
     pub event_type: String,
-    /// `PhoneNumberInformation` (with `Status`) or `PoolInformation`, plus `PoolId`/`Members`.
+    /// The resource's view (`crate::views`): `PhoneNumberInformation` (with `Status`,
+    /// `PoolId`, `PendingPoolId`), `PoolInformation` (plus `Members`), an opt-out list's, or
+    /// `SenderIdInformation` (plus `Status` and `Pools`).
     pub state: Value,
 }
 

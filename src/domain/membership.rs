@@ -300,9 +300,11 @@ pub fn decide<'a, M: Member>(
             let m = live()?;
             match m.standing(pool_id) {
                 Some(Disassociating) => Some(E::DisassociatedFromPool { pool_id: pool(pool_id) }),
-                // The pool was deleted meanwhile and already let the member go.
-                None => None,
-                Some(_) => {
+                // The member is out of the pool: the pool was deleted meanwhile and let it go, or
+                // the reconciler finished this leave and the member is already joining the pool
+                // again. The leave happened; nothing is left to do.
+                None | Some(Associating) => None,
+                Some(Associated) => {
                     return Err(conflict(
                         m,
                         ConflictReason::ResourceNotActive,

@@ -702,6 +702,58 @@ mod tests {
         assert!(joined.is_in_pool(&pool.pool_id));
     }
 
+    /// A sender id changes two pools at once (AWS: "A sender ID can be associated with multiple
+    /// pools"): the reconciler settles the change of one that was left alone long enough (its
+    /// pool never recorded the join: undone, and that pool fenced) and leaves the recent change
+    /// of the other to its request, which then completes. Each pool's change is timed from its
+    /// own first step, not the member's latest.
+    #[actix_rt::test]
+    async fn the_reconciler_settles_each_pool_of_a_sender_id_on_its_own() {
+        use crate::domain::membership::Standing;
+        let dir = tempfile::tempdir().expect("dir");
+        let (service, stale_pool) = service_with_pool(dir.path()).await;
+        let spec = NewPool {
+            origination_identity: number(&service).await,
+            iso_country_code: None,
+            message_type: MessageType::Transactional,
+            deletion_protection_enabled: false,
+            tags: vec![],
+            client_token: None,
+        };
+        let recent_pool = service.create_pool(&begun_now(), spec).await.expect("pool");
+        let leased = crate::service::sender_ids::NewSenderId {
+            sender_id: "Both".into(),
+            iso_country_code: "GB".into(),
+            message_types: vec![],
+            deletion_protection_enabled: false,
+            tags: vec![],
+            client_token: None,
+        };
+        let sender = service.request_sender_id(&begun_now(), leased).await.expect("sender id").id;
+
+        // A join left alone (its request is gone), then, a while later, a join under way.
+        begin_join(&service, &begun_now(), &sender, &stale_pool.pool_id).await;
+        const LEFT_ALONE_FOR: std::time::Duration = std::time::Duration::from_millis(500);
+        std::thread::sleep(2 * LEFT_ALONE_FOR);
+        let under_way = begun_now();
+        let member = begin_join(&service, &under_way, &sender, &recent_pool.pool_id).await;
+
+        let repaired = service.recover_interrupted(LEFT_ALONE_FOR).await.expect("recover");
+        assert_eq!(repaired, 1);
+        let now = service.member_now(&sender).await.expect("sender id");
+        assert_eq!(
+            (now.standing(&stale_pool.pool_id), now.standing(&recent_pool.pool_id)),
+            (None, Some(Standing::Associating))
+        );
+        let fenced = |events: Vec<String>| events.contains(&"ChangesFenced".to_string());
+        assert!(fenced(events_of(&service, &stale_pool.pool_id).await));
+        assert!(!fenced(events_of(&service, &recent_pool.pool_id).await));
+        let joined = finish_join(&service, &under_way, &member, &recent_pool.pool_id)
+            .await
+            .expect("the join under way completes");
+        assert!(joined.is_in_pool(&recent_pool.pool_id) && joined.standing(&stale_pool.pool_id).is_none());
+    }
+
     /// RequestPhoneNumber into a pool, with a client token, retried after the first attempt
     /// made the number: the retry joins it when its join never began or was refused; it does
     /// not start a second join beside one under way; and once the number has joined, a retry
