@@ -1023,3 +1023,83 @@ async fn server_events(server: &TestServer) -> u64 {
         .expect("json");
     health["Events"].as_u64().expect("events")
 }
+
+/// The phone-pool guide: "The configuration of every phone number that you add to a pool has to
+/// match the configuration of the first phone number that you specified when you created the
+/// pool." A number on another opt-out list, or with other self-managed opt-outs, is refused
+/// (`OPT_OUT_LIST_MISMATCH`, `SELF_MANAGED_OPT_OUTS_MISMATCH`), and joins once it matches; a
+/// number requested into the pool with settings the pool does not share is refused before it
+/// exists. A retry of a join with its client token is answered as the join was, even after the
+/// pool's settings changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_joins_only_a_pool_of_its_settings() {
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let pool_id = common::create_pool(&c, &request(&c, MessageType::Transactional).await).await;
+    let joining = request(&c, MessageType::Transactional).await;
+    c.create_opt_out_list()
+        .opt_out_list_name("Mine")
+        .send()
+        .await
+        .expect("CreateOptOutList");
+    let associate = |token: &str| {
+        c.associate_origination_identity()
+            .pool_id(&pool_id)
+            .origination_identity(&joining)
+            .client_token(token)
+            .send()
+    };
+    let refusal = |e: aws_sdk_pinpointsmsvoicev2::error::SdkError<AssociateOriginationIdentityError>| match e.into_service_error() {
+        AssociateOriginationIdentityError::ConflictException(e) => e.reason().cloned(),
+        other => panic!("{other:?}"),
+    };
+    let update = |list: &str, self_managed: bool| {
+        c.update_phone_number()
+            .phone_number_id(&joining)
+            .opt_out_list_name(list)
+            .self_managed_opt_outs_enabled(self_managed)
+            .send()
+    };
+    update("Mine", false).await.expect("UpdatePhoneNumber");
+    let refused = associate("join-1").await.expect_err("another opt-out list");
+    assert_eq!(refusal(refused), Some(ConflictExceptionReason::OptOutListMismatch));
+    update("Default", true).await.expect("UpdatePhoneNumber");
+    let refused = associate("join-2").await.expect_err("self-managed opt-outs");
+    assert_eq!(refusal(refused), Some(ConflictExceptionReason::SelfManagedOptOutsMismatch));
+    update("Default", false).await.expect("UpdatePhoneNumber");
+    let joined = associate("join-3").await.expect("the settings match");
+
+    // The pool's settings change; a retry of the join is still that join's.
+    c.update_pool()
+        .pool_id(&pool_id)
+        .self_managed_opt_outs_enabled(true)
+        .send()
+        .await
+        .expect("UpdatePool");
+    let again = associate("join-3").await.expect("the retry gets the same answer");
+    assert_eq!(again.origination_identity(), joined.origination_identity());
+
+    let numbers_before = c.describe_phone_numbers().send().await.expect("describe").phone_numbers().len();
+    let into_pool = c
+        .request_phone_number()
+        .iso_country_code("US")
+        .message_type(MessageType::Transactional)
+        .number_capabilities(NumberCapability::Sms)
+        .number_type(RequestableNumberType::LongCode)
+        .pool_id(&pool_id)
+        .send()
+        .await
+        .expect_err("the pool now manages its opt-outs, the number asked for does not");
+    match into_pool.into_service_error() {
+        RequestPhoneNumberError::ConflictException(e) => {
+            assert_eq!(e.reason(), Some(&ConflictExceptionReason::SelfManagedOptOutsMismatch));
+            assert_eq!(
+                (e.resource_type(), e.resource_id()),
+                (Some(&ResourceType::Pool), Some(pool_id.as_str()))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let numbers_after = c.describe_phone_numbers().send().await.expect("describe").phone_numbers().len();
+    assert_eq!(numbers_after, numbers_before, "no number was leased");
+}

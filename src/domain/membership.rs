@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ids::ResourceKind;
+use super::pool::SharedSettings;
 use super::types::{ConflictReason, MessageType, NumberStatus, ValidationReason};
 use super::Rejection;
 
@@ -62,6 +63,9 @@ pub trait Member {
     fn iso_country_code(&self) -> &str;
     /// Why it cannot send a pool's messages of `message_type`, if it cannot.
     fn message_type_refused(&self, pool_id: &str, message_type: MessageType) -> Option<String>;
+    /// Its settings that a pool's members share with the pool, if it has them (a phone number;
+    /// a sender id has no opt-out list or two-way configuration of its own).
+    fn shared_settings(&self) -> Option<SharedSettings>;
 
     /// Where it stands with `pool_id`, if anywhere.
     fn standing(&self, pool_id: &str) -> Option<Standing> {
@@ -93,10 +97,16 @@ pub trait Member {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "Type", content = "Input", rename_all_fields = "PascalCase")]
 pub enum MembershipAction {
-    /// First step of joining a pool; `pool_message_type` is the pool's, checked here.
+    /// First step of joining a pool; `pool_message_type` and `pool_settings` are the pool's,
+    /// checked here.
     BeginAssociation {
         pool_id: String,
         pool_message_type: MessageType,
+        /// The settings of the existing pool joined, as the shell read them (`None` for the
+        /// first member of a pool being created, whose settings the pool takes, and in commands
+        /// recorded before they were compared).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool_settings: Option<SharedSettings>,
         iso_country_code: Option<String>,
         /// The `ClientToken` of the request that joins (`AssociateOriginationIdentity`, or
         /// `RequestPhoneNumber` into a pool), if the caller gave one: recorded with the step, so
@@ -159,6 +169,20 @@ impl MembershipAction {
             | A::AbortDisassociation { pool_id, .. }
             | A::DetachFromDeletedPool { pool_id } => pool_id,
         }
+    }
+
+    /// Whether this step and `other` are the same request's: equal but for the pool settings
+    /// each read (a pool's settings may change between a request and its retry, and a step
+    /// recorded before they were compared has none).
+    pub fn same_request(&self, other: &MembershipAction) -> bool {
+        let without_settings = |a: &MembershipAction| {
+            let mut a = a.clone();
+            if let MembershipAction::BeginAssociation { pool_settings, .. } = &mut a {
+                *pool_settings = None;
+            }
+            a
+        };
+        without_settings(self) == without_settings(other)
     }
 
     /// The event that records this step's refusal, for the steps a caller asked for (the
@@ -267,9 +291,10 @@ pub fn decide<'a, M: Member>(
         A::BeginAssociation {
             pool_id,
             pool_message_type,
+            pool_settings,
             iso_country_code,
             ..
-        } => begin_association(live()?, pool_id, *pool_message_type, iso_country_code)?,
+        } => begin_association(live()?, pool_id, (*pool_message_type, pool_settings.as_ref()), iso_country_code)?,
         A::CompleteAssociation { pool_id } => {
             let m = live()?;
             if m.standing(pool_id) != Some(Associating) {
@@ -336,11 +361,12 @@ pub fn decide<'a, M: Member>(
 /// pool is `RESOURCE_ALREADY_ASSOCIATED`, client token or not: whether a request retries the one
 /// that put it there (same token, same request) is for the shell to tell from the member's
 /// history, and such a retry never reaches the decider. A member of one pool at most (a phone
-/// number) in another pool is refused with [`Member::IN_POOL`].
+/// number) in another pool is refused with [`Member::IN_POOL`]; one whose settings differ from
+/// the pool's, with the setting's mismatch.
 fn begin_association<M: Member>(
     m: &M,
     pool_id: &str,
-    pool_message_type: MessageType,
+    (pool_message_type, pool_settings): (MessageType, Option<&SharedSettings>),
     iso_country_code: &Option<String>,
 ) -> Result<Option<MembershipEvent>, Rejection> {
     check_country(m, iso_country_code)?;
@@ -357,6 +383,11 @@ fn begin_association<M: Member>(
     }
     if let Some(why) = m.message_type_refused(pool_id, pool_message_type) {
         return Err(conflict(m, ConflictReason::MessageTypeMismatch, &why));
+    }
+    if let (Some(pool), Some(own)) = (pool_settings, m.shared_settings()) {
+        if let Some((reason, why)) = pool.mismatch(&own) {
+            return Err(conflict(m, reason, &format!("{why} ({pool_id})")));
+        }
     }
     Ok(Some(MembershipEvent::PoolAssociationStarted {
         pool_id: pool_id.to_string(),

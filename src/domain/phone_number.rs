@@ -11,7 +11,7 @@ use super::ids::ResourceKind;
 use super::keywords::{self, Keyword, KeywordAction};
 use super::membership::{self, Member, MembershipAction, MembershipEvent, Standing};
 use super::message::{check_send, InboundMessage, OutboundMessage, Sender};
-use super::pool::Pool;
+use super::pool::{Pool, SharedSettings};
 use super::tags::{edited, TagEdit};
 use super::types::{ConflictReason, MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
 use super::{changed, changed_optional, ActionName, Aggregate, Command, Rejection};
@@ -149,6 +149,15 @@ impl Member for PhoneNumber {
     fn message_type_refused(&self, pool_id: &str, message_type: MessageType) -> Option<String> {
         (self.message_type != message_type).then(|| format!("has message type {} but pool {pool_id} has {message_type}", self.message_type))
     }
+
+    fn shared_settings(&self) -> Option<SharedSettings> {
+        Some(SharedSettings {
+            opt_out_list_name: self.opt_out_list_name.clone(),
+            self_managed_opt_outs_enabled: self.self_managed_opt_outs_enabled,
+            two_way_enabled: self.two_way_enabled,
+            two_way_channel_arn: self.two_way_channel_arn.clone(),
+        })
+    }
 }
 
 /// The pool a number is requested into (`RequestPhoneNumber` with a `PoolId`): what the rules of
@@ -160,6 +169,10 @@ pub struct PoolToJoin {
     pub pool_id: String,
     /// The pool's message type (it cannot change once the pool exists).
     pub message_type: MessageType,
+    /// The settings its numbers share with it, as the shell read them (absent in commands
+    /// recorded before they were compared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<SharedSettings>,
 }
 
 impl PoolToJoin {
@@ -168,6 +181,7 @@ impl PoolToJoin {
         PoolToJoin {
             pool_id: pool.pool_id.clone(),
             message_type: pool.message_type,
+            settings: Some(pool.shared_settings()),
         }
     }
 }
@@ -366,7 +380,8 @@ impl PhoneNumberState {
     }
 
     /// `Request`: starts the stream, unless the pool the number is requested into has another
-    /// message type (refused as the pool's conflict, before the number exists).
+    /// message type or other shared settings (refused as the pool's conflict, before the number
+    /// exists).
     fn decide_request(&self, number: &PhoneNumber, into_pool: Option<&PoolToJoin>) -> Result<Vec<PhoneNumberEvent>, Rejection> {
         if let Some(n) = &self.0 {
             return Err(conflict(
@@ -376,13 +391,14 @@ impl PhoneNumberState {
             ));
         }
         if let Some(pool) = into_pool {
+            let pool_conflict = |reason, why: &str| Rejection::conflict(reason, ResourceKind::Pool, &pool.pool_id, why);
             if pool.message_type != number.message_type {
-                return Err(Rejection::conflict(
-                    ConflictReason::MessageTypeMismatch,
-                    ResourceKind::Pool,
-                    &pool.pool_id,
-                    &format!("has message type {}, not {}", pool.message_type, number.message_type),
-                ));
+                let why = format!("has message type {}, not {}", pool.message_type, number.message_type);
+                return Err(pool_conflict(ConflictReason::MessageTypeMismatch, &why));
+            }
+            let mismatch = pool.settings.as_ref().zip(number.shared_settings());
+            if let Some((reason, why)) = mismatch.and_then(|(pool, number)| pool.mismatch(&number)) {
+                return Err(pool_conflict(reason, &format!("does not match the number asked for: it {why}")));
             }
         }
         Ok(vec![PhoneNumberEvent::PhoneNumberRequested(Box::new(number.clone()))])
@@ -835,6 +851,7 @@ mod tests {
         A::Membership(MembershipAction::BeginAssociation {
             pool_id: POOL.into(),
             pool_message_type: pool_type,
+            pool_settings: None,
             iso_country_code: None,
             client_token: None,
         })
@@ -873,6 +890,7 @@ mod tests {
         let other = A::Membership(MembershipAction::BeginAssociation {
             pool_id: "pool-ffffffffffffffffffffffffffffffff".into(),
             pool_message_type: MessageType::Transactional,
+            pool_settings: None,
             iso_country_code: None,
             client_token: None,
         });
@@ -886,6 +904,7 @@ mod tests {
         let a = A::Membership(MembershipAction::BeginAssociation {
             pool_id: POOL.into(),
             pool_message_type: MessageType::Transactional,
+            pool_settings: None,
             iso_country_code: Some("GB".into()),
             client_token: None,
         });
@@ -1086,6 +1105,7 @@ mod tests {
         Some(PoolToJoin {
             pool_id: POOL.into(),
             message_type,
+            settings: None,
         })
     }
 
@@ -1109,6 +1129,96 @@ mod tests {
                 "has message type PROMOTIONAL, not TRANSACTIONAL"
             )
         );
+    }
+
+    /// The settings of a pool created from `number()`, with `edit` applied.
+    fn pool_settings(edit: impl FnOnce(&mut SharedSettings)) -> SharedSettings {
+        let mut settings = number().shared_settings().expect("a number has them");
+        edit(&mut settings);
+        settings
+    }
+
+    /// Each shared setting that differs, with the reason AWS names for it.
+    fn mismatches() -> Vec<(SharedSettings, ConflictReason)> {
+        vec![
+            (
+                pool_settings(|s| s.opt_out_list_name = "Other".into()),
+                ConflictReason::OptOutListMismatch,
+            ),
+            (
+                pool_settings(|s| s.self_managed_opt_outs_enabled = true),
+                ConflictReason::SelfManagedOptOutsMismatch,
+            ),
+            (
+                pool_settings(|s| {
+                    s.two_way_enabled = true;
+                    s.two_way_channel_arn = Some("arn:aws:sns:us-east-1:111122223333:inbound".into());
+                }),
+                ConflictReason::TwoWayConfigMismatch,
+            ),
+        ]
+    }
+
+    /// The phone-pool guide: "The configuration of every phone number that you add to a pool has
+    /// to match the configuration of the first phone number that you specified when you created
+    /// the pool. For example, if you create a pool that contains a phone number that has two-way
+    /// messaging enabled, the other numbers that you add to the pool must also have two-way
+    /// messaging enabled." AssociateOriginationIdentity: "If the origination identity
+    /// configuration doesn't match the pool's configuration, an error is returned."
+    #[test]
+    fn a_number_joins_only_a_pool_of_its_settings() {
+        let join = |settings: SharedSettings| {
+            A::Membership(MembershipAction::BeginAssociation {
+                pool_id: POOL.into(),
+                pool_message_type: MessageType::Transactional,
+                pool_settings: Some(settings),
+                iso_country_code: None,
+                client_token: None,
+            })
+        };
+        given::<PhoneNumberState>(ID, &[requested()])
+            .when(join(pool_settings(|_| {})))
+            .then(&[E::Membership(MembershipEvent::PoolAssociationStarted { pool_id: POOL.into() })]);
+        for (settings, reason) in mismatches() {
+            let refused = given::<PhoneNumberState>(ID, &[requested()])
+                .when(join(settings))
+                .then_reject(is_conflict(reason));
+            assert!(refused.to_string().contains(POOL), "{refused}");
+        }
+        // Two-way on both, but another channel.
+        let channel = |arn: &str| {
+            pool_settings(|s| {
+                s.two_way_enabled = true;
+                s.two_way_channel_arn = Some(arn.into());
+            })
+        };
+        let two_way = PhoneNumber {
+            two_way_enabled: true,
+            two_way_channel_arn: Some("arn:aws:sns:us-east-1:111122223333:a".into()),
+            ..number()
+        };
+        let two_way_requested = E::PhoneNumberRequested(Box::new(two_way));
+        given::<PhoneNumberState>(ID, std::slice::from_ref(&two_way_requested))
+            .when(join(channel("arn:aws:sns:us-east-1:111122223333:b")))
+            .then_reject(is_conflict(ConflictReason::TwoWayConfigMismatch));
+        given::<PhoneNumberState>(ID, &[two_way_requested])
+            .when(join(channel("arn:aws:sns:us-east-1:111122223333:a")))
+            .then(&[E::Membership(MembershipEvent::PoolAssociationStarted { pool_id: POOL.into() })]);
+    }
+
+    /// RequestPhoneNumber into a pool whose settings the number asked for does not share: the
+    /// pool's conflict, before the number exists (as for another message type).
+    #[test]
+    fn a_number_requested_into_a_pool_of_other_settings_is_the_pools_conflict() {
+        for (settings, reason) in mismatches() {
+            let pool = PoolToJoin {
+                settings: Some(settings),
+                ..into_pool(MessageType::Transactional).expect("a pool")
+            };
+            given::<PhoneNumberState>(ID, &[])
+                .when(A::request(number(), Some(pool)))
+                .then_reject(|r| matches!(r, Rejection::Conflict { reason: got, resource_type: ResourceType::Pool, .. } if *got == reason));
+        }
     }
 
     /// RequestPhoneNumber.PoolId: "The pool to associated with the phone number." A pool of the
@@ -1138,6 +1248,7 @@ mod tests {
         A::Membership(MembershipAction::BeginAssociation {
             pool_id: pool_id.into(),
             pool_message_type: MessageType::Transactional,
+            pool_settings: None,
             iso_country_code: iso.map(String::from),
             client_token: Some("token-1".into()),
         })

@@ -28,6 +28,64 @@ pub struct PoolMember {
     pub sender_id: Option<String>,
 }
 
+/// The settings a pool's phone numbers share with it: "The configuration of every phone number
+/// that you add to a pool has to match the configuration of the first phone number that you
+/// specified when you created the pool. For example, if you create a pool that contains a phone
+/// number that has two-way messaging enabled, the other numbers that you add to the pool must
+/// also have two-way messaging enabled." A number joining a pool is compared with the pool's
+/// settings as they are then (`UpdatePool` may have changed them since its first number).
+/// (Keywords are part of that configuration too, but a pool's keywords change with
+/// `PutKeyword` as its numbers' do not; they are not compared.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SharedSettings {
+    pub opt_out_list_name: String,
+    pub self_managed_opt_outs_enabled: bool,
+    pub two_way_enabled: bool,
+    /// The two-way channel, compared only while two-way messaging is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub two_way_channel_arn: Option<String>,
+}
+
+impl SharedSettings {
+    /// How a joining number's settings (`number`) differ from these, the pool's: the reason the
+    /// join is refused, and what differs. `None` when they match.
+    pub fn mismatch(&self, number: &SharedSettings) -> Option<(ConflictReason, String)> {
+        let pool = self;
+        if number.opt_out_list_name != pool.opt_out_list_name {
+            let why = format!(
+                "uses opt-out list {}, the pool {}",
+                number.opt_out_list_name, pool.opt_out_list_name
+            );
+            return Some((ConflictReason::OptOutListMismatch, why));
+        }
+        if number.self_managed_opt_outs_enabled != pool.self_managed_opt_outs_enabled {
+            let why = format!(
+                "has self-managed opt-outs {}, the pool {}",
+                on_off(number.self_managed_opt_outs_enabled),
+                on_off(pool.self_managed_opt_outs_enabled)
+            );
+            return Some((ConflictReason::SelfManagedOptOutsMismatch, why));
+        }
+        let two_way = |s: &SharedSettings| match (s.two_way_enabled, &s.two_way_channel_arn) {
+            (false, _) => "off".to_string(),
+            (true, channel) => format!("on ({})", channel.as_deref().unwrap_or("no channel")),
+        };
+        (two_way(number) != two_way(pool)).then(|| {
+            let why = format!("has two-way messaging {}, the pool {}", two_way(number), two_way(pool));
+            (ConflictReason::TwoWayConfigMismatch, why)
+        })
+    }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
+    }
+}
+
 /// Everything known about one pool (`PoolInformation` plus its members).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -70,6 +128,16 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// The settings its phone numbers share with it.
+    pub fn shared_settings(&self) -> SharedSettings {
+        SharedSettings {
+            opt_out_list_name: self.opt_out_list_name.clone(),
+            self_managed_opt_outs_enabled: self.self_managed_opt_outs_enabled,
+            two_way_enabled: self.two_way_enabled,
+            two_way_channel_arn: self.two_way_channel_arn.clone(),
+        }
+    }
+
     /// The record of a pool that was never created (see [`PoolEvent::CreationForeclosed`]):
     /// foreclosed and deleted, with no members; only its id, account and region (and the fence)
     /// are real, the rest are placeholders no command reads (every command finds it deleted).

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::ids::ResourceKind;
 use super::membership::{self, Member, MembershipAction, MembershipEvent, Standing};
 use super::message::{check_send, OutboundMessage, Sender};
+use super::pool::SharedSettings;
 use super::tags::{edited, TagEdit};
 use super::types::{ConflictReason, MessageType, NumberCapability, NumberStatus, Tag};
 use super::{ActionName, Aggregate, Command, Rejection, Scope};
@@ -126,6 +127,10 @@ impl Member for SenderId {
     fn message_type_refused(&self, pool_id: &str, message_type: MessageType) -> Option<String> {
         (!self.message_types.contains(&message_type))
             .then(|| format!("is not leased for {message_type} messages, which pool {pool_id} sends"))
+    }
+
+    fn shared_settings(&self) -> Option<SharedSettings> {
+        None
     }
 }
 
@@ -526,6 +531,7 @@ mod tests {
         step(MembershipAction::BeginAssociation {
             pool_id: pool.into(),
             pool_message_type: MessageType::Transactional,
+            pool_settings: None,
             iso_country_code: None,
             client_token: None,
         })
@@ -568,6 +574,26 @@ mod tests {
         given::<SenderIdState>(&id(), &joining_other)
             .when(begin_join(OTHER_POOL))
             .then_reject(is_conflict(ConflictReason::SenderIdAssociatedToPool));
+    }
+
+    /// A sender id has no opt-out list or two-way configuration of its own ("The configuration
+    /// of every phone number that you add to a pool has to match ..."): it joins a pool
+    /// whatever the pool's are.
+    #[test]
+    fn a_sender_id_joins_a_pool_whatever_its_settings() {
+        let settings = crate::domain::pool::SharedSettings {
+            opt_out_list_name: "Other".into(),
+            self_managed_opt_outs_enabled: true,
+            two_way_enabled: true,
+            two_way_channel_arn: Some("arn:aws:sns:us-east-1:111122223333:inbound".into()),
+        };
+        let mut join = begin_join(POOL);
+        if let A::Membership(MembershipAction::BeginAssociation { pool_settings, .. }) = &mut join {
+            *pool_settings = Some(settings);
+        }
+        given::<SenderIdState>(&id(), &[requested()])
+            .when(join)
+            .then(&[E::Membership(M::PoolAssociationStarted { pool_id: POOL.into() })]);
     }
 
     /// DisassociateOriginationIdentity: "Removes the specified origination identity from an
@@ -626,6 +652,7 @@ mod tests {
             A::Membership(MembershipAction::BeginAssociation {
                 pool_id: POOL.into(),
                 pool_message_type: t,
+                pool_settings: None,
                 iso_country_code: Some("GB".into()),
                 client_token: None,
             })

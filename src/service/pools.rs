@@ -62,6 +62,7 @@ impl LifecycleService {
         let begin = MembershipAction::BeginAssociation {
             pool_id: pool_id.clone(),
             pool_message_type: pool.message_type,
+            pool_settings: Some(pool.shared_settings()),
             iso_country_code: iso,
             client_token: client_token.map(String::from),
         };
@@ -223,7 +224,8 @@ impl LifecycleService {
         };
         let recent = self.last_events(member_id, None, RETRY_WINDOW).await?;
         let began = recent.iter().rposition(|e| {
-            e.event_type == started && serde_json::from_value::<MembershipAction>(e.command_input.clone()).is_ok_and(|a| a == *begin)
+            e.event_type == started
+                && serde_json::from_value::<MembershipAction>(e.command_input.clone()).is_ok_and(|a| a.same_request(begin))
         });
         // How the change ended: done, undone, or cut short by the pool's deletion (which, for a
         // leave, took the member out all the same). The end of this pool's change: a sender id
@@ -252,9 +254,11 @@ impl LifecycleService {
             .await?;
         let _reserved = self.reserve(scope, ResourceKind::Pool, self.quotas.pools_per_account).await?;
         let pool_id = ResourceKind::Pool.new_id();
+        // The new pool takes its first member's settings: nothing to compare.
         let begin = MembershipAction::BeginAssociation {
             pool_id: pool_id.clone(),
             pool_message_type: spec.message_type,
+            pool_settings: None,
             iso_country_code: spec.iso_country_code.clone(),
             client_token: None,
         };
@@ -536,6 +540,7 @@ mod tests {
         let begin = MembershipAction::BeginAssociation {
             pool_id: pool_id.into(),
             pool_message_type: MessageType::Transactional,
+            pool_settings: None,
             iso_country_code: None,
             client_token: None,
         };
