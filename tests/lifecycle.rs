@@ -1027,10 +1027,10 @@ async fn server_events(server: &TestServer) -> u64 {
 /// The phone-pool guide: "The configuration of every phone number that you add to a pool has to
 /// match the configuration of the first phone number that you specified when you created the
 /// pool." A number on another opt-out list, or with other self-managed opt-outs, is refused
-/// (`OPT_OUT_LIST_MISMATCH`, `SELF_MANAGED_OPT_OUTS_MISMATCH`), and joins once it matches; a
-/// number requested into the pool with settings the pool does not share is refused before it
-/// exists. A retry of a join with its client token is answered as the join was, even after the
-/// pool's settings changed.
+/// (`OPT_OUT_LIST_MISMATCH`, `SELF_MANAGED_OPT_OUTS_MISMATCH`), and joins once it matches. A
+/// retry of a join with its client token is answered as the join was, even after the pool's
+/// settings changed. A number requested into the pool takes the pool's settings, and is
+/// refused before it exists if it asks for another opt-out list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_number_joins_only_a_pool_of_its_settings() {
     let server = TestServer::start();
@@ -1079,20 +1079,28 @@ async fn a_number_joins_only_a_pool_of_its_settings() {
     let again = associate("join-3").await.expect("the retry gets the same answer");
     assert_eq!(again.origination_identity(), joined.origination_identity());
 
+    // Requested into the pool, a number takes the pool's settings; asked for on another list,
+    // it is refused, and none is leased.
+    let request_into_pool = |list: Option<&str>| {
+        c.request_phone_number()
+            .iso_country_code("US")
+            .message_type(MessageType::Transactional)
+            .number_capabilities(NumberCapability::Sms)
+            .number_type(RequestableNumberType::LongCode)
+            .pool_id(&pool_id)
+            .set_opt_out_list_name(list.map(String::from))
+            .send()
+    };
+    let inherited = request_into_pool(None).await.expect("into the pool, with its settings");
+    assert_eq!(
+        (inherited.self_managed_opt_outs_enabled(), inherited.pool_id()),
+        (true, Some(pool_id.as_str()))
+    );
     let numbers_before = c.describe_phone_numbers().send().await.expect("describe").phone_numbers().len();
-    let into_pool = c
-        .request_phone_number()
-        .iso_country_code("US")
-        .message_type(MessageType::Transactional)
-        .number_capabilities(NumberCapability::Sms)
-        .number_type(RequestableNumberType::LongCode)
-        .pool_id(&pool_id)
-        .send()
-        .await
-        .expect_err("the pool now manages its opt-outs, the number asked for does not");
+    let into_pool = request_into_pool(Some("Mine")).await.expect_err("the pool is on Default");
     match into_pool.into_service_error() {
         RequestPhoneNumberError::ConflictException(e) => {
-            assert_eq!(e.reason(), Some(&ConflictExceptionReason::SelfManagedOptOutsMismatch));
+            assert_eq!(e.reason(), Some(&ConflictExceptionReason::OptOutListMismatch));
             assert_eq!(
                 (e.resource_type(), e.resource_id()),
                 (Some(&ResourceType::Pool), Some(pool_id.as_str()))
@@ -1102,4 +1110,29 @@ async fn a_number_joins_only_a_pool_of_its_settings() {
     }
     let numbers_after = c.describe_phone_numbers().send().await.expect("describe").phone_numbers().len();
     assert_eq!(numbers_after, numbers_before, "no number was leased");
+
+    // The pool moves to another list; a request into it, retried with its client token, is
+    // answered with the number the first attempt made, on the pool's list.
+    c.update_pool()
+        .pool_id(&pool_id)
+        .opt_out_list_name("Mine")
+        .send()
+        .await
+        .expect("UpdatePool");
+    let with_token = || {
+        c.request_phone_number()
+            .iso_country_code("US")
+            .message_type(MessageType::Transactional)
+            .number_capabilities(NumberCapability::Sms)
+            .number_type(RequestableNumberType::LongCode)
+            .pool_id(&pool_id)
+            .client_token("into-the-pool")
+            .send()
+    };
+    let first = with_token().await.expect("into the pool");
+    let again = with_token().await.expect("the retry");
+    assert_eq!(
+        (again.phone_number_id(), again.opt_out_list_name()),
+        (first.phone_number_id(), Some("Mine"))
+    );
 }

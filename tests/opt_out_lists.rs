@@ -624,6 +624,19 @@ async fn update_pool_with_every_member_and_its_list_in_force() {
         .await
         .expect_err("no such list");
     assert_eq!(missing.code(), Some("ResourceNotFoundException"));
+    // Refused, and recorded on the pool's stream, as a number's is.
+    let history: serde_json::Value = reqwest::get(format!("{}/audit/pools/{pool}/events", server.url()))
+        .await
+        .expect("audit")
+        .json()
+        .await
+        .expect("json");
+    let last = history["Events"].as_array().and_then(|events| events.last()).cloned();
+    assert_eq!(
+        last.map(|e| (e["EventType"].clone(), e["Payload"]["Rejection"]["Kind"].clone())),
+        Some((serde_json::json!("CommandRejected"), serde_json::json!("NotFound"))),
+        "{history}"
+    );
     let two_way = c
         .update_pool()
         .pool_id(&pool)

@@ -57,6 +57,7 @@ async fn interrupted_pool_changes_are_finished_on_start() {
             phone_number: joining_e164,
             message_type: DomainMessageType::Transactional,
             sender_id: None,
+            shared_settings: None,
         };
         append::<PoolState>(&*store, &pool_id, PoolEvent::OriginationIdentityAssociated(member)).await;
         let envelopes = store.read_stream(&joining_unrecorded, 1, usize::MAX).await.expect("read");

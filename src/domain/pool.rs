@@ -26,6 +26,11 @@ pub struct PoolMember {
     /// The sender id's string, for a member that is a sender id (`phone_number` is empty then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender_id: Option<String>,
+    /// A joining phone number's settings, carried by its `AddMember` step for the pool to check
+    /// against its own as they are when it records the member (the joining request read the
+    /// pool's earlier, from a view that may lag). Not kept in the pool's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_settings: Option<SharedSettings>,
 }
 
 /// The settings a pool's phone numbers share with it: "The configuration of every phone number
@@ -227,6 +232,12 @@ pub enum PoolAction {
     },
     /// `UpdatePool`: the given members change.
     Update(PoolChanges),
+    /// An update naming an opt-out list other than `Default`, with whether the shell found the
+    /// list (the log's counter bound keeps that exact; a list found gone is refused, recorded).
+    UpdateNamingList {
+        changes: PoolChanges,
+        list_exists: bool,
+    },
     /// `TagResource`: put these tags (an existing key takes the new value).
     Tag {
         tags: Vec<Tag>,
@@ -254,7 +265,7 @@ impl ActionName for PoolAction {
             PoolAction::RemoveMember { .. } => "RemoveMember",
             PoolAction::Delete => "Delete",
             PoolAction::Fence { .. } => "Fence",
-            PoolAction::Update(_) => "Update",
+            PoolAction::Update(_) | PoolAction::UpdateNamingList { .. } => "Update",
             PoolAction::Tag { .. } => "Tag",
             PoolAction::Untag { .. } => "Untag",
             PoolAction::PutKeyword { .. } => "PutKeyword",
@@ -349,6 +360,23 @@ impl PoolState {
             _ => Ok(()),
         }
     }
+
+    /// `UpdatePool`: the given members change; two-way messaging needs a channel.
+    fn decide_update(&self, command: &Command<PoolAction>, changes: &PoolChanges) -> Result<Vec<PoolEvent>, Rejection> {
+        let p = self.live(command)?;
+        // "By default this is set to false. When set to true you can receive incoming
+        // text messages": two-way needs a channel to deliver them to.
+        let two_way = changes.two_way_enabled.unwrap_or(p.two_way_enabled);
+        let channel = changes.two_way_channel_arn.as_ref().or(p.two_way_channel_arn.as_ref());
+        if two_way && channel.is_none() {
+            return Err(Rejection::validation(
+                super::types::ValidationReason::TwoWayChannelNotPresent,
+                "TwoWayChannelArn",
+                "TwoWayEnabled requires a TwoWayChannelArn",
+            ));
+        }
+        Ok(vec![PoolEvent::PoolUpdated(changes.clone())])
+    }
 }
 
 impl Aggregate for PoolState {
@@ -386,6 +414,14 @@ impl Aggregate for PoolState {
                             "has message type {} but {} has {}",
                             p.message_type, member.origination_identity, member.message_type
                         ),
+                    );
+                }
+                let mismatch = member.shared_settings.as_ref().and_then(|s| p.shared_settings().mismatch(s));
+                if let Some((reason, why)) = mismatch {
+                    return conflict(
+                        reason,
+                        &p.pool_id,
+                        &format!("does not match {}: it {why}", member.origination_identity),
                     );
                 }
                 Ok(vec![PoolEvent::OriginationIdentityAssociated(member.clone())])
@@ -446,21 +482,14 @@ impl Aggregate for PoolState {
                 }]),
                 _ => Ok(vec![]),
             },
-            PoolAction::Update(changes) => {
-                let p = self.live(command)?;
-                // "By default this is set to false. When set to true you can receive incoming
-                // text messages": two-way needs a channel to deliver them to.
-                let two_way = changes.two_way_enabled.unwrap_or(p.two_way_enabled);
-                let channel = changes.two_way_channel_arn.as_ref().or(p.two_way_channel_arn.as_ref());
-                if two_way && channel.is_none() {
-                    return Err(Rejection::validation(
-                        super::types::ValidationReason::TwoWayChannelNotPresent,
-                        "TwoWayChannelArn",
-                        "TwoWayEnabled requires a TwoWayChannelArn",
-                    ));
+            PoolAction::UpdateNamingList { changes, list_exists } => {
+                self.live(command)?;
+                match (list_exists, &changes.opt_out_list_name) {
+                    (false, Some(list)) => Err(Rejection::not_found(ResourceKind::OptOutList, list)),
+                    _ => self.decide_update(command, changes),
                 }
-                Ok(vec![PoolEvent::PoolUpdated(changes.clone())])
             }
+            PoolAction::Update(changes) => self.decide_update(command, changes),
             PoolAction::PutKeyword { keyword, quota } => {
                 let p = self.live(command)?;
                 Ok(keywords::put(&p.keywords, keyword, *quota, true)?
@@ -511,7 +540,11 @@ impl Aggregate for PoolState {
         match event {
             PoolEvent::PoolCreated(pool) => p = (**pool).clone(),
             PoolEvent::OriginationIdentityAssociated(m) => {
-                p.members.insert(m.origination_identity.clone(), m.clone());
+                let record = PoolMember {
+                    shared_settings: None,
+                    ..m.clone()
+                };
+                p.members.insert(m.origination_identity.clone(), record);
             }
             PoolEvent::OriginationIdentityDisassociated { origination_identity } => {
                 p.members.remove(origination_identity);
@@ -603,6 +636,7 @@ mod tests {
             phone_number: format!("+1206555010{n}"),
             message_type,
             sender_id: None,
+            shared_settings: None,
         }
     }
 
@@ -647,6 +681,44 @@ mod tests {
             .when(PoolAction::AddMember(m.clone()))
             .then(&[PoolEvent::OriginationIdentityAssociated(m)]);
         assert_eq!(s.0.map(|p| p.members.len()), Some(2));
+    }
+
+    /// The phone-pool guide: "The configuration of every phone number that you add to a pool
+    /// has to match the configuration of the first phone number ...". The pool checks the
+    /// joining number's settings against its own as they are when it records the member (the
+    /// request read them earlier, perhaps from a lagging view, perhaps before an `UpdatePool`),
+    /// and keeps no copy of them.
+    #[test]
+    fn a_joining_numbers_settings_must_match_the_pools_now() {
+        let settings = pool(false).shared_settings();
+        type Edit = fn(&mut SharedSettings);
+        let joining = |edit: Edit| {
+            let mut own = settings.clone();
+            edit(&mut own);
+            PoolMember {
+                shared_settings: Some(own),
+                ..member(2, MessageType::Transactional)
+            }
+        };
+        let cases: [(Edit, ConflictReason); 3] = [
+            (|s| s.opt_out_list_name = "Other".into(), ConflictReason::OptOutListMismatch),
+            (
+                |s| s.self_managed_opt_outs_enabled = true,
+                ConflictReason::SelfManagedOptOutsMismatch,
+            ),
+            (|s| s.two_way_enabled = true, ConflictReason::TwoWayConfigMismatch),
+        ];
+        for (edit, reason) in cases {
+            given::<PoolState>(POOL, &[created(false)])
+                .when(PoolAction::AddMember(joining(edit)))
+                .then_reject(is_conflict(reason));
+        }
+        let matching = joining(|_| {});
+        let s = given::<PoolState>(POOL, &[created(false)])
+            .when(PoolAction::AddMember(matching.clone()))
+            .then(&[PoolEvent::OriginationIdentityAssociated(matching.clone())]);
+        let kept = s.0.and_then(|p| p.members.get(&matching.origination_identity).cloned());
+        assert_eq!(kept.map(|m| m.shared_settings), Some(None));
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub enum Op {
     OptOut,
     /// UpdatePhoneNumber to the load test's list or back to `Default`.
     JoinList,
+    /// UpdatePool to the load test's list or back to `Default` (so its members' lists and its
+    /// own differ, and numbers on either are refused joining it: `OPT_OUT_LIST_MISMATCH`).
+    PoolList,
     /// DeleteOptOutList of the load test's list (which the client then creates again).
     DeleteList,
     CreateList,
@@ -68,7 +71,7 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 16] = [
+    pub const ALL: [Op; 17] = [
         Op::Request,
         Op::Release,
         Op::Update,
@@ -78,6 +81,7 @@ impl Op {
         Op::Send,
         Op::OptOut,
         Op::JoinList,
+        Op::PoolList,
         Op::DeleteList,
         Op::CreateList,
         Op::RequestSender,
@@ -98,6 +102,7 @@ impl Op {
             Op::Send => "send",
             Op::OptOut => "opt-out",
             Op::JoinList => "join-list",
+            Op::PoolList => "pool-list",
             Op::DeleteList => "delete-list",
             Op::CreateList => "create-list",
             Op::RequestSender => "request-sender",
@@ -115,10 +120,12 @@ impl Op {
     }
 
     /// The kind of resource `ClientOp::number` names: a phone number, an opt-out list's stream
-    /// (the list operations) or a sender id's stream (the sender-id operations). A list is named
-    /// by its stream, not its name: lists of one name in other accounts or regions are others.
+    /// (the list operations), a sender id's stream (the sender-id operations) or a pool (its
+    /// `pool` too). A list is named by its stream, not its name: lists of one name in other
+    /// accounts or regions are others.
     fn target(self) -> ResourceKind {
         match self {
+            Op::PoolList => ResourceKind::Pool,
             Op::OptOut | Op::DeleteList | Op::CreateList => ResourceKind::OptOutList,
             Op::RequestSender | Op::ReleaseSender | Op::AssociateSender | Op::DisassociateSender => ResourceKind::SenderId,
             _ => ResourceKind::PhoneNumber,
@@ -144,6 +151,7 @@ impl Op {
             // Unless the destination was on the list already (see `opted_out_earlier`).
             Op::OptOut => &[(ResourceKind::OptOutList, "NumberOptedOut")],
             Op::JoinList => &[(ResourceKind::PhoneNumber, "PhoneNumberUpdated")],
+            Op::PoolList => &[(ResourceKind::Pool, "PoolUpdated")],
             Op::DeleteList => &[(ResourceKind::OptOutList, "OptOutListDeleted")],
             Op::CreateList => &[(ResourceKind::OptOutList, "OptOutListCreated")],
             Op::RequestSender => &[(ResourceKind::SenderId, "SenderIdRequested")],
@@ -1508,6 +1516,7 @@ mod tests {
             phone_number: String::new(),
             message_type: crate::domain::types::MessageType::Transactional,
             sender_id: Some("Shop".into()),
+            shared_settings: None,
         };
         let history = |second_holds_it: bool| {
             let mut h = History::default();

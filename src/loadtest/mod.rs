@@ -113,10 +113,10 @@ fn admin_client() -> Result<reqwest::Client, LoadTestError> {
 }
 
 /// The default operation weights: the lifecycle's races, and the neighbourhood's — sends against
-/// releases and opt-outs, numbers joining the load test's opt-out list while it is deleted, sender
-/// ids released while they join and leave pools.
-pub const DEFAULT_MIX: &str = "release=15,update=20,associate=20,disassociate=15,describe=5,send=15,opt-out=4,join-list=5,delete-list=1,\
-release-sender=3,associate-sender=4,disassociate-sender=3";
+/// releases and opt-outs, numbers and pools joining the load test's opt-out list while it is
+/// deleted, sender ids released while they join and leave pools.
+pub const DEFAULT_MIX: &str = "release=15,update=20,associate=20,disassociate=15,describe=5,send=15,opt-out=4,join-list=5,pool-list=1,\
+delete-list=1,release-sender=3,associate-sender=4,disassociate-sender=3";
 
 /// The load test's sender ids (`Load0`, ...), leased in this country: few, so their releases
 /// race their associations with the pools.
@@ -469,6 +469,13 @@ async fn client(wire: Wire, shared: Arc<Shared>, seed: u64) -> Vec<ClientOp> {
                 let list = if rng.gen_bool(0.15) { LOAD_TEST_LIST } else { DEFAULT_LIST };
                 let body = json!({"PhoneNumberId": number, "OptOutListName": list});
                 wire.op(op, &number, None, body, "UpdatePhoneNumber").await
+            }
+            Op::PoolList if pool.is_some() => {
+                // As numbers do, mostly back to Default.
+                let pool = pool.clone().unwrap_or_default();
+                let list = if rng.gen_bool(0.15) { LOAD_TEST_LIST } else { DEFAULT_LIST };
+                let body = json!({"PoolId": pool, "OptOutListName": list});
+                wire.op(op, &pool, Some(&pool), body, "UpdatePool").await
             }
             Op::DeleteList => {
                 let body = json!({"OptOutListName": LOAD_TEST_LIST});

@@ -90,6 +90,15 @@ impl Identity {
         with_member!(self, m => finish_interrupted(m.as_ref(), pool_id, pool_holds_it))
     }
 
+    /// The pool's step that records it joining: its record, with the settings it must share
+    /// with the pool (see [`PoolMember::shared_settings`]).
+    pub fn joining(&self, pool_message_type: MessageType) -> PoolMember {
+        PoolMember {
+            shared_settings: with_member!(self, m => m.shared_settings()),
+            ..self.pool_member(pool_message_type)
+        }
+    }
+
     /// The pool's record of it, as a member of a pool of `pool_message_type` (which its
     /// membership step checked it sends).
     pub fn pool_member(&self, pool_message_type: MessageType) -> PoolMember {
@@ -102,6 +111,7 @@ impl Identity {
                 phone_number: n.phone_number.clone(),
                 message_type: n.message_type,
                 sender_id: None,
+                shared_settings: None,
             },
             Identity::SenderId(s) => PoolMember {
                 origination_identity: s.id.clone(),
@@ -111,6 +121,7 @@ impl Identity {
                 phone_number: String::new(),
                 message_type: pool_message_type,
                 sender_id: Some(s.sender_id.clone()),
+                shared_settings: None,
             },
         }
     }

@@ -1,7 +1,7 @@
 //! `RequestPhoneNumber`, `UpdatePhoneNumber`, `ReleasePhoneNumber`.
 
 use super::error::not_found;
-use super::opt_out_lists::{is_list_gone, list_gone};
+use super::opt_out_lists::list_gone;
 use super::quota::{over_quota, quota_limit};
 use super::tokens::lost_token_race;
 use super::{Activation, LifecycleService, ServiceError};
@@ -10,6 +10,7 @@ use crate::codec::decode_event;
 use crate::domain::membership::MembershipEvent;
 use crate::domain::opt_out_list::DEFAULT_LIST;
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState, PoolToJoin};
+use crate::domain::pool::{Pool, SharedSettings};
 use crate::domain::types::{MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
 use crate::numbering::NumberPreference;
@@ -36,6 +37,13 @@ pub struct NewNumber {
 impl NewNumber {
     /// Whether this request asks for the number `number` was created as (joining `into_pool`):
     /// the same members, sets compared as sets, names and ARNs as what they name.
+    /// The opt-out list the number is created on: the one asked for, else the pool's it is
+    /// requested into (`pool`: the settings the pool's numbers share with it), else `Default`.
+    fn opt_out_list_name(&self, pool: Option<&SharedSettings>) -> String {
+        let inherited = pool.map(|p| p.opt_out_list_name.as_str());
+        self.opt_out_list_name.as_deref().or(inherited).unwrap_or(DEFAULT_LIST).to_string()
+    }
+
     fn asked_for(&self, scope: &Scope, number: &PhoneNumber, into_pool: Option<&PoolToJoin>) -> bool {
         let sorted = |v: &[NumberCapability]| -> Vec<String> {
             let mut v: Vec<String> = v.iter().map(|c| c.to_string()).collect();
@@ -56,7 +64,7 @@ impl NewNumber {
             && self.message_type == number.message_type
             && sorted(&self.number_capabilities) == sorted(&number.number_capabilities)
             && self.number_type == number.number_type
-            && self.opt_out_list_name.as_deref().unwrap_or("Default") == number.opt_out_list_name
+            && self.opt_out_list_name(into_pool.and_then(|p| p.settings.as_ref())) == number.opt_out_list_name
             && pool.as_deref() == into_pool.map(|p| p.pool_id.as_str())
             && self.registration_id == number.registration_id
             && self.deletion_protection_enabled == number.deletion_protection_enabled
@@ -89,7 +97,12 @@ impl LifecycleService {
             ))
         })?;
         let price = supply.price.clone();
-        let opt_out_list_name = spec.opt_out_list_name.as_deref().unwrap_or("Default").to_string();
+        // A number requested into a pool takes the settings it must share with the pool ("The
+        // configuration of every phone number that you add to a pool has to match ..."): its
+        // self-managed opt-outs and two-way configuration, which the request cannot name, and
+        // its opt-out list unless the request names one (another than the pool's is refused).
+        let shared = pool.as_ref().map(Pool::shared_settings);
+        let opt_out_list_name = spec.opt_out_list_name(shared.as_ref());
         // The list must exist, now and when the number's first event commits.
         let list_limit = self.list_to_name(meta, &opt_out_list_name).await?;
         // A candidate can collide with a number some account already holds (the store's
@@ -115,10 +128,10 @@ impl LifecycleService {
                 monthly_leasing_price: price.clone(),
                 opt_out_list_name: opt_out_list_name.clone(),
                 registration_id: spec.registration_id.clone(),
-                self_managed_opt_outs_enabled: false,
-                two_way_enabled: false,
-                two_way_channel_arn: None,
-                two_way_channel_role: None,
+                self_managed_opt_outs_enabled: shared.as_ref().is_some_and(|s| s.self_managed_opt_outs_enabled),
+                two_way_enabled: shared.as_ref().is_some_and(|s| s.two_way_enabled),
+                two_way_channel_arn: shared.as_ref().and_then(|s| s.two_way_channel_arn.clone()),
+                two_way_channel_role: pool.as_ref().and_then(|p| p.two_way_channel_role.clone()),
                 deletion_protection_enabled: spec.deletion_protection_enabled,
                 international_sending_enabled: spec.international_sending_enabled,
                 status: NumberStatus::Active,
@@ -269,24 +282,19 @@ impl LifecycleService {
         };
         // The list must exist, now and when the change commits; a list found gone either way is
         // the number's refusal, recorded on its stream.
-        let limit = match self.list_to_name(meta, &list).await {
-            Ok(limit) => limit,
-            Err(ServiceError::Rejected(Rejection::NotFound { .. })) => None,
-            Err(e) => return Err(e),
-        };
-        let list_exists = limit.is_some();
-        let update = |list_exists| PhoneNumberAction::UpdateNamingList {
-            changes: changes.clone(),
-            list_exists,
-        };
-        let limits: Vec<_> = limit.into_iter().collect();
-        let updated = self
-            .execute_within(&self.numbers, &id, Activation::Existing, meta, update(list_exists), &limits)
-            .await;
-        let state = match updated {
-            Err(e) if is_list_gone(&e) => self.execute(&self.numbers, &id, Activation::Existing, meta, update(false)).await?,
-            other => other?,
-        };
+        let state = self
+            .update_naming_list(meta, &list, |list_exists, limits| {
+                let update = PhoneNumberAction::UpdateNamingList {
+                    changes: changes.clone(),
+                    list_exists,
+                };
+                let id = &id;
+                async move {
+                    self.execute_within(&self.numbers, id, Activation::Existing, meta, update, &limits)
+                        .await
+                }
+            })
+            .await?;
         state.0.ok_or_else(|| not_found(ResourceKind::PhoneNumber, &id))
     }
 

@@ -262,6 +262,32 @@ impl LifecycleService {
         Ok((list, entry))
     }
 
+    /// Runs an update of a number or pool that names the opt-out list `list` (not `Default`),
+    /// so that a list found gone is that resource's refusal, recorded on its stream:
+    /// `update(list_exists, limits)` with whether the list was found and the bound that keeps
+    /// that true when the append commits; if the log finds the list gone by then, once more,
+    /// as not found.
+    pub(super) async fn update_naming_list<T, Fut>(
+        &self,
+        meta: &CommandMeta,
+        list: &str,
+        update: impl Fn(bool, Vec<CounterLimit>) -> Fut,
+    ) -> Result<T, ServiceError>
+    where
+        Fut: std::future::Future<Output = Result<T, ServiceError>>,
+    {
+        let limit = match self.list_to_name(meta, list).await {
+            Ok(limit) => limit,
+            Err(ServiceError::Rejected(Rejection::NotFound { .. })) => None,
+            Err(e) => return Err(e),
+        };
+        let list_exists = limit.is_some();
+        match update(list_exists, limit.into_iter().collect()).await {
+            Err(e) if is_list_gone(&e) => update(false, vec![]).await,
+            other => other,
+        }
+    }
+
     /// The counter limit under which a number or pool may name the list `name`: none for the
     /// `Default` list (always there), otherwise that the list exists when the append commits.
     pub(super) async fn list_to_name(&self, meta: &CommandMeta, name: &str) -> Result<Option<CounterLimit>, ServiceError> {
@@ -290,7 +316,7 @@ fn by_name(e: ServiceError, name_or_arn: &str) -> ServiceError {
 }
 
 /// Whether the log refused an append because the list it names was gone.
-pub(super) fn is_list_gone(e: &ServiceError) -> bool {
+fn is_list_gone(e: &ServiceError) -> bool {
     matches!(e, ServiceError::Execute {
         source: ExecuteError::Append(AppendError::LimitReached(key)),
         ..

@@ -5,7 +5,6 @@
 
 use super::error::not_found;
 use super::members::{step_pool, Identity};
-use super::opt_out_lists::list_gone;
 use super::quota::{over_quota, quota_limit};
 use super::tokens::lost_token_race;
 use super::{Activation, LifecycleService, ServiceError};
@@ -86,7 +85,7 @@ impl LifecycleService {
             Err(e) => return Err(e),
         };
         let added = self
-            .pool(meta, &pool_id, PoolAction::AddMember(member.pool_member(pool.message_type)))
+            .pool(meta, &pool_id, PoolAction::AddMember(member.joining(pool.message_type)))
             .await;
         self.settle(meta, &member, &pool_id, Change::Join, added).await
     }
@@ -430,25 +429,23 @@ impl LifecycleService {
     /// `UpdatePool`: an opt-out list it names must exist, now and when the change commits.
     pub async fn update_pool(&self, meta: &CommandMeta, pool: &str, changes: PoolChanges) -> Result<Pool, ServiceError> {
         let pool_id = self.owned(ResourceKind::Pool, &meta.scope, pool).await?;
-        let list = changes.opt_out_list_name.clone();
-        let limits: Vec<_> = match &list {
-            Some(name) => self.list_to_name(meta, name).await?.into_iter().collect(),
-            None => vec![],
+        let Some(list) = changes.opt_out_list_name.clone().filter(|l| l != DEFAULT_LIST) else {
+            return self.pool(meta, &pool_id, PoolAction::Update(changes)).await;
         };
+        // As for a number: a list found gone is the pool's refusal, recorded on its stream.
         let state = self
-            .execute_within(
-                &self.pools,
-                &pool_id,
-                Activation::Existing,
-                meta,
-                PoolAction::Update(changes),
-                &limits,
-            )
-            .await
-            .map_err(|e| match &list {
-                Some(name) => list_gone(e, name),
-                None => e,
-            })?;
+            .update_naming_list(meta, &list, |list_exists, limits| {
+                let update = PoolAction::UpdateNamingList {
+                    changes: changes.clone(),
+                    list_exists,
+                };
+                let pool_id = &pool_id;
+                async move {
+                    self.execute_within(&self.pools, pool_id, Activation::Existing, meta, update, &limits)
+                        .await
+                }
+            })
+            .await?;
         state.0.ok_or_else(|| not_found(ResourceKind::Pool, &pool_id))
     }
 
@@ -705,6 +702,29 @@ mod tests {
             .await
             .expect("the retry joins");
         assert!(joined.is_in_pool(&pool.pool_id));
+    }
+
+    /// A join decided on the pool's settings as a lagging view had them (before an `UpdatePool`
+    /// that view has not seen) is refused by the pool itself, which compares the number's
+    /// settings with its own as it records the member; the number's first step is undone.
+    #[actix_rt::test]
+    async fn the_pool_refuses_a_number_that_no_longer_matches_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (service, seen_before) = service_with_pool(dir.path()).await;
+        let joiner = number(&service).await;
+        let changes = PoolChanges {
+            self_managed_opt_outs_enabled: Some(true),
+            ..Default::default()
+        };
+        service
+            .update_pool(&begun_now(), &seen_before.pool_id, changes)
+            .await
+            .expect("UpdatePool");
+        let joined = service.join_pool(&begun_now(), &joiner, &seen_before, None, None).await;
+        assert!(refused(&joined, ConflictReason::SelfManagedOptOutsMismatch), "{joined:?}");
+        let pool_events = events_of(&service, &seen_before.pool_id).await;
+        assert_eq!(pool_events.last().map(String::as_str), Some("AssociationRejected"));
+        assert_outside_pools(&service, &joiner).await;
     }
 
     /// A sender id changes two pools at once (AWS: "A sender ID can be associated with multiple
