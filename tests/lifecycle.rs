@@ -1081,7 +1081,7 @@ async fn a_number_joins_only_a_pool_of_its_settings() {
 
     // Requested into the pool, a number takes the pool's settings; asked for on another list,
     // it is refused, and none is leased.
-    let request_into_pool = |list: Option<&str>| {
+    let request_into_pool = |list: Option<&str>, token: Option<&str>| {
         c.request_phone_number()
             .iso_country_code("US")
             .message_type(MessageType::Transactional)
@@ -1089,15 +1089,16 @@ async fn a_number_joins_only_a_pool_of_its_settings() {
             .number_type(RequestableNumberType::LongCode)
             .pool_id(&pool_id)
             .set_opt_out_list_name(list.map(String::from))
+            .set_client_token(token.map(String::from))
             .send()
     };
-    let inherited = request_into_pool(None).await.expect("into the pool, with its settings");
+    let inherited = request_into_pool(None, None).await.expect("into the pool, with its settings");
     assert_eq!(
         (inherited.self_managed_opt_outs_enabled(), inherited.pool_id()),
         (true, Some(pool_id.as_str()))
     );
     let numbers_before = c.describe_phone_numbers().send().await.expect("describe").phone_numbers().len();
-    let into_pool = request_into_pool(Some("Mine")).await.expect_err("the pool is on Default");
+    let into_pool = request_into_pool(Some("Mine"), None).await.expect_err("the pool is on Default");
     match into_pool.into_service_error() {
         RequestPhoneNumberError::ConflictException(e) => {
             assert_eq!(e.reason(), Some(&ConflictExceptionReason::OptOutListMismatch));
@@ -1119,18 +1120,8 @@ async fn a_number_joins_only_a_pool_of_its_settings() {
         .send()
         .await
         .expect("UpdatePool");
-    let with_token = || {
-        c.request_phone_number()
-            .iso_country_code("US")
-            .message_type(MessageType::Transactional)
-            .number_capabilities(NumberCapability::Sms)
-            .number_type(RequestableNumberType::LongCode)
-            .pool_id(&pool_id)
-            .client_token("into-the-pool")
-            .send()
-    };
-    let first = with_token().await.expect("into the pool");
-    let again = with_token().await.expect("the retry");
+    let first = request_into_pool(None, Some("into-the-pool")).await.expect("into the pool");
+    let again = request_into_pool(None, Some("into-the-pool")).await.expect("the retry");
     assert_eq!(
         (again.phone_number_id(), again.opt_out_list_name()),
         (first.phone_number_id(), Some("Mine"))

@@ -565,16 +565,21 @@ mod tests {
     async fn service_with_pool(dir: &std::path::Path) -> (std::sync::Arc<LifecycleService>, Pool) {
         let config = crate::config::Config::defaults_with_data_dir(dir).expect("config");
         let service = crate::server::service(&config, config.store.open(dir).expect("store"));
+        let pool = new_pool(&service).await;
+        (service, pool)
+    }
+
+    /// A new pool whose first member is a new number.
+    async fn new_pool(service: &LifecycleService) -> Pool {
         let spec = NewPool {
-            origination_identity: number(&service).await,
+            origination_identity: number(service).await,
             iso_country_code: None,
             message_type: MessageType::Transactional,
             deletion_protection_enabled: false,
             tags: vec![],
             client_token: None,
         };
-        let pool = service.create_pool(&begun_now(), spec).await.expect("pool");
-        (service, pool)
+        service.create_pool(&begun_now(), spec).await.expect("pool")
     }
 
     /// Whether `result` is the conflict refusal `reason`.
@@ -737,15 +742,7 @@ mod tests {
         use crate::domain::membership::Standing;
         let dir = tempfile::tempdir().expect("dir");
         let (service, stale_pool) = service_with_pool(dir.path()).await;
-        let spec = NewPool {
-            origination_identity: number(&service).await,
-            iso_country_code: None,
-            message_type: MessageType::Transactional,
-            deletion_protection_enabled: false,
-            tags: vec![],
-            client_token: None,
-        };
-        let recent_pool = service.create_pool(&begun_now(), spec).await.expect("pool");
+        let recent_pool = new_pool(&service).await;
         let leased = crate::service::sender_ids::NewSenderId {
             sender_id: "Both".into(),
             iso_country_code: "GB".into(),
