@@ -35,8 +35,6 @@ pub struct NewNumber {
 }
 
 impl NewNumber {
-    /// Whether this request asks for the number `number` was created as (joining `into_pool`):
-    /// the same members, sets compared as sets, names and ARNs as what they name.
     /// The opt-out list the number is created on: the one asked for, else the pool's it is
     /// requested into (`pool`: the settings the pool's numbers share with it), else `Default`.
     fn opt_out_list_name(&self, pool: Option<&SharedSettings>) -> String {
@@ -44,6 +42,8 @@ impl NewNumber {
         self.opt_out_list_name.as_deref().or(inherited).unwrap_or(DEFAULT_LIST).to_string()
     }
 
+    /// Whether this request asks for the number `number` was created as (joining `into_pool`):
+    /// the same members, sets compared as sets, names and ARNs as what they name.
     fn asked_for(&self, scope: &Scope, number: &PhoneNumber, into_pool: Option<&PoolToJoin>) -> bool {
         let sorted = |v: &[NumberCapability]| -> Vec<String> {
             let mut v: Vec<String> = v.iter().map(|c| c.to_string()).collect();
