@@ -72,11 +72,6 @@ pub trait Member {
         self.standings().into_iter().find(|(p, _)| *p == pool_id).map(|(_, s)| s)
     }
 
-    /// Whether it is joining or leaving any pool right now.
-    fn is_changing_pools(&self) -> bool {
-        self.standings().iter().any(|(_, s)| s.is_changing())
-    }
-
     /// Whether it is settled in exactly `pool_id`: in it, not joining or leaving it (as a join
     /// that succeeded leaves it).
     fn is_in_pool(&self, pool_id: &str) -> bool {
