@@ -322,3 +322,75 @@ async fn a_pool_deleted_while_a_number_joins_it_never_keeps_the_number() {
     }
     println!("(joined, deleted) outcomes: {outcomes:?}");
 }
+
+/// A pool deleted while a number is requested into it (`RequestPhoneNumber` with `PoolId`): the
+/// request either succeeds (the number joined before the deletion, which let it go again) or
+/// fails, and then leaves no number leased — a number it made before its join was refused is
+/// withdrawn — and its retry with the same client token answers the same. The deletion is sent
+/// a little later each round, so that it lands before, during and after the request's steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_deleted_while_a_number_is_requested_into_it_leaves_no_stray_number() {
+    use aws_sdk_pinpointsmsvoicev2::types::{NumberCapability, RequestableNumberType};
+    let mut server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let first = request(&c, MessageType::Transactional).await;
+    let mut leased = 1;
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    for round in 0..80 {
+        let pool_id = common::create_pool(&c, &first).await;
+        let ask = {
+            let (c, pool_id) = (c.clone(), pool_id.clone());
+            move || {
+                c.request_phone_number()
+                    .iso_country_code("US")
+                    .message_type(MessageType::Transactional)
+                    .number_capabilities(NumberCapability::Sms)
+                    .number_type(RequestableNumberType::LongCode)
+                    .pool_id(pool_id.clone())
+                    .client_token(format!("into-the-pool-{round}"))
+                    .send()
+            }
+        };
+        let requested = tokio::spawn(ask());
+        let deleted = {
+            let (c, pool_id) = (c.clone(), pool_id.clone());
+            let after = std::time::Duration::from_micros((round % 40) * 60);
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                c.delete_pool().pool_id(pool_id).send().await
+            })
+        };
+        let (requested, deleted) = (requested.await.expect("task"), deleted.await.expect("task"));
+        assert!(deleted.is_ok(), "round {round}: {deleted:?}");
+        let outcome = match &requested {
+            Ok(_) => {
+                leased += 1;
+                "joined".to_string()
+            }
+            Err(e) => {
+                let code = e.code().unwrap_or("?").to_string();
+                let again = ask().await.expect_err("the retry of a failed request fails the same");
+                assert_eq!(again.code(), Some(code.as_str()), "round {round}: {again:?}");
+                code
+            }
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+        let live = c.describe_phone_numbers().max_results(100).send().await.expect("describe");
+        assert_eq!(
+            live.phone_numbers().len(),
+            leased,
+            "round {round}: the numbers leased after {requested:?}"
+        );
+    }
+    server.stop();
+    let store = common::open_log_read_only(server.dir.path());
+    let withdrawn = store
+        .read_feed(0, usize::MAX)
+        .await
+        .expect("feed")
+        .iter()
+        .filter(|e| e.event_type == "RequestWithdrawn")
+        .count();
+    println!("outcomes: {outcomes:?}; numbers withdrawn: {withdrawn}");
+    store.close().await.expect("close");
+}

@@ -234,6 +234,16 @@ pub enum PhoneNumberAction {
         list_exists: bool,
     },
     Release,
+    /// Let go of the number a `RequestPhoneNumber` made when the join to the pool it named was
+    /// refused after the number was made (the pool deleted, or its settings changed, in
+    /// between): the request fails, so it must not leave a number leased. Only the service
+    /// asks it, right after that refusal; deletion protection does not hold it back, since
+    /// the number was never handed to the caller. `reason`: the refusal the request answers.
+    WithdrawRequest {
+        pool_id: String,
+        #[serde(rename = "Rejection")]
+        reason: Rejection,
+    },
     /// `TagResource`: put these tags (an existing key takes the new value).
     Tag {
         tags: Vec<Tag>,
@@ -291,6 +301,7 @@ impl ActionName for PhoneNumberAction {
             PhoneNumberAction::Request { .. } => "Request",
             PhoneNumberAction::Update(_) | PhoneNumberAction::UpdateNamingList { .. } => "Update",
             PhoneNumberAction::Release => "Release",
+            PhoneNumberAction::WithdrawRequest { .. } => "WithdrawRequest",
             PhoneNumberAction::Tag { .. } => "Tag",
             PhoneNumberAction::Untag { .. } => "Untag",
             PhoneNumberAction::SendMessage { .. } => "SendMessage",
@@ -310,6 +321,15 @@ pub enum PhoneNumberEvent {
     PhoneNumberUpdated(PhoneNumberChanges),
     Released {
         phone_number: String,
+    },
+    /// The number a `RequestPhoneNumber` made, let go because the join to the pool the request
+    /// named was refused: the request failed, and leaves no number leased. Like `Released`,
+    /// the number is gone for good (`reason`: the refusal the request answered).
+    RequestWithdrawn {
+        phone_number: String,
+        pool_id: String,
+        #[serde(rename = "Rejection")]
+        reason: Rejection,
     },
     ReleaseRejected {
         #[serde(rename = "Rejection")]
@@ -441,6 +461,29 @@ impl PhoneNumberState {
             phone_number: n.phone_number.clone(),
         }])
     }
+
+    /// `WithdrawRequest`: the number leaves the lease its request could not complete, unless
+    /// it is in (or entering, or leaving) a pool after all. Already gone, nothing more to do:
+    /// a retry of the request may withdraw it a second time.
+    fn decide_withdrawal(
+        &self,
+        command: &Command<PhoneNumberAction>,
+        pool_id: &str,
+        reason: &Rejection,
+    ) -> Result<Vec<PhoneNumberEvent>, Rejection> {
+        if let Some(n) = &self.0 {
+            if n.status == NumberStatus::Deleted && n.account == command.meta.scope.account {
+                return Ok(vec![]);
+            }
+        }
+        let n = self.live(command)?;
+        membership::refuse_in_pool(n)?;
+        Ok(vec![PhoneNumberEvent::RequestWithdrawn {
+            phone_number: n.phone_number.clone(),
+            pool_id: pool_id.to_string(),
+            reason: reason.clone(),
+        }])
+    }
 }
 
 impl PhoneNumberState {
@@ -487,6 +530,7 @@ impl Aggregate for PhoneNumberState {
                 }
             }
             A::Release => self.decide_release(command),
+            A::WithdrawRequest { pool_id, reason } => self.decide_withdrawal(command, pool_id, reason),
             A::Tag { tags } => {
                 let n = self.live(command)?;
                 edited(&n.tags, TagEdit::Put(tags), &n.phone_number_arn, |tags| {
@@ -545,7 +589,7 @@ impl Aggregate for PhoneNumberState {
                 changed_optional(&mut n.two_way_channel_role, &c.two_way_channel_role);
                 changed(&mut n.two_way_enabled, &c.two_way_enabled);
             }
-            E::Released { .. } => n.status = NumberStatus::Deleted,
+            E::Released { .. } | E::RequestWithdrawn { .. } => n.status = NumberStatus::Deleted,
             E::Membership(step) => membership::evolve(&mut n, step),
             E::TagsChanged { tags } => n.tags = tags.clone(),
             E::MessageSent(_) | E::MessageRejected { .. } | E::MessageReceived { .. } => {}
@@ -749,6 +793,66 @@ mod tests {
         given::<PhoneNumberState>(ID, &left).when(A::Release).then(&[E::Released {
             phone_number: "+12065550100".into(),
         }]);
+    }
+
+    /// The refusal a request into a pool answered when its join was refused after the number
+    /// was made (the pool deleted in between).
+    fn join_refused() -> Rejection {
+        Rejection::not_found(ResourceKind::Pool, POOL)
+    }
+
+    fn withdraw() -> A {
+        A::WithdrawRequest {
+            pool_id: POOL.into(),
+            reason: join_refused(),
+        }
+    }
+
+    fn withdrawn() -> E {
+        E::RequestWithdrawn {
+            phone_number: "+12065550100".into(),
+            pool_id: POOL.into(),
+            reason: join_refused(),
+        }
+    }
+
+    /// A request into a pool whose join was refused after the number was made fails, and
+    /// leaves no number leased: the number is withdrawn, deletion protection or not (it was
+    /// never handed to the caller), and is gone for good.
+    #[test]
+    fn a_request_whose_join_was_refused_is_withdrawn_even_under_protection() {
+        let mut refused = vec![
+            requested(),
+            protect(true),
+            E::Membership(MembershipEvent::PoolAssociationStarted { pool_id: POOL.into() }),
+            E::Membership(MembershipEvent::PoolAssociationAborted {
+                pool_id: POOL.into(),
+                reason: join_refused(),
+            }),
+        ];
+        let s = given::<PhoneNumberState>(ID, &refused).when(withdraw()).then(&[withdrawn()]);
+        assert_eq!(s.0.map(|n| n.status), Some(NumberStatus::Deleted));
+        // A retry withdrawing it again changes nothing; nor is it found afterwards.
+        refused.push(withdrawn());
+        given::<PhoneNumberState>(ID, &refused).when(withdraw()).then(&[]);
+        given::<PhoneNumberState>(ID, &refused).when(A::Release).then_reject(is_not_found);
+    }
+
+    /// A number in (or joining) a pool after all (another attempt of the same request joined
+    /// it) is not withdrawn; nor is another account's.
+    #[test]
+    fn a_number_in_or_joining_a_pool_is_not_withdrawn() {
+        given::<PhoneNumberState>(ID, &in_pool())
+            .when(withdraw())
+            .then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
+        given::<PhoneNumberState>(ID, &in_pool()[..2])
+            .when(withdraw())
+            .then_reject(is_conflict(ConflictReason::PhoneNumberAssociatedToPool));
+        given::<PhoneNumberState>(ID, &[requested()])
+            .by_account("444455556666")
+            .when(withdraw())
+            .then_reject(is_not_found);
+        given::<PhoneNumberState>(ID, &[]).when(withdraw()).then_reject(is_not_found);
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //!    event has its operation, or is the service's own, or may be one that got no usable answer;
 //! 2. versions gap-free per stream, positions unique and increasing;
 //! 3. at most one `Released` per number, and nothing changes a number (nor is sent from it)
-//!    after it; a sender id changes after its `Released` only by being leased again;
+//!    after it (nor after `RequestWithdrawn`, the end of a number whose request failed); a
+//!    sender id changes after its `Released` only by being leased again;
 //! 4. no `Released` (of a number or a sender id) while protected, pooled, or changing pools;
+//!    no `RequestWithdrawn` while pooled or changing pools;
 //! 5. pool and member views of membership agree; no pool holds a released number or sender id;
 //!    none is empty;
 //! 6. the writes are linearizable: per stream, log order respects real time, and re-deciding
@@ -631,7 +633,7 @@ fn single_release(by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>) -> CheckResul
                 c.violation(format!("{stream}: {} at version {} after Released", e.event_type, e.version));
                 break;
             }
-            if e.event_type == "Released" {
+            if e.event_type == "Released" || e.event_type == "RequestWithdrawn" {
                 released = true;
             }
         }
@@ -665,8 +667,11 @@ fn release_preconditions(by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>) -> Che
         };
         let replayed = match kind_of_stream(stream) {
             Some(ResourceKind::PhoneNumber) => replay_stream::<PhoneNumberState>(events, |state, event, e| {
-                if let (PhoneNumberEvent::Released { .. }, Some(n)) = (event, &state.0) {
-                    note(unreleasable(n, n.deletion_protection_enabled), e);
+                match (event, &state.0) {
+                    (PhoneNumberEvent::Released { .. }, Some(n)) => note(unreleasable(n, n.deletion_protection_enabled), e),
+                    // The request that made it failed: its protection was never the caller's.
+                    (PhoneNumberEvent::RequestWithdrawn { .. }, Some(n)) => note(unreleasable(n, false), e),
+                    _ => {}
                 }
             })
             .map(drop),
@@ -1539,6 +1544,55 @@ mod tests {
         assert!(
             forgotten.len() == 2 && forgotten.iter().any(|v| v.contains(pools[1]) && v.contains(&sender.id)),
             "{forgotten:?}"
+        );
+    }
+
+    /// A number withdrawn because its request's join was refused ends like a released one
+    /// (check 3: nothing changes it afterwards), and may be withdrawn under deletion protection
+    /// but not while in a pool (check 4).
+    #[test]
+    fn a_withdrawn_request_ends_the_number_and_is_not_taken_from_a_pool() {
+        use crate::domain::membership::MembershipEvent as M;
+        use crate::domain::phone_number::{PhoneNumber, PhoneNumberChanges};
+        let id = "phone-00000000000000000000000000000001";
+        let pool = "pool-00000000000000000000000000000001";
+        let withdrawn = PhoneNumberEvent::RequestWithdrawn {
+            phone_number: "+12065550100".into(),
+            pool_id: pool.into(),
+            reason: Rejection::not_found(ResourceKind::Pool, pool),
+        };
+        let history = |steps: &[M], after: Option<PhoneNumberEvent>| {
+            let mut h = History::default();
+            let mut number = PhoneNumber::example(id, ACCOUNT, REGION);
+            number.deletion_protection_enabled = true;
+            h.append(id, "request", &PhoneNumberEvent::PhoneNumberRequested(Box::new(number)));
+            for step in steps {
+                h.append(id, "request", &PhoneNumberEvent::Membership(step.clone()));
+            }
+            h.append(id, "request", &withdrawn);
+            if let Some(event) = after {
+                h.append(id, "later", &event);
+            }
+            h
+        };
+        let refused = [
+            M::PoolAssociationStarted { pool_id: pool.into() },
+            M::PoolAssociationAborted {
+                pool_id: pool.into(),
+                reason: Rejection::not_found(ResourceKind::Pool, pool),
+            },
+        ];
+        let fine = history(&refused, None);
+        assert_eq!((fine.violations("3."), fine.violations("4.")), (vec![], vec![]));
+        let changed = PhoneNumberEvent::PhoneNumberUpdated(PhoneNumberChanges {
+            deletion_protection_enabled: Some(false),
+            ..Default::default()
+        });
+        assert_eq!(history(&refused, Some(changed)).violations("3.").len(), 1);
+        assert_eq!(
+            history(&refused[..1], None).violations("4.").len(),
+            1,
+            "withdrawn while joining a pool"
         );
     }
 }

@@ -16,6 +16,19 @@ use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
 use crate::numbering::NumberPreference;
 use crate::store::AppendError;
 
+/// What became of the join a `RequestPhoneNumber` into a pool asked for, as a retry of the
+/// request (the same client token) finds it.
+enum RequestedJoin {
+    /// Refused, and the number withdrawn: the request answered this refusal.
+    Withdrawn(Rejection),
+    /// Undone or refused with the number kept (the first attempt stopped before withdrawing
+    /// it, or its outcome was unknown to its caller), or never begun: the retry joins.
+    ToRetry,
+    /// The number joined the pool (and may have left it since), or took other pool changes:
+    /// it is left as it is.
+    Settled,
+}
+
 /// What `RequestPhoneNumber` asks for (already validated against the model).
 #[derive(Debug, Clone)]
 pub struct NewNumber {
@@ -158,16 +171,7 @@ impl LifecycleService {
                         .0
                         .ok_or_else(|| ServiceError::Invariant(format!("requested number {id} has no state")))?;
                     return match pool {
-                        // With the request's client token: a retry's join that got there first
-                        // (below) makes this one a no-op, not a refusal.
-                        Some(pool) => match self
-                            .join_pool(meta, &number.phone_number_id, &pool, None, spec.client_token.as_deref())
-                            .await?
-                            .0
-                        {
-                            super::Identity::Number(n) => Ok(*n),
-                            super::Identity::SenderId(_) => Err(ServiceError::Invariant(format!("{id} is a phone number"))),
-                        },
+                        Some(pool) => self.join_requested(meta, &id, &pool, spec.client_token.as_deref()).await,
                         None => Ok(number),
                     };
                 }
@@ -209,33 +213,70 @@ impl LifecycleService {
         })
         .await?;
         let number = self.current_number(earlier).await?;
-        // A request into a pool whose number was made but not joined to it: its join was refused
-        // (the pool was deleted meanwhile, ...), or the first attempt stopped before its join
-        // began. The retry carries out what was asked. Joining is safe even if the first attempt
-        // is still on its way: the number's actor takes one join at a time, the other is refused
-        // as changing pools (then the one under way is the answer) or, once the number is in the
-        // pool, answered as a no-op thanks to the shared client token. A number that joined the
-        // pool once is not put back into it after it left.
         let Some(pool) = spec.pool_id.as_deref() else {
             return Ok(number);
         };
-        let settled_outside = number.status == NumberStatus::Active && number.pool_id.is_none() && number.pending_pool_id.is_none();
         let pool_id = self.owned(ResourceKind::Pool, scope, pool).await?;
-        if !settled_outside || !self.join_to_retry(earlier, &pool_id).await? {
-            return Ok(number);
+        // A request into a pool whose number was made but not joined to it: its join was refused
+        // (the pool was deleted meanwhile, ...) and the number withdrawn, so the first attempt
+        // answered that refusal, and so does the retry. Otherwise the join was undone after a
+        // failure (the first attempt's outcome was unknown to its caller), or the first attempt
+        // stopped before its join began, or before it withdrew the number: the retry carries out
+        // what was asked. Joining is safe even if the first attempt is still on its way: the
+        // number's actor takes one join at a time, the other is refused as changing pools (then
+        // the one under way is the answer) or, once the number is in the pool, answered as a
+        // no-op thanks to the shared client token. A number that joined the pool once is not
+        // put back into it after it left.
+        match self.requested_join(earlier, &pool_id).await? {
+            RequestedJoin::Withdrawn(refusal) => return Err(ServiceError::Rejected(refusal)),
+            RequestedJoin::ToRetry
+                if number.status == NumberStatus::Active && number.pool_id.is_none() && number.pending_pool_id.is_none() => {}
+            RequestedJoin::ToRetry | RequestedJoin::Settled => return Ok(number),
         }
-        let pool = self.live_pool(scope, &pool_id).await?;
-        let joined = self.join_pool(meta, earlier, &pool, None, spec.client_token.as_deref()).await;
-        match joined {
+        match self.live_pool(scope, &pool_id).await {
+            Ok(pool) => self.join_requested(meta, earlier, &pool, spec.client_token.as_deref()).await,
+            Err(ServiceError::Rejected(refusal)) => self.refused_join(meta, earlier, &pool_id, refusal).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The join a request into `pool` asks for, of the number `id` it made. With the request's
+    /// client token: a retry's join that got there first makes this one a no-op, not a
+    /// refusal. A refused join fails the request, which then leaves no number leased.
+    pub(super) async fn join_requested(
+        &self,
+        meta: &CommandMeta,
+        id: &str,
+        pool: &Pool,
+        client_token: Option<&str>,
+    ) -> Result<PhoneNumber, ServiceError> {
+        match self.join_pool(meta, id, pool, None, client_token).await {
             Ok((super::Identity::Number(n), _)) => Ok(*n),
-            Ok((super::Identity::SenderId(_), _)) => Err(ServiceError::Invariant(format!("{earlier} is a phone number"))),
-            Err(ServiceError::Rejected(refusal)) => {
-                // Refused because another join of this pool is under way (or just done): that
-                // one is this request's, and the number as it now stands is the answer.
-                let now = self.current_number(earlier).await?;
+            Ok((super::Identity::SenderId(_), _)) => Err(ServiceError::Invariant(format!("{id} is a phone number"))),
+            Err(ServiceError::Rejected(refusal)) => self.refused_join(meta, id, &pool.pool_id, refusal).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The answer to a request into `pool_id` whose join was refused (`refusal`) after it made
+    /// the number `id`: the number is withdrawn, so that the failed request leaves nothing
+    /// leased, and the refusal is the answer. Unless another attempt of the same request (its
+    /// retry, with the same client token) has the number joining or in the pool by then: the
+    /// number as it stands is the answer. If the withdrawal cannot be written, that error is
+    /// the answer (the request's outcome is then unknown to its caller, and its retry, with the
+    /// same client token as the SDKs send it, withdraws the number and answers the refusal).
+    async fn refused_join(&self, meta: &CommandMeta, id: &str, pool_id: &str, refusal: Rejection) -> Result<PhoneNumber, ServiceError> {
+        let withdraw = PhoneNumberAction::WithdrawRequest {
+            pool_id: pool_id.to_string(),
+            reason: refusal.clone(),
+        };
+        match self.number(meta, id, withdraw).await {
+            Ok(_) => Err(ServiceError::Rejected(refusal)),
+            Err(ServiceError::Rejected(_)) => {
+                let now = self.current_number(id).await?;
                 let joining = [&now.pool_id, &now.pending_pool_id]
                     .into_iter()
-                    .any(|p| p.as_deref() == Some(pool_id.as_str()));
+                    .any(|p| p.as_deref() == Some(pool_id));
                 if joining {
                     Ok(now)
                 } else {
@@ -246,27 +287,36 @@ impl LifecycleService {
         }
     }
 
-    /// Whether a retry of a request into `pool_id` joins the number the first attempt made: the
-    /// join that attempt asked for was refused (undone, and the number never joined), or it never
-    /// began (the number's history is still short and holds no pool change at all). The join a
-    /// request into a pool makes comes first in the number's history.
-    async fn join_to_retry(&self, id: &str, pool_id: &str) -> Result<bool, ServiceError> {
+    /// What became of the join a request into `pool_id` asked for, from the first events of
+    /// the number `id` it made (where that join is).
+    async fn requested_join(&self, id: &str, pool_id: &str) -> Result<RequestedJoin, ServiceError> {
         /// The first events of a number, where the join of its creation is.
         const FIRST: usize = 16;
         let first = self.store.read_stream(id, 1, FIRST).await?;
-        let (mut refused, mut any_pool_change) = (false, false);
+        let (mut undone, mut any_pool_change) = (false, false);
         for e in &first {
-            let PhoneNumberEvent::Membership(change) = decode_event(e)? else {
-                continue;
-            };
-            any_pool_change = true;
-            match change {
-                MembershipEvent::AssociatedWithPool { pool_id: joined } if joined == pool_id => return Ok(false),
-                MembershipEvent::PoolAssociationAborted { pool_id: undone, .. } if undone == pool_id => refused = true,
+            match decode_event(e)? {
+                PhoneNumberEvent::RequestWithdrawn { reason, .. } => return Ok(RequestedJoin::Withdrawn(reason)),
+                PhoneNumberEvent::Membership(change) => {
+                    any_pool_change = true;
+                    match change {
+                        MembershipEvent::AssociatedWithPool { pool_id: joined } if joined == pool_id => return Ok(RequestedJoin::Settled),
+                        MembershipEvent::PoolAssociationAborted { pool_id: of, .. }
+                        | MembershipEvent::AssociationRejected { pool_id: of, .. }
+                            if of == pool_id =>
+                        {
+                            undone = true
+                        }
+                        _ => {}
+                    }
+                }
                 _ => {}
             }
         }
-        Ok(refused || (!any_pool_change && first.len() < FIRST))
+        Ok(match undone || (!any_pool_change && first.len() < FIRST) {
+            true => RequestedJoin::ToRetry,
+            false => RequestedJoin::Settled,
+        })
     }
 
     /// `UpdatePhoneNumber`.

@@ -776,36 +776,26 @@ mod tests {
         assert!(joined.is_in_pool(&recent_pool.pool_id) && joined.standing(&stale_pool.pool_id).is_none());
     }
 
-    /// RequestPhoneNumber into a pool, with a client token, retried after the first attempt
-    /// made the number: the retry joins it when its join never began or was refused; it does
-    /// not start a second join beside one under way; and once the number has joined, a retry
-    /// does not put it back after it left.
-    #[actix_rt::test]
-    async fn a_retried_request_into_a_pool_joins_the_number_once() {
+    /// A number made by a `RequestPhoneNumber` into `pool` with client token `token` whose
+    /// attempt then stopped, before its join.
+    async fn made_into(service: &LifecycleService, pool: &Pool, e164: &str, token: &str) -> String {
         use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PoolToJoin};
-        let dir = tempfile::tempdir().expect("dir");
-        let (service, pool) = service_with_pool(dir.path()).await;
         let scope = Scope::new("111122223333", "us-east-1");
-        // A first attempt that made its number, then stopped before its join.
-        let made = |e164: &str, token: &str| {
-            let service = service.clone();
-            let pool = pool.clone();
-            let (e164, token) = (e164.to_string(), token.to_string());
-            let scope = scope.clone();
-            async move {
-                let id = ResourceKind::PhoneNumber.new_id();
-                let mut made = PhoneNumber::example(&id, &scope.account, &scope.region);
-                made.phone_number = e164;
-                made.client_token = Some(token);
-                let request = PhoneNumberAction::request(made, Some(PoolToJoin::of(&pool)));
-                service
-                    .execute(&service.numbers, &id, Activation::Fresh, &begun_now(), request)
-                    .await
-                    .expect("made");
-                id
-            }
-        };
-        let retry = |token: &str| NewNumber {
+        let id = ResourceKind::PhoneNumber.new_id();
+        let mut made = PhoneNumber::example(&id, &scope.account, &scope.region);
+        made.phone_number = e164.into();
+        made.client_token = Some(token.into());
+        let request = PhoneNumberAction::request(made, Some(PoolToJoin::of(pool)));
+        service
+            .execute(&service.numbers, &id, Activation::Fresh, &begun_now(), request)
+            .await
+            .expect("made");
+        id
+    }
+
+    /// `RequestPhoneNumber` into `pool` with client token `token` (what `made_into` made).
+    fn request_into(pool: &Pool, token: &str) -> NewNumber {
+        NewNumber {
             iso_country_code: "US".into(),
             message_type: MessageType::Transactional,
             number_capabilities: vec![NumberCapability::Sms],
@@ -818,7 +808,20 @@ mod tests {
             tags: vec![],
             client_token: Some(token.into()),
             preference: None,
-        };
+        }
+    }
+
+    /// RequestPhoneNumber into a pool, with a client token, retried after the first attempt
+    /// made the number: the retry joins it when its join never began or was undone; it does
+    /// not start a second join beside one under way; and once the number has joined, a retry
+    /// does not put it back after it left.
+    #[actix_rt::test]
+    async fn a_retried_request_into_a_pool_joins_the_number_once() {
+        use crate::domain::phone_number::PhoneNumber;
+        let dir = tempfile::tempdir().expect("dir");
+        let (service, pool) = service_with_pool(dir.path()).await;
+        let made = |e164: &'static str, token: &'static str| made_into(&service, &pool, e164, token);
+        let retry = |token: &str| request_into(&pool, token);
         let in_pool = |n: &PhoneNumber| (n.pool_id.clone(), n.pending_pool_id.clone(), n.status);
         let joined_state = (Some(pool.pool_id.clone()), None, NumberStatus::Active);
 
@@ -838,7 +841,8 @@ mod tests {
             .expect("retried again");
         assert_eq!(again.pool_id, None, "put back into the pool it left");
 
-        // 2. Its join was refused (undone): a retry joins.
+        // 2. Its join was undone after a failure (its outcome unknown to the caller): a retry
+        //    joins.
         let undone = made("+12065550998", "undone").await;
         let first = begun_now();
         begin_join(&service, &first, &undone, &pool.pool_id).await;
@@ -868,5 +872,59 @@ mod tests {
         assert!(joined.is_in_pool(&pool.pool_id));
         let answered = service.request_phone_number(&begun_now(), retry("slow")).await.expect("retried");
         assert_eq!(in_pool(&answered), joined_state);
+    }
+
+    /// A request into a pool whose join is refused after it made the number (the pool's
+    /// settings changed, or the pool was deleted, in between) fails and leaves no number
+    /// leased: the number is withdrawn, deletion protection or not (it was never the caller's),
+    /// and a retry of the request (the same client token) answers the same refusal, writing
+    /// nothing more.
+    #[actix_rt::test]
+    async fn a_request_whose_join_is_refused_leaves_no_number_leased() {
+        use crate::domain::phone_number::{PhoneNumber, PhoneNumberChanges};
+        let dir = tempfile::tempdir().expect("dir");
+        let (service, seen_before) = service_with_pool(dir.path()).await;
+        let status = |id: String| {
+            let service = service.clone();
+            async move { service.current_number(&id).await.expect("number").status }
+        };
+
+        // 1. The pool refuses the join itself: its settings changed after the request read them.
+        let made = made_into(&service, &seen_before, "+12065550996", "changed").await;
+        let protect = PhoneNumberChanges {
+            deletion_protection_enabled: Some(true),
+            ..Default::default()
+        };
+        service.update_phone_number(&begun_now(), &made, protect).await.expect("protected");
+        let changes = PoolChanges {
+            self_managed_opt_outs_enabled: Some(true),
+            ..Default::default()
+        };
+        service
+            .update_pool(&begun_now(), &seen_before.pool_id, changes)
+            .await
+            .expect("UpdatePool");
+        let answered = service.join_requested(&begun_now(), &made, &seen_before, Some("changed")).await;
+        assert!(refused(&answered, ConflictReason::SelfManagedOptOutsMismatch), "{answered:?}");
+        assert_eq!(status(made.clone()).await, NumberStatus::Deleted);
+        let written = events_of(&service, &made).await;
+        assert_eq!(written.last().map(String::as_str), Some("RequestWithdrawn"), "{written:?}");
+        let again = service
+            .request_phone_number(&begun_now(), request_into(&seen_before, "changed"))
+            .await;
+        assert!(refused(&again, ConflictReason::SelfManagedOptOutsMismatch), "{again:?}");
+        assert_eq!(events_of(&service, &made).await, written, "the retry wrote nothing");
+
+        // 2. The first attempt stopped before its join, and the pool was deleted before the
+        //    retry: the retry withdraws the number and answers that the pool is gone.
+        let pool = new_pool(&service).await;
+        let made = made_into(&service, &pool, "+12065550995", "gone").await;
+        service.delete_pool(&begun_now(), &pool.pool_id).await.expect("DeletePool");
+        let pool_gone = |answer: &Result<PhoneNumber, ServiceError>| matches!(answer, Err(ServiceError::Rejected(Rejection::NotFound { resource_type, .. })) if *resource_type == crate::domain::types::ResourceType::Pool);
+        let answered = service.request_phone_number(&begun_now(), request_into(&pool, "gone")).await;
+        assert!(pool_gone(&answered), "{answered:?}");
+        assert_eq!(status(made.clone()).await, NumberStatus::Deleted);
+        let again = service.request_phone_number(&begun_now(), request_into(&pool, "gone")).await;
+        assert!(pool_gone(&again), "{again:?}");
     }
 }

@@ -261,8 +261,6 @@ pub async fn create_pool(client: &Client, identity: &str) -> String {
         .to_string()
 }
 
-/// The log of a stopped server, opened for reading and writing through the storage port (for
-/// tests that write a stream directly or inspect one).
 /// Two new numbers and a pool holding both: (first, second, pool).
 #[allow(dead_code)]
 pub async fn pool_of_two(client: &Client) -> (String, String, String) {
@@ -279,6 +277,8 @@ pub async fn pool_of_two(client: &Client) -> (String, String, String) {
     (a, b, pool)
 }
 
+/// The log of a stopped server, opened for reading and writing through the storage port (for
+/// tests that write a stream directly or inspect one).
 pub fn open_log(dir: &Path) -> phone_ledger::store::Store {
     phone_ledger::store::StoreConfig::embedded(phone_ledger::store::Durability::Flush, 64)
         .open(dir)
