@@ -472,7 +472,8 @@ impl PhoneNumberState {
         reason: &Rejection,
     ) -> Result<Vec<PhoneNumberEvent>, Rejection> {
         if let Some(n) = &self.0 {
-            if n.status == NumberStatus::Deleted && n.account == command.meta.scope.account {
+            let scope = &command.meta.scope;
+            if n.status == NumberStatus::Deleted && n.account == scope.account && n.region == scope.region {
                 return Ok(vec![]);
             }
         }

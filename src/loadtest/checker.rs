@@ -623,18 +623,20 @@ fn single_release(by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>) -> CheckResul
             _ => continue,
         };
         c.count();
-        let mut released = false;
+        // The event that ended it (`Released`, or `RequestWithdrawn` for a number whose request
+        // failed), while it stays ended.
+        let mut ended: Option<&str> = None;
         for e in events {
-            if released && leased_again == Some(e.event_type.as_str()) {
-                released = false;
+            if ended.is_some() && leased_again == Some(e.event_type.as_str()) {
+                ended = None;
                 continue;
             }
-            if released && !is_refusal(&e.event_type) {
-                c.violation(format!("{stream}: {} at version {} after Released", e.event_type, e.version));
+            if let (Some(end), false) = (ended, is_refusal(&e.event_type)) {
+                c.violation(format!("{stream}: {} at version {} after {end}", e.event_type, e.version));
                 break;
             }
             if e.event_type == "Released" || e.event_type == "RequestWithdrawn" {
-                released = true;
+                ended = Some(e.event_type.as_str());
             }
         }
     }

@@ -7,26 +7,30 @@ use super::tokens::lost_token_race;
 use super::{Activation, LifecycleService, ServiceError};
 use crate::actors::ExecuteError;
 use crate::codec::decode_event;
-use crate::domain::membership::MembershipEvent;
+use crate::domain::membership::{Member, MembershipEvent, Standing};
 use crate::domain::opt_out_list::DEFAULT_LIST;
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState, PoolToJoin};
 use crate::domain::pool::{Pool, SharedSettings};
-use crate::domain::types::{MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
+use crate::domain::types::{ConflictReason, MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
 use crate::numbering::NumberPreference;
 use crate::store::AppendError;
 
-/// What became of the join a `RequestPhoneNumber` into a pool asked for, as a retry of the
-/// request (the same client token) finds it.
+/// What became of the join a `RequestPhoneNumber` into a pool asked for, as the number's
+/// history tells it.
 enum RequestedJoin {
-    /// Refused, and the number withdrawn: the request answered this refusal.
+    /// Refused, and the number withdrawn: the request answered this refusal (the first
+    /// withdrawal's).
     Withdrawn(Rejection),
-    /// Undone or refused with the number kept (the first attempt stopped before withdrawing
-    /// it, or its outcome was unknown to its caller), or never begun: the retry joins.
-    ToRetry,
-    /// The number joined the pool (and may have left it since), or took other pool changes:
-    /// it is left as it is.
-    Settled,
+    /// The number joined the pool (and may have left it since).
+    Joined,
+    /// Refused or undone (the latest refusal), the number kept: the attempt stopped before
+    /// withdrawing it, or its outcome was unknown to its caller.
+    Refused(Rejection),
+    /// No pool change at all: the attempt stopped before its join began.
+    NotBegun,
+    /// Only changes of other pools.
+    Other,
 }
 
 /// What `RequestPhoneNumber` asks for (already validated against the model).
@@ -217,21 +221,23 @@ impl LifecycleService {
             return Ok(number);
         };
         let pool_id = self.owned(ResourceKind::Pool, scope, pool).await?;
-        // A request into a pool whose number was made but not joined to it: its join was refused
-        // (the pool was deleted meanwhile, ...) and the number withdrawn, so the first attempt
-        // answered that refusal, and so does the retry. Otherwise the join was undone after a
-        // failure (the first attempt's outcome was unknown to its caller), or the first attempt
-        // stopped before its join began, or before it withdrew the number: the retry carries out
-        // what was asked. Joining is safe even if the first attempt is still on its way: the
-        // number's actor takes one join at a time, the other is refused as changing pools (then
-        // the one under way is the answer) or, once the number is in the pool, answered as a
-        // no-op thanks to the shared client token. A number that joined the pool once is not
-        // put back into it after it left.
-        match self.requested_join(earlier, &pool_id).await? {
+        // What the request's attempts have done with the number, once no join of theirs is
+        // under way (the answer waits for it, so that it never tells of a join that is then
+        // refused): a number withdrawn after its join was refused, so the first attempt
+        // answered that refusal, and so does the retry; a number that joined the pool (and is
+        // not put back into it after it left). Otherwise the join was refused or undone (after
+        // a failure: the first attempt's outcome was unknown to its caller) and the number kept,
+        // or the first attempt stopped before its join began: the retry carries out what was
+        // asked. Joining is safe even if the first attempt is still on its way: the number's
+        // actor takes one join at a time, and a join refused because another is under way waits
+        // for that one's outcome ([`Self::refused_join`]).
+        let outcome = self.settled_join(earlier, &pool_id).await?;
+        let number = self.current_number(earlier).await?;
+        let outside = number.status == NumberStatus::Active && number.pool_id.is_none() && number.pending_pool_id.is_none();
+        match outcome {
             RequestedJoin::Withdrawn(refusal) => return Err(ServiceError::Rejected(refusal)),
-            RequestedJoin::ToRetry
-                if number.status == NumberStatus::Active && number.pool_id.is_none() && number.pending_pool_id.is_none() => {}
-            RequestedJoin::ToRetry | RequestedJoin::Settled => return Ok(number),
+            RequestedJoin::Refused(_) | RequestedJoin::NotBegun if outside => {}
+            _ => return Ok(number),
         }
         match self.live_pool(scope, &pool_id).await {
             Ok(pool) => self.join_requested(meta, earlier, &pool, spec.client_token.as_deref()).await,
@@ -260,62 +266,99 @@ impl LifecycleService {
 
     /// The answer to a request into `pool_id` whose join was refused (`refusal`) after it made
     /// the number `id`: the number is withdrawn, so that the failed request leaves nothing
-    /// leased, and the refusal is the answer. Unless another attempt of the same request (its
-    /// retry, with the same client token) has the number joining or in the pool by then: the
-    /// number as it stands is the answer. If the withdrawal cannot be written, that error is
-    /// the answer (the request's outcome is then unknown to its caller, and its retry, with the
-    /// same client token as the SDKs send it, withdraws the number and answers the refusal).
-    async fn refused_join(&self, meta: &CommandMeta, id: &str, pool_id: &str, refusal: Rejection) -> Result<PhoneNumber, ServiceError> {
-        let withdraw = PhoneNumberAction::WithdrawRequest {
-            pool_id: pool_id.to_string(),
-            reason: refusal.clone(),
-        };
-        match self.number(meta, id, withdraw).await {
-            Ok(_) => Err(ServiceError::Rejected(refusal)),
-            Err(ServiceError::Rejected(_)) => {
-                let now = self.current_number(id).await?;
-                let joining = [&now.pool_id, &now.pending_pool_id]
-                    .into_iter()
-                    .any(|p| p.as_deref() == Some(pool_id));
-                if joining {
-                    Ok(now)
-                } else {
-                    Err(ServiceError::Rejected(refusal))
-                }
+    /// leased, and the refusal is answered — the one the first withdrawal recorded, so that
+    /// every attempt of the request answers the same. If another attempt of the request (its
+    /// retry, with the same client token) has the number joining the pool, that join's outcome
+    /// is the answer once it is known. A number put into another pool meanwhile stays leased
+    /// (the refusal is answered all the same). If the withdrawal cannot be written, that error
+    /// is the answer: the request's outcome is then unknown to its caller, whose retry (with
+    /// the same client token, as the SDKs send it) tries the join again and withdraws the
+    /// number if it is refused.
+    async fn refused_join(&self, meta: &CommandMeta, id: &str, pool_id: &str, mut refusal: Rejection) -> Result<PhoneNumber, ServiceError> {
+        // Each round follows a join of another attempt that was refused in its turn; there are
+        // only so many attempts of one request at once.
+        for _ in 0..4 {
+            let withdraw = PhoneNumberAction::WithdrawRequest {
+                pool_id: pool_id.to_string(),
+                reason: refusal.clone(),
+            };
+            let withdrawn = match self.number(meta, id, withdraw).await {
+                Ok(_) => true,
+                Err(ServiceError::Rejected(_)) => false,
+                Err(e) => return Err(e),
+            };
+            match self.settled_join(id, pool_id).await? {
+                RequestedJoin::Withdrawn(first) => return Err(ServiceError::Rejected(first)),
+                RequestedJoin::Joined => return self.current_number(id).await,
+                RequestedJoin::Refused(latest) if !withdrawn => refusal = latest,
+                _ => return Err(ServiceError::Rejected(refusal)),
             }
-            Err(e) => Err(e),
+        }
+        Err(ServiceError::Rejected(refusal))
+    }
+
+    /// What became of the join a request into `pool_id` asked for, once no join of the number
+    /// `id` into that pool is under way: waited for up to [`JOIN_WAIT`], after which the request
+    /// is refused as one still in progress (`ConflictException`), to be sent again.
+    async fn settled_join(&self, id: &str, pool_id: &str) -> Result<RequestedJoin, ServiceError> {
+        /// As long as a creation racing a client token is waited for: beyond the longest an
+        /// append is resent.
+        const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(10);
+        loop {
+            let now = self.current_number(id).await?;
+            if now.standing(pool_id) != Some(Standing::Associating) {
+                return self.requested_join(id, pool_id).await;
+            }
+            if started.elapsed() >= JOIN_WAIT {
+                return Err(ServiceError::Rejected(Rejection::conflict(
+                    ConflictReason::ResourceModificationNotAllowed,
+                    ResourceKind::PhoneNumber,
+                    id,
+                    "is still joining the pool for another attempt of this request; send this request again",
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(500));
         }
     }
 
-    /// What became of the join a request into `pool_id` asked for, from the first events of
-    /// the number `id` it made (where that join is).
+    /// What became of the join a request into `pool_id` asked for, from the history of the
+    /// number `id` it made.
     async fn requested_join(&self, id: &str, pool_id: &str) -> Result<RequestedJoin, ServiceError> {
-        /// The first events of a number, where the join of its creation is.
-        const FIRST: usize = 16;
-        let first = self.store.read_stream(id, 1, FIRST).await?;
-        let (mut undone, mut any_pool_change) = (false, false);
-        for e in &first {
-            match decode_event(e)? {
-                PhoneNumberEvent::RequestWithdrawn { reason, .. } => return Ok(RequestedJoin::Withdrawn(reason)),
-                PhoneNumberEvent::Membership(change) => {
-                    any_pool_change = true;
-                    match change {
-                        MembershipEvent::AssociatedWithPool { pool_id: joined } if joined == pool_id => return Ok(RequestedJoin::Settled),
-                        MembershipEvent::PoolAssociationAborted { pool_id: of, .. }
-                        | MembershipEvent::AssociationRejected { pool_id: of, .. }
-                            if of == pool_id =>
-                        {
-                            undone = true
-                        }
-                        _ => {}
+        const CHUNK: usize = 256;
+        let (mut refusal, mut any_pool_change) = (None, false);
+        let mut from = 1;
+        loop {
+            let chunk = self.store.read_stream(id, from, CHUNK).await?;
+            for e in &chunk {
+                from = e.version.saturating_add(1);
+                let change = match decode_event(e)? {
+                    PhoneNumberEvent::RequestWithdrawn { reason, .. } => return Ok(RequestedJoin::Withdrawn(reason)),
+                    PhoneNumberEvent::Membership(change) => change,
+                    _ => continue,
+                };
+                any_pool_change = true;
+                match change {
+                    MembershipEvent::AssociatedWithPool { pool_id: joined } if joined == pool_id => return Ok(RequestedJoin::Joined),
+                    MembershipEvent::PoolAssociationAborted { pool_id: of, reason }
+                    | MembershipEvent::AssociationRejected { pool_id: of, reason }
+                        if of == pool_id =>
+                    {
+                        refusal = Some(reason)
                     }
+                    _ => {}
                 }
-                _ => {}
+            }
+            if chunk.len() < CHUNK {
+                break;
             }
         }
-        Ok(match undone || (!any_pool_change && first.len() < FIRST) {
-            true => RequestedJoin::ToRetry,
-            false => RequestedJoin::Settled,
+        Ok(match (refusal, any_pool_change) {
+            (Some(refusal), _) => RequestedJoin::Refused(refusal),
+            (None, false) => RequestedJoin::NotBegun,
+            (None, true) => RequestedJoin::Other,
         })
     }
 

@@ -813,8 +813,8 @@ mod tests {
 
     /// RequestPhoneNumber into a pool, with a client token, retried after the first attempt
     /// made the number: the retry joins it when its join never began or was undone; it does
-    /// not start a second join beside one under way; and once the number has joined, a retry
-    /// does not put it back after it left.
+    /// not start a second join beside one under way, but waits for its outcome; and once the
+    /// number has joined, a retry does not put it back after it left.
     #[actix_rt::test]
     async fn a_retried_request_into_a_pool_joins_the_number_once() {
         use crate::domain::phone_number::PhoneNumber;
@@ -857,21 +857,34 @@ mod tests {
             (undone.as_str(), joined_state.clone())
         );
 
-        // 3. Its join is under way: the retry answers with the number joining, and starts no
-        //    join of its own; the first attempt's join then completes.
+        // 3. Its join is under way: the retry starts no join of its own, and answers once that
+        //    join is done, with the number in the pool.
         let slow = made("+12065550997", "slow").await;
         let first = begun_now();
         let member = begin_join(&service, &first, &slow, &pool.pool_id).await;
-        let answered = service.request_phone_number(&begun_now(), retry("slow")).await.expect("retried");
-        assert_eq!(in_pool(&answered), (None, Some(pool.pool_id.clone()), NumberStatus::Associating));
-        let starts = events_of(&service, &slow).await;
-        assert_eq!(starts.iter().filter(|e| *e == "PoolAssociationStarted").count(), 1, "{starts:?}");
+        let waiting = {
+            let (service, spec) = (service.clone(), retry("slow"));
+            actix_rt::spawn(async move { service.request_phone_number(&begun_now(), spec).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "the retry answered while the join was under way");
         let joined = finish_join(&service, &first, &member, &pool.pool_id)
             .await
             .expect("the first attempt joins");
         assert!(joined.is_in_pool(&pool.pool_id));
-        let answered = service.request_phone_number(&begun_now(), retry("slow")).await.expect("retried");
+        let answered = waiting.await.expect("the retry's task").expect("retried");
         assert_eq!(in_pool(&answered), joined_state);
+        let starts = events_of(&service, &slow).await;
+        assert_eq!(starts.iter().filter(|e| *e == "PoolAssociationStarted").count(), 1, "{starts:?}");
+    }
+
+    /// Whether `answer` is the refusal of a pool that does not exist.
+    fn pool_gone<T>(answer: &Result<T, ServiceError>) -> bool {
+        matches!(answer, Err(ServiceError::Rejected(Rejection::NotFound { resource_type, .. })) if *resource_type == crate::domain::types::ResourceType::Pool)
+    }
+
+    async fn status_of(service: &LifecycleService, id: String) -> NumberStatus {
+        service.current_number(&id).await.expect("number").status
     }
 
     /// A request into a pool whose join is refused after it made the number (the pool's
@@ -881,13 +894,10 @@ mod tests {
     /// nothing more.
     #[actix_rt::test]
     async fn a_request_whose_join_is_refused_leaves_no_number_leased() {
-        use crate::domain::phone_number::{PhoneNumber, PhoneNumberChanges};
+        use crate::domain::phone_number::PhoneNumberChanges;
         let dir = tempfile::tempdir().expect("dir");
         let (service, seen_before) = service_with_pool(dir.path()).await;
-        let status = |id: String| {
-            let service = service.clone();
-            async move { service.current_number(&id).await.expect("number").status }
-        };
+        let status = |id: String| status_of(&service, id);
 
         // 1. The pool refuses the join itself: its settings changed after the request read them.
         let made = made_into(&service, &seen_before, "+12065550996", "changed").await;
@@ -915,16 +925,48 @@ mod tests {
         assert!(refused(&again, ConflictReason::SelfManagedOptOutsMismatch), "{again:?}");
         assert_eq!(events_of(&service, &made).await, written, "the retry wrote nothing");
 
-        // 2. The first attempt stopped before its join, and the pool was deleted before the
-        //    retry: the retry withdraws the number and answers that the pool is gone.
+        // 2. The first attempt stopped before its join, the number was used meanwhile (a long
+        //    history before the withdrawal), and the pool was deleted before the retry: the
+        //    retry withdraws the number and answers that the pool is gone, and so does the next.
         let pool = new_pool(&service).await;
         let made = made_into(&service, &pool, "+12065550995", "gone").await;
+        for round in 0..20 {
+            let toggle = PhoneNumberChanges {
+                international_sending_enabled: Some(round % 2 == 0),
+                ..Default::default()
+            };
+            service.update_phone_number(&begun_now(), &made, toggle).await.expect("updated");
+        }
         service.delete_pool(&begun_now(), &pool.pool_id).await.expect("DeletePool");
-        let pool_gone = |answer: &Result<PhoneNumber, ServiceError>| matches!(answer, Err(ServiceError::Rejected(Rejection::NotFound { resource_type, .. })) if *resource_type == crate::domain::types::ResourceType::Pool);
         let answered = service.request_phone_number(&begun_now(), request_into(&pool, "gone")).await;
         assert!(pool_gone(&answered), "{answered:?}");
         assert_eq!(status(made.clone()).await, NumberStatus::Deleted);
         let again = service.request_phone_number(&begun_now(), request_into(&pool, "gone")).await;
         assert!(pool_gone(&again), "{again:?}");
+    }
+
+    /// A retry of a request into a pool that finds the first attempt's join under way answers
+    /// that join's outcome once it is known, never the number while it is joining: here the
+    /// pool is deleted before the join's step, so the join is refused, the number withdrawn,
+    /// and the retry answers the refusal.
+    #[actix_rt::test]
+    async fn a_retry_answers_the_outcome_of_the_join_under_way() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (service, pool) = service_with_pool(dir.path()).await;
+        let made = made_into(&service, &pool, "+12065550994", "under-way").await;
+        let first = begun_now();
+        let member = begin_join(&service, &first, &made, &pool.pool_id).await;
+        let retry = {
+            let (service, spec) = (service.clone(), request_into(&pool, "under-way"));
+            actix_rt::spawn(async move { service.request_phone_number(&begun_now(), spec).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!retry.is_finished(), "the retry answered while the join was under way");
+        service.delete_pool(&begun_now(), &pool.pool_id).await.expect("DeletePool");
+        let refused = finish_join(&service, &first, &member, &pool.pool_id).await;
+        assert!(pool_gone(&refused), "{refused:?}");
+        let answered = retry.await.expect("the retry's task");
+        assert!(pool_gone(&answered), "{answered:?}");
+        assert_eq!(status_of(&service, made).await, NumberStatus::Deleted);
     }
 }
