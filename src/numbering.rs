@@ -84,15 +84,18 @@ impl NumberPicker {
     }
 }
 
-/// Fills a template's `X`s, placing a preferred value where the preference says.
-fn fill(template: &str, preference: Option<&NumberPreference>, rng: &mut impl Rng) -> Option<String> {
-    let mut digits: Vec<u8> = template.bytes().collect();
-    if let Some(p) = preference {
-        let value = &p.values[rng.gen_range(0..p.values.len())];
+/// Every way to place a preferred value into `template` (each value at each offset the
+/// preference allows where the template has `X`s or the same digits), as the template's bytes
+/// with the value's digits in place; the template alone when there is no preference.
+fn placements(template: &str, preference: Option<&NumberPreference>) -> Vec<Vec<u8>> {
+    let digits: Vec<u8> = template.bytes().collect();
+    let Some(p) = preference else { return vec![digits] };
+    let body = digits.len().saturating_sub(1); // after '+'
+    let mut placed = Vec::new();
+    for value in &p.values {
         let value: Vec<u8> = value.bytes().filter(u8::is_ascii_digit).collect();
-        let body = digits.len() - 1; // after '+'
         if value.len() > body {
-            return None;
+            continue;
         }
         let offsets: Vec<usize> = match p.kind {
             PreferenceType::StartsWith => vec![0],
@@ -101,25 +104,159 @@ fn fill(template: &str, preference: Option<&NumberPreference>, rng: &mut impl Rn
             PreferenceType::ExactMatch => vec![],
             PreferenceType::Contains => (0..=body - value.len()).collect(),
         };
-        let fits = |off: usize| {
-            value.iter().enumerate().all(|(i, d)| {
+        for off in offsets {
+            let fits = value.iter().enumerate().all(|(i, d)| {
                 let t = digits[1 + off + i];
                 t == b'X' || t == *d
-            })
-        };
-        let usable: Vec<usize> = offsets.into_iter().filter(|o| fits(*o)).collect();
-        if usable.is_empty() {
-            return None;
-        }
-        let off = usable[rng.gen_range(0..usable.len())];
-        for (i, d) in value.iter().enumerate() {
-            digits[1 + off + i] = *d;
+            });
+            if fits {
+                let mut with = digits.clone();
+                with[1 + off..1 + off + value.len()].copy_from_slice(&value);
+                if !placed.contains(&with) {
+                    placed.push(with);
+                }
+            }
         }
     }
+    placed
+}
+
+/// Fills a template's `X`s, placing a preferred value where the preference says.
+fn fill(template: &str, preference: Option<&NumberPreference>, rng: &mut impl Rng) -> Option<String> {
+    let mut placed = placements(template, preference);
+    if placed.is_empty() {
+        return None;
+    }
+    let chosen = rng.gen_range(0..placed.len());
+    let mut digits = placed.swap_remove(chosen);
     for d in digits.iter_mut().filter(|d| **d == b'X') {
         *d = b'0' + rng.gen_range(0..10u8);
     }
     String::from_utf8(digits).ok()
+}
+
+/// Where a listing of the numbers a supply can make stands: `index` numbers made (looked at)
+/// so far, `listed` of them listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ListingCursor {
+    pub index: u64,
+    pub listed: u64,
+}
+
+impl ListingCursor {
+    /// As a page token carries it.
+    pub fn to_token(self) -> String {
+        format!("{}:{}", self.index, self.listed)
+    }
+
+    pub fn from_token(token: &str) -> Option<Self> {
+        let (index, listed) = token.split_once(':')?;
+        Some(ListingCursor {
+            index: index.parse().ok()?,
+            listed: listed.parse().ok()?,
+        })
+    }
+}
+
+/// Every number a supply can make that matches a preference, each once, in an order that is
+/// the same for every caller and every page, from a cursor: `ListAvailablePhoneNumbers`.
+///
+/// The patterns (a template with the preferred digits placed) take turns, one number each, so
+/// that a page shows every area code of the supply. A pattern with `f` free digits makes, at
+/// its `i`th turn, the number `i × STRIDE mod 10^f`: STRIDE is coprime with 10, so that is
+/// every number of the pattern once, not in counting order (a listing of `+1206...` numbers
+/// all beginning `+12060000` would be of little use). A number two patterns make (a
+/// `Contains` value found at two offsets) is made by the first of them only.
+pub struct Listing {
+    patterns: Vec<Vec<u8>>,
+    /// The most numbers a pattern makes: once every pattern's turns are past it, all are made.
+    most: u128,
+    cursor: ListingCursor,
+}
+
+/// A multiplier coprime with 10 (so with every 10^f), large enough to scatter the digits.
+const STRIDE: u128 = 7_368_787;
+/// How far apart the patterns start, so that two area codes do not show the same digits.
+const SHIFT: u128 = 1_234_567;
+
+impl Listing {
+    pub fn new(templates: &[String], preference: Option<&NumberPreference>, from: ListingCursor) -> Self {
+        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        for template in templates {
+            for p in placements(template, preference) {
+                // A pattern whose every number an earlier one makes adds nothing (`Contains`
+                // of a digit the template has: the template itself comes first).
+                if !patterns.iter().any(|earlier| Self::fits(earlier, &p)) {
+                    patterns.push(p);
+                }
+            }
+        }
+        let most = patterns.iter().filter_map(|p| Self::count(p)).max().unwrap_or(0);
+        Listing {
+            patterns,
+            most,
+            cursor: from,
+        }
+    }
+
+    /// Where the next number would come from.
+    pub fn cursor(&self) -> ListingCursor {
+        self.cursor
+    }
+
+    /// Whether every number has been made.
+    pub fn is_done(&self) -> bool {
+        let turns = u128::from(self.cursor.index) / self.patterns.len().max(1) as u128;
+        self.patterns.is_empty() || turns >= self.most
+    }
+
+    /// How many numbers `pattern` makes (`None`: more than can be counted, so none are made).
+    fn count(pattern: &[u8]) -> Option<u128> {
+        10u128.checked_pow(pattern.iter().filter(|d| **d == b'X').count() as u32)
+    }
+
+    /// The number the `which`th pattern makes at its `turn`, if it makes that many.
+    fn number(pattern: &[u8], which: usize, turn: u128) -> Option<Vec<u8>> {
+        let count = Self::count(pattern)?;
+        if turn >= count {
+            return None;
+        }
+        let mut n = (turn * STRIDE + which as u128 * SHIFT) % count;
+        let mut digits = pattern.to_vec();
+        for d in digits.iter_mut().rev().filter(|d| **d == b'X') {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        Some(digits)
+    }
+
+    /// Whether `number` fits `pattern` (the pattern's fixed digits are the number's; of two
+    /// patterns: whether every number of the second is one of the first).
+    fn fits(pattern: &[u8], number: &[u8]) -> bool {
+        pattern.len() == number.len() && pattern.iter().zip(number).all(|(p, n)| *p == b'X' || p == n)
+    }
+}
+
+impl Iterator for Listing {
+    /// The next number, valid or not (the caller checks it against the numbering plan and the
+    /// numbers already held); `None` inside when this turn makes none (the pattern has made
+    /// all its numbers, or an earlier pattern makes this one), so that a caller bounding its
+    /// work counts it too.
+    type Item = Option<String>;
+
+    fn next(&mut self) -> Option<Option<String>> {
+        if self.is_done() {
+            return None;
+        }
+        let index = self.cursor.index;
+        self.cursor.index += 1;
+        let patterns = self.patterns.len() as u128;
+        let (turn, which) = (u128::from(index) / patterns, (u128::from(index) % patterns) as usize);
+        let made = Self::number(&self.patterns[which], which, turn)
+            .filter(|number| !self.patterns[..which].iter().any(|p| Self::fits(p, number)))
+            .and_then(|number| String::from_utf8(number).ok());
+        Some(made)
+    }
 }
 
 /// The ISO 3166-1 country of an E.164 number, if libphonenumber knows it.
@@ -176,6 +313,65 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The numbers a listing makes from `templates` and `preference`, from `from` on: each
+    /// turn's number, if it makes one.
+    fn listed(templates: &[&str], preference: Option<&NumberPreference>, from: ListingCursor) -> Listing {
+        let templates: Vec<String> = templates.iter().map(|t| t.to_string()).collect();
+        Listing::new(&templates, preference, from)
+    }
+
+    /// A listing makes every number of its templates once, each fitting its template, and
+    /// then ends; a page resumed from its cursor goes on with the same numbers.
+    #[test]
+    fn a_listing_makes_every_number_once_and_resumes_where_it_stood() {
+        let templates = ["+1206555XXXX", "+1425555XXX1"];
+        let all: Vec<String> = listed(&templates, None, ListingCursor::default()).flatten().collect();
+        assert_eq!(all.len(), 10_000 + 1_000);
+        let unique: std::collections::BTreeSet<&String> = all.iter().collect();
+        assert_eq!(unique.len(), all.len(), "a number made twice");
+        assert!(all
+            .iter()
+            .all(|n| n.starts_with("+1206555") || (n.starts_with("+1425555") && n.ends_with('1'))));
+        assert_ne!(
+            all[..10].iter().filter(|n| n.starts_with("+1206")).count(),
+            10,
+            "the area codes take turns"
+        );
+
+        let mut first = listed(&templates, None, ListingCursor::default());
+        let page: Vec<Option<String>> = first.by_ref().take(20).collect();
+        let resumed = ListingCursor::from_token(&first.cursor().to_token()).expect("a token reads back");
+        let rest: Vec<Option<String>> = listed(&templates, None, resumed).take(30).collect();
+        let whole: Vec<Option<String>> = listed(&templates, None, ListingCursor::default()).take(50).collect();
+        assert_eq!([page, rest].concat(), whole);
+        assert_eq!(ListingCursor::from_token("7"), None);
+        assert_eq!(ListingCursor::from_token("a:1"), None);
+    }
+
+    /// With a preference, only numbers that have the digits where it says are made; a number
+    /// with the digits at two places is made once; an exact number is made once, or not at all.
+    #[test]
+    fn a_listing_honours_the_preference() {
+        let pref = |kind, v: &str| NumberPreference {
+            kind,
+            values: vec![v.to_string()],
+        };
+        let contains = pref(PreferenceType::Contains, "77");
+        let all: Vec<String> = listed(&["+1206555XXXX"], Some(&contains), ListingCursor::default())
+            .flatten()
+            .collect();
+        let expected = (0..10_000).filter(|n| format!("+1206555{n:04}").contains("77")).count();
+        assert_eq!(all.len(), expected);
+        assert_eq!(all.iter().collect::<std::collections::BTreeSet<_>>().len(), expected);
+        let exact = pref(PreferenceType::ExactMatch, "+12065550123");
+        let made: Vec<String> = listed(&["+1206555XXXX", "+1206XXXXXXX"], Some(&exact), ListingCursor::default())
+            .flatten()
+            .collect();
+        assert_eq!(made, ["+12065550123"]);
+        let elsewhere = pref(PreferenceType::StartsWith, "+44");
+        assert_eq!(listed(&["+1206555XXXX"], Some(&elsewhere), ListingCursor::default()).count(), 0);
     }
 
     #[test]

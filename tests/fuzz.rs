@@ -45,6 +45,7 @@ const OPERATIONS: &[&str] = &[
     "ReleaseSenderId",
     "UpdateSenderId",
     "DescribeSenderIds",
+    "ListAvailablePhoneNumbers",
     // Operations of the model this service does not carry out, and names that are no operation.
     "CreateConfigurationSet",
     "NoSuchOperation",
@@ -111,6 +112,15 @@ fn template(operation: &str, known: &[String], pools: &[String], rng: &mut StdRn
             "SenderIds": [{"SenderId": "Fuzz", "IsoCountryCode": "US"}], "MaxResults": rng.gen_range(1..20),
             "Filters": [{"Name": "registered", "Values": ["false"]}]
         }),
+        "ListAvailablePhoneNumbers" => {
+            let kind = ["StartsWith", "EndsWith", "Contains", "ExactMatch", "Nope"][rng.gen_range(0..5)];
+            let country = ["US", "GB"][rng.gen_range(0..2)];
+            json!({
+                "IsoCountryCode": country, "NumberCapabilities": ["SMS"], "NumberType": "TEN_DLC",
+                "MaxResults": rng.gen_range(1..11),
+                "NumberPreference": [{"PreferenceType": [kind], "Filter": [format!("{}", rng.gen_range(0..100_000))]}]
+            })
+        }
         _ => json!({"Anything": number}),
     }
 }

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+
 use common::request;
 
 use aws_sdk_pinpointsmsvoicev2::error::ProvideErrorMetadata;
@@ -785,6 +787,91 @@ async fn number_preferences_and_unavailable_countries() {
         .await
         .expect_err("no supply");
     assert_eq!(err.code(), Some("ValidationException"));
+}
+
+/// ListAvailablePhoneNumbers: pages of numbers nobody holds, each listed once, matching the
+/// preference; the SDK's paginator comes to an end (a listing lists 100 at most); a listed
+/// number can be requested (ExactMatch) and is then no longer listed, to any account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn available_numbers_are_listed_once_and_not_once_requested() {
+    use aws_sdk_pinpointsmsvoicev2::types::{NumberPreferenceItem, PreferenceType, SearchableNumberType};
+    let server = TestServer::start();
+    let c = server.client(ACCOUNT);
+    let preference = |kind: PreferenceType, value: &str| {
+        NumberPreferenceItem::builder()
+            .filter(value)
+            .preference_type(kind)
+            .build()
+            .expect("preference")
+    };
+    let list = |c: &aws_sdk_pinpointsmsvoicev2::Client| {
+        c.list_available_phone_numbers()
+            .iso_country_code("US")
+            .number_capabilities(NumberCapability::Sms)
+            .number_type(SearchableNumberType::TenDlc)
+    };
+
+    let mut all = Vec::new();
+    let mut pages = list(&c).max_results(7).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.expect("a page");
+        assert!(page.available_phone_numbers().len() <= 7);
+        all.extend(page.available_phone_numbers().iter().cloned());
+    }
+    assert_eq!(all.len(), 100, "a listing ends after 100 numbers");
+    let unique: BTreeSet<&String> = all.iter().collect();
+    assert_eq!(unique.len(), all.len(), "a number listed twice");
+    assert!(all.iter().all(|n| n.starts_with("+1") && n.len() == 12), "{all:?}");
+    let first_page = list(&c).send().await.expect("first page");
+    assert_eq!(
+        first_page.available_phone_numbers(),
+        &all[..10],
+        "the same listing for every page size"
+    );
+
+    // Requested (by any account), a listed number is no longer listed.
+    let chosen = all[3].clone();
+    let other = server.client(OTHER_ACCOUNT);
+    let leased = other
+        .request_phone_number()
+        .iso_country_code("US")
+        .message_type(MessageType::Transactional)
+        .number_capabilities(NumberCapability::Sms)
+        .number_type(RequestableNumberType::TenDlc)
+        .number_preference(preference(PreferenceType::ExactMatch, &chosen))
+        .send()
+        .await
+        .expect("the listed number");
+    assert_eq!(leased.phone_number(), Some(chosen.as_str()));
+    let again = list(&c).send().await.expect("listed again");
+    assert!(!again.available_phone_numbers().contains(&chosen));
+    assert_eq!(again.available_phone_numbers()[3], all[4]);
+    let exact = list(&c)
+        .number_preference(preference(PreferenceType::ExactMatch, &chosen))
+        .send()
+        .await
+        .expect("exact");
+    assert!(exact.available_phone_numbers().is_empty() && exact.next_token().is_none());
+
+    let ending = list(&c)
+        .number_preference(preference(PreferenceType::EndsWith, "4242"))
+        .send()
+        .await
+        .expect("ending");
+    assert_eq!(ending.available_phone_numbers().len(), 10);
+    assert!(ending.available_phone_numbers().iter().all(|n| n.ends_with("4242")));
+
+    // A token is for its own listing only; a country the service does not supply is refused.
+    let token = first_page.next_token().expect("more").to_string();
+    let other_listing = list(&c)
+        .number_preference(preference(PreferenceType::EndsWith, "4242"))
+        .next_token(token)
+        .send()
+        .await
+        .expect_err("a token of another listing");
+    assert_eq!(other_listing.code(), Some("ValidationException"));
+    let nowhere = list(&c).iso_country_code("JP").send().await.expect_err("no supply");
+    assert_eq!(nowhere.code(), Some("ValidationException"));
 }
 
 /// Stop the server, start it on the same directory: everything is as before, rebuilt by replay.

@@ -20,7 +20,7 @@ use crate::domain::sender_id::SenderId;
 use crate::domain::types::{MessageType, NumberCapability, NumberStatus, NumberType, PoolStatus, Tag, ValidationReason};
 use crate::domain::{CommandMeta, Rejection, ResourceKind};
 use crate::model::model;
-use crate::numbering::{NumberPreference, PreferenceType};
+use crate::numbering::{ListingCursor, NumberPreference, PreferenceType};
 use crate::projection::OptOutListView;
 use crate::service::{Identity, KeywordChange, LifecycleService, NewNumber, NewOptOutList, NewPool, NewSenderId, TagChange};
 use crate::views::{opt_out_list_info, opted_out_info, phone_number_info, pool_info, sender_id_info};
@@ -88,6 +88,7 @@ async fn dispatch_unbound(operation: &str, input: Value, meta: &CommandMeta, api
             phone_number_info(&service.release_phone_number(meta, &i.phone_number_id).await.map_err(failed)?)
         }
         "DescribePhoneNumbers" => return describe_phone_numbers(ListInput::parse(input, "PhoneNumberIds")?, meta, api).await,
+        "ListAvailablePhoneNumbers" => return list_available_phone_numbers(parse(input)?, meta, api).await,
         "CreatePool" => {
             let i: CreatePoolInput = parse(input)?;
             let spec = NewPool {
@@ -363,6 +364,19 @@ struct RequestPhoneNumberInput {
     tags: Option<Vec<Tag>>,
 }
 
+/// `ListAvailablePhoneNumbers`. `NumberCapabilities` filters nothing (a number of the supply
+/// is made with whatever capabilities its request asks for), and `RegistrationId` is only
+/// validated, as `RequestPhoneNumber` only records it.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListAvailablePhoneNumbersInput {
+    iso_country_code: String,
+    max_results: Option<usize>,
+    next_token: Option<String>,
+    number_preference: Option<Vec<PreferenceItem>>,
+    number_type: NumberType,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct UpdatePhoneNumberInput {
@@ -570,23 +584,24 @@ struct ListPoolOriginationIdentitiesInput {
     pool_id: String,
 }
 
+/// A request's `NumberPreference` (the model allows one item at most).
+fn number_preference(items: Option<&[PreferenceItem]>) -> Result<Option<NumberPreference>, AwsJsonError> {
+    let Some([item]) = items else { return Ok(None) };
+    let kind = item.preference_type.first().and_then(|t| PreferenceType::parse(t)).ok_or_else(|| {
+        AwsJsonError::validation(
+            ValidationReason::InvalidParameter,
+            "NumberPreference[0].PreferenceType",
+            "unknown preference type",
+        )
+    })?;
+    Ok(Some(NumberPreference {
+        kind,
+        values: item.filter.clone(),
+    }))
+}
+
 fn new_number(i: RequestPhoneNumberInput, meta: &CommandMeta) -> Result<NewNumber, AwsJsonError> {
-    let preference = match i.number_preference.as_deref() {
-        Some([item]) => {
-            let kind = item.preference_type.first().and_then(|t| PreferenceType::parse(t)).ok_or_else(|| {
-                AwsJsonError::validation(
-                    ValidationReason::InvalidParameter,
-                    "NumberPreference[0].PreferenceType",
-                    "unknown preference type",
-                )
-            })?;
-            Some(NumberPreference {
-                kind,
-                values: item.filter.clone(),
-            })
-        }
-        _ => None,
-    };
+    let preference = number_preference(i.number_preference.as_deref())?;
     // The model allows a capability twice; a number has each at most once.
     let mut capabilities = i.number_capabilities;
     let mut seen = BTreeSet::new();
@@ -1087,6 +1102,39 @@ async fn describe_opted_out_numbers(
         "OptedOutNumbers".into(),
         Value::Array(page.into_iter().map(|m| model().project("OptedOutNumberInformation", m)).collect()),
     );
+    Ok(trim(OP, out))
+}
+
+/// `ListAvailablePhoneNumbers`: the numbers of the configured supply that nobody holds, in an
+/// order that is the same for every caller ([`crate::numbering::Listing`]); the `NextToken`
+/// carries where the listing stands.
+async fn list_available_phone_numbers(
+    input: ListAvailablePhoneNumbersInput,
+    meta: &CommandMeta,
+    api: &ApiState,
+) -> Result<Value, AwsJsonError> {
+    const OP: &str = "ListAvailablePhoneNumbers";
+    /// "If you don't specify a value, the default is 10."
+    const PAGE: usize = 10;
+    let from = match resume_after(OP, meta, api, input.next_token.as_deref())? {
+        Some(after) => ListingCursor::from_token(&after).ok_or_else(invalid_next_token)?,
+        None => ListingCursor::default(),
+    };
+    let preference = number_preference(input.number_preference.as_deref())?;
+    let (numbers, next) = api
+        .service
+        .available_numbers(
+            &input.iso_country_code,
+            input.number_type,
+            preference.as_ref(),
+            from,
+            input.max_results.unwrap_or(PAGE),
+        )
+        .await
+        .map_err(|e| AwsJsonError::from_service(e, &meta.request_id))?;
+    let mut out = Map::new();
+    out.insert("AvailablePhoneNumbers".into(), json!(numbers));
+    put_next_token(&mut out, next.map(ListingCursor::to_token), OP, meta, api);
     Ok(trim(OP, out))
 }
 

@@ -295,7 +295,7 @@ mod tests {
     #[test]
     fn the_implemented_operations_are_modelled() {
         let ops: Vec<&str> = model().operations().collect();
-        assert_eq!(ops.len(), 33, "{ops:?}");
+        assert_eq!(ops.len(), 34, "{ops:?}");
         assert!(model().has_operation("DeleteOptOutList"));
         assert!(model().has_operation("ReleasePhoneNumber"));
         assert!(!model().has_operation("CreateConfigurationSet"));

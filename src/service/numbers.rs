@@ -13,8 +13,25 @@ use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberCha
 use crate::domain::pool::{Pool, SharedSettings};
 use crate::domain::types::{ConflictReason, MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
-use crate::numbering::NumberPreference;
+use crate::numbering::{is_valid_for, Listing, ListingCursor, NumberPreference};
+use crate::projection::number_claim_key;
 use crate::store::AppendError;
+
+/// The most numbers `ListAvailablePhoneNumbers` looks at for one page.
+pub const LOOK_AT_PER_PAGE: u64 = 2_000;
+/// The most numbers one listing of `ListAvailablePhoneNumbers` lists, over all its pages.
+pub const LISTING_LIMIT: u64 = 100;
+/// The most numbers one listing looks at, over all its pages.
+pub const LOOK_AT_PER_LISTING: u64 = 20_000;
+
+/// The refusal of a country and number type the configured supply does not offer.
+fn not_offered(iso_country_code: &str, number_type: NumberType) -> ServiceError {
+    ServiceError::Rejected(Rejection::validation(
+        ValidationReason::InvalidParameter,
+        "NumberType",
+        format!("{number_type} numbers are not available in {iso_country_code}"),
+    ))
+}
 
 /// What became of the join a `RequestPhoneNumber` into a pool asked for, as the number's
 /// history tells it.
@@ -106,13 +123,10 @@ impl LifecycleService {
             None => None,
         };
 
-        let supply = self.picker.supply(&spec.iso_country_code, spec.number_type).ok_or_else(|| {
-            ServiceError::Rejected(Rejection::validation(
-                ValidationReason::InvalidParameter,
-                "NumberType",
-                format!("{} numbers are not available in {}", spec.number_type, spec.iso_country_code),
-            ))
-        })?;
+        let supply = self
+            .picker
+            .supply(&spec.iso_country_code, spec.number_type)
+            .ok_or_else(|| not_offered(&spec.iso_country_code, spec.number_type))?;
         let price = supply.price.clone();
         // A number requested into a pool takes the settings it must share with the pool ("The
         // configuration of every phone number that you add to a pool has to match ..."): its
@@ -202,6 +216,45 @@ impl LifecycleService {
                 spec.iso_country_code, spec.number_type
             ),
         )))
+    }
+
+    /// `ListAvailablePhoneNumbers`: up to `limit` numbers nobody holds, valid numbers of the
+    /// country and type, matching the preference, going on from `from`; and where to go on
+    /// from when more may follow. A page looks at [`LOOK_AT_PER_PAGE`] numbers at most (it can
+    /// come back short, with a cursor); a listing ends after [`LISTING_LIMIT`] numbers, or
+    /// [`LOOK_AT_PER_LISTING`] looked at, so that an SDK's paginator comes to an end.
+    pub async fn available_numbers(
+        &self,
+        iso_country_code: &str,
+        number_type: NumberType,
+        preference: Option<&NumberPreference>,
+        from: ListingCursor,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<ListingCursor>), ServiceError> {
+        let supply = self
+            .picker
+            .supply(iso_country_code, number_type)
+            .ok_or_else(|| not_offered(iso_country_code, number_type))?;
+        let mut listing = Listing::new(&supply.templates, preference, from);
+        let page_ends_at = from.index.saturating_add(LOOK_AT_PER_PAGE).min(LOOK_AT_PER_LISTING);
+        let mut page = Vec::new();
+        let mut listed = from.listed;
+        while page.len() < limit && listed < LISTING_LIMIT && listing.cursor().index < page_ends_at {
+            let Some(made) = listing.next() else { break };
+            let Some(number) = made.filter(|n| is_valid_for(n, iso_country_code, number_type)) else {
+                continue;
+            };
+            if self.store.index_get(&number_claim_key(&number)).await?.is_none() {
+                page.push(number);
+                listed += 1;
+            }
+        }
+        let cursor = ListingCursor {
+            index: listing.cursor().index,
+            listed,
+        };
+        let more = !listing.is_done() && listed < LISTING_LIMIT && cursor.index < LOOK_AT_PER_LISTING;
+        Ok((page, more.then_some(cursor)))
     }
 
     /// The number an earlier request with the same client token created, if this request asks
