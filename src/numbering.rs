@@ -93,6 +93,8 @@ fn placements(template: &str, preference: Option<&NumberPreference>) -> Vec<Vec<
     let body = digits.len().saturating_sub(1); // after '+'
     let mut placed = Vec::new();
     for value in &p.values {
+        // A value with its `+` is anchored at the start of the number, wherever it is asked for.
+        let anchored = value.starts_with('+');
         let value: Vec<u8> = value.bytes().filter(u8::is_ascii_digit).collect();
         if value.len() > body {
             continue;
@@ -102,6 +104,7 @@ fn placements(template: &str, preference: Option<&NumberPreference>) -> Vec<Vec<
             PreferenceType::EndsWith => vec![body - value.len()],
             PreferenceType::ExactMatch if value.len() == body => vec![0],
             PreferenceType::ExactMatch => vec![],
+            PreferenceType::Contains if anchored => vec![0],
             PreferenceType::Contains => (0..=body - value.len()).collect(),
         };
         for off in offsets {
@@ -135,31 +138,43 @@ fn fill(template: &str, preference: Option<&NumberPreference>, rng: &mut impl Rn
     String::from_utf8(digits).ok()
 }
 
-/// Where a listing of the numbers a supply can make stands: `index` numbers made (looked at)
-/// so far, `listed` of them listed.
+/// Where a listing of the numbers a supply can make stands: it began at `start` of the
+/// supply's order, has made (looked at) `index` numbers since, and listed `listed` of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ListingCursor {
+    pub start: u128,
     pub index: u64,
     pub listed: u64,
 }
 
 impl ListingCursor {
+    /// A listing from `start` (any number: it is taken modulo the supply's size).
+    pub fn from_start(start: u128) -> Self {
+        ListingCursor {
+            start,
+            ..Default::default()
+        }
+    }
+
     /// As a page token carries it.
     pub fn to_token(self) -> String {
-        format!("{}:{}", self.index, self.listed)
+        format!("{}:{}:{}", self.start, self.index, self.listed)
     }
 
     pub fn from_token(token: &str) -> Option<Self> {
-        let (index, listed) = token.split_once(':')?;
-        Some(ListingCursor {
-            index: index.parse().ok()?,
-            listed: listed.parse().ok()?,
-        })
+        let mut parts = token.split(':');
+        let cursor = ListingCursor {
+            start: parts.next()?.parse().ok()?,
+            index: parts.next()?.parse().ok()?,
+            listed: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(cursor)
     }
 }
 
-/// Every number a supply can make that matches a preference, each once, in an order that is
-/// the same for every caller and every page, from a cursor: `ListAvailablePhoneNumbers`.
+/// Every number a supply can make that matches a preference, each once, from a cursor:
+/// `ListAvailablePhoneNumbers`. The supply's numbers are in one fixed order, taken as a circle:
+/// a listing begins anywhere on it (its cursor's `start`) and goes round once at most.
 ///
 /// The patterns (a template with the preferred digits placed) take turns, one number each, so
 /// that a page shows every area code of the supply. A pattern with `f` free digits makes, at
@@ -169,8 +184,8 @@ impl ListingCursor {
 /// `Contains` value found at two offsets) is made by the first of them only.
 pub struct Listing {
     patterns: Vec<Vec<u8>>,
-    /// The most numbers a pattern makes: once every pattern's turns are past it, all are made.
-    most: u128,
+    /// The turns times the patterns: the most numbers a pattern makes, for each pattern.
+    size: u128,
     cursor: ListingCursor,
 }
 
@@ -192,9 +207,10 @@ impl Listing {
             }
         }
         let most = patterns.iter().filter_map(|p| Self::count(p)).max().unwrap_or(0);
+        let size = most.saturating_mul(patterns.len() as u128);
         Listing {
             patterns,
-            most,
+            size,
             cursor: from,
         }
     }
@@ -204,10 +220,9 @@ impl Listing {
         self.cursor
     }
 
-    /// Whether every number has been made.
+    /// Whether every number has been made (the listing went round once).
     pub fn is_done(&self) -> bool {
-        let turns = u128::from(self.cursor.index) / self.patterns.len().max(1) as u128;
-        self.patterns.is_empty() || turns >= self.most
+        u128::from(self.cursor.index) >= self.size
     }
 
     /// How many numbers `pattern` makes (`None`: more than can be counted, so none are made).
@@ -248,10 +263,10 @@ impl Iterator for Listing {
         if self.is_done() {
             return None;
         }
-        let index = self.cursor.index;
+        let at = (self.cursor.start % self.size + u128::from(self.cursor.index)) % self.size;
         self.cursor.index += 1;
         let patterns = self.patterns.len() as u128;
-        let (turn, which) = (u128::from(index) / patterns, (u128::from(index) % patterns) as usize);
+        let (turn, which) = (at / patterns, (at % patterns) as usize);
         let made = Self::number(&self.patterns[which], which, turn)
             .filter(|number| !self.patterns[..which].iter().any(|p| Self::fits(p, number)))
             .and_then(|number| String::from_utf8(number).ok());
@@ -346,8 +361,15 @@ mod tests {
         let rest: Vec<Option<String>> = listed(&templates, None, resumed).take(30).collect();
         let whole: Vec<Option<String>> = listed(&templates, None, ListingCursor::default()).take(50).collect();
         assert_eq!([page, rest].concat(), whole);
-        assert_eq!(ListingCursor::from_token("7"), None);
-        assert_eq!(ListingCursor::from_token("a:1"), None);
+        let elsewhere: Vec<String> = listed(&templates, None, ListingCursor::from_start(u128::MAX - 3))
+            .flatten()
+            .collect();
+        assert_eq!(elsewhere.len(), all.len(), "a listing begun elsewhere goes round once");
+        assert_ne!(elsewhere[..10], all[..10]);
+        assert_eq!(elsewhere.iter().collect::<std::collections::BTreeSet<_>>().len(), all.len());
+        assert_eq!(ListingCursor::from_token("7:1"), None);
+        assert_eq!(ListingCursor::from_token("a:1:2"), None);
+        assert_eq!(ListingCursor::from_token("1:2:3:4"), None);
     }
 
     /// With a preference, only numbers that have the digits where it says are made; a number

@@ -594,6 +594,14 @@ fn number_preference(items: Option<&[PreferenceItem]>) -> Result<Option<NumberPr
             "unknown preference type",
         )
     })?;
+    // "Max 1 for pattern types (StartsWith/EndsWith/Contains), max 10 for ExactMatch."
+    if kind != PreferenceType::ExactMatch && item.filter.len() > 1 {
+        return Err(AwsJsonError::validation(
+            ValidationReason::InvalidParameter,
+            "NumberPreference[0].Filter",
+            "a StartsWith, EndsWith or Contains preference takes one value",
+        ));
+    }
     Ok(Some(NumberPreference {
         kind,
         values: item.filter.clone(),
@@ -1118,7 +1126,7 @@ async fn list_available_phone_numbers(
     const PAGE: usize = 10;
     let from = match resume_after(OP, meta, api, input.next_token.as_deref())? {
         Some(after) => ListingCursor::from_token(&after).ok_or_else(invalid_next_token)?,
-        None => ListingCursor::default(),
+        None => ListingCursor::from_start(rand::random()),
     };
     let preference = number_preference(input.number_preference.as_deref())?;
     let (numbers, next) = api

@@ -12,7 +12,7 @@ use crate::domain::opt_out_list::DEFAULT_LIST;
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState, PoolToJoin};
 use crate::domain::pool::{Pool, SharedSettings};
 use crate::domain::types::{ConflictReason, MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
-use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
+use crate::domain::{Aggregate, CommandMeta, Rejection, ResourceKind, Scope};
 use crate::numbering::{is_valid_for, Listing, ListingCursor, NumberPreference};
 use crate::projection::number_claim_key;
 use crate::store::AppendError;
@@ -35,6 +35,7 @@ fn not_offered(iso_country_code: &str, number_type: NumberType) -> ServiceError 
 
 /// What became of the join a `RequestPhoneNumber` into a pool asked for, as the number's
 /// history tells it.
+#[derive(Debug, Clone, PartialEq)]
 enum RequestedJoin {
     /// Refused, and the number withdrawn: the request answered this refusal (the first
     /// withdrawal's).
@@ -48,6 +49,98 @@ enum RequestedJoin {
     NotBegun,
     /// Only changes of other pools.
     Other,
+}
+
+/// The history of a number a request into a pool made, read in order up to some version: the
+/// number as it stood then and what had become of the request's join, from the same events,
+/// so the two always agree (two reads could straddle another attempt's step).
+struct JoinHistory {
+    pool_id: String,
+    state: PhoneNumberState,
+    /// The next version to read.
+    from: u64,
+    withdrawn: Option<Rejection>,
+    joined: bool,
+    refusal: Option<Rejection>,
+    any_pool_change: bool,
+}
+
+impl JoinHistory {
+    fn new(pool_id: &str) -> Self {
+        JoinHistory {
+            pool_id: pool_id.to_string(),
+            state: PhoneNumberState::default(),
+            from: 1,
+            withdrawn: None,
+            joined: false,
+            refusal: None,
+            any_pool_change: false,
+        }
+    }
+
+    /// Reads the events of `id` written since the last read.
+    async fn read_on(&mut self, service: &LifecycleService, id: &str) -> Result<(), ServiceError> {
+        const CHUNK: usize = 256;
+        loop {
+            let chunk = service.store.read_stream(id, self.from, CHUNK).await?;
+            for e in &chunk {
+                self.from = e.version.saturating_add(1);
+                let event: PhoneNumberEvent = decode_event(e)?;
+                match &event {
+                    PhoneNumberEvent::RequestWithdrawn { reason, .. } if self.withdrawn.is_none() => self.withdrawn = Some(reason.clone()),
+                    PhoneNumberEvent::Membership(change) => {
+                        self.any_pool_change = true;
+                        match change {
+                            MembershipEvent::AssociatedWithPool { pool_id } if *pool_id == self.pool_id => self.joined = true,
+                            MembershipEvent::PoolAssociationAborted { pool_id, reason }
+                            | MembershipEvent::AssociationRejected { pool_id, reason }
+                                if *pool_id == self.pool_id =>
+                            {
+                                self.refusal = Some(reason.clone())
+                            }
+                            _ => {}
+                        }
+                    }
+                    _ => {}
+                }
+                self.state = std::mem::take(&mut self.state).evolve(&event);
+            }
+            if chunk.len() < CHUNK {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether a join of the number into the pool is under way.
+    fn is_joining(&self) -> bool {
+        self.state
+            .0
+            .as_ref()
+            .is_some_and(|n| n.standing(&self.pool_id) == Some(Standing::Associating))
+    }
+
+    /// Whether the number is live and in no pool, nor joining or leaving one.
+    fn is_outside(&self) -> bool {
+        self.state
+            .0
+            .as_ref()
+            .is_some_and(|n| n.status == NumberStatus::Active && n.standings().is_empty())
+    }
+
+    fn outcome(&self) -> RequestedJoin {
+        match (&self.withdrawn, self.joined, &self.refusal) {
+            (Some(first), _, _) => RequestedJoin::Withdrawn(first.clone()),
+            (None, true, _) => RequestedJoin::Joined,
+            (None, false, Some(latest)) => RequestedJoin::Refused(latest.clone()),
+            (None, false, None) if !self.any_pool_change => RequestedJoin::NotBegun,
+            (None, false, None) => RequestedJoin::Other,
+        }
+    }
+
+    /// The number as the history leaves it.
+    fn into_number(self, id: &str) -> Result<PhoneNumber, ServiceError> {
+        self.state.0.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))
+    }
 }
 
 /// What `RequestPhoneNumber` asks for (already validated against the model).
@@ -219,8 +312,10 @@ impl LifecycleService {
     }
 
     /// `ListAvailablePhoneNumbers`: up to `limit` numbers nobody holds, valid numbers of the
-    /// country and type, matching the preference, going on from `from`; and where to go on
-    /// from when more may follow. A page looks at [`LOOK_AT_PER_PAGE`] numbers at most (it can
+    /// country and type, matching the preference, going on from `from` (a new listing begins
+    /// at a random place of the supply's order, so that callers are not all offered the same
+    /// numbers, and the numbers taken do not pile up where every listing begins); and where to
+    /// go on from when more may follow. A page looks at [`LOOK_AT_PER_PAGE`] numbers at most (it can
     /// come back short, with a cursor); a listing ends after [`LISTING_LIMIT`] numbers, or
     /// [`LOOK_AT_PER_LISTING`] looked at, so that an SDK's paginator comes to an end.
     pub async fn available_numbers(
@@ -250,8 +345,8 @@ impl LifecycleService {
             }
         }
         let cursor = ListingCursor {
-            index: listing.cursor().index,
             listed,
+            ..listing.cursor()
         };
         let more = !listing.is_done() && listed < LISTING_LIMIT && cursor.index < LOOK_AT_PER_LISTING;
         Ok((page, more.then_some(cursor)))
@@ -284,13 +379,15 @@ impl LifecycleService {
         // asked. Joining is safe even if the first attempt is still on its way: the number's
         // actor takes one join at a time, and a join refused because another is under way waits
         // for that one's outcome ([`Self::refused_join`]).
-        let outcome = self.settled_join(earlier, &pool_id).await?;
-        let number = self.current_number(earlier).await?;
-        let outside = number.status == NumberStatus::Active && number.pool_id.is_none() && number.pending_pool_id.is_none();
-        match outcome {
-            RequestedJoin::Withdrawn(refusal) => return Err(ServiceError::Rejected(refusal)),
-            RequestedJoin::Refused(_) | RequestedJoin::NotBegun if outside => {}
-            _ => return Ok(number),
+        let history = self.settled_join(earlier, &pool_id).await?;
+        match (&history.outcome(), history.is_outside()) {
+            (RequestedJoin::Withdrawn(refusal), _) => return Err(ServiceError::Rejected(refusal.clone())),
+            (RequestedJoin::Joined, _) => return history.into_number(earlier),
+            // Refused, and the number kept by something else (released, or put into another
+            // pool): the request failed all the same.
+            (RequestedJoin::Refused(refusal), false) => return Err(ServiceError::Rejected(refusal.clone())),
+            (_, false) => return history.into_number(earlier),
+            (_, true) => {}
         }
         match self.live_pool(scope, &pool_id).await {
             Ok(pool) => self.join_requested(meta, earlier, &pool, spec.client_token.as_deref()).await,
@@ -320,49 +417,59 @@ impl LifecycleService {
     /// The answer to a request into `pool_id` whose join was refused (`refusal`) after it made
     /// the number `id`: the number is withdrawn, so that the failed request leaves nothing
     /// leased, and the refusal is answered — the one the first withdrawal recorded, so that
-    /// every attempt of the request answers the same. If another attempt of the request (its
-    /// retry, with the same client token) has the number joining the pool, that join's outcome
-    /// is the answer once it is known. A number put into another pool meanwhile stays leased
-    /// (the refusal is answered all the same). If the withdrawal cannot be written, that error
-    /// is the answer: the request's outcome is then unknown to its caller, whose retry (with
-    /// the same client token, as the SDKs send it) tries the join again and withdraws the
-    /// number if it is refused.
-    async fn refused_join(&self, meta: &CommandMeta, id: &str, pool_id: &str, mut refusal: Rejection) -> Result<PhoneNumber, ServiceError> {
-        // Each round follows a join of another attempt that was refused in its turn; there are
-        // only so many attempts of one request at once.
+    /// every attempt of the request answers the same. A join of another attempt of the request
+    /// (its retry, with the same client token) that is under way is waited for first: if it
+    /// joins, the number is the answer; if it is refused, its refusal (the latest the number
+    /// records for the pool) is the one withdrawn with, not this attempt's (which may only say
+    /// that the other join was under way). A number put into another pool meanwhile, or
+    /// released, is left as it is (the refusal is answered all the same). If the withdrawal
+    /// cannot be written, that error is the answer: the request's outcome is then unknown to
+    /// its caller, whose retry (with the same client token, as the SDKs send it) tries the join
+    /// again and withdraws the number if it is refused.
+    pub(super) async fn refused_join(
+        &self,
+        meta: &CommandMeta,
+        id: &str,
+        pool_id: &str,
+        refusal: Rejection,
+    ) -> Result<PhoneNumber, ServiceError> {
+        // A round ends with a withdrawal written, or refused because a join began meanwhile:
+        // the next reads what became of it. There are only so many attempts of one request.
         for _ in 0..4 {
+            let history = self.settled_join(id, pool_id).await?;
+            let reason = match history.outcome() {
+                RequestedJoin::Withdrawn(first) => return Err(ServiceError::Rejected(first)),
+                RequestedJoin::Joined => return history.into_number(id),
+                _ if !history.is_outside() => return Err(ServiceError::Rejected(refusal)),
+                RequestedJoin::Refused(latest) => latest,
+                RequestedJoin::NotBegun | RequestedJoin::Other => refusal.clone(),
+            };
             let withdraw = PhoneNumberAction::WithdrawRequest {
                 pool_id: pool_id.to_string(),
-                reason: refusal.clone(),
+                reason,
             };
-            let withdrawn = match self.number(meta, id, withdraw).await {
-                Ok(_) => true,
-                Err(ServiceError::Rejected(_)) => false,
+            match self.number(meta, id, withdraw).await {
+                Ok(_) | Err(ServiceError::Rejected(_)) => continue,
                 Err(e) => return Err(e),
-            };
-            match self.settled_join(id, pool_id).await? {
-                RequestedJoin::Withdrawn(first) => return Err(ServiceError::Rejected(first)),
-                RequestedJoin::Joined => return self.current_number(id).await,
-                RequestedJoin::Refused(latest) if !withdrawn => refusal = latest,
-                _ => return Err(ServiceError::Rejected(refusal)),
             }
         }
         Err(ServiceError::Rejected(refusal))
     }
 
-    /// What became of the join a request into `pool_id` asked for, once no join of the number
-    /// `id` into that pool is under way: waited for up to [`JOIN_WAIT`], after which the request
-    /// is refused as one still in progress (`ConflictException`), to be sent again.
-    async fn settled_join(&self, id: &str, pool_id: &str) -> Result<RequestedJoin, ServiceError> {
+    /// The history of the number `id` a request into `pool_id` made, once no join of it into
+    /// that pool is under way: waited for up to [`JOIN_WAIT`], after which the request is
+    /// refused as one still in progress (`ConflictException`), to be sent again.
+    async fn settled_join(&self, id: &str, pool_id: &str) -> Result<JoinHistory, ServiceError> {
         /// As long as a creation racing a client token is waited for: beyond the longest an
         /// append is resent.
         const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
         let started = std::time::Instant::now();
         let mut pause = std::time::Duration::from_millis(10);
+        let mut history = JoinHistory::new(pool_id);
         loop {
-            let now = self.current_number(id).await?;
-            if now.standing(pool_id) != Some(Standing::Associating) {
-                return self.requested_join(id, pool_id).await;
+            history.read_on(self, id).await?;
+            if !history.is_joining() {
+                return Ok(history);
             }
             if started.elapsed() >= JOIN_WAIT {
                 return Err(ServiceError::Rejected(Rejection::conflict(
@@ -375,44 +482,6 @@ impl LifecycleService {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(std::time::Duration::from_millis(500));
         }
-    }
-
-    /// What became of the join a request into `pool_id` asked for, from the history of the
-    /// number `id` it made.
-    async fn requested_join(&self, id: &str, pool_id: &str) -> Result<RequestedJoin, ServiceError> {
-        const CHUNK: usize = 256;
-        let (mut refusal, mut any_pool_change) = (None, false);
-        let mut from = 1;
-        loop {
-            let chunk = self.store.read_stream(id, from, CHUNK).await?;
-            for e in &chunk {
-                from = e.version.saturating_add(1);
-                let change = match decode_event(e)? {
-                    PhoneNumberEvent::RequestWithdrawn { reason, .. } => return Ok(RequestedJoin::Withdrawn(reason)),
-                    PhoneNumberEvent::Membership(change) => change,
-                    _ => continue,
-                };
-                any_pool_change = true;
-                match change {
-                    MembershipEvent::AssociatedWithPool { pool_id: joined } if joined == pool_id => return Ok(RequestedJoin::Joined),
-                    MembershipEvent::PoolAssociationAborted { pool_id: of, reason }
-                    | MembershipEvent::AssociationRejected { pool_id: of, reason }
-                        if of == pool_id =>
-                    {
-                        refusal = Some(reason)
-                    }
-                    _ => {}
-                }
-            }
-            if chunk.len() < CHUNK {
-                break;
-            }
-        }
-        Ok(match (refusal, any_pool_change) {
-            (Some(refusal), _) => RequestedJoin::Refused(refusal),
-            (None, false) => RequestedJoin::NotBegun,
-            (None, true) => RequestedJoin::Other,
-        })
     }
 
     /// `UpdatePhoneNumber`.
