@@ -93,7 +93,7 @@ fn placements(template: &str, preference: Option<&NumberPreference>) -> Vec<Vec<
     let body = digits.len().saturating_sub(1); // after '+'
     let mut placed = Vec::new();
     for value in &p.values {
-        // A value with its `+` is anchored at the start of the number, wherever it is asked for.
+        // A `Contains` value with its `+` can only be at the start of the number.
         let anchored = value.starts_with('+');
         let value: Vec<u8> = value.bytes().filter(u8::is_ascii_digit).collect();
         if value.len() > body {

@@ -1113,9 +1113,9 @@ async fn describe_opted_out_numbers(
     Ok(trim(OP, out))
 }
 
-/// `ListAvailablePhoneNumbers`: the numbers of the configured supply that nobody holds, in an
-/// order that is the same for every caller ([`crate::numbering::Listing`]); the `NextToken`
-/// carries where the listing stands.
+/// `ListAvailablePhoneNumbers`: the numbers of the configured supply that nobody holds, from a
+/// random place of the supply's order on ([`crate::numbering::Listing`]); the `NextToken`
+/// carries where the listing began and stands.
 async fn list_available_phone_numbers(
     input: ListAvailablePhoneNumbersInput,
     meta: &CommandMeta,

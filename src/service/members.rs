@@ -133,6 +133,19 @@ pub(super) fn step_pool(e: &EventEnvelope) -> Result<String, ServiceError> {
     Ok(decode_event::<MembershipEvent>(e)?.pool_id().to_string())
 }
 
+/// `action`, decided only on the aggregate as it stands at `version` (else
+/// `ExecuteError::Stale`: it has moved on since the caller read it).
+pub(super) fn decided_at<A: Aggregate>(meta: &CommandMeta, action: A::Action, version: u64) -> Execute<A> {
+    let premise: Premise<A> = std::sync::Arc::new(move |_: &A, now: u64| now == version);
+    Execute {
+        meta: meta.clone(),
+        action,
+        counter_limits: vec![],
+        premise: Some(premise),
+        otherwise: None,
+    }
+}
+
 impl LifecycleService {
     /// The stream of the caller's phone number or sender id that an `OriginationIdentity` names
     /// (a phone number by id or ARN; a sender id by ARN, or by its string with `iso`).
@@ -218,24 +231,13 @@ impl LifecycleService {
         step: MembershipAction,
         version: u64,
     ) -> Result<Identity, ServiceError> {
-        /// The step, decided only on the member at `version`.
-        fn at<A: Aggregate>(meta: &CommandMeta, action: A::Action, version: u64) -> Execute<A> {
-            let premise: Premise<A> = std::sync::Arc::new(move |_: &A, now: u64| now == version);
-            Execute {
-                meta: meta.clone(),
-                action,
-                counter_limits: vec![],
-                premise: Some(premise),
-                otherwise: None,
-            }
-        }
         if ResourceKind::SenderId.is_id(id) {
-            let command = at::<SenderIdState>(meta, step.into(), version);
+            let command = decided_at::<SenderIdState>(meta, step.into(), version);
             let state = self.execute_command(&self.sender_ids, id, Activation::Existing, command).await?;
             let sender_id = state.0.ok_or_else(|| not_found(ResourceKind::SenderId, id))?;
             Ok(Identity::SenderId(Box::new(sender_id)))
         } else {
-            let command = at::<PhoneNumberState>(meta, step.into(), version);
+            let command = decided_at::<PhoneNumberState>(meta, step.into(), version);
             let state = self.execute_command(&self.numbers, id, Activation::Existing, command).await?;
             let number = state.0.ok_or_else(|| not_found(ResourceKind::PhoneNumber, id))?;
             Ok(Identity::Number(Box::new(number)))

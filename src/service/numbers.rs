@@ -1,6 +1,7 @@
 //! `RequestPhoneNumber`, `UpdatePhoneNumber`, `ReleasePhoneNumber`.
 
 use super::error::not_found;
+use super::members::decided_at;
 use super::opt_out_lists::list_gone;
 use super::quota::{over_quota, quota_limit};
 use super::tokens::lost_token_race;
@@ -86,17 +87,24 @@ impl JoinHistory {
             for e in &chunk {
                 self.from = e.version.saturating_add(1);
                 let event: PhoneNumberEvent = decode_event(e)?;
+                let joining = self.is_joining();
                 match &event {
                     PhoneNumberEvent::RequestWithdrawn { reason, .. } if self.withdrawn.is_none() => self.withdrawn = Some(reason.clone()),
                     PhoneNumberEvent::Membership(change) => {
                         self.any_pool_change = true;
                         match change {
                             MembershipEvent::AssociatedWithPool { pool_id } if *pool_id == self.pool_id => self.joined = true,
-                            MembershipEvent::PoolAssociationAborted { pool_id, reason }
-                            | MembershipEvent::AssociationRejected { pool_id, reason }
-                                if *pool_id == self.pool_id =>
-                            {
+                            MembershipEvent::PoolAssociationAborted { pool_id, reason } if *pool_id == self.pool_id => {
                                 self.refusal = Some(reason.clone())
+                            }
+                            // Refused while a join of the pool was under way: it only says so;
+                            // that join's own end is the refusal that counts.
+                            MembershipEvent::AssociationRejected { pool_id, reason } if *pool_id == self.pool_id && !joining => {
+                                self.refusal = Some(reason.clone())
+                            }
+                            // The pool was deleted under the join: the pool is gone.
+                            MembershipEvent::DetachedFromDeletedPool { pool_id } if *pool_id == self.pool_id && joining => {
+                                self.refusal = Some(Rejection::not_found(ResourceKind::Pool, pool_id))
                             }
                             _ => {}
                         }
@@ -109,6 +117,11 @@ impl JoinHistory {
                 return Ok(());
             }
         }
+    }
+
+    /// The version of the number the history has been read up to.
+    fn version(&self) -> u64 {
+        self.from.saturating_sub(1)
     }
 
     /// Whether a join of the number into the pool is under way.
@@ -386,8 +399,10 @@ impl LifecycleService {
             // Refused, and the number kept by something else (released, or put into another
             // pool): the request failed all the same.
             (RequestedJoin::Refused(refusal), false) => return Err(ServiceError::Rejected(refusal.clone())),
-            (_, false) => return history.into_number(earlier),
-            (_, true) => {}
+            // Outside the pool and its join refused, undone or never begun: the retry joins
+            // (refused at once, with no withdrawal tried, if the number was released or put
+            // into another pool meanwhile).
+            _ => {}
         }
         match self.live_pool(scope, &pool_id).await {
             Ok(pool) => self.join_requested(meta, earlier, &pool, spec.client_token.as_deref()).await,
@@ -440,20 +455,35 @@ impl LifecycleService {
             let reason = match history.outcome() {
                 RequestedJoin::Withdrawn(first) => return Err(ServiceError::Rejected(first)),
                 RequestedJoin::Joined => return history.into_number(id),
-                _ if !history.is_outside() => return Err(ServiceError::Rejected(refusal)),
                 RequestedJoin::Refused(latest) => latest,
                 RequestedJoin::NotBegun | RequestedJoin::Other => refusal.clone(),
             };
+            if !history.is_outside() {
+                return Err(ServiceError::Rejected(reason));
+            }
+            // Decided on the number as read: if another attempt joined it since, the history
+            // is read again rather than the number taken from the pool it is now in.
             let withdraw = PhoneNumberAction::WithdrawRequest {
                 pool_id: pool_id.to_string(),
                 reason,
             };
-            match self.number(meta, id, withdraw).await {
+            let command = decided_at::<PhoneNumberState>(meta, withdraw, history.version());
+            match self.execute_command(&self.numbers, id, Activation::Existing, command).await {
                 Ok(_) | Err(ServiceError::Rejected(_)) => continue,
+                Err(ServiceError::Execute {
+                    source: ExecuteError::Stale,
+                    ..
+                }) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(ServiceError::Rejected(refusal))
+        // Attempts of this request kept changing the number: its outcome is not known yet.
+        Err(ServiceError::Rejected(Rejection::conflict(
+            ConflictReason::ResourceModificationNotAllowed,
+            ResourceKind::PhoneNumber,
+            id,
+            "is being changed by other attempts of this request; send this request again",
+        )))
     }
 
     /// The history of the number `id` a request into `pool_id` made, once no join of it into

@@ -971,39 +971,47 @@ mod tests {
     }
 
     /// A join refused only because another attempt's join was under way is withdrawn with the
-    /// refusal that other join met (the latest the number records for the pool), not with its
-    /// own, which only says that the other join was under way: every attempt answers the
-    /// pool's refusal.
+    /// refusal that other join met (its undoing's, or the pool's deletion), not with its own,
+    /// which only says that the other join was under way: every attempt answers the pool's
+    /// refusal.
     #[actix_rt::test]
     async fn a_withdrawal_records_the_pools_refusal_not_a_join_under_way() {
         let dir = tempfile::tempdir().expect("dir");
         let (service, pool) = service_with_pool(dir.path()).await;
-        let made = made_into(&service, &pool, "+12065550993", "beside").await;
-        let first = begun_now();
-        begin_join(&service, &first, &made, &pool.pool_id).await;
-        let beside = MembershipAction::BeginAssociation {
-            pool_id: pool.pool_id.clone(),
-            pool_message_type: MessageType::Transactional,
-            pool_settings: None,
-            iso_country_code: None,
-            client_token: Some("beside".into()),
-        };
-        let Err(ServiceError::Rejected(under_way)) = service.member_step(&begun_now(), &made, beside).await else {
-            panic!("a second join beside the first");
-        };
         let pools_refusal = Rejection::not_found(ResourceKind::Pool, &pool.pool_id);
-        let undo = MembershipAction::AbortAssociation {
-            pool_id: pool.pool_id.clone(),
-            reason: pools_refusal.clone(),
-        };
-        service.member_step(&first, &made, undo).await.expect("the first join undone");
-        let answered = service.refused_join(&begun_now(), &made, &pool.pool_id, under_way).await;
-        assert!(pool_gone(&answered), "{answered:?}");
-        let events = service.store.read_stream(&made, 1, usize::MAX).await.expect("read");
-        let withdrawn = events.iter().rev().find_map(|e| match crate::codec::decode_event(e) {
-            Ok(crate::domain::phone_number::PhoneNumberEvent::RequestWithdrawn { reason, .. }) => Some(reason),
-            _ => None,
-        });
-        assert_eq!(withdrawn, Some(pools_refusal));
+        let endings = [
+            MembershipAction::AbortAssociation {
+                pool_id: pool.pool_id.clone(),
+                reason: pools_refusal.clone(),
+            },
+            MembershipAction::DetachFromDeletedPool {
+                pool_id: pool.pool_id.clone(),
+            },
+        ];
+        for (i, ending) in endings.into_iter().enumerate() {
+            let token = format!("beside-{i}");
+            let made = made_into(&service, &pool, &format!("+1206555099{i}"), &token).await;
+            let first = begun_now();
+            begin_join(&service, &first, &made, &pool.pool_id).await;
+            let beside = MembershipAction::BeginAssociation {
+                pool_id: pool.pool_id.clone(),
+                pool_message_type: MessageType::Transactional,
+                pool_settings: None,
+                iso_country_code: None,
+                client_token: Some(token),
+            };
+            let Err(ServiceError::Rejected(under_way)) = service.member_step(&begun_now(), &made, beside).await else {
+                panic!("a second join beside the first");
+            };
+            service.member_step(&first, &made, ending).await.expect("the first join ended");
+            let answered = service.refused_join(&begun_now(), &made, &pool.pool_id, under_way).await;
+            assert!(pool_gone(&answered), "ending {i}: {answered:?}");
+            let events = service.store.read_stream(&made, 1, usize::MAX).await.expect("read");
+            let withdrawn = events.iter().rev().find_map(|e| match crate::codec::decode_event(e) {
+                Ok(crate::domain::phone_number::PhoneNumberEvent::RequestWithdrawn { reason, .. }) => Some(reason),
+                _ => None,
+            });
+            assert_eq!(withdrawn.as_ref(), Some(&pools_refusal), "ending {i}");
+        }
     }
 }
