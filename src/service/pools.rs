@@ -709,6 +709,16 @@ mod tests {
         assert!(joined.is_in_pool(&pool.pool_id));
     }
 
+    /// An `UpdatePool` that turns on the pool's self-managed opt-outs (which a number must then
+    /// share to join it).
+    async fn turn_on_self_managed_opt_outs(service: &LifecycleService, pool: &Pool) {
+        let changes = PoolChanges {
+            self_managed_opt_outs_enabled: Some(true),
+            ..Default::default()
+        };
+        service.update_pool(&begun_now(), &pool.pool_id, changes).await.expect("UpdatePool");
+    }
+
     /// A join decided on the pool's settings as a lagging view had them (before an `UpdatePool`
     /// that view has not seen) is refused by the pool itself, which compares the number's
     /// settings with its own as it records the member; the number's first step is undone.
@@ -717,14 +727,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let (service, seen_before) = service_with_pool(dir.path()).await;
         let joiner = number(&service).await;
-        let changes = PoolChanges {
-            self_managed_opt_outs_enabled: Some(true),
-            ..Default::default()
-        };
-        service
-            .update_pool(&begun_now(), &seen_before.pool_id, changes)
-            .await
-            .expect("UpdatePool");
+        turn_on_self_managed_opt_outs(&service, &seen_before).await;
         let joined = service.join_pool(&begun_now(), &joiner, &seen_before, None, None).await;
         assert!(refused(&joined, ConflictReason::SelfManagedOptOutsMismatch), "{joined:?}");
         let pool_events = events_of(&service, &seen_before.pool_id).await;
@@ -906,14 +909,7 @@ mod tests {
             ..Default::default()
         };
         service.update_phone_number(&begun_now(), &made, protect).await.expect("protected");
-        let changes = PoolChanges {
-            self_managed_opt_outs_enabled: Some(true),
-            ..Default::default()
-        };
-        service
-            .update_pool(&begun_now(), &seen_before.pool_id, changes)
-            .await
-            .expect("UpdatePool");
+        turn_on_self_managed_opt_outs(&service, &seen_before).await;
         let answered = service.join_requested(&begun_now(), &made, &seen_before, Some("changed")).await;
         assert!(refused(&answered, ConflictReason::SelfManagedOptOutsMismatch), "{answered:?}");
         assert_eq!(status(made.clone()).await, NumberStatus::Deleted);
