@@ -1,6 +1,7 @@
 // The phone-number lifecycle through the AWS SDK for JavaScript v3 against phone-ledger:
 // request, describe with filters and the paginator, update, release refused then accepted, pools,
-// and the errors with their Reason. Usage: node lifecycle.mjs http://127.0.0.1:PORT
+// and the errors with their Reason; the available numbers through their paginator, one of them
+// then requested. Usage: node lifecycle.mjs http://127.0.0.1:PORT
 import assert from "node:assert/strict";
 import {
   PinpointSMSVoiceV2Client,
@@ -14,6 +15,7 @@ import {
   ListPoolOriginationIdentitiesCommand,
   DeletePoolCommand,
   paginateDescribePhoneNumbers,
+  paginateListAvailablePhoneNumbers,
 } from "@aws-sdk/client-pinpoint-sms-voice-v2";
 
 const endpoint = process.argv[2];
@@ -120,5 +122,27 @@ const gone = await refusal(client.send(new ReleasePhoneNumberCommand({ PhoneNumb
 assert.equal(gone.name, "ResourceNotFoundException");
 assert.equal(gone.ResourceType, "phone-number");
 assert.equal(gone.$metadata.httpStatusCode, 400);
+
+// The available numbers: the paginator comes to an end, each number once; one of them is
+// requested by its digits (ExactMatch).
+const available = [];
+for await (const page of paginateListAvailablePhoneNumbers(
+  { client, pageSize: 10 },
+  { IsoCountryCode: "US", NumberCapabilities: ["SMS"], NumberType: "TEN_DLC" },
+)) {
+  available.push(...page.AvailablePhoneNumbers);
+}
+assert.equal(available.length, 100);
+assert.equal(new Set(available).size, available.length, "a number listed twice");
+const chosen = await client.send(
+  new RequestPhoneNumberCommand({
+    IsoCountryCode: "US",
+    MessageType: "TRANSACTIONAL",
+    NumberCapabilities: ["SMS"],
+    NumberType: "TEN_DLC",
+    NumberPreference: [{ PreferenceType: ["ExactMatch"], Filter: [available[2]] }],
+  }),
+);
+assert.equal(chosen.PhoneNumber, available[2]);
 
 console.log("js-sdk: ok");
