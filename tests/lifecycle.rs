@@ -757,6 +757,7 @@ async fn a_client_token_reused_with_other_parameters_is_refused() {
     }
 }
 
+/// Number preferences; a country the service does not supply; a SIMULATOR number is transactional.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn number_preferences_and_unavailable_countries() {
     let server = TestServer::start();
@@ -787,6 +788,19 @@ async fn number_preferences_and_unavailable_countries() {
         .await
         .expect_err("no supply");
     assert_eq!(err.code(), Some("ValidationException"));
+    // "When you request a SIMULATOR phone number, you must set MessageType as TRANSACTIONAL."
+    let simulator = |message_type| {
+        c.request_phone_number()
+            .iso_country_code("US")
+            .message_type(message_type)
+            .number_capabilities(NumberCapability::Sms)
+            .number_type(RequestableNumberType::Simulator)
+            .send()
+    };
+    let promotional = simulator(MessageType::Promotional).await.expect_err("promotional");
+    assert_eq!(promotional.code(), Some("ValidationException"));
+    let made = simulator(MessageType::Transactional).await.expect("transactional");
+    assert_eq!(made.number_type(), Some(&RequestableNumberType::Simulator));
 }
 
 /// ListAvailablePhoneNumbers: pages of numbers nobody holds, each listed once, matching the

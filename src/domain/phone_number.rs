@@ -401,13 +401,21 @@ impl PhoneNumberState {
 
     /// `Request`: starts the stream, unless the pool the number is requested into has another
     /// message type or other shared settings (refused as the pool's conflict, before the number
-    /// exists).
+    /// exists). "When you request a SIMULATOR phone number, you must set MessageType as
+    /// TRANSACTIONAL."
     fn decide_request(&self, number: &PhoneNumber, into_pool: Option<&PoolToJoin>) -> Result<Vec<PhoneNumberEvent>, Rejection> {
         if let Some(n) = &self.0 {
             return Err(conflict(
                 ConflictReason::ResourceAlreadyExists,
                 &n.phone_number_id,
                 "already exists",
+            ));
+        }
+        if number.number_type == NumberType::Simulator && number.message_type != MessageType::Transactional {
+            return Err(Rejection::validation(
+                ValidationReason::InvalidParameter,
+                "MessageType",
+                "a SIMULATOR phone number is requested with MessageType TRANSACTIONAL",
             ));
         }
         if let Some(pool) = into_pool {
@@ -694,6 +702,24 @@ mod tests {
             .when(A::request(number(), None))
             .then(&[requested()]);
         assert_eq!(s.0.map(|n| n.status), Some(NumberStatus::Active));
+    }
+
+    /// RequestPhoneNumber: "When you request a SIMULATOR phone number, you must set
+    /// MessageType as TRANSACTIONAL."
+    #[test]
+    fn a_simulator_number_is_transactional_only() {
+        let simulator = |message_type| PhoneNumber {
+            number_type: NumberType::Simulator,
+            message_type,
+            ..number()
+        };
+        given::<PhoneNumberState>(ID, &[])
+            .when(A::request(simulator(MessageType::Promotional), None))
+            .then_reject(|r| matches!(r, Rejection::Validation { .. }));
+        let made = simulator(MessageType::Transactional);
+        given::<PhoneNumberState>(ID, &[])
+            .when(A::request(made.clone(), None))
+            .then(&[E::PhoneNumberRequested(Box::new(made))]);
     }
 
     #[test]
