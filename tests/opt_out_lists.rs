@@ -92,6 +92,21 @@ async fn a_lists_lifecycle_with_its_refusals() {
         .await
         .expect("shared");
     assert!(shared.opt_out_lists().is_empty());
+    // "The Owner and OptOutListNames parameters can't be used at the same time."
+    let both = c
+        .describe_opt_out_lists()
+        .owner(aws_sdk_pinpointsmsvoicev2::types::Owner::SelfValue)
+        .opt_out_list_names("marketing")
+        .send()
+        .await
+        .expect_err("Owner with names");
+    match both.into_service_error() {
+        aws_sdk_pinpointsmsvoicev2::operation::describe_opt_out_lists::DescribeOptOutListsError::ValidationException(e) => assert_eq!(
+            e.reason(),
+            Some(&aws_sdk_pinpointsmsvoicev2::types::ValidationExceptionReason::ParametersCannotBeUsedTogether)
+        ),
+        other => panic!("{other:?}"),
+    }
 
     // A number names the list: deleting it is refused while the number lives.
     let number = number_on_list(&c, "marketing").await.expect("number on the list");

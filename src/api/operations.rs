@@ -208,6 +208,17 @@ async fn dispatch_unbound(operation: &str, input: Value, meta: &CommandMeta, api
                 _ => Channel::Media,
             };
             let i: SendMessageInput = parse(input)?;
+            // "TEXT: This is the default value. When used the maximum character limit is 3000."
+            // (the model's 6,000 is SSML's).
+            const TEXT_LIMIT: usize = 3000;
+            let text = channel == Channel::Voice && i.message_body_text_type.as_deref() != Some("SSML");
+            if text && i.message_body.as_ref().is_some_and(|b| b.chars().count() > TEXT_LIMIT) {
+                return Err(AwsJsonError::validation(
+                    ValidationReason::MaximumSizeExceeded,
+                    "MessageBody",
+                    format!("a TEXT voice message is at most {TEXT_LIMIT} characters (SSML: 6000)"),
+                ));
+            }
             let origination_identity = match i.origination_identity {
                 Some(o) => o,
                 // SendTextMessage may leave the choice to the service: a live number of the
@@ -543,6 +554,8 @@ struct SendMessageInput {
     dry_run: Option<bool>,
     media_urls: Option<Vec<String>>,
     message_body: Option<String>,
+    /// `SendVoiceMessage`'s `TEXT` (the default) or `SSML`.
+    message_body_text_type: Option<String>,
     message_type: Option<MessageType>,
     origination_identity: Option<String>,
     voice_id: Option<String>,
@@ -882,6 +895,19 @@ async fn list_resources<T: DeserializeOwned>(
     api: &ApiState,
     render: fn(&T) -> Map<String, Value>,
 ) -> Result<Value, AwsJsonError> {
+    let ids_member = match kind {
+        ResourceKind::PhoneNumber => "PhoneNumberIds",
+        ResourceKind::Pool => "PoolIds",
+        ResourceKind::OptOutList => "OptOutListNames",
+        ResourceKind::SenderId => "SenderIds",
+    };
+    if input.owner.is_some() && input.ids.as_ref().is_some_and(|ids| !ids.is_empty()) {
+        return Err(AwsJsonError::validation(
+            ValidationReason::ParametersCannotBeUsedTogether,
+            "Owner",
+            format!("The Owner and {ids_member} parameters can't be used at the same time"),
+        ));
+    }
     let filters = checked_filters(input.filters, kind == ResourceKind::Pool)?;
     let limit = input.max_results.unwrap_or(DEFAULT_PAGE);
     let after = resume_after(operation, meta, api, input.next_token.as_deref())?;

@@ -118,6 +118,7 @@ wire_enum!(
         TwoWayChannelNotPresent = "TWO_WAY_CHANNEL_NOT_PRESENT",
         UnknownOperation = "UNKNOWN_OPERATION",
         InvalidRequest = "INVALID_REQUEST",
+        ParametersCannotBeUsedTogether = "PARAMETERS_CANNOT_BE_USED_TOGETHER",
     }
 );
 wire_enum!(
