@@ -525,6 +525,26 @@ async fn tags_on_numbers_pools_and_lists() {
         other => panic!("{other:?}"),
     }
 
+    // Tags given at creation keep their keys unique too (a later duplicate wins), and at most 50.
+    let created = c
+        .create_opt_out_list()
+        .opt_out_list_name("twice")
+        .tags(tag("env", "dev"))
+        .tags(tag("env", "prod"))
+        .send()
+        .await
+        .expect("created with a key twice");
+    assert_eq!(created.tags(), [tag("env", "prod")]);
+    let fifty_one: Vec<Tag> = (0..51).map(|i| tag(&format!("k{i}"), "v")).collect();
+    let over = c
+        .create_opt_out_list()
+        .opt_out_list_name("crowded")
+        .set_tags(Some(fifty_one))
+        .send()
+        .await
+        .expect_err("51 tags at creation");
+    assert_eq!(over.code(), Some("ServiceQuotaExceededException"));
+
     // Not there, or not the caller's: not found; not an ARN this service issues: validation.
     let other = server.client(OTHER_ACCOUNT);
     for arn in &arns {

@@ -18,7 +18,7 @@ use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
 use super::ids::ResourceKind;
-use super::tags::{edited, TagEdit};
+use super::tags::{self, edited, TagEdit};
 use super::types::{ConflictReason, QuotaReason, Tag};
 use super::{ActionName, Aggregate, Command, Rejection};
 
@@ -226,7 +226,12 @@ impl Aggregate for OptOutListState {
                         message: format!("account {} already holds {quota} opt-out lists in {}", list.account, list.region),
                     });
                 }
-                Ok(vec![OptOutListEvent::OptOutListCreated(list.clone())])
+                // "Tag keys must be unique per resource": as TagResource would put them.
+                let tags = tags::tagged(&[], &list.tags, &list.opt_out_list_arn)?;
+                Ok(vec![OptOutListEvent::OptOutListCreated(Box::new(OptOutList {
+                    tags,
+                    ..(**list).clone()
+                }))])
             }
             OptOutListAction::EnsureDefault { list } => Ok(match self.live() {
                 Some(_) => vec![],

@@ -12,7 +12,7 @@ use super::keywords::{self, Keyword, KeywordAction};
 use super::membership::{self, Member, MembershipAction, MembershipEvent, Standing};
 use super::message::{check_send, InboundMessage, OutboundMessage, Sender};
 use super::pool::{Pool, SharedSettings};
-use super::tags::{edited, TagEdit};
+use super::tags::{self, edited, TagEdit};
 use super::types::{ConflictReason, MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
 use super::{changed, changed_optional, ActionName, Aggregate, Command, Rejection};
 
@@ -429,7 +429,12 @@ impl PhoneNumberState {
                 return Err(pool_conflict(reason, &format!("does not match the number asked for: it {why}")));
             }
         }
-        Ok(vec![PhoneNumberEvent::PhoneNumberRequested(Box::new(number.clone()))])
+        // "Tag keys must be unique per resource": as TagResource would put them.
+        let tags = tags::tagged(&[], &number.tags, &number.phone_number_arn)?;
+        Ok(vec![PhoneNumberEvent::PhoneNumberRequested(Box::new(PhoneNumber {
+            tags,
+            ..number.clone()
+        }))])
     }
 
     /// `Update`: the given members change; two-way messaging needs a channel. Refused for a
@@ -720,6 +725,34 @@ mod tests {
         given::<PhoneNumberState>(ID, &[])
             .when(A::request(made.clone(), None))
             .then(&[E::PhoneNumberRequested(Box::new(made))]);
+    }
+
+    /// "Tag keys must be unique per resource": tags given at creation are put as TagResource
+    /// puts them (a later duplicate wins), at most 50.
+    #[test]
+    fn tags_given_at_creation_have_unique_keys() {
+        let tag = |k: &str, v: &str| Tag {
+            key: k.into(),
+            value: v.into(),
+        };
+        let asked = PhoneNumber {
+            tags: vec![tag("env", "dev"), tag("team", "a"), tag("env", "prod")],
+            ..number()
+        };
+        let made = PhoneNumber {
+            tags: vec![tag("env", "prod"), tag("team", "a")],
+            ..number()
+        };
+        given::<PhoneNumberState>(ID, &[])
+            .when(A::request(asked, None))
+            .then(&[E::PhoneNumberRequested(Box::new(made))]);
+        let crowded = PhoneNumber {
+            tags: (0..51).map(|i| tag(&format!("k{i}"), "v")).collect(),
+            ..number()
+        };
+        given::<PhoneNumberState>(ID, &[])
+            .when(A::request(crowded, None))
+            .then_reject(|r| matches!(r, Rejection::QuotaExceeded { .. }));
     }
 
     #[test]

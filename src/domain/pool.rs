@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ids::{ResourceKind, Scope};
 use super::keywords::{self, Keyword};
-use super::tags::{edited, TagEdit};
+use super::tags::{self, edited, TagEdit};
 use super::types::{ConflictReason, MessageType, NumberCapability, PoolStatus, Tag};
 use super::{changed, changed_optional, ActionName, Aggregate, Command, Rejection};
 
@@ -388,7 +388,11 @@ impl Aggregate for PoolState {
         let conflict = |reason, id: &str, why: &str| Err(Rejection::conflict(reason, KIND, id, why));
         match &command.action {
             PoolAction::Create(pool) => match &self.0 {
-                None => Ok(vec![PoolEvent::PoolCreated(pool.clone())]),
+                None => {
+                    // "Tag keys must be unique per resource": as TagResource would put them.
+                    let tags = tags::tagged(&[], &pool.tags, &pool.pool_arn)?;
+                    Ok(vec![PoolEvent::PoolCreated(Box::new(Pool { tags, ..(**pool).clone() }))])
+                }
                 Some(p) if p.foreclosed => conflict(
                     ConflictReason::ResourceNotActive,
                     &p.pool_id,

@@ -24,7 +24,7 @@ use super::ids::ResourceKind;
 use super::membership::{self, Member, MembershipAction, MembershipEvent, Standing};
 use super::message::{check_send, OutboundMessage, Sender};
 use super::pool::SharedSettings;
-use super::tags::{edited, TagEdit};
+use super::tags::{self, edited, TagEdit};
 use super::types::{ConflictReason, MessageType, NumberCapability, NumberStatus, Tag};
 use super::{ActionName, Aggregate, Command, Rejection, Scope};
 
@@ -275,7 +275,12 @@ impl Aggregate for SenderIdState {
                         ),
                     });
                 }
-                Ok(vec![E::SenderIdRequested(sender_id.clone())])
+                // "Tag keys must be unique per resource": as TagResource would put them.
+                let tags = tags::tagged(&[], &sender_id.tags, &sender_id.sender_id_arn)?;
+                Ok(vec![E::SenderIdRequested(Box::new(SenderId {
+                    tags,
+                    ..(**sender_id).clone()
+                }))])
             }
             A::Update {
                 deletion_protection_enabled,
