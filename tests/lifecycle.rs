@@ -799,6 +799,17 @@ async fn number_preferences_and_unavailable_countries() {
     };
     let promotional = simulator(MessageType::Promotional).await.expect_err("promotional");
     assert_eq!(promotional.code(), Some("ValidationException"));
+    let into_no_pool = c
+        .request_phone_number()
+        .iso_country_code("US")
+        .message_type(MessageType::Promotional)
+        .number_capabilities(NumberCapability::Sms)
+        .number_type(RequestableNumberType::Simulator)
+        .pool_id("pool-00000000000000000000000000000000")
+        .send()
+        .await
+        .expect_err("promotional, into a pool that is not there");
+    assert_eq!(into_no_pool.code(), Some("ValidationException"), "the request's own fault first");
     let made = simulator(MessageType::Transactional).await.expect("transactional");
     assert_eq!(made.number_type(), Some(&RequestableNumberType::Simulator));
 }

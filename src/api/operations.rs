@@ -883,6 +883,16 @@ fn resume_after(operation: &str, meta: &CommandMeta, api: &ApiState, token: Opti
         .transpose()
 }
 
+/// "The Owner and PhoneNumberIds parameters can't be used at the same time" (and the same of
+/// the other listings' ids or names, `ids_member`).
+fn owner_with_ids(ids_member: &str) -> AwsJsonError {
+    AwsJsonError::validation(
+        ValidationReason::ParametersCannotBeUsedTogether,
+        "Owner",
+        format!("The Owner and {ids_member} parameters can't be used at the same time"),
+    )
+}
+
 /// One listing: explicit ids (each must exist) or a scan of the caller's live resources.
 #[allow(clippy::too_many_arguments)]
 async fn list_resources<T: DeserializeOwned>(
@@ -902,11 +912,7 @@ async fn list_resources<T: DeserializeOwned>(
         ResourceKind::SenderId => "SenderIds",
     };
     if input.owner.is_some() && input.ids.as_ref().is_some_and(|ids| !ids.is_empty()) {
-        return Err(AwsJsonError::validation(
-            ValidationReason::ParametersCannotBeUsedTogether,
-            "Owner",
-            format!("The Owner and {ids_member} parameters can't be used at the same time"),
-        ));
+        return Err(owner_with_ids(ids_member));
     }
     let filters = checked_filters(input.filters, kind == ResourceKind::Pool)?;
     let limit = input.max_results.unwrap_or(DEFAULT_PAGE);
@@ -979,6 +985,9 @@ async fn describe_phone_numbers(input: ListInput, meta: &CommandMeta, api: &ApiS
 
 /// `DescribeSenderIds`: each sender id asked for is named by its string (or ARN) and country.
 async fn describe_sender_ids(input: DescribeSenderIdsInput, meta: &CommandMeta, api: &ApiState) -> Result<Value, AwsJsonError> {
+    if input.owner.is_some() && input.sender_ids.as_ref().is_some_and(|ids| !ids.is_empty()) {
+        return Err(owner_with_ids("SenderIds"));
+    }
     let mut arns = Vec::new();
     for asked in input.sender_ids.unwrap_or_default() {
         let named = ResourceKind::resolve_sender_id(&meta.scope, &asked.sender_id, Some(&asked.iso_country_code));

@@ -285,6 +285,20 @@ impl From<MembershipAction> for PhoneNumberAction {
     }
 }
 
+impl PhoneNumber {
+    /// "When you request a SIMULATOR phone number, you must set MessageType as TRANSACTIONAL."
+    pub fn simulator_is_transactional(number_type: NumberType, message_type: MessageType) -> Result<(), Rejection> {
+        if number_type == NumberType::Simulator && message_type != MessageType::Transactional {
+            return Err(Rejection::validation(
+                ValidationReason::InvalidParameter,
+                "MessageType",
+                "a SIMULATOR phone number is requested with MessageType TRANSACTIONAL",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl PhoneNumberAction {
     /// The creation command of `number`, requested into `into_pool` if the request names one.
     pub fn request(number: PhoneNumber, into_pool: Option<PoolToJoin>) -> Self {
@@ -411,13 +425,7 @@ impl PhoneNumberState {
                 "already exists",
             ));
         }
-        if number.number_type == NumberType::Simulator && number.message_type != MessageType::Transactional {
-            return Err(Rejection::validation(
-                ValidationReason::InvalidParameter,
-                "MessageType",
-                "a SIMULATOR phone number is requested with MessageType TRANSACTIONAL",
-            ));
-        }
+        PhoneNumber::simulator_is_transactional(number.number_type, number.message_type)?;
         if let Some(pool) = into_pool {
             let pool_conflict = |reason, why: &str| Rejection::conflict(reason, ResourceKind::Pool, &pool.pool_id, why);
             if pool.message_type != number.message_type {

@@ -31,6 +31,21 @@ pub fn tagged(current: &[Tag], added: &[Tag], resource: &str) -> Result<Vec<Tag>
     Ok(tags)
 }
 
+/// Whether two requests ask for the same tags: as a resource would hold them (a later
+/// duplicate key wins), in any order. For matching a retry with the request it repeats.
+pub fn same_tags(a: &[Tag], b: &[Tag]) -> bool {
+    let held = |given: &[Tag]| {
+        let mut held: Vec<(String, String)> = tagged(&[], given, "")
+            .unwrap_or_else(|_| given.to_vec())
+            .into_iter()
+            .map(|t| (t.key, t.value))
+            .collect();
+        held.sort();
+        held
+    };
+    held(a) == held(b)
+}
+
 /// `current` without the tags whose keys are in `keys` (keys it does not hold are ignored, as
 /// AWS's UntagResource does).
 pub fn untagged(current: &[Tag], keys: &[String]) -> Vec<Tag> {
@@ -63,6 +78,16 @@ mod tests {
             key: k.into(),
             value: v.into(),
         }
+    }
+
+    /// A retry asks for the same tags as its request when the resource would hold the same: in
+    /// any order, a later duplicate winning.
+    #[test]
+    fn the_same_tags_are_the_ones_a_resource_would_hold() {
+        assert!(same_tags(&[tag("a", "1"), tag("b", "2")], &[tag("b", "2"), tag("a", "1")]));
+        assert!(same_tags(&[tag("env", "dev"), tag("env", "prod")], &[tag("env", "prod")]));
+        assert!(!same_tags(&[tag("env", "prod"), tag("env", "dev")], &[tag("env", "prod")]));
+        assert!(!same_tags(&[tag("a", "1")], &[]));
     }
 
     /// TagResource: "When you specify an existing tag key, the value is overwritten with the new

@@ -12,6 +12,7 @@ use crate::domain::membership::{Member, MembershipEvent, Standing};
 use crate::domain::opt_out_list::DEFAULT_LIST;
 use crate::domain::phone_number::{PhoneNumber, PhoneNumberAction, PhoneNumberChanges, PhoneNumberEvent, PhoneNumberState, PoolToJoin};
 use crate::domain::pool::{Pool, SharedSettings};
+use crate::domain::tags::same_tags;
 use crate::domain::types::{ConflictReason, MessageType, NumberCapability, NumberStatus, NumberType, Tag, ValidationReason};
 use crate::domain::{Aggregate, CommandMeta, Rejection, ResourceKind, Scope};
 use crate::numbering::{is_valid_for, Listing, ListingCursor, NumberPreference};
@@ -191,11 +192,6 @@ impl NewNumber {
             v.dedup();
             v
         };
-        let tags = |v: &[Tag]| -> Vec<(String, String)> {
-            let mut v: Vec<(String, String)> = v.iter().map(|t| (t.key.clone(), t.value.clone())).collect();
-            v.sort();
-            v
-        };
         let pool = self
             .pool_id
             .as_deref()
@@ -209,7 +205,7 @@ impl NewNumber {
             && self.registration_id == number.registration_id
             && self.deletion_protection_enabled == number.deletion_protection_enabled
             && self.international_sending_enabled == number.international_sending_enabled
-            && tags(&self.tags) == tags(&number.tags)
+            && same_tags(&self.tags, &number.tags)
     }
 }
 
@@ -221,6 +217,8 @@ impl LifecycleService {
         if let Some(id) = earlier {
             return self.earlier_number(meta, &spec, &id).await;
         }
+        // Refused before anything is reserved or looked up (the number's decider decides it too).
+        PhoneNumber::simulator_is_transactional(spec.number_type, spec.message_type).map_err(ServiceError::Rejected)?;
         let _reserved = self
             .reserve(scope, ResourceKind::PhoneNumber, self.quotas.phone_numbers_per_account)
             .await?;

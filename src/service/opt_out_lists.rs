@@ -16,6 +16,7 @@ use super::tokens::lost_token_race;
 use super::{Activation, LifecycleService, ServiceError};
 use crate::actors::ExecuteError;
 use crate::domain::opt_out_list::{OptOutList, OptOutListAction, OptOutListState, OptedOut, DEFAULT_LIST};
+use crate::domain::tags::same_tags;
 use crate::domain::types::Tag;
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
 use crate::projection::{live_count_key, opt_out_list_alive_key, opt_out_list_users_key};
@@ -134,7 +135,7 @@ impl LifecycleService {
         self.check_token_reuse::<OptOutListState>(earlier, |action| match action {
             OptOutListAction::Create { list, .. } => Some((
                 list.client_token == spec.client_token,
-                list.opt_out_list_name == spec.name && list.tags == spec.tags,
+                list.opt_out_list_name == spec.name && same_tags(&list.tags, &spec.tags),
             )),
             _ => None,
         })

@@ -12,6 +12,7 @@ use crate::codec::decode_event;
 use crate::domain::membership::{MembershipAction, Standing};
 use crate::domain::opt_out_list::DEFAULT_LIST;
 use crate::domain::pool::{Pool, PoolAction, PoolChanges, PoolEvent, PoolState};
+use crate::domain::tags::same_tags;
 use crate::domain::types::{ConflictReason, MessageType, PoolStatus, Tag, ValidationReason};
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
 
@@ -31,11 +32,6 @@ impl NewPool {
     /// id, ARN or what they name), message type, deletion protection and tags.
     fn asked_for(&self, scope: &Scope, pool: &Pool) -> bool {
         let iso = self.iso_country_code.as_deref();
-        let tags = |v: &[Tag]| -> Vec<(String, String)> {
-            let mut v: Vec<(String, String)> = v.iter().map(|t| (t.key.clone(), t.value.clone())).collect();
-            v.sort();
-            v
-        };
         let member = ResourceKind::PhoneNumber
             .resolve(scope, &self.origination_identity)
             .or_else(|| ResourceKind::resolve_sender_id(scope, &self.origination_identity, iso).map(|(id, _, _)| id))
@@ -43,7 +39,7 @@ impl NewPool {
         pool.members.contains_key(&member)
             && self.message_type == pool.message_type
             && self.deletion_protection_enabled == pool.deletion_protection_enabled
-            && tags(&self.tags) == tags(&pool.tags)
+            && same_tags(&self.tags, &pool.tags)
     }
 }
 

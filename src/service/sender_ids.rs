@@ -9,6 +9,7 @@ use super::quota::{over_quota, quota_limit};
 use super::tokens::lost_token_race;
 use super::{Activation, LifecycleService, ServiceError};
 use crate::domain::sender_id::{SenderId, SenderIdAction, SenderIdState};
+use crate::domain::tags::same_tags;
 use crate::domain::types::{MessageType, NumberStatus, Tag};
 use crate::domain::{CommandMeta, ResourceKind, Scope};
 use crate::projection::live_count_key;
@@ -35,7 +36,7 @@ impl NewSenderId {
             && s.iso_country_code == self.iso_country_code
             && s.message_types == self.message_types()
             && s.deletion_protection_enabled == self.deletion_protection_enabled
-            && s.tags == self.tags
+            && same_tags(&s.tags, &self.tags)
     }
 
     /// The message types leased: those asked for, or both when none are.
