@@ -1,4 +1,5 @@
-//! Choosing a fresh E.164 number for `RequestPhoneNumber`.
+//! The supply of E.164 numbers: choosing a fresh one for `RequestPhoneNumber`, and listing
+//! them for `ListAvailablePhoneNumbers` ([`Listing`]).
 //!
 //! The configuration lists, per country and number type, templates such as `+1206XXXXXXX`. A
 //! candidate fills the `X`s with random digits (honouring a `NumberPreference` if one is given)

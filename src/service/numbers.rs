@@ -1,4 +1,5 @@
-//! `RequestPhoneNumber`, `UpdatePhoneNumber`, `ReleasePhoneNumber`.
+//! `ListAvailablePhoneNumbers`, `RequestPhoneNumber` (with the withdrawal of a number whose
+//! join to the pool the request named was refused), `UpdatePhoneNumber`, `ReleasePhoneNumber`.
 
 use super::error::not_found;
 use super::members::decided_at;
