@@ -281,6 +281,11 @@ pub fn country_of(e164: &str) -> Option<String> {
     parsed.country().id().map(|id: Id| id.as_ref().to_string())
 }
 
+/// Whether libphonenumber accepts `e164` as a valid number of some country.
+pub fn is_valid_number(e164: &str) -> bool {
+    phonenumber::parse(None, e164).is_ok_and(|parsed| parsed.is_valid())
+}
+
 /// Whether libphonenumber accepts `e164` as a number of that country and kind.
 pub fn is_valid_for(e164: &str, iso_country_code: &str, number_type: NumberType) -> bool {
     let Ok(parsed) = phonenumber::parse(None, e164) else { return false };

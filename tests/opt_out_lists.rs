@@ -216,6 +216,17 @@ async fn opted_out_numbers_with_filters_pages_and_the_thirty_day_rule() {
         assert!(!put.end_user_opted_out());
         assert!(put.opted_out_timestamp().is_some());
     }
+    // "If the destination phone number isn't valid ... an error is returned."
+    for invalid in ["+12060000000", "+1999"] {
+        let refused = c
+            .put_opted_out_number()
+            .opt_out_list_name("alerts")
+            .opted_out_number(invalid)
+            .send()
+            .await
+            .expect_err("not a valid number");
+        assert_eq!(refused.code(), Some("ValidationException"), "{invalid}");
+    }
     // Putting one again keeps its entry.
     let first = c
         .describe_opted_out_numbers()

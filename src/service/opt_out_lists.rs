@@ -17,7 +17,7 @@ use super::{Activation, LifecycleService, ServiceError};
 use crate::actors::ExecuteError;
 use crate::domain::opt_out_list::{OptOutList, OptOutListAction, OptOutListState, OptedOut, DEFAULT_LIST};
 use crate::domain::tags::same_tags;
-use crate::domain::types::Tag;
+use crate::domain::types::{Tag, ValidationReason};
 use crate::domain::{CommandMeta, Rejection, ResourceKind, Scope};
 use crate::projection::{live_count_key, opt_out_list_alive_key, opt_out_list_users_key};
 use crate::store::{stored_counter, AppendError, CounterLimit};
@@ -204,6 +204,14 @@ impl LifecycleService {
         name_or_arn: &str,
         number: &str,
     ) -> Result<(OptOutList, OptedOut), ServiceError> {
+        // "If the destination phone number isn't valid ... an error is returned."
+        if !crate::numbering::is_valid_number(number) {
+            return Err(ServiceError::Rejected(Rejection::validation(
+                ValidationReason::InvalidParameter,
+                "OptedOutNumber",
+                format!("{number} is not a valid phone number"),
+            )));
+        }
         self.change_opted_out(meta, name_or_arn, number, |n| OptOutListAction::PutOptedOutNumber {
             number: n.to_string(),
             end_user_opted_out: false,
