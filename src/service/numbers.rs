@@ -376,9 +376,9 @@ impl LifecycleService {
             _ => None,
         })
         .await?;
-        let number = self.current_number(earlier).await?;
+        // A request into a pool reads the number from its history below, with the join's outcome.
         let Some(pool) = spec.pool_id.as_deref() else {
-            return Ok(number);
+            return self.current_number(earlier).await;
         };
         let pool_id = self.owned(ResourceKind::Pool, scope, pool).await?;
         // What the request's attempts have done with the number, once no join of theirs is
