@@ -121,7 +121,7 @@ pub struct Config {
     pub actor_idle_secs: u64,
     /// With several nodes on one log: a pool change begun (or a pool deleted) this many seconds
     /// ago and still unfinished is finished (or undone) by the reconciler of whichever node sees
-    /// it first.
+    /// it first; so is a `RequestPhoneNumber` into a pool left as long between its steps.
     #[serde(default = "default_reconcile_after_secs")]
     pub reconcile_after_secs: u64,
     /// At most this many live actors per kind; beyond it the least recently used stop.

@@ -57,9 +57,23 @@ pub struct PhoneNumber {
     pub created_timestamp_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_token: Option<String>,
+    /// The pool the `RequestPhoneNumber` that made the number named, until the number first
+    /// joins a pool. While it is set and the number is in no pool, that request has not
+    /// finished: its attempt stopped after making the number, before the join, or after a
+    /// refused join, before withdrawing the number ([`PhoneNumber::unfinished_request`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_into_pool: Option<String>,
 }
 
 impl PhoneNumber {
+    /// The pool of the `RequestPhoneNumber` that made this number, if that request has not
+    /// finished: the number is live and in no pool (nor joining or leaving one), and has never
+    /// joined one. Its retry, or the reconciler in its stead, joins the number or withdraws it.
+    pub fn unfinished_request(&self) -> Option<&str> {
+        let outside = self.status == NumberStatus::Active && self.pool_id.is_none() && self.pending_pool_id.is_none();
+        self.requested_into_pool.as_deref().filter(|_| outside)
+    }
+
     /// A plausible active US long code (for tests, benchmarks and documentation examples).
     pub fn example(id: &str, account: &str, region: &str) -> PhoneNumber {
         PhoneNumber {
@@ -88,6 +102,7 @@ impl PhoneNumber {
             keywords: BTreeMap::new(),
             created_timestamp_ms: 1,
             client_token: None,
+            requested_into_pool: None,
         }
     }
 }
@@ -441,6 +456,7 @@ impl PhoneNumberState {
         let tags = tags::tagged(&[], &number.tags, &number.phone_number_arn)?;
         Ok(vec![PhoneNumberEvent::PhoneNumberRequested(Box::new(PhoneNumber {
             tags,
+            requested_into_pool: into_pool.map(|p| p.pool_id.clone()),
             ..number.clone()
         }))])
     }
@@ -612,7 +628,14 @@ impl Aggregate for PhoneNumberState {
                 changed(&mut n.two_way_enabled, &c.two_way_enabled);
             }
             E::Released { .. } | E::RequestWithdrawn { .. } => n.status = NumberStatus::Deleted,
-            E::Membership(step) => membership::evolve(&mut n, step),
+            E::Membership(step) => {
+                membership::evolve(&mut n, step);
+                // In a pool: whatever became of the request that made it, that request is over
+                // (a number put into another pool is left there).
+                if matches!(step, MembershipEvent::AssociatedWithPool { .. }) {
+                    n.requested_into_pool = None;
+                }
+            }
             E::TagsChanged { tags } => n.tags = tags.clone(),
             E::MessageSent(_) | E::MessageRejected { .. } | E::MessageReceived { .. } => {}
             E::KeywordPut(k) => {
@@ -684,6 +707,14 @@ mod tests {
 
     fn requested() -> E {
         E::PhoneNumberRequested(Box::new(number()))
+    }
+
+    /// The creation of `number()` by a request into the pool `POOL`.
+    fn requested_into_pool() -> E {
+        E::PhoneNumberRequested(Box::new(PhoneNumber {
+            requested_into_pool: Some(POOL.into()),
+            ..number()
+        }))
     }
 
     fn protect(on: bool) -> E {
@@ -921,6 +952,41 @@ mod tests {
             .when(withdraw())
             .then_reject(is_not_found);
         given::<PhoneNumberState>(ID, &[]).when(withdraw()).then_reject(is_not_found);
+    }
+
+    /// A number requested into a pool records the pool its request named, and the request is
+    /// unfinished while the number is live, in no pool and has never joined one: before its
+    /// join, after a refused one; not while joining, once in a pool (or after leaving it: the
+    /// request is over), nor once withdrawn. A number requested into no pool has none.
+    #[test]
+    fn a_request_into_a_pool_is_unfinished_until_the_number_joins_or_is_withdrawn() {
+        let mut history = vec![requested_into_pool()];
+        let unfinished = |events: &[E]| -> Option<String> {
+            let state = PhoneNumberState::replay(events).0.expect("number");
+            state.unfinished_request().map(str::to_string)
+        };
+        let pending = Some(POOL.to_string());
+        assert_eq!(unfinished(&history), pending, "before its join");
+        let start = E::Membership(MembershipEvent::PoolAssociationStarted { pool_id: POOL.into() });
+        let refusal = E::Membership(MembershipEvent::PoolAssociationAborted {
+            pool_id: POOL.into(),
+            reason: join_refused(),
+        });
+        history.push(start.clone());
+        assert_eq!(unfinished(&history), None, "while joining");
+        history.push(refusal);
+        assert_eq!(unfinished(&history), pending, "after a refused join");
+        let mut withdrawn_after = history.clone();
+        withdrawn_after.push(withdrawn());
+        assert_eq!(unfinished(&withdrawn_after), None, "withdrawn");
+        history.extend([start, E::Membership(MembershipEvent::AssociatedWithPool { pool_id: POOL.into() })]);
+        assert_eq!(unfinished(&history), None, "in the pool");
+        history.extend([
+            E::Membership(MembershipEvent::PoolDisassociationStarted { pool_id: POOL.into() }),
+            E::Membership(MembershipEvent::DisassociatedFromPool { pool_id: POOL.into() }),
+        ]);
+        assert_eq!(unfinished(&history), None, "after leaving the pool");
+        assert_eq!(unfinished(&[requested()]), None, "requested into no pool");
     }
 
     #[test]
@@ -1395,15 +1461,16 @@ mod tests {
 
     /// RequestPhoneNumber.PoolId: "The pool to associated with the phone number." A pool of the
     /// number's message type lets the number be created; it joins the pool by the association
-    /// steps that follow, not by its creation.
+    /// steps that follow, not by its creation. The number records the pool its request named.
     #[test]
     fn a_number_requested_into_a_pool_of_its_message_type_is_created_outside_the_pool() {
         let n = given::<PhoneNumberState>(ID, &[])
             .when(A::request(number(), into_pool(MessageType::Transactional)))
-            .then(&[requested()])
+            .then(&[requested_into_pool()])
             .0
             .expect("state");
         assert_eq!((n.status, n.pool_id), (NumberStatus::Active, None));
+        assert_eq!(n.requested_into_pool.as_deref(), Some(POOL));
     }
 
     /// An existing stream is refused as before, whatever the pool.

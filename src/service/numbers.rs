@@ -66,6 +66,9 @@ struct JoinHistory {
     joined: bool,
     refusal: Option<Rejection>,
     any_pool_change: bool,
+    /// When the request last took a step: made the number, or a step of (or a refusal of) its
+    /// join of the pool.
+    last_step_ms: u64,
 }
 
 impl JoinHistory {
@@ -78,6 +81,7 @@ impl JoinHistory {
             joined: false,
             refusal: None,
             any_pool_change: false,
+            last_step_ms: 0,
         }
     }
 
@@ -90,6 +94,14 @@ impl JoinHistory {
                 self.from = e.version.saturating_add(1);
                 let event: PhoneNumberEvent = decode_event(e)?;
                 let joining = self.is_joining();
+                let step = match &event {
+                    PhoneNumberEvent::PhoneNumberRequested(_) => true,
+                    PhoneNumberEvent::Membership(change) => change.pool_id() == self.pool_id,
+                    _ => false,
+                };
+                if step {
+                    self.last_step_ms = self.last_step_ms.max(e.timestamp_ms);
+                }
                 match &event {
                     PhoneNumberEvent::RequestWithdrawn { reason, .. } if self.withdrawn.is_none() => self.withdrawn = Some(reason.clone()),
                     PhoneNumberEvent::Membership(change) => {
@@ -277,6 +289,8 @@ impl LifecycleService {
                 keywords: Default::default(),
                 created_timestamp_ms: meta.at_ms,
                 client_token: spec.client_token.clone(),
+                // The decider records the pool of `into_pool` here.
+                requested_into_pool: None,
             };
             // The number's decider refuses a pool of another message type (MESSAGE_TYPE_MISMATCH).
             let request = PhoneNumberAction::request(number, pool.as_ref().map(PoolToJoin::of));
@@ -392,20 +406,72 @@ impl LifecycleService {
         // actor takes one join at a time, and a join refused because another is under way waits
         // for that one's outcome ([`Self::refused_join`]).
         let history = self.settled_join(earlier, &pool_id).await?;
+        self.carry_on_request(meta, earlier, &pool_id, spec.client_token.as_deref(), history)
+            .await
+    }
+
+    /// Carries a request into `pool_id` that made the number `id` on from where its attempts
+    /// left it (`history`, with no join of theirs under way), and answers its outcome: the
+    /// refusal a withdrawal recorded; the number, if it joined; the latest refusal, if the
+    /// number is kept by something else (released, or put into another pool). Otherwise, the
+    /// number outside the pool and its join refused, undone or never begun, it joins (refused
+    /// at once, with no withdrawal tried, if the number was released or put into another pool
+    /// meanwhile), and is withdrawn if the pool refuses it.
+    async fn carry_on_request(
+        &self,
+        meta: &CommandMeta,
+        id: &str,
+        pool_id: &str,
+        client_token: Option<&str>,
+        history: JoinHistory,
+    ) -> Result<PhoneNumber, ServiceError> {
         match (&history.outcome(), history.is_outside()) {
             (RequestedJoin::Withdrawn(refusal), _) => return Err(ServiceError::Rejected(refusal.clone())),
-            (RequestedJoin::Joined, _) => return history.into_number(earlier),
-            // Refused, and the number kept by something else (released, or put into another
-            // pool): the request failed all the same.
+            (RequestedJoin::Joined, _) => return history.into_number(id),
             (RequestedJoin::Refused(refusal), false) => return Err(ServiceError::Rejected(refusal.clone())),
-            // Outside the pool and its join refused, undone or never begun: the retry joins
-            // (refused at once, with no withdrawal tried, if the number was released or put
-            // into another pool meanwhile).
             _ => {}
         }
-        match self.live_pool(scope, &pool_id).await {
-            Ok(pool) => self.join_requested(meta, earlier, &pool, spec.client_token.as_deref()).await,
-            Err(ServiceError::Rejected(refusal)) => self.refused_join(meta, earlier, &pool_id, refusal).await,
+        match self.live_pool(&meta.scope, pool_id).await {
+            Ok(pool) => self.join_requested(meta, id, &pool, client_token).await,
+            Err(ServiceError::Rejected(refusal)) => self.refused_join(meta, id, pool_id, refusal).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Finishes the request into a pool that made `number`, if it stopped between its steps
+    /// ([`PhoneNumber::unfinished_request`]) and took its last step at or before
+    /// `last_step_before_ms` (a request still on its way is left to itself): as a retry of it
+    /// would, under `meta` (the reconciler's, in the number's account and region). Answers
+    /// whether it did: the number joined the pool, or was withdrawn.
+    ///
+    /// Carrying the request on beside one of its attempts still on its way (slower than the
+    /// reconciler waits) is safe: the two are attempts of one request, whose joins take turns in
+    /// the number's actor and share its client token, and whose withdrawal follows a refusal.
+    pub(super) async fn finish_unfinished_request(
+        &self,
+        meta: &CommandMeta,
+        number: &PhoneNumber,
+        last_step_before_ms: u64,
+    ) -> Result<bool, ServiceError> {
+        let Some(pool_id) = number.unfinished_request() else {
+            return Ok(false);
+        };
+        let id = &number.phone_number_id;
+        // Read from the log: this node's view may lag behind a step another node just took.
+        let mut history = JoinHistory::new(pool_id);
+        history.read_on(self, id).await?;
+        let still_unfinished = history.state.0.as_ref().and_then(PhoneNumber::unfinished_request) == Some(pool_id);
+        if !still_unfinished || history.last_step_ms > last_step_before_ms {
+            return Ok(false);
+        }
+        tracing::warn!(phone_number_id = %id, pool_id = %pool_id, "finishing a request into a pool that stopped between its steps");
+        match self
+            .carry_on_request(meta, id, pool_id, number.client_token.as_deref(), history)
+            .await
+        {
+            Ok(n) => Ok(n.is_in_pool(pool_id)),
+            // The pool refused it: withdrawn (or kept by something else meanwhile).
+            Err(ServiceError::Rejected(_)) => Ok(self.current_number(id).await?.status == NumberStatus::Deleted),
             Err(e) => Err(e),
         }
     }

@@ -1006,4 +1006,120 @@ mod tests {
             assert_eq!(withdrawn.as_ref(), Some(&pools_refusal), "ending {i}");
         }
     }
+
+    /// The refusal the number `id`'s withdrawal recorded, if it was withdrawn.
+    async fn withdrawn_with(service: &LifecycleService, id: &str) -> Option<Rejection> {
+        let events = service.store.read_stream(id, 1, usize::MAX).await.expect("read");
+        events.iter().rev().find_map(|e| match crate::codec::decode_event(e) {
+            Ok(crate::domain::phone_number::PhoneNumberEvent::RequestWithdrawn { reason, .. }) => Some(reason),
+            _ => None,
+        })
+    }
+
+    /// Requests into a pool whose attempts stopped between their steps (and whose callers never
+    /// retried) are finished by the recovery at start-up as their retries would: a number whose
+    /// join never began, or was under way, joins the pool; one the pool refused (its settings
+    /// changed), or whose pool was deleted, is withdrawn with that refusal. A retry afterwards
+    /// answers that outcome and writes nothing. Numbers no request left unfinished are not
+    /// touched: one requested into no pool, one that joined its pool and left it.
+    #[actix_rt::test]
+    async fn recovery_finishes_requests_into_a_pool_that_stopped_between_their_steps() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (service, pool) = service_with_pool(dir.path()).await;
+        let in_pool = |id: String| {
+            let service = service.clone();
+            async move { service.current_number(&id).await.expect("number").pool_id }
+        };
+        let never_joined = made_into(&service, &pool, "+12065550989", "never-joined").await;
+        let joining = made_into(&service, &pool, "+12065550988", "joining").await;
+        begin_join(&service, &begun_now(), &joining, &pool.pool_id).await;
+        let refusing = new_pool(&service).await;
+        let refused_number = made_into(&service, &refusing, "+12065550987", "refused").await;
+        turn_on_self_managed_opt_outs(&service, &refusing).await;
+        let answered = service
+            .join_pool(&begun_now(), &refused_number, &refusing, None, Some("refused"))
+            .await;
+        assert!(refused(&answered, ConflictReason::SelfManagedOptOutsMismatch), "{answered:?}");
+        let gone = new_pool(&service).await;
+        let orphan = made_into(&service, &gone, "+12065550986", "orphan").await;
+        service.delete_pool(&begun_now(), &gone.pool_id).await.expect("DeletePool");
+        let plain = number(&service).await;
+        let left = made_into(&service, &pool, "+12065550985", "left").await;
+        service
+            .request_phone_number(&begun_now(), request_into(&pool, "left"))
+            .await
+            .expect("joined");
+        service
+            .disassociate(&begun_now(), &pool.pool_id, &left, None, None)
+            .await
+            .expect("left");
+        let untouched = [events_of(&service, &plain).await, events_of(&service, &left).await];
+
+        let repaired = service.recover_interrupted(std::time::Duration::ZERO).await.expect("recover");
+        // The join under way is a pool change first (undone: the pool never recorded it).
+        assert_eq!(repaired, 5);
+        assert_eq!(in_pool(never_joined.clone()).await, Some(pool.pool_id.clone()));
+        assert_eq!(in_pool(joining.clone()).await, Some(pool.pool_id.clone()));
+        assert_eq!(status_of(&service, refused_number.clone()).await, NumberStatus::Deleted);
+        let withdrawn = withdrawn_with(&service, &refused_number).await;
+        assert!(
+            matches!(
+                &withdrawn,
+                Some(Rejection::Conflict {
+                    reason: ConflictReason::SelfManagedOptOutsMismatch,
+                    ..
+                })
+            ),
+            "{withdrawn:?}"
+        );
+        assert_eq!(status_of(&service, orphan.clone()).await, NumberStatus::Deleted);
+        assert_eq!(
+            withdrawn_with(&service, &orphan).await,
+            Some(Rejection::not_found(ResourceKind::Pool, &gone.pool_id))
+        );
+        assert_eq!(untouched, [events_of(&service, &plain).await, events_of(&service, &left).await]);
+
+        // The retries answer what recovery did, and write nothing.
+        let finished = [&never_joined, &joining, &refused_number, &orphan];
+        let mut written = Vec::new();
+        for id in finished {
+            written.push(events_of(&service, id).await);
+        }
+        let retry = |pool: &Pool, token: &str| {
+            let (service, spec) = (service.clone(), request_into(pool, token));
+            async move { service.request_phone_number(&begun_now(), spec).await }
+        };
+        let joined = retry(&pool, "never-joined").await.expect("retry");
+        assert_eq!(
+            (joined.phone_number_id, joined.pool_id),
+            (never_joined.clone(), Some(pool.pool_id.clone()))
+        );
+        let joined = retry(&pool, "joining").await.expect("retry");
+        assert_eq!(joined.phone_number_id, joining);
+        let again = retry(&refusing, "refused").await;
+        assert!(refused(&again, ConflictReason::SelfManagedOptOutsMismatch), "{again:?}");
+        let again = retry(&gone, "orphan").await;
+        assert!(pool_gone(&again), "{again:?}");
+        for (id, before) in finished.into_iter().zip(written) {
+            assert_eq!(events_of(&service, id).await, before, "{id}");
+        }
+        let repaired = service.recover_interrupted(std::time::Duration::ZERO).await.expect("recover");
+        assert_eq!(repaired, 0);
+    }
+
+    /// With several nodes, the reconciler leaves a request into a pool alone while it may still
+    /// be on its way (its last step more recent than `left_alone_for`), and finishes it after.
+    #[actix_rt::test]
+    async fn the_reconciler_leaves_a_recent_request_into_a_pool_to_itself() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (service, pool) = service_with_pool(dir.path()).await;
+        const LEFT_ALONE_FOR: std::time::Duration = std::time::Duration::from_millis(500);
+        let made = made_into(&service, &pool, "+12065550984", "recent").await;
+        assert_eq!(service.recover_interrupted(LEFT_ALONE_FOR).await.expect("recover"), 0);
+        assert_eq!(events_of(&service, &made).await, ["PhoneNumberRequested"]);
+        tokio::time::sleep(2 * LEFT_ALONE_FOR).await;
+        assert_eq!(service.recover_interrupted(LEFT_ALONE_FOR).await.expect("recover"), 1);
+        let n = service.current_number(&made).await.expect("number");
+        assert_eq!(n.pool_id, Some(pool.pool_id.clone()));
+    }
 }

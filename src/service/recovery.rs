@@ -1,7 +1,9 @@
 //! Finishing pool changes that a crash interrupted (a member left `ASSOCIATING` or
-//! `DISASSOCIATING` with a pool, or pointing at a deleted pool): at start-up before requests are served,
-//! and, when several nodes share the log, periodically (the reconciler), for changes left alone
-//! long enough that no node can still be carrying them out.
+//! `DISASSOCIATING` with a pool, or pointing at a deleted pool), and requests for a number into
+//! a pool that stopped between making the number and its join (or its withdrawal): at start-up
+//! before requests are served, and, when several nodes share the log, periodically (the
+//! reconciler), for what has been left alone long enough that no node can still be carrying it
+//! out.
 
 use std::collections::HashMap;
 
@@ -12,7 +14,7 @@ use crate::domain::phone_number::PhoneNumber;
 use crate::domain::pool::{Pool, PoolAction, PoolState};
 use crate::domain::pool_change::pools_to_ask;
 use crate::domain::sender_id::SenderId;
-use crate::domain::{CommandMeta, ResourceKind};
+use crate::domain::{CommandMeta, ResourceKind, Scope};
 
 /// How the request ids of the service's own writes (finishing an interrupted change) begin: no
 /// client's request is answered for them.
@@ -29,6 +31,9 @@ impl LifecycleService {
     /// before it is asked ([`PoolAction::Fence`]): a step of a given-up change that arrives
     /// later (a request slower than `left_alone_for`) is refused, so the pool never changes
     /// under the decision taken here.
+    ///
+    /// Then finishes the requests into a pool left alone as long between their steps
+    /// ([`Self::finish_unfinished_requests`]). Answers how many changes and requests it settled.
     pub async fn recover_interrupted(&self, left_alone_for: std::time::Duration) -> Result<usize, ServiceError> {
         let mut stuck: Vec<Identity> = Vec::new();
         self.for_each_view(ResourceKind::PhoneNumber, |n: PhoneNumber| {
@@ -89,7 +94,42 @@ impl LifecycleService {
             pools.insert(pool_id, pool);
             repaired += usize::from(finished.is_some());
         }
-        Ok(repaired)
+        // After every fence of this pass (each at or before `now_ms`), so that a join begun
+        // here is never one of the changes given up.
+        let at_ms = crate::now_ms().max(now_ms.saturating_add(1));
+        Ok(repaired + self.finish_unfinished_requests(left_alone_for, at_ms).await?)
+    }
+
+    /// Finishes every `RequestPhoneNumber` into a pool that stopped after making its number and
+    /// before the number joined the pool or was withdrawn ([`PhoneNumber::unfinished_request`]),
+    /// and has taken no step for `left_alone_for` (with one node at start-up, zero: nothing is
+    /// on its way): as its retry would, so that a failed request leaves no number leased outside
+    /// the pool it named, even if its caller never sends the retry. Its writes are the
+    /// reconciler's, begun at `at_ms`. Answers how many it finished.
+    async fn finish_unfinished_requests(&self, left_alone_for: std::time::Duration, at_ms: u64) -> Result<usize, ServiceError> {
+        let mut unfinished: Vec<PhoneNumber> = Vec::new();
+        self.for_each_view(ResourceKind::PhoneNumber, |n: PhoneNumber| {
+            if n.unfinished_request().is_some() {
+                unfinished.push(n);
+            }
+        })
+        .await?;
+        let last_step_before_ms = match left_alone_for.is_zero() {
+            true => u64::MAX,
+            false => crate::now_ms().saturating_sub(left_alone_for.as_millis() as u64),
+        };
+        let mut finished = 0;
+        for number in &unfinished {
+            let meta = CommandMeta {
+                request_id: format!("{RECOVERY_REQUEST_PREFIX}{}", uuid::Uuid::new_v4()),
+                scope: Scope::new(&number.account, &number.region),
+                at_ms,
+                operation: "Recovery".into(),
+            };
+            let done = self.finish_unfinished_request(&meta, number, last_step_before_ms).await?;
+            finished += usize::from(done);
+        }
+        Ok(finished)
     }
 
     /// Finishes the change of `pool_id` that the member `member_id` is in for good, whatever
