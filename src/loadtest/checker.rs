@@ -4,16 +4,19 @@
 //! their real-time start/end), so tests can feed it doctored logs and watch each check fail.
 //!
 //! 1. every 2xx has exactly its effect in the log (by request id), every refusal its rejection
-//!    (an opt-out that may have found its destination on the list already has none); every
-//!    event has its operation, or is the service's own, or may be one that got no usable answer;
+//!    and none of its effects (but a request into a pool refused after it made its number, which
+//!    it must have withdrawn; an opt-out that may have found its destination on the list
+//!    already has none); every event has its operation, or is the service's own, or may be
+//!    one that got no usable answer;
 //! 2. versions gap-free per stream, positions unique and increasing;
 //! 3. at most one `Released` per number, and nothing changes a number (nor is sent from it)
 //!    after it (nor after `RequestWithdrawn`, the end of a number whose request failed); a
 //!    sender id changes after its `Released` only by being leased again;
 //! 4. no `Released` (of a number or a sender id) while protected, pooled, or changing pools;
 //!    no `RequestWithdrawn` while pooled or changing pools;
-//! 5. pool and member views of membership agree; no pool holds a released number or sender id;
-//!    none is empty;
+//! 5. pool and member views of membership agree, and no change of them is left unfinished (nor
+//!    a request for a number into a pool); no pool holds a released number or sender id; none
+//!    is empty;
 //! 6. the writes are linearizable: per stream, log order respects real time, and re-deciding
 //!    the recorded commands in log order gives the events (or refusal) the log holds and
 //!    reproduces every response the clients saw. Reads are not checked: with several nodes each
@@ -45,6 +48,9 @@ use crate::store::EventEnvelope;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Op {
     Request,
+    /// RequestPhoneNumber into a pool (a released number's replacement, at times): the number
+    /// joins the pool, or the request is refused and the number it made is withdrawn.
+    RequestIntoPool,
     Release,
     Update,
     Associate,
@@ -73,8 +79,9 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 17] = [
+    pub const ALL: [Op; 18] = [
         Op::Request,
+        Op::RequestIntoPool,
         Op::Release,
         Op::Update,
         Op::Associate,
@@ -96,6 +103,7 @@ impl Op {
     pub fn name(self) -> &'static str {
         match self {
             Op::Request => "request",
+            Op::RequestIntoPool => "request-into-pool",
             Op::Release => "release",
             Op::Update => "update",
             Op::Associate => "associate",
@@ -118,7 +126,10 @@ impl Op {
     /// Whether the load's clients choose this operation (by `--mix`), rather than the set-up or
     /// a client after a success (a replacement number, the list created again, ...).
     pub fn scheduled(self) -> bool {
-        !matches!(self, Op::Request | Op::CreateList | Op::RequestSender | Op::CreatePool)
+        !matches!(
+            self,
+            Op::Request | Op::RequestIntoPool | Op::CreateList | Op::RequestSender | Op::CreatePool
+        )
     }
 
     /// The kind of resource `ClientOp::number` names: a phone number, an opt-out list's stream
@@ -139,6 +150,11 @@ impl Op {
     fn effects(self) -> &'static [(ResourceKind, &'static str)] {
         match self {
             Op::Request => &[(ResourceKind::PhoneNumber, "PhoneNumberRequested")],
+            Op::RequestIntoPool => &[
+                (ResourceKind::PhoneNumber, "PhoneNumberRequested"),
+                (ResourceKind::PhoneNumber, "AssociatedWithPool"),
+                (ResourceKind::Pool, "OriginationIdentityAssociated"),
+            ],
             Op::Release => &[(ResourceKind::PhoneNumber, "Released")],
             Op::Update => &[(ResourceKind::PhoneNumber, "PhoneNumberUpdated")],
             Op::Associate => &[
@@ -419,9 +435,18 @@ fn acknowledged_effects(
                 c.violation(format!("describe {rid} wrote {} events", events.len()));
             }
         } else {
+            // A request into a pool refused after it made its number withdrew that number: the
+            // number it made, and nothing else, is no effect of a refusal.
+            let withdrawn = |made: &EventEnvelope| {
+                op.op == Op::RequestIntoPool
+                    && made.event_type == "PhoneNumberRequested"
+                    && events
+                        .iter()
+                        .any(|e| e.event_type == "RequestWithdrawn" && e.stream_id == made.stream_id)
+            };
             let effects: Vec<&&EventEnvelope> = events
                 .iter()
-                .filter(|e| op.op.effects().iter().any(|(_, t)| e.event_type == *t))
+                .filter(|e| op.op.effects().iter().any(|(_, t)| e.event_type == *t) && !withdrawn(e))
                 .collect();
             if !effects.is_empty() && !op.outcome_unknown() {
                 c.violation(format!(
@@ -719,6 +744,13 @@ fn membership(by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>) -> CheckResult {
                 Ok(s) => {
                     if let Some(n) = &s.0 {
                         members_say.insert(*stream, said(n));
+                        // A request into a pool stopped between its steps (its node killed) is
+                        // finished by a reconciler: the number joins or is withdrawn.
+                        if let Some(pool) = n.unfinished_request() {
+                            c.violation(format!(
+                                "{stream}: left outside {pool}, which its request named, after the load stopped"
+                            ));
+                        }
                     }
                 }
                 Err(e) => c.violation(format!("{stream}: {e}")),
@@ -1595,6 +1627,65 @@ mod tests {
             history(&refused[..1], None).violations("4.").len(),
             1,
             "withdrawn while joining a pool"
+        );
+    }
+
+    /// A request into a pool refused after it made its number passes check 1 only if it
+    /// withdrew that number (and check 5 finds the request unfinished if not); one acknowledged
+    /// must have joined the pool.
+    #[test]
+    fn a_refused_request_into_a_pool_must_have_withdrawn_its_number() {
+        use crate::domain::membership::MembershipEvent as M;
+        use crate::domain::phone_number::PhoneNumber;
+        let id = "phone-00000000000000000000000000000002";
+        let pool = "pool-00000000000000000000000000000002";
+        let refusal = Rejection::conflict(
+            crate::domain::types::ConflictReason::OptOutListMismatch,
+            ResourceKind::Pool,
+            pool,
+            "names another opt-out list",
+        );
+        let history = |withdraw: bool| {
+            let mut h = History::default();
+            let number = PhoneNumber {
+                requested_into_pool: Some(pool.into()),
+                ..PhoneNumber::example(id, ACCOUNT, REGION)
+            };
+            h.append(id, "request", &PhoneNumberEvent::PhoneNumberRequested(Box::new(number)));
+            let rejected = M::AssociationRejected {
+                pool_id: pool.into(),
+                reason: refusal.clone(),
+            };
+            h.append(id, "request", &PhoneNumberEvent::Membership(rejected));
+            if withdraw {
+                let withdrawn = PhoneNumberEvent::RequestWithdrawn {
+                    phone_number: "+12065550100".into(),
+                    pool_id: pool.into(),
+                    reason: refusal.clone(),
+                };
+                h.append(id, "request", &withdrawn);
+            }
+            h.op(Op::RequestIntoPool, "", "request", (0, 1), 409).pool = Some(pool.into());
+            h
+        };
+        let fine = history(true);
+        assert_eq!((fine.violations("1."), fine.violations("5.")), (vec![], vec![]));
+        let kept = history(false);
+        let (kept, unfinished) = (kept.violations("1."), kept.violations("5."));
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert!(kept[0].contains("applied PhoneNumberRequested"), "{kept:?}");
+        assert_eq!(unfinished.len(), 1, "{unfinished:?}");
+        assert!(unfinished[0].contains("which its request named"), "{unfinished:?}");
+
+        // Acknowledged, but the number never joined the pool.
+        let mut h = History::default();
+        let number = PhoneNumber::example(id, ACCOUNT, REGION);
+        h.append(id, "request", &PhoneNumberEvent::PhoneNumberRequested(Box::new(number)));
+        h.op(Op::RequestIntoPool, id, "request", (0, 1), 200).pool = Some(pool.into());
+        assert_eq!(
+            h.violations("1.").len(),
+            2,
+            "neither AssociatedWithPool nor OriginationIdentityAssociated"
         );
     }
 }

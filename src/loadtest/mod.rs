@@ -334,11 +334,20 @@ impl Wire {
         self.op(Op::RequestSender, stream, None, body, "RequestSenderId").await
     }
 
-    /// Requests a number: its id, and the account and region its ARN names.
-    async fn request_number(&self) -> (ClientOp, Option<String>, Option<Scope>) {
-        let body =
+    /// Requests a number, into `pool` if given (it takes the pool's opt-out list, so a change of
+    /// the pool's list between the request's reading it and the number's join has the join
+    /// refused and the number withdrawn): its id, and the account and region its ARN names.
+    async fn request_number(&self, pool: Option<&str>) -> (ClientOp, Option<String>, Option<Scope>) {
+        let mut body =
             json!({"IsoCountryCode": "US", "MessageType": "TRANSACTIONAL", "NumberCapabilities": ["SMS"], "NumberType": "LONG_CODE"});
-        let (mut record, response) = self.op(Op::Request, "", None, body, "RequestPhoneNumber").await;
+        let op = match pool {
+            Some(pool) => {
+                body["PoolId"] = json!(pool);
+                Op::RequestIntoPool
+            }
+            None => Op::Request,
+        };
+        let (mut record, response) = self.op(op, "", pool, body, "RequestPhoneNumber").await;
         let id = response["PhoneNumberId"].as_str().map(str::to_string);
         record.number = id.clone().unwrap_or_default();
         (record, id, response["PhoneNumberArn"].as_str().and_then(scope_of_arn))
@@ -551,8 +560,25 @@ async fn client(wire: Wire, shared: Arc<Shared>, seed: u64) -> Vec<ClientOp> {
             // again while the service cannot answer (a failover): otherwise the slot would keep
             // the released number, and the rest of the run would be refusals on it.
             for attempt in 1..=REPLACE_ATTEMPTS {
-                let (record, id, _) = wire.request_number().await;
-                let retry = matches!(record.status, 0 | 500..=599);
+                // Half the time into a pool; one refused (its pool's list changed meanwhile) is
+                // asked for again.
+                let into = shared.pools.get(rng.gen_range(0..shared.pools.len().max(1)));
+                let into = into.filter(|_| rng.gen_bool(0.5)).cloned();
+                let (record, id, _) = match &into {
+                    // At times raced with a change of the pool's opt-out list, which the number
+                    // takes from the pool: a change between the request's reading the pool and
+                    // the number's join has the join refused and the number withdrawn.
+                    Some(pool) if rng.gen_bool(0.5) => {
+                        let list = if rng.gen_bool(0.5) { LOAD_TEST_LIST } else { DEFAULT_LIST };
+                        let body = json!({"PoolId": pool, "OptOutListName": list});
+                        let change = wire.op(Op::PoolList, pool, Some(pool), body, "UpdatePool");
+                        let (requested, (changed, _)) = tokio::join!(wire.request_number(Some(pool)), change);
+                        ops.push(changed);
+                        requested
+                    }
+                    _ => wire.request_number(into.as_deref()).await,
+                };
+                let retry = matches!(record.status, 0 | 500..=599) || into.is_some();
                 ops.push(record);
                 if let Some(id) = id {
                     let mut hot = shared.hot.lock().unwrap_or_else(|p| p.into_inner());
@@ -683,7 +709,7 @@ pub async fn prepare(args: &LoadTestArgs, bases: &[String]) -> Result<Prepared, 
     };
     for i in 0..args.numbers {
         let w = wires[i % wires.len()].clone();
-        setup.spawn(async move { w.request_number().await });
+        setup.spawn(async move { w.request_number(None).await });
         if setup.len() >= args.clients {
             if let Some(Ok(requested)) = setup.join_next().await {
                 take(requested);
