@@ -334,8 +334,8 @@ async fn serve_once(
     let left_alone_for = if shared_log { reconcile_after } else { std::time::Duration::ZERO };
     match service.recover_interrupted(left_alone_for).await {
         Ok(0) => {}
-        Ok(n) => tracing::warn!(repaired = n, "finished pool changes interrupted by the last stop"),
-        Err(e) => tracing::error!(error = %crate::error_chain(&e), "could not finish interrupted pool changes"),
+        Ok(n) => tracing::warn!(repaired = n, "finished pool changes and requests interrupted by the last stop"),
+        Err(e) => tracing::error!(error = %crate::error_chain(&e), "could not finish interrupted pool changes and requests"),
     }
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let reconciler = shared_log.then(|| {
@@ -346,8 +346,8 @@ async fn serve_once(
                 tick.tick().await;
                 match service.recover_interrupted(reconcile_after).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::warn!(repaired = n, "finished pool changes that a node left unfinished"),
-                    Err(e) => tracing::warn!(error = %crate::error_chain(&e), "reconciling pool changes failed; trying again"),
+                    Ok(n) => tracing::warn!(repaired = n, "finished pool changes and requests that a node left unfinished"),
+                    Err(e) => tracing::warn!(error = %crate::error_chain(&e), "reconciling pool changes and requests failed; trying again"),
                 }
             }
         })

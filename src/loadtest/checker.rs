@@ -414,10 +414,13 @@ fn acknowledged_effects(
         };
         if op.ok() {
             for (kind, effect) in op.op.effects() {
-                let n = events
+                let mut n = events
                     .iter()
                     .filter(|e| e.event_type == *effect && Some(e.stream_id.as_str()) == on(*kind))
                     .count();
+                if n == 0 {
+                    n = joined_by_reconciler(op, by_stream, effect);
+                }
                 let already_there = || {
                     op.op == Op::OptOut
                         && on(*kind)
@@ -435,14 +438,15 @@ fn acknowledged_effects(
                 c.violation(format!("describe {rid} wrote {} events", events.len()));
             }
         } else {
-            // A request into a pool refused after it made its number withdrew that number: the
-            // number it made, and nothing else, is no effect of a refusal.
+            // A request into a pool refused after it made its number withdrew that number (or a
+            // reconciler did, carrying the request on beside it): the number it made, and
+            // nothing else, is no effect of a refusal.
             let withdrawn = |made: &EventEnvelope| {
                 op.op == Op::RequestIntoPool
                     && made.event_type == "PhoneNumberRequested"
-                    && events
-                        .iter()
-                        .any(|e| e.event_type == "RequestWithdrawn" && e.stream_id == made.stream_id)
+                    && by_stream
+                        .get(made.stream_id.as_str())
+                        .is_some_and(|stream| stream.iter().any(|e| e.event_type == "RequestWithdrawn"))
             };
             let effects: Vec<&&EventEnvelope> = events
                 .iter()
@@ -470,6 +474,54 @@ fn acknowledged_effects(
         }
     }
     c.result
+}
+
+/// How many of the join's `effect` events of a request into a pool (`op`) a reconciler wrote in
+/// its stead (under its own `recovery-` request id): once a request has been left alone for
+/// long, a reconciler carries it on, and one of its attempts still on its way then waits for
+/// that join and answers it. The pool's event counts if the reconciler's request that joined
+/// the number wrote it.
+fn joined_by_reconciler(op: &ClientOp, by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>, effect: &str) -> usize {
+    use crate::service::RECOVERY_REQUEST_PREFIX;
+    let (Op::RequestIntoPool, Some(pool)) = (op.op, op.pool.as_deref()) else {
+        return 0;
+    };
+    let stream_of = |id: &str| by_stream.get(id).map(Vec::as_slice).unwrap_or_default();
+    let joined_by: HashSet<&str> = stream_of(&op.number)
+        .iter()
+        .filter(|e| e.event_type == "AssociatedWithPool" && e.request_id.starts_with(RECOVERY_REQUEST_PREFIX))
+        .filter(|e| e.payload.get("PoolId").and_then(serde_json::Value::as_str) == Some(pool))
+        .map(|e| e.request_id.as_str())
+        .collect();
+    let stream = if effect == "OriginationIdentityAssociated" {
+        pool
+    } else {
+        op.number.as_str()
+    };
+    stream_of(stream)
+        .iter()
+        .filter(|e| e.event_type == effect && joined_by.contains(e.request_id.as_str()))
+        .count()
+}
+
+/// Whether a reconciler carried on the request into a pool `op` (request id `rid`) beside it:
+/// wrote on the number it made under its own request id. The request's own steps may then have
+/// been refused (a join under way, the number withdrawn) while it answered the outcome of the
+/// reconciler's, so its response is not the re-decision of its own commands.
+fn carried_on_by_reconciler(
+    op: &ClientOp,
+    rid: &str,
+    by_request: &HashMap<&str, Vec<&EventEnvelope>>,
+    by_stream: &BTreeMap<&str, Vec<&EventEnvelope>>,
+) -> bool {
+    use crate::service::RECOVERY_REQUEST_PREFIX;
+    let made = by_request.get(rid).map(Vec::as_slice).unwrap_or_default();
+    op.op == Op::RequestIntoPool
+        && made.iter().filter(|e| e.event_type == "PhoneNumberRequested").any(|made| {
+            by_stream
+                .get(made.stream_id.as_str())
+                .is_some_and(|stream| stream.iter().any(|e| e.request_id.starts_with(RECOVERY_REQUEST_PREFIX)))
+        })
 }
 
 /// Requests that wrote to the log after position `after` though no operation of `ops` answers for
@@ -946,8 +998,8 @@ fn linearizable(
     }
     for op in ops.iter().filter(|o| o.op != Op::Describe && !o.unrecorded_error()) {
         let Some(rid) = op.request_id.as_deref() else { continue };
-        if !by_request.contains_key(rid) {
-            continue; // nothing recorded (checked by 1.)
+        if !by_request.contains_key(rid) || carried_on_by_reconciler(op, rid, by_request, by_stream) {
+            continue; // nothing recorded (checked by 1.), or answered what a reconciler did
         }
         c.count();
         let outcomes = decisions.get(rid).map(Vec::as_slice).unwrap_or_default();
@@ -1687,5 +1739,82 @@ mod tests {
             2,
             "neither AssociatedWithPool nor OriginationIdentityAssociated"
         );
+    }
+
+    /// A request into a pool that a reconciler carried on beside it (its join, or the number's
+    /// withdrawal, written under the reconciler's request id while the request's own step was
+    /// refused as a join under way) is judged by what the reconciler wrote: check 1 finds the
+    /// join's effects (the pool's only if the reconciler's request wrote it), or the withdrawal;
+    /// check 6 does not hold the request's own refused step against its answer.
+    #[test]
+    fn a_request_into_a_pool_carried_on_by_a_reconciler_is_judged_by_what_it_wrote() {
+        use crate::domain::membership::MembershipEvent as M;
+        use crate::domain::phone_number::PhoneNumber;
+        use crate::domain::pool::{PoolEvent, PoolMember};
+        let id = "phone-00000000000000000000000000000003";
+        let pool = "pool-00000000000000000000000000000003";
+        let under_way = Rejection::conflict(
+            crate::domain::types::ConflictReason::ResourceModificationNotAllowed,
+            ResourceKind::PhoneNumber,
+            id,
+            "is joining a pool",
+        );
+        let started = |h: &mut History| {
+            let number = PhoneNumber {
+                requested_into_pool: Some(pool.into()),
+                ..PhoneNumber::example(id, ACCOUNT, REGION)
+            };
+            h.append(id, "request", &PhoneNumberEvent::PhoneNumberRequested(Box::new(number)));
+            let begin = M::PoolAssociationStarted { pool_id: pool.into() };
+            h.append(id, "recovery-1", &PhoneNumberEvent::Membership(begin));
+            let refused = M::AssociationRejected {
+                pool_id: pool.into(),
+                reason: under_way.clone(),
+            };
+            h.append(id, "request", &PhoneNumberEvent::Membership(refused));
+        };
+        let joined = |pool_event_by: &str| {
+            let mut h = History::default();
+            started(&mut h);
+            let member = PoolMember {
+                origination_identity: id.into(),
+                origination_identity_arn: format!("arn:aws:sms-voice:{REGION}:{ACCOUNT}:phone-number/{id}"),
+                iso_country_code: "US".into(),
+                number_capabilities: vec![],
+                phone_number: "+12065550100".into(),
+                message_type: crate::domain::types::MessageType::Transactional,
+                sender_id: None,
+                shared_settings: None,
+            };
+            h.append(pool, pool_event_by, &PoolEvent::OriginationIdentityAssociated(member));
+            let associated = M::AssociatedWithPool { pool_id: pool.into() };
+            h.append(id, "recovery-1", &PhoneNumberEvent::Membership(associated));
+            h.op(Op::RequestIntoPool, id, "request", (0, 1), 200).pool = Some(pool.into());
+            h
+        };
+        let fine = joined("recovery-1");
+        assert_eq!((fine.violations("1."), fine.violations("6.")), (vec![], vec![]));
+        assert_eq!(
+            joined("recovery-2").violations("1.").len(),
+            1,
+            "the pool's event of another request"
+        );
+
+        let mut h = History::default();
+        started(&mut h);
+        let aborted = M::PoolAssociationAborted {
+            pool_id: pool.into(),
+            reason: Rejection::not_found(ResourceKind::Pool, pool),
+        };
+        h.append(id, "recovery-1", &PhoneNumberEvent::Membership(aborted));
+        let withdrawn = PhoneNumberEvent::RequestWithdrawn {
+            phone_number: "+12065550100".into(),
+            pool_id: pool.into(),
+            reason: Rejection::not_found(ResourceKind::Pool, pool),
+        };
+        h.append(id, "recovery-1", &withdrawn);
+        let refused = h.op(Op::RequestIntoPool, "", "request", (0, 1), 404);
+        (refused.pool, refused.error) = (Some(pool.into()), Some("ResourceNotFoundException".into()));
+        assert_eq!((h.violations("1."), h.violations("6.")), (vec![], vec![]));
     }
 }

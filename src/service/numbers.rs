@@ -66,9 +66,13 @@ struct JoinHistory {
     joined: bool,
     refusal: Option<Rejection>,
     any_pool_change: bool,
-    /// When the request last took a step: made the number, or a step of (or a refusal of) its
-    /// join of the pool.
+    /// When the latest step of the request began: the number made, or a step (or refusal) of a
+    /// join of the pool. An event bears the time its request began, so this is the latest
+    /// beginning of an attempt (or of another request about the pool's membership).
     last_step_ms: u64,
+    /// The number was taken up as if handed over: updated, tagged, given keywords, or sent
+    /// from (its caller found it, though the request failed).
+    taken_up: bool,
 }
 
 impl JoinHistory {
@@ -82,6 +86,7 @@ impl JoinHistory {
             refusal: None,
             any_pool_change: false,
             last_step_ms: 0,
+            taken_up: false,
         }
     }
 
@@ -102,6 +107,14 @@ impl JoinHistory {
                 if step {
                     self.last_step_ms = self.last_step_ms.max(e.timestamp_ms);
                 }
+                self.taken_up |= matches!(
+                    &event,
+                    PhoneNumberEvent::PhoneNumberUpdated(_)
+                        | PhoneNumberEvent::TagsChanged { .. }
+                        | PhoneNumberEvent::KeywordPut(_)
+                        | PhoneNumberEvent::KeywordDeleted { .. }
+                        | PhoneNumberEvent::MessageSent(_)
+                );
                 match &event {
                     PhoneNumberEvent::RequestWithdrawn { reason, .. } if self.withdrawn.is_none() => self.withdrawn = Some(reason.clone()),
                     PhoneNumberEvent::Membership(change) => {
@@ -442,7 +455,9 @@ impl LifecycleService {
     /// ([`PhoneNumber::unfinished_request`]) and took its last step at or before
     /// `last_step_before_ms` (a request still on its way is left to itself): as a retry of it
     /// would, under `meta` (the reconciler's, in the number's account and region). Answers
-    /// whether it did: the number joined the pool, or was withdrawn.
+    /// whether it did: the number joined the pool, or was withdrawn. A number its caller has
+    /// taken up meanwhile (found it, and updated it, tagged it or sent from it) is left as it
+    /// is: only the request's own retry may still join or withdraw it.
     ///
     /// Carrying the request on beside one of its attempts still on its way (slower than the
     /// reconciler waits) is safe: the two are attempts of one request, whose joins take turns in
@@ -461,7 +476,7 @@ impl LifecycleService {
         let mut history = JoinHistory::new(pool_id);
         history.read_on(self, id).await?;
         let still_unfinished = history.state.0.as_ref().and_then(PhoneNumber::unfinished_request) == Some(pool_id);
-        if !still_unfinished || history.last_step_ms > last_step_before_ms {
+        if !still_unfinished || history.taken_up || history.last_step_ms > last_step_before_ms {
             return Ok(false);
         }
         tracing::warn!(phone_number_id = %id, pool_id = %pool_id, "finishing a request into a pool that stopped between its steps");

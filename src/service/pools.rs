@@ -1021,7 +1021,8 @@ mod tests {
     /// join never began, or was under way, joins the pool; one the pool refused (its settings
     /// changed), or whose pool was deleted, is withdrawn with that refusal. A retry afterwards
     /// answers that outcome and writes nothing. Numbers no request left unfinished are not
-    /// touched: one requested into no pool, one that joined its pool and left it.
+    /// touched: one requested into no pool, one that joined its pool and left it; nor is one
+    /// whose caller took it up (found it after the failure, and protected it).
     #[actix_rt::test]
     async fn recovery_finishes_requests_into_a_pool_that_stopped_between_their_steps() {
         let dir = tempfile::tempdir().expect("dir");
@@ -1053,7 +1054,20 @@ mod tests {
             .disassociate(&begun_now(), &pool.pool_id, &left, None, None)
             .await
             .expect("left");
-        let untouched = [events_of(&service, &plain).await, events_of(&service, &left).await];
+        let taken_up = made_into(&service, &pool, "+12065550983", "taken-up").await;
+        let protect = crate::domain::phone_number::PhoneNumberChanges {
+            deletion_protection_enabled: Some(true),
+            ..Default::default()
+        };
+        service
+            .update_phone_number(&begun_now(), &taken_up, protect)
+            .await
+            .expect("protected");
+        let untouched = [
+            events_of(&service, &plain).await,
+            events_of(&service, &left).await,
+            events_of(&service, &taken_up).await,
+        ];
 
         let repaired = service.recover_interrupted(std::time::Duration::ZERO).await.expect("recover");
         // The join under way is a pool change first (undone: the pool never recorded it).
@@ -1077,7 +1091,12 @@ mod tests {
             withdrawn_with(&service, &orphan).await,
             Some(Rejection::not_found(ResourceKind::Pool, &gone.pool_id))
         );
-        assert_eq!(untouched, [events_of(&service, &plain).await, events_of(&service, &left).await]);
+        let now = [
+            events_of(&service, &plain).await,
+            events_of(&service, &left).await,
+            events_of(&service, &taken_up).await,
+        ];
+        assert_eq!(untouched, now);
 
         // The retries answer what recovery did, and write nothing.
         let finished = [&never_joined, &joining, &refused_number, &orphan];
@@ -1113,7 +1132,8 @@ mod tests {
     async fn the_reconciler_leaves_a_recent_request_into_a_pool_to_itself() {
         let dir = tempfile::tempdir().expect("dir");
         let (service, pool) = service_with_pool(dir.path()).await;
-        const LEFT_ALONE_FOR: std::time::Duration = std::time::Duration::from_millis(500);
+        // Long enough that a busy machine does not let it pass before the first look.
+        const LEFT_ALONE_FOR: std::time::Duration = std::time::Duration::from_secs(3);
         let made = made_into(&service, &pool, "+12065550984", "recent").await;
         assert_eq!(service.recover_interrupted(LEFT_ALONE_FOR).await.expect("recover"), 0);
         assert_eq!(events_of(&service, &made).await, ["PhoneNumberRequested"]);

@@ -94,10 +94,9 @@ impl LifecycleService {
             pools.insert(pool_id, pool);
             repaired += usize::from(finished.is_some());
         }
-        // After every fence of this pass (each at or before `now_ms`), so that a join begun
-        // here is never one of the changes given up.
-        let at_ms = crate::now_ms().max(now_ms.saturating_add(1));
-        Ok(repaired + self.finish_unfinished_requests(left_alone_for, at_ms).await?)
+        // After every fence of this pass (each at or before `now_ms`): a join begun for a
+        // request is never one of the changes given up.
+        Ok(repaired + self.finish_unfinished_requests(left_alone_for, now_ms).await?)
     }
 
     /// Finishes every `RequestPhoneNumber` into a pool that stopped after making its number and
@@ -105,8 +104,10 @@ impl LifecycleService {
     /// and has taken no step for `left_alone_for` (with one node at start-up, zero: nothing is
     /// on its way): as its retry would, so that a failed request leaves no number leased outside
     /// the pool it named, even if its caller never sends the retry. Its writes are the
-    /// reconciler's, begun at `at_ms`. Answers how many it finished.
-    async fn finish_unfinished_requests(&self, left_alone_for: std::time::Duration, at_ms: u64) -> Result<usize, ServiceError> {
+    /// reconciler's, each begun when it is taken and after `fenced_at_ms` (the latest fence this
+    /// pass set). A number that cannot be finished now (the log failing, say) is left to the
+    /// next pass, not the numbers after it. Answers how many it finished.
+    async fn finish_unfinished_requests(&self, left_alone_for: std::time::Duration, fenced_at_ms: u64) -> Result<usize, ServiceError> {
         let mut unfinished: Vec<PhoneNumber> = Vec::new();
         self.for_each_view(ResourceKind::PhoneNumber, |n: PhoneNumber| {
             if n.unfinished_request().is_some() {
@@ -120,14 +121,22 @@ impl LifecycleService {
         };
         let mut finished = 0;
         for number in &unfinished {
+            // Begun now, not when the pass began: a pass can take long, and a join stamped
+            // with an old time would look given up to another node's reconciler at once.
             let meta = CommandMeta {
                 request_id: format!("{RECOVERY_REQUEST_PREFIX}{}", uuid::Uuid::new_v4()),
                 scope: Scope::new(&number.account, &number.region),
-                at_ms,
+                at_ms: crate::now_ms().max(fenced_at_ms.saturating_add(1)),
                 operation: "Recovery".into(),
             };
-            let done = self.finish_unfinished_request(&meta, number, last_step_before_ms).await?;
-            finished += usize::from(done);
+            match self.finish_unfinished_request(&meta, number, last_step_before_ms).await {
+                Ok(done) => finished += usize::from(done),
+                Err(e) => tracing::warn!(
+                    phone_number_id = %number.phone_number_id,
+                    error = %crate::error_chain(&e),
+                    "could not finish a request into a pool; left to the next pass"
+                ),
+            }
         }
         Ok(finished)
     }
