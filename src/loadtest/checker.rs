@@ -1682,13 +1682,21 @@ mod tests {
         );
     }
 
+    /// The number `id` made by request `request` into `pool`.
+    fn requested_into(h: &mut History, id: &str, pool: &str) {
+        let number = crate::domain::phone_number::PhoneNumber {
+            requested_into_pool: Some(pool.into()),
+            ..crate::domain::phone_number::PhoneNumber::example(id, ACCOUNT, REGION)
+        };
+        h.append(id, "request", &PhoneNumberEvent::PhoneNumberRequested(Box::new(number)));
+    }
+
     /// A request into a pool refused after it made its number passes check 1 only if it
     /// withdrew that number (and check 5 finds the request unfinished if not); one acknowledged
     /// must have joined the pool.
     #[test]
     fn a_refused_request_into_a_pool_must_have_withdrawn_its_number() {
         use crate::domain::membership::MembershipEvent as M;
-        use crate::domain::phone_number::PhoneNumber;
         let id = "phone-00000000000000000000000000000002";
         let pool = "pool-00000000000000000000000000000002";
         let refusal = Rejection::conflict(
@@ -1699,11 +1707,7 @@ mod tests {
         );
         let history = |withdraw: bool| {
             let mut h = History::default();
-            let number = PhoneNumber {
-                requested_into_pool: Some(pool.into()),
-                ..PhoneNumber::example(id, ACCOUNT, REGION)
-            };
-            h.append(id, "request", &PhoneNumberEvent::PhoneNumberRequested(Box::new(number)));
+            requested_into(&mut h, id, pool);
             let rejected = M::AssociationRejected {
                 pool_id: pool.into(),
                 reason: refusal.clone(),
@@ -1731,8 +1735,7 @@ mod tests {
 
         // Acknowledged, but the number never joined the pool.
         let mut h = History::default();
-        let number = PhoneNumber::example(id, ACCOUNT, REGION);
-        h.append(id, "request", &PhoneNumberEvent::PhoneNumberRequested(Box::new(number)));
+        requested_into(&mut h, id, pool);
         h.op(Op::RequestIntoPool, id, "request", (0, 1), 200).pool = Some(pool.into());
         assert_eq!(
             h.violations("1.").len(),
@@ -1749,7 +1752,6 @@ mod tests {
     #[test]
     fn a_request_into_a_pool_carried_on_by_a_reconciler_is_judged_by_what_it_wrote() {
         use crate::domain::membership::MembershipEvent as M;
-        use crate::domain::phone_number::PhoneNumber;
         use crate::domain::pool::{PoolEvent, PoolMember};
         let id = "phone-00000000000000000000000000000003";
         let pool = "pool-00000000000000000000000000000003";
@@ -1760,11 +1762,7 @@ mod tests {
             "is joining a pool",
         );
         let started = |h: &mut History| {
-            let number = PhoneNumber {
-                requested_into_pool: Some(pool.into()),
-                ..PhoneNumber::example(id, ACCOUNT, REGION)
-            };
-            h.append(id, "request", &PhoneNumberEvent::PhoneNumberRequested(Box::new(number)));
+            requested_into(h, id, pool);
             let begin = M::PoolAssociationStarted { pool_id: pool.into() };
             h.append(id, "recovery-1", &PhoneNumberEvent::Membership(begin));
             let refused = M::AssociationRejected {

@@ -175,9 +175,11 @@ impl LifecycleService {
         member.ok_or_else(|| not_found(ResourceKind::of_member(id), id))
     }
 
-    /// The member whose stream is `id` as the log has it, the version it is at, and, if it is
-    /// joining or leaving `pool_id`, when the request that began that change began (its first
-    /// step's time, the time a fence compares).
+    /// The member whose stream is `id` as the log has it, the version it is at, and, if it
+    /// stands with `pool_id` at all, when the request that began its latest change of that pool
+    /// began (its first step's time, the time a fence compares): a change still under way, or
+    /// one done (a member in the pool by a join begun after a fence is not the fence's to
+    /// settle, though the pool as the fence left it did not hold it yet).
     pub(super) async fn member_in_log(&self, id: &str, pool_id: &str) -> Result<(Identity, u64, Option<u64>), ServiceError> {
         let store = &*self.store;
         let (member, version) = if ResourceKind::SenderId.is_id(id) {
@@ -188,9 +190,9 @@ impl LifecycleService {
             (loaded.state.0.map(|n| Identity::Number(Box::new(n))), loaded.version)
         };
         let member = member.ok_or_else(|| not_found(ResourceKind::of_member(id), id))?;
-        let begun_ms = match member.is_changing(pool_id) {
-            true => self.last_change_begun_ms(id, pool_id, Some(version)).await?,
-            false => None,
+        let begun_ms = match member.standing(pool_id) {
+            Some(_) => self.last_change_begun_ms(id, pool_id, Some(version)).await?,
+            None => None,
         };
         Ok((member, version, begun_ms))
     }

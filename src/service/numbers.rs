@@ -451,8 +451,9 @@ impl LifecycleService {
         }
     }
 
-    /// Finishes the request into a pool that made `number`, if it stopped between its steps
-    /// ([`PhoneNumber::unfinished_request`]) and took its last step at or before
+    /// Finishes the request into a pool that made `number` (as a view had it), if it stopped
+    /// between its steps ([`PhoneNumber::unfinished_request`] of the number as the log has it)
+    /// and took its last step at or before
     /// `last_step_before_ms` (a request still on its way is left to itself): as a retry of it
     /// would, under `meta` (the reconciler's, in the number's account and region). Answers
     /// whether it did: the number joined the pool, or was withdrawn. A number its caller has
@@ -468,7 +469,7 @@ impl LifecycleService {
         number: &PhoneNumber,
         last_step_before_ms: u64,
     ) -> Result<bool, ServiceError> {
-        let Some(pool_id) = number.unfinished_request() else {
+        let Some(pool_id) = number.requested_into_pool.as_deref() else {
             return Ok(false);
         };
         let id = &number.phone_number_id;

@@ -1142,4 +1142,39 @@ mod tests {
         let n = service.current_number(&made).await.expect("number");
         assert_eq!(n.pool_id, Some(pool.pool_id.clone()));
     }
+
+    /// A member whose standing with a pool comes from a change begun after the reconciler's
+    /// fence is that change's to settle, even if the pool as the fence left it does not hold the
+    /// member (the pool's step came after the fence read it): the reconciler does not take it
+    /// for a member of a deleted pool and detach it. Standing from a change begun before the
+    /// fence is settled as before. (Found by the stream-leader fault test: a sender id detached
+    /// from a live pool that held it.)
+    #[actix_rt::test]
+    async fn the_reconciler_leaves_a_standing_from_a_change_begun_after_its_fence() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (service, pool) = service_with_pool(dir.path()).await;
+        let joiner = number(&service).await;
+        let fenced_at = now_ms();
+        let join = begun_now();
+        begin_join(&service, &join, &joiner, &pool.pool_id).await;
+        let complete = MembershipAction::CompleteAssociation {
+            pool_id: pool.pool_id.clone(),
+        };
+        service.member_step(&join, &joiner, complete).await.expect("the member's last step");
+        let (_, settled) = service
+            .finish_change(&begun_now(), &joiner, &pool.pool_id, fenced_at)
+            .await
+            .expect("finish");
+        assert!(settled.is_none(), "{settled:?}");
+        let now = service.member_now(&joiner).await.expect("member");
+        assert_eq!(now.standing(&pool.pool_id), Some(crate::domain::membership::Standing::Associated));
+        // A fence after that join settles it: the pool does not hold the member.
+        let fenced_later = begun_now().at_ms;
+        let (_, settled) = service
+            .finish_change(&begun_now(), &joiner, &pool.pool_id, fenced_later)
+            .await
+            .expect("finish");
+        let settled = settled.expect("settled");
+        assert_eq!(settled.standing(&pool.pool_id), None);
+    }
 }

@@ -36,8 +36,16 @@ impl LifecycleService {
     /// ([`Self::finish_unfinished_requests`]). Answers how many changes and requests it settled.
     pub async fn recover_interrupted(&self, left_alone_for: std::time::Duration) -> Result<usize, ServiceError> {
         let mut stuck: Vec<Identity> = Vec::new();
+        // Requests into a pool that may be unfinished: those the view shows so, and those
+        // whose join is among the changes settled below (the view may not show the outcome
+        // yet). One look at every number serves both.
+        let mut requested: Vec<PhoneNumber> = Vec::new();
         self.for_each_view(ResourceKind::PhoneNumber, |n: PhoneNumber| {
-            if !pools_to_ask(&n).is_empty() {
+            let changing = !pools_to_ask(&n).is_empty();
+            if n.unfinished_request().is_some() || (changing && n.requested_into_pool.is_some()) {
+                requested.push(n.clone());
+            }
+            if changing {
                 stuck.push(Identity::Number(Box::new(n)));
             }
         })
@@ -96,31 +104,30 @@ impl LifecycleService {
         }
         // After every fence of this pass (each at or before `now_ms`): a join begun for a
         // request is never one of the changes given up.
-        Ok(repaired + self.finish_unfinished_requests(left_alone_for, now_ms).await?)
+        Ok(repaired + self.finish_unfinished_requests(&requested, left_alone_for, now_ms).await?)
     }
 
-    /// Finishes every `RequestPhoneNumber` into a pool that stopped after making its number and
-    /// before the number joined the pool or was withdrawn ([`PhoneNumber::unfinished_request`]),
-    /// and has taken no step for `left_alone_for` (with one node at start-up, zero: nothing is
+    /// Finishes each `RequestPhoneNumber` into a pool, of those that made the numbers
+    /// `requested`, that stopped after making its number and before the number joined the pool
+    /// or was withdrawn ([`PhoneNumber::unfinished_request`], as the log has the number), and
+    /// has taken no step for `left_alone_for` (with one node at start-up, zero: nothing is
     /// on its way): as its retry would, so that a failed request leaves no number leased outside
     /// the pool it named, even if its caller never sends the retry. Its writes are the
     /// reconciler's, each begun when it is taken and after `fenced_at_ms` (the latest fence this
     /// pass set). A number that cannot be finished now (the log failing, say) is left to the
     /// next pass, not the numbers after it. Answers how many it finished.
-    async fn finish_unfinished_requests(&self, left_alone_for: std::time::Duration, fenced_at_ms: u64) -> Result<usize, ServiceError> {
-        let mut unfinished: Vec<PhoneNumber> = Vec::new();
-        self.for_each_view(ResourceKind::PhoneNumber, |n: PhoneNumber| {
-            if n.unfinished_request().is_some() {
-                unfinished.push(n);
-            }
-        })
-        .await?;
+    async fn finish_unfinished_requests(
+        &self,
+        requested: &[PhoneNumber],
+        left_alone_for: std::time::Duration,
+        fenced_at_ms: u64,
+    ) -> Result<usize, ServiceError> {
         let last_step_before_ms = match left_alone_for.is_zero() {
             true => u64::MAX,
             false => crate::now_ms().saturating_sub(left_alone_for.as_millis() as u64),
         };
         let mut finished = 0;
-        for number in &unfinished {
+        for number in requested {
             // Begun now, not when the pass began: a pass can take long, and a join stamped
             // with an old time would look given up to another node's reconciler at once.
             let meta = CommandMeta {
@@ -168,6 +175,8 @@ impl LifecycleService {
         let pool = self.execute(&self.pools, pool_id, Activation::Named, meta, fence).await?.0;
         for _ in 0..READS {
             let (n, version, begun_ms) = self.member_in_log(member_id, pool_id).await?;
+            // Its standing comes from a change begun after the fence (under way, or done since
+            // the fence read the pool): that change's own request settles it, not this decision.
             if begun_ms.is_some_and(|begun| begun > begun_before_ms) {
                 return Ok((pool, None));
             }
