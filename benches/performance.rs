@@ -142,6 +142,16 @@ impl Ledger {
     }
 }
 
+impl Drop for Ledger {
+    /// A part that panics (a failed measurement) leaves no server running behind it.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A release response of the real service's size, for the reference handler.
 fn release_response(id: &str) -> Value {
     json!({
